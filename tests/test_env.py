@@ -1,0 +1,30 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import dlbook
+
+
+def test_setup_seeds_everything_and_prints_provenance(capsys):
+    dlbook.setup(seed=3, profile="smoke")
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    dlbook.setup(seed=3, profile="smoke")
+    second = (random.random(), np.random.rand(), torch.rand(1).item())
+    assert first == second
+    out = capsys.readouterr().out
+    assert "torch " + torch.__version__ in out and "profile=smoke" in out and "CPU threads=" in out
+
+
+def test_setup_returns_the_best_device():
+    device = dlbook.setup(quiet=True)
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    assert device.type == expected
+
+
+def test_bad_seed_and_profile_are_refused():
+    with pytest.raises(ValueError, match="seed"):
+        dlbook.setup(seed=-1)
+    with pytest.raises(ValueError, match="unknown profile"):
+        dlbook.setup(profile="tiny")

@@ -1,0 +1,5 @@
+# The environment every test and build runs in (sourced by the Makefile recipes and tools/*.sh):
+# no network except loopback, no hub, static progress bars, a headless plot backend.
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export DLBOOK_BLOCK_NETWORK=1 PYTHONPATH="$PWD/tests/offline:$PWD/tests/plugins${PYTHONPATH:+:$PYTHONPATH}"
+export DLBOOK_STATIC_OUTPUT=1 MPLBACKEND=Agg TOKENIZERS_PARALLELISM=false
