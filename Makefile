@@ -10,7 +10,7 @@ OFFLINE := source tools/offline_env.sh
 TEST_OUT := _build/test
 NBVAL := $(PY) -m pytest -p nbval_capture -p no:cacheprovider --nbval-lax --nbval-cell-timeout=1200
 
-.PHONY: help install book test lint unit notebooks build-test browser-check student full upgrade-check clean
+.PHONY: help install book test lint unit notebooks determinism build-test browser-check chromium-installed student full upgrade-check clean
 
 help:
 	@echo "make book   install, execute every chapter (profile full), render _build/html"
@@ -50,20 +50,24 @@ book: install _build/mathjax-static/mathjax/tex-chtml.js
 	@echo "The book: $(CURDIR)/_build/html/index.html"
 
 # ---- the tests ---------------------------------------------------------------------------------
-test: install lint unit notebooks build-test browser-check
+test: install lint unit notebooks determinism build-test browser-check
 	@echo "make test: all checks passed"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests notebooks/*.py
 
 unit: $(STAMP)
-	$(OFFLINE); $(PY) -m pytest -q tests --ignore=tests/browser
+	$(OFFLINE); $(PY) -m pytest -q tests --ignore=tests/browser --ignore=tests/determinism
 
 # Every chapter, once, in the smoke profile; what nbval executes is cached for the book build.
 notebooks: $(STAMP)
 	rm -rf $(TEST_OUT)/_build/.jupyter_cache
 	$(OFFLINE); export DLBOOK_PROFILE=smoke; \
 	  $(NBVAL) --nbval-capture=$(TEST_OUT)/_build/.jupyter_cache notebooks/[0-9][0-9]_*.ipynb
+
+# One chapter executed a second time: the same seed must give the same glued numbers.
+determinism: $(STAMP)
+	$(OFFLINE); export DLBOOK_PROFILE=smoke; $(PY) -m pytest -q -p no:cacheprovider tests/determinism
 
 build-test: install _build/mathjax-static/mathjax/tex-chtml.js
 	$(OFFLINE); export DLBOOK_PROFILE=smoke; \
@@ -72,6 +76,14 @@ build-test: install _build/mathjax-static/mathjax/tex-chtml.js
 
 browser-check: chromium-installed $(STAMP)
 	$(OFFLINE); $(PY) -m pytest -q tests/browser --html-dir $(TEST_OUT)/_build/html
+
+# Every chapter in the full profile (nbval, once), its headline numbers and times collected into
+# _build/results.json and _build/results.md; fails if a chapter fails or misses its bar. The
+# executed chapters land in the book's cache, so a `make book` afterwards renders them as they are.
+full: $(STAMP)
+	$(OFFLINE); export DLBOOK_PROFILE=full; status=0; \
+	  $(NBVAL) --nbval-capture=_build/.jupyter_cache notebooks/[0-9][0-9]_*.ipynb || status=$$?; \
+	  $(PY) tools/collect_results.py _build/executed _build/results.json && exit $$status
 
 # ---- teaching ----------------------------------------------------------------------------------
 student: $(STAMP)

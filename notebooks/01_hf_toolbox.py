@@ -129,7 +129,7 @@ print(tokenizer.tokenize(review))
 
 # %%
 encoded = tokenizer(review)
-print(encoded.keys())
+print(list(encoded.keys()))
 print(encoded["input_ids"])
 print(tokenizer.convert_ids_to_tokens(encoded["input_ids"]))
 

@@ -12,6 +12,8 @@ Enable with ``-p nbval_capture --nbval-capture=_build/.jupyter_cache``.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 
@@ -77,14 +79,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     cache = get_cache(cache_dir)
     executed = Path(cache_dir).parent / "executed"
     executed.mkdir(parents=True, exist_ok=True)
+    timings_path = executed / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     for record in session.config.stash[_KEY].values():
         nb_file = record["file"]
         nb = nb_file.nb
-        n_code = sum(c.cell_type == "code" for c in nb.cells)
-        if record["failed"] or record["ran"] != n_code or record["end"] is None:
-            continue
-        seconds = record["end"] - record["start"]
         source = Path(str(nb_file.fspath))
+        n_code = sum(c.cell_type == "code" for c in nb.cells)
+        seconds = (record["end"] or time.perf_counter()) - record["start"]
+        complete = not record["failed"] and record["ran"] == n_code and record["end"] is not None
+        timings[source.stem] = {
+            "seconds": round(seconds, 1),
+            "status": "passed" if complete else "failed",
+            "profile": os.environ.get("DLBOOK_PROFILE", "full"),
+        }
+        if not complete:
+            continue
         nbformat.validate(nb)
         nbformat.write(nb, executed / source.name)
         uri = source.with_suffix(".py") if source.with_suffix(".py").exists() else source
@@ -93,3 +103,4 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             check_validity=False,
             overwrite=True,
         )
+    timings_path.write_text(json.dumps(timings, indent=2, sort_keys=True))
