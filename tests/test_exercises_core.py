@@ -49,3 +49,9 @@ def test_every_registered_exercise_passes_its_reference():
     assert "ch01.mean_pool" in keys
     for key in keys:
         assert exercises.check(key, exercises.reference(key), verbose=False), key
+
+
+def test_compare_reports_an_unexpected_nan():
+    msg = compare(torch.tensor([1.0, float("nan")]), torch.ones(2), 1e-6, 1e-6)
+    assert msg and "index (1,)" in msg
+    assert compare(torch.tensor([float("nan")]), torch.tensor([float("nan")]), 1e-6, 1e-6) is None

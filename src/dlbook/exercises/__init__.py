@@ -58,7 +58,8 @@ class CheckResult:
             return f"{self.key}: correct, all {self.total} hidden cases pass"
         return f"{self.key}: not yet ({self.passed}/{self.total} cases pass). {self.failure}"
 
-    _repr_pretty_ = lambda self, p, cycle: p.text(repr(self))  # noqa: E731  (IPython display)
+    def _ipython_display_(self) -> None:
+        """Show nothing as a cell's last value: ``check`` has already printed the verdict."""
 
 
 _REGISTRY: dict[str, Exercise] = {}
@@ -133,6 +134,9 @@ def compare(got: Any, want: Any, atol: float, rtol: float, where: str = "the res
         if g.is_floating_point() or g.is_complex():
             if not torch.allclose(g, w, atol=atol, rtol=rtol, equal_nan=True):
                 err = (g - w).abs()
+                both_nan = torch.isnan(g) & torch.isnan(w)
+                err = torch.where(both_nan, torch.zeros_like(err), err)  # NaN where NaN is expected: fine
+                err = torch.where(torch.isnan(err), torch.full_like(err, float("inf")), err)  # unexpected NaN
                 i = tuple(int(v) for v in torch.nonzero(err == err.max())[0]) if err.numel() else ()
                 return (
                     f"{where} has the right shape but wrong values: largest error {err.max().item():.3g} "

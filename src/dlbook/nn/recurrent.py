@@ -1,0 +1,294 @@
+"""Recurrent cells and multi-layer recurrent networks written from their equations.
+
+The vanilla RNN is taught in chapter 4, the LSTM and the GRU in chapter 5. Parameters use the
+same names, shapes and gate layouts as PyTorch's ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` so their
+weights load directly (:meth:`RNN.from_torch` and friends):
+
+- RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``
+- LSTM: the rows of ``weight_ih`` / ``weight_hh`` are the gates in the order ``i, f, g, o``
+- GRU: the rows are ``r, z, n``, and the candidate uses ``r * (W_hn h + b_hn)``: the reset gate
+  multiplies the recurrent term *including* its bias.
+
+These loops run one Python step per time step: they are for reading and checking, not speed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+def _check_input(x: torch.Tensor, input_size: int, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} takes a tensor, got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[-1] != input_size:
+        raise ValueError(f"{name} takes x of shape (batch, {input_size}), got {tuple(x.shape)}")
+
+
+def _check_state(h: torch.Tensor, batch: int, hidden_size: int, name: str) -> None:
+    if not isinstance(h, torch.Tensor) or h.shape != (batch, hidden_size):
+        got = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
+        raise ValueError(f"{name} takes a state of shape ({batch}, {hidden_size}), got {got}")
+
+
+class _Cell(nn.Module):
+    gates = 1
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        if input_size < 1 or hidden_size < 1:
+            raise ValueError(f"sizes must be positive, got input_size={input_size}, hidden_size={hidden_size}")
+        self.input_size, self.hidden_size = input_size, hidden_size
+        rows = self.gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(rows))
+            self.bias_hh = nn.Parameter(torch.empty(rows))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's initialisation: every weight and bias uniform in +-1/sqrt(hidden_size)."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def _affine(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gi = F.linear(x, self.weight_ih, self.bias_ih)  # (batch, gates * hidden)
+        gh = F.linear(h, self.weight_hh, self.bias_hh)  # (batch, gates * hidden)
+        return gi, gh
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, bias={self.bias_ih is not None}"
+
+
+class RNNCell(_Cell):
+    """One step of the vanilla (Elman) RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``. Chapter 4."""
+
+    gates = 1
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh") -> None:
+        if nonlinearity not in _NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be one of {', '.join(_NONLINEARITIES)}, got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, bias)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        _check_input(x, self.input_size, "RNNCell")
+        if h is None:
+            h = x.new_zeros(x.shape[0], self.hidden_size)
+        _check_state(h, x.shape[0], self.hidden_size, "RNNCell")
+        gi, gh = self._affine(x, h)
+        return _NONLINEARITIES[self.nonlinearity](gi + gh)  # (batch, hidden)
+
+
+class LSTMCell(_Cell):
+    """One LSTM step from its gate equations; rows of the weights in the order i, f, g, o. Chapter 5.
+
+    ``i, f, o = sigmoid(.)``, ``g = tanh(.)`` of ``W_i* x + b_i* + W_h* h + b_h*``;
+    ``c' = f * c + i * g``; ``h' = o * tanh(c')``.
+    """
+
+    gates = 4
+
+    def forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_input(x, self.input_size, "LSTMCell")
+        if state is None:
+            zeros = x.new_zeros(x.shape[0], self.hidden_size)
+            state = (zeros, zeros)
+        if not isinstance(state, tuple) or len(state) != 2:
+            raise TypeError("LSTMCell takes the state as a tuple (h, c)")
+        h, c = state
+        _check_state(h, x.shape[0], self.hidden_size, "LSTMCell (h)")
+        _check_state(c, x.shape[0], self.hidden_size, "LSTMCell (c)")
+        gi, gh = self._affine(x, h)
+        i, f, g, o = (gi + gh).chunk(4, dim=-1)  # each (batch, hidden)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g  # (batch, hidden)
+        h = o * torch.tanh(c)  # (batch, hidden)
+        return h, c
+
+
+class GRUCell(_Cell):
+    """One GRU step from its equations; rows of the weights in the order r, z, n. Chapter 5.
+
+    ``r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)``, ``z`` likewise,
+    ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``.
+    """
+
+    gates = 3
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        _check_input(x, self.input_size, "GRUCell")
+        if h is None:
+            h = x.new_zeros(x.shape[0], self.hidden_size)
+        _check_state(h, x.shape[0], self.hidden_size, "GRUCell")
+        gi, gh = self._affine(x, h)
+        i_r, i_z, i_n = gi.chunk(3, dim=-1)  # each (batch, hidden)
+        h_r, h_z, h_n = gh.chunk(3, dim=-1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)  # r gates W_hn h + b_hn, bias included
+        return (1 - z) * n + z * h  # (batch, hidden)
+
+
+class _Stacked(nn.Module):
+    """Layers of cells unrolled over time, with the call convention of ``nn.RNN`` and friends."""
+
+    torch_class: type[nn.RNNBase] = nn.RNN
+    is_lstm = False
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        **cell_kwargs: str,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.batch_first, self.dropout = batch_first, dropout
+        self.cells = nn.ModuleList(
+            self._make_cell(input_size if k == 0 else hidden_size, hidden_size, bias, **cell_kwargs)
+            for k in range(num_layers)
+        )
+
+    def _make_cell(self, input_size: int, hidden_size: int, bias: bool, **kw: str) -> _Cell:
+        raise NotImplementedError
+
+    def _zero_state(self, x: torch.Tensor, batch: int):
+        z = x.new_zeros(self.num_layers, batch, self.hidden_size)
+        return (z, z.clone()) if self.is_lstm else z
+
+    def forward(self, x: torch.Tensor, state=None):
+        """``x`` is ``(batch, seq, input)`` if ``batch_first`` else ``(seq, batch, input)``.
+
+        Returns ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``): ``output`` holds the last
+        layer's hidden state at every step, ``h_n`` every layer's state at the last step,
+        shaped ``(num_layers, batch, hidden)``, exactly as PyTorch's modules return them.
+        """
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.input_size:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            order = "(batch, seq, input)" if self.batch_first else "(seq, batch, input)"
+            raise ValueError(f"{type(self).__name__} takes x of shape {order} with input={self.input_size}, got {got}")
+        if self.batch_first:
+            x = x.transpose(0, 1)  # (seq, batch, input)
+        seq, batch = x.shape[0], x.shape[1]
+        state = self._zero_state(x, batch) if state is None else state
+        if self.is_lstm:
+            h0, c0 = state
+            if h0.shape != (self.num_layers, batch, self.hidden_size) or c0.shape != h0.shape:
+                raise ValueError(f"LSTM state must be two tensors of shape {(self.num_layers, batch, self.hidden_size)}")
+        elif state.shape != (self.num_layers, batch, self.hidden_size):
+            raise ValueError(f"state must have shape {(self.num_layers, batch, self.hidden_size)}, got {tuple(state.shape)}")
+        layer_input = x
+        finals = []
+        for k, cell in enumerate(self.cells):
+            s = (state[0][k], state[1][k]) if self.is_lstm else state[k]
+            outputs = []
+            for t in range(seq):
+                s = cell(layer_input[t], s)
+                outputs.append(s[0] if self.is_lstm else s)  # (batch, hidden)
+            finals.append(s)
+            layer_input = torch.stack(outputs)  # (seq, batch, hidden)
+            if self.dropout > 0 and self.training and k < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        output = layer_input.transpose(0, 1) if self.batch_first else layer_input
+        if self.is_lstm:
+            return output, (torch.stack([s[0] for s in finals]), torch.stack([s[1] for s in finals]))
+        return output, torch.stack(finals)
+
+    @torch.no_grad()
+    def load_from_torch(self, module: nn.RNNBase) -> _Stacked:
+        """Copy the weights of a matching PyTorch module (``weight_ih_l{k}`` etc.) into these cells."""
+        if not isinstance(module, self.torch_class):
+            raise TypeError(f"{type(self).__name__} loads from {self.torch_class.__name__}, got {type(module).__name__}")
+        if module.bidirectional or getattr(module, "proj_size", 0):
+            raise ValueError("bidirectional and projected (proj_size) modules are not supported")
+        theirs = (module.input_size, module.hidden_size, module.num_layers, module.bias)
+        ours = (self.input_size, self.hidden_size, self.num_layers, self.cells[0].bias_ih is not None)
+        if theirs != ours:
+            raise ValueError(f"sizes differ: (input, hidden, layers, bias) = {theirs} there, {ours} here")
+        nonlinearity = getattr(module, "nonlinearity", None)
+        if nonlinearity is not None and nonlinearity != getattr(self.cells[0], "nonlinearity", nonlinearity):
+            raise ValueError(f"nonlinearity differs: {nonlinearity} there, {self.cells[0].nonlinearity} here")
+        for k, cell in enumerate(self.cells):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                mine = getattr(cell, name)
+                if mine is not None:
+                    mine.copy_(getattr(module, f"{name}_l{k}"))
+        return self
+
+    @classmethod
+    def from_torch(cls, module: nn.RNNBase) -> _Stacked:
+        """A from-scratch copy of a PyTorch ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``: same sizes, weights, dtype, device."""
+        if not isinstance(module, cls.torch_class):
+            raise TypeError(f"{cls.__name__}.from_torch needs an {cls.torch_class.__name__}, got {type(module).__name__}")
+        kw = {"nonlinearity": module.nonlinearity} if cls.torch_class is nn.RNN else {}
+        ours = cls(module.input_size, module.hidden_size, module.num_layers, module.bias, module.batch_first,
+                   module.dropout, **kw)
+        p = next(module.parameters())
+        return ours.to(device=p.device, dtype=p.dtype).load_from_torch(module)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, batch_first={self.batch_first}"
+
+
+class RNN(_Stacked):
+    """A multi-layer vanilla RNN unrolled over time, equivalent to ``nn.RNN``. Taught in chapter 4."""
+
+    torch_class = nn.RNN
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        nonlinearity: str = "tanh",
+    ) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, nonlinearity=nonlinearity)
+
+    def _make_cell(self, input_size: int, hidden_size: int, bias: bool, **kw: str) -> _Cell:
+        return RNNCell(input_size, hidden_size, bias, **kw)
+
+
+class LSTM(_Stacked):
+    """A multi-layer LSTM unrolled over time, equivalent to ``nn.LSTM``. Taught in chapter 5."""
+
+    torch_class = nn.LSTM
+    is_lstm = True
+
+    def _make_cell(self, input_size: int, hidden_size: int, bias: bool, **kw: str) -> _Cell:
+        return LSTMCell(input_size, hidden_size, bias)
+
+
+class GRU(_Stacked):
+    """A multi-layer GRU unrolled over time, equivalent to ``nn.GRU``. Taught in chapter 5."""
+
+    torch_class = nn.GRU
+
+    def _make_cell(self, input_size: int, hidden_size: int, bias: bool, **kw: str) -> _Cell:
+        return GRUCell(input_size, hidden_size, bias)
+
+
+__all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell"]

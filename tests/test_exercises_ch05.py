@@ -1,0 +1,143 @@
+"""The chapter 5 exercise checks pass the reference and fail plausible wrong answers."""
+
+import torch
+from torch import nn
+
+from dlbook import exercises
+
+
+def test_all_registered():
+    assert exercises.known("ch05") == ["ch05.gru_step", "ch05.lstm_step", "ch05.make_windows"]
+
+
+def test_references_pass():
+    for key in exercises.known("ch05"):
+        assert exercises.check(key, exercises.reference(key), verbose=False)
+
+
+def test_stubs_report_not_yet():
+    def stub(*args):
+        raise NotImplementedError
+
+    for key in exercises.known("ch05"):
+        result = exercises.check(key, stub, verbose=False)
+        assert not result and "NotImplementedError" in result.failure
+
+
+def _load(cell, w_ih, w_hh, b_ih, b_hh):
+    with torch.no_grad():
+        cell.weight_ih.copy_(w_ih)
+        cell.weight_hh.copy_(w_hh)
+        cell.bias_ih.copy_(b_ih)
+        cell.bias_hh.copy_(b_hh)
+    return cell
+
+
+# ---------------------------------------------------------------- lstm_step
+
+
+def test_lstm_step_matches_nn_lstmcell():
+    def via_torch(x, h, c, w_ih, w_hh, b_ih, b_hh):
+        cell = _load(nn.LSTMCell(x.shape[1], h.shape[1]).to(x.dtype), w_ih, w_hh, b_ih, b_hh)
+        with torch.no_grad():
+            return cell(x, (h, c))
+
+    assert exercises.check("ch05.lstm_step", via_torch, verbose=False)
+
+
+def test_lstm_step_ifog_order_fails():
+    def wrong(x, h, c, w_ih, w_hh, b_ih, b_hh):  # reads the rows as i, f, o, g
+        i, f, o, g = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, -1)
+        c2 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c2), c2
+
+    assert not exercises.check("ch05.lstm_step", wrong, verbose=False)
+
+
+def test_lstm_step_without_tanh_on_cell_fails():
+    def wrong(x, h, c, w_ih, w_hh, b_ih, b_hh):
+        i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, -1)
+        c2 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * c2, c2
+
+    assert not exercises.check("ch05.lstm_step", wrong, verbose=False)
+
+
+def test_lstm_step_forgetting_the_old_cell_fails():
+    def wrong(x, h, c, w_ih, w_hh, b_ih, b_hh):
+        i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, -1)
+        c2 = torch.sigmoid(f) + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c2), c2
+
+    assert not exercises.check("ch05.lstm_step", wrong, verbose=False)
+
+
+def test_lstm_step_returning_only_h_fails():
+    def wrong(*args):
+        return exercises.reference("ch05.lstm_step")(*args)[0]
+
+    assert not exercises.check("ch05.lstm_step", wrong, verbose=False)
+
+
+# ---------------------------------------------------------------- gru_step
+
+
+def test_gru_step_matches_nn_grucell():
+    def via_torch(x, h, w_ih, w_hh, b_ih, b_hh):
+        cell = _load(nn.GRUCell(x.shape[1], h.shape[1]).to(x.dtype), w_ih, w_hh, b_ih, b_hh)
+        with torch.no_grad():
+            return cell(x, h)
+
+    assert exercises.check("ch05.gru_step", via_torch, verbose=False)
+
+
+def test_gru_step_reset_outside_the_bias_fails():
+    def wrong(x, h, w_ih, w_hh, b_ih, b_hh):  # r * (W_hn h) + b_hn: the form of the original paper
+        i_r, i_z, i_n = (x @ w_ih.T + b_ih).chunk(3, -1)
+        h_r, h_z, h_n = (h @ w_hh.T).chunk(3, -1)
+        b_r, b_z, b_n = b_hh.chunk(3)
+        r, z = torch.sigmoid(i_r + h_r + b_r), torch.sigmoid(i_z + h_z + b_z)
+        return (1 - z) * torch.tanh(i_n + r * h_n + b_n) + z * h
+
+    result = exercises.check("ch05.gru_step", wrong, verbose=False)
+    assert not result and "values" in result.failure
+
+
+def test_gru_step_swapped_update_fails():
+    def wrong(x, h, w_ih, w_hh, b_ih, b_hh):  # z and 1 - z exchanged
+        i_r, i_z, i_n = (x @ w_ih.T + b_ih).chunk(3, -1)
+        h_r, h_z, h_n = (h @ w_hh.T + b_hh).chunk(3, -1)
+        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        return z * torch.tanh(i_n + r * h_n) + (1 - z) * h
+
+    assert not exercises.check("ch05.gru_step", wrong, verbose=False)
+
+
+# ---------------------------------------------------------------- make_windows
+
+
+def test_make_windows_via_unfold_passes():
+    def via_unfold(series, window, horizon):
+        pieces = series.unfold(0, window + horizon, 1)  # (n, window + horizon)
+        return pieces[:, :window], pieces[:, window:]
+
+    assert exercises.check("ch05.make_windows", via_unfold, verbose=False)
+
+
+def test_make_windows_off_by_one_fails():
+    def wrong(series, window, horizon):  # one window too few
+        n = len(series) - window - horizon
+        return (torch.stack([series[k : k + window] for k in range(n)]),
+                torch.stack([series[k + window : k + window + horizon] for k in range(n)]))
+
+    result = exercises.check("ch05.make_windows", wrong, verbose=False)
+    assert not result and "shape" in result.failure
+
+
+def test_make_windows_target_overlapping_input_fails():
+    def wrong(series, window, horizon):  # target starts at the last input instead of after it
+        n = len(series) - window - horizon + 1
+        return (torch.stack([series[k : k + window] for k in range(n)]),
+                torch.stack([series[k + window - 1 : k + window - 1 + horizon] for k in range(n)]))
+
+    assert not exercises.check("ch05.make_windows", wrong, verbose=False)
