@@ -17,7 +17,8 @@ SKIP = {"genindex.html", "search.html", "py-modindex.html"}
 # What a reader would notice, read off the rendered page.
 INSPECT_JS = """() => {
   const math = [...document.querySelectorAll('.math')];
-  const article = document.querySelector('article') || document.body;
+  const article = (document.querySelector('article') || document.body).cloneNode(true);
+  article.querySelectorAll('pre, code, .highlight, mjx-container').forEach(e => e.remove());  // code may show TeX
   return {
     untypeset: math.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.slice(0, 60)),
     errors: [...document.querySelectorAll('.cell_output .output.error, .cell_output .output.traceback')]
@@ -26,7 +27,7 @@ INSPECT_JS = """() => {
               .filter(o => o.textContent.includes('Traceback (most recent call last)')).length,
     broken: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src),
     colab: [...document.querySelectorAll('a[href*="colab.research.google.com"]')].map(a => a.href),
-    rawTex: (article.innerText.match(/\\$\\$|\\\\\\(|\\\\\\[/g) || []).length,
+    rawTex: (article.textContent.match(/\\$\\$|\\\\\\(|\\\\\\[/g) || []).length,
   };
 }"""
 
@@ -102,6 +103,7 @@ BAD_PAGES = {  # defect: (page body, what the report must say)
     "traceback": ('<div class="cell_output"><pre>Traceback (most recent call last):\n  boom</pre></div>', "error output"),
     "broken image": ('<img src="missing.png">', "broken images"),
     "outside request": ('<img src="http://example.invalid/x.png">', "requests left"),
+    "raw tex": ("<p>so $$x^2$$ stays raw</p><pre>$$ in code is fine $$</pre>", "raw TeX"),
 }
 
 
