@@ -739,7 +739,7 @@ dlbook.glue("ch09_top_false_pos", int((wrong.head(10)["label"] == "neg").sum()))
 
 # %% [markdown]
 # In the run rendered here, {glue:text}`ch09_top_false_pos` of these ten are `neg` snippets called
-# `pos`, and over the whole test split the model makes {glue:text}`ch09_false_pos` errors that way
+# `pos`, while over the whole test split the model makes {glue:text}`ch09_false_pos` errors that way
 # against {glue:text}`ch09_false_neg` the other way. Reading the list, most of them are faint or
 # mixed praise with a negative verdict ("a guilty pleasure at best", "perfectly enjoyable,
 # instantly forgettable", "it has its moments"): the positive words are there, and the model

@@ -27,6 +27,7 @@ INSPECT_JS = """() => {
               .filter(o => o.textContent.includes('Traceback (most recent call last)')).length,
     broken: [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src),
     colab: [...document.querySelectorAll('a[href*="colab.research.google.com"]')].map(a => a.href),
+    figures: document.querySelectorAll('.cell_output img').length,
     rawTex: (article.textContent.match(/\\$\\$|\\\\\\(|\\\\\\[/g) || []).length,
   };
 }"""
@@ -80,6 +81,8 @@ def problems_of(rel: str, report: dict, outside: list[str]) -> list[str]:
         stem = Path(rel).stem
         if not any(href.endswith(f"notebooks/{stem}.ipynb") for href in report["colab"]):
             problems.append(f"{rel}: no Colab button pointing at notebooks/{stem}.ipynb (found {report['colab']})")
+        if not report["figures"]:
+            problems.append(f"{rel}: no figure in any cell output (every chapter has plots: is a plot backend hiding them?)")
     return problems
 
 
