@@ -71,7 +71,7 @@ determinism: $(STAMP)
 
 build-test: install _build/mathjax-static/mathjax/tex-chtml.js
 	$(OFFLINE); export DLBOOK_PROFILE=smoke; \
-	  $(JB) build . -W -n --path-output $(TEST_OUT) 2>&1 | tee $(TEST_OUT).log
+	  $(JB) build . -W -n --all --path-output $(TEST_OUT) 2>&1 | tee $(TEST_OUT).log
 	$(PY) tools/check_build_log.py $(TEST_OUT).log
 
 browser-check: chromium-installed $(STAMP)
