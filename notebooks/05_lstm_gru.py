@@ -466,7 +466,9 @@ probe = x_test[:1].clone().requires_grad_(True)  # one test sequence (1, T, 2)
 marked = torch.nonzero(x_test[0, :, 1]).flatten().tolist()
 fig, ax = plt.subplots(figsize=(7, 3.4))
 for kind, style in [("RNN", "s-"), ("LSTM", "o-")]:
-    (grad,) = torch.autograd.grad(adding_models[kind](probe.to(device)).sum(), probe)
+    model = adding_models[kind].train()  # cuDNN differentiates RNNs only in train mode; no dropout: same function
+    (grad,) = torch.autograd.grad(model(probe.to(device)).sum(), probe)
+    model.eval()
     ax.plot(grad[0, :, 0].cpu().numpy(), style, ms=3, label=kind)
     others = [t for t in range(probe.shape[1]) if t not in marked]
     print(f"{kind:4s}: d y_hat / d v_t at the marked steps {marked}:", [round(float(grad[0, t, 0]), 3) for t in marked],

