@@ -54,7 +54,7 @@ test: install lint unit notebooks determinism build-test browser-check
 	@echo "make test: all checks passed"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests notebooks/*.py
+	$(VENV)/bin/ruff check src tests tools spaces notebooks/*.py
 
 unit: $(STAMP)
 	$(OFFLINE); $(PY) -m pytest -q tests --ignore=tests/browser --ignore=tests/determinism

@@ -116,3 +116,31 @@ def test_measure_classifier_on_a_tiny_bert():
     assert m.params == sum(p.numel() for p in model.parameters())
     assert m.size_mb == pytest.approx(measure.saved_size_mb(model))
     assert model.training  # left in the mode it was in
+
+
+def test_interleaved_latency_times_every_model_in_turns():
+    calls = []
+
+    class Slow(nn.Module):
+        def __init__(self, name, seconds):
+            super().__init__()
+            self.name, self.seconds = name, seconds
+            self.lin = nn.Linear(2, 2)
+
+        def forward(self, input_ids):
+            calls.append(self.name)
+            time.sleep(self.seconds)
+            return input_ids
+
+    models = {"slow": Slow("slow", 0.02), "fast": Slow("fast", 0.005)}
+    batches = {1: {"input_ids": torch.zeros(1, 3)}, 4: {"input_ids": torch.zeros(4, 3)}}
+    out = measure.interleaved_latency(models, batches, threads=1, rounds={1: 3, 4: 2}, warmup=1)
+    assert set(out) == {"slow", "fast"} and set(out["slow"]) == {1, 4}
+    assert len(out["slow"][1].runs_ms) == 3 and len(out["fast"][4].runs_ms) == 2
+    assert out["slow"][1].median > out["fast"][1].median
+    # at batch 1: warm-up (one untimed and one timed call each), then the timed runs alternate
+    assert calls[:10] == ["slow", "slow", "fast", "fast", "slow", "fast", "slow", "fast", "slow", "fast"]
+    with pytest.raises(ValueError):
+        measure.interleaved_latency(models, batches, threads=1, rounds={1: 3})
+    with pytest.raises(ValueError):
+        measure.interleaved_latency({}, batches, threads=1)

@@ -152,6 +152,52 @@ def forward_latency(model: nn.Module, batch: Mapping[str, torch.Tensor], *, warm
         model.train(was_training)
 
 
+def interleaved_latency(
+    models: Mapping[str, nn.Module],
+    batches: Mapping[int, Mapping[str, torch.Tensor]],
+    *,
+    threads: int,
+    rounds: Mapping[int, int] | int = 10,
+    warmup: int = 2,
+) -> dict[str, dict[int, Latency]]:
+    """Latencies of several models timed in turns: ``{name: {batch_size: Latency}}``.
+
+    For each batch size, every model is warmed up, then each round times one forward pass of
+    each model in turn (``rounds`` per batch size: one int for all, or a dict). On a machine shared
+    with other work the load drifts over minutes; timing the variants one after another inside
+    each round lets every variant see the same drift, so their latency *ratios* are fair even
+    when the absolute times are not. Added in chapter 12, where the speed-up of int8 is measured.
+    """
+    if not models:
+        raise ValueError("models is empty")
+    if not batches:
+        raise ValueError("batches is empty: build it with benchmark_batches()")
+    per_batch = {b: rounds for b in batches} if isinstance(rounds, int) else dict(rounds)
+    if set(per_batch) != set(batches) or not all(isinstance(n, int) and n >= 1 for n in per_batch.values()):
+        raise ValueError(f"rounds must be a positive int or a dict with a positive int per batch size {sorted(batches)}")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    runs: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in models}
+    was_training = {name: m.training for name, m in models.items()}
+    inputs = {name: {b: {k: v.to(model_device(m)) for k, v in batch.items()} for b, batch in batches.items()}
+              for name, m in models.items()}
+    try:
+        with fixed_threads(threads), torch.inference_mode():
+            for m in models.values():
+                m.eval()
+            for b in batches:
+                calls = {name: (lambda m=m, x=inputs[name][b]: m(**x)) for name, m in models.items()}
+                for name, m in models.items():
+                    latency(calls[name], warmup=warmup, repeats=1, device=model_device(m))
+                for _ in range(per_batch[b]):
+                    for name, m in models.items():
+                        runs[name][b].extend(latency(calls[name], warmup=0, repeats=1, device=model_device(m)).runs_ms)
+    finally:
+        for name, m in models.items():
+            m.train(was_training[name])
+    return {name: {b: Latency(tuple(r)) for b, r in per.items()} for name, per in runs.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # one row of a scoreboard
 
@@ -191,19 +237,25 @@ def measure_classifier(
     eval_batch_size: int = 64,
     notes: str = "",
     show_progress: bool = False,
+    timings: Mapping[int, Latency] | None = None,
 ) -> Measurement:
     """Size, latency at each batch in ``batches`` (from :func:`benchmark_batches`) and accuracy.
 
     ``test_dataset`` is tokenised with :func:`dlbook.finetune.tokenize_dataset`; ``model(**batch)``
     must return an object with ``.logits`` (every Hugging Face classifier does). Latency and
-    accuracy run with ``threads`` CPU threads.
+    accuracy run with ``threads`` CPU threads. Pass ``timings`` (one :class:`Latency` per batch
+    size, e.g. from :func:`interleaved_latency`) to record latencies measured beforehand instead
+    of timing here.
     """
     from .finetune import evaluate_classifier
 
     if not batches:
         raise ValueError("batches is empty: build it with benchmark_batches()")
+    if timings is not None and set(timings) != set(batches):
+        raise ValueError(f"timings must hold one Latency per batch size {sorted(batches)}, got {sorted(timings)}")
     with fixed_threads(threads):
-        timings = {b: forward_latency(model, batch, warmup=warmup, repeats=repeats) for b, batch in batches.items()}
+        if timings is None:
+            timings = {b: forward_latency(model, batch, warmup=warmup, repeats=repeats) for b, batch in batches.items()}
         result = evaluate_classifier(model, test_dataset, tokenizer, batch_size=eval_batch_size, show_progress=show_progress)
     return Measurement(
         name=name,
@@ -314,6 +366,7 @@ __all__ = [
     "count_parameters",
     "fixed_threads",
     "forward_latency",
+    "interleaved_latency",
     "latency",
     "measure_classifier",
     "model_device",

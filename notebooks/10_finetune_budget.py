@@ -1,0 +1,960 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (ch10)=
+# # 10. Fine-tuning on a budget
+#
+# Chapter 9 fine-tuned every weight of a small encoder in fp32, and a laptop coped. Bigger
+# models, longer inputs or a smaller GPU change that: memory runs out first, then time. This
+# chapter takes the same task (Rotten Tomatoes sentiment with the offline MiniLM
+# `BertForSequenceClassification`) and measures, one at a time, the standard ways to make
+# fine-tuning cheaper: what each saves in time and peak memory, and what it costs in accuracy.
+#
+# By the end of this chapter you can
+#
+# 1. count where the memory of a training step goes (weights, gradients, optimizer state,
+#    activations) and measure its peak, on a GPU and on a CPU;
+# 2. train under mixed precision with `torch.autocast` (and a `GradScaler` for fp16), and say
+#    what stays in fp32 and why;
+# 3. trade memory for compute with gradient accumulation (with the loss scaled so the gradient
+#    is exactly the big batch's) and gradient checkpointing;
+# 4. cut the trainable parameters by freezing layers or with LoRA, written from its equation and
+#    checked against the `peft` library, and merge an adapter back into the weights;
+# 5. use early stopping, weight decay and a class-weighted loss where the data call for them.
+
+# %%
+# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
+
+# %%
+import copy
+import math
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import peft
+import torch
+import torch.nn.functional as F
+from IPython.display import display
+from sklearn.utils.class_weight import compute_class_weight
+from torch import nn
+from transformers import AutoTokenizer, BertForSequenceClassification
+
+import dlbook
+import dlbook.budget
+import dlbook.exercises
+import dlbook.lora
+import dlbook.memory
+from dlbook import assets, finetune
+from dlbook.train import count_parameters
+
+device = dlbook.setup(seed=0)
+
+# %% tags=["parameters"]
+profile = os.environ.get("DLBOOK_PROFILE", "full")
+
+# %%
+sizes = dlbook.by_profile(
+    profile,
+    smoke=dict(n_train=64, n_validation=32, n_test=64, max_length=32, batch_size=16, lr=1e-4, lora_lr=1e-3,
+               lora_r=8, lora_alpha=16, freeze_k=4, bench_batch=8, bench_length=32, bench_steps=2, bench_steps_lowp=2, n_lowp_eval=32,
+               n_es_train=32, es_epochs=2, es_eval_every=1, patience=2, imbalance=9),
+    full=dict(n_train=2_000, n_validation=200, n_test=600, max_length=64, batch_size=32, lr=1e-4, lora_lr=3e-3,
+              lora_r=8, lora_alpha=16, freeze_k=4, bench_batch=32, bench_length=64, bench_steps=3, bench_steps_lowp=2, n_lowp_eval=100,
+              n_es_train=256, es_epochs=3, es_eval_every=4, patience=2, imbalance=9),
+)
+sizes
+
+# %% [markdown]
+# `n_train`, `max_length`, `batch_size` and `lr` are the fine-tuning recipe of every run (one
+# epoch over a subset of the training split, so that the chapter's ten or so runs fit in a few
+# minutes); `lora_*` the adapter's settings; `bench_*` the fixed batch (padded to
+# `bench_length` tokens) on which time and memory are measured, `bench_steps` steps per variant
+# (`bench_steps_lowp` for bf16 on a CPU, where a step is slow);
+# `n_lowp_eval` the test snippets evaluated in low precision; `n_es_train`, `es_epochs`,
+# `es_eval_every` and `patience` the early-stopping experiment; `imbalance` the positives kept
+# per negative in section 10.8.
+#
+# ## 10.1 Where the memory of a training step goes
+#
+# A training step with AdamW keeps four kinds of tensors alive:
+#
+# - the **weights**, $4P$ bytes in fp32 for $P$ parameters;
+# - a **gradient** per trainable weight, $4P_t$ bytes for $P_t$ trainable parameters;
+# - AdamW's two running moments per trainable weight, $8P_t$ bytes;
+# - the **activations** saved in the forward pass for the backward pass, which grow with batch
+#   size times sequence length, and are freed as backward consumes them.
+#
+# The first three give the rule of thumb
+#
+# $$
+# M_{\text{state}} = 4P + (4 + 8)\,P_t \ \text{bytes}
+# $$ (eq-ch10-state)
+#
+# plus activations and temporaries. Every technique of this chapter attacks one term: mixed
+# precision and checkpointing the activations, accumulation the batch size behind them, freezing
+# and LoRA the $P_t$. To see it we need to **measure** peak memory. On a CUDA GPU the allocator
+# keeps the count (`torch.cuda.max_memory_allocated`). The CPU allocator does not, so
+# `dlbook.memory` brings a small tracker: a `TorchDispatchMode` that sees every tensor operation,
+# adds the bytes of each new output storage, and subtracts them when Python frees that storage.
+
+# %%
+dlbook.show(dlbook.memory.TensorMemoryTracker)
+
+# %% [markdown]
+# What it sees and what it misses is in the module's docstring: it counts the tensors created
+# **inside** the `with` block (activations, gradients, optimizer state, temporaries), not the
+# weights that existed before, nor a kernel's private scratch memory or the allocator's cache.
+# A first check of the tracker and of the $12P_t$ part of Eq. {eq}`eq-ch10-state`: after one AdamW
+# step, the gradients and both moments of the trainable parameters must still be alive.
+
+# %%
+model_path = assets.minilm_path()
+tokenizer = AutoTokenizer.from_pretrained(model_path)
+
+
+def fresh_model():
+    """The chapter 9 starting point: pretrained MiniLM plus a freshly drawn head (seeded)."""
+    torch.manual_seed(0)
+    return BertForSequenceClassification.from_pretrained(
+        model_path, num_labels=2, id2label=dict(enumerate(finetune.LABELS)),
+        label2id={n: i for i, n in enumerate(finetune.LABELS)},
+    ).to(device)
+
+
+model = fresh_model()
+n_params = count_parameters(model, trainable_only=False)
+batch = tokenizer(["A small test.", "Another, slightly longer test sentence."], padding=True, return_tensors="pt").to(device)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+with dlbook.memory.TensorMemoryTracker(device) as tracker:
+    model(**batch, labels=torch.tensor([0, 1], device=device)).loss.backward()
+    optimizer.step()  # creates exp_avg and exp_avg_sq, keeps the .grad tensors
+state_bytes = 12 * n_params  # gradients 4 P_t + moments 8 P_t, all trainable here
+print(f"P = {n_params:,} | still alive after the step: {tracker.current_bytes:,} bytes | 12 P = {state_bytes:,} | "
+      f"peak inside the step {tracker.peak_bytes / 2**20:.1f} MiB")
+if device.type == "cpu":
+    assert tracker.current_bytes == state_bytes
+dlbook.glue("ch10_n_params", n_params)
+dlbook.glue("ch10_weights_mib", 4 * n_params / 2**20)
+dlbook.glue("ch10_state_mib", state_bytes / 2**20)
+del optimizer, tracker, batch
+
+# %% [markdown]
+# The count is exact (AdamW's scalar step counters, a few hundred bytes, are made without an
+# operation the tracker sees): {glue:text}`ch10_n_params:,` parameters, so {glue:text}`ch10_weights_mib:.0f` MiB
+# of weights and {glue:text}`ch10_state_mib:.0f` MiB of gradients and moments, against which the
+# activations of a batch of short snippets are small. Hold that thought: for a model this size,
+# the optimizer state is the bigger target.
+#
+# ## 10.2 The data and the fp32 baseline
+#
+# The recipe is chapter 9's, on a subset: the first `n_train` training snippets for one epoch,
+# `n_validation` validation snippets for early stopping, and a fixed subset of `n_test` test
+# snippets for every accuracy in this chapter.
+
+# %%
+reviews = assets.rotten_tomatoes()
+train_tok = finetune.tokenize_dataset(reviews["train"].select(range(sizes["n_train"])), tokenizer, sizes["max_length"])
+val_tok = finetune.tokenize_dataset(reviews["validation"].select(range(sizes["n_validation"])), tokenizer, sizes["max_length"])
+test_tok = finetune.tokenize_dataset(reviews["test"].select(range(sizes["n_test"])), tokenizer, sizes["max_length"])
+y_test = np.array(test_tok["labels"])
+majority = float(max(y_test.mean(), 1 - y_test.mean()))
+dlbook.glue("ch10_majority", majority)
+print(f"train {len(train_tok):,} | validation {len(val_tok):,} | test {len(test_tok):,} | majority rate {majority:.3f}")
+
+# %% [markdown]
+# All training goes through one loop, `dlbook.budget.train_budget`: chapter 9's
+# `train_classifier` (AdamW, warm-up and linear decay, clipping, seeded order and dropout) with a
+# switch for each technique below. We build each switch by hand in its section; here is the whole
+# function, to come back to:
+
+# %%
+dlbook.show(dlbook.budget.train_budget)
+
+# %% [markdown]
+# Two kinds of measurement per technique. **Accuracy** comes from a real fine-tuning run, evaluated
+# on the test subset. **Time per step and peak memory** come from a benchmark: `bench_steps`
+# optimizer steps on a fixed batch of `bench_batch` snippets padded to `bench_length` tokens, so
+# that every variant does exactly the same work; the peak is that of the first step (which also
+# allocates AdamW's state), the time the median of the others.
+
+# %%
+bench_tok = reviews["train"].select(range(sizes["bench_batch"] * sizes["bench_steps"])).map(
+    lambda rows: tokenizer(rows["text"], truncation=True, max_length=sizes["bench_length"], padding="max_length"),
+    batched=True, remove_columns=["text", "movie"],
+).rename_column("label", "labels")  # every row exactly bench_length tokens
+
+
+def bench(model, steps=sizes["bench_steps"], **flags):
+    """Seconds per optimizer step and peak MiB of the first step, on the fixed benchmark batches."""
+    flags.setdefault("batch_size", sizes["bench_batch"])
+    h = dlbook.budget.train_budget(model, bench_tok, tokenizer, max_steps=steps, lr=1e-5,
+                                   measure_memory=True, show_progress=False, device=device, **flags)
+    return {"s/step": h.seconds_per_step(), "peak MiB": h.peak_bytes / 2**20}
+
+
+def accuracy(model, dataset=test_tok):
+    return finetune.evaluate_classifier(model, dataset, tokenizer, device=device).accuracy
+
+
+results = {}  # technique -> its row in the final table
+
+# %%
+base = fresh_model()
+base_hist = dlbook.budget.train_budget(base, train_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"],
+                                       lr=sizes["lr"], device=device)
+base_acc = accuracy(base)
+results["fp32, full fine-tune"] = dict(
+    trainable=count_parameters(base), accuracy=base_acc, train_s=base_hist.seconds, **bench(fresh_model())
+)
+dlbook.headline("ch10_base_acc", base_acc, profile=profile, at_least=0.75)
+dlbook.glue("ch10_n_train", len(train_tok))
+dlbook.glue("ch10_lora_r", sizes["lora_r"])
+print(results["fp32, full fine-tune"])
+
+# %% [markdown]
+# One epoch over {glue:text}`ch10_n_train:,` snippets reaches {glue:text}`ch10_base_acc` on the test
+# subset (always answering the majority class would score {glue:text}`ch10_majority:.3f`). This is
+# the row every technique is compared with.
+#
+# ## 10.3 Mixed precision
+#
+# **Idea.** Most of the arithmetic of a transformer is matrix products, and on hardware built for
+# it a product of 16-bit numbers is several times faster than one of 32-bit numbers and needs half
+# the memory traffic. Mixed-precision training {cite}`micikevicius2018mixed` runs those products
+# in 16 bits and keeps in fp32 what needs the precision:
+#
+# - the **master weights** and the **optimizer state**: an update $\eta\,\Delta w$ is often
+#   smaller than the spacing of 16-bit numbers near $w$ and would round away to nothing;
+# - **reductions** over many terms (sums in softmax, the mean and variance of LayerNorm, the loss):
+#   errors of 16-bit partial sums pile up.
+#
+# Two 16-bit formats exist. **fp16** has 10 mantissa bits but a small range (its smallest
+# normal number is about $6 \times 10^{-5}$): small gradients underflow to zero, so the loss is
+# multiplied by a factor $S$ before backward and the gradients divided by $S$ before the update
+# (**loss scaling**, `torch.amp.GradScaler`, which also picks $S$ and skips steps that overflow).
+# **bf16** keeps fp32's 8-bit exponent (same range) with only 7 mantissa bits, so it needs no
+# scaling. `torch.autocast` applies the policy per operation: products in the 16-bit type,
+# range-sensitive operations in fp32. Our loop picks the path by device type:
+
+# %%
+dlbook.show(dlbook.budget.resolve_precision)
+
+# %% [markdown]
+# The dtypes autocast actually produced, caught with forward hooks on a few modules of the model,
+# plus the loss the loop computes from the logits:
+
+# %%
+precision = dlbook.budget.resolve_precision("auto", device)
+seen = {}
+watch = {"embeddings (LayerNorm)": base.bert.embeddings, "query projection": base.bert.encoder.layer[0].attention.self.query,
+         "attention block out (LayerNorm)": base.bert.encoder.layer[0].attention.output, "classifier": base.classifier}
+hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: seen.__setitem__(name, out.dtype))
+         for name, m in watch.items()]
+batch = tokenizer(["A tense, well acted thriller."], return_tensors="pt").to(device)
+with torch.no_grad(), dlbook.budget.autocast_context(precision, device):
+    logits = base(**batch).logits  # (1, 2)
+    seen["cross-entropy loss"] = F.cross_entropy(logits, torch.tensor([1], device=device)).dtype
+for h in hooks:
+    h.remove()
+seen["weights (master copy)"] = base.bert.encoder.layer[0].attention.self.query.weight.dtype
+print(f"autocast to {precision} on {device.type}:")
+display(pd.Series({k: str(v).removeprefix("torch.") for k, v in seen.items()}, name="dtype").to_frame())
+low = dlbook.budget.DTYPES[precision]
+assert seen["query projection"] == low and seen["classifier"] == low
+assert seen["cross-entropy loss"] == torch.float32 and seen["weights (master copy)"] == torch.float32
+
+# %% [markdown]
+# The linear layers return 16-bit activations, the weights stay fp32 (autocast casts a
+# 16-bit copy for each product and caches it during the forward pass), and the cross-entropy runs
+# in fp32. Where the LayerNorm outputs land depends on the backend: CUDA's autocast lists
+# `layer_norm` and `softmax` among the operations it runs in fp32, while on the CPU they return
+# the 16-bit type but accumulate their sums in fp32 inside the kernel. Our loop also calls
+# `.float()` on the logits before the loss, and gives the optimizer the fp32 weights, so its
+# moments are fp32.
+#
+# **Loss scaling, verified.** Multiplying the loss by $S$ multiplies every gradient by $S$;
+# `GradScaler.unscale_` divides it back. So the update sees exactly the fp32 gradient,
+# $\nabla(S\,L)/S = \nabla L$, while the backward pass in between works with numbers $S$ times
+# larger, above fp16's underflow threshold:
+
+# %%
+print("1e-8 in fp16:", torch.tensor(1e-8).half().item(), "| scaled by 2**16 first:",
+      (torch.tensor(1e-8) * 2**16).half().float().item() / 2**16)
+head = copy.deepcopy(base.classifier).float()  # a small linear layer, fp32
+x, y = torch.randn(8, 384, device=device), torch.randint(0, 2, (8,), device=device)
+F.cross_entropy(head(x), y).backward()
+reference_grad = head.weight.grad.clone()
+head.zero_grad()
+scaler = torch.amp.GradScaler(device.type, init_scale=2.0**16)
+scaler.scale(F.cross_entropy(head(x), y)).backward()
+print(f"gradient while scaled: {head.weight.grad.abs().max().item():.3g}, reference {reference_grad.abs().max().item():.3g}")
+scaler.unscale_(torch.optim.SGD(head.parameters(), lr=0.1))
+torch.testing.assert_close(head.weight.grad, reference_grad)
+print("unscaled gradient == fp32 gradient")
+
+# %% [markdown]
+# **Measured.** The benchmark in fp32 and under autocast. On a CUDA GPU the chapter runs both
+# 16-bit formats the GPU supports; on a CPU, bf16.
+
+# %%
+if device.type == "cuda":
+    low_variants = (["bf16"] if torch.cuda.is_bf16_supported() else []) + ["fp16"]
+else:
+    low_variants = [precision]
+for p in low_variants:
+    row = bench(fresh_model(), steps=sizes["bench_steps_lowp"] if device.type == "cpu" else sizes["bench_steps"], precision=p)
+    if device.type == "cpu":  # a bf16 training run is far too slow here: evaluate the fp32 model in bf16 instead
+        subset = test_tok.select(range(sizes["n_lowp_eval"]))
+        with dlbook.budget.autocast_context(p, device):
+            low_acc = accuracy(base, subset)
+        fp32_acc = accuracy(base, subset)
+        row.update(trainable=count_parameters(base), accuracy=math.nan, train_s=math.nan)
+        print(f"fp32-trained model on {len(subset)} test snippets: fp32 {fp32_acc:.3f}, {p} autocast {low_acc:.3f}")
+    else:
+        m = fresh_model()
+        h = dlbook.budget.train_budget(m, train_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"], lr=sizes["lr"],
+                                       precision=p, device=device)
+        row.update(trainable=count_parameters(m), accuracy=accuracy(m), train_s=h.seconds)
+    results[f"{p} autocast"] = row
+    print(p, row)
+fp32_row, low_row = results["fp32, full fine-tune"], results[f"{low_variants[0]} autocast"]
+dlbook.glue("ch10_lowp_speed", fp32_row["s/step"] / low_row["s/step"])
+dlbook.glue("ch10_lowp_mem", low_row["peak MiB"] / fp32_row["peak MiB"])
+
+# %% [markdown]
+# On this machine a step under {glue:text}`ch10_lowp_speed:.2f` times the fp32 speed (a number
+# below 1 means **slower**), with {glue:text}`ch10_lowp_mem:.2f` times the fp32 peak memory. Read
+# that for what it is. A CPU with only AVX2 has no 16-bit matrix units: it converts bf16 to fp32
+# and back around every product, so bf16 costs time instead of saving it; a full bf16 run of this
+# chapter would take many times longer, which is why on the CPU the chapter only measures the
+# step and checks that bf16 inference of the fp32-trained model keeps its accuracy. The memory
+# saving is real but modest here, because activations are a small part of the peak for short
+# snippets (section 10.1), and autocast adds its 16-bit weight copies. On a GPU with 16-bit matrix
+# units the products, which are most of the work, run several times faster than in fp32 once the
+# batches are large enough to keep the GPU busy {cite}`micikevicius2018mixed`; run the chapter there
+# and the same code picks bf16, or fp16 with a `GradScaler`, and measures it.
+#
+# ## 10.4 Gradient accumulation
+#
+# A batch of $B$ examples needs activations for $B$ examples at once. To train with an effective
+# batch of $B$ while holding only $B/k$ in memory, run $k$ **micro-batches** forward and backward,
+# let the gradients add up in `.grad`, and step the optimizer once. The loss must be scaled so
+# that the sum is the big batch's gradient. For a (class-weighted) mean cross-entropy over a group
+# $G = G_1 \cup \dots \cup G_k$ with per-example losses $\ell_j$ and weights $w_j$ (all 1
+# without class weights),
+#
+# $$
+# \nabla \frac{\sum_{j \in G} w_j \ell_j}{\sum_{j \in G} w_j}
+# = \sum_{i=1}^{k} \nabla \frac{\sum_{j \in G_i} w_j \ell_j}{\sum_{j \in G} w_j} ,
+# $$ (eq-ch10-accumulate)
+#
+# so each micro-batch contributes its **sum** divided by the **whole group's** denominator. Dividing
+# each micro-batch mean by $k$ is the same only when all micro-batches have equal size (the last
+# one of an epoch often does not). Checked on the real model with dropout off (eval mode): one
+# batch of 12 against micro-batches of 5, 5 and 2.
+
+# %%
+def grads_of(model, loss_fn):
+    model.zero_grad(set_to_none=True)
+    loss_fn()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+check_model = fresh_model().eval()  # eval(): no dropout, so the k forward passes are the same function
+collate = finetune.make_loader(train_tok, tokenizer, 12).collate_fn
+group = collate([train_tok[i] for i in range(12)])
+group = {k: v.to(device) for k, v in group.items()}
+
+
+def big_batch():
+    F.cross_entropy(check_model(**{k: v for k, v in group.items() if k != "labels"}).logits, group["labels"]).backward()
+
+
+def micro(denominator_fn):
+    def run():
+        for part in (slice(0, 5), slice(5, 10), slice(10, 12)):
+            inputs = {k: v[part] for k, v in group.items() if k != "labels"}
+            logits, labels = check_model(**inputs).logits, group["labels"][part]  # (b, 2), (b,)
+            (F.cross_entropy(logits, labels, reduction="sum") / denominator_fn(labels)).backward()
+    return run
+
+
+g_big = grads_of(check_model, big_batch)
+g_right = grads_of(check_model, micro(lambda labels: 12))  # sum / size of the whole group
+g_naive = grads_of(check_model, micro(lambda labels: 3 * len(labels)))  # mean per micro-batch / k
+g_packaged = grads_of(check_model, lambda: [dlbook.budget.weighted_group_loss(
+    check_model(**{k: v[p] for k, v in group.items() if k != "labels"}).logits, group["labels"][p], None, 12.0).backward()
+    for p in (slice(0, 5), slice(5, 10), slice(10, 12))])
+for name in g_big:
+    torch.testing.assert_close(g_right[name], g_big[name], rtol=1e-4, atol=1e-6, msg=name)
+    torch.testing.assert_close(g_packaged[name], g_right[name], rtol=1e-5, atol=1e-7, msg=name)
+naive_err = max(float((g_naive[n] - g_big[n]).norm() / g_big[n].norm()) for n in g_big)
+dlbook.glue("ch10_naive_err", naive_err)
+print(f"sum / group size: equal to the big batch | mean / k: relative error up to {naive_err:.1%} (worst weight)")
+del g_big, g_right, g_naive, g_packaged
+
+# %% [markdown]
+# Scaled right, accumulation gives the big batch's gradient up to rounding (the float sums run in
+# a different order); the naive scaling is off, for one of the weight matrices, by
+# {glue:text}`ch10_naive_err:.1%` of its gradient's norm. With dropout on, each micro-batch
+# draws its own masks, so the runs differ like two seeds do, not systematically. Memory and time,
+# with micro-batches of a quarter of the benchmark batch:
+
+# %%
+results["accumulate 4 micro-batches"] = dict(
+    trainable=count_parameters(base), accuracy=math.nan, train_s=math.nan,
+    **bench(fresh_model(), batch_size=sizes["bench_batch"] // 4, accumulation_steps=4),
+)
+print(results["accumulate 4 micro-batches"])
+
+# %% [markdown]
+# The accuracy column stays empty for accumulation on purpose: Eq. {eq}`eq-ch10-accumulate` says
+# its updates are those of the baseline, and the cell above checked it; a separate run would only
+# measure a different set of dropout masks.
+#
+# ## 10.5 Gradient checkpointing
+#
+# Backward needs each layer's saved activations. **Gradient checkpointing** {cite}`chen2016training`
+# keeps only the inputs of some segments (here: each of the six transformer layers) and recomputes
+# the rest of the forward pass of a segment just before its backward runs. For a chain of $n$
+# layers with checkpoints every $\sqrt n$ layers, activation memory falls from $O(n)$ to
+# $O(\sqrt n)$ for the price of about one extra forward pass. `transformers` models switch it on
+# with `activation_checkpointing_enable()` (the name in transformers 5; the older
+# `gradient_checkpointing_enable()` still works but is deprecated). The recomputation replays the random state, so the
+# dropout masks and therefore the gradients are the same:
+
+# %%
+ckpt_model = fresh_model().train()
+g_plain = grads_of(ckpt_model, lambda: (torch.manual_seed(1), ckpt_model(**group).loss.backward()))
+ckpt_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+g_ckpt = grads_of(ckpt_model, lambda: (torch.manual_seed(1), ckpt_model(**group).loss.backward()))
+for name in g_plain:
+    torch.testing.assert_close(g_ckpt[name], g_plain[name], msg=name)
+print("same gradients with and without checkpointing (dropout on, same seed)")
+del g_plain, g_ckpt
+
+# %%
+results["gradient checkpointing"] = dict(
+    trainable=count_parameters(base), accuracy=math.nan, train_s=math.nan, **bench(fresh_model(), checkpointing=True)
+)
+ck, fp = results["gradient checkpointing"], results["fp32, full fine-tune"]
+dlbook.glue("ch10_ckpt_time", ck["s/step"] / fp["s/step"])
+dlbook.glue("ch10_ckpt_mem", ck["peak MiB"] / fp["peak MiB"])
+print(ck)
+
+# %% [markdown]
+# Checkpointing took {glue:text}`ch10_ckpt_time:.2f` times the time per step and
+# {glue:text}`ch10_ckpt_mem:.2f` times the peak memory of the fp32 baseline. The saving is bounded
+# by what activations are worth in the peak; with this small model and short inputs the gradients
+# and AdamW's moments (section 10.1) dominate, so the two switches that cut activations help little
+# here. They matter for long sequences and large batches, where the activation term grows and the
+# state term does not. The next two techniques go after the state.
+#
+# ## 10.6 Freezing layers
+#
+# A frozen parameter needs no gradient and no optimizer state, and backward can stop below the
+# lowest trainable layer. Two classic choices: freeze the **embeddings** only (about half of
+# MiniLM's parameters sit in the 30,522-word embedding table, and a small data set cannot train
+# them well anyway), and freeze the embeddings plus the **lower $k$ layers**, which hold the most
+# general features.
+
+# %%
+def frozen_below(k):
+    """Trainable-parameter filter: everything except the embeddings and encoder layers 0..k-1."""
+    lower = tuple(f"bert.encoder.layer.{i}." for i in range(k))
+    return lambda name: not name.startswith("bert.embeddings") and not name.startswith(lower)
+
+
+for label, k in [("freeze embeddings", 0), (f"freeze embeddings + {sizes['freeze_k']} layers", sizes["freeze_k"])]:
+    m = fresh_model()
+    h = dlbook.budget.train_budget(m, train_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"], lr=sizes["lr"],
+                                   trainable=frozen_below(k), device=device)
+    results[label] = dict(trainable=count_parameters(m), accuracy=accuracy(m), train_s=h.seconds,
+                          **bench(fresh_model(), trainable=frozen_below(k)))
+    print(label, results[label])
+emb = results["freeze embeddings"]
+dlbook.glue("ch10_freeze_emb_share", emb["trainable"] / n_params)
+dlbook.glue("ch10_freeze_emb_acc", emb["accuracy"])
+dlbook.glue("ch10_freeze_emb_mem", emb["peak MiB"] / fp["peak MiB"])
+
+# %% [markdown]
+# Freezing the embeddings leaves {glue:text}`ch10_freeze_emb_share:.0%` of the parameters
+# trainable, cuts the peak memory to {glue:text}`ch10_freeze_emb_mem:.2f` of the baseline, and
+# reaches {glue:text}`ch10_freeze_emb_acc:.3f` accuracy. The table at the end has the deeper cut.
+#
+# ## 10.7 LoRA: low-rank adapters
+#
+# **Idea.** Fine-tuning changes a weight matrix $W \in \mathbb{R}^{d_\text{out} \times d_\text{in}}$
+# by some $\Delta W$. Hu et al. {cite}`hu2022lora` observed that this change can be restricted to
+# low rank with little loss: freeze $W$ and learn $\Delta W = \frac{\alpha}{r} B A$ with
+# $A \in \mathbb{R}^{r \times d_\text{in}}$, $B \in \mathbb{R}^{d_\text{out} \times r}$ and
+# $r \ll d$:
+#
+# $$
+# h = W x + b + \frac{\alpha}{r} B A x .
+# $$ (eq-ch10-lora)
+#
+# $A$ starts random and $B$ at **zero**, so at step 0 the model is exactly the pretrained one
+# (the fresh head aside), and training moves away from it smoothly. The factor $\alpha / r$ keeps
+# the size of the update roughly independent of $r$, so a learning rate found for one rank works
+# for another. A $384 \times 384$ projection has 147,456 weights; its rank-8 adapter
+# $8 \cdot (384 + 384) = 6{,}144$. After training, $W + \frac{\alpha}{r} B A$ is one matrix again:
+# **merging** makes inference cost exactly what it did before.
+#
+# **Step by step.** A module that wraps one `nn.Linear`, following Eq. {eq}`eq-ch10-lora`
+# (the initialisation of $A$ is `nn.Linear`'s default, as in `peft`):
+
+# %%
+class MyLoRA(nn.Module):
+    def __init__(self, base_linear, r, alpha):
+        super().__init__()
+        self.base_linear = base_linear.requires_grad_(False)  # W, b: frozen
+        d_out, d_in = base_linear.weight.shape
+        self.A = nn.Parameter(torch.empty(r, d_in, device=base_linear.weight.device))  # (r, d_in)
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+        self.B = nn.Parameter(torch.zeros(d_out, r, device=base_linear.weight.device))  # (d_out, r): zero
+        self.scale = alpha / r
+
+    def forward(self, x):  # (batch, seq, d_in)
+        return self.base_linear(x) + self.scale * (x @ self.A.T) @ self.B.T  # (batch, seq, d_out)
+
+
+def wrap_query_value(model, r, alpha):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in model.bert.encoder.layer:
+        attn = layer.attention.self
+        attn.query, attn.value = MyLoRA(attn.query, r, alpha), MyLoRA(attn.value, r, alpha)
+    model.classifier.requires_grad_(True)  # the fresh head must train too
+    return model
+
+
+plain = fresh_model().eval()
+mine = wrap_query_value(fresh_model(), sizes["lora_r"], sizes["lora_alpha"]).eval()
+batch = {k: v for k, v in group.items() if k != "labels"}
+with torch.no_grad():
+    torch.testing.assert_close(mine(**batch).logits, plain(**batch).logits, rtol=0, atol=0)
+n_mine = count_parameters(mine)
+print(f"step 0: identical logits to the base model | trainable {n_mine:,} of {count_parameters(mine, trainable_only=False):,}")
+
+# %% [markdown]
+# At step 0 the adapted model **is** the base model, bit for bit. The packaged version,
+# `dlbook.lora`, adds input checks, adapter dropout, the choice of target layers by name and
+# merging:
+
+# %%
+dlbook.show(dlbook.lora.LoRALinear)
+
+# %%
+dlbook.show(dlbook.lora.add_lora)
+
+# %% [markdown]
+# Same weights in, same outputs out: we copy our $A$ and a random $B$ into the packaged adapters
+# and compare the whole model's logits. Then merging, by hand and with `merge_lora`.
+
+# %%
+packaged = dlbook.lora.add_lora(fresh_model(), ("query", "value"), r=sizes["lora_r"], alpha=sizes["lora_alpha"]).eval()
+with torch.no_grad():
+    for ours_layer, pk_layer in zip(mine.bert.encoder.layer, packaged.bert.encoder.layer, strict=True):
+        for name in ("query", "value"):
+            a, b = getattr(ours_layer.attention.self, name), getattr(pk_layer.attention.self, name)
+            a.B.normal_(0, 0.02)  # pretend training moved B
+            b.lora_A.copy_(a.A)
+            b.lora_B.copy_(a.B)
+    mine_logits = mine(**batch).logits  # (12, 2)
+    torch.testing.assert_close(packaged(**batch).logits, mine_logits)
+    assert count_parameters(packaged) == n_mine
+    for layer in mine.bert.encoder.layer:  # merge by hand: W <- W + alpha/r * B A
+        for name in ("query", "value"):
+            lo = getattr(layer.attention.self, name)
+            lo.base_linear.weight += lo.scale * lo.B @ lo.A
+            setattr(layer.attention.self, name, lo.base_linear)
+    torch.testing.assert_close(mine(**batch).logits, mine_logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dlbook.lora.merge_lora(packaged)(**batch).logits, mine_logits, rtol=1e-4, atol=1e-5)
+print("ours == packaged; merged (by hand and with merge_lora) == unmerged; plain nn.Linear again:",
+      type(packaged.bert.encoder.layer[0].attention.self.query).__name__)
+del mine, packaged, plain
+
+# %% [markdown]
+# **With `peft`.** The `peft` library does the same from a `LoraConfig`. `task_type="SEQ_CLS"`
+# makes it keep a trainable copy of the classification head (`modules_to_save`). To compare the
+# two implementations exactly, we build both from the same fresh model and copy our adapters' and
+# head's starting values into `peft`'s (`dlbook.lora.copy_lora_to_peft`): with the same starting
+# point they must compute the same function, and then train the same way.
+
+# %%
+ours_lora = dlbook.lora.add_lora(fresh_model(), ("query", "value"), r=sizes["lora_r"], alpha=sizes["lora_alpha"])
+config = peft.LoraConfig(task_type="SEQ_CLS", r=sizes["lora_r"], lora_alpha=sizes["lora_alpha"], lora_dropout=0.0,
+                         target_modules=["query", "value"])
+peft_lora = peft.get_peft_model(fresh_model(), config)
+copied = dlbook.lora.copy_lora_to_peft(ours_lora, peft_lora)
+with torch.no_grad():
+    torch.testing.assert_close(peft_lora.eval()(**batch).logits, ours_lora.eval()(**batch).logits)
+assert count_parameters(peft_lora) == count_parameters(ours_lora)
+peft_lora.print_trainable_parameters()
+print(f"copied {copied} tensors; same logits at step 0")
+
+# %%
+lora_runs = {}
+for label, m in [("LoRA (ours)", ours_lora), ("LoRA (peft)", peft_lora)]:
+    h = dlbook.budget.train_budget(m, train_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"], lr=sizes["lora_lr"],
+                                   device=device)
+    lora_runs[label] = m
+    bench_model = dlbook.lora.add_lora(fresh_model(), ("query", "value"), r=sizes["lora_r"], alpha=sizes["lora_alpha"])
+    results[label] = dict(trainable=count_parameters(m), accuracy=accuracy(m), train_s=h.seconds, **bench(bench_model))
+    print(label, results[label])
+lora_acc, peft_acc = results["LoRA (ours)"]["accuracy"], results["LoRA (peft)"]["accuracy"]
+dlbook.glue("ch10_lora_share", results["LoRA (ours)"]["trainable"] / n_params)
+dlbook.glue("ch10_lora_mem", results["LoRA (ours)"]["peak MiB"] / fp["peak MiB"])
+dlbook.headline("ch10_lora_acc", lora_acc, profile=profile, at_least=base_acc - 0.05)
+dlbook.headline("ch10_lora_peft_gap", abs(lora_acc - peft_acc), profile=profile, at_most=0.02)
+
+# %% [markdown]
+# With {glue:text}`ch10_lora_share:.2%` of the parameters trainable, LoRA reaches
+# {glue:text}`ch10_lora_acc` against {glue:text}`ch10_base_acc` for full fine-tuning (it uses a much
+# larger learning rate, `lora_lr`, the usual choice for adapters), and `peft`, trained from the same
+# start, lands {glue:text}`ch10_lora_peft_gap` away from ours. The peak memory falls to
+# {glue:text}`ch10_lora_mem:.2f` of the baseline, because the gradients and moments of the frozen
+# weights are gone; activations still flow through every layer, since the adapters sit in all of
+# them.
+#
+# Merging the trained adapters: ours with `merge_lora`, `peft`'s with `merge_and_unload()`. The
+# predictions on the test subset must not change.
+
+# %%
+before = {k: finetune.evaluate_classifier(m, test_tok, tokenizer, device=device).logits for k, m in lora_runs.items()}
+merged_ours = dlbook.lora.merge_lora(lora_runs["LoRA (ours)"])
+merged_peft = lora_runs["LoRA (peft)"].merge_and_unload()
+for key, m in [("LoRA (ours)", merged_ours), ("LoRA (peft)", merged_peft)]:
+    assert type(m) is BertForSequenceClassification
+    after = finetune.evaluate_classifier(m, test_tok, tokenizer, device=device).logits
+    torch.testing.assert_close(after, before[key], rtol=1e-4, atol=1e-4)
+print("merged == unmerged for both; merged models are plain BertForSequenceClassification with",
+      f"{count_parameters(merged_ours, trainable_only=False):,} parameters")
+
+# %% [markdown]
+# ## 10.8 Overfitting controls in practice
+#
+# With few examples and a 22-million-parameter model, overfitting is the normal case, not the
+# exception. Chapter 2 introduced the controls on small models; here they are in a fine-tuning
+# run.
+#
+# **Early stopping** {cite}`prechelt1998early`: evaluate the validation loss every few steps,
+# remember the best weights, stop after `patience` evaluations without improvement, and return
+# the best weights. **Weight decay** (decoupled, AdamW {cite}`loshchilov2019decoupled`) pulls every
+# weight toward zero by $\eta \lambda w$ per step. We train several epochs on only
+# `n_es_train` snippets, once with $\lambda = 0$ and once with $\lambda = 0.1$, both with early
+# stopping.
+
+# %%
+es_tok = train_tok.select(range(sizes["n_es_train"]))
+es = {}
+for wd in (0.0, 0.1):
+    m = fresh_model()
+    h = dlbook.budget.train_budget(m, es_tok, tokenizer, epochs=sizes["es_epochs"], batch_size=sizes["batch_size"],
+                                   lr=sizes["lr"], weight_decay=wd, eval_dataset=val_tok, eval_every=sizes["es_eval_every"],
+                                   patience=sizes["patience"], device=device)
+    es[wd] = dict(history=h, accuracy=accuracy(m))
+    best = min(e["loss"] for e in h.evals)
+    assert math.isclose(finetune.evaluate_classifier(m, val_tok, tokenizer, device=device).loss, best, rel_tol=1e-5)
+    print(f"weight decay {wd}: best step {h.best_step} of {h.total_steps} | stopped early: {h.stopped_early} | "
+          f"test accuracy {es[wd]['accuracy']:.3f}")
+dlbook.glue("ch10_es_best_step", es[0.1]["history"].best_step)
+dlbook.glue("ch10_es_total", es[0.1]["history"].total_steps)
+dlbook.glue("ch10_es_acc", es[0.1]["accuracy"])
+dlbook.glue("ch10_es_acc_nowd", es[0.0]["accuracy"])
+dlbook.glue("ch10_wd_shrink", sizes["lr"] * 0.1)  # eta * lambda at the peak learning rate
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
+for wd, run in es.items():
+    h = run["history"]
+    steps = [e["step"] for e in h.evals]
+    ax1.plot(steps, [e["loss"] for e in h.evals], "o-", label=f"weight decay {wd}")
+    ax2.plot(steps, [e["accuracy"] for e in h.evals], "o-", label=f"weight decay {wd}")
+    ax1.axvline(h.best_step, color=ax1.lines[-1].get_color(), linestyle=":")
+ax1.set_xlabel("optimizer step")
+ax1.set_ylabel("validation loss")
+ax1.set_title("Early stopping: best step dotted")
+ax2.set_xlabel("optimizer step")
+ax2.set_ylabel("validation accuracy")
+ax1.legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# With weight decay 0.1 the best validation loss came at step {glue:text}`ch10_es_best_step` of
+# {glue:text}`ch10_es_total` planned, and the restored weights score {glue:text}`ch10_es_acc:.3f` on
+# the test subset ({glue:text}`ch10_es_acc_nowd:.3f` without weight decay). On a run this short,
+# weight decay changes little: it shrinks each weight by a factor $1 - \eta\lambda$ per step, at most
+# {glue:text}`ch10_wd_shrink:.0e` here, so over a few dozen steps the weights move by well under a
+# percent. Early stopping does the real work. It watches the loss, not the accuracy, on purpose:
+# the loss can rise while the accuracy holds, because a model that grows over-confident on the
+# examples it gets wrong pays for that in loss before it makes more mistakes.
+#
+# **Class imbalance.** The training subset is fairly balanced. To see what imbalance does, keep
+# all positive snippets but only one negative per `imbalance` positives, and train once plain
+# and once with a **class-weighted** cross-entropy, $\ell = -w_y \log p_y$, with the "balanced"
+# weights $w_c = N / (C\, n_c)$ ($N$ examples, $C$ classes, $n_c$ of class $c$): the rare class
+# weighs as much in total as the common one {cite}`cui2019class`. The number to watch is the F1
+# of the minority class, negative reviews.
+
+# %%
+labels = np.array(train_tok["labels"])
+pos_idx, neg_idx = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+keep = np.sort(np.concatenate([pos_idx, neg_idx[: max(2, len(pos_idx) // sizes["imbalance"])]]))
+imb_tok = train_tok.select(keep)
+imb_labels = torch.tensor(imb_tok["labels"])
+n_c = torch.bincount(imb_labels, minlength=2)
+class_weights = (len(imb_labels) / (2 * n_c)).float()  # w_c = N / (C n_c)
+torch.testing.assert_close(class_weights, torch.tensor(compute_class_weight("balanced", classes=np.arange(2),
+                                                                             y=imb_labels.numpy()), dtype=torch.float32))
+print(f"imbalanced subset: {int(n_c[0])} negative, {int(n_c[1])} positive | weights {class_weights.tolist()}")
+
+imb = {}
+for label, w in [("plain", None), ("class-weighted", class_weights)]:
+    m = fresh_model()
+    dlbook.budget.train_budget(m, imb_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"], lr=sizes["lr"],
+                               class_weights=w, device=device)
+    res = finetune.evaluate_classifier(m, test_tok, tokenizer, device=device)
+    imb[label] = dict(accuracy=res.accuracy, f1_neg=finetune.binary_f1(res.preds, res.labels, positive=0),
+                      predicted_neg=float((res.preds == 0).float().mean()))
+display(pd.DataFrame(imb).T.round(3))
+dlbook.glue("ch10_imb_f1_plain", imb["plain"]["f1_neg"])
+dlbook.glue("ch10_imb_f1_weighted", imb["class-weighted"]["f1_neg"])
+dlbook.glue("ch10_imb_neg_share", float(n_c[0] / n_c.sum()))
+dlbook.glue("ch10_test_neg_share", float((y_test == 0).mean()))
+
+# %% [markdown]
+# Only {glue:text}`ch10_imb_neg_share:.0%` of the imbalanced training snippets are negative, while
+# {glue:text}`ch10_test_neg_share:.0%` of the test snippets are. Trained plainly, the model learns
+# that "positive" is nearly always right and the F1 of the negative class is
+# {glue:text}`ch10_imb_f1_plain:.3f`; with the class-weighted loss it is
+# {glue:text}`ch10_imb_f1_weighted:.3f`. Weighting changes which mistakes the loss cares about, not
+# how much the data says about negative reviews: it cannot replace the missing examples, and when
+# the test distribution really is imbalanced, a reweighted model over-predicts the rare class. Which
+# one is right depends on the costs of the two kinds of errors.
+#
+# ## 10.9 The scoreboard
+#
+# Every technique on one table: trainable parameters, time per step and peak memory of a training
+# step on the fixed benchmark batch, seconds of the fine-tuning run, and test accuracy. An empty
+# accuracy means no separate run was made: accumulation and checkpointing were shown above to give
+# the baseline's updates, and a bf16 run on this CPU is too slow (its inference check is in
+# section 10.3).
+
+# %%
+table = pd.DataFrame(results).T[["trainable", "accuracy", "s/step", "peak MiB", "train_s"]]
+table["trainable %"] = 100 * table["trainable"] / n_params
+table = table.astype(float).round({"accuracy": 3, "s/step": 3, "peak MiB": 1, "train_s": 1, "trainable %": 2})
+table["trainable"] = table["trainable"].astype(int)
+prov = dlbook.env.last_provenance()
+print("measured on:", prov.line())
+display(table)
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
+names = list(table.index)
+for ax, column, title in zip(axes, ["peak MiB", "s/step", "accuracy"],
+                             ["peak memory of a step (MiB)", "seconds per step", "test accuracy"], strict=True):
+    ax.barh(names, table[column].fillna(0.0), color=["C0" if "fp32" in n else "C1" for n in names])
+    ax.set_title(title)
+    for i, v in enumerate(table[column]):
+        ax.text(0 if np.isnan(v) else v, i, " n/a" if np.isnan(v) else f" {v:g}", va="center", fontsize=8)
+axes[2].axvline(majority, color="grey", linestyle=":", label="majority class")
+axes[2].set_xlim(0.4, 1.0)
+axes[2].legend(loc="lower right", fontsize=8)
+axes[0].invert_yaxis()
+fig.suptitle(f"Fine-tuning on a budget, measured on {prov.device_name}", fontsize=10)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# On this CPU the biggest memory savings came from cutting trainable parameters, not from the
+# activation techniques: LoRA needs {glue:text}`ch10_lora_mem:.2f` of the baseline's peak, and
+# freezing the embeddings {glue:text}`ch10_freeze_emb_mem:.2f`. The ranking shifts with the shape of
+# the problem: for long inputs and large batches activations dominate, and checkpointing and mixed
+# precision climb the table; on a GPU with 16-bit matrix units, mixed precision also stops being
+# the slow row.
+#
+# ## Summary
+#
+# - A training step holds weights, gradients, optimizer state and activations, Eq.
+#   {eq}`eq-ch10-state`; for MiniLM the {glue:text}`ch10_state_mib:.0f` MiB of gradients and AdamW
+#   moments outweigh the activations of short snippets. `dlbook.memory` measures the peak on the
+#   CPU from the tensors themselves, and with `torch.cuda.max_memory_allocated` on a GPU.
+# - Mixed precision runs the products in 16 bits under `torch.autocast` and keeps weights,
+#   optimizer state and loss in fp32; fp16 adds loss scaling, whose unscaled gradients equal the
+#   fp32 ones. On this AVX2 CPU bf16 ran at {glue:text}`ch10_lowp_speed:.2f` times the fp32 speed:
+#   it is a GPU technique.
+# - Gradient accumulation reproduces the big batch's gradient when each micro-batch's loss is its
+#   sum over the group's size, Eq. {eq}`eq-ch10-accumulate`; checkpointing recomputes activations
+#   and gives identical gradients for {glue:text}`ch10_ckpt_time:.2f` times the step time.
+# - Freezing and LoRA cut the trainable parameters; LoRA on query and value with rank
+#   {glue:text}`ch10_lora_r` trains {glue:text}`ch10_lora_share:.2%` of them, starts exactly at the
+#   base model, matches `peft`, merges back without changing a prediction, and reached
+#   {glue:text}`ch10_lora_acc` against {glue:text}`ch10_base_acc` for full fine-tuning.
+# - Early stopping on validation loss keeps the best weights of an over-long run; a class-weighted
+#   loss moved the minority-class F1 from {glue:text}`ch10_imb_f1_plain:.3f` to
+#   {glue:text}`ch10_imb_f1_weighted:.3f` on an imbalanced training set.
+#
+# ## Exercises
+#
+# :::{exercise}
+# :label: ch10-ex-memory
+# A model has 350 million parameters, all trainable, trained with AdamW. How much memory do the
+# weights, gradients and AdamW moments take in plain fp32 training? In mixed precision as in
+# Micikevicius et al., the fp32 master weights are kept and the gradients are stored in fp16 next
+# to an fp16 copy of the weights; how much then? And with LoRA training 0.5 % of the parameters in
+# fp32 on top of frozen fp16 weights?
+# :::
+#
+# :::{solution} ch10-ex-memory
+# :class: dropdown
+# fp32: $16$ bytes per parameter (4 weight, 4 gradient, 8 moments), $16 \times 350 \times 10^6 =
+# 5.6$ GB. Mixed precision: fp32 master weights 4, fp16 weights 2, fp16 gradients 2, fp32 moments
+# 8, so 16 bytes again, 5.6 GB: mixed precision saves activation memory and time, not state memory
+# (the saving of the fp16 gradient is eaten by the extra weight copy). LoRA: frozen fp16 weights
+# $2 \times 350 \times 10^6 = 0.7$ GB, plus $16$ bytes for each of the $1.75 \times 10^6$ adapter
+# parameters, 28 MB: about 0.73 GB in all. That difference is why adapters made fine-tuning of
+# large models possible on single GPUs.
+# :::
+#
+# :::{exercise}
+# :label: ch10-ex-accumulate
+# An epoch of 1,500 snippets is trained with micro-batches of 8 and 5 accumulation steps. How many
+# optimizer steps is that, and how many examples does the last one see? If each micro-batch's mean
+# loss were divided by 5, by what factor would the last step's gradient be off? Why would gradient
+# accumulation **not** reproduce the big batch for a network with BatchNorm?
+# :::
+#
+# :::{solution} ch10-ex-accumulate
+# :class: dropdown
+# $\lceil 1500 / 8 \rceil = 188$ micro-batches (the last holds 4 snippets), grouped by 5: $37$ full
+# groups and a last one of 3 micro-batches, so $38$ optimizer steps, the last one seeing
+# $8 + 8 + 4 = 20$ snippets. With "mean / 5" its gradient is
+# $\frac{1}{5}(\bar g_1 + \bar g_2 + \bar g_3)$; the right one is
+# $\frac{8 \bar g_1 + 8 \bar g_2 + 4 \bar g_3}{20}$. Even if all $\bar g_i$ were equal, the first is
+# $\frac{3}{5} \bar g$ against $\bar g$: the last step is 40 % too small, and the short micro-batch
+# gets as much weight as a full one besides. BatchNorm normalises with the statistics of the batch it sees,
+# here a micro-batch of 8 instead of 32: the forward pass itself is a different function, so no
+# scaling of the loss recovers the big batch. Transformers use LayerNorm, which works per example
+# and has no such problem.
+# :::
+#
+# :::{exercise}
+# :label: ch10-ex-merge
+# Write `my_merge(weight, lora_A, lora_B, alpha)` that returns the merged weight of a LoRA adapter,
+# Eq. {eq}`eq-ch10-lora`: `weight` is $W$ (out, in), `lora_A` is $A$ (r, in), `lora_B` is $B$
+# (out, r), and the rank $r$ is read from $A$'s shape.
+# :::
+
+# %%
+def my_merge(weight, lora_A, lora_B, alpha):
+    raise NotImplementedError  # your code here
+
+
+dlbook.exercises.check("ch10.merge_lora_weight", my_merge)
+
+# %% [markdown]
+# ```{solution-start} ch10-ex-merge
+# :class: dropdown
+# ```
+
+# %% tags=["solution"]
+def my_merge(weight, lora_A, lora_B, alpha):
+    r = lora_A.shape[0]
+    return weight + (alpha / r) * lora_B @ lora_A  # (out, r) @ (r, in) -> (out, in)
+
+
+assert dlbook.exercises.check("ch10.merge_lora_weight", my_merge)
+
+# %% [markdown]
+# ```{solution-end}
+# ```
+#
+# :::{exercise}
+# :label: ch10-ex-weights
+# Write `my_class_weights(labels, n_classes)` that returns the "balanced" class weights
+# $w_c = N / (C\, n_c)$ of section 10.8 as a float32 tensor of shape (C,), for a 1-D int64 tensor of
+# labels in which every class occurs. Then compute the weights of a data set with 10 negatives
+# and 90 positives by hand, and check that negatives and positives carry the same total weight.
+# :::
+
+# %%
+def my_class_weights(labels, n_classes):
+    raise NotImplementedError  # your code here
+
+
+dlbook.exercises.check("ch10.balanced_class_weights", my_class_weights)
+
+# %% [markdown]
+# ```{solution-start} ch10-ex-weights
+# :class: dropdown
+# ```
+
+# %% tags=["solution"]
+def my_class_weights(labels, n_classes):
+    counts = torch.bincount(labels, minlength=n_classes).float()  # (C,) examples per class
+    return labels.numel() / (n_classes * counts)
+
+
+assert dlbook.exercises.check("ch10.balanced_class_weights", my_class_weights)
+w = my_class_weights(torch.tensor([0] * 10 + [1] * 90), 2)
+print(w.tolist(), "| total weight per class:", (w * torch.tensor([10.0, 90.0])).tolist())
+
+# %% [markdown]
+# ```{solution-end}
+# ```
+#
+# With 10 negatives and 90 positives, $w_0 = 100 / 20 = 5$ and $w_1 = 100/180 \approx 0.556$:
+# both classes carry a total weight of 50, half of the $N = 100$.
+#
+# :::{exercise}
+# :label: ch10-ex-rank
+# Change `lora_r` to 1, 2, 4, 16 and 32 (keeping `lora_alpha = 2 * lora_r`) and re-run section
+# 10.7. How do the trainable parameters grow with $r$? Plot accuracy against trainable
+# parameters together with the freezing rows of the scoreboard. What does the result suggest about
+# the rank of the update fine-tuning needs on this task?
+# :::
+#
+# :::{solution} ch10-ex-rank
+# :class: dropdown
+# Each adapted $384 \times 384$ projection adds $r(384 + 384) = 768r$ parameters; with query and
+# value in six layers that is $12 \cdot 768 r = 9{,}216\,r$, plus the 770 of the head: linear in
+# $r$. Hu et al. found that very small ranks already reach nearly full fine-tuning accuracy
+# {cite}`hu2022lora`; on a task like ours expect accuracy to rise from $r = 1$ to a few and then
+# flatten, with differences between larger ranks within the noise of one seed. A low intrinsic
+# rank of the update is exactly LoRA's hypothesis; a curve that is flat already at small $r$
+# supports it for this task.
+# :::
+#
+# ## Further reading
+#
+# - Mixed-precision training with fp32 master weights and loss scaling {cite}`micikevicius2018mixed`;
+#   PyTorch's automatic mixed precision documentation lists which operations autocast runs in
+#   which precision, per device.
+# - Gradient checkpointing and its $O(\sqrt n)$ memory schedule {cite}`chen2016training`.
+# - LoRA {cite}`hu2022lora`; the `peft` library implements it and many other adapter methods.
+# - Early stopping criteria {cite}`prechelt1998early`; decoupled weight decay
+#   {cite}`loshchilov2019decoupled`; class-balanced losses {cite}`cui2019class`.

@@ -1,0 +1,750 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (ch12)=
+# # 12. Quantization
+#
+# Part IV asks how small and how fast the classifier of chapter 9 can become before it gets
+# worse. The first answer changes no weight's meaning, only how each one is written down: with 8
+# bits instead of 32. This chapter starts from the number formats themselves, derives the affine
+# map from real numbers to 8-bit integers, checks every formula against PyTorch's own quantized
+# tensors, and then quantizes the whole fine-tuned MiniLM classifier and measures what it gains
+# in size and speed and what it loses in accuracy.
+#
+# By the end of this chapter you can
+#
+# 1. read the range and precision of fp32, bf16, fp16 and int8 from `torch.finfo` / `torch.iinfo`
+#    and predict the rounding error a weight suffers in each;
+# 2. compute the scale and zero point of symmetric and asymmetric, per-tensor and per-channel
+#    quantization, quantize and dequantize a weight matrix, and bound the error;
+# 3. explain how a dynamically quantized linear layer multiplies in integers, and reproduce its
+#    output exactly;
+# 4. quantize a BERT classifier (int8 linear layers, weight-only int8 embeddings) and measure size,
+#    latency and accuracy with the book's measurement helpers, `dlbook.measure`, which chapters 13
+#    to 15 use unchanged.
+
+# %%
+# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
+
+# %%
+import copy
+import os
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import display
+from torch import nn
+
+import dlbook
+import dlbook.exercises
+from dlbook import assets, finetune, measure, quantize
+
+device = dlbook.setup(seed=0)
+
+# %% tags=["parameters"]
+profile = os.environ.get("DLBOOK_PROFILE", "full")
+
+# %%
+sizes = dlbook.by_profile(
+    profile,
+    # n_test=None: the whole test split (1,500 snippets); rounds = timed forward passes per model
+    smoke=dict(n_test=32, max_length=128, batch_sizes=(1, 4), rounds={1: 2, 4: 2}, warmup=0, eval_batch=32,
+               n_scatter=2_000, n_emb_rows=2_000),
+    full=dict(n_test=None, max_length=128, batch_sizes=(1, 32), rounds={1: 40, 32: 15}, warmup=2, eval_batch=64,
+              n_scatter=5_000, n_emb_rows=None),
+)
+sizes
+
+# %% [markdown]
+# `n_test` and `max_length` decide the accuracy measurement, `batch_sizes`, `rounds` and `warmup`
+# the latency measurement (section 12.6), `n_scatter` how many weights the plot of section 12.1
+# draws and `n_emb_rows` how many rows of the word-embedding table sections 12.1 and 12.2 examine
+# (`None`: all of them).
+#
+# The starting point is the classifier chapter 9 fine-tuned, loaded from the book's cache
+# (trained there on the first call). Integer kernels for dynamic quantization exist for the CPU,
+# so everything in this chapter that is timed runs on the CPU, whatever `device` is.
+
+# %%
+model, tokenizer, info = finetune.sentiment_classifier(profile)
+fp32 = model.cpu().eval()
+n_params = measure.count_parameters(fp32)
+n_embed = sum(p.numel() for p in fp32.bert.embeddings.parameters())
+n_word = fp32.bert.embeddings.word_embeddings.weight.numel()
+n_linear = sum(m.weight.numel() + m.bias.numel() for m in fp32.modules() if isinstance(m, nn.Linear))
+dlbook.glue("ch12_n_params", n_params)
+dlbook.glue("ch12_word_share", n_word / n_params)
+dlbook.glue("ch12_linear_share", n_linear / n_params)
+print(f"{n_params:,} parameters: word embeddings {n_word:,} ({n_word / n_params:.1%}), all embeddings {n_embed:,}, "
+      f"linear layers {n_linear:,} ({n_linear / n_params:.1%}), the rest (LayerNorms) {n_params - n_embed - n_linear:,}")
+
+# %% [markdown]
+# Of the {glue:text}`ch12_n_params:,` parameters, {glue:text}`ch12_word_share:.1%` sit in one
+# table, the word embeddings (30,522 rows of 384 numbers), and {glue:text}`ch12_linear_share:.1%`
+# in the linear layers. The table is looked up, never multiplied: it costs memory and disk, not
+# time. The linear layers cost the time. That split will decide which technique goes where.
+#
+# ## 12.1 Number formats: range and precision
+#
+# A floating-point number with $m$ mantissa bits and exponent $e$ stands for
+# $(1 + f)\, 2^{e}$ with $f$ one of $2^m$ equally spaced fractions in $[0, 1)$. Between two
+# powers of two the numbers are equally spaced, $2^{e-m}$ apart, so rounding to the nearest one
+# makes a **relative** error of at most half the machine epsilon $\varepsilon = 2^{-m}$, whatever
+# the size of the number, as long as it lies between the smallest normal number $2^{e_{\min}}$ and
+# the largest, $(2 - 2^{-m})\, 2^{e_{\max}}$:
+#
+# $$
+# \varepsilon = 2^{-m}, \qquad x_{\max} = (2 - 2^{-m})\, 2^{e_{\max}}, \qquad
+# \frac{|\operatorname{fl}(x) - x|}{|x|} \le \frac{\varepsilon}{2} .
+# $$ (eq-ch12-float)
+#
+# The three float formats of deep learning split their bits differently: fp32 has $m = 23$ and
+# $e_{\max} = 127$, fp16 ("half") has $m = 10$ and $e_{\max} = 15$, bf16 ("brain float") keeps
+# fp32's 8 exponent bits ($e_{\max} = 127$) and has only $m = 7$ {cite}`kalamkar2019bfloat16`.
+# int8 has no exponent at all: 256 integers, equally spaced, from $-128$ to $127$. The check of the
+# two left-hand formulas against `torch.finfo`:
+
+# %%
+layout = {torch.float32: (23, 127, -126), torch.bfloat16: (7, 127, -126), torch.float16: (10, 15, -14)}  # m, e_max, e_min
+rows = []
+for dtype, (m, e_max, e_min) in layout.items():
+    fi = torch.finfo(dtype)
+    assert fi.eps == 2.0**-m and fi.max == (2 - 2.0**-m) * 2.0**e_max and fi.tiny == 2.0**e_min
+    rows.append((str(dtype).removeprefix("torch."), fi.bits, f"{fi.max:.3g}", f"{fi.tiny:.3g}", f"{fi.eps:.3g}", fi.resolution))
+ii = torch.iinfo(torch.int8)
+rows.append(("int8", ii.bits, str(ii.max), str(ii.min), "1 (absolute)", 0))
+print(f"{'format':9s} {'bits':>4s} {'max':>9s} {'tiny/min':>9s} {'eps':>13s} {'decimal digits':>15s}")
+for r in rows:
+    print(f"{r[0]:9s} {r[1]:4d} {r[2]:>9s} {r[3]:>9s} {r[4]:>13s} {r[5]:>15}")
+
+# %% [markdown]
+# bf16 covers the same range as fp32 (up to about $3.4 \times 10^{38}$) with about two decimal
+# digits; fp16 has about three but overflows at 65,504. For inference on weights of a
+# trained model, whose magnitudes are far from both limits, the digit count is what matters. Let us
+# round the real weights of the classifier (the query projection of the first layer and the word
+# embeddings) to each format and measure. For int8 we use the simplest scheme of the next section:
+# one scale $s = \max|w| / 127$ for the whole matrix and $w \approx s \cdot \operatorname{round}(w / s)$.
+
+# %%
+W_q = fp32.bert.encoder.layer[0].attention.self.query.weight.detach()  # (384, 384)
+W_emb = fp32.bert.embeddings.word_embeddings.weight.detach()[: sizes["n_emb_rows"]]  # (30522, 384) in full
+
+
+def round_trip(w, dtype):
+    """w written in dtype and read back as float32 (int8: one symmetric scale for the whole tensor)."""
+    if dtype is torch.int8:
+        s = w.abs().max() / 127
+        return torch.clamp(torch.round(w / s), -128, 127) * s
+    return w.to(dtype).float()
+
+
+errors = {}
+for name, w in {"query (layer 0)": W_q, "word embeddings": W_emb}.items():
+    for dtype in (torch.bfloat16, torch.float16, torch.int8):
+        rel = ((round_trip(w, dtype) - w).abs() / w.abs())[w.abs() > torch.finfo(torch.float16).tiny]  # normal numbers
+        errors[name, str(dtype).removeprefix("torch.")] = rel
+        if dtype is not torch.int8:  # Eq. (eq-ch12-float): the bound holds for every normal weight
+            assert rel.max() <= torch.finfo(dtype).eps / 2
+        print(f"{name:16s} {str(dtype):15s} median relative error {rel.median():.2e}, max {rel.max():.2e}")
+dlbook.glue("ch12_bf16_med", float(errors["query (layer 0)", "bfloat16"].median()))
+dlbook.glue("ch12_int8_med", float(errors["query (layer 0)", "int8"].median()))
+
+# %% [markdown]
+# The plot shows, for a random sample of the query weights, the relative error against the
+# weight's magnitude. The two float formats keep their relative error below $\varepsilon/2$ (the
+# dashed lines) at every magnitude; int8 makes a constant **absolute** error (at most $s/2$), which
+# is a large relative error for the many small weights and a tiny one for the few large weights.
+
+# %%
+g = torch.Generator().manual_seed(0)
+pick = torch.randperm(W_q.numel(), generator=g)[: sizes["n_scatter"]]
+w_s = W_q.flatten()[pick]
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+for dtype, color in [(torch.bfloat16, "C0"), (torch.float16, "C1"), (torch.int8, "C3")]:
+    rel = ((round_trip(W_q, dtype).flatten()[pick] - w_s).abs() / w_s.abs()).clamp_min(1e-9)
+    ax1.scatter(w_s.abs(), rel, s=3, alpha=0.4, color=color, label=str(dtype).removeprefix("torch."))
+    if dtype is not torch.int8:
+        ax1.axhline(torch.finfo(dtype).eps / 2, color=color, ls="--", lw=1)
+ax1.set_xscale("log")
+ax1.set_yscale("log")
+ax1.set_ylim(1e-6, 10)
+ax1.set_xlabel("|weight|")
+ax1.set_ylabel("relative rounding error")
+ax1.set_title("Query weights of layer 0 in three formats")
+ax1.legend(markerscale=4, fontsize=8)
+ax2.hist(W_q.flatten().numpy(), bins=200, color="C2")
+ax2.set_yscale("log")
+ax2.set_xlabel("weight value")
+ax2.set_title(f"Their distribution: max |w| = {W_q.abs().max():.3f}, std {W_q.std():.3f}")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The median relative error of the query weights is {glue:text}`ch12_bf16_med:.1e` in bf16 and
+# {glue:text}`ch12_int8_med:.1e` in int8: int8 with one scale is much coarser than any float
+# format, because a few large weights (the histogram's long tails) set the step for all of them.
+# The next section is about choosing that step well.
+#
+# ## 12.2 Affine quantization
+#
+# Quantization maps a real interval $[\alpha, \beta]$ onto the integers $q_{\min}, \dots,
+# q_{\max}$ ($-128 \dots 127$ for int8, $0 \dots 255$ for uint8) with a **scale** $s$ (the real
+# step between two neighbouring integers) and a **zero point** $z$ (the integer that stands for
+# the real 0) {cite}`jacob2018quantization`:
+#
+# $$
+# q = \operatorname{clamp}\!\left(\operatorname{round}\!\left(\frac{x}{s}\right) + z,\ q_{\min},\ q_{\max}\right),
+# \qquad \hat x = s\,(q - z) .
+# $$ (eq-ch12-affine)
+#
+# `round` rounds half to even, like `torch.round`. Inside the interval the error is at most half
+# a step, $|\hat x - x| \le s/2$; outside it, clamping cuts the value off. There are two usual
+# choices of $s$ and $z$. **Asymmetric** (min/max) quantization takes the data's range widened to
+# contain 0, $\alpha = \min(x_{\min}, 0)$ and $\beta = \max(x_{\max}, 0)$, and sets
+#
+# $$
+# s = \frac{\beta - \alpha}{q_{\max} - q_{\min}}, \qquad
+# z = \operatorname{clamp}\!\left(q_{\min} - \operatorname{round}\!\left(\frac{\alpha}{s}\right),\ q_{\min},\ q_{\max}\right).
+# $$ (eq-ch12-asym)
+#
+# **Symmetric** (abs-max) quantization to int8 fixes the zero point at 0:
+#
+# $$
+# s = \frac{\max_i |x_i|}{127}, \qquad z = 0 .
+# $$ (eq-ch12-sym)
+#
+# Containing 0 matters: a zero (a padding position, a ReLU output, a pruned weight) must come
+# back as exactly 0, and with $z$ an integer it does, $\hat 0 = s (z - z) = 0$. Symmetric
+# quantization wastes the code $-128$ and half the codes when the data are one-sided, but with
+# $z = 0$ the integer products need no correction terms, which makes it the usual choice for
+# weights. Either choice can be made **per tensor** (one $s, z$ for the matrix) or **per channel**
+# (one pair per output row, so a large weight in one row no longer coarsens the others).
+#
+# Step by step, on the query weights of layer 0, per tensor first:
+
+# %%
+def my_qparams(x, symmetric, q_min, q_max):
+    """Per-tensor scale (float32, 0-d) and zero point (int), Eq. (eq-ch12-asym) or (eq-ch12-sym)."""
+    lo, hi = x.min().clamp(max=0.0), x.max().clamp(min=0.0)
+    if symmetric:
+        return torch.maximum(-lo, hi) / q_max, 0
+    s = (hi - lo) / (q_max - q_min)
+    return s, int(torch.clamp(q_min - torch.round(lo / s), q_min, q_max))
+
+
+def my_quantize(x, s, z, q_min, q_max, dtype):
+    """Eq. (eq-ch12-affine), left; x / s computed as x * (1 / s) in float32, like PyTorch's kernels."""
+    return torch.clamp(torch.round(x * (1 / s)) + z, q_min, q_max).to(dtype)
+
+
+def my_dequantize(q, s, z):
+    return s * (q.float() - z)  # Eq. (eq-ch12-affine), right
+
+
+s_sym, z_sym = my_qparams(W_q, True, -128, 127)
+s_asym, z_asym = my_qparams(W_q, False, 0, 255)
+q_sym = my_quantize(W_q, s_sym, z_sym, -128, 127, torch.int8)  # (384, 384) int8
+q_asym = my_quantize(W_q, s_asym, z_asym, 0, 255, torch.uint8)  # (384, 384) uint8
+print(f"symmetric int8:   s = {s_sym:.3e}, z = {z_sym}, codes used {q_sym.min().item()}..{q_sym.max().item()}")
+print(f"asymmetric uint8: s = {s_asym:.3e}, z = {z_asym}, codes used {q_asym.min().item()}..{q_asym.max().item()}")
+
+# %% [markdown]
+# The **verification**: PyTorch's quantized tensors implement Eq. {eq}`eq-ch12-affine` given $s$
+# and $z$. Their integer codes (`int_repr()`) and their dequantized values must equal ours, and so
+# must `torch.fake_quantize_per_tensor_affine`, the function quantization-aware training uses,
+# which returns $\hat x$ directly. Two details decide whether "equal" means bit for bit. First,
+# PyTorch never divides by $s$: it multiplies by the float32 reciprocal $1/s$, and on a value close
+# to a tie between two codes $x/s$ and $x \cdot (1/s)$ can round differently, so `my_quantize` does
+# the same. Second, `torch.quantize_per_tensor`'s vectorised kernel adds $z$ *inside* one fused
+# multiply-add, $\operatorname{round}(x \cdot (1/s) + z)$, with a single float32 rounding; when
+# $z \ne 0$ that can move a near-tie by one code, where `fake_quantize` (and we) round first and
+# add $z$ after. So for the asymmetric case we allow one code of difference and count how rare it
+# is.
+#
+# On torch 2.13 the first quantized tensor a program creates also raises a `UserWarning`: the
+# quantized dtypes `torch.qint8` / `torch.quint8` are deprecated in favour of plain `int8` tensors
+# with separate scales (the way the `torchao` library stores them, and the way `dlbook.quantize`
+# does). They remain the reference implementation, so we catch that one warning around the call
+# and print it rather than let it pass unexplained.
+
+# %%
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    ref_sym = torch.quantize_per_tensor(W_q, float(s_sym), z_sym, torch.qint8)
+for w in caught:
+    print(f"{w.category.__name__}: {str(w.message)[:160]}...")
+ref_asym = torch.quantize_per_tensor(W_q, float(s_asym), z_asym, torch.quint8)
+torch.testing.assert_close(q_sym, ref_sym.int_repr(), rtol=0, atol=0)  # symmetric: bit for bit
+torch.testing.assert_close(q_asym.int(), ref_asym.int_repr().int(), rtol=0, atol=1)  # asymmetric: fma near-ties
+n_off = int((q_asym != ref_asym.int_repr()).sum())
+assert n_off <= 1e-3 * W_q.numel()
+torch.testing.assert_close(my_dequantize(q_sym, s_sym, z_sym), ref_sym.dequantize())
+torch.testing.assert_close(my_dequantize(q_asym, s_asym, z_asym), ref_asym.dequantize(), rtol=0, atol=float(s_asym) * 1.001)
+for q, s, z, q_min, q_max in [(q_sym, s_sym, z_sym, -128, 127), (q_asym, s_asym, z_asym, 0, 255)]:
+    torch.testing.assert_close(my_dequantize(q, s, z), torch.fake_quantize_per_tensor_affine(W_q, float(s), z, q_min, q_max))
+err = (my_dequantize(q_sym, s_sym, z_sym) - W_q).abs().max().item()
+assert err <= s_sym / 2 + 1e-7  # half a step
+print(f"symmetric codes == torch's; asymmetric codes == torch's but {n_off} of {W_q.numel():,} (one code apart); "
+      f"dequantized == fake_quantize exactly; max error {err:.2e} <= s/2 = {s_sym / 2:.2e}")
+
+# %% [markdown]
+# Per channel: one $s$ and $z$ per output row (dimension 0 of a linear layer's `weight`), the same
+# formulas applied row by row. Checked against `torch.quantize_per_channel` and
+# `torch.fake_quantize_per_channel_affine`:
+
+# %%
+absmax = W_q.abs().amax(dim=1)  # (384,): one range per output row
+s_rows = absmax / 127  # (384,) Eq. (eq-ch12-sym) per row
+q_rows = torch.clamp(torch.round(W_q * (1 / s_rows[:, None])), -128, 127).to(torch.int8)  # (384, 384)
+z_rows = torch.zeros(384, dtype=torch.int64)
+ref_rows = torch.quantize_per_channel(W_q, s_rows.double(), z_rows, 0, torch.qint8)
+torch.testing.assert_close(q_rows, ref_rows.int_repr(), rtol=0, atol=0)
+torch.testing.assert_close(q_rows.float() * s_rows[:, None], ref_rows.dequantize())
+torch.testing.assert_close(q_rows.float() * s_rows[:, None], torch.fake_quantize_per_channel_affine(W_q, s_rows, z_rows.int(), 0, -128, 127))
+print(f"per-row scales from {s_rows.min():.2e} to {s_rows.max():.2e}; codes and values == torch's")
+
+# %% [markdown]
+# The same functions, packaged for the rest of Part IV in `dlbook.quantize`: `qparams` (every
+# choice: symmetric or not, per tensor or along any `axis`, int8 or uint8), `quantize`,
+# `dequantize` and `fake_quantize`. They return tensors, validate their inputs, and must agree
+# with the step-by-step versions above:
+
+# %%
+dlbook.show(quantize.qparams)
+
+# %%
+for symmetric, dtype, (q_ours, s_ours, z_ours) in [(True, torch.int8, (q_sym, s_sym, z_sym)),
+                                                    (False, torch.uint8, (q_asym, s_asym, z_asym))]:
+    s, z = quantize.qparams(W_q, symmetric=symmetric, dtype=dtype)
+    torch.testing.assert_close(s, s_ours)
+    assert z.item() == z_ours
+    torch.testing.assert_close(quantize.quantize(W_q, s, z, dtype=dtype), q_ours, rtol=0, atol=0)
+s, z = quantize.qparams(W_q, symmetric=True, axis=0)
+torch.testing.assert_close(s, s_rows)
+torch.testing.assert_close(quantize.dequantize(quantize.quantize(W_q, s, z, axis=0), s, z, axis=0), ref_rows.dequantize())
+print("dlbook.quantize == the step-by-step functions")
+
+# %% [markdown]
+# Which choice loses least? We fake-quantize three real matrices of the classifier in all four
+# ways and report the **signal-to-quantization-noise ratio**,
+# $\mathrm{SQNR} = 10 \log_{10} \bigl(\sum x^2 / \sum (\hat x - x)^2\bigr)$ in decibels (higher is
+# better; every extra bit of precision adds about 6 dB).
+
+# %%
+matrices = {
+    "query, layer 0": W_q,
+    "FFN in, layer 3": fp32.bert.encoder.layer[3].intermediate.dense.weight.detach(),  # (1536, 384)
+    "word embeddings": W_emb,  # (30522, 384) in full
+}
+choices = {"sym / tensor": (True, None), "asym / tensor": (False, None), "sym / row": (True, 0), "asym / row": (False, 0)}
+sqnr = {}
+for mname, w in matrices.items():
+    for cname, (sym, axis) in choices.items():
+        w_hat = quantize.fake_quantize(w, symmetric=sym, axis=axis, dtype=torch.int8)
+        sqnr[mname, cname] = 10 * torch.log10(w.pow(2).sum() / (w_hat - w).pow(2).sum()).item()
+    print(f"{mname:16s} " + "  ".join(f"{c}: {sqnr[mname, c]:5.1f} dB" for c in choices))
+dlbook.glue("ch12_sqnr_emb_tensor", sqnr["word embeddings", "sym / tensor"])
+dlbook.glue("ch12_sqnr_emb_row", sqnr["word embeddings", "sym / row"])
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 3.4))
+width = 0.2
+for i, cname in enumerate(choices):
+    ax.bar(np.arange(len(matrices)) + (i - 1.5) * width, [sqnr[m, cname] for m in matrices], width, label=cname)
+ax.set_xticks(np.arange(len(matrices)), list(matrices))
+ax.set_ylabel("SQNR (dB), higher is better")
+ax.set_title("int8 quantization error of real weight matrices")
+ax.legend(fontsize=8, ncol=4, loc="lower center")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Per-row scales win everywhere, most on the word embeddings: {glue:text}`ch12_sqnr_emb_tensor:.1f`
+# dB with one scale for the table against {glue:text}`ch12_sqnr_emb_row:.1f` dB with one per row,
+# because a handful of rows with large entries no longer set the step for thirty thousand others.
+# Asymmetric helps little on weights, whose distributions are nearly centred on 0 (it gains at
+# most one bit, and only when a row is one-sided). Activations are a different story: after a
+# GELU they are mostly positive, and inside large transformers a few feature dimensions carry
+# outliers far larger than the rest, which is what LLM.int8() works around by keeping those
+# dimensions in 16 bits {cite}`dettmers2022llmint8`. MiniLM is small enough not to need that.
+#
+# ## 12.3 Integer matrix products: dynamic quantization
+#
+# Quantized weights save memory; to save **time** the product itself must run on integers. For a
+# linear layer $y = x W^\top + b$ with the weight quantized symmetrically, $W \approx s_w Q_w$, and
+# the input quantized asymmetrically, $x \approx s_x (Q_x - z_x)$:
+#
+# $$
+# y \approx s_x\, s_w\, (Q_x - z_x)\, Q_w^\top + b ,
+# $$ (eq-ch12-intmm)
+#
+# one integer matrix product accumulated in int32, then one multiplication by the float $s_x s_w$
+# {cite}`jacob2018quantization`. **Dynamic** quantization computes $s_x, z_x$ from each incoming
+# batch at run time (weights are quantized once, ahead of time), so it needs no calibration data.
+# PyTorch's implementation is `torch.ao.quantization.quantize_dynamic`. On torch 2.13 it warns
+# that `torch.ao.quantization` is deprecated and points to `torchao`, its successor. Here is the
+# warning, caught around that one call:
+
+# %%
+layer = copy.deepcopy(fp32.bert.encoder.layer[0].intermediate.dense)  # Linear(384 -> 1536)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    qlayer = torch.ao.quantization.quantize_dynamic(nn.Sequential(layer), {nn.Linear}, dtype=torch.qint8)[0]
+for msg in sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught}):
+    print(msg)
+print(qlayer)
+
+# %% [markdown]
+# We tried the successor on the book's machine (torchao 0.18 with torch 2.13, a 2-core AVX2 CPU):
+# `quantize_(model, Int8DynamicActivationInt8WeightConfig())` and `Int8WeightOnlyConfig()` run in
+# eager mode, but both made the classifier **slower** than float32, not faster (torchao's fast
+# int8 kernels are written for GPUs and for models compiled with `torch.compile`). So this chapter uses the deprecated
+# `quantize_dynamic`, the one API that speeds up a CPU on this torch, knowing it will be removed:
+# `dlbook.quantize.int8_dynamic` wraps it in one place (catching exactly these warnings, with a
+# comment) so that a later move to torchao changes one function, and the chapter's numbers will
+# say whether the move is worth it.
+#
+# Now the check of Eq. {eq}`eq-ch12-intmm` against the quantized layer. Two details of PyTorch's
+# x86 kernels must be matched: the weight scale is $\max|W| / 127.5$ (the observer spreads the
+# range over all 255 steps of $[-128, 127]$), and the input uses only 7 bits, $q \in [0, 127]$
+# (`reduce_range`, which keeps the AVX2 instruction that multiplies uint8 by int8 pairs from
+# overflowing its 16-bit sums). With those, the integer computation reproduces the layer's output
+# to float rounding:
+
+# %%
+x = fp32.bert.embeddings(tokenizer(["A quiet, moving film."], return_tensors="pt")["input_ids"])  # (1, T, 384)
+x = x.detach()
+Wq = qlayer.weight()  # the layer's quantized weight
+Q_w, s_w = Wq.int_repr().to(torch.int32), Wq.q_scale()  # (1536, 384) int, scalar
+assert Wq.q_zero_point() == 0 and abs(s_w - layer.weight.abs().max().item() / 127.5) < 1e-9
+s_x, z_x = quantize.qparams(x, symmetric=False, dtype=torch.uint8)
+s_x = s_x * 255 / 127  # 7-bit input range [0, 127]
+z_x = torch.clamp(torch.round(-torch.clamp(x.min(), max=0) / s_x), 0, 127).long()
+Q_x = torch.clamp(torch.round(x / s_x) + z_x, 0, 127).to(torch.int32)  # (1, T, 384)
+acc = (Q_x - z_x.int()) @ Q_w.T  # (1, T, 1536) integer accumulators
+y_int = acc.float() * (s_x * s_w) + layer.bias  # Eq. (eq-ch12-intmm)
+with torch.inference_mode():
+    y_torch, y_float = qlayer(x), layer(x)
+torch.testing.assert_close(y_int, y_torch, atol=1e-5, rtol=1e-5)
+print(f"integer product == quantized layer (max diff {(y_int - y_torch).abs().max():.1e}); "
+      f"vs float32 layer: max diff {(y_torch - y_float).abs().max():.3f}, output std {y_float.std():.3f}")
+
+# %% [markdown]
+# ## 12.4 Weight-only int8 embeddings
+#
+# `quantize_dynamic` leaves the word embeddings in float32, and they are the majority of the
+# parameters. A lookup multiplies nothing, so there is no integer product to speed up, but the
+# table can be **stored** in int8 with one symmetric scale per row (per row: section 12.2 showed
+# why) and each looked-up row dequantized on the fly: only the rows of the tokens in the batch ever
+# become float. PyTorch has a quantized `Embedding` in the same deprecated `torch.ao` namespace;
+# ours is a dozen lines, `dlbook.quantize.Int8Embedding`:
+
+# %%
+dlbook.show(quantize.Int8Embedding)
+
+# %% [markdown]
+# Its lookup must equal the per-row fake-quantized table, indexed:
+
+# %%
+qemb = quantize.Int8Embedding.from_float(fp32.bert.embeddings.word_embeddings)
+ids = tokenizer(["An absolute joy.", "Dull."], padding=True, return_tensors="pt")["input_ids"]  # (2, T)
+rows = fp32.bert.embeddings.word_embeddings.weight.detach()[ids.flatten()]  # (2 T, 384); per-row scales: rows are independent
+torch.testing.assert_close(qemb(ids), quantize.fake_quantize(rows, symmetric=True, axis=0).reshape(*ids.shape, -1))
+gap = (qemb(ids) - fp32.bert.embeddings.word_embeddings(ids)).abs().max().item()
+assert gap <= qemb.scale.max().item() / 2 + 1e-7
+print(f"int8 table {measure.saved_size_mb(qemb):.1f} MB vs float32 {measure.saved_size_mb(fp32.bert.embeddings.word_embeddings):.1f} MB;"
+      f" max lookup error {gap:.1e}")
+
+# %% [markdown]
+# ## 12.5 The whole classifier: `int8_dynamic`
+#
+# `dlbook.quantize.int8_dynamic(model, embeddings=True)` puts the two pieces together on a CPU
+# copy of any BERT-style classifier: every `nn.Linear` becomes a dynamically quantized int8 layer
+# and every `nn.Embedding` an `Int8Embedding`. LayerNorm, softmax, GELU and the two attention
+# products stay in float32. Chapters 13 to 15 call it on pruned and distilled students, which is
+# why it assumes nothing about depth or width:
+
+# %%
+dlbook.show(quantize.int8_dynamic)
+
+# %%
+int8_linear = quantize.int8_dynamic(fp32, embeddings=False)  # section 12.3 only
+int8_all = quantize.int8_dynamic(fp32)  # + section 12.4
+print(int8_all.bert.embeddings.word_embeddings, "|", int8_all.bert.encoder.layer[0].attention.self.query)
+check = tokenizer(list(assets.rotten_tomatoes()["test"]["text"][:16]), padding=True, return_tensors="pt")
+with torch.inference_mode():
+    logits = {name: m(**check).logits for name, m in [("fp32", fp32), ("int8", int8_all)]}
+agree = (logits["fp32"].argmax(-1) == logits["int8"].argmax(-1)).float().mean().item()
+print(f"16 test snippets: max logit change {(logits['fp32'] - logits['int8']).abs().max():.3f}, same prediction on {agree:.0%}")
+
+# %% [markdown]
+# ## 12.6 Measuring: size, latency, accuracy
+#
+# Compression claims are easy to get wrong: a size that counts parameters but not the scales, a
+# latency taken once on a cold model, a speed-up of two models timed an hour apart on a busy
+# machine, an accuracy on a different split. Part IV therefore measures every variant the same
+# way, with `dlbook.measure`, which this chapter introduces:
+#
+# - **size** is what `torch.save(model.state_dict())` writes, in MB ($10^6$ bytes): int8 weights,
+#   scales and zero points count as stored (`saved_size_mb`);
+# - **latency** is the median wall time of one forward pass on a fixed batch of test snippets
+#   (`benchmark_batches`: the first $b$ snippets, padded to their longest), at batch 1 (one user
+#   waiting) and batch 32 (a server's throughput), with the number of threads fixed
+#   (`fixed_threads`). `interleaved_latency` times the variants **in turns**, one pass of each per
+#   round, so that a change of load on a shared machine hits all of them alike and their ratio
+#   stays fair;
+# - **accuracy** is on the test split, through chapter 9's `evaluate_classifier`
+#   (`measure_classifier` returns all three as one `Measurement`);
+# - a `Scoreboard` collects the measurements, computes the ratios against the baseline
+#   (`smaller`, `faster@b`, `acc_drop_pts`) and prints the provenance: CPU, threads, torch version.
+
+# %%
+dlbook.show(measure.saved_size_mb)
+
+# %%
+dlbook.show(measure.interleaved_latency)
+
+# %%
+dlbook.show(measure.measure_classifier)
+
+# %% [markdown]
+# The test snippets, the benchmark batches and the thread count:
+
+# %%
+test_raw = assets.rotten_tomatoes()["test"]
+test_raw = test_raw if sizes["n_test"] is None else test_raw.select(range(sizes["n_test"]))
+test_tok = finetune.tokenize_dataset(test_raw, tokenizer, sizes["max_length"])
+batches = measure.benchmark_batches(tokenizer, test_raw["text"], batch_sizes=sizes["batch_sizes"], max_length=sizes["max_length"])
+threads = torch.get_num_threads()
+big = max(sizes["batch_sizes"])
+print(f"{len(test_tok):,} test snippets | benchmark batches {({b: tuple(v['input_ids'].shape) for b, v in batches.items()})} | "
+      f"{measure.provenance_line(threads)}")
+
+# %%
+variants = {"fp32": fp32, "int8 linear": int8_linear, "int8 linear + emb": int8_all}
+timings = measure.interleaved_latency(variants, batches, threads=threads, rounds=sizes["rounds"], warmup=sizes["warmup"])
+board = measure.Scoreboard(baseline="fp32")
+for name, m in dlbook.progress(variants.items(), desc="accuracy", total=len(variants)):
+    board.add(measure.measure_classifier(name, m, tokenizer, test_tok, batches, threads=threads,
+                                         eval_batch_size=sizes["eval_batch"], timings=timings[name]))
+print(board.provenance())
+display(board.frame().round(3))
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+board.plot(batch_size=big, ax=ax1)
+for i, (name, per) in enumerate(timings.items()):
+    ax2.boxplot([per[b].runs_ms for b in sizes["batch_sizes"]], positions=np.arange(len(per)) * 4 + i, widths=0.8,
+                patch_artist=True, boxprops=dict(facecolor=f"C{i}"), medianprops=dict(color="k"))
+    ax2.plot([], [], color=f"C{i}", lw=6, label=name)
+ax2.set_xticks(np.arange(len(sizes["batch_sizes"])) * 4 + 1, [f"batch {b}" for b in sizes["batch_sizes"]])
+ax2.set_yscale("log")
+ax2.set_ylabel("forward pass (ms)")
+ax2.set_title("Every timed run, in turns")
+ax2.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The headline numbers, asserted in `full`: the int8 classifier (linear layers and embeddings)
+# must be at least 1.5 times faster than float32 at batch 32, measured in the same run, and lose at
+# most one point of test accuracy.
+
+# %%
+r = board.ratios("int8 linear + emb")
+r_lin = board.ratios("int8 linear")
+base, q8 = board.rows["fp32"], board.rows["int8 linear + emb"]
+dlbook.headline("ch12_speedup", r[f"faster@{big}"], profile=profile, at_least=1.5, fmt="{:.2f}")
+dlbook.headline("ch12_acc_drop", r["acc_drop_pts"], profile=profile, at_most=1.0, fmt="{:.2f}")
+dlbook.glue("ch12_speedup_b1", r["faster@1"])
+dlbook.glue("ch12_speedup_lin", r_lin[f"faster@{big}"])
+dlbook.glue("ch12_big", big)
+dlbook.glue("ch12_smaller", r["smaller"])
+dlbook.glue("ch12_smaller_lin", r_lin["smaller"])
+dlbook.glue("ch12_mb_fp32", base.size_mb)
+dlbook.glue("ch12_mb_int8", q8.size_mb)
+dlbook.glue("ch12_acc_fp32", base.accuracy)
+dlbook.glue("ch12_acc_int8", q8.accuracy)
+dlbook.glue("ch12_threads", threads)
+print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x faster at batch {big}, "
+      f"{r['faster@1']:.2f}x at batch 1, accuracy {base.accuracy:.4f} -> {q8.accuracy:.4f}")
+
+# %% [markdown]
+# On this machine (the provenance line printed with the table above: CPU, threads, torch),
+# quantizing the linear layers alone made the model
+# {glue:text}`ch12_speedup_lin:.2f`x faster at batch {glue:text}`ch12_big` and
+# {glue:text}`ch12_smaller_lin:.2f`x smaller; adding the int8 embeddings brought it from
+# {glue:text}`ch12_mb_fp32:.1f` MB to {glue:text}`ch12_mb_int8:.1f` MB
+# ({glue:text}`ch12_smaller:.2f`x smaller) at a speed-up of {glue:text}`ch12_speedup`x
+# ({glue:text}`ch12_speedup_b1:.2f`x at batch 1). Test accuracy went from
+# {glue:text}`ch12_acc_fp32:.4f` to {glue:text}`ch12_acc_int8:.4f`, a drop of
+# {glue:text}`ch12_acc_drop` points. For comparison, PyTorch's tutorial on the same technique
+# took BERT-base fine-tuned on MRPC from 438 MB to 181 MB with F1 going from 0.902 to 0.895
+# {cite}`pytorch2020bertdynamicquant`; it left the embeddings in float32, which is why its model
+# shrank by less than a factor of three.
+#
+# Why not four times faster, when int8 moves a quarter of the bytes? Only the linear layers run
+# in integers. The attention products, softmax, GELU and LayerNorm, and the quantization of every
+# input batch, still run in float32 and take the same time as before, so they weigh more in the
+# int8 model's time (Amdahl's law; exercise {ref}`ch12-ex-amdahl`). At batch 1 the matrices are
+# thin and fixed overheads dominate both models. And a CPU with AVX-512 VNNI multiplies int8 pairs
+# faster than the book's AVX2 machine; the ratio depends on the hardware, which is why the
+# provenance is printed with it.
+#
+# ## Summary
+#
+# - Float formats have a constant **relative** rounding error, Eq. {eq}`eq-ch12-float` (bf16:
+#   fp32's range with 7 mantissa bits; fp16: 10 bits, max 65,504); int8 with a scale has a constant
+#   **absolute** error of at most half a step.
+# - Affine quantization, Eq. {eq}`eq-ch12-affine`, with asymmetric {eq}`eq-ch12-asym` or symmetric
+#   {eq}`eq-ch12-sym` parameters, per tensor or per channel, matches `torch.quantize_per_tensor`,
+#   `torch.quantize_per_channel` and `torch.fake_quantize_*` exactly; per-row scales cut the error
+#   of real weight matrices most.
+# - A dynamically quantized linear layer is one int32-accumulated integer product and one rescale,
+#   Eq. {eq}`eq-ch12-intmm`; we reproduced PyTorch's layer to float rounding, including its
+#   7-bit inputs on x86.
+# - `dlbook.quantize.int8_dynamic` (int8 linear layers, weight-only int8 embeddings) made the
+#   classifier {glue:text}`ch12_smaller:.2f`x smaller and {glue:text}`ch12_speedup`x faster at
+#   batch {glue:text}`ch12_big` for {glue:text}`ch12_acc_drop` points of accuracy. It uses the
+#   deprecated `torch.ao.quantization` because, on this torch and CPU, torchao does not speed it up.
+# - `dlbook.measure` is how Part IV measures: size on disk, interleaved median latencies with fixed
+#   threads, test accuracy, ratios against a baseline, provenance.
+#
+# ## Exercises
+#
+# :::{exercise}
+# :label: ch12-ex-params
+# Activations after a layer range over $[-0.5, 1.5]$. Compute the asymmetric uint8 scale and zero
+# point, the code of $x = 0.3$ and the value it comes back as. What is the largest error any
+# $x \in [-0.5, 1.5]$ can suffer? What happens to $x = 2.0$?
+# :::
+#
+# :::{solution} ch12-ex-params
+# :class: dropdown
+# $s = 2.0 / 255 \approx 0.007843$, $z = 0 - \operatorname{round}(-0.5 / s) = \operatorname{round}(63.75) = 64$.
+# $q = \operatorname{round}(0.3 / s) + 64 = \operatorname{round}(38.25) + 64 = 102$, and
+# $\hat x = s (102 - 64) = 38 s \approx 0.2980$. Inside the range the error is at most
+# $s / 2 \approx 0.0039$ (here 0.0020). The code of $2.0$ would be $255 + 64$, clamped to 255, so
+# it comes back as $s (255 - 64) \approx 1.498$: values outside the calibrated range are clipped,
+# an error that is not bounded by $s/2$. Check with `quantize.qparams(torch.tensor([-0.5, 1.5]), symmetric=False, dtype=torch.uint8)`.
+# :::
+#
+# :::{exercise}
+# :label: ch12-ex-outlier
+# A row of a weight matrix holds 383 values in $[-0.05, 0.05]$ and one outlier $8.0$. With
+# symmetric int8 per-row quantization, how many distinct codes can the 383 ordinary values use?
+# How does per-channel quantization of the *weights* help here, and why does it not help when the
+# outlier sits in one **feature dimension of the activations**, as LLM.int8() observed in large
+# transformers {cite}`dettmers2022llmint8`?
+# :::
+#
+# :::{solution} ch12-ex-outlier
+# :class: dropdown
+# $s = 8 / 127 \approx 0.063$, larger than the ordinary values themselves: they all round to
+# $-1$, $0$ or $1$ (three codes), and most to 0. Per-row scales confine the damage to this one row:
+# the other rows keep their own, small steps. For activations, Eq. {eq}`eq-ch12-intmm` needs one
+# scale per *row of $x$* (per token) or per tensor, because the sum in the product runs over the
+# feature dimension and a per-feature scale cannot be pulled out of it. An outlier feature
+# therefore coarsens every token's quantization. LLM.int8() splits the product: the few outlier
+# feature columns are multiplied in 16-bit floats, the rest in int8.
+# :::
+#
+# :::{exercise}
+# :label: ch12-ex-amdahl
+# Suppose the linear layers take a share $p$ of the float32 model's time at batch 32 and int8 makes
+# them $k$ times faster while the rest is unchanged. Write the overall speed-up. With $k = 2$,
+# which $p$ is needed for the 1.5x bar? What does this say about where to look for more speed?
+# :::
+#
+# :::{solution} ch12-ex-amdahl
+# :class: dropdown
+# Amdahl's law: speed-up $= 1 / \bigl((1 - p) + p / k\bigr)$. With $k = 2$, $1 / (1 - p/2) \ge 1.5$
+# needs $p \ge 2/3$: the linear layers must take at least two thirds of the time. Whatever stays in
+# float32 caps the gain at $1 / (1 - p)$. For more speed, shrink the rest too: fewer layers
+# (distillation, chapter 14), shorter inputs, fused attention kernels; or make the int8 kernels
+# faster (a CPU with VNNI).
+# :::
+#
+# :::{exercise}
+# :label: ch12-ex-linear
+# Write `my_int8_linear(x, weight, bias)` that computes a linear layer the way Eq.
+# {eq}`eq-ch12-intmm` does: the weight `(out, in)` quantized **symmetrically per output row** to
+# int8, the input `(N, in)` quantized **asymmetrically per tensor** to uint8 with the full range
+# $[0, 255]$, the product of the integer codes (minus the zero point) accumulated in int32 (or
+# int64), then rescaled, and `bias` added. Return float32 `(N, out)`. `dlbook.quantize.qparams` and
+# `quantize` may help.
+# :::
+
+# %%
+def my_int8_linear(x, weight, bias):
+    raise NotImplementedError  # your code here
+
+
+dlbook.exercises.check("ch12.int8_linear", my_int8_linear)
+
+# %% [markdown]
+# ```{solution-start} ch12-ex-linear
+# :class: dropdown
+# ```
+
+# %% tags=["solution"]
+def my_int8_linear(x, weight, bias):
+    s_w, z_w = quantize.qparams(weight, symmetric=True, axis=0)  # (out,), zeros
+    q_w = quantize.quantize(weight, s_w, z_w, axis=0).to(torch.int64)  # (out, in)
+    s_x, z_x = quantize.qparams(x, symmetric=False, dtype=torch.uint8)  # scalars
+    q_x = quantize.quantize(x, s_x, z_x, dtype=torch.uint8).to(torch.int64)  # (N, in)
+    acc = (q_x - z_x) @ q_w.T  # (N, out) exact integer sums
+    return acc.float() * (s_x * s_w) + bias  # s_w broadcasts over the output columns
+
+
+assert dlbook.exercises.check("ch12.int8_linear", my_int8_linear)
+xx, lin = torch.randn(4, 1536), fp32.bert.encoder.layer[5].output.dense  # Linear(1536 -> 384)
+print(f"vs float32 on a real layer: max diff {(my_int8_linear(xx, lin.weight.detach(), lin.bias.detach()) - lin(xx)).abs().max():.3f}")
+
+# %% [markdown]
+# ```{solution-end}
+# ```
+#
+# :::{exercise}
+# :label: ch12-ex-size
+# Without running anything: MiniLM's classifier has {glue:text}`ch12_n_params:,` parameters. What
+# size on disk do you expect in float32, in bf16, and with every weight in int8? The measured
+# int8 model is larger than your last estimate; where do the extra bytes come from?
+# :::
+#
+# :::{solution} ch12-ex-size
+# :class: dropdown
+# 4, 2 and 1 bytes per parameter: about 91, 45 and 23 MB. The measured int8 model
+# ({glue:text}`ch12_mb_int8:.1f` MB) also stores the LayerNorm weights and all biases in float32, a
+# float32 scale per embedding row (30,522 of them), the packed weights' scales and zero points, and
+# the pickle framing of a few hundred tensors; the position embeddings are small and quantized too.
+# `measure.saved_size_mb` counts exactly what is written, which is why Part IV uses it.
+# :::
+#
+# ## Further reading
+#
+# - Integer-only inference, the affine scheme and its derivation {cite}`jacob2018quantization`.
+# - Outlier features in large transformers and mixed int8/fp16 products {cite}`dettmers2022llmint8`.
+# - bfloat16 for training {cite}`kalamkar2019bfloat16`; mixed precision with fp16 {cite}`micikevicius2018mixed`.
+# - PyTorch's tutorial on dynamic quantization of BERT {cite}`pytorch2020bertdynamicquant`, the
+#   anchor for this chapter's numbers.

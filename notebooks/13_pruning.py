@@ -1,0 +1,911 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (ch13)=
+# # 13. Pruning
+#
+# A fine-tuned network holds many weights it barely uses. Pruning removes them. This chapter
+# prunes the sentiment classifier of chapter 9 in two ways and measures what each buys: zeroing
+# single weights (unstructured pruning), which leaves the model just as big and just as slow, and
+# removing whole attention heads and feed-forward neurons (structured pruning), which gives a
+# smaller, faster model.
+#
+# By the end of this chapter you can
+#
+# 1. write magnitude pruning (per layer and global) yourself, check it against
+#    `torch.nn.utils.prune`, and read a sparsity-accuracy curve with and without a fine-tune after
+#    pruning;
+# 2. explain, with measurements, why zeros in a dense weight matrix save neither time nor disk,
+#    and when a sparse storage format starts to pay;
+# 3. score attention heads and feed-forward neurons by their first-order Taylor importance
+#    (gradient times activation) on validation data;
+# 4. remove heads and neurons by rebuilding smaller `nn.Linear` layers, check that this computes
+#    exactly what masking them computes, and measure the size, speed and accuracy of the result.
+
+# %%
+# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
+
+# %%
+import copy
+import os
+import statistics
+import tempfile
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import display
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+import dlbook
+import dlbook.exercises
+from dlbook import assets, finetune, measure
+from dlbook import prune as dprune
+
+device = dlbook.setup(seed=0)
+
+# %% tags=["parameters"]
+profile = os.environ.get("DLBOOK_PROFILE", "full")
+
+# %%
+sizes = dlbook.by_profile(
+    profile,
+    # n_* = None means the whole split (test has 1,500 snippets)
+    smoke=dict(n_curve=64, curve_len=64, sparsities=[0.0, 0.5, 0.9], ft_sparsities=[0.9], n_ft=32, ft_lr=5e-5,
+               n_probe=16, n_test=64, threads=1, warmup=1, repeats=3, rounds=2, round_repeats=2),
+    full=dict(n_curve=400, curve_len=64, sparsities=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+              ft_sparsities=[0.5, 0.8, 0.9], n_ft=512, ft_lr=1e-4,
+              n_probe=32, n_test=None, threads=1, warmup=2, repeats=6, rounds=6, round_repeats=2),
+)
+sizes
+
+# %% [markdown]
+# `n_curve` test snippets at `curve_len` tokens are what every point of the sparsity curves is
+# measured on; `ft_sparsities` are the levels that also get a short fine-tune on `n_ft` training
+# snippets at rate `ft_lr`; `n_probe` validation snippets check the importance scores by hand;
+# `n_test` (the whole test split in `full`) is what the final comparison reports; `threads`,
+# `warmup`, `repeats`, `rounds` and `round_repeats` fix how latency is measured (chapter 12). We
+# time with one thread: on a machine shared with other work, two threads that must wait for each
+# other make timings slow and erratic, while one thread measures the model and not the neighbours.
+#
+# ## 13.1 What there is to prune
+#
+# We start from chapter 9's classifier (loaded from the cache, or trained on first use) and look
+# at where its parameters are.
+
+# %%
+base, tokenizer, base_info = finetune.sentiment_classifier(profile, device=device)
+base.eval()
+
+groups = {"embeddings": base.bert.embeddings, "encoder": base.bert.encoder,
+          "pooler + classifier": nn.ModuleList([base.bert.pooler, base.classifier])}
+counts = {k: sum(p.numel() for p in m.parameters()) for k, m in groups.items()}
+linear_weights = sum(m.weight.numel() for _, m in dprune.encoder_linears(base))
+total = sum(counts.values())
+for k, v in counts.items():
+    print(f"{k:20s} {v:>11,d}  ({v / total:.1%})")
+print(f"{'encoder linear W':20s} {linear_weights:>11,d}  ({linear_weights / total:.1%}): what this chapter prunes")
+dlbook.glue("ch13_linear_share", linear_weights / total)
+dlbook.glue("ch13_embed_share", counts["embeddings"] / total)
+
+# %% [markdown]
+# The six encoder layers hold 36 linear layers (query, key, value and attention output, then the
+# feed-forward `intermediate` and `output` projections of each layer) whose weight matrices are
+# {glue:text}`ch13_linear_share:.0%` of the parameters. The word embeddings are
+# {glue:text}`ch13_embed_share:.0%`: a lookup table, cheap to compute with, but they dominate the
+# file size. We leave embeddings, pooler and classifier alone and prune the encoder's matrices:
+# they are where the compute is.
+#
+# The data: a fixed subset of the test split for the curves (every variant sees the same
+# snippets), a training subset for the short fine-tunes, the validation split for every choice we
+# make, and the whole test split for the final report.
+
+# %%
+reviews = assets.rotten_tomatoes()
+
+
+def take(split, n):
+    """The first n rows of a split (the splits are already shuffled), or all of it for n=None."""
+    return split if n is None else split.select(range(n))
+
+
+curve_test = finetune.tokenize_dataset(take(reviews["test"], sizes["n_curve"]), tokenizer, sizes["curve_len"])
+ft_train = finetune.tokenize_dataset(take(reviews["train"], sizes["n_ft"]), tokenizer, sizes["curve_len"])
+test_tok = finetune.tokenize_dataset(take(reviews["test"], sizes["n_test"]), tokenizer, 128)
+
+
+def accuracy(model, data=curve_test):
+    return finetune.evaluate_classifier(model, data, tokenizer, batch_size=64, device=device).accuracy
+
+
+base_curve_acc = accuracy(base)
+print(f"curve subset: {len(curve_test)} test snippets | fine-tune subset: {len(ft_train)} | "
+      f"baseline accuracy on the subset {base_curve_acc:.3f}")
+
+# %% [markdown]
+# ## 13.2 Magnitude pruning
+#
+# The oldest and simplest rule {cite}`han2015learning`: a weight with a small absolute value
+# contributes little, so set it to zero. For a weight matrix $W$ with $n$ entries and a target
+# **sparsity** $s \in [0, 1)$, remove the $k = \operatorname{round}(s\,n)$ entries of smallest
+# magnitude. Let $\tau$ be the $k$-th smallest $|W_{ij}|$; the **mask** and the pruned matrix are
+#
+# $$
+# M_{ij} = \begin{cases} 0 & |W_{ij}| \le \tau \text{ (one of the } k \text{ smallest)} \\ 1 & \text{otherwise} \end{cases},
+# \qquad W' = M \odot W .
+# $$ (eq-ch13-mask)
+#
+# **Per layer** ("layer-wise"), each matrix gets its own $\tau$ and loses exactly the share $s$.
+# **Globally**, one $\tau$ is computed over all $N$ weights of all 36 matrices together, and a
+# layer whose weights are small overall loses more than $s$. Our version of Eq. {eq}`eq-ch13-mask`:
+
+# %%
+def my_magnitude_mask(w, sparsity):
+    """0/1 mask of w's shape that zeros the round(sparsity * n) entries of smallest |w|."""
+    k = round(sparsity * w.numel())
+    mask = torch.ones(w.numel(), device=w.device)
+    if k > 0:
+        smallest = w.detach().abs().flatten().topk(k, largest=False).indices  # (k,)
+        mask[smallest] = 0
+    return mask.view_as(w)
+
+
+def my_global_masks(weights, sparsity):
+    """One mask per tensor, from one ranking of |w| over all of them."""
+    flat = torch.cat([w.detach().flatten() for w in weights])  # (N,)
+    mask = my_magnitude_mask(flat, sparsity)
+    return [m.view_as(w) for m, w in zip(mask.split([w.numel() for w in weights]), weights, strict=True)]
+
+
+w = base.bert.encoder.layer[0].intermediate.dense.weight  # (1536, 384)
+m = my_magnitude_mask(w, 0.7)
+print(f"{w.numel():,} weights, {int((m == 0).sum()):,} pruned ({(m == 0).float().mean():.1%}); "
+      f"largest pruned |w| {w.abs()[m == 0].max():.4f} < smallest kept |w| {w.abs()[m == 1].min():.4f}")
+
+# %% [markdown]
+# PyTorch implements the same rule in `torch.nn.utils.prune`. `l1_unstructured(module, "weight",
+# amount=s)` does not change the weights: it renames the parameter to `weight_orig`, stores the
+# mask as a buffer `weight_mask`, and installs a forward pre-hook that recomputes
+# `weight = weight_orig * weight_mask` before every forward pass. `global_unstructured` does the
+# same for many modules with one ranking. A check that our masks are exactly PyTorch's, per layer
+# and globally, at several sparsities:
+
+# %%
+for s in (0.3, 0.7, 0.9):
+    layer = copy.deepcopy(base.bert.encoder.layer[0].intermediate.dense)
+    ours = my_magnitude_mask(layer.weight, s)
+    torch_prune.l1_unstructured(layer, "weight", amount=s)
+    assert torch.equal(ours, layer.weight_mask)
+    torch.testing.assert_close(layer.weight, layer.weight_orig * layer.weight_mask)  # W' = M ⊙ W
+
+    model = copy.deepcopy(base)
+    linears = [mod for _, mod in dprune.encoder_linears(model)]  # 36 layers
+    ours = my_global_masks([mod.weight for mod in linears], s)
+    torch_prune.global_unstructured([(mod, "weight") for mod in linears], pruning_method=torch_prune.L1Unstructured, amount=s)
+    for o, mod in zip(ours, linears, strict=True):
+        assert torch.equal(o, mod.weight_mask)
+print("our masks == torch.nn.utils.prune's masks (l1_unstructured and global_unstructured, sparsity 0.3 / 0.7 / 0.9)")
+
+# %% [markdown]
+# The book's package has the same two functions, plus `prune_magnitude`, which applies
+# `torch.nn.utils.prune` to all encoder linears in one call. Its masks agree with ours:
+
+# %%
+dlbook.show(dprune.magnitude_mask)
+
+# %%
+for s in (0.0, 0.5, 0.9):
+    assert torch.equal(dprune.magnitude_mask(w, s), my_magnitude_mask(w, s))
+    ws = [mod.weight for _, mod in dprune.encoder_linears(base)]
+    for a, b in zip(dprune.global_magnitude_masks(ws, s), my_global_masks(ws, s), strict=True):
+        assert torch.equal(a, b)
+print("dlbook.prune masks == ours")
+
+# %% [markdown]
+# Global pruning does not spread the zeros evenly. At 70 % global sparsity, the share each kind
+# of matrix loses:
+
+# %%
+model = copy.deepcopy(base)
+dprune.prune_magnitude(model, 0.7, scope="global")
+by_kind = {}
+for name, mod in dprune.encoder_linears(model):
+    kind = name.split(".", 3)[3].removesuffix(".dense")  # e.g. attention.self.query
+    by_kind.setdefault(kind, []).append(float((mod.weight == 0).float().mean()))
+share = pd.Series({k: float(np.mean(v)) for k, v in by_kind.items()}, name="pruned share at 70% global")
+display(share.to_frame().style.format("{:.1%}"))
+dlbook.glue("ch13_global_max_share", share.max())
+dlbook.glue("ch13_global_min_share", share.min())
+
+# %% [markdown]
+# The shares range from {glue:text}`ch13_global_min_share:.0%` to
+# {glue:text}`ch13_global_max_share:.0%`: typical magnitudes differ by kind of matrix, and one
+# global threshold follows them, while per-layer pruning forces the same share on all.
+#
+# ## 13.3 The sparsity-accuracy curve
+#
+# For each sparsity from 0 to 90 %, per layer and globally, we prune a copy of the classifier and
+# measure accuracy on the fixed test subset. No retraining yet.
+
+# %%
+curve = {scope: [] for scope in dprune.SCOPES}
+for scope in dprune.SCOPES:
+    for s in dlbook.progress(sizes["sparsities"], desc=f"{scope} pruning"):
+        model = copy.deepcopy(base)
+        if s > 0:
+            dprune.prune_magnitude(model, s, scope=scope)
+        curve[scope].append(accuracy(model))
+pd.DataFrame(curve, index=pd.Index(sizes["sparsities"], name="sparsity")).T.round(3)
+
+# %% [markdown]
+# ## 13.4 Pruning, then a short fine-tune
+#
+# The weights that remain were trained together with the ones now gone. A short fine-tune lets
+# them adapt, with the masks **still attached**: the optimizer updates `weight_orig`, and the
+# forward pass keeps using `weight_orig * weight_mask`, so a pruned weight stays zero however the
+# gradient pushes it. After the fine-tune, `prune.remove` makes the zeros permanent (the module
+# gets back a plain `weight` parameter). Han et al. {cite}`han2015learning` alternate pruning
+# and retraining this way; the lottery-ticket experiments {cite}`frankle2019lottery` go further
+# and retrain the surviving weights from their *initial* values.
+
+# %%
+def prune_and_finetune(sparsity, scope):
+    """A copy of the classifier, magnitude-pruned, fine-tuned with the masks on, masks made permanent."""
+    model = copy.deepcopy(base)
+    dprune.prune_magnitude(model, sparsity, scope=scope)
+    finetune.train_classifier(model, ft_train, tokenizer, epochs=1, batch_size=32, lr=sizes["ft_lr"],
+                              seed=0, device=device, show_progress=False)
+    kept_zero = dprune.weight_sparsity(model)  # masks applied: exactly the target share is zero
+    assert abs(kept_zero - sparsity) < 1e-3, (kept_zero, sparsity)
+    dprune.remove_pruning(model)
+    assert dprune.weight_sparsity(model) == kept_zero and not list(dprune.iter_pruned_modules(model))
+    return model
+
+
+tuned = {scope: [] for scope in dprune.SCOPES}
+tuned_models = {}
+for scope in dprune.SCOPES:
+    for s in dlbook.progress(sizes["ft_sparsities"], desc=f"{scope} + fine-tune"):
+        tuned_models[scope, s] = prune_and_finetune(s, scope)
+        tuned[scope].append(accuracy(tuned_models[scope, s]))
+pd.DataFrame(tuned, index=pd.Index(sizes["ft_sparsities"], name="sparsity")).T.round(3)
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 4))
+for scope, color in zip(dprune.SCOPES, ("tab:blue", "tab:orange"), strict=True):
+    ax.plot(sizes["sparsities"], curve[scope], "o-", color=color, label=f"{scope}-wise, no fine-tune")
+    ax.plot(sizes["ft_sparsities"], tuned[scope], "s--", color=color, label=f"{scope}-wise + short fine-tune")
+ax.axhline(base_curve_acc, color="gray", lw=0.8, label="unpruned")
+ax.axhline(0.5, color="gray", lw=0.8, ls=":", label="chance")
+ax.set_xlabel("sparsity of the encoder's linear weights")
+ax.set_ylabel(f"accuracy on {len(curve_test)} test snippets")
+ax.set_title("magnitude pruning of the sentiment classifier")
+ax.legend(fontsize=8)
+plt.show()
+
+# %%
+i90 = sizes["sparsities"].index(0.9)
+j90 = sizes["ft_sparsities"].index(0.9)
+i50 = sizes["sparsities"].index(0.5)
+dlbook.glue("ch13_acc_base_curve", base_curve_acc)
+dlbook.glue("ch13_n_ft", len(ft_train))
+dlbook.glue("ch13_acc_global50", curve["global"][i50])
+dlbook.glue("ch13_acc_layer50", curve["layer"][i50])
+dlbook.glue("ch13_acc_global90", curve["global"][i90])
+dlbook.glue("ch13_acc_layer90", curve["layer"][i90])
+dlbook.glue("ch13_acc_global90_ft", tuned["global"][j90])
+dlbook.glue("ch13_acc_layer90_ft", tuned["layer"][j90])
+dlbook.glue("ch13_ft_gain90", 100 * (tuned["global"][j90] - curve["global"][i90]))
+majority = max(np.mean(curve_test["labels"]), 1 - np.mean(curve_test["labels"]))
+dlbook.glue("ch13_majority", float(majority))
+print(f"always answering the majority class: {majority:.3f}")
+
+# %% [markdown]
+# Without retraining, at 50 % sparsity the accuracy on the test subset is
+# {glue:text}`ch13_acc_global50:.3f` (global) and {glue:text}`ch13_acc_layer50:.3f` (per layer),
+# against {glue:text}`ch13_acc_base_curve:.3f` unpruned; at 90 % it is
+# {glue:text}`ch13_acc_global90:.3f` and {glue:text}`ch13_acc_layer90:.3f`, where always answering
+# the majority class scores {glue:text}`ch13_majority:.3f`. After the fine-tune on
+# {glue:text}`ch13_n_ft` snippets (masks kept), the 90 %-sparse models score
+# {glue:text}`ch13_acc_global90_ft:.3f` (global) and {glue:text}`ch13_acc_layer90_ft:.3f` (per
+# layer), a change of {glue:text}`ch13_ft_gain90:.1f` points for the global one. Read the dashed
+# curves against the majority rate: a fine-tune this short (a handful of optimizer steps) on a
+# badly damaged network first learns the class prior, and a model that answers one class for
+# everything lands exactly on the majority rate. Recovering from high sparsity takes real
+# retraining, which is why Han et al. {cite}`han2015learning` prune in several rounds, each
+# followed by training as long as the original, and why the structured model of section 13.8
+# gets a longer fine-tune.
+#
+# ## 13.5 Why zeros in a dense matrix buy nothing
+#
+# A 90 %-sparse model sounds ten times smaller. It is not: `nn.Linear` stores and multiplies a
+# **dense** matrix, zeros included. A dense matrix multiply costs the same whatever the values
+# are. We measure it with chapter 12's tools, on the 90 %-sparse global model after its fine-tune
+# (masks removed): its saved size, and its latency against the unpruned model, timed in
+# alternation so that a change in the machine's load hits both equally.
+
+# %%
+sparse_dense = tuned_models["global", 0.9]
+bench = measure.benchmark_batches(tokenizer, list(reviews["test"]["text"][:32]), batch_sizes=(1, 32), max_length=128)
+
+
+def interleaved_ratio(model_a, model_b, batch):
+    """Median latency of model_a / median latency of model_b, timed in alternation (rounds x round_repeats each)."""
+    a, b = [], []
+    with measure.fixed_threads(sizes["threads"]):
+        for _ in range(sizes["rounds"]):
+            a.extend(measure.forward_latency(model_a, batch, warmup=1, repeats=sizes["round_repeats"]).runs_ms)
+            b.extend(measure.forward_latency(model_b, batch, warmup=1, repeats=sizes["round_repeats"]).runs_ms)
+    return statistics.median(a) / statistics.median(b), statistics.median(a), statistics.median(b)
+
+
+ratio_zeros, ms_base, ms_zeros = interleaved_ratio(base, sparse_dense, bench[32])
+print(f"batch 32: unpruned {ms_base:.1f} ms | 90% zeros {ms_zeros:.1f} ms | speed-up {ratio_zeros:.2f}x")
+print(f"saved size: unpruned {measure.saved_size_mb(base):.2f} MB | 90% zeros {measure.saved_size_mb(sparse_dense):.2f} MB")
+dlbook.headline("ch13_zeros_speedup", ratio_zeros, profile=profile, at_most=1.3, fmt="{:.2f}")
+dlbook.glue("ch13_zeros_size", measure.saved_size_mb(sparse_dense))
+dlbook.glue("ch13_base_size", measure.saved_size_mb(base))
+
+# %% [markdown]
+# The 90 %-sparse model is {glue:text}`ch13_zeros_speedup`× as fast as the unpruned one at
+# batch 32: no faster, within the noise of the measurement. Its file is
+# {glue:text}`ch13_zeros_size:.1f` MB, the same as the original's {glue:text}`ch13_base_size:.1f` MB.
+# Before `prune.remove` it is even larger, because the `state_dict` then holds both `weight_orig`
+# and `weight_mask` for every pruned layer:
+
+# %%
+masked = copy.deepcopy(base)
+dprune.prune_magnitude(masked, 0.9, scope="global")
+print(f"with masks attached: {measure.saved_size_mb(masked):.1f} MB "
+      f"(keys like {[k for k in masked.state_dict() if 'layer.0.intermediate' in k]})")
+
+
+# %% [markdown]
+# To store zeros cheaply, a sparse format keeps only the nonzero values and where they are.
+# Compressed sparse rows (CSR) store, for an $r \times c$ matrix with $z$ nonzeros, the $z$ values
+# (4 bytes each in float32), their $z$ column indices (8 bytes each as int64) and $r + 1$ row
+# offsets: about $12z$ bytes against $4rc$ for the dense matrix, so CSR is smaller only when the
+# density $z/(rc)$ is below one third. Measured on the encoder's linear weights at 50 % and 90 %:
+
+# %%
+def encoder_weights_size(model, as_csr):
+    """MB of a state_dict holding only the encoder's linear weights, dense or CSR."""
+    state = {n: (m.weight.detach().to_sparse_csr() if as_csr else m.weight.detach()) for n, m in dprune.encoder_linears(model)}
+    return measure.saved_size_mb(state)
+
+
+rows = {}
+for s in (0.5, 0.9):
+    model = copy.deepcopy(base)
+    dprune.prune_magnitude(model, s, scope="global")
+    dprune.remove_pruning(model)
+    rows[f"{s:.0%} zeros"] = {"dense MB": encoder_weights_size(model, False), "CSR MB": encoder_weights_size(model, True)}
+csr = pd.DataFrame(rows).T
+display(csr.round(2))
+dlbook.glue("ch13_csr90", float(csr.loc["90% zeros", "dense MB"] / csr.loc["90% zeros", "CSR MB"]))
+
+# %% [markdown]
+# At 50 % zeros CSR is *larger* than dense; at 90 % it is {glue:text}`ch13_csr90:.1f` times
+# smaller. Speed is harder still: sparse kernels pay for irregular memory access and beat a dense
+# multiply on a CPU only at very high sparsity, and GPUs accelerate only regular patterns such as
+# two nonzeros in every four consecutive weights (the 2:4 exercise at the end of this chapter). The reliable way to
+# a faster model on ordinary hardware is to remove whole rows and columns: **structured** pruning.
+#
+# ## 13.6 Heads and neurons: what structured pruning removes
+#
+# Write the attention output of one layer, for a token with per-head context vectors
+# $c_1, \dots, c_H \in \mathbb{R}^{d}$ ($H = 12$ heads of $d = 32$), and its feed-forward block,
+# with $W_O = [W_O^{(1)} \cdots W_O^{(H)}]$ split into the column blocks that meet each head, $w_j$
+# the $j$-th row of the intermediate weight and $v_j$ the $j$-th column of the output weight:
+#
+# $$
+# \operatorname{attn}(x) = \sum_{h=1}^{H} W_O^{(h)} c_h + b_O, \qquad
+# \operatorname{ffn}(u) = \sum_{j=1}^{F} v_j \,\operatorname{gelu}(w_j^\top u + b_j) + b_2 .
+# $$ (eq-ch13-sums)
+#
+# Both are **sums of independent terms**. Head $h$ owns its $d$ rows of the query, key and value
+# projections and its $d$ columns of $W_O$; neuron $j$ owns row $j$ of the intermediate layer and
+# column $j$ of the output layer. Dropping a term means deleting those rows and columns: the
+# matrices shrink and every multiply gets cheaper. First a check of Eq. {eq}`eq-ch13-sums` on
+# layer 0, term by term against the module's own output:
+
+# %%
+probe_texts = list(take(reviews["validation"], sizes["n_probe"])["text"])
+probe = {k: v.to(device) for k, v in tokenizer(probe_texts, padding=True, truncation=True, max_length=64,
+                                               return_tensors="pt").items()}
+layer0 = base.bert.encoder.layer[0]
+seen = {}
+hooks = [layer0.attention.output.dense.register_forward_pre_hook(lambda mod, a: seen.update(c=a[0])),
+         layer0.output.dense.register_forward_pre_hook(lambda mod, a: seen.update(g=a[0]))]
+with torch.no_grad():
+    base(**probe)
+for h in hooks:
+    h.remove()
+
+H, d = 12, dprune.head_size(base)
+c = seen["c"]  # (batch, seq, H * d): the heads' context vectors side by side
+W_O, b_O = layer0.attention.output.dense.weight, layer0.attention.output.dense.bias  # (384, H * d), (384,)
+per_head = [c[..., h * d:(h + 1) * d] @ W_O[:, h * d:(h + 1) * d].T for h in range(H)]  # H x (batch, seq, 384)
+torch.testing.assert_close(sum(per_head) + b_O, layer0.attention.output.dense(c), atol=1e-4, rtol=1e-4)
+g = seen["g"]  # (batch, seq, F): the GELU activations
+V, b_2 = layer0.output.dense.weight, layer0.output.dense.bias  # (384, F), (384,)
+by_neuron = torch.einsum("bsf,of->bso", g, V)  # the sum over j of v_j * gelu_j, all at once
+torch.testing.assert_close(by_neuron + b_2, layer0.output.dense(g), atol=1e-4, rtol=1e-4)
+print(f"attention output == sum of {H} per-head terms; FFN output == sum over {g.shape[-1]} neurons")
+
+# %% [markdown]
+# ### Shrinking a layer by hand
+#
+# Keeping heads $\mathcal{K}$ keeps the columns `h*d ... h*d+d-1` for each $h \in \mathcal{K}$
+# (as indices into the $H d$ outputs of query, key and value, and into the $H d$ inputs of the
+# attention output); keeping neurons $\mathcal{J}$ keeps those rows of the intermediate layer and
+# those columns of the output layer. `nn.Linear` stores its weight as (out, in), so "rows" of the
+# math are rows of `weight` for the projections that produce the kept units and columns for the
+# ones that consume them. Hugging Face's attention module reshapes its projections to
+# `(..., -1, head_size)`, so it computes with however many heads the shapes hold; we only update
+# its bookkeeping attributes.
+
+# %%
+def sliced_linear(old, index, dim):
+    """A new nn.Linear keeping output rows (dim=0) or input columns (dim=1) `index` of `old`."""
+    w = old.weight.detach().index_select(dim, index)  # (out', in) or (out, in')
+    new = nn.Linear(w.shape[1], w.shape[0]).to(w.device)
+    with torch.no_grad():
+        new.weight.copy_(w)
+        new.bias.copy_(old.bias[index] if dim == 0 else old.bias)
+    return new
+
+
+def my_shrink_layer(layer, keep_heads, keep_neurons, d=32):
+    """Remove the heads and FFN neurons not kept from one BertLayer, in place."""
+    att = layer.attention.self
+    cols = torch.cat([torch.arange(h * d, (h + 1) * d) for h in keep_heads]).to(device)  # (len(keep_heads) * d,)
+    att.query, att.key, att.value = (sliced_linear(getattr(att, n), cols, 0) for n in ("query", "key", "value"))
+    layer.attention.output.dense = sliced_linear(layer.attention.output.dense, cols, 1)
+    att.num_attention_heads, att.all_head_size = len(keep_heads), len(cols)
+    rows = torch.tensor(keep_neurons, device=device)
+    layer.intermediate.dense = sliced_linear(layer.intermediate.dense, rows, 0)
+    layer.output.dense = sliced_linear(layer.output.dense, rows, 1)
+
+
+with torch.no_grad():
+    reference_logits = base(**probe).logits  # (batch, 2)
+    all_kept = copy.deepcopy(base)
+    for layer in all_kept.bert.encoder.layer:
+        my_shrink_layer(layer, range(12), list(range(1536)))
+    torch.testing.assert_close(all_kept(**probe).logits, reference_logits)
+print("keeping every head and neuron: the rebuilt model == the original")
+
+# %% [markdown]
+# Removing a unit must give exactly what **masking** it gives: the full model with that head's
+# context vector, or that neuron's activation, multiplied by zero before the projection that
+# consumes it. (Older versions of `transformers` had a `head_mask` argument for this; version 5
+# dropped it, so we write the mask as a forward pre-hook.) We keep a random half of the heads and
+# neurons in every layer and compare:
+
+# %%
+gen = torch.Generator().manual_seed(0)
+keep_h = [sorted(torch.randperm(12, generator=gen)[:6].tolist()) for _ in range(6)]
+keep_n = [sorted(torch.randperm(1536, generator=gen)[:768].tolist()) for _ in range(6)]
+
+
+def mask_hook(keep, width, repeat):
+    """A pre-hook that zeros the inputs of the units not in `keep` (each unit spans `repeat` inputs)."""
+    gate = torch.zeros(width, device=device)
+    gate[list(keep)] = 1
+    gate = gate.repeat_interleave(repeat)  # (width * repeat,)
+    return lambda module, args: (args[0] * gate,)
+
+
+with torch.no_grad():
+    handles = []
+    for layer, kh, kn in zip(base.bert.encoder.layer, keep_h, keep_n, strict=True):
+        handles.append(layer.attention.output.dense.register_forward_pre_hook(mask_hook(kh, 12, d)))
+        handles.append(layer.output.dense.register_forward_pre_hook(mask_hook(kn, 1536, 1)))
+    masked_logits = base(**probe).logits
+    for h in handles:
+        h.remove()
+    ours_small = copy.deepcopy(base)
+    for layer, kh, kn in zip(ours_small.bert.encoder.layer, keep_h, keep_n, strict=True):
+        my_shrink_layer(layer, kh, kn)
+    torch.testing.assert_close(ours_small(**probe).logits, masked_logits)
+    assert not torch.allclose(masked_logits, reference_logits, atol=1e-3)  # the mask did change the output
+print("removing heads and neurons == masking them (and differs from the full model)")
+
+# %% [markdown]
+# The package's `shrink_bert` does the same for a whole model (on a copy, by default) and records
+# which indices it kept; `dprune.Gates` is the masking hook as a reusable context manager. Both
+# agree with ours:
+
+# %%
+dlbook.show(dprune.shrink_bert)
+
+# %%
+with torch.no_grad():
+    packaged_small = dprune.shrink_bert(base, keep_h, keep_n)
+    torch.testing.assert_close(packaged_small(**probe).logits, ours_small(**probe).logits)
+    with dprune.Gates(base) as gates:
+        gates.set_from_keep(keep_h, keep_n)
+        torch.testing.assert_close(base(**probe).logits, masked_logits)
+print(dprune.structure(packaged_small))
+
+# %% [markdown]
+# `BertConfig` has one head count and one FFN width for all layers and derives the head size as
+# 384 / heads, so it cannot describe "6 heads of 32". `shrink_bert` therefore leaves the config's
+# numbers as they are and writes the kept indices into `config.dlbook_pruning`;
+# `dprune.load_pruned_bert(folder)` builds the full architecture, shrinks it to the recorded
+# shapes and loads the weights strictly. This also allows a different number of heads in every
+# layer. A round trip through `save_pretrained`:
+
+# %%
+with tempfile.TemporaryDirectory() as folder, torch.no_grad():
+    packaged_small.save_pretrained(folder)
+    reloaded = dprune.load_pruned_bert(folder).to(device)
+    torch.testing.assert_close(reloaded(**probe).logits, packaged_small(**probe).logits)
+print("save_pretrained -> load_pruned_bert gives the same logits")
+
+# %% [markdown]
+# ## 13.7 Which heads and neurons to remove: Taylor importance
+#
+# Put a gate $g_u$ on every unit $u$ (a head or a neuron) that multiplies its output $a_u$, as the
+# mask above does, with $g_u = 1$ in the trained model. Removing $u$ sets $g_u = 0$. To first
+# order in a Taylor expansion around $g = 1$, the loss changes by
+#
+# $$
+# L(g_u = 0) - L(g_u = 1) \approx -\frac{\partial L}{\partial g_u}, \qquad
+# \frac{\partial L}{\partial g_u} = \sum_{\text{tokens } t}\; \sum_{i \in u} \frac{\partial L}{\partial a_{t,i}}\, a_{t,i},
+# $$ (eq-ch13-taylor)
+#
+# where the sum over $i$ runs over the unit's $d = 32$ coordinates for a head and the single
+# activation for a neuron: **gradient times activation**. The importance of $u$ is
+# $I_u = \sum_{\text{batches}} \lvert \partial L_{\text{batch}} / \partial g_u \rvert$
+# {cite}`molchanov2019importance`; Michel et al. {cite}`michel2019sixteen` score heads the same way
+# and find that many of them can go. The scores must come from **validation** data: choosing
+# what to keep is fitting, and the test split only reports. One batch, by hand, with the
+# activations and their gradients captured by hooks:
+
+# %%
+def taylor_by_hand(model, batch, labels):
+    """|sum over tokens of grad * activation| per head and per neuron of every layer, on one batch."""
+    acts = []
+    hooks = []
+    for layer in model.bert.encoder.layer:
+        for lin in (layer.attention.output.dense, layer.output.dense):
+            hooks.append(lin.register_forward_pre_hook(lambda mod, a: acts.append(a[0])))
+    logits = model(**batch).logits
+    for h in hooks:
+        h.remove()
+    loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
+    grads = torch.autograd.grad(loss, acts)
+    heads, neurons = [], []
+    for i in range(0, len(acts), 2):
+        ga = (grads[i] * acts[i]).sum(dim=(0, 1))  # (H * d,): summed over batch and tokens
+        heads.append(ga.view(-1, d).sum(-1).abs())  # (H,)
+        neurons.append((grads[i + 1] * acts[i + 1]).sum(dim=(0, 1)).abs())  # (F,)
+    return torch.stack(heads), torch.stack(neurons)
+
+
+probe_ds = finetune.tokenize_dataset(take(reviews["validation"], sizes["n_probe"]), tokenizer, 64)
+probe_labels = torch.tensor(probe_ds["labels"], device=device)
+hand_heads, hand_neurons = taylor_by_hand(base, probe, probe_labels)
+packaged = dprune.importance_scores(base, probe_ds, tokenizer, batch_size=sizes["n_probe"], device=device)
+torch.testing.assert_close(packaged.head_matrix(), hand_heads.detach().cpu(), atol=1e-5, rtol=1e-3)
+torch.testing.assert_close(torch.stack(packaged.neurons), hand_neurons.detach().cpu(), atol=1e-5, rtol=1e-3)
+print("d L / d gate (packaged) == sum of gradient x activation (by hand), for all heads and neurons")
+
+# %% [markdown]
+# `importance_scores` differentiates with respect to the gates of `dprune.Gates` directly; the
+# check above confirms it computes Eq. {eq}`eq-ch13-taylor`. Now the real scores, on the
+# validation snippets that the packaged recipe uses, and the half of each layer that the recipe
+# keeps (the same six heads and 768 neurons per layer, so every layer does the same work):
+
+# %%
+settings = dprune.PRUNE_SETTINGS[profile]
+print(settings)
+val_tok = finetune.tokenize_dataset(take(reviews["validation"], settings.n_importance), tokenizer, settings.max_length)
+scores = dprune.importance_scores(base, val_tok, tokenizer, device=device, show_progress=True)
+keep_heads = dprune.top_k_per_layer(scores.heads, settings.keep_heads)
+keep_neurons = dprune.top_k_per_layer(scores.neurons, settings.keep_neurons)
+
+fig, ax = plt.subplots(figsize=(7, 3))
+hm = scores.head_matrix()
+im = ax.imshow(hm / hm.sum(1, keepdim=True), cmap="viridis")
+for layer, kept in enumerate(keep_heads):
+    ax.scatter(kept, [layer] * len(kept), marker="o", facecolors="none", edgecolors="white", s=60)
+ax.set_xlabel("head")
+ax.set_ylabel("layer")
+ax.set_title("Taylor importance of each head (share of its layer); circles = kept")
+fig.colorbar(im, ax=ax)
+plt.show()
+
+# %% [markdown]
+# Does the score matter? Remove the same amount, half of the heads and neurons of every layer,
+# once by importance and once at random, and compare before any fine-tune:
+
+# %%
+by_taylor = dprune.shrink_bert(base, keep_heads, keep_neurons)
+at_random = dprune.shrink_bert(base, keep_h, keep_n)  # the random halves from above
+acc_taylor, acc_random = accuracy(by_taylor), accuracy(at_random)
+dlbook.glue("ch13_acc_taylor_noft", acc_taylor)
+dlbook.glue("ch13_acc_random_noft", acc_random)
+print(f"half the heads and neurons removed, no fine-tune: by importance {acc_taylor:.3f} | at random {acc_random:.3f} "
+      f"| unpruned {base_curve_acc:.3f}")
+
+# %% [markdown]
+# By importance the halved model keeps {glue:text}`ch13_acc_taylor_noft:.3f` accuracy on the test
+# subset, at random {glue:text}`ch13_acc_random_noft:.3f` (unpruned: {glue:text}`ch13_acc_base_curve:.3f`).
+# Halving the encoder's width is a large cut; the short fine-tune of the next section repairs
+# what it can.
+#
+# ## 13.8 The pruned classifier
+#
+# `dprune.pruned_classifier(profile)` packages the recipe: importance on the validation split,
+# half of the heads and neurons of every layer removed, one epoch of fine-tuning on a training
+# subset (sizes in the settings printed above). It is trained once and cached, so chapter 15 can
+# load it. We check that it has exactly the structure computed here.
+
+# %%
+dlbook.show(dprune.pruned_classifier)
+
+# %%
+small, small_tok, small_info = dprune.pruned_classifier(profile, device=device)
+assert small.config.dlbook_pruning == {"heads": keep_heads, "neurons": keep_neurons}
+print(dprune.structure(small))
+print(f"validation accuracy right after pruning {small_info['val_acc_before_finetune']:.3f} -> "
+      f"after the fine-tune {small_info['val_acc_after_finetune']:.3f} "
+      f"({small_info['history']['total_steps']} steps, {small_info['history']['seconds']:.0f} s when it was trained)")
+
+# %% [markdown]
+# Now the comparison that matters, with chapter 12's measurement protocol: size of the saved
+# `state_dict`, median latency at batch 1 and 32 with fixed threads, and accuracy on the whole
+# test split (`n_test`), for the unpruned classifier, the 90 %-sparse dense one and the
+# structurally pruned one.
+
+# %%
+board = measure.Scoreboard()
+variants = {"unpruned": base, "90% zeros (dense)": sparse_dense, "6/12 heads, 768/1536 FFN": small}
+for name, model in dlbook.progress(variants.items(), desc="measuring", total=len(variants)):
+    board.add(measure.measure_classifier(name, model, tokenizer, test_tok, bench, threads=sizes["threads"],
+                                         warmup=sizes["warmup"], repeats=sizes["repeats"]))
+print(board.provenance())
+board.frame().round(3)
+
+# %%
+board.plot(batch_size=32)
+plt.show()
+
+# %% [markdown]
+# The scoreboard times the models one after another. For the headline speed-up we time the
+# unpruned and the structurally pruned model in alternation, as in section 13.5, so that a change
+# in the machine's load cannot favour either:
+
+# %%
+speedup32, ms_base32, ms_small32 = interleaved_ratio(base, small, bench[32])
+speedup1, _, _ = interleaved_ratio(base, small, bench[1])
+r = board.ratios("6/12 heads, 768/1536 FFN")
+print(f"batch 32: {ms_base32:.1f} ms -> {ms_small32:.1f} ms ({speedup32:.2f}x) | batch 1: {speedup1:.2f}x | "
+      f"size {r['smaller']:.2f}x smaller | accuracy -{r['acc_drop_pts']:.1f} points")
+dlbook.headline("ch13_struct_speedup32", speedup32, profile=profile, at_least=1.4, fmt="{:.2f}")
+dlbook.headline("ch13_struct_acc_drop", r["acc_drop_pts"], profile=profile, at_most=3.0, fmt="{:.1f}")
+dlbook.headline("ch13_struct_smaller", r["smaller"], profile=profile, at_least=1.2, fmt="{:.2f}")
+dlbook.glue("ch13_struct_speedup1", speedup1)
+dlbook.glue("ch13_acc_base_test", board.rows["unpruned"].accuracy)
+dlbook.glue("ch13_acc_small_test", board.rows["6/12 heads, 768/1536 FFN"].accuracy)
+dlbook.glue("ch13_acc_zeros_test", board.rows["90% zeros (dense)"].accuracy)
+dlbook.glue("ch13_small_size", board.rows["6/12 heads, 768/1536 FFN"].size_mb)
+
+# %% [markdown]
+# Measured on the machine printed above the table: removing half of the heads and feed-forward neurons
+# makes the classifier {glue:text}`ch13_struct_speedup32`× as fast at batch 32
+# ({glue:text}`ch13_struct_speedup1:.2f`× at batch 1) and
+# {glue:text}`ch13_struct_smaller`× smaller on disk ({glue:text}`ch13_small_size:.1f` MB), for
+# {glue:text}`ch13_struct_acc_drop` points of test accuracy ({glue:text}`ch13_acc_small_test:.3f`
+# against {glue:text}`ch13_acc_base_test:.3f`). The file shrinks less than the compute because
+# the word embeddings, which structured pruning of the encoder does not touch, are most of it.
+# The 90 %-sparse dense model is as large and as slow as the original, with test accuracy
+# {glue:text}`ch13_acc_zeros_test:.3f`.
+#
+# ## Summary
+#
+# - Magnitude pruning zeros the smallest weights, per layer or with one global threshold; our masks
+#   equal `torch.nn.utils.prune`'s, which keeps `weight_orig` and `weight_mask` and recomputes the
+#   product before each forward pass, so a fine-tune with the masks attached keeps the zeros.
+# - Without retraining, accuracy falls slowly at first and fast at high sparsity
+#   ({glue:text}`ch13_acc_global90:.3f` at 90 % global, majority rate
+#   {glue:text}`ch13_majority:.3f`); a fine-tune of a handful of steps with the masks on is not
+#   enough to bring a badly damaged network back: compare its accuracy with the majority rate.
+# - Zeros in a dense matrix save nothing: same file size, same latency
+#   ({glue:text}`ch13_zeros_speedup`×). CSR storage pays only below a third of nonzeros.
+# - Attention heads and FFN neurons are independent terms of a sum (Eq. {eq}`eq-ch13-sums`):
+#   removing one deletes rows and columns, which computes exactly what masking it computes
+#   (verified), and makes every multiply smaller.
+# - Taylor importance, $|\partial L/\partial g|$ = |gradient × activation| summed over a unit, on
+#   validation data, chooses what to remove: halving the model by it kept
+#   {glue:text}`ch13_acc_taylor_noft:.3f` accuracy before any fine-tune, against
+#   {glue:text}`ch13_acc_random_noft:.3f` for a random half.
+# - Removing half of the heads and neurons and fine-tuning briefly gave
+#   {glue:text}`ch13_struct_speedup32`× speed at batch 32 for {glue:text}`ch13_struct_acc_drop`
+#   points of accuracy. `dlbook.prune.pruned_classifier` is that model; chapter 15 compares it with
+#   the quantized and distilled ones.
+#
+# ## Exercises
+#
+# :::{exercise}
+# :label: ch13-ex-global
+# Global magnitude pruning removed a larger share of some kinds of matrices than of others
+# (section 13.2). Give two reasons why the weights of different layers of a trained transformer
+# can have different typical magnitudes. What could go wrong with one global threshold if one
+# layer's weights were all ten times smaller than the others'? How does per-layer pruning avoid it,
+# and what does it give up?
+# :::
+#
+# :::{solution} ch13-ex-global
+# :class: dropdown
+# Layers differ in fan-in: the FFN output layer sums 1,536 activations where a projection sums
+# 384 inputs, so for outputs of similar size its weights tend to be smaller (many initialisation
+# schemes build this in with a scale of $1/\sqrt{\text{fan-in}}$; BERT's fixed 0.02 does not, but
+# training adapts). And LayerNorm makes the network invariant to some rescalings, so training can
+# move scale between layers without changing the function. With a layer ten times smaller, a global threshold would
+# remove most or all of it, cutting the signal path through that layer, although its weights
+# matter as much relative to each other. Per-layer pruning guarantees every layer keeps the same
+# share; it gives up the ability to prune redundant layers harder and sensitive ones less.
+# :::
+#
+# :::{exercise}
+# :label: ch13-ex-csr
+# A float32 matrix of $r \times c$ entries with density $\rho$ (share of nonzeros) is stored in CSR
+# with int64 column indices and $r + 1$ int64 row offsets. Write its size in bytes, and find the
+# density below which CSR is smaller than dense, for large $r$. What is the break-even density with
+# int32 indices? With 2:4 semi-structured sparsity, 2 values of every 4 and a 2-bit index each?
+# :::
+#
+# :::{solution} ch13-ex-csr
+# :class: dropdown
+# CSR: $4\rho rc + 8\rho rc + 8(r + 1) = 12\rho rc + 8(r+1)$ bytes against $4rc$ dense; ignoring
+# the row offsets, CSR is smaller when $\rho < 1/3$, i.e. above 67 % sparsity, which is what the
+# table of section 13.5 shows (larger at 50 %, smaller at 90 %). With int32 indices,
+# $8\rho rc < 4rc$ gives $\rho < 1/2$. For 2:4, each group of four float32 weights (16 bytes)
+# becomes two values (8 bytes) plus two 2-bit indices (half a byte): 8.5/16, about 53 % of dense,
+# at exactly 50 % density, and the regular pattern is what sparse tensor cores can use.
+# :::
+#
+# :::{exercise}
+# :label: ch13-ex-count
+# Count the parameters of one MiniLM layer (hidden 384, 12 heads of 32, FFN 1,536, with biases
+# and the two LayerNorms) and of the same layer with 6 heads and 768 neurons. By what factor
+# does the encoder shrink? The whole model has about 22.7 million parameters, 11.7 million of them
+# in the embeddings: what size ratio do you predict for the saved model, and how does it compare
+# with the scoreboard's `smaller`?
+# :::
+#
+# :::{solution} ch13-ex-count
+# :class: dropdown
+# Full layer: Q, K, V and attention output $4(384 \cdot 384 + 384) = 591{,}360$; FFN
+# $384 \cdot 1536 + 1536 + 1536 \cdot 384 + 384 = 1{,}181{,}568$; LayerNorms $2 \cdot 768 = 1{,}536$;
+# total 1,774,464. Pruned: Q, K, V $3(384 \cdot 192 + 192) = 221{,}760$, output
+# $192 \cdot 384 + 384 = 74{,}112$, FFN $384 \cdot 768 + 768 + 768 \cdot 384 + 384 = 590{,}976$,
+# LayerNorms 1,536: 888,384, so the encoder (six layers) halves, from 10.65 to 5.33 million. The
+# model goes from about 22.7 to about 17.4 million parameters, a ratio of about 1.31; the file
+# holds float32 parameters plus a few small buffers, so its size ratio (the scoreboard's
+# `smaller`) should be the same to two digits. The encoder's compute halves, which is why latency
+# gains more than size.
+# :::
+#
+# :::{exercise}
+# :label: ch13-ex-nm
+# NVIDIA GPUs since Ampere multiply faster with **2:4 semi-structured sparsity**
+# {cite}`mishra2021accelerating`: in every group of 4 consecutive weights along a row (the input
+# dimension), at most 2 are nonzero. Write `my_nm_mask(weight, n, m)` that returns a 0/1 mask of
+# `weight`'s shape and dtype keeping, in each group of `m` consecutive entries of each row, the
+# `n` of largest magnitude (the row length is a multiple of `m`).
+# Then prune the classifier's encoder to 2:4 and compare its accuracy on the test subset with
+# 50 % unstructured global pruning.
+# :::
+
+# %%
+def my_nm_mask(weight, n, m):
+    raise NotImplementedError  # your code here
+
+
+dlbook.exercises.check("ch13.nm_mask", my_nm_mask)
+
+# %% [markdown]
+# ```{solution-start} ch13-ex-nm
+# :class: dropdown
+# ```
+
+# %% tags=["solution"]
+def my_nm_mask(weight, n, m):
+    rows, cols = weight.shape
+    if cols % m:
+        raise ValueError(f"row length {cols} is not a multiple of {m}")
+    groups = weight.detach().abs().reshape(rows, cols // m, m)  # (rows, groups, m)
+    keep = groups.topk(n, dim=-1).indices  # (rows, groups, n)
+    mask = torch.zeros_like(groups).scatter_(-1, keep, 1.0)
+    return mask.reshape(rows, cols).to(weight.dtype)
+
+
+assert dlbook.exercises.check("ch13.nm_mask", my_nm_mask)
+
+model_24 = copy.deepcopy(base)
+for _, lin in dprune.encoder_linears(model_24):
+    torch_prune.custom_from_mask(lin, "weight", my_nm_mask(lin.weight, 2, 4))
+print(f"2:4 sparsity {dprune.weight_sparsity(model_24):.1%}: accuracy {accuracy(model_24):.3f} | "
+      f"50% global unstructured: {curve['global'][i50]:.3f}")
+
+# %% [markdown]
+# ```{solution-end}
+# ```
+#
+# The 2:4 pattern is 50 % sparse like the unstructured model, but it constrains where the zeros
+# go: a group of four important weights must still lose two. In exchange, hardware can use it.
+#
+# :::{exercise}
+# :label: ch13-ex-taylor
+# Write `my_head_taylor(act, grad, n_heads)`: given the input of an attention output projection
+# `act` (batch, seq, n_heads * d) and the gradient of the loss with respect to it, `grad`, of the
+# same shape, return the (n_heads,) Taylor scores of Eq. {eq}`eq-ch13-taylor` for that batch:
+# the absolute value of the sum, over batch, tokens and the head's `d` coordinates, of
+# `grad * act`. Why is the absolute value taken after the sum and not before?
+# :::
+
+# %%
+def my_head_taylor(act, grad, n_heads):
+    raise NotImplementedError  # your code here
+
+
+dlbook.exercises.check("ch13.head_taylor", my_head_taylor)
+
+# %% [markdown]
+# ```{solution-start} ch13-ex-taylor
+# :class: dropdown
+# ```
+
+# %% tags=["solution"]
+def my_head_taylor(act, grad, n_heads):
+    ga = (grad * act).sum(dim=(0, 1))  # (n_heads * d,)
+    return ga.reshape(n_heads, -1).sum(-1).abs()  # (n_heads,)
+
+
+assert dlbook.exercises.check("ch13.head_taylor", my_head_taylor)
+
+# %% [markdown]
+# The sum is the derivative of the loss with respect to the head's gate, the first-order change of
+# the loss when the head goes; contributions of different tokens and coordinates can cancel, and
+# when they do, removing the head really changes the loss little. Taking the absolute value first
+# would add up all movement, including the parts that cancel, and overrate such heads.
+
+# %% [markdown]
+# ```{solution-end}
+# ```
+#
+# ## Further reading
+#
+# - Magnitude pruning with retraining {cite}`han2015learning`, and its ancestor, pruning by a
+#   second-order estimate of the loss change {cite}`lecun1990optimal`.
+# - The lottery-ticket hypothesis: sparse subnetworks that train from their initial weights as
+#   well as the dense network {cite}`frankle2019lottery`.
+# - Removing attention heads {cite}`michel2019sixteen`, and what the surviving heads do
+#   {cite}`voita2019analyzing`.
+# - First-order Taylor importance of units {cite}`molchanov2019importance`.
+# - Semi-structured 2:4 sparsity on GPUs {cite}`mishra2021accelerating`.

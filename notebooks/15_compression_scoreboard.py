@@ -1,0 +1,412 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (ch15)=
+# # 15. The compression scoreboard
+#
+# Chapters 12 to 14 each made the sentiment classifier of chapter 9 cheaper in one way:
+# quantization stores its weights in 8 bits, pruning removes half of its attention heads and
+# feed-forward neurons, distillation trains a student with half its layers. Each chapter measured
+# its own technique. This chapter puts them, and their combinations, on **one scoreboard**,
+# measured in one run on one machine with one method, and ends with a guide for choosing.
+#
+# By the end of this chapter you can
+#
+# 1. measure size, latency at batch 1 and 32, and accuracy of many variants so that their ratios
+#    are comparable, and say what the numbers depend on;
+# 2. account for where the bytes of a BERT classifier go (embeddings vs. encoder layers) and
+#    predict the size of a compressed variant before measuring it;
+# 3. combine distillation with int8 quantization and read the trade-off plot;
+# 4. pick a technique from a latency, memory or accuracy budget.
+
+# %%
+# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
+
+# %%
+import importlib.util
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import display
+
+import dlbook
+import dlbook.exercises
+from dlbook import assets, distill, finetune, measure, prune, quantize
+
+device = dlbook.setup(seed=0)
+
+# %% tags=["parameters"]
+profile = os.environ.get("DLBOOK_PROFILE", "full")
+
+# %%
+sizes = dlbook.by_profile(
+    profile,
+    # n_test = None: the whole test split (1,500 snippets); rounds = timed forward passes per variant and batch size
+    smoke=dict(n_test=128, test_max_length=128, threads=2, rounds={1: 3, 32: 2}),
+    full=dict(n_test=None, test_max_length=128, threads=2, rounds={1: 20, 32: 10}),
+)
+sizes
+
+# %% [markdown]
+# ## 15.1 The contenders
+#
+# Every model comes from the package, trained (the first time) or loaded from the cache exactly
+# as the chapter that teaches it left it: the fine-tuned classifier of chapter 9
+# (`finetune.sentiment_classifier`), the structurally pruned one of chapter 13
+# (`prune.pruned_classifier`), and the distilled students of chapter 14
+# (`distill.distilled_student`: the 3-layer copy of the teacher and the narrow 4-layer model,
+# both trained with the teacher). `quantize.int8_dynamic` of chapter 12 turns any of them into an
+# int8 copy (int8 linear layers with dynamic activation quantization, int8 embedding rows).
+#
+# Dynamic int8 kernels run on the CPU, and the question this chapter answers is what a CPU server
+# or laptop gains, so **every variant is measured on the CPU**, whatever accelerator the notebook
+# runs on.
+
+# %%
+cpu = torch.device("cpu")
+baseline, tokenizer, _ = finetune.sentiment_classifier(profile, device=device)
+pruned, pruned_tokenizer, pruned_info = prune.pruned_classifier(profile, device=device)
+student, student_tokenizer, _ = distill.distilled_student(profile, "layers", True, device=device)
+narrow, _, _ = distill.distilled_student(profile, "narrow", True, device=device)
+baseline, pruned, student, narrow = (m.to(cpu).eval() for m in (baseline, pruned, student, narrow))
+# Every variant reads the same token ids: the pruned model and the students keep the teacher's tokenizer.
+probe = "an unexpectedly moving film"
+assert pruned_tokenizer(probe)["input_ids"] == tokenizer(probe)["input_ids"] == student_tokenizer(probe)["input_ids"]
+print("pruned structure (heads, neurons per layer):", prune.structure(pruned))
+
+# %% [markdown]
+# A fourth runtime, ONNX Runtime with its own int8 kernels, would belong on this board, but the
+# `onnxruntime` package is not among the book's dependencies, so the chapter skips it:
+
+# %%
+print("onnxruntime installed:", importlib.util.find_spec("onnxruntime") is not None)
+
+# %% [markdown]
+# The variants: each technique alone, and each model shape with int8 on top.
+
+# %%
+variants = {
+    "fp32 baseline": baseline,
+    "int8": quantize.int8_dynamic(baseline),
+    "pruned": pruned,
+    "pruned + int8": quantize.int8_dynamic(pruned),
+    "distilled (3 layers)": student,
+    "distilled + int8": quantize.int8_dynamic(student),
+    "narrow distilled + int8": quantize.int8_dynamic(narrow),
+}
+for name, m in variants.items():
+    print(f"{name:>24}: {measure.count_parameters(m):>11,} float parameters | {measure.saved_size_mb(m):6.1f} MB on disk")
+
+# %% [markdown]
+# ## 15.2 Where the bytes go
+#
+# A float32 model stores 4 bytes per parameter; `torch.save` adds little around them. So the size
+# on disk should be $4 \times (\text{number of parameters})$ plus an overhead of well under a
+# percent, and how those parameters split between the embedding tables and the encoder layers
+# decides what each technique can save. Checked on the fp32 models:
+
+# %%
+def anatomy(model):
+    """Float parameters in the embeddings, in the encoder layers, and elsewhere (pooler, classifier)."""
+    parts = {"embeddings": 0, "encoder layers": 0, "pooler + classifier": 0}
+    for name, p in model.named_parameters():
+        key = "embeddings" if ".embeddings." in name else "encoder layers" if ".encoder." in name else "pooler + classifier"
+        parts[key] += p.numel()
+    return parts
+
+
+fp32_models = {"fp32 baseline": baseline, "pruned": pruned, "distilled (3 layers)": student, "narrow distilled": narrow}
+parts = {name: anatomy(m) for name, m in fp32_models.items()}
+for name, m in fp32_models.items():
+    predicted = 4 * sum(parts[name].values()) / 1e6  # MB
+    torch.testing.assert_close(measure.saved_size_mb(m), predicted, rtol=0.01, atol=0.0)
+fig, ax = plt.subplots(figsize=(7, 2.8))
+left = np.zeros(len(parts))
+for part in ("embeddings", "encoder layers", "pooler + classifier"):
+    mb = np.array([4 * parts[n][part] / 1e6 for n in parts])
+    ax.barh(list(parts), mb, left=left, label=part)
+    left += mb
+ax.set_xlabel("float32 megabytes")
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+emb_share = parts["fp32 baseline"]["embeddings"] / sum(parts["fp32 baseline"].values())
+dlbook.glue("ch15_emb_share", float(emb_share))
+dlbook.glue("ch15_emb_mb", 4 * parts["fp32 baseline"]["embeddings"] / 1e6)
+
+# %% [markdown]
+# Size on disk equals four bytes per parameter to within one percent for all four (asserted).
+# The embeddings, mostly the $30{,}522 \times 384$ word table, are {glue:text}`ch15_emb_mb:.0f` MB,
+# {glue:text}`ch15_emb_share:.0%` of the baseline. Pruning heads and neurons, and dropping
+# layers, only touch the encoder part: neither can make the model even twice smaller while the
+# table stays in float32. Quantizing the table too (one int8 per entry plus one float scale per
+# row) is what shrinks it, which is why `int8_dynamic` quantizes embeddings as well as linear
+# layers. The narrow student has a thinner table ($30{,}522 \times 256$).
+#
+# ## 15.3 The scoreboard
+#
+# The measurement protocol of chapter 12, unchanged: size is the saved `state_dict`; latency is
+# the median wall time of a forward pass on the first test snippet (batch 1) and on the first 32
+# test snippets padded to the longest (batch 32), with the thread count fixed, all variants timed
+# in turns so that they share the machine's drift; accuracy is on the test split.
+
+# %%
+test_raw = assets.rotten_tomatoes()["test"]
+test_raw = test_raw if sizes["n_test"] is None else test_raw.select(range(sizes["n_test"]))
+test_tok = finetune.tokenize_dataset(test_raw, tokenizer, sizes["test_max_length"])
+batches = measure.benchmark_batches(tokenizer, test_raw["text"][:32], batch_sizes=(1, 32))
+timings = measure.interleaved_latency(variants, batches, threads=sizes["threads"], rounds=sizes["rounds"])
+board = measure.Scoreboard(baseline="fp32 baseline")
+for name, m in dlbook.progress(variants.items(), desc="accuracy", total=len(variants)):
+    board.add(measure.measure_classifier(name, m, tokenizer, test_tok, batches, threads=sizes["threads"],
+                                         timings=timings[name]))
+print(board.provenance())
+table = board.frame()
+display(table.round(3))
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+board.plot(batch_size=32, ax=ax1)
+for name, m in board.rows.items():
+    ax2.scatter(m.size_mb, m.accuracy)
+    ax2.annotate(name, (m.size_mb, m.accuracy), fontsize=8, xytext=(4, 4), textcoords="offset points")
+ax2.set_xlabel("size on disk (MB)")
+ax2.set_ylabel("test accuracy")
+ax2.set_title("size vs accuracy")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 15.4 The headline
+#
+# The bar for the best combination: **at least 4 times smaller and at least 3 times faster** at
+# batch 32 than the fp32 baseline, losing **at most 1.5 points** of test accuracy. Among the
+# variants that clear both speed and size bars, the best is the one that loses least accuracy (if
+# none clears them, the one with the best product of the two ratios is reported, and the
+# assertions fail in `full`):
+
+# %%
+ratios = {n: board.ratios(n) for n in board.rows if n != "fp32 baseline"}
+fit = [n for n, r in ratios.items() if r["smaller"] >= 4 and r["faster@32"] >= 3]
+best = (min(fit, key=lambda n: ratios[n]["acc_drop_pts"]) if fit
+        else max(ratios, key=lambda n: ratios[n]["smaller"] * ratios[n]["faster@32"]))
+r = ratios[best]
+print(f"best combination: {best}")
+dlbook.glue("ch15_base_mb", board.base().size_mb)
+dlbook.glue("ch15_base_ms32", board.base().latency_ms[32])
+dlbook.glue("ch15_best_mb", board.rows[best].size_mb)
+dlbook.glue("ch15_best_ms32", board.rows[best].latency_ms[32])
+dlbook.glue("ch15_best_faster1", r["faster@1"])
+dlbook.glue("ch15_base_acc", board.base().accuracy)
+dlbook.glue("ch15_best_acc", board.rows[best].accuracy)
+smaller = dlbook.headline("ch15_best_smaller", r["smaller"], profile=profile, at_least=4.0, fmt="{:.1f}")
+faster = dlbook.headline("ch15_best_faster", r["faster@32"], profile=profile, at_least=3.0, fmt="{:.1f}")
+drop = dlbook.headline("ch15_best_drop", r["acc_drop_pts"], profile=profile, at_most=1.5, fmt="{:.1f}")
+print(f"{smaller:.1f}x smaller, {faster:.1f}x faster at batch 32, {drop:.1f} accuracy points lost")
+
+# %% [markdown]
+# The best combination goes from {glue:text}`ch15_base_mb:.0f` MB to
+# {glue:text}`ch15_best_mb:.1f` MB (**{glue:text}`ch15_best_smaller`x smaller**) and from
+# {glue:text}`ch15_base_ms32:.0f` ms to {glue:text}`ch15_best_ms32:.0f` ms for a batch of 32
+# (**{glue:text}`ch15_best_faster`x faster**; {glue:text}`ch15_best_faster1:.1f`x at batch 1),
+# at {glue:text}`ch15_best_acc:.3f` test accuracy against {glue:text}`ch15_base_acc:.3f`:
+# **{glue:text}`ch15_best_drop` points** lost. Its name is printed above the assertion. For
+# comparison, Tunstall, von Werra and Wolf took a BERT-base intent classifier from 418 MB to 64 MB
+# and from 54 ms to 9 ms per query by combining distillation, ONNX Runtime and quantization
+# {cite}`tunstall2022natural`: different model, task, hardware and runtime, the same recipe.
+#
+# Latencies are medians on the machine in the provenance line, shared with other work while
+# this page was built: absolute milliseconds vary from run to run, the ratios (measured in turns)
+# much less.
+#
+# ## 15.5 Which technique, for which budget
+#
+# Every statement below refers to the table of section 15.3 (the glued numbers come from it).
+
+# %%
+pick = {k: ratios[k] for k in ("int8", "pruned", "distilled (3 layers)", "distilled + int8", "narrow distilled + int8")}
+for key, name in [("int8", "int8"), ("pruned", "pruned"), ("distilled", "distilled (3 layers)"),
+                  ("kdint8", "distilled + int8"), ("narrow", "narrow distilled + int8")]:
+    dlbook.glue(f"ch15_{key}_smaller", pick[name]["smaller"])
+    dlbook.glue(f"ch15_{key}_faster32", pick[name]["faster@32"])
+    dlbook.glue(f"ch15_{key}_faster1", pick[name]["faster@1"])
+    dlbook.glue(f"ch15_{key}_drop", pick[name]["acc_drop_pts"])
+
+# %% [markdown]
+# - **Memory or download size is the budget.** Quantize the embeddings and the linear layers:
+#   int8 alone makes the model {glue:text}`ch15_int8_smaller:.1f`x smaller for
+#   {glue:text}`ch15_int8_drop:.1f` points, with no training at all. Removing layers or heads
+#   barely helps (pruned: {glue:text}`ch15_pruned_smaller:.1f`x; 3-layer student:
+#   {glue:text}`ch15_distilled_smaller:.1f`x) because the word-embedding table dominates. Beyond
+#   that, shrink the table: a thinner one (the narrow student, {glue:text}`ch15_narrow_smaller:.1f`x
+#   with int8) or a shorter one (keep only the tokens your data uses, the last exercise).
+# - **Latency at batch 32 (throughput) is the budget.** Less arithmetic per token is what helps:
+#   fewer layers (3-layer student: {glue:text}`ch15_distilled_faster32:.1f`x), fewer heads and
+#   neurons (pruned: {glue:text}`ch15_pruned_faster32:.1f`x), or int8 matrix products (int8 alone:
+#   {glue:text}`ch15_int8_faster32:.1f`x). They multiply: distilled + int8 is
+#   {glue:text}`ch15_kdint8_faster32:.1f`x.
+# - **Latency at batch 1 is the budget.** A single short snippet makes every matrix product
+#   small, so fixed costs per layer and per call weigh more, and int8's dynamic quantization of the
+#   activations is paid on every call. Compare int8 alone at batch 1
+#   ({glue:text}`ch15_int8_faster1:.1f`x) with batch 32 above, and the 3-layer student
+#   ({glue:text}`ch15_distilled_faster1:.1f`x): removing whole layers removes their fixed costs too.
+# - **Accuracy is the budget.** Every variant costs something; compare the accuracy drops in the
+#   table (int8 {glue:text}`ch15_int8_drop:.1f`, pruned {glue:text}`ch15_pruned_drop:.1f`,
+#   distilled + int8 {glue:text}`ch15_kdint8_drop:.1f`, narrow + int8
+#   {glue:text}`ch15_narrow_drop:.1f` points) against the test split's resolution: on 1,500
+#   snippets a point is 15 snippets, so differences below a point are within noise.
+# - **Training budget.** int8 costs seconds and no data; pruning needs importance scores and a
+#   short fine-tune; distillation needs a full training run of the student (chapter 14) and is
+#   worth it when the model will serve many requests.
+#
+# ## Summary
+#
+# - One protocol, one run, one machine: sizes from the saved `state_dict`, latencies timed in
+#   turns at fixed threads, accuracy on the same test split, provenance printed.
+# - In a small BERT the word-embedding table holds most of the bytes; quantizing it is what makes
+#   a model several times smaller, removing layers is what makes it faster.
+# - Techniques multiply: a distilled student with int8 weights is both smaller and faster than
+#   either technique alone; the best combination is named in section 15.4, and in `full` it must
+#   meet the chapter's bar (asserted).
+#
+# ## Exercises
+#
+# :::{exercise}
+# :label: ch15-ex-predict
+# Before measuring, predict the size of "distilled + int8" from the parameter counts printed in
+# section 15.1: one byte per int8 weight, plus one float32 scale per embedding row and per output
+# channel of each quantized linear layer, and four bytes for every bias and LayerNorm parameter.
+# Compare with the table.
+# :::
+#
+# :::{solution} ch15-ex-predict
+# :class: dropdown
+# The student has the teacher's embeddings ($30{,}522 + 512 + 2$ rows of 384, about 11.9 M
+# entries, so about 11.9 MB in int8 plus 0.12 MB of row scales) and three layers of about 1.77 M
+# linear weights each (5.3 MB in int8), plus small float parts (biases, LayerNorms, scales): about
+# 17.5 MB, against the teacher's 4 bytes per parameter. The table's number is the same to within the
+# serialisation overhead. The embeddings are still two thirds of it.
+# :::
+#
+# :::{exercise}
+# :label: ch15-ex-pareto
+# A variant is worth keeping only if no other variant is at least as good in every respect and
+# better in one. Write `pareto_front(costs)` that takes an (N, K) tensor of costs (smaller is
+# better, e.g. size, latency, error) and returns the indices of the non-dominated rows, in
+# ascending order. Apply it to the scoreboard with columns `size_MB`, `ms@32` and `1 - accuracy`.
+# :::
+
+# %%
+def pareto_front(costs):
+    raise NotImplementedError("your code here")
+
+
+dlbook.exercises.check("ch15.pareto_front", pareto_front)
+
+# %% [markdown]
+# ```{solution-start} ch15-ex-pareto
+# :class: dropdown
+# ```
+
+# %% tags=["solution"]
+def pareto_front_solution(costs):
+    n = costs.shape[0]
+    keep = []
+    for i in range(n):
+        no_worse = (costs <= costs[i]).all(dim=1)  # (N,): rows at least as good everywhere
+        better = (costs < costs[i]).any(dim=1)  # (N,): rows strictly better somewhere
+        if not (no_worse & better).any():
+            keep.append(i)
+    return keep
+
+
+assert dlbook.exercises.check("ch15.pareto_front", pareto_front_solution)
+costs = torch.tensor(np.stack([table["size_MB"], table["ms@32"], 1 - table["accuracy"]], axis=1), dtype=torch.float64)
+print("on the Pareto front:", [table.index[i] for i in pareto_front_solution(costs)])
+
+# %% [markdown]
+# ```{solution-end}
+# ```
+#
+# :::{exercise}
+# :label: ch15-ex-vocab
+# Vocabulary trimming: a classifier that only ever sees movie reviews does not need all 30,522
+# WordPiece rows. Write `kept_vocabulary(token_ids, special_ids)` returning the sorted distinct
+# ids that occur in the tokenised training snippets or are special tokens. How many rows would
+# the table keep, and what would happen to a test snippet with a token outside them?
+# :::
+
+# %%
+def kept_vocabulary(token_ids, special_ids):
+    raise NotImplementedError("your code here")
+
+
+dlbook.exercises.check("ch15.kept_vocabulary", kept_vocabulary)
+
+# %% [markdown]
+# ```{solution-start} ch15-ex-vocab
+# :class: dropdown
+# ```
+# Remap the kept ids to $0, \dots, k-1$ in a tokenizer wrapper and slice the embedding table's
+# rows; any token not kept must map to `[UNK]`, so a test snippet with a rare word loses that word.
+# That is the price: measure the accuracy before claiming the saving.
+
+# %% tags=["solution"]
+def kept_vocabulary_solution(token_ids, special_ids):
+    kept = set(special_ids)
+    for ids in token_ids:
+        kept.update(ids)
+    return sorted(kept)
+
+
+assert dlbook.exercises.check("ch15.kept_vocabulary", kept_vocabulary_solution)
+train_ids = tokenizer(list(assets.rotten_tomatoes()["train"]["text"]), truncation=True, max_length=128)["input_ids"]
+kept = kept_vocabulary_solution(train_ids, tokenizer.all_special_ids)
+print(f"{len(kept):,} of {tokenizer.vocab_size:,} rows used by the training split "
+      f"({len(kept) / tokenizer.vocab_size:.0%}); the word table would shrink by that factor")
+
+# %% [markdown]
+# ```{solution-end}
+# ```
+#
+# :::{exercise}
+# :label: ch15-ex-threads
+# Re-run the scoreboard's timing with `threads=1` and with as many threads as your machine has.
+# Which ratios change, and why does a ranking measured with one thread count not carry over to
+# another?
+# :::
+#
+# :::{solution} ch15-ex-threads
+# :class: dropdown
+# Larger matrix products (batch 32, the fp32 baseline) parallelise better than small ones (batch 1,
+# the 3-layer or int8 variants), so adding threads usually helps the big model more and the
+# speed-up ratios shrink; with one thread they are closest to the ratio of arithmetic work. This
+# is why every table in the book prints its thread count.
+# :::
+#
+# ## Further reading
+#
+# Chapter 8 of *Natural Language Processing with Transformers* walks through the same
+# combination (distillation, quantization, ONNX Runtime) for an intent classifier
+# {cite}`tunstall2022natural`. DistilBERT {cite}`sanh2019distilbert` and the integer-arithmetic
+# quantization of Jacob et al. {cite}`jacob2018quantization` are the two building blocks used here.

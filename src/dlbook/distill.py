@@ -1,0 +1,423 @@
+"""Knowledge distillation of the sentiment classifier into smaller students.
+
+Taught in chapter 14, "Knowledge distillation"; chapter 15 (the compression scoreboard) imports
+:func:`distilled_student`. The pieces, in the order the chapter builds them:
+
+- :func:`soft_targets` and :func:`distillation_loss`: Hinton et al.'s (2015) loss
+  ``alpha * CE(y, p_s) + (1 - alpha) * T^2 * KL(p_t^(T) || p_s^(T))``;
+- :func:`student_from_teacher`: a shallower copy of the teacher keeping some of its layers;
+- :func:`narrow_student`: a thinner BERT trained from scratch on the teacher's tokenizer;
+- :func:`teacher_logits` and :func:`train_student`: the frozen teacher's logits computed once,
+  then a training loop that mixes them with the labels;
+- :func:`distilled_student`: THE students (``kind="layers"`` or ``"narrow"``, with or without
+  distillation), trained deterministically per profile and cached with
+  :func:`dlbook.modelcache.cached_model`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .finetune import TrainHistory, evaluate_classifier, make_loader, make_optimizer, tokenize_dataset
+from .modelcache import cached_model, library_versions
+from .profiles import check_profile
+from .progress import progress as _progress
+
+#: Bump when a recipe below changes, so old caches are not reused.
+RECIPE_VERSION = 1
+KINDS = ("layers", "narrow")
+
+# ---------------------------------------------------------------------------------------------
+# the loss
+
+
+def _check_temperature_alpha(temperature: float, alpha: float) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not math.isfinite(temperature):
+        raise TypeError(f"temperature must be a finite number, got {temperature!r}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+
+
+def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``softmax(logits / T)`` over the last dimension: the teacher's softened probabilities."""
+    _check_temperature_alpha(temperature, 0.0)
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+        raise TypeError("logits must be a floating-point tensor")
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    *,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    """Hinton et al.'s distillation loss, averaged over the batch (chapter 14).
+
+    ``alpha * CE(labels, softmax(s)) + (1 - alpha) * T**2 * KL(softmax(t / T) || softmax(s / T))``
+    for student logits ``s`` and teacher logits ``t``, both (N, C). The KL term is summed over
+    the classes and averaged over the N examples (``F.kl_div(..., reduction="batchmean")``); the
+    factor ``T**2`` keeps its gradient of the same size whatever the temperature. ``labels``
+    (N,) int64 may be ``None`` only when ``alpha == 0``. The teacher's logits get no gradient.
+    """
+    _check_temperature_alpha(temperature, alpha)
+    if not isinstance(student_logits, torch.Tensor) or not isinstance(teacher_logits, torch.Tensor):
+        raise TypeError("student_logits and teacher_logits must be tensors")
+    if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student and teacher logits must both be (N, C) with the same shape, got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    t = temperature
+    log_p_s = F.log_softmax(student_logits / t, dim=-1)  # (N, C)
+    log_p_t = F.log_softmax(teacher_logits.detach().to(student_logits.dtype) / t, dim=-1)  # (N, C)
+    soft = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * t**2
+    if alpha == 0:
+        return soft
+    if labels is None:
+        raise ValueError("labels are needed when alpha > 0")
+    if labels.shape != student_logits.shape[:1] or labels.dtype != torch.long:
+        n = student_logits.shape[0]
+        raise ValueError(f"labels must be (N,) int64 for N = {n}, got {tuple(labels.shape)} {labels.dtype}")
+    hard = F.cross_entropy(student_logits, labels)
+    return alpha * hard + (1 - alpha) * soft
+
+
+# ---------------------------------------------------------------------------------------------
+# the students
+
+
+def student_from_teacher(teacher: nn.Module, layers: Sequence[int]) -> nn.Module:
+    """A shallower copy of a BERT classifier that keeps the encoder layers ``layers`` (chapter 14).
+
+    Embeddings, the kept layers (in the order given), the pooler and the classifier are deep
+    copies of the teacher's; the config says ``num_hidden_layers=len(layers)``. The teacher is not
+    changed. DistilBERT initialised its student the same way, from every other layer of BERT.
+    """
+    if not hasattr(teacher, "bert") or not hasattr(teacher.bert, "encoder"):
+        raise TypeError(f"teacher must be a BertForSequenceClassification-like model, got {type(teacher).__name__}")
+    layers = list(layers)
+    n = len(teacher.bert.encoder.layer)
+    if not layers:
+        raise ValueError("layers must name at least one encoder layer")
+    for i in layers:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise TypeError(f"layer indices must be ints, got {i!r}")
+        if not 0 <= i < n:
+            raise ValueError(f"layer index {i} is out of range: the teacher has layers 0..{n - 1}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layer indices must be distinct, got {layers}")
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(layers)
+    student = type(teacher)(config)
+    student.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())
+    for new, old in enumerate(layers):
+        student.bert.encoder.layer[new].load_state_dict(teacher.bert.encoder.layer[old].state_dict())
+    if teacher.bert.pooler is not None:
+        student.bert.pooler.load_state_dict(teacher.bert.pooler.state_dict())
+    student.classifier.load_state_dict(teacher.classifier.state_dict())
+    return student.to(next(teacher.parameters()).device)
+
+
+def narrow_student(
+    vocab_size: int,
+    *,
+    hidden_size: int = 256,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    intermediate_size: int | None = None,
+    num_labels: int = 2,
+    max_position_embeddings: int = 512,
+    pad_token_id: int = 0,
+    teacher_embeddings: torch.Tensor | None = None,
+    seed: int = 0,
+) -> nn.Module:
+    """A thinner ``BertForSequenceClassification`` with random weights, for the teacher's tokenizer.
+
+    ``intermediate_size`` defaults to ``4 * hidden_size``. With ``teacher_embeddings`` (the
+    teacher's (vocab_size, d) word-embedding table) the student's word embeddings start as that
+    table times a fixed random projection ``R`` (d, hidden_size) with N(0, 1/hidden_size) entries,
+    rescaled so the rows keep the teacher's mean norm: tokens the teacher puts close together start
+    close together. Everything else is drawn from a generator seeded with ``seed`` (chapter 14).
+    """
+    from transformers import BertConfig, BertForSequenceClassification
+
+    for name, v in (("vocab_size", vocab_size), ("hidden_size", hidden_size), ("num_layers", num_layers),
+                    ("num_heads", num_heads), ("num_labels", num_labels)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+    config = BertConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+        intermediate_size=intermediate_size or 4 * hidden_size, max_position_embeddings=max_position_embeddings,
+        pad_token_id=pad_token_id, num_labels=num_labels,
+        id2label={i: f"LABEL_{i}" for i in range(num_labels)} if num_labels != 2 else {0: "neg", 1: "pos"},
+        label2id={f"LABEL_{i}": i for i in range(num_labels)} if num_labels != 2 else {"neg": 0, "pos": 1},
+    )
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = BertForSequenceClassification(config)
+    finally:
+        torch.random.set_rng_state(state)
+    if teacher_embeddings is not None:
+        if teacher_embeddings.dim() != 2 or teacher_embeddings.shape[0] != vocab_size:
+            raise ValueError(f"teacher_embeddings must be ({vocab_size}, d), got {tuple(teacher_embeddings.shape)}")
+        g = torch.Generator().manual_seed(seed)
+        e = teacher_embeddings.detach().float().cpu()  # (V, d)
+        proj = torch.randn(e.shape[1], hidden_size, generator=g) / math.sqrt(hidden_size)  # (d, h)
+        w = e @ proj  # (V, h)
+        w = w * (e.norm(dim=1).mean() / w.norm(dim=1).mean())
+        with torch.no_grad():
+            model.bert.embeddings.word_embeddings.weight.copy_(w)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def teacher_logits(teacher: nn.Module, dataset: Any, tokenizer: Any, *, batch_size: int = 128,
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """The frozen teacher's logits (N, C) on a tokenised dataset, in dataset order, on the CPU."""
+    return evaluate_classifier(teacher, dataset, tokenizer, batch_size=batch_size, device=device).logits
+
+
+def train_student(
+    student: nn.Module,
+    train_dataset: Any,
+    tokenizer: Any,
+    *,
+    teacher_logits: torch.Tensor | None,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.1,
+    max_grad_norm: float = 1.0,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    show_progress: bool = True,
+) -> TrainHistory:
+    """Train a student classifier in place, with :func:`distillation_loss` or plain cross-entropy.
+
+    The loop of chapter 9's :func:`dlbook.finetune.train_classifier` (seeded shuffle, AdamW with
+    warm-up and linear decay, clipping) where each batch's loss is :func:`distillation_loss`
+    against the rows of ``teacher_logits`` (N, C, precomputed once with :func:`teacher_logits`)
+    belonging to the batch, or, with ``teacher_logits=None``, the cross-entropy of the labels
+    alone (the ablation). Taught in chapter 14.
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if "labels" not in train_dataset.column_names:
+        raise ValueError("train_dataset needs a 'labels' column: tokenise it with tokenize_dataset()")
+    if teacher_logits is not None:
+        _check_temperature_alpha(temperature, alpha)
+        if teacher_logits.dim() != 2 or teacher_logits.shape[0] != len(train_dataset):
+            raise ValueError(f"teacher_logits must be (N, C) with N = {len(train_dataset)}, got {tuple(teacher_logits.shape)}")
+    device = torch.device(device) if device is not None else next(student.parameters()).device
+    student.to(device)
+    data = train_dataset.add_column("row", list(range(len(train_dataset))))
+    loader = make_loader(data, tokenizer, batch_size, shuffle=True, seed=seed)
+    total = epochs * len(loader)
+    warmup = math.ceil(warmup_ratio * total)
+    optimizer = make_optimizer(student, lr, weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    history = TrainHistory(total_steps=total, warmup_steps=warmup)
+    targets = teacher_logits.float().to(device) if teacher_logits is not None else None
+    torch.manual_seed(seed)  # dropout masks
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        student.train()
+        bar = _progress(total=len(loader), desc=f"epoch {epoch}/{epochs}", disable=not show_progress)
+        for batch in loader:
+            history.step_lr.append(scheduler.get_last_lr()[0])
+            rows = batch.pop("row")
+            labels = batch.pop("labels").to(device)
+            logits = student(**{k: v.to(device) for k, v in batch.items()}).logits  # (B, C)
+            if targets is None:
+                loss = F.cross_entropy(logits, labels)
+            else:
+                loss = distillation_loss(logits, targets[rows.to(device)], labels, temperature=temperature, alpha=alpha)
+            loss.backward()
+            nn.utils.clip_grad_norm_(student.parameters(), max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            history.step_loss.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.update(1)
+        bar.close()
+    student.eval()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+# ---------------------------------------------------------------------------------------------
+# the cached students
+
+
+@dataclass(frozen=True)
+class StudentSettings:
+    """Everything that decides the weights of one :func:`distilled_student`."""
+
+    n_train: int | None
+    max_length: int
+    epochs: int
+    batch_size: int
+    lr: float
+    temperature: float
+    alpha: float
+    layers: tuple[int, ...] = (0, 2, 4)
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    project_embeddings: bool = True
+    seed: int = 0
+
+
+#: The students' recipes per profile and kind (chapter 14 prints them).
+STUDENT_SETTINGS: dict[str, dict[str, StudentSettings]] = {
+    "smoke": {
+        "layers": StudentSettings(n_train=128, max_length=64, epochs=1, batch_size=32, lr=1e-4, temperature=2.0, alpha=0.5),
+        "narrow": StudentSettings(n_train=128, max_length=64, epochs=1, batch_size=32, lr=3e-4, temperature=4.0, alpha=0.5),
+    },
+    "full": {
+        "layers": StudentSettings(n_train=None, max_length=64, epochs=1, batch_size=32, lr=2e-4, temperature=2.0, alpha=0.5),
+        "narrow": StudentSettings(n_train=None, max_length=64, epochs=4, batch_size=32, lr=3e-4, temperature=4.0, alpha=0.5),
+    },
+}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown student kind {kind!r}; choose one of {KINDS}")
+
+
+def student_key(profile: str, kind: str, distill: bool, device: torch.device | str | None = None) -> dict[str, Any]:
+    """The description :func:`distilled_student` hashes into its cache folder name."""
+    from .env import pick_device
+    from .finetune import sentiment_key
+
+    check_profile(profile)
+    _check_kind(kind)
+    device = torch.device(device) if device is not None else pick_device()
+    teacher_folder, _ = sentiment_key(profile, device)
+    return {
+        "recipe": RECIPE_VERSION, "profile": profile, "kind": kind, "distill": bool(distill),
+        "settings": asdict(STUDENT_SETTINGS[profile][kind]), "teacher": teacher_folder,
+        "versions": library_versions(), "device_type": device.type,
+    }
+
+
+def build_student(kind: str, teacher: nn.Module, settings: StudentSettings) -> nn.Module:
+    """The untrained student of ``kind`` for ``teacher`` with ``settings`` (see :func:`distilled_student`)."""
+    _check_kind(kind)
+    if kind == "layers":
+        return student_from_teacher(teacher, settings.layers)
+    emb = teacher.bert.embeddings.word_embeddings.weight if settings.project_embeddings else None
+    return narrow_student(
+        teacher.config.vocab_size, hidden_size=settings.hidden_size, num_layers=settings.num_layers,
+        num_heads=settings.num_heads, num_labels=teacher.config.num_labels, pad_token_id=teacher.config.pad_token_id,
+        teacher_embeddings=emb, seed=settings.seed,
+    ).to(next(teacher.parameters()).device)
+
+
+_TEACHER_LOGITS: dict[tuple[str, str, int | None, int], torch.Tensor] = {}  # computed once per process
+
+
+def _train_student(profile: str, kind: str, distill: bool, device: torch.device) -> tuple[nn.Module, Any, dict[str, Any]]:
+    from .assets import rotten_tomatoes
+    from .finetune import sentiment_classifier
+
+    s = STUDENT_SETTINGS[profile][kind]
+    teacher, tokenizer, _ = sentiment_classifier(profile, device=device)
+    data = rotten_tomatoes()["train"]
+    train = tokenize_dataset(data if s.n_train is None else data.select(range(s.n_train)), tokenizer, s.max_length)
+    targets = None
+    if distill:
+        key = (profile, device.type, s.n_train, s.max_length)
+        if key not in _TEACHER_LOGITS:
+            _TEACHER_LOGITS[key] = teacher_logits(teacher, train, tokenizer, device=device)
+        targets = _TEACHER_LOGITS[key]
+    student = build_student(kind, teacher, s)
+    history = train_student(
+        student, train, tokenizer, teacher_logits=targets, temperature=s.temperature, alpha=s.alpha,
+        epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed, device=device,
+    )
+    return student, tokenizer, {"n_train": len(train), "history": history.to_dict()}
+
+
+def distilled_student(
+    profile: str,
+    kind: str = "layers",
+    distill: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """A student of the chapter 9 sentiment classifier: ``(model, tokenizer, info)``.
+
+    ``kind="layers"``: :func:`student_from_teacher` with the teacher's layers
+    ``STUDENT_SETTINGS[profile]["layers"].layers``; ``kind="narrow"``: :func:`narrow_student` with
+    word embeddings projected from the teacher's. ``distill=True`` trains with
+    :func:`distillation_loss` against the teacher's precomputed logits, ``distill=False`` with the
+    labels alone. Trained deterministically per profile on the Rotten Tomatoes training split
+    and cached like :func:`dlbook.finetune.sentiment_classifier` (train once, load after; the
+    global random generators are left as they were). Taught in chapter 14; chapter 15 uses it.
+    """
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from .env import pick_device
+
+    check_profile(profile)
+    _check_kind(kind)
+    if not isinstance(distill, bool):
+        raise TypeError(f"distill must be True or False, got {distill!r}")
+    device = torch.device(device) if device is not None else pick_device()
+    described = student_key(profile, kind, distill, device)
+
+    def load(folder: Path) -> tuple[nn.Module, Any]:
+        return BertForSequenceClassification.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+    tag = "distilled" if distill else "label-trained"
+    return cached_model(
+        f"student-{kind}-{'kd' if distill else 'ce'}-{profile}", described,
+        lambda: _train_student(profile, kind, distill, device), load,
+        device=device, cache_dir=cache_dir, label=f"{profile} {tag} {kind} student",
+    )
+
+
+__all__ = [
+    "KINDS",
+    "STUDENT_SETTINGS",
+    "StudentSettings",
+    "build_student",
+    "distillation_loss",
+    "distilled_student",
+    "narrow_student",
+    "soft_targets",
+    "student_from_teacher",
+    "student_key",
+    "teacher_logits",
+    "train_student",
+]

@@ -1,0 +1,609 @@
+"""Pruning a BERT classifier: magnitude masks, importance scores, and a model that really shrinks.
+
+Taught in chapter 13, "Pruning"; chapter 15 (the compression scoreboard) imports
+:func:`pruned_classifier`. The pieces, in the order the chapter builds them:
+
+- unstructured magnitude pruning: :func:`magnitude_mask` / :func:`global_magnitude_masks` (our own
+  masks, checked against ``torch.nn.utils.prune``), :func:`encoder_linears`,
+  :func:`prune_magnitude` (``l1_unstructured`` per layer or ``global_unstructured`` across all
+  encoder weights), :func:`remove_pruning` and :func:`weight_sparsity`;
+- structured pruning: :class:`Gates` puts a multiplicative gate on every attention head and every
+  feed-forward neuron (all ones: the model is unchanged; a 0 masks that head or neuron);
+  :func:`importance_scores` gives each head and neuron its first-order Taylor score
+  ``|dL/dg|`` = ``|sum(gradient x activation)|`` on data the caller picks (validation, not test);
+  :func:`top_k_per_layer` turns scores into kept indices;
+- :func:`shrink_bert` rebuilds smaller ``nn.Linear`` layers (query/key/value and attention output
+  for heads, intermediate and output dense for neurons) so the model computes less and its
+  ``state_dict`` is smaller; :func:`load_pruned_bert` reads such a model back;
+- :func:`pruned_classifier`: chapter 9's sentiment classifier with half of its heads and half of
+  its feed-forward neurons removed by Taylor importance, then briefly fine-tuned; trained
+  deterministically per profile and cached with :func:`dlbook.modelcache.cached_model`.
+
+**How a pruned model is saved.** ``BertConfig`` has one ``num_attention_heads`` and one
+``intermediate_size`` for all layers, and derives the head size as ``hidden_size /
+num_attention_heads``, so it cannot describe a layer with 6 heads of size 32 (nor layers of
+different widths). :func:`shrink_bert` therefore leaves those two numbers as they were and records
+the kept indices, per layer and relative to the original model, in ``config.dlbook_pruning``
+(``{"heads": [[...], ...], "neurons": [[...], ...]}``), which ``save_pretrained`` writes to
+``config.json``. :func:`load_pruned_bert` builds the full-size architecture from the config, shrinks
+it to the recorded shapes and loads the saved weights strictly. ``from_pretrained`` alone would
+refuse the smaller weights (shape mismatch), so always load a pruned model with
+:func:`load_pruned_bert`. Any number of heads and neurons per layer (at least one) works.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from .modelcache import cached_model, library_versions
+from .profiles import check_profile
+from .progress import progress as _progress
+
+#: Bump when the recipe of :func:`pruned_classifier` changes, so old caches are not reused.
+RECIPE_VERSION = 1
+SCOPES = ("layer", "global")
+
+# ---------------------------------------------------------------------------------------------
+# unstructured magnitude pruning
+
+
+def _check_sparsity(sparsity: float) -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+        raise TypeError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    if not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+    return float(sparsity)
+
+
+def n_to_prune(numel: int, sparsity: float) -> int:
+    """How many of ``numel`` weights a ``sparsity`` share removes: ``round(sparsity * numel)``.
+
+    The same rounding as ``torch.nn.utils.prune`` for a float amount.
+    """
+    return round(_check_sparsity(sparsity) * numel)
+
+
+def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """0/1 mask (same shape and dtype as ``weight``) that zeros the ``round(sparsity * n)`` weights
+    of smallest absolute value: per-layer magnitude pruning (Han et al., 2015).
+
+    Equal to the ``weight_mask`` that ``prune.l1_unstructured(module, "weight", sparsity)`` makes.
+    """
+    if not isinstance(weight, torch.Tensor) or weight.numel() == 0:
+        raise ValueError("weight must be a non-empty tensor")
+    k = n_to_prune(weight.numel(), sparsity)
+    mask = torch.ones_like(weight).reshape(-1)
+    if k > 0:
+        drop = torch.topk(weight.detach().abs().reshape(-1), k, largest=False).indices
+        mask[drop] = 0
+    return mask.reshape(weight.shape)
+
+
+def global_magnitude_masks(weights: Sequence[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
+    """One 0/1 mask per tensor: the ``round(sparsity * N)`` smallest ``|w|`` over all ``N`` weights
+    of all tensors together are zeroed, so layers with smaller weights lose more.
+
+    Equal to the masks ``prune.global_unstructured(..., prune.L1Unstructured, amount=sparsity)`` makes.
+    """
+    weights = list(weights)
+    if not weights or any(not isinstance(w, torch.Tensor) or w.numel() == 0 for w in weights):
+        raise ValueError("weights must be a non-empty sequence of non-empty tensors")
+    flat = torch.cat([w.detach().abs().reshape(-1) for w in weights])
+    mask = magnitude_mask(flat, sparsity)
+    return [m.reshape(w.shape).to(w.dtype) for m, w in zip(mask.split([w.numel() for w in weights]), weights, strict=True)]
+
+
+def _encoder(model: nn.Module) -> nn.Module:
+    bert = getattr(model, "bert", model)
+    encoder = getattr(bert, "encoder", None)
+    if encoder is None or not hasattr(encoder, "layer"):
+        raise TypeError(f"expected a BertModel or BertFor... model, got {type(model).__name__}")
+    return encoder
+
+
+def encoder_linears(model: nn.Module, layers: Sequence[int] | None = None) -> list[tuple[str, nn.Linear]]:
+    """``(name, module)`` of every ``nn.Linear`` in the encoder's layers (6 per BERT layer:
+    query, key, value, attention output, intermediate, output), optionally of some layers only.
+
+    The embeddings, pooler and classifier are left out: they are what the chapter does not prune.
+    """
+    encoder = _encoder(model)
+    n = len(encoder.layer)
+    chosen = range(n) if layers is None else list(layers)
+    for i in chosen:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n:
+            raise ValueError(f"unknown layer {i!r}: the encoder has layers 0..{n - 1}")
+    out = []
+    for i in chosen:
+        for name, mod in encoder.layer[i].named_modules():
+            if isinstance(mod, nn.Linear):
+                out.append((f"encoder.layer.{i}.{name}", mod))
+    return out
+
+
+def prune_magnitude(
+    model: nn.Module, sparsity: float, scope: str = "global", layers: Sequence[int] | None = None
+) -> list[tuple[nn.Module, str]]:
+    """Magnitude-prune the encoder's linear weights in place with ``torch.nn.utils.prune``.
+
+    ``scope="layer"``: ``l1_unstructured`` on each weight (each loses ``sparsity`` of its
+    entries); ``scope="global"``: one ``global_unstructured`` ranking over all of them. The masks
+    stay attached (``weight = weight_orig * weight_mask``, so a fine-tune keeps pruned weights at
+    zero); :func:`remove_pruning` makes them permanent. Returns the ``(module, "weight")`` pairs.
+    """
+    sparsity = _check_sparsity(sparsity)
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; use one of {SCOPES}")
+    params = [(mod, "weight") for _, mod in encoder_linears(model, layers)]
+    if scope == "layer":
+        for mod, name in params:
+            torch_prune.l1_unstructured(mod, name, amount=sparsity)
+    else:
+        torch_prune.global_unstructured(params, pruning_method=torch_prune.L1Unstructured, amount=sparsity)
+    return params
+
+
+def remove_pruning(model: nn.Module) -> int:
+    """Make every attached pruning mask permanent (``prune.remove``); returns how many were removed."""
+    n = 0
+    for mod in model.modules():
+        hooks = [h for h in mod._forward_pre_hooks.values() if isinstance(h, torch_prune.BasePruningMethod)]
+        for hook in hooks:
+            torch_prune.remove(mod, hook._tensor_name)
+            n += 1
+    return n
+
+
+def weight_sparsity(model: nn.Module, layers: Sequence[int] | None = None) -> float:
+    """Share of exactly-zero entries over the encoder's linear weights (masks applied)."""
+    zeros = total = 0
+    for _, mod in encoder_linears(model, layers):
+        w = mod.weight
+        zeros += int((w == 0).sum())
+        total += w.numel()
+    return zeros / total
+
+
+# ---------------------------------------------------------------------------------------------
+# gates on heads and neurons
+
+
+def _layers(model: nn.Module) -> nn.ModuleList:
+    return _encoder(model).layer
+
+
+def head_size(model: nn.Module) -> int:
+    """The width of one attention head (32 for MiniLM: 384 / 12)."""
+    return int(_layers(model)[0].attention.self.attention_head_size)
+
+
+def structure(model: nn.Module) -> dict[str, list[int]]:
+    """Heads and feed-forward neurons per layer as the model is now: ``{"heads": [...], "neurons": [...]}``."""
+    layers = _layers(model)
+    d = head_size(model)
+    return {
+        "heads": [layer.attention.self.query.out_features // d for layer in layers],
+        "neurons": [layer.intermediate.dense.out_features for layer in layers],
+    }
+
+
+class Gates:
+    """Multiplicative gates on each head's output and each feed-forward neuron, as hooks.
+
+    ``heads[l]`` (H_l,) scales the context vector of each head of layer ``l`` where it enters the
+    attention output projection; ``neurons[l]`` (F_l,) scales each GELU activation where it enters
+    the feed-forward output projection. All ones (the default) leave the model unchanged; a 0
+    masks that head or neuron, which is exactly what removing it computes. With
+    ``requires_grad=True`` the gradients of the loss with respect to the gates are the Taylor
+    importance scores (:func:`importance_scores`). Use as a context manager (hooks removed on exit).
+    """
+
+    def __init__(self, model: nn.Module, requires_grad: bool = False) -> None:
+        shape = structure(model)
+        dev = next(model.parameters()).device
+        self.model = model
+        self.d = head_size(model)
+        self.heads = [torch.ones(h, device=dev, requires_grad=requires_grad) for h in shape["heads"]]
+        self.neurons = [torch.ones(f, device=dev, requires_grad=requires_grad) for f in shape["neurons"]]
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> Gates:
+        for i, layer in enumerate(_layers(self.model)):
+            self._handles.append(layer.attention.output.dense.register_forward_pre_hook(self._head_hook(i)))
+            self._handles.append(layer.output.dense.register_forward_pre_hook(self._neuron_hook(i)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _head_hook(self, i: int):
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            x = args[0]  # (batch, seq, heads * d)
+            g = self.heads[i].repeat_interleave(self.d)  # (heads * d,)
+            return (x * g.to(x.dtype), *args[1:])
+
+        return hook
+
+    def _neuron_hook(self, i: int):
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            return (args[0] * self.neurons[i].to(args[0].dtype), *args[1:])  # (batch, seq, F)
+
+        return hook
+
+    def set_from_keep(self, keep_heads: Any = None, keep_neurons: Any = None) -> Gates:
+        """Set the gates to 1 on kept heads/neurons and 0 elsewhere (same arguments as :func:`shrink_bert`)."""
+        shape = structure(self.model)
+        heads = _normalise_keep(keep_heads, shape["heads"], "heads")
+        neurons = _normalise_keep(keep_neurons, shape["neurons"], "neurons")
+        with torch.no_grad():
+            for g, keep in zip(self.heads, heads, strict=True):
+                g.zero_()[keep] = 1
+            for g, keep in zip(self.neurons, neurons, strict=True):
+                g.zero_()[keep] = 1
+        return self
+
+
+@dataclass
+class Importance:
+    """Taylor importance per head (``heads[l]``, shape (H_l,)) and per neuron (``neurons[l]``, (F_l,))."""
+
+    heads: list[torch.Tensor]
+    neurons: list[torch.Tensor]
+    n_examples: int
+
+    def head_matrix(self) -> torch.Tensor:
+        """(layers, heads) when every layer has the same number of heads."""
+        return torch.stack(self.heads)
+
+
+def importance_scores(
+    model: nn.Module,
+    dataset: Any,
+    tokenizer: Any,
+    *,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    show_progress: bool = False,
+) -> Importance:
+    """First-order Taylor importance of every head and feed-forward neuron (Molchanov et al., 2019;
+    for heads, Michel et al., 2019).
+
+    For each mini-batch, the summed cross-entropy ``L`` is differentiated with respect to the gates
+    of :class:`Gates` at 1; the score of a unit is ``sum over batches |dL/dg|``. Since
+    ``dL/dg = sum(dL/da * a)`` over the unit's activations ``a``, this is the gradient x
+    activation estimate of how much the loss changes when the unit is removed. Computed in eval mode
+    (no dropout) on a tokenised dataset with ``labels``; pass validation data, never the test split.
+    The model's weights are not changed and get no gradients.
+    """
+    from .finetune import make_loader
+
+    if "labels" not in dataset.column_names:
+        raise ValueError("dataset needs a 'labels' column: tokenise it with dlbook.finetune.tokenize_dataset()")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval().to(device)
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    loader = make_loader(dataset, tokenizer, batch_size)
+    try:
+        with Gates(model, requires_grad=True) as gates:
+            head_scores = [torch.zeros_like(g) for g in gates.heads]
+            neuron_scores = [torch.zeros_like(g) for g in gates.neurons]
+            bar = _progress(total=len(loader), desc="importance", disable=not show_progress)
+            for batch in loader:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+                loss = nn.functional.cross_entropy(logits.float(), batch["labels"], reduction="sum")
+                grads = torch.autograd.grad(loss, [*gates.heads, *gates.neurons])
+                n_layers = len(gates.heads)
+                for i in range(n_layers):
+                    head_scores[i] += grads[i].abs().detach()
+                    neuron_scores[i] += grads[n_layers + i].abs().detach()
+                bar.update(1)
+            bar.close()
+    finally:
+        for p, f in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+        model.train(was_training)
+    return Importance([s.cpu() for s in head_scores], [s.cpu() for s in neuron_scores], len(dataset))
+
+
+def top_k_per_layer(scores: Sequence[torch.Tensor], k: int) -> list[list[int]]:
+    """The indices of the ``k`` highest scores in each layer, in increasing index order."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    out = []
+    for i, s in enumerate(scores):
+        if k > s.numel():
+            raise ValueError(f"k={k} but layer {i} has only {s.numel()} units")
+        out.append(sorted(torch.topk(s, k).indices.tolist()))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# shrinking the model
+
+
+def _normalise_keep(keep: Any, counts: Sequence[int], what: str) -> list[list[int]]:
+    """``None`` (keep all), a sequence with one index list per layer, or ``{layer: indices}``."""
+    n_layers = len(counts)
+    if keep is None:
+        return [list(range(c)) for c in counts]
+    if isinstance(keep, Mapping):
+        for layer in keep:
+            if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+                raise ValueError(f"unknown layer {layer!r} in keep_{what}: the encoder has layers 0..{n_layers - 1}")
+        lists = [list(keep[i]) if i in keep else list(range(counts[i])) for i in range(n_layers)]
+    elif isinstance(keep, Sequence) and not isinstance(keep, (str, bytes)):
+        if len(keep) != n_layers:
+            raise ValueError(f"keep_{what} needs one index list per layer ({n_layers}), got {len(keep)}")
+        lists = [list(k.tolist() if isinstance(k, torch.Tensor) else k) for k in keep]
+    else:
+        raise TypeError(f"keep_{what} must be None, a sequence of index lists or a {{layer: indices}} dict")
+    for i, idx in enumerate(lists):
+        if not idx:
+            raise ValueError(f"keep_{what} for layer {i} is empty: keep at least one (or drop the layer)")
+        if any(isinstance(j, bool) or not isinstance(j, int) for j in idx):
+            raise TypeError(f"keep_{what} for layer {i} must hold ints, got {idx!r}")
+        if len(set(idx)) != len(idx):
+            raise ValueError(f"keep_{what} for layer {i} has duplicates: {idx!r}")
+        if min(idx) < 0 or max(idx) >= counts[i]:
+            raise ValueError(f"keep_{what} for layer {i} must be in 0..{counts[i] - 1}, got {idx!r}")
+        lists[i] = sorted(idx)
+    return lists
+
+
+def select_linear(layer: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A new ``nn.Linear`` with only the output rows (``dim=0``) or input columns (``dim=1``) in ``index``.
+
+    Keeping output rows keeps the matching bias entries; keeping input columns keeps the whole bias.
+    """
+    if dim not in (0, 1):
+        raise ValueError(f"dim must be 0 (outputs) or 1 (inputs), got {dim!r}")
+    index = index.to(layer.weight.device)
+    w = layer.weight.detach().index_select(dim, index).clone()
+    has_bias = layer.bias is not None
+    new = nn.Linear(w.shape[1], w.shape[0], bias=has_bias, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        new.weight.copy_(w)
+        if has_bias:
+            new.bias.copy_(layer.bias.detach()[index] if dim == 0 else layer.bias.detach())
+    new.weight.requires_grad_(layer.weight.requires_grad)
+    if has_bias:
+        new.bias.requires_grad_(layer.bias.requires_grad)
+    return new
+
+
+def shrink_bert(model: nn.Module, keep_heads: Any = None, keep_neurons: Any = None, *, inplace: bool = False) -> nn.Module:
+    """Remove attention heads and feed-forward neurons for real: smaller ``nn.Linear`` layers.
+
+    ``keep_heads`` / ``keep_neurons``: ``None`` (keep all), one list of indices per layer, or a
+    ``{layer: indices}`` dict (other layers keep everything); indices refer to the model as it is
+    now. For each layer, the query/key/value rows of the dropped heads, the attention output
+    columns of the dropped heads, the intermediate rows and output columns of the dropped neurons
+    go. The result is still a ``BertFor...`` whose ``forward(**batch).logits`` works (the head count
+    follows from the tensor shapes; the head size is unchanged) and whose ``state_dict`` is smaller.
+    The kept indices relative to the original model are recorded in ``config.dlbook_pruning`` so
+    that :func:`load_pruned_bert` can rebuild it from a ``save_pretrained`` folder. Works on a copy
+    unless ``inplace=True``. Raises on unknown layers, empty or out-of-range index lists, and on
+    models with attached ``torch.nn.utils.prune`` masks.
+    """
+    layers = _layers(model)
+    if any(isinstance(h, torch_prune.BasePruningMethod) for m in model.modules() for h in m._forward_pre_hooks.values()):
+        raise ValueError("the model has attached pruning masks: call remove_pruning(model) first")
+    shape = structure(model)
+    heads = _normalise_keep(keep_heads, shape["heads"], "heads")
+    neurons = _normalise_keep(keep_neurons, shape["neurons"], "neurons")
+    if not inplace:
+        model = copy.deepcopy(model)
+        layers = _layers(model)
+    d = head_size(model)
+    for layer, kh, kn in zip(layers, heads, neurons, strict=True):
+        att = layer.attention.self
+        cols = torch.tensor([h * d + j for h in kh for j in range(d)], dtype=torch.long)  # (kept heads * d,)
+        att.query = select_linear(att.query, cols, 0)
+        att.key = select_linear(att.key, cols, 0)
+        att.value = select_linear(att.value, cols, 0)
+        att.num_attention_heads = len(kh)
+        att.all_head_size = len(kh) * d
+        layer.attention.output.dense = select_linear(layer.attention.output.dense, cols, 1)
+        idx = torch.tensor(kn, dtype=torch.long)
+        layer.intermediate.dense = select_linear(layer.intermediate.dense, idx, 0)
+        layer.output.dense = select_linear(layer.output.dense, idx, 1)
+    # the kept indices relative to the ORIGINAL model (compose with an earlier shrink)
+    config = model.config
+    before = getattr(config, "dlbook_pruning", None) or {
+        "heads": [list(range(config.num_attention_heads))] * len(layers),
+        "neurons": [list(range(config.intermediate_size))] * len(layers),
+    }
+    config.dlbook_pruning = {
+        "heads": [[before["heads"][i][j] for j in kh] for i, kh in enumerate(heads)],
+        "neurons": [[before["neurons"][i][j] for j in kn] for i, kn in enumerate(neurons)],
+    }
+    return model
+
+
+def load_pruned_bert(folder: str | os.PathLike[str], model_class: Any = None) -> nn.Module:
+    """Load a model saved with ``save_pretrained`` after :func:`shrink_bert` (or an unpruned one).
+
+    Builds the full-size architecture from ``config.json``, shrinks it to the shapes recorded in
+    ``config.dlbook_pruning`` and loads ``model.safetensors`` strictly (every tensor must fit).
+    ``model_class`` defaults to the class named in the config's ``architectures``.
+    """
+    import transformers
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    folder = Path(folder)
+    config = AutoConfig.from_pretrained(folder)
+    if model_class is None:
+        archs = getattr(config, "architectures", None) or ["BertForSequenceClassification"]
+        model_class = getattr(transformers, archs[0])
+    record = getattr(config, "dlbook_pruning", None)
+    if record is not None:
+        del config.dlbook_pruning
+    model = model_class(config)
+    if record is not None:
+        model = shrink_bert(model, record["heads"], record["neurons"], inplace=True)
+    state = load_file(str(folder / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # tied weights may be stored once; anything else missing is an error
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"saved weights do not fit the pruned model: missing {missing}, unexpected {unexpected}")
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# the cached pruned classifier
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """What decides the weights of :func:`pruned_classifier`.
+
+    ``keep_heads`` heads and ``keep_neurons`` feed-forward neurons are kept in every layer (the
+    same count per layer, so every layer does the same work), chosen by Taylor importance on
+    ``n_importance`` validation snippets (``None`` = all 1,000); then a fine-tune of ``epochs``
+    over ``n_train`` training snippets (``None`` = all).
+    """
+
+    keep_heads: int
+    keep_neurons: int
+    n_importance: int | None
+    n_train: int | None
+    max_length: int
+    epochs: int
+    batch_size: int
+    lr: float
+    warmup_ratio: float = 0.1
+    seed: int = 0
+
+
+#: The recipe of :func:`pruned_classifier` per profile (chapter 13 prints it).
+PRUNE_SETTINGS: dict[str, PruneSettings] = {
+    "smoke": PruneSettings(keep_heads=6, keep_neurons=768, n_importance=64, n_train=64, max_length=64, epochs=1,
+                           batch_size=32, lr=5e-5),
+    "full": PruneSettings(keep_heads=6, keep_neurons=768, n_importance=None, n_train=4000, max_length=128, epochs=1,
+                          batch_size=32, lr=5e-5),
+}
+
+
+def prune_to_settings(model: nn.Module, tokenizer: Any, s: PruneSettings, device: torch.device) -> tuple[nn.Module, Importance]:
+    """Score heads and neurons on validation snippets and shrink a copy of ``model`` to ``s``'s counts."""
+    from .assets import rotten_tomatoes
+    from .finetune import tokenize_dataset
+
+    val = rotten_tomatoes()["validation"]
+    if s.n_importance is not None:
+        val = val.select(range(s.n_importance))
+    scores = importance_scores(model, tokenize_dataset(val, tokenizer, s.max_length), tokenizer, device=device)
+    keep_h = top_k_per_layer(scores.heads, s.keep_heads)
+    keep_n = top_k_per_layer(scores.neurons, s.keep_neurons)
+    return shrink_bert(model, keep_h, keep_n), scores
+
+
+def _train_pruned(profile: str, device: torch.device) -> tuple[nn.Module, Any, dict[str, Any]]:
+    from .assets import rotten_tomatoes
+    from .finetune import evaluate_classifier, sentiment_classifier, tokenize_dataset, train_classifier
+
+    s = PRUNE_SETTINGS[profile]
+    base, tokenizer, _ = sentiment_classifier(profile, device=device)
+    model, _ = prune_to_settings(base, tokenizer, s, device)
+    data = rotten_tomatoes()
+    train = data["train"] if s.n_train is None else data["train"].select(range(s.n_train))
+    train = tokenize_dataset(train, tokenizer, s.max_length)
+    val = tokenize_dataset(data["validation"], tokenizer, s.max_length)
+    before = evaluate_classifier(model, val, tokenizer, device=device).accuracy
+    history = train_classifier(model, train, tokenizer, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+                               warmup_ratio=s.warmup_ratio, seed=s.seed, device=device)
+    after = evaluate_classifier(model, val, tokenizer, device=device).accuracy
+    info = {"structure": structure(model), "val_acc_before_finetune": before, "val_acc_after_finetune": after,
+            "history": history.to_dict()}
+    return model, tokenizer, info
+
+
+def pruned_classifier(
+    profile: str, cache_dir: str | os.PathLike[str] | None = None, device: torch.device | str | None = None
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """Chapter 9's sentiment classifier, structurally pruned and briefly fine-tuned: ``(model, tokenizer, info)``.
+
+    Keeps ``PRUNE_SETTINGS[profile].keep_heads`` of 12 heads and ``keep_neurons`` of 1,536
+    feed-forward neurons in every layer, chosen by :func:`importance_scores` on validation data,
+    removes the rest with :func:`shrink_bert`, then fine-tunes on a training subset. Trained once per
+    profile, library versions and device type, then loaded from the cache (``cached_model``) with
+    :func:`load_pruned_bert`. ``info`` holds the settings, the per-layer structure, the validation
+    accuracy before and after the fine-tune and the training history. Taught in chapter 13; used
+    by chapter 15.
+    """
+    from transformers import AutoTokenizer
+
+    from .env import pick_device
+    from .finetune import sentiment_key
+
+    check_profile(profile)
+    device = torch.device(device) if device is not None else pick_device()
+    base_key, _ = sentiment_key(profile, device)
+    described = {
+        "recipe": RECIPE_VERSION,
+        "profile": profile,
+        "settings": asdict(PRUNE_SETTINGS[profile]),
+        "baseline": base_key,
+        "versions": library_versions(),
+        "device_type": device.type,
+    }
+
+    def load(folder: Path) -> tuple[nn.Module, Any]:
+        return load_pruned_bert(folder), AutoTokenizer.from_pretrained(folder)
+
+    return cached_model(
+        f"pruned-{profile}", described, lambda: _train_pruned(profile, device), load,
+        device=device, cache_dir=cache_dir, label=f"{profile} pruned classifier",
+    )
+
+
+def iter_pruned_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, module)`` of the modules that carry a ``torch.nn.utils.prune`` mask right now."""
+    for name, mod in model.named_modules():
+        if any(isinstance(h, torch_prune.BasePruningMethod) for h in mod._forward_pre_hooks.values()):
+            yield name, mod
+
+
+__all__ = [
+    "PRUNE_SETTINGS",
+    "SCOPES",
+    "Gates",
+    "Importance",
+    "PruneSettings",
+    "encoder_linears",
+    "global_magnitude_masks",
+    "head_size",
+    "importance_scores",
+    "iter_pruned_modules",
+    "load_pruned_bert",
+    "magnitude_mask",
+    "n_to_prune",
+    "prune_magnitude",
+    "prune_to_settings",
+    "pruned_classifier",
+    "remove_pruning",
+    "select_linear",
+    "shrink_bert",
+    "structure",
+    "top_k_per_layer",
+    "weight_sparsity",
+]

@@ -1,0 +1,189 @@
+"""dlbook.distill (chapter 14): the loss against torch references, the students, the training loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dlbook import distill
+
+
+def logits(n=6, c=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, generator=g) * 3, torch.randn(n, c, generator=g) * 3, torch.randint(0, c, (n,), generator=g)
+
+
+@pytest.mark.parametrize("t,alpha", [(1.0, 0.5), (2.0, 0.0), (4.0, 0.3), (0.5, 1.0), (8, 0.9)])
+def test_loss_matches_torch_references(t, alpha):
+    s, te, y = logits()
+    ours = distill.distillation_loss(s, te, y, temperature=t, alpha=alpha)
+    p_t = torch.softmax(te / t, -1)
+    # KL(p_t || p_s) = CE(p_t, p_s) - H(p_t), with the soft-target cross-entropy of F.cross_entropy
+    kl = F.cross_entropy(s / t, p_t) - (-(p_t * p_t.log()).sum(-1).mean())
+    ref = alpha * F.cross_entropy(s, y) + (1 - alpha) * t**2 * kl
+    torch.testing.assert_close(ours, ref)
+
+
+def test_soft_gradient_is_t_times_difference():
+    s, te, _ = logits(n=5, c=4, seed=1)
+    s.requires_grad_(True)
+    for t in (1.0, 3.0):
+        s.grad = None
+        distill.distillation_loss(s, te, None, temperature=t, alpha=0.0).backward()
+        expected = t * (torch.softmax(s / t, -1) - torch.softmax(te / t, -1)) / s.shape[0]
+        torch.testing.assert_close(s.grad, expected.detach())
+
+
+def test_no_gradient_reaches_teacher():
+    s, te, y = logits()
+    te.requires_grad_(True)
+    distill.distillation_loss(s.requires_grad_(True), te, y, temperature=2.0, alpha=0.5).backward()
+    assert te.grad is None
+
+
+def test_alpha_one_is_cross_entropy():
+    s, te, y = logits()
+    torch.testing.assert_close(distill.distillation_loss(s, te, y, temperature=3.0, alpha=1.0), F.cross_entropy(s, y))
+
+
+def test_soft_targets():
+    z = torch.tensor([[2.0, 0.0, -1.0]])
+    torch.testing.assert_close(distill.soft_targets(z, 2.0), torch.softmax(z / 2, -1))
+    assert distill.soft_targets(z, 100.0).max() < 0.35  # nearly uniform
+
+
+@pytest.mark.parametrize("kwargs,err", [
+    (dict(temperature=0.0, alpha=0.5), ValueError),
+    (dict(temperature=-1.0, alpha=0.5), ValueError),
+    (dict(temperature=float("inf"), alpha=0.5), TypeError),
+    (dict(temperature=2.0, alpha=1.5), ValueError),
+    (dict(temperature=2.0, alpha=-0.1), ValueError),
+])
+def test_bad_hyperparameters(kwargs, err):
+    s, te, y = logits()
+    with pytest.raises(err):
+        distill.distillation_loss(s, te, y, **kwargs)
+
+
+def test_bad_shapes_and_labels():
+    s, te, y = logits()
+    with pytest.raises(ValueError, match="same shape"):
+        distill.distillation_loss(s, te[:, :2], y, temperature=2.0, alpha=0.5)
+    with pytest.raises(ValueError, match="same shape"):
+        distill.distillation_loss(s[0], te[0], y, temperature=2.0, alpha=0.5)
+    with pytest.raises(ValueError, match="labels are needed"):
+        distill.distillation_loss(s, te, None, temperature=2.0, alpha=0.5)
+    with pytest.raises(ValueError, match="labels must be"):
+        distill.distillation_loss(s, te, y[:3], temperature=2.0, alpha=0.5)
+
+
+# --------------------------------------------------------------------------- students
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+                     num_labels=2)
+    return BertForSequenceClassification(cfg).eval()
+
+
+def test_student_from_teacher_copies_the_chosen_layers(tiny_teacher):
+    before = {k: v.clone() for k, v in tiny_teacher.state_dict().items()}
+    student = distill.student_from_teacher(tiny_teacher, [0, 3])
+    assert student.config.num_hidden_layers == 2 and tiny_teacher.config.num_hidden_layers == 4
+    sd = student.state_dict()
+    for new, old in enumerate([0, 3]):
+        for k, v in tiny_teacher.bert.encoder.layer[old].state_dict().items():
+            torch.testing.assert_close(sd[f"bert.encoder.layer.{new}.{k}"], v)
+    torch.testing.assert_close(sd["classifier.weight"], before["classifier.weight"])
+    for k, v in tiny_teacher.state_dict().items():  # the teacher is untouched
+        torch.testing.assert_close(v, before[k])
+
+
+def test_student_with_all_layers_is_the_teacher(tiny_teacher):
+    student = distill.student_from_teacher(tiny_teacher, range(4)).eval()
+    x = torch.randint(0, 30522, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(student(input_ids=x).logits, tiny_teacher(input_ids=x).logits)
+        assert not torch.allclose(distill.student_from_teacher(tiny_teacher, [0, 2]).eval()(input_ids=x).logits,
+                                  tiny_teacher(input_ids=x).logits)
+
+
+@pytest.mark.parametrize("layers,err", [([0, 4], ValueError), ([-1], ValueError), ([], ValueError), ([1, 1], ValueError),
+                                        ([0.5], TypeError)])
+def test_student_from_teacher_bad_layers(tiny_teacher, layers, err):
+    with pytest.raises(err):
+        distill.student_from_teacher(tiny_teacher, layers)
+
+
+def test_narrow_student(tiny_teacher):
+    emb = tiny_teacher.bert.embeddings.word_embeddings.weight
+    a = distill.narrow_student(30522, hidden_size=16, num_layers=2, num_heads=2, teacher_embeddings=emb, seed=3)
+    b = distill.narrow_student(30522, hidden_size=16, num_layers=2, num_heads=2, teacher_embeddings=emb, seed=3)
+    c = distill.narrow_student(30522, hidden_size=16, num_layers=2, num_heads=2, seed=3)
+    assert a.config.intermediate_size == 64 and a.config.num_hidden_layers == 2
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(v, w, msg=k)  # seeded
+    wa = a.bert.embeddings.word_embeddings.weight.detach()
+    torch.testing.assert_close(wa.norm(dim=1).mean(), emb.detach().norm(dim=1).mean())
+    assert not torch.allclose(wa, c.bert.embeddings.word_embeddings.weight)
+    with pytest.raises(ValueError, match="divisible"):
+        distill.narrow_student(100, hidden_size=30, num_heads=4)
+    with pytest.raises(ValueError, match="teacher_embeddings"):
+        distill.narrow_student(100, hidden_size=16, num_heads=4, teacher_embeddings=emb)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from dlbook.assets import minilm_path
+    from dlbook.finetune import tokenize_dataset
+
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    texts = ["a fine film", "dull and long", "i loved it", "a mess", "great acting", "boring plot", "superb", "awful"]
+    ds = Dataset.from_dict({"text": texts, "label": [1, 0, 1, 0, 1, 0, 1, 0]})
+    return tokenize_dataset(ds, tok, 16), tok
+
+
+def test_train_student_alpha_one_equals_label_training(tiny_teacher, tiny_data):
+    ds, tok = tiny_data
+    recipe = dict(epochs=1, batch_size=4, lr=1e-3, seed=0, show_progress=False)
+    t_logits = torch.randn(len(ds), 2)
+    a, b, c = (distill.student_from_teacher(tiny_teacher, [0, 1]) for _ in range(3))
+    ha = distill.train_student(a, ds, tok, teacher_logits=None, **recipe)
+    hb = distill.train_student(b, ds, tok, teacher_logits=t_logits, temperature=2.0, alpha=1.0, **recipe)
+    hc = distill.train_student(c, ds, tok, teacher_logits=t_logits, temperature=2.0, alpha=0.5, **recipe)
+    assert ha.total_steps == 2
+    torch.testing.assert_close(torch.tensor(ha.step_loss), torch.tensor(hb.step_loss))
+    assert ha.step_loss != hc.step_loss  # the teacher's logits do change the loss
+    with pytest.raises(ValueError, match="teacher_logits"):
+        distill.train_student(a, ds, tok, teacher_logits=t_logits[:3], **recipe)
+
+
+def test_teacher_logits_in_dataset_order(tiny_teacher, tiny_data):
+    ds, tok = tiny_data
+    out = distill.teacher_logits(tiny_teacher, ds, tok, batch_size=3)
+    assert out.shape == (len(ds), 2)
+    with torch.no_grad():
+        first = tiny_teacher(input_ids=torch.tensor([ds[0]["input_ids"]])).logits[0]
+    torch.testing.assert_close(out[0], first, atol=1e-5, rtol=1e-4)
+
+
+def test_distilled_student_keys_and_errors():
+    keys = {str(distill.student_key("smoke", k, d, "cpu")) for k in distill.KINDS for d in (True, False)}
+    assert len(keys) == 4
+    with pytest.raises(ValueError, match="unknown student kind"):
+        distill.distilled_student("smoke", kind="wide")
+    with pytest.raises(TypeError):
+        distill.distilled_student("smoke", kind="layers", distill="yes")
+    with pytest.raises(ValueError):
+        distill.distilled_student("nope")

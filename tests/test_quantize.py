@@ -1,0 +1,183 @@
+"""dlbook.quantize: the affine formulas against torch's quantized tensors, and int8_dynamic on small BERTs."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from dlbook import measure
+from dlbook import quantize as Q
+
+QDTYPE = {torch.int8: torch.qint8, torch.uint8: torch.quint8}
+CHOICES = [(True, torch.int8), (False, torch.int8), (False, torch.uint8)]
+
+
+def _weight():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(24, 40, generator=g) * 0.05
+    w[3, 7] = 0.8  # an outlier in row 3
+    w[5] += 0.3  # a row that is all positive: its asymmetric range is [0, max]
+    w[5] = w[5].abs()
+    return w
+
+
+def _torch_quantize(x, scale, zero_point, dtype, axis=None):
+    with warnings.catch_warnings():  # torch 2.13 deprecates quantized tensors; they are still the reference
+        warnings.simplefilter("ignore", UserWarning)
+        if axis is None:
+            return torch.quantize_per_tensor(x, float(scale), int(zero_point), QDTYPE[dtype])
+        return torch.quantize_per_channel(x, scale.double(), zero_point, axis, QDTYPE[dtype])
+
+
+@pytest.mark.parametrize("symmetric,dtype", CHOICES)
+def test_per_tensor_matches_torch(symmetric, dtype):
+    w = _weight()
+    s, z = Q.qparams(w, symmetric=symmetric, dtype=dtype)
+    assert s.shape == () and z.shape == () and z.dtype == torch.int64
+    q = Q.quantize(w, s, z, dtype=dtype)
+    ref = _torch_quantize(w, s, z, dtype)
+    assert q.dtype == dtype
+    # quantize_per_tensor rounds fma(x, 1/s, z): on a near-tie one code apart when z != 0
+    torch.testing.assert_close(q.int(), ref.int_repr().int(), rtol=0, atol=0 if symmetric else 1)
+    assert (q.int() != ref.int_repr().int()).float().mean() < 1e-3
+    torch.testing.assert_close(Q.dequantize(q, s, z), ref.dequantize(), rtol=0, atol=float(s) * 1.001)
+    fq = torch.fake_quantize_per_tensor_affine(w, float(s), int(z), *Q.qrange(dtype))
+    torch.testing.assert_close(Q.dequantize(q, s, z), fq, rtol=0, atol=0)
+    torch.testing.assert_close(Q.fake_quantize(w, symmetric=symmetric, dtype=dtype), fq)
+
+
+@pytest.mark.parametrize("symmetric,dtype", CHOICES)
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_per_channel_matches_torch(symmetric, dtype, axis):
+    w = _weight()
+    s, z = Q.qparams(w, symmetric=symmetric, dtype=dtype, axis=axis)
+    assert s.shape == (w.shape[axis],)
+    q = Q.quantize(w, s, z, axis=axis, dtype=dtype)
+    ref = _torch_quantize(w, s, z, dtype, axis=axis % 2)
+    torch.testing.assert_close(q, ref.int_repr(), rtol=0, atol=0)
+    torch.testing.assert_close(Q.dequantize(q, s, z, axis=axis), ref.dequantize())
+    fq = torch.fake_quantize_per_channel_affine(w, s, z.int(), axis % 2, *Q.qrange(dtype))
+    torch.testing.assert_close(Q.fake_quantize(w, symmetric=symmetric, axis=axis, dtype=dtype), fq)
+
+
+def test_per_channel_matches_torch_on_many_rows():
+    # 2.5 M numbers: enough near-ties that dividing by s instead of multiplying by 1/s (as torch
+    # does) rounds a few of them differently; ours must match every code
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(20000, 128, generator=g) * 0.03 * torch.rand(20000, 1, generator=g)
+    s, z = Q.qparams(w, axis=0)
+    ref = _torch_quantize(w, s, z, torch.int8, axis=0).int_repr()
+    torch.testing.assert_close(Q.quantize(w, s, z, axis=0), ref, rtol=0, atol=0)
+    divided = torch.clamp(torch.round(w / s[:, None]), -128, 127).to(torch.int8)
+    assert (divided != ref).any()  # the test can tell the two roundings apart
+
+
+def test_qparams_formulas():
+    x = torch.tensor([-1.0, 0.0, 3.0])
+    s, z = Q.qparams(x, symmetric=True)
+    assert s.item() == pytest.approx(3.0 / 127) and z.item() == 0
+    s, z = Q.qparams(x, symmetric=False, dtype=torch.uint8)
+    assert s.item() == pytest.approx(4.0 / 255) and z.item() == round(1.0 / (4.0 / 255))
+    # zero is exact in both schemes, and the largest magnitude lands on q_max
+    for sym, dt in CHOICES:
+        s, z = Q.qparams(x, symmetric=sym, dtype=dt)
+        assert Q.dequantize(Q.quantize(torch.zeros(1), s, z, dtype=dt), s, z).item() == 0.0
+    # a range that does not contain zero is widened to contain it
+    s, z = Q.qparams(torch.tensor([2.0, 4.0]), symmetric=False, dtype=torch.uint8)
+    assert z.item() == 0 and s.item() == pytest.approx(4.0 / 255)
+    # an all-zero tensor gets scale 1 instead of dividing by zero
+    s, z = Q.qparams(torch.zeros(5), symmetric=False)
+    assert s.item() == 1.0 and torch.isfinite(Q.fake_quantize(torch.zeros(5))).all()
+
+
+def test_error_bounded_by_half_a_step_and_per_channel_is_better():
+    w = _weight()
+    for sym, dt in CHOICES:
+        s, z = Q.qparams(w, symmetric=sym, dtype=dt)
+        err = (Q.fake_quantize(w, symmetric=sym, dtype=dt) - w).abs().max()
+        assert err <= s / 2 + 1e-7
+    per_tensor = (Q.fake_quantize(w) - w).pow(2).mean()
+    per_row = (Q.fake_quantize(w, axis=0) - w).pow(2).mean()
+    assert per_row < per_tensor / 4  # the outlier in row 3 only spoils row 3
+
+
+def test_bad_inputs():
+    w = _weight()
+    with pytest.raises(ValueError, match="symmetric"):
+        Q.qparams(w, symmetric=True, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="dtype"):
+        Q.qparams(w, dtype=torch.int16)
+    with pytest.raises(ValueError, match="axis"):
+        Q.qparams(w, axis=2)
+    with pytest.raises(TypeError):
+        Q.qparams(torch.arange(4))
+    s, z = Q.qparams(w, axis=0)
+    with pytest.raises(ValueError, match="shape"):
+        Q.quantize(w, s, z, axis=1)
+    with pytest.raises(ValueError, match="one number"):
+        Q.quantize(w, s, z)
+    with pytest.raises(ValueError, match="positive"):
+        Q.quantize(w, -1.0, 0)
+    with pytest.raises(TypeError):
+        Q.dequantize(w, 1.0, 0)
+
+
+def test_int8_embedding():
+    emb = nn.Embedding(500, 64, padding_idx=0)
+    q = Q.Int8Embedding.from_float(emb)
+    ids = torch.tensor([[1, 2, 499], [0, 5, 5]])
+    out = q(ids)
+    assert out.shape == (2, 3, 64) and out.dtype == torch.float32
+    s, _ = Q.qparams(emb.weight, axis=0)
+    torch.testing.assert_close(out, Q.fake_quantize(emb.weight.detach(), axis=0)[ids])
+    assert (out - emb(ids)).abs().max() <= s.max() / 2 + 1e-7
+    assert q.weight_int8.dtype == torch.int8 and q.num_embeddings == 500 and q.embedding_dim == 64
+    assert measure.saved_size_mb(q) < measure.saved_size_mb(emb) / 3
+    with pytest.raises(TypeError):
+        Q.Int8Embedding.from_float(nn.Linear(3, 3))
+
+
+def _tiny_bert(layers=2, hidden=32, heads=4):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=3000, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=4 * hidden, max_position_embeddings=64, num_labels=2)
+    return BertForSequenceClassification(cfg).eval()
+
+
+@pytest.mark.parametrize("layers,hidden,heads", [(2, 32, 4), (1, 48, 3)])
+@pytest.mark.parametrize("embeddings", [True, False])
+def test_int8_dynamic_on_small_berts(layers, hidden, heads, embeddings):
+    model = _tiny_bert(layers, hidden, heads)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    qmodel = Q.int8_dynamic(model, embeddings=embeddings)
+    # the input model is untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(isinstance(m, nn.Linear) for m in qmodel.modules())
+    assert any(isinstance(m, Q.Int8Embedding) for m in qmodel.modules()) == embeddings
+    assert not any(isinstance(m, nn.Embedding) for m in qmodel.modules()) == embeddings
+    ids = torch.randint(1, 3000, (3, 12))
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        ref, out = model(input_ids=ids, attention_mask=mask).logits, qmodel(input_ids=ids, attention_mask=mask).logits
+    assert out.shape == ref.shape == (3, 2)
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
+    # int8 is a quarter of float32: the quantized tables save at least 60 % of their float32 bytes
+    quantized_types = (nn.Linear, nn.Embedding) if embeddings else (nn.Linear,)
+    n = sum(m.weight.numel() for m in model.modules() if isinstance(m, quantized_types))
+    saved_mb = measure.saved_size_mb(model) - measure.saved_size_mb(qmodel)
+    assert saved_mb > 0.6 * 4 * n / 1e6
+    assert measure.count_parameters(qmodel) < measure.count_parameters(model)
+
+
+def test_int8_dynamic_bad_input():
+    with pytest.raises(TypeError):
+        Q.int8_dynamic("bert")
+    with pytest.raises(TypeError):
+        Q.int8_dynamic(_tiny_bert(), embeddings="yes")
+    with pytest.raises(ValueError, match="float32"):
+        Q.int8_dynamic(_tiny_bert().half())
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        Q.int8_dynamic(Q.int8_dynamic(_tiny_bert()))
