@@ -46,3 +46,16 @@ def test_show_renders_source_and_refuses_builtins():
     assert "def by_profile" in code.data
     with pytest.raises(TypeError):
         dlbook.show(len)
+
+
+def test_glue_unwraps_numpy_and_torch_scalars(monkeypatch):
+    import numpy as np
+    import torch
+
+    from dlbook import display
+
+    shown = []
+    monkeypatch.setattr(display, "_ipython_display", lambda bundle, metadata: shown.append(bundle))
+    display.glue("a", np.float64(0.5))
+    display.glue("b", torch.tensor(2.5))
+    assert [b[display.GLUE_PREFIX + "text/plain"] for b in shown] == ["0.5", "2.5"]

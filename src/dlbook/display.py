@@ -30,6 +30,8 @@ def glue(name: str, value: Any, display: bool = False) -> None:
         raise ValueError(f"glue name must be an identifier-like string, got {name!r}")
     from IPython.core.formatters import format_display_data
 
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # NumPy / torch scalars
+        value = value.item()  # their repr, e.g. np.float64(0.5), would not take a format spec in the prose
     bundle, metadata = format_display_data(value)
     prefix = "" if display else GLUE_PREFIX
     metadata = dict(metadata)
