@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .finetune import TrainHistory, evaluate_classifier, make_loader, make_optimizer, tokenize_dataset
+from .finetune import TrainHistory, evaluate_classifier, make_loader, make_optimizer, optimizer_step, tokenize_dataset
 from .modelcache import cached_model, library_versions
 from .profiles import check_profile
 from .progress import progress as _progress
@@ -259,14 +259,7 @@ def train_student(
                 loss = F.cross_entropy(logits, labels)
             else:
                 loss = distillation_loss(logits, targets[rows.to(device)], labels, temperature=temperature, alpha=alpha)
-            loss.backward()
-            nn.utils.clip_grad_norm_(student.parameters(), max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            history.step_loss.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            bar.update(1)
+            optimizer_step(student, loss, optimizer, scheduler, max_grad_norm, history, bar)
         bar.close()
     student.eval()
     history.seconds = time.perf_counter() - start

@@ -175,6 +175,23 @@ def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def optimizer_step(
+    model: nn.Module, loss: torch.Tensor, optimizer: Any, scheduler: Any, max_grad_norm: float, history: TrainHistory, bar: Any
+) -> None:
+    """One training step after the forward pass: backward, clip, AdamW and schedule step, log the loss.
+
+    Shared by :func:`train_classifier` and chapter 14's :func:`dlbook.distill.train_student`.
+    """
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    history.step_loss.append(loss.item())
+    bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.update(1)
+
+
 def train_classifier(
     model: nn.Module,
     train_dataset: Any,
@@ -227,14 +244,7 @@ def train_classifier(
         for batch in loader:
             history.step_lr.append(scheduler.get_last_lr()[0])  # the rate this step uses
             loss = model(**_to_device(batch, device)).loss
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            history.step_loss.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            bar.update(1)
+            optimizer_step(model, loss, optimizer, scheduler, max_grad_norm, history, bar)
         bar.close()
         if eval_dataset is not None:
             result = evaluate_classifier(model, eval_dataset, tokenizer, batch_size=eval_batch_size, device=device)
@@ -475,6 +485,7 @@ __all__ = [
     "expected_calibration_error",
     "make_loader",
     "make_optimizer",
+    "optimizer_step",
     "sentiment_classifier",
     "sentiment_key",
     "tokenize_dataset",
