@@ -77,10 +77,10 @@ sizes = dlbook.by_profile(
     profile,
     smoke=dict(n_train=64, n_validation=32, n_test=64, max_length=32, batch_size=16, lr=1e-4, lora_lr=1e-3,
                lora_r=8, lora_alpha=16, freeze_k=4, bench_batch=8, bench_length=32, bench_steps=2, bench_steps_lowp=2, n_lowp_eval=32,
-               n_es_train=32, es_epochs=2, es_eval_every=1, patience=2, imbalance=9),
+               n_es_train=32, es_batch=16, es_epochs=2, es_eval_every=1, patience=2, imbalance=9),
     full=dict(n_train=2_000, n_validation=200, n_test=600, max_length=64, batch_size=32, lr=1e-4, lora_lr=3e-3,
               lora_r=8, lora_alpha=16, freeze_k=4, bench_batch=32, bench_length=64, bench_steps=3, bench_steps_lowp=2, n_lowp_eval=100,
-              n_es_train=256, es_epochs=3, es_eval_every=4, patience=2, imbalance=9),
+              n_es_train=256, es_batch=16, es_epochs=8, es_eval_every=8, patience=4, imbalance=9),
 )
 sizes
 
@@ -90,7 +90,7 @@ sizes
 # minutes); `lora_*` the adapter's settings; `bench_*` the fixed batch (padded to
 # `bench_length` tokens) on which time and memory are measured, `bench_steps` steps per variant
 # (`bench_steps_lowp` for bf16 on a CPU, where a step is slow);
-# `n_lowp_eval` the test snippets evaluated in low precision; `n_es_train`, `es_epochs`,
+# `n_lowp_eval` the test snippets evaluated in low precision; `n_es_train`, `es_batch`, `es_epochs`,
 # `es_eval_every` and `patience` the early-stopping experiment; `imbalance` the positives kept
 # per negative in section 10.8.
 #
@@ -662,16 +662,20 @@ print("merged == unmerged for both; merged models are plain BertForSequenceClass
 # **Early stopping** {cite}`prechelt1998early`: evaluate the validation loss every few steps,
 # remember the best weights, stop after `patience` evaluations without improvement, and return
 # the best weights. **Weight decay** (decoupled, AdamW {cite}`loshchilov2019decoupled`) pulls every
-# weight toward zero by $\eta \lambda w$ per step. We train several epochs on only
-# `n_es_train` snippets, once with $\lambda = 0$ and once with $\lambda = 0.1$, both with early
-# stopping.
+# weight toward zero by $\eta \lambda w$ per step. To make overfitting happen on purpose we train
+# `es_epochs` epochs on only `n_es_train` snippets (batches of `es_batch`), evaluating the
+# validation loss every `es_eval_every` steps, once with $\lambda = 0$ and once with
+# $\lambda = 0.1$, both with early stopping. The patience is not a detail: the first evaluations
+# come while the fresh head is still sorting itself out, and the validation loss wobbles up
+# before it falls. Too small a patience stops the run there, with a model that has learned
+# nothing yet.
 
 # %%
 es_tok = train_tok.select(range(sizes["n_es_train"]))
 es = {}
 for wd in (0.0, 0.1):
     m = fresh_model()
-    h = dlbook.budget.train_budget(m, es_tok, tokenizer, epochs=sizes["es_epochs"], batch_size=sizes["batch_size"],
+    h = dlbook.budget.train_budget(m, es_tok, tokenizer, epochs=sizes["es_epochs"], batch_size=sizes["es_batch"],
                                    lr=sizes["lr"], weight_decay=wd, eval_dataset=val_tok, eval_every=sizes["es_eval_every"],
                                    patience=sizes["patience"], device=device)
     es[wd] = dict(history=h, accuracy=accuracy(m))
@@ -679,6 +683,19 @@ for wd in (0.0, 0.1):
     assert math.isclose(finetune.evaluate_classifier(m, val_tok, tokenizer, device=device).loss, best, rel_tol=1e-5)
     print(f"weight decay {wd}: best step {h.best_step} of {h.total_steps} | stopped early: {h.stopped_early} | "
           f"test accuracy {es[wd]['accuracy']:.3f}")
+h = es[0.1]["history"]
+stopped_at = h.evals[-1]["step"]
+best_eval = min(h.evals, key=lambda e: e["loss"])
+if profile == "full":  # the demonstration must show learning, then overfitting, then a stop
+    assert h.stopped_early and stopped_at < h.total_steps, "early stopping did not stop the run"
+    assert es[0.1]["accuracy"] >= majority + 0.1, "the restored model is no better than the majority class"
+    assert max(e["loss"] for e in h.evals) > best_eval["loss"] * 1.2, "the validation loss never rose"
+dlbook.glue("ch10_es_stopped_at", stopped_at)
+dlbook.glue("ch10_es_n", len(es_tok))
+dlbook.glue("ch10_es_best_loss", best_eval["loss"])
+dlbook.glue("ch10_es_last_loss", h.evals[-1]["loss"])
+dlbook.glue("ch10_es_best_val_acc", best_eval["accuracy"])
+dlbook.glue("ch10_es_last_val_acc", h.evals[-1]["accuracy"])
 dlbook.glue("ch10_es_best_step", es[0.1]["history"].best_step)
 dlbook.glue("ch10_es_total", es[0.1]["history"].total_steps)
 dlbook.glue("ch10_es_acc", es[0.1]["accuracy"])
@@ -703,14 +720,21 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# With weight decay 0.1 the best validation loss came at step {glue:text}`ch10_es_best_step` of
-# {glue:text}`ch10_es_total` planned, and the restored weights score {glue:text}`ch10_es_acc:.3f` on
-# the test subset ({glue:text}`ch10_es_acc_nowd:.3f` without weight decay). On a run this short,
-# weight decay changes little: it shrinks each weight by a factor $1 - \eta\lambda$ per step, at most
-# {glue:text}`ch10_wd_shrink:.0e` here, so over a few dozen steps the weights move by well under a
-# percent. Early stopping does the real work. It watches the loss, not the accuracy, on purpose:
-# the loss can rise while the accuracy holds, because a model that grows over-confident on the
-# examples it gets wrong pays for that in loss before it makes more mistakes.
+# With weight decay 0.1 the best validation loss, {glue:text}`ch10_es_best_loss:.3f`, came at step
+# {glue:text}`ch10_es_best_step` of {glue:text}`ch10_es_total` planned; the last evaluation, at step
+# {glue:text}`ch10_es_stopped_at`, found the validation loss at {glue:text}`ch10_es_last_loss:.3f`,
+# and the best weights were put back. The restored model
+# scores {glue:text}`ch10_es_acc:.3f` on the test subset ({glue:text}`ch10_es_acc_nowd:.3f` without
+# weight decay). On a run this short, weight decay changes little: it shrinks each weight by a
+# factor $1 - \eta\lambda$ per step, at most {glue:text}`ch10_wd_shrink:.0e` here, so over about a
+# hundred steps the weights move by around a percent. Early stopping does the real work.
+#
+# It watches the loss, not the accuracy, on purpose. Look at the two panels: after the best step
+# the validation loss climbs while the validation accuracy hardly moves
+# ({glue:text}`ch10_es_best_val_acc:.3f` at the best step, {glue:text}`ch10_es_last_val_acc:.3f` at
+# the stop). A model that memorises its {glue:text}`ch10_es_n` training snippets grows over-confident, and on the
+# validation snippets it gets wrong it pays for that confidence in loss long before it makes more
+# mistakes. Rising validation loss is the early warning; falling accuracy comes later.
 #
 # **Class imbalance.** The training subset is fairly balanced. To see what imbalance does, keep
 # all positive snippets but only one negative per `imbalance` positives, and train once plain
