@@ -341,20 +341,34 @@ dlbook.show(distill.train_student)
 # %% [markdown]
 # The recipes (`n_train=None`: the whole training split; snippets are cut to `max_length` tokens
 # for training, the test split is read at 128). Each student is trained twice, with the teacher
-# and with the labels alone, four runs in all; `distilled_student` trains each once and caches it
-# like the teacher, so chapter 15 can load it:
+# and with the labels alone, four runs in all, one cell each; `distilled_student` trains each once
+# and caches it like the teacher, so chapter 15 can load it:
 
 # %%
 for kind, s in distill.STUDENT_SETTINGS[profile].items():
     print(f"{kind:>7}: {s}")
 
 students, histories = {}, {}
-for kind in distill.KINDS:
-    for use_teacher in (True, False):
-        name = f"{kind}, {'distilled' if use_teacher else 'labels only'}"
-        students[name], _, info = distill.distilled_student(profile, kind, use_teacher, device=device)
-        histories[name] = info["history"]
-        print(f"{name}: {info['history']['total_steps']} steps, trained in {info['history']['seconds']:.0f} s")
+
+
+def train(kind, use_teacher):
+    name = f"{kind}, {'distilled' if use_teacher else 'labels only'}"
+    students[name], _, info = distill.distilled_student(profile, kind, use_teacher, device=device)
+    histories[name] = info["history"]
+    print(f"{name}: {info['history']['total_steps']} steps, trained in {info['history']['seconds']:.0f} s")
+
+
+# %%
+train("layers", use_teacher=True)
+
+# %%
+train("layers", use_teacher=False)
+
+# %%
+train("narrow", use_teacher=True)
+
+# %%
+train("narrow", use_teacher=False)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
