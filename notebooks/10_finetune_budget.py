@@ -730,7 +730,7 @@ plt.show()
 # hundred steps the weights move by around a percent. Early stopping does the real work.
 #
 # It watches the loss, not the accuracy, on purpose. Look at the two panels: after the best step
-# the validation loss climbs while the validation accuracy hardly moves
+# the validation loss climbs while the validation accuracy does not follow it down
 # ({glue:text}`ch10_es_best_val_acc:.3f` at the best step, {glue:text}`ch10_es_last_val_acc:.3f` at
 # the stop). A model that memorises its {glue:text}`ch10_es_n` training snippets grows over-confident, and on the
 # validation snippets it gets wrong it pays for that confidence in loss long before it makes more
