@@ -92,7 +92,7 @@ sizes
 # (`bench_steps_lowp` for bf16 on a CPU, where a step is slow);
 # `n_lowp_eval` the test snippets evaluated in low precision; `n_es_train`, `es_batch`, `es_epochs`,
 # `es_eval_every` and `patience` the early-stopping experiment; `imbalance` the positives kept
-# per negative in section 10.8.
+# per negative in section 10.9.
 #
 # ## 10.1 Where the memory of a training step goes
 #
@@ -236,7 +236,82 @@ print(results["fp32, full fine-tune"])
 # subset (always answering the majority class would score {glue:text}`ch10_majority:.3f`). This is
 # the row every technique is compared with.
 #
-# ## 10.3 Mixed precision
+# ## 10.3 Less padding: batches of similar length
+#
+# **Idea.** The collator pads every snippet of a batch to the longest one in it, and the model
+# computes on the padding as on real tokens (the attention mask only keeps padding from being
+# *attended to*). Review snippets range from a few tokens to `max_length`, so a random batch of 32
+# is mostly as long as its longest member. Sorting by length would remove the padding but also
+# the randomness of the batches; the compromise, which `Trainer` applies with
+# `TrainingArguments(group_by_length=True)`, is to shuffle, cut the shuffled order into
+# **mega-batches** of 50 batches, and sort only inside each mega-batch. Our loop takes the same
+# sampler (`transformers`' `LengthGroupedSampler`) through `make_loader(..., group_by_length=True)`.
+# It costs nothing in memory or accuracy terms and saves compute in proportion to the padding
+# removed. How much padding is there? Count the tokens the model sees per real token, over one
+# epoch of each kind of loader:
+
+# %%
+def batch_tokens(loader):
+    """(real tokens, tokens including padding) of every batch of one pass over the loader."""
+    return np.array([(int(b["attention_mask"].sum()), b["attention_mask"].numel()) for b in loader])
+
+
+loaders = {name: finetune.make_loader(train_tok, tokenizer, sizes["batch_size"], shuffle=True, group_by_length=g)
+           for name, g in [("random batches", False), ("grouped by length", True)]}
+counts = {name: batch_tokens(loader) for name, loader in loaders.items()}  # name -> (n_batches, 2)
+pad_ratio = {name: c[:, 1].sum() / c[:, 0].sum() for name, c in counts.items()}
+assert counts["random batches"][:, 0].sum() == counts["grouped by length"][:, 0].sum()  # same snippets, same tokens
+print({name: f"{r:.2f} tokens computed per real token" for name, r in pad_ratio.items()})
+dlbook.glue("ch10_pad_random", pad_ratio["random batches"])
+dlbook.glue("ch10_pad_grouped", pad_ratio["grouped by length"])
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), sharey=True)
+for ax, (name, c) in zip(axes, counts.items(), strict=True):
+    shown = c[:40]
+    ax.bar(range(len(shown)), shown[:, 0], color="C0", label="real tokens")
+    ax.bar(range(len(shown)), shown[:, 1] - shown[:, 0], bottom=shown[:, 0], color="C3", alpha=0.5, label="padding")
+    ax.set_title(f"{name}: {pad_ratio[name]:.2f} tokens per real token", fontsize=10)
+    ax.set_xlabel("batch")
+axes[0].set_ylabel("tokens in the batch")
+axes[0].legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The same fine-tuning run as the baseline, with grouped batches: same snippets, same model, same
+# number of steps, only the order (and so the padding) changes.
+
+# %%
+grouped = fresh_model()
+grouped_hist = dlbook.budget.train_budget(grouped, train_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"],
+                                          lr=sizes["lr"], group_by_length=True, device=device)
+grouped_acc = accuracy(grouped)
+results["group by length"] = dict(trainable=count_parameters(grouped), accuracy=grouped_acc, train_s=grouped_hist.seconds,
+                                  **{"s/step": math.nan, "peak MiB": math.nan})
+time_ratio = grouped_hist.seconds / base_hist.seconds
+print(f"train time {base_hist.seconds:.1f} s -> {grouped_hist.seconds:.1f} s ({time_ratio:.2f}x) | "
+      f"test accuracy {base_acc:.3f} -> {grouped_acc:.3f}")
+dlbook.headline("ch10_group_time_ratio", time_ratio, profile=profile, at_most=0.85)
+dlbook.headline("ch10_group_acc", grouped_acc, profile=profile, at_least=0.75)
+del grouped
+
+# %% [markdown]
+# Grouping cut the padded tokens from {glue:text}`ch10_pad_random:.2f` to
+# {glue:text}`ch10_pad_grouped:.2f` per real token, and the epoch took
+# {glue:text}`ch10_group_time_ratio:.2f` of the baseline's time, at {glue:text}`ch10_group_acc:.3f`
+# test accuracy against {glue:text}`ch10_base_acc:.3f`. The time falls less than the tokens
+# because part of each step does not depend on the length at all: the optimizer updates all
+# {glue:text}`ch10_n_params:,` weights whatever the batch holds. The one thing to watch is that
+# batches of short snippets and batches of long ones now alternate, so the loss curve gets
+# bumpier; the gradient is still unbiased over an epoch, because every snippet is seen once.
+# The columns "s/step" and "peak MiB" stay empty for this technique: the benchmark batches below are
+# padded to a fixed length on purpose, so grouping cannot change them.
+#
+# From here on, **every fine-tuning run in this chapter groups by length**: compare their training
+# times with this row, not with the baseline's.
+#
+# ## 10.4 Mixed precision
 #
 # **Idea.** Most of the arithmetic of a transformer is matrix products, and on hardware built for
 # it a product of 16-bit numbers is several times faster than one of 32-bit numbers and needs half
@@ -333,7 +408,7 @@ for p in low_variants:
     else:
         m = fresh_model()
         h = dlbook.budget.train_budget(m, train_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"], lr=sizes["lr"],
-                                       precision=p, device=device)
+                                       precision=p, group_by_length=True, device=device)
         row.update(trainable=count_parameters(m), accuracy=accuracy(m), train_s=h.seconds)
     results[f"{p} autocast"] = row
     print(p, row)
@@ -354,7 +429,7 @@ dlbook.glue("ch10_lowp_mem", low_row["peak MiB"] / fp32_row["peak MiB"])
 # batches are large enough to keep the GPU busy {cite}`micikevicius2018mixed`; run the chapter there
 # and the same code picks bf16, or fp16 with a `GradScaler`, and measures it.
 #
-# ## 10.4 Gradient accumulation
+# ## 10.5 Gradient accumulation
 #
 # A batch of $B$ examples needs activations for $B$ examples at once. To train with an effective
 # batch of $B$ while holding only $B/k$ in memory, run $k$ **micro-batches** forward and backward,
@@ -432,7 +507,7 @@ print(results["accumulate 4 micro-batches"])
 # its updates are those of the baseline, and the cell above checked it; a separate run would only
 # measure a different set of dropout masks.
 #
-# ## 10.5 Gradient checkpointing
+# ## 10.6 Gradient checkpointing
 #
 # Backward needs each layer's saved activations. **Gradient checkpointing** {cite}`chen2016training`
 # keeps only the inputs of some segments (here: each of the six transformer layers) and recomputes
@@ -470,7 +545,7 @@ print(ck)
 # here. They matter for long sequences and large batches, where the activation term grows and the
 # state term does not. The next two techniques go after the state.
 #
-# ## 10.6 Freezing layers
+# ## 10.7 Freezing layers
 #
 # A frozen parameter needs no gradient and no optimizer state, and backward can stop below the
 # lowest trainable layer. Two classic choices: freeze the **embeddings** only (about half of
@@ -488,7 +563,7 @@ def frozen_below(k):
 for label, k in [("freeze embeddings", 0), (f"freeze embeddings + {sizes['freeze_k']} layers", sizes["freeze_k"])]:
     m = fresh_model()
     h = dlbook.budget.train_budget(m, train_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"], lr=sizes["lr"],
-                                   trainable=frozen_below(k), device=device)
+                                   trainable=frozen_below(k), group_by_length=True, device=device)
     results[label] = dict(trainable=count_parameters(m), accuracy=accuracy(m), train_s=h.seconds,
                           **bench(fresh_model(), trainable=frozen_below(k)))
     print(label, results[label])
@@ -502,7 +577,7 @@ dlbook.glue("ch10_freeze_emb_mem", emb["peak MiB"] / fp["peak MiB"])
 # trainable, cuts the peak memory to {glue:text}`ch10_freeze_emb_mem:.2f` of the baseline, and
 # reaches {glue:text}`ch10_freeze_emb_acc:.3f` accuracy. The table at the end has the deeper cut.
 #
-# ## 10.7 LoRA: low-rank adapters
+# ## 10.8 LoRA: low-rank adapters
 #
 # **Idea.** Fine-tuning changes a weight matrix $W \in \mathbb{R}^{d_\text{out} \times d_\text{in}}$
 # by some $\Delta W$. Hu et al. {cite}`hu2022lora` observed that this change can be restricted to
@@ -618,7 +693,7 @@ print(f"copied {copied} tensors; same logits at step 0")
 lora_runs = {}
 for label, m in [("LoRA (ours)", ours_lora), ("LoRA (peft)", peft_lora)]:
     h = dlbook.budget.train_budget(m, train_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"], lr=sizes["lora_lr"],
-                                   device=device)
+                                   group_by_length=True, device=device)
     lora_runs[label] = m
     bench_model = dlbook.lora.add_lora(fresh_model(), ("query", "value"), r=sizes["lora_r"], alpha=sizes["lora_alpha"])
     results[label] = dict(trainable=count_parameters(m), accuracy=accuracy(m), train_s=h.seconds, **bench(bench_model))
@@ -653,7 +728,7 @@ print("merged == unmerged for both; merged models are plain BertForSequenceClass
       f"{count_parameters(merged_ours, trainable_only=False):,} parameters")
 
 # %% [markdown]
-# ## 10.8 Overfitting controls in practice
+# ## 10.9 Overfitting controls in practice
 #
 # With few examples and a 22-million-parameter model, overfitting is the normal case, not the
 # exception. Chapter 2 introduced the controls on small models; here they are in a fine-tuning
@@ -677,7 +752,7 @@ for wd in (0.0, 0.1):
     m = fresh_model()
     h = dlbook.budget.train_budget(m, es_tok, tokenizer, epochs=sizes["es_epochs"], batch_size=sizes["es_batch"],
                                    lr=sizes["lr"], weight_decay=wd, eval_dataset=val_tok, eval_every=sizes["es_eval_every"],
-                                   patience=sizes["patience"], device=device)
+                                   patience=sizes["patience"], group_by_length=True, device=device)
     es[wd] = dict(history=h, accuracy=accuracy(m))
     best = min(e["loss"] for e in h.evals)
     assert math.isclose(finetune.evaluate_classifier(m, val_tok, tokenizer, device=device).loss, best, rel_tol=1e-5)
@@ -759,7 +834,7 @@ imb = {}
 for label, w in [("plain", None), ("class-weighted", class_weights)]:
     m = fresh_model()
     dlbook.budget.train_budget(m, imb_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"], lr=sizes["lr"],
-                               class_weights=w, device=device)
+                               class_weights=w, group_by_length=True, device=device)
     res = finetune.evaluate_classifier(m, test_tok, tokenizer, device=device)
     imb[label] = dict(accuracy=res.accuracy, f1_neg=finetune.binary_f1(res.preds, res.labels, positive=0),
                       predicted_neg=float((res.preds == 0).float().mean()))
@@ -779,13 +854,14 @@ dlbook.glue("ch10_test_neg_share", float((y_test == 0).mean()))
 # the test distribution really is imbalanced, a reweighted model over-predicts the rare class. Which
 # one is right depends on the costs of the two kinds of errors.
 #
-# ## 10.9 The scoreboard
+# ## 10.10 The scoreboard
 #
 # Every technique on one table: trainable parameters, time per step and peak memory of a training
 # step on the fixed benchmark batch, seconds of the fine-tuning run, and test accuracy. An empty
 # accuracy means no separate run was made: accumulation and checkpointing were shown above to give
 # the baseline's updates, and a bf16 run on this CPU is too slow (its inference check is in
-# section 10.3).
+# section 10.4). Empty time and memory for "group by length": the benchmark batches have a fixed
+# length, so grouping cannot change them.
 
 # %%
 table = pd.DataFrame(results).T[["trainable", "accuracy", "s/step", "peak MiB", "train_s"]]
@@ -920,7 +996,7 @@ assert dlbook.exercises.check("ch10.merge_lora_weight", my_merge)
 # :::{exercise}
 # :label: ch10-ex-weights
 # Write `my_class_weights(labels, n_classes)` that returns the "balanced" class weights
-# $w_c = N / (C\, n_c)$ of section 10.8 as a float32 tensor of shape (C,), for a 1-D int64 tensor of
+# $w_c = N / (C\, n_c)$ of section 10.9 as a float32 tensor of shape (C,), for a 1-D int64 tensor of
 # labels in which every class occurs. Then compute the weights of a data set with 10 negatives
 # and 90 positives by hand, and check that negatives and positives carry the same total weight.
 # :::
@@ -957,7 +1033,7 @@ print(w.tolist(), "| total weight per class:", (w * torch.tensor([10.0, 90.0])).
 # :::{exercise}
 # :label: ch10-ex-rank
 # Change `lora_r` to 1, 2, 4, 16 and 32 (keeping `lora_alpha = 2 * lora_r`) and re-run section
-# 10.7. How do the trainable parameters grow with $r$? Plot accuracy against trainable
+# 10.8. How do the trainable parameters grow with $r$? Plot accuracy against trainable
 # parameters together with the freezing rows of the scoreboard. What does the result suggest about
 # the rank of the update fine-tuning needs on this task?
 # :::

@@ -49,6 +49,14 @@ def test_defaults_equal_chapter_9_loop(data, tokenizer):
         torch.testing.assert_close(pb, pa, msg=name)
 
 
+def test_group_by_length_is_seeded_and_changes_only_the_batches(data, tokenizer):
+    kw = dict(epochs=1, batch_size=4, lr=1e-3, seed=2, show_progress=False, device="cpu")
+    runs = [budget.train_budget(tiny_model(), data["train"], tokenizer, group_by_length=g, **kw) for g in (True, True, False)]
+    assert runs[0].step_loss == runs[1].step_loss
+    assert runs[0].step_loss != runs[2].step_loss
+    assert runs[0].total_steps == runs[2].total_steps == 16
+
+
 def test_group_loss_gradient_equals_big_batch():
     torch.manual_seed(0)
     w = torch.randn(5, 3, requires_grad=True)

@@ -90,6 +90,38 @@ def test_make_loader_pads_per_batch_and_is_seeded(tokenized, tokenizer):
         ft.make_loader(ds, tokenizer, 0)
 
 
+def test_make_loader_group_by_length(tokenized, tokenizer, raw):
+    ds = tokenized["train"]
+    n_real = sum(len(ids) for ids in ds["input_ids"])
+
+    def padded_tokens(group):
+        loader = ft.make_loader(ds, tokenizer, 8, shuffle=True, seed=0, group_by_length=group)
+        return sum(b["attention_mask"].numel() for b in loader)
+
+    def rows(seed):  # (length, label) of every example, in the loader's order
+        loader = ft.make_loader(ds, tokenizer, 8, shuffle=True, seed=seed, group_by_length=True)
+        return [(int(m.sum()), int(y)) for b in loader for m, y in zip(b["attention_mask"], b["labels"], strict=True)]
+
+    # every example once, far less padding than random batches, seeded
+    assert sorted(rows(0)) == sorted((len(ids), y) for ids, y in zip(ds["input_ids"], ds["labels"], strict=True))
+    assert n_real <= padded_tokens(True) < padded_tokens(False)
+    assert rows(0) == rows(0) and rows(0) != rows(1)
+    # inside a mega-batch the batches come sorted longest first
+    first = rows(0)[:8]
+    assert [n for n, _ in first] == sorted((n for n, _ in first), reverse=True)
+    # the second epoch of the same loader is a new order
+    loader = ft.make_loader(ds, tokenizer, 8, shuffle=True, seed=0, group_by_length=True)
+    epochs = [torch.cat([b["labels"] for b in loader]) for _ in range(2)]
+    assert not torch.equal(epochs[0], epochs[1]) or len(set(ds["labels"])) == 1
+    state = torch.get_rng_state()
+    list(loader)
+    assert torch.equal(state, torch.get_rng_state())
+    with pytest.raises(ValueError, match="shuffle=True"):
+        ft.make_loader(ds, tokenizer, 8, group_by_length=True)
+    with pytest.raises(ValueError, match="input_ids"):
+        ft.make_loader(raw["train"], tokenizer, 8, shuffle=True, group_by_length=True)
+
+
 # ---------------------------------------------------------------------------------- training
 
 

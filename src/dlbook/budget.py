@@ -10,6 +10,7 @@ warm-up and decay, gradient clipping, seeded order and dropout) with flags for
   scaled so that the gradient is the one of the whole group as one batch;
 - ``checkpointing``: ``activation_checkpointing_enable()`` (transformers 5's name for gradient
   checkpointing: recompute activations in backward);
+- ``group_by_length``: batches of snippets of similar length, so less compute goes to padding;
 - ``trainable``: a filter on parameter names (freezing);
 - ``class_weights``: a class-weighted cross-entropy;
 - ``eval_every`` / ``patience``: validation loss during training, early stopping, best weights back;
@@ -134,6 +135,7 @@ def train_budget(
     warmup_ratio: float = 0.1,
     max_grad_norm: float = 1.0,
     seed: int = 0,
+    group_by_length: bool = False,
     eval_dataset: Any = None,
     eval_every: int | None = None,
     patience: int | None = None,
@@ -150,7 +152,9 @@ def train_budget(
     (the others are frozen); ``None`` leaves ``requires_grad`` as it is. With ``eval_dataset``
     and ``eval_every``, the validation loss is computed every ``eval_every`` optimizer steps; with
     ``patience`` too, training stops after ``patience`` evaluations without a new best, and the
-    best weights are put back. With everything at its default the result equals
+    best weights are put back. ``group_by_length=True`` batches snippets of similar length
+    together (:func:`dlbook.finetune.make_loader`), so that little of each batch is padding.
+    With everything at its default the result equals
     :func:`dlbook.finetune.train_classifier` (same batches, dropout masks and updates).
     """
     from transformers import get_linear_schedule_with_warmup
@@ -193,7 +197,7 @@ def train_budget(
             raise TypeError("checkpointing needs a transformers model with activation_checkpointing_enable()")
         enabled_checkpointing = True
 
-    loader = make_loader(train_dataset, tokenizer, batch_size, shuffle=True, seed=seed)
+    loader = make_loader(train_dataset, tokenizer, batch_size, shuffle=True, seed=seed, group_by_length=group_by_length)
     per_epoch = math.ceil(len(loader) / accumulation_steps)
     total = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
     warmup = math.ceil(warmup_ratio * total)

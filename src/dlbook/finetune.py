@@ -110,21 +110,38 @@ def tokenize_dataset(dataset: Any, tokenizer: Any, max_length: int, text_column:
     return encoded.rename_column(label_column, "labels") if label_column != "labels" else encoded
 
 
-def make_loader(dataset: Any, tokenizer: Any, batch_size: int, shuffle: bool = False, seed: int = 0):
+def make_loader(dataset: Any, tokenizer: Any, batch_size: int, shuffle: bool = False, seed: int = 0,
+                group_by_length: bool = False):
     """A ``DataLoader`` that pads each batch to its longest sequence (``DataCollatorWithPadding``).
 
     The loader always owns a ``torch.Generator`` seeded with ``seed``: with ``shuffle=True`` it
     decides the order, and in every case it supplies the one number a ``DataLoader`` draws each
     time it starts an iteration, which would otherwise come from the global generator (and shift
     the dropout masks of a training run that evaluates between epochs).
+
+    ``group_by_length=True`` (needs ``shuffle=True``) batches examples of similar length together
+    with ``transformers``' ``LengthGroupedSampler``, the sampler behind ``TrainingArguments(
+    group_by_length=True)``: a random permutation cut into mega-batches of 50 batches, each sorted
+    by length. Batches stay random but carry little padding (on the Rotten Tomatoes training split
+    at batch 32: 1.02 padded tokens per real token instead of 1.92). Chapter 14 uses it.
     """
     from torch.utils.data import DataLoader
     from transformers import DataCollatorWithPadding
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if group_by_length and not shuffle:
+        raise ValueError("group_by_length=True needs shuffle=True (it is a way of shuffling)")
     collator = DataCollatorWithPadding(tokenizer, return_tensors="pt")
     generator = torch.Generator().manual_seed(seed)
+    if group_by_length:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        if "input_ids" not in dataset.column_names:
+            raise ValueError("group_by_length=True needs a tokenised dataset with an 'input_ids' column")
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator, generator=generator)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator)
 
 
