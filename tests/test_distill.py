@@ -169,6 +169,30 @@ def test_train_student_alpha_one_equals_label_training(tiny_teacher, tiny_data):
         distill.train_student(a, ds, tok, teacher_logits=t_logits[:3], **recipe)
 
 
+def test_train_student_grouped_and_frozen_embeddings(tiny_teacher, tiny_data):
+    ds, tok = tiny_data
+    recipe = dict(teacher_logits=None, epochs=1, batch_size=4, lr=1e-3, seed=0, show_progress=False)
+    runs = []
+    for group in (True, True, False):
+        student = distill.student_from_teacher(tiny_teacher, [0, 1])
+        student.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+        h = distill.train_student(student, ds, tok, group_by_length=group, **recipe)
+        runs.append((student, h))
+        # frozen rows stay the teacher's; the layers train
+        torch.testing.assert_close(student.bert.embeddings.word_embeddings.weight,
+                                   tiny_teacher.bert.embeddings.word_embeddings.weight, rtol=0, atol=0)
+        assert not torch.equal(student.bert.encoder.layer[0].output.dense.weight,
+                               tiny_teacher.bert.encoder.layer[0].output.dense.weight)
+    assert runs[0][1].step_loss == runs[1][1].step_loss  # grouped batches are seeded
+    assert runs[0][1].total_steps == runs[2][1].total_steps  # same number of steps, other batches
+
+
+def test_student_settings_group_by_length():
+    for profile in ("smoke", "full"):
+        for s in distill.STUDENT_SETTINGS[profile].values():
+            assert s.group_by_length
+
+
 def test_teacher_logits_in_dataset_order(tiny_teacher, tiny_data):
     ds, tok = tiny_data
     out = distill.teacher_logits(tiny_teacher, ds, tok, batch_size=3)

@@ -11,7 +11,7 @@ from dlbook.lora import LoRALinear
 
 
 def test_all_registered():
-    assert exercises.known("ch10") == ["ch10.balanced_class_weights", "ch10.merge_lora_weight"]
+    assert exercises.known("ch10") == ["ch10.balanced_class_weights", "ch10.merge_lora_weight", "ch10.padding_ratio"]
 
 
 def test_references_pass():
@@ -75,3 +75,26 @@ def test_float64_fails():
         return (labels.numel() / (n_classes * torch.bincount(labels, minlength=n_classes))).double()
 
     assert not exercises.check("ch10.balanced_class_weights", wrong, verbose=False)
+
+
+def test_padding_reference_matches_the_loader_count():
+    from dlbook.exercises.ch10 import padding_ratio
+
+    lengths = [5, 9, 3, 3, 12, 4, 4]
+    # batches [5, 9, 3] -> 27, [3, 12, 4] -> 36, [4] -> 4: 67 tokens computed for 40 real ones
+    assert abs(padding_ratio(lengths, 3) - 67 / 40) < 1e-12
+
+
+def test_padding_to_the_global_longest_fails():
+    def wrong(lengths, batch_size):
+        return max(lengths) * len(lengths) / sum(lengths)
+
+    assert not exercises.check("ch10.padding_ratio", wrong, verbose=False)
+
+
+def test_padding_with_full_last_batch_fails():
+    def wrong(lengths, batch_size):  # pads the short last batch as if it were full
+        chunks = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+        return sum(max(c) * batch_size for c in chunks) / sum(lengths)
+
+    assert not exercises.check("ch10.padding_ratio", wrong, verbose=False)

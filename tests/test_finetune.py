@@ -105,6 +105,11 @@ def test_make_loader_group_by_length(tokenized, tokenizer, raw):
     # every example once, far less padding than random batches, seeded
     assert sorted(rows(0)) == sorted((len(ids), y) for ids, y in zip(ds["input_ids"], ds["labels"], strict=True))
     assert n_real <= padded_tokens(True) < padded_tokens(False)
+    counts = ft.batch_token_counts(ft.make_loader(ds, tokenizer, 8, shuffle=True, seed=0, group_by_length=True))
+    assert counts.shape == (len(ds) // 8, 2) and counts[:, 0].sum() == n_real
+    assert counts[:, 1].sum() == padded_tokens(True) and (counts[:, 1] >= counts[:, 0]).all()
+    with pytest.raises(ValueError, match="attention_mask"):
+        ft.batch_token_counts([{"input_ids": torch.zeros(2, 3)}])
     assert rows(0) == rows(0) and rows(0) != rows(1)
     # inside a mega-batch the batches come sorted longest first
     first = rows(0)[:8]

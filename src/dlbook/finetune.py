@@ -145,6 +145,20 @@ def make_loader(dataset: Any, tokenizer: Any, batch_size: int, shuffle: bool = F
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator)
 
 
+def batch_token_counts(loader: Any) -> np.ndarray:
+    """``(real tokens, tokens including padding)`` of every batch of one pass over ``loader``, (n_batches, 2).
+
+    ``counts[:, 1].sum() / counts[:, 0].sum()`` is the work per real token: 1.0 with no padding.
+    Chapters 10 and 14 compare random and length-grouped batches with it.
+    """
+    rows = []
+    for batch in loader:
+        if "attention_mask" not in batch:
+            raise ValueError("the loader's batches need an 'attention_mask' (use make_loader)")
+        rows.append((int(batch["attention_mask"].sum()), batch["attention_mask"].numel()))
+    return np.array(rows, dtype=np.int64).reshape(-1, 2)
+
+
 # ---------------------------------------------------------------------------------------------
 # training
 
@@ -493,6 +507,7 @@ __all__ = [
     "ClassifierEval",
     "FinetuneSettings",
     "TrainHistory",
+    "batch_token_counts",
     "binary_f1",
     "cache_root",
     "calibration_bins",

@@ -64,3 +64,31 @@ def _weight_cases(rng: np.random.Generator) -> list[Case]:
 
 
 register("ch10.balanced_class_weights", balanced_class_weights, _weight_cases, atol=1e-6, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- padding
+
+
+def padding_ratio(lengths: list[int], batch_size: int) -> float:
+    """Reference: tokens computed per real token when ``lengths``, visited in this order, are cut
+    into consecutive batches of ``batch_size`` (the last one may be shorter) and each batch is
+    padded to its longest member."""
+    computed = sum(max(lengths[i:i + batch_size]) * len(lengths[i:i + batch_size]) for i in range(0, len(lengths), batch_size))
+    return computed / sum(lengths)
+
+
+def _padding_cases(rng: np.random.Generator) -> list[Case]:
+    def case(name: str, lengths: list[int], batch_size: int) -> Case:
+        return Case(name, ([int(n) for n in lengths], batch_size))
+
+    mixed = rng.integers(3, 64, size=50).tolist()
+    return [
+        case("equal lengths: no padding", [7] * 12, 4),
+        case("one long snippet per batch", [2, 2, 2, 10, 2, 2, 2, 10], 4),
+        case("50 snippets, batches of 8 (the last holds 2)", mixed, 8),
+        case("the same snippets sorted", sorted(mixed), 8),
+        case("batch size 1: never padded", mixed[:9], 1),
+    ]
+
+
+register("ch10.padding_ratio", padding_ratio, _padding_cases, atol=1e-9, rtol=1e-9)
