@@ -76,10 +76,10 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(n_train=64, n_validation=32, n_test=64, max_length=32, batch_size=16, lr=1e-4, lora_lr=1e-3,
-               lora_r=8, lora_alpha=16, freeze_k=4, bench_batch=8, bench_length=32, bench_steps=2, bench_steps_lowp=2, n_lowp_eval=32,
+               lora_r=8, lora_alpha=16, freeze_k=4, bench_batch=8, bench_length=32, bench_steps=2, bench_steps_lowp=1, n_lowp_eval=32,
                n_es_train=32, es_batch=16, es_epochs=2, es_eval_every=1, patience=2, imbalance=9),
     full=dict(n_train=2_000, n_validation=200, n_test=600, max_length=64, batch_size=32, lr=1e-4, lora_lr=3e-3,
-              lora_r=8, lora_alpha=16, freeze_k=4, bench_batch=32, bench_length=64, bench_steps=3, bench_steps_lowp=2, n_lowp_eval=100,
+              lora_r=8, lora_alpha=16, freeze_k=4, bench_batch=32, bench_length=64, bench_steps=3, bench_steps_lowp=1, n_lowp_eval=100,
               n_es_train=256, es_batch=16, es_epochs=8, es_eval_every=8, patience=4, imbalance=9),
 )
 sizes
@@ -89,7 +89,8 @@ sizes
 # epoch over a subset of the training split, so that the chapter's ten or so runs fit in a few
 # minutes); `lora_*` the adapter's settings; `bench_*` the fixed batch (padded to
 # `bench_length` tokens) on which time and memory are measured, `bench_steps` steps per variant
-# (`bench_steps_lowp` for bf16 on a CPU, where a step is slow);
+# (`bench_steps_lowp` for bf16 on a CPU, where a step is so slow that one step is timed, memory
+# tracking included);
 # `n_lowp_eval` the test snippets evaluated in low precision; `n_es_train`, `es_batch`, `es_epochs`,
 # `es_eval_every` and `patience` the early-stopping experiment; `imbalance` the positives kept
 # per negative in section 10.9.

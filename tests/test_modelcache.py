@@ -61,3 +61,22 @@ def test_key_changes_with_description_and_rejects_bad_input():
 def test_cache_root_env(monkeypatch, tmp_path):
     monkeypatch.setenv("DLBOOK_CACHE", str(tmp_path / "c"))
     assert modelcache.cache_root() == tmp_path / "c"
+
+
+def test_describe_names_what_decides_the_weights():
+    from dataclasses import dataclass
+
+    from dlbook.modelcache import describe, library_versions
+
+    @dataclass(frozen=True)
+    class Recipe:
+        lr: float = 1e-4
+
+    d = describe(3, "smoke", Recipe(), "cpu", teacher="sentiment-smoke-abc")
+    assert d == {"recipe": 3, "profile": "smoke", "settings": {"lr": 1e-4}, "teacher": "sentiment-smoke-abc",
+                 "versions": library_versions(), "device_type": "cpu"}
+    assert describe(3, "smoke", Recipe(lr=2e-4), "cpu") != describe(3, "smoke", Recipe(), "cpu")
+    with pytest.raises(TypeError, match="dataclass"):
+        describe(3, "smoke", {"lr": 1e-4}, "cpu")
+    with pytest.raises(TypeError, match="dataclass"):
+        describe(3, "smoke", Recipe, "cpu")

@@ -21,7 +21,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .finetune import TrainHistory, evaluate_classifier, make_loader, make_optimizer, optimizer_step, tokenize_dataset
-from .modelcache import cached_model, library_versions
+from .modelcache import cached_model, describe
 from .profiles import check_profile
 from .progress import progress as _progress
 
@@ -319,11 +319,8 @@ def student_key(profile: str, kind: str, distill: bool, device: torch.device | s
     _check_kind(kind)
     device = torch.device(device) if device is not None else pick_device()
     teacher_folder, _ = sentiment_key(profile, device)
-    return {
-        "recipe": RECIPE_VERSION, "profile": profile, "kind": kind, "distill": bool(distill),
-        "settings": asdict(STUDENT_SETTINGS[profile][kind]), "teacher": teacher_folder,
-        "versions": library_versions(), "device_type": device.type,
-    }
+    return describe(RECIPE_VERSION, profile, STUDENT_SETTINGS[profile][kind], device, kind=kind,
+                    distill=bool(distill), teacher=teacher_folder)
 
 
 def build_student(kind: str, teacher: nn.Module, settings: StudentSettings) -> nn.Module:
@@ -342,20 +339,33 @@ def build_student(kind: str, teacher: nn.Module, settings: StudentSettings) -> n
 _TEACHER_LOGITS: dict[tuple[str, str, int | None, int], torch.Tensor] = {}  # computed once per process
 
 
-def _train_student(profile: str, kind: str, distill: bool, device: torch.device) -> tuple[nn.Module, Any, dict[str, Any]]:
+def student_training_data(
+    profile: str, settings: StudentSettings, teacher: nn.Module, tokenizer: Any, device: torch.device, distill: bool
+) -> tuple[Any, torch.Tensor | None]:
+    """The tokenised training snippets of ``settings`` and, if ``distill``, the teacher's logits on them.
+
+    The logits are computed once per process and reused by every student trained on the same
+    snippets (chapter 14 trains two distilled students; chapter 15 distils a pruned one again).
+    """
     from .assets import rotten_tomatoes
+
+    data = rotten_tomatoes()["train"]
+    s = settings
+    train = tokenize_dataset(data if s.n_train is None else data.select(range(s.n_train)), tokenizer, s.max_length)
+    if not distill:
+        return train, None
+    key = (profile, device.type, s.n_train, s.max_length)
+    if key not in _TEACHER_LOGITS:
+        _TEACHER_LOGITS[key] = teacher_logits(teacher, train, tokenizer, device=device)
+    return train, _TEACHER_LOGITS[key]
+
+
+def _train_student(profile: str, kind: str, distill: bool, device: torch.device) -> tuple[nn.Module, Any, dict[str, Any]]:
     from .finetune import sentiment_classifier
 
     s = STUDENT_SETTINGS[profile][kind]
     teacher, tokenizer, _ = sentiment_classifier(profile, device=device)
-    data = rotten_tomatoes()["train"]
-    train = tokenize_dataset(data if s.n_train is None else data.select(range(s.n_train)), tokenizer, s.max_length)
-    targets = None
-    if distill:
-        key = (profile, device.type, s.n_train, s.max_length)
-        if key not in _TEACHER_LOGITS:
-            _TEACHER_LOGITS[key] = teacher_logits(teacher, train, tokenizer, device=device)
-        targets = _TEACHER_LOGITS[key]
+    train, targets = student_training_data(profile, s, teacher, tokenizer, device, distill)
     student = build_student(kind, teacher, s)
     history = train_student(
         student, train, tokenizer, teacher_logits=targets, temperature=s.temperature, alpha=s.alpha,
@@ -415,6 +425,7 @@ __all__ = [
     "soft_targets",
     "student_from_teacher",
     "student_key",
+    "student_training_data",
     "teacher_logits",
     "train_student",
 ]

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modelcache import cache_key, cache_root, cached_model, library_versions
+from .modelcache import cache_key, cache_root, cached_model, describe
 from .profiles import check_profile
 from .progress import progress as _progress
 
@@ -430,13 +430,7 @@ def sentiment_key(profile: str, device: torch.device | str | None = None) -> tup
     from .env import pick_device
 
     device = torch.device(device) if device is not None else pick_device()
-    described = {
-        "recipe": RECIPE_VERSION,
-        "profile": profile,
-        "settings": asdict(SENTIMENT_SETTINGS[profile]),
-        "versions": library_versions(),
-        "device_type": device.type,
-    }
+    described = describe(RECIPE_VERSION, profile, SENTIMENT_SETTINGS[profile], device)
     return cache_key(f"sentiment-{profile}", described), described
 
 

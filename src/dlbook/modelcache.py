@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,22 @@ def cache_key(kind: str, described: Mapping[str, Any]) -> str:
     except TypeError as err:
         raise TypeError(f"described must be JSON-serialisable: {err}") from None
     return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def describe(recipe: int, profile: str, settings: Any, device: torch.device | str, **parts: Any) -> dict[str, Any]:
+    """The description of a cached model that :func:`cache_key` hashes: everything that decides its weights.
+
+    ``recipe`` is the version number of the training code, ``settings`` the recipe's dataclass for
+    ``profile``, ``parts`` anything else (the descriptions or folders of the models it starts
+    from, its kind); the library versions and the device type are added, because a new release
+    or another device can give other weights.
+    """
+    if not is_dataclass(settings) or isinstance(settings, type):
+        raise TypeError(f"settings must be a dataclass instance, got {type(settings).__name__}")
+    return {
+        "recipe": recipe, "profile": profile, "settings": asdict(settings), **parts,
+        "versions": library_versions(), "device_type": torch.device(device).type,
+    }
 
 
 class KeepRandomState:
@@ -97,7 +114,7 @@ def cached_model(
     ``cache_dir / cache_key(kind, described)`` (default :func:`cache_root`); it is written to a
     temporary name and renamed, so a reader never sees half a model. ``info`` is ``described``,
     what ``train`` reported, and ``path``/``from_cache``/``device``. The global random generators
-    are the same after the call whether the model was trained or loaded.
+    are left as they were, whether the model was trained or loaded.
     """
     device = torch.device(device)
     name = cache_key(kind, described)
@@ -125,7 +142,8 @@ def cached_model(
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     info = json.loads(info_file.read_text())
-    model, tokenizer = load(folder)
+    with KeepRandomState(device):  # building an architecture before loading draws random weights
+        model, tokenizer = load(folder)
     if hasattr(model, "to"):
         model = model.to(device)
     if hasattr(model, "eval"):
@@ -136,4 +154,4 @@ def cached_model(
     return model, tokenizer, info
 
 
-__all__ = ["KeepRandomState", "cache_key", "cache_root", "cached_model", "library_versions"]
+__all__ = ["KeepRandomState", "cache_key", "cache_root", "cached_model", "describe", "library_versions"]

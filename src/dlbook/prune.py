@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .modelcache import cached_model, library_versions
+from .modelcache import cached_model, describe
 from .profiles import check_profile
 from .progress import progress as _progress
 
@@ -437,6 +437,13 @@ def shrink_bert(model: nn.Module, keep_heads: Any = None, keep_neurons: Any = No
     return model
 
 
+def load_pruned_folder(folder: str | os.PathLike[str]) -> tuple[nn.Module, Any]:
+    """``(model, tokenizer)`` from a folder written by ``save_pretrained`` after :func:`shrink_bert`."""
+    from transformers import AutoTokenizer
+
+    return load_pruned_bert(folder), AutoTokenizer.from_pretrained(folder)
+
+
 def load_pruned_bert(folder: str | os.PathLike[str], model_class: Any = None) -> nn.Module:
     """Load a model saved with ``save_pretrained`` after :func:`shrink_bert` (or an unpruned one).
 
@@ -550,7 +557,6 @@ def pruned_classifier(
     accuracy before and after the fine-tune and the training history. Taught in chapter 13; used
     by chapter 15.
     """
-    from transformers import AutoTokenizer
 
     from .env import pick_device
     from .finetune import sentiment_key
@@ -558,20 +564,9 @@ def pruned_classifier(
     check_profile(profile)
     device = torch.device(device) if device is not None else pick_device()
     base_key, _ = sentiment_key(profile, device)
-    described = {
-        "recipe": RECIPE_VERSION,
-        "profile": profile,
-        "settings": asdict(PRUNE_SETTINGS[profile]),
-        "baseline": base_key,
-        "versions": library_versions(),
-        "device_type": device.type,
-    }
-
-    def load(folder: Path) -> tuple[nn.Module, Any]:
-        return load_pruned_bert(folder), AutoTokenizer.from_pretrained(folder)
-
+    described = describe(RECIPE_VERSION, profile, PRUNE_SETTINGS[profile], device, baseline=base_key)
     return cached_model(
-        f"pruned-{profile}", described, lambda: _train_pruned(profile, device), load,
+        f"pruned-{profile}", described, lambda: _train_pruned(profile, device), load_pruned_folder,
         device=device, cache_dir=cache_dir, label=f"{profile} pruned classifier",
     )
 
@@ -595,6 +590,7 @@ __all__ = [
     "importance_scores",
     "iter_pruned_modules",
     "load_pruned_bert",
+    "load_pruned_folder",
     "magnitude_mask",
     "n_to_prune",
     "prune_magnitude",
