@@ -49,8 +49,8 @@ class PrunedStudentSettings:
 
 #: The recipe of :func:`pruned_student` per profile (chapter 15 prints it).
 PRUNED_STUDENT_SETTINGS: dict[str, PrunedStudentSettings] = {
-    "smoke": PrunedStudentSettings(keep_heads=12, keep_neurons=768, n_importance=64, epochs=1, lr=1e-4),
-    "full": PrunedStudentSettings(keep_heads=12, keep_neurons=768, n_importance=None, epochs=1, lr=1e-4),
+    "smoke": PrunedStudentSettings(keep_heads=8, keep_neurons=768, n_importance=64, epochs=1, lr=1e-4),
+    "full": PrunedStudentSettings(keep_heads=8, keep_neurons=768, n_importance=None, epochs=2, lr=1e-4),
 }
 
 
