@@ -413,12 +413,29 @@ dlbook.glue("ch10_lowp_speed", fp32_row["s/step"] / low_row["s/step"])
 dlbook.glue("ch10_lowp_mem", low_row["peak MiB"] / fp32_row["peak MiB"])
 
 # %% [markdown]
+# How fast bf16 runs on a CPU depends on its instruction sets, printed in every provenance line
+# and here:
+
+# %%
+features = dlbook.env.cpu_features()
+bf16_native = any(f in features for f in ("avx512_bf16", "amx_bf16"))
+print(f"{dlbook.env.cpu_name()}: {', '.join(features) or 'no flags readable'} | bf16 products in hardware: {bf16_native}")
+if device.type == "cpu" and profile == "full" and features:
+    # the text below explains the speed by these instructions; hold it to that
+    speed = fp32_row["s/step"] / low_row["s/step"]
+    assert (speed > 1) == bf16_native, (speed, features)
+
+# %% [markdown]
 # On this machine a step under {glue:text}`ch10_lowp_speed:.2f` times the fp32 speed (a number
 # below 1 means **slower**), with {glue:text}`ch10_lowp_mem:.2f` times the fp32 peak memory. Read
-# that for what it is. A CPU with only AVX2 has no 16-bit matrix units: it converts bf16 to fp32
-# and back around every product, so bf16 costs time instead of saving it; a full bf16 run of this
-# chapter would take many times longer, which is why on the CPU the chapter only measures the
-# step and checks that bf16 inference of the fp32-trained model keeps its accuracy. The memory
+# the speed together with the instruction sets above. A CPU with AVX-512 BF16 (recent AMD EPYC and
+# Intel Xeon) or AMX (Intel Xeon since Sapphire Rapids) multiplies bf16 pairs and adds into fp32
+# in hardware, so a bf16 step is faster than fp32. A CPU with only AVX2 has no such instruction:
+# it converts bf16 to fp32 and back around every product, so bf16 costs time instead of saving
+# it (the cell above asserts that the measured speed falls on the side the instruction sets
+# predict). On such a CPU a full bf16 run of this chapter would take many times longer, which is
+# why on a CPU the chapter only times one step and checks that bf16 inference of the fp32-trained
+# model keeps its accuracy. The memory
 # saving is real but modest here, because activations are a small part of the peak for short
 # snippets (section 10.1), and autocast adds its 16-bit weight copies. On a GPU with 16-bit matrix
 # units the products, which are most of the work, run several times faster than in fp32 once the
@@ -905,8 +922,8 @@ plt.show()
 #   model, the memory or the number of steps.
 # - Mixed precision runs the products in 16 bits under `torch.autocast` and keeps weights,
 #   optimizer state and loss in fp32; fp16 adds loss scaling, whose unscaled gradients equal the
-#   fp32 ones. On this AVX2 CPU bf16 ran at {glue:text}`ch10_lowp_speed:.2f` times the fp32 speed:
-#   it is a GPU technique.
+#   fp32 ones. On this CPU bf16 ran at {glue:text}`ch10_lowp_speed:.2f` times the fp32 speed;
+#   on a CPU that depends on its bf16 instructions, on a GPU it is the usual way to train.
 # - Gradient accumulation reproduces the big batch's gradient when each micro-batch's loss is its
 #   sum over the group's size, Eq. {eq}`eq-ch10-accumulate`; checkpointing recomputes activations
 #   and gives identical gradients for {glue:text}`ch10_ckpt_time:.2f` times the step time.

@@ -415,7 +415,8 @@ for msg in sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" fo
 print(qlayer)
 
 # %% [markdown]
-# We tried the successor on the book's machine (torchao 0.18 with torch 2.13, a 2-core AVX2 CPU):
+# We tried the successor on the machine this chapter was first built on (torchao 0.18 with torch
+# 2.13, a 2-core AVX2 CPU):
 # `quantize_(model, Int8DynamicActivationInt8WeightConfig())` and `Int8WeightOnlyConfig()` run in
 # eager mode, but both made the classifier **slower** than float32, not faster (torchao's fast
 # int8 kernels are written for GPUs and for models compiled with `torch.compile`). So this chapter uses the deprecated
@@ -607,9 +608,10 @@ print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x fas
 # in integers. The attention products, softmax, GELU and LayerNorm, and the quantization of every
 # input batch, still run in float32 and take the same time as before, so they weigh more in the
 # int8 model's time (Amdahl's law; exercise {ref}`ch12-ex-amdahl`). At batch 1 the matrices are
-# thin and fixed overheads dominate both models. And a CPU with AVX-512 VNNI multiplies int8 pairs
-# faster than the book's AVX2 machine; the ratio depends on the hardware, which is why the
-# provenance is printed with it.
+# thin and fixed overheads dominate both models. And the gain depends on the CPU: with VNNI
+# (`avx512_vnni` or `avx_vnni` among the instruction sets in the provenance line) one instruction
+# multiplies int8 pairs and adds them into int32, where AVX2 needs three, so the same model gains
+# more from int8 on a CPU that has it.
 #
 # ## Summary
 #

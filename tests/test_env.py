@@ -28,3 +28,18 @@ def test_bad_seed_and_profile_are_refused():
         dlbook.setup(seed=-1)
     with pytest.raises(ValueError, match="unknown profile"):
         dlbook.setup(profile="tiny")
+
+
+def test_cpu_features_reads_the_flags(monkeypatch, tmp_path):
+    import builtins
+
+    from dlbook import env
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("model name\t: Test CPU\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(fake if f == "/proc/cpuinfo" else f, *a, **k))
+    assert env.cpu_features() == ("avx2", "avx512f", "avx512_bf16")
+    assert env.device_name(torch.device("cpu")) == "Test CPU (avx2, avx512f, avx512_bf16)"
+    fake.write_text("model name\t: Bare CPU\n")
+    assert env.cpu_features() == () and env.device_name(torch.device("cpu")) == "Bare CPU"

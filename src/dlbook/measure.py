@@ -274,11 +274,11 @@ def measure_classifier(
 
 
 def provenance_line(threads: int | None = None) -> str:
-    """``CPU <model> | threads N | torch X``: what every measurement table is printed with."""
-    from .env import cpu_name
+    """``CPU <model> (<instruction sets>) | threads N | torch X``: what every measurement table is printed with."""
+    from .env import device_name
 
     n = threads if threads is not None else torch.get_num_threads()
-    return f"CPU {cpu_name()} | threads {n} | torch {torch.__version__}"
+    return f"CPU {device_name(torch.device('cpu'))} | threads {n} | torch {torch.__version__}"
 
 
 class Scoreboard:
