@@ -510,17 +510,25 @@ PRUNE_SETTINGS: dict[str, PruneSettings] = {
 }
 
 
-def prune_to_settings(model: nn.Module, tokenizer: Any, s: PruneSettings, device: torch.device) -> tuple[nn.Module, Importance]:
-    """Score heads and neurons on validation snippets and shrink a copy of ``model`` to ``s``'s counts."""
+def prune_by_importance(
+    model: nn.Module, tokenizer: Any, *, keep_heads: int, keep_neurons: int, n_importance: int | None, max_length: int,
+    device: torch.device,
+) -> tuple[nn.Module, Importance]:
+    """Score heads and neurons on the first ``n_importance`` validation snippets (``None``: all) and
+    shrink a copy of ``model`` to ``keep_heads`` heads and ``keep_neurons`` neurons per layer.
+
+    Used for chapter 13's pruned classifier and for chapter 15's pruned student
+    (:func:`dlbook.combined.pruned_student`).
+    """
     from .assets import rotten_tomatoes
     from .finetune import tokenize_dataset
 
     val = rotten_tomatoes()["validation"]
-    if s.n_importance is not None:
-        val = val.select(range(s.n_importance))
-    scores = importance_scores(model, tokenize_dataset(val, tokenizer, s.max_length), tokenizer, device=device)
-    keep_h = top_k_per_layer(scores.heads, s.keep_heads)
-    keep_n = top_k_per_layer(scores.neurons, s.keep_neurons)
+    if n_importance is not None:
+        val = val.select(range(n_importance))
+    scores = importance_scores(model, tokenize_dataset(val, tokenizer, max_length), tokenizer, device=device)
+    keep_h = top_k_per_layer(scores.heads, keep_heads)
+    keep_n = top_k_per_layer(scores.neurons, keep_neurons)
     return shrink_bert(model, keep_h, keep_n), scores
 
 
@@ -530,7 +538,8 @@ def _train_pruned(profile: str, device: torch.device) -> tuple[nn.Module, Any, d
 
     s = PRUNE_SETTINGS[profile]
     base, tokenizer, _ = sentiment_classifier(profile, device=device)
-    model, _ = prune_to_settings(base, tokenizer, s, device)
+    model, _ = prune_by_importance(base, tokenizer, keep_heads=s.keep_heads, keep_neurons=s.keep_neurons,
+                                   n_importance=s.n_importance, max_length=s.max_length, device=device)
     data = rotten_tomatoes()
     train = data["train"] if s.n_train is None else data["train"].select(range(s.n_train))
     train = tokenize_dataset(train, tokenizer, s.max_length)
@@ -594,7 +603,7 @@ __all__ = [
     "magnitude_mask",
     "n_to_prune",
     "prune_magnitude",
-    "prune_to_settings",
+    "prune_by_importance",
     "pruned_classifier",
     "remove_pruning",
     "select_linear",
