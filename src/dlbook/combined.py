@@ -55,19 +55,17 @@ PRUNED_STUDENT_SETTINGS: dict[str, PrunedStudentSettings] = {
 
 
 def _train_pruned_student(profile: str, device: torch.device) -> tuple[nn.Module, Any, dict[str, Any]]:
-    from .assets import rotten_tomatoes
     from .distill import STUDENT_SETTINGS, distilled_student, student_training_data, train_student
-    from .finetune import evaluate_classifier, sentiment_classifier, tokenize_dataset
-    from .prune import prune_by_importance, structure
+    from .finetune import evaluate_classifier, sentiment_classifier
+    from .prune import importance_snippets, prune_by_importance, structure
 
     p = PRUNED_STUDENT_SETTINGS[profile]
     s = STUDENT_SETTINGS[profile]["layers"]
     teacher, tokenizer, _ = sentiment_classifier(profile, device=device)
     student, _, _ = distilled_student(profile, "layers", True, device=device)
-    model, _ = prune_by_importance(student, tokenizer, keep_heads=p.keep_heads, keep_neurons=p.keep_neurons,
-                                   n_importance=p.n_importance, max_length=s.max_length, device=device)
-    val = rotten_tomatoes()["validation"]
-    val = tokenize_dataset(val if p.n_importance is None else val.select(range(p.n_importance)), tokenizer, s.max_length)
+    val = importance_snippets(tokenizer, p.n_importance, s.max_length)
+    model, _ = prune_by_importance(student, val, tokenizer, keep_heads=p.keep_heads, keep_neurons=p.keep_neurons,
+                                   device=device)
     before = evaluate_classifier(model, val, tokenizer, device=device).accuracy
     train, targets = student_training_data(profile, s, teacher, tokenizer, device, distill=True)
     history = train_student(

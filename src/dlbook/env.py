@@ -32,16 +32,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first ``field`` line of /proc/cpuinfo (Linux), or ``None``."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 #: The x86 instruction sets that decide how fast int8 and bf16 matrix products run on a CPU:
@@ -56,15 +61,8 @@ def cpu_features() -> tuple[str, ...]:
     Empty where the flags cannot be read (macOS, Windows, non-x86). The speed-ups of int8
     (chapter 12) and bf16 (chapter 10) on a CPU depend on them, so the provenance line shows them.
     """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return tuple(x for x in MATRIX_FEATURES if x in flags)
-    except OSError:
-        pass
-    return ()
+    flags = set((_cpuinfo("flags") or "").split())
+    return tuple(x for x in MATRIX_FEATURES if x in flags)
 
 
 def device_name(device: torch.device) -> str:

@@ -510,23 +510,25 @@ PRUNE_SETTINGS: dict[str, PruneSettings] = {
 }
 
 
+def importance_snippets(tokenizer: Any, n_importance: int | None, max_length: int) -> Any:
+    """The first ``n_importance`` validation snippets (``None``: all 1,000), tokenised, with labels."""
+    from .assets import rotten_tomatoes
+    from .finetune import tokenize_dataset
+
+    val = rotten_tomatoes()["validation"]
+    return tokenize_dataset(val if n_importance is None else val.select(range(n_importance)), tokenizer, max_length)
+
+
 def prune_by_importance(
-    model: nn.Module, tokenizer: Any, *, keep_heads: int, keep_neurons: int, n_importance: int | None, max_length: int,
-    device: torch.device,
+    model: nn.Module, dataset: Any, tokenizer: Any, *, keep_heads: int, keep_neurons: int, device: torch.device
 ) -> tuple[nn.Module, Importance]:
-    """Score heads and neurons on the first ``n_importance`` validation snippets (``None``: all) and
+    """Score heads and neurons on ``dataset`` (validation snippets, :func:`importance_snippets`) and
     shrink a copy of ``model`` to ``keep_heads`` heads and ``keep_neurons`` neurons per layer.
 
     Used for chapter 13's pruned classifier and for chapter 15's pruned student
     (:func:`dlbook.combined.pruned_student`).
     """
-    from .assets import rotten_tomatoes
-    from .finetune import tokenize_dataset
-
-    val = rotten_tomatoes()["validation"]
-    if n_importance is not None:
-        val = val.select(range(n_importance))
-    scores = importance_scores(model, tokenize_dataset(val, tokenizer, max_length), tokenizer, device=device)
+    scores = importance_scores(model, dataset, tokenizer, device=device)
     keep_h = top_k_per_layer(scores.heads, keep_heads)
     keep_n = top_k_per_layer(scores.neurons, keep_neurons)
     return shrink_bert(model, keep_h, keep_n), scores
@@ -538,12 +540,13 @@ def _train_pruned(profile: str, device: torch.device) -> tuple[nn.Module, Any, d
 
     s = PRUNE_SETTINGS[profile]
     base, tokenizer, _ = sentiment_classifier(profile, device=device)
-    model, _ = prune_by_importance(base, tokenizer, keep_heads=s.keep_heads, keep_neurons=s.keep_neurons,
-                                   n_importance=s.n_importance, max_length=s.max_length, device=device)
+    val = importance_snippets(tokenizer, None, s.max_length)
+    scored = val if s.n_importance is None else val.select(range(s.n_importance))
+    model, _ = prune_by_importance(base, scored, tokenizer, keep_heads=s.keep_heads, keep_neurons=s.keep_neurons,
+                                   device=device)
     data = rotten_tomatoes()
     train = data["train"] if s.n_train is None else data["train"].select(range(s.n_train))
     train = tokenize_dataset(train, tokenizer, s.max_length)
-    val = tokenize_dataset(data["validation"], tokenizer, s.max_length)
     before = evaluate_classifier(model, val, tokenizer, device=device).accuracy
     history = train_classifier(model, train, tokenizer, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                                warmup_ratio=s.warmup_ratio, seed=s.seed, device=device)
@@ -603,6 +606,7 @@ __all__ = [
     "magnitude_mask",
     "n_to_prune",
     "prune_magnitude",
+    "importance_snippets",
     "prune_by_importance",
     "pruned_classifier",
     "remove_pruning",
