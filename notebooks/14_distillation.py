@@ -65,8 +65,8 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 sizes = dlbook.by_profile(
     profile,
     # n_test = None: the whole test split (1,500 snippets); rounds = timed forward passes per model and batch size
-    smoke=dict(n_test=128, test_max_length=128, n_grad=16, threads=2, rounds={1: 3, 32: 2}),
-    full=dict(n_test=None, test_max_length=128, n_grad=256, threads=2, rounds={1: 20, 32: 10}),
+    smoke=dict(n_test=128, test_max_length=128, n_grad=16, n_step_timing=64, threads=2, rounds={1: 3, 32: 2}),
+    full=dict(n_test=None, test_max_length=128, n_grad=256, n_step_timing=384, threads=2, rounds={1: 20, 32: 10}),
 )
 sizes
 
@@ -74,7 +74,8 @@ sizes
 # The students' training recipes are not in this cell: they live with the cached students in
 # `dlbook.distill.STUDENT_SETTINGS` (printed in section 14.4), so that chapter 15 gets the very
 # same models. `n_grad` is the number of training snippets used to measure gradients in section
-# 14.2, `threads` the CPU threads every latency is measured with, `rounds` how often each model is
+# 14.2, `n_step_timing` the number of snippets whose training steps are timed in section 14.4,
+# `threads` the CPU threads every latency is measured with, `rounds` how often each model is
 # timed at batch 1 and batch 32.
 #
 # ## 14.1 Soft targets and the temperature
@@ -358,6 +359,77 @@ dlbook.glue("ch14_pad_grouped", pad[True])
 # Grouping takes the work per real token from {glue:text}`ch14_pad_random:.2f` to
 # {glue:text}`ch14_pad_grouped:.2f` tokens. The step time falls by less, because the optimizer's
 # update of every weight does not depend on the batch's length.
+#
+# That update is the second economy. The biggest matrix of both students is the word-embedding
+# table: $30{,}522 \times 384$ in the shallow copy (two thirds of its parameters), $30{,}522 \times
+# 256$ in the narrow one. A batch of 32 snippets uses a few hundred of its rows, yet AdamW moves
+# every row at every step (its running averages and the weight decay do not care whether a row
+# had a gradient), and the gradient clipping reads every entry. `StudentSettings.embeddings` says
+# how a student treats the table:
+#
+# - `"train"`: every entry trains, as in chapter 9;
+# - `"freeze"`: nothing trains; the table stays what it was (for the shallow copy, the teacher's,
+#   which chapter 9 fine-tuned for this very task);
+# - `"project"`: the table is the product $E P$ of the teacher's table $E \in \mathbb{R}^{30{,}522
+#   \times 384}$, frozen, and a small matrix $P \in \mathbb{R}^{384 \times h}$ that trains. This is
+#   ALBERT's factorised embedding {cite}`lan2020albert` with the big factor borrowed from the
+#   teacher. Every word's vector moves when $P$ does, also the vectors of words that no training
+#   snippet contains. $P$ starts as the least-squares solution of $E P = W$ for the student's
+#   starting table $W$: the identity for the shallow copy, the random projection of section 14.3
+#   for the narrow student. So switching does not change what the student computes, and after
+#   training the two factors are multiplied out into one table (`fold`): the saved student is a
+#   plain `BertForSequenceClassification`, as fast as before.
+
+# %%
+dlbook.show(distill.ProjectedEmbedding)
+
+# %% [markdown]
+# Switched on the untrained shallow copy: $P$ comes out as the identity, the logits do not move,
+# and folding gives back an ordinary table:
+
+# %%
+projected_copy = distill.set_embedding_mode(distill.student_from_teacher(teacher, [0, 2, 4]).eval(), "project", teacher)
+factored = projected_copy.bert.embeddings.word_embeddings  # ProjectedEmbedding: table (V, 384) frozen, projection (384, 384)
+probe = finetune.make_loader(train_small.select(range(8)), tokenizer, 8)
+batch = {k: v.to(device) for k, v in next(iter(probe)).items() if k != "labels"}  # (8, T) each
+torch.testing.assert_close(factored.projection, torch.eye(384, device=factored.projection.device), atol=1e-5, rtol=0)
+with torch.no_grad():
+    torch.testing.assert_close(projected_copy(**batch).logits, student0.eval()(**batch).logits, atol=1e-5, rtol=1e-4)
+    ids = batch["input_ids"]
+    torch.testing.assert_close(factored(ids), (factored.table @ factored.projection)[ids])  # (8, T, 384)
+    torch.testing.assert_close(factored.fold()(ids), factored(ids))
+print(f"{type(factored).__name__}: trains {factored.projection.numel():,} numbers instead of "
+      f"{factored.table.numel():,}; same logits before training; fold() == table @ projection")
+
+# %% [markdown]
+# What each mode saves, measured: a few training steps of the shallow copy in each mode, on the
+# same batches, one run after the other:
+
+# %%
+step_data = train_tok.select(range(sizes["n_step_timing"]))
+s_layers = distill.STUDENT_SETTINGS[profile]["layers"]
+step_time, trainable = {}, {}
+for mode in distill.EMBEDDING_MODES:
+    model = distill.set_embedding_mode(distill.student_from_teacher(teacher, s_layers.layers), mode, teacher)
+    trainable[mode] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    h = distill.train_student(model, step_data, tokenizer, teacher_logits=None, epochs=1, batch_size=s_layers.batch_size,
+                              lr=s_layers.lr, group_by_length=True, device=device, show_progress=False)
+    step_time[mode] = h.seconds / h.total_steps
+    print(f"{mode:>8}: {trainable[mode] / 1e6:5.2f} M trainable parameters, {step_time[mode]:.3f} s per step "
+          f"({h.total_steps} steps)")
+for mode in ("freeze", "project"):
+    dlbook.glue(f"ch14_step_saving_{mode}", 100 * (1 - step_time[mode] / step_time["train"]))
+assert trainable["project"] < 0.4 * trainable["train"] and trainable["freeze"] < trainable["project"]
+
+# %% [markdown]
+# Freezing the table saves {glue:text}`ch14_step_saving_freeze:.0f} % of a step and projecting
+# it {glue:text}`ch14_step_saving_project:.0f} %, on the machine in the provenance line (a timing
+# of a few steps, so a few points of noise). What the modes cost in accuracy was measured when
+# the recipes were chosen, on the validation split, never the test split (the runs are listed on
+# the book's Reproducibility page): for the shallow copy, `"project"` did as well as training the
+# whole table, and `"freeze"` a little worse; for the narrow student, whose table starts as a
+# random projection that has to learn far more, `"project"` lost about a point, so it trains its
+# whole table. The recipes below follow that.
 #
 # The recipes (`n_train=None`: the whole training split; snippets are cut to `max_length` tokens
 # for training, the test split is read at 128). Each student is trained twice, with the teacher

@@ -137,6 +137,74 @@ def test_narrow_student(tiny_teacher):
         distill.narrow_student(100, hidden_size=16, num_heads=4, teacher_embeddings=emb)
 
 
+def test_embedding_projection_is_what_narrow_student_uses(tiny_teacher):
+    emb = tiny_teacher.bert.embeddings.word_embeddings.weight.detach()
+    proj = distill.embedding_projection(emb, 16, seed=3)  # (32, 16)
+    assert proj.shape == (32, 16)
+    student = distill.narrow_student(30522, hidden_size=16, num_layers=1, num_heads=2, teacher_embeddings=emb, seed=3)
+    torch.testing.assert_close(student.bert.embeddings.word_embeddings.weight.detach(), emb @ proj)
+    torch.testing.assert_close((emb @ proj).norm(dim=1).mean(), emb.norm(dim=1).mean())
+    with pytest.raises(ValueError, match="hidden_size"):
+        distill.embedding_projection(emb, 0)
+    with pytest.raises(ValueError, match="vocab_size, d"):
+        distill.embedding_projection(emb[0], 16)
+
+
+def test_projected_embedding_forward_fold_and_errors():
+    g = torch.Generator().manual_seed(0)
+    table, proj = torch.randn(20, 6, generator=g), torch.randn(6, 4, generator=g)
+    pe = distill.ProjectedEmbedding(table, proj, padding_idx=0)
+    ids = torch.tensor([[0, 3, 19], [7, 7, 1]])
+    torch.testing.assert_close(pe(ids), (table @ proj)[ids])  # (2, 3, 4)
+    assert [n for n, _ in pe.named_parameters()] == ["projection"]  # the table is a buffer
+    pe(ids).sum().backward()
+    assert pe.projection.grad is not None and pe.projection.grad.shape == (6, 4)
+    folded = pe.fold()
+    assert isinstance(folded, torch.nn.Embedding) and folded.padding_idx == 0 and folded.weight.requires_grad
+    torch.testing.assert_close(folded(ids), pe(ids).detach())
+    with pytest.raises(ValueError, match="projection"):
+        distill.ProjectedEmbedding(table, torch.randn(5, 4))
+
+
+def test_set_embedding_mode_keeps_the_function(tiny_teacher):
+    emb = tiny_teacher.bert.embeddings.word_embeddings.weight
+    x = torch.randint(1, 30522, (2, 9))
+    for mode in distill.EMBEDDING_MODES:
+        student = distill.narrow_student(30522, hidden_size=16, num_layers=1, num_heads=2, teacher_embeddings=emb).eval()
+        with torch.no_grad():
+            before = student(input_ids=x).logits
+        distill.set_embedding_mode(student, mode, tiny_teacher)
+        trainable = {n for n, p in student.named_parameters() if p.requires_grad and "word_embeddings" in n}
+        expected = {"train": {"bert.embeddings.word_embeddings.weight"}, "freeze": set(),
+                    "project": {"bert.embeddings.word_embeddings.projection"}}[mode]
+        assert trainable == expected, mode
+        with torch.no_grad():
+            torch.testing.assert_close(student(input_ids=x).logits, before, atol=1e-5, rtol=1e-4)
+        distill.fold_embeddings(student)
+        assert type(student.bert.embeddings.word_embeddings) is torch.nn.Embedding
+        assert student.bert.embeddings.word_embeddings.weight.requires_grad
+        with torch.no_grad():
+            torch.testing.assert_close(student(input_ids=x).logits, before, atol=1e-5, rtol=1e-4)
+
+
+def test_set_embedding_mode_errors(tiny_teacher):
+    student = distill.narrow_student(30522, hidden_size=16, num_layers=1, num_heads=2)  # random table
+    with pytest.raises(ValueError, match="unknown embeddings mode"):
+        distill.set_embedding_mode(student, "thaw", tiny_teacher)
+    with pytest.raises(ValueError, match="not a projection"):
+        distill.set_embedding_mode(student, "project", tiny_teacher)
+    small = distill.narrow_student(100, hidden_size=16, num_layers=1, num_heads=2)
+    with pytest.raises(ValueError, match="vocabulary"):
+        distill.set_embedding_mode(small, "project", tiny_teacher)
+
+
+def test_student_settings_embedding_modes():
+    for profile in ("smoke", "full"):
+        for kind, s in distill.STUDENT_SETTINGS[profile].items():
+            assert s.embeddings in distill.EMBEDDING_MODES
+            assert s.embeddings == distill.STUDENT_SETTINGS["full"][kind].embeddings  # smoke runs full's code path
+
+
 # --------------------------------------------------------------------------- training
 
 

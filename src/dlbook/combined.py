@@ -27,7 +27,7 @@ from .modelcache import cached_model, describe
 from .profiles import check_profile
 
 #: Bump when the recipe below changes, so old caches are not reused.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class PrunedStudentSettings:
     ``keep_heads`` attention heads and ``keep_neurons`` feed-forward neurons are kept in every
     layer, by Taylor importance on ``n_importance`` validation snippets (``None`` = all); then
     ``epochs`` of distillation at learning rate ``lr``, with the 3-layer student's own training
-    snippets, temperature and alpha (``dlbook.distill.STUDENT_SETTINGS[profile]["layers"]``).
+    snippets, temperature, alpha and embedding mode (``dlbook.distill.STUDENT_SETTINGS[profile]["layers"]``).
     """
 
     keep_heads: int
@@ -55,7 +55,14 @@ PRUNED_STUDENT_SETTINGS: dict[str, PrunedStudentSettings] = {
 
 
 def _train_pruned_student(profile: str, device: torch.device) -> tuple[nn.Module, Any, dict[str, Any]]:
-    from .distill import STUDENT_SETTINGS, distilled_student, student_training_data, train_student
+    from .distill import (
+        STUDENT_SETTINGS,
+        distilled_student,
+        fold_embeddings,
+        set_embedding_mode,
+        student_training_data,
+        train_student,
+    )
     from .finetune import evaluate_classifier, sentiment_classifier
     from .prune import importance_snippets, prune_by_importance, structure
 
@@ -68,10 +75,12 @@ def _train_pruned_student(profile: str, device: torch.device) -> tuple[nn.Module
                                    device=device)
     before = evaluate_classifier(model, val, tokenizer, device=device).accuracy
     train, targets = student_training_data(profile, s, teacher, tokenizer, device, distill=True)
+    set_embedding_mode(model, s.embeddings, teacher)  # as the student was trained
     history = train_student(
         model, train, tokenizer, teacher_logits=targets, temperature=s.temperature, alpha=s.alpha, epochs=p.epochs,
         batch_size=s.batch_size, lr=p.lr, seed=s.seed, group_by_length=s.group_by_length, device=device,
     )
+    fold_embeddings(model)
     after = evaluate_classifier(model, val, tokenizer, device=device).accuracy
     info = {"structure": structure(model), "val_acc_before_distill": before, "val_acc_after_distill": after,
             "history": history.to_dict()}

@@ -35,8 +35,9 @@ from .profiles import check_profile
 from .progress import progress as _progress
 
 #: Bump when a recipe below changes, so old caches are not reused.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 KINDS = ("layers", "narrow")
+EMBEDDING_MODES = ("train", "freeze", "project")
 
 # ---------------------------------------------------------------------------------------------
 # the loss
@@ -179,14 +180,61 @@ def narrow_student(
     if teacher_embeddings is not None:
         if teacher_embeddings.dim() != 2 or teacher_embeddings.shape[0] != vocab_size:
             raise ValueError(f"teacher_embeddings must be ({vocab_size}, d), got {tuple(teacher_embeddings.shape)}")
-        g = torch.Generator().manual_seed(seed)
         e = teacher_embeddings.detach().float().cpu()  # (V, d)
-        proj = torch.randn(e.shape[1], hidden_size, generator=g) / math.sqrt(hidden_size)  # (d, h)
-        w = e @ proj  # (V, h)
-        w = w * (e.norm(dim=1).mean() / w.norm(dim=1).mean())
         with torch.no_grad():
-            model.bert.embeddings.word_embeddings.weight.copy_(w)
+            model.bert.embeddings.word_embeddings.weight.copy_(e @ embedding_projection(e, hidden_size, seed))
     return model
+
+
+def embedding_projection(teacher_embeddings: torch.Tensor, hidden_size: int, seed: int = 0) -> torch.Tensor:
+    """The fixed random projection (d, hidden_size) that gives :func:`narrow_student` its word embeddings.
+
+    Entries are N(0, 1/hidden_size) from a generator seeded with ``seed``, then scaled so that the
+    rows of ``teacher_embeddings @ projection`` have the teacher's mean row norm (chapter 14).
+    """
+    if not isinstance(teacher_embeddings, torch.Tensor) or teacher_embeddings.dim() != 2:
+        raise ValueError("teacher_embeddings must be a (vocab_size, d) tensor")
+    if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+        raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
+    e = teacher_embeddings.detach().float().cpu()  # (V, d)
+    g = torch.Generator().manual_seed(seed)
+    proj = torch.randn(e.shape[1], hidden_size, generator=g) / math.sqrt(hidden_size)  # (d, h)
+    return proj * (e.norm(dim=1).mean() / (e @ proj).norm(dim=1).mean())
+
+
+class ProjectedEmbedding(nn.Module):
+    """Word embeddings as a frozen table times a trainable projection: ``table[ids] @ projection``.
+
+    ALBERT's factorised embedding (Lan et al., 2020) with the big factor frozen: ``table`` (V, d)
+    is the teacher's word-embedding table, a buffer; only ``projection`` (d, h) trains. A step
+    then updates d * h numbers instead of V * h, and every row of the product moves with the
+    projection, also the rows of words the training data never shows. :meth:`fold` multiplies
+    the factors out into the plain ``nn.Embedding`` (V, h) the model is saved with. Chapter 14
+    trains the narrow student this way.
+    """
+
+    def __init__(self, table: torch.Tensor, projection: torch.Tensor, padding_idx: int | None = None) -> None:
+        super().__init__()
+        if table.dim() != 2 or projection.dim() != 2 or table.shape[1] != projection.shape[0]:
+            raise ValueError(
+                f"need table (V, d) and projection (d, h), got {tuple(table.shape)} and {tuple(projection.shape)}"
+            )
+        self.register_buffer("table", table.detach().float().clone())
+        self.projection = nn.Parameter(projection.detach().float().clone())
+        self.padding_idx = padding_idx
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(input_ids, self.table) @ self.projection  # (..., d) @ (d, h) -> (..., h)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The full (V, h) table the two factors stand for."""
+        return self.table @ self.projection
+
+    def fold(self) -> nn.Embedding:
+        """The equivalent ``nn.Embedding`` (V, h), with the same padding index."""
+        with torch.no_grad():
+            return nn.Embedding.from_pretrained(self.weight, freeze=False, padding_idx=self.padding_idx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +322,12 @@ def train_student(
 
 @dataclass(frozen=True)
 class StudentSettings:
-    """Everything that decides the weights of one :func:`distilled_student`."""
+    """Everything that decides the weights of one :func:`distilled_student`.
+
+    ``embeddings`` says how the student's word-embedding table trains (:data:`EMBEDDING_MODES`):
+    ``"train"`` every entry, ``"freeze"`` not at all, ``"project"`` (narrow student only) as the
+    frozen teacher table times a trainable projection (:class:`ProjectedEmbedding`).
+    """
 
     n_train: int | None
     max_length: int
@@ -288,6 +341,7 @@ class StudentSettings:
     num_layers: int = 4
     num_heads: int = 4
     project_embeddings: bool = True
+    embeddings: str = "train"
     group_by_length: bool = True
     seed: int = 0
 
@@ -295,12 +349,14 @@ class StudentSettings:
 #: The students' recipes per profile and kind (chapter 14 prints them).
 STUDENT_SETTINGS: dict[str, dict[str, StudentSettings]] = {
     "smoke": {
-        "layers": StudentSettings(n_train=128, max_length=64, epochs=1, batch_size=32, lr=1e-4, temperature=2.0, alpha=0.5),
+        "layers": StudentSettings(n_train=128, max_length=64, epochs=1, batch_size=32, lr=1e-4, temperature=2.0, alpha=0.5,
+                                  embeddings="project"),
         "narrow": StudentSettings(n_train=128, max_length=64, epochs=1, batch_size=32, lr=3e-4, temperature=4.0, alpha=0.5),
     },
     "full": {
-        "layers": StudentSettings(n_train=None, max_length=64, epochs=3, batch_size=32, lr=1e-4, temperature=2.0, alpha=0.5),
-        "narrow": StudentSettings(n_train=None, max_length=64, epochs=4, batch_size=32, lr=3e-4, temperature=4.0, alpha=0.5),
+        "layers": StudentSettings(n_train=None, max_length=64, epochs=2, batch_size=32, lr=1e-4, temperature=2.0, alpha=0.5,
+                                  embeddings="project"),
+        "narrow": StudentSettings(n_train=None, max_length=64, epochs=3, batch_size=32, lr=3e-4, temperature=4.0, alpha=0.5),
     },
 }
 
@@ -336,6 +392,44 @@ def build_student(kind: str, teacher: nn.Module, settings: StudentSettings) -> n
     ).to(next(teacher.parameters()).device)
 
 
+def set_embedding_mode(student: nn.Module, mode: str, teacher: nn.Module) -> nn.Module:
+    """Prepare ``student``'s word embeddings for training in ``mode`` (see :class:`StudentSettings`), in place.
+
+    ``"freeze"`` stops their gradient; ``"project"`` swaps them for a :class:`ProjectedEmbedding`
+    of the teacher's table ``E`` (V, d) and the projection ``P`` (d, h) that solves
+    ``E @ P = W`` for the student's current table ``W`` by least squares: for the narrow student,
+    whose ``W`` is ``E`` times :func:`embedding_projection`, that gives back the projection, and
+    the function the student computes does not change. ``"train"`` leaves them as they are.
+    Call :func:`fold_embeddings` after training. Taught in chapter 14.
+    """
+    if mode not in EMBEDDING_MODES:
+        raise ValueError(f"unknown embeddings mode {mode!r}; choose one of {EMBEDDING_MODES}")
+    emb = student.bert.embeddings
+    if mode == "freeze":
+        emb.word_embeddings.weight.requires_grad_(False)
+    elif mode == "project":
+        table = teacher.bert.embeddings.word_embeddings.weight.detach().cpu().double()  # (V, d)
+        current = emb.word_embeddings.weight.detach().cpu().double()  # (V, h)
+        if table.shape[0] != current.shape[0]:
+            raise ValueError(f"the student's vocabulary ({current.shape[0]}) is not the teacher's ({table.shape[0]})")
+        proj = torch.linalg.lstsq(table, current).solution  # (d, h)
+        residual = (table @ proj - current).norm() / current.norm()
+        if residual > 1e-3:
+            raise ValueError(f"the student's table is not a projection of the teacher's (relative residual {residual:.2e})")
+        device = emb.word_embeddings.weight.device
+        emb.word_embeddings = ProjectedEmbedding(table.float(), proj.float(), emb.word_embeddings.padding_idx).to(device)
+    return student
+
+
+def fold_embeddings(student: nn.Module) -> nn.Module:
+    """Replace a :class:`ProjectedEmbedding` by the plain ``nn.Embedding`` it equals, in place; unfreeze."""
+    emb = student.bert.embeddings
+    if isinstance(emb.word_embeddings, ProjectedEmbedding):
+        emb.word_embeddings = emb.word_embeddings.fold()
+    emb.word_embeddings.weight.requires_grad_(True)
+    return student
+
+
 _TEACHER_LOGITS: dict[tuple[str, str, int | None, int], torch.Tensor] = {}  # computed once per process
 
 
@@ -367,11 +461,13 @@ def _train_student(profile: str, kind: str, distill: bool, device: torch.device)
     teacher, tokenizer, _ = sentiment_classifier(profile, device=device)
     train, targets = student_training_data(profile, s, teacher, tokenizer, device, distill)
     student = build_student(kind, teacher, s)
+    set_embedding_mode(student, s.embeddings, teacher)
     history = train_student(
         student, train, tokenizer, teacher_logits=targets, temperature=s.temperature, alpha=s.alpha,
         epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed, group_by_length=s.group_by_length,
         device=device,
     )
+    fold_embeddings(student)
     return student, tokenizer, {"n_train": len(train), "history": history.to_dict()}
 
 
@@ -415,13 +511,18 @@ def distilled_student(
 
 
 __all__ = [
+    "EMBEDDING_MODES",
     "KINDS",
+    "ProjectedEmbedding",
     "STUDENT_SETTINGS",
     "StudentSettings",
     "build_student",
     "distillation_loss",
     "distilled_student",
+    "embedding_projection",
+    "fold_embeddings",
     "narrow_student",
+    "set_embedding_mode",
     "soft_targets",
     "student_from_teacher",
     "student_key",
