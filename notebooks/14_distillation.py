@@ -585,7 +585,10 @@ dlbook.glue("ch14_size_narrow", size_narrow)
 # - The distillation loss, Eq. {eq}`eq-ch14-loss`, mixes the label cross-entropy with $T^2$ times
 #   the KL divergence from the teacher's softened distribution to the student's; its gradient is
 #   $(p_s - p_t)/T$ per logit, which shrinks like $1/T^2$, hence the factor $T^2$ (measured above).
-# - The frozen teacher's logits are computed once and looked up during training.
+# - The frozen teacher's logits are computed once and looked up during training. Batches grouped
+#   by length and an embedding table trained as the teacher's frozen table times a small
+#   projection (ALBERT's factorisation; {glue:text}`ch14_step_saving_project:.0f} % off a step of
+#   the shallow copy here) make each step cheaper.
 # - A student initialised from every other teacher layer starts from the teacher's knowledge; a
 #   narrower student from scratch needs more epochs and gets its embeddings from a
 #   random projection of the teacher's.

@@ -110,6 +110,7 @@ print("pruned structure (heads, neurons per layer):", prune.structure(pruned))
 
 # %%
 print(combined.PRUNED_STUDENT_SETTINGS[profile])
+dlbook.glue("ch15_prune_epochs", combined.PRUNED_STUDENT_SETTINGS[profile].epochs)
 kd_pruned, _, kd_pruned_info = combined.pruned_student(profile, device=device)
 kd_pruned = kd_pruned.to(cpu).eval()
 print("distilled + pruned structure:", prune.structure(kd_pruned))
@@ -306,7 +307,8 @@ for key, name in [("int8", "int8"), ("pruned", "pruned"), ("distilled", "distill
 # - **Training budget.** int8 costs seconds and no data; pruning needs importance scores and a
 #   short fine-tune; distillation needs a full training run of the student (chapter 14) and is
 #   worth it when the model will serve many requests. Stacking them costs the sum: the distilled
-#   + pruned student is the 3-layer student plus one more epoch of distillation.
+#   + pruned student costs the 3-layer student's training plus another distillation run of
+#   {glue:text}`ch15_prune_epochs` epoch(s).
 #
 # ## Summary
 #
