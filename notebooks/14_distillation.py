@@ -422,8 +422,8 @@ for mode in ("freeze", "project"):
 assert trainable["project"] < 0.4 * trainable["train"] and trainable["freeze"] < trainable["project"]
 
 # %% [markdown]
-# Freezing the table saves {glue:text}`ch14_step_saving_freeze:.0f} % of a step and projecting
-# it {glue:text}`ch14_step_saving_project:.0f} %, on the machine in the provenance line (a timing
+# Freezing the table saves {glue:text}`ch14_step_saving_freeze:.0f` % of a step and projecting
+# it {glue:text}`ch14_step_saving_project:.0f` %, on the machine in the provenance line (a timing
 # of a few steps, so a few points of noise). What the modes cost in accuracy was measured when
 # the recipes were chosen, on the validation split, never the test split (the runs are listed on
 # the book's Reproducibility page): for the shallow copy, `"project"` did as well as training the
@@ -587,7 +587,7 @@ dlbook.glue("ch14_size_narrow", size_narrow)
 #   $(p_s - p_t)/T$ per logit, which shrinks like $1/T^2$, hence the factor $T^2$ (measured above).
 # - The frozen teacher's logits are computed once and looked up during training. Batches grouped
 #   by length and an embedding table trained as the teacher's frozen table times a small
-#   projection (ALBERT's factorisation; {glue:text}`ch14_step_saving_project:.0f} % off a step of
+#   projection (ALBERT's factorisation; {glue:text}`ch14_step_saving_project:.0f` % off a step of
 #   the shallow copy here) make each step cheaper.
 # - A student initialised from every other teacher layer starts from the teacher's knowledge; a
 #   narrower student from scratch needs more epochs and gets its embeddings from a

@@ -9,6 +9,8 @@ Taught in chapter 14, "Knowledge distillation"; chapter 15 (the compression scor
 - :func:`narrow_student`: a thinner BERT trained from scratch on the teacher's tokenizer;
 - :func:`teacher_logits` and :func:`train_student`: the frozen teacher's logits computed once,
   then a training loop that mixes them with the labels;
+- :func:`set_embedding_mode` and :class:`ProjectedEmbedding`: cheaper steps by freezing the
+  word-embedding table or training it as the teacher's table times a small projection;
 - :func:`distilled_student`: THE students (``kind="layers"`` or ``"narrow"``, with or without
   distillation), trained deterministically per profile and cached with
   :func:`dlbook.modelcache.cached_model`.
@@ -210,7 +212,8 @@ class ProjectedEmbedding(nn.Module):
     then updates d * h numbers instead of V * h, and every row of the product moves with the
     projection, also the rows of words the training data never shows. :meth:`fold` multiplies
     the factors out into the plain ``nn.Embedding`` (V, h) the model is saved with. Chapter 14
-    trains the narrow student this way.
+    trains the 3-layer student's table this way (``d = h = 384``, the projection starting as the
+    identity) and measures what it saves.
     """
 
     def __init__(self, table: torch.Tensor, projection: torch.Tensor, padding_idx: int | None = None) -> None:
@@ -325,8 +328,8 @@ class StudentSettings:
     """Everything that decides the weights of one :func:`distilled_student`.
 
     ``embeddings`` says how the student's word-embedding table trains (:data:`EMBEDDING_MODES`):
-    ``"train"`` every entry, ``"freeze"`` not at all, ``"project"`` (narrow student only) as the
-    frozen teacher table times a trainable projection (:class:`ProjectedEmbedding`).
+    ``"train"`` every entry, ``"freeze"`` not at all, ``"project"`` as the frozen teacher table
+    times a trainable projection (:class:`ProjectedEmbedding`, see :func:`set_embedding_mode`).
     """
 
     n_train: int | None
@@ -422,7 +425,11 @@ def set_embedding_mode(student: nn.Module, mode: str, teacher: nn.Module) -> nn.
 
 
 def fold_embeddings(student: nn.Module) -> nn.Module:
-    """Replace a :class:`ProjectedEmbedding` by the plain ``nn.Embedding`` it equals, in place; unfreeze."""
+    """Undo :func:`set_embedding_mode` after training, in place: a plain, trainable ``nn.Embedding`` again.
+
+    A :class:`ProjectedEmbedding` is folded into the table it equals; a frozen table gets its
+    gradient back. So a student fresh from training and one loaded from the cache are alike.
+    """
     emb = student.bert.embeddings
     if isinstance(emb.word_embeddings, ProjectedEmbedding):
         emb.word_embeddings = emb.word_embeddings.fold()
