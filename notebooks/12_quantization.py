@@ -415,13 +415,15 @@ for msg in sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" fo
 print(qlayer)
 
 # %% [markdown]
-# We tried the successor on the machine this chapter was first built on (torchao 0.18 with torch
-# 2.13, a 2-core AVX2 CPU):
-# `quantize_(model, Int8DynamicActivationInt8WeightConfig())` and `Int8WeightOnlyConfig()` run in
-# eager mode, but both made the classifier **slower** than float32, not faster (torchao's fast
-# int8 kernels are written for GPUs and for models compiled with `torch.compile`). So this chapter uses the deprecated
-# `quantize_dynamic`, the one API that speeds up a CPU on this torch, knowing it will be removed:
-# `dlbook.quantize.int8_dynamic` wraps it in one place (catching exactly these warnings, with a
+# We tried the successor (torchao 0.18 with torch 2.13, eager mode, the classifier on a batch of
+# 32 test snippets, 2 threads): `quantize_(model, Int8DynamicActivationInt8WeightConfig())` and
+# `Int8WeightOnlyConfig()`. Both made the classifier **slower** than float32, not faster, on the
+# 2-core AVX2 CPU this chapter was first built on and again on a 2-core AVX-512 CPU with VNNI,
+# where `quantize_dynamic` was about twice as fast as float32 in the same script (the timings, and
+# `tools/torchao_check.py` that took them, are on the Reproducibility page): torchao's fast int8
+# kernels are written for GPUs and for models compiled with `torch.compile`. So this chapter uses
+# the deprecated `quantize_dynamic`, the one API that speeds up a CPU on this torch, knowing it
+# will be removed: `dlbook.quantize.int8_dynamic` wraps it in one place (catching exactly these warnings, with a
 # comment) so that a later move to torchao changes one function, and the chapter's numbers will
 # say whether the move is worth it.
 #
@@ -628,7 +630,8 @@ print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x fas
 # - `dlbook.quantize.int8_dynamic` (int8 linear layers, weight-only int8 embeddings) made the
 #   classifier {glue:text}`ch12_smaller:.2f`x smaller and {glue:text}`ch12_speedup`x faster at
 #   batch {glue:text}`ch12_big` for {glue:text}`ch12_acc_drop` points of accuracy. It uses the
-#   deprecated `torch.ao.quantization` because, on this torch and CPU, torchao does not speed it up.
+#   deprecated `torch.ao.quantization` because, on this torch and the CPUs we tried, torchao does
+#   not speed it up.
 # - `dlbook.measure` is how Part IV measures: size on disk, interleaved median latencies with fixed
 #   threads, test accuracy, ratios against a baseline, provenance.
 #
