@@ -701,8 +701,8 @@ print("layers", spread_layers_solution(6, 2), "| untrained test accuracy",
 # :::{exercise}
 # :label: ch14-ex-seeds
 # Train the shallow student three more times with and without the teacher, changing only the
-# seed (`dataclasses.replace(distill.STUDENT_SETTINGS["full"]["layers"], seed=s)`, then
-# `distill.build_student` and `distill.train_student` as in `dlbook.distill._train_student`).
+# seed: `distill.train_new_student("full", "layers", distill=d, settings=dataclasses.replace(
+# distill.STUDENT_SETTINGS["full"]["layers"], seed=s))` trains one without touching the cache.
 # Is the difference between distilled and label-only students larger than the spread across
 # seeds?
 # :::

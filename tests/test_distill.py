@@ -279,3 +279,12 @@ def test_distilled_student_keys_and_errors():
         distill.distilled_student("smoke", kind="layers", distill="yes")
     with pytest.raises(ValueError):
         distill.distilled_student("nope")
+
+
+def test_train_new_student_errors():
+    with pytest.raises(ValueError, match="unknown student kind"):
+        distill.train_new_student("smoke", "wide", True, "cpu")
+    with pytest.raises(TypeError, match="StudentSettings"):
+        distill.train_new_student("smoke", "layers", True, "cpu", settings={"epochs": 1})
+    with pytest.raises(ValueError):
+        distill.train_new_student("nope", "layers", True, "cpu")

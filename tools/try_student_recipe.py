@@ -27,21 +27,14 @@ def main() -> None:
     parser.add_argument("changes", nargs="?", default="{}", help="JSON object of StudentSettings fields")
     args = parser.parse_args()
     device = setup(seed=0)
-    teacher, tokenizer, _ = finetune.sentiment_classifier("full", device=device)
-    s = dataclasses.replace(distill.STUDENT_SETTINGS["full"][args.kind], **json.loads(args.changes))
-    train, targets = distill.student_training_data("full", s, teacher, tokenizer, device, args.loss == "kd")
-    student = distill.set_embedding_mode(distill.build_student(args.kind, teacher, s), s.embeddings, teacher)
-    history = distill.train_student(
-        student, train, tokenizer, teacher_logits=targets, temperature=s.temperature, alpha=s.alpha, epochs=s.epochs,
-        batch_size=s.batch_size, lr=s.lr, seed=s.seed, group_by_length=s.group_by_length, device=device,
-        show_progress=False,
-    )
-    distill.fold_embeddings(student)
+    settings = dataclasses.replace(distill.STUDENT_SETTINGS["full"][args.kind], **json.loads(args.changes))
+    student, tokenizer, info = distill.train_new_student("full", args.kind, args.loss == "kd", device, settings,
+                                                         show_progress=False)
     reviews = assets.rotten_tomatoes()
     acc = {split: finetune.evaluate_classifier(student, finetune.tokenize_dataset(reviews[split], tokenizer, 128),
                                                tokenizer, device=device).accuracy
            for split in ("validation", "test")}
-    print(f"{args.kind} {args.loss} {args.changes}: trained in {history.seconds:.0f} s | "
+    print(f"{args.kind} {args.loss} {args.changes}: trained in {info['history']['seconds']:.0f} s | "
           f"validation {acc['validation']:.4f} | test {acc['test']:.4f}")
 
 

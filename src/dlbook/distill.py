@@ -461,10 +461,29 @@ def student_training_data(
     return train, _TEACHER_LOGITS[key]
 
 
-def _train_student(profile: str, kind: str, distill: bool, device: torch.device) -> tuple[nn.Module, Any, dict[str, Any]]:
+def train_new_student(
+    profile: str,
+    kind: str,
+    distill: bool,
+    device: torch.device | str | None = None,
+    settings: StudentSettings | None = None,
+    show_progress: bool = True,
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """Train one student from scratch, never cached: ``(model, tokenizer, info)``.
+
+    What :func:`distilled_student` runs the first time, with ``settings`` (default
+    ``STUDENT_SETTINGS[profile][kind]``) open to change: to try another recipe or seed (chapter 14's
+    last exercise, ``tools/try_student_recipe.py``). The teacher is the cached chapter 9 classifier.
+    """
+    from .env import pick_device
     from .finetune import sentiment_classifier
 
-    s = STUDENT_SETTINGS[profile][kind]
+    check_profile(profile)
+    _check_kind(kind)
+    device = torch.device(device) if device is not None else pick_device()
+    s = settings if settings is not None else STUDENT_SETTINGS[profile][kind]
+    if not isinstance(s, StudentSettings):
+        raise TypeError(f"settings must be a StudentSettings, got {type(s).__name__}")
     teacher, tokenizer, _ = sentiment_classifier(profile, device=device)
     train, targets = student_training_data(profile, s, teacher, tokenizer, device, distill)
     student = build_student(kind, teacher, s)
@@ -472,7 +491,7 @@ def _train_student(profile: str, kind: str, distill: bool, device: torch.device)
     history = train_student(
         student, train, tokenizer, teacher_logits=targets, temperature=s.temperature, alpha=s.alpha,
         epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed, group_by_length=s.group_by_length,
-        device=device,
+        device=device, show_progress=show_progress,
     )
     fold_embeddings(student)
     return student, tokenizer, {"n_train": len(train), "history": history.to_dict()}
@@ -512,7 +531,7 @@ def distilled_student(
     tag = "distilled" if distill else "label-trained"
     return cached_model(
         f"student-{kind}-{'kd' if distill else 'ce'}-{profile}", described,
-        lambda: _train_student(profile, kind, distill, device), load,
+        lambda: train_new_student(profile, kind, distill, device), load,
         device=device, cache_dir=cache_dir, label=f"{profile} {tag} {kind} student",
     )
 
@@ -535,5 +554,6 @@ __all__ = [
     "student_key",
     "student_training_data",
     "teacher_logits",
+    "train_new_student",
     "train_student",
 ]
