@@ -288,3 +288,39 @@ def test_train_new_student_errors():
         distill.train_new_student("smoke", "layers", True, "cpu", settings={"epochs": 1})
     with pytest.raises(ValueError):
         distill.train_new_student("nope", "layers", True, "cpu")
+
+
+def test_set_dropout_sets_every_module_and_gives_back_the_old_value(tiny_teacher, tiny_data):
+    ds, tok = tiny_data
+    student = distill.student_from_teacher(tiny_teacher, [0, 1]).train()
+    batch = {"input_ids": torch.tensor([ds[0]["input_ids"]] * 2)}
+    with torch.no_grad():
+        torch.manual_seed(0)
+        noisy = student(**batch).logits
+        assert distill.set_dropout(student, 0.0) == pytest.approx(0.1)  # BERT's default
+        assert {m.p for m in student.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
+        quiet = student(**batch).logits
+        torch.testing.assert_close(quiet, student.eval()(**batch).logits)  # no dropout: train mode == eval mode
+        assert not torch.allclose(noisy, quiet)
+    assert distill.set_dropout(student, 0.1) == 0.0
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, "0.1", True])
+def test_set_dropout_bad_probability(tiny_teacher, p):
+    with pytest.raises(ValueError, match="probability"):
+        distill.set_dropout(distill.student_from_teacher(tiny_teacher, [0]), p)
+
+
+def test_set_dropout_needs_agreeing_modules(tiny_teacher):
+    with pytest.raises(ValueError, match="no nn.Dropout"):
+        distill.set_dropout(torch.nn.Linear(2, 2), 0.0)
+    student = distill.student_from_teacher(tiny_teacher, [0])
+    student.classifier_dropout = torch.nn.Dropout(0.3)
+    with pytest.raises(ValueError, match="disagree"):
+        distill.set_dropout(student, 0.0)
+
+
+def test_student_settings_dropout_is_a_probability():
+    for profile in ("smoke", "full"):
+        for s in distill.STUDENT_SETTINGS[profile].values():
+            assert s.dropout is None or 0.0 <= s.dropout < 1.0

@@ -141,6 +141,23 @@ def test_decay_parameter_names_match_trainer():
     assert not any("LayerNorm" in n for n in ours)
 
 
+def test_make_optimizer_fused_is_the_same_update():
+    models = [tiny_model().eval() for _ in range(2)]  # eval: no dropout, the same forward in both
+    models[1].load_state_dict(models[0].state_dict())
+    x = torch.randint(0, 100, (4, 7))
+    optimizers = [ft.make_optimizer(m, 1e-2, 0.01, fused=f) for m, f in zip(models, (False, True), strict=True)]
+    assert optimizers[1].defaults["fused"] and not optimizers[0].defaults["fused"]
+    for _ in range(3):
+        for m, opt in zip(models, optimizers, strict=True):
+            m(input_ids=x).logits.square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)  # a step moves a weight by ~lr = 1e-2
+    with pytest.raises(TypeError, match="fused"):
+        ft.make_optimizer(models[0], 1e-2, 0.01, fused="yes")
+
+
 def test_train_classifier_schedule_and_determinism(tokenized, tokenizer):
     kw = dict(epochs=2, batch_size=16, lr=1e-3, warmup_ratio=0.1, seed=3, show_progress=False)
     m1, m2, m3 = tiny_model(), tiny_model(), tiny_model()

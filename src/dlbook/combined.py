@@ -6,7 +6,7 @@ Built for chapter 15, "The compression scoreboard", from the pieces of chapters 
 2. chapter 13's Taylor importance on validation snippets (:func:`dlbook.prune.importance_scores`)
    picks the heads and feed-forward neurons to keep in each of its layers, and
    :func:`dlbook.prune.shrink_bert` removes the others for real;
-3. one more pass of distillation from the teacher's logits (:func:`dlbook.distill.train_student`)
+3. one more pass of distillation from the teacher's logits (:func:`dlbook.distill.fit_student`)
    repairs what the cut broke.
 
 Chapter 15 quantizes the result to int8 (:func:`dlbook.quantize.int8_dynamic`) on top. The model
@@ -27,7 +27,7 @@ from .modelcache import cached_model, describe
 from .profiles import check_profile
 
 #: Bump when the recipe below changes, so old caches are not reused.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,8 @@ class PrunedStudentSettings:
     ``keep_heads`` attention heads and ``keep_neurons`` feed-forward neurons are kept in every
     layer, by Taylor importance on ``n_importance`` validation snippets (``None`` = all); then
     ``epochs`` of distillation at learning rate ``lr``, with the 3-layer student's own training
-    snippets, temperature, alpha and embedding mode (``dlbook.distill.STUDENT_SETTINGS[profile]["layers"]``).
+    snippets, temperature, alpha, embedding mode and dropout (``dlbook.distill.STUDENT_SETTINGS[profile]["layers"]``,
+    through :func:`dlbook.distill.fit_student`).
     """
 
     keep_heads: int
@@ -55,14 +56,7 @@ PRUNED_STUDENT_SETTINGS: dict[str, PrunedStudentSettings] = {
 
 
 def _train_pruned_student(profile: str, device: torch.device) -> tuple[nn.Module, Any, dict[str, Any]]:
-    from .distill import (
-        STUDENT_SETTINGS,
-        distilled_student,
-        fold_embeddings,
-        set_embedding_mode,
-        student_training_data,
-        train_student,
-    )
+    from .distill import STUDENT_SETTINGS, distilled_student, fit_student, student_training_data
     from .finetune import evaluate_classifier, sentiment_classifier
     from .prune import importance_snippets, prune_by_importance, structure
 
@@ -75,12 +69,7 @@ def _train_pruned_student(profile: str, device: torch.device) -> tuple[nn.Module
                                    device=device)
     before = evaluate_classifier(model, val, tokenizer, device=device).accuracy
     train, targets = student_training_data(profile, s, teacher, tokenizer, device, distill=True)
-    set_embedding_mode(model, s.embeddings, teacher)  # as the student was trained
-    history = train_student(
-        model, train, tokenizer, teacher_logits=targets, temperature=s.temperature, alpha=s.alpha, epochs=p.epochs,
-        batch_size=s.batch_size, lr=p.lr, seed=s.seed, group_by_length=s.group_by_length, device=device,
-    )
-    fold_embeddings(model)
+    history = fit_student(model, teacher, train, tokenizer, targets, s, epochs=p.epochs, lr=p.lr, device=device)
     after = evaluate_classifier(model, val, tokenizer, device=device).accuracy
     info = {"structure": structure(model), "val_acc_before_distill": before, "val_acc_after_distill": after,
             "history": history.to_dict()}

@@ -37,7 +37,7 @@ from .profiles import check_profile
 from .progress import progress as _progress
 
 #: Bump when a recipe below changes, so old caches are not reused.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 KINDS = ("layers", "narrow")
 EMBEDDING_MODES = ("train", "freeze", "project")
 
@@ -294,7 +294,7 @@ def train_student(
     loader = make_loader(data, tokenizer, batch_size, shuffle=True, seed=seed, group_by_length=group_by_length)
     total = epochs * len(loader)
     warmup = math.ceil(warmup_ratio * total)
-    optimizer = make_optimizer(student, lr, weight_decay)
+    optimizer = make_optimizer(student, lr, weight_decay, fused=True)
     scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
     history = TrainHistory(total_steps=total, warmup_steps=warmup)
     targets = teacher_logits.float().to(device) if teacher_logits is not None else None
@@ -346,6 +346,7 @@ class StudentSettings:
     project_embeddings: bool = True
     embeddings: str = "train"
     group_by_length: bool = True
+    dropout: float | None = None
     seed: int = 0
 
 
@@ -353,13 +354,15 @@ class StudentSettings:
 STUDENT_SETTINGS: dict[str, dict[str, StudentSettings]] = {
     "smoke": {
         "layers": StudentSettings(n_train=128, max_length=64, epochs=1, batch_size=32, lr=1e-4, temperature=2.0, alpha=0.5,
-                                  embeddings="project"),
-        "narrow": StudentSettings(n_train=128, max_length=64, epochs=1, batch_size=32, lr=3e-4, temperature=4.0, alpha=0.5),
+                                  embeddings="project", dropout=0.0),
+        "narrow": StudentSettings(n_train=128, max_length=64, epochs=1, batch_size=32, lr=3e-4, temperature=4.0, alpha=0.5,
+                                  num_layers=2),
     },
     "full": {
-        "layers": StudentSettings(n_train=None, max_length=64, epochs=2, batch_size=32, lr=1e-4, temperature=2.0, alpha=0.5,
-                                  embeddings="project"),
-        "narrow": StudentSettings(n_train=None, max_length=64, epochs=3, batch_size=32, lr=3e-4, temperature=4.0, alpha=0.5),
+        "layers": StudentSettings(n_train=None, max_length=64, epochs=1, batch_size=32, lr=1e-4, temperature=2.0, alpha=0.5,
+                                  embeddings="project", dropout=0.0),
+        "narrow": StudentSettings(n_train=None, max_length=64, epochs=4, batch_size=32, lr=3e-4, temperature=4.0, alpha=0.5,
+                                  num_layers=2),
     },
 }
 
@@ -424,6 +427,26 @@ def set_embedding_mode(student: nn.Module, mode: str, teacher: nn.Module) -> nn.
     return student
 
 
+def set_dropout(model: nn.Module, p: float) -> float:
+    """Set the probability of every ``nn.Dropout`` in ``model`` to ``p``; return the one they had.
+
+    BERT's attention reads its dropout probability from its ``nn.Dropout`` module, so this covers
+    the attention weights too. Raises if the modules disagree (there would be no one value to
+    give back) or if ``model`` has no dropout at all. Chapter 14's students train with it.
+    """
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must be a probability in [0, 1), got {p!r}")
+    modules = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    if not modules:
+        raise ValueError(f"{type(model).__name__} has no nn.Dropout modules")
+    before = {m.p for m in modules}
+    if len(before) != 1:
+        raise ValueError(f"the model's dropout modules disagree ({sorted(before)}); set them one by one")
+    for m in modules:
+        m.p = float(p)
+    return before.pop()
+
+
 def fold_embeddings(student: nn.Module) -> nn.Module:
     """Undo :func:`set_embedding_mode` after training, in place: a plain, trainable ``nn.Embedding`` again.
 
@@ -461,6 +484,41 @@ def student_training_data(
     return train, _TEACHER_LOGITS[key]
 
 
+def fit_student(
+    student: nn.Module,
+    teacher: nn.Module,
+    train: Any,
+    tokenizer: Any,
+    targets: torch.Tensor | None,
+    settings: StudentSettings,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+    device: torch.device | str | None = None,
+    show_progress: bool = True,
+) -> TrainHistory:
+    """Train ``student`` in place by the recipe ``settings``, :func:`train_student` wrapped in its set-up.
+
+    Puts the word embeddings in ``settings.embeddings`` mode and the dropout at ``settings.dropout``,
+    trains (``epochs`` and ``lr`` override the settings' own), then folds the embeddings and gives
+    the dropout back, so the trained student is a plain BERT classifier again. ``targets`` are the
+    teacher's logits on ``train`` (``None``: labels only). Used for chapter 14's students and for
+    chapter 15's pruned student (:func:`dlbook.combined.pruned_student`).
+    """
+    s = settings
+    set_embedding_mode(student, s.embeddings, teacher)
+    usual = set_dropout(student, s.dropout) if s.dropout is not None else None
+    history = train_student(
+        student, train, tokenizer, teacher_logits=targets, temperature=s.temperature, alpha=s.alpha,
+        epochs=s.epochs if epochs is None else epochs, batch_size=s.batch_size, lr=s.lr if lr is None else lr,
+        seed=s.seed, group_by_length=s.group_by_length, device=device, show_progress=show_progress,
+    )
+    if usual is not None:
+        set_dropout(student, usual)
+    fold_embeddings(student)
+    return history
+
+
 def train_new_student(
     profile: str,
     kind: str,
@@ -487,13 +545,7 @@ def train_new_student(
     teacher, tokenizer, _ = sentiment_classifier(profile, device=device)
     train, targets = student_training_data(profile, s, teacher, tokenizer, device, distill)
     student = build_student(kind, teacher, s)
-    set_embedding_mode(student, s.embeddings, teacher)
-    history = train_student(
-        student, train, tokenizer, teacher_logits=targets, temperature=s.temperature, alpha=s.alpha,
-        epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=s.seed, group_by_length=s.group_by_length,
-        device=device, show_progress=show_progress,
-    )
-    fold_embeddings(student)
+    history = fit_student(student, teacher, train, tokenizer, targets, s, device=device, show_progress=show_progress)
     return student, tokenizer, {"n_train": len(train), "history": history.to_dict()}
 
 
@@ -546,8 +598,10 @@ __all__ = [
     "distillation_loss",
     "distilled_student",
     "embedding_projection",
+    "fit_student",
     "fold_embeddings",
     "narrow_student",
+    "set_dropout",
     "set_embedding_mode",
     "soft_targets",
     "student_from_teacher",

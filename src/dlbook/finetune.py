@@ -177,14 +177,22 @@ def decay_parameter_names(model: nn.Module) -> list[str]:
     return [n for n, _ in model.named_parameters() if n not in norm_params and "bias" not in n.lower()]
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW (decoupled weight decay) with no decay on biases and LayerNorm parameters."""
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW (decoupled weight decay) with no decay on biases and LayerNorm parameters.
+
+    ``fused=True`` takes PyTorch's fused AdamW kernel: the same update, computed in one pass over
+    each parameter instead of one pass per arithmetic step, about 2x faster on a CPU for the
+    chapter 14 students (whose word-embedding tables make the update a large share of a step).
+    Results can differ from the default implementation in the last bits of float32.
+    """
+    if not isinstance(fused, bool):
+        raise TypeError(f"fused must be True or False, got {fused!r}")
     decay = set(decay_parameter_names(model))
     groups = [
         {"params": [p for n, p in model.named_parameters() if n in decay and p.requires_grad], "weight_decay": weight_decay},
         {"params": [p for n, p in model.named_parameters() if n not in decay and p.requires_grad], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
 
 
 @dataclass
