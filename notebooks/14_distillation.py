@@ -600,12 +600,14 @@ dlbook.glue("ch14_size_narrow", size_narrow)
 # Distillation changes the test accuracy of the shallow student by
 # {glue:text}`ch14_gain_layers:+.1f` points and of the narrow one by
 # {glue:text}`ch14_gain_narrow:+.1f` points. Read these with care: on 1,500 test snippets one
-# point is 15 snippets, and a difference that small can come from the seed alone (the last
-# exercise, {ref}`ch14-ex-seeds`, asks you to measure how much). Two reasons make the
-# gain small here. With two classes, the soft target carries one number per snippet (how sure the
-# teacher is), not the similarity structure among many classes that makes distillation shine on
-# ImageNet-like tasks {cite}`hinton2015distilling`. And the shallow student starts as a copy of
-# the teacher, so it already "knows" most of what the teacher would tell it. DistilBERT and
+# point is 15 snippets, and a difference of a point or two can come from the seed alone (the last
+# exercise, {ref}`ch14-ex-seeds`, asks you to measure how much). Two reasons keep the gain
+# modest on this task, most of all for the shallow student. With two classes, the soft target
+# carries one number per snippet (how sure the teacher is), not the similarity structure among
+# many classes that makes distillation shine on ImageNet-like tasks {cite}`hinton2015distilling`.
+# And the shallow student starts as a copy of the teacher, so it already "knows" most of what the
+# teacher would tell it; the narrow student starts from nothing but a projected embedding table,
+# and it is the one with more to learn from the teacher's soft targets. DistilBERT and
 # TinyBERT get more out of the teacher by distilling on large unlabeled corpora and by matching
 # hidden states and attention maps layer by layer, not only the outputs
 # {cite}`sanh2019distilbert,jiao2020tinybert`.
@@ -632,9 +634,9 @@ dlbook.glue("ch14_size_narrow", size_narrow)
 # - A student initialised from every other teacher layer starts from the teacher's knowledge; a
 #   narrower student from scratch needs more epochs and gets its embeddings from a
 #   random projection of the teacher's.
-# - On this two-class task, with the teacher copied into the student, what distillation adds is
-#   small, and one run per arm cannot tell it apart from seed noise; the speed-up comes from the
-#   smaller architecture.
+# - On this two-class task what distillation adds is a few points at most, least for the student
+#   copied from the teacher, and one run per arm cannot tell a small gain from seed noise; the
+#   speed-up comes from the smaller architecture.
 #
 # ## Exercises
 #

@@ -76,7 +76,7 @@ sizes
 # as the chapter that teaches it left it: the fine-tuned classifier of chapter 9
 # (`finetune.sentiment_classifier`), the structurally pruned one of chapter 13
 # (`prune.pruned_classifier`), and the distilled students of chapter 14
-# (`distill.distilled_student`: the 3-layer copy of the teacher and the narrow 4-layer model,
+# (`distill.distilled_student`: the 3-layer copy of the teacher and the narrow 2-layer model,
 # both trained with the teacher). `quantize.int8_dynamic` of chapter 12 turns any of them into an
 # int8 copy (int8 linear layers with dynamic activation quantization, int8 embedding rows).
 #

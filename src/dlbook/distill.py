@@ -272,7 +272,7 @@ def train_student(
     """Train a student classifier in place, with :func:`distillation_loss` or plain cross-entropy.
 
     The loop of chapter 9's :func:`dlbook.finetune.train_classifier` (seeded shuffle, AdamW with
-    warm-up and linear decay, clipping) where each batch's loss is :func:`distillation_loss`
+    warm-up and linear decay, clipping; here AdamW's fused kernel) where each batch's loss is :func:`distillation_loss`
     against the rows of ``teacher_logits`` (N, C, precomputed once with :func:`teacher_logits`)
     belonging to the batch, or, with ``teacher_logits=None``, the cross-entropy of the labels
     alone (the ablation). ``group_by_length=True`` batches snippets of similar length together
