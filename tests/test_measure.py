@@ -118,6 +118,20 @@ def test_measure_classifier_on_a_tiny_bert():
     assert model.training  # left in the mode it was in
 
 
+def test_interleaved_calls_alternate_and_validate():
+    order = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: (order.append("b"), time.sleep(0.005))}
+    out = measure.interleaved_calls(calls, rounds=3, warmup=1)
+    assert set(out) == {"a", "b"} and len(out["a"].runs_ms) == 3
+    assert out["b"].median > out["a"].median
+    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3  # warm-up per call, then rounds in turns
+    for bad in (dict(rounds=0), dict(rounds=True), dict(rounds=2, warmup=-1)):
+        with pytest.raises(ValueError):
+            measure.interleaved_calls(calls, **bad)
+    with pytest.raises(ValueError, match="empty"):
+        measure.interleaved_calls({}, rounds=1)
+
+
 def test_interleaved_latency_times_every_model_in_turns():
     calls = []
 

@@ -14,27 +14,11 @@ latency of each variant on 32 test snippets and on one, at 2 threads, the varian
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 import warnings
 
 import torch
 
-from dlbook import assets, finetune, quantize, setup
-
-
-def interleaved_medians(models: dict[str, torch.nn.Module], batch: dict[str, torch.Tensor], rounds: int) -> dict[str, float]:
-    """Median latency (ms) of each model, timed in turns within each round so all see the same drift."""
-    times: dict[str, list[float]] = {name: [] for name in models}
-    with torch.inference_mode():
-        for model in models.values():
-            model(**batch)  # warm-up
-        for _ in range(rounds):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model(**batch)
-                times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+from dlbook import assets, finetune, measure, quantize, setup
 
 
 def main() -> None:
@@ -44,12 +28,9 @@ def main() -> None:
     except ImportError:
         raise SystemExit("torchao is not installed: see this script's docstring") from None
     setup(seed=0)
-    torch.set_num_threads(2)
     model, tokenizer, _ = finetune.sentiment_classifier("full", device="cpu")
     model.eval()
-    texts = assets.rotten_tomatoes()["test"]["text"][:32]
-    batches = {32: tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt"),
-               1: tokenizer(texts[:1], return_tensors="pt")}
+    batches = measure.benchmark_batches(tokenizer, assets.rotten_tomatoes()["test"]["text"][:32], batch_sizes=(32, 1))
     variants = {"float32": model, "quantize_dynamic int8": quantize.int8_dynamic(model, embeddings=False)}
     for name, config in [("torchao int8 dynamic", Int8DynamicActivationInt8WeightConfig()),
                          ("torchao int8 weight-only", Int8WeightOnlyConfig())]:
@@ -59,10 +40,12 @@ def main() -> None:
             quantize_(quantized, config)
         variants[name] = quantized
     print(f"torchao {torchao.__version__} | torch {torch.__version__} | 2 threads | medians of rounds timed in turns")
-    at32, at1 = interleaved_medians(variants, batches[32], 12), interleaved_medians(variants, batches[1], 30)
+    timed = measure.interleaved_latency(variants, batches, threads=2, rounds={32: 12, 1: 30})
+    at32, at1 = ({name: timed[name][b].median for name in variants} for b in (32, 1))
     for name in variants:
         print(f"{name:>26}: batch 32 {at32[name]:7.1f} ms ({at32['float32'] / at32[name]:.2f}x float32) | "
               f"batch 1 {at1[name]:6.2f} ms ({at1['float32'] / at1[name]:.2f}x)")
+
 
 if __name__ == "__main__":
     main()

@@ -181,8 +181,8 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool
     """AdamW (decoupled weight decay) with no decay on biases and LayerNorm parameters.
 
     ``fused=True`` takes PyTorch's fused AdamW kernel: the same update, computed in one pass over
-    each parameter instead of one pass per arithmetic step, about 2x faster on a CPU for the
-    chapter 14 students (whose word-embedding tables make the update a large share of a step).
+    each parameter instead of one pass per arithmetic step, several times faster on a CPU (chapter 14
+    times it on the narrow student, whose word-embedding table makes the update a large share of a step).
     Results can differ from the default implementation in the last bits of float32.
     """
     if not isinstance(fused, bool):

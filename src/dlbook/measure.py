@@ -152,6 +152,32 @@ def forward_latency(model: nn.Module, batch: Mapping[str, torch.Tensor], *, warm
         model.train(was_training)
 
 
+def interleaved_calls(
+    calls: Mapping[str, Callable[[], Any]], *, rounds: int, warmup: int = 2, device: torch.device | str | None = None
+) -> dict[str, Latency]:
+    """Time several calls in turns: ``{name: Latency}`` with ``rounds`` runs each.
+
+    Every call is warmed up, then each round times one run of each call in turn. On a machine
+    shared with other work the load drifts over minutes; timing the variants one after another
+    inside each round lets every variant see the same drift, so their *ratios* are fair even when
+    the absolute times are not. ``device``: GPU work on it is synchronised after each run.
+    :func:`interleaved_latency` is built on it; chapter 14 times two optimizers with it.
+    """
+    if not calls:
+        raise ValueError("calls is empty")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    for fn in calls.values():
+        latency(fn, warmup=warmup, repeats=1, device=device)
+    runs: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            runs[name].extend(latency(fn, warmup=0, repeats=1, device=device).runs_ms)
+    return {name: Latency(tuple(r)) for name, r in runs.items()}
+
+
 def interleaved_latency(
     models: Mapping[str, nn.Module],
     batches: Mapping[int, Mapping[str, torch.Tensor]],
@@ -162,11 +188,9 @@ def interleaved_latency(
 ) -> dict[str, dict[int, Latency]]:
     """Latencies of several models timed in turns: ``{name: {batch_size: Latency}}``.
 
-    For each batch size, every model is warmed up, then each round times one forward pass of
-    each model in turn (``rounds`` per batch size: one int for all, or a dict). On a machine shared
-    with other work the load drifts over minutes; timing the variants one after another inside
-    each round lets every variant see the same drift, so their latency *ratios* are fair even
-    when the absolute times are not. Added in chapter 12, where the speed-up of int8 is measured.
+    For each batch size, :func:`interleaved_calls` with one forward pass of each model per round
+    (``rounds`` per batch size: one int for all, or a dict), at ``threads`` threads, in eval mode
+    under ``torch.inference_mode``. Added in chapter 12, where the speed-up of int8 is measured.
     """
     if not models:
         raise ValueError("models is empty")
@@ -177,25 +201,31 @@ def interleaved_latency(
         raise ValueError(f"rounds must be a positive int or a dict with a positive int per batch size {sorted(batches)}")
     if not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
-    runs: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in models}
     was_training = {name: m.training for name, m in models.items()}
     inputs = {name: {b: {k: v.to(model_device(m)) for k, v in batch.items()} for b, batch in batches.items()}
               for name, m in models.items()}
+
+    def forward(m: nn.Module, x: Mapping[str, torch.Tensor]) -> Callable[[], None]:
+        def call() -> None:
+            m(**x)
+            _sync(model_device(m))  # each model on its own device
+
+        return call
+
+    out: dict[str, dict[int, Latency]] = {name: {} for name in models}
     try:
         with fixed_threads(threads), torch.inference_mode():
             for m in models.values():
                 m.eval()
             for b in batches:
-                calls = {name: (lambda m=m, x=inputs[name][b]: m(**x)) for name, m in models.items()}
-                for name, m in models.items():
-                    latency(calls[name], warmup=warmup, repeats=1, device=model_device(m))
-                for _ in range(per_batch[b]):
-                    for name, m in models.items():
-                        runs[name][b].extend(latency(calls[name], warmup=0, repeats=1, device=model_device(m)).runs_ms)
+                timed = interleaved_calls({name: forward(m, inputs[name][b]) for name, m in models.items()},
+                                          rounds=per_batch[b], warmup=warmup)
+                for name, lat in timed.items():
+                    out[name][b] = lat
     finally:
         for name, m in models.items():
             m.train(was_training[name])
-    return {name: {b: Latency(tuple(r)) for b, r in per.items()} for name, per in runs.items()}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,6 +396,7 @@ __all__ = [
     "count_parameters",
     "fixed_threads",
     "forward_latency",
+    "interleaved_calls",
     "interleaved_latency",
     "latency",
     "measure_classifier",
