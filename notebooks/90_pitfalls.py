@@ -581,7 +581,7 @@ dlbook.glue("B_small", B_small)
 dlbook.glue("B_large", B_large)
 dlbook.glue("flops_ratio", step_flops(mlp, B_large) / step_flops(mlp, B_small))
 dlbook.headline("step_ratio", step_ratio, profile=profile, fmt="{:.1f}")
-dlbook.headline("per_example_speedup", per_example_speedup, profile=profile, at_least=2.0, fmt="{:.1f}")
+dlbook.hardware_headline("per_example_speedup", per_example_speedup, profile=profile, fmt="{:.1f}")
 prov = dlbook.env.last_provenance()
 print(prov.line())
 

@@ -43,3 +43,35 @@ def test_cpu_features_reads_the_flags(monkeypatch, tmp_path):
     assert env.device_name(torch.device("cpu")) == "Test CPU (avx2, avx512f, avx512_bf16)"
     fake.write_text("model name\t: Bare CPU\n")
     assert env.cpu_features() == () and env.device_name(torch.device("cpu")) == "Bare CPU"
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ("avx2,avx512f,avx512_vnni,avx512_bf16,amx_bf16,amx_int8", "cpu-amx"),
+        ("avx2,avx512f,avx512_vnni,avx512_bf16", "cpu-avx512-bf16"),
+        ("avx2,avx512f,avx512_vnni", "cpu-avx512-vnni"),
+        ("avx2,avx512f", "cpu-avx512"),
+        ("avx2,avx_vnni", "cpu-avx2"),  # AVX-VNNI without AVX-512: FBGEMM runs its AVX2 kernels
+        ("avx2", "cpu-avx2"),
+        ("none", "cpu-other"),
+    ],
+)
+def test_hardware_class_follows_the_instruction_sets(monkeypatch, flags, expected):
+    from dlbook import env
+
+    monkeypatch.setenv(env.FEATURES_OVERRIDE, flags)
+    assert env.hardware_class("cpu") == expected
+    assert f"class={expected}" in env.provenance(torch.device("cpu"), profile="smoke").line()
+
+
+def test_hardware_class_refuses_bad_input(monkeypatch):
+    from dlbook import env
+
+    monkeypatch.setenv(env.FEATURES_OVERRIDE, "avx2,sse9")
+    with pytest.raises(ValueError, match="unknown instruction sets"):
+        env.cpu_features()
+    monkeypatch.delenv(env.FEATURES_OVERRIDE)
+    with pytest.raises(ValueError, match="no hardware class"):
+        env.hardware_class("meta")
+    assert env.hardware_class("cuda") == "cuda"

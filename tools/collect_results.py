@@ -32,7 +32,10 @@ def meets_bar(h: dict) -> bool:
 def bar_text(h: dict) -> str:
     parts = ([f">= {h['at_least']:g}"] if h["at_least"] is not None else []) + (
         [f"<= {h['at_most']:g}"] if h["at_most"] is not None else [])
-    return " and ".join(parts) or "finite"
+    text = " and ".join(parts)
+    if h.get("per_class"):
+        return f"{text} on {h['hardware']}" if text else f"reported only: no bar for {h['hardware']}"
+    return text or "finite"
 
 
 def main(executed_dir: str, out_json: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping
 from numbers import Real
 from typing import Any
 
@@ -39,13 +40,28 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     _ipython_display({prefix + k: v for k, v in bundle.items()}, metadata)
 
 
+def _resolve_bar(name: str, bar: Any, hardware: str | None) -> tuple[float | None, bool]:
+    """``(value, per_class)``: a plain bar as it is, a per-class bar looked up for ``hardware``."""
+    if bar is None or (isinstance(bar, Real) and not isinstance(bar, bool)):
+        return (None if bar is None else float(bar)), False
+    if not isinstance(bar, Mapping):
+        raise TypeError(f"headline {name!r}: a bar is a number or a mapping hardware class -> number, got {bar!r}")
+    from .env import HARDWARE_CLASSES
+
+    unknown = sorted(set(bar) - set(HARDWARE_CLASSES))
+    if unknown:
+        raise ValueError(f"headline {name!r}: unknown hardware classes {unknown}; valid: {', '.join(HARDWARE_CLASSES)}")
+    return (float(bar[hardware]) if hardware in bar else None), True
+
+
 def headline(
     name: str,
     value: float,
     *,
     profile: str,
-    at_least: float | None = None,
-    at_most: float | None = None,
+    at_least: float | Mapping[str, float] | None = None,
+    at_most: float | Mapping[str, float] | None = None,
+    hardware: str | None = None,
     fmt: str = "{:.3f}",
 ) -> float:
     """Glue a chapter's headline number and assert the bar it must reach in the ``full`` profile.
@@ -54,6 +70,13 @@ def headline(
     ``at_least <= value <= at_most`` (whichever are given): a chapter that misses its bar fails
     when executed, it does not just print. The formatted value is glued under ``name``; the raw
     value and the bar are kept in the output metadata, where ``make full`` collects them.
+
+    Accuracy and exactness bars are plain numbers: they hold everywhere. A speed or memory bar
+    holds only for the hardware it was measured on, so it is a mapping from a hardware class
+    (:data:`dlbook.env.HARDWARE_CLASSES`) to a number, e.g. ``at_least={"cpu-avx2": 1.15}``:
+    it is looked up for ``hardware`` (default: the class of the device :func:`dlbook.setup`
+    picked; pass ``dlbook.env.hardware_class("cpu")`` for a measurement made on the CPU), and
+    on a class the mapping does not name, the value is reported and not asserted.
     """
     from .profiles import check_profile
 
@@ -61,11 +84,22 @@ def headline(
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
         raise AssertionError(f"headline {name!r} must be a finite number, got {value!r}")
     value = float(value)
+    if hardware is None:
+        from .env import last_provenance
+
+        hardware = last_provenance().hardware
+    low, low_per_class = _resolve_bar(name, at_least, hardware)
+    high, high_per_class = _resolve_bar(name, at_most, hardware)
+    per_class = low_per_class or high_per_class
+    checked = low is not None or high is not None
     if profile == "full":
-        if at_least is not None and value < at_least:
-            raise AssertionError(f"headline {name!r} = {value:.6g} misses its bar: needs >= {at_least}")
-        if at_most is not None and value > at_most:
-            raise AssertionError(f"headline {name!r} = {value:.6g} misses its bar: needs <= {at_most}")
+        if low is not None and value < low:
+            raise AssertionError(f"headline {name!r} = {value:.6g} misses its bar: needs >= {low} (on {hardware})")
+        if high is not None and value > high:
+            raise AssertionError(f"headline {name!r} = {value:.6g} misses its bar: needs <= {high} (on {hardware})")
+        if per_class and not checked:
+            print(f"{name} = {fmt.format(value)}: no expected range is set for this hardware "
+                  f"({hardware}), so the value is reported and not checked.")
     text = fmt.format(value)
     from IPython.core.formatters import format_display_data
 
@@ -73,11 +107,26 @@ def headline(
     metadata = dict(metadata)
     metadata["scrapbook"] = {"name": name, "mime_prefix": GLUE_PREFIX}
     metadata["dlbook_headline"] = {
-        "name": name, "value": value, "at_least": at_least, "at_most": at_most, "profile": profile,
+        "name": name, "value": value, "at_least": low, "at_most": high, "profile": profile,
+        "hardware": hardware, "per_class": per_class, "checked": checked,
     }
     # text/plain of a str is its repr with quotes; the prose wants the bare number.
     _ipython_display({GLUE_PREFIX + "text/plain": text}, metadata)
     return value
+
+
+def hardware_headline(
+    name: str, value: float, *, profile: str, hardware: str | None = None, fmt: str = "{:.2f}"
+) -> float:
+    """:func:`headline` for a speed or memory number, with its bars per hardware class.
+
+    The bars and the runs they were set from live in :mod:`dlbook.expected` under ``name``. On
+    a class with no bar the value is glued and reported, not asserted. Taught in chapter 12.
+    """
+    from .expected import expected
+
+    bars = expected(name).headline_kwargs()
+    return headline(name, value, profile=profile, hardware=hardware, fmt=fmt, **bars)
 
 
 def show(obj: Any) -> Any:

@@ -55,14 +55,72 @@ def cpu_name() -> str:
 MATRIX_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
+#: Environment variable that overrides the detected CPU instruction sets (a comma-separated list
+#: of :data:`MATRIX_FEATURES`, or ``none``). Used to test the code paths of other hardware classes,
+#: and, together with ``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA`` and
+#: ``FBGEMM_ENABLE_INSTRUCTIONS``, to run PyTorch's AVX2 kernels on a newer CPU
+#: (``tools/as_avx2.sh``).
+FEATURES_OVERRIDE = "DLBOOK_CPU_FEATURES"
+
+
 def cpu_features() -> tuple[str, ...]:
     """Which of :data:`MATRIX_FEATURES` this CPU advertises (the flags of /proc/cpuinfo on Linux).
 
     Empty where the flags cannot be read (macOS, Windows, non-x86). The speed-ups of int8
     (chapter 12) and bf16 (chapter 10) on a CPU depend on them, so the provenance line shows them.
+    ``$DLBOOK_CPU_FEATURES`` (see :data:`FEATURES_OVERRIDE`) replaces the detected list.
     """
-    flags = set((_cpuinfo("flags") or "").split())
+    override = os.environ.get(FEATURES_OVERRIDE)
+    if override is not None:
+        wanted = {x.strip() for x in override.split(",") if x.strip() and x.strip() != "none"}
+        unknown = sorted(wanted - set(MATRIX_FEATURES))
+        if unknown:
+            raise ValueError(
+                f"${FEATURES_OVERRIDE} names unknown instruction sets {unknown}; "
+                f"valid: {', '.join(MATRIX_FEATURES)} (or 'none')"
+            )
+        flags = wanted
+    else:
+        flags = set((_cpuinfo("flags") or "").split())
     return tuple(x for x in MATRIX_FEATURES if x in flags)
+
+
+#: The hardware classes a chapter's speed or memory bars are set for, fastest CPU class first.
+#: A CPU's class is decided by the instruction sets that change int8 and bf16 speed:
+#: AMX (Sapphire Rapids and later), AVX-512 with bf16 (Zen 4, Cooper Lake), AVX-512 with VNNI
+#: (Cascade Lake, Ice Lake), AVX-512 alone (Skylake-SP), AVX2 alone (Haswell to Zen 3, most
+#: laptops), then anything else (ARM, old x86).
+HARDWARE_CLASSES = (
+    "cuda",
+    "mps",
+    "cpu-amx",
+    "cpu-avx512-bf16",
+    "cpu-avx512-vnni",
+    "cpu-avx512",
+    "cpu-avx2",
+    "cpu-other",
+)
+
+
+def hardware_class(device: torch.device | str | None = None) -> str:
+    """The class of ``device`` (default: :func:`pick_device`) among :data:`HARDWARE_CLASSES`.
+
+    A chapter's assertions about speed and memory hold for a named class (chapter 12 explains
+    why int8 speed depends on it); on a class a chapter has no bar for, it reports instead.
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type in ("cuda", "mps"):
+        return device.type
+    if device.type != "cpu":
+        raise ValueError(f"no hardware class for device type {device.type!r}")
+    features = set(cpu_features())
+    if features & {"amx_bf16", "amx_int8"}:
+        return "cpu-amx"
+    if "avx512f" in features:
+        if "avx512_bf16" in features:
+            return "cpu-avx512-bf16"
+        return "cpu-avx512-vnni" if "avx512_vnni" in features else "cpu-avx512"
+    return "cpu-avx2" if "avx2" in features else "cpu-other"
 
 
 def device_name(device: torch.device) -> str:
@@ -81,6 +139,7 @@ class Provenance:
 
     device: str
     device_name: str
+    hardware: str
     threads: int
     torch: str
     transformers: str
@@ -91,7 +150,8 @@ class Provenance:
 
     def line(self) -> str:
         return (
-            f"device={self.device} ({self.device_name}) | CPU threads={self.threads} | "
+            f"device={self.device} ({self.device_name}) | class={self.hardware} | "
+            f"CPU threads={self.threads} | "
             f"torch {self.torch} | transformers {self.transformers} | datasets {self.datasets} | "
             f"python {self.python} | profile={self.profile} | seed={self.seed}"
         )
@@ -112,6 +172,7 @@ def provenance(device: torch.device | None = None, profile: str | None = None, s
     return Provenance(
         device=str(device),
         device_name=device_name(device),
+        hardware=hardware_class(device),
         threads=torch.get_num_threads(),
         torch=torch.__version__,
         transformers=_version("transformers"),

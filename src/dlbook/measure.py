@@ -304,11 +304,12 @@ def measure_classifier(
 
 
 def provenance_line(threads: int | None = None) -> str:
-    """``CPU <model> (<instruction sets>) | threads N | torch X``: what every measurement table is printed with."""
-    from .env import device_name
+    """``CPU <model> (<instruction sets>) [<class>] | threads N | torch X``: every measurement table's line."""
+    from .env import device_name, hardware_class
 
     n = threads if threads is not None else torch.get_num_threads()
-    return f"CPU {device_name(torch.device('cpu'))} | threads {n} | torch {torch.__version__}"
+    cpu = torch.device("cpu")
+    return f"CPU {device_name(cpu)} [{hardware_class(cpu)}] | threads {n} | torch {torch.__version__}"
 
 
 class Scoreboard:
