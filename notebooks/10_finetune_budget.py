@@ -421,7 +421,7 @@ features = dlbook.env.cpu_features()
 bf16_native = any(f in features for f in ("avx512_bf16", "amx_bf16"))
 print(f"{dlbook.env.cpu_name()}: {', '.join(features) or 'no flags readable'} | bf16 products in hardware: {bf16_native}")
 lowp_expected = dlbook.expected.EXPECTED["ch10_lowp_speed"]
-dlbook.glue("ch10_lowp_runs_avx2", ", ".join(f"{v:.3f}" for v in lowp_expected.measured["cpu-avx2"]))
+dlbook.glue("ch10_lowp_runs_avx2", lowp_expected.runs_text("cpu-avx2"))
 dlbook.glue("ch10_lowp_bar_avx2", f"{lowp_expected.at_most['cpu-avx2']:g}")
 
 # %% [markdown]
@@ -429,10 +429,11 @@ dlbook.glue("ch10_lowp_bar_avx2", f"{lowp_expected.at_most['cpu-avx2']:g}")
 # below 1 means **slower**), with {glue:text}`ch10_lowp_mem:.2f` times the fp32 peak memory. Read
 # the speed together with the instruction sets above. A CPU with AVX-512 BF16 (recent AMD EPYC and
 # Intel Xeon) or AMX (Intel Xeon since Sapphire Rapids) multiplies bf16 pairs and adds into fp32
-# in hardware, so a bf16 step is faster than fp32. A CPU with only AVX2 has no such instruction:
+# in hardware, so a bf16 step can be faster than fp32. A CPU with only AVX2 has no such instruction:
 # it converts bf16 to fp32 and back around every product, so bf16 costs time instead of saving
-# it: on AVX2-only CPUs (hardware class `cpu-avx2` in the provenance line) bf16 ran at
-# {glue:text}`ch10_lowp_runs_avx2` times the fp32 speed, and there the chapter checks that it
+# it: in two runs on a 2-core AVX2-only CPU (hardware class `cpu-avx2` in the provenance line)
+# bf16 ran at {glue:text}`ch10_lowp_runs_avx2` times the fp32 speed, and on that class the
+# chapter checks that it
 # stays at most {glue:text}`ch10_lowp_bar_avx2`; on other hardware it reports the ratio without
 # checking it. On such a CPU a full bf16 run of this chapter would take many times longer, which is
 # why on a CPU the chapter only times one step and checks that bf16 inference of the fp32-trained

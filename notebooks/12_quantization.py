@@ -572,16 +572,18 @@ plt.show()
 # The headline numbers. On every machine the int8 classifier (linear layers and embeddings) must
 # lose at most one point of test accuracy. How much faster it runs depends on the CPU's
 # instruction sets (the end of this section explains why), so what is expected of the speed-up at
-# batch 32 is set per hardware class, the `class=` of the provenance line, from repeated runs on
-# that class, with a margin below the slowest of them (`dlbook.expected` holds the runs):
+# batch 32 is set per hardware class of the CPU (`dlbook.env.hardware_class("cpu")`, printed in
+# brackets in the table's provenance line), from repeated runs on that class, with a margin below
+# the slowest of them and below what their spread predicts for one more run (`dlbook.expected`
+# holds the runs):
 #
-# | hardware class | CPUs | measured speed-ups | expected |
+# | CPU class | instruction sets | measured speed-ups (2-core AMD EPYC, 2 threads) | expected |
 # |---|---|---|---|
-# | `cpu-avx2` | AVX2 only: most laptops, AMD Zen 1 to 3, Intel before Ice Lake servers | {glue:text}`ch12_runs_avx2` | at least {glue:text}`ch12_bar_avx2` |
-# | `cpu-avx512-bf16` | AVX-512 with VNNI and BF16: AMD Zen 4, Intel Cooper Lake | {glue:text}`ch12_runs_avx512` | at least {glue:text}`ch12_bar_avx512` |
-# | any other | | | reported, not checked |
+# | `cpu-avx2` | AVX2, no AVX-512 | {glue:text}`ch12_runs_avx2` | at least {glue:text}`ch12_bar_avx2` |
+# | `cpu-avx512-bf16` | AVX-512 with VNNI and BF16 | {glue:text}`ch12_runs_avx512` | at least {glue:text}`ch12_bar_avx512` |
 #
-# On a class without a row the chapter prints the speed-up and says that it does not check it.
+# On any other class the chapter prints the speed-up and says that it does not check it; in the
+# quick `smoke` sizes nothing about speed is checked.
 
 # %%
 r = board.ratios("int8 linear + emb")
@@ -592,7 +594,7 @@ dlbook.hardware_headline("ch12_speedup", r[f"faster@{big}"], profile=profile, ha
 dlbook.headline("ch12_acc_drop", r["acc_drop_pts"], profile=profile, at_most=1.0, fmt="{:.2f}")
 speed_expected = dlbook.expected.EXPECTED["ch12_speedup"]
 for hw, tag in (("cpu-avx2", "avx2"), ("cpu-avx512-bf16", "avx512")):
-    dlbook.glue(f"ch12_runs_{tag}", ", ".join(f"{v:.2f}" for v in speed_expected.measured[hw]))
+    dlbook.glue(f"ch12_runs_{tag}", speed_expected.runs_text(hw))
     dlbook.glue(f"ch12_bar_{tag}", f"{speed_expected.at_least[hw]:g}")
 dlbook.glue("ch12_class", cpu_class)
 dlbook.glue("ch12_expected", speed_expected.describe(cpu_class))
@@ -628,10 +630,12 @@ print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x fas
 # in integers. The attention products, softmax, GELU and LayerNorm, and the quantization of every
 # input batch, still run in float32 and take the same time as before, so they weigh more in the
 # int8 model's time (Amdahl's law; exercise {ref}`ch12-ex-amdahl`). At batch 1 the matrices are
-# thin and fixed overheads dominate both models. And the gain depends on the CPU: with VNNI
-# (`avx512_vnni` or `avx_vnni` among the instruction sets in the provenance line) one instruction
+# thin and fixed overheads dominate both models. And the gain depends on the CPU: with AVX-512
+# VNNI (`avx512_vnni` among the instruction sets in the provenance line) one instruction
 # multiplies int8 pairs and adds them into int32, where AVX2 needs three, so the same model gains
-# more from int8 on a CPU that has it.
+# more from int8 on a CPU that has it. (FBGEMM, the library behind `quantize_dynamic` on x86,
+# has AVX2, AVX-512 and AVX-512 VNNI code paths; the 256-bit `avx_vnni` of recent laptop CPUs
+# gets its AVX2 path, which is why `dlbook.env.hardware_class` puts such CPUs in `cpu-avx2`.)
 #
 # ## Summary
 #
@@ -696,7 +700,7 @@ print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x fas
 # :label: ch12-ex-amdahl
 # Suppose the linear layers take a share $p$ of the float32 model's time at batch 32 and int8 makes
 # them $k$ times faster while the rest is unchanged. Write the overall speed-up. With $k = 2$,
-# which $p$ is needed for the 1.5x bar? What does this say about where to look for more speed?
+# which $p$ is needed for a 1.5x speed-up? What does this say about where to look for more speed?
 # :::
 #
 # :::{solution} ch12-ex-amdahl

@@ -547,13 +547,14 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **The bar.** DistilBERT kept 97 % of BERT's accuracy on the GLUE benchmark while running 60 %
+# **The target.** DistilBERT kept 97 % of BERT's accuracy on the GLUE benchmark while running 60 %
 # faster {cite}`sanh2019distilbert`. The chapter asks the same of its best student: at least 97 %
-# of the teacher's test accuracy, and at least twice the teacher's speed at batch 32, measured in
-# this run. The best student is the fastest one that keeps 97 % (or, if none does, the most
-# accurate, and then the assertion below fails in `full`).
+# of the teacher's test accuracy, on every machine, and at least twice the teacher's speed at
+# batch 32 on the hardware classes where that has been measured (`dlbook.expected`; elsewhere the
+# speed-up is reported, not checked). The best student is the fastest one that keeps 97 % (or, if
+# none does, the most accurate, and then the accuracy check below fails).
 #
-# For the shallow student the speed bar is as tight as a bar can be. Every encoder layer of the
+# For the shallow student the speed target is as tight as a target can be. Every encoder layer of the
 # teacher costs the same, and almost all of the time goes to the layers (the embedding lookup, the
 # pooler and the two-unit head are a few matrix rows), so keeping three of six layers can at best
 # halve the time: about 2x is the ceiling, and whether a run lands a hair above or below it is
@@ -573,6 +574,8 @@ dlbook.glue("ch14_best_smaller", ratios[best]["smaller"])
 dlbook.glue("ch14_best_faster1", ratios[best]["faster@1"])
 cpu_class = dlbook.env.hardware_class("cpu")  # the scoreboard times on the CPU
 speedup = dlbook.hardware_headline("ch14_best_speedup", ratios[best]["faster@32"], profile=profile, hardware=cpu_class)
+dlbook.glue("ch14_class", cpu_class)
+dlbook.glue("ch14_speed_expected", dlbook.expected.EXPECTED["ch14_best_speedup"].describe(cpu_class))
 kept = dlbook.headline("ch14_best_acc_ratio", acc_ratio[best], profile=profile, at_least=0.97)
 print(f"{best}: {speedup:.2f}x faster at batch 32, keeps {kept:.1%} of the teacher's accuracy")
 
@@ -581,8 +584,10 @@ print(f"{best}: {speedup:.2f}x faster at batch 32, keeps {kept:.1%} of the teach
 # {glue:text}`ch14_best_faster1:.2f`x at batch 1), reaches {glue:text}`ch14_best_acc:.3f` test
 # accuracy against the teacher's {glue:text}`ch14_teacher_acc:.3f`: it keeps
 # **{glue:text}`ch14_best_acc_ratio`** of it, and is {glue:text}`ch14_best_smaller:.2f` times
-# smaller on disk. In `full` the cell above asserts both bars. The name of the best student and
-# every measurement are in the table, measured on the machine in the provenance line above it.
+# smaller on disk. The cell above checks the accuracy, and the speed-up where this hardware class
+# ({glue:text}`ch14_class`) has an expected value: here
+# {glue:text}`ch14_speed_expected`. The name of the best student and every measurement are in the
+# table, measured on the machine in the provenance line above it.
 #
 # **What the teacher adds.** The ablation, student by student:
 

@@ -226,15 +226,20 @@ plt.show()
 # %% [markdown]
 # ## 15.4 The headline
 #
-# The bar for the best combination: **at least 4 times smaller and at least 3 times faster** at
+# The target for the best combination: **at least 4 times smaller and at least 3 times faster** at
 # batch 32 than the fp32 baseline, losing **at most 1.5 points** of test accuracy. Among the
-# variants that clear both speed and size bars, the best is the one that loses least accuracy (if
-# none clears them, the one with the best product of the two ratios is reported, and the
-# assertions fail in `full`):
+# variants that reach the size target (and the speed target, on CPU classes where it rests on
+# repeated runs, `dlbook.expected`), the best is the one that loses least accuracy (if none does,
+# the one with the best product of the two ratios is reported, and the checks below fail). Size
+# and accuracy are checked on every machine; elsewhere the speed-up is reported, not checked:
 
 # %%
 ratios = {n: board.ratios(n) for n in board.rows if n != "fp32 baseline"}
-fit = [n for n, r in ratios.items() if r["smaller"] >= 4 and r["faster@32"] >= 3]
+cpu_class = dlbook.env.hardware_class("cpu")  # the scoreboard times on the CPU
+# the speed target takes part only where this CPU class has measured runs behind it
+speed_target = dlbook.expected.EXPECTED["ch15_best_faster"].at_least.get(cpu_class)
+fit = [n for n, r in ratios.items()
+       if r["smaller"] >= 4 and (speed_target is None or r["faster@32"] >= speed_target)]
 best = (min(fit, key=lambda n: ratios[n]["acc_drop_pts"]) if fit
         else max(ratios, key=lambda n: ratios[n]["smaller"] * ratios[n]["faster@32"]))
 r = ratios[best]
@@ -248,7 +253,7 @@ dlbook.glue("ch15_base_acc", board.base().accuracy)
 dlbook.glue("ch15_best_acc", board.rows[best].accuracy)
 smaller = dlbook.headline("ch15_best_smaller", r["smaller"], profile=profile, at_least=4.0, fmt="{:.1f}")
 faster = dlbook.hardware_headline("ch15_best_faster", r["faster@32"], profile=profile,
-                                  hardware=dlbook.env.hardware_class("cpu"), fmt="{:.1f}")
+                                  hardware=cpu_class, fmt="{:.1f}")
 drop = dlbook.headline("ch15_best_drop", r["acc_drop_pts"], profile=profile, at_most=1.5, fmt="{:.1f}")
 print(f"{smaller:.1f}x smaller, {faster:.1f}x faster at batch 32, {drop:.1f} accuracy points lost")
 
@@ -319,8 +324,8 @@ for key, name in [("int8", "int8"), ("pruned", "pruned"), ("distilled", "distill
 #   a model several times smaller, removing layers is what makes it faster.
 # - Techniques multiply: a distilled student with int8 weights is both smaller and faster than
 #   either technique alone, and pruning the student's heads and neurons before quantizing adds
-#   to both; the best combination is named in section 15.4, and in `full` it must meet the
-#   chapter's bar (asserted).
+#   to both; the best combination is named in section 15.4, where its size, speed and accuracy
+#   are checked against the chapter's targets.
 #
 # ## Exercises
 #

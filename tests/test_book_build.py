@@ -43,9 +43,12 @@ def test_a_failing_chapter_does_not_cost_the_other_pages(tmp_path):
     (book / "status.md").write_text("# Status\n\n```{nb-exec-table}\n```\n")
     _notebook(book / "good.ipynb", "print('good chapter ran')")
     _notebook(book / "bad.ipynb", "print('before the error')", "raise ValueError('deliberate failure')", "print('never')")
-    run = subprocess.run([sys.executable, str(ROOT / "tools" / "build_book.py"), str(book)],
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    for attempt in ("first build", "rebuild, nothing changed"):
+        run = subprocess.run([sys.executable, str(ROOT / "tools" / "build_book.py"), str(book)],
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 1, (attempt, run.stdout[-3000:] + run.stderr[-3000:])
+        assert "failed to execute" in run.stdout and "- bad.ipynb" in run.stdout, attempt
+        assert "- good.ipynb" not in run.stdout, attempt
     html = book / "_build" / "html"
     for page in ("intro", "good", "bad", "status"):
         assert (html / f"{page}.html").exists(), page
@@ -53,7 +56,6 @@ def test_a_failing_chapter_does_not_cost_the_other_pages(tmp_path):
     bad = (html / "bad.html").read_text()
     assert "before the error" in bad and "ValueError" in bad and "deliberate failure" in bad
     assert bad.count('class="cell_output') == 2  # the print and the traceback; the next cell never ran
-    assert "failed to execute" in run.stdout and "- bad.ipynb" in run.stdout
-    assert "- good.ipynb" not in run.stdout
-    status = (html / "status.html").read_text()
-    assert "bad" in status and "❌" in status
+    rows = (html / "status.html").read_text().split("<tr")
+    assert any("bad" in row and "❌" in row for row in rows)
+    assert not any("good" in row and "❌" in row for row in rows)

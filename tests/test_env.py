@@ -35,6 +35,7 @@ def test_cpu_features_reads_the_flags(monkeypatch, tmp_path):
 
     from dlbook import env
 
+    monkeypatch.delenv(env.FEATURES_OVERRIDE, raising=False)
     fake = tmp_path / "cpuinfo"
     fake.write_text("model name\t: Test CPU\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
     real_open = builtins.open

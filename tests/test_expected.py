@@ -11,16 +11,28 @@ from dlbook import env, expected
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _prediction_bound(runs, side):
+    """One-sided 95 % prediction bound for one more run: mean -/+ t * s * sqrt(1 + 1/n)."""
+    import statistics
+
+    from scipy.stats import t
+
+    n, mean, sd = len(runs), statistics.mean(runs), statistics.stdev(runs)
+    return mean + side * t.ppf(0.95, n - 1) * sd * (1 + 1 / n) ** 0.5
+
+
 @pytest.mark.parametrize("exp", expected.EXPECTED.values(), ids=lambda e: e.name)
-def test_every_bar_comes_from_two_runs_and_clears_them(exp):
+def test_every_bar_comes_from_two_runs_and_clears_their_spread(exp):
     for hw, bar in exp.at_least.items():
         runs = exp.measured.get(hw, ())
         assert len(runs) >= 2, f"{exp.name}: a bar on {hw} needs two measured runs, has {runs}"
         assert bar <= (1 - expected.MARGIN) * min(runs), (exp.name, hw, bar, runs)
+        assert bar <= _prediction_bound(runs, -1), (exp.name, hw, bar, runs, _prediction_bound(runs, -1))
     for hw, bar in exp.at_most.items():
         runs = exp.measured.get(hw, ())
         assert len(runs) >= 2, f"{exp.name}: a bar on {hw} needs two measured runs, has {runs}"
         assert bar >= (1 + expected.MARGIN) * max(runs), (exp.name, hw, bar, runs)
+        assert bar >= _prediction_bound(runs, +1), (exp.name, hw, bar, runs, _prediction_bound(runs, +1))
 
 
 @pytest.mark.parametrize("exp", expected.EXPECTED.values(), ids=lambda e: e.name)
@@ -83,4 +95,9 @@ def test_headline_per_class_bars_are_validated(shown):
         dlbook.headline("x", 1.0, profile="full", at_least={"avx2": 1.0}, hardware="cpu-avx2")
     with pytest.raises(TypeError, match="mapping hardware class"):
         dlbook.headline("x", 1.0, profile="full", at_least="1.0", hardware="cpu-avx2")
+    with pytest.raises(ValueError, match="unknown hardware class"):
+        dlbook.headline("x", 1.0, profile="full", at_least={"cpu-avx2": 1.0}, hardware="cpu_avx2")
+    with pytest.raises(TypeError, match="both bars per hardware class"):
+        dlbook.headline("x", 1.0, profile="full", at_least={"cpu-avx2": 1.0}, at_most=10.0, hardware="cpu-other")
     dlbook.headline("x", 0.1, profile="smoke", at_least={"cpu-avx2": 1.0}, hardware="cpu-avx2")  # smoke: finite only
+    assert not shown[-1][1]["dlbook_headline"]["checked"]

@@ -84,14 +84,17 @@ def headline(
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
         raise AssertionError(f"headline {name!r} must be a finite number, got {value!r}")
     value = float(value)
-    if hardware is None:
-        from .env import last_provenance
+    from .env import HARDWARE_CLASSES, last_provenance
 
-        hardware = last_provenance().hardware
+    hardware = last_provenance().hardware if hardware is None else hardware
+    if hardware not in HARDWARE_CLASSES:
+        raise ValueError(f"headline {name!r}: unknown hardware class {hardware!r}; valid: {', '.join(HARDWARE_CLASSES)}")
     low, low_per_class = _resolve_bar(name, at_least, hardware)
     high, high_per_class = _resolve_bar(name, at_most, hardware)
+    if low_per_class != high_per_class and at_least is not None and at_most is not None:
+        raise TypeError(f"headline {name!r}: give both bars per hardware class, or both as plain numbers")
     per_class = low_per_class or high_per_class
-    checked = low is not None or high is not None
+    checked = profile == "full" and (low is not None or high is not None)
     if profile == "full":
         if low is not None and value < low:
             raise AssertionError(f"headline {name!r} = {value:.6g} misses its bar: needs >= {low} (on {hardware})")
