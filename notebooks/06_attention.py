@@ -646,7 +646,7 @@ assert last["mem_fused"] < 2 * output_bytes, "the fused kernel should hold littl
 # (a factor of {glue:text}`mem_ratio:.0f`). Doubling the length multiplied the naive time by
 # {glue:text}`time_growth:.1f` in the last step, against 4 for pure quadratic growth: fixed
 # overheads (at short lengths) and memory traffic (at long ones) move the measured ratio away from
-# the ideal. Timings on a shared machine are noisy; the memory counts are exact. The memory curves are the clearest: the naive peak runs parallel
+# the ideal. Timings are noisy; the memory counts are exact. The memory curves are the clearest: the naive peak runs parallel
 # to the $L^2$ line, the fused one grows linearly (it holds the output and one number per query,
 # the log of the softmax denominator, kept for the backward pass).
 #

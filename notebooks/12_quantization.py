@@ -418,7 +418,7 @@ print(qlayer)
 # We tried the successor (torchao 0.18 with torch 2.13, eager mode, the classifier on a batch of
 # 32 test snippets, 2 threads): `quantize_(model, Int8DynamicActivationInt8WeightConfig())` and
 # `Int8WeightOnlyConfig()`. Both made the classifier **slower** than float32, not faster, on the
-# 2-core AVX2 CPU this chapter was first built on and again on a 2-core AVX-512 CPU with VNNI,
+# a 2-core AVX2 CPU and on a 2-core AVX-512 CPU with VNNI,
 # where `quantize_dynamic` was about twice as fast as float32 in the same script (the timings, and
 # `tools/torchao_check.py` that took them, are on the Reproducibility page): torchao's fast int8
 # kernels are written for GPUs and for models compiled with `torch.compile`. So this chapter uses
@@ -514,7 +514,7 @@ print(f"16 test snippets: max logit change {(logits['fp32'] - logits['int8']).ab
 #   (`benchmark_batches`: the first $b$ snippets, padded to their longest), at batch 1 (one user
 #   waiting) and batch 32 (a server's throughput), with the number of threads fixed
 #   (`fixed_threads`). `interleaved_latency` times the variants **in turns**, one pass of each per
-#   round, so that a change of load on a shared machine hits all of them alike and their ratio
+#   round, so that a change of load on the machine hits all of them alike and their ratio
 #   stays fair;
 # - **accuracy** is on the test split, through chapter 9's `evaluate_classifier`
 #   (`measure_classifier` returns all three as one `Measurement`);

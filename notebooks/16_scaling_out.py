@@ -865,7 +865,7 @@ results.to_csv(Path(tempfile.gettempdir()) / f"dlbook-ch16-{profile}-results.csv
 # - **Start-up.** Each process imports PyTorch and Transformers and loads the model; the "wall s"
 #   column of the table includes that, the throughput does not. For a run of seconds it dominates;
 #   for a run of hours it vanishes.
-# - **On a shared machine** (this book is built on one) the numbers move with whatever else runs,
+# - **On a busy machine** the numbers move with whatever else runs,
 #   and the runs above ran one after the other: a ratio far from 1 in either direction says more
 #   about a change of load between the runs than about data parallelism. Run the cell again on an
 #   idle machine before you trust it; the reasoning above tells you what to expect.
