@@ -883,7 +883,7 @@ for text, pred, probs in zip(new, predictions, p, strict=True):
 # %% [markdown]
 # ## Summary
 #
-# - Two cheap baselines set the bar: TF-IDF + logistic regression reached
+# - Two cheap baselines set the level to beat: TF-IDF + logistic regression reached
 #   {glue:text}`tfidf_test_acc:.3f` and frozen MiniLM embeddings + logistic regression
 #   {glue:text}`frozen_test_acc:.3f` on the test split.
 # - `BertForSequenceClassification` is the pretrained encoder and pooler plus a fresh linear layer on

@@ -288,7 +288,7 @@ results["group by length"] = dict(trainable=count_parameters(grouped), accuracy=
 time_ratio = grouped_hist.seconds / base_hist.seconds
 print(f"train time {base_hist.seconds:.1f} s -> {grouped_hist.seconds:.1f} s ({time_ratio:.2f}x) | "
       f"test accuracy {base_acc:.3f} -> {grouped_acc:.3f}")
-dlbook.hardware_headline("ch10_group_time_ratio", time_ratio, profile=profile)  # bars: dlbook.expected
+dlbook.hardware_headline("ch10_group_time_ratio", time_ratio, profile=profile)  # per-CPU-class check
 dlbook.headline("ch10_group_acc", grouped_acc, profile=profile, at_least=0.75)
 del grouped
 

@@ -80,10 +80,10 @@ class Expectation:
 
 # Where the measured values come from (all at 2 threads, profile full, unless said):
 # - "cpu-avx2": the 2-core AMD EPYC without AVX-512 of book/measured/full-cpu-avx2-2026-11-23.md
-#   and the chapter runs recorded on book/reproducibility.md, and runs under
+#   and the chapter runs recorded in CHANGELOG.md ("Measurement history"), and runs under
 #   tools/as_avx2.sh (AVX2 kernels on the AVX-512 machine), marked "as_avx2" below;
 # - "cpu-avx512-bf16": the 2-core AMD EPYC with AVX-512, VNNI and BF16 of
-#   book/measured/full-cpu-avx512-2026-11-23.md, book/reproducibility.md and CHANGELOG.md.
+#   book/measured/full-cpu-avx512-2026-11-23.md and CHANGELOG.md.
 _ALL = (
     Expectation(
         "ch10_lowp_speed", 10,
