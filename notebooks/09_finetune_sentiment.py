@@ -360,8 +360,11 @@ print(f"mean length {lengths.mean():.1f} tokens, longest {lengths.max()} | token
 # %% [markdown]
 # The snippets average {glue:text}`ch09_mean_len:.1f` tokens, so per-batch padding processes
 # {glue:text}`ch09_pad_saving:.1f` times fewer token positions per epoch than padding to
-# `max_length`; attention costs grow faster than linearly in the length, so the time saved is at
-# least that.
+# `max_length`. The forward and backward FLOPs that grow with the length shrink by at least that
+# ratio (the attention scores grow with the square of the length, the rest linearly). The time
+# shrinks less: the optimizer step, which updates every weight whatever the length, and the fixed
+# cost of each batch do not shrink at all. Chapter 10 measures what grouping by length saves in
+# wall-clock time.
 #
 # ## 9.5 The fine-tuning loop
 #
@@ -523,12 +526,14 @@ plt.show()
 val_acc = history["evals"][-1]["accuracy"]
 dlbook.glue("ch09_val_acc", val_acc)
 dlbook.glue("ch09_train_seconds", history["seconds"])
+dlbook.glue("ch09_trained_on", info["trained_on"])
 dlbook.glue("ch09_n_train", info["n_train"])
 
 # %% [markdown]
 # One pass over {glue:text}`ch09_n_train:,` snippets took {glue:text}`ch09_train_seconds:.0f` seconds
-# when this model was trained (on the machine in the provenance line at the top, unless it came from
-# an older cache) and ends at {glue:text}`ch09_val_acc:.3f` validation accuracy. The loss stays near
+# on the machine that trained this model ({glue:text}`ch09_trained_on`; the model cache records it,
+# because a cached model may have been trained elsewhere) and ends at
+# {glue:text}`ch09_val_acc:.3f` validation accuracy. The loss stays near
 # $\ln 2$ while the rate is still small, drops once the warm-up ends, and keeps falling, noisily, as
 # the rate decays.
 #

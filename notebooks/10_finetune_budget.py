@@ -606,8 +606,13 @@ dlbook.glue("ch10_freeze_emb_mem", emb["peak MiB"] / fp["peak MiB"])
 #
 # $A$ starts random and $B$ at **zero**, so at step 0 the model is exactly the pretrained one
 # (the fresh head aside), and training moves away from it smoothly. The factor $\alpha / r$ keeps
-# the size of the update roughly independent of $r$, so a learning rate found for one rank works
-# for another. A $384 \times 384$ projection has 147,456 weights; its rank-8 adapter
+# the size of the update roughly independent of $r$; Hu et al. introduce it so that the
+# hyper-parameters need less retuning when $r$ changes {cite}`hu2022lora`. Kalajdzievski
+# {cite}`kalajdzievski2023rank` argues that $\alpha / r$ scales the update down too much, so
+# that larger ranks learn more slowly and gain little, and proposes $\alpha / \sqrt{r}$
+# (rsLoRA). Whether one learning rate serves every rank is therefore contested; this chapter
+# trains one rank and does not settle it. A
+# $384 \times 384$ projection has 147,456 weights; its rank-8 adapter
 # $8 \cdot (384 + 384) = 6{,}144$. After training, $W + \frac{\alpha}{r} B A$ is one matrix again:
 # **merging** makes inference cost exactly what it did before.
 #
@@ -791,6 +796,8 @@ dlbook.glue("ch10_es_total", h.total_steps)
 dlbook.glue("ch10_es_acc", es[0.1]["accuracy"])
 dlbook.glue("ch10_es_acc_nowd", es[0.0]["accuracy"])
 dlbook.glue("ch10_wd_shrink", sizes["lr"] * 0.1)  # eta * lambda at the peak learning rate
+# the most decay can shrink a weight over the steps run: every step at the peak rate
+dlbook.glue("ch10_wd_total", 100 * (1 - (1 - sizes["lr"] * 0.1) ** stopped_at))
 
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -816,8 +823,10 @@ plt.show()
 # and the best weights were put back. The restored model
 # scores {glue:text}`ch10_es_acc:.3f` on the test subset ({glue:text}`ch10_es_acc_nowd:.3f` without
 # weight decay). On a run this short, weight decay changes little: it shrinks each weight by a
-# factor $1 - \eta\lambda$ per step, at most {glue:text}`ch10_wd_shrink:.0e` here, so over about a
-# hundred steps the weights move by around a percent. Early stopping does the real work.
+# factor $1 - \eta\lambda$ per step, with $\eta\lambda$ at most {glue:text}`ch10_wd_shrink:.0e`
+# here, so over the {glue:text}`ch10_es_stopped_at` steps of the run decay alone shrinks a weight by
+# at most {glue:text}`ch10_wd_total:.2f` % (less in fact: the rate warms up and decays). Early
+# stopping does the real work.
 #
 # It watches the loss, not the accuracy, on purpose. Look at the two panels: after the best step
 # the validation loss climbs while the validation accuracy does not follow it down
@@ -830,7 +839,9 @@ plt.show()
 # all positive snippets but only one negative per `imbalance` positives, and train once plain
 # and once with a **class-weighted** cross-entropy, $\ell = -w_y \log p_y$, with the "balanced"
 # weights $w_c = N / (C\, n_c)$ ($N$ examples, $C$ classes, $n_c$ of class $c$): the rare class
-# weighs as much in total as the common one {cite}`cui2019class`. The number to watch is the F1
+# weighs as much in total as the common one. These inverse-frequency weights are scikit-learn's
+# `class_weight="balanced"`; Cui et al. {cite}`cui2019class` argue that they over-correct and
+# weight by the *effective number* of examples, $(1 - \beta^{n_c}) / (1 - \beta)$, instead. The number to watch is the F1
 # of the minority class, negative reviews.
 
 # %%
@@ -1095,8 +1106,9 @@ print(f"random order {my_padding_ratio(shuffled, sizes['batch_size']):.3f} | "
 #
 # :::{exercise}
 # :label: ch10-ex-rank
-# Change `lora_r` to 1, 2, 4, 16 and 32 (keeping `lora_alpha = 2 * lora_r`) and re-run section
-# 10.8. How do the trainable parameters grow with $r$? Plot accuracy against trainable
+# Change `lora_r` to 1, 2, 4, 16 and 32, keeping `lora_alpha` fixed (so the factor $\alpha / r$
+# shrinks as the rank grows, as Eq. {eq}`eq-ch10-lora` intends; scaling $\alpha$ with $r$ would
+# cancel it), and re-run section 10.8. How do the trainable parameters grow with $r$? Plot accuracy against trainable
 # parameters together with the freezing rows of the scoreboard. What does the result suggest about
 # the rank of the update fine-tuning needs on this task?
 # :::

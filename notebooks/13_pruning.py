@@ -580,10 +580,17 @@ print("save_pretrained -> load_pruned_bert gives the same logits")
 # $$ (eq-ch13-taylor)
 #
 # where the sum over $i$ runs over the unit's $d = 32$ coordinates for a head and the single
-# activation for a neuron: **gradient times activation**. The importance of $u$ is
-# $I_u = \sum_{\text{batches}} \lvert \partial L_{\text{batch}} / \partial g_u \rvert$
-# {cite}`molchanov2019importance`; Michel et al. {cite}`michel2019sixteen` score heads the same way
-# and find that many of them can go. The scores must come from **validation** data: choosing
+# activation for a neuron: **gradient times activation** {cite}`molchanov2019importance`. The
+# importance of $u$ used here is
+# $I_u = \sum_{\text{batches}} \lvert \partial L_{\text{batch}} / \partial g_u \rvert$, with
+# $L_{\text{batch}}$ the summed loss of a batch of 32 snippets. The absolute value is taken per
+# batch, so the signs of different snippets can cancel inside a batch first: the scores depend on
+# the batch size, and only batches of one give a per-example score. Michel et al.
+# {cite}`michel2019sixteen`, who find that many heads can go, score a head by the per-example
+# expectation $\mathbb{E}_x \lvert \partial L(x) / \partial g_h \rvert$ and normalise the scores
+# within each layer. That normalisation would not change what this chapter keeps, since it keeps
+# the same number of units in every layer; the batch size can. The scores must come from
+# **validation** data: choosing
 # what to keep is fitting, and the test split only reports. One batch, by hand, with the
 # activations and their gradients captured by hooks:
 

@@ -184,7 +184,7 @@ plt.show()
 # {glue:text}`ch16_largest_b:.1f` billion parameters, and that is before the activations, which
 # grow with the batch and the sequence length. A 7-billion-parameter model needs
 # {glue:text}`ch16_7b_gb:.0f` GB for its training state alone. So beyond a few billion parameters
-# the state itself must be split among devices (section 16.6). Below that, the model fits, and
+# the state itself must be split among devices (section 16.7). Below that, the model fits, and
 # the reason to use more devices is time.
 #
 # ### Compute

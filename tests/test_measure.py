@@ -110,9 +110,12 @@ def test_measure_classifier_on_a_tiny_bert():
     texts = ["a fine film", "dull and long", "great fun", "a mess"] * 8
     data = tokenize_dataset(Dataset.from_dict({"text": texts, "label": [1, 0, 1, 0] * 8}), tok, max_length=16)
     batches = measure.benchmark_batches(tok, texts, batch_sizes=(1, 32))
-    m = measure.measure_classifier("tiny", model, tok, data, batches, threads=1, warmup=1, repeats=2)
+    m = measure.measure_classifier("tiny", model, tok, data, batches, threads=1, warmup=1, repeats=2,
+                                   val_dataset=data.select(range(8)))
     assert set(m.latency_ms) == {1, 32} and all(v > 0 for v in m.latency_ms.values())
     assert 0.0 <= m.accuracy <= 1.0
+    assert m.correct.shape == (32,) and m.correct.mean() == pytest.approx(m.accuracy)
+    assert m.val_accuracy is not None and 0.0 <= m.val_accuracy <= 1.0
     assert m.params == sum(p.numel() for p in model.parameters())
     assert m.size_mb == pytest.approx(measure.saved_size_mb(model))
     assert model.training  # left in the mode it was in
@@ -158,3 +161,30 @@ def test_interleaved_latency_times_every_model_in_turns():
         measure.interleaved_latency(models, batches, threads=1, rounds={1: 3})
     with pytest.raises(ValueError):
         measure.interleaved_latency({}, batches, threads=1)
+
+
+def test_scoreboard_paired_interval_of_the_drop_and_validation_drop():
+    import numpy as np
+
+    board = measure.Scoreboard()
+    base_correct = np.ones(400, dtype=bool)
+    base_correct[:40] = False  # 0.90
+    same = base_correct.copy()
+    worse = base_correct.copy()
+    worse[40:100] = False  # 0.75: 15 points lost
+    for name, c, val in (("fp32", base_correct, 0.88), ("same", same, 0.88), ("worse", worse, 0.80)):
+        row = _row(name, 10.0, 10.0, float(c.mean()))
+        row.correct, row.val_accuracy = c, val
+        board.add(row)
+    assert not board.compare("same").interval.measurable
+    drop = board.compare("worse").interval
+    assert drop.diff == pytest.approx(0.15) and drop.low > 0.1
+    assert board.ratios("worse")["val_drop_pts"] == pytest.approx(8.0)
+    df = board.frame()
+    assert df.loc["same", "drop_95ci"] == "[+0.0, +0.0]" and "val_accuracy" in df.columns
+    plain = measure.Scoreboard()
+    plain.add(_row("a", 1.0, 1.0, 0.5))
+    plain.add(_row("b", 1.0, 1.0, 0.5))
+    with pytest.raises(ValueError, match="per-example results"):
+        plain.compare("b")
+    assert "drop_95ci" not in plain.frame().columns

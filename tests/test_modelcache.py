@@ -47,6 +47,12 @@ def test_trains_once_then_loads(tmp_path):
     assert not m2.training
     saved = json.loads((tmp_path / info["path"].split("/")[-1] / "dlbook_info.json").read_text())
     assert saved["steps"] == 7
+    assert info2["trained_on"] == saved["trained_on"] == modelcache.trained_on("cpu")
+    assert "class=cpu-" in saved["trained_on"] and "threads" in saved["trained_on"]
+    del saved["trained_on"]  # a folder written before the machine was recorded
+    (tmp_path / info["path"].split("/")[-1] / "dlbook_info.json").write_text(json.dumps(saved))
+    _, _, info3 = modelcache.cached_model("toy", {"a": 1}, train, _load, device="cpu", cache_dir=tmp_path)
+    assert info3["trained_on"] == "not recorded"
 
 
 def test_key_changes_with_description_and_rejects_bad_input():

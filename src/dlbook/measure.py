@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -234,7 +235,12 @@ def interleaved_latency(
 
 @dataclass
 class Measurement:
-    """One model variant: size (MB), median latency (ms) per batch size, test accuracy."""
+    """One model variant: size (MB), median latency (ms) per batch size, test accuracy.
+
+    ``correct`` holds the per-example correctness on the test split (for paired intervals,
+    :mod:`dlbook.stats`); ``val_accuracy`` the validation accuracy, which is what a chapter
+    chooses a variant by (the test split never chooses).
+    """
 
     name: str
     size_mb: float
@@ -244,9 +250,13 @@ class Measurement:
     params: int | None = None
     notes: str = ""
     spread_ms: dict[int, tuple[float, float]] = field(default_factory=dict)
+    val_accuracy: float | None = None
+    correct: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["correct"] = None if self.correct is None else self.correct.tolist()
+        return d
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -268,8 +278,12 @@ def measure_classifier(
     notes: str = "",
     show_progress: bool = False,
     timings: Mapping[int, Latency] | None = None,
+    val_dataset: Any = None,
 ) -> Measurement:
     """Size, latency at each batch in ``batches`` (from :func:`benchmark_batches`) and accuracy.
+
+    With ``val_dataset`` (tokenised like ``test_dataset``) the validation accuracy is measured
+    too, so that a chapter can choose among variants without looking at the test split.
 
     ``test_dataset`` is tokenised with :func:`dlbook.finetune.tokenize_dataset`; ``model(**batch)``
     must return an object with ``.logits`` (every Hugging Face classifier does). Latency and
@@ -287,6 +301,9 @@ def measure_classifier(
         if timings is None:
             timings = {b: forward_latency(model, batch, warmup=warmup, repeats=repeats) for b, batch in batches.items()}
         result = evaluate_classifier(model, test_dataset, tokenizer, batch_size=eval_batch_size, show_progress=show_progress)
+        val = None
+        if val_dataset is not None:
+            val = evaluate_classifier(model, val_dataset, tokenizer, batch_size=eval_batch_size).accuracy
     return Measurement(
         name=name,
         size_mb=saved_size_mb(model),
@@ -296,6 +313,8 @@ def measure_classifier(
         params=count_parameters(model),
         notes=notes,
         spread_ms={b: t.spread for b, t in timings.items()},
+        val_accuracy=val,
+        correct=(result.preds == result.labels).numpy(),
     )
 
 
@@ -317,7 +336,9 @@ class Scoreboard:
 
     ``frame()`` gives size, latency and accuracy with the ratios the book quotes: ``smaller``
     (baseline size / size), ``faster@b`` (baseline latency / latency at batch ``b``, measured in
-    the same run) and ``acc_drop_pts`` (baseline accuracy minus accuracy, in points).
+    the same run) and ``acc_drop_pts`` (baseline accuracy minus accuracy, in points), with the
+    95 % paired bootstrap interval of that drop (``drop_95ci``, :meth:`compare`) where the
+    per-example results are known, and ``val_drop_pts`` where validation was measured.
     """
 
     def __init__(self, baseline: str | None = None) -> None:
@@ -351,7 +372,24 @@ class Scoreboard:
         out = {"smaller": b.size_mb / m.size_mb}
         out.update({f"faster@{k}": b.latency_ms[k] / m.latency_ms[k] for k in m.latency_ms})
         out["acc_drop_pts"] = 100 * (b.accuracy - m.accuracy)
+        if m.val_accuracy is not None and b.val_accuracy is not None:
+            out["val_drop_pts"] = 100 * (b.val_accuracy - m.val_accuracy)
         return out
+
+    def compare(self, name: str, *, n_boot: int = 10_000, seed: int = 0):
+        """Paired comparison of the baseline against ``name`` on the same test examples.
+
+        A :class:`dlbook.stats.Comparison` of ``baseline - name``: its interval is the interval
+        of the accuracy drop (positive: the variant lost accuracy).
+        """
+        from .stats import compare
+
+        if name not in self.rows:
+            raise KeyError(f"no measurement named {name!r}; have {list(self.rows)}")
+        m, b = self.rows[name], self.base()
+        if m.correct is None or b.correct is None:
+            raise ValueError(f"per-example results of {name!r} or the baseline are unknown: measure with measure_classifier")
+        return compare(b.correct, m.correct, n_boot=n_boot, seed=seed)
 
     def frame(self):
         """A pandas DataFrame, one row per variant, in the order added."""
@@ -362,7 +400,12 @@ class Scoreboard:
             row: dict[str, Any] = {"variant": name, "size_MB": m.size_mb}
             row.update({f"ms@{k}": v for k, v in m.latency_ms.items()})
             row["accuracy"] = m.accuracy
+            if m.val_accuracy is not None:
+                row["val_accuracy"] = m.val_accuracy
             row.update(self.ratios(name))
+            if name != self.baseline and m.correct is not None and self.base().correct is not None:
+                i = self.compare(name).interval
+                row["drop_95ci"] = f"[{100 * i.low:+.1f}, {100 * i.high:+.1f}]"
             records.append(row)
         return pd.DataFrame.from_records(records).set_index("variant")
 

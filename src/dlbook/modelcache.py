@@ -97,6 +97,18 @@ class KeepRandomState:
             torch.mps.set_rng_state(self.mps)
 
 
+def trained_on(device: torch.device | str) -> str:
+    """The machine a model is trained on, as a chapter prints it beside a training time.
+
+    A cached model may have been trained on another machine than the one reading it, so a
+    training time read from the cache is only meaningful with this beside it.
+    """
+    from .env import device_name, hardware_class
+
+    device = torch.device(device)
+    return f"{device_name(device)}, class={hardware_class(device)}, {torch.get_num_threads()} threads"
+
+
 def cached_model(
     kind: str,
     described: Mapping[str, Any],
@@ -113,8 +125,10 @@ def cached_model(
     ``load(folder)`` returns ``(model, tokenizer)`` read back from the folder. The folder is
     ``cache_dir / cache_key(kind, described)`` (default :func:`cache_root`); it is written to a
     temporary name and renamed, so a reader never sees half a model. ``info`` is ``described``,
-    what ``train`` reported, and ``path``/``from_cache``/``device``. The global random generators
-    are left as they were, whether the model was trained or loaded.
+    what ``train`` reported, ``trained_on`` (the machine that trained it, see :func:`trained_on`;
+    ``"not recorded"`` for folders written before it was stored) and ``path``/``from_cache``/
+    ``device``. The global random generators are left as they were, whether the model was
+    trained or loaded.
     """
     device = torch.device(device)
     name = cache_key(kind, described)
@@ -132,7 +146,8 @@ def cached_model(
         try:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            (tmp / "dlbook_info.json").write_text(json.dumps({**described, **trained}, indent=1))
+            record = {**described, **trained, "trained_on": trained_on(device)}
+            (tmp / "dlbook_info.json").write_text(json.dumps(record, indent=1))
             try:
                 os.rename(tmp, folder)
             except OSError:
@@ -148,10 +163,11 @@ def cached_model(
         model = model.to(device)
     if hasattr(model, "eval"):
         model.eval()
+    info.setdefault("trained_on", "not recorded")
     info.update(path=str(folder), from_cache=from_cache, device=str(device))
     if from_cache:
         print(f"loaded the {label} from {folder}")
     return model, tokenizer, info
 
 
-__all__ = ["KeepRandomState", "cache_key", "cache_root", "cached_model", "describe", "library_versions"]
+__all__ = ["KeepRandomState", "cache_key", "cache_root", "cached_model", "describe", "library_versions", "trained_on"]
