@@ -20,18 +20,23 @@
 # eleven tomorrow. A **recurrent network** reads a sequence one element at a time and carries a
 # summary of what it has seen so far, its hidden state, from each step to the next, with the same
 # weights at every step. This chapter builds that network from its equation, checks it against
-# PyTorch, looks at what goes wrong when gradients travel back through many steps, and trains a
-# character-level model that invents new first names.
+# PyTorch, looks at what goes wrong when gradients travel back through many steps, trains a
+# character-level model that invents new first names, trains it again on one long stream in
+# chunks, and classifies sequences of different lengths in one batch.
 #
 # By the end of this chapter you can
 #
 # 1. write the vanilla RNN from its equation, unroll it over time, stack layers, and reproduce
 #    `nn.RNN` exactly with the same weights;
-# 2. derive the gradient that backpropagation through time computes, and check it against autograd;
-# 3. measure vanishing and exploding gradients and explain them from the recurrent weight matrix;
-# 4. clip gradients and show on a real training run why it is worth doing;
-# 5. train a character-level language model, report its held-out loss per character, and sample
-#    from it at several temperatures.
+# 2. derive the gradient that backpropagation through time computes, check it against autograd,
+#    and explain vanishing and exploding gradients from the spectral norm of the recurrent
+#    weights;
+# 3. clip gradients, train a character-level language model, report its held-out loss per
+#    character against baselines, and sample from it at several temperatures;
+# 4. train on a long stream with truncated backpropagation through time, and say what detaching
+#    the hidden state does and what goes wrong without it;
+# 5. classify a padded batch of sequences of different lengths with packed sequences, or by
+#    reading each sequence's state at its own last step.
 
 # %%
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
@@ -51,14 +56,17 @@ from collections import Counter
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
 import dlbook
+import dlbook.exercises
 from dlbook import assets, charlm
-from dlbook.nn.recurrent import RNN, RNNCell
+from dlbook.nn.recurrent import GRU, RNN, RNNCell
 
-# A recurrent network multiplies small matrices one time step after another. On a CPU one
-# thread does that faster than several threads that must meet after every tiny product.
+# One CPU thread, set before setup() prints it: the same work on every machine, whatever
+# its number of cores.
 torch.set_num_threads(1)
 device = dlbook.setup(seed=0)
 
@@ -68,8 +76,12 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(grad_seq=20, n_grad_seqs=2, n_train=300, lm_epochs=1, clip_train=200, clip_epochs=1, n_samples=5, n_novelty=20),
-    full=dict(grad_seq=60, n_grad_seqs=8, n_train=4_130, lm_epochs=15, clip_train=4_130, clip_epochs=5, n_samples=10, n_novelty=200),
+    smoke=dict(grad_seq=20, n_grad_seqs=2, n_train=300, lm_epochs=1, clip_train=200,
+               clip_epochs=1, n_samples=5, n_novelty=20, tbptt_epochs=1,
+               n_clf_train=256, n_clf_test=256, clf_epochs=1),
+    full=dict(grad_seq=60, n_grad_seqs=8, n_train=4_130, lm_epochs=15, clip_train=4_130,
+              clip_epochs=5, n_samples=10, n_novelty=200, tbptt_epochs=10,
+              n_clf_train=4_000, n_clf_test=2_000, clf_epochs=10),
 )
 sizes
 
@@ -79,17 +91,19 @@ sizes
 # Picture reading a name letter by letter and keeping a few notes on a card: "starts with a
 # consonant", "just saw a double n". After each letter you update the card from the old card and
 # the new letter, using the same rules every time. That card is the hidden state $h_t$, and the
-# rules are the recurrent cell. Elman's simple recurrent network {cite}`elman1990finding` writes
-# the update as
+# rules are the recurrent cell. Elman's simple recurrent network {cite}`elman1990finding`
+# computes the new state from the input and the previous state with one affine map followed by
+# a squashing nonlinearity. In the form PyTorch's `nn.RNN` uses, with tanh and two bias vectors,
 #
 # $$
 # h_t = \tanh\left(W_{xh}\, x_t + b_{xh} + W_{hh}\, h_{t-1} + b_{hh}\right),
 # $$ (eq-ch04-rnn)
 #
 # where $x_t \in \mathbb{R}^{d}$ is the input at step $t$, $h_t \in \mathbb{R}^{H}$ the hidden
-# state, $W_{xh}$ is $H \times d$, $W_{hh}$ is $H \times H$, and $h_0$ is usually zero. The
-# same five parameters are used at every step, so the network takes sequences of any length. We
-# write Eq. {eq}`eq-ch04-rnn` for a whole batch (rows are examples) and then loop it over time.
+# state, $W_{xh}$ is $H \times d$, $W_{hh}$ is $H \times H$, and $h_0$ is zero unless we pass
+# one. The same four parameter tensors, $W_{xh}$, $W_{hh}$, $b_{xh}$ and $b_{hh}$, are used at
+# every step, so the network takes sequences of any length. We write Eq. {eq}`eq-ch04-rnn` for
+# a whole batch (rows are examples) and then loop it over time.
 
 # %%
 def rnn_cell(x_t, h_prev, w_xh, b_xh, w_hh, b_hh):
@@ -123,8 +137,19 @@ print("our unrolled RNN == nn.RNN:", tuple(states.shape), "max abs difference", 
 
 # %% [markdown]
 # PyTorch names the two weight matrices `weight_ih_l0` and `weight_hh_l0` ("input to hidden"
-# and "hidden to hidden" of layer 0) and keeps both biases, although only their sum matters.
-#
+# and "hidden to hidden" of layer 0) and keeps both biases, although only their sum enters
+# Eq. {eq}`eq-ch04-rnn`: moving all of it into one of them changes no state.
+
+# %%
+merged = nn.RNN(d, H, batch_first=True).double()
+merged.load_state_dict(reference.state_dict())
+with torch.no_grad():
+    merged.bias_hh_l0 += merged.bias_ih_l0  # (H,): b_hh + b_xh in one vector
+    merged.bias_ih_l0.zero_()
+    torch.testing.assert_close(merged(x)[0], ref_states)
+print("one bias b_xh + b_hh gives the same states as two")
+
+# %% [markdown]
 # Because the weights are shared across time, the parameter count does not depend on the
 # sequence length: a layer has $H(d + H) + 2H$ parameters.
 
@@ -199,8 +224,9 @@ print("dlbook.nn.recurrent.RNN == our cells == nn.RNN")
 # To train the network we need the gradient of a loss with respect to the shared weights.
 # Unrolled over $T$ steps, the RNN is just a deep feed-forward network whose $T$ layers share
 # their weights, and backpropagation through it is called **backpropagation through time**
-# (BPTT). The loss of a sequence is usually a sum over steps, $\mathcal{L} = \sum_t
-# \mathcal{L}_t(h_t)$, and a weight's gradient is the sum of its contributions at every step.
+# (BPTT) {cite}`werbos1990backpropagation`. The loss of a sequence is usually a sum over
+# steps, $\mathcal{L} = \sum_t \mathcal{L}_t(h_t)$, and a weight's gradient is the sum of its
+# contributions at every step.
 #
 # The interesting part is how a signal travels back from step $T$ to an earlier step $t$. Write
 # $a_t = W_{xh} x_t + b_{xh} + W_{hh} h_{t-1} + b_{hh}$, so $h_t = \tanh(a_t)$ and
@@ -255,73 +281,184 @@ print(f"Eq. (step Jacobian) and Eq. (BPTT) match autograd for all {T} input posi
 # %% [markdown]
 # ## Vanishing and exploding gradients
 #
-# Eq. {eq}`eq-ch04-bptt` multiplies $T - t$ matrices. Since $|\tanh'| \le 1$, the spectral norm
-# (largest singular value) of each factor is at most $\|W_{hh}\|_2$, so
+# Eq. {eq}`eq-ch04-bptt` multiplies $T - t$ factors $\operatorname{diag}(1 - h_k^2)\, W_{hh}$.
+# How large can such a product get? The right tool is the **spectral norm** $\|A\|_2$, the
+# largest singular value of $A$: the most $A$ can stretch any vector. It is submultiplicative,
+# $\|AB\|_2 \le \|A\|_2 \|B\|_2$, and since $0 < 1 - h_k^2 \le 1$ the diagonal factor can only
+# shrink, so $\|\operatorname{diag}(1 - h_k^2) W_{hh}\|_2 \le \|W_{hh}\|_2$. Together,
 #
 # $$
+# \left\|\frac{\partial h_T}{\partial h_t}\right\|_2 \le \prod_{k=t+1}^{T}
+# \left\|\operatorname{diag}\!\left(1 - h_k^2\right) W_{hh}\right\|_2 \le \|W_{hh}\|_2^{\,T-t},
+# \qquad
 # \left\|\frac{\partial h_T}{\partial x_t}\right\|_2 \le \|W_{hh}\|_2^{\,T-t}\, \|W_{xh}\|_2 .
 # $$ (eq-ch04-bound)
 #
 # If $\|W_{hh}\|_2 < 1$ the influence of an input on the last state shrinks **exponentially**
 # with the distance $T-t$: the gradient vanishes, and the network cannot learn that something
 # 30 steps ago mattered {cite}`bengio1994learning`. If $W_{hh}$ is large the bound allows
-# exponential growth, and a random large $W_{hh}$ does produce it: the gradient explodes
-# {cite}`pascanu2013difficulty`. We measure $\|\partial h_T / \partial x_t\|_2$ for every
-# distance in random tanh RNNs whose $W_{hh}$ has Gaussian entries scaled by $g/\sqrt{H}$ (its
-# spectral radius is then close to $g$), and check the bound on every measurement.
+# exponential growth: the gradient can explode {cite}`pascanu2013difficulty`.
+#
+# The bound needs the spectral norm, not the **spectral radius** $\rho(W)$, the largest
+# $|\lambda|$ over the eigenvalues of $W$. The radius describes the powers of *one* matrix:
+# $\|W^k\|_2^{1/k} \to \rho(W)$ as $k$ grows (Gelfand's formula {cite}`horn2012matrix`). It is
+# not submultiplicative, so it says nothing certain about a product of *different* matrices,
+# and the Jacobian factors change from step to step with $h_k$. Two $2 \times 2$ matrices show
+# the gap, and a random $W$ shows Gelfand's formula at work:
 
 # %%
-def input_gradient_norms(gain, seq_len, n_seqs, hidden=32, n_in=4, seed=0):
-    """||d h_T / d x_t||_2 for t = T..1 (index = distance T - t), geometric mean over n_seqs sequences."""
+def spectral_norm(w):
+    """||W||_2: the largest singular value, the most W can stretch a vector."""
+    return torch.linalg.matrix_norm(w.detach(), ord=2).item()
+
+
+def spectral_radius(w):
+    """rho(W): the largest absolute value of an eigenvalue of W."""
+    return torch.linalg.eigvals(w.detach()).abs().max().item()
+
+
+a_mat = torch.tensor([[0.0, 1.0], [0.0, 0.0]])  # rho = 0, ||.||_2 = 1
+b_mat = a_mat.T  # rho = 0, ||.||_2 = 1
+ab = a_mat @ b_mat  # [[1, 0], [0, 0]]: rho = 1
+rho_a, rho_b, rho_ab = (spectral_radius(m) for m in (a_mat, b_mat, ab))
+norm_a, norm_b, norm_ab = (spectral_norm(m) for m in (a_mat, b_mat, ab))
+print(f"rho(A) = {rho_a}, rho(B) = {rho_b}, rho(AB) = {rho_ab};",
+      f"||A|| ||B|| = {norm_a * norm_b} >= ||AB|| = {norm_ab}")
+assert rho_ab > rho_a * rho_b  # 1 > 0 * 0: the radius is not submultiplicative
+assert norm_ab <= norm_a * norm_b  # the norm is
+
+g_demo = torch.Generator().manual_seed(0)
+w_demo = torch.randn(32, 32, generator=g_demo, dtype=torch.float64)  # (32, 32)
+rho_demo = spectral_radius(w_demo)
+for k in [1, 10, 100]:
+    gelfand = spectral_norm(torch.linalg.matrix_power(w_demo, k)) ** (1 / k)
+    print(f"k={k:3d}: ||W^k||_2^(1/k) = {gelfand:.3f}   (rho(W) = {rho_demo:.3f})")
+assert abs(gelfand / rho_demo - 1) < 0.05
+
+# %% [markdown]
+# We measure $\|\partial h_T / \partial x_t\|_2$ for every distance in random tanh RNNs with
+# $H = 32$ whose $W_{hh}$ has Gaussian entries of standard deviation $g/\sqrt{H}$, check the
+# bound of Eq. {eq}`eq-ch04-bound` on every measurement, and compute both the spectral radius
+# and the spectral norm of each $W_{hh}$.
+
+# %%
+def random_rnn(gain, hidden=32, n_in=4, seed=0):
+    """A float64 tanh RNN: W_hh entries N(0, gain^2 / H), W_xh N(0, 1 / d), no bias."""
     g = torch.Generator().manual_seed(seed)
     rnn = RNN(n_in, hidden).double()
+    cell = rnn.cells[0]
     with torch.no_grad():
-        c = rnn.cells[0]
-        c.weight_hh.copy_(gain * torch.randn(hidden, hidden, generator=g, dtype=torch.float64) / hidden**0.5)
-        c.weight_ih.copy_(torch.randn(hidden, n_in, generator=g, dtype=torch.float64) / n_in**0.5)
-        c.bias_ih.zero_()
-        c.bias_hh.zero_()
-    x = torch.randn(n_seqs, seq_len, n_in, generator=g, dtype=torch.float64)  # (N, T, d)
+        w_hh = torch.randn(hidden, hidden, generator=g, dtype=torch.float64)  # (H, H)
+        cell.weight_hh.copy_(gain * w_hh / hidden**0.5)
+        w_ih = torch.randn(hidden, n_in, generator=g, dtype=torch.float64)  # (H, d)
+        cell.weight_ih.copy_(w_ih / n_in**0.5)
+        cell.bias_ih.zero_()
+        cell.bias_hh.zero_()
+    return rnn
 
-    def last_states(inp):  # (N, T, d) -> (N, H); sequences are independent, so summing over N is safe
+
+def input_gradient_norms(rnn, seq_len, n_seqs, seed=1):
+    """||d h_T / d x_t||_2 by distance T - t (index 0 = last input), geometric mean.
+
+    The mean runs over n_seqs random input sequences; every measurement is checked
+    against Eq. (eq-ch04-bound).
+    """
+    g = torch.Generator().manual_seed(seed)
+    shape = (n_seqs, seq_len, rnn.input_size)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64)  # (N, T, d)
+
+    def last_states(inp):  # (N, T, d) -> (H,); sequences are independent: sum them
         return rnn(inp)[0][:, -1].sum(0)
 
     jac = torch.autograd.functional.jacobian(last_states, x, vectorize=True)  # (H, N, T, d)
-    norms = torch.linalg.matrix_norm(jac.permute(1, 2, 0, 3), ord=2)  # (N, T): spectral norm of each (H, d)
-    bound = torch.linalg.matrix_norm(c.weight_hh, ord=2) ** torch.arange(seq_len - 1, -1, -1) * torch.linalg.matrix_norm(
-        c.weight_ih, ord=2
-    )  # (T,): Eq. (eq-ch04-bound), distance T - t for each t
+    blocks = jac.permute(1, 2, 0, 3)  # (N, T, H, d)
+    norms = torch.linalg.matrix_norm(blocks, ord=2)  # (N, T)
+    cell = rnn.cells[0]
+    distance = torch.arange(seq_len - 1, -1, -1)  # (T,): T - t for t = 1 .. T
+    bound = spectral_norm(cell.weight_hh) ** distance * spectral_norm(cell.weight_ih)
     assert (norms <= bound * (1 + 1e-9)).all(), "the bound of Eq. (eq-ch04-bound) is violated"
     return norms.clamp_min(1e-300).log().mean(0).exp().flip(0).detach()  # (T,), index = distance
 
 
 gains = [0.5, 1.0, 2.0, 3.0]
-grad_norms = {gain: input_gradient_norms(gain, sizes["grad_seq"], sizes["n_grad_seqs"]) for gain in gains}
+rnns = {gain: random_rnn(gain) for gain in gains}
+grad_norms = {
+    gain: input_gradient_norms(rnns[gain], sizes["grad_seq"], sizes["n_grad_seqs"])
+    for gain in gains
+}  # (T,) each
+
+# %%
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
-for gain, norms in grad_norms.items():
-    ax.semilogy(norms.numpy(), label=f"$g$ = {gain}")
+for k, (gain, norms) in enumerate(grad_norms.items()):
+    ax.semilogy(norms.numpy(), color=f"C{k}", label=f"$g$ = {gain}")
+lows = min(float(n.min()) for n in grad_norms.values())
+highs = max(float(n.max()) for n in grad_norms.values())
+for k, gain in enumerate(gains):  # Eq. (eq-ch04-bound), dashed
+    cell = rnns[gain].cells[0]
+    dist = np.arange(sizes["grad_seq"])
+    bound = spectral_norm(cell.weight_hh) ** dist * spectral_norm(cell.weight_ih)
+    ax.semilogy(dist, bound, color=f"C{k}", ls="--", lw=0.8)
+ax.set_ylim(lows / 10, highs * 10)
 ax.set_xlabel("distance $T - t$ (steps back in time)")
 ax.set_ylabel(r"$\|\partial h_T / \partial x_t\|_2$")
 ax.set_title("How much an input $t$ steps back can move the last state")
 ax.legend()
 plt.show()
 
+# %% [markdown]
+# *Figure: the measured norms (solid) and the bound of Eq. {eq}`eq-ch04-bound` (dashed, same
+# colour) for four gains $g$ of the recurrent weights.*
+#
+# A straight line on this log scale is exponential change, and its slope gives the factor by
+# which the gradient changes per step back. We read that factor off the first and the last
+# distance and set it beside $\rho(W_{hh})$ and $\|W_{hh}\|_2$:
+
+# %%
 far = sizes["grad_seq"] - 1
+print(f"{'g':>4s} {'rho(W_hh)':>10s} {'||W_hh||_2':>11s} {'measured per step':>18s}")
+for gain in gains:
+    w_hh = rnns[gain].cells[0].weight_hh
+    rho, sigma = spectral_radius(w_hh), spectral_norm(w_hh)
+    rate = float(grad_norms[gain][far] / grad_norms[gain][0]) ** (1 / far)
+    print(f"{gain:4.1f} {rho:10.3f} {sigma:11.3f} {rate:18.3f}")
+    assert rate < rho < sigma, "expected: measured rate < radius < norm"
+    key = str(gain).replace(".", "_")
+    dlbook.glue(f"vg_sigma_{key}", sigma)
+    dlbook.glue(f"vg_rate_{key}", rate)
+dlbook.glue("vg_rho_per_g", spectral_radius(rnns[1.0].cells[0].weight_hh))
+dlbook.glue("vg_sigma_per_g", spectral_norm(rnns[1.0].cells[0].weight_hh))
+dlbook.glue("vg_norm_over_rho", spectral_norm(w_hh) / spectral_radius(w_hh))
 dlbook.glue("grad_far_distance", far)
 dlbook.glue("grad_near_small", float(grad_norms[0.5][0]))
 dlbook.glue("grad_far_small", float(grad_norms[0.5][far]))
 dlbook.glue("grad_far_large", float(grad_norms[3.0][far]))
-print({gain: f"{float(n[far]):.2e}" for gain, n in grad_norms.items()}, f"at distance {far}")
+# g = 0.5: the bound guarantees decay; g = 1: it allows growth, yet the gradient shrinks
+sigma_half, sigma_one = (spectral_norm(rnns[g].cells[0].weight_hh) for g in (0.5, 1.0))
+assert sigma_half < 1 < sigma_one
+assert float(grad_norms[1.0][far]) < float(grad_norms[1.0][0])
 
 # %% [markdown]
-# Every measured norm satisfied Eq. {eq}`eq-ch04-bound` (the function asserts it). With $g =
-# 0.5$ the gradient from the last step, {glue:text}`grad_near_small:.2f`, has shrunk to
-# {glue:text}`grad_far_small:.1e` at distance {glue:text}`grad_far_distance`: a straight line on
-# the log scale, exponential decay. With $g = 3$ it grows to {glue:text}`grad_far_large:.1e`.
-# The tanh saturates for large states, which caps the states but not the gradients: in this
-# chaotic regime a tiny change early on is amplified at every step. Neither extreme is usable for
-# long-range learning; $g$ near 1 decays more slowly but still decays. Chapter 5 changes the
-# architecture so that a path with a gradient close to one exists by design.
+# Every measured norm satisfied Eq. {eq}`eq-ch04-bound` (the function asserts it). For these
+# $32 \times 32$ matrices the spectral radius is {glue:text}`vg_rho_per_g:.2f`$\,g$ and the
+# spectral norm {glue:text}`vg_sigma_per_g:.2f`$\,g$: the radius in place of the norm would
+# understate the bound by a factor of {glue:text}`vg_norm_over_rho:.2f` at every step.
+#
+# - With $g = 0.5$, $\|W_{hh}\|_2 =$ {glue:text}`vg_sigma_0_5:.2f` $< 1$, so the bound
+#   guarantees decay. The gradient from the last step, {glue:text}`grad_near_small:.2f`, has
+#   shrunk to {glue:text}`grad_far_small:.1e` at distance {glue:text}`grad_far_distance`, by a
+#   factor of {glue:text}`vg_rate_0_5:.2f` per step: much faster than the guarantee.
+# - With $g = 1$, $\|W_{hh}\|_2 =$ {glue:text}`vg_sigma_1_0:.2f` $> 1$ and the bound allows
+#   growth, yet the gradient still vanishes, by {glue:text}`vg_rate_1_0:.2f` per step: the
+#   bound is a guarantee, not a prediction.
+# - With $g = 3$ the gradient grows by {glue:text}`vg_rate_3_0:.2f` per step, to
+#   {glue:text}`grad_far_large:.1e` at the largest distance. The tanh keeps every state inside
+#   $(-1, 1)$, but a bounded state can still be extremely sensitive to an early input.
+#
+# In all four cases the measured factor lies below the spectral radius (asserted): when the
+# diagonal factors are close to the identity, the product is close to the power $W_{hh}^{T-t}$,
+# whose size per step tends to $\rho(W_{hh})$; the factors $1 - h_k^2 < 1$ pull it lower. The
+# radius is the better guide to the rate here; only the norm gives a guarantee. Chapter 5
+# changes the architecture so that a path whose gradient stays close to one exists by design.
 #
 # ## Gradient clipping
 #
@@ -357,7 +494,7 @@ for size in [10.0, 0.1]:  # a large gradient gets clipped, a small one is left a
     print(f"norm before {norm_before.item():7.3f} -> after {torch.sqrt(sum((o**2).sum() for o in ours)).item():.3f}")
 
 # %% [markdown]
-# We will see clipping at work on a real training run at the end of the chapter, once there is
+# We will see clipping at work on a real training run later in this chapter, once there is
 # something to train.
 #
 # ## A character-level language model
@@ -365,7 +502,7 @@ for size in [10.0, 0.1]:  # a large gradient gets clipped, a small one is left a
 # A **language model** assigns a probability to a sequence by predicting one element at a time:
 # $p(c_1 \dots c_n) = \prod_t p(c_t \mid c_{<t})$. For names, the elements are characters. The
 # data are the first names of the US census (package `names`), lower-cased and split once, with a
-# fixed seed, into training, validation and test names that every chapter of the book shares.
+# fixed seed, into training, validation and test names; chapters 5 and 7 use the same split.
 
 # %%
 names = assets.census_names()
@@ -378,12 +515,14 @@ print("examples:", names["train"][:8])
 print("longest:", max(len(n) for n in names["train"]), "characters; mean", round(float(np.mean([len(n) for n in names["train"]])), 2))
 
 # %% [markdown]
-# Each name becomes a sequence of ids from a 29-symbol vocabulary: the letters `a`-`z` and three
-# special tokens. `<bos>` (beginning of sequence) is the first input, so that the model also
-# predicts the first letter; `<eos>` (end of sequence) is the last target, so that the model
-# learns when a name stops; `<pad>` fills short names up to the length of the longest name in a
-# batch. The input is the sequence without its last id, the target the sequence without its
-# first id: at every position, the target is the next character.
+# Each name becomes a sequence of ids from a vocabulary of {glue:text}`vocab_size` symbols: the
+# letters `a`-`z` and three special tokens. `<bos>` (beginning of sequence) is the first input,
+# so that the model also predicts the first letter; `<eos>` (end of sequence) is the last
+# target, so that the model learns when a name stops; `<pad>` fills short names up to the
+# length of the longest name in a batch. The input is the sequence without its last id, the
+# target the sequence without its first id: at every position, the target is the next
+# character. A target is therefore a letter or `<eos>`, never `<pad>` or `<bos>`: there are
+# {glue:text}`n_targets` possible targets.
 
 # %%
 vocab = charlm.CharVocab()
@@ -393,6 +532,15 @@ inputs, targets, mask = charlm.make_batches(["anna", "bo", "maryellen"], vocab, 
 print("inputs  (B, T)\n", inputs)
 print("targets (B, T)\n", targets)
 print("mask: which targets count\n", mask.int())
+
+# %%
+n_targets = len(vocab) - 2  # every id but <pad> and <bos>
+seen = {i for name in names["train"] for i in vocab.encode(name)[1:]}  # all targets
+assert vocab.pad_id not in seen and vocab.bos_id not in seen and len(seen) == n_targets
+dlbook.glue("vocab_size", len(vocab))
+dlbook.glue("n_targets", n_targets)
+dlbook.glue("ln_targets", math.log(n_targets))
+print(f"{len(vocab)} symbols, {n_targets} possible targets, all seen in training")
 
 # %% [markdown]
 # The model is trained by minimising the negative log-likelihood of the next character, and we
@@ -404,19 +552,23 @@ print("mask: which targets count\n", mask.int())
 # \qquad N = \sum_w \left(|w| + 1\right),
 # $$ (eq-ch04-nll)
 #
-# in nats per character (natural logarithm). A model that guesses uniformly over the 29 symbols
-# scores $\ln 29 \approx 3.37$. `charlm.loss_per_char` computes Eq. {eq}`eq-ch04-nll` in padded
-# batches; we check it against a plain loop over names, one at a time, with no padding at all.
+# in nats per character (natural logarithm). The baseline that knows nothing is a uniform guess
+# over the {glue:text}`n_targets` possible targets, which scores $\ln$ {glue:text}`n_targets` $=$
+# {glue:text}`ln_targets:.3f` nats per character. `charlm.loss_per_char` computes
+# Eq. {eq}`eq-ch04-nll` in padded batches; we check it against a plain loop over names, one at a
+# time, with no padding at all, and on the uniform guess.
 
 # %%
 dlbook.show(charlm.loss_per_char)
 
 # %%
 class Uniform(nn.Module):
-    """Equal logits for every symbol: the loss must be ln(29)."""
+    """Equal logits for the possible targets, -inf for <pad> and <bos>: loss ln 27."""
 
-    def forward(self, ids):  # (B, T) -> (B, T, 29)
-        return torch.zeros(*ids.shape, len(vocab))
+    def forward(self, ids):  # (B, T) -> (B, T, V)
+        logits = torch.zeros(*ids.shape, len(vocab))
+        logits[..., [vocab.pad_id, vocab.bos_id]] = -math.inf  # never a target
+        return logits
 
 
 torch.manual_seed(0)
@@ -426,57 +578,75 @@ total, count = 0.0, 0
 with torch.no_grad():
     for name in few:  # Eq. (eq-ch04-nll), literally
         ids = torch.tensor(vocab.encode(name), device=device)  # (|w| + 2,)
-        log_p = torch.log_softmax(untrained(ids[None, :-1])[0], dim=-1)  # (|w| + 1, 29)
+        log_p = torch.log_softmax(untrained(ids[None, :-1])[0], dim=-1)  # (|w| + 1, V)
         total -= log_p[torch.arange(len(ids) - 1), ids[1:]].sum().item()
         count += len(ids) - 1
 torch.testing.assert_close(charlm.loss_per_char(untrained, few, vocab, device, batch_size=16), total / count)
-torch.testing.assert_close(charlm.loss_per_char(Uniform(), few, vocab, "cpu"), math.log(len(vocab)))
-print(f"padded batches == one name at a time: {total / count:.4f} nats/char; uniform = ln 29 = {math.log(29):.4f}")
+uniform_loss = charlm.loss_per_char(Uniform(), few, vocab, "cpu")
+torch.testing.assert_close(uniform_loss, math.log(n_targets))
+print(f"padded batches == one name at a time: {total / count:.4f} nats/char; "
+      f"uniform guess = ln {n_targets} = {uniform_loss:.4f}")
 
 # %% [markdown]
 # ### Baselines without memory
 #
 # Before training anything, two baselines that a model with memory must beat: the **unigram**
 # model predicts every character from its overall frequency, the **bigram** model from the
-# previous character only. Both are counts over the training names (with add-one smoothing).
+# previous character only. Both are counts over the training names, with add-one smoothing over
+# the possible targets. We keep the loss of every name separately, so that models can later be
+# compared name by name.
 
 # %%
-def ngram_loss(train, test, context):
-    """Held-out nats/char of a count model that sees the previous `context` ids (0 = unigram, 1 = bigram)."""
-    counts = Counter()
+def ngram_model(train, context):
+    """Counts of (previous `context` ids, next id) in the names, and context totals."""
+    counts, totals = Counter(), Counter()
     for name in train:
         ids = vocab.encode(name)
         for t in range(1, len(ids)):
-            counts[(tuple(ids[max(0, t - context):t]), ids[t])] += 1
-    totals = Counter()
-    for (ctx, _), c in counts.items():
-        totals[ctx] += c
-    n_out = len(vocab) - 2  # a target is a letter or <eos>, never <pad> or <bos>
-    nll, n = 0.0, 0
-    for name in test:
+            ctx = tuple(ids[max(0, t - context):t]) if context else ()
+            counts[(ctx, ids[t])] += 1
+            totals[ctx] += 1
+    return counts, totals, context
+
+
+def ngram_nll(model, names_):
+    """Summed nats of each name and its number of targets, add-one smoothing: (N,)."""
+    counts, totals, context = model
+    sums, lengths = [], []
+    for name in names_:
         ids = vocab.encode(name)
+        nll = 0.0
         for t in range(1, len(ids)):
             ctx = tuple(ids[max(0, t - context):t]) if context else ()
-            nll -= math.log((counts[(ctx, ids[t])] + 1) / (totals[ctx] + n_out))
-            n += 1
-    return nll / n
+            nll -= math.log((counts[(ctx, ids[t])] + 1) / (totals[ctx] + n_targets))
+        sums.append(nll)
+        lengths.append(len(ids) - 1)
+    return np.array(sums), np.array(lengths)
 
 
-unigram_test = ngram_loss(train_names, test_names, 0)
-bigram_test = ngram_loss(train_names, test_names, 1)
+def per_char(sums_and_lengths):
+    sums, lengths = sums_and_lengths
+    return float(sums.sum() / lengths.sum())
+
+
+unigram, bigram = ngram_model(train_names, 0), ngram_model(train_names, 1)
+unigram_test = per_char(ngram_nll(unigram, test_names))
+bigram_test = per_char(ngram_nll(bigram, test_names))
+bigram_val = per_char(ngram_nll(bigram, val_names))
 dlbook.glue("unigram_test_loss", unigram_test)
 dlbook.glue("bigram_test_loss", bigram_test)
-print(f"uniform {math.log(29):.3f} | unigram {unigram_test:.3f} | bigram {bigram_test:.3f} nats/char on test names")
+print(f"uniform {math.log(n_targets):.3f} | unigram {unigram_test:.3f} | "
+      f"bigram {bigram_test:.3f} nats/char on test names")
 
 # %% [markdown]
 # ### The model
 #
 # The network embeds each id into a 32-dimensional vector, runs a one-layer RNN with 128 hidden
-# units over the sequence, and maps every hidden state to 29 logits, one per possible next
-# symbol. Because the RNN only looks backwards, the logits at position $t$ depend on $c_{\le t}$
-# only, which is exactly what Eq. {eq}`eq-ch04-nll` needs. We use PyTorch's `nn.RNN` inside,
-# which is much faster than our Python loop over time; swapping in our own RNN with the same
-# weights gives the same logits.
+# units over the sequence, and maps every hidden state to {glue:text}`vocab_size` logits, one
+# per symbol. Because the RNN only looks backwards, the logits at position $t$ depend on
+# $c_{\le t}$ only, which is exactly what Eq. {eq}`eq-ch04-nll` needs. We use PyTorch's
+# `nn.RNN` inside, which runs the loop over time in compiled code instead of Python; swapping in
+# our own RNN with the same weights gives the same logits.
 
 # %%
 dlbook.show(charlm.RecurrentLM)
@@ -511,7 +681,11 @@ history = charlm.train_char_lm(
 )
 print(f"{history.seconds:.0f} s, best epoch {history.best_epoch}, validation loss {min(history.val_loss):.3f}")
 print("validation loss after each epoch (0 = untrained):", [round(v, 3) for v in history.val_loss])
+dlbook.glue("rnn_val_epoch0", history.val_loss[0])
 dlbook.glue("rnn_val_epoch1", history.val_loss[1])
+dlbook.glue("rnn_val_best", min(history.val_loss))
+dlbook.glue("rnn_best_epoch", history.best_epoch)
+dlbook.glue("rnn_epochs", sizes["lm_epochs"])
 
 # %%
 steps = np.arange(1, len(history.train_loss) + 1)
@@ -520,7 +694,7 @@ fig, ax = plt.subplots(figsize=(6.5, 3.8))
 ax.plot(steps, history.train_loss, alpha=0.25, color="C0", label="training batch")
 ax.plot(steps[len(steps) - len(smooth):], smooth, color="C0", label="training (mean of 20 batches)")
 ax.plot(np.array(history.val_epoch) * history.steps_per_epoch, history.val_loss, "o-", color="C1", label="validation")
-ax.axhline(bigram_test, color="grey", ls="--", label="bigram counts (test)")
+ax.axhline(bigram_val, color="grey", ls="--", label="bigram counts (validation)")
 ax.set_ylim(1.7, 3.5)
 ax.set_xlabel("training step")
 ax.set_ylabel("nats per character")
@@ -528,27 +702,69 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# The loss falls fast from $\ln 29$: after one epoch the validation loss is already
-# {glue:text}`rnn_val_epoch1:.3f`, against {glue:text}`bigram_test_loss:.3f` for the bigram counts. Later,
-# the training loss keeps falling while the validation loss flattens: the model starts to learn
-# the training names by heart, which is why the weights of the best validation epoch are kept.
-# Now the held-out number, on test names the model has never seen:
+# *Figure: training loss per batch and validation loss per epoch of the character RNN, with the
+# bigram counts' validation loss for reference.*
+#
+# The validation loss falls from {glue:text}`rnn_val_epoch0:.3f` before training (the uniform
+# guess scores {glue:text}`ln_targets:.3f`) to {glue:text}`rnn_val_epoch1:.3f` after one epoch;
+# the remaining epochs bring it to {glue:text}`rnn_val_best:.3f`, its lowest, after epoch
+# {glue:text}`rnn_best_epoch` of {glue:text}`rnn_epochs`, and those are the weights we keep.
+# Now the held-out number, on test names the model has never seen, name by name beside the
+# bigram counts:
 
 # %%
-rnn_test = charlm.loss_per_char(rnn_lm, test_names, vocab, device)
+@torch.no_grad()
+def model_nll(model, names_):
+    """Summed nats of each name and its number of targets under a model: (N,)."""
+    sums, lengths = [], []
+    for inputs, targets, mask in charlm.make_batches(names_, vocab, 512):
+        logits = model(inputs.to(device)).float().cpu()  # (B, T, V)
+        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        # nll: (B, T), nats of every target, padding included until the mask below
+        sums.append((nll * mask).sum(1).numpy())
+        lengths.append(mask.sum(1).numpy())
+    return np.concatenate(sums), np.concatenate(lengths)
+
+
+def paired_interval(diff, weight, n_boot=2_000, seed=0):
+    """Paired 95 % bootstrap interval of sum(diff) / sum(weight), resampling rows."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(diff), size=(n_boot, len(diff)))  # (n_boot, N)
+    stats = diff[rows].sum(1) / weight[rows].sum(1)  # (n_boot,)
+    return tuple(float(q) for q in np.quantile(stats, [0.025, 0.975]))
+
+# %%
+rnn_sums, n_chars = model_nll(rnn_lm, test_names)  # (N,), (N,)
+bigram_sums, bigram_lengths = ngram_nll(bigram, test_names)
+assert (n_chars == bigram_lengths).all()
+rnn_test = float(rnn_sums.sum() / n_chars.sum())
+same = charlm.loss_per_char(rnn_lm, test_names, vocab, device)  # the padded-batch path
+assert math.isclose(rnn_test, same, rel_tol=1e-5)
+gain_lo, gain_hi = paired_interval(rnn_sums - bigram_sums, n_chars)
 dlbook.headline("rnn_test_loss", rnn_test, profile=profile, at_most=bigram_test)
 dlbook.glue("rnn_test_bits", rnn_test / math.log(2))
 dlbook.glue("rnn_test_ppl", math.exp(rnn_test))
-dlbook.glue("rnn_best_epoch", history.best_epoch)
-print(f"RNN: {rnn_test:.3f} nats/char = {rnn_test / math.log(2):.3f} bits/char; perplexity {math.exp(rnn_test):.2f}")
+dlbook.glue("rnn_minus_bigram", rnn_test - bigram_test)
+dlbook.glue("rnn_minus_bigram_lo", gain_lo)
+dlbook.glue("rnn_minus_bigram_hi", gain_hi)
+if profile == "full":
+    assert gain_hi < 0, "the RNN should beat the bigram counts beyond the noise"
+print(f"RNN: {rnn_test:.3f} nats/char = {rnn_test / math.log(2):.3f} bits/char; "
+      f"perplexity {math.exp(rnn_test):.2f}")
+print(f"RNN - bigram: {rnn_test - bigram_test:+.3f} nats/char, "
+      f"95 % paired interval [{gain_lo:+.3f}, {gain_hi:+.3f}]")
 
 # %% [markdown]
 # On the test names the RNN scores {glue:text}`rnn_test_loss` nats per character
 # ({glue:text}`rnn_test_bits:.2f` bits), against {glue:text}`bigram_test_loss:.3f` for the bigram
-# counts and {glue:text}`unigram_test_loss:.3f` for the unigram counts (the chapter asserts that
-# the RNN beats the bigram in the `full` profile). Its perplexity, $e^{\mathcal{L}} =$
-# {glue:text}`rnn_test_ppl:.2f`, says that on average the model is as unsure as a uniform choice
-# among that many characters, instead of 29. Chapter 5 trains an LSTM on the same split.
+# counts and {glue:text}`unigram_test_loss:.3f` for the unigram counts. Name by name, the RNN is
+# {glue:text}`rnn_minus_bigram:.3f` nats per character away from the bigram counts, with a 95 %
+# paired bootstrap interval over the test names from {glue:text}`rnn_minus_bigram_lo:.3f` to
+# {glue:text}`rnn_minus_bigram_hi:.3f`: the RNN, which can use every earlier character, beats
+# counts that see only the last one, by far more than the noise of the test names. Its
+# perplexity, $e^{\mathcal{L}} =$ {glue:text}`rnn_test_ppl:.2f`, says that on average the model
+# is as unsure as a uniform choice among that many characters, instead of the
+# {glue:text}`n_targets` possible targets. Chapter 5 trains an LSTM on the same split.
 #
 # ## Sampling names
 #
@@ -567,7 +783,8 @@ print(f"RNN: {rnn_test:.3f} nats/char = {rnn_test / math.log(2):.3f} bits/char; 
 
 # %%
 with torch.no_grad():
-    z = rnn_lm(torch.tensor([[vocab.bos_id]], device=device))[0, -1].double().cpu()  # (29,) first-letter logits
+    bos = torch.tensor([[vocab.bos_id]], device=device)  # (1, 1)
+    z = rnn_lm(bos)[0, -1].double().cpu()  # (V,) first-letter logits
 z[[vocab.pad_id, vocab.bos_id]] = -math.inf  # never sampled
 
 
@@ -579,9 +796,9 @@ def with_temperature(z, tau):
 
 torch.testing.assert_close(with_temperature(z, 1.0), torch.softmax(z, dim=0))
 torch.testing.assert_close(with_temperature(z, 1e-3), nn.functional.one_hot(z.argmax(), len(vocab)).double())
-flat = with_temperature(z, 1e4)
-torch.testing.assert_close(flat[3:], torch.full((len(vocab) - 3,), 1 / (len(vocab) - 2), dtype=torch.float64),
-                           atol=1e-3, rtol=0)
+flat = with_temperature(z, 1e4)  # uniform over the possible targets
+uniform = torch.full((n_targets,), 1 / n_targets, dtype=torch.float64)
+torch.testing.assert_close(flat[2:], uniform, atol=1e-3, rtol=0)  # <eos> and letters
 
 
 def entropy(p):
@@ -597,26 +814,40 @@ for tau in taus:
 
 # %% [markdown]
 # `charlm.sample` applies Eq. {eq}`eq-ch04-temperature` at every step. For each temperature we
-# draw names with the same seeded generator and count how many are new (not among the training
-# names), to see whether the model invents or recites.
+# draw names with a seeded generator and measure two things: how many are new (not among the
+# training names), and how ordinary their spelling is, as the bigram counts of the training
+# names score it in nats per character (lower means more common letter pairs; the test names
+# score {glue:text}`bigram_test_loss:.3f`).
 
 # %%
 dlbook.show(charlm.sample)
 
 # %%
 train_set = set(names["train"])
+novelty, spelling = {}, {}
 for tau in taus:
     shown = charlm.sample(rnn_lm, vocab, sizes["n_samples"], tau, torch.Generator().manual_seed(0), max_len=20)
     many = charlm.sample(rnn_lm, vocab, sizes["n_novelty"], tau, torch.Generator().manual_seed(1), max_len=20)
-    new = sum(s not in train_set for s in many) / len(many)
-    dlbook.glue(f"novel_tau{str(tau).replace('.', '_')}", new)
-    print(f"tau={tau}: {new:.0%} of {len(many)} samples are not training names ->", ", ".join(shown))
+    novelty[tau] = sum(s not in train_set for s in many) / len(many)
+    spelling[tau] = per_char(ngram_nll(bigram, many))  # nats/char, bigram counts
+    key = str(tau).replace(".", "_")
+    dlbook.glue(f"novel_tau{key}", novelty[tau])
+    dlbook.glue(f"spelling_tau{key}", spelling[tau])
+    print(f"tau={tau}: {novelty[tau]:.0%} of {len(many)} samples are new, bigram score "
+          f"{spelling[tau]:.2f} nats/char ->", ", ".join(shown))
+if profile == "full":
+    assert novelty[0.5] < novelty[1.0] < novelty[1.5], "expected: newer as tau rises"
+    assert spelling[0.5] < spelling[1.0] < spelling[1.5], "expected: rarer as tau rises"
+    assert spelling[0.5] < bigram_test, "expected: tau 0.5 commoner than real names"
 
 # %% [markdown]
-# At $\tau = 0.5$ the names are common and safe, and many are real names from the training list
-# ({glue:text}`novel_tau0_5:.0%` new); at $\tau = 1$ the model mixes real names with plausible
-# inventions ({glue:text}`novel_tau1_0:.0%` new); at $\tau = 1.5$ the letters come from a
-# flatter distribution and spelling starts to fall apart ({glue:text}`novel_tau1_5:.0%` new).
+# At $\tau = 0.5$ many samples are names from the training list (only
+# {glue:text}`novel_tau0_5:.0%` are new) and their letter pairs are more common than those of
+# real test names (bigram score {glue:text}`spelling_tau0_5:.2f`); at $\tau = 1$
+# {glue:text}`novel_tau1_0:.0%` are new, with a bigram score of
+# {glue:text}`spelling_tau1_0:.2f`; at $\tau = 1.5$ the letters come from a flatter
+# distribution, {glue:text}`novel_tau1_5:.0%` of the samples are new, and their letter pairs
+# are the least usual of the three ({glue:text}`spelling_tau1_5:.2f`).
 #
 # ## Clipping on a real run
 #
@@ -648,7 +879,8 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
 for label, run in clip_runs.items():
     axes[0].plot(run.train_loss, label=label, alpha=0.8)
     axes[1].semilogy(run.grad_norm, label=label, alpha=0.8)
-axes[0].axhline(math.log(len(vocab)), color="grey", ls="--", label="uniform guess, ln 29")
+uniform_label = f"uniform guess, ln {n_targets}"
+axes[0].axhline(math.log(n_targets), color="grey", ls="--", label=uniform_label)
 axes[0].set(xlabel="training step", ylabel="training loss (nats/char)", title="SGD, lr 2, exploding init")
 axes[1].axhline(1.0, color="black", lw=0.8, label="clipping threshold $c$")
 axes[1].set(xlabel="training step", ylabel="gradient norm before clipping")
@@ -659,40 +891,455 @@ plt.show()
 clip_none, clip_one = clip_runs["no clipping"].val_loss[-1], clip_runs["clipped at 1"].val_loss[-1]
 dlbook.glue("clip_val_none", clip_none)
 dlbook.glue("clip_val_clipped", clip_one)
+dlbook.glue("clip_max_norm_none", max(clip_runs["no clipping"].grad_norm))
 if profile == "full":
-    assert clip_none > math.log(len(vocab)) > clip_one, "expected: diverged without clipping, learned with it"
+    assert clip_none > math.log(n_targets) > clip_one, "expected: only unclipped fails"
 
 # %% [markdown]
-# Without clipping, a few steps with large gradients throw the weights far away, the loss jumps
-# above the uniform guess and the run ends at {glue:text}`clip_val_none:.2f` nats per character
-# of validation loss, worse than guessing uniformly ($\ln 29 = 3.37$). With clipping the same
-# steps are shortened to length 1, and the run reaches {glue:text}`clip_val_clipped:.3f`. Clipping does not remove the cause
-# (the Jacobian products of Eq. {eq}`eq-ch04-bptt`) and does nothing for *vanishing* gradients;
-# it only stops one bad batch from undoing the training so far. That is why nearly every
-# recurrent model is trained with it, including the one above.
+# *Figure: the same exploding start trained with plain SGD without clipping and with the global
+# norm clipped at 1: training loss (left) and gradient norm before clipping (right).*
 #
-# This chapter ran on:
+# Without clipping, gradient norms up to {glue:text}`clip_max_norm_none:.1f` move the weights
+# in full, and the run ends at {glue:text}`clip_val_none:.2f` nats per character of
+# validation loss, worse than the uniform guess ($\ln$ {glue:text}`n_targets` $=$
+# {glue:text}`ln_targets:.2f`). With clipping, every gradient of norm above 1 is scaled down to
+# norm 1, and the run reaches {glue:text}`clip_val_clipped:.3f`. Clipping does not remove the
+# cause (the Jacobian products of Eq. {eq}`eq-ch04-bptt`) and does nothing for *vanishing*
+# gradients; it only stops one bad batch from undoing the training so far. The language model
+# above was trained with it too.
+#
+# ## Truncated backpropagation through time
+#
+# Every name above starts from a zero state, and its gradient flows back through a dozen steps
+# at most. Many sequences are one long stream instead: a novel, a year of sensor readings.
+# Backpropagating through all of it at once would keep the activations of every step in memory
+# and update the weights once per pass over the data. **Truncated BPTT**
+# {cite}`williams1990efficient` cuts the stream into chunks of $k$ steps and processes them in
+# order. The hidden state is carried from one chunk to the next, so the forward pass still
+# sees everything before it, but the gradient is cut at each boundary: before a chunk starts,
+# the state is **detached** from the graph that produced it, `h = h.detach()`, which keeps its
+# numbers and drops its history. Each update then costs memory and time for $k$ steps, and the
+# weights change after every chunk.
+#
+# We turn the training names into one stream, each name followed by `<eos>`, and cut the stream
+# into lanes that are read side by side, like the rows of a batch.
 
 # %%
-print(dlbook.env.last_provenance().line())
+def make_stream(names_):
+    """All names as one stream of ids, each followed by <eos>: (N,)."""
+    ids = [vocab.eos_id]  # the stream starts as if a name had just ended
+    for name in names_:
+        ids += vocab.encode(name, add_bos=False)  # letters, then <eos>
+    return torch.tensor(ids)
+
+
+def lanes(stream, batch):
+    """Cut a stream into `batch` contiguous lanes: inputs, next ids, each (batch, n)."""
+    n = (len(stream) - 1) // batch
+    return stream[: n * batch].view(batch, n), stream[1 : n * batch + 1].view(batch, n)
+
+
+def show_ids(ids):
+    return "".join("." if i == vocab.eos_id else vocab.itos[i] for i in ids.tolist())
+
+
+train_stream, val_stream = make_stream(train_names), make_stream(val_names)
+x_lanes, y_lanes = lanes(train_stream, batch=32)  # (32, n), (32, n)
+torch.testing.assert_close(x_lanes[:, 1:], y_lanes[:, :-1])  # targets: inputs shifted
+print(f"{len(train_stream):,} ids in 32 lanes of {x_lanes.shape[1]:,};",
+      "the start of lane 0:", show_ids(x_lanes[0, :48]))
 
 # %% [markdown]
+# To run the chapter's language model on one chunk from a given state, we call its three parts
+# ourselves. Carrying the state is exact: two chunks in a row give the same logits as one run
+# over both.
+
+# %%
+def lm_chunk(lm, ids, h=None):
+    """The model on a chunk from state h: ids (B, k) -> logits (B, k, V), h (1,B,H)."""
+    out, h = lm.rnn(lm.embed(ids), h)  # (B, k, H), (1, B, H)
+    return lm.head(out), h
+
+
+with torch.no_grad():
+    both = x_lanes[:4, :16].to(device)  # (4, 16)
+    logits_a, h_a = lm_chunk(rnn_lm, both[:, :8])  # first chunk, from a zero state
+    logits_b, _ = lm_chunk(rnn_lm, both[:, 8:], h_a)  # second chunk, from the state
+    one_run = rnn_lm(both)  # (4, 16, V)
+    in_chunks = torch.cat([logits_a, logits_b], dim=1)  # (4, 16, V)
+    torch.testing.assert_close(in_chunks, one_run, atol=1e-5, rtol=1e-4)
+print("two chunks with the state carried == one run over both")
+
+# %% [markdown]
+# ### What the detach prevents
+#
+# Without the detach, the state that enters the second chunk still points back into the graph
+# of the first. The first `backward()` has already freed that graph's saved activations, so the
+# second one fails:
+
+# %%
+torch.manual_seed(0)
+lm = charlm.RecurrentLM(len(vocab), embed_dim=32, hidden_size=128).to(device)
+k = 8  # five short chunks are enough to see the problem
+chunks = [(x_lanes[:, s : s + k].to(device), y_lanes[:, s : s + k].to(device))
+          for s in range(0, 5 * k, k)]  # (32, 8) each: 32 lanes, 8 steps
+
+
+def chunk_loss(lm, xb, yb, h):
+    logits, h = lm_chunk(lm, xb, h)  # (B, k, V), (1, B, H)
+    return F.cross_entropy(logits.flatten(0, 1), yb.flatten()), h
+
+
+h, error = None, ""
+try:
+    for xb, yb in chunks[:2]:
+        loss, h = chunk_loss(lm, xb, yb, h)  # no detach
+        loss.backward()
+except RuntimeError as err:
+    error = str(err)
+assert "backward through the graph a second time" in error
+print("second chunk without detach:", error[:95], "...")
+
+# %% [markdown]
+# Keeping the graph alive with `backward(retain_graph=True)` silences the error and creates
+# two worse problems: every backward pass now runs through *all* earlier chunks again, so an
+# update costs more the further into the stream it is, and the graph, with every activation it
+# saved, grows by the same amount at each chunk. We count the nodes of the graph behind each
+# chunk's loss and the bytes of the tensors those nodes saved for backward, with and without
+# the detach.
+
+# %%
+def graph_size(loss):
+    """Nodes of the autograd graph behind `loss`, and bytes of the tensors it saved."""
+    seen, stack, saved = set(), [loss.grad_fn], {}
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for attr in dir(node):
+            if attr.startswith("_saved_"):
+                value = getattr(node, attr)
+                for t in value if isinstance(value, (tuple, list)) else [value]:
+                    if isinstance(t, torch.Tensor):  # count every storage once
+                        storage = t.untyped_storage()
+                        saved[storage.data_ptr()] = storage.nbytes()
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return len(seen), sum(saved.values())
+
+
+growth = {}
+for detach in [True, False]:
+    h, growth[detach] = None, []
+    for xb, yb in chunks:
+        if h is not None and detach:
+            h = h.detach()  # same numbers, no history
+        loss, h = chunk_loss(lm, xb, yb, h)
+        growth[detach].append(graph_size(loss))
+        loss.backward(retain_graph=not detach)
+    lm.zero_grad()
+print("chunk   with detach: nodes, saved MB   without: nodes, saved MB")
+for c, (a, b) in enumerate(zip(growth[True], growth[False], strict=True)):
+    print(f"{c:5d}   {a[0]:18d} {a[1] / 1e6:9.2f}   {b[0]:14d} {b[1] / 1e6:9.2f}")
+
+# %%
+nodes_with = [n for n, _ in growth[True]]
+nodes_without, bytes_without = zip(*growth[False], strict=True)
+step_nodes, step_bytes = np.diff(nodes_without), np.diff(bytes_without)
+assert len(set(nodes_with)) == 1  # with the detach: the same graph at every chunk
+assert len(set(step_nodes)) == 1 and step_nodes[0] > 0  # without: a fixed growth
+assert len(set(step_bytes)) == 1 and step_bytes[0] > 0
+dlbook.glue("tbptt_nodes", nodes_with[0])
+dlbook.glue("tbptt_nodes_per_chunk", int(step_nodes[0]))
+dlbook.glue("tbptt_mb_per_chunk", step_bytes[0] / 1e6)
+dlbook.glue("tbptt_mb_first", bytes_without[0] / 1e6)
+
+# %% [markdown]
+# With the detach every chunk's graph has the same {glue:text}`tbptt_nodes` nodes. Without it,
+# each chunk adds {glue:text}`tbptt_nodes_per_chunk` nodes and
+# {glue:text}`tbptt_mb_per_chunk:.2f` MB of saved tensors (the first chunk's graph holds
+# {glue:text}`tbptt_mb_first:.2f` MB, weights included): the memory held grows in proportion to
+# the length of the stream read so far. With the detach, the gradient stops exactly at the
+# boundary: the loss of the second chunk has no gradient at all with respect to the inputs of
+# the first, although the first chunk's *values* reach the second through the state.
+
+# %%
+def cross_boundary_grad(detach):
+    """d loss(chunk 2) / d embedded inputs of chunk 1; None when no path exists."""
+    (x1, _), (x2, y2) = chunks[:2]
+    e1 = lm.embed(x1)  # (B, k, E), an intermediate we ask about
+    _, h1 = lm.rnn(e1)  # (1, B, H)
+    loss2, _ = chunk_loss(lm, x2, y2, h1.detach() if detach else h1)
+    return torch.autograd.grad(loss2, e1, allow_unused=True)[0]
+
+
+assert cross_boundary_grad(detach=True) is None
+reach = cross_boundary_grad(detach=False).norm(dim=-1).mean(0)  # (k,): step of chunk 1
+assert (reach > 0).all()
+print("with detach: no gradient crosses the boundary; without: gradient norm at the",
+      f"last and first step of chunk 1 = {reach[-1].item():.1e}, {reach[0].item():.1e}")
+
+# %% [markdown]
+# ### Training with truncated BPTT
+#
+# The training loop walks along the lanes chunk by chunk, carrying the detached state, and
+# updates the weights after every chunk, with the same clipping as before. After each pass over
+# the stream it measures the loss per character on the validation stream, with the state
+# carried through it.
+
+# %%
+def train_tbptt(lm, stream, chunk_len, epochs, batch=32, lr=3e-3, seed=0):
+    """Truncated BPTT on one stream; returns the validation loss after each epoch."""
+    torch.manual_seed(seed)
+    x, y = lanes(stream, batch)  # (batch, n)
+    opt = torch.optim.Adam(lm.parameters(), lr=lr)
+    val = [stream_nll(lm, val_stream, chunk_len).mean().item()]
+    for _ in dlbook.progress(range(epochs), desc=f"TBPTT, chunks of {chunk_len}"):
+        h = None  # a zero state at the start of each pass
+        for start in range(0, x.shape[1], chunk_len):
+            xb = x[:, start : start + chunk_len].to(device)  # (batch, k)
+            yb = y[:, start : start + chunk_len].to(device)
+            h = None if h is None else h.detach()  # carry the values, cut the history
+            loss, h = chunk_loss(lm, xb, yb, h)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+            opt.step()
+        val.append(stream_nll(lm, val_stream, chunk_len).mean().item())
+    return val
+
+
+@torch.no_grad()
+def stream_nll(lm, stream, chunk_len, carry=True, batch=16):
+    """Nats of every next-id prediction on a stream read in chunks: (batch, n).
+
+    carry=False starts every chunk from zeros instead of the state the last one left.
+    """
+    x, y = lanes(stream, batch)
+    h, out = None, []
+    for start in range(0, x.shape[1], chunk_len):
+        xb = x[:, start : start + chunk_len].to(device)  # (batch, k)
+        logits, h = lm_chunk(lm, xb, h if carry else None)  # (batch, k, V)
+        yb = y[:, start : start + chunk_len].to(device)
+        out.append(F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").cpu())
+    return torch.cat(out, dim=1)
+
+# %%
+chunk_len = 32
+torch.manual_seed(0)
+stream_lm = charlm.RecurrentLM(len(vocab), embed_dim=32, hidden_size=128).to(device)
+stream_val = train_tbptt(stream_lm, train_stream, chunk_len, sizes["tbptt_epochs"])
+updates = math.ceil(x_lanes.shape[1] / chunk_len) * sizes["tbptt_epochs"]
+dlbook.glue("tbptt_chunk", chunk_len)
+dlbook.glue("tbptt_updates", updates)
+dlbook.glue("tbptt_val", stream_val[-1])
+print("validation loss per character after each epoch (0 = untrained):",
+      [round(v, 3) for v in stream_val])
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 3.5))
+ax.plot(stream_val, "o-", label=f"truncated BPTT, chunks of {chunk_len}")
+ax.axhline(math.log(n_targets), color="grey", ls="--", label=uniform_label)
+ax.set(xlabel="epoch (passes over the training stream)", ylabel="validation nats/char")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# *Figure: validation loss per character of the language model trained on the name stream with
+# truncated BPTT.*
+#
+# After {glue:text}`tbptt_updates` updates on chunks of {glue:text}`tbptt_chunk` characters the
+# validation stream costs {glue:text}`tbptt_val:.3f` nats per character. The detach cut the
+# gradient, not the information: the model reads each chunk from the state the previous chunk
+# left. To see that this matters, we score the same validation stream in the same chunks twice,
+# once carrying the state and once restarting every chunk from zeros, and compare the two
+# position by position, with a paired bootstrap over the chunks.
+
+# %%
+carried = stream_nll(stream_lm, val_stream, chunk_len, carry=True)  # (16, n)
+restarted = stream_nll(stream_lm, val_stream, chunk_len, carry=False)
+n_chunks = math.ceil(carried.shape[1] / chunk_len)
+diff = (restarted - carried).split(chunk_len, dim=1)  # one block per chunk and lane
+block_diff = torch.stack([d.sum(1) for d in diff], 1).flatten().numpy()  # per block
+block_len = torch.tensor([d.shape[1] for d in diff]).repeat(16).numpy()
+lo, hi = paired_interval(block_diff, block_len)
+n_full = carried.shape[1] // chunk_len  # whole chunks per lane
+cost = (restarted - carried)[:, : n_full * chunk_len].reshape(16, n_full, chunk_len)
+by_position = cost.mean((0, 1))  # (k,): cost of restarting, by position in a chunk
+dlbook.glue("restart_cost_first8", by_position[:8].mean().item())
+dlbook.glue("restart_cost_rest", by_position[8:].mean().item())
+dlbook.glue("restart_rest_n", chunk_len - 8)
+dlbook.glue("carry_nll", carried.mean().item())
+dlbook.glue("restart_cost", (restarted - carried).mean().item())
+dlbook.glue("restart_cost_lo", lo)
+dlbook.glue("restart_cost_hi", hi)
+if profile == "full":
+    assert lo > 0, "carrying the state should help beyond the noise"
+    assert by_position[:8].mean() > 2 * by_position[8:].mean(), "expected: early cost"
+print(f"carried {carried.mean():.3f}, restarted {restarted.mean():.3f} nats/char; "
+      f"cost of restarting {(restarted - carried).mean():.3f} [{lo:.3f}, {hi:.3f}]")
+print("cost by position in a chunk:", [round(v, 3) for v in by_position[:12].tolist()])
+
+# %% [markdown]
+# Restarting every chunk from zeros costs {glue:text}`restart_cost:.3f` nats per character
+# (95 % paired interval {glue:text}`restart_cost_lo:.3f` to {glue:text}`restart_cost_hi:.3f`).
+# The cost sits at the start of each chunk, where a restarted model has lost the beginning of
+# the name it is in the middle of: {glue:text}`restart_cost_first8:.3f` nats per character over
+# the first 8 positions of a chunk, {glue:text}`restart_cost_rest:.3f` over the other
+# {glue:text}`restart_rest_n`. The price of
+# truncation is elsewhere: no gradient tells the model how to *write* information into the
+# state for use more than $k$ steps later; how much of the full gradient survives the cut is
+# the subject of an exercise (see {ref}`ch04-ex-tbptt`).
+#
+# ## Sequences of different lengths
+#
+# The language model produced an output at every step (many-to-many). A classifier reads a
+# whole sequence and gives one answer (many-to-one), here read from the final hidden state. In a
+# padded batch, which state is final? `nn.RNN` returns as `h_n` the state after the last
+# *column* of the batch, and for every sequence shorter than the longest one, that is the state
+# after its padding. Padding is not neutral: on a zero input the state still moves,
+# $h_t = \tanh(W_{hh} h_{t-1} + b_{xh} + b_{hh})$. There are two correct ways out:
+#
+# - **pack** the batch with `nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True,
+#   enforce_sorted=False)`: PyTorch's recurrent modules then run each sequence for exactly its
+#   own number of steps, and `h_n` holds each sequence's state at its true last step;
+# - run the padded batch and **pick** each sequence's state at its last real step,
+#   `output[b, length_b - 1]`, which is what the book's own modules expect.
+#
+# A task with an exact answer to try both on: a sequence of 1 to 20 numbers drawn uniformly from
+# $[0, 1]$; is its mean above $1/2$?
+
+# %%
+def mean_task(n, max_len=20, seed=0):
+    """n sequences of 1..max_len numbers in [0, 1], zero-padded.
+
+    Returns x (n, max_len, 1), lengths (n,) and labels (n,): 1 if the mean is above 1/2.
+    """
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, max_len + 1, (n,), generator=g)  # (n,), stays on the CPU
+    seqs = [torch.rand(int(length), 1, generator=g) for length in lengths]
+    labels = torch.tensor([int(s.mean() > 0.5) for s in seqs])  # (n,), the exact answer
+    x = pad_sequence(seqs, batch_first=True)  # (n, longest, 1), zeros after the end
+    if x.shape[1] < max_len:
+        x = F.pad(x, (0, 0, 0, max_len - x.shape[1]))
+    return x, lengths, labels
+
+
+x_demo, len_demo, _ = mean_task(6, seed=10)
+print("lengths:", len_demo.tolist(), "| batch", tuple(x_demo.shape))
+
+# %% [markdown]
+# First the mechanics, with random weights, for `nn.RNN` and `nn.GRU`: the packed `h_n` equals
+# the final state of each sequence run alone, without any padding; the padded `h_n` differs for
+# every sequence shorter than the batch; and the book's modules, with the same weights, give the
+# packed answer when we pick the state at each true last step.
+
+# %%
+torch.manual_seed(0)
+for torch_cls, ours_cls in [(nn.RNN, RNN), (nn.GRU, GRU)]:
+    ref = torch_cls(1, 8, batch_first=True).double()
+    x64 = x_demo.double()  # (6, 20, 1)
+    with torch.no_grad():
+        packed = pack_padded_sequence(
+            x64, len_demo, batch_first=True, enforce_sorted=False
+        )
+        h_packed = ref(packed)[1][0]  # (6, 8): state at each sequence's last step
+        alone = torch.cat(  # (6, 8): each sequence on its own, no padding at all
+            [ref(x64[b : b + 1, : len_demo[b]])[1][0] for b in range(6)]
+        )
+        h_padded = ref(x64)[1][0]  # (6, 8): state after the padding
+        out = ours_cls.from_torch(ref)(x64)[0]  # (6, 20, 8): our module, every step
+    torch.testing.assert_close(h_packed, alone)
+    shorter = len_demo < x64.shape[1]
+    assert ((h_padded - h_packed).abs().amax(1) > 1e-6).eq(shorter).all()
+    picked = out[torch.arange(6), len_demo - 1]  # (6, 8): pick the true last step
+    torch.testing.assert_close(picked, h_packed)
+    print(f"nn.{torch_cls.__name__}: packed h_n == each sequence alone == ours picked "
+          f"at length - 1; padded h_n differs for {int(shorter.sum())} of 6 sequences")
+
+# %% [markdown]
+# Now a many-to-one classifier: a one-layer RNN with 32 hidden units reads the packed batch, and
+# a linear layer maps its final state to two logits. It trains with Adam on
+# {glue:text}`clf_n_train` sequences and is tested once on {glue:text}`clf_n_test` others.
+
+# %%
+class MeanClassifier(nn.Module):
+    """Packed RNN -> final state -> two logits: is the sequence's mean above 1/2?"""
+
+    def __init__(self, hidden=32):
+        super().__init__()
+        self.rnn = nn.RNN(1, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, 2)
+
+    def forward(self, x, lengths):  # x (B, T, 1), lengths (B,) on the CPU -> (B, 2)
+        packed = pack_padded_sequence(
+            x, lengths, batch_first=True, enforce_sorted=False
+        )
+        _, h_n = self.rnn(packed)  # (1, B, hidden): each sequence's last real step
+        return self.head(h_n[0])
+
+
+def train_classifier(n_train, epochs, seed=0):
+    x, lengths, labels = mean_task(n_train, seed=seed + 1)
+    torch.manual_seed(seed)
+    model = MeanClassifier().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    order = torch.Generator().manual_seed(seed)
+    for _ in dlbook.progress(range(epochs), desc="classifier"):
+        for rows in torch.randperm(n_train, generator=order).split(64):
+            logits = model(x[rows].to(device), lengths[rows])  # (64, 2)
+            loss = F.cross_entropy(logits, labels[rows].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+    return model.eval()
+
+
+clf = train_classifier(sizes["n_clf_train"], sizes["clf_epochs"])
+x_test, len_test, y_test = mean_task(sizes["n_clf_test"], seed=1_000)
+with torch.no_grad():
+    pred_packed = clf(x_test.to(device), len_test).argmax(1).cpu()  # (n_test,)
+clf_acc = (pred_packed == y_test).float().mean().item()
+majority = max(y_test.float().mean().item(), 1 - y_test.float().mean().item())
+dlbook.glue("clf_n_train", sizes["n_clf_train"])
+dlbook.glue("clf_n_test", sizes["n_clf_test"])
+dlbook.glue("clf_acc", clf_acc)
+dlbook.glue("clf_majority", majority)
+if profile == "full":
+    assert clf_acc >= 0.85, f"the packed classifier should learn the task: {clf_acc}"
+print(f"test accuracy {clf_acc:.3f}; always the majority answer: {majority:.3f}")
+
+# %% [markdown]
+# The packed classifier answers {glue:text}`clf_acc:.1%` of the test sequences correctly, where
+# always giving the more frequent answer scores {glue:text}`clf_majority:.1%`. What happens to
+# its answers when the packing is left out is the subject of an exercise (see
+# {ref}`ch04-ex-packing`).
+#
 # ## Summary
 #
-# - The vanilla RNN, Eq. {eq}`eq-ch04-rnn`, applies one cell with shared weights at every
-#   step; stacked as in Eq. {eq}`eq-ch04-deep`, our loops reproduce `nn.RNN` exactly, and the
-#   parameter count does not depend on the sequence length.
+# - The vanilla RNN, Eq. {eq}`eq-ch04-rnn`, applies one cell with four shared parameter tensors
+#   at every step; stacked as in Eq. {eq}`eq-ch04-deep`, our loops reproduce `nn.RNN` exactly,
+#   and the parameter count does not depend on the sequence length.
 # - Backpropagation through time multiplies one Jacobian per step, Eqs. {eq}`eq-ch04-step-jac`
-#   and {eq}`eq-ch04-bptt` (checked against autograd); the bound {eq}`eq-ch04-bound` explains
-#   why the gradient from distant inputs vanishes for small recurrent weights, and we measured
-#   explosion for large ones.
+#   and {eq}`eq-ch04-bptt` (checked against autograd). The bound {eq}`eq-ch04-bound` uses the
+#   spectral norm of $W_{hh}$, not its spectral radius: below 1 it guarantees vanishing
+#   gradients; above 1 it guarantees nothing, and we measured both vanishing and exploding
+#   gradients there.
 # - Clipping the global gradient norm, Eq. {eq}`eq-ch04-clip`, caps the step length and rescued
 #   a training run that diverged without it ({glue:text}`clip_val_clipped:.3f` against
 #   {glue:text}`clip_val_none:.3f` nats per character).
 # - A character-level RNN language model on census names reached
-#   {glue:text}`rnn_test_loss` nats per character on held-out names, below the bigram baseline,
-#   and samples names that range from safe to inventive as the temperature,
-#   Eq. {eq}`eq-ch04-temperature`, rises.
+#   {glue:text}`rnn_test_loss` nats per character on held-out names, below the bigram counts by
+#   a margin well outside the noise, and samples names that become newer and less ordinary as
+#   the temperature, Eq. {eq}`eq-ch04-temperature`, rises.
+# - Truncated BPTT trains on a long stream in chunks: the state is carried forward and detached
+#   at each boundary. Without the detach the second backward fails, or, with the graph
+#   retained, the graph grows at every chunk; with it, no gradient crosses the boundary, yet
+#   the carried state still helps the next chunk.
+# - For many-to-one tasks on padded batches, the final state must be each sequence's state at
+#   its own last step: packing gives it to `nn.RNN` and `nn.GRU`, picking `output[b, len_b - 1]`
+#   gives it to any recurrent module; the padded `h_n` is a different vector.
 #
 # ## Exercises
 #
@@ -726,39 +1373,6 @@ def rnn_forward_solution(x, h0, w_xh, w_hh, b):
 
 
 assert dlbook.exercises.check("ch04.rnn_forward", rnn_forward_solution)
-
-# %% [markdown]
-# ```{solution-end}
-# ```
-#
-# :::{exercise}
-# :label: ch04-ex-clip
-# Write `my_clip(grads, max_norm)`: given a list of gradient tensors, return the list rescaled by
-# Eq. {eq}`eq-ch04-clip`, with one norm over *all* tensors together (use $c / (\|g\| + 10^{-6})$
-# like PyTorch). Two plausible mistakes fail the check: clipping each tensor by its own norm, and
-# rescaling gradients that were already small.
-# :::
-
-# %%
-def my_clip(grads, max_norm):
-    raise NotImplementedError  # your code here
-
-
-dlbook.exercises.check("ch04.clip_global_norm", my_clip)
-
-# %% [markdown]
-# ```{solution-start} ch04-ex-clip
-# :class: dropdown
-# ```
-
-# %% tags=["solution"]
-def clip_solution(grads, max_norm):
-    total = torch.sqrt(sum((g**2).sum() for g in grads))  # the global norm
-    scale = min(1.0, max_norm / (total.item() + 1e-6))  # never scale up
-    return [g * scale for g in grads]
-
-
-assert dlbook.exercises.check("ch04.clip_global_norm", clip_solution)
 
 # %% [markdown]
 # ```{solution-end}
@@ -800,6 +1414,170 @@ assert dlbook.exercises.check("ch04.masked_nll", masked_nll_solution)
 # ```
 #
 # :::{exercise}
+# :label: ch04-ex-tbptt
+# Write `my_tbptt_grad(x, h0, w_xh, w_hh, b, chunk_len)`: run the RNN of
+# {ref}`ch04-ex-rnn-forward` over `x` (batch, seq, input) in chunks of `chunk_len` steps (the
+# last chunk may be shorter), carrying the state from chunk to chunk but detaching it at every
+# boundary, and return the gradient with respect to `w_hh` of the loss "sum of every entry of
+# every hidden state", summed over the chunks. The check includes a single chunk (full BPTT)
+# and fails the two usual mistakes: no detach, and restarting each chunk from `h0`.
+#
+# Then experiment: for the random RNNs of the vanishing-gradient section with $g = 0.5$, $1$ and
+# $1.5$, compute the cosine similarity between the truncated and the full gradient for chunk
+# lengths 1, 2, 4, 8, 16 and the whole sequence. For which gain does truncation lose least, and
+# why? (On the language model, `train_tbptt` with other chunk lengths is the same question
+# asked of a trained model.)
+# :::
+
+# %%
+def my_tbptt_grad(x, h0, w_xh, w_hh, b, chunk_len):
+    raise NotImplementedError  # your code here
+
+
+dlbook.exercises.check("ch04.tbptt_grad", my_tbptt_grad)
+
+# %% [markdown]
+# ```{solution-start} ch04-ex-tbptt
+# :class: dropdown
+# ```
+
+# %% tags=["solution"]
+def tbptt_grad_solution(x, h0, w_xh, w_hh, b, chunk_len):
+    w_hh = w_hh.clone().requires_grad_(True)
+    h, loss = h0, 0.0
+    for chunk in x.split(chunk_len, dim=1):  # (batch, <= chunk_len, input) each
+        h = h.detach()  # carry the values, cut the history
+        for t in range(chunk.shape[1]):
+            h = torch.tanh(chunk[:, t] @ w_xh.T + h @ w_hh.T + b)  # (batch, hidden)
+            loss = loss + h.sum()
+    loss.backward()  # the chunks' graphs are disjoint: this sums their gradients
+    return w_hh.grad
+
+
+assert dlbook.exercises.check("ch04.tbptt_grad", tbptt_grad_solution)
+
+# %% tags=["solution"]
+seq = sizes["grad_seq"]
+chunk_lens = [1, 2, 4, 8, 16, seq]
+g_ex = torch.Generator().manual_seed(2)
+x_ex = torch.randn(4, seq, 4, generator=g_ex, dtype=torch.float64)  # (4, T, 4)
+cosines = {}
+for gain in [0.5, 1.0, 1.5]:
+    c = random_rnn(gain).cells[0]
+    weights_ex = [p.detach() for p in (c.weight_ih, c.weight_hh, c.bias_ih)]
+    args = (x_ex, x_ex.new_zeros(4, 32), *weights_ex)  # h0 = 0; the bias is zero
+    full = tbptt_grad_solution(*args, seq).flatten()  # one chunk: full BPTT
+    cosines[gain] = [
+        F.cosine_similarity(tbptt_grad_solution(*args, k).flatten(), full, dim=0).item()
+        for k in chunk_lens
+    ]
+    print(f"g={gain}: cosine(truncated, full) for chunks {chunk_lens}:",
+          [round(v, 3) for v in cosines[gain]])
+assert all(abs(cos[-1] - 1) < 1e-12 for cos in cosines.values())  # one chunk: full BPTT
+assert all(a > b for a, b in zip(cosines[0.5][:-1], cosines[1.5][:-1], strict=True))
+dlbook.glue("tbptt_cos_small_k1", cosines[0.5][0])
+dlbook.glue("tbptt_cos_large_k1", cosines[1.5][0])
+dlbook.glue("tbptt_cos_large_k16", cosines[1.5][4])
+
+# %% [markdown]
+# With $g = 0.5$ even chunks of a single step keep a cosine of
+# {glue:text}`tbptt_cos_small_k1:.2f` with the full gradient: the contributions from far back
+# have vanished anyway (Eq. {eq}`eq-ch04-bound`), so cutting them changes little. With
+# $g = 1.5$ the far contributions are large, and the cosine is
+# {glue:text}`tbptt_cos_large_k1:.2f` for chunks of one step and
+# {glue:text}`tbptt_cos_large_k16:.2f` for chunks of 16. At every chunk length below the whole
+# sequence, the smaller gain keeps more of the gradient (asserted). Truncation is cheapest
+# exactly where the network could not have learned long dependencies anyway.
+#
+# ```{solution-end}
+# ```
+#
+# :::{exercise}
+# :label: ch04-ex-packing
+# Write `my_final_states(x, h0, w_xh, w_hh, b, lengths)` for the RNN of
+# {ref}`ch04-ex-rnn-forward`: `x` (batch, seq, input) is a right-padded batch whose row `b`
+# holds a sequence of `lengths[b]` steps, and the function returns each sequence's state after
+# its own last step, (batch, hidden), without packing: a padded step must leave the state
+# alone. Then take the packing out of the chapter's classifier: give your function the
+# classifier's weights, once with the true lengths (you must get the packed answers back) and
+# once with every length set to the padded length, which is what `h_n` of the padded batch
+# holds. How many test answers change, and what happens to the accuracy?
+# :::
+
+# %%
+def my_final_states(x, h0, w_xh, w_hh, b, lengths):
+    raise NotImplementedError  # your code here
+
+
+dlbook.exercises.check("ch04.final_states", my_final_states)
+
+# %% [markdown]
+# ```{solution-start} ch04-ex-packing
+# :class: dropdown
+# ```
+
+# %% tags=["solution"]
+def final_states_solution(x, h0, w_xh, w_hh, b, lengths):
+    h = h0
+    for t in range(x.shape[1]):
+        new = torch.tanh(x[:, t] @ w_xh.T + h @ w_hh.T + b)  # (batch, hidden)
+        real = (t < lengths)[:, None]  # (batch, 1): is step t part of the sequence?
+        h = torch.where(real, new, h)  # a padded step leaves the state alone
+    return h
+
+
+assert dlbook.exercises.check("ch04.final_states", final_states_solution)
+
+# %% tags=["solution"]
+rnn_w = {k: v.detach().cpu() for k, v in clf.rnn.named_parameters()}
+bias = rnn_w["bias_ih_l0"] + rnn_w["bias_hh_l0"]  # only the sum matters
+weights = (rnn_w["weight_ih_l0"], rnn_w["weight_hh_l0"], bias)
+h0_test = torch.zeros(len(y_test), 32)
+clf.cpu()  # the whole experiment on the CPU
+head = clf.head
+with torch.no_grad():
+    h_true = final_states_solution(x_test, h0_test, *weights, len_test)  # (n, 32)
+    logits_true = head(h_true)  # (n, 2)
+    torch.testing.assert_close(logits_true, clf(x_test, len_test))  # the packed answers
+    padded_len = torch.full_like(len_test, x_test.shape[1])  # "ends" at the last column
+    logits_pad = head(final_states_solution(x_test, h0_test, *weights, padded_len))
+clf.to(device)
+pred_pad = logits_pad.argmax(1)
+changed = int((pred_pad != pred_packed).sum())
+acc_pad = (pred_pad == y_test).float().mean().item()
+right_pad, right_packed = (pred_pad == y_test).float(), (pred_packed == y_test).float()
+right_diff = (right_pad - right_packed).numpy()  # (n,): -1, 0 or 1 per test sequence
+lo, hi = paired_interval(right_diff, np.ones_like(right_diff))
+above_packed = pred_packed.float().mean().item()  # share answered "above 1/2"
+above_pad = pred_pad.float().mean().item()
+dlbook.glue("above_packed", above_packed)
+dlbook.glue("above_pad", above_pad)
+dlbook.glue("pad_changed", changed)
+dlbook.glue("pad_changed_frac", changed / len(y_test))
+dlbook.glue("pad_acc", acc_pad)
+dlbook.glue("pad_acc_lo", lo)
+dlbook.glue("pad_acc_hi", hi)
+assert changed > 0
+if profile == "full":
+    assert hi < 0, "reading the padded end should cost accuracy beyond the noise"
+    assert above_pad < above_packed / 2, "expected: padded zeros pull answers below 1/2"
+print(f"{changed} of {len(y_test)} answers change; accuracy {clf_acc:.3f} packed -> "
+      f"{acc_pad:.3f} padded (difference {acc_pad - clf_acc:+.3f}, "
+      f"95 % paired [{lo:+.3f}, {hi:+.3f}])")
+
+# %% [markdown]
+# Reading the state after the padding changes {glue:text}`pad_changed` answers
+# ({glue:text}`pad_changed_frac:.0%` of the test sequences) and the accuracy falls from
+# {glue:text}`clf_acc:.3f` to {glue:text}`pad_acc:.3f` (paired 95 % interval of the
+# difference: {glue:text}`pad_acc_lo:.3f` to {glue:text}`pad_acc_hi:.3f`). The zeros look
+# harmless, but to the RNN every padded zero is one more small number: the share of sequences
+# it calls "above 1/2" drops from {glue:text}`above_packed:.1%` with packing to
+# {glue:text}`above_pad:.1%` without.
+#
+# ```{solution-end}
+# ```
+#
+# :::{exercise}
 # :label: ch04-ex-units
 # A model scores 2.0 nats per character on held-out names. Convert this to bits per character
 # and to perplexity. How does the perplexity compare with a uniform guess over the 27 symbols a
@@ -807,39 +1585,77 @@ assert dlbook.exercises.check("ch04.masked_nll", masked_nll_solution)
 # the model give, on average, to a whole held-out name?
 # :::
 #
-# :::{solution} ch04-ex-units
+# ```{solution-start} ch04-ex-units
 # :class: dropdown
-# Bits: $2.0 / \ln 2 = 2.885$ bits per character. Perplexity: $e^{2.0} = 7.39$, so the model
-# is as unsure as a uniform choice among about 7.4 symbols instead of 27 ($\ln 27 = 3.30$ nats).
-# A 6-letter name has 7 predicted symbols (with `<eos>`), so its probability is about
-# $e^{-7 \cdot 2.0} = e^{-14} \approx 8 \times 10^{-7}$: tiny, but about $27^7 / e^{14} \approx
-# 10^{4}$ times more than the uniform model gives it.
-# :::
+# ```
+
+# %% tags=["solution"]
+nats = 2.0
+bits, ppl = nats / math.log(2), math.exp(nats)  # 1 nat = 1 / ln 2 bits
+n_symbols = 6 + 1  # six letters and <eos>
+p_name = math.exp(-n_symbols * nats)
+vs_uniform = p_name / n_targets**-n_symbols
+print(f"{bits:.3f} bits/char, perplexity {ppl:.2f} (uniform: {n_targets}, "
+      f"ln {n_targets} = {math.log(n_targets):.2f} nats)")
+print(f"p(name) = {p_name:.1e}, {vs_uniform:.1e} times the uniform guess's")
+dlbook.glue("units_bits", bits)
+dlbook.glue("units_ppl", ppl)
+dlbook.glue("units_p_name", p_name)
+dlbook.glue("units_vs_uniform", vs_uniform)
+
+# %% [markdown]
+# Bits: $2.0 / \ln 2 =$ {glue:text}`units_bits:.3f` bits per character. Perplexity:
+# $e^{2.0} =$ {glue:text}`units_ppl:.2f`, so the model is as unsure as a uniform choice among
+# that many symbols instead of {glue:text}`n_targets` ($\ln$ {glue:text}`n_targets` $=$
+# {glue:text}`ln_targets:.2f` nats). A 6-letter name has 7 predicted symbols (with `<eos>`), so
+# its probability is about $e^{-7 \cdot 2.0} =$ {glue:text}`units_p_name:.1e`: tiny, but
+# {glue:text}`units_vs_uniform:.1e` times more than the uniform guess gives it.
+#
+# ```{solution-end}
+# ```
 #
 # :::{exercise}
 # :label: ch04-ex-vanish
 # Using Eq. {eq}`eq-ch04-bound`, explain why a tanh RNN with $\|W_{hh}\|_2 < 1$ *must* have
-# vanishing gradients, while $\|W_{hh}\|_2 > 1$ does not guarantee exploding ones. Then, with
-# $\|W_{hh}\|_2 = 0.9$: by what factor has the bound shrunk for an input 50 steps back, compared
-# with the last input?
+# vanishing gradients, while $\|W_{hh}\|_2 > 1$ does not guarantee exploding ones. Why would the
+# same argument fail with the spectral radius $\rho(W_{hh}) < 1$ in place of the norm? Then,
+# with $\|W_{hh}\|_2 = 0.9$: by what factor has the bound shrunk for an input 50 steps back,
+# compared with the last input?
 # :::
 #
-# :::{solution} ch04-ex-vanish
+# ```{solution-start} ch04-ex-vanish
 # :class: dropdown
+# ```
+
+# %% tags=["solution"]
+shrink = 0.9**50  # the bound at distance 50 relative to distance 0
+dlbook.glue("vanish_shrink", shrink)
+dlbook.glue("vanish_factor", 1 / shrink)
+print(f"0.9^50 = {shrink:.4f}, a factor of {1 / shrink:.0f}")
+
+# %% [markdown]
 # Every factor $\operatorname{diag}(1 - h_k^2) W_{hh}$ has spectral norm at most $\|W_{hh}\|_2$
-# because $0 < 1 - h_k^2 \le 1$, and norms of products are at most products of norms; so the bound
-# $\|W_{hh}\|_2^{T-t}$ decays exponentially whenever $\|W_{hh}\|_2 < 1$, whatever the inputs. The
-# converse fails because the bound is only an upper limit: the derivative $1 - h_k^2$ can be
-# close to 0 when the units saturate, and the product of matrices can shrink even if each has a
-# large norm (their large directions need not line up). Growth is possible, not certain
-# {cite}`pascanu2013difficulty`. With $\|W_{hh}\|_2 = 0.9$ the bound at distance 50 is
-# $0.9^{50} \approx 0.005$ times the one at distance 0, a factor of about 200 smaller.
-# :::
+# because $0 < 1 - h_k^2 \le 1$, and the norm of a product is at most the product of the norms;
+# so the bound $\|W_{hh}\|_2^{T-t}$ decays exponentially whenever $\|W_{hh}\|_2 < 1$, whatever
+# the inputs. The converse fails because the bound is only an upper limit: the derivative
+# $1 - h_k^2$ can be close to 0 when the units saturate, and the product of matrices can shrink
+# even if each has a large norm (their large directions need not line up); the measurement with
+# $g = 1$ showed exactly that. The spectral radius cannot replace the norm because it is not
+# submultiplicative: the two matrices $A$ and $B$ of the vanishing-gradient section have
+# $\rho(A) = \rho(B) = 0$ and $\rho(AB) = 1$, so factors with small radii can still multiply
+# to something large. With $\|W_{hh}\|_2 = 0.9$ the bound at distance 50 is
+# $0.9^{50} =$ {glue:text}`vanish_shrink:.4f` times the one at distance 0, a factor of about
+# {glue:text}`vanish_factor:.0f` smaller.
+#
+# ```{solution-end}
+# ```
 #
 # ## Further reading
 #
 # - The simple recurrent network and what its hidden state learns about structure in time:
 #   {cite}`elman1990finding`.
+# - Backpropagation through time, derived and explained: {cite}`werbos1990backpropagation`;
+#   truncated BPTT for training on long or endless streams: {cite}`williams1990efficient`.
 # - Why gradient descent struggles to learn long-term dependencies in recurrent networks:
 #   {cite}`bengio1994learning`; the analysis of vanishing and exploding gradients behind
 #   Eq. {eq}`eq-ch04-bound` and the proposal of gradient-norm clipping: {cite}`pascanu2013difficulty`.

@@ -2,12 +2,15 @@
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from dlbook import exercises
 
 
 def test_all_registered():
-    assert exercises.known("ch04") == ["ch04.clip_global_norm", "ch04.masked_nll", "ch04.rnn_forward"]
+    assert exercises.known("ch04") == [
+        "ch04.final_states", "ch04.masked_nll", "ch04.rnn_forward", "ch04.tbptt_grad"
+    ]
 
 
 def test_references_pass():
@@ -78,43 +81,6 @@ def test_rnn_forward_transposed_weights_fail():
     assert not exercises.check("ch04.rnn_forward", wrong, verbose=False)
 
 
-# ---------------------------------------------------------------- clip_global_norm
-
-
-def test_clip_matches_torch_clip_grad_norm():
-    def via_torch(grads, max_norm):
-        params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g.clone()
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
-        return [p.grad for p in params]
-
-    assert exercises.check("ch04.clip_global_norm", via_torch, verbose=False)
-
-
-def test_clip_each_tensor_separately_fails():
-    def wrong(grads, max_norm):
-        return [g * min(1.0, max_norm / (float(g.norm()) + 1e-6)) for g in grads]
-
-    assert not exercises.check("ch04.clip_global_norm", wrong, verbose=False)
-
-
-def test_clip_always_rescaling_fails():
-    def wrong(grads, max_norm):  # normalises to max_norm even when the gradient is already small
-        total = torch.sqrt(sum((g**2).sum() for g in grads))
-        return [g * max_norm / total for g in grads]
-
-    result = exercises.check("ch04.clip_global_norm", wrong, verbose=False)
-    assert not result and "inside the limit" in result.failure
-
-
-def test_clip_elementwise_value_clipping_fails():
-    def wrong(grads, max_norm):
-        return [g.clamp(-max_norm, max_norm) for g in grads]
-
-    assert not exercises.check("ch04.clip_global_norm", wrong, verbose=False)
-
-
 # ---------------------------------------------------------------- masked_nll
 
 
@@ -140,3 +106,123 @@ def test_masked_nll_mean_of_row_means_fails():
 
     result = exercises.check("ch04.masked_nll", wrong, verbose=False)
     assert not result and "values" in result.failure
+
+
+# ---------------------------------------------------------------- tbptt_grad
+
+
+def _states(x, h, w_xh, w_hh, b, start, stop):
+    out = []
+    for t in range(start, stop):
+        h = torch.tanh(x[:, t] @ w_xh.T + h @ w_hh.T + b)
+        out.append(h)
+    return out, h
+
+
+def test_tbptt_one_backward_over_detached_chunks_passes():
+    """Summing the chunk losses and calling backward once gives the same gradient."""
+    def one_backward(x, h0, w_xh, w_hh, b, chunk_len):
+        w = w_hh.clone().requires_grad_(True)
+        h, loss = h0, 0.0
+        for start in range(0, x.shape[1], chunk_len):
+            states, h = _states(x, h.detach(), w_xh, w, b, start, min(start + chunk_len, x.shape[1]))
+            loss = loss + torch.stack(states).sum()
+        loss.backward()
+        return w.grad
+
+    assert exercises.check("ch04.tbptt_grad", one_backward, verbose=False)
+
+
+def test_tbptt_via_nn_rnn_passes():
+    def via_torch(x, h0, w_xh, w_hh, b, chunk_len):
+        rnn = torch.nn.RNN(x.shape[-1], h0.shape[-1], batch_first=True).to(x.dtype)
+        with torch.no_grad():
+            rnn.weight_ih_l0.copy_(w_xh)
+            rnn.weight_hh_l0.copy_(w_hh)
+            rnn.bias_ih_l0.copy_(b)
+            rnn.bias_hh_l0.zero_()
+        h = h0[None]
+        for chunk in x.split(chunk_len, dim=1):
+            out, h = rnn(chunk, h.detach())
+            out.sum().backward()
+        return rnn.weight_hh_l0.grad
+
+    assert exercises.check("ch04.tbptt_grad", via_torch, verbose=False)
+
+
+def test_tbptt_without_detach_fails():
+    """Carrying the state with its history is full BPTT: right only when there is one chunk."""
+    def full_bptt(x, h0, w_xh, w_hh, b, chunk_len):
+        w = w_hh.clone().requires_grad_(True)
+        states, _ = _states(x, h0, w_xh, w, b, 0, x.shape[1])
+        (g,) = torch.autograd.grad(torch.stack(states).sum(), w)
+        return g
+
+    result = exercises.check("ch04.tbptt_grad", full_bptt, verbose=False)
+    assert not result and "chunks of 4" in result.failure
+
+
+def test_tbptt_resetting_the_state_fails():
+    def reset(x, h0, w_xh, w_hh, b, chunk_len):
+        w = w_hh.clone().requires_grad_(True)
+        loss = 0.0
+        for start in range(0, x.shape[1], chunk_len):  # every chunk starts again from h0
+            states, _ = _states(x, h0, w_xh, w, b, start, min(start + chunk_len, x.shape[1]))
+            loss = loss + torch.stack(states).sum()
+        loss.backward()
+        return w.grad
+
+    assert not exercises.check("ch04.tbptt_grad", reset, verbose=False)
+
+
+def test_tbptt_last_chunk_only_fails():
+    def last_only(x, h0, w_xh, w_hh, b, chunk_len):
+        w = w_hh.clone().requires_grad_(True)
+        h = h0
+        for start in range(0, x.shape[1], chunk_len):
+            states, h = _states(x, h.detach(), w_xh, w, b, start, min(start + chunk_len, x.shape[1]))
+        (g,) = torch.autograd.grad(torch.stack(states).sum(), w)  # only the last chunk's loss
+        return g
+
+    assert not exercises.check("ch04.tbptt_grad", last_only, verbose=False)
+
+
+# ---------------------------------------------------------------- final_states
+
+
+def test_final_states_via_packed_nn_rnn_passes():
+    def via_packing(x, h0, w_xh, w_hh, b, lengths):
+        rnn = torch.nn.RNN(x.shape[-1], h0.shape[-1], batch_first=True).to(x.dtype)
+        with torch.no_grad():
+            rnn.weight_ih_l0.copy_(w_xh)
+            rnn.weight_hh_l0.copy_(w_hh)
+            rnn.bias_ih_l0.copy_(b)
+            rnn.bias_hh_l0.zero_()
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            return rnn(packed, h0[None])[1][0]
+
+    assert exercises.check("ch04.final_states", via_packing, verbose=False)
+
+
+def test_final_states_by_picking_the_last_real_step_passes():
+    def pick(x, h0, w_xh, w_hh, b, lengths):
+        states = exercises.reference("ch04.rnn_forward")(x, h0, w_xh, w_hh, b)  # (batch, seq, hidden)
+        return states[torch.arange(x.shape[0]), lengths - 1]
+
+    assert exercises.check("ch04.final_states", pick, verbose=False)
+
+
+def test_final_states_reading_the_padded_end_fails():
+    def padded_end(x, h0, w_xh, w_hh, b, lengths):
+        return exercises.reference("ch04.rnn_forward")(x, h0, w_xh, w_hh, b)[:, -1]
+
+    result = exercises.check("ch04.final_states", padded_end, verbose=False)
+    assert not result and "values" in result.failure
+
+
+def test_final_states_off_by_one_fails():
+    def one_short(x, h0, w_xh, w_hh, b, lengths):
+        states = exercises.reference("ch04.rnn_forward")(x, h0, w_xh, w_hh, b)
+        return states[torch.arange(x.shape[0]), (lengths - 2).clamp_min(0)]
+
+    assert not exercises.check("ch04.final_states", one_short, verbose=False)

@@ -129,3 +129,150 @@ def test_zero_state_default_equals_explicit_zeros():
     x = torch.randn(2, 5, 3)
     z = torch.zeros(2, 2, 4)
     torch.testing.assert_close(m(x)[0], m(x, (z, z))[0])
+
+
+# ---------------------------------------------------------------- bad input: clear errors, per family
+
+FAMILIES = {"rnn": (RNN, RNNCell), "lstm": (LSTM, LSTMCell), "gru": (GRU, GRUCell)}
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru"])
+def test_tuple_state_for_rnn_and_gru_is_refused(kind):
+    stacked, cell = FAMILIES[kind]
+    h = torch.zeros(1, 2, 4)
+    with pytest.raises(TypeError, match=r"one tensor h.*only an LSTM"):
+        stacked(3, 4)(torch.randn(2, 5, 3), (h, h))
+    with pytest.raises(TypeError, match="only an LSTM"):
+        cell(3, 4)(torch.randn(2, 3), (h[0], h[0]))
+
+
+def test_single_tensor_state_for_lstm_is_refused_even_when_it_would_unpack():
+    """A (2, batch, hidden) tensor unpacks into two (batch, hidden) tensors: it must not pass silently."""
+    m = LSTM(3, 4, num_layers=1)
+    with pytest.raises(TypeError, match=r"tuple \(h, c\).*one tensor"):
+        m(torch.randn(2, 5, 3), torch.zeros(2, 2, 4))
+    with pytest.raises(TypeError, match=r"tuple \(h, c\)"):
+        m(torch.randn(2, 5, 3), torch.zeros(1, 2, 4))
+    with pytest.raises(TypeError, match=r"tuple \(h, c\)"):
+        LSTMCell(3, 4)(torch.randn(2, 3), torch.zeros(2, 2, 4))
+    with pytest.raises(TypeError, match=r"tuple \(h, c\)"):
+        m(torch.randn(2, 5, 3), (torch.zeros(1, 2, 4),))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_wrong_state_shapes_name_the_layout(kind):
+    stacked, cell = FAMILIES[kind]
+    m = stacked(3, 4, num_layers=2)
+    x = torch.randn(5, 7, 3)  # batch 5, seq 7
+
+    def state(*shape):
+        h = torch.zeros(*shape)
+        return (h, h.clone()) if kind == "lstm" else h
+
+    with pytest.raises(ValueError, match=r"\(num_layers, batch, hidden\) = \(2, 5, 4\)"):
+        m(x, state(1, 5, 4))
+    with pytest.raises(ValueError, match="even with batch_first=True"):
+        m(x, state(5, 2, 4))  # batch and layer axes swapped
+    with pytest.raises(ValueError, match=r"add the layer axis"):
+        stacked(3, 4)(x, state(5, 4))
+    with pytest.raises(ValueError, match=r"shape \(5, 4\)"):
+        cell(3, 4)(x[:, 0], tuple(s[0] for s in state(1, 5, 5)) if kind == "lstm" else state(1, 5, 5)[0])
+    if kind == "lstm":
+        with pytest.raises(ValueError, match="c_0"):
+            m(x, (torch.zeros(2, 5, 4), torch.zeros(2, 5, 3)))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_dtype_mismatch_is_a_clear_error(kind):
+    stacked, cell = FAMILIES[kind]
+    with pytest.raises(TypeError, match=r"x has dtype torch.float64 but the weights are torch.float32"):
+        stacked(3, 4)(torch.randn(2, 5, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="float64"):
+        cell(3, 4)(torch.randn(2, 3, dtype=torch.float64))
+    m = stacked(3, 4).double()
+    h = torch.zeros(1, 2, 4)  # float32 state, float64 module
+    with pytest.raises(TypeError, match="the state|h_0"):
+        m(torch.randn(2, 5, 3, dtype=torch.float64), (h, h) if kind == "lstm" else h)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_integer_ids_and_packed_sequences_are_refused(kind):
+    stacked, cell = FAMILIES[kind]
+    with pytest.raises(TypeError, match="embedding"):
+        stacked(3, 4)(torch.randint(0, 5, (2, 5, 3)))
+    with pytest.raises(TypeError, match="embedding"):
+        cell(3, 4)(torch.randint(0, 5, (2, 3)))
+    packed = nn.utils.rnn.pack_padded_sequence(torch.randn(2, 5, 3), torch.tensor([5, 2]), batch_first=True)
+    with pytest.raises(TypeError, match="PackedSequence"):
+        stacked(3, 4)(packed)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_wrong_input_size_and_empty_inputs(kind):
+    stacked, cell = FAMILIES[kind]
+    with pytest.raises(ValueError, match=r"\(batch, seq, input\) with input=3, got \(2, 5, 4\)"):
+        stacked(3, 4)(torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match=r"\(seq, batch, input\)"):
+        stacked(3, 4, batch_first=False)(torch.randn(2, 5))
+    with pytest.raises(ValueError, match="at least one step"):
+        stacked(3, 4)(torch.randn(2, 0, 3))
+    with pytest.raises(ValueError, match=r"\(batch, 3\)"):
+        cell(3, 4)(torch.randn(3))  # unbatched input: PyTorch takes it, the book's cells do not
+    with pytest.raises(ValueError, match="input_size"):
+        cell(0, 4)
+    with pytest.raises(ValueError, match="hidden_size"):
+        stacked(3, 4.0)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_inputs_and_states_are_refused(kind, bad):
+    stacked, cell = FAMILIES[kind]
+    x = torch.randn(2, 5, 3)
+    x[1, 3, 0] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        stacked(3, 4)(x)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cell(3, 4)(x[:, 3])
+    h = torch.zeros(1, 2, 4)
+    h[0, 0, 0] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        stacked(3, 4)(x.nan_to_num(0.0, 0.0, 0.0), (h, torch.zeros_like(h)) if kind == "lstm" else h)
+
+
+def test_errors_do_not_break_valid_calls_with_lists_and_default_states():
+    """A list [h, c] is as good as a tuple for the LSTM, as in PyTorch; cells default to zeros."""
+    ours, theirs = _pair("lstm", input_size=3, hidden_size=4, num_layers=2, batch_first=True)
+    x = torch.randn(2, 5, 3, dtype=DT)
+    h, c = torch.randn(2, 2, 4, dtype=DT), torch.randn(2, 2, 4, dtype=DT)
+    torch.testing.assert_close(ours(x, [h, c])[0], theirs(x, (h, c))[0])
+    cell = GRUCell(3, 4)
+    torch.testing.assert_close(cell(x[:, 0].float()), cell(x[:, 0].float(), torch.zeros(2, 4)))
+
+
+# ---------------------------------------------------------------- documented differences from PyTorch
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_batch_first_default_differs_from_torch_and_from_torch_copies_it(kind):
+    stacked, _ = FAMILIES[kind]
+    torch_cls = stacked.torch_class
+    assert stacked(3, 4).batch_first is True and torch_cls(3, 4).batch_first is False
+    assert stacked.from_torch(torch_cls(3, 4)).batch_first is False
+    assert stacked.from_torch(torch_cls(3, 4, batch_first=True)).batch_first is True
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_state_at_each_true_last_step_equals_packed_result(kind):
+    """What the module docstring promises instead of PackedSequence support."""
+    ours, theirs = _pair(kind, input_size=3, hidden_size=4, batch_first=True)
+    lengths = torch.tensor([2, 6, 1, 4])
+    x = torch.randn(4, 6, 3, dtype=DT)
+    x[torch.arange(6)[None, :] >= lengths[:, None]] = 0.0  # padding
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    _, ref_state = theirs(packed)
+    ref_h = ref_state[0] if kind == "lstm" else ref_state  # (1, batch, hidden)
+    out, _ = ours(x)
+    picked = out[torch.arange(4), lengths - 1]  # (batch, hidden)
+    torch.testing.assert_close(picked, ref_h[0])
+    assert not torch.allclose(out[:, -1], ref_h[0])  # the padded last step is not the answer

@@ -51,29 +51,6 @@ def _rnn_cases(rng: np.random.Generator) -> list[Case]:
 register("ch04.rnn_forward", rnn_forward, _rnn_cases, atol=1e-5, rtol=1e-4)
 
 
-def clip_global_norm(grads: list[torch.Tensor], max_norm: float) -> list[torch.Tensor]:
-    """Reference: rescale all gradients together so their joint L2 norm is at most ``max_norm``."""
-    total = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
-    scale = min(1.0, max_norm / (float(total) + 1e-6))
-    return [g * scale for g in grads]
-
-
-def _clip_cases(rng: np.random.Generator) -> list[Case]:
-    def case(name: str, shapes: list[tuple[int, ...]], scale: float, max_norm: float) -> Case:
-        g = _gen(rng)
-        return Case(name, ([scale * torch.randn(*s, generator=g) for s in shapes], max_norm))
-
-    return [
-        case("two tensors, norm far above the limit", [(4, 3), (3,)], 10.0, 1.0),
-        case("one tensor already inside the limit (leave it alone)", [(5,)], 0.01, 1.0),
-        case("several tensors of very different sizes", [(20, 10), (10,), (1,), (3, 3, 3)], 2.0, 5.0),
-        case("many small tensors whose joint norm is too large", [(2,)] * 12, 1.0, 1.5),
-    ]
-
-
-register("ch04.clip_global_norm", clip_global_norm, _clip_cases, atol=1e-5, rtol=1e-4)
-
-
 def masked_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Reference: mean negative log-likelihood over the positions where ``mask`` is True.
 
@@ -102,3 +79,95 @@ def _masked_cases(rng: np.random.Generator) -> list[Case]:
 
 
 register("ch04.masked_nll", masked_nll, _masked_cases, atol=1e-5, rtol=1e-5)
+
+
+def tbptt_grad(
+    x: torch.Tensor, h0: torch.Tensor, w_xh: torch.Tensor, w_hh: torch.Tensor, b: torch.Tensor, chunk_len: int
+) -> torch.Tensor:
+    """Reference: the gradient of ``W_hh`` that truncated backpropagation through time computes.
+
+    The tanh RNN of :func:`rnn_forward` runs over ``x`` (batch, seq, input) in chunks of
+    ``chunk_len`` steps (the last one may be shorter). The state is carried from chunk to chunk
+    but detached at every boundary, and the loss is the sum of every entry of every hidden
+    state. Returns ``d loss / d W_hh`` (hidden, hidden), summed over the chunks.
+    """
+    w = w_hh.detach().clone().requires_grad_(True)
+    h, grad = h0, torch.zeros_like(w_hh)
+    for start in range(0, x.shape[1], chunk_len):
+        h = h.detach()  # carry the values, cut the history
+        loss = x.new_zeros(())
+        for t in range(start, min(start + chunk_len, x.shape[1])):
+            h = torch.tanh(x[:, t] @ w_xh.T + h @ w.T + b)  # (batch, hidden)
+            loss = loss + h.sum()
+        grad += torch.autograd.grad(loss, w)[0]
+    return grad
+
+
+def _tbptt_cases(rng: np.random.Generator) -> list[Case]:
+    def case(name: str, batch: int, seq: int, inp: int, hid: int, chunk_len: int, gain: float = 1.0,
+             dtype: torch.dtype = torch.float64) -> Case:
+        g = _gen(rng)
+        return Case(name, (
+            torch.randn(batch, seq, inp, generator=g, dtype=dtype),
+            0.5 * torch.randn(batch, hid, generator=g, dtype=dtype),
+            torch.randn(hid, inp, generator=g, dtype=dtype) / inp**0.5,
+            gain * torch.randn(hid, hid, generator=g, dtype=dtype) / hid**0.5,
+            0.2 * torch.randn(hid, generator=g, dtype=dtype),
+            chunk_len,
+        ))
+
+    return [
+        case("12 steps in chunks of 4", 3, 12, 4, 5, 4),
+        case("one chunk as long as the sequence (full BPTT)", 2, 9, 3, 4, 9),
+        case("chunks of one step", 2, 6, 3, 4, 1),
+        case("10 steps in chunks of 3 (the last chunk is shorter)", 2, 10, 3, 6, 3, gain=1.5),
+        case("a chunk longer than the sequence", 1, 5, 2, 3, 8),
+        case("float32, 30 steps in chunks of 7", 4, 30, 3, 8, 7, dtype=torch.float32),
+    ]
+
+
+register("ch04.tbptt_grad", tbptt_grad, _tbptt_cases, atol=1e-5, rtol=1e-4)
+
+
+def final_states(
+    x: torch.Tensor, h0: torch.Tensor, w_xh: torch.Tensor, w_hh: torch.Tensor, b: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """Reference: each sequence's hidden state at its own last step, from a right-padded batch.
+
+    ``x`` (batch, seq, input) holds sequences of ``lengths`` (batch,) steps followed by padding;
+    the tanh RNN of :func:`rnn_forward` must ignore the padded steps. Returns (batch, hidden),
+    what ``nn.RNN`` returns as ``h_n`` for a packed batch.
+    """
+    h = h0
+    for t in range(x.shape[1]):
+        new = torch.tanh(x[:, t] @ w_xh.T + h @ w_hh.T + b)  # (batch, hidden)
+        real = (t < lengths)[:, None]  # (batch, 1): is step t part of this sequence?
+        h = torch.where(real, new, h)  # padded steps leave the state alone
+    return h
+
+
+def _final_cases(rng: np.random.Generator) -> list[Case]:
+    def case(name: str, lengths: list[int], inp: int, hid: int, dtype: torch.dtype = torch.float32) -> Case:
+        g = _gen(rng)
+        lens = torch.tensor(lengths)
+        seq = max(lengths)
+        x = torch.randn(len(lengths), seq, inp, generator=g, dtype=dtype)
+        x[torch.arange(seq)[None, :] >= lens[:, None]] = 0.0  # zero padding
+        return Case(name, (
+            x,
+            0.5 * torch.randn(len(lengths), hid, generator=g, dtype=dtype),
+            torch.randn(hid, inp, generator=g, dtype=dtype) / inp**0.5,
+            torch.randn(hid, hid, generator=g, dtype=dtype) / hid**0.5,
+            0.5 * torch.randn(hid, generator=g, dtype=dtype),
+            lens,
+        ))
+
+    return [
+        case("lengths 5, 2, 4", [5, 2, 4], 3, 4),
+        case("no padding at all", [6, 6], 2, 5),
+        case("a sequence of one step next to a long one", [1, 12], 3, 4),
+        case("unsorted lengths, float64", [3, 9, 1, 7, 9, 2], 4, 6, dtype=torch.float64),
+    ]
+
+
+register("ch04.final_states", final_states, _final_cases, atol=1e-5, rtol=1e-4)

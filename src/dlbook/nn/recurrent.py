@@ -9,6 +9,24 @@ weights load directly (:meth:`RNN.from_torch` and friends):
 - GRU: the rows are ``r, z, n``, and the candidate uses ``r * (W_hn h + b_hn)``: the reset gate
   multiplies the recurrent term *including* its bias.
 
+Where these modules differ from PyTorch's, on purpose:
+
+- ``batch_first`` defaults to ``True`` (PyTorch: ``False``), because the book writes every
+  sequence batch as ``(batch, seq, feature)``. :meth:`RNN.from_torch` copies the setting of the
+  module it copies. The state keeps PyTorch's layout ``(num_layers, batch, hidden)`` whatever
+  ``batch_first`` says, exactly as PyTorch does.
+- Inputs must be batched: ``(batch, seq, input)`` for the multi-layer modules and ``(batch, input)``
+  for the cells (PyTorch also takes unbatched inputs without the batch axis).
+- No ``PackedSequence``, no ``bidirectional``, no ``proj_size``. For sequences of different
+  lengths, run the padded batch and read each sequence's state at its own last step,
+  ``output[b, length_b - 1]``: chapter 4 shows that this equals PyTorch's packed result.
+- Bad input gets a clear error naming the argument instead of a library traceback or a silent
+  wrong answer: a single tensor where an LSTM needs the tuple ``(h, c)`` (or a tuple where an
+  RNN/GRU needs one tensor), state shapes, an input whose dtype or device differs from the
+  weights' (unchecked, it would fail deep inside a matrix product), integer ids that were never
+  embedded, a wrong input size, and NaN or infinite values in the input or the state (which
+  would otherwise spread silently through every later step).
+
 These loops run one Python step per time step: they are for reading and checking, not speed.
 """
 
@@ -19,21 +37,84 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 _NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
 
+# ------------------------------------------------------------------------------------------------
+# argument checks, shared by the cells and the multi-layer modules
 
-def _check_input(x: torch.Tensor, input_size: int, name: str) -> None:
+
+def _shape(t: object) -> str:
+    return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else f"a {type(t).__name__}"
+
+
+def _check_positive_int(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_like_weights(t: torch.Tensor, weight: torch.Tensor, where: str, what: str) -> None:
+    """``t`` must be floating point, of the weights' dtype and on their device, and finite."""
+    if not t.is_floating_point():
+        raise TypeError(
+            f"{where}: {what} must be a floating-point tensor, got dtype {t.dtype} "
+            "(integer ids must go through an embedding first)"
+        )
+    if t.dtype != weight.dtype:
+        raise TypeError(
+            f"{where}: {what} has dtype {t.dtype} but the weights are {weight.dtype}; convert one of "
+            f"them, e.g. {what}.to({weight.dtype}) or module.to({t.dtype})"
+        )
+    if t.device != weight.device:
+        raise ValueError(f"{where}: {what} is on {t.device} but the weights are on {weight.device}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{where}: {what} contains NaN or infinite values")
+
+
+def _check_input(x: object, input_size: int, name: str, weight: torch.Tensor) -> None:
+    """A cell's input: a finite ``(batch, input_size)`` tensor like the weights."""
+    if isinstance(x, PackedSequence):
+        raise TypeError(f"{name} takes a padded tensor, not a PackedSequence")
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} takes a tensor, got {type(x).__name__}")
-    if x.dim() != 2 or x.shape[-1] != input_size:
+        raise TypeError(f"{name} takes x as a tensor, got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[-1] != input_size or x.shape[0] < 1:
         raise ValueError(f"{name} takes x of shape (batch, {input_size}), got {tuple(x.shape)}")
+    _check_like_weights(x, weight, name, "x")
 
 
-def _check_state(h: torch.Tensor, batch: int, hidden_size: int, name: str) -> None:
-    if not isinstance(h, torch.Tensor) or h.shape != (batch, hidden_size):
-        got = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
-        raise ValueError(f"{name} takes a state of shape ({batch}, {hidden_size}), got {got}")
+def _check_state(h: object, batch: int, hidden_size: int, name: str, weight: torch.Tensor) -> None:
+    """A cell's state (or one part of an LSTM's): a finite ``(batch, hidden_size)`` tensor."""
+    if not isinstance(h, torch.Tensor):
+        raise TypeError(f"{name} takes a state tensor of shape ({batch}, {hidden_size}), got {type(h).__name__}")
+    if h.shape != (batch, hidden_size):
+        raise ValueError(f"{name} takes a state of shape ({batch}, {hidden_size}), got {tuple(h.shape)}")
+    _check_like_weights(h, weight, name, "the state")
+
+
+def _check_pair(state: object, name: str) -> tuple[object, object]:
+    """An LSTM state must be the tuple (h, c); a lone tensor is the usual mistake."""
+    if isinstance(state, torch.Tensor):
+        raise TypeError(
+            f"{name} takes the state as a tuple (h, c) of two tensors, got one tensor of shape "
+            f"{tuple(state.shape)}; pass (h, c), e.g. (h, torch.zeros_like(h))"
+        )
+    if not isinstance(state, (tuple, list)) or len(state) != 2:
+        raise TypeError(f"{name} takes the state as a tuple (h, c) of two tensors, got {type(state).__name__}")
+    return state[0], state[1]
+
+
+def _check_single(state: object, name: str) -> None:
+    """An RNN/GRU state is one tensor; a tuple is the LSTM's convention."""
+    if isinstance(state, (tuple, list)):
+        raise TypeError(
+            f"{name} takes the state as one tensor h, got a {type(state).__name__} of {len(state)} items; "
+            "only an LSTM takes a tuple (h, c)"
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# cells
 
 
 class _Cell(nn.Module):
@@ -41,8 +122,8 @@ class _Cell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
         super().__init__()
-        if input_size < 1 or hidden_size < 1:
-            raise ValueError(f"sizes must be positive, got input_size={input_size}, hidden_size={hidden_size}")
+        _check_positive_int(input_size, "input_size")
+        _check_positive_int(hidden_size, "hidden_size")
         self.input_size, self.hidden_size = input_size, hidden_size
         rows = self.gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
@@ -66,12 +147,18 @@ class _Cell(nn.Module):
         gh = F.linear(h, self.weight_hh, self.bias_hh)  # (batch, gates * hidden)
         return gi, gh
 
+    def _zeros(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], self.hidden_size)  # (batch, hidden)
+
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias_ih is not None}"
 
 
 class RNNCell(_Cell):
-    """One step of the vanilla (Elman) RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``. Chapter 4."""
+    """One step of the vanilla (Elman) RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``. Chapter 4.
+
+    ``x`` is ``(batch, input)``, ``h`` one tensor ``(batch, hidden)`` (zeros when omitted).
+    """
 
     gates = 1
 
@@ -82,10 +169,13 @@ class RNNCell(_Cell):
         super().__init__(input_size, hidden_size, bias)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
-        _check_input(x, self.input_size, "RNNCell")
-        if h is None:
-            h = x.new_zeros(x.shape[0], self.hidden_size)
-        _check_state(h, x.shape[0], self.hidden_size, "RNNCell")
+        _check_input(x, self.input_size, "RNNCell", self.weight_ih)
+        h = self._zeros(x) if h is None else h
+        _check_single(h, "RNNCell")
+        _check_state(h, x.shape[0], self.hidden_size, "RNNCell", self.weight_hh)
+        return self._step(x, h)
+
+    def _step(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         gi, gh = self._affine(x, h)
         return _NONLINEARITIES[self.nonlinearity](gi + gh)  # (batch, hidden)
 
@@ -94,7 +184,8 @@ class LSTMCell(_Cell):
     """One LSTM step from its gate equations; rows of the weights in the order i, f, g, o. Chapter 5.
 
     ``i, f, o = sigmoid(.)``, ``g = tanh(.)`` of ``W_i* x + b_i* + W_h* h + b_h*``;
-    ``c' = f * c + i * g``; ``h' = o * tanh(c')``.
+    ``c' = f * c + i * g``; ``h' = o * tanh(c')``. The state is the tuple ``(h, c)``, each
+    ``(batch, hidden)`` (zeros when omitted), and the step returns the new ``(h, c)``.
     """
 
     gates = 4
@@ -102,15 +193,16 @@ class LSTMCell(_Cell):
     def forward(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_input(x, self.input_size, "LSTMCell")
+        _check_input(x, self.input_size, "LSTMCell", self.weight_ih)
         if state is None:
-            zeros = x.new_zeros(x.shape[0], self.hidden_size)
-            state = (zeros, zeros)
-        if not isinstance(state, tuple) or len(state) != 2:
-            raise TypeError("LSTMCell takes the state as a tuple (h, c)")
+            state = (self._zeros(x), self._zeros(x))
+        h, c = _check_pair(state, "LSTMCell")
+        _check_state(h, x.shape[0], self.hidden_size, "LSTMCell (h)", self.weight_hh)
+        _check_state(c, x.shape[0], self.hidden_size, "LSTMCell (c)", self.weight_hh)
+        return self._step(x, (h, c))
+
+    def _step(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         h, c = state
-        _check_state(h, x.shape[0], self.hidden_size, "LSTMCell (h)")
-        _check_state(c, x.shape[0], self.hidden_size, "LSTMCell (c)")
         gi, gh = self._affine(x, h)
         i, f, g, o = (gi + gh).chunk(4, dim=-1)  # each (batch, hidden)
         i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
@@ -124,15 +216,19 @@ class GRUCell(_Cell):
 
     ``r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)``, ``z`` likewise,
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``.
+    The state ``h`` is one tensor ``(batch, hidden)`` (zeros when omitted).
     """
 
     gates = 3
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
-        _check_input(x, self.input_size, "GRUCell")
-        if h is None:
-            h = x.new_zeros(x.shape[0], self.hidden_size)
-        _check_state(h, x.shape[0], self.hidden_size, "GRUCell")
+        _check_input(x, self.input_size, "GRUCell", self.weight_ih)
+        h = self._zeros(x) if h is None else h
+        _check_single(h, "GRUCell")
+        _check_state(h, x.shape[0], self.hidden_size, "GRUCell", self.weight_hh)
+        return self._step(x, h)
+
+    def _step(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         gi, gh = self._affine(x, h)
         i_r, i_z, i_n = gi.chunk(3, dim=-1)  # each (batch, hidden)
         h_r, h_z, h_n = gh.chunk(3, dim=-1)
@@ -142,8 +238,15 @@ class GRUCell(_Cell):
         return (1 - z) * n + z * h  # (batch, hidden)
 
 
+# ------------------------------------------------------------------------------------------------
+# layers of cells over time
+
+
 class _Stacked(nn.Module):
-    """Layers of cells unrolled over time, with the call convention of ``nn.RNN`` and friends."""
+    """Layers of cells unrolled over time, with the call convention of ``nn.RNN`` and friends.
+
+    Differs from PyTorch on purpose in the default ``batch_first=True``; see the module docstring.
+    """
 
     torch_class: type[nn.RNNBase] = nn.RNN
     is_lstm = False
@@ -159,8 +262,10 @@ class _Stacked(nn.Module):
         **cell_kwargs: str,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        _check_positive_int(input_size, "input_size")
+        _check_positive_int(hidden_size, "hidden_size")
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
@@ -177,34 +282,66 @@ class _Stacked(nn.Module):
         z = x.new_zeros(self.num_layers, batch, self.hidden_size)
         return (z, z.clone()) if self.is_lstm else z
 
+    def _check_x(self, x: object) -> None:
+        name = type(self).__name__
+        order = "(batch, seq, input)" if self.batch_first else "(seq, batch, input)"
+        if isinstance(x, PackedSequence):
+            raise TypeError(
+                f"{name} takes a padded tensor {order}, not a PackedSequence: run the padded batch and "
+                "read each sequence's state at its last step, output[b, length_b - 1] (chapter 4)"
+            )
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"{name} takes x of shape {order} with input={self.input_size}, got {_shape(x)}")
+        if x.shape[0] < 1 or x.shape[1] < 1:
+            raise ValueError(f"{name} takes x of shape {order} with at least one step and one sequence, got {_shape(x)}")
+        _check_like_weights(x, self.cells[0].weight_ih, name, "x")
+
+    def _check_layer_state(self, s: object, batch: int, what: str) -> None:
+        name = type(self).__name__
+        want = (self.num_layers, batch, self.hidden_size)
+        if not isinstance(s, torch.Tensor):
+            raise TypeError(f"{name} takes the state {what} as a tensor of shape {want}, got {type(s).__name__}")
+        if s.shape != want:
+            hint = ""
+            if s.dim() == 2 and s.shape == want[1:]:
+                hint = f"; add the layer axis: {what}[None]"
+            elif s.dim() == 3 and s.shape == (batch, self.num_layers, self.hidden_size):
+                hint = "; the state is (num_layers, batch, hidden) even with batch_first=True"
+            raise ValueError(
+                f"{name}: the state {what} must have shape (num_layers, batch, hidden) = {want}, got {tuple(s.shape)}{hint}"
+            )
+        _check_like_weights(s, self.cells[0].weight_hh, name, what)
+
+    def _check_state(self, state: object, batch: int):
+        if self.is_lstm:
+            h0, c0 = _check_pair(state, type(self).__name__)
+            self._check_layer_state(h0, batch, "h_0")
+            self._check_layer_state(c0, batch, "c_0")
+            return h0, c0
+        _check_single(state, type(self).__name__)
+        self._check_layer_state(state, batch, "h_0")
+        return state
+
     def forward(self, x: torch.Tensor, state=None):
         """``x`` is ``(batch, seq, input)`` if ``batch_first`` else ``(seq, batch, input)``.
 
-        Returns ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``): ``output`` holds the last
-        layer's hidden state at every step, ``h_n`` every layer's state at the last step,
-        shaped ``(num_layers, batch, hidden)``, exactly as PyTorch's modules return them.
+        ``state`` (zeros when omitted) is ``h_0`` of shape ``(num_layers, batch, hidden)``, or for
+        the LSTM the tuple ``(h_0, c_0)``. Returns ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``):
+        ``output`` holds the last layer's hidden state at every step, ``h_n`` every layer's state at
+        the last step, shaped ``(num_layers, batch, hidden)``, exactly as PyTorch's modules return them.
         """
-        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.input_size:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            order = "(batch, seq, input)" if self.batch_first else "(seq, batch, input)"
-            raise ValueError(f"{type(self).__name__} takes x of shape {order} with input={self.input_size}, got {got}")
+        self._check_x(x)
         if self.batch_first:
             x = x.transpose(0, 1)  # (seq, batch, input)
         seq, batch = x.shape[0], x.shape[1]
-        state = self._zero_state(x, batch) if state is None else state
-        if self.is_lstm:
-            h0, c0 = state
-            if h0.shape != (self.num_layers, batch, self.hidden_size) or c0.shape != h0.shape:
-                raise ValueError(f"LSTM state must be two tensors of shape {(self.num_layers, batch, self.hidden_size)}")
-        elif state.shape != (self.num_layers, batch, self.hidden_size):
-            raise ValueError(f"state must have shape {(self.num_layers, batch, self.hidden_size)}, got {tuple(state.shape)}")
+        state = self._zero_state(x, batch) if state is None else self._check_state(state, batch)
         layer_input = x
         finals = []
         for k, cell in enumerate(self.cells):
             s = (state[0][k], state[1][k]) if self.is_lstm else state[k]
             outputs = []
             for t in range(seq):
-                s = cell(layer_input[t], s)
+                s = cell._step(layer_input[t], s)  # checked once above, not at every step
                 outputs.append(s[0] if self.is_lstm else s)  # (batch, hidden)
             finals.append(s)
             layer_input = torch.stack(outputs)  # (seq, batch, hidden)
@@ -238,7 +375,10 @@ class _Stacked(nn.Module):
 
     @classmethod
     def from_torch(cls, module: nn.RNNBase) -> _Stacked:
-        """A from-scratch copy of a PyTorch ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``: same sizes, weights, dtype, device."""
+        """A from-scratch copy of a PyTorch ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``.
+
+        Same sizes, weights, dtype, device and ``batch_first`` as ``module``.
+        """
         if not isinstance(module, cls.torch_class):
             raise TypeError(f"{cls.__name__}.from_torch needs an {cls.torch_class.__name__}, got {type(module).__name__}")
         kw = {"nonlinearity": module.nonlinearity} if cls.torch_class is nn.RNN else {}
@@ -252,7 +392,11 @@ class _Stacked(nn.Module):
 
 
 class RNN(_Stacked):
-    """A multi-layer vanilla RNN unrolled over time, equivalent to ``nn.RNN``. Taught in chapter 4."""
+    """A multi-layer vanilla RNN unrolled over time, equivalent to ``nn.RNN``. Taught in chapter 4.
+
+    Unlike ``nn.RNN``, ``batch_first`` defaults to ``True`` and packed sequences are not taken
+    (see the module docstring); the state is one tensor ``(num_layers, batch, hidden)``.
+    """
 
     torch_class = nn.RNN
 
@@ -273,7 +417,12 @@ class RNN(_Stacked):
 
 
 class LSTM(_Stacked):
-    """A multi-layer LSTM unrolled over time, equivalent to ``nn.LSTM``. Taught in chapter 5."""
+    """A multi-layer LSTM unrolled over time, equivalent to ``nn.LSTM``. Taught in chapter 5.
+
+    Unlike ``nn.LSTM``, ``batch_first`` defaults to ``True`` and packed sequences and
+    ``proj_size`` are not supported (see the module docstring); the state is the tuple
+    ``(h, c)``, each ``(num_layers, batch, hidden)``.
+    """
 
     torch_class = nn.LSTM
     is_lstm = True
@@ -283,7 +432,11 @@ class LSTM(_Stacked):
 
 
 class GRU(_Stacked):
-    """A multi-layer GRU unrolled over time, equivalent to ``nn.GRU``. Taught in chapter 5."""
+    """A multi-layer GRU unrolled over time, equivalent to ``nn.GRU``. Taught in chapter 5.
+
+    Unlike ``nn.GRU``, ``batch_first`` defaults to ``True`` and packed sequences are not taken
+    (see the module docstring); the state is one tensor ``(num_layers, batch, hidden)``.
+    """
 
     torch_class = nn.GRU
 
