@@ -27,7 +27,7 @@
 # By the end of this chapter you can
 #
 # 1. write the vanilla RNN from its equation, unroll it over time, stack layers, and reproduce
-#    `nn.RNN` exactly with the same weights;
+#    `nn.RNN` with the same weights to float64 rounding;
 # 2. derive the gradient that backpropagation through time computes, check it against autograd,
 #    and explain vanishing and exploding gradients from the spectral norm of the recurrent
 #    weights;
@@ -49,6 +49,7 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
+import copy
 import math
 import os
 from collections import Counter
@@ -62,7 +63,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
 import dlbook
 import dlbook.exercises
-from dlbook import assets, charlm
+from dlbook import assets, charlm, stats
 from dlbook.nn.recurrent import GRU, RNN, RNNCell
 
 # One CPU thread, set before setup() prints it: the same work on every machine, whatever
@@ -80,7 +81,7 @@ sizes = dlbook.by_profile(
                clip_epochs=1, n_samples=5, n_novelty=20, tbptt_epochs=1,
                n_clf_train=256, n_clf_test=256, clf_epochs=1),
     full=dict(grad_seq=60, n_grad_seqs=8, n_train=4_130, lm_epochs=15, clip_train=4_130,
-              clip_epochs=5, n_samples=10, n_novelty=200, tbptt_epochs=10,
+              clip_epochs=5, n_samples=10, n_novelty=1_000, tbptt_epochs=10,
               n_clf_train=4_000, n_clf_test=2_000, clf_epochs=10),
 )
 sizes
@@ -133,7 +134,11 @@ with torch.no_grad():
     ref_states, ref_h_n = reference(x)  # (3, 7, 5), (1, 3, 5)
 torch.testing.assert_close(states, ref_states)
 torch.testing.assert_close(h_last, ref_h_n[0])
-print("our unrolled RNN == nn.RNN:", tuple(states.shape), "max abs difference", (states - ref_states).abs().max().item())
+max_diff = (states - ref_states).abs().max().item()
+assert max_diff < 1e-14  # float64 rounding, nothing more
+dlbook.glue("rnn_max_diff", max_diff)
+print("our unrolled RNN == nn.RNN:", tuple(states.shape),
+      "max abs difference", max_diff)
 
 # %% [markdown]
 # PyTorch names the two weight matrices `weight_ih_l0` and `weight_hh_l0` ("input to hidden"
@@ -199,10 +204,13 @@ torch.testing.assert_close(h_n, ref_h_n)
 print("3-layer RNN == nn.RNN(num_layers=3): output", tuple(out.shape), "h_n", tuple(h_n.shape))
 
 # %% [markdown]
-# The book keeps one packaged version of this code, `dlbook.nn.recurrent`, with the same
-# parameter names as PyTorch so that `RNN.from_torch` copies the weights of an `nn.RNN`.
-# Chapter 5 adds the LSTM and GRU cells to the same module. Here is the cell and the loop over
-# layers and time; the check below confirms it agrees with our cells above and with `nn.RNN`.
+# The book keeps one packaged version of this code, `dlbook.nn.recurrent`. Its cell uses the
+# parameter names of PyTorch's `nn.RNNCell` (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`),
+# and its `RNN` keeps one such cell per layer in `cells`, so its parameters are called
+# `cells.0.weight_ih` where `nn.RNN` says `weight_ih_l0`: `RNN.from_torch` maps each
+# `weight_ih_l{k}` of an `nn.RNN` onto `cells[k]`. Chapter 5 adds the LSTM and GRU cells to the
+# same module. Here is the cell and the loop over layers and time; the check below confirms it
+# agrees with our cells above and with `nn.RNN`.
 
 # %%
 dlbook.show(RNNCell)
@@ -226,7 +234,7 @@ print("dlbook.nn.recurrent.RNN == our cells == nn.RNN")
 # their weights, and backpropagation through it is called **backpropagation through time**
 # (BPTT) {cite}`werbos1990backpropagation`. The loss of a sequence is usually a sum over
 # steps, $\mathcal{L} = \sum_t \mathcal{L}_t(h_t)$, and a weight's gradient is the sum of its
-# contributions at every step.
+# contributions at every step (Eq. {eq}`eq-ch04-weight-grad` below, checked against autograd).
 #
 # The interesting part is how a signal travels back from step $T$ to an earlier step $t$. Write
 # $a_t = W_{xh} x_t + b_{xh} + W_{hh} h_{t-1} + b_{hh}$, so $h_t = \tanh(a_t)$ and
@@ -279,6 +287,49 @@ for t in range(T):
 print(f"Eq. (step Jacobian) and Eq. (BPTT) match autograd for all {T} input positions")
 
 # %% [markdown]
+# Training needs the gradient with respect to the shared weights. Write
+# $\delta_k = \partial \mathcal{L} / \partial h_k$ for the gradient of the whole loss with
+# respect to the state at step $k$: it collects the loss of step $k$ and everything that flows
+# back from later steps through Eq. {eq}`eq-ch04-step-jac`. Because $W_{hh}$ is used at every
+# step, its gradient is a sum with one term per step:
+#
+# $$
+# \delta_k = \frac{\partial \mathcal{L}_k}{\partial h_k}
+# + \left(\frac{\partial h_{k+1}}{\partial h_k}\right)^{\!\top} \delta_{k+1},
+# \quad \delta_{T+1} = 0, \qquad
+# \frac{\partial \mathcal{L}}{\partial W_{hh}}
+# = \sum_{k=1}^{T} \operatorname{diag}\!\left(1 - h_k^2\right) \delta_k\, h_{k-1}^{\top} .
+# $$ (eq-ch04-weight-grad)
+#
+# With $x_k^\top$ in place of $h_{k-1}^\top$ the same sum gives $\partial \mathcal{L} /
+# \partial W_{xh}$, and without the last factor the gradient of either bias. We run this
+# recursion backwards by hand on the batch of the first check, with $\mathcal{L}_t = v_t^\top
+# h_t$ for random vectors $v_t$, and compare all four gradients with the ones autograd leaves in
+# the `.grad` of `nn.RNN`'s parameters.
+
+# %%
+torch.manual_seed(2)
+v = torch.randn(B, T, H, dtype=torch.float64)  # (B, T, H): the loss is sum_t <v_t, h_t>
+reference.zero_grad()
+(reference(x)[0] * v).sum().backward()  # autograd fills reference.*.grad
+with torch.no_grad():
+    hs_b, _ = rnn_unroll(x, h0, **w)  # (B, T, H)
+    prev = torch.cat([h0[:, None], hs_b[:, :-1]], dim=1)  # (B, T, H): h_{k-1}
+    grads = {name: torch.zeros_like(p) for name, p in w.items()}
+    da_next = torch.zeros(B, H, dtype=torch.float64)  # (B, H): dL/da_{k+1}, 0 after T
+    for k in reversed(range(T)):
+        delta = v[:, k] + da_next @ w["w_hh"]  # (B, H): delta_k, Eq. (weight gradient)
+        da = delta * (1 - hs_b[:, k] ** 2)  # (B, H): diag(1 - h_k^2) delta_k
+        grads["w_hh"] += da.T @ prev[:, k]  # (H, H): this step's contribution
+        grads["w_xh"] += da.T @ x[:, k]  # (H, d)
+        grads["b_xh"] += da.sum(0)  # (H,)
+        grads["b_hh"] += da.sum(0)
+        da_next = da
+for name, param in w.items():
+    torch.testing.assert_close(grads[name], param.grad)
+print("Eq. (weight gradient) == autograd for W_hh, W_xh and both biases of nn.RNN")
+
+# %% [markdown]
 # ## Vanishing and exploding gradients
 #
 # Eq. {eq}`eq-ch04-bptt` multiplies $T - t$ factors $\operatorname{diag}(1 - h_k^2)\, W_{hh}$.
@@ -295,8 +346,9 @@ print(f"Eq. (step Jacobian) and Eq. (BPTT) match autograd for all {T} input posi
 # $$ (eq-ch04-bound)
 #
 # If $\|W_{hh}\|_2 < 1$ the influence of an input on the last state shrinks **exponentially**
-# with the distance $T-t$: the gradient vanishes, and the network cannot learn that something
-# 30 steps ago mattered {cite}`bengio1994learning`. If $W_{hh}$ is large the bound allows
+# with the distance $T-t$: the gradient vanishes, gradient descent receives almost no signal
+# that something 30 steps ago mattered, and learning such long dependencies becomes hard
+# {cite}`bengio1994learning`. If $W_{hh}$ is large the bound allows
 # exponential growth: the gradient can explode {cite}`pascanu2013difficulty`.
 #
 # The bound needs the spectral norm, not the **spectral radius** $\rho(W)$, the largest
@@ -336,14 +388,18 @@ for k in [1, 10, 100]:
 assert abs(gelfand / rho_demo - 1) < 0.05
 
 # %% [markdown]
-# We measure $\|\partial h_T / \partial x_t\|_2$ for every distance in random tanh RNNs with
-# $H = 32$ whose $W_{hh}$ has Gaussian entries of standard deviation $g/\sqrt{H}$, check the
-# bound of Eq. {eq}`eq-ch04-bound` on every measurement, and compute both the spectral radius
-# and the spectral norm of each $W_{hh}$.
+# We measure $\|\partial h_T / \partial x_t\|_2$ for every distance in a tanh RNN with
+# $H = 32$. Its $W_{hh}$ is one random matrix, drawn once with Gaussian entries of standard
+# deviation $1/\sqrt{H}$, multiplied by a gain $g$; only $g$ changes from one run to the next.
+# We check the bound of Eq. {eq}`eq-ch04-bound` on every measurement, and compute both the
+# spectral radius and the spectral norm of each $g\,W_{hh}$.
 
 # %%
 def random_rnn(gain, hidden=32, n_in=4, seed=0):
-    """A float64 tanh RNN: W_hh entries N(0, gain^2 / H), W_xh N(0, 1 / d), no bias."""
+    """A float64 tanh RNN: W_hh = gain * N(0, 1 / H) entries, W_xh N(0, 1 / d), no bias.
+
+    The same seed gives the same random matrices for every gain: only the scale changes.
+    """
     g = torch.Generator().manual_seed(seed)
     rnn = RNN(n_in, hidden).double()
     cell = rnn.cells[0]
@@ -393,12 +449,17 @@ for k, (gain, norms) in enumerate(grad_norms.items()):
     ax.semilogy(norms.numpy(), color=f"C{k}", label=f"$g$ = {gain}")
 lows = min(float(n.min()) for n in grad_norms.values())
 highs = max(float(n.max()) for n in grad_norms.values())
+leaves_at = {}  # distance at which a bound leaves the top of the plot
 for k, gain in enumerate(gains):  # Eq. (eq-ch04-bound), dashed
     cell = rnns[gain].cells[0]
     dist = np.arange(sizes["grad_seq"])
     bound = spectral_norm(cell.weight_hh) ** dist * spectral_norm(cell.weight_ih)
     ax.semilogy(dist, bound, color=f"C{k}", ls="--", lw=0.8)
+    above = bound > highs * 10
+    leaves_at[gain] = int(np.argmax(above)) if above.any() else len(bound)
 ax.set_ylim(lows / 10, highs * 10)
+dlbook.glue("bound_leaves_by", max(leaves_at[g] for g in gains if g >= 1))
+assert all(leaves_at[g] < sizes["grad_seq"] for g in gains if g >= 1)  # the caption
 ax.set_xlabel("distance $T - t$ (steps back in time)")
 ax.set_ylabel(r"$\|\partial h_T / \partial x_t\|_2$")
 ax.set_title("How much an input $t$ steps back can move the last state")
@@ -407,7 +468,8 @@ plt.show()
 
 # %% [markdown]
 # *Figure: the measured norms (solid) and the bound of Eq. {eq}`eq-ch04-bound` (dashed, same
-# colour) for four gains $g$ of the recurrent weights.*
+# colour) for four gains $g$ of the recurrent weights. The bounds for $g \ge 1$ grow so fast
+# that they leave the top of the plot within {glue:text}`bound_leaves_by` steps.*
 #
 # A straight line on this log scale is exponential change, and its slope gives the factor by
 # which the gradient changes per step back. We read that factor off the first and the last
@@ -416,32 +478,41 @@ plt.show()
 # %%
 far = sizes["grad_seq"] - 1
 print(f"{'g':>4s} {'rho(W_hh)':>10s} {'||W_hh||_2':>11s} {'measured per step':>18s}")
+rate_over_rho = {}
 for gain in gains:
     w_hh = rnns[gain].cells[0].weight_hh
     rho, sigma = spectral_radius(w_hh), spectral_norm(w_hh)
     rate = float(grad_norms[gain][far] / grad_norms[gain][0]) ** (1 / far)
     print(f"{gain:4.1f} {rho:10.3f} {sigma:11.3f} {rate:18.3f}")
     assert rate < rho < sigma, "expected: measured rate < radius < norm"
+    rate_over_rho[gain] = rate / rho
     key = str(gain).replace(".", "_")
     dlbook.glue(f"vg_sigma_{key}", sigma)
     dlbook.glue(f"vg_rate_{key}", rate)
-dlbook.glue("vg_rho_per_g", spectral_radius(rnns[1.0].cells[0].weight_hh))
-dlbook.glue("vg_sigma_per_g", spectral_norm(rnns[1.0].cells[0].weight_hh))
-dlbook.glue("vg_norm_over_rho", spectral_norm(w_hh) / spectral_radius(w_hh))
+w_one = rnns[1.0].cells[0].weight_hh  # g = 1: the matrix every gain scales
+dlbook.glue("vg_rho_per_g", spectral_radius(w_one))
+dlbook.glue("vg_sigma_per_g", spectral_norm(w_one))
+dlbook.glue("vg_norm_over_rho", spectral_norm(w_one) / spectral_radius(w_one))
+dlbook.glue("vg_rate_over_rho_min", min(rate_over_rho.values()))
+dlbook.glue("vg_rate_over_rho_max", max(rate_over_rho.values()))
 dlbook.glue("grad_far_distance", far)
 dlbook.glue("grad_near_small", float(grad_norms[0.5][0]))
 dlbook.glue("grad_far_small", float(grad_norms[0.5][far]))
+dlbook.glue("grad_near_large", float(grad_norms[3.0][0]))
 dlbook.glue("grad_far_large", float(grad_norms[3.0][far]))
 # g = 0.5: the bound guarantees decay; g = 1: it allows growth, yet the gradient shrinks
 sigma_half, sigma_one = (spectral_norm(rnns[g].cells[0].weight_hh) for g in (0.5, 1.0))
 assert sigma_half < 1 < sigma_one
 assert float(grad_norms[1.0][far]) < float(grad_norms[1.0][0])
+# g = 3: the gradient explodes, larger from far back than from the last step
+assert float(grad_norms[3.0][far]) > float(grad_norms[3.0][0])
 
 # %% [markdown]
-# Every measured norm satisfied Eq. {eq}`eq-ch04-bound` (the function asserts it). For these
-# $32 \times 32$ matrices the spectral radius is {glue:text}`vg_rho_per_g:.2f`$\,g$ and the
-# spectral norm {glue:text}`vg_sigma_per_g:.2f`$\,g$: the radius in place of the norm would
-# understate the bound by a factor of {glue:text}`vg_norm_over_rho:.2f` at every step.
+# Every measured norm satisfied Eq. {eq}`eq-ch04-bound` (the function asserts it). The four
+# recurrent matrices are one $32 \times 32$ matrix times $g$, so the spectral radius is
+# {glue:text}`vg_rho_per_g:.2f`$\,g$ and the spectral norm {glue:text}`vg_sigma_per_g:.2f`$\,g$:
+# the radius in place of the norm would understate the bound by a factor of
+# {glue:text}`vg_norm_over_rho:.2f` at every step.
 #
 # - With $g = 0.5$, $\|W_{hh}\|_2 =$ {glue:text}`vg_sigma_0_5:.2f` $< 1$, so the bound
 #   guarantees decay. The gradient from the last step, {glue:text}`grad_near_small:.2f`, has
@@ -450,16 +521,30 @@ assert float(grad_norms[1.0][far]) < float(grad_norms[1.0][0])
 # - With $g = 1$, $\|W_{hh}\|_2 =$ {glue:text}`vg_sigma_1_0:.2f` $> 1$ and the bound allows
 #   growth, yet the gradient still vanishes, by {glue:text}`vg_rate_1_0:.2f` per step: the
 #   bound is a guarantee, not a prediction.
-# - With $g = 3$ the gradient grows by {glue:text}`vg_rate_3_0:.2f` per step, to
-#   {glue:text}`grad_far_large:.1e` at the largest distance. The tanh keeps every state inside
-#   $(-1, 1)$, but a bounded state can still be extremely sensitive to an early input.
+# - With $g = 3$ the gradient explodes: it grows by {glue:text}`vg_rate_3_0:.2f` per step,
+#   from {glue:text}`grad_near_large:.1e` for the last input to
+#   {glue:text}`grad_far_large:.1e` at the largest distance (asserted: larger far back than at
+#   the last step). The tanh keeps every state inside $(-1, 1)$, but a bounded state can still
+#   be extremely sensitive to an early input.
 #
-# In all four cases the measured factor lies below the spectral radius (asserted): when the
-# diagonal factors are close to the identity, the product is close to the power $W_{hh}^{T-t}$,
-# whose size per step tends to $\rho(W_{hh})$; the factors $1 - h_k^2 < 1$ pull it lower. The
-# radius is the better guide to the rate here; only the norm gives a guarantee. Chapter 5
-# changes the architecture so that a path whose gradient stays close to one exists by design.
-#
+# In all four cases the measured factor lies below the spectral radius (asserted), at
+# {glue:text}`vg_rate_over_rho_min:.2f` to {glue:text}`vg_rate_over_rho_max:.2f` times it. When
+# the diagonal factors are close to the identity, the product is close to the power
+# $W_{hh}^{T-t}$, whose size per step tends to $\rho(W_{hh})$, and here the factors
+# $1 - h_k^2 < 1$ pull the product below that power. That is a measurement, not a rule: a
+# diagonal factor below one can even *raise* the spectral radius, as the small example below
+# shows. Neither number predicts the rate; only the norm gives a guarantee. Chapter 5 changes
+# the architecture so that a path whose gradient stays close to one exists by design.
+
+# %%
+w_2 = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])  # W @ W = 0: both eigenvalues are 0
+d_2 = torch.diag(torch.tensor([1.0, 0.5]))  # a diagonal factor with entries <= 1
+rho_w, rho_dw = spectral_radius(w_2), spectral_radius(d_2 @ w_2)
+print(f"rho(W) = {rho_w:.2f}, rho(diag(1, 0.5) W) = {rho_dw:.2f}")
+assert rho_dw > rho_w  # shrinking one coordinate raised the radius
+assert spectral_norm(d_2 @ w_2) <= spectral_norm(w_2)  # the norm cannot grow
+
+# %% [markdown]
 # ## Gradient clipping
 #
 # Exploding gradients have a simple, effective remedy {cite}`pascanu2013difficulty`: before each
@@ -470,8 +555,11 @@ assert float(grad_norms[1.0][far]) < float(grad_norms[1.0][0])
 # g \leftarrow g \cdot \min\left(1, \frac{c}{\|g\|_2}\right).
 # $$ (eq-ch04-clip)
 #
-# The direction is kept; only the step length is capped. We implement it and compare it with
-# `torch.nn.utils.clip_grad_norm_` (which adds $10^{-6}$ to the norm in the denominator).
+# The direction is kept and the norm is capped at $c$. With plain SGD the step is then at most
+# $\text{lr} \cdot c$ long; with Adam, which divides by running averages of the gradient and
+# of its square, clipping instead limits how far one large gradient moves those averages. We
+# implement Eq. {eq}`eq-ch04-clip` and compare it with `torch.nn.utils.clip_grad_norm_` (which
+# adds $10^{-6}$ to the norm in the denominator).
 
 # %%
 def clip_by_global_norm(grads, max_norm):
@@ -581,9 +669,10 @@ with torch.no_grad():
         log_p = torch.log_softmax(untrained(ids[None, :-1])[0], dim=-1)  # (|w| + 1, V)
         total -= log_p[torch.arange(len(ids) - 1), ids[1:]].sum().item()
         count += len(ids) - 1
-torch.testing.assert_close(charlm.loss_per_char(untrained, few, vocab, device, batch_size=16), total / count)
+batched = charlm.loss_per_char(untrained, few, vocab, device, batch_size=16)
+assert math.isclose(batched, total / count, rel_tol=1e-5)  # float32 sums, either order
 uniform_loss = charlm.loss_per_char(Uniform(), few, vocab, "cpu")
-torch.testing.assert_close(uniform_loss, math.log(n_targets))
+assert math.isclose(uniform_loss, math.log(n_targets), rel_tol=1e-5)
 print(f"padded batches == one name at a time: {total / count:.4f} nats/char; "
       f"uniform guess = ln {n_targets} = {uniform_loss:.4f}")
 
@@ -725,14 +814,6 @@ def model_nll(model, names_):
         lengths.append(mask.sum(1).numpy())
     return np.concatenate(sums), np.concatenate(lengths)
 
-
-def paired_interval(diff, weight, n_boot=2_000, seed=0):
-    """Paired 95 % bootstrap interval of sum(diff) / sum(weight), resampling rows."""
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, len(diff), size=(n_boot, len(diff)))  # (n_boot, N)
-    stats = diff[rows].sum(1) / weight[rows].sum(1)  # (n_boot,)
-    return tuple(float(q) for q in np.quantile(stats, [0.025, 0.975]))
-
 # %%
 rnn_sums, n_chars = model_nll(rnn_lm, test_names)  # (N,), (N,)
 bigram_sums, bigram_lengths = ngram_nll(bigram, test_names)
@@ -740,28 +821,31 @@ assert (n_chars == bigram_lengths).all()
 rnn_test = float(rnn_sums.sum() / n_chars.sum())
 same = charlm.loss_per_char(rnn_lm, test_names, vocab, device)  # the padded-batch path
 assert math.isclose(rnn_test, same, rel_tol=1e-5)
-gain_lo, gain_hi = paired_interval(rnn_sums - bigram_sums, n_chars)
+# per name: RNN's nats - bigram's nats; summed, over the characters summed; 95 %
+vs_bigram = stats.bootstrap_ratio(rnn_sums - bigram_sums, n_chars)
+assert math.isclose(vs_bigram.diff, rnn_test - bigram_test, abs_tol=1e-5)  # float32
 dlbook.headline("rnn_test_loss", rnn_test, profile=profile, at_most=bigram_test)
 dlbook.glue("rnn_test_bits", rnn_test / math.log(2))
 dlbook.glue("rnn_test_ppl", math.exp(rnn_test))
-dlbook.glue("rnn_minus_bigram", rnn_test - bigram_test)
-dlbook.glue("rnn_minus_bigram_lo", gain_lo)
-dlbook.glue("rnn_minus_bigram_hi", gain_hi)
+dlbook.glue("rnn_minus_bigram", vs_bigram.diff)
+dlbook.glue("rnn_minus_bigram_lo", vs_bigram.low)
+dlbook.glue("rnn_minus_bigram_hi", vs_bigram.high)
 if profile == "full":
-    assert gain_hi < 0, "the RNN should beat the bigram counts beyond the noise"
+    assert vs_bigram.high < 0, "the RNN should beat the bigram counts beyond the noise"
 print(f"RNN: {rnn_test:.3f} nats/char = {rnn_test / math.log(2):.3f} bits/char; "
       f"perplexity {math.exp(rnn_test):.2f}")
-print(f"RNN - bigram: {rnn_test - bigram_test:+.3f} nats/char, "
-      f"95 % paired interval [{gain_lo:+.3f}, {gain_hi:+.3f}]")
+print(f"RNN - bigram: {vs_bigram.diff:+.3f} nats/char, "
+      f"95 % paired interval [{vs_bigram.low:+.3f}, {vs_bigram.high:+.3f}]")
 
 # %% [markdown]
 # On the test names the RNN scores {glue:text}`rnn_test_loss` nats per character
 # ({glue:text}`rnn_test_bits:.2f` bits), against {glue:text}`bigram_test_loss:.3f` for the bigram
-# counts and {glue:text}`unigram_test_loss:.3f` for the unigram counts. Name by name, the RNN is
-# {glue:text}`rnn_minus_bigram:.3f` nats per character away from the bigram counts, with a 95 %
-# paired bootstrap interval over the test names from {glue:text}`rnn_minus_bigram_lo:.3f` to
-# {glue:text}`rnn_minus_bigram_hi:.3f`: the RNN, which can use every earlier character, beats
-# counts that see only the last one, by far more than the noise of the test names. Its
+# counts and {glue:text}`unigram_test_loss:.3f` for the unigram counts. Name by name, the RNN's
+# loss minus the bigram counts' loss is {glue:text}`rnn_minus_bigram:.3f` nats per character,
+# with a 95 % paired bootstrap interval over the test names from
+# {glue:text}`rnn_minus_bigram_lo:.3f` to {glue:text}`rnn_minus_bigram_hi:.3f`: the RNN, which
+# can use every earlier character, beats counts that see only the last one, by far more than
+# the noise of the test names. Its
 # perplexity, $e^{\mathcal{L}} =$ {glue:text}`rnn_test_ppl:.2f`, says that on average the model
 # is as unsure as a uniform choice among that many characters, instead of the
 # {glue:text}`n_targets` possible targets. Chapter 5 trains an LSTM on the same split.
@@ -779,7 +863,7 @@ print(f"RNN - bigram: {rnn_test - bigram_test:+.3f} nats/char, "
 # $\tau = 1$ is the model's own distribution; $\tau < 1$ sharpens it towards the most likely
 # character (as $\tau \to 0$, always the arg-max); $\tau > 1$ flattens it towards uniform. We
 # check these three facts on the model's actual first-letter logits, then look at what the
-# formula does to the distribution.
+# formula does to the distribution: its entropy rises with $\tau$ (asserted).
 
 # %%
 with torch.no_grad():
@@ -806,48 +890,92 @@ def entropy(p):
 
 
 taus = [0.5, 1.0, 1.5]
+entropies = []
 for tau in taus:
     p = with_temperature(z, tau)
+    entropies.append(entropy(p))
     top = p.topk(3)
-    print(f"tau={tau}: entropy {entropy(p):.2f} nats; most likely first letters",
+    print(f"tau={tau}: entropy {entropies[-1]:.2f} nats; most likely first letters",
           [(vocab.itos[int(i)], round(float(v), 3)) for v, i in zip(top.values, top.indices, strict=True)])
+# flatter as tau rises, always below the uniform guess's ln 27
+assert entropies[0] < entropies[1] < entropies[2] < math.log(n_targets)
 
 # %% [markdown]
 # `charlm.sample` applies Eq. {eq}`eq-ch04-temperature` at every step. For each temperature we
-# draw names with a seeded generator and measure two things: how many are new (not among the
-# training names), and how ordinary their spelling is, as the bigram counts of the training
-# names score it in nats per character (lower means more common letter pairs; the test names
-# score {glue:text}`bigram_test_loss:.3f`).
+# draw {glue:text}`n_novelty` names with a generator seeded differently at each temperature,
+# so the three sets of samples are independent, and measure two things: how many are new (not
+# among the training names), and how ordinary their spelling is, as the bigram counts of the
+# training names score it in nats per character (lower means more common letter pairs; the
+# test names score {glue:text}`bigram_test_loss:.3f`). Each number comes with a 95 % bootstrap
+# interval over the samples.
 
 # %%
 dlbook.show(charlm.sample)
 
 # %%
 train_set = set(names["train"])
-novelty, spelling = {}, {}
-for tau in taus:
-    shown = charlm.sample(rnn_lm, vocab, sizes["n_samples"], tau, torch.Generator().manual_seed(0), max_len=20)
-    many = charlm.sample(rnn_lm, vocab, sizes["n_novelty"], tau, torch.Generator().manual_seed(1), max_len=20)
-    novelty[tau] = sum(s not in train_set for s in many) / len(many)
-    spelling[tau] = per_char(ngram_nll(bigram, many))  # nats/char, bigram counts
+is_new, spelling = {}, {}  # per temperature: 1.0 per new sample; bigram score
+for k, tau in enumerate(taus):
+    shown = charlm.sample(rnn_lm, vocab, sizes["n_samples"], tau,
+                          torch.Generator().manual_seed(0), max_len=20)
+    many = charlm.sample(rnn_lm, vocab, sizes["n_novelty"], tau,  # independent draws:
+                         torch.Generator().manual_seed(1 + k), max_len=20)  # own seed
+    is_new[tau] = np.array([s not in train_set for s in many], dtype=float)  # (n,)
+    share = stats.bootstrap_ratio(is_new[tau])  # share of new names, 95 % interval
+    spelling[tau] = stats.bootstrap_ratio(*ngram_nll(bigram, many))  # nats/char
     key = str(tau).replace(".", "_")
-    dlbook.glue(f"novel_tau{key}", novelty[tau])
-    dlbook.glue(f"spelling_tau{key}", spelling[tau])
-    print(f"tau={tau}: {novelty[tau]:.0%} of {len(many)} samples are new, bigram score "
-          f"{spelling[tau]:.2f} nats/char ->", ", ".join(shown))
+    for name, iv in [("novel", share), ("spelling", spelling[tau])]:
+        dlbook.glue(f"{name}_tau{key}", iv.diff)
+        dlbook.glue(f"{name}_tau{key}_lo", iv.low)
+        dlbook.glue(f"{name}_tau{key}_hi", iv.high)
+    sp = spelling[tau]
+    print(f"tau={tau}: {share.diff:.0%} [{share.low:.0%}, {share.high:.0%}] of "
+          f"{len(many)} samples are new, bigram score {sp.diff:.2f} "
+          f"[{sp.low:.2f}, {sp.high:.2f}] nats/char ->", ", ".join(shown))
+dlbook.glue("n_novelty", sizes["n_novelty"])
+
+# %%
+# independent samples of one size: bootstrap the per-sample difference
+newer_low = stats.bootstrap_ratio(is_new[1.0] - is_new[0.5])  # tau 0.5 -> 1
+newer_high = stats.bootstrap_ratio(is_new[1.5] - is_new[1.0])  # tau 1 -> 1.5
+test_spelling = stats.bootstrap_ratio(bigram_sums, bigram_lengths)  # real test names
+for name, iv in [("newer_low", newer_low), ("newer_high", newer_high)]:
+    dlbook.glue(name, 100 * iv.diff)  # in percentage points
+    dlbook.glue(f"{name}_lo", 100 * iv.low)
+    dlbook.glue(f"{name}_hi", 100 * iv.high)
+dlbook.glue("test_spelling_lo", test_spelling.low)
+dlbook.glue("test_spelling_hi", test_spelling.high)
+print("new names, tau 0.5 -> 1:", newer_low.points(), "points; tau 1 -> 1.5:",
+      newer_high.points(), "points")
 if profile == "full":
-    assert novelty[0.5] < novelty[1.0] < novelty[1.5], "expected: newer as tau rises"
-    assert spelling[0.5] < spelling[1.0] < spelling[1.5], "expected: rarer as tau rises"
-    assert spelling[0.5] < bigram_test, "expected: tau 0.5 commoner than real names"
+    assert newer_low.low > 0 and newer_high.low > 0, "expected: newer as tau rises"
+    sp = [spelling[tau] for tau in taus]  # intervals that do not overlap:
+    assert sp[0].high < sp[1].low and sp[1].high < sp[2].low, "expected: rarer with tau"
+    assert sp[0].high < test_spelling.low, "expected: tau 0.5 commoner than real names"
 
 # %% [markdown]
-# At $\tau = 0.5$ many samples are names from the training list (only
-# {glue:text}`novel_tau0_5:.0%` are new) and their letter pairs are more common than those of
-# real test names (bigram score {glue:text}`spelling_tau0_5:.2f`); at $\tau = 1$
-# {glue:text}`novel_tau1_0:.0%` are new, with a bigram score of
-# {glue:text}`spelling_tau1_0:.2f`; at $\tau = 1.5$ the letters come from a flatter
-# distribution, {glue:text}`novel_tau1_5:.0%` of the samples are new, and their letter pairs
-# are the least usual of the three ({glue:text}`spelling_tau1_5:.2f`).
+# At $\tau = 0.5$ many samples are names from the training list: only
+# {glue:text}`novel_tau0_5:.0%` are new ({glue:text}`novel_tau0_5_lo:.0%` to
+# {glue:text}`novel_tau0_5_hi:.0%`), and their letter pairs are more common than those of real
+# test names (bigram score {glue:text}`spelling_tau0_5:.2f`, interval
+# {glue:text}`spelling_tau0_5_lo:.2f` to {glue:text}`spelling_tau0_5_hi:.2f`, against
+# {glue:text}`test_spelling_lo:.2f` to {glue:text}`test_spelling_hi:.2f` for the test names).
+# At $\tau = 1$, {glue:text}`novel_tau1_0:.0%` are new ({glue:text}`novel_tau1_0_lo:.0%` to
+# {glue:text}`novel_tau1_0_hi:.0%`), with a bigram score of {glue:text}`spelling_tau1_0:.2f`
+# ({glue:text}`spelling_tau1_0_lo:.2f` to {glue:text}`spelling_tau1_0_hi:.2f`). At
+# $\tau = 1.5$ the letters come from a flatter distribution,
+# {glue:text}`novel_tau1_5:.0%` of the samples are new ({glue:text}`novel_tau1_5_lo:.0%` to
+# {glue:text}`novel_tau1_5_hi:.0%`), and their letter pairs are the least usual of the three
+# ({glue:text}`spelling_tau1_5:.2f`, {glue:text}`spelling_tau1_5_lo:.2f` to
+# {glue:text}`spelling_tau1_5_hi:.2f`).
+#
+# Both orderings hold beyond the noise of sampling. The share of new names rises by
+# {glue:text}`newer_low:.1f` points from $\tau = 0.5$ to $1$ (95 % interval
+# {glue:text}`newer_low_lo:.1f` to {glue:text}`newer_low_hi:.1f`) and by
+# {glue:text}`newer_high:.1f` points from $\tau = 1$ to $1.5$
+# ({glue:text}`newer_high_lo:.1f` to {glue:text}`newer_high_hi:.1f`); the intervals of the
+# three bigram scores do not overlap (both asserted). These intervals cover the randomness of
+# the samples drawn from one trained model, not that of training it.
 #
 # ## Clipping on a real run
 #
@@ -889,24 +1017,35 @@ axes[1].legend()
 plt.show()
 
 clip_none, clip_one = clip_runs["no clipping"].val_loss[-1], clip_runs["clipped at 1"].val_loss[-1]
+early = clip_runs["no clipping"].train_loss[:10]  # the unclipped run's first steps
+best_val_none = min(clip_runs["no clipping"].val_loss[1:])  # after each epoch
 dlbook.glue("clip_val_none", clip_none)
 dlbook.glue("clip_val_clipped", clip_one)
 dlbook.glue("clip_max_norm_none", max(clip_runs["no clipping"].grad_norm))
+dlbook.glue("clip_first_loss", early[0])
+dlbook.glue("clip_early_peak", max(early))
+dlbook.glue("clip_early_peak_step", 1 + int(np.argmax(early)))
+dlbook.glue("clip_best_val_none", best_val_none)
 if profile == "full":
     assert clip_none > math.log(n_targets) > clip_one, "expected: only unclipped fails"
+    assert best_val_none > math.log(n_targets), "expected: unclipped never recovers"
 
 # %% [markdown]
 # *Figure: the same exploding start trained with plain SGD without clipping and with the global
 # norm clipped at 1: training loss (left) and gradient norm before clipping (right).*
 #
 # Without clipping, gradient norms up to {glue:text}`clip_max_norm_none:.1f` move the weights
-# in full, and the run ends at {glue:text}`clip_val_none:.2f` nats per character of
-# validation loss, worse than the uniform guess ($\ln$ {glue:text}`n_targets` $=$
-# {glue:text}`ln_targets:.2f`). With clipping, every gradient of norm above 1 is scaled down to
-# norm 1, and the run reaches {glue:text}`clip_val_clipped:.3f`. Clipping does not remove the
-# cause (the Jacobian products of Eq. {eq}`eq-ch04-bptt`) and does nothing for *vanishing*
-# gradients; it only stops one bad batch from undoing the training so far. The language model
-# above was trained with it too.
+# in full, and the run blows up in its first steps: its training loss goes from
+# {glue:text}`clip_first_loss:.2f` at the first step to {glue:text}`clip_early_peak:.1f` at
+# step {glue:text}`clip_early_peak_step`. It never recovers: after every epoch its validation
+# loss is above the uniform guess ($\ln$ {glue:text}`n_targets` $=$
+# {glue:text}`ln_targets:.2f`; the lowest is {glue:text}`clip_best_val_none:.2f`), and it ends
+# at {glue:text}`clip_val_none:.2f` nats per character. With clipping, every gradient of norm
+# above 1 is scaled down to norm 1, and the run reaches {glue:text}`clip_val_clipped:.3f`.
+# Clipping does not remove the cause (the Jacobian products of Eq. {eq}`eq-ch04-bptt`) and
+# does nothing for *vanishing* gradients; here it is the difference between a run that
+# diverges within its first steps and one that trains. The language model above was trained
+# with it too.
 #
 # ## Truncated backpropagation through time
 #
@@ -1001,12 +1140,33 @@ assert "backward through the graph a second time" in error
 print("second chunk without detach:", error[:95], "...")
 
 # %% [markdown]
-# Keeping the graph alive with `backward(retain_graph=True)` silences the error and creates
-# two worse problems: every backward pass now runs through *all* earlier chunks again, so an
-# update costs more the further into the stream it is, and the graph, with every activation it
-# saved, grows by the same amount at each chunk. We count the nodes of the graph behind each
-# chunk's loss and the bytes of the tensors those nodes saved for backward, with and without
-# the detach.
+# Keeping the graph alive with `backward(retain_graph=True)` does not help. In a training loop
+# the optimizer changes the weights in place after the first chunk, and the second backward,
+# which has to pass through the first chunk's graph again, needs the weights that graph saved:
+# it fails with an in-place-modification error.
+
+# %%
+trained = copy.deepcopy(lm)  # a copy, so that `lm` keeps its weights for what follows
+opt = torch.optim.Adam(trained.parameters(), lr=1e-3)
+h, error = None, ""
+try:
+    for xb, yb in chunks[:2]:
+        loss, h = chunk_loss(trained, xb, yb, h)  # no detach
+        opt.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=True)  # the graph survives...
+        opt.step()  # ...but the weights it saved change in place
+except RuntimeError as err:
+    error = str(err)
+assert "modified by an inplace operation" in error
+print("second chunk with retain_graph=True and an update:", error[:83], "...")
+
+# %% [markdown]
+# Without updates in between, as when we only measure, it runs, and shows two more problems:
+# every backward pass runs through *all* earlier chunks again, so a backward costs more the
+# further into the stream it is, and the graph, with every activation it saved, grows by the
+# same amount at each chunk. We count the nodes of the graph behind each chunk's loss and the
+# bytes of the tensors those nodes saved for backward, with and without the detach (no weight
+# updates in either case).
 
 # %%
 def graph_size(loss):
@@ -1158,38 +1318,52 @@ plt.show()
 # %%
 carried = stream_nll(stream_lm, val_stream, chunk_len, carry=True)  # (16, n)
 restarted = stream_nll(stream_lm, val_stream, chunk_len, carry=False)
-n_chunks = math.ceil(carried.shape[1] / chunk_len)
 diff = (restarted - carried).split(chunk_len, dim=1)  # one block per chunk and lane
 block_diff = torch.stack([d.sum(1) for d in diff], 1).flatten().numpy()  # per block
 block_len = torch.tensor([d.shape[1] for d in diff]).repeat(16).numpy()
-lo, hi = paired_interval(block_diff, block_len)
+restart = stats.bootstrap_ratio(block_diff, block_len)  # paired: same positions
 n_full = carried.shape[1] // chunk_len  # whole chunks per lane
 cost = (restarted - carried)[:, : n_full * chunk_len].reshape(16, n_full, chunk_len)
 by_position = cost.mean((0, 1))  # (k,): cost of restarting, by position in a chunk
-dlbook.glue("restart_cost_first8", by_position[:8].mean().item())
-dlbook.glue("restart_cost_rest", by_position[8:].mean().item())
+first8, rest = (  # the first 8 positions of every whole chunk, and the others
+    stats.bootstrap_ratio(part.sum(-1).flatten().numpy(),  # (16 * n_full,) per block
+                          np.full(16 * n_full, part.shape[-1]))
+    for part in (cost[..., :8], cost[..., 8:])  # (16, n_full, 8), (16, n_full, k - 8)
+)
+dlbook.glue("restart_cost_first8", first8.diff)
+dlbook.glue("restart_cost_first8_lo", first8.low)
+dlbook.glue("restart_cost_first8_hi", first8.high)
+dlbook.glue("restart_cost_rest", rest.diff)
+dlbook.glue("restart_cost_rest_lo", rest.low)
+dlbook.glue("restart_cost_rest_hi", rest.high)
 dlbook.glue("restart_rest_n", chunk_len - 8)
 dlbook.glue("carry_nll", carried.mean().item())
-dlbook.glue("restart_cost", (restarted - carried).mean().item())
-dlbook.glue("restart_cost_lo", lo)
-dlbook.glue("restart_cost_hi", hi)
+dlbook.glue("restart_cost", restart.diff)
+dlbook.glue("restart_cost_lo", restart.low)
+dlbook.glue("restart_cost_hi", restart.high)
 if profile == "full":
-    assert lo > 0, "carrying the state should help beyond the noise"
-    assert by_position[:8].mean() > 2 * by_position[8:].mean(), "expected: early cost"
+    assert restart.low > 0, "carrying the state should help beyond the noise"
+    assert first8.low > 0, "expected: restarting costs at the start of a chunk"
+    assert rest.low < 0 < rest.high, "expected: no measurable cost later in a chunk"
 print(f"carried {carried.mean():.3f}, restarted {restarted.mean():.3f} nats/char; "
-      f"cost of restarting {(restarted - carried).mean():.3f} [{lo:.3f}, {hi:.3f}]")
+      f"cost of restarting {restart.diff:.3f} [{restart.low:.3f}, {restart.high:.3f}]")
 print("cost by position in a chunk:", [round(v, 3) for v in by_position[:12].tolist()])
+print(f"positions 0-7: {first8.diff:+.4f} [{first8.low:+.4f}, {first8.high:+.4f}]; "
+      f"8-{chunk_len - 1}: {rest.diff:+.4f} [{rest.low:+.4f}, {rest.high:+.4f}]")
 
 # %% [markdown]
 # Restarting every chunk from zeros costs {glue:text}`restart_cost:.3f` nats per character
 # (95 % paired interval {glue:text}`restart_cost_lo:.3f` to {glue:text}`restart_cost_hi:.3f`).
 # The cost sits at the start of each chunk, where a restarted model has lost the beginning of
 # the name it is in the middle of: {glue:text}`restart_cost_first8:.3f` nats per character over
-# the first 8 positions of a chunk, {glue:text}`restart_cost_rest:.3f` over the other
-# {glue:text}`restart_rest_n`. The price of
-# truncation is elsewhere: no gradient tells the model how to *write* information into the
-# state for use more than $k$ steps later; how much of the full gradient survives the cut is
-# the subject of an exercise (see {ref}`ch04-ex-tbptt`).
+# the first 8 positions of a chunk ({glue:text}`restart_cost_first8_lo:.3f` to
+# {glue:text}`restart_cost_first8_hi:.3f`), and over the other {glue:text}`restart_rest_n`
+# {glue:text}`restart_cost_rest:+.4f`, with an interval from
+# {glue:text}`restart_cost_rest_lo:+.4f` to {glue:text}`restart_cost_rest_hi:+.4f` that
+# contains zero: no measurable cost (asserted). The price of truncation is elsewhere: no
+# gradient tells the model how to *write* information into the state for use more than $k$
+# steps later; how much of the full gradient survives the cut is the subject of an exercise
+# (see {ref}`ch04-ex-tbptt`).
 #
 # ## Sequences of different lengths
 #
@@ -1229,8 +1403,9 @@ x_demo, len_demo, _ = mean_task(6, seed=10)
 print("lengths:", len_demo.tolist(), "| batch", tuple(x_demo.shape))
 
 # %% [markdown]
-# First the mechanics, with random weights, for `nn.RNN` and `nn.GRU`: the packed `h_n` equals
-# the final state of each sequence run alone, without any padding; the padded `h_n` differs for
+# First the mechanics, with random weights, for `nn.RNN` and for `nn.GRU` (the GRU, a gated
+# cell of chapter 5, behaves the same way): the packed `h_n` equals the final state of each
+# sequence run alone, without any padding; the padded `h_n` differs for
 # every sequence shorter than the batch; and the book's modules, with the same weights, give the
 # packed answer when we pick the state at each true last step.
 
@@ -1279,8 +1454,9 @@ class MeanClassifier(nn.Module):
         return self.head(h_n[0])
 
 
-def train_classifier(n_train, epochs, seed=0):
-    x, lengths, labels = mean_task(n_train, seed=seed + 1)
+def train_classifier(x, lengths, labels, epochs, seed=0):
+    """Adam on the packed classifier; x (n, T, 1), lengths (n,), labels (n,)."""
+    n_train = len(labels)
     torch.manual_seed(seed)
     model = MeanClassifier().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -1296,50 +1472,62 @@ def train_classifier(n_train, epochs, seed=0):
     return model.eval()
 
 
-clf = train_classifier(sizes["n_clf_train"], sizes["clf_epochs"])
+x_train, len_train, y_train = mean_task(sizes["n_clf_train"], seed=1)
+clf = train_classifier(x_train, len_train, y_train, sizes["clf_epochs"])
 x_test, len_test, y_test = mean_task(sizes["n_clf_test"], seed=1_000)
 with torch.no_grad():
     pred_packed = clf(x_test.to(device), len_test).argmax(1).cpu()  # (n_test,)
 clf_acc = (pred_packed == y_test).float().mean().item()
-majority = max(y_test.float().mean().item(), 1 - y_test.float().mean().item())
+majority_class = int(y_train.float().mean() > 0.5)  # chosen on the training labels
+majority = (y_test == majority_class).float().mean().item()  # scored once on test
 dlbook.glue("clf_n_train", sizes["n_clf_train"])
 dlbook.glue("clf_n_test", sizes["n_clf_test"])
 dlbook.glue("clf_acc", clf_acc)
 dlbook.glue("clf_majority", majority)
 if profile == "full":
     assert clf_acc >= 0.85, f"the packed classifier should learn the task: {clf_acc}"
-print(f"test accuracy {clf_acc:.3f}; always the majority answer: {majority:.3f}")
+print(f"test accuracy {clf_acc:.3f}; always the answer most frequent in training "
+      f"({'above' if majority_class else 'not above'} 1/2): {majority:.3f}")
 
 # %% [markdown]
 # The packed classifier answers {glue:text}`clf_acc:.1%` of the test sequences correctly, where
-# always giving the more frequent answer scores {glue:text}`clf_majority:.1%`. What happens to
+# always giving the answer most frequent in the training sequences scores
+# {glue:text}`clf_majority:.1%`. What happens to
 # its answers when the packing is left out is the subject of an exercise (see
 # {ref}`ch04-ex-packing`).
 #
 # ## Summary
 #
 # - The vanilla RNN, Eq. {eq}`eq-ch04-rnn`, applies one cell with four shared parameter tensors
-#   at every step; stacked as in Eq. {eq}`eq-ch04-deep`, our loops reproduce `nn.RNN` exactly,
-#   and the parameter count does not depend on the sequence length.
+#   at every step; stacked as in Eq. {eq}`eq-ch04-deep`, our loops reproduce `nn.RNN` to
+#   float64 rounding (largest difference {glue:text}`rnn_max_diff:.1e`), and the parameter
+#   count does not depend on the sequence length.
 # - Backpropagation through time multiplies one Jacobian per step, Eqs. {eq}`eq-ch04-step-jac`
-#   and {eq}`eq-ch04-bptt` (checked against autograd). The bound {eq}`eq-ch04-bound` uses the
+#   and {eq}`eq-ch04-bptt`, and sums one contribution per step into each weight's gradient,
+#   Eq. {eq}`eq-ch04-weight-grad` (all checked against autograd). The bound
+#   {eq}`eq-ch04-bound` uses the
 #   spectral norm of $W_{hh}$, not its spectral radius: below 1 it guarantees vanishing
 #   gradients; above 1 it guarantees nothing, and we measured both vanishing and exploding
 #   gradients there.
-# - Clipping the global gradient norm, Eq. {eq}`eq-ch04-clip`, caps the step length and rescued
-#   a training run that diverged without it ({glue:text}`clip_val_clipped:.3f` against
+# - Clipping the global gradient norm, Eq. {eq}`eq-ch04-clip`, caps the gradient's norm and
+#   rescued a training run that diverged without it ({glue:text}`clip_val_clipped:.3f` against
 #   {glue:text}`clip_val_none:.3f` nats per character).
 # - A character-level RNN language model on census names reached
 #   {glue:text}`rnn_test_loss` nats per character on held-out names, below the bigram counts by
-#   a margin well outside the noise, and samples names that become newer and less ordinary as
-#   the temperature, Eq. {eq}`eq-ch04-temperature`, rises.
+#   a margin well outside the noise of the test names (paired bootstrap interval
+#   {glue:text}`rnn_minus_bigram_lo:.3f` to {glue:text}`rnn_minus_bigram_hi:.3f`), and samples
+#   names that become newer and less ordinary as the temperature,
+#   Eq. {eq}`eq-ch04-temperature`, rises.
 # - Truncated BPTT trains on a long stream in chunks: the state is carried forward and detached
-#   at each boundary. Without the detach the second backward fails, or, with the graph
-#   retained, the graph grows at every chunk; with it, no gradient crosses the boundary, yet
-#   the carried state still helps the next chunk.
+#   at each boundary. Without the detach the second backward fails; retaining the graph does
+#   not help, since after a weight update the second backward fails with an in-place
+#   modification error, and without updates every backward runs through all earlier chunks
+#   while the graph grows at every chunk. With the detach, no gradient crosses the boundary,
+#   yet the carried state still helps the next chunk.
 # - For many-to-one tasks on padded batches, the final state must be each sequence's state at
 #   its own last step: packing gives it to `nn.RNN` and `nn.GRU`, picking `output[b, len_b - 1]`
-#   gives it to any recurrent module; the padded `h_n` is a different vector.
+#   gives it to any unidirectional recurrent module (for a bidirectional one, only its forward
+#   half); the padded `h_n` is a different vector.
 #
 # ## Exercises
 #
@@ -1422,11 +1610,11 @@ assert dlbook.exercises.check("ch04.masked_nll", masked_nll_solution)
 # every hidden state", summed over the chunks. The check includes a single chunk (full BPTT)
 # and fails the two usual mistakes: no detach, and restarting each chunk from `h0`.
 #
-# Then experiment: for the random RNNs of the vanishing-gradient section with $g = 0.5$, $1$ and
-# $1.5$, compute the cosine similarity between the truncated and the full gradient for chunk
-# lengths 1, 2, 4, 8, 16 and the whole sequence. For which gain does truncation lose least, and
-# why? (On the language model, `train_tbptt` with other chunk lengths is the same question
-# asked of a trained model.)
+# Then experiment: for the random RNN of the vanishing-gradient section, scaled to $g = 0.5$,
+# $1$ and $1.5$, compute the cosine similarity between the truncated and the full gradient
+# for chunk lengths 1, 2, 4, 8, 16 and the whole sequence. For which gain does truncation
+# lose least, and why? (On the language model, `train_tbptt` with other chunk lengths is the
+# same question asked of a trained model.)
 # :::
 
 # %%
@@ -1487,7 +1675,7 @@ dlbook.glue("tbptt_cos_large_k16", cosines[1.5][4])
 # {glue:text}`tbptt_cos_large_k1:.2f` for chunks of one step and
 # {glue:text}`tbptt_cos_large_k16:.2f` for chunks of 16. At every chunk length below the whole
 # sequence, the smaller gain keeps more of the gradient (asserted). Truncation is cheapest
-# exactly where the network could not have learned long dependencies anyway.
+# exactly where the gradient from far back had almost vanished anyway.
 #
 # ```{solution-end}
 # ```
@@ -1545,9 +1733,9 @@ clf.to(device)
 pred_pad = logits_pad.argmax(1)
 changed = int((pred_pad != pred_packed).sum())
 acc_pad = (pred_pad == y_test).float().mean().item()
-right_pad, right_packed = (pred_pad == y_test).float(), (pred_packed == y_test).float()
-right_diff = (right_pad - right_packed).numpy()  # (n,): -1, 0 or 1 per test sequence
-lo, hi = paired_interval(right_diff, np.ones_like(right_diff))
+right_pad, right_packed = pred_pad == y_test, pred_packed == y_test  # (n,) each
+pad_vs_packed = stats.compare(right_pad, right_packed)  # paired bootstrap and McNemar
+lo, hi = pad_vs_packed.interval.low, pad_vs_packed.interval.high
 above_packed = pred_packed.float().mean().item()  # share answered "above 1/2"
 above_pad = pred_pad.float().mean().item()
 dlbook.glue("above_packed", above_packed)
@@ -1562,8 +1750,8 @@ if profile == "full":
     assert hi < 0, "reading the padded end should cost accuracy beyond the noise"
     assert above_pad < above_packed / 2, "expected: padded zeros pull answers below 1/2"
 print(f"{changed} of {len(y_test)} answers change; accuracy {clf_acc:.3f} packed -> "
-      f"{acc_pad:.3f} padded (difference {acc_pad - clf_acc:+.3f}, "
-      f"95 % paired [{lo:+.3f}, {hi:+.3f}])")
+      f"{acc_pad:.3f} padded")
+print(pad_vs_packed.verdict("padded h_n", "packed"))
 
 # %% [markdown]
 # Reading the state after the padding changes {glue:text}`pad_changed` answers
@@ -1581,8 +1769,9 @@ print(f"{changed} of {len(y_test)} answers change; accuracy {clf_acc:.3f} packed
 # :label: ch04-ex-units
 # A model scores 2.0 nats per character on held-out names. Convert this to bits per character
 # and to perplexity. How does the perplexity compare with a uniform guess over the 27 symbols a
-# target can be (26 letters and `<eos>`)? If the names average 6 letters, what probability does
-# the model give, on average, to a whole held-out name?
+# target can be (26 letters and `<eos>`)? What probability does the model give to a held-out
+# name of 6 letters each of whose predicted symbols costs exactly the average 2.0 nats, and why
+# is that not the average probability the model gives to held-out names?
 # :::
 #
 # ```{solution-start} ch04-ex-units
@@ -1607,9 +1796,12 @@ dlbook.glue("units_vs_uniform", vs_uniform)
 # Bits: $2.0 / \ln 2 =$ {glue:text}`units_bits:.3f` bits per character. Perplexity:
 # $e^{2.0} =$ {glue:text}`units_ppl:.2f`, so the model is as unsure as a uniform choice among
 # that many symbols instead of {glue:text}`n_targets` ($\ln$ {glue:text}`n_targets` $=$
-# {glue:text}`ln_targets:.2f` nats). A 6-letter name has 7 predicted symbols (with `<eos>`), so
-# its probability is about $e^{-7 \cdot 2.0} =$ {glue:text}`units_p_name:.1e`: tiny, but
-# {glue:text}`units_vs_uniform:.1e` times more than the uniform guess gives it.
+# {glue:text}`ln_targets:.2f` nats). A 6-letter name has 7 predicted symbols (with `<eos>`); if
+# each costs 2.0 nats, its probability is $e^{-7 \cdot 2.0} =$ {glue:text}`units_p_name:.1e`:
+# tiny, but {glue:text}`units_vs_uniform:.1e` times more than the uniform guess gives it. It
+# is not the average probability of a held-out name: names differ in length and cost, and the
+# exponential is convex, so by Jensen's inequality the mean of $e^{-\text{nats of a name}}$ is
+# at least $e^{-\text{mean nats}}$, and a few easy names can pull it far above.
 #
 # ```{solution-end}
 # ```
@@ -1661,4 +1853,4 @@ print(f"0.9^50 = {shrink:.4f}, a factor of {1 / shrink:.0f}")
 #   Eq. {eq}`eq-ch04-bound` and the proposal of gradient-norm clipping: {cite}`pascanu2013difficulty`.
 # - Character-level recurrent language models and what they can generate:
 #   {cite}`karpathy2015unreasonable`.
-# - The gated cells that fix the vanishing gradient, next chapter: {cite}`hochreiter1997long`.
+# - The gated cells that ease the vanishing gradient, next chapter: {cite}`hochreiter1997long`.

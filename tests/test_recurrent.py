@@ -34,16 +34,23 @@ def test_stacked_matches_torch(kind, batch_first, num_layers):
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 def test_given_initial_state_and_gradients_match(kind):
+    """Outputs, the gradient w.r.t. the input, and every weight's gradient, layer by layer."""
     ours, theirs = _pair(kind, input_size=3, hidden_size=4, num_layers=2, batch_first=True)
-    x = torch.randn(2, 5, 3, dtype=DT, requires_grad=True)
+    x = torch.randn(2, 5, 3, dtype=DT)
+    x_ours, x_ref = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     h0 = torch.randn(2, 2, 4, dtype=DT)
     s0 = (h0, torch.randn(2, 2, 4, dtype=DT)) if kind == "lstm" else h0
-    out, _ = ours(x, s0)
-    (g_ours,) = torch.autograd.grad(out.square().sum(), x)
-    ref, _ = theirs(x, s0)
-    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    out, _ = ours(x_ours, s0)
+    out.square().sum().backward()
+    ref, _ = theirs(x_ref, s0)
+    ref.square().sum().backward()
     torch.testing.assert_close(out, ref)
-    torch.testing.assert_close(g_ours, g_ref)
+    torch.testing.assert_close(x_ours.grad, x_ref.grad)
+    for k, cell in enumerate(ours.cells):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            ref_grad = getattr(theirs, f"{name}_l{k}").grad
+            assert ref_grad is not None and ref_grad.abs().sum() > 0
+            torch.testing.assert_close(getattr(cell, name).grad, ref_grad)
 
 
 def test_relu_rnn_and_no_bias():
@@ -91,6 +98,16 @@ def test_lstm_gate_order_matters():
             p.copy_(torch.cat([i, f, o, g]))
     x = torch.randn(2, 5, 3, dtype=DT)
     assert not torch.allclose(ours(x)[0], theirs(x)[0])
+
+
+def test_stacked_keys_differ_from_torch_so_from_torch_maps_them():
+    """cells.0.weight_ih is not weight_ih_l0: load_state_dict fails, from_torch maps the names."""
+    theirs = nn.RNN(3, 4, num_layers=2)
+    with pytest.raises(RuntimeError, match="cells.0.weight_ih"):
+        RNN(3, 4, num_layers=2).load_state_dict(theirs.state_dict())
+    ours = RNN.from_torch(theirs)
+    for k in range(2):
+        assert torch.equal(ours.cells[k].weight_hh, getattr(theirs, f"weight_hh_l{k}"))
 
 
 def test_from_torch_keeps_dtype_and_rejects_mismatch():

@@ -202,7 +202,8 @@ def loss_per_char(
 ) -> float:
     """Mean negative log-likelihood in nats per predicted character (``<eos>`` included, pads ignored).
 
-    Taught in chapter 4. A model that guesses uniformly over the vocabulary scores ``ln(len(vocab))``.
+    Taught in chapter 4. A model that guesses uniformly over the symbols a target can be (a letter
+    or ``<eos>``, never ``<pad>`` or ``<bos>``) scores ``ln(len(vocab) - 2)``.
     The model is put in eval mode for the measurement and given back in the mode it was in.
     """
     device = torch.device(device) if device is not None else _device_of(model)

@@ -1,8 +1,12 @@
 """Recurrent cells and multi-layer recurrent networks written from their equations.
 
-The vanilla RNN is taught in chapter 4, the LSTM and the GRU in chapter 5. Parameters use the
-same names, shapes and gate layouts as PyTorch's ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` so their
-weights load directly (:meth:`RNN.from_torch` and friends):
+The vanilla RNN is taught in chapter 4, the LSTM and the GRU in chapter 5. Each cell uses the
+parameter names, shapes and gate layouts of PyTorch's cells (``nn.RNNCell`` / ``nn.LSTMCell`` /
+``nn.GRUCell``: ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``), so a cell loads a PyTorch
+cell's ``state_dict`` directly. The multi-layer modules keep one cell per layer in ``cells``, so
+their keys (``cells.0.weight_ih``) differ from those of ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``
+(``weight_ih_l0``) and ``load_state_dict`` between the two fails: :meth:`RNN.from_torch` (and
+``LSTM``/``GRU``) maps ``weight_ih_l{k}`` and friends onto ``cells[k]``.
 
 - RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)``
 - LSTM: the rows of ``weight_ih`` / ``weight_hh`` are the gates in the order ``i, f, g, o``
