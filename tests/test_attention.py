@@ -1,9 +1,12 @@
 """dlbook.nn.attention against the PyTorch references (chapter 6)."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.bias import causal_lower_right
 
 from dlbook.nn.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
 
@@ -197,3 +200,265 @@ def test_mha_weights_optional():
     ours, _ = _pair()
     x = torch.randn(1, 4, 16)
     assert ours(x, x, x)[1] is None
+
+
+# ----------------------------------------------------------------------------- fully blocked rows
+
+
+def _grads(fn, *tensors):
+    """Gradients of sum(fn(*tensors) * probe) with respect to every tensor (a fixed random probe)."""
+    leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    out = fn(*leaves)
+    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
+    (out * probe).sum().backward()
+    return out.detach(), [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_sdpa_fully_blocked_row_forward_and_backward_match_torch(qkv, kind):
+    keep = torch.ones(5, 7, dtype=torch.bool)
+    keep[2] = False  # query 2 may attend to nothing
+    keep[4, 3:] = False
+    mask = keep if kind == "bool" else torch.zeros(5, 7).masked_fill(~keep, float("-inf"))
+    out, grads = _grads(lambda q, k, v: scaled_dot_product_attention(q, k, v, mask=mask)[0], *qkv)
+    ref_out, ref_grads = _grads(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), *qkv)
+    assert torch.all(out[..., 2, :] == 0)  # the documented choice: zeros, as torch returns
+    torch.testing.assert_close(out, ref_out)
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, r)
+    assert torch.all(grads[0][..., 2, :] == 0)  # the blocked query gets no gradient
+
+
+def test_sdpa_fully_blocked_row_gradcheck_float64():
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, n, 3, generator=g, dtype=torch.float64, requires_grad=True) for n in (4, 5, 5))
+    mask = torch.zeros(4, 5, dtype=torch.float64)
+    mask[1] = float("-inf")  # a fully blocked row
+    mask[3, :2] = float("-inf")
+    assert torch.autograd.gradcheck(lambda q, k, v: scaled_dot_product_attention(q, k, v, mask=mask)[0], (q, k, v))
+    assert torch.autograd.gradcheck(lambda q, k, v: scaled_dot_product_attention(q, k, v, causal=True)[0], (q, k, v))
+
+
+def test_sdpa_row_blocked_by_mask_and_causal_together(qkv):
+    q, k, v = qkv
+    keep = torch.ones(5, 7, dtype=torch.bool)
+    keep[0, 0] = False  # causal leaves query 0 only key 0, the mask takes it away
+    out, grads = _grads(lambda q, k, v: scaled_dot_product_attention(q, k, v, mask=keep, causal=True)[0], q, k, v)
+    both = keep & causal_mask(5, n_keys=7)
+    ref_out, ref_grads = _grads(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=both), q, k, v)
+    torch.testing.assert_close(out, ref_out)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r)
+
+
+def test_mha_float_mask_and_all_padding_sequence_has_finite_gradients():
+    ours, ref = _pair()
+    x = torch.randn(2, 6, 16)
+    pad = torch.tensor([[False] * 4 + [True] * 2, [True] * 6])  # the second sequence is all padding
+    add = torch.zeros(6, 6).masked_fill(~causal_mask(6), float("-inf"))
+    for mask in (add, causal_mask(6), None):
+        ours.zero_grad()
+        out, w = ours(x, x, x, mask=mask, key_padding_mask=pad, need_weights=True)
+        out.square().sum().backward()
+        for name, p in ours.named_parameters():
+            assert torch.isfinite(p.grad).all(), name
+        assert torch.all(w[1] == 0)
+        torch.testing.assert_close(out[1], ours.out_proj.bias.detach().expand(6, 16))  # zero heads -> bias
+    # the real sequence, forward and backward, against torch run on it alone (torch gives NaN for the other)
+    ours.zero_grad()
+    out, _ = ours(x, x, x, mask=add, key_padding_mask=pad)
+    out[0].square().sum().backward()
+    ref_out, _ = ref(x[:1], x[:1], x[:1], attn_mask=~causal_mask(6), key_padding_mask=pad[:1], need_weights=False)
+    ref_out.square().sum().backward()
+    torch.testing.assert_close(out[:1], ref_out)
+    q_w, k_w, v_w = ref.in_proj_weight.grad.chunk(3)
+    for got, want in ((ours.q_proj.weight.grad, q_w), (ours.k_proj.weight.grad, k_w), (ours.v_proj.weight.grad, v_w),
+                      (ours.out_proj.weight.grad, ref.out_proj.weight.grad)):
+        torch.testing.assert_close(got, want)
+
+
+# ----------------------------------------------------------------------------- backward and cross-attention
+
+
+def _assert_mha_grads_match(ours: MultiHeadAttention, ref: nn.MultiheadAttention) -> None:
+    if ref._qkv_same_embed_dim:
+        ref_w = ref.in_proj_weight.grad.chunk(3)
+    else:
+        ref_w = (ref.q_proj_weight.grad, ref.k_proj_weight.grad, ref.v_proj_weight.grad)
+    ref_b = ref.in_proj_bias.grad.chunk(3)
+    for proj, w, b in zip((ours.q_proj, ours.k_proj, ours.v_proj), ref_w, ref_b, strict=True):
+        torch.testing.assert_close(proj.weight.grad, w)
+        torch.testing.assert_close(proj.bias.grad, b)
+    torch.testing.assert_close(ours.out_proj.weight.grad, ref.out_proj.weight.grad)
+    torch.testing.assert_close(ours.out_proj.bias.grad, ref.out_proj.bias.grad)
+
+
+def test_mha_backward_matches_torch_causal_self_attention():
+    ours, ref = _pair()
+    x = torch.randn(3, 6, 16)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours(xa, xa, xa, causal=True)[0].square().sum().backward()
+    ref(xb, xb, xb, attn_mask=~causal_mask(6), need_weights=False)[0].square().sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad)
+    _assert_mha_grads_match(ours, ref)
+
+
+@pytest.mark.parametrize("kdim, vdim", [(None, None), (10, 6)])
+def test_cross_attention_matches_torch_forward_and_backward(kdim, vdim):
+    torch.manual_seed(0)
+    ref = nn.MultiheadAttention(16, 4, batch_first=True, kdim=kdim, vdim=vdim).eval()
+    with torch.no_grad():
+        ref.in_proj_bias.normal_()
+        ref.out_proj.bias.normal_()
+    ours = MultiHeadAttention(16, 4, kdim=kdim, vdim=vdim).load_from_torch(ref).eval()
+    tgt = torch.randn(2, 5, 16)  # queries: 5 positions
+    mem_k = torch.randn(2, 9, kdim or 16)  # keys and values: another sequence of 9 positions
+    mem_v = torch.randn(2, 9, vdim or 16)
+    pad = torch.zeros(2, 9, dtype=torch.bool)
+    pad[1, 6:] = True  # the second memory has 6 real positions
+    inputs_a = [t.clone().requires_grad_() for t in (tgt, mem_k, mem_v)]
+    inputs_b = [t.clone().requires_grad_() for t in (tgt, mem_k, mem_v)]
+    out, w = ours(*inputs_a, key_padding_mask=pad, need_weights=True)
+    ref_out, ref_w = ref(*inputs_b, key_padding_mask=pad, average_attn_weights=False)
+    assert out.shape == (2, 5, 16) and w.shape == (2, 4, 5, 9)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(w, ref_w)
+    assert torch.all(w[1, ..., 6:] == 0)
+    out.square().sum().backward()
+    ref_out.square().sum().backward()
+    for a, b in zip(inputs_a, inputs_b, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+    assert torch.all(inputs_a[1].grad[1, 6:] == 0)  # padded memory positions get no gradient
+    _assert_mha_grads_match(ours, ref)
+
+
+def test_mha_scale_argument():
+    ours, _ = _pair()
+    x = torch.randn(2, 5, 16)
+    unscaled = MultiHeadAttention(16, 4, scale=1.0)
+    unscaled.load_state_dict(ours.state_dict())
+    q, k, v = (ours._split(p(x)) for p in (ours.q_proj, ours.k_proj, ours.v_proj))
+    heads = F.scaled_dot_product_attention(q, k, v, scale=1.0).transpose(1, 2).reshape(2, 5, 16)
+    torch.testing.assert_close(unscaled(x, x, x)[0], ours.out_proj(heads))
+    assert not torch.allclose(unscaled(x, x, x)[0], ours(x, x, x)[0])
+    assert "scale=1.0" in repr(unscaled)
+
+
+def test_mha_under_autocast_accepts_low_precision_inputs():
+    ours, _ = _pair()
+    x = torch.randn(2, 5, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = ours(x.bfloat16(), x.bfloat16(), x.bfloat16())
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+# ----------------------------------------------------------------------------- causal alignment
+
+
+def test_causal_mask_alignments_match_torch():
+    for L_q, L_k in ((3, 5), (5, 5), (4, 2)):
+        top = causal_mask(L_q, n_keys=L_k)
+        assert torch.equal(top, torch.ones(L_q, L_k, dtype=torch.bool).tril())  # what is_causal=True uses
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch warns when L_q > L_k: some rows see no key
+            want = causal_lower_right(L_q, L_k)._materialize()
+        assert torch.equal(causal_mask(L_q, n_keys=L_k, align="bottom-right"), want)
+    assert torch.equal(causal_mask(4, align="bottom-right"), causal_mask(4))
+    with pytest.raises(ValueError, match="align"):
+        causal_mask(3, align="bottom")
+
+
+def test_bottom_right_mask_is_the_one_for_decoding_with_a_cache(qkv):
+    q, k, v = qkv  # L_q = 5 < L_k = 7: the 5 queries are the last 5 of 7 positions
+    full_q = torch.cat([torch.randn(2, 3, 2, 8), q], dim=-2)  # queries for all 7 positions
+    full, _ = scaled_dot_product_attention(full_q, k, v, causal=True)  # (2, 3, 7, 4)
+    last, _ = scaled_dot_product_attention(q, k, v, mask=causal_mask(5, n_keys=7, align="bottom-right"))
+    torch.testing.assert_close(last, full[..., 2:, :])
+    top_left, _ = scaled_dot_product_attention(q, k, v, causal=True)
+    assert not torch.allclose(top_left, full[..., 2:, :])
+
+
+# ----------------------------------------------------------------------------- clear errors on bad input
+
+
+@pytest.mark.parametrize(
+    "mask, error, match",
+    [
+        ([[True] * 7] * 5, TypeError, "tensor"),  # a list, not a tensor
+        (torch.ones(5, 7, dtype=torch.long), TypeError, "bool"),
+        (torch.ones(5, 7, dtype=torch.uint8), TypeError, "uint8"),
+        (torch.ones(5, 7, dtype=torch.complex64), TypeError, "bool"),
+        (torch.ones(4, 7, dtype=torch.bool), ValueError, "broadcast"),
+        (torch.ones(9, 2, 3, 5, 7, dtype=torch.bool), ValueError, "enlarge"),
+        (torch.ones(5, 7, dtype=torch.bool, device="meta"), ValueError, "meta"),
+    ],
+)
+def test_sdpa_bad_masks(qkv, mask, error, match):
+    q, k, v = qkv
+    with pytest.raises(error, match=match):
+        scaled_dot_product_attention(q, k, v, mask=mask)
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (dict(q=[[1.0]]), TypeError, "q must be a tensor"),
+        (dict(k=torch.ones(2, 3, 7, 8, dtype=torch.long)), TypeError, "floating"),
+        (dict(v=torch.randn(2, 3, 7, 4, dtype=torch.float64)), TypeError, "same dtype"),
+        (dict(v=torch.randn(2, 3, 7, 4, device="meta")), ValueError, "same device"),
+        (dict(k=torch.randn(2, 3, 7, 6)), ValueError, "d_k"),
+        (dict(v=torch.randn(2, 3, 6, 4)), ValueError, "L_k"),
+        (dict(dropout_p=1.0), ValueError, "dropout_p"),
+        (dict(scale=float("nan")), ValueError, "scale"),
+        (dict(causal=1), TypeError, "causal"),
+    ],
+)
+def test_sdpa_bad_arguments(qkv, change, error, match):
+    args = dict(zip("qkv", qkv, strict=True)) | change
+    with pytest.raises(error, match=match):
+        scaled_dot_product_attention(**args)
+
+
+def test_mha_bad_inputs_name_the_argument():
+    ours, _ = _pair()
+    x = torch.randn(2, 5, 16)
+    with pytest.raises(TypeError, match="query must be a tensor"):
+        ours(x.tolist(), x, x)
+    with pytest.raises(TypeError, match="floating"):
+        ours(x.long(), x, x)
+    with pytest.raises(TypeError, match="module's weights are torch.float32"):  # dtype: input vs module
+        ours(x.double(), x.double(), x.double())
+    with pytest.raises(TypeError, match="same dtype"):
+        ours(x, x.double(), x)
+    with pytest.raises(ValueError, match="d_model is 16"):  # embed dim mismatch
+        ours(torch.randn(2, 5, 12), x, x)
+    with pytest.raises(ValueError, match="kdim is 16"):
+        ours(x, torch.randn(2, 5, 12), x)
+    with pytest.raises(ValueError, match=r"must be \(B, L, 16\)"):
+        ours(x[0], x, x)
+    with pytest.raises(ValueError, match="same length L_k"):  # key/value length mismatch
+        ours(x, torch.randn(2, 7, 16), torch.randn(2, 6, 16))
+    with pytest.raises(ValueError, match="batch size"):
+        ours(x, torch.randn(3, 5, 16), torch.randn(3, 5, 16))
+    with pytest.raises(TypeError, match="mask must be a tensor"):
+        ours(x, x, x, mask="causal")
+    with pytest.raises(TypeError, match="bool"):
+        ours(x, x, x, mask=torch.ones(5, 5, dtype=torch.int32))
+    with pytest.raises(ValueError, match="broadcast"):
+        ours(x, x, x, mask=torch.ones(3, 5, 5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="key_padding_mask must be a bool tensor"):
+        ours(x, x, x, key_padding_mask=[[False] * 5] * 2)
+    with pytest.raises(ValueError, match="key_padding_mask must be"):
+        ours(x, x, x, key_padding_mask=torch.zeros(5, 2, dtype=torch.bool))
+
+
+def test_mha_bad_construction():
+    for kwargs in (dict(d_model=0, n_heads=1), dict(d_model=16, n_heads=0), dict(d_model=16.0, n_heads=4),
+                   dict(d_model=16, n_heads=4, kdim=0), dict(d_model=16, n_heads=4, dropout=-0.1),
+                   dict(d_model=16, n_heads=4, scale="none")):
+        with pytest.raises(ValueError):
+            MultiHeadAttention(**kwargs)
+    ref = nn.MultiheadAttention(16, 4, batch_first=True, kdim=8, vdim=8)
+    with pytest.raises(ValueError, match="kdim"):
+        MultiHeadAttention(16, 4).load_from_torch(ref)

@@ -9,7 +9,9 @@ from dlbook import exercises
 
 
 def test_all_registered():
-    assert exercises.known("ch06") == ["ch06.attention_entropy", "ch06.scaled_attention", "ch06.split_heads"]
+    assert exercises.known("ch06") == [
+        "ch06.causal_lower_right", "ch06.paired_interval", "ch06.scaled_attention", "ch06.split_heads",
+    ]
 
 
 def test_references_pass():
@@ -68,15 +70,70 @@ def test_split_heads_wrong_reshape_fails():
     assert not exercises.check("ch06.split_heads", wrong, verbose=False)
 
 
-def test_entropy_nan_on_zero_weights_fails():
-    def wrong(w):
-        return -(w * torch.log(w)).sum(-1)  # 0 * log 0 = nan
+def test_causal_lower_right_matches_torch_and_the_package():
+    import warnings
 
-    assert not exercises.check("ch06.attention_entropy", wrong, verbose=False)
+    from torch.nn.attention.bias import causal_lower_right
+
+    from dlbook.nn.attention import causal_mask
+
+    ref = exercises.reference("ch06.causal_lower_right")
+    for L_q, L_k in ((3, 7), (4, 4), (5, 3), (1, 6)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch warns when L_q > L_k
+            assert torch.equal(ref(L_q, L_k), causal_lower_right(L_q, L_k)._materialize())
+        assert torch.equal(ref(L_q, L_k), causal_mask(L_q, n_keys=L_k, align="bottom-right"))
 
 
-def test_entropy_in_bits_fails():
-    def wrong_base(w):
-        return -torch.special.xlogy(w, w).sum(-1) / math.log(2)  # bits, not nats
+def test_causal_top_left_fails():
+    def top_left(L_q, L_k):  # what is_causal=True uses: right only when L_q == L_k
+        return torch.ones(L_q, L_k, dtype=torch.bool).tril()
 
-    assert not exercises.check("ch06.attention_entropy", wrong_base, verbose=False)
+    result = exercises.check("ch06.causal_lower_right", top_left, verbose=False)
+    assert not result and result.passed == 1  # the square case passes, the next one fails
+
+
+def test_causal_lower_right_as_float_fails():
+    def as_float(L_q, L_k):
+        return torch.ones(L_q, L_k).tril(diagonal=L_k - L_q)
+
+    assert "dtype" in exercises.check("ch06.causal_lower_right", as_float, verbose=False).failure
+
+
+def test_paired_interval_matches_scipy():
+    from scipy import stats
+
+    a = torch.tensor([0.91, 0.85, 0.97, 0.88])
+    b = torch.tensor([0.80, 0.79, 0.90, 0.70])
+    mean, lo, hi = exercises.reference("ch06.paired_interval")(a, b)
+    res = stats.ttest_rel(a.numpy(), b.numpy())
+    ci = res.confidence_interval(0.95)
+    assert math.isclose(mean, float((a - b).mean()), rel_tol=1e-6)
+    assert math.isclose(lo, ci.low, rel_tol=1e-6) and math.isclose(hi, ci.high, rel_tol=1e-6)
+
+
+def test_paired_interval_wrong_answers_fail():
+    def normal_quantile(a, b, confidence=0.95):  # 1.96 instead of Student's t: too narrow for few seeds
+        d = a - b
+        half = 1.96 * d.std() / math.sqrt(len(d))
+        return d.mean().item(), (d.mean() - half).item(), (d.mean() + half).item()
+
+    def population_sd(a, b, confidence=0.95):
+        from scipy.stats import t
+
+        d = (a - b).double()
+        half = t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(correction=0).item() / math.sqrt(len(d))
+        return d.mean().item(), d.mean().item() - half, d.mean().item() + half
+
+    def unpaired(a, b, confidence=0.95):  # treats the two arms as independent samples
+        from scipy.stats import t
+
+        a, b = a.double(), b.double()
+        n = len(a)
+        se = math.sqrt(a.var().item() / n + b.var().item() / n)
+        half = t.ppf(0.5 + confidence / 2, 2 * n - 2) * se
+        m = (a.mean() - b.mean()).item()
+        return m, m - half, m + half
+
+    for wrong in (normal_quantile, population_sd, unpaired):
+        assert not exercises.check("ch06.paired_interval", wrong, verbose=False), wrong.__name__

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch
+from scipy.stats import t as student_t
 
 from . import Case, register
 
@@ -64,25 +65,58 @@ def _split_cases(rng: np.random.Generator) -> list[Case]:
     ]
 
 
-def attention_entropy(weights: torch.Tensor) -> torch.Tensor:
-    """Reference: entropy ``-sum_j a_ij ln a_ij`` (nats) of each attention row, with ``0 ln 0 = 0``; shape ``(..., L_q)``."""
-    return -torch.special.xlogy(weights, weights).sum(dim=-1)
+def causal_lower_right(L_q: int, L_k: int) -> torch.Tensor:
+    """Reference: bool ``(L_q, L_k)`` causal mask aligned bottom-right: query ``i`` may attend keys ``j <= i + L_k - L_q``.
+
+    The mask for ``L_q`` new queries that are the last ``L_q`` of ``L_k`` positions (decoding with a cache of
+    keys and values); it equals ``torch.nn.attention.bias.causal_lower_right`` and
+    ``dlbook.nn.attention.causal_mask(L_q, n_keys=L_k, align="bottom-right")``.
+    """
+    return torch.ones(L_q, L_k, dtype=torch.bool).tril(diagonal=L_k - L_q)
 
 
-def _entropy_cases(rng: np.random.Generator) -> list[Case]:
-    def case(name: str, shape: tuple[int, ...], scale: float, n_blocked: int = 0) -> Case:
-        logits = scale * torch.randn(*shape, generator=_gen(rng))
-        if n_blocked:
-            logits[..., -n_blocked:] = float("-inf")  # some keys get exactly zero weight
-        return Case(name, (torch.softmax(logits, dim=-1),))
+def _lower_right_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [Case("square: the usual lower triangle", (4, 4)), Case("one new query, 6 cached keys", (1, 6)),
+             Case("3 queries, 7 keys", (3, 7)), Case("more queries than keys (first rows see nothing)", (5, 3))]
+    for _ in range(3):
+        L_q = int(rng.integers(1, 9))
+        L_k = L_q + int(rng.integers(0, 9))
+        cases.append(Case(f"{L_q} queries, {L_k} keys", (L_q, L_k)))
+    return cases
+
+
+def paired_interval(a: torch.Tensor, b: torch.Tensor, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Reference: ``(mean, low, high)`` of the paired differences ``a - b``, a Student-t interval.
+
+    ``a[i]`` and ``b[i]`` are measured on the same unit (here: the same seed, hence the same initial
+    weights and batches); the interval is ``mean +- t_{n-1} * sd / sqrt(n)`` with the sample standard
+    deviation (``n - 1`` in the denominator) and ``t_{n-1}`` the two-sided quantile of Student's t with
+    ``n - 1`` degrees of freedom. Chapter 6 uses it for training with and without the ``1/sqrt(d_k)`` scale.
+    """
+    d = (torch.as_tensor(a, dtype=torch.float64) - torch.as_tensor(b, dtype=torch.float64)).flatten()
+    n = d.numel()
+    mean, sd = d.mean().item(), d.std(correction=1).item()
+    half = float(student_t.ppf(0.5 + confidence / 2, df=n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def _paired_cases(rng: np.random.Generator) -> list[Case]:
+    def case(name: str, n: int, shift: float, spread: float, confidence: float | None = None) -> Case:
+        b = torch.as_tensor(rng.uniform(0.2, 0.9, n))
+        a = b + shift + spread * torch.as_tensor(rng.standard_normal(n))  # paired: a tracks b
+        args = (a, b) if confidence is None else (a, b, confidence)
+        return Case(name, args)
 
     return [
-        case("nearly uniform rows", (4, 6), 0.01),
-        case("peaked rows", (2, 3, 5, 10), 10.0),
-        case("rows with zero weights (masked keys)", (3, 8), 1.0, n_blocked=3),
+        case("three seeds, a clear gain", 3, 0.2, 0.05),
+        case("five seeds, no real difference", 5, 0.0, 0.1),
+        case("ten seeds, a small loss", 10, -0.03, 0.02),
+        case("two seeds (one degree of freedom)", 2, 0.1, 0.05),
+        case("a 90 % interval", 6, 0.05, 0.05, confidence=0.9),
     ]
 
 
 register("ch06.scaled_attention", scaled_attention, _attention_cases)
 register("ch06.split_heads", split_heads, _split_cases)
-register("ch06.attention_entropy", attention_entropy, _entropy_cases)
+register("ch06.causal_lower_right", causal_lower_right, _lower_right_cases, atol=0.0, rtol=0.0)
+register("ch06.paired_interval", paired_interval, _paired_cases, atol=1e-9, rtol=1e-7)
