@@ -1,7 +1,11 @@
 """Sentence embeddings from a BERT-family encoder by masked mean pooling.
 
-Taught in chapter 1 ("The Hugging Face toolbox"); the fine-tuning chapter uses the same
-embeddings for its frozen-encoder baseline.
+Taught in chapter 1 ("The Hugging Face toolbox"); chapter 9 uses :func:`embed_texts` for its
+frozen-encoder baseline.
+
+Both functions check their input and name the offending argument: a wrong shape, a mask that
+does not match the hidden states or holds values other than 0 and 1, NaN or infinite vectors
+where the mask keeps a token, a single string where a list of texts is expected.
 """
 
 from __future__ import annotations
@@ -14,24 +18,74 @@ import torch.nn.functional as F
 from .progress import progress
 
 
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Average the token vectors that the attention mask keeps.
-
-    ``e_b = sum_t m_bt h_bt / sum_t m_bt`` for hidden states ``h`` of shape (batch, seq, dim) and a
-    0/1 mask ``m`` of shape (batch, seq). Padding positions do not count; a row with no kept
-    token is an error rather than a silent division by zero.
-    """
+def _check_hidden(hidden: object) -> torch.Tensor:
+    """``hidden`` must be a floating tensor of shape (batch, seq, dim)."""
+    if not isinstance(hidden, torch.Tensor):
+        raise TypeError(f"hidden must be a torch.Tensor of shape (batch, seq, dim), got {type(hidden).__name__}")
     if hidden.dim() != 3:
         raise ValueError(f"hidden must be (batch, seq, dim), got shape {tuple(hidden.shape)}")
+    if not hidden.is_floating_point():
+        raise TypeError(f"hidden must hold floating-point vectors, got dtype {hidden.dtype}")
+    return hidden
+
+
+def _check_mask(attention_mask: object, hidden: torch.Tensor) -> torch.Tensor:
+    """``attention_mask`` must be (batch, seq) like ``hidden``, on its device, with 0/1 entries only."""
+    if not isinstance(attention_mask, torch.Tensor):
+        raise TypeError(f"attention_mask must be a torch.Tensor of 0s and 1s, got {type(attention_mask).__name__}")
     if attention_mask.shape != hidden.shape[:2]:
         raise ValueError(
-            f"attention_mask must be (batch, seq) = {tuple(hidden.shape[:2])}, got {tuple(attention_mask.shape)}"
+            f"attention_mask must be (batch, seq) = {tuple(hidden.shape[:2])} to match hidden, "
+            f"got {tuple(attention_mask.shape)}"
         )
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (batch, seq, 1)
-    counts = mask.sum(dim=1)  # (batch, 1)
-    if bool((counts == 0).any()):
-        raise ValueError("a row of attention_mask keeps no token: its mean is undefined")
-    return (hidden * mask).sum(dim=1) / counts
+    if attention_mask.is_complex():
+        raise TypeError(f"attention_mask must be bool, integer or 0/1 floats, got dtype {attention_mask.dtype}")
+    if attention_mask.device != hidden.device:
+        raise ValueError(f"attention_mask is on {attention_mask.device} but hidden is on {hidden.device}")
+    if attention_mask.dtype != torch.bool and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (a real token)")
+    return attention_mask.bool()
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average the token vectors that the attention mask keeps: (batch, seq, dim) -> (batch, dim).
+
+    ``e_b = sum_t m_bt h_bt / sum_t m_bt`` for hidden states ``h`` and a 0/1 mask ``m`` of
+    shape (batch, seq). Padded positions never count, not even a NaN there (they are replaced
+    by zeros before the sum rather than multiplied by 0, which would keep a NaN). A row with no
+    kept token, or a NaN or infinite value at a kept position, is an error rather than a
+    silently wrong embedding.
+    """
+    hidden = _check_hidden(hidden)
+    keep = _check_mask(attention_mask, hidden)  # (batch, seq) bool
+    counts = keep.sum(dim=1)  # (batch,)
+    empty = torch.nonzero(counts == 0).flatten().tolist()
+    if empty:
+        raise ValueError(f"row(s) {empty} of attention_mask keep no token: their mean is undefined")
+    kept_finite = torch.isfinite(hidden).all(dim=-1) | ~keep  # (batch, seq)
+    if not bool(kept_finite.all()):
+        rows = torch.nonzero(~kept_finite.all(dim=1)).flatten().tolist()
+        raise ValueError(f"hidden holds NaN or infinite values at kept positions (rows {rows})")
+    summed = torch.where(keep.unsqueeze(-1), hidden, torch.zeros((), dtype=hidden.dtype, device=hidden.device))
+    return summed.sum(dim=1) / counts.unsqueeze(-1).to(hidden.dtype)  # (batch, dim)
+
+
+def _check_texts(texts: object) -> list[str]:
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be a sequence of strings, got a single string: wrap it in a list")
+    if not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a sequence of strings (a list, a dataset column), got {type(texts).__name__}")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] must be a string, got {type(text).__name__}")
+    return out
+
+
+def _check_positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 @torch.no_grad()
@@ -48,23 +102,31 @@ def embed_texts(
 ) -> torch.Tensor:
     """Embed ``texts`` with ``model`` (a ``BertModel``-like encoder): (len(texts), hidden) on the CPU.
 
-    With ``normalize`` the vectors have unit length, so a dot product is a cosine similarity
-    (what sentence-transformers' all-MiniLM-L6-v2 does after its mean pooling).
+    The texts are tokenized in batches of ``batch_size`` (padded to the longest in the batch,
+    cut at ``max_length`` tokens), encoded, and mean-pooled over the real tokens. With
+    ``normalize`` the vectors have unit length, so a dot product is a cosine similarity (what
+    sentence-transformers' all-MiniLM-L6-v2 does after its mean pooling).
     """
-    if isinstance(texts, str):
-        raise TypeError("embed_texts needs a sequence of strings, got a single string")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (an encoder such as BertModel), got {type(model).__name__}")
+    if not callable(tokenizer):
+        raise TypeError(f"tokenizer must be a callable Hugging Face tokenizer, got {type(tokenizer).__name__}")
+    texts = _check_texts(texts)
+    batch_size = _check_positive_int(batch_size, "batch_size")
+    max_length = _check_positive_int(max_length, "max_length")
     model.eval()
     starts = range(0, len(texts), batch_size)
     chunks = []
     for start in progress(starts, desc="embedding", disable=not show_progress):
         batch = tokenizer(
-            list(texts[start : start + batch_size]),
+            texts[start : start + batch_size],
             padding=True, truncation=True, max_length=max_length, return_tensors="pt",
         ).to(device)
-        hidden = model(**batch).last_hidden_state  # (batch, seq, hidden)
-        pooled = mean_pool(hidden, batch["attention_mask"])
+        out = model(**batch)
+        hidden = getattr(out, "last_hidden_state", None)
+        if hidden is None:
+            raise TypeError(f"model must return an output with last_hidden_state (an encoder), got {type(out).__name__}")
+        pooled = mean_pool(hidden, batch["attention_mask"])  # (batch, hidden)
         chunks.append((F.normalize(pooled, dim=-1) if normalize else pooled).cpu())
     if not chunks:
         return torch.empty(0, getattr(getattr(model, "config", None), "hidden_size", 0))
