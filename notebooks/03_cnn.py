@@ -15,22 +15,27 @@
 # (ch03)=
 # # 3. Convolutional networks
 #
-# The multi-layer perceptron of chapter 2 treats an image as a list of 784 unrelated numbers: it
-# would learn just as well if every image had its pixels shuffled by one fixed permutation. A
-# convolutional network builds in what we know about images instead: nearby pixels belong
-# together, and a stroke means the same thing wherever it appears. This chapter builds the
-# convolution layer from its index formula, makes it fast, checks every step against PyTorch, and
-# then trains a small LeNet-style network on real handwritten digits.
+# The multi-layer perceptron of chapter 2 treats an image as a list of 784 numbers with no
+# notion of which pixels are neighbours: shuffle the pixels of every image by one fixed
+# permutation, and it learns exactly as well (we check this below). A convolutional network
+# builds in what we expect of images instead: nearby pixels belong together, and a stroke is
+# detected by the same weights wherever it appears. This chapter builds the convolution layer
+# from its index formula, makes it fast, checks every step against PyTorch, trains a small
+# LeNet-style network on real handwritten digits, and then adds data augmentation, batch
+# normalisation and residual connections.
 #
 # By the end of this chapter you can
 #
 # 1. compute a convolution layer's output from its index formula and as one matrix product
 #    (im2col), and match `F.conv2d` with stride, padding, dilation, several channels and groups;
-# 2. predict the output shape and the parameter count of convolution and pooling layers;
-# 3. say what pooling does to a tensor (height and width shrink, the channel count stays) and how
-#    far one output of a stack of layers can see (its receptive field);
-# 4. train a LeNet-style CNN on MNIST-5k and compare it with an MLP of the same size;
-# 5. look inside the trained network: its filters, its feature maps and its mistakes.
+# 2. predict the output shape and the parameter count of convolution and pooling layers, and
+#    how far one output of a stack of layers can see (its receptive field);
+# 3. train a LeNet-style CNN on MNIST-5k, compare it with an MLP of the same size, and measure
+#    what random shifts and rotations of the training digits change;
+# 4. write batch normalisation from its definition, match `nn.BatchNorm2d` forward and
+#    backward in training and evaluation mode, and say why the two modes differ;
+# 5. build a residual block and measure how its shortcut carries the gradient to the first
+#    layers of a deep stack.
 
 # %%
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
@@ -43,19 +48,26 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
+import copy
+import math
 import os
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import scipy.signal
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import dlbook
+import dlbook.stats
 from dlbook import assets
-from dlbook.models import MLP
-from dlbook.nn.conv import conv2d_im2col, conv_output_size, receptive_field
-from dlbook.train import count_parameters, evaluate, fit, make_loader
+from dlbook.measure import fixed_threads, interleaved_calls
+from dlbook.models import MLP, ResidualBlock
+from dlbook.nn.conv import (
+    batch_norm2d, conv2d_im2col, conv_output_size, receptive_field,
+)
+from dlbook.train import count_parameters, evaluate, fit, make_loader, predict
 
 device = dlbook.setup(seed=0)
 
@@ -65,8 +77,10 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(n_train=600, n_val=200, epochs=1, batch_size=64),
-    full=dict(n_train=3_600, n_val=400, epochs=15, batch_size=64),
+    smoke=dict(n_train=600, n_val=200, epochs=1, batch_size=64, aug_seeds=2,
+               res_depth=16, res_seeds=1, n_boot=1_000),
+    full=dict(n_train=3_600, n_val=400, epochs=15, batch_size=64, aug_seeds=5,
+              res_depth=16, res_seeds=3, n_boot=10_000),
 )
 sizes
 
@@ -148,7 +162,8 @@ print("loops == F.conv2d; convolve2d == loops with a flipped kernel; output", tu
 # Four knobs change where the kernel looks:
 #
 # - **padding** $p$: surround the input with $p$ rows and columns of zeros ($\tilde X$ below), so
-#   the border pixels get visited as often as the centre ones;
+#   the kernel can also be centred on border pixels (and, with the right $p$, the output keeps
+#   the input's size);
 # - **stride** $s$: move the kernel $s$ pixels at a time, which shrinks the output;
 # - **dilation** $d$: spread the kernel taps $d$ pixels apart, to see further with the same
 #   number of weights;
@@ -164,8 +179,9 @@ print("loops == F.conv2d; convolve2d == loops with a flipped kernel; output", tu
 #   W_{o,c,u,v}\; \tilde X_{b,\; g(o) C_g + c,\; i s + u d,\; j s + v d}.
 # $$ (eq-ch03-conv)
 #
-# The weight tensor has shape $(C_{\text{out}}, C_g, k_h, k_w)$, which is exactly the layout of
-# `nn.Conv2d.weight`. Here is Eq. {eq}`eq-ch03-conv` with one loop per index.
+# The weight tensor has shape $(C_{\text{out}}, C_g, k_h, k_w)$, the layout of
+# `nn.Conv2d.weight` (checked with the parameter counts below). Here is
+# Eq. {eq}`eq-ch03-conv` with one loop per index.
 
 # %%
 def conv2d_loops(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -233,9 +249,10 @@ for cfg in layer_configs:
 # $$ (eq-ch03-outsize)
 #
 # The same rule holds for pooling windows (next section). Two consequences worth remembering:
-# a $k \times k$ kernel with stride 1 keeps the size when $p = d(k-1)/2$, and a stride of 2
-# roughly halves it. We check Eq. {eq}`eq-ch03-outsize` against the shape `F.conv2d` actually
-# returns, for every combination in a grid of sizes, kernels, strides, paddings and dilations.
+# an odd $k \times k$ kernel with stride 1 keeps the size when $p = d(k-1)/2$, and with that
+# padding a stride of 2 gives $\lceil H/2 \rceil$. We check Eq. {eq}`eq-ch03-outsize` against
+# the shape `F.conv2d` actually returns, for every combination in a grid of sizes, kernels,
+# strides, paddings and dilations, and both consequences along the way.
 
 # %%
 def out_size(H, k, s=1, p=0, d=1):
@@ -255,6 +272,10 @@ for H in (5, 8, 13, 28):
                     assert shape[-2:] == (out_size(H, k, s, p, d), out_size(H + 3, k, s, p, d)), (H, k, s, p, d)
                     assert conv_output_size(H, k, s, p, d) == out_size(H, k, s, p, d)  # the packaged version
                     n_checked += 1
+        for d in (1, 2, 3):  # "same" padding for odd k, and a stride of 2 with it
+            if k % 2 and d * (k - 1) < H:
+                assert out_size(H, k, 1, d * (k - 1) // 2, d) == H
+                assert out_size(H, k, 2, d * (k - 1) // 2, d) == math.ceil(H / 2)
 dlbook.glue("n_shape_checks", n_checked)
 print(f"Eq. (eq-ch03-outsize) matches F.conv2d in all {n_checked} configurations")
 
@@ -279,6 +300,7 @@ dlbook.show(conv_output_size)
 # %%
 for c_in, c_out, k, groups in [(1, 6, 5, 1), (6, 16, 5, 1), (64, 128, 3, 1), (64, 128, 3, 4), (64, 64, 3, 64)]:
     layer = nn.Conv2d(c_in, c_out, k, groups=groups)
+    assert layer.weight.shape == (c_out, c_in // groups, k, k)  # Eq. (eq-ch03-conv)
     formula = c_out * (c_in // groups) * k * k + c_out
     assert count_parameters(layer) == formula
     print(f"Conv2d({c_in:2d}, {c_out:3d}, {k}, groups={groups:2d}): {formula:7,d} parameters (formula = count)")
@@ -286,13 +308,15 @@ for c_in, c_out, k, groups in [(1, 6, 5, 1), (6, 16, 5, 1), (64, 128, 3, 1), (64
 # %% [markdown]
 # ## Fast convolution: im2col
 #
-# The loops are correct and hopelessly slow. The standard trick, **im2col** ("image to
-# columns"), copies every patch the kernel visits into one column of a matrix. For $C_{\text{in}}$
-# channels and a $k_h \times k_w$ kernel a patch has $C_{\text{in}} k_h k_w$ numbers, and there
-# are $L = H_{\text{out}} W_{\text{out}}$ patches, so the matrix is $(C_{\text{in}} k_h k_w)
-# \times L$. Then Eq. {eq}`eq-ch03-conv` becomes one matrix product: the weights reshaped to
-# $C_{\text{out}} \times C_{\text{in}} k_h k_w$, times the columns. `F.unfold` does the copying;
-# first we check that its columns really are the patches.
+# The loops are correct, and slow: each term of the sum is one step of the Python
+# interpreter. The standard trick, **im2col** ("image to columns",
+# {cite}`chellapilla2006high`), copies every patch the kernel visits into one column of a
+# matrix. For $C_{\text{in}}$ channels and a $k_h \times k_w$ kernel a patch has
+# $C_{\text{in}} k_h k_w$ numbers, and there are $L = H_{\text{out}} W_{\text{out}}$ patches,
+# so the matrix is $(C_{\text{in}} k_h k_w) \times L$. Then Eq. {eq}`eq-ch03-conv` becomes
+# one matrix product: the weights reshaped to $C_{\text{out}} \times C_{\text{in}} k_h k_w$,
+# times the columns. `F.unfold` does the copying; first we check that its columns really are
+# the patches.
 
 # %%
 x, w, b, kw = make_layer_inputs(c_in=3, c_out=4, k=3, stride=2, padding=1)
@@ -330,17 +354,71 @@ for cfg in layer_configs:
 print(f"conv2d_im2col == F.conv2d == conv2d_loops on all {len(layer_configs)} layers")
 
 # %% [markdown]
+# How much faster is one matrix product than the loops? We time the three versions on the
+# strided layer above, on one CPU thread, warmed up and in turns (so that any change in the
+# machine's load hits all three alike), and report medians.
+
+# %%
+x, w, b, kw = make_layer_inputs(c_in=3, c_out=4, k=3, stride=2)
+calls = {"loops": lambda: conv2d_loops(x, w, b, **kw),
+         "im2col": lambda: conv2d_im2col(x, w, b, **kw),
+         "F.conv2d": lambda: F.conv2d(x, w, b, **kw)}
+with fixed_threads(1):  # tiny operations: one CPU thread, no threads to wait for
+    timed = interleaved_calls(calls, rounds=5, warmup=1)
+loop_ratio = timed["loops"].median / timed["im2col"].median
+assert loop_ratio > 1, "the loops should be the slow version"
+dlbook.glue("loops_ms", timed["loops"].median)
+dlbook.glue("im2col_ms", timed["im2col"].median)
+dlbook.glue("loop_ratio", loop_ratio)
+for name, lat in timed.items():
+    print(f"{name:8s} median {lat.median:8.3f} ms over {len(lat.runs_ms)} runs")
+
+# %% [markdown]
+# On one thread of the CPU named in the line printed by `dlbook.setup()` at the top, the loops
+# took {glue:text}`loops_ms:.1f` ms and im2col {glue:text}`im2col_ms:.3f` ms on this small
+# layer: {glue:text}`loop_ratio:,.0f` times as long.
+#
 # The price of im2col is memory: every input pixel is copied once for each kernel position that
 # covers it. For the first layer of the network we train below (5 x 5 kernels, stride 1, padding
 # 2 on a 28 x 28 digit) the column matrix is {glue:text}`im2col_blowup:.0f` times larger than
-# the image. Libraries therefore avoid building it in full: cuDNN and oneDNN tile it, or use
-# other algorithms (FFT, Winograd) for some kernel sizes, but the arithmetic is the one above.
+# the image. GPU libraries such as cuDNN therefore avoid building it in full: they form tiles
+# of it in fast on-chip memory as the matrix product needs them {cite}`chetlur2014cudnn`.
+# Other algorithms compute the *same result with different arithmetic*: a convolution becomes
+# an element-wise product after a fast Fourier transform {cite}`mathieu2014fast`, and
+# Winograd's minimal filtering algorithms need fewer multiplications for small kernels such as
+# 3 x 3 {cite}`lavin2016fast`. Different arithmetic means different rounding: below, the
+# Fourier route matches `F.conv2d` to double precision, but in single precision it differs in
+# the last digits.
 
 # %%
 digit_shape = (1, 1, 28, 28)
 blowup = F.unfold(torch.zeros(digit_shape), kernel_size=5, padding=2).numel() / torch.zeros(digit_shape).numel()
 dlbook.glue("im2col_blowup", blowup)
 print(f"im2col of a 28 x 28 image with a 5 x 5 kernel: {blowup:.0f} times the input's size")
+
+
+# %%
+def xcorr2d_fft(x, k):
+    """Eq. (eq-ch03-xcorr1) through the Fourier transform: x (H, W), k (kh, kw)."""
+    H, W = x.shape
+    X = torch.fft.rfft2(x)  # (H, W // 2 + 1), complex
+    K = torch.fft.rfft2(k, s=(H, W))  # the kernel, zero-padded to the image's size
+    circular = torch.fft.irfft2(X * K.conj(), s=(H, W))  # wraps around the borders
+    return circular[: H - k.shape[0] + 1, : W - k.shape[1] + 1]  # where k fits: no wrap
+
+
+gen = torch.Generator().manual_seed(0)
+x28, k5 = torch.randn(28, 28, generator=gen), torch.randn(5, 5, generator=gen)
+fft_diff = {}
+for dtype in (torch.float64, torch.float32):
+    xd, kd = x28.to(dtype), k5.to(dtype)
+    direct = F.conv2d(xd[None, None], kd[None, None])[0, 0]  # (24, 24)
+    via_fft = xcorr2d_fft(xd, kd)  # (24, 24)
+    torch.testing.assert_close(via_fft, direct)
+    fft_diff[dtype] = (via_fft - direct).abs().max().item()
+assert fft_diff[torch.float32] > 0, "different arithmetic rounds differently"
+print(f"FFT route vs F.conv2d, max |diff|: float64 {fft_diff[torch.float64]:.1e}, "
+      f"float32 {fft_diff[torch.float32]:.1e}")
 
 # %% [markdown]
 # ## Pooling shrinks height and width, and keeps the channels
@@ -354,13 +432,13 @@ print(f"im2col of a 28 x 28 image with a 5 x 5 kernel: {blowup:.0f} times the in
 # Y_{b,c,i,j} = \frac{1}{k^2} \sum_{u,v=0}^{k-1} \tilde X_{b,c,\, is+u,\, js+v},
 # $$ (eq-ch03-pool)
 #
-# with the stride $s$ equal to $k$ by default and the output size given by
+# with the stride $s$ equal to $k$ by default in PyTorch and the output size given by
 # Eq. {eq}`eq-ch03-outsize`. Look at the indices: channel $c$ of the output reads only channel
 # $c$ of the input. Pooling works on every channel separately, so **it never changes the number
-# of channels**: a (B, 6, 28, 28) tensor becomes (B, 6, 14, 14). (A common mistake is to think
-# pooling merges channels; only a convolution, e.g. a 1 x 1 one, changes the channel count.)
-# Pooling also has no parameters. Max pooling pads with $-\infty$, so padding never wins a
-# maximum; average pooling pads with zeros that count in the mean, PyTorch's default.
+# of channels**: a (B, 6, 28, 28) tensor becomes (B, 6, 14, 14). Pooling does not merge
+# channels; only a convolution, e.g. a 1 x 1 one, changes the channel count. Pooling also has
+# no parameters. Max pooling pads with $-\infty$, so padding never wins a maximum; average
+# pooling pads with zeros that count in the mean, PyTorch's default.
 #
 # We implement both with `F.unfold`, treating each channel as its own one-channel image.
 
@@ -383,6 +461,7 @@ for k, s, p in [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0), (3, 3, 0)]:
     torch.testing.assert_close(pool2d(x, k, s, p, "max"), F.max_pool2d(x, k, s, p))
     torch.testing.assert_close(pool2d(x, k, s, p, "avg"), F.avg_pool2d(x, k, s, p))
     print(f"k={k} s={s} p={p}: {tuple(x.shape)} -> {tuple(F.max_pool2d(x, k, s, p).shape)}  max and avg match PyTorch")
+assert nn.MaxPool2d(3).stride == 3 and nn.AvgPool2d(3).stride == 3  # default stride: k
 
 # %% [markdown]
 # Now the channel count, on a tensor shaped like the first feature maps of the network below.
@@ -396,9 +475,6 @@ edited = maps.clone()
 edited[:, 0] += 1.0
 changed = (nn.MaxPool2d(2)(edited) != pooled).flatten(2).any(dim=2).any(dim=0)  # (C,) which channels moved
 assert changed.tolist() == [True, False, False, False, False, False]
-# The misconception "pooling merges channels" would compute something like this; PyTorch does not.
-merged = F.max_pool2d(maps.amax(dim=1, keepdim=True), 2)  # (8, 1, 14, 14): channels lost
-assert merged.shape != pooled.shape
 # Changing the number of channels takes a convolution, e.g. a 1 x 1 one with 6 * 3 + 3 parameters.
 mixer = nn.Conv2d(6, 3, kernel_size=1)
 print("max pool:", tuple(maps.shape), "->", tuple(pooled.shape), "(0 parameters);",
@@ -423,12 +499,12 @@ print("max pool:", tuple(maps.shape), "->", tuple(pooled.shape), "(0 parameters)
 # input, and measure how wide the region of non-zero gradient is.
 
 # %%
-def probe_receptive_field(layers, size=96):
+def probe_receptive_field(layers, size=96, padding=0):
     """Width (pixels) of the input region whose gradient w.r.t. the centre output is non-zero."""
     modules = []
     for kind, k, s, d in layers:
         if kind == "conv":
-            conv = nn.Conv2d(1, 1, k, stride=s, dilation=d, bias=False)
+            conv = nn.Conv2d(1, 1, k, stride=s, dilation=d, padding=padding, bias=False)
             nn.init.constant_(conv.weight, 1.0 / k**2)  # positive weights: no cancellation
             modules.append(conv)
         else:  # "pool": an average window, so every pixel of it gets gradient
@@ -454,16 +530,25 @@ for name, layers in stacks.items():
     measured = probe_receptive_field(layers)
     assert formula == measured, (name, formula, measured)
     print(f"{name:36s} Eq. (eq-ch03-rf): {formula:2d} pixels   gradient probe: {measured:2d}")
+# Padding moves the field, it does not change its width.
+padded = probe_receptive_field(stacks["three 3x3 convs"], padding=1)
+assert padded == receptive_field([(3, 1)] * 3)
 lenet_rf = receptive_field([(5, 1), (2, 2), (5, 1), (2, 2)])
 dlbook.glue("lenet_rf", lenet_rf)
 
 # %% [markdown]
 # Three 3 x 3 layers see as far as one 7 x 7 layer, with fewer weights and more
-# non-linearities; dilation and stride make the field grow exponentially with depth instead of
-# linearly. The book's `receptive_field` implements Eq. {eq}`eq-ch03-rf` (the cell above already
-# compared it with the probe):
+# non-linearities. Plain stacks grow the field linearly with depth, $2L + 1$ for $L$ layers of
+# 3 x 3; strides of 2, or dilations that double from layer to layer, make it grow
+# exponentially, $2^{L+1} - 1$ (checked below for up to eight layers). The book's
+# `receptive_field` implements Eq. {eq}`eq-ch03-rf` (the cell above already compared it with
+# the probe):
 
 # %%
+for L in range(1, 9):
+    assert receptive_field([(3, 1)] * L) == 2 * L + 1
+    assert receptive_field([(3, 2)] * L) == 2 ** (L + 1) - 1
+    assert receptive_field([(3, 1, 2**i) for i in range(L)]) == 2 ** (L + 1) - 1
 dlbook.show(receptive_field)
 
 # %% [markdown]
@@ -498,7 +583,9 @@ for n in depths:
     torch.testing.assert_close(std, torch.tensor((2 * n / 3) ** 0.5, dtype=torch.float64))
     rf_sizes.append(receptive_field([(3, 1)] * n))
     erf_widths.append(2 * std.item())
-dlbook.glue("erf_ratio_16", erf_widths[-1] / rf_sizes[-1])
+erf_ratio = erf_widths[-1] / rf_sizes[-1]
+assert erf_ratio < 0.25  # 2 sqrt(32 / 3) / 33
+dlbook.glue("erf_ratio_16", erf_ratio)
 print(f"16 layers: receptive field {rf_sizes[-1]} pixels, effective width (2 std) {erf_widths[-1]:.1f} pixels")
 
 # %%
@@ -517,20 +604,30 @@ plt.show()
 
 # %% [markdown]
 # At 16 layers the effective width is only {glue:text}`erf_ratio_16:.2f` of the receptive field.
-# Deep networks compensate with strides and pooling, which multiply the jumps.
-#
+# Strides, pooling and dilation multiply the jumps in Eq. {eq}`eq-ch03-rf`; they grow the
+# effective field faster than adding layers does {cite}`luo2016effective`.
+
+# %% [markdown]
 # ## A LeNet-style CNN on MNIST-5k
 #
-# Time for real digits. MNIST-5k holds 5,000 handwritten digits (500 per class): 4,000 for
-# training and 1,000 held out for the final test. We keep the last part of the 4,000 aside as a
-# validation set to watch the training curves, and standardise the pixels with the training
-# set's mean and standard deviation.
+# Time for real digits. MNIST-5k holds {glue:text}`n_digits` handwritten digits,
+# {glue:text}`per_class` per class: {glue:text}`n_train_all` for training and
+# {glue:text}`n_test` held out for the final test. We keep the last part of the training
+# digits aside as a validation set, which watches the training curves and makes every choice
+# below, and standardise the pixels with the training set's mean and standard deviation.
 
 # %%
 data = assets.mnist5k()
+counts = torch.bincount(torch.cat([data.y_train, data.y_test]))  # (10,) per class
+assert counts.min() == counts.max()  # balanced
+dlbook.glue("n_digits", len(data.y_train) + len(data.y_test))
+dlbook.glue("per_class", int(counts[0]))
+dlbook.glue("n_train_all", len(data.y_train))
+dlbook.glue("n_test", len(data.y_test))
 n_train, n_val = sizes["n_train"], sizes["n_val"]
+assert n_train + n_val <= len(data.y_train)
 x_fit, y_fit = data.x_train[:n_train], data.y_train[:n_train]  # (n_train, 1, 28, 28)
-x_val, y_val = data.x_train[-n_val:], data.y_train[-n_val:]  # the last n_val of the 4,000: never in x_fit
+x_val, y_val = data.x_train[-n_val:], data.y_train[-n_val:]  # never in x_fit
 mean, std = x_fit.mean(), x_fit.std()
 
 
@@ -543,9 +640,9 @@ test_loader = make_loader(standardise(data.x_test), data.y_test, 500, shuffle=Fa
 print(f"train {tuple(x_fit.shape)}, validation {tuple(x_val.shape)}, test {tuple(data.x_test.shape)} ({data.source})")
 
 # %% [markdown]
-# The network follows LeNet-5 {cite}`lecun1998gradient` with today's defaults (ReLU and max
-# pooling instead of tanh and trainable subsampling): two convolution + pooling stages extract
-# features, three fully connected layers classify them.
+# The network follows LeNet-5 {cite}`lecun1998gradient`, with ReLU and max pooling in place of
+# LeNet-5's scaled tanh and trainable average subsampling: two convolution + pooling stages
+# extract features, three fully connected layers classify them.
 
 # %%
 class LeNet(nn.Module):
@@ -606,9 +703,36 @@ print(f"CNN {cnn_params:,d} parameters ({conv_params:,d} in the convolutions); "
 
 # %% [markdown]
 # The CNN has {glue:text}`cnn_params` parameters, and only {glue:text}`conv_share:.1f` % of them
-# are in the convolutions that do the looking; the rest classify. The MLP with one hidden layer
-# of {glue:text}`mlp_hidden` units has {glue:text}`mlp_params`.
+# are in the convolutions; the rest are in the three fully connected layers. The MLP with one
+# hidden layer of {glue:text}`mlp_hidden` units has {glue:text}`mlp_params`.
 #
+# The introduction said that the MLP does not care in which order the pixels come. Here is the
+# check. Shuffle the 784 pixels of every image by one fixed permutation and shuffle the columns
+# of the MLP's first weight matrix the same way: the outputs are identical, and after a
+# training step on the same batch the two networks are still each other's shuffle. By
+# induction over the steps, training on shuffled pixels follows the shuffled trajectory, and
+# since PyTorch draws the initial weights independently of each other, a shuffled start is as
+# likely as the original one.
+
+# %%
+perm = torch.randperm(784, generator=torch.Generator().manual_seed(1))  # one shuffle
+twins = {"ordered": copy.deepcopy(mlp), "shuffled": copy.deepcopy(mlp)}
+with torch.no_grad():
+    first = twins["shuffled"].net[1].weight  # (hidden, 784)
+    first.copy_(first[:, perm])
+xb = standardise(x_fit[:64]).flatten(1).to(device)  # (64, 784)
+inputs = {"ordered": xb, "shuffled": xb[:, perm]}
+logits = {name: net(inputs[name]) for name, net in twins.items()}  # (64, 10) each
+torch.testing.assert_close(logits["shuffled"], logits["ordered"])
+for name, net in twins.items():  # one AdamW step each, on the same batch
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-2)
+    F.cross_entropy(net(inputs[name]), y_fit[:64].to(device)).backward()
+    opt.step()
+after = {name: net.net[1].weight for name, net in twins.items()}  # (hidden, 784)
+torch.testing.assert_close(after["shuffled"], after["ordered"][:, perm])
+print("shuffled pixels + shuffled first layer: same outputs, and the same step")
+
+# %% [markdown]
 # Equal parameters do not mean equal work. A convolution weight is used at every output
 # position, so a layer costs $C_{\text{out}} C_g k_h k_w H_{\text{out}} W_{\text{out}}$
 # multiply-adds per image, a linear layer $n_{\text{in}} n_{\text{out}}$. We count both networks
@@ -630,18 +754,19 @@ print(f"multiply-adds per digit: CNN {cnn_macs:,d}, MLP {mlp_macs:,d} (ratio {cn
 # %% [markdown]
 # The CNN does {glue:text}`mac_ratio:.1f` times more arithmetic per digit for the same number of
 # parameters. Both are trained the same way with the book's `fit` loop from chapter 2: AdamW, a
-# learning rate that warms up and then anneals (a one-cycle schedule), the same epochs and the
-# same batches.
+# learning rate that warms up and then anneals (PyTorch's `OneCycleLR`), the same epochs and
+# the same batches.
 
 # %%
-def train(model):
-    """The same recipe for both models, and the same batches in the same order (seeded loader)."""
-    train_loader = make_loader(standardise(x_fit), y_fit, sizes["batch_size"], shuffle=True, seed=0)
+def train(model, seed=0, show_progress=True):
+    """One recipe for every model; a seed gives the same batches in the same order."""
+    train_loader = make_loader(standardise(x_fit), y_fit, sizes["batch_size"],
+                               shuffle=True, seed=seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
     total_steps = sizes["epochs"] * len(train_loader)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total_steps)
     return fit(model, train_loader, val_loader, optimizer=optimizer, epochs=sizes["epochs"], device=device,
-               scheduler=scheduler)
+               scheduler=scheduler, show_progress=show_progress)
 
 
 history_cnn = train(cnn)
@@ -651,30 +776,42 @@ history_mlp = train(mlp)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
 history_cnn.plot(ax=axes[0], title=f"LeNet-style CNN ({cnn_params:,d} parameters)")
 history_mlp.plot(ax=axes[1], title=f"MLP 784-{mlp_hidden}-10 ({mlp_params:,d} parameters)")
+fig.suptitle("Training and validation loss per epoch")
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The real test: the 1,000 held-out digits. Training never saw them; the curves above were
-# watched on the separate validation digits.
+# The real test: the {glue:text}`n_test` held-out digits. Training never saw them; the curves
+# above were watched on the separate validation digits. Both models are scored on the same
+# digits, so we compare them *paired*: a bootstrap over the test digits gives the interval of
+# the accuracy difference, and McNemar's test looks only at the digits on which the two models
+# disagree (both in `dlbook.stats`).
 
 # %%
 _, cnn_acc = evaluate(cnn, test_loader, F.cross_entropy, device)
 _, mlp_acc = evaluate(mlp, test_loader, F.cross_entropy, device)
+
+
+def correct_on(model, loader):
+    """(N,) bool: which examples of `loader` the model classifies correctly."""
+    logits, targets = predict(model, loader, device)  # (N, 10), (N,)
+    return logits.argmax(dim=1) == targets
+
+
+cnn_vs_mlp = dlbook.stats.compare(
+    correct_on(cnn, test_loader), correct_on(mlp, test_loader), n_boot=sizes["n_boot"])
 dlbook.headline("cnn_test_acc", cnn_acc, profile=profile, at_least=0.97)
 dlbook.glue("mlp_test_acc", mlp_acc)
-dlbook.glue("cnn_train_seconds", history_cnn.seconds)
-dlbook.glue("mlp_train_seconds", history_mlp.seconds)
-print(dlbook.env.last_provenance().line())
-print(f"held-out accuracy: CNN {cnn_acc:.3f} ({history_cnn.seconds:.0f} s to train), "
-      f"MLP {mlp_acc:.3f} ({history_mlp.seconds:.0f} s)")
+dlbook.glue("cnn_vs_mlp", cnn_vs_mlp.verdict("the CNN", "the MLP"))
+if profile == "full":  # the prose below relies on it
+    assert cnn_vs_mlp.interval.low > 0
+print(f"held-out accuracy: CNN {cnn_acc:.3f}, MLP {mlp_acc:.3f}")
+print(cnn_vs_mlp.verdict("the CNN", "the MLP"))
 
 # %% [markdown]
-# With about the same number of parameters, the CNN reaches {glue:text}`cnn_test_acc` held-out
-# accuracy and the MLP {glue:text}`mlp_test_acc:.3f`. Training took
-# {glue:text}`cnn_train_seconds:.0f` s for the CNN and {glue:text}`mlp_train_seconds:.0f` s for
-# the MLP on the machine named in the line printed above; the difference follows the
-# multiply-adds counted before, not the parameters.
+# With about the same number of parameters, the CNN reaches {glue:text}`cnn_test_acc`
+# held-out accuracy and the MLP {glue:text}`mlp_test_acc:.3f`. Paired over the same digits,
+# {glue:text}`cnn_vs_mlp`.
 #
 # What does weight sharing buy? Move the test digits a few pixels to the side (filling with
 # background) and measure both models again.
@@ -688,35 +825,44 @@ def shift_right(images, pixels):
 
 
 shifts = [0, 1, 2, 3, 4]
-shift_acc = {"CNN": [], "MLP": []}
+shift_correct = {"CNN": [], "MLP": []}
 for pixels in shifts:
     loader = make_loader(standardise(shift_right(data.x_test, pixels)), data.y_test, 500, shuffle=False)
     for name, model in [("CNN", cnn), ("MLP", mlp)]:
-        shift_acc[name].append(evaluate(model, loader, F.cross_entropy, device)[1])
+        shift_correct[name].append(correct_on(model, loader))  # (N,) per shift
+shift_acc = {name: [c.float().mean().item() for c in per_shift]
+             for name, per_shift in shift_correct.items()}
+shift3 = dlbook.stats.compare(shift_correct["CNN"][3], shift_correct["MLP"][3],
+                              n_boot=sizes["n_boot"])
 dlbook.glue("cnn_shift3_acc", shift_acc["CNN"][3])
 dlbook.glue("mlp_shift3_acc", shift_acc["MLP"][3])
+dlbook.glue("shift3_verdict", shift3.verdict("the CNN", "the MLP"))
 if profile == "full":  # the prose below relies on it
-    assert shift_acc["CNN"][3] > shift_acc["MLP"][3]
+    assert shift3.interval.low > 0  # the CNN holds up better
+    assert shift_acc["CNN"][3] < shift_acc["CNN"][0]  # but it does lose accuracy
+print(shift3.verdict("the CNN", "the MLP"))
 
 fig, ax = plt.subplots(figsize=(5, 3.2))
 for name, accs in shift_acc.items():
     ax.plot(shifts, accs, marker="o", label=name)
 ax.set_xlabel("test digits shifted right by (pixels)")
 ax.set_ylabel("held-out accuracy")
+ax.set_title("Accuracy on shifted test digits")
 ax.legend()
 plt.show()
 
 # %% [markdown]
 # Shifted by 3 pixels, the CNN still gets {glue:text}`cnn_shift3_acc:.3f` right and the MLP
-# {glue:text}`mlp_shift3_acc:.3f`. Neither was trained on shifted digits; the CNN's convolutions
-# respond to a moved stroke with a moved feature map, and pooling absorbs part of the move. The
-# fully connected layers on top are not shift-invariant, which is why the CNN degrades too.
+# {glue:text}`mlp_shift3_acc:.3f`; paired, {glue:text}`shift3_verdict`. Neither was trained
+# on shifted digits. The CNN loses accuracy too, because convolution is *equivariant*, not
+# invariant: the feature maps move with the digit, and the fully connected layers on top see
+# the moved maps as a different input.
 #
 # ## Look inside
 #
-# **First-layer filters.** The six 5 x 5 kernels of `conv1` are small enough to look at. They
-# are the patterns the first layer correlates with the digit: bright weights where the layer
-# wants ink, dark where it wants background, often arranged as stroke or edge detectors.
+# **First-layer filters.** The six 5 x 5 kernels of `conv1` are small enough to look at. Each
+# is the pattern its feature map correlates with: the map is high where the digit is bright
+# under the red weights and dark under the blue ones.
 
 # %%
 filters = cnn.conv1.weight.detach().cpu()[:, 0]  # (6, 5, 5)
@@ -726,13 +872,13 @@ for i, ax in enumerate(axes):
     ax.imshow(filters[i], cmap="RdBu_r", vmin=-limit, vmax=limit)
     ax.set_title(f"filter {i}")
     ax.axis("off")
+fig.suptitle("The six first-layer kernels (red positive, blue negative)")
 plt.show()
 
 # %% [markdown]
 # **Feature maps of one digit.** Passing one test digit through `conv1` (then ReLU) gives six
-# 28 x 28 maps, one per filter; after pooling and `conv2` there are sixteen 10 x 10 maps. Each
-# map lights up where its filter's pattern occurs. As a last check, the first maps are exactly
-# our im2col convolution followed by ReLU.
+# 28 x 28 maps, one per filter; after pooling and `conv2` there are sixteen 10 x 10 maps. As a
+# last check, the first maps are exactly our im2col convolution followed by ReLU.
 
 # %%
 digit = standardise(data.x_test[:1]).to(device)  # (1, 1, 28, 28)
@@ -754,6 +900,7 @@ for i in range(16):
     ax.set_title(f"conv2 map {i}", fontsize=8)
 for ax in axes.flat:
     ax.axis("off")
+fig.suptitle("One test digit and its feature maps after conv1 and conv2 (ReLU)")
 plt.tight_layout()
 plt.show()
 
@@ -765,15 +912,24 @@ plt.show()
 with torch.no_grad():
     probs = torch.cat([F.softmax(cnn(xb.to(device)), dim=1).cpu() for xb, _ in test_loader])  # (1000, 10)
 confidence, predicted = probs.max(dim=1)
-wrong = torch.nonzero(predicted != data.y_test).flatten()
+is_wrong = predicted != data.y_test  # (1000,)
+wrong = torch.nonzero(is_wrong).flatten()
+unsure = confidence < 0.9  # (1000,) the network gave its answer less than 90 %
+err_unsure = is_wrong[unsure].float().mean().item() if unsure.any() else float("nan")
+err_sure = is_wrong[~unsure].float().mean().item() if (~unsure).any() else float("nan")
 dlbook.glue("n_wrong", len(wrong))
 dlbook.glue("conf_wrong", confidence[wrong].mean().item())
-dlbook.glue("conf_right", confidence[predicted == data.y_test].mean().item())
-dlbook.glue("n_fit", n_train)
+dlbook.glue("conf_right", confidence[~is_wrong].mean().item())
+dlbook.glue("n_unsure", int(unsure.sum()))
+dlbook.glue("err_unsure", 100 * err_unsure)
+dlbook.glue("err_sure", 100 * err_sure)
 if profile == "full":  # the prose below relies on it
-    assert confidence[wrong].mean() < confidence[predicted == data.y_test].mean()
+    assert confidence[wrong].mean() < confidence[~is_wrong].mean()
+    assert err_unsure > 5 * err_sure
 assert len(wrong) == round((1 - cnn_acc) * len(data.y_test))
-print(f"{len(wrong)} of {len(data.y_test)} held-out digits misclassified")
+print(f"{len(wrong)} of {len(data.y_test)} held-out digits misclassified; error rate "
+      f"{100 * err_unsure:.1f} % below 0.9 probability ({int(unsure.sum())} digits), "
+      f"{100 * err_sure:.1f} % above")
 
 show_n = min(len(wrong), 24)
 fig, axes = plt.subplots(3, 8, figsize=(12, 5.2))
@@ -789,27 +945,628 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The CNN misclassifies {glue:text}`n_wrong` of the 1,000 held-out digits. Look at them: some
-# are hard even for a person, others are clear digits written in a style that the
-# {glue:text}`n_fit` training digits did not cover. The probabilities tell us how sure the network was: on
-# average {glue:text}`conf_wrong:.2f` for its wrong answers against {glue:text}`conf_right:.2f`
-# for its right ones, so a low probability is a useful warning sign.
+# The CNN misclassifies {glue:text}`n_wrong` of the {glue:text}`n_test` held-out digits. The
+# probabilities tell us how sure the network was: on average {glue:text}`conf_wrong:.2f` for
+# its wrong answers against {glue:text}`conf_right:.2f` for its right ones. Among the
+# {glue:text}`n_unsure` digits it gave less than 0.9, {glue:text}`err_unsure:.1f` % are
+# wrong, against {glue:text}`err_sure:.1f` % of the rest: a low probability flags a digit
+# worth a second look. (Chapter 9 measures how far such probabilities can be trusted.)
+
+# %% [markdown]
+# ## Data augmentation: train on moved digits
+#
+# If moved digits are the problem, show the network moved digits. **Data augmentation**
+# trains on randomly transformed copies of the training images: each time a batch is drawn,
+# every digit is rotated by a random angle and moved by a random number of pixels, so the
+# network sees a different version of each digit in every epoch. Shifts, rotations and elastic distortions of the
+# training digits are an old remedy for handwriting recognition {cite}`simard2003best`.
+#
+# One function does the geometry: `F.affine_grid` turns a 2 x 3 matrix per image (a rotation
+# and a translation, in coordinates that run from -1 to 1 across the image) into a sampling
+# grid, and `F.grid_sample` reads the image at those positions with bilinear interpolation.
+# Pixels that come from outside the image get the background value.
+
+# %%
+def affine_warp(images, degrees, shifts, fill=0.0):
+    """Rotate each image by `degrees` and move it by `shifts` = (right, down) pixels.
+
+    images (N, C, H, W), degrees (N,), shifts (N, 2) -> (N, C, H, W). The rotation is
+    about the centre; pixels from outside the image get the value `fill`.
+    """
+    N, _, H, W = images.shape
+    angle = torch.deg2rad(degrees)  # (N,)
+    cos, sin = angle.cos(), angle.sin()
+    tx, ty = -2 * shifts[:, 0] / W, -2 * shifts[:, 1] / H  # one pixel = 2 / W there
+    theta = torch.stack([torch.stack([cos, -sin, tx], dim=1),
+                         torch.stack([sin, cos, ty], dim=1)], dim=1)  # (N, 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (N, H, W, 2)
+    warped = F.grid_sample(images - fill, grid, align_corners=False)  # zeros outside
+    return warped + fill
+
+
+# %% [markdown]
+# Before trusting it, two exact checks: a move of 2 pixels to the right must equal
+# `shift_right` from above, and a rotation by 90 degrees must equal `torch.rot90`, which only
+# permutes pixels.
+
+# %%
+some = data.x_test[:8]  # (8, 1, 28, 28), background 0
+zeros, ones = torch.zeros(8), torch.ones(8)
+moved = affine_warp(some, zeros, torch.stack([2 * ones, zeros], dim=1))
+torch.testing.assert_close(moved, shift_right(some, 2))
+turned = affine_warp(some, 90 * ones, torch.zeros(8, 2))
+torch.testing.assert_close(turned, torch.rot90(some, k=1, dims=(2, 3)))
+print("2-pixel move == shift_right; 90-degree turn == torch.rot90")
+
+# %% [markdown]
+# The augmentation is a layer placed in front of the network. Like dropout (chapter 2) it acts
+# only in training mode; in evaluation mode it passes the images through unchanged, so
+# validation and test digits are never altered. It draws its random numbers from its own
+# seeded generator, which leaves the network's initial weights and the batch order untouched:
+# with and without augmentation, a seed gives the same start and the same batches.
+
+# %%
+class RandomAffine(nn.Module):
+    """Training-time augmentation, per image: a random rotation in
+    [-max_degrees, max_degrees] and a random move in [-max_shift, max_shift] pixels
+    along each axis. The identity in evaluation mode."""
+
+    def __init__(self, max_degrees, max_shift, fill, seed=0):
+        super().__init__()
+        self.max_degrees, self.max_shift, self.fill = max_degrees, max_shift, fill
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, x):  # (B, C, H, W)
+        if not self.training:
+            return x
+        n = x.shape[0]
+        degrees = (2 * torch.rand(n, generator=self.generator) - 1) * self.max_degrees
+        shifts = (2 * torch.rand(n, 2, generator=self.generator) - 1) * self.max_shift
+        return affine_warp(x, degrees.to(x.device), shifts.to(x.device), self.fill)
+
+
+background = standardise(torch.tensor(0.0)).item()  # the value of an empty pixel
+augment = RandomAffine(max_degrees=15, max_shift=3, fill=background, seed=0)
+batch = standardise(data.x_train[:6])  # (6, 1, 28, 28)
+views = [augment(batch) for _ in range(3)]  # three random versions of each digit
+assert torch.equal(augment.eval()(batch), batch)  # evaluation mode: untouched
+
+fig, axes = plt.subplots(4, 6, figsize=(9, 6))
+for row, images in enumerate([batch, *views]):
+    for col in range(6):
+        axes[row, col].imshow(images[col, 0], cmap="gray_r")
+        axes[row, col].axis("off")
+fig.suptitle("Six training digits (top) and three random augmentations of each")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The experiment: the same LeNet, the same recipe and the same batches, with and without the
+# augmentation layer, repeated for {glue:text}`aug_n_seeds` seeds. Each seed gives both arms
+# the same initial weights and batch order, so the two arms form pairs. We score every run on
+# the validation digits as they are, and on the validation digits moved 3 pixels to the right.
+# The test digits play no part: a reader deciding whether to use augmentation decides on
+# validation.
+
+# %%
+def train_lenet(seed, augmented):
+    """A fresh LeNet (initial weights from `seed`), optionally behind RandomAffine."""
+    torch.manual_seed(seed)
+    model = LeNet()
+    if augmented:
+        model = nn.Sequential(RandomAffine(15, 3, background, seed=seed), model)
+    model = model.to(device)
+    train(model, seed=seed, show_progress=False)
+    return model
+
+
+val_shifted = make_loader(standardise(shift_right(x_val, 3)), y_val, 500, shuffle=False)
+seeds = list(range(sizes["aug_seeds"]))
+arms, splits = ("plain", "augmented"), ("clean", "shifted")
+aug_correct = {(arm, split): [] for arm in arms for split in splits}
+runs = [(seed, arm) for seed in seeds for arm in arms]
+for seed, arm in dlbook.progress(runs, desc="training runs"):
+    model = train_lenet(seed, augmented=arm == "augmented")
+    aug_correct[arm, "clean"].append(correct_on(model, val_loader))  # (n_val,)
+    aug_correct[arm, "shifted"].append(correct_on(model, val_shifted))  # (n_val,)
+aug_correct = {key: torch.stack(c) for key, c in aug_correct.items()}  # (seeds, n_val)
+dlbook.glue("aug_n_seeds", len(seeds))
+
+# %%
+per_seed = pd.DataFrame({f"{arm}, {split}": aug_correct[arm, split].float().mean(dim=1)
+                         for arm in arms for split in splits},
+                        index=pd.Index(seeds, name="seed"))
+summary = pd.concat([per_seed, per_seed.agg(["mean", "std"])])
+summary.style.format("{:.3f}").set_caption(
+    "Validation accuracy per seed: digits as they are (clean), moved 3 pixels (shifted)"
+)
+
+# %% [markdown]
+# Is the difference real, or seed-and-sample noise? We average each validation digit's
+# correctness over the seeds, take the per-digit difference between the arms, and bootstrap
+# over the validation digits, keeping each digit's results under all seeds together (they
+# share the digit, so they are not independent). The 95 % interval of the mean difference
+# says whether it is measurable: an interval that contains 0 means no measurable difference.
+
+# %%
+def paired_interval(correct_a, correct_b, n_boot, seed=0):
+    """Mean accuracy of a minus b, with its 95 % bootstrap interval over the examples.
+
+    correct_a, correct_b: (n_seeds, n_examples) booleans on the same examples and seeds.
+    """
+    diff = correct_a.float().mean(dim=0) - correct_b.float().mean(dim=0)  # (examples,)
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.randint(len(diff), (n_boot, len(diff)), generator=gen)  # resamples
+    boot = diff[draws].mean(dim=1).double()  # (n_boot,)
+    low, high = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return diff.mean().item(), low.item(), high.item()
+
+
+def describe(diff, low, high):
+    """The difference in points, its interval, and whether it is measurable."""
+    interval = f"95 % interval {100 * low:+.1f} to {100 * high:+.1f}"
+    points = f"{100 * diff:+.1f} points ({interval})"
+    if low > 0:
+        return f"augmentation is measurably better, {points}"
+    if high < 0:
+        return f"augmentation is measurably worse, {points}"
+    return f"no measurable difference, {points}"
+
+
+aug_result = {}
+for split in ("clean", "shifted"):
+    aug_result[split] = paired_interval(aug_correct["augmented", split],
+                                        aug_correct["plain", split], sizes["n_boot"])
+    dlbook.glue(f"aug_{split}", describe(*aug_result[split]))
+    print(f"{split:8s}: {describe(*aug_result[split])}")
+if profile == "full":  # the prose below relies on it
+    assert aug_result["shifted"][1] > 0  # a measurable gain on moved digits
+
+# %% [markdown]
+# On the validation digits as they are: {glue:text}`aug_clean`. On the validation digits moved
+# 3 pixels: {glue:text}`aug_shifted`. The two arms differ only in the augmentation layer, so
+# the second difference is its doing: the network recognises moved digits because it was
+# trained on moved digits.
+
+# %% [markdown]
+# ## Batch normalisation
+#
+# Ioffe and Szegedy introduced **batch normalisation** to let deep networks train faster and
+# with higher learning rates {cite}`ioffe2015batch`. They place it between a convolution and
+# its ReLU, as do residual networks (next section). In training mode it standardises
+# each channel with the statistics of the current batch, then lets the network rescale and
+# shift the result. For a batch $X$ of shape $(B, C, H, W)$, channel $c$ pools all
+# $n = BHW$ of its values, over the batch *and* over space:
+#
+# $$
+# \mu_c = \frac1n \sum_{b,i,j} X_{b,c,i,j}, \qquad
+# \sigma_c^2 = \frac1n \sum_{b,i,j} \left(X_{b,c,i,j} - \mu_c\right)^2, \qquad
+# Y_{b,c,i,j} = \gamma_c\, \frac{X_{b,c,i,j} - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}} + \beta_c ,
+# $$ (eq-ch03-bn)
+#
+# with a learned scale $\gamma_c$ and shift $\beta_c$ per channel and a small $\epsilon$
+# ($10^{-5}$ in PyTorch). A trained network must also classify a single image, where there is
+# no batch to take statistics from. So during training the layer keeps **running statistics**,
+# exponential moving averages with momentum $m$ (0.1 in PyTorch, where $m$ is the weight of the
+# *new* value):
+#
+# $$
+# \hat\mu_c \leftarrow (1-m)\,\hat\mu_c + m\,\mu_c, \qquad
+# \hat\sigma_c^2 \leftarrow (1-m)\,\hat\sigma_c^2 + m\,\frac{n}{n-1}\,\sigma_c^2 ,
+# $$ (eq-ch03-bn-running)
+#
+# starting from $\hat\mu_c = 0$ and $\hat\sigma_c^2 = 1$. The running variance uses the
+# unbiased estimate (divided by $n - 1$), the normalisation itself the biased one. In
+# evaluation mode, $\hat\mu_c$ and $\hat\sigma_c^2$ replace $\mu_c$ and $\sigma_c^2$ in
+# Eq. {eq}`eq-ch03-bn`, and each image is normalised on its own. Here are both modes as one
+# function.
+
+# %%
+def batch_norm(x, gamma, beta, run_mean, run_var, training, momentum=0.1, eps=1e-5):
+    """Eqs. (eq-ch03-bn) and (eq-ch03-bn-running): x (B, C, H, W) -> y and new stats."""
+    C = x.shape[1]
+    if training:
+        n = x.numel() // C  # values per channel: B * H * W
+        mu = x.mean(dim=(0, 2, 3))  # (C,)
+        var = ((x - mu.view(1, C, 1, 1)) ** 2).mean(dim=(0, 2, 3))  # (C,) divides by n
+        run_mean = (1 - momentum) * run_mean + momentum * mu.detach()
+        run_var = (1 - momentum) * run_var + momentum * var.detach() * n / (n - 1)
+    else:
+        mu, var = run_mean, run_var
+    x_hat = (x - mu.view(1, C, 1, 1)) / torch.sqrt(var.view(1, C, 1, 1) + eps)
+    return gamma.view(1, C, 1, 1) * x_hat + beta.view(1, C, 1, 1), run_mean, run_var
+
+
+# %% [markdown]
+# We check it against `nn.BatchNorm2d` step by step: five training steps on batches with a
+# different mean and spread in each channel, comparing the outputs, the gradients with respect
+# to the input, $\gamma$ and $\beta$, and the running statistics after every step; then the
+# same in evaluation mode. The batches are small ($n = 2 \cdot 3 \cdot 3 = 18$), so a slip
+# between $n$ and $n - 1$ would show.
+
+# %%
+torch.manual_seed(0)
+ref_bn = nn.BatchNorm2d(3).double()
+with torch.no_grad():  # non-trivial scale and shift
+    ref_bn.weight.copy_(torch.tensor([0.5, 1.0, 2.0]))
+    ref_bn.bias.copy_(torch.tensor([-1.0, 0.0, 1.0]))
+gamma = ref_bn.weight.detach().clone().requires_grad_()
+beta = ref_bn.bias.detach().clone().requires_grad_()
+run_mean = torch.zeros(3, dtype=torch.float64)  # PyTorch's start: mean 0, variance 1
+run_var = torch.ones(3, dtype=torch.float64)
+loc = torch.tensor([3.0, -2.0, 0.0]).view(1, 3, 1, 1)  # each channel its own mean
+scale = torch.tensor([2.0, 0.5, 1.0]).view(1, 3, 1, 1)  # and its own spread
+
+
+def bn_batch():
+    """A (2, 3, 3, 3) float64 batch whose channels have different means and spreads."""
+    return (loc + scale * torch.randn(2, 3, 3, 3)).double().requires_grad_()
+
+
+for mode in ("train", "eval"):
+    ref_bn.train(mode == "train")
+    for _ in range(5):
+        x_bn = bn_batch()
+        ours, run_mean, run_var = batch_norm(x_bn, gamma, beta, run_mean, run_var,
+                                             training=mode == "train")
+        ref = ref_bn(x_bn)
+        torch.testing.assert_close(ours, ref)
+        torch.testing.assert_close(run_mean, ref_bn.running_mean)
+        torch.testing.assert_close(run_var, ref_bn.running_var)
+        g_out = torch.randn_like(ref)  # an arbitrary upstream gradient dL/dY
+        ours_grads = torch.autograd.grad(ours, (x_bn, gamma, beta), g_out)
+        ref_grads = torch.autograd.grad(ref, (x_bn, ref_bn.weight, ref_bn.bias), g_out)
+        torch.testing.assert_close(ours_grads, ref_grads)
+print("forward, backward (x, gamma, beta) and running statistics == nn.BatchNorm2d, "
+      "5 steps in training mode and 5 in evaluation mode")
+
+# %% [markdown]
+# **The backward pass, by hand.** Autograd differentiated our function; the gradient can also be
+# written down. In evaluation mode the layer is a fixed affine map per channel, so
+# $\partial L/\partial X = \gamma_c\, G / \sqrt{\hat\sigma_c^2 + \epsilon}$ with
+# $G = \partial L / \partial Y$. In training mode $\mu_c$ and $\sigma_c$ depend on every value of
+# the channel, which adds two correction terms. With $\hat X$ the normalised input and sums over
+# the $n$ positions $(b, i, j)$ of channel $c$,
+#
+# $$
+# \frac{\partial L}{\partial \beta_c} = \sum G, \qquad
+# \frac{\partial L}{\partial \gamma_c} = \sum G\,\hat X, \qquad
+# \frac{\partial L}{\partial X} = \frac{\gamma_c}{\sqrt{\sigma_c^2 + \epsilon}}
+#   \Big(G - \frac1n \sum G - \frac{\hat X}{n} \sum G\,\hat X\Big).
+# $$ (eq-ch03-bn-grad)
+#
+# The two sums remove from the gradient its mean and its component along $\hat X$: a change of
+# the input that only shifts or rescales a channel is undone by the normalisation. We check
+# Eq. {eq}`eq-ch03-bn-grad` against `nn.BatchNorm2d`'s backward in training mode.
+
+# %%
+def batch_norm_backward(g_out, x, gamma, eps=1e-5):
+    """Eq. (eq-ch03-bn-grad), training mode: (dL/dx, dL/dgamma, dL/dbeta)."""
+    C = x.shape[1]
+    mu = x.mean(dim=(0, 2, 3), keepdim=True)  # (1, C, 1, 1)
+    sigma = torch.sqrt(x.var(dim=(0, 2, 3), correction=0, keepdim=True) + eps)
+    x_hat = (x - mu) / sigma  # (B, C, H, W)
+    g_mean = g_out.mean(dim=(0, 2, 3), keepdim=True)  # (1/n) sum G
+    gx_mean = (g_out * x_hat).mean(dim=(0, 2, 3), keepdim=True)  # (1/n) sum G x_hat
+    dx = gamma.view(1, C, 1, 1) / sigma * (g_out - g_mean - x_hat * gx_mean)
+    return dx, (g_out * x_hat).sum(dim=(0, 2, 3)), g_out.sum(dim=(0, 2, 3))
+
+
+ref_bn.train()
+x_bn = bn_batch()
+g_out = torch.randn(2, 3, 3, 3, dtype=torch.float64)
+ref_grads = torch.autograd.grad(ref_bn(x_bn), (x_bn, ref_bn.weight, ref_bn.bias), g_out)
+by_hand = batch_norm_backward(g_out, x_bn.detach(), ref_bn.weight.detach())
+torch.testing.assert_close(by_hand, ref_grads)
+print("Eq. (eq-ch03-bn-grad) == nn.BatchNorm2d's backward")
+
+# %% [markdown]
+# ### Training mode and evaluation mode are different functions
+#
+# **In training mode an image's output depends on the rest of its batch.** Keep one image
+# fixed, replace the other images of its batch, and its normalised output changes; in
+# evaluation mode it does not. This is why a model with batch norm must be switched with
+# `model.eval()` before it is evaluated (the book's `evaluate` does it).
+
+# %%
+bn = nn.BatchNorm2d(3)
+one_image = torch.randn(1, 3, 8, 8)  # (1, C, H, W)
+batch_a = torch.cat([one_image, torch.randn(7, 3, 8, 8)])  # (8, 3, 8, 8)
+batch_b = torch.cat([one_image, 5 + torch.randn(7, 3, 8, 8)])  # other companions
+with torch.no_grad():
+    train_a, train_b = bn.train()(batch_a)[0], bn(batch_b)[0]
+    eval_a, eval_b = bn.eval()(batch_a)[0], bn(batch_b)[0]
+assert not torch.allclose(train_a, train_b)  # training mode: the companions matter
+torch.testing.assert_close(eval_a, eval_b)  # evaluation mode: they do not
+print("training mode: output of image 0 changes with its companions, by up to",
+      f"{(train_a - train_b).abs().max():.2f}; evaluation mode: unchanged")
+
+# %% [markdown]
+# **A batch of one.** One image still has $H W$ values per channel, enough for training-mode
+# statistics (they are then the image's own, which removes each channel's mean brightness
+# from every image). With one value per channel there is no variance to compute, and
+# PyTorch refuses; evaluation mode has no such limit. The book's packaged version behaves the
+# same.
+
+# %%
+single = torch.randn(1, 3, 1, 1)  # (1, C, 1, 1): one value per channel
+for name, fn in [("nn.BatchNorm2d", nn.BatchNorm2d(3).train()),
+                 ("dlbook batch_norm2d", lambda x: batch_norm2d(x, training=True))]:
+    try:
+        fn(single)
+        raise AssertionError(f"{name} accepted one value per channel in training mode")
+    except ValueError as err:
+        print(f"{name}, training mode: ValueError: {err}")
+print("evaluation mode:", tuple(nn.BatchNorm2d(3).eval()(single).shape))
+
+# %% [markdown]
+# **The running statistics lag behind.** Eq. {eq}`eq-ch03-bn-running` starts from mean 0 and
+# variance 1 and moves a fraction $m$ of the way towards each batch's statistics. If the
+# batches all have mean $\mu$, after $N$ steps the running mean is $(1 - (1-m)^N)\,\mu$ plus
+# noise: with $m = 0.1$, {glue:text}`bn_cover_10:.0f` % of the way after 10 steps and
+# {glue:text}`bn_cover_50:.1f` % after 50. Until it has caught up, evaluation mode normalises
+# with the wrong statistics. We feed batches with channel means 3, -2 and 0 to a fresh layer
+# and compare the running mean with that curve, and the evaluation-mode outputs with the
+# training-mode ones.
+
+# %%
+torch.manual_seed(1)
+bn = nn.BatchNorm2d(3)  # momentum 0.1
+steps, track, eval_gap = 60, [], []
+target = loc.flatten()  # the channels' true means: (3,)
+with torch.no_grad():
+    for _ in range(steps):
+        x_bn = loc + scale * torch.randn(16, 3, 8, 8)  # (16, 3, 8, 8)
+        y_train = bn.train()(x_bn)
+        track.append(bn.running_mean.clone())
+        eval_gap.append((bn.eval()(x_bn) - y_train).abs().mean().item())
+track = torch.stack(track)  # (steps, 3)
+covered = torch.tensor([1 - 0.9**n for n in range(1, steps + 1)])  # (steps,)
+curve = covered.unsqueeze(1) * target  # (steps, 3): (1 - (1 - m)^N) mu
+assert (track - curve).abs().max() < 0.1  # the noise of a batch mean
+assert eval_gap[4] > 10 * eval_gap[-1]  # after 5 steps, evaluation mode is far off
+dlbook.glue("bn_cover_10", 100 * (1 - 0.9**10))
+dlbook.glue("bn_cover_50", 100 * (1 - 0.9**50))
+dlbook.glue("bn_gap_5", eval_gap[4])
+dlbook.glue("bn_gap_end", eval_gap[-1])
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+for c in range(3):
+    axes[0].plot(range(1, steps + 1), track[:, c], label=f"channel {c}: running mean")
+    axes[0].plot(range(1, steps + 1), curve[:, c], "k:", lw=1)
+axes[0].set_xlabel("training steps")
+axes[0].set_title("Running mean (dotted: $(1 - 0.9^N)\\,\\mu$)")
+axes[0].legend(fontsize=8)
+axes[1].semilogy(range(1, steps + 1), eval_gap)
+axes[1].set_xlabel("training steps")
+axes[1].set_title("mean |eval-mode output - train-mode output|")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# After 5 steps the evaluation-mode outputs differ from the training-mode ones by
+# {glue:text}`bn_gap_5:.2f` on average; after 60 steps by {glue:text}`bn_gap_end:.3f`. Until
+# the running statistics have caught up, the network that is evaluated computes a different
+# function from the one that was trained.
+#
+# The book packages the layer as `dlbook.nn.conv.batch_norm2d`, a drop-in for `F.batch_norm`
+# with clear errors on bad input (it updates the running statistics in place, as PyTorch does).
+# We check it against `nn.BatchNorm2d` in both modes, on float32 batches.
+
+# %%
+dlbook.show(batch_norm2d)
+
+# %%
+ref_bn = nn.BatchNorm2d(3)
+run_mean, run_var = torch.zeros(3), torch.ones(3)
+for mode in ("train", "eval"):
+    ref_bn.train(mode == "train")
+    for _ in range(3):
+        x_bn = (loc + scale * torch.randn(4, 3, 5, 5)).requires_grad_()
+        ours = batch_norm2d(x_bn, ref_bn.weight, ref_bn.bias, run_mean, run_var,
+                            training=mode == "train")
+        ref = ref_bn(x_bn)
+        torch.testing.assert_close(ours, ref)
+        torch.testing.assert_close(run_mean, ref_bn.running_mean)
+        torch.testing.assert_close(run_var, ref_bn.running_var)
+        g_out = torch.randn_like(ref)
+        g_ours = torch.autograd.grad(ours, x_bn, g_out, retain_graph=True)
+        torch.testing.assert_close(g_ours, torch.autograd.grad(ref, x_bn, g_out))
+print("batch_norm2d == nn.BatchNorm2d: outputs, input gradients, running statistics, "
+      "both modes")
+
+# %% [markdown]
+# ## Residual blocks
+#
+# Stacking more convolution layers should never hurt in principle: the extra layers could
+# learn to pass their input through unchanged. He et al. found that in practice deeper plain
+# networks trained *worse*, even on their training data, and proposed letting each block learn
+# only a correction to its input {cite}`he2016deep`. A **residual block** adds its input back
+# to its output through a **shortcut**:
+#
+# $$
+# \mathbf{y} = \operatorname{ReLU}\big(\mathcal F(\mathbf x) + S(\mathbf x)\big), \qquad
+# \mathcal F(\mathbf x) = \operatorname{BN}\big(W_2 * \operatorname{ReLU}(\operatorname{BN}(W_1 * \mathbf x))\big),
+# $$ (eq-ch03-residual)
+#
+# with two 3 x 3 convolutions $W_1, W_2$ (padding 1, so the size is kept) and batch norms.
+# The shortcut $S$ is the identity when input and output have the same shape. When the block
+# changes the shape, its first convolution has stride 2 or more output channels, and $S$
+# becomes a *projection*: a 1 x 1 convolution with the same stride, followed by batch norm.
+# Convolutions followed by batch norm carry no bias: the norm subtracts the channel's mean,
+# which would remove it.
+# Here is Eq. {eq}`eq-ch03-residual` as a module.
+
+# %%
+class Residual(nn.Module):
+    """Eq. (eq-ch03-residual): (B, c_in, H, W) -> (B, c_out, ceil(H/s), ceil(W/s))."""
+
+    def __init__(self, c_in, c_out, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:  # shapes differ: project
+            project = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+            self.shortcut = nn.Sequential(project, nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        f = F.relu(self.bn1(self.conv1(x)))  # (B, c_out, H', W')
+        f = self.bn2(self.conv2(f))  # F(x): (B, c_out, H', W')
+        return F.relu(f + self.shortcut(x))
+
+
+x_res = torch.randn(4, 16, 14, 14)  # (B, C, H, W)
+for c_in, c_out, stride in [(16, 16, 1), (16, 32, 2)]:
+    ours_block = Residual(c_in, c_out, stride)
+    packaged = ResidualBlock(c_in, c_out, stride)  # dlbook.models, the same layout
+    packaged.load_state_dict(ours_block.state_dict())
+    for mode in (True, False):  # training mode (batch statistics) and evaluation mode
+        ours_block.train(mode)
+        packaged.train(mode)
+        torch.testing.assert_close(ours_block(x_res), packaged(x_res))
+    out_shape = tuple(ours_block(x_res).shape)
+    kind = type(ours_block.shortcut).__name__
+    print(f"Residual({c_in}, {c_out}, stride={stride}): {tuple(x_res.shape)} -> "
+          f"{out_shape}, shortcut {kind}; == dlbook.models.ResidualBlock")
+
+# %% [markdown]
+# The packaged `dlbook.models.ResidualBlock` has the same parameters (the cell above loaded
+# one's weights into the other and compared outputs in both modes), plus two switches for the
+# experiment below: `shortcut=False` removes $S$, leaving a plain block, and
+# `batch_norm=False` replaces the batch norms by identities.
+
+# %%
+dlbook.show(ResidualBlock)
+
+# %% [markdown]
+# ### How much gradient reaches the first layers?
+#
+# Why does the shortcut help? Back-propagation multiplies the gradient by each block's
+# Jacobian on the way down. For a plain block that Jacobian is
+# $\partial \mathcal F / \partial \mathbf x$ (times the ReLU's 0/1 mask), and a product of
+# {glue:text}`res_depth` such factors can shrink or grow exponentially with depth. With the
+# shortcut it is the mask times $I + \partial \mathcal F / \partial \mathbf x$: the identity
+# term gives the gradient a path down that no weight multiplies.
+#
+# We measure it. A stem convolution (stride 2, 16 channels) and {glue:text}`res_depth`
+# blocks of 16 channels on 14 x 14 maps, then global average pooling and a linear classifier;
+# one batch of 64 training digits, the cross-entropy loss, one backward pass at
+# initialisation. For each block we record the norm of the gradient on its first
+# convolution's weights. Four variants: with and without the shortcut, with and without batch
+# norm, each for {glue:text}`res_n_seeds` random initialisations.
+
+# %%
+def deep_stack(depth, shortcut, batch_norm, seed):
+    """Stem, `depth` ResidualBlocks(16, 16), pool, linear: (B, 1, 28, 28) -> (B, 10)."""
+    torch.manual_seed(seed)
+    blocks = [ResidualBlock(16, 16, shortcut=shortcut, batch_norm=batch_norm)
+              for _ in range(depth)]
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),  # (B, 16, 14, 14)
+        *blocks,  # (B, 16, 14, 14)
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),  # (B, 10)
+    ).to(device)
+
+
+def block_gradients(model, images, labels):
+    """Gradient norm of each block's first convolution after one backward pass."""
+    F.cross_entropy(model(images), labels).backward()
+    blocks = [m for m in model if isinstance(m, ResidualBlock)]
+    return torch.stack([blk.conv1.weight.grad.norm() for blk in blocks]).cpu()
+
+
+images = standardise(x_fit[:64]).to(device)  # (64, 1, 28, 28)
+labels = y_fit[:64].to(device)  # (64,)
+for bn_on in (True, False):  # one seed, the same weights with and without the shortcut
+    with_s, without_s = (deep_stack(2, s, bn_on, seed=0).state_dict()
+                         for s in (True, False))
+    assert with_s.keys() == without_s.keys()
+    assert all(torch.equal(with_s[k], without_s[k]) for k in with_s)
+variants = {(s, bn): f"{'shortcut' if s else 'plain'}, {'with' if bn else 'no'} BN"
+            for s in (True, False) for bn in (True, False)}
+grads = {}  # (seeds, depth) per variant
+for key in variants:
+    stacks_ = [deep_stack(sizes["res_depth"], *key, seed)
+               for seed in range(sizes["res_seeds"])]
+    grads[key] = torch.stack([block_gradients(m, images, labels) for m in stacks_])
+ratio = {key: g[:, 0] / g[:, -1] for key, g in grads.items()}  # first / last, per seed
+for key, name in variants.items():
+    print(f"{name:22s} first / last block gradient: "
+          + ", ".join(f"{r:.2g}" for r in ratio[key].tolist()))
+dlbook.glue("res_depth", sizes["res_depth"])
+dlbook.glue("res_n_seeds", sizes["res_seeds"])
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+depth = sizes["res_depth"]
+for key, name in variants.items():
+    ax.semilogy(range(1, depth + 1), grads[key][0], marker="o", ms=3, label=name)
+ax.set_xlabel("block (1 = nearest the input)")
+ax.set_ylabel("gradient norm of the block's conv1")
+ax.set_title(f"Gradient per block at initialisation ({depth} blocks, seed 0)")
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The numbers, over all initialisations (first block's gradient norm divided by the last
+# block's):
+
+# %%
+spread = {key: (r.min().item(), r.max().item()) for key, r in ratio.items()}
+for (with_shortcut, with_bn), (low, high) in spread.items():
+    tag = f"{int(with_shortcut)}{int(with_bn)}"  # e.g. "10": shortcut, no batch norm
+    text = f"{low:.3g}" if low == high else f"{low:.3g} to {high:.3g}"
+    dlbook.glue(f"res_range_{tag}", text)
+# With the shortcut the first block's gradient is within a factor 15 of the last one's;
+# without it, the gradient vanishes (no batch norm) or explodes (batch norm) with depth.
+for bn_on in (True, False):
+    assert all(1 / 15 < r < 15 for r in spread[True, bn_on])
+assert spread[False, False][1] < 1e-6  # plain, no BN: vanishes
+assert spread[False, True][0] > 30  # plain, BN: explodes
+pd.DataFrame({name: {"smallest ratio": spread[key][0], "largest ratio": spread[key][1]}
+              for key, name in variants.items()}).T.style.format("{:.3g}").set_caption(
+    "First block / last block gradient norm at initialisation")
+
+# %% [markdown]
+# With the shortcut, the first of {glue:text}`res_depth` blocks receives a gradient within a
+# factor of 15 of the last block's, with batch norm (ratio {glue:text}`res_range_11`) and
+# without it ({glue:text}`res_range_10`). Without the shortcut the gradient at the first block
+# is off by orders of magnitude, in opposite directions: with no normalisation it all but
+# vanishes (ratio {glue:text}`res_range_00`), and with batch norm it *explodes* (ratio
+# {glue:text}`res_range_01`). For a given seed the plain and the residual stack start from the
+# same weights, so the shortcut alone makes this difference. The explosion is not a quirk of
+# this network: mean-field theory predicts that batch norm by itself makes the gradient of a
+# deep plain network grow exponentially with depth {cite}`yang2019mean`.
 #
 # ## Summary
 #
 # - What deep-learning libraries call convolution is cross-correlation,
 #   Eq. {eq}`eq-ch03-conv`; we computed it with loops and with im2col and matched `F.conv2d`
-#   with stride, padding, dilation, several channels and groups.
+#   with stride, padding, dilation, several channels and groups. FFT and Winograd algorithms
+#   compute the same result with different arithmetic, hence different rounding.
 # - Output sizes follow Eq. {eq}`eq-ch03-outsize` (checked in {glue:text}`n_shape_checks`
 #   configurations), parameter counts Eq. {eq}`eq-ch03-params`: independent of the image size.
 # - Pooling, Eq. {eq}`eq-ch03-pool`, shrinks height and width, keeps the channel count, and has
 #   no parameters.
 # - The receptive field grows by $(k-1)\,d$ jumps per layer, Eq. {eq}`eq-ch03-rf`; the LeNet
-#   stack sees {glue:text}`lenet_rf` x {glue:text}`lenet_rf` pixels, and the effectively used
-#   part of a field is much smaller than the field.
+#   stack sees {glue:text}`lenet_rf` x {glue:text}`lenet_rf` pixels, and after 16 layers of
+#   3 x 3 the effectively used width is {glue:text}`erf_ratio_16:.2f` of the field.
 # - On MNIST-5k a LeNet-style CNN reached {glue:text}`cnn_test_acc` held-out accuracy against
-#   {glue:text}`mlp_test_acc:.3f` for an MLP with the same parameter budget, and it was more
-#   robust to shifted digits.
+#   {glue:text}`mlp_test_acc:.3f` for an MLP with the same parameter budget, and was more
+#   accurate on digits moved by 3 pixels, although neither was trained on moved digits.
+# - Training on randomly rotated and moved digits, judged on validation over
+#   {glue:text}`aug_n_seeds` seeds: on digits moved 3 pixels, {glue:text}`aug_shifted`; on
+#   digits as they are, {glue:text}`aug_clean`.
+# - Batch normalisation, Eqs. {eq}`eq-ch03-bn` to {eq}`eq-ch03-bn-grad`, normalises with the
+#   batch's statistics in training mode and with running averages in evaluation mode; the two
+#   modes are different functions, and the running averages lag behind.
+# - A residual block's shortcut, Eq. {eq}`eq-ch03-residual`, kept the gradient of the first of
+#   {glue:text}`res_depth` blocks within a factor of 15 of the last one's, where a plain stack
+#   let it vanish (no normalisation) or explode (batch norm).
 #
 # ## Exercises
 #
@@ -828,21 +1585,6 @@ plt.show()
 # (padding $d(k-1)/2 = 2$ keeps the size). Eq. {eq}`eq-ch03-params`: $32 \cdot 3 \cdot 25 + 32 =
 # 2{,}432$; the pool has none; $64 \cdot (32/4) \cdot 9 + 64 = 4{,}672$. Check with
 # `nn.Sequential(...)(torch.zeros(1, 3, 64, 64)).shape` and `count_parameters` on each layer.
-# :::
-#
-# :::{exercise}
-# :label: ch03-ex-stack
-# Compare three stacked 3 x 3 convolutions (C channels in and out, stride 1) with one 7 x 7
-# convolution: receptive field, number of weights, number of non-linearities. Why did VGG-style
-# and later networks prefer stacks of small kernels?
-# :::
-#
-# :::{solution} ch03-ex-stack
-# :class: dropdown
-# Both see 7 x 7 pixels (Eq. {eq}`eq-ch03-rf`: $1 + 2 + 2 + 2 = 7$). The stack has
-# $3 \cdot 9 C^2 = 27 C^2$ weights against $49 C^2$, 45 % fewer, and three ReLUs instead of one,
-# so it can represent more complicated functions of the same pixels. The price is more
-# sequential layers (latency) and more activations to store for backpropagation.
 # :::
 #
 # :::{exercise}
@@ -899,33 +1641,153 @@ assert dlbook.exercises.check("ch03.conv1d", conv1d_solution)
 # ```
 #
 # :::{exercise}
-# :label: ch03-ex-same
-# Write `same_padding(kernel_size, dilation)`: the padding $p$ that keeps height and width
-# unchanged for a stride-1 convolution with an odd kernel size and the given dilation. Derive it
-# from Eq. {eq}`eq-ch03-outsize`. (A frequent bug forgets the dilation.)
+# :label: ch03-ex-erf
+# An experiment. Generalise the effective-receptive-field probe of this chapter to any kernel
+# size: write `effective_width(n_layers, kernel_size)` that stacks `n_layers` averaging
+# convolutions of size `kernel_size` x `kernel_size`, back-propagates from the centre output,
+# and returns the standard deviation (in pixels) of the gradient profile along one axis. The
+# check compares your measurement with the exact answer on hidden depths and kernel sizes,
+# even ones. Then explain the number you get: what is the variance of one layer's profile?
 # :::
 
 # %%
-def same_padding(kernel_size, dilation):
+def effective_width(n_layers, kernel_size):
     raise NotImplementedError  # your code here
 
 
-dlbook.exercises.check("ch03.same_padding", same_padding)
+dlbook.exercises.check("ch03.effective_width", effective_width)
 
 # %% [markdown]
-# ```{solution-start} ch03-ex-same
+# ```{solution-start} ch03-ex-erf
+# :class: dropdown
+# ```
+#
+# One layer's profile is the box $(\tfrac1k, \ldots, \tfrac1k)$, a uniform distribution on $k$
+# consecutive pixels with variance $(k^2 - 1)/12$; stacking layers convolves the profiles, and
+# variances of convolved distributions add, so the standard deviation is
+# $\sqrt{n (k^2 - 1)/12}$ ($\sqrt{2n/3}$ for $k = 3$). The measurement:
+
+# %% tags=["solution"]
+def effective_width_solution(n_layers, kernel_size):
+    size = n_layers * (kernel_size - 1) + 5  # room for the whole receptive field
+    k = kernel_size
+    box = torch.full((1, 1, k, k), 1.0 / k**2, dtype=torch.float64)  # averages k x k
+    x = torch.zeros(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+    y = x
+    for _ in range(n_layers):
+        y = F.conv2d(y, box)  # (1, 1, shrinking, shrinking)
+    y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
+    profile_rows = x.grad[0, 0].sum(dim=1)  # (size,)
+    profile_rows = profile_rows / profile_rows.sum()
+    pos = torch.arange(size, dtype=torch.float64)
+    centre = (pos * profile_rows).sum()
+    return ((pos - centre) ** 2 * profile_rows).sum().sqrt().item()
+
+
+assert dlbook.exercises.check("ch03.effective_width", effective_width_solution)
+
+# %% [markdown]
+# ```{solution-end}
+# ```
+#
+# :::{exercise}
+# :label: ch03-ex-running
+# An experiment with batch norm's memory. Write `running_stats(batches, momentum)`: given a
+# list of (B, C, H, W) batches, return the `(running_mean, running_var)` that a fresh
+# `nn.BatchNorm2d(C, momentum=momentum)` holds after a training-mode forward pass over each
+# batch in turn, computed from Eq. {eq}`eq-ch03-bn-running`, without `nn.BatchNorm2d`. The
+# hidden cases include batches with two values per channel, where dividing by $n$ instead of
+# $n - 1$ halves the answer, and momentum 1.
+# :::
+
+# %%
+def running_stats(batches, momentum):
+    raise NotImplementedError  # your code here
+
+
+dlbook.exercises.check("ch03.running_stats", running_stats)
+
+# %% [markdown]
+# ```{solution-start} ch03-ex-running
 # :class: dropdown
 # ```
 
 # %% tags=["solution"]
-def same_padding_solution(kernel_size, dilation):
-    # H_out = H + 2p - d(k - 1) must equal H, so p = d(k - 1) / 2 (an integer for odd k).
-    return dilation * (kernel_size - 1) // 2
+def running_stats_solution(batches, momentum):
+    channels = batches[0].shape[1]
+    run_mean, run_var = torch.zeros(channels), torch.ones(channels)  # PyTorch's start
+    for xb in batches:
+        mu = xb.mean(dim=(0, 2, 3))  # (C,)
+        var = xb.var(dim=(0, 2, 3), correction=1)  # (C,) unbiased, divides by n - 1
+        run_mean = (1 - momentum) * run_mean + momentum * mu
+        run_var = (1 - momentum) * run_var + momentum * var
+    return run_mean, run_var
 
 
-assert dlbook.exercises.check("ch03.same_padding", same_padding_solution)
-for k, d in [(3, 1), (3, 2), (5, 3)]:
-    assert conv_output_size(28, k, 1, same_padding_solution(k, d), d) == 28
+assert dlbook.exercises.check("ch03.running_stats", running_stats_solution)
+
+# %% [markdown]
+# ```{solution-end}
+# ```
+#
+# :::{exercise}
+# :label: ch03-ex-fold
+# In evaluation mode a batch norm is a fixed affine map per channel, so it can be folded into
+# the convolution before it: one convolution with new weights and bias computes
+# `bn(conv(x))`, and inference skips a layer. Write
+# `fold_batchnorm(weight, bias, bn_weight, bn_bias, running_mean, running_var, eps)` returning
+# the new `(weight, bias)`; `bias` may be `None` (as before a batch norm). Then fold both batch
+# norms of an evaluation-mode `ResidualBlock` into its convolutions and check that its output
+# does not change.
+# :::
+
+# %%
+def fold_batchnorm(weight, bias, bn_weight, bn_bias, running_mean, running_var, eps):
+    raise NotImplementedError  # your code here
+
+
+dlbook.exercises.check("ch03.fold_batchnorm", fold_batchnorm)
+
+# %% [markdown]
+# ```{solution-start} ch03-ex-fold
+# :class: dropdown
+# ```
+#
+# With $s_c = \gamma_c / \sqrt{\hat\sigma^2_c + \epsilon}$, the batch norm computes
+# $s_c (z - \hat\mu_c) + \beta_c$ on the convolution's output $z = W * x + b$. So the new
+# weights are $s_c W_{c,\cdot}$ (each output channel's kernel scaled) and the new bias is
+# $s_c (b_c - \hat\mu_c) + \beta_c$.
+
+# %% tags=["solution"]
+def fold_batchnorm_solution(weight, bias, bn_weight, bn_bias, running_mean, running_var,
+                            eps):
+    scale = bn_weight / torch.sqrt(running_var + eps)  # (C_out,)
+    bias = torch.zeros_like(running_mean) if bias is None else bias
+    return weight * scale.view(-1, 1, 1, 1), (bias - running_mean) * scale + bn_bias
+
+
+assert dlbook.exercises.check("ch03.fold_batchnorm", fold_batchnorm_solution)
+
+torch.manual_seed(0)
+block = ResidualBlock(8, 8).eval()
+for bn_layer in (block.bn1, block.bn2):  # as if trained: non-trivial statistics
+    bn_layer.running_mean.uniform_(-1, 1)
+    bn_layer.running_var.uniform_(0.5, 2.0)
+
+
+def fold_layer(conv, bn):
+    return fold_batchnorm_solution(conv.weight, conv.bias, bn.weight, bn.bias,
+                                   bn.running_mean, bn.running_var, bn.eps)
+
+
+x_fold = torch.randn(2, 8, 6, 6)  # (B, C, H, W)
+with torch.no_grad():
+    w1, b1 = fold_layer(block.conv1, block.bn1)
+    w2, b2 = fold_layer(block.conv2, block.bn2)
+    hidden = F.relu(F.conv2d(x_fold, w1, b1, padding=1))  # (2, 8, 6, 6)
+    folded = F.relu(F.conv2d(hidden, w2, b2, padding=1) + x_fold)  # identity shortcut
+    torch.testing.assert_close(folded, block(x_fold))
+print("the folded block (two convolutions, no batch norm) == the evaluation-mode block")
 
 # %% [markdown]
 # ```{solution-end}
@@ -939,5 +1801,10 @@ for k, d in [(3, 1), (3, 2), (5, 3)]:
 #   pictures: {cite}`dumoulin2016guide`.
 # - Why the effective receptive field is much smaller than the theoretical one and grows like
 #   the square root of depth: {cite}`luo2016effective`.
-# - Batch normalisation, the layer that made deeper CNNs train reliably: {cite}`ioffe2015batch`;
-#   and residual connections, which made them *very* deep: {cite}`he2016deep`.
+# - How convolution libraries organise the computation (im2col tiled on chip), and the fast
+#   algorithms with different arithmetic: {cite}`chetlur2014cudnn`, {cite}`mathieu2014fast`,
+#   {cite}`lavin2016fast`.
+# - Batch normalisation as proposed, with its motivation: {cite}`ioffe2015batch`; why it alone
+#   makes deep plain networks' gradients explode: {cite}`yang2019mean`.
+# - Residual learning and the degradation of deep plain networks: {cite}`he2016deep`.
+# - Augmenting handwritten digits with affine and elastic distortions: {cite}`simard2003best`.

@@ -1,4 +1,5 @@
-"""Tests of dlbook.nn.conv against PyTorch's convolution and pooling layers."""
+"""Tests of dlbook.nn.conv against PyTorch's convolution, pooling and batch-norm layers, and of the
+convolutional building blocks of dlbook.models (ResidualBlock; MLP's input checks), all taught in chapter 3."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlbook.nn.conv import conv2d_im2col, conv_output_size, receptive_field
+from dlbook.models import MLP, ResidualBlock
+from dlbook.nn.conv import batch_norm2d, conv2d_im2col, conv_output_size, receptive_field
 
 
 def test_conv_output_size_matches_conv2d_and_pools():
@@ -108,3 +110,203 @@ def test_conv2d_im2col_errors():
         conv2d_im2col(x, torch.randn(2, 4, 7, 7))
     with pytest.raises(TypeError):
         conv2d_im2col(x.numpy(), torch.randn(2, 4, 3, 3))
+
+
+def test_conv2d_im2col_dtype_device_and_size_errors():
+    x = torch.randn(1, 4, 6, 6)
+    with pytest.raises(TypeError, match="weight has dtype torch.float64 but x has dtype torch.float32"):
+        conv2d_im2col(x, torch.randn(2, 4, 3, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="bias has dtype"):
+        conv2d_im2col(x, torch.randn(2, 4, 3, 3), torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="floating-point"):
+        conv2d_im2col(x.long(), torch.randn(2, 4, 3, 3).long())
+    with pytest.raises(TypeError, match="bias must be a torch.Tensor"):
+        conv2d_im2col(x, torch.randn(2, 4, 3, 3), [0.0, 0.0])
+    with pytest.raises(ValueError, match="out_channels"):
+        conv2d_im2col(x, torch.randn(0, 4, 3, 3))
+    with pytest.raises(ValueError, match="kH"):
+        conv2d_im2col(x, torch.randn(2, 4, 0, 3))
+    with pytest.raises(ValueError, match="at least one channel"):
+        conv2d_im2col(torch.randn(1, 4, 0, 6), torch.randn(2, 4, 3, 3))
+    for bad in [dict(stride=0), dict(padding=-1), dict(dilation=0), dict(groups=0), dict(stride=1.5)]:
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            conv2d_im2col(x, torch.randn(2, 4, 3, 3), **bad)
+    # An empty batch is fine, as in F.conv2d.
+    assert conv2d_im2col(x[:0], torch.randn(2, 4, 3, 3)).shape == (0, 2, 4, 4)
+
+
+def test_receptive_field_type_errors():
+    with pytest.raises(TypeError, match="layers"):
+        receptive_field(3)
+    with pytest.raises(TypeError, match="layer 1"):
+        receptive_field([(3, 1), 5])
+    with pytest.raises(ValueError, match="stride of layer 0"):
+        receptive_field([(3, -1)])
+
+
+# ---------------------------------------------------------------------------------------------
+# batch normalisation from its definition
+
+
+def _bn_inputs(seed=0, shape=(4, 3, 5, 6), dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    x = (2 * torch.randn(shape, generator=gen, dtype=dtype) + 1).requires_grad_()
+    weight = torch.randn(shape[1], generator=gen, dtype=dtype).requires_grad_()
+    bias = torch.randn(shape[1], generator=gen, dtype=dtype).requires_grad_()
+    return x, weight, bias
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm2d_matches_f_batch_norm_forward_backward_and_running_stats(training):
+    x, weight, bias = _bn_inputs()
+    stats_ours = [torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64) + 0.5]
+    stats_ref = [t.clone() for t in stats_ours]
+    for step in range(3):  # several steps: the running statistics accumulate
+        xs = x * (step + 1)
+        ours = batch_norm2d(xs, weight, bias, *stats_ours, training=training, momentum=0.2, eps=1e-3)
+        ref = F.batch_norm(xs, *stats_ref, weight, bias, training=training, momentum=0.2, eps=1e-3)
+        torch.testing.assert_close(ours, ref)
+        torch.testing.assert_close(stats_ours, stats_ref)
+        dy = torch.randn_like(ours)
+        torch.testing.assert_close(torch.autograd.grad(ours, (x, weight, bias), dy, retain_graph=True),
+                                   torch.autograd.grad(ref, (x, weight, bias), dy))
+
+
+def test_batch_norm2d_matches_nn_batchnorm2d_module_and_unbiased_running_var():
+    bn = nn.BatchNorm2d(3, momentum=0.1)
+    mean, var = torch.zeros(3), torch.ones(3)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        x = torch.randn(2, 3, 2, 2, generator=gen) * 3
+        torch.testing.assert_close(batch_norm2d(x, bn.weight, bn.bias, mean, var, training=True), bn(x))
+        n = x.numel() // 3
+        assert n == 8  # small n: the unbiased factor n / (n - 1) is visible
+    torch.testing.assert_close((mean, var), (bn.running_mean, bn.running_var))
+    bn.eval()
+    x = torch.randn(1, 3, 1, 1, generator=gen)  # one value per channel: fine in evaluation mode
+    torch.testing.assert_close(batch_norm2d(x, bn.weight, bn.bias, mean, var, training=False), bn(x))
+
+
+def test_batch_norm2d_without_affine_or_running_stats():
+    x, _, _ = _bn_inputs(seed=1, dtype=torch.float32)
+    y = batch_norm2d(x, training=True)
+    torch.testing.assert_close(y, F.batch_norm(x, None, None, training=True))
+    torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.var(dim=(0, 2, 3), correction=0), torch.ones(3), atol=1e-3, rtol=0)
+
+
+def test_batch_norm2d_errors():
+    x, weight, bias = _bn_inputs(dtype=torch.float32)
+    mean, var = torch.zeros(3), torch.ones(3)
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, channels, H, W\)"):
+        batch_norm2d(x[0], training=True)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        batch_norm2d(x.detach().numpy(), training=True)
+    with pytest.raises(TypeError, match="floating-point"):
+        batch_norm2d(x.long(), training=True)
+    with pytest.raises(TypeError, match="weight has dtype torch.float64"):
+        batch_norm2d(x, weight.double(), training=True)
+    with pytest.raises(TypeError, match="running_var has dtype"):
+        batch_norm2d(x, running_mean=mean, running_var=var.half(), training=True)
+    with pytest.raises(ValueError, match=r"bias must have shape \(3,\)"):
+        batch_norm2d(x, weight, torch.zeros(4), training=True)
+    with pytest.raises(ValueError, match="both"):
+        batch_norm2d(x, running_mean=mean, training=True)
+    with pytest.raises(ValueError, match="evaluation-mode"):
+        batch_norm2d(x, training=False)
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        batch_norm2d(torch.randn(1, 3, 1, 1), training=True)
+    with pytest.raises(TypeError, match="training"):
+        batch_norm2d(x, training=1)
+    with pytest.raises(ValueError, match="momentum"):
+        batch_norm2d(x, training=True, momentum=1.5)
+    with pytest.raises(ValueError, match="eps"):
+        batch_norm2d(x, training=True, eps=0.0)
+    with pytest.raises(ValueError, match="channels"):
+        batch_norm2d(torch.randn(2, 0, 3, 3), training=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the residual block of dlbook.models (taught in chapter 3 with the layers above)
+
+
+def test_residual_block_shapes_and_shortcuts():
+    x = torch.randn(2, 8, 9, 9)
+    same = ResidualBlock(8, 8)
+    assert isinstance(same.shortcut, nn.Identity) and same(x).shape == (2, 8, 9, 9)
+    down = ResidualBlock(8, 16, stride=2)
+    assert isinstance(down.shortcut, nn.Sequential) and down.shortcut[0].kernel_size == (1, 1)
+    assert down(x).shape == (2, 16, 5, 5)  # ceil(9 / 2)
+    assert ResidualBlock(8, 16, shortcut=False).shortcut is None
+    assert ResidualBlock(8, 8, batch_norm=False).conv1.bias is not None
+    assert ResidualBlock(8, 8).conv1.bias is None  # batch norm's shift makes a bias redundant
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in ResidualBlock(8, 16, 2, batch_norm=False).modules())
+
+
+@pytest.mark.parametrize("stride,c_out", [(1, 4), (2, 6)])
+def test_residual_block_computes_its_formula(stride, c_out):
+    torch.manual_seed(0)
+    block = ResidualBlock(4, c_out, stride).eval()
+    for bn in (block.bn1, block.bn2):  # non-trivial statistics and affine parameters
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        nn.init.uniform_(bn.weight, 0.5, 1.5)
+        nn.init.uniform_(bn.bias, -0.5, 0.5)
+    x = torch.randn(3, 4, 7, 7)
+    y = F.relu(block.bn1(F.conv2d(x, block.conv1.weight, stride=stride, padding=1)))
+    y = block.bn2(F.conv2d(y, block.conv2.weight, padding=1))
+    skip = x if stride == 1 and c_out == 4 else block.shortcut[1](F.conv2d(x, block.shortcut[0].weight, stride=stride))
+    torch.testing.assert_close(block(x), F.relu(y + skip))
+    plain = ResidualBlock(4, c_out, stride, shortcut=False).eval()
+    plain.load_state_dict({k: v for k, v in block.state_dict().items() if not k.startswith("shortcut")})
+    torch.testing.assert_close(plain(x), F.relu(y))
+
+
+def test_residual_stack_passes_gradient_to_first_block():
+    """Without batch norm or shortcut the gradient at block 1 of 12 all but vanishes; with it, it does not."""
+    x = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    ratios = {}
+    for shortcut in (False, True):
+        torch.manual_seed(0)
+        stack = nn.Sequential(*[ResidualBlock(4, 4, shortcut=shortcut, batch_norm=False) for _ in range(12)])
+        stack(x).square().mean().backward()
+        ratios[shortcut] = (stack[0].conv1.weight.grad.norm() / stack[-1].conv1.weight.grad.norm()).item()
+    assert ratios[False] < 1e-4 < 1e-2 < ratios[True]
+
+
+def test_residual_block_errors():
+    block = ResidualBlock(4, 4)
+    with pytest.raises(ValueError, match=r"\(batch, 4, H, W\)"):
+        block(torch.randn(2, 3, 5, 5))
+    with pytest.raises(ValueError, match=r"\(batch, 4, H, W\)"):
+        block(torch.randn(4, 5, 5))
+    with pytest.raises(TypeError, match="dtype torch.float64"):
+        block(torch.randn(2, 4, 5, 5, dtype=torch.float64))
+    with pytest.raises(TypeError, match="tensor"):
+        block([[1.0]])
+    for bad in [dict(in_channels=0, out_channels=4), dict(in_channels=4, out_channels=-1),
+                dict(in_channels=4, out_channels=4, stride=0), dict(in_channels=4.0, out_channels=4)]:
+        with pytest.raises(ValueError, match=next(k for k, v in bad.items() if not (isinstance(v, int) and v > 0))):
+            ResidualBlock(**bad)
+    with pytest.raises(TypeError, match="shortcut"):
+        ResidualBlock(4, 4, shortcut="yes")
+    with pytest.raises(TypeError, match="batch_norm"):
+        ResidualBlock(4, 4, batch_norm=None)
+
+
+def test_mlp_input_errors_and_unchanged_behaviour():
+    torch.manual_seed(0)
+    mlp = MLP(6, (h for h in [5]), 3)  # any iterable of widths, as before
+    assert mlp(torch.ones(2, 6)).shape == (2, 3)
+    with pytest.raises(TypeError, match=r"dtype torch.float64 but its weights are torch.float32"):
+        mlp(torch.ones(2, 6, dtype=torch.float64))
+    with pytest.raises(TypeError, match="tensor"):
+        mlp([[1.0] * 6])
+    with pytest.raises(ValueError, match="6 values per example"):
+        mlp(torch.ones(2, 5))
+    with pytest.raises(ValueError, match="in_features"):
+        MLP(True, [4], 2)
+    with pytest.raises(ValueError, match="n_classes"):
+        MLP(4, [4], 0)
+    with pytest.raises(TypeError, match="hidden"):
+        MLP(4, 8, 2)
