@@ -23,7 +23,7 @@ def test_identical_models_show_no_difference():
     c = stats.compare(a, a.copy(), n_boot=500)
     assert c.interval.diff == c.interval.low == c.interval.high == 0.0
     assert not c.interval.measurable and c.p_value == 1.0
-    assert c.verdict("x", "y").startswith("no measurable difference between x and y")
+    assert c.verdict("x", "y").startswith("the 1000 examples do not tell x and y apart")
 
 
 def test_clear_difference_is_measurable_and_named():
@@ -33,7 +33,8 @@ def test_clear_difference_is_measurable_and_named():
     c = stats.compare(a, b, n_boot=2000)
     assert c.interval.diff == pytest.approx(0.2)
     assert c.interval.low > 0.1 and c.interval.measurable
-    assert c.verdict("teacher", "student").startswith("teacher is more accurate than student")
+    assert c.measurable
+    assert c.verdict("teacher", "student").startswith("teacher scored higher than student on these 500")
     assert c.only_a == 100 and c.only_b == 0 and c.p_value < 1e-20
 
 
@@ -102,3 +103,13 @@ def test_bootstrap_ratio_is_a_weighted_mean_with_an_interval():
         stats.bootstrap_ratio(np.array([1.0, np.nan]))
     with pytest.raises(ValueError, match="one entry per example"):
         stats.bootstrap_ratio(diff, chars[:3])
+
+
+def test_few_disagreements_are_inconclusive_not_measurable():
+    a = np.ones(1500, dtype=bool)
+    b = a.copy()
+    b[:5] = False  # 5 against 0 disagreements: the bootstrap excludes 0, McNemar p = 0.0625
+    c = stats.compare(a, b, n_boot=4000)
+    assert c.interval.measurable and c.p_value == pytest.approx(0.0625)
+    assert not c.measurable and c.inconclusive
+    assert c.verdict("a", "b").startswith("inconclusive between a and b")

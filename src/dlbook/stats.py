@@ -2,7 +2,7 @@
 
 Two classifiers evaluated on the same test snippets are *paired*: their errors are correlated, so
 the interval of their difference is much narrower than the two separate intervals suggest. This
-module gives the two standard answers:
+module gives the standard tools:
 
 - :func:`paired_bootstrap`: resample the examples with replacement, recompute the difference of
   accuracies on each resample, and read the percentile interval (Efron and Tibshirani, 1993);
@@ -11,8 +11,11 @@ module gives the two standard answers:
 - :func:`mcnemar`: the exact McNemar test, a binomial test on the examples where exactly one
   model is right (McNemar, 1947).
 
-:func:`compare` runs both and says, in words, whether the difference is measurable. A difference
-whose interval contains 0 is reported as "no measurable difference", whatever its sign.
+:func:`compare` runs both and says, in words, what the examples show. A difference is called
+measurable only when the interval excludes 0 *and* the McNemar test rejects equal accuracy at the
+same level; when they disagree (few disagreeing examples) the verdict says it is inconclusive. An
+interval that contains 0 does not show that the models are equally good: differences up to its
+ends are compatible with the data.
 
 Introduced in chapter 3 (the CNN against the MLP on the same digits); chapter 4 compares language
 models with :func:`bootstrap_ratio`; chapters 14 and 15 compare compressed models with :func:`compare`.
@@ -66,7 +69,8 @@ def correct(preds: ArrayLike, labels: ArrayLike) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Interval:
-    """A difference of accuracies ``a - b`` with a percentile bootstrap interval."""
+    """An estimate with a percentile bootstrap interval: a difference of accuracies ``a - b``
+    (:func:`paired_bootstrap`), or any paired ratio (:func:`bootstrap_ratio`)."""
 
     diff: float
     low: float
@@ -81,7 +85,9 @@ class Interval:
         return self.low > 0 or self.high < 0
 
     def points(self) -> str:
-        """The difference and interval in accuracy points, e.g. ``-0.4 [-1.1, +0.3]``."""
+        """The difference and interval in percentage points, e.g. ``-0.4 [-1.1, +0.3]``.
+
+        Only meaningful for proportions such as accuracies (it multiplies by 100)."""
         return f"{100 * self.diff:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
 
 
@@ -170,15 +176,28 @@ class Comparison:
     only_b: int
     p_value: float
 
+    @property
+    def measurable(self) -> bool:
+        """The interval excludes 0 and McNemar's test rejects equal accuracy at the same level."""
+        return self.interval.measurable and self.p_value < 1 - self.interval.level
+
+    @property
+    def inconclusive(self) -> bool:
+        """The two methods disagree: the interval excludes 0 but McNemar does not reject."""
+        return self.interval.measurable and not self.measurable
+
     def verdict(self, name_a: str = "a", name_b: str = "b") -> str:
+        """One sentence: what these examples show about ``a - b`` (the interval is in points)."""
         i = self.interval
-        pct = f"{100 * i.level:.0f} %"
-        if not i.measurable:
-            return (f"no measurable difference between {name_a} and {name_b}: {i.points()} points "
-                    f"({pct} paired bootstrap interval over {i.n} examples; McNemar p = {self.p_value:.2g})")
-        better, worse = (name_a, name_b) if i.diff > 0 else (name_b, name_a)
-        return (f"{better} is more accurate than {worse}: {i.points()} points "
-                f"({pct} paired bootstrap interval over {i.n} examples; McNemar p = {self.p_value:.2g})")
+        how = f"{100 * i.level:.0f} % paired bootstrap interval, McNemar p = {self.p_value:.2g}"
+        if self.measurable:
+            better, worse = (name_a, name_b) if i.diff > 0 else (name_b, name_a)
+            return f"{better} scored higher than {worse} on these {i.n} examples ({how})"
+        if self.inconclusive:
+            return (f"inconclusive between {name_a} and {name_b}: the interval excludes 0 but the "
+                    f"exact McNemar test does not reject equal accuracy ({how})")
+        return (f"the {i.n} examples do not tell {name_a} and {name_b} apart ({how}; differences up "
+                f"to the interval's ends are compatible with them)")
 
 
 def compare(
