@@ -15,10 +15,10 @@
 # (ch90)=
 # # 90. Pitfalls in popular explanations
 #
-# Some wrong formulas are repeated so often in slides, blog posts and interview answers that they
-# start to look right. Each one below is put next to the right form, and a cell measures the
-# difference against PyTorch's own implementation, so that you can see how large the error is and
-# why a quick test might not catch it.
+# Some wrong forms of standard formulas, and some slogans about training cost, look right at a
+# glance. Each one below is put next to the right form, and a cell measures the difference against
+# PyTorch's own implementation, so that you can see how large the error is and why a quick test
+# might not catch it.
 #
 # | popular form | what is wrong | checked against |
 # |---|---|---|
@@ -51,7 +51,6 @@ if "google.colab" in sys.modules:
 # %%
 import math
 import os
-import time
 
 import matplotlib.pyplot as plt
 import torch
@@ -60,6 +59,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import dlbook
+import dlbook.exercises
+from dlbook.measure import interleaved_calls
 from dlbook.nn.attention import scaled_dot_product_attention
 from dlbook.nn.transformer import FeedForward, LayerNorm, sinusoidal_positional_encoding
 
@@ -160,14 +161,19 @@ dlbook.glue("entropy_sqrt", entropy_sqrt)
 dlbook.glue("entropy_uniform", math.log(sizes["n_keys"]))
 dlbook.glue("d_k_max", sizes["d_ks"][-1])
 assert entropy_dk > entropy_sqrt
+assert math.log(sizes["n_keys"]) - entropy_dk < 0.01  # all but uniform
+sqrt_entropies = [row[1] for row in stats["1/sqrt(d_k)"]]  # one per d_k
+assert max(sqrt_entropies) - min(sqrt_entropies) < 0.1  # flat in d_k
+dlbook.glue("entropy_sqrt_spread", max(sqrt_entropies) - min(sqrt_entropies))
 
 # %% [markdown]
 # At $d_k=$ {glue:text}`d_k_max` the wrong scaling leaves an entropy of
 # {glue:text}`entropy_dk:.3f` nats, next to {glue:text}`entropy_uniform:.3f` for perfectly
 # uniform weights: the attention no longer selects anything. With $\sqrt{d_k}$ it is
 # {glue:text}`entropy_sqrt:.2f` nats at the same $d_k$, the level it keeps for every $d_k$ (the flat
-# curve). Without any scaling the opposite happens (the softmax saturates and its gradient
-# vanishes); chapter 6 measures that side.
+# curve: it moves by {glue:text}`entropy_sqrt_spread:.3f` nats over the whole range). Without any
+# scaling the opposite happens (the softmax saturates and its gradient vanishes); chapter 6
+# measures that side.
 #
 # ## 2. LayerNorm without the mean
 #
@@ -180,7 +186,7 @@ assert entropy_dk > entropy_sqrt
 # $$ (eq-ch90-layernorm)
 #
 # The wrong form is not nonsense: without $\beta$ it is **RMSNorm** {cite}`zhang2019root`, a
-# different layer that some later models chose on purpose. It is wrong as a description of
+# different layer, proposed as a cheaper alternative to LayerNorm. It is wrong as a description of
 # LayerNorm, and wrong as code that loads LayerNorm weights.
 
 # %%
@@ -221,8 +227,8 @@ torch.testing.assert_close(norm_without_mean(x, ln.weight, 0.0, ln.eps), rms(x))
 # Why the bug survives: on inputs whose features already have mean zero, $x-\mu=x$ and
 # $\sigma^2=\tfrac1d\sum_j x_j^2$, so the two forms agree exactly. A test on inputs that were
 # centred for convenience, or that come out of another normalisation, cannot see it; `torch.randn`
-# rows show it only partly, because their means are merely close to zero. Real activations (after
-# a ReLU, or with a bias) are not centred at all.
+# rows show it only partly, because their means are merely close to zero. Activations after a ReLU
+# are never negative, so the mean of such a row is above zero unless the whole row is zero.
 
 # %%
 centred = torch.randn(4, 10, d, device=device)
@@ -365,18 +371,18 @@ shapes
 # $$ (eq-ch90-pe)
 #
 # Dimensions $2i$ and $2i+1$ share **one** frequency $\omega_i = 10000^{-2i/d}$, and the
-# wavelengths grow geometrically from $2\pi$ to almost $10000\cdot2\pi$ positions. Three misreadings
-# circulate:
+# wavelengths grow geometrically from $2\pi$ to almost $10000\cdot2\pi$ positions
+# {cite}`vaswani2017attention`. Three misreadings are easy to make:
 #
 # - **(a) one exponent per dimension:** $10000^{2j/d}$ with $j$ the dimension index
 #   ($j=0,\dots,d-1$) instead of the pair index, so sine and cosine no longer share a frequency and
 #   the upper half of the dimensions is nearly constant;
-# - **(b) the sign of the exponent flipped:** $\sin(p\cdot10000^{2i/d})$, frequencies far above
-#   one cycle per position;
+# - **(b) the sign of the exponent flipped:** $\sin(p\cdot10000^{2i/d})$, frequencies from 1 up
+#   to thousands of radians per position;
 # - **(c) the power applied to the sine:** $\sin(p/10000)^{2i/d}$.
 #
-# PyTorch has no built-in sinusoidal encoding; chapter 7 packaged Eq. {eq}`eq-ch90-pe` and we
-# check our cell against it, then check the property the formula was chosen for: for every shift
+# Chapter 7 packaged Eq. {eq}`eq-ch90-pe`; we check our cell against it, then check the property
+# the formula was chosen for: for every shift
 # $k$ there is one fixed matrix $M_k$, block-diagonal with a $2\times2$ rotation by $\omega_i k$
 # per pair, such that $PE_{p+k} = M_k\,PE_p$ for all $p$ (sine and cosine addition theorems).
 
@@ -443,6 +449,15 @@ assert right_row["shift_residual"] < 1e-6 and b_row["shift_residual"] < 1e-6  # 
 assert a_row["shift_residual"] > 1e-2
 assert b_row["neighbour_similarity"] < 0.5 < right_row["neighbour_similarity"]
 assert c_row["far_similarity"] > right_row["far_similarity"] and a_row["far_similarity"] > right_row["far_similarity"]
+upper = encodings["(a) exponent per dimension"][:, d_pe // 2 :]  # (P, d/2): upper half
+upper_range = (upper.amax(0) - upper.amin(0)).max().item()  # largest change anywhere
+assert upper_range < 0.05  # nearly constant
+omega_b = 10000 ** (two_i / d_pe)  # (d/2,): frequencies of (b), radians per position
+n_fast = int((omega_b > math.pi).sum())  # over half a turn from a position to the next
+assert n_fast > len(omega_b) // 2
+dlbook.glue("pe_a_upper_range", upper_range)
+dlbook.glue("pe_b_fast", n_fast)
+dlbook.glue("pe_pairs", len(omega_b))
 for key, row in zip(["right", "a", "b", "c"], pe_table.values(), strict=True):
     dlbook.glue(f"pe_{key}_residual", row["shift_residual"])
     dlbook.glue(f"pe_{key}_near", row["neighbour_similarity"])
@@ -464,11 +479,14 @@ plt.show()
 # - **(a)** no fixed linear shift exists any more (residual {glue:text}`pe_a_residual:.2f`, against
 #   {glue:text}`pe_right_residual:.0e` for the right form), and positions {glue:text}`pe_far`
 #   apart still look alike (similarity {glue:text}`pe_a_far:.2f` against
-#   {glue:text}`pe_right_far:.2f`): the slow upper dimensions carry no information.
-# - **(b)** the shift is still a rotation (residual {glue:text}`pe_b_residual:.0e`), but every
-#   frequency is above one cycle per position, so neighbouring positions are unrelated
-#   (similarity {glue:text}`pe_b_near:.2f` against {glue:text}`pe_right_near:.2f`): the
-#   encoding looks like noise.
+#   {glue:text}`pe_right_far:.2f`): no entry of the upper half of the dimensions changes by more
+#   than {glue:text}`pe_a_upper_range:.3f` over all the positions, so those dimensions carry almost
+#   no information about position.
+# - **(b)** the shift is still a rotation (residual {glue:text}`pe_b_residual:.0e`), but
+#   {glue:text}`pe_b_fast` of the {glue:text}`pe_pairs` frequencies turn by more than half a cycle
+#   from one position to the next, so neighbouring positions are unrelated (similarity
+#   {glue:text}`pe_b_near:.2f` against {glue:text}`pe_right_near:.2f`): the encoding looks like
+#   noise.
 # - **(c)** every dimension is a function of the one number $p/10000$, which hardly changes over
 #   a few hundred positions, so all positions look nearly the same (similarity
 #   {glue:text}`pe_c_far:.2f` between positions {glue:text}`pe_far` apart). That a linear map
@@ -489,9 +507,10 @@ plt.show()
 # $$ (eq-ch90-flops)
 #
 # exactly proportional to $B$ (the first layer needs no gradient for its input, the data). The
-# *time* per example falls with $B$ only while the hardware has idle units to fill and while a
-# fixed per-step overhead (Python, kernel launches, the optimizer) dominates. We count with
-# PyTorch's FLOP counter and check Eq. {eq}`eq-ch90-flops`:
+# *time* per example can still fall with $B$: each step also pays a cost that does not grow with
+# $B$ (Python, launching each operation, the optimizer's update of every weight), which a larger
+# batch shares among more examples, and a small matrix product may leave arithmetic units idle.
+# We count with PyTorch's FLOP counter and check Eq. {eq}`eq-ch90-flops`:
 
 # %%
 def make_mlp(hidden):
@@ -517,18 +536,12 @@ for B in sizes["batch_sizes"]:
 print("Eq. (eq-ch90-flops) matches FlopCounterMode for batch sizes", sizes["batch_sizes"])
 
 # %% [markdown]
-# Now the clock. Each step is forward, backward and an SGD update. We time the batch sizes in
-# interleaved rounds and keep the fastest run of each, the measurement least disturbed by whatever
-# else the machine is doing.
+# Now the clock. Each step is forward, backward and an SGD update. After two warm-up calls of
+# each, `dlbook.measure.interleaved_calls` times the batch sizes in turns, one step of each per
+# round, so that a busy moment of the machine hits every batch size alike; we report the median
+# over the rounds.
 
 # %%
-def sync():
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def make_step(batch, hidden):
     """One training step (forward, backward, SGD update) at a fixed batch size, ready to be timed."""
     model = make_mlp(hidden)
@@ -544,22 +557,9 @@ def make_step(batch, hidden):
     return step
 
 
-def time_once(step):
-    sync()
-    start = time.perf_counter()
-    step()
-    sync()
-    return time.perf_counter() - start
-
-
-steps = {B: make_step(B, sizes["hidden"]) for B in sizes["batch_sizes"]}
-for _ in range(2):  # warm-up: first calls allocate memory and pick kernels
-    for step in steps.values():
-        step()
-step_time = {B: math.inf for B in steps}
-for _ in dlbook.progress(range(sizes["n_repeat"]), desc="timing rounds"):
-    for B, step in steps.items():  # interleaved, so a busy moment of the machine hits every size alike
-        step_time[B] = min(step_time[B], time_once(step))
+calls = {B: make_step(B, sizes["hidden"]) for B in sizes["batch_sizes"]}
+latencies = interleaved_calls(calls, rounds=sizes["n_repeat"], warmup=2, device=device)
+step_time = {B: latencies[B].median / 1e3 for B in calls}  # seconds per step
 for B, t in step_time.items():
     print(f"B = {B:5d}: {1e3 * t:8.3f} ms per step, {1e6 * t / B:9.2f} µs per example")
 
@@ -582,13 +582,16 @@ dlbook.glue("B_large", B_large)
 dlbook.glue("flops_ratio", step_flops(mlp, B_large) / step_flops(mlp, B_small))
 dlbook.headline("step_ratio", step_ratio, profile=profile, fmt="{:.1f}")
 dlbook.hardware_headline("per_example_speedup", per_example_speedup, profile=profile, fmt="{:.1f}")
+if profile == "full":  # what the prose says: the large batch is cheaper per example
+    assert per_example_speedup > 1
 prov = dlbook.env.last_provenance()
-print(prov.line())
+print(f"measured on {prov.device} ({prov.device_name}), {prov.threads} CPU threads, "
+      f"torch {prov.torch}")
 
 # %% [markdown]
 # A step at batch {glue:text}`B_large` costs {glue:text}`flops_ratio:.0f` times the arithmetic of
-# a step at batch {glue:text}`B_small` and took {glue:text}`step_ratio` times as long on this
-# machine (the provenance line above names it). Per example, the large batch was
+# a step at batch {glue:text}`B_small` and took {glue:text}`step_ratio` times as long on the
+# machine named in the line above. Per example, the large batch was
 # {glue:text}`per_example_speedup` times faster: that is the true part of the slogan. Whether
 # the fewer, larger steps reach a given validation loss sooner is a separate question with its
 # own limits, the *critical batch size* beyond which doubling the batch no longer halves the
@@ -696,46 +699,128 @@ dlbook.glue("accum_batch", B_acc)
 #   pair; that is what makes a shift a fixed rotation.
 # - A larger batch makes each step more expensive, in exact proportion to $B$ in FLOPs; it can make
 #   each example cheaper. Gradient accumulation does the same arithmetic as the large batch and
-#   saves memory, not compute.
+#   saves memory, not compute; its gradient equals the large batch's only when every example is
+#   computed on its own (not with BatchNorm in training mode).
 #
 # ## Exercises
 #
 # :::{exercise}
 # :label: ch90-ex-variance
-# The entries of $q$ and $k$ are independent with mean 0 and variance $\sigma^2$ (not 1). What is
-# $\operatorname{Var}(q\cdot k)$, and by what must the logits be divided to have variance 1? Check
-# your answer numerically with $\sigma = 3$: draw `q` and `k` as `3 * torch.randn(n, d_k)` and
-# measure the variance of `(q * k).sum(-1)`.
+# The entries of $q$ are independent with mean 0 and standard deviation $\sigma_q$, those of $k$
+# with $\sigma_k$ (not 1). What is $\operatorname{Var}(q\cdot k)$, and by what must the logits be
+# divided to have variance 1? Write `my_divisor(sigma_q, sigma_k, d_k)`; then measure it: draw
+# `q = 3 * torch.randn(n, d_k)` and `k = 0.5 * torch.randn(n, d_k)` for several $d_k$, and compare
+# the variance of `(q * k).sum(-1)` divided by your divisor with the one divided by $\sqrt{d_k}$.
 # :::
-#
-# :::{solution} ch90-ex-variance
+
+# %%
+def my_divisor(sigma_q, sigma_k, d_k):
+    raise NotImplementedError  # your code here
+
+
+dlbook.exercises.check("ch90.attention_divisor", my_divisor)
+
+# %% [markdown]
+# ```{solution-start} ch90-ex-variance
 # :class: dropdown
-# Each term $q_jk_j$ has mean 0 and variance $\mathbb E[q_j^2]\,\mathbb E[k_j^2] = \sigma^4$, so
-# $\operatorname{Var}(q\cdot k) = d_k\sigma^4$ and the logits need a division by $\sigma^2\sqrt{d_k}$.
-# In a trained model the projections are free to choose $\sigma$; the $\sqrt{d_k}$ of
-# Eq. {eq}`eq-ch90-attention` sets the right scale at initialisation, where unit-variance
-# activations are the norm.
-# :::
+# ```
+#
+# Each term $q_jk_j$ has mean 0 and variance
+# $\mathbb E[q_j^2]\,\mathbb E[k_j^2] = \sigma_q^2\sigma_k^2$, so
+# $\operatorname{Var}(q\cdot k) = d_k\sigma_q^2\sigma_k^2$ and the logits need a division by
+# $\sigma_q\sigma_k\sqrt{d_k}$.
+
+# %% tags=["solution"]
+def my_divisor(sigma_q, sigma_k, d_k):
+    return sigma_q * sigma_k * math.sqrt(d_k)  # the standard deviation of q . k
+
+
+assert dlbook.exercises.check("ch90.attention_divisor", my_divisor)
+
+# %% tags=["solution"]
+g = torch.Generator().manual_seed(0)
+var_ours, var_sqrt = {}, {}
+for d_k in sizes["d_ks"]:
+    q = 3.0 * torch.randn(20_000, d_k, generator=g)  # (n, d_k), sigma_q = 3
+    k = 0.5 * torch.randn(20_000, d_k, generator=g)  # sigma_k = 0.5
+    dots = (q * k).sum(-1)  # (n,)
+    var_ours[d_k] = (dots / my_divisor(3.0, 0.5, d_k)).var().item()
+    var_sqrt[d_k] = (dots / math.sqrt(d_k)).var().item()
+    print(f"d_k = {d_k:5d}: variance {var_ours[d_k]:.3f} (your divisor), "
+          f"{var_sqrt[d_k]:.3f} (sqrt(d_k))")
+assert all(0.9 < v < 1.1 for v in var_ours.values())
+assert all(1.8 < v < 2.7 for v in var_sqrt.values())  # (3 * 0.5)^2 = 2.25
+
+# %% [markdown]
+# With $\sigma_q\sigma_k = 1.5$, dividing by $\sqrt{d_k}$ alone leaves a variance near
+# $1.5^2 = 2.25$ at every $d_k$. In a trained model the projections are free to choose the scale of
+# $q$ and $k$; the $\sqrt{d_k}$ of Eq. {eq}`eq-ch90-attention` is the right divisor for the
+# unit-variance case that Eq. {eq}`eq-ch90-variance` assumes.
+#
+# ```{solution-end}
+# ```
 #
 # :::{exercise}
 # :label: ch90-ex-rmsnorm
 # A model was trained with `nn.LayerNorm`. Someone re-implements it for deployment with the
-# no-mean form and reports that outputs "match to two decimals" on a test with `torch.randn`
-# inputs. Give two reasons why this test is not convincing, and design a test that would have
-# caught the bug.
+# no-mean form and tests it against `nn.LayerNorm` on `torch.randn` inputs of width 768 with a
+# loose tolerance, `atol=0.1`. Measure how far apart the two forms are on such inputs and on
+# inputs after a ReLU, and design a test that would have caught the bug. Check that your test fails
+# the no-mean form and passes a correct LayerNorm.
 # :::
 #
-# :::{solution} ch90-ex-rmsnorm
+# ```{solution-start} ch90-ex-rmsnorm
 # :class: dropdown
-# First, the mean of a wide `randn` row is close to 0 (its standard deviation is $1/\sqrt d$, about
-# 0.04 at $d=768$), which is nearly the one case in which the two forms agree; the chapter's
-# centred rows show the limit. Second, "two decimals" is a tolerance chosen after the fact, far
-# looser than float32 rounding. Real activations are not centred: after a ReLU or an added bias
-# the mean is far from 0. A good test feeds rows with a large mean and a small spread (for example
-# `5 + 0.1 * torch.randn(...)`), compares against `nn.LayerNorm` with `assert_close` at its default
-# tolerances, and also checks that the output rows (with $\gamma=1,\beta=0$) have mean 0 and
-# variance close to 1.
-# :::
+# ```
+
+# %% tags=["solution"]
+d_wide = 768
+g = torch.Generator().manual_seed(0)
+randn_wide = torch.randn(64, d_wide, generator=g).to(device)  # (64, 768)
+relu_wide = torch.relu(torch.randn(64, d_wide, generator=g)).to(device)  # after a ReLU
+ln_wide = nn.LayerNorm(d_wide).to(device)  # gamma = 1, beta = 0
+gaps = {}
+for name, x_ in (("randn", randn_wide), ("relu", relu_wide)):
+    with torch.no_grad():
+        wrong_ = norm_without_mean(x_, ln_wide.weight, ln_wide.bias)
+        gaps[name] = (wrong_ - ln_wide(x_)).abs().max().item()
+row_mean_sd = randn_wide.mean(-1).std().item()  # spread of the row means around 0
+print(f"width {d_wide}: row means of randn rows spread by {row_mean_sd:.3f}; largest "
+      f"difference {gaps['randn']:.3f} on randn rows, {gaps['relu']:.2f} after a ReLU")
+assert gaps["randn"] < 0.1 < gaps["relu"]  # the loose test passes; after a ReLU, fails
+dlbook.glue("rms_randn_gap", gaps["randn"])
+dlbook.glue("rms_relu_gap", gaps["relu"])
+dlbook.glue("rms_row_mean_sd", row_mean_sd)
+
+def passes_layer_norm_test(norm_fn):
+    """Rows with a large mean and small spread vs nn.LayerNorm, float32 tolerances."""
+    g1 = torch.Generator().manual_seed(1)
+    x = (5 + 0.1 * torch.randn(32, d_wide, generator=g1)).to(device)  # (32, 768)
+    with torch.no_grad():
+        got, want = norm_fn(x, ln_wide.weight, ln_wide.bias), ln_wide(x)
+    return torch.allclose(got, want, atol=1e-5, rtol=1.3e-6)
+
+
+def right_norm(x, gamma, beta, eps=1e-5):  # Eq. (eq-ch90-layernorm)
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return gamma * (x - mu) / torch.sqrt(var + eps) + beta
+
+
+assert passes_layer_norm_test(right_norm)
+assert not passes_layer_norm_test(norm_without_mean)
+
+# %% [markdown]
+# On `randn` rows of width 768 the two forms differ by at most {glue:text}`rms_randn_gap:.3f`, so
+# the loose test passes: the row means spread only {glue:text}`rms_row_mean_sd:.3f` around 0
+# (about $1/\sqrt{768}$), which is nearly the one case in which the forms agree. After a ReLU the
+# difference is {glue:text}`rms_relu_gap:.2f`. The tolerance, too, is far looser than float32
+# rounding. Rows with a large mean and a small spread (`5 + 0.1 * torch.randn(...)`), compared with
+# `nn.LayerNorm` at float32's default tolerances, reject the no-mean form and accept the right one,
+# as the cell checks.
+#
+# ```{solution-end}
+# ```
 #
 # :::{exercise}
 # :label: ch90-ex-pool
@@ -745,25 +830,40 @@ dlbook.glue("accum_batch", B_acc)
 # many parameters would it have (with bias)? Check all three numbers in code.
 # :::
 #
-# :::{solution} ch90-ex-pool
+# ```{solution-start} ch90-ex-pool
 # :class: dropdown
+# ```
+#
 # `(32, 64, 14, 14)` by Eq. {eq}`eq-ch90-pool`: $\lfloor(28-2)/2\rfloor+1 = 14$, channels
 # unchanged, and no parameters at all. A $1\times1$ convolution `nn.Conv2d(64, 16, 1)` maps 64
-# channels to 16 with $16\cdot64 + 16 = 1040$ parameters; check with
-# `sum(p.numel() for p in nn.Conv2d(64, 16, 1).parameters())`.
-# :::
+# channels to 16 with $16\cdot64 + 16 = 1040$ parameters:
+
+# %% tags=["solution"]
+x_pool = torch.zeros(32, 64, 28, 28)
+assert F.max_pool2d(x_pool, kernel_size=2, stride=2).shape == (32, 64, 14, 14)
+assert sum(p.numel() for p in nn.MaxPool2d(2, 2).parameters()) == 0
+reduce = nn.Conv2d(64, 16, kernel_size=1)
+assert reduce(x_pool).shape == (32, 16, 28, 28)
+assert sum(p.numel() for p in reduce.parameters()) == 16 * 64 + 16 == 1040
+
+# %% [markdown]
+# ```{solution-end}
+# ```
 #
 # :::{exercise}
 # :label: ch90-ex-accumulate
-# Write `my_accumulated_gradient(w, x, y, n_micro)`: for a linear model with loss
-# $\frac1N\sum_n (x_n^\top w - y_n)^2$ over the $N$ rows of `x`, cut the batch into `n_micro`
-# micro-batches, call `backward` once per micro-batch, and return the accumulated gradient with
-# respect to `w` (it must equal the full-batch gradient). The hidden cases include micro-batches
-# of unequal size.
+# Section 7 showed that accumulation reproduces the large batch's gradient for an MLP. Does it
+# always? Write `my_accumulated_gradient(model, x, y, n_micro)`: cut the batch into `n_micro`
+# micro-batches with `tensor_split`, call `backward` once per micro-batch on its mean
+# cross-entropy weighted by its share $b_j/B$ of the batch, and return every parameter's
+# gradient, flattened and concatenated in the order of `model.parameters()`. The hidden cases
+# include micro-batches of unequal size and a model with BatchNorm. Then compare, for an MLP
+# without normalisation, with LayerNorm and with BatchNorm (in training and in eval mode), the
+# gradient accumulated over {glue:text}`accum_k` micro-batches with the one of the whole batch.
 # :::
 
 # %%
-def my_accumulated_gradient(w, x, y, n_micro):
+def my_accumulated_gradient(model, x, y, n_micro):
     raise NotImplementedError  # your code here
 
 
@@ -774,22 +874,48 @@ dlbook.exercises.check("ch90.accumulated_gradient", my_accumulated_gradient)
 # :class: dropdown
 # ```
 
-# %% [markdown]
-# Weight each micro-batch's mean loss by its share $b_j/N$ of the batch, Eq.
-# {eq}`eq-ch90-accumulation`; `tensor_split` may produce unequal pieces, so $1/k$ is not enough.
+# %% tags=["solution"]
+def my_accumulated_gradient(model, x, y, n_micro):
+    model.zero_grad(set_to_none=True)
+    for xb, yb in zip(x.tensor_split(n_micro), y.tensor_split(n_micro), strict=True):
+        loss = F.cross_entropy(model(xb), yb)  # mean over the micro-batch
+        (loss * len(xb) / len(x)).backward()  # weight b_j / B; .grad adds up
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+assert dlbook.exercises.check("ch90.accumulated_gradient", my_accumulated_gradient)
 
 # %% tags=["solution"]
-def accumulated_gradient_solution(w, x, y, n_micro):
-    w = w.clone().requires_grad_(True)
-    for xb, yb in zip(x.tensor_split(n_micro), y.tensor_split(n_micro), strict=True):
-        loss = ((xb @ w - yb) ** 2).mean()  # mean over the micro-batch
-        (loss * len(xb) / len(x)).backward()  # gradients add up in w.grad
-    return w.grad
+def classifier(norm_layer, train=True):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 64), norm_layer, nn.ReLU(), nn.Linear(64, 10))
+    return model.to(device).train(train)
 
 
-assert dlbook.exercises.check("ch90.accumulated_gradient", accumulated_gradient_solution)
+variants = {
+    "no normalisation": classifier(nn.Identity()),
+    "LayerNorm": classifier(nn.LayerNorm(64)),
+    "BatchNorm, training mode": classifier(nn.BatchNorm1d(64)),
+    "BatchNorm, eval mode": classifier(nn.BatchNorm1d(64), train=False),
+}
+gap = {}
+for name, net in variants.items():
+    whole = my_accumulated_gradient(net, xa, ya, 1)  # one batch of B_acc
+    pieces = my_accumulated_gradient(net, xa, ya, k_acc)
+    gap[name] = ((pieces - whole).norm() / whole.norm()).item()
+    print(f"{name:>25}: relative difference {gap[name]:.1e}")
+assert max(gap[n] for n in variants if n != "BatchNorm, training mode") < 1e-5
+assert gap["BatchNorm, training mode"] > 1e-2
+dlbook.glue("bn_gap", 100 * gap["BatchNorm, training mode"])
 
 # %% [markdown]
+# With BatchNorm in training mode the accumulated gradient is off by
+# {glue:text}`bn_gap:.0f` % of its norm: each micro-batch is normalised with its own mean and
+# variance, so $k$ micro-batches compute a different function from the one batch, and no choice of
+# weights $b_j/B$ repairs that. The identity of Eq. {eq}`eq-ch90-accumulation` needs a loss that
+# is a sum over examples computed independently; LayerNorm (per example) and BatchNorm in eval
+# mode (fixed statistics) keep that, and there the two gradients agree to rounding.
+#
 # ```{solution-end}
 # ```
 #

@@ -165,16 +165,167 @@ def test_bad_inputs_raise(hf_tiny):
     ids, am, _ = tiny_batch(hf_tiny.config)
     with pytest.raises(ValueError, match=r"\(batch, seq\)"):
         ours(ids[0])
-    with pytest.raises(TypeError, match="integer"):
-        ours(ids.float())
     with pytest.raises(ValueError, match="attention_mask"):
         ours(ids, attention_mask=am[:, :5])
-    with pytest.raises(ValueError, match="max_positions"):
-        ours(torch.zeros(1, 41, dtype=torch.long))
     with pytest.raises(ValueError, match="token_type_ids"):
         ours.embeddings(ids, ids[:, :3])
     with pytest.raises(ValueError):
         BertEmbeddings(0, 8)
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+# One test per family: each must raise a clear error naming the argument, where a bare library call
+# would raise an IndexError, a device-side assert, or (for a wrong mask) silently compute nonsense.
+
+
+@pytest.mark.parametrize("bad", [-1, 97, 10_000], ids=["negative", "vocab_size", "far beyond"])
+def test_token_ids_out_of_range(hf_tiny, bad):
+    ours = BertEncoderFromScratch.from_hf(hf_tiny)
+    ids, am, tt = tiny_batch(hf_tiny.config)
+    ids[1, 2] = bad
+    with pytest.raises(ValueError, match=r"input_ids holds ids from .* outside \[0, vocab_size = 97\)"):
+        ours(ids, am, tt)
+    with pytest.raises(ValueError, match="input_ids"):
+        ours.embeddings(ids)
+
+
+@pytest.mark.parametrize("bad", [-1, 2, 5], ids=["negative", "n_segments", "far beyond"])
+def test_segment_ids_out_of_range(hf_tiny, bad):
+    ours = BertEncoderFromScratch.from_hf(hf_tiny)
+    ids, am, tt = tiny_batch(hf_tiny.config)
+    tt[0, 4] = bad
+    with pytest.raises(ValueError, match=r"token_type_ids holds ids from .* outside \[0, n_segments = 2\)"):
+        ours(ids, am, tt)
+
+
+def test_positions_beyond_table(hf_tiny):
+    ours = BertEncoderFromScratch.from_hf(hf_tiny)
+    with pytest.raises(ValueError, match="41 positions .* max_positions = 40"):
+        ours(torch.ones(1, 41, dtype=torch.long))
+    ours(torch.ones(1, 40, dtype=torch.long))  # the longest allowed sequence runs
+    with pytest.raises(ValueError, match="no positions"):
+        ours(torch.ones(2, 0, dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bool, torch.uint8])
+def test_ids_of_a_non_integer_dtype(hf_tiny, dtype):
+    """A batch converted wholesale to the model's dtype: the ids must stay integers."""
+    ours = BertEncoderFromScratch.from_hf(hf_tiny)
+    ids, am, tt = tiny_batch(hf_tiny.config)
+    with pytest.raises(TypeError, match="input_ids must hold integer ids"):
+        ours(ids.to(dtype), am, tt)
+    with pytest.raises(TypeError, match="token_type_ids must hold integer ids"):
+        ours(ids, am, tt.to(dtype))
+
+
+def test_int32_ids_accepted(hf_tiny):
+    ours = BertEncoderFromScratch.from_hf(hf_tiny)
+    ids, am, tt = tiny_batch(hf_tiny.config)
+    with torch.no_grad():
+        a = ours(ids, am, tt).last_hidden_state
+        b = ours(ids.int(), am.int(), tt.int()).last_hidden_state
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_dtype_mismatch_inside_the_model(hf_tiny):
+    ours = BertEncoderFromScratch.from_hf(hf_tiny)
+    ours.encoder.double()  # half a conversion: the embeddings stay float32
+    ids, am, tt = tiny_batch(hf_tiny.config)
+    with pytest.raises(TypeError, match="convert the whole model"):
+        ours(ids, am, tt)
+
+
+def test_from_hf_keeps_dtype_and_float64_matches(hf_tiny):
+    import copy
+
+    hf64 = copy.deepcopy(hf_tiny).double()
+    ours = BertEncoderFromScratch.from_hf(hf64)
+    assert {p.dtype for p in ours.parameters()} == {torch.float64}
+    assert BertEncoderFromScratch.from_hf(hf_tiny).embeddings.token.weight.dtype == torch.float32
+    hf16 = copy.deepcopy(hf_tiny).to(torch.bfloat16)
+    assert BertEncoderFromScratch.from_hf(hf16).encoder.layers[0].norm1.weight.dtype == torch.bfloat16
+    ids, am, tt = tiny_batch(hf64.config)
+    with torch.no_grad():
+        want = hf64(input_ids=ids, attention_mask=am, token_type_ids=tt).last_hidden_state
+        got = ours(ids, am, tt).last_hidden_state
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got[am.bool()], want[am.bool()], atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "make_mask, message",
+    [
+        (lambda am: am[:, :5], "shape"),
+        (lambda am: am[None], r"\(batch, seq\)"),
+        (lambda am: extended_attention_mask(am)[:, 0, 0, :], "additive mask"),  # 0 / most negative float
+        (lambda am: 2 * am, "1 \\(token\\) and 0 \\(padding\\)"),
+        (lambda am: am.float() * 0.5, "1 \\(token\\) and 0 \\(padding\\)"),
+        (lambda am: am.tolist(), "must be a tensor"),
+    ],
+    ids=["short", "3-d", "additive", "twos", "halves", "list"],
+)
+def test_attention_mask_of_wrong_shape_or_values(hf_tiny, make_mask, message):
+    ours = BertEncoderFromScratch.from_hf(hf_tiny)
+    ids, am, tt = tiny_batch(hf_tiny.config)
+    with pytest.raises((ValueError, TypeError), match=message):
+        ours(ids, make_mask(am), tt)
+
+
+def test_attention_mask_bool_int_float_agree(hf_tiny):
+    ours = BertEncoderFromScratch.from_hf(hf_tiny)
+    ids, am, tt = tiny_batch(hf_tiny.config)
+    with torch.no_grad():
+        outs = [ours(ids, m, tt).last_hidden_state for m in (am, am.bool(), am.float(), am.int())]
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0], atol=0, rtol=0)
+
+
+def test_attention_mask_row_without_tokens(hf_tiny):
+    ours = BertEncoderFromScratch.from_hf(hf_tiny)
+    ids, am, tt = tiny_batch(hf_tiny.config)
+    am[2] = 0
+    with pytest.raises(ValueError, match=r"rows \[2\] have no real token"):
+        ours(ids, am, tt)
+
+
+@pytest.mark.parametrize("name", ["input_ids", "attention_mask", "token_type_ids"])
+def test_non_tensor_inputs(hf_tiny, name):
+    ours = BertEncoderFromScratch.from_hf(hf_tiny)
+    ids, am, tt = tiny_batch(hf_tiny.config)
+    args = {"input_ids": ids, "attention_mask": am, "token_type_ids": tt}
+    args[name] = args[name].tolist()
+    with pytest.raises(TypeError, match=name):
+        ours(**args)
+    with pytest.raises(TypeError, match="output_attentions"):
+        ours(ids, am, tt, output_attentions="yes")
+
+
+def test_constructor_arguments():
+    with pytest.raises(ValueError, match="pad_token_id"):
+        BertEmbeddings(10, 8, pad_token_id=10)
+    with pytest.raises(ValueError, match="dropout"):
+        BertEmbeddings(10, 8, dropout=1.5)
+    with pytest.raises(ValueError, match="d_model"):
+        BertEmbeddings(10, 0)
+    with pytest.raises(TypeError, match="state_dict must be a mapping"):
+        BertEncoderFromScratch.from_config(tiny_config()).load_hf_state_dict([1, 2])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
+def test_inputs_on_another_device(hf_tiny):
+    ours = BertEncoderFromScratch.from_hf(hf_tiny).cuda()
+    ids, am, tt = tiny_batch(hf_tiny.config)
+    with pytest.raises(ValueError, match="input_ids is on cpu"):
+        ours(ids, am.cuda(), tt.cuda())
+    with pytest.raises(ValueError, match="attention_mask is on cpu"):
+        ours(ids.cuda(), am, tt.cuda())
+
+
+def test_inputs_on_another_device_message():
+    """The device check on the CPU: a 'meta' module stands in for a GPU model."""
+    emb = BertEmbeddings(10, 4, max_positions=8).to("meta")
+    with pytest.raises(ValueError, match="input_ids is on cpu but the module's weights are on meta"):
+        emb(torch.ones(1, 3, dtype=torch.long))
 
 
 def test_masks_match_transformers():
@@ -290,3 +441,23 @@ def test_mask_tokens_bad_arguments():
         mask_tokens(ids.float(), SPECIAL, MASK_ID, VOCAB)
     with pytest.raises(ValueError):
         mask_tokens(ids, SPECIAL, MASK_ID, 0)
+    with pytest.raises(ValueError, match="mask_token_id"):
+        mask_tokens(ids, SPECIAL, VOCAB, VOCAB)
+    with pytest.raises(ValueError, match="outside \\[0, vocab_size = 100\\)"):
+        mask_tokens(ids, SPECIAL, MASK_ID, 100)  # ids of a larger vocabulary than the one named
+    with pytest.raises(TypeError, match="special_ids"):
+        mask_tokens(ids, ["[CLS]"], MASK_ID, VOCAB)
+    with pytest.raises(TypeError, match="generator"):
+        mask_tokens(ids, SPECIAL, MASK_ID, VOCAB, generator=0)
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        mask_tokens(ids.tolist(), SPECIAL, MASK_ID, VOCAB)
+
+
+def test_mask_helpers_reject_non_binary_masks():
+    am = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    for fn in (padding_mask, extended_attention_mask):
+        with pytest.raises(ValueError, match="additive mask"):
+            fn(extended_attention_mask(am)[:, 0, 0, :])
+        with pytest.raises(TypeError):
+            fn(am.tolist())
+        fn(am.bool())  # bool masks are fine

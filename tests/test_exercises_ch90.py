@@ -1,57 +1,93 @@
-"""The chapter 90 exercise check passes the reference and fails plausible wrong answers."""
+"""The chapter 90 exercise checks pass the reference and fail plausible wrong answers."""
+
+import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dlbook import exercises
-from dlbook.exercises.ch90 import accumulated_gradient
+from dlbook.exercises.ch90 import accumulated_gradient, make_classifier
 
-KEY = "ch90.accumulated_gradient"
+DIV = "ch90.attention_divisor"
+ACC = "ch90.accumulated_gradient"
 
 
 def test_registered():
-    assert exercises.known("ch90") == [KEY]
+    assert exercises.known("ch90") == [ACC, DIV]
 
 
-def test_reference_passes():
-    assert exercises.check(KEY, exercises.reference(KEY), verbose=False)
+def test_references_pass():
+    for key in exercises.known("ch90"):
+        assert exercises.check(key, exercises.reference(key), verbose=False)
 
 
-def test_reference_equals_full_batch_gradient():
+# --------------------------------------------------------------------------- the attention divisor
+
+
+def test_divisor_brings_variance_to_one():
     g = torch.Generator().manual_seed(0)
-    x, y, w = torch.randn(11, 4, generator=g), torch.randn(11, generator=g), torch.randn(4, generator=g)
-    closed_form = 2 / len(x) * x.T @ (x @ w - y)  # d/dw mean((xw - y)^2)
-    for n_micro in (1, 2, 3, 4, 11):
-        torch.testing.assert_close(accumulated_gradient(w, x, y, n_micro), closed_form)
+    for sigma_q, sigma_k, d_k in ((3.0, 3.0, 16), (2.0, 0.5, 64)):
+        q = sigma_q * torch.randn(200_000, d_k, generator=g)
+        k = sigma_k * torch.randn(200_000, d_k, generator=g)
+        var = ((q * k).sum(-1) / exercises.reference(DIV)(sigma_q, sigma_k, d_k)).var().item()
+        assert 0.97 < var < 1.03
 
 
-def test_full_batch_autograd_passes():
-    def full_batch(w, x, y, n_micro):
-        w = w.clone().requires_grad_(True)
-        ((x @ w - y) ** 2).mean().backward()
-        return w.grad
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda sq, sk, d: math.sqrt(d),  # the unit-variance answer, whatever the sigmas
+        lambda sq, sk, d: sq**2 * sk**2 * d,  # the variance, not its square root
+        lambda sq, sk, d: sq * sk * d,  # the d_k pitfall of section 1
+        lambda sq, sk, d: sq**2 * math.sqrt(d),  # assumes sigma_q == sigma_k
+    ],
+    ids=["sqrt(d_k)", "variance", "d_k", "sigma_q squared"],
+)
+def test_wrong_divisors_fail(wrong):
+    result = exercises.check(DIV, wrong, verbose=False)
+    assert not result and "expected" in result.failure
 
-    assert exercises.check(KEY, full_batch, verbose=False)
+
+# --------------------------------------------------------------------------- gradient accumulation
+
+
+def _grad(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def _accumulate(scale, zero_each=False):
+    def fn(model, x, y, n_micro):
+        model.zero_grad(set_to_none=True)
+        for xb, yb in zip(x.tensor_split(n_micro), y.tensor_split(n_micro), strict=True):
+            if zero_each:
+                model.zero_grad(set_to_none=True)
+            (F.cross_entropy(model(xb), yb) * scale(len(xb), len(x), n_micro)).backward()
+        return _grad(model)
+
+    return fn
 
 
 def test_chunk_split_with_size_weights_passes():
-    def with_chunk(w, x, y, n_micro):  # torch.chunk splits differently; size weights make that harmless
-        w = w.clone().requires_grad_(True)
-        for xb, yb in zip(x.chunk(n_micro), y.chunk(n_micro), strict=True):
-            (((xb @ w - yb) ** 2).mean() * len(xb) / len(x)).backward()
-        return w.grad
+    def with_chunk(model, x, y, n_micro):  # tensor_split by index lists: the same pieces
+        model.zero_grad(set_to_none=True)
+        bounds = torch.linspace(0, len(x), n_micro + 1).round().long().tolist()
+        sizes = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+        for xb, yb in zip(x.split(sorted(sizes, reverse=True)), y.split(sorted(sizes, reverse=True)), strict=True):
+            (F.cross_entropy(model(xb), yb) * len(xb) / len(x)).backward()
+        return _grad(model)
 
-    assert exercises.check(KEY, with_chunk, verbose=False)
+    assert exercises.check(ACC, with_chunk, verbose=False)
 
 
-def _accumulate(scale):
-    def fn(w, x, y, n_micro):
-        w = w.clone().requires_grad_(True)
-        for xb, yb in zip(x.tensor_split(n_micro), y.tensor_split(n_micro), strict=True):
-            (((xb @ w - yb) ** 2).mean() * scale(len(xb), len(x), n_micro)).backward()
-        return w.grad
+def test_full_batch_gradient_fails_only_with_batchnorm():
+    def full_batch(model, x, y, n_micro):  # ignores the micro-batches
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        return _grad(model)
 
-    return fn
+    result = exercises.check(ACC, full_batch, verbose=False)
+    assert not result and "BatchNorm" in result.failure and result.passed == 3
 
 
 @pytest.mark.parametrize(
@@ -59,41 +95,48 @@ def _accumulate(scale):
     [
         (_accumulate(lambda b, n, k: 1.0), "4 equal micro-batches"),  # no scaling: k times too large
         (_accumulate(lambda b, n, k: 1.0 / k), "unequal size"),  # right only for equal sizes
+        (_accumulate(lambda b, n, k: b / n, zero_each=True), "4 equal micro-batches"),  # keeps the last only
     ],
-    ids=["unscaled sum", "divided by k"],
+    ids=["unscaled sum", "divided by k", "zero_grad inside the loop"],
 )
-def test_wrong_scalings_fail(wrong, failing_case):
-    result = exercises.check(KEY, wrong, verbose=False)
+def test_wrong_accumulations_fail(wrong, failing_case):
+    result = exercises.check(ACC, wrong, verbose=False)
     assert not result and failing_case in result.failure and "wrong values" in result.failure
 
 
-def test_last_micro_batch_only_fails():
-    def wrong(w, x, y, n_micro):  # zero_grad inside the loop: keeps only the last micro-batch
-        w = w.clone().requires_grad_(True)
-        for xb, yb in zip(x.tensor_split(n_micro), y.tensor_split(n_micro), strict=True):
-            w.grad = None
-            (((xb @ w - yb) ** 2).mean() * len(xb) / len(x)).backward()
-        return w.grad
-
-    assert not exercises.check(KEY, wrong, verbose=False)
-
-
-def test_wrong_dtype_fails():
-    def wrong(w, x, y, n_micro):
-        return accumulated_gradient(w, x, y, n_micro).float()
-
-    result = exercises.check(KEY, wrong, verbose=False)
-    assert not result and "dtype" in result.failure
+def test_reference_leaves_model_alone_and_matches_full_batch_without_batchnorm():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(12, 6, generator=g), torch.randint(0, 3, (12,), generator=g)
+    for norm in ("none", "layer", "batch"):
+        model = make_classifier(norm, seed=1)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        acc = accumulated_gradient(model, x, y, 3)
+        assert all(p.grad is None for p in model.parameters())
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        full = accumulated_gradient(model, x, y, 1)
+        close = torch.allclose(acc, full, atol=1e-6, rtol=1e-4)
+        assert close == (norm != "batch"), norm
 
 
-def test_stub_reports_not_yet():
-    def stub(w, x, y, n_micro):
+def test_make_classifier_keeps_the_random_state():
+    torch.manual_seed(5)
+    a = torch.rand(3)
+    torch.manual_seed(5)
+    make_classifier("batch", seed=0)
+    assert torch.equal(torch.rand(3), a)
+    with pytest.raises(ValueError, match="norm"):
+        make_classifier("group", seed=0)
+
+
+def test_stubs_report_not_yet():
+    def stub(*args):
         raise NotImplementedError
 
-    result = exercises.check(KEY, stub, verbose=False)
-    assert not result and "NotImplementedError" in result.failure
+    for key in exercises.known("ch90"):
+        result = exercises.check(key, stub, verbose=False)
+        assert not result and "NotImplementedError" in result.failure
 
 
 def test_reference_rejects_bad_shapes():
     with pytest.raises(ValueError, match="need x"):
-        accumulated_gradient(torch.zeros(3), torch.zeros(4, 3), torch.zeros(5), 2)
+        accumulated_gradient(make_classifier("none", 0), torch.zeros(4, 6), torch.zeros(5, dtype=torch.long), 2)

@@ -1,11 +1,16 @@
-"""Exercise checks for chapter 8, "BERT inside out"."""
+"""Exercise checks for chapter 8, "BERT inside out".
+
+Each check tests a small measuring function on hidden cases; the chapter's solutions then run the
+experiment with it on the real model and data (and assert what they find).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from ..nn.bert import extended_attention_mask
 from . import Case, register
 
 
@@ -13,28 +18,51 @@ def _gen(rng: np.random.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(rng.integers(1 << 31)))
 
 
-# ----------------------------------------------------------------------------- the extended attention mask
+# ----------------------------------------------------------------------------- which padding constant?
 
 
-def _extended_mask_cases(rng: np.random.Generator) -> list[Case]:
-    def case(name: str, batch: int, seq: int, dtype: torch.dtype, full_row: bool = False) -> Case:
+def padded_weight(logits: torch.Tensor, attention_mask: torch.Tensor, fill: float, dtype: torch.dtype) -> torch.Tensor:
+    """Reference: the total attention weight each query puts on padded keys when ``fill`` masks them.
+
+    ``logits`` ``(B, T_q, T_k)``; ``attention_mask`` ``(B, T_k)``, 1 = token, 0 = padding. The logits
+    and ``fill`` are converted to ``dtype`` (the dtype the model computes in: float32's minimum becomes
+    ``-inf`` in float16), ``fill`` is added at padded keys only, the softmax over keys runs in
+    ``dtype``. Returns float32 ``(B, T_q)``: the weights of the padded keys, summed; NaN where the
+    softmax gave NaN.
+    """
+    scores = logits.to(dtype)  # (B, T_q, T_k)
+    pad = (attention_mask == 0)[:, None, :]  # (B, 1, T_k)
+    bias = torch.where(pad, torch.tensor(fill, dtype=dtype), torch.tensor(0.0, dtype=dtype))
+    weights = torch.softmax(scores + bias, dim=-1)  # (B, T_q, T_k), in dtype
+    return (weights * pad).sum(-1).float()
+
+
+def _padded_weight_cases(rng: np.random.Generator) -> list[Case]:
+    def case(name: str, scale: float, fill: float, dtype: torch.dtype, empty_row: bool = False) -> Case:
         g = _gen(rng)
-        lengths = torch.randint(1, seq + 1, (batch,), generator=g)
-        lengths[0] = max(1, seq - 2)  # at least one padded row
-        if full_row:
-            lengths[-1] = seq  # and one with no padding
-        mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()  # (batch, seq), 1 = token
-        return Case(name, (mask, dtype))
+        batch, seq = 3, 7
+        lengths = torch.tensor([seq, 4, 2])
+        if empty_row:
+            lengths[-1] = 0  # a sequence with no real token: every key is padding
+        mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()  # (B, T_k)
+        logits = scale * torch.randn(batch, seq, seq, generator=g)  # (B, T_q, T_k)
+        return Case(name, (logits, mask, fill), {"dtype": dtype})
 
+    f32_min, f16_min, bf16_min = (float(torch.finfo(d).min) for d in (torch.float32, torch.float16, torch.bfloat16))
     return [
-        case("a padded batch, float32", 4, 9, torch.float32, full_row=True),
-        case("one sequence, float32", 1, 6, torch.float32),
-        case("float16 (its own most negative number)", 3, 7, torch.float16),
-        case("bfloat16, long sequences", 2, 33, torch.bfloat16, full_row=True),
+        case("ordinary logits, float32, fill = float32's minimum", 3.0, f32_min, torch.float32),
+        case("ordinary logits, float32, fill = -1e4", 3.0, -1e4, torch.float32),
+        case("logits of scale 1e4, float32, fill = -1e4 (some weight leaks)", 1e4, -1e4, torch.float32),
+        case("float16, fill = float16's minimum", 3.0, f16_min, torch.float16),
+        case("an all-padding row, bfloat16, fill = bfloat16's minimum", 3.0, bf16_min, torch.bfloat16,
+             empty_row=True),
+        case("an all-padding row, float16, fill = float32's minimum (becomes -inf)", 3.0, f32_min,
+             torch.float16, empty_row=True),
+        case("an all-padding row, float32, fill = -inf", 3.0, float("-inf"), torch.float32, empty_row=True),
     ]
 
 
-register("ch08.extended_attention_mask", extended_attention_mask, _extended_mask_cases, atol=0.0, rtol=1e-6)
+register("ch08.padded_weight", padded_weight, _padded_weight_cases, atol=1e-3, rtol=1e-2)
 
 
 # ----------------------------------------------------------------------------- whole-word masking
@@ -75,3 +103,61 @@ def _whole_word_cases(rng: np.random.Generator) -> list[Case]:
 
 
 register("ch08.whole_word_selection", whole_word_selection, _whole_word_cases)
+
+
+# ----------------------------------------------------------------------------- attention to [CLS] and [SEP]
+
+
+def special_attention(
+    attentions: Sequence[torch.Tensor],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    cls_id: int,
+    sep_id: int,
+) -> torch.Tensor:
+    """Reference: per layer and head, the mean weight a real query puts on [CLS] and on [SEP].
+
+    ``attentions``: one ``(B, H, T, T)`` tensor per layer (queries on the rows, keys on the
+    columns); ``input_ids`` and ``attention_mask`` ``(B, T)``. A query's weight on [SEP] is summed
+    over *every* [SEP] of its sequence (a pair has two). The mean runs over the real queries of the
+    whole batch; padded queries are left out. Returns float32 ``(L, H, 2)``: ``[..., 0]`` for [CLS],
+    ``[..., 1]`` for [SEP].
+    """
+    att = torch.stack(list(attentions), dim=1).float()  # (B, L, H, T, T)
+    real = attention_mask.bool()  # (B, T)
+    on_cls = (input_ids == cls_id)[:, None, None, None, :]  # (B, 1, 1, 1, T): keys that are [CLS]
+    on_sep = (input_ids == sep_id)[:, None, None, None, :]
+    per_query = torch.stack([(att * on_cls).sum(-1), (att * on_sep).sum(-1)], dim=-1)  # (B, L, H, T, 2)
+    per_query = per_query * real[:, None, None, :, None]  # drop padded queries
+    return per_query.sum(dim=(0, 3)) / real.sum()  # (L, H, 2)
+
+
+def _special_cases(rng: np.random.Generator) -> list[Case]:
+    cls_id, sep_id, pad_id = 101, 102, 0
+
+    def case(name: str, batch: int, n_layers: int, n_heads: int, pairs: bool) -> Case:
+        g = _gen(rng)
+        rows = []
+        for _ in range(batch):
+            a = torch.randint(1000, 2000, (int(rng.integers(2, 7)),), generator=g).tolist()
+            row = [cls_id] + a + [sep_id]
+            if pairs:
+                row += torch.randint(1000, 2000, (int(rng.integers(1, 6)),), generator=g).tolist() + [sep_id]
+            rows.append(row)
+        T = max(len(r) for r in rows) + 1  # at least one padded position somewhere
+        ids = torch.tensor([r + [pad_id] * (T - len(r)) for r in rows])  # (B, T)
+        mask = (ids != pad_id).long()
+        logits = 2 * torch.randn(batch, n_layers, n_heads, T, T, generator=g)
+        logits = logits.masked_fill(mask[:, None, None, None, :] == 0, float("-inf"))  # padded keys get 0
+        weights = torch.softmax(logits, dim=-1)  # padded *queries* keep non-zero rows, as in a real model
+        return Case(name, ([weights[:, i] for i in range(n_layers)], ids, mask, cls_id, sep_id))
+
+    return [
+        case("single segments, 2 layers x 3 heads", 4, 2, 3, pairs=False),
+        case("pairs with two [SEP] each", 5, 3, 2, pairs=True),
+        case("one pair, one layer", 1, 1, 4, pairs=True),
+        case("a padded batch of pairs", 8, 2, 2, pairs=True),
+    ]
+
+
+register("ch08.special_attention", special_attention, _special_cases, atol=1e-5, rtol=1e-4)

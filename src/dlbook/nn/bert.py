@@ -9,11 +9,33 @@
 
 Attention comes from :mod:`dlbook.nn.attention` (chapter 6), the encoder layer and LayerNorm from
 :mod:`dlbook.nn.transformer` (chapter 7): nothing here re-implements them.
+
+Bad input gets a clear error naming the argument, never a silently wrong answer: ids that are not
+an integer ``(batch, seq)`` tensor (a float batch, a Python list), token ids outside the vocabulary,
+segment ids outside the segment table, a sequence longer than the position table, an
+``attention_mask`` of the wrong shape or with values other than 0 and 1 (an additive mask passed by
+mistake would otherwise invert the padding), a sequence with no real token, inputs on another
+device than the weights.
+
+Where these modules differ from Hugging Face's ``BertModel`` on purpose:
+
+- the feed-forward activation is the exact GELU, ``x * Phi(x)`` (``hidden_act="gelu"``); configs
+  asking for an approximation (``"gelu_new"``, ``"gelu_pytorch_tanh"``) or another activation are
+  refused rather than run with a different function;
+- there is no pooler and no task head;
+- ``attention_mask`` must hold 0 and 1 (``transformers`` reads any non-zero value as "attend"), and a
+  row of all zeros is an error (``transformers`` returns an output for it that means nothing);
+- in training mode the book's feed-forward block has a dropout after the activation, as
+  :class:`torch.nn.TransformerEncoderLayer` does; Hugging Face BERT has none there (eval mode,
+  where chapter 8 compares the two, is unaffected);
+- :meth:`BertEncoderFromScratch.from_hf` returns a module with the dtype and device of the Hugging
+  Face model's weights, as ``transformers`` keeps them; :meth:`~BertEncoderFromScratch.from_config`
+  builds float32 on the CPU like any new module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,17 +55,45 @@ __all__ = [
 ]
 
 
+# ---------------------------------------------------------------------------- argument checks
+_ID_DTYPES = (torch.int64, torch.int32)
+
+
+def _check_id_tensor(x: Any, name: str, where: str) -> Tensor:
+    """``x`` must be a ``(batch, seq)`` tensor of integer ids (int64 or int32)."""
+    if not isinstance(x, Tensor):
+        hint = (" (build one with torch.tensor(...), or call the tokenizer with return_tensors='pt')"
+                if isinstance(x, (list, tuple)) else "")
+        raise TypeError(f"{where}: {name} must be a torch.Tensor of ids, got {type(x).__name__}{hint}")
+    if x.dim() != 2:
+        raise ValueError(f"{where}: {name} must be (batch, seq), got shape {tuple(x.shape)}")
+    if x.dtype not in _ID_DTYPES:
+        hint = (" (ids stay integers: convert only float inputs to the model's dtype)"
+                if x.is_floating_point() else "")
+        raise TypeError(f"{where}: {name} must hold integer ids (int64 or int32), got {x.dtype}{hint}")
+    return x
+
+
+def _check_id_range(x: Tensor, size: int, name: str, what: str, where: str) -> None:
+    """Every id in ``x`` must index a row of a table with ``size`` rows: ``0 <= id < size``."""
+    if x.numel():
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high >= size:
+            raise ValueError(f"{where}: {name} holds ids from {low} to {high}, outside [0, {what} = {size})")
+
+
 def _check_ids(input_ids: Any, where: str) -> Tensor:
-    if not isinstance(input_ids, Tensor):
-        raise TypeError(f"{where}: input_ids must be a tensor, got {type(input_ids).__name__}")
-    if input_ids.dim() != 2:
-        raise ValueError(f"{where}: input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
-    if input_ids.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{where}: input_ids must hold integer token ids, got {input_ids.dtype}")
-    return input_ids
+    return _check_id_tensor(input_ids, "input_ids", where)
+
+
+def _check_same_device(x: Tensor, name: str, device: torch.device, where: str) -> None:
+    if x.device != device:
+        raise ValueError(f"{where}: {name} is on {x.device} but the module's weights are on {device}; "
+                         f"move one of them (e.g. {name}.to({str(device)!r}))")
 
 
 def _check_attention_mask(attention_mask: Any, shape: torch.Size | None, where: str) -> Tensor:
+    """A tokenizer's ``(batch, seq)`` mask: 1 (or True) = real token, 0 (or False) = padding."""
     if not isinstance(attention_mask, Tensor):
         raise TypeError(f"{where}: attention_mask must be a tensor, got {type(attention_mask).__name__}")
     if attention_mask.dim() != 2:
@@ -51,6 +101,16 @@ def _check_attention_mask(attention_mask: Any, shape: torch.Size | None, where: 
                          f"got shape {tuple(attention_mask.shape)}")
     if shape is not None and attention_mask.shape != shape:
         raise ValueError(f"{where}: attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(shape)}")
+    if attention_mask.is_complex():
+        raise TypeError(f"{where}: attention_mask must be bool, integer or float, got {attention_mask.dtype}")
+    if attention_mask.dtype != torch.bool and attention_mask.numel():
+        bad = attention_mask[(attention_mask != 0) & (attention_mask != 1)]
+        if bad.numel():
+            raise ValueError(
+                f"{where}: attention_mask must hold 1 (token) and 0 (padding) only, found "
+                f"{bad.unique()[:3].tolist()}; an additive mask (0 = token, a large negative number = "
+                f"padding) is not a tokenizer mask: convert it with (mask == 0).long()"
+            )
     return attention_mask
 
 
@@ -102,6 +162,12 @@ class BertEmbeddings(nn.Module):
                             ("n_segments", n_segments)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"BertEmbeddings: {name} must be a positive int, got {value!r}")
+        if pad_token_id is not None and (isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int)
+                                         or not 0 <= pad_token_id < vocab_size):
+            raise ValueError(f"BertEmbeddings: pad_token_id must be None or an int in [0, vocab_size = {vocab_size}), "
+                             f"got {pad_token_id!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"BertEmbeddings: dropout must be a probability in [0, 1], got {dropout!r}")
         self.token = nn.Embedding(vocab_size, d_model, padding_idx=pad_token_id)
         self.position = nn.Embedding(max_positions, d_model)
         self.segment = nn.Embedding(n_segments, d_model)
@@ -110,15 +176,27 @@ class BertEmbeddings(nn.Module):
         self.max_positions = max_positions
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        input_ids = _check_ids(input_ids, "BertEmbeddings")
+        where = "BertEmbeddings"
+        input_ids = _check_ids(input_ids, where)
+        device = self.token.weight.device
+        _check_same_device(input_ids, "input_ids", device, where)
         B, T = input_ids.shape
+        if T == 0:
+            raise ValueError(f"{where}: input_ids has no positions (shape {tuple(input_ids.shape)})")
         if T > self.max_positions:
-            raise ValueError(f"BertEmbeddings: sequence length {T} exceeds max_positions {self.max_positions}")
+            raise ValueError(f"{where}: input_ids has {T} positions but the position table has max_positions = "
+                             f"{self.max_positions} rows; truncate the input (the tokenizer's truncation=True, "
+                             f"max_length={self.max_positions})")
+        _check_id_range(input_ids, self.token.num_embeddings, "input_ids", "vocab_size", where)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        elif token_type_ids.shape != input_ids.shape:
-            raise ValueError(f"BertEmbeddings: token_type_ids has shape {tuple(token_type_ids.shape)}, "
-                             f"input_ids {tuple(input_ids.shape)}")
+        else:
+            token_type_ids = _check_id_tensor(token_type_ids, "token_type_ids", where)
+            if token_type_ids.shape != input_ids.shape:
+                raise ValueError(f"{where}: token_type_ids has shape {tuple(token_type_ids.shape)}, "
+                                 f"input_ids {tuple(input_ids.shape)}")
+            _check_same_device(token_type_ids, "token_type_ids", device, where)
+            _check_id_range(token_type_ids, self.segment.num_embeddings, "token_type_ids", "n_segments", where)
         positions = torch.arange(T, device=input_ids.device)  # (T,)
         x = self.token(input_ids) + self.position(positions) + self.segment(token_type_ids)  # (B, T, d_model)
         return self.dropout(self.norm(x))
@@ -142,8 +220,9 @@ class BertEncoderFromScratch(nn.Module):
 
     ``forward(input_ids, attention_mask=None, token_type_ids=None, output_attentions=False)`` returns a
     :class:`BertEncoderOutput`. Use :meth:`from_hf` to copy a Hugging Face ``BertModel``'s weights.
-    One difference in training mode only: the book's feed-forward block has a dropout after the
-    activation (as :class:`torch.nn.TransformerEncoderLayer`), Hugging Face BERT has none there.
+    The differences from ``BertModel`` (exact GELU only, no pooler, a stricter ``attention_mask``,
+    one extra dropout in training mode, the dtype kept by :meth:`from_hf`) are listed in the module
+    docstring; in eval mode, on valid input, the two compute the same numbers (chapter 8 checks it).
     """
 
     def __init__(
@@ -173,11 +252,23 @@ class BertEncoderFromScratch(nn.Module):
         token_type_ids: Tensor | None = None,
         output_attentions: bool = False,
     ) -> BertEncoderOutput:
-        input_ids = _check_ids(input_ids, "BertEncoderFromScratch")
+        where = "BertEncoderFromScratch"
+        input_ids = _check_ids(input_ids, where)
+        if not isinstance(output_attentions, bool):
+            raise TypeError(f"{where}: output_attentions must be True or False, got {output_attentions!r}")
         mask = None
         if attention_mask is not None:
-            _check_attention_mask(attention_mask, input_ids.shape, "BertEncoderFromScratch")
+            _check_attention_mask(attention_mask, input_ids.shape, where)
+            _check_same_device(attention_mask, "attention_mask", self.embeddings.token.weight.device, where)
+            empty = ~attention_mask.bool().any(dim=1)  # (B,): sequences without a single real token
+            if empty.any():
+                raise ValueError(f"{where}: attention_mask rows {empty.nonzero().flatten().tolist()} have no real "
+                                 f"token (all 0): every sequence needs at least [CLS] and [SEP]")
             mask = padding_mask(attention_mask)  # (B, 1, 1, T), True = real token
+        dtypes = {self.embeddings.token.weight.dtype, self.encoder.layers[0].norm1.weight.dtype}
+        if len(dtypes) > 1:
+            raise TypeError(f"{where}: the embeddings and the encoder hold different dtypes {sorted(map(str, dtypes))}; "
+                            f"convert the whole model (model.to(dtype)), not a part of it")
         h = self.embeddings(input_ids, token_type_ids)  # (B, T, d_model)
         h, weights = self.encoder(h, mask=mask, need_weights=True)  # (B, T, d_model), n_layers x (B, H, T, T)
         return BertEncoderOutput(h, weights if output_attentions else None)
@@ -207,17 +298,24 @@ class BertEncoderFromScratch(nn.Module):
 
         Accepts a ``BertModel`` or a model that holds one as ``.bert`` (``BertForMaskedLM``, ...).
         The pooler and any task heads are not copied. Raises if a weight is missing or misshapen.
+        The result has the dtype and device of the source's word embeddings (a float64 or bfloat16
+        model gives a float64 or bfloat16 encoder, as ``transformers`` keeps it), so the two compute
+        in the same precision; use ``.to(...)`` afterwards to change either.
         """
         bert = getattr(model, "bert", model)
         if not hasattr(bert, "embeddings") or not hasattr(bert, "encoder") or not hasattr(bert, "config"):
             raise TypeError(f"from_hf needs a transformers BertModel (or a model with .bert), got {type(model).__name__}")
-        ours = cls.from_config(bert.config)
+        source = bert.embeddings.word_embeddings.weight
+        ours = cls.from_config(bert.config).to(dtype=source.dtype)
         ours.load_hf_state_dict(bert.state_dict())
-        return ours.eval()
+        return ours.to(source.device).eval()
 
     @torch.no_grad()
     def load_hf_state_dict(self, state_dict: dict[str, Tensor]) -> BertEncoderFromScratch:
         """Copy the tensors of a Hugging Face BERT state dict (keys as in ``BertModel``) into this module."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"load_hf_state_dict: state_dict must be a mapping of names to tensors, "
+                            f"got {type(state_dict).__name__}")
         own = self.state_dict()
         mapping = hf_key_map(self.config["n_layers"])
         prefix = "bert." if any(k.startswith("bert.") for k in state_dict) else ""
@@ -289,6 +387,15 @@ def mask_tokens(
         raise ValueError("mask_tokens: mask_replace_prob + random_replace_prob must not exceed 1")
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
         raise ValueError(f"mask_tokens: vocab_size must be a positive int, got {vocab_size!r}")
+    if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int) or not 0 <= mask_token_id < vocab_size:
+        raise ValueError(f"mask_tokens: mask_token_id must be an int in [0, vocab_size = {vocab_size}), "
+                         f"got {mask_token_id!r}")
+    special_ids = list(special_ids)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in special_ids):
+        raise TypeError(f"mask_tokens: special_ids must be ints (the tokenizer's all_special_ids), got {special_ids!r}")
+    _check_id_range(input_ids, vocab_size, "input_ids", "vocab_size", "mask_tokens")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"mask_tokens: generator must be a torch.Generator or None, got {type(generator).__name__}")
     device = input_ids.device
     special = torch.isin(input_ids, torch.tensor(sorted(set(special_ids)), dtype=input_ids.dtype, device=device))
     # draw on the generator's device (a CPU generator gives the same numbers whatever the model's device)
