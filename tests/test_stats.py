@@ -113,3 +113,28 @@ def test_few_disagreements_are_inconclusive_not_measurable():
     assert c.interval.measurable and c.p_value == pytest.approx(0.0625)
     assert not c.measurable and c.inconclusive
     assert c.verdict("a", "b").startswith("inconclusive between a and b")
+
+
+def test_seed_interval_is_the_paired_t_interval():
+    from scipy.stats import ttest_rel
+
+    a = np.array([0.81, 0.83, 0.80, 0.84])
+    b = np.array([0.80, 0.80, 0.79, 0.81])
+    i = stats.seed_interval(a, b)
+    ci = ttest_rel(a, b).confidence_interval(0.95)
+    assert i.diff == pytest.approx((a - b).mean())
+    assert (i.low, i.high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert stats.seed_interval(a - b) == i
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        stats.seed_interval([0.1])
+    with pytest.raises(ValueError, match="one entry per seed"):
+        stats.seed_interval(a, b[:2])
+
+
+def test_verdict_carries_the_numbers_unless_told_not_to():
+    a = np.ones(500, dtype=bool)
+    b = a.copy()
+    b[:100] = False
+    c = stats.compare(a, b, n_boot=1000)
+    assert "+20.0 [" in c.verdict("x", "y") and "points" in c.verdict("x", "y")
+    assert "+20.0" not in c.verdict("x", "y", numbers=False)

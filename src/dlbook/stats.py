@@ -8,6 +8,8 @@ module gives the standard tools:
   accuracies on each resample, and read the percentile interval (Efron and Tibshirani, 1993);
 - :func:`bootstrap_ratio`: the same for any paired per-example difference, e.g. a loss per
   character (chapter 4 compares two language models with it);
+- :func:`seed_interval`: a Student-t interval over training seeds, for effects the size of seed
+  noise (one recipe against another, each trained on the same seeds);
 - :func:`mcnemar`: the exact McNemar test, a binomial test on the examples where exactly one
   model is right (McNemar, 1947).
 
@@ -167,6 +169,30 @@ def mcnemar(correct_a: ArrayLike, correct_b: ArrayLike) -> tuple[int, int, float
     return n01, n10, float(min(1.0, 2 * tail))
 
 
+def seed_interval(values_a: ArrayLike, values_b: ArrayLike | None = None, *, level: float = 0.95) -> Interval:
+    """Student-t interval of the mean paired difference ``a - b`` over training seeds.
+
+    ``values_a[s]`` and ``values_b[s]`` are one number per seed for two recipes trained on the
+    same seed ``s`` (same initialisation and batch order where the recipes allow it), so each
+    seed is one pair; with ``values_b=None``, ``values_a`` already holds the differences. This
+    is the interval for effects the size of seed noise, which a bootstrap over test examples
+    does not cover. Needs at least 2 seeds (3 or more to say anything). ``n_boot`` is 0.
+    """
+    from scipy.stats import t as student_t
+
+    a = _as_values(values_a, "values_a")
+    d = a if values_b is None else a - _as_values(values_b, "values_b") if len(np.atleast_1d(values_b)) == a.size \
+        else None
+    if d is None:
+        raise ValueError(f"values_a and values_b need one entry per seed each: {a.size} against {len(values_b)}")
+    if d.size < 2:
+        raise ValueError("a seed interval needs at least 2 seeds")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    half = float(student_t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
+    return Interval(float(d.mean()), float(d.mean() - half), float(d.mean() + half), level, int(d.size), 0)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Both answers for one pair of models, and the sentence a chapter prints."""
@@ -186,10 +212,16 @@ class Comparison:
         """The two methods disagree: the interval excludes 0 but McNemar does not reject."""
         return self.interval.measurable and not self.measurable
 
-    def verdict(self, name_a: str = "a", name_b: str = "b") -> str:
-        """One sentence: what these examples show about ``a - b`` (the interval is in points)."""
+    def verdict(self, name_a: str = "a", name_b: str = "b", *, numbers: bool = True) -> str:
+        """One sentence: what these examples show about ``a - b``.
+
+        With ``numbers`` (the default) the sentence carries the difference and its interval in
+        points; pass ``numbers=False`` where the text states them already.
+        """
         i = self.interval
         how = f"{100 * i.level:.0f} % paired bootstrap interval, McNemar p = {self.p_value:.2g}"
+        if numbers:
+            how = f"{i.points()} points, {how}"
         if self.measurable:
             better, worse = (name_a, name_b) if i.diff > 0 else (name_b, name_a)
             return f"{better} scored higher than {worse} on these {i.n} examples ({how})"
@@ -209,4 +241,4 @@ def compare(
     return Comparison(interval, only_a, only_b, p)
 
 
-__all__ = ["Comparison", "Interval", "bootstrap_ratio", "compare", "correct", "mcnemar", "paired_bootstrap"]
+__all__ = ["Comparison", "Interval", "bootstrap_ratio", "compare", "correct", "mcnemar", "paired_bootstrap", "seed_interval"]
