@@ -7,7 +7,7 @@ from dlbook import exercises
 
 
 def test_all_registered():
-    assert exercises.known("ch05") == ["ch05.gru_step", "ch05.lstm_step", "ch05.make_windows"]
+    assert exercises.known("ch05") == ["ch05.forget_bias", "ch05.gru_step", "ch05.lstm_step", "ch05.make_windows"]
 
 
 def test_references_pass():
@@ -141,3 +141,57 @@ def test_make_windows_target_overlapping_input_fails():
                 torch.stack([series[k + window - 1 : k + window - 1 + horizon] for k in range(n)]))
 
     assert not exercises.check("ch05.make_windows", wrong, verbose=False)
+
+
+# ---------------------------------------------------------------- forget_bias
+
+
+def test_forget_bias_via_an_nn_lstm_passes():
+    def via_module(bias_ih, bias_hh, value):  # what the chapter does to its nn.LSTM
+        lstm = nn.LSTM(1, bias_ih.shape[0] // 4).to(bias_ih.dtype)
+        with torch.no_grad():
+            lstm.bias_ih_l0.copy_(bias_ih)
+            lstm.bias_hh_l0.copy_(bias_hh)
+            hidden = lstm.hidden_size
+            lstm.bias_ih_l0[hidden : 2 * hidden].fill_(value)
+            lstm.bias_hh_l0[hidden : 2 * hidden].zero_()
+        return lstm.bias_ih_l0.detach().clone(), lstm.bias_hh_l0.detach().clone()
+
+    assert exercises.check("ch05.forget_bias", via_module, verbose=False)
+
+
+def test_forget_bias_sets_what_the_gate_sees():
+    b_ih, b_hh = exercises.reference("ch05.forget_bias")(torch.randn(12), torch.randn(12), 2.5)
+    i, f, g, o = (b_ih + b_hh).chunk(4)
+    assert torch.equal(f, torch.full((3,), 2.5))
+
+
+def test_forget_bias_wrong_block_fails():
+    def wrong(bias_ih, bias_hh, value):  # rows 0:H are the input gate
+        h = bias_ih.shape[0] // 4
+        b_ih, b_hh = bias_ih.clone(), bias_hh.clone()
+        b_ih[:h], b_hh[:h] = value, 0.0
+        return b_ih, b_hh
+
+    result = exercises.check("ch05.forget_bias", wrong, verbose=False)
+    assert not result and "wrong values" in result.failure
+
+
+def test_forget_bias_forgetting_the_second_bias_fails():
+    def wrong(bias_ih, bias_hh, value):  # the gate sees b_ih + b_hh, so b_hh must go to 0
+        h = bias_ih.shape[0] // 4
+        b_ih = bias_ih.clone()
+        b_ih[h : 2 * h] = value
+        return b_ih, bias_hh.clone()
+
+    assert not exercises.check("ch05.forget_bias", wrong, verbose=False)
+
+
+def test_forget_bias_returning_the_sum_only_fails():
+    def wrong(bias_ih, bias_hh, value):
+        b_ih, b_hh = exercises.reference("ch05.forget_bias")(bias_ih, bias_hh, value)
+        return b_ih + b_hh
+
+    result = exercises.check("ch05.forget_bias", wrong, verbose=False)
+    assert not result and "sequence of 2" in result.failure
+

@@ -181,3 +181,129 @@ def test_int8_dynamic_bad_input():
         Q.int8_dynamic(_tiny_bert().half())
     with pytest.raises(ValueError, match="no nn.Linear"):
         Q.int8_dynamic(Q.int8_dynamic(_tiny_bert()))
+
+
+# ---------------------------------------------------------------- bad input: a clear error, never a wrong answer
+
+W = torch.randn(6, 5, generator=torch.Generator().manual_seed(2))
+S_ROWS, Z_ROWS = Q.qparams(W, symmetric=False, axis=0)  # (6,), (6,)
+
+
+def _fake_quantize(x):
+    return Q.fake_quantize(x)
+
+
+def _quantize(x):
+    return Q.quantize(x, 0.01, 0)
+
+
+@pytest.mark.parametrize("fn", [Q.qparams, _quantize, _fake_quantize], ids=["qparams", "quantize", "fake_quantize"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_x_is_refused(fn, bad):
+    x = W.clone()
+    x[2, 3] = bad
+    with pytest.raises(ValueError, match=r"x must be finite: .*index \(2, 3\)"):
+        fn(x)
+    # float64 values that float32 scales cannot hold are refused too
+    with pytest.raises(ValueError, match="float32 range"):
+        fn(torch.tensor([1e300, -1.0], dtype=torch.float64))
+
+
+def test_range_too_wide_for_a_float32_scale():
+    with pytest.raises(ValueError, match="too wide"):
+        Q.qparams(torch.tensor([-3e38, 3e38]), symmetric=False)
+
+
+@pytest.mark.parametrize("dtype,z", [(torch.int8, 128), (torch.int8, -129), (torch.uint8, -1), (torch.uint8, 256)])
+def test_zero_point_out_of_range(dtype, z):
+    with pytest.raises(ValueError, match=r"zero_point must lie in \[-?\d+, \d+\]"):
+        Q.quantize(W, 0.01, z, dtype=dtype)
+    with pytest.raises(ValueError, match="zero_point must lie in"):
+        Q.dequantize(torch.zeros(3, dtype=dtype), 0.01, z)
+    # per channel: one bad entry is enough
+    zs = torch.zeros(6, dtype=torch.int64) + Q.qrange(dtype)[0]
+    zs[4] = z
+    with pytest.raises(ValueError, match="1 of 6 entries"):
+        Q.quantize(W, S_ROWS, zs, axis=0, dtype=dtype)
+
+
+def test_zero_point_must_be_whole():
+    with pytest.raises(ValueError, match="whole numbers"):
+        Q.quantize(W, 0.01, 2.5)
+    with pytest.raises(ValueError, match="whole numbers"):
+        Q.dequantize(torch.zeros(3, dtype=torch.int8), 0.01, torch.tensor(float("nan")))
+    # a whole number stored as a float is fine and means the same
+    torch.testing.assert_close(Q.quantize(W, 0.01, 3.0), Q.quantize(W, 0.01, 3), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.5, float("nan"), float("inf"), 1e-45, torch.tensor(-1.0)])
+def test_bad_scale(scale):
+    q = torch.zeros(3, dtype=torch.int8)
+    with pytest.raises(ValueError, match="scale must be positive and finite"):
+        Q.quantize(W, scale, 0)
+    with pytest.raises(ValueError, match="scale must be positive and finite"):
+        Q.dequantize(q, scale, 0)
+    rows = S_ROWS.clone()
+    rows[1] = torch.as_tensor(scale, dtype=torch.float32)
+    with pytest.raises(ValueError, match="1 of 6 entries"):
+        Q.quantize(W, rows, Z_ROWS, axis=0, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: Q.qparams(W, dtype=torch.int16), ValueError, "dtype must be torch.int8 or torch.uint8"),
+    (lambda: Q.qparams(W, dtype="int8"), ValueError, "dtype must be"),
+    (lambda: Q.quantize(W, 0.1, 0, dtype=torch.float16), ValueError, "dtype must be"),
+    (lambda: Q.fake_quantize(W, symmetric=False, dtype=torch.qint8), ValueError, "dtype must be"),
+    (lambda: Q.qrange(torch.int32), ValueError, "dtype must be"),
+    (lambda: Q.qparams(torch.arange(4)), TypeError, "x must be a floating-point tensor"),
+    (lambda: Q.quantize(torch.ones(3, dtype=torch.complex64), 0.1, 0), TypeError, "x must be a floating-point"),
+    (lambda: Q.quantize(W.numpy(), 0.1, 0), TypeError, "x must be a floating-point tensor, got ndarray"),
+    (lambda: Q.dequantize(W, 0.1, 0), TypeError, "q must be an int8 or uint8 tensor"),
+    (lambda: Q.dequantize(torch.zeros(3, dtype=torch.int32), 0.1, 0), TypeError, "q must be"),
+    (lambda: Q.quantize(W, "0.1", 0), TypeError, "scale must be a number or a tensor"),
+    (lambda: Q.quantize(W, 0.1, None), TypeError, "zero_point must be a number or a tensor"),
+    (lambda: Q.quantize(W, 0.1, True), TypeError, "zero_point must be"),
+    (lambda: Q.quantize(W, torch.tensor(0.1 + 0j), 0), TypeError, "scale must hold real numbers"),
+    (lambda: Q.qparams(W, symmetric="no"), TypeError, "symmetric must be True or False"),
+    (lambda: Q.qparams(torch.empty(0, 4)), ValueError, "empty"),
+], ids=["int16", "string", "float16", "qint8", "qrange", "int x", "complex x", "numpy x", "float q", "int32 q",
+        "string scale", "None zero point", "bool zero point", "complex scale", "symmetric", "empty"])
+def test_unsupported_types(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize("axis", [2, -3, 1.0, True, "0"])
+def test_axis_out_of_range(axis):
+    q = torch.zeros(6, 5, dtype=torch.int8)
+    for call in [lambda: Q.qparams(W, axis=axis), lambda: Q.quantize(W, S_ROWS, Z_ROWS, axis=axis),
+                 lambda: Q.dequantize(q, S_ROWS, Z_ROWS, axis=axis), lambda: Q.fake_quantize(W, axis=axis)]:
+        with pytest.raises(ValueError, match=r"axis must be None or an int in \[-2, 2\)"):
+            call()
+
+
+def test_mismatched_scale_and_zero_point_shapes():
+    q = torch.zeros(6, 5, dtype=torch.int8)
+    with pytest.raises(ValueError, match="come in pairs"):
+        Q.quantize(W, S_ROWS, Z_ROWS[:5], axis=0)
+    with pytest.raises(ValueError, match="come in pairs"):
+        Q.dequantize(q, S_ROWS, torch.tensor(0), axis=0)
+    with pytest.raises(ValueError, match=r"scale along axis 1 must have shape \(5,\)"):
+        Q.quantize(W, S_ROWS, Z_ROWS, axis=1)
+    with pytest.raises(ValueError, match=r"zero_point along axis 0 must have shape \(6,\)"):
+        Q.quantize(W, S_ROWS, 0, axis=0)
+    with pytest.raises(ValueError, match="scale must hold one number when axis is None"):
+        Q.dequantize(q, S_ROWS, Z_ROWS)
+    with pytest.raises(ValueError, match=r"must have shape \(6,\)"):
+        Q.quantize(W, S_ROWS[None], Z_ROWS[None], axis=0)  # (1, 6): not one entry per row
+
+
+def test_valid_parameters_in_every_accepted_form_agree():
+    # numbers, 0-d and 1-element tensors, numpy scalars and float64 tensors all mean the same
+    np = pytest.importorskip("numpy")
+    want = Q.quantize(W, 0.02, 3, dtype=torch.uint8)
+    forms = [(torch.tensor(0.02), torch.tensor(3)), (torch.tensor([0.02]), torch.tensor([3])),
+             (np.float32(0.02), np.int64(3)), (torch.tensor(0.02, dtype=torch.float64), torch.tensor(3, dtype=torch.int32))]
+    for s, z in forms:
+        torch.testing.assert_close(Q.quantize(W, s, z, dtype=torch.uint8), want, rtol=0, atol=0)
+        torch.testing.assert_close(Q.dequantize(want, s, z), Q.dequantize(want, 0.02, 3), rtol=0, atol=0)

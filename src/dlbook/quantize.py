@@ -27,38 +27,130 @@ _INT_DTYPES = {torch.int8: (-128, 127), torch.uint8: (0, 255)}
 
 
 # ---------------------------------------------------------------------------------------------
+# argument checks: bad input gets a clear error naming the argument, never a silent wrong answer
+
+
+def _check_dtype(dtype: object) -> tuple[int, int]:
+    """``(q_min, q_max)`` of ``dtype``, which must be ``torch.int8`` or ``torch.uint8``."""
+    if not isinstance(dtype, torch.dtype) or dtype not in _INT_DTYPES:
+        raise ValueError(f"dtype must be torch.int8 or torch.uint8, got {dtype!r}")
+    return _INT_DTYPES[dtype]
+
+
+def _check_flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    """Refuse NaN and +-inf: they have no code, and one of them would spoil a whole scale."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        n_nan, n_inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+        where = tuple(int(i) for i in torch.nonzero(bad)[0])
+        raise ValueError(f"{name} must be finite: it holds {n_nan} NaN and {n_inf} infinite values "
+                         f"(the first at index {where})")
+
+
+def _check_x(x: object, axis: object, name: str = "x") -> int | None:
+    """Check a real tensor to quantize (floating point, not empty, finite); return ``axis`` in ``[0, dim)``."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {type(x).__name__}"
+                        + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else ""))
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): it has no range to quantize")
+    _check_finite(x, name)
+    if x.dtype == torch.float64 and bool(x.abs().max() > torch.finfo(torch.float32).max):
+        raise ValueError(f"{name} holds values beyond the float32 range (largest |{name}| = "
+                         f"{x.abs().max().item():.3g}), and the scales are float32")
+    return _check_axis(x, axis)
+
+
+def _check_axis(x: torch.Tensor, axis: object) -> int | None:
+    """``None`` (one pair for the whole tensor) or a dimension of ``x``, made non-negative."""
+    if axis is None:
+        return None
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -x.dim() <= axis < x.dim():
+        raise ValueError(f"axis must be None or an int in [-{x.dim()}, {x.dim()}), got {axis!r} for shape {tuple(x.shape)}")
+    return axis % x.dim()
+
+
+def _as_param(value: object, name: str, device: torch.device) -> torch.Tensor:
+    """A number, array or tensor of real numbers as a tensor; refuses strings, bools, complex numbers."""
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__} {value!r}")
+    try:
+        t = torch.as_tensor(value, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}") from err
+    if t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    return t
+
+
+def _shape_param(t: torch.Tensor, name: str, x: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """Shape a per-tensor (one number) or per-channel ``(C,)`` parameter to broadcast against ``x``."""
+    if axis is None:
+        if t.numel() != 1:
+            raise ValueError(f"{name} must hold one number when axis is None (per tensor), got shape "
+                             f"{tuple(t.shape)}; pass axis= for one {name} per channel")
+        return t.reshape(())
+    if t.dim() != 1 or t.shape[0] != x.shape[axis]:
+        raise ValueError(f"{name} along axis {axis} must have shape ({x.shape[axis]},), one per slice of "
+                         f"x of shape {tuple(x.shape)}, got {tuple(t.shape)}")
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    return t.reshape(shape)
+
+
+def _check_scale(scale: object, x: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """The scale as float32, shaped for ``x``: finite, positive, and with a finite float32 reciprocal."""
+    s = _as_param(scale, "scale", x.device)
+    s = _shape_param(s, "scale", x, axis).to(torch.float32)
+    bad = ~(torch.isfinite(s) & (s > 0) & torch.isfinite(1.0 / s))
+    if bool(bad.any()):
+        raise ValueError(f"scale must be positive and finite, with 1/scale finite in float32; "
+                         f"{int(bad.sum())} of {s.numel()} entries are not: {s.flatten()[bad.flatten()][:4].tolist()}")
+    return s
+
+
+def _check_zero_point(zero_point: object, x: torch.Tensor, axis: int | None, dtype: torch.dtype) -> torch.Tensor:
+    """The zero point as int64, shaped for ``x``: whole numbers inside the range of ``dtype``."""
+    q_min, q_max = _check_dtype(dtype)
+    z = _as_param(zero_point, "zero_point", x.device)
+    z = _shape_param(z, "zero_point", x, axis)
+    if z.is_floating_point():
+        if not bool((torch.isfinite(z) & (z == torch.round(z))).all()):
+            raise ValueError(f"zero_point must hold whole numbers, got {z.flatten()[:4].tolist()}")
+    outside = (z < q_min) | (z > q_max)
+    if bool(outside.any()):
+        raise ValueError(f"zero_point must lie in [{q_min}, {q_max}] for {dtype}; {int(outside.sum())} of "
+                         f"{z.numel()} entries do not: {z.flatten()[outside.flatten()][:4].tolist()}")
+    return z.to(torch.int64)
+
+
+def _check_scale_and_zero_point(scale: object, zero_point: object) -> None:
+    """Per-channel scales and zero points must come in pairs: the same number of each."""
+    if isinstance(scale, torch.Tensor) and isinstance(zero_point, torch.Tensor) and scale.numel() != zero_point.numel():
+        raise ValueError(f"scale and zero_point must come in pairs (one of each per channel), got shapes "
+                         f"{tuple(scale.shape)} and {tuple(zero_point.shape)}")
+
+
+def _check_computed_scale(scale: torch.Tensor) -> torch.Tensor:
+    """A scale computed from a range wider than float32 can hold is infinite: refuse to return it."""
+    if not bool(torch.isfinite(scale).all()):
+        raise ValueError("the range of x is too wide for a float32 scale (max - min overflows float32)")
+    return scale
+
+
+# ---------------------------------------------------------------------------------------------
 # the affine map
 
 
 def qrange(dtype: torch.dtype = torch.int8) -> tuple[int, int]:
     """``(q_min, q_max)`` of an 8-bit integer dtype: (-128, 127) for int8, (0, 255) for uint8."""
-    if dtype not in _INT_DTYPES:
-        raise ValueError(f"dtype must be torch.int8 or torch.uint8, got {dtype!r}")
-    return _INT_DTYPES[dtype]
-
-
-def _check_axis(x: torch.Tensor, axis: int | None) -> int | None:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}"
-                        + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else ""))
-    if axis is None:
-        return None
-    if not isinstance(axis, int) or not -x.dim() <= axis < x.dim():
-        raise ValueError(f"axis must be None or an int in [-{x.dim()}, {x.dim()}), got {axis!r} for shape {tuple(x.shape)}")
-    return axis % x.dim()
-
-
-def _broadcast(t: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tensor:
-    """Shape a per-channel ``(C,)`` tensor so it broadcasts along ``axis`` of ``x``."""
-    if axis is None:
-        if t.numel() != 1:
-            raise ValueError(f"per-tensor parameters must hold one number, got shape {tuple(t.shape)}")
-        return t.reshape(())
-    if t.dim() != 1 or t.shape[0] != x.shape[axis]:
-        raise ValueError(f"per-channel parameters along axis {axis} must have shape ({x.shape[axis]},), got {tuple(t.shape)}")
-    shape = [1] * x.dim()
-    shape[axis] = -1
-    return t.reshape(shape)
+    return _check_dtype(dtype)
 
 
 def qparams(
@@ -72,10 +164,12 @@ def qparams(
     ``z = 0``. With ``axis=None`` one pair for the whole tensor (0-d tensors); with ``axis=k`` one
     pair per slice along dimension ``k`` (1-d tensors of length ``x.shape[k]``), e.g. ``axis=0``
     for one scale per output row of a linear layer's weight. A constant-zero range gets
-    ``s = 1``. Chapter 12 derives these formulas.
+    ``s = 1``. ``x`` must be a finite floating-point tensor. Chapter 12 derives these formulas.
     """
-    axis = _check_axis(x, axis)
+    axis = _check_x(x, axis)
     q_min, q_max = qrange(dtype)
+    if _check_flag(symmetric, "symmetric") and dtype != torch.int8:
+        raise ValueError("symmetric quantization keeps z = 0, which needs a signed range: use dtype=torch.int8")
     x = x.detach().float()
     if axis is None:
         lo, hi = x.min(), x.max()
@@ -84,8 +178,6 @@ def qparams(
         lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
     lo, hi = torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
     if symmetric:
-        if dtype != torch.int8:
-            raise ValueError("symmetric quantization keeps z = 0, which needs a signed range: use dtype=torch.int8")
         scale = torch.maximum(-lo, hi) / q_max
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         zero_point = torch.zeros_like(scale, dtype=torch.int64)
@@ -93,7 +185,7 @@ def qparams(
         scale = (hi - lo) / (q_max - q_min)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         zero_point = torch.clamp(q_min - torch.round(lo / scale), q_min, q_max).to(torch.int64)
-    return scale, zero_point
+    return _check_computed_scale(scale), zero_point
 
 
 def quantize(
@@ -111,14 +203,14 @@ def quantize(
     does: the same integers as ``torch.fake_quantize_per_tensor_affine``,
     ``torch.quantize_per_channel`` and, for ``z = 0``, ``torch.quantize_per_tensor``. (With
     ``z != 0`` the last one adds ``z`` inside a fused multiply-add before rounding, which can move
-    a value within float32 rounding of a tie by one code; chapter 12 shows it.)
+    a value within float32 rounding of a tie by one code; chapter 12 shows it.) ``x`` must be
+    finite, ``scale`` finite and positive, ``zero_point`` a whole number in the range of ``dtype``.
     """
-    axis = _check_axis(x, axis)
+    axis = _check_x(x, axis)
     q_min, q_max = qrange(dtype)
-    s = _broadcast(torch.as_tensor(scale, dtype=torch.float32, device=x.device), x, axis)
-    z = _broadcast(torch.as_tensor(zero_point, dtype=torch.int64, device=x.device), x, axis)
-    if not bool((s > 0).all()):
-        raise ValueError("scale must be positive")
+    _check_scale_and_zero_point(scale, zero_point)
+    s = _check_scale(scale, x, axis)
+    z = _check_zero_point(zero_point, x, axis, dtype)
     q = torch.round(x.float() * (1.0 / s)) + z  # times the float32 reciprocal, as PyTorch's kernels do
     return torch.clamp(q, q_min, q_max).to(dtype)
 
@@ -126,14 +218,16 @@ def quantize(
 def dequantize(
     q: torch.Tensor, scale: torch.Tensor | float, zero_point: torch.Tensor | int, *, axis: int | None = None
 ) -> torch.Tensor:
-    """``x_hat = s (q - z)`` in float32: the real number each integer stands for."""
+    """``x_hat = s (q - z)`` in float32: the real number each integer stands for.
+
+    ``q`` is an int8 or uint8 tensor; ``scale`` and ``zero_point`` follow the rules of :func:`quantize`.
+    """
     if not isinstance(q, torch.Tensor) or q.dtype not in _INT_DTYPES:
         raise TypeError(f"q must be an int8 or uint8 tensor, got {getattr(q, 'dtype', type(q).__name__)}")
-    if axis is not None and (not isinstance(axis, int) or not -q.dim() <= axis < q.dim()):
-        raise ValueError(f"axis must be None or an int in [-{q.dim()}, {q.dim()}), got {axis!r}")
-    axis = None if axis is None else axis % q.dim()
-    s = _broadcast(torch.as_tensor(scale, dtype=torch.float32, device=q.device), q, axis)
-    z = _broadcast(torch.as_tensor(zero_point, dtype=torch.int64, device=q.device), q, axis)
+    axis = _check_axis(q, axis)
+    _check_scale_and_zero_point(scale, zero_point)
+    s = _check_scale(scale, q, axis)
+    z = _check_zero_point(zero_point, q, axis, q.dtype)
     return (q.to(torch.int64) - z).float() * s
 
 

@@ -112,3 +112,38 @@ def _window_cases(rng: np.random.Generator) -> list[Case]:
 
 
 register("ch05.make_windows", make_windows, _window_cases, atol=0.0, rtol=0.0)
+
+
+def forget_bias(bias_ih: torch.Tensor, bias_hh: torch.Tensor, value: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: new copies of an LSTM layer's two bias vectors (4 hidden,), rows i, f, g, o.
+
+    The forget gate's total bias ``b_if + b_hf`` becomes ``value`` for every unit: rows
+    ``hidden:2 hidden`` of ``bias_ih`` are set to ``value`` and those of ``bias_hh`` to 0; every
+    other row is unchanged. Chapter 5 starts its adding-problem LSTM this way with ``value = 1``.
+    """
+    if bias_ih.shape != bias_hh.shape or bias_ih.dim() != 1 or bias_ih.shape[0] % 4:
+        raise ValueError(f"expected two bias vectors of shape (4 hidden,), got {tuple(bias_ih.shape)} "
+                         f"and {tuple(bias_hh.shape)}")
+    hidden = bias_ih.shape[0] // 4
+    new_ih, new_hh = bias_ih.clone(), bias_hh.clone()
+    new_ih[hidden : 2 * hidden] = value
+    new_hh[hidden : 2 * hidden] = 0.0
+    return new_ih, new_hh
+
+
+def _forget_bias_cases(rng: np.random.Generator) -> list[Case]:
+    def case(name: str, hidden: int, value: float, dtype: torch.dtype = torch.float32) -> Case:
+        g = _gen(rng)
+        b_ih, b_hh = (torch.randn(4 * hidden, generator=g, dtype=dtype) for _ in range(2))
+        return Case(name, (b_ih, b_hh, value))
+
+    return [
+        case("hidden 5, value 1", 5, 1.0),
+        case("hidden 32, value -2 (a gate that starts nearly shut)", 32, -2.0),
+        case("hidden 1, value 3", 1, 3.0),
+        case("hidden 7, value 0, float64", 7, 0.0, torch.float64),
+    ]
+
+
+register("ch05.forget_bias", forget_bias, _forget_bias_cases, atol=0.0, rtol=0.0)
+
