@@ -265,7 +265,8 @@ def test_mha_float_mask_and_all_padding_sequence_has_finite_gradients():
             assert torch.isfinite(p.grad).all(), name
         assert torch.all(w[1] == 0)
         torch.testing.assert_close(out[1], ours.out_proj.bias.detach().expand(6, 16))  # zero heads -> bias
-    # the real sequence, forward and backward, against torch run on it alone (torch gives NaN for the other)
+    # the real sequence, forward and backward, against torch run on it alone (torch's output for the all-padding
+    # sequence depends on its arguments: see test_torch_mha_all_padding_depends_on_the_call)
     ours.zero_grad()
     out, _ = ours(x, x, x, mask=add, key_padding_mask=pad)
     out[0].square().sum().backward()
@@ -276,6 +277,51 @@ def test_mha_float_mask_and_all_padding_sequence_has_finite_gradients():
     for got, want in ((ours.q_proj.weight.grad, q_w), (ours.k_proj.weight.grad, k_w), (ours.v_proj.weight.grad, v_w),
                       (ours.out_proj.weight.grad, ref.out_proj.weight.grad)):
         torch.testing.assert_close(got, want)
+
+
+def test_torch_mha_all_padding_depends_on_the_call():
+    """What the docstrings say of nn.MultiheadAttention on an all-padding sequence, on the installed PyTorch."""
+    ours, ref = _pair()  # both in eval mode
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    pad = torch.tensor([[False] * 5, [True] * 5])  # the second sequence is all padding
+    bias = ref.out_proj.bias.detach().expand(5, 16)
+    out, _ = ref(x, x, x, key_padding_mask=pad)  # need_weights=True, the default
+    assert out[1].isnan().all()
+    out, _ = ref(x, x, x, key_padding_mask=pad, need_weights=False)  # with autograd: the SDPA path
+    torch.testing.assert_close(out[1], bias)
+    with torch.no_grad():  # eval, no autograd, need_weights=False: the inference fast path
+        out, _ = ref(x, x, x, key_padding_mask=pad, need_weights=False)
+    assert out[1].isnan().all()
+    for need_weights in (True, False):  # ours: the bias, whatever the call
+        torch.testing.assert_close(ours(x, x, x, key_padding_mask=pad, need_weights=need_weights)[0][1], bias)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x, x, x, key_padding_mask=pad, need_weights=need_weights)[0][1], bias)
+
+
+def test_mha_refuses_per_sequence_3d_mask_that_would_hit_the_heads():
+    ours, _ = _pair()  # 4 heads
+    x = torch.randn(4, 6, 16)  # B == n_heads: a (B, L, L) mask would broadcast onto the heads silently
+    keep = torch.ones(4, 6, 6, dtype=torch.bool)
+    keep[1, :, 3:] = False  # sequence 1: keys 3.. are padding
+    with pytest.raises(ValueError, match=r"mask\[:, None\]"):
+        ours(x, x, x, mask=keep)
+    with pytest.raises(ValueError, match="ambiguous"):
+        ours(x, x, x, mask=torch.zeros(4, 6, 6))  # float masks too
+    out, w = ours(x, x, x, mask=keep[:, None], need_weights=True)  # (B, 1, L, L): per sequence
+    assert torch.all(w[1, :, :, 3:] == 0) and torch.all(w[[0, 2, 3]] > 0)
+    want, _ = ours(x, x, x, key_padding_mask=~keep[:, 0, :])
+    torch.testing.assert_close(out, want)
+    shared, _ = ours(x, x, x, mask=causal_mask(6)[None])  # (1, L, L) is fine: it broadcasts over the batch
+    torch.testing.assert_close(shared, ours(x, x, x, causal=True)[0])
+
+
+def test_sdpa_finite_large_negative_row_is_uniform_like_torch(qkv):
+    q, k, v = qkv
+    add = torch.zeros(5, 7)
+    add[2] = torch.finfo(torch.float32).min  # Hugging Face's "blocked": every key of query 2
+    out, w = scaled_dot_product_attention(q, k, v, mask=add)
+    torch.testing.assert_close(w[..., 2, :], torch.full_like(w[..., 2, :], 1 / 7))  # uniform, not zero
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=add))
 
 
 # ----------------------------------------------------------------------------- backward and cross-attention

@@ -13,10 +13,16 @@ state, autocast's low-precision weight copies, and temporaries. Views and in-pla
 their input's storage and are not counted twice.
 
 What it cannot see: tensors that already existed when the block started (the model's weights,
-for instance: add them yourself), memory a kernel allocates internally without making a tensor
-(oneDNN/BLAS workspaces), Python objects, and what the allocator keeps cached or loses to
-fragmentation. It reports the peak of *live tensor bytes*, which is what the training techniques
-of chapter 10 change; the process's resident memory is larger and noisier.
+for instance: add them yourself); scratch buffers a kernel allocates and frees inside one
+operation, because the mode sees only the operations called from Python and their outputs, not
+what a kernel does in C++ (the CPU FlashAttention kernel behind
+``F.scaled_dot_product_attention``, for instance, allocates blocks of logits for each thread and
+frees them before it returns); memory a library allocates outside PyTorch (oneDNN/BLAS
+workspaces); Python objects; and what the allocator keeps cached or loses to fragmentation. So
+the peak it reports is a lower bound: the peak of *live tensor bytes*, which is what the training
+techniques of chapter 10 change; the process's resident memory is larger and noisier.
+``torch.profiler.profile(profile_memory=True)`` records every allocation of PyTorch's CPU
+allocator, kernel scratch included; chapter 6 uses it to count the scratch of the fused kernel.
 """
 
 from __future__ import annotations

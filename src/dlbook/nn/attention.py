@@ -5,7 +5,9 @@ Everything here is batch-first and follows one mask convention, the one of
 
 * a **boolean** ``mask`` says where a query *may attend*: ``True`` = attend, ``False`` = blocked;
 * a **float** ``mask`` is *added* to the logits before the softmax (``0`` = attend, ``-inf`` or a large
-  negative number = blocked), the form Hugging Face models build internally.
+  negative number = blocked), the form Hugging Face models build internally. A large *finite* negative
+  number (Hugging Face uses ``torch.finfo(dtype).min``) only pushes a logit down: a row in which every key
+  gets it keeps finite logits and ends with *uniform* weights, not zeros, exactly as in PyTorch.
 
 The mask must broadcast to the logits' shape ``(..., L_q, L_k)``, e.g. ``(L_q, L_k)`` for one mask shared
 by the batch, or ``(B, 1, 1, L_k)`` for a per-sequence padding mask in multi-head attention. From a
@@ -20,8 +22,11 @@ Beware that :class:`torch.nn.MultiheadAttention`'s own boolean ``attn_mask`` is 
 A query row that may attend to no key at all (every logit ``-inf``) gets zero weights, a zero output and
 zero gradients, which is what :func:`torch.nn.functional.scaled_dot_product_attention` returns for such a
 row (the unit tests check it against the installed PyTorch). A plain ``softmax`` would give ``NaN`` there,
-and ``NaN`` gradients that spread to every parameter upstream. :class:`torch.nn.MultiheadAttention`
-returns ``NaN`` for such a row; ours returns the output projection of a zero vector (its bias).
+and ``NaN`` gradients that spread to every parameter upstream. What :class:`torch.nn.MultiheadAttention`
+returns for a sequence whose keys are all padding depends on the call (PyTorch 2.x): ``NaN`` with
+``need_weights=True`` (its default) and on its inference fast path (eval mode, no autograd,
+``need_weights=False``), the output bias otherwise. Ours always returns the output projection of a zero
+vector (its bias); chapter 6 shows the cases side by side.
 """
 
 from __future__ import annotations
@@ -87,6 +92,22 @@ def _check_mask(mask: object, logits_shape: torch.Size, device: torch.device, wh
     if broadcast != logits_shape:
         raise ValueError(
             f"{where}: {name} of shape {tuple(mask.shape)} would enlarge the logits of shape {tuple(logits_shape)}"
+        )
+
+
+def _check_not_per_sequence_3d(mask: Tensor) -> None:
+    """Refuse a 3-D mask whose first dimension is not 1: it would broadcast onto the head axis.
+
+    :class:`MultiHeadAttention` attends with logits ``(B, n_heads, L_q, L_k)``; a ``(B, L_q, L_k)`` mask
+    aligns with them from the right, so its batch axis meets the heads. When ``B == n_heads`` that
+    broadcasts without error and masks sequence ``h``'s keys in head ``h`` of every sequence.
+    """
+    if mask.dim() == 3 and mask.shape[0] != 1:
+        raise ValueError(
+            f"MultiHeadAttention: a 3-D mask of shape {tuple(mask.shape)} is ambiguous: broadcasting puts its first "
+            "axis on the heads of the logits (B, n_heads, L_q, L_k), not on the batch (PyTorch's "
+            "nn.MultiheadAttention reads it as (B * n_heads, L_q, L_k)). Pass a per-sequence mask as "
+            "mask[:, None] of shape (B, 1, L_q, L_k), or one (L_q, L_k) mask shared by the batch"
         )
 
 
@@ -204,10 +225,17 @@ class MultiHeadAttention(nn.Module):
 
     Differences from :class:`torch.nn.MultiheadAttention`, on purpose: always batch-first (PyTorch's
     default is ``(L, B, d)``); a boolean ``mask`` means *may attend* (PyTorch's ``attn_mask`` means
-    *blocked*); the weights are per head and only computed on request (PyTorch averages over heads by
-    default); a sequence whose keys are all padding gives zero heads (output = the output projection's
-    bias) and finite gradients, where PyTorch gives ``NaN``; four separate ``nn.Linear`` projections, the
-    layout of Hugging Face's BERT, instead of one stacked ``in_proj_weight``.
+    *blocked*); the weights are per head and always computed, but returned only on request (PyTorch
+    averages over heads by default); a sequence whose keys are all padding gives zero heads (output = the
+    output projection's bias) and finite gradients, whatever the arguments, where PyTorch gives ``NaN``
+    with ``need_weights=True`` or on its inference fast path; four separate ``nn.Linear`` projections,
+    the layout of Hugging Face's BERT, instead of one stacked ``in_proj_weight``.
+
+    A 3-D ``mask`` must have a leading dimension of 1: broadcasting aligns shapes from the right, so a
+    per-sequence mask ``(B, L_q, L_k)`` would land on the *head* axis of ``(B, n_heads, L_q, L_k)``, and
+    when ``B == n_heads`` it would silently mask the wrong thing (PyTorch's module reads a 3-D mask as
+    ``(B * n_heads, L_q, L_k)``). Pass ``mask[:, None]`` of shape ``(B, 1, L_q, L_k)`` or a shared
+    ``(L_q, L_k)`` instead; a ``ValueError`` says so.
     """
 
     def __init__(
@@ -292,6 +320,7 @@ class MultiHeadAttention(nn.Module):
         L_k = key.shape[1]
         if mask is not None:
             _check_mask(mask, torch.Size((B, self.n_heads, L_q, L_k)), query.device, "MultiHeadAttention")
+            _check_not_per_sequence_3d(mask)
         if key_padding_mask is not None:
             if not isinstance(key_padding_mask, Tensor):
                 got = type(key_padding_mask).__name__
