@@ -71,8 +71,10 @@ def correct(preds: ArrayLike, labels: ArrayLike) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Interval:
-    """An estimate with a percentile bootstrap interval: a difference of accuracies ``a - b``
-    (:func:`paired_bootstrap`), or any paired ratio (:func:`bootstrap_ratio`)."""
+    """An estimate with an interval: a percentile bootstrap interval of a difference of
+    accuracies ``a - b`` (:func:`paired_bootstrap`) or of any paired ratio
+    (:func:`bootstrap_ratio`), or a Student-t interval over seeds (:func:`seed_interval`,
+    ``n_boot = 0``)."""
 
     diff: float
     low: float
