@@ -163,7 +163,7 @@ def test_batch_norm2d_matches_f_batch_norm_forward_backward_and_running_stats(tr
     stats_ref = [t.clone() for t in stats_ours]
     for step in range(3):  # several steps: the running statistics accumulate
         xs = x * (step + 1)
-        ours = batch_norm2d(xs, weight, bias, *stats_ours, training=training, momentum=0.2, eps=1e-3)
+        ours = batch_norm2d(xs, *stats_ours, weight, bias, training=training, momentum=0.2, eps=1e-3)
         ref = F.batch_norm(xs, *stats_ref, weight, bias, training=training, momentum=0.2, eps=1e-3)
         torch.testing.assert_close(ours, ref)
         torch.testing.assert_close(stats_ours, stats_ref)
@@ -178,52 +178,80 @@ def test_batch_norm2d_matches_nn_batchnorm2d_module_and_unbiased_running_var():
     gen = torch.Generator().manual_seed(3)
     for _ in range(5):
         x = torch.randn(2, 3, 2, 2, generator=gen) * 3
-        torch.testing.assert_close(batch_norm2d(x, bn.weight, bn.bias, mean, var, training=True), bn(x))
+        torch.testing.assert_close(batch_norm2d(x, mean, var, bn.weight, bn.bias, training=True), bn(x))
         n = x.numel() // 3
         assert n == 8  # small n: the unbiased factor n / (n - 1) is visible
     torch.testing.assert_close((mean, var), (bn.running_mean, bn.running_var))
     bn.eval()
     x = torch.randn(1, 3, 1, 1, generator=gen)  # one value per channel: fine in evaluation mode
-    torch.testing.assert_close(batch_norm2d(x, bn.weight, bn.bias, mean, var, training=False), bn(x))
+    torch.testing.assert_close(batch_norm2d(x, mean, var, bn.weight, bn.bias, training=False), bn(x))
 
 
 def test_batch_norm2d_without_affine_or_running_stats():
     x, _, _ = _bn_inputs(seed=1, dtype=torch.float32)
-    y = batch_norm2d(x, training=True)
+    y = batch_norm2d(x, None, None, training=True)
     torch.testing.assert_close(y, F.batch_norm(x, None, None, training=True))
     torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
     torch.testing.assert_close(y.var(dim=(0, 2, 3), correction=0), torch.ones(3), atol=1e-3, rtol=0)
+
+
+def test_batch_norm2d_takes_f_batch_norm_argument_order():
+    """A positional call means the same as in F.batch_norm; the mode must be named."""
+    x, weight, bias = _bn_inputs(seed=2)
+    stats = [torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64) + 0.5]
+    for training in (True, False):
+        stats_ours, stats_ref = [t.clone() for t in stats], [t.clone() for t in stats]
+        torch.testing.assert_close(batch_norm2d(x, *stats_ours, weight, bias, training=training),
+                                   F.batch_norm(x, *stats_ref, weight, bias, training=training))
+        torch.testing.assert_close(stats_ours, stats_ref)  # the same running statistics
+    args_ours = (x, *stats, weight, bias)
+    with pytest.raises(TypeError):  # F.batch_norm's silent default (evaluation mode) is not offered
+        batch_norm2d(*args_ours)
+    with pytest.raises(TypeError):  # nor a positional mode
+        batch_norm2d(*args_ours, True)
+
+
+def test_batch_norm2d_documented_differences_from_f_batch_norm_are_loud():
+    x = torch.randn(4, 3, 5, 5)
+    mean, var = torch.zeros(3), torch.ones(3)
+    F.batch_norm(x.half(), mean.clone(), var.clone(), training=True)  # PyTorch mixes the dtypes
+    with pytest.raises(TypeError, match="running_mean has dtype torch.float32 but x has dtype torch.float16"):
+        batch_norm2d(x.half(), mean, var, training=True)
+    with pytest.raises(ValueError, match="momentum"):  # nn.BatchNorm2d's cumulative average
+        batch_norm2d(x, mean, var, training=True, momentum=None)
+    with pytest.raises(TypeError):  # F.batch_norm rejects it as well
+        F.batch_norm(x, mean, var, training=True, momentum=None)
 
 
 def test_batch_norm2d_errors():
     x, weight, bias = _bn_inputs(dtype=torch.float32)
     mean, var = torch.zeros(3), torch.ones(3)
     with pytest.raises(ValueError, match=r"x must have shape \(batch, channels, H, W\)"):
-        batch_norm2d(x[0], training=True)
+        batch_norm2d(x[0], None, None, training=True)
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
-        batch_norm2d(x.detach().numpy(), training=True)
+        batch_norm2d(x.detach().numpy(), None, None, training=True)
     with pytest.raises(TypeError, match="floating-point"):
-        batch_norm2d(x.long(), training=True)
+        batch_norm2d(x.long(), None, None, training=True)
     with pytest.raises(TypeError, match="weight has dtype torch.float64"):
-        batch_norm2d(x, weight.double(), training=True)
+        batch_norm2d(x, None, None, weight.double(), training=True)
     with pytest.raises(TypeError, match="running_var has dtype"):
-        batch_norm2d(x, running_mean=mean, running_var=var.half(), training=True)
+        batch_norm2d(x, mean, var.half(), training=True)
     with pytest.raises(ValueError, match=r"bias must have shape \(3,\)"):
-        batch_norm2d(x, weight, torch.zeros(4), training=True)
+        batch_norm2d(x, None, None, weight, torch.zeros(4), training=True)
     with pytest.raises(ValueError, match="both"):
-        batch_norm2d(x, running_mean=mean, training=True)
+        batch_norm2d(x, mean, None, training=True)
     with pytest.raises(ValueError, match="evaluation-mode"):
-        batch_norm2d(x, training=False)
+        batch_norm2d(x, None, None, training=False)
     with pytest.raises(ValueError, match="more than one value per channel"):
-        batch_norm2d(torch.randn(1, 3, 1, 1), training=True)
+        batch_norm2d(torch.randn(1, 3, 1, 1), None, None, training=True)
     with pytest.raises(TypeError, match="training"):
-        batch_norm2d(x, training=1)
+        batch_norm2d(x, None, None, training=1)
     with pytest.raises(ValueError, match="momentum"):
-        batch_norm2d(x, training=True, momentum=1.5)
+        batch_norm2d(x, None, None, training=True, momentum=1.5)
     with pytest.raises(ValueError, match="eps"):
-        batch_norm2d(x, training=True, eps=0.0)
+        batch_norm2d(x, None, None, training=True, eps=0.0)
     with pytest.raises(ValueError, match="channels"):
-        batch_norm2d(torch.randn(2, 0, 3, 3), training=True)
+        batch_norm2d(torch.randn(2, 0, 3, 3), None, None, training=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,15 +291,34 @@ def test_residual_block_computes_its_formula(stride, c_out):
 
 
 def test_residual_stack_passes_gradient_to_first_block():
-    """Without batch norm or shortcut the gradient at block 1 of 12 all but vanishes; with it, it does not."""
+    """At initialisation, without batch norm, over 12 blocks: with PyTorch's default initialisation
+    (weight variance 1 / (3 fan_in), a sixth of He's 2 / fan_in, plus biases) the gradient at the
+    first block of a plain stack all but vanishes and the shortcut keeps it; with He
+    initialisation and zero biases the plain stack keeps it too, so the vanishing is the default
+    initialisation's doing, not depth's alone."""
     x = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     ratios = {}
-    for shortcut in (False, True):
+    for init, shortcut in itertools.product(("default", "he"), (False, True)):
         torch.manual_seed(0)
         stack = nn.Sequential(*[ResidualBlock(4, 4, shortcut=shortcut, batch_norm=False) for _ in range(12)])
+        if init == "he":
+            for conv in (m for m in stack.modules() if isinstance(m, nn.Conv2d)):
+                nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
         stack(x).square().mean().backward()
-        ratios[shortcut] = (stack[0].conv1.weight.grad.norm() / stack[-1].conv1.weight.grad.norm()).item()
-    assert ratios[False] < 1e-4 < 1e-2 < ratios[True]
+        ratios[init, shortcut] = (stack[0].conv1.weight.grad.norm() / stack[-1].conv1.weight.grad.norm()).item()
+    assert ratios["default", False] < 1e-4 < 1e-2 < ratios["default", True]
+    assert 1e-2 < ratios["he", False] < 1e2 and 1e-2 < ratios["he", True] < 1e2
+
+
+def test_default_conv_init_has_a_sixth_of_he_variance():
+    """The premise of chapter 3's initialisation arm: kaiming_uniform_(a=sqrt(5)) draws from
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), variance 1 / (3 fan_in)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 64, 3)
+    fan_in = 64 * 9
+    assert conv.weight.abs().max() <= fan_in**-0.5
+    assert abs(conv.weight.var().item() * fan_in - 1 / 3) < 0.01
 
 
 def test_residual_block_errors():
@@ -304,6 +351,12 @@ def test_mlp_input_errors_and_unchanged_behaviour():
         mlp([[1.0] * 6])
     with pytest.raises(ValueError, match="6 values per example"):
         mlp(torch.ones(2, 5))
+    assert mlp(torch.ones(0, 6)).shape == (0, 3)  # an empty batch is a batch, as for nn.Linear
+    assert mlp(torch.ones(0, 2, 3)).shape == (0, 3)  # (batch, ...) with 6 values per example
+    with pytest.raises(ValueError, match="6 values per example"):
+        mlp(torch.ones(0, 5))
+    with pytest.raises(ValueError, match="6 values per example"):
+        mlp(torch.ones(6))  # one example without its batch dimension
     with pytest.raises(ValueError, match="in_features"):
         MLP(True, [4], 2)
     with pytest.raises(ValueError, match="n_classes"):

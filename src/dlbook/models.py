@@ -63,7 +63,7 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
             raise TypeError(f"MLP expects a tensor, got {type(x).__name__}")
-        if x.ndim < 2 or x[0].numel() != self.in_features:
+        if x.ndim < 2 or x.shape[1:].numel() != self.in_features:  # x[0] fails on an empty batch
             raise ValueError(
                 f"MLP expects (batch, ...) input with {self.in_features} values per example, got shape {tuple(x.shape)}"
             )

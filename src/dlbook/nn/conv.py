@@ -7,7 +7,8 @@
 - :func:`conv2d_im2col`: ``F.conv2d`` written as unfold (im2col) plus one batched matrix product,
   with stride, zero padding, dilation and groups.
 - :func:`batch_norm2d`: ``F.batch_norm`` for (batch, channels, H, W) tensors written from its
-  definition: per-channel statistics over batch and space, an affine map, running statistics.
+  definition, with ``F.batch_norm``'s argument order and the mode given by keyword:
+  per-channel statistics over batch and space, an affine map, running statistics.
 
 Deep-learning "convolution" is cross-correlation: the kernel is not flipped. Every public function
 checks its arguments and names the one that is wrong.
@@ -153,10 +154,10 @@ def conv2d_im2col(
 
 def batch_norm2d(
     x: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
     weight: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
-    running_mean: torch.Tensor | None = None,
-    running_var: torch.Tensor | None = None,
     *,
     training: bool,
     momentum: float = 0.1,
@@ -164,13 +165,23 @@ def batch_norm2d(
 ) -> torch.Tensor:
     """Batch normalisation of (batch, channels, H, W) from its definition; agrees with ``F.batch_norm``.
 
+    The arguments come in ``F.batch_norm``'s order, ``(x, running_mean, running_var, weight,
+    bias)``, so a positional call means the same in both. The mode has no default and must be
+    named, ``training=True`` or ``training=False``: ``F.batch_norm`` quietly defaults to
+    evaluation mode, and a forgotten mode is a silent error. Two further differences, both
+    loud: ``weight``, ``bias`` and the running statistics must have ``x``'s dtype
+    (``F.batch_norm`` also accepts float32 parameters with float16 or bfloat16 input), and
+    ``momentum`` must be a number in [0, 1] (``nn.BatchNorm2d``'s ``momentum=None``, a
+    cumulative average, is not offered; ``F.batch_norm`` rejects it too).
+
     In training mode each channel ``c`` is normalised with the mean and the biased variance of its
     ``n = batch * H * W`` values, ``x_hat = (x - mean_c) / sqrt(var_c + eps)``, then mapped to
     ``weight_c * x_hat + bias_c`` (1 and 0 when None). The running statistics, when given, are
     updated in place as PyTorch does: ``running = (1 - momentum) * running + momentum * batch_stat``,
     with the *unbiased* variance ``var_c * n / (n - 1)`` for ``running_var``. In evaluation mode
-    the running statistics replace the batch's, so each example is normalised on its own.
-    Gradients flow through the batch statistics (autograd). Taught in chapter 3.
+    the running statistics replace the batch's, so each example is normalised independently of
+    the rest of its batch. Gradients flow through the batch statistics (autograd). Taught in
+    chapter 3.
     """
     _tensor("x", x, 4, "(batch, channels, H, W)")
     _floating("x", x)
