@@ -145,3 +145,123 @@ def test_transformer_lm_is_causal():
         lm(torch.randint(0, 10, (2, 9)))
     with pytest.raises(ValueError):
         TransformerLM(10, positions="rope")
+
+
+# ---------------------------------------------------------------------------- bad input, clear errors
+def test_wrong_d_model_names_the_module_and_size():
+    x = torch.randn(2, 5, 12)
+    for module, where in ((LayerNorm(16), "LayerNorm"), (FeedForward(16, 32), "FeedForward"),
+                          (EncoderLayer(16, 4, 32), "EncoderLayer"), (Encoder(2, 16, 4, 32), "Encoder")):
+        with pytest.raises(ValueError, match=rf"{where}: .*d_model is 16"):
+            module(x)
+
+
+def test_encoder_needs_batch_first_3d_input():
+    with pytest.raises(ValueError, match=r"\(batch, seq, d_model\)"):
+        EncoderLayer(16, 4, 32)(torch.randn(5, 16))
+    with pytest.raises(ValueError, match=r"\(batch, seq, d_model\)"):
+        Encoder(1, 16, 4, 32)(torch.randn(1, 2, 5, 16))
+    with pytest.raises(TypeError, match="must be a tensor"):
+        EncoderLayer(16, 4, 32)([[0.0] * 16])
+
+
+@pytest.mark.parametrize("make", [lambda: LayerNorm(8), lambda: FeedForward(8, 16),
+                                  lambda: EncoderLayer(8, 2, 16), lambda: Encoder(2, 8, 2, 16)])
+def test_dtype_mismatch_is_a_clear_error(make):
+    module = make().eval()
+    x64 = torch.randn(2, 3, 8, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"dtype torch.float64 but the module's parameters are torch.float32"):
+        module(x64)
+    with pytest.raises(TypeError, match="floating-point"):
+        module(torch.ones(2, 3, 8, dtype=torch.long))
+    out = module.double()(x64)  # converting either side fixes it
+    assert out.dtype == torch.float64
+
+
+def test_dtype_check_is_skipped_under_autocast():
+    layer = EncoderLayer(8, 2, 16, dropout=0.0).eval()
+    x = torch.randn(2, 3, 8, dtype=torch.bfloat16)
+    with pytest.raises(TypeError):
+        layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(x).shape == (2, 3, 8)
+
+
+def test_constructor_arguments_are_checked():
+    with pytest.raises(ValueError, match="d_model .* multiple of n_heads"):
+        EncoderLayer(10, 4, 32)
+    with pytest.raises(ValueError, match="dropout"):
+        EncoderLayer(16, 4, 32, dropout=1.0)
+    with pytest.raises(ValueError, match="activation"):
+        EncoderLayer(16, 4, 32, activation="swish")
+    with pytest.raises(ValueError, match="eps"):
+        LayerNorm(8, eps=0.0)
+    with pytest.raises(ValueError, match="n_layers"):
+        Encoder(0, 16, 4, 32)
+    with pytest.raises(ValueError, match="d_ff"):
+        FeedForward(8, 0)
+    with pytest.raises(TypeError, match="norm_first"):
+        EncoderLayer(16, 4, 32, norm_first="yes")
+    with pytest.raises(ValueError, match="vocab_size"):
+        TransformerLM(0)
+    with pytest.raises(ValueError, match="base"):
+        sinusoidal_positional_encoding(4, 4, base=0)
+
+
+def test_lm_token_ids_out_of_range():
+    lm = TransformerLM(10, d_model=16, n_heads=2, d_ff=32, n_layers=1, max_len=8).eval()
+    with pytest.raises(ValueError, match=r"from 0 to 10, outside the vocabulary \[0, vocab_size = 10\)"):
+        lm(torch.tensor([[0, 3, 10]]))
+    with pytest.raises(ValueError, match=r"from -1 to 3"):
+        lm(torch.tensor([[-1, 3]]))
+    assert lm(torch.tensor([[0, 9]])).shape == (1, 2, 10)  # the edges of the range are fine
+
+
+def test_lm_ids_must_be_integer_2d_and_nonempty():
+    lm = TransformerLM(10, d_model=16, n_heads=2, d_ff=32, n_layers=1, max_len=8).eval()
+    with pytest.raises(TypeError, match="integer token ids"):
+        lm(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"\(batch, seq\)"):
+        lm(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="at least one token"):
+        lm(torch.zeros(2, 0, dtype=torch.long))
+    with pytest.raises(TypeError, match="tensor of token ids"):
+        lm([[1, 2]])
+    assert lm(torch.zeros(1, 3, dtype=torch.int32)).shape == (1, 3, 10)
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_lm_sequence_longer_than_positional_table(positions):
+    lm = TransformerLM(10, d_model=16, n_heads=2, d_ff=32, n_layers=1, max_len=8, positions=positions).eval()
+    assert lm(torch.zeros(1, 8, dtype=torch.long)).shape == (1, 8, 10)
+    with pytest.raises(ValueError, match=r"9 positions but the positional table has max_len = 8 rows"):
+        lm(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_lm_right_padding_does_not_leak():
+    """With right padding, the logits of a name's real positions do not depend on the pads after it."""
+    torch.manual_seed(0)
+    lm = TransformerLM(10, d_model=16, n_heads=2, d_ff=32, n_layers=2, max_len=8).eval()
+    short = torch.tensor([[1, 4, 5]])
+    padded = torch.tensor([[1, 4, 5, 0, 0, 0]])
+    torch.testing.assert_close(lm(padded)[:, :3], lm(short))
+
+
+def test_encoder_layer_matches_torch_backward():
+    ours, ref = _pair(True, "gelu")
+    x = torch.randn(2, 6, 16, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    probe = torch.randn(2, 6, 16)
+    (ours(x) * probe).sum().backward()
+    (ref(x_ref) * probe).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    torch.testing.assert_close(ours.ff.linear1.weight.grad, ref.linear1.weight.grad)
+    torch.testing.assert_close(ours.norm1.weight.grad, ref.norm1.weight.grad)
+
+
+def test_docstrings_state_the_differences_from_torch():
+    doc = EncoderLayer.__doc__
+    for phrase in ("batch-first", "batch_first=False", "True`` = *may attend*", "need_weights"):
+        assert phrase in doc
+    assert "norm=" in Encoder.__doc__
+    assert "tanh" in FeedForward.__doc__ and "BertModel" in FeedForward.__doc__

@@ -3,11 +3,17 @@
 Positional encodings, layer normalisation, the position-wise feed-forward network, the encoder
 layer (post-norm or pre-norm, loadable from :class:`torch.nn.TransformerEncoderLayer`), a stack of
 layers, and a small causal language model. Attention itself is :mod:`dlbook.nn.attention` (chapter 6).
-All modules are batch-first: ``(batch, seq, d_model)``.
+
+All modules are batch-first: ``(batch, seq, d_model)``. Bad input gets a clear error naming the
+argument: a wrong feature size (``d_model``), an input whose dtype differs from the module's
+parameters (a float64 batch into a float32 layer), token ids outside the vocabulary, a sequence
+longer than the positional table. The dtype check is skipped under :func:`torch.autocast`, where
+mixed dtypes are the point.
 """
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Literal
 
 import torch
@@ -26,49 +32,96 @@ __all__ = [
 ]
 
 Activation = Literal["relu", "gelu"]
+_ACTIVATIONS = ("relu", "gelu")
 
 
+# ---------------------------------------------------------------------------- argument checks
+def _check_positive_int(value: object, name: str, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+
+
+def _check_dropout(p: object, where: str) -> None:
+    if isinstance(p, bool) or not isinstance(p, Real) or not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"{where}: dropout must be a number in [0, 1), got {p!r}")
+
+
+def _check_eps(eps: object, where: str) -> None:
+    if isinstance(eps, bool) or not isinstance(eps, Real) or not float(eps) > 0:
+        raise ValueError(f"{where}: eps must be a positive number, got {eps!r}")
+
+
+def _check_activation(name: object, where: str) -> None:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"{where}: unknown activation {name!r}: valid are 'relu', 'gelu'")
+
+
+def _check_features(x: object, d_model: int, dtype: torch.dtype, where: str, *, rank3: bool = False) -> Tensor:
+    """``x`` must be a float tensor ``(..., d_model)`` (``(B, L, d_model)`` if ``rank3``) of the module's dtype."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{where}: x must be a tensor, got {type(x).__name__}")
+    if rank3 and x.dim() != 3:
+        raise ValueError(f"{where}: x must be (batch, seq, d_model) = (B, L, {d_model}), got shape {tuple(x.shape)}")
+    if x.dim() < 1 or x.shape[-1] != d_model:
+        expected = f"(B, L, {d_model})" if rank3 else f"(..., {d_model})"
+        raise ValueError(
+            f"{where}: x has last dimension {x.shape[-1] if x.dim() else None}, the module's d_model is {d_model}: "
+            f"expected shape {expected}, got {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{where}: x must be a floating-point tensor of features, got {x.dtype} "
+                        "(token ids go through an embedding first)")
+    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"{where}: x has dtype {x.dtype} but the module's parameters are {dtype}; "
+            f"convert one of them (e.g. x.to({dtype}) or module.to({x.dtype}))"
+        )
+    return x
+
+
+# ---------------------------------------------------------------------------- positions
 def sinusoidal_positional_encoding(n_positions: int, d_model: int, base: float = 10000.0) -> Tensor:
     """The ``(n_positions, d_model)`` table ``PE[pos, 2i] = sin(pos / base^(2i/d))``, ``PE[pos, 2i+1] = cos(...)``.
 
     Sine on even dimensions, cosine on odd ones, frequency ``base^(-2i/d_model)`` for the pair ``i``
-    (Vaswani et al. 2017). An odd ``d_model`` is allowed (the last dimension is a sine). Chapter 7.
+    (Vaswani et al. 2017); every entry is in ``[-1, 1]``. Computed in float64 and returned in the
+    default dtype. An odd ``d_model`` is allowed (the last dimension is a sine). Chapter 7.
     """
-    for name, value in (("n_positions", n_positions), ("d_model", d_model)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"sinusoidal_positional_encoding: {name} must be a positive int, got {value!r}")
-    if base <= 0:
-        raise ValueError(f"sinusoidal_positional_encoding: base must be positive, got {base}")
+    where = "sinusoidal_positional_encoding"
+    _check_positive_int(n_positions, "n_positions", where)
+    _check_positive_int(d_model, "d_model", where)
+    if isinstance(base, bool) or not isinstance(base, Real) or not float(base) > 0:
+        raise ValueError(f"{where}: base must be a positive number, got {base!r}")
     pos = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (P, 1)
     two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (ceil(d/2),) = 0, 2, 4, ...
-    angle = pos / base ** (two_i / d_model)  # (P, ceil(d/2))
+    angle = pos / float(base) ** (two_i / d_model)  # (P, ceil(d/2))
     pe = torch.zeros(n_positions, d_model, dtype=torch.float64)
     pe[:, 0::2] = torch.sin(angle)
     pe[:, 1::2] = torch.cos(angle[:, : d_model // 2])
     return pe.to(torch.get_default_dtype())
 
 
+# ---------------------------------------------------------------------------- LayerNorm, FFN
 class LayerNorm(nn.Module):
     """``gamma * (x - mean) / sqrt(var + eps) + beta`` over the last dimension (biased variance). Chapter 7.
 
-    Parameter names (``weight``, ``bias``) match :class:`torch.nn.LayerNorm`, so state dicts load either way.
+    Parameter names (``weight``, ``bias``) match :class:`torch.nn.LayerNorm`, so state dicts load either
+    way. Unlike :class:`torch.nn.LayerNorm` it normalises the last dimension only (an ``int`` ``d``, not a
+    shape) and always has ``gamma`` and ``beta``. ``x`` must be ``(..., d)`` in the parameters' dtype.
     """
 
     def __init__(self, d: int, eps: float = 1e-5) -> None:
         super().__init__()
-        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            raise ValueError(f"LayerNorm: d must be a positive int, got {d!r}")
-        if eps <= 0:
-            raise ValueError(f"LayerNorm: eps must be positive, got {eps}")
+        _check_positive_int(d, "d", "LayerNorm")
+        _check_eps(eps, "LayerNorm")
         self.d, self.eps = d, eps
         self.weight = nn.Parameter(torch.ones(d))  # gamma
         self.bias = nn.Parameter(torch.zeros(d))  # beta
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() < 1 or x.shape[-1] != self.d:
-            raise ValueError(f"LayerNorm: expected last dimension {self.d}, got shape {tuple(x.shape)}")
-        mean = x.mean(dim=-1, keepdim=True)
-        var = x.var(dim=-1, keepdim=True, unbiased=False)
+        _check_features(x, self.d, self.weight.dtype, "LayerNorm")
+        mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)  # (..., 1), divide by d
         return self.weight * (x - mean) / torch.sqrt(var + self.eps) + self.bias
 
     def extra_repr(self) -> str:
@@ -79,21 +132,26 @@ def _activation(name: str):
     if name == "relu":
         return F.relu
     if name == "gelu":
-        return F.gelu  # exact (erf) GELU, as BERT uses
+        return F.gelu  # exact (erf) GELU, what transformers' "gelu" (BertModel) computes
     raise ValueError(f"unknown activation {name!r}: valid are 'relu', 'gelu'")
 
 
 class FeedForward(nn.Module):
     """Position-wise feed-forward network ``W2 act(W1 x + b1) + b2`` (dropout after ``act``). Chapter 7.
 
-    ``activation`` is ``"relu"`` (``max(0, .)``, the original Transformer) or ``"gelu"`` (exact erf form,
-    BERT). Layer names ``linear1``/``linear2`` match :class:`torch.nn.TransformerEncoderLayer`.
+    ``activation`` is ``"relu"`` (``max(0, .)``, the original Transformer) or ``"gelu"``: the **exact**
+    erf form ``x Phi(x)`` (Hendrycks and Gimpel 2016), which is what Hugging Face ``BertModel``
+    computes for ``hidden_act="gelu"``; the original BERT code and GPT-2 use the tanh approximation
+    (``F.gelu(x, approximate="tanh")``), a different function. Layer names ``linear1``/``linear2`` match
+    :class:`torch.nn.TransformerEncoderLayer`.
     """
 
     def __init__(self, d_model: int, d_ff: int, activation: Activation = "relu", dropout: float = 0.0) -> None:
         super().__init__()
-        if d_model < 1 or d_ff < 1:
-            raise ValueError(f"FeedForward: d_model and d_ff must be positive, got {d_model}, {d_ff}")
+        _check_positive_int(d_model, "d_model", "FeedForward")
+        _check_positive_int(d_ff, "d_ff", "FeedForward")
+        _check_activation(activation, "FeedForward")
+        _check_dropout(dropout, "FeedForward")
         self.act = _activation(activation)
         self.activation = activation
         self.linear1 = nn.Linear(d_model, d_ff)
@@ -101,28 +159,41 @@ class FeedForward(nn.Module):
         self.linear2 = nn.Linear(d_ff, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1] != self.linear1.in_features:
-            raise ValueError(f"FeedForward: expected last dimension {self.linear1.in_features}, got shape {tuple(x.shape)}")
+        _check_features(x, self.linear1.in_features, self.linear1.weight.dtype, "FeedForward")
         return self.linear2(self.dropout(self.act(self.linear1(x))))  # (..., d_ff) inside, (..., d_model) out
 
 
+# ---------------------------------------------------------------------------- encoder
 class EncoderLayer(nn.Module):
     """One Transformer encoder layer: self-attention and feed-forward, each with a residual and a LayerNorm.
 
-    Post-norm (``norm_first=False``, the original and BERT)::
+    Post-norm (``norm_first=False``, the original Transformer and BERT)::
 
         x = norm1(x + dropout(self_attn(x)))
         x = norm2(x + dropout(ff(x)))
 
-    Pre-norm (``norm_first=True``)::
+    Pre-norm (``norm_first=True``, GPT-2)::
 
         x = x + dropout(self_attn(norm1(x)))
         x = x + dropout(ff(norm2(x)))
 
-    Same computation as :class:`torch.nn.TransformerEncoderLayer` with ``batch_first=True``; copy its
-    weights with :meth:`load_from_torch`. ``forward(x, mask, key_padding_mask, causal, need_weights)``
-    uses the masks of :class:`dlbook.nn.attention.MultiHeadAttention`; with ``need_weights=True`` it
-    returns ``(x, weights)`` with per-head weights ``(B, H, L, L)``, else just ``x``. Chapter 7.
+    With ``dropout=0`` (or in eval mode) it computes what :class:`torch.nn.TransformerEncoderLayer`
+    computes, forward and backward; copy that layer's weights with :meth:`load_from_torch`. The
+    defaults are torch's (``dropout=0.1``, ``activation="relu"``, ``norm_first=False``, ``eps=1e-5``).
+    Differences on purpose:
+
+    * always **batch-first**, ``x`` of shape ``(B, L, d_model)``; torch's default is ``batch_first=False``
+      (``(L, B, d_model)``);
+    * the boolean ``mask`` follows :mod:`dlbook.nn.attention`: ``True`` = *may attend*, the opposite of
+      torch's ``src_mask`` (``True`` = blocked); ``key_padding_mask`` ``(B, L)`` has torch's meaning
+      (``True`` = padding); ``causal=True`` applies the causal mask by itself (torch's ``is_causal`` is
+      only a hint that comes with a ``src_mask``);
+    * ``need_weights=True`` returns ``(x, weights)`` with the per-head attention ``(B, H, L, L)``; torch's
+      layer never returns its weights;
+    * ``activation`` is the string ``"relu"`` or ``"gelu"`` (exact erf GELU), not any callable;
+    * no fused fast path or nested tensors: the code is the equations.
+
+    ``x`` must have ``d_model`` features and the parameters' dtype (clear errors otherwise). Chapter 7.
     """
 
     def __init__(
@@ -136,6 +207,16 @@ class EncoderLayer(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
+        where = "EncoderLayer"
+        for name, value in (("d_model", d_model), ("n_heads", n_heads), ("d_ff", d_ff)):
+            _check_positive_int(value, name, where)
+        if d_model % n_heads:
+            raise ValueError(f"{where}: d_model ({d_model}) must be a multiple of n_heads ({n_heads})")
+        _check_dropout(dropout, where)
+        _check_activation(activation, where)
+        _check_eps(eps, where)
+        if not isinstance(norm_first, bool):
+            raise TypeError(f"{where}: norm_first must be True or False, got {norm_first!r}")
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
         self.ff = FeedForward(d_model, d_ff, activation, dropout)
         self.norm1 = LayerNorm(d_model, eps)
@@ -157,8 +238,7 @@ class EncoderLayer(nn.Module):
         causal: bool = False,
         need_weights: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"EncoderLayer: x must be (B, L, {self.d_model}), got {tuple(x.shape)}")
+        _check_features(x, self.d_model, self.norm1.weight.dtype, "EncoderLayer", rank3=True)
         if self.norm_first:
             a, w = self._sa(self.norm1(x), mask, key_padding_mask, causal)
             x = x + a
@@ -174,6 +254,7 @@ class EncoderLayer(nn.Module):
         """Copy the weights of a :class:`torch.nn.TransformerEncoderLayer`; returns ``self``.
 
         Checks that the two layers compute the same thing (sizes, ``norm_first``, activation, eps).
+        Works whatever the torch layer's ``batch_first`` (it only changes the input layout).
         """
         if not isinstance(layer, nn.TransformerEncoderLayer):
             raise TypeError(f"load_from_torch needs an nn.TransformerEncoderLayer, got {type(layer).__name__}")
@@ -205,7 +286,9 @@ class Encoder(nn.Module):
     """A stack of ``n_layers`` :class:`EncoderLayer` (plus a final LayerNorm when ``norm_first``). Chapter 7.
 
     ``forward(x, mask, key_padding_mask, causal, need_weights)``: with ``need_weights=True`` returns
-    ``(x, [weights of each layer])``.
+    ``(x, [weights of each layer])``. Unlike :class:`torch.nn.TransformerEncoder`, which applies a final
+    norm only when given one (``norm=``), a pre-norm stack here always ends with its own LayerNorm
+    (``self.norm``), as GPT-2 does: a pre-norm residual stream is otherwise never normalised.
     """
 
     def __init__(
@@ -220,13 +303,13 @@ class Encoder(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        if n_layers < 1:
-            raise ValueError(f"Encoder: n_layers must be positive, got {n_layers}")
+        _check_positive_int(n_layers, "n_layers", "Encoder")
         self.layers = nn.ModuleList(
             EncoderLayer(d_model, n_heads, d_ff, dropout, activation, norm_first, eps) for _ in range(n_layers)
         )
         # pre-norm leaves the residual stream unnormalised: normalise once at the end
         self.norm = LayerNorm(d_model, eps) if norm_first else nn.Identity()
+        self.d_model = d_model
 
     def forward(
         self,
@@ -236,6 +319,7 @@ class Encoder(nn.Module):
         causal: bool = False,
         need_weights: bool = False,
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        _check_features(x, self.d_model, self.layers[0].norm1.weight.dtype, "Encoder", rank3=True)
         all_weights = []
         for layer in self.layers:
             x, w = layer(x, mask=mask, key_padding_mask=key_padding_mask, causal=causal, need_weights=True)
@@ -244,12 +328,16 @@ class Encoder(nn.Module):
         return (x, all_weights) if need_weights else x
 
 
+# ---------------------------------------------------------------------------- language model
 class TransformerLM(nn.Module):
     """A small GPT-style (decoder-only) language model: embeddings + causal pre-norm encoder stack + linear head.
 
-    ``forward(idx)`` maps token ids ``(B, T)`` (``T <= max_len``) to next-token logits ``(B, T, vocab_size)``;
-    position ``t`` sees only tokens ``<= t`` (causal mask). ``positions`` is ``"learned"`` (an embedding
-    table) or ``"sinusoidal"`` (the fixed table of :func:`sinusoidal_positional_encoding`). Chapter 7.
+    ``forward(idx)`` maps token ids ``(B, T)`` to next-token logits ``(B, T, vocab_size)``; position
+    ``t`` sees only tokens ``<= t`` (causal mask), so right padding never leaks into real tokens.
+    ``positions`` is ``"learned"`` (an embedding table, as GPT-2) or ``"sinusoidal"`` (the fixed table
+    of :func:`sinusoidal_positional_encoding`); either table has ``max_len`` rows, so ``T <= max_len``.
+    The stack is pre-norm with GELU (exact erf form) by default, unlike the post-norm ReLU defaults
+    of :class:`EncoderLayer` and torch. ``idx`` must hold integer ids in ``[0, vocab_size)``. Chapter 7.
     """
 
     def __init__(
@@ -265,30 +353,53 @@ class TransformerLM(nn.Module):
         activation: Activation = "gelu",
     ) -> None:
         super().__init__()
-        if vocab_size < 1 or max_len < 1:
-            raise ValueError(f"TransformerLM: vocab_size and max_len must be positive, got {vocab_size}, {max_len}")
+        where = "TransformerLM"
+        for name, value in (("vocab_size", vocab_size), ("max_len", max_len), ("d_model", d_model)):
+            _check_positive_int(value, name, where)
+        if positions not in ("learned", "sinusoidal"):
+            raise ValueError(f"{where}: positions must be 'learned' or 'sinusoidal', got {positions!r}")
+        _check_dropout(dropout, where)
         self.vocab_size, self.max_len, self.positions = vocab_size, max_len, positions
         self.tok = nn.Embedding(vocab_size, d_model)
         if positions == "learned":
             self.pos = nn.Embedding(max_len, d_model)
-        elif positions == "sinusoidal":
-            self.register_buffer("pe", sinusoidal_positional_encoding(max_len, d_model), persistent=False)
         else:
-            raise ValueError(f"TransformerLM: positions must be 'learned' or 'sinusoidal', got {positions!r}")
+            self.register_buffer("pe", sinusoidal_positional_encoding(max_len, d_model), persistent=False)
         self.drop = nn.Dropout(dropout)
         self.encoder = Encoder(n_layers, d_model, n_heads, d_ff, dropout, activation, norm_first=True)
         self.head = nn.Linear(d_model, vocab_size)
         self.d_model = d_model
 
-    def forward(self, idx: Tensor) -> Tensor:
-        if idx.dim() != 2 or idx.dtype not in (torch.long, torch.int32, torch.int64):
-            raise ValueError(f"TransformerLM: idx must be integer token ids (B, T), got {tuple(idx.shape)} {idx.dtype}")
+    def _check_idx(self, idx: object) -> Tensor:
+        where = "TransformerLM"
+        if not isinstance(idx, Tensor):
+            raise TypeError(f"{where}: idx must be a tensor of token ids, got {type(idx).__name__}")
+        if idx.dim() != 2:
+            raise ValueError(f"{where}: idx must be token ids of shape (batch, seq), got shape {tuple(idx.shape)}")
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"{where}: idx must hold integer token ids (int64 or int32), got {idx.dtype}")
         T = idx.shape[1]
+        if T == 0:
+            raise ValueError(f"{where}: idx has no positions (shape {tuple(idx.shape)}); give at least one token")
         if T > self.max_len:
-            raise ValueError(f"TransformerLM: sequence length {T} exceeds max_len {self.max_len}")
+            raise ValueError(
+                f"{where}: idx has {T} positions but the positional table has max_len = {self.max_len} rows; "
+                f"shorten the sequence or build the model with a larger max_len"
+            )
+        if idx.numel():
+            low, high = int(idx.min()), int(idx.max())
+            if low < 0 or high >= self.vocab_size:
+                raise ValueError(
+                    f"{where}: idx holds token ids from {low} to {high}, outside the vocabulary "
+                    f"[0, vocab_size = {self.vocab_size})"
+                )
+        return idx
+
+    def forward(self, idx: Tensor) -> Tensor:
+        idx = self._check_idx(idx)
+        T = idx.shape[1]
         pos = torch.arange(T, device=idx.device)
         p = self.pos(pos) if self.positions == "learned" else self.pe[:T]  # (T, d_model)
         x = self.drop(self.tok(idx) + p)  # (B, T, d_model)
         x = self.encoder(x, causal=True)  # (B, T, d_model)
         return self.head(x)  # (B, T, vocab_size)
-
