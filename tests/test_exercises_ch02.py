@@ -1,5 +1,7 @@
 """The chapter 2 exercise checks pass the reference and fail plausible wrong answers."""
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -7,7 +9,8 @@ from dlbook import exercises
 
 
 def test_all_registered():
-    assert exercises.known("ch02") == ["ch02.adam_step", "ch02.cross_entropy"]
+    assert exercises.known("ch02") == ["ch02.adam_step", "ch02.cross_entropy", "ch02.leaky_relu_gain",
+                                       "ch02.linear_warmup"]
 
 
 def test_references_pass():
@@ -120,3 +123,78 @@ def test_adam_ignoring_betas_argument_fails():
 
     result = exercises.check("ch02.adam_step", wrong, verbose=False)
     assert not result and "betas" in result.failure
+
+
+# ---------------------------------------------------------------- leaky_relu_gain
+
+
+def test_gain_torch_passes():
+    assert exercises.check("ch02.leaky_relu_gain", lambda a: torch.nn.init.calculate_gain("leaky_relu", a),
+                           verbose=False)
+
+
+def test_gain_he_everywhere_fails():
+    result = exercises.check("ch02.leaky_relu_gain", lambda a: math.sqrt(2), verbose=False)
+    assert not result and "slope 0.01" in result.failure
+
+
+def test_gain_without_the_square_fails():
+    assert not exercises.check("ch02.leaky_relu_gain", lambda a: math.sqrt(2 / (1 + a)), verbose=False)
+
+
+def test_gain_variance_instead_of_std_fails():
+    result = exercises.check("ch02.leaky_relu_gain", lambda a: 2 / (1 + a * a), verbose=False)
+    assert not result and "slope 0" in result.failure
+
+
+# ---------------------------------------------------------------- linear_warmup
+
+
+def _hf_linear(step, warmup_steps, total_steps):
+    from transformers import get_linear_schedule_with_warmup
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    return get_linear_schedule_with_warmup(opt, warmup_steps, total_steps).lr_lambdas[0](step)
+
+
+def test_linear_warmup_transformers_passes():
+    assert exercises.check("ch02.linear_warmup", _hf_linear, verbose=False)
+
+
+def test_linear_warmup_off_by_one_fails():
+    def wrong(step, warmup_steps, total_steps):  # starts at 1 / W instead of 0
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return (total_steps - step) / (total_steps - warmup_steps)
+
+    result = exercises.check("ch02.linear_warmup", wrong, verbose=False)
+    assert not result and "first step" in result.failure
+
+
+def test_linear_warmup_decay_ignoring_the_warmup_fails():
+    def wrong(step, warmup_steps, total_steps):  # decays over all steps, not the remaining ones
+        if step < warmup_steps:
+            return step / warmup_steps
+        return (total_steps - step) / total_steps
+
+    result = exercises.check("ch02.linear_warmup", wrong, verbose=False)
+    assert not result and "after the warm-up" in result.failure
+
+
+def test_linear_warmup_cosine_decay_fails():
+    def wrong(step, warmup_steps, total_steps):
+        if step < warmup_steps:
+            return step / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / (total_steps - warmup_steps)))
+
+    result = exercises.check("ch02.linear_warmup", wrong, verbose=False)
+    assert not result and "decay" in result.failure
+
+
+def test_linear_warmup_dividing_by_zero_warmup_fails():
+    def wrong(step, warmup_steps, total_steps):  # no guard for warmup_steps == 0
+        factor = step / warmup_steps
+        return factor if factor < 1 else (total_steps - step) / (total_steps - warmup_steps)
+
+    result = exercises.check("ch02.linear_warmup", wrong, verbose=False)
+    assert not result and "ZeroDivisionError" in result.failure

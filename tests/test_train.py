@@ -245,3 +245,150 @@ def test_mlp_rejects_bad_input():
     with pytest.raises(ValueError, match="hidden"):
         MLP(4, [0], 2)
     assert math.isfinite(MLP(4, [8], 2)(torch.ones(3, 4)).sum().item())
+
+
+# ---------------------------------------------------------------- argument checks on data
+
+
+def test_make_loader_rejects_bad_labels_and_nan_inputs():
+    x = torch.zeros(4, 2)
+    with pytest.raises(TypeError, match=r"y must hold integer class indices.*torch.float32.*y.long\(\)"):
+        make_loader(x, torch.zeros(4), 2, shuffle=False)
+    with pytest.raises(TypeError, match="torch.int32"):
+        make_loader(x, torch.zeros(4, dtype=torch.int32), 2, shuffle=False)
+    with pytest.raises(ValueError, match="negative class index"):
+        make_loader(x, torch.tensor([0, 1, -1, 2]), 2, shuffle=False)
+    with pytest.raises(ValueError, match="1-d"):
+        make_loader(x, torch.zeros(4, 3, dtype=torch.long), 2, shuffle=False)
+    x_nan = x.clone()
+    x_nan[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="x contains 1 NaN or infinite"):
+        make_loader(x_nan, torch.zeros(4, dtype=torch.long), 2, shuffle=False)
+    for bad in (-1, 0, 2.0, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive int"):
+            make_loader(x, torch.zeros(4, dtype=torch.long), bad, shuffle=False)
+    make_loader(x, torch.zeros(4, dtype=torch.long), 2, shuffle=False)  # the good case still works
+
+
+def _raw_loader(x, y, batch_size=2):
+    """A DataLoader made without make_loader's checks, as a reader might build one."""
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size)
+
+
+def test_fit_evaluate_predict_check_every_batch():
+    model = nn.Linear(2, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    good = make_loader(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 2, shuffle=False)
+    float_labels = _raw_loader(torch.zeros(4, 2), torch.zeros(4))
+    x_nan = torch.zeros(4, 2)
+    x_nan[3, 1] = float("nan")
+    nan_inputs = _raw_loader(x_nan, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(TypeError, match="fit labels must hold integer class indices"):
+        fit(model, float_labels, good, optimizer=opt, epochs=1, device="cpu", show_progress=False)
+    with pytest.raises(ValueError, match="fit inputs contains 1 NaN"):
+        fit(model, nan_inputs, good, optimizer=opt, epochs=1, device="cpu", show_progress=False)
+    with pytest.raises(TypeError, match="evaluate labels"):
+        evaluate(model, float_labels, F.cross_entropy, "cpu")
+    with pytest.raises(ValueError, match="evaluate inputs"):
+        evaluate(model, nan_inputs, F.cross_entropy, "cpu")
+    with pytest.raises(ValueError, match="predict inputs"):
+        predict(model, nan_inputs, "cpu")
+    with pytest.raises(ValueError, match="3 inputs but 2 labels"):
+        evaluate(model, [(torch.zeros(3, 2), torch.zeros(2, dtype=torch.long))], F.cross_entropy, "cpu")
+
+
+def test_fit_stops_on_a_non_finite_loss():
+    model = nn.Linear(2, 3)
+    with torch.no_grad():
+        model.weight.fill_(float("inf"))
+    loader = make_loader(torch.ones(4, 2), torch.zeros(4, dtype=torch.long), 2, shuffle=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(FloatingPointError, match="epoch 1, batch 1"):
+        fit(model, loader, loader, optimizer=opt, epochs=1, device="cpu", show_progress=False)
+
+
+def test_fit_and_evaluate_reject_wrong_types():
+    model = nn.Linear(2, 3)
+    loader = make_loader(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 2, shuffle=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer"):
+        fit(model, loader, loader, optimizer="adam", epochs=1, device="cpu", show_progress=False)
+    with pytest.raises(TypeError, match="nn.Module"):
+        fit(lambda x: x, loader, loader, optimizer=opt, epochs=1, device="cpu", show_progress=False)
+    with pytest.raises(TypeError, match="scheduler must have a step"):
+        fit(model, loader, loader, optimizer=opt, epochs=1, device="cpu", scheduler=3, show_progress=False)
+    with pytest.raises(TypeError, match="loss_fn must be callable"):
+        evaluate(model, loader, "cross_entropy", "cpu")
+
+
+# ---------------------------------------------------------------- learning-rate schedule
+
+
+def test_warmup_lr_factor_by_hand():
+    from dlbook.train import warmup_lr_factor as f
+
+    assert [f(s, warmup_steps=4, total_steps=12) for s in range(4)] == [0.0, 0.25, 0.5, 0.75]
+    assert f(4, warmup_steps=4, total_steps=12) == 1.0  # the end of the warm-up: the full rate
+    assert f(8, warmup_steps=4, total_steps=12) == pytest.approx(0.5)  # half way through the cosine
+    assert f(8, warmup_steps=4, total_steps=12, decay="linear") == pytest.approx(0.5)
+    assert f(10, warmup_steps=4, total_steps=12, decay="linear") == pytest.approx(0.25)
+    assert f(8, warmup_steps=4, total_steps=12, decay="cosine", final_factor=0.1) == pytest.approx(0.55)
+    assert f(11, warmup_steps=4, total_steps=12, decay="constant") == 1.0
+    assert f(0, warmup_steps=0, total_steps=10) == 1.0  # no warm-up: start at the full rate
+    for decay in ("cosine", "linear"):  # past the end: stays at the final factor
+        assert f(12, warmup_steps=4, total_steps=12, decay=decay, final_factor=0.1) == pytest.approx(0.1)
+        assert f(50, warmup_steps=4, total_steps=12, decay=decay) == 0.0
+
+
+def test_warmup_lr_factor_matches_transformers():
+    from transformers import (
+        get_cosine_schedule_with_warmup,
+        get_cosine_with_min_lr_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
+
+    from dlbook.train import warmup_lr_factor
+
+    def hf_factors(make, **kw):
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = make(opt, num_warmup_steps=7, num_training_steps=40, **kw)
+        return [fn(s) for s in range(40) for fn in sched.lr_lambdas]
+
+    ours = lambda **kw: [warmup_lr_factor(s, warmup_steps=7, total_steps=40, **kw) for s in range(40)]  # noqa: E731
+    assert ours(decay="cosine") == hf_factors(get_cosine_schedule_with_warmup)
+    assert ours(decay="linear") == hf_factors(get_linear_schedule_with_warmup)
+    assert ours(final_factor=0.2) == pytest.approx(
+        hf_factors(get_cosine_with_min_lr_schedule_with_warmup, min_lr_rate=0.2), abs=1e-15)
+
+
+def test_warmup_scheduler_sets_the_rate_of_each_step():
+    from dlbook.train import warmup_lr_factor, warmup_scheduler
+
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p]}, {"params": [nn.Parameter(torch.zeros(1))], "lr": 0.5}], lr=0.1)
+    sched = warmup_scheduler(opt, warmup_steps=3, total_steps=10, decay="linear")
+    for step in range(10):
+        want = warmup_lr_factor(step, warmup_steps=3, total_steps=10, decay="linear")
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * want)
+        assert opt.param_groups[1]["lr"] == pytest.approx(0.5 * want)
+        opt.step()
+        sched.step()
+
+
+def test_warmup_schedule_rejects_bad_arguments():
+    from dlbook.train import warmup_lr_factor, warmup_scheduler
+
+    with pytest.raises(ValueError, match="step must be an int >= 0"):
+        warmup_lr_factor(-1, warmup_steps=2, total_steps=10)
+    with pytest.raises(ValueError, match="warmup_steps must be an int >= 0"):
+        warmup_lr_factor(0, warmup_steps=-2, total_steps=10)
+    with pytest.raises(ValueError, match="smaller than total_steps"):
+        warmup_lr_factor(0, warmup_steps=10, total_steps=10)
+    with pytest.raises(ValueError, match="decay must be one of cosine, linear, constant"):
+        warmup_lr_factor(0, warmup_steps=2, total_steps=10, decay="exp")
+    with pytest.raises(ValueError, match="final_factor"):
+        warmup_lr_factor(0, warmup_steps=2, total_steps=10, final_factor=1.5)
+    with pytest.raises(TypeError, match="optimizer"):
+        warmup_scheduler("sgd", warmup_steps=2, total_steps=10)
+    with pytest.raises(ValueError, match="total_steps"):
+        warmup_scheduler(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), warmup_steps=2, total_steps=0)

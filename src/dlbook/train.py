@@ -1,7 +1,8 @@
-"""The training loop every later chapter uses: seeded loaders, ``evaluate``, ``fit``, ``History``.
+"""The training loop every later chapter uses: seeded loaders, ``evaluate``, ``fit``, ``History``,
+and the learning-rate schedule with warm-up.
 
-Taught in chapter 2 (Learning from data), where the loop is built step by step in cells and then
-this packaged version is shown and checked against it.
+Taught in chapter 2 (Learning from data), where the loop and the schedule are built step by step in
+cells and then these packaged versions are shown and checked against them.
 """
 
 from __future__ import annotations
@@ -23,12 +24,56 @@ from .progress import progress
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
+# ---------------------------------------------------------------- argument checks
+
+
+def _check_int(value: Any, name: str, *, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum``, or a ValueError naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return value
+
+
+def _check_labels(y: Tensor, name: str) -> None:
+    """Class labels: a 1-d int64 tensor of non-negative indices (what ``F.cross_entropy`` takes)."""
+    if y.dtype != torch.long:
+        hint = " (class probabilities are not supported)" if y.is_floating_point() else ""
+        raise TypeError(
+            f"{name} must hold integer class indices of dtype torch.long (int64), got {y.dtype}{hint}; "
+            f"convert with {name}.long()"
+        )
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-d, one class index per example, got shape {tuple(y.shape)}")
+    if y.numel() and int(y.min()) < 0:
+        raise ValueError(f"{name} holds a negative class index ({int(y.min())}); class indices start at 0")
+
+
+def _check_finite(x: Tensor, name: str) -> None:
+    """A floating-point input with NaN or infinity poisons every weight after one step: refuse it."""
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite values; clean or impute them first")
+
+
+def _check_batch(xb: Any, yb: Any, where: str) -> None:
+    """One batch from a loader: tensors of the same length, class-index labels, finite inputs."""
+    if not isinstance(xb, Tensor) or not isinstance(yb, Tensor):
+        raise TypeError(f"{where}: batches must be (inputs, labels) tensors, got {type(xb).__name__} "
+                        f"and {type(yb).__name__}")
+    if xb.ndim == 0 or len(xb) != len(yb):
+        raise ValueError(f"{where}: a batch has {len(xb) if xb.ndim else 0} inputs but {len(yb)} labels")
+    _check_labels(yb, f"{where} labels")
+    _check_finite(xb, f"{where} inputs")
+
+
 def make_loader(x: Tensor, y: Tensor, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
     """A ``DataLoader`` over the pairs ``(x[i], y[i])`` whose shuffling is seeded.
 
     The loader owns a ``torch.Generator`` seeded with ``seed``, so the order of the batches
     repeats run after run, independently of any other random numbers drawn meanwhile.
-    Taught in chapter 2.
+    ``y`` holds class indices (int64), as :func:`fit` and :func:`evaluate` expect; ``x`` must be
+    finite. Taught in chapter 2.
     """
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         raise TypeError(f"make_loader needs tensors, got {type(x).__name__} and {type(y).__name__}")
@@ -36,8 +81,9 @@ def make_loader(x: Tensor, y: Tensor, batch_size: int, *, shuffle: bool, seed: i
         raise ValueError("make_loader needs at least one example: x and y must have a first (batch) dimension")
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _check_int(batch_size, "batch_size", minimum=1)
+    _check_labels(y, "y")
+    _check_finite(x, "x")
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=generator)
 
@@ -50,11 +96,15 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: LossFn, device: torc
     each batch is weighted by its size so the result is the mean over all examples. The model's
     previous train/eval mode is restored afterwards. Taught in chapter 2.
     """
+    _check_model(model, "evaluate")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, as F.cross_entropy is, got {type(loss_fn).__name__}")
     was_training = model.training
     model.eval()
     total_loss, correct, n = 0.0, 0, 0
     try:
         for xb, yb in loader:
+            _check_batch(xb, yb, "evaluate")
             xb, yb = xb.to(device), yb.to(device)
             logits = model(xb)  # (batch, n_classes)
             if logits.ndim != 2 or logits.shape[0] != yb.shape[0]:
@@ -76,11 +126,13 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device | str) ->
     For metrics beyond accuracy (per-class recall, confusion matrices, the examples a model gets
     wrong). Eval mode, no gradients; the model's previous mode is restored. Taught in chapter 2.
     """
+    _check_model(model, "predict")
     was_training = model.training
     model.eval()
     logits, targets = [], []
     try:
         for xb, yb in loader:
+            _check_batch(xb, yb, "predict")
             logits.append(model(xb.to(device)).cpu())  # (batch, n_classes)
             targets.append(yb.cpu())
     finally:
@@ -159,12 +211,21 @@ def fit(
     With ``patience`` set, training stops once the validation loss has not improved for
     ``patience`` epochs, and the weights of the best epoch are loaded back into ``model``.
     Without it the model keeps its last weights (``History.best_epoch`` is still recorded).
-    Taught in chapter 2.
+
+    Every batch is checked (int64 class labels, finite inputs), and a loss that turns NaN or
+    infinite stops training with a ``FloatingPointError`` that says where, rather than carrying
+    on with poisoned weights. Taught in chapter 2.
     """
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
-        raise ValueError(f"patience must be a positive int or None, got {patience!r}")
+    _check_model(model, "fit")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, as F.cross_entropy is, got {type(loss_fn).__name__}")
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise TypeError(f"scheduler must have a step() method (a torch.optim.lr_scheduler), got {scheduler!r}")
+    _check_int(epochs, "epochs", minimum=1)
+    if patience is not None:
+        _check_int(patience, "patience", minimum=1)
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
     history = History()
@@ -174,9 +235,15 @@ def fit(
     for epoch in bar:
         model.train()
         total, n = 0.0, 0
-        for xb, yb in train_loader:
+        for batch, (xb, yb) in enumerate(train_loader):
+            _check_batch(xb, yb, "fit")
             xb, yb = xb.to(device), yb.to(device)
             loss = loss_fn(model(xb), yb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"fit: the training loss is {loss.item()} at epoch {epoch + 1}, batch {batch + 1}; "
+                    "try a lower learning rate, a warm-up (warmup_scheduler) or grad_clip"
+                )
             optimizer.zero_grad()
             loss.backward()
             if grad_clip is not None:
@@ -210,6 +277,91 @@ def fit(
     return history
 
 
+# ---------------------------------------------------------------- learning-rate schedule
+
+DECAYS = ("cosine", "linear", "constant")
+
+
+def warmup_lr_factor(
+    step: int,
+    *,
+    warmup_steps: int,
+    total_steps: int,
+    decay: str = "cosine",
+    final_factor: float = 0.0,
+) -> float:
+    """The factor by which the base learning rate is multiplied at optimizer step ``step`` (from 0).
+
+    A linear warm-up from 0, ``step / warmup_steps`` for ``step < warmup_steps``, then a decay over
+    the remaining ``total_steps - warmup_steps`` steps with progress
+    ``q = (step - warmup_steps) / (total_steps - warmup_steps)``:
+
+    - ``"cosine"``: ``final + (1 - final) * (1 + cos(pi q)) / 2``;
+    - ``"linear"``: ``final + (1 - final) * (total_steps - step) / (total_steps - warmup_steps)``;
+    - ``"constant"``: 1 after the warm-up.
+
+    With ``final_factor=0`` these are the numbers of ``transformers.get_cosine_schedule_with_warmup``
+    and ``get_linear_schedule_with_warmup`` (``final_factor`` is their ``min_lr_rate``), so the
+    first step runs at rate 0. Past ``total_steps`` the factor stays at ``final_factor``. Warm-up
+    keeps the first, least informed steps small (with Adam, the first step moves every weight by
+    about the learning rate). Taught in chapter 2 (section "Learning-rate schedules and warm-up").
+    """
+    _check_int(step, "step", minimum=0)
+    _check_schedule(warmup_steps, total_steps, decay, final_factor)
+    if step < warmup_steps:
+        return float(step) / float(warmup_steps)
+    if decay == "constant":
+        return 1.0
+    if step >= total_steps:
+        return float(final_factor)
+    span = float(total_steps - warmup_steps)
+    if decay == "cosine":
+        shape = 0.5 * (1.0 + math.cos(math.pi * (float(step - warmup_steps) / span)))
+    else:
+        shape = float(total_steps - step) / span
+    return shape * (1 - final_factor) + final_factor
+
+
+def _check_schedule(warmup_steps: int, total_steps: int, decay: str, final_factor: float) -> None:
+    _check_int(warmup_steps, "warmup_steps", minimum=0)
+    _check_int(total_steps, "total_steps", minimum=1)
+    if warmup_steps >= total_steps:
+        raise ValueError(f"warmup_steps ({warmup_steps}) must be smaller than total_steps ({total_steps})")
+    if decay not in DECAYS:
+        raise ValueError(f"decay must be one of {', '.join(DECAYS)}; got {decay!r}")
+    if isinstance(final_factor, bool) or not isinstance(final_factor, (int, float)) or not 0 <= final_factor <= 1:
+        raise ValueError(f"final_factor must be a number in [0, 1], got {final_factor!r}")
+
+
+def warmup_scheduler(
+    optimizer: torch.optim.Optimizer,
+    *,
+    warmup_steps: int,
+    total_steps: int,
+    decay: str = "cosine",
+    final_factor: float = 0.0,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` that follows :func:`warmup_lr_factor`; call its ``step()`` after each optimizer step.
+
+    :func:`fit` does that when given ``scheduler=``. Every parameter group's learning rate is
+    its own base rate times the factor. Taught in chapter 2.
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    _check_schedule(warmup_steps, total_steps, decay, final_factor)
+
+    def factor(step: int) -> float:
+        return warmup_lr_factor(step, warmup_steps=warmup_steps, total_steps=total_steps, decay=decay,
+                                final_factor=final_factor)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _check_model(model: Any, where: str) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{where} needs an nn.Module as model, got {type(model).__name__}")
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """The number of scalar parameters in ``model`` (only those with ``requires_grad`` by default).
 
@@ -220,4 +372,14 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["History", "count_parameters", "evaluate", "fit", "make_loader", "predict"]
+__all__ = [
+    "DECAYS",
+    "History",
+    "count_parameters",
+    "evaluate",
+    "fit",
+    "make_loader",
+    "predict",
+    "warmup_lr_factor",
+    "warmup_scheduler",
+]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
+from ..train import warmup_lr_factor
 from . import Case, register
 
 
@@ -77,4 +80,64 @@ def _adam_cases(rng: np.random.Generator) -> list[Case]:
 
 register("ch02.adam_step", adam_step, _adam_cases, atol=1e-6, rtol=1e-5)
 
-__all__ = ["adam_step", "cross_entropy"]
+
+
+def leaky_relu_gain(negative_slope: float) -> float:
+    """Reference: the gain ``g`` (weight std ``g / sqrt(fan_in)``) that keeps the mean square of the
+    activations constant through layers followed by ``leaky_relu(x, negative_slope)``.
+
+    ``E[leaky(y)^2] = (1 + a^2) / 2 * Var(y)`` for symmetric ``y``, so ``g^2 = 2 / (1 + a^2)``:
+    He's sqrt(2) at ``a = 0``, 1 (a linear layer) at ``a = 1``. The value of
+    ``torch.nn.init.calculate_gain("leaky_relu", a)``.
+    """
+    return math.sqrt(2.0 / (1.0 + negative_slope**2))
+
+
+def _gain_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [
+        Case("a plain ReLU (slope 0)", (0.0,)),
+        Case("PyTorch's default leaky slope 0.01", (0.01,)),
+        Case("slope 0.2", (0.2,)),
+        Case("slope 0.5", (0.5,)),
+        Case("slope 1: no non-linearity at all", (1.0,)),
+    ]
+    for i in range(3):
+        a = float(np.round(rng.uniform(0.02, 0.9), 3))
+        cases.append(Case(f"random slope {i + 1}: {a}", (a,)))
+    return cases
+
+
+register("ch02.leaky_relu_gain", leaky_relu_gain, _gain_cases, atol=1e-9, rtol=1e-6)
+
+
+def linear_warmup(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Reference: linear warm-up from 0 over ``warmup_steps``, then linear decay to 0 at ``total_steps``.
+
+    The factor of ``transformers.get_linear_schedule_with_warmup`` at optimizer step ``step``
+    (from 0): ``step / warmup_steps`` during the warm-up, then
+    ``(total_steps - step) / (total_steps - warmup_steps)``.
+    """
+    return warmup_lr_factor(step, warmup_steps=warmup_steps, total_steps=total_steps, decay="linear")
+
+
+def _warmup_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [
+        Case("the first step of a warm-up (rate 0)", (0, 10, 100)),
+        Case("in the middle of the warm-up", (4, 10, 100)),
+        Case("the first step after the warm-up (full rate)", (10, 10, 100)),
+        Case("a quarter of the way into the decay", (32, 10, 100)),
+        Case("the last step", (99, 10, 100)),
+        Case("no warm-up at all, step 0", (0, 0, 50)),
+        Case("no warm-up at all, step 20", (20, 0, 50)),
+    ]
+    for i in range(4):
+        total = int(rng.integers(20, 400))
+        warm = int(rng.integers(1, total // 3))
+        step = int(rng.integers(0, total))
+        cases.append(Case(f"random schedule {i + 1}: step {step} of {total}, warm-up {warm}", (step, warm, total)))
+    return cases
+
+
+register("ch02.linear_warmup", linear_warmup, _warmup_cases, atol=1e-12, rtol=1e-9)
+
+__all__ = ["adam_step", "cross_entropy", "leaky_relu_gain", "linear_warmup"]
