@@ -18,9 +18,10 @@
 # Quantization (chapter 12) stores the same network in fewer bits; pruning (chapter 13) removes
 # parts of it. Distillation trains a **different, smaller network** to imitate the big one. The
 # big model, the *teacher*, is the sentiment classifier of chapter 9; the *students* have half its
-# layers, or two thirds of its width in a third of its depth. The student learns from the labels and from the teacher's full
-# output distribution, whose "dark knowledge" (how sure the teacher is, and which wrong answer it
-# finds least wrong) is more informative than a bare label {cite}`hinton2015distilling`.
+# layers, or two thirds of its width in a third of its depth. The student learns from the labels
+# and from the teacher's full output distribution: how sure the teacher is, and which wrong answer
+# it finds least wrong, information that Hinton et al. argue a bare label does not carry
+# {cite}`hinton2015distilling`.
 #
 # By the end of this chapter you can
 #
@@ -44,10 +45,12 @@ if "google.colab" in sys.modules:
 
 # %%
 import copy
+import itertools
 import os
 
 import matplotlib.pyplot as plt
 import numpy as np
+import scipy.stats
 import torch
 import torch.nn.functional as F
 from IPython.display import display
@@ -65,10 +68,10 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 sizes = dlbook.by_profile(
     profile,
     # n_test, n_val = None: the whole test (1,500) and validation (1,000) splits; rounds = timed forward passes per model and batch size
-    smoke=dict(n_test=128, n_val=128, test_max_length=128, n_grad=16, n_step_timing=64, n_update_timing=9, threads=2,
-               rounds={1: 3, 32: 2}),
-    full=dict(n_test=None, n_val=None, test_max_length=128, n_grad=256, n_step_timing=384, n_update_timing=30, threads=2,
-              rounds={1: 20, 32: 10}),
+    smoke=dict(n_test=128, n_val=128, test_max_length=128, n_grad=16, n_step_timing=64,
+               step_rounds=2, n_update_timing=9, threads=2, rounds={1: 3, 32: 2}),
+    full=dict(n_test=None, n_val=None, test_max_length=128, n_grad=256, n_step_timing=384,
+              step_rounds=10, n_update_timing=30, threads=2, rounds={1: 20, 32: 10}),
 )
 sizes
 
@@ -76,7 +79,9 @@ sizes
 # The students' training recipes are not in this cell: they live with the cached students in
 # `dlbook.distill.STUDENT_SETTINGS` (printed in section 14.4), so that chapter 15 gets the very
 # same models. `n_grad` is the number of training snippets used to measure gradients in section
-# 14.2, `n_step_timing` the number of snippets whose training steps are timed in section 14.4,
+# 14.2, `n_step_timing` the number of training snippets whose batches the training steps of
+# section 14.4 are timed on, `step_rounds` how often a step is timed there (each embedding mode,
+# in turns),
 # `n_update_timing` how often one optimizer update is timed there (each way, in turns),
 # `threads` the CPU threads every latency is measured with, `rounds` how often each model is
 # timed at batch 1 and batch 32.
@@ -145,8 +150,8 @@ print("logits of the three snippets:", [[round(v, 2) for v in test_logits[i].tol
 # At $T = 1$ the confident snippet is all one colour; raising $T$ brings out how much more
 # the teacher believes one class than the other, the information a hard label throws away. With
 # two classes that is all there is (one logit difference per snippet); with many classes, soft
-# targets also say which wrong classes look alike, which is where Hinton et al. found most of the
-# benefit {cite}`hinton2015distilling`.
+# targets also say which wrong classes look alike, the information Hinton et al. argue soft
+# targets carry {cite}`hinton2015distilling`.
 #
 # ## 14.2 The distillation loss
 #
@@ -294,17 +299,32 @@ dlbook.show(distill.student_from_teacher)
 # Before any training, the shallow copy already computes something. Counting from 0, it keeps
 # the teacher's layers 0, 2 and 4 and drops 1, 3 and 5: its second and third layers expect the
 # outputs of the teacher's layers 1 and 3, and its pooler and classifier expect the output of
-# layer 5, none of which it computes. But the representations of
-# neighbouring layers are similar enough (the residual connections carry most of each layer's input
-# to its output) that the student may start well above chance. Its untrained accuracy on the test
-# split:
+# layer 5, none of which it computes. But each layer adds its output to its input (the residual
+# connection), so the representations of neighbouring layers may be similar enough for the copy
+# to classify better than a constant answer. Its untrained accuracy on the test split, against
+# the simplest baseline, always answering the class that is most frequent among the training
+# labels, compared paired over the same snippets (`dlbook.stats`, section 14.5):
 
 # %%
-start_acc = finetune.evaluate_classifier(student0, test_tok, tokenizer, device=device).accuracy
-dlbook.glue("ch14_start_acc", start_acc)
-print(f"untrained 3-layer copy: test accuracy {start_acc:.3f}")
+start = finetune.evaluate_classifier(student0, test_tok, tokenizer, device=device)
+majority = int(np.bincount(reviews["train"]["label"]).argmax())  # from training labels
+majority_correct = start.labels.numpy() == majority  # (N,) bool
+start_correct = (start.preds == start.labels).numpy()  # (N,) bool
+start_vs_majority = stats.compare(start_correct, majority_correct)
+dlbook.glue("ch14_start_acc", start.accuracy)
+dlbook.glue("ch14_majority", finetune.LABELS[majority])
+dlbook.glue("ch14_majority_acc", float(majority_correct.mean()))
+dlbook.glue("ch14_start_verdict",
+            start_vs_majority.verdict("the untrained copy", "the majority answer"))
+print(f"untrained 3-layer copy: test accuracy {start.accuracy:.3f} | always "
+      f"'{finetune.LABELS[majority]}': {majority_correct.mean():.3f}")
+print(start_vs_majority.verdict("the untrained copy", "the majority answer"))
 
 # %% [markdown]
+# The untrained copy scores {glue:text}`ch14_start_acc:.3f`; always answering
+# "{glue:text}`ch14_majority`" scores {glue:text}`ch14_majority_acc:.3f`. Over the same
+# snippets, {glue:text}`ch14_start_verdict`.
+#
 # **A narrower model from scratch.** The second student keeps the teacher's tokenizer but is a
 # different shape: hidden size 256, two layers of four heads, feed-forward size $4 \times 256$.
 # None of the teacher's weights fit it. Only the word-embedding table gets a head start: it is
@@ -356,22 +376,34 @@ dlbook.show(distill.train_student)
 train_tok = finetune.tokenize_dataset(reviews["train"], tokenizer, distill.STUDENT_SETTINGS[profile]["layers"].max_length)
 pad = {}
 for grouped in (False, True):
-    counts = finetune.batch_token_counts(finetune.make_loader(train_tok, tokenizer, 32, shuffle=True, group_by_length=grouped))
+    loader = finetune.make_loader(train_tok, tokenizer, 32, shuffle=True,
+                                  group_by_length=grouped)
+    counts = finetune.batch_token_counts(loader)
     pad[grouped] = counts[:, 1].sum() / counts[:, 0].sum()  # tokens computed per real token
-print(f"random batches: {pad[False]:.2f} tokens per real token | grouped by length: {pad[True]:.2f}")
+print(f"random batches: {pad[False]:.2f} tokens per real token | "
+      f"grouped by length: {pad[True]:.2f}")
+rows_used = [b["input_ids"].unique().numel() for b in loader]  # distinct ids per batch
+print(f"distinct word-table rows a batch of 32 uses: median "
+      f"{np.median(rows_used):.0f}, at most {max(rows_used)}")
 dlbook.glue("ch14_pad_random", pad[False])
 dlbook.glue("ch14_pad_grouped", pad[True])
+dlbook.glue("ch14_rows_used", float(np.median(rows_used)))
+dlbook.glue("ch14_rows_used_max", max(rows_used))
+table = student0.bert.embeddings.word_embeddings.weight  # (V, 384)
+table_share = table.numel() / measure.count_parameters(student0)  # "two thirds" below
+assert 100 <= np.median(rows_used) < 1000, rows_used  # "a few hundred" below
+assert 0.6 < table_share < 0.75, table_share
 
 # %% [markdown]
 # Grouping takes the work per real token from {glue:text}`ch14_pad_random:.2f` to
-# {glue:text}`ch14_pad_grouped:.2f` tokens. The step time falls by less, because the optimizer's
-# update of every weight does not depend on the batch's length.
+# {glue:text}`ch14_pad_grouped:.2f` tokens.
 #
-# That update is the second economy. The biggest matrix of both students is the word-embedding
-# table: $30{,}522 \times 384$ in the shallow copy (two thirds of its parameters), $30{,}522 \times
-# 256$ in the narrow one. A batch of 32 snippets uses a few hundred of its rows, yet AdamW moves
-# every row at every step (its running averages and the weight decay do not care whether a row
-# had a gradient), and the gradient clipping reads every entry. `StudentSettings.embeddings` says
+# The optimizer's update is the second economy. The biggest matrix of both students is the
+# word-embedding table: $30{,}522 \times 384$ in the shallow copy (two thirds of its parameters),
+# $30{,}522 \times 256$ in the narrow one. A batch of 32 snippets uses a few hundred of its rows
+# (median {glue:text}`ch14_rows_used:.0f`, at most {glue:text}`ch14_rows_used_max`, in the cell
+# above), yet AdamW moves every row at every step (its running averages and the weight decay do
+# not care whether a row had a gradient), and the gradient clipping reads every entry. `StudentSettings.embeddings` says
 # how a student treats the table:
 #
 # - `"train"`: every entry trains, as in chapter 9;
@@ -407,72 +439,110 @@ with torch.no_grad():
     torch.testing.assert_close(factored.fold()(ids), factored(ids))
 print(f"{type(factored).__name__}: trains {factored.projection.numel():,} numbers instead of "
       f"{factored.table.numel():,}; same logits before training; fold() == table @ projection")
+dlbook.glue("ch14_proj_share", factored.projection.numel() / factored.table.numel())
 
 # %% [markdown]
-# What each mode saves, measured: a few training steps of the shallow copy in each mode, on the
-# same batches, one run after the other:
+# What each mode saves, measured: warm training steps of the shallow copy in each mode (forward,
+# backward, clipping, the fused AdamW update; dropout as in its recipe), timed in turns, one step
+# of each mode per round, every mode on the same batch in a round (`measure.interleaved_calls`,
+# the timing protocol of section 14.5):
 
 # %%
-step_data = train_tok.select(range(sizes["n_step_timing"]))
 s_layers = distill.STUDENT_SETTINGS[profile]["layers"]
-step_time, trainable = {}, {}
+step_data = train_tok.select(range(sizes["n_step_timing"]))
+step_loader = finetune.make_loader(step_data, tokenizer, s_layers.batch_size,
+                                   shuffle=True, group_by_length=True)
+step_batches = list(step_loader)  # each input (32, T)
+
+
+def training_step(model, batches):
+    """A call that runs one training step of `model` on the next batch (cycling)."""
+    optimizer = finetune.make_optimizer(model, s_layers.lr, 0.01, fused=True)
+    cycle = itertools.cycle(batches)
+
+    def step():
+        batch = {k: v.to(device) for k, v in next(cycle).items()}
+        labels = batch.pop("labels")
+        loss = F.cross_entropy(model(**batch).logits, labels)  # logits (32, 2)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+steps, trainable = {}, {}
 for mode in distill.EMBEDDING_MODES:
-    model = distill.set_embedding_mode(distill.student_from_teacher(teacher, s_layers.layers), mode, teacher)
+    model = distill.student_from_teacher(teacher, s_layers.layers)
+    model = distill.set_embedding_mode(model, mode, teacher).train()
+    if s_layers.dropout is not None:
+        distill.set_dropout(model, s_layers.dropout)
     trainable[mode] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    h = distill.train_student(model, step_data, tokenizer, teacher_logits=None, epochs=1, batch_size=s_layers.batch_size,
-                              lr=s_layers.lr, group_by_length=True, device=device, show_progress=False)
-    step_time[mode] = h.seconds / h.total_steps
-    print(f"{mode:>8}: {trainable[mode] / 1e6:5.2f} M trainable parameters, {step_time[mode]:.3f} s per step "
-          f"({h.total_steps} steps)")
+    steps[mode] = training_step(model, step_batches)
+step_runs = measure.interleaved_calls(steps, rounds=sizes["step_rounds"], warmup=1,
+                                     device=device)
+for mode, t in step_runs.items():
+    print(f"{mode:>8}: {trainable[mode] / 1e6:5.2f} M trainable parameters, "
+          f"median {t.median / 1e3:.3f} s per step")
+assert trainable["project"] < 0.4 * trainable["train"]
+assert trainable["freeze"] < trainable["project"]
+
+# %%
+# per round, the saving of each mode against "train" on the same batch, in percent
 for mode in ("freeze", "project"):
-    dlbook.glue(f"ch14_step_saving_{mode}", 100 * (1 - step_time[mode] / step_time["train"]))
-assert trainable["project"] < 0.4 * trainable["train"] and trainable["freeze"] < trainable["project"]
+    saving = [100 * (1 - a / b) for a, b in
+              zip(step_runs[mode].runs_ms, step_runs["train"].runs_ms, strict=True)]
+    dlbook.glue(f"ch14_step_saving_{mode}", float(np.median(saving)))
+    dlbook.glue(f"ch14_step_saving_{mode}_lo", min(saving))
+    dlbook.glue(f"ch14_step_saving_{mode}_hi", max(saving))
+    print(f"{mode:>8}: saves {np.median(saving):.0f} % of a step (median over "
+          f"{len(saving)} rounds; from {min(saving):.0f} to {max(saving):.0f} %)")
+dlbook.glue("ch14_step_rounds", sizes["step_rounds"])
 
 # %% [markdown]
 # Freezing the table saves {glue:text}`ch14_step_saving_freeze:.0f` % of a step and projecting
-# it {glue:text}`ch14_step_saving_project:.0f` %, on the machine in the provenance line (a timing
-# of a few steps, so a few points of noise). What the modes cost in accuracy was measured when
-# the recipes were chosen, on the validation split, never the test split, with one training run
-# per mode (recorded in the project's CHANGELOG). For the shallow copy, `"project"` reached the
-# validation accuracy of training the whole table (0.824 against 0.823) and `"freeze"` 0.815; for
-# the narrow student, whose table starts as a random projection that has to learn far more,
-# training the whole table reached 0.781 and `"freeze"` 0.765. One run per mode cannot separate
-# differences of a point from seed noise, so these numbers justify no claim about accuracy: the
-# shallow copy projects its table because that is cheaper and was not worse, and the narrow
-# student trains its whole table because nothing cheaper was shown to be as good.
+# it {glue:text}`ch14_step_saving_project:.0f` %: medians over {glue:text}`ch14_step_rounds`
+# rounds, each round comparing the modes on the same batch (per round, from
+# {glue:text}`ch14_step_saving_freeze_lo:.0f` to {glue:text}`ch14_step_saving_freeze_hi:.0f` %
+# and from {glue:text}`ch14_step_saving_project_lo:.0f` to
+# {glue:text}`ch14_step_saving_project_hi:.0f` %), on the machine in the provenance line. What
+# the modes cost in accuracy is not measured here, and the chapter claims nothing about it. The
+# shallow copy projects its table because it then trains
+# {glue:text}`ch14_proj_share:.1%` of the table's numbers and starts from the same function; the
+# narrow student trains its whole table.
 #
 # The third economy is in how AdamW runs. Its update is a handful of element-wise operations per
-# weight (two running averages, a square root, a division, the decay). PyTorch's default
-# implementation applies them one operation at a time across all tensors (`foreach`), so every
-# tensor travels through memory several times per step; `fused=True` does the whole update in
-# one pass per tensor. The arithmetic is the same, and on a CPU the update is limited by memory,
-# not by arithmetic. `train_student` uses the fused kernel. One AdamW update of the narrow
-# student, timed both ways in turns:
+# weight (two running averages, a square root, a division, the decay). PyTorch's default on a
+# CPU updates one tensor at a time, the operations one after another, so each tensor is read and
+# written once per operation; the `foreach` implementation, which runs each operation across all
+# tensors at once, is the default only on GPUs {cite}`pytorch2025optim`. `fused=True` does the
+# whole update of a tensor in one pass. The arithmetic is the same; what changes is how often
+# each tensor is read and written. `train_student` uses the fused kernel. One AdamW update of the
+# narrow student, timed both ways in turns:
 
 # %%
 narrow_update = distill.build_student("narrow", teacher, distill.STUDENT_SETTINGS[profile]["narrow"])
 for p in narrow_update.parameters():
-    p.grad = torch.randn_like(p) * 1e-3  # stand-in gradients: the update's cost does not depend on their values
+    p.grad = torch.randn_like(p) * 1e-3  # stand-ins: the cost does not depend on them
 steps = {kind: finetune.make_optimizer(narrow_update, 1e-4, 0.01, fused=kind == "fused").step
-         for kind in ("foreach", "fused")}
-timed = measure.interleaved_calls(steps, rounds=sizes["n_update_timing"], device=device)  # in turns, as in 14.5
+         for kind in ("default", "fused")}  # default: fused=None, PyTorch picks
+timed = measure.interleaved_calls(steps, rounds=sizes["n_update_timing"], device=device)
 update_ms = {kind: t.median for kind, t in timed.items()}
 print(f"AdamW update of {measure.count_parameters(narrow_update) / 1e6:.1f} M parameters: "
-      f"foreach {update_ms['foreach']:.1f} ms | fused {update_ms['fused']:.1f} ms")
-dlbook.glue("ch14_adamw_foreach_ms", update_ms["foreach"])
+      f"default {update_ms['default']:.1f} ms | fused {update_ms['fused']:.1f} ms")
+dlbook.glue("ch14_adamw_default_ms", update_ms["default"])
 dlbook.glue("ch14_adamw_fused_ms", update_ms["fused"])
-dlbook.hardware_headline("ch14_fused_adamw_speedup", update_ms["foreach"] / update_ms["fused"], profile=profile)
+fused_gain = dlbook.hardware_headline("ch14_fused_adamw_speedup",
+                                      update_ms["default"] / update_ms["fused"], profile=profile)
 
 # %% [markdown]
 # The fused update takes {glue:text}`ch14_adamw_fused_ms:.0f` ms against
-# {glue:text}`ch14_adamw_foreach_ms:.0f` ms. Last, the shallow copy trains with **dropout off**
-# (`dropout=0.0`, for training only; the saved model keeps BERT's 0.1): it starts from a
-# fine-tuned model and trains for one epoch, with little room to overfit, and on a CPU drawing
-# the random masks is a visible share of its step; the narrow student, trained from scratch,
-# keeps its dropout. Dropout off, one epoch for the shallow copy, and two layers for the narrow
-# student are choices for time. They were made on the validation split, one run each, and the
-# validation accuracies they changed moved by about a point or less: within what a single run's
-# seed can do, so the chapter claims no accuracy effect for any of them.
+# {glue:text}`ch14_adamw_default_ms:.0f` ms for the default. Last, the shallow copy trains with
+# **dropout off** (`dropout=0.0`, for training only; the saved model keeps BERT's 0.1); the
+# narrow student, trained from scratch, keeps its dropout. Dropout off, one epoch for the shallow
+# copy and two layers for the narrow student are choices for training time; the chapter makes no
+# claim about their effect on accuracy.
 #
 # The recipes (`n_train=None`: the whole training split; snippets are cut to `max_length` tokens
 # for training, the test split is read at 128). Each student is trained twice, with the teacher
@@ -529,22 +599,37 @@ plt.show()
 # ## 14.5 The scoreboard
 #
 # Size on disk, latency at batch 1 and batch 32, validation accuracy and test accuracy, for the
-# teacher and the four students, with the measurement code of chapter 12 (`dlbook.measure`). A
-# machine's speed drifts while it runs (other processes, clock and cache effects); the models are
-# timed **in turns** within each round (`interleaved_latency`), so that all of them see the same
-# drift and their ratios stay fair. The column `drop_95ci` is the 95 % paired bootstrap interval
-# of each student's accuracy drop against the teacher, in points, over the same test snippets
-# (`dlbook.stats`: both models are scored on the same snippets, so their errors are correlated and
-# the interval of the difference is narrower than two separate intervals would suggest).
+# teacher and the four students, with the measurement code of chapter 12 (`dlbook.measure`).
+# Every model is timed on the CPU, whatever accelerator the notebook runs on: the scoreboard
+# measures what a CPU server or laptop gains, and its provenance line names that CPU. A
+# machine's speed drifts while it runs (other processes, clock and cache effects); the models
+# are timed **in turns** within each round (`interleaved_latency`), so that all of them see the
+# same drift and their ratios stay fair. The column `drop_95ci` is the 95 % paired interval of
+# each student's accuracy drop against the teacher, in points, over the same test snippets
+# (explained below the table).
 
 # %%
+cpu = torch.device("cpu")
+
+
+def on_cpu(model):
+    """The model itself if it is on the CPU, else a copy there (the original stays)."""
+    if measure.model_device(model).type == "cpu":
+        return model.eval()
+    return copy.deepcopy(model).to(cpu).eval()
+
+
 models = {"teacher (6 layers)": teacher, **students}
+cpu_models = {name: on_cpu(m) for name, m in models.items()}
 batches = measure.benchmark_batches(tokenizer, test_raw["text"][:32], batch_sizes=(1, 32))
-timings = measure.interleaved_latency(models, batches, threads=sizes["threads"], rounds=sizes["rounds"])
+timings = measure.interleaved_latency(cpu_models, batches, threads=sizes["threads"],
+                                      rounds=sizes["rounds"])
 board = measure.Scoreboard(baseline="teacher (6 layers)")
-for name, model in dlbook.progress(models.items(), desc="accuracy", total=len(models)):
-    board.add(measure.measure_classifier(name, model, tokenizer, test_tok, batches, threads=sizes["threads"],
-                                         timings=timings[name], val_dataset=val_tok))
+for name, model in dlbook.progress(cpu_models.items(), desc="accuracy",
+                                   total=len(models)):
+    board.add(measure.measure_classifier(
+        name, model, tokenizer, test_tok, batches, threads=sizes["threads"],
+        timings=timings[name], val_dataset=val_tok))
 print(board.provenance())
 table = board.frame()
 display(table.round(3))
@@ -556,51 +641,124 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **The target.** DistilBERT kept 97 % of BERT's accuracy on the GLUE benchmark while running 60 %
-# faster {cite}`sanh2019distilbert`. The chapter asks the same of its best student: at least 97 %
-# of the teacher's test accuracy, on every machine, and at least twice the teacher's speed at
-# batch 32 on the hardware classes where that has been measured (`dlbook.expected`; elsewhere the
-# speed-up is reported, not checked). The best student is chosen on the **validation** split:
-# the fastest one that keeps 97 % of the teacher's validation accuracy (or, if none does, the one
-# that keeps most). Its test accuracy is then reported once, and the check is on that.
+# **Paired comparisons.** The teacher and a student answer the same test snippets, so their
+# errors are correlated, and the difference of their accuracies is known more precisely than
+# either accuracy alone. `dlbook.stats` (introduced in chapter 3) measures it in two ways. Write
+# $d_i = [\text{a is right on snippet } i] - [\text{b is right on snippet } i] \in \{-1, 0, 1\}$;
+# the difference of the two accuracies is the mean $\bar d$ over the $n$ snippets.
 #
-# For the shallow student the speed target is as tight as a target can be. Every encoder layer of the
-# teacher costs the same, and almost all of the time goes to the layers (the embedding lookup, the
-# pooler and the two-unit head are a few matrix rows), so keeping three of six layers can at best
-# halve the time: about 2x is the ceiling, and whether a run lands a hair above or below it is
-# decided by timing noise. A faster student has to drop more (two layers: the exercise at the end)
-# or get narrower, and then the question is whether it still keeps 97 %:
+# - The **paired bootstrap** {cite}`efron1993introduction` draws $n$ snippets with replacement,
+#   the same ones for both models, recomputes $\bar d$ on them, repeats this 10,000 times and
+#   reads the 2.5th and 97.5th percentiles of the results: a 95 % interval. For large $n$ its
+#   width is close to that of the normal approximation, $2 \times 1.96\, s_d / \sqrt{n}$, with
+#   $s_d$ the standard deviation of the $d_i$.
+# - **McNemar's test** {cite}`mcnemar1947note` looks only at the snippets on which exactly one
+#   model is right: $b$ of them favour a, $c$ favour b. If the two models were equally accurate,
+#   each of these $b + c$ snippets would favour either one with probability 1/2, so $b$ would
+#   follow a binomial distribution with $b + c$ trials and probability 1/2; the exact test's
+#   p-value is that binomial test's.
+#
+# A difference is called measurable only when the interval excludes 0 and McNemar's test rejects
+# equal accuracy at the 5 % level. The packaged bootstrap, then both tools checked for every
+# student against the teacher:
 
 # %%
-teacher_acc = board.base().accuracy
+dlbook.show(stats.paired_bootstrap)
+
+# %%
+for name in students:
+    a, b = board.base().correct, board.rows[name].correct  # (N,) bool: teacher, student
+    d = a.astype(float) - b.astype(float)  # (N,) in {-1, 0, 1}
+    comp = board.compare(name)  # teacher - student, paired
+    width = comp.interval.high - comp.interval.low
+    normal = 2 * 1.96 * d.std() / np.sqrt(len(d))  # the normal approximation's width
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n_disagree = only_a + only_b
+    p_ref = scipy.stats.binomtest(only_a, n_disagree, 0.5).pvalue if n_disagree else 1.0
+    assert (comp.only_a, comp.only_b) == (only_a, only_b)
+    assert np.isclose(comp.p_value, p_ref)
+    assert abs(width - normal) <= 0.1 * normal + 2 / len(d), (name, width, normal)
+    print(f"{name:>20}: width {100 * width:.2f} points (normal {100 * normal:.2f}) | "
+          f"only the teacher right {only_a}, only the student {only_b}: "
+          f"McNemar p = {comp.p_value:.3g}, scipy binomtest {p_ref:.3g}")
+
+# %% [markdown]
+# The bootstrap's width agrees with the normal approximation to within a tenth (plus two
+# snippets' worth, $2/n$, for the granularity of a small split), and McNemar's p-value is
+# scipy's binomial test on the disagreements, for all four students (asserted).
+#
+# **The target.** DistilBERT kept 97 % of BERT's score on the GLUE benchmark while running 60 %
+# faster, 1.6 times BERT's speed {cite}`sanh2019distilbert`. The chapter asks the accuracy half
+# of that of its best student. The best student is chosen on the **validation** split among the
+# two distilled students: the fastest at batch 32 that keeps 97 % of the teacher's validation
+# accuracy or, if neither does, the one that keeps most. Its test accuracy is then reported once
+# and checked: it must keep 97 % of the teacher's. Its speed-up is reported; whether it is
+# checked too depends on the hardware class (`dlbook.expected`), as the text below says.
+#
+# Two remarks on speed. The labels-only students are not candidates: each has the architecture
+# of a distilled one, and between identical networks the faster would be decided by timing
+# noise. And the shallow copy cannot be much more than twice as fast as the teacher: its three
+# layers are three of the teacher's six, each doing the same arithmetic, while the embedding
+# lookup, the pooler and the two-unit head act once per token or once per snippet, so keeping
+# three of six layers at best about halves the time.
+
+# %%
+base = board.base()
 ratios = {n: board.ratios(n) for n in students}
-val_ratio = {n: board.rows[n].val_accuracy / board.base().val_accuracy for n in students}  # chooses
-keeping = [n for n in students if val_ratio[n] >= 0.97]
-best = max(keeping, key=lambda n: ratios[n]["faster@32"]) if keeping else max(students, key=val_ratio.get)
-acc_ratio = {n: board.rows[n].accuracy / teacher_acc for n in students}  # reported for the chosen one
+distilled = [n for n in students if n.endswith(", distilled")]  # the candidates
+val_ratio = {n: board.rows[n].val_accuracy / base.val_accuracy
+             for n in distilled}  # validation chooses
+keeping = [n for n in distilled if val_ratio[n] >= 0.97]
+best = (max(keeping, key=lambda n: ratios[n]["faster@32"]) if keeping
+        else max(distilled, key=val_ratio.get))
 print(f"best student, chosen on validation: {best} (keeps {val_ratio[best]:.1%} there)")
-dlbook.glue("ch14_teacher_acc", teacher_acc)
+dlbook.glue("ch14_best_name", best)
+dlbook.glue("ch14_teacher_acc", base.accuracy)
 dlbook.glue("ch14_best_acc", board.rows[best].accuracy)
 dlbook.glue("ch14_best_smaller", ratios[best]["smaller"])
 dlbook.glue("ch14_best_faster1", ratios[best]["faster@1"])
 cpu_class = dlbook.env.hardware_class("cpu")  # the scoreboard times on the CPU
-speedup = dlbook.hardware_headline("ch14_best_speedup", ratios[best]["faster@32"], profile=profile, hardware=cpu_class)
+speedup = dlbook.hardware_headline("ch14_best_speedup", ratios[best]["faster@32"],
+                                   profile=profile, hardware=cpu_class)
 dlbook.glue("ch14_class", cpu_class)
-dlbook.glue("ch14_speed_expected", dlbook.expected.EXPECTED["ch14_best_speedup"].describe(cpu_class))
-kept = dlbook.headline("ch14_best_acc_ratio", acc_ratio[best], profile=profile, at_least=0.97)
-dlbook.glue("ch14_best_verdict", board.compare(best).verdict("the teacher", "the student"))
+dlbook.glue("ch14_speed_expected",
+            dlbook.expected.EXPECTED["ch14_best_speedup"].describe(cpu_class))
+kept = dlbook.headline("ch14_best_acc_ratio", board.rows[best].accuracy / base.accuracy,
+                       profile=profile, at_least=0.97, fmt="{:.1%}")
 print(f"{best}: {speedup:.2f}x faster at batch 32, keeps {kept:.1%} of the teacher's accuracy")
 
+# %%
+best_vs_teacher = board.compare(best)  # teacher - student, on the same test snippets
+allowed = 100 * 0.03 * base.accuracy  # points the student may lose and still keep 97 %
+reach = 100 * best_vs_teacher.interval.high  # the largest drop the 95 % interval allows
+dlbook.glue("ch14_best_drop_ci", best_vs_teacher.interval.points())
+dlbook.glue("ch14_best_verdict", best_vs_teacher.verdict("the teacher", "the student"))
+if reach > allowed:
+    tail = (f"past the {allowed:.1f} points that keeping 97 % allows: passing means "
+            "that this test split did not show a larger loss, not that the student "
+            "keeps 97 %.")
+else:
+    tail = (f"short of the {allowed:.1f} points that keeping 97 % allows: on this test "
+            "split even the interval's upper end stays within 97 %.")
+dlbook.glue("ch14_reach_sentence",
+            f"The 95 % interval of the drop reaches {reach:.1f} points, {tail}")
+print(f"drop {best_vs_teacher.interval.points()} points; 97 % allows {allowed:.1f}")
+
 # %% [markdown]
-# The best student, **{glue:text}`ch14_best_speedup`x faster** than the teacher at batch 32 (and
-# {glue:text}`ch14_best_faster1:.2f`x at batch 1), reaches {glue:text}`ch14_best_acc:.3f` test
-# accuracy against the teacher's {glue:text}`ch14_teacher_acc:.3f`: it keeps
-# **{glue:text}`ch14_best_acc_ratio`** of it ({glue:text}`ch14_best_verdict`), and is
-# {glue:text}`ch14_best_smaller:.2f` times
-# smaller on disk. The cell above checks the accuracy, and the speed-up where this hardware class
-# ({glue:text}`ch14_class`) has an expected value: here
-# {glue:text}`ch14_speed_expected`. The name of the best student and every measurement are in the
-# table, measured on the machine in the provenance line above it.
+# The best student, chosen on validation, is "{glue:text}`ch14_best_name`". At batch 32 it is
+# **{glue:text}`ch14_best_speedup`x faster** than the teacher
+# ({glue:text}`ch14_best_faster1:.2f`x at batch 1), and it is
+# {glue:text}`ch14_best_smaller:.2f` times smaller on disk. Its test accuracy is
+# {glue:text}`ch14_best_acc:.3f` against the teacher's {glue:text}`ch14_teacher_acc:.3f`: it
+# keeps **{glue:text}`ch14_best_acc_ratio`** of it (asserted: at least 97 %). The drop, then its
+# 95 % paired interval, in points: {glue:text}`ch14_best_drop_ci`. Compared over the same
+# snippets, {glue:text}`ch14_best_verdict`.
+#
+# The check is on the point estimate. {glue:text}`ch14_reach_sentence`
+#
+# The speed-up expected on this hardware class ({glue:text}`ch14_class`):
+# {glue:text}`ch14_speed_expected`. Every measurement is in the table, taken on the CPU named in
+# the provenance line above it.
 #
 # **What the teacher adds.** The ablation, student by student:
 
@@ -608,41 +766,42 @@ print(f"{best}: {speedup:.2f}x faster at batch 32, keeps {kept:.1%} of the teach
 for kind in distill.KINDS:
     kd, ce = board.rows[f"{kind}, distilled"], board.rows[f"{kind}, labels only"]
     gain = stats.compare(kd.correct, ce.correct)  # paired, on the same test snippets
-    dlbook.glue(f"ch14_gain_{kind}", 100 * gain.interval.diff)
     dlbook.glue(f"ch14_gain_ci_{kind}", gain.interval.points())
-    dlbook.glue(f"ch14_gain_verdict_{kind}", gain.verdict("the distilled student", "the labels-only one"))
+    dlbook.glue(f"ch14_gain_verdict_{kind}",
+                gain.verdict("the distilled student", "the labels-only one"))
     print(f"{kind:>7}: distilled {kd.accuracy:.3f} | labels only {ce.accuracy:.3f} | "
           f"{gain.verdict('distilled', 'labels only')}")
-size_layers, size_narrow = board.rows["layers, distilled"].size_mb, board.rows["narrow, distilled"].size_mb
-emb_mb = teacher.bert.embeddings.word_embeddings.weight.numel() * 4 / 1e6
-dlbook.glue("ch14_emb_mb", emb_mb)
-dlbook.glue("ch14_size_layers", size_layers)
-dlbook.glue("ch14_size_narrow", size_narrow)
+layers_kd = ratios["layers, distilled"]
+dlbook.glue("ch14_layers_faster32", layers_kd["faster@32"])
+dlbook.glue("ch14_layers_smaller", layers_kd["smaller"])
+dlbook.glue("ch14_size_layers", board.rows["layers, distilled"].size_mb)
+dlbook.glue("ch14_size_narrow", board.rows["narrow, distilled"].size_mb)
+emb_params = teacher.bert.embeddings.word_embeddings.weight.numel()
+dlbook.glue("ch14_emb_mb", emb_params * 4 / 1e6)  # float32: 4 bytes each
 
 # %% [markdown]
-# Distillation changes the test accuracy of the shallow student by
-# {glue:text}`ch14_gain_ci_layers` points and of the narrow one by
-# {glue:text}`ch14_gain_ci_narrow` points (difference, then its 95 % paired interval): for the
-# shallow student, {glue:text}`ch14_gain_verdict_layers`; for the narrow one,
-# {glue:text}`ch14_gain_verdict_narrow`. The interval covers the choice of test snippets, not the
-# seed: a second training run with another seed moves each accuracy too (the last exercise,
-# {ref}`ch14-ex-seeds`, asks you to measure how much), so a gain smaller than that spread is not
-# one the chapter can claim. There are reasons not to expect a large gain on this task, most of
-# all for the shallow student. With two classes, the soft target
-# carries one number per snippet (how sure the teacher is), not the similarity structure among
-# many classes that makes distillation shine on ImageNet-like tasks {cite}`hinton2015distilling`.
-# And the shallow student starts as a copy of the teacher, so it already "knows" most of what the
-# teacher would tell it; the narrow student starts from nothing but a projected embedding table,
-# and it is the one with more to learn from the teacher's soft targets. DistilBERT and
-# TinyBERT get more out of the teacher by distilling on large unlabeled corpora and by matching
-# hidden states and attention maps layer by layer, not only the outputs
-# {cite}`sanh2019distilbert,jiao2020tinybert`.
+# Against its labels-only twin, distillation changes the shallow student's test accuracy by
+# {glue:text}`ch14_gain_ci_layers` points and the narrow student's by
+# {glue:text}`ch14_gain_ci_narrow` points (each: the difference, then its 95 % paired interval).
+# For the shallow pair, {glue:text}`ch14_gain_verdict_layers`. For the narrow pair,
+# {glue:text}`ch14_gain_verdict_narrow`.
+#
+# These intervals cover the choice of test snippets, not the training seed: each arm was
+# trained once, and another seed moves each accuracy too. One run per arm therefore cannot say
+# whether distillation helps either student, nor whether it helps the narrow student more than
+# the shallow one; exercise {ref}`ch14-ex-seeds` measures the seed spread. Two things are known
+# about the setting. With two classes, the soft target carries one number per snippet (how sure
+# the teacher is), not the similarity structure among many classes that Hinton et al. exploit on
+# MNIST, speech recognition and a large image set {cite}`hinton2015distilling`. And DistilBERT
+# and TinyBERT distil more than the outputs: on large unlabeled corpora, and, for TinyBERT,
+# hidden states and attention maps layer by layer {cite}`sanh2019distilbert,jiao2020tinybert`.
 #
 # **Where the size goes.** The shallow student is {glue:text}`ch14_size_layers:.0f` MB on disk
 # and the narrow one {glue:text}`ch14_size_narrow:.0f` MB: the teacher's word-embedding table
 # alone is {glue:text}`ch14_emb_mb:.0f` MB in float32, and the shallow student keeps all of it.
-# Removing layers makes a model faster much more than it makes it smaller; chapter 15 combines
-# distillation with int8 quantization to get both.
+# So removing half the layers made the shallow student {glue:text}`ch14_layers_faster32:.2f`x
+# faster at batch 32 but only {glue:text}`ch14_layers_smaller:.2f`x smaller; chapter 15
+# combines distillation with int8 quantization to get both.
 #
 # ## Summary
 #
@@ -652,19 +811,19 @@ dlbook.glue("ch14_size_narrow", size_narrow)
 #   the KL divergence from the teacher's softened distribution to the student's; its gradient is
 #   $(p_s - p_t)/T$ per logit, which shrinks like $1/T^2$, hence the factor $T^2$ (measured above).
 # - The frozen teacher's logits are computed once and looked up during training. Batches grouped
-#   by length and an embedding table trained as the teacher's frozen table times a small
-#   projection (ALBERT's factorisation; {glue:text}`ch14_step_saving_project:.0f` % off a step of
-#   the shallow copy here) make each step cheaper, and the fused AdamW kernel makes the update
-#   itself cheaper ({glue:text}`ch14_adamw_fused_ms:.0f` ms instead of
-#   {glue:text}`ch14_adamw_foreach_ms:.0f` ms for the narrow student).
-# - A student initialised from every other teacher layer starts from the teacher's knowledge; a
-#   narrower student from scratch needs more epochs and gets its embeddings from a
-#   random projection of the teacher's.
+#   by length, an embedding table trained as the teacher's frozen table times a small projection
+#   (ALBERT's factorisation) and the fused AdamW kernel make each step cheaper; section 14.4
+#   measures each, timed in turns.
+# - A shallow copy built from every other teacher layer starts from the teacher's weights; a
+#   narrower student starts from random weights and a random projection of the teacher's
+#   embeddings.
+# - The best student is chosen on validation and its test accuracy checked once; paired
+#   intervals (bootstrap) and McNemar's test say what the test snippets show about a difference.
 # - On this two-class task, one training run per arm put distillation's gain over labels alone
 #   at {glue:text}`ch14_gain_ci_layers` points for the shallow student and
 #   {glue:text}`ch14_gain_ci_narrow` for the narrow one (95 % paired intervals over the test
-#   snippets); the seed moves a single run too, so a gain inside that spread is not a finding.
-#   The speed-up comes from the smaller architecture.
+#   snippets). The seed moves a single run too, so these runs cannot say whether distillation
+#   helps; the speed-up comes from the smaller architecture.
 #
 # ## Exercises
 #
@@ -693,10 +852,12 @@ dlbook.glue("ch14_size_narrow", size_narrow)
 #
 # :::{solution} ch14-ex-alpha
 # :class: dropdown
-# Without $T^2$ the teacher term's gradient is $1/T^2 = 1/64$ of what it is with the factor, so
-# the label term, whose gradient does not depend on $T$, dominates by a factor of about 64 at
-# equal weights. With the factor, the same balance needs $(1-\alpha)/\alpha = 1/64$, i.e.
-# $\alpha = 64/65 \approx 0.985$. The factor $T^2$ lets you choose $\alpha$ and $T$ independently.
+# Without $T^2$ the teacher term's gradient is $1/T^2 = 1/64$ of what it is with the factor
+# (section 14.2 measured the $1/T^2$ fall), while the label term's gradient does not depend on
+# $T$. So without $T^2$ the teacher term's weight relative to the label term falls 64-fold;
+# which term then dominates depends on the sizes of their gradients. With the factor, the same
+# relative weight needs $(1-\alpha)/\alpha = 1/64$, i.e. $\alpha = 64/65 \approx 0.985$. The
+# factor $T^2$ lets you choose $\alpha$ and $T$ independently.
 # :::
 #
 # :::{exercise}
@@ -773,17 +934,44 @@ print("layers", spread_layers_solution(6, 2), "| untrained test accuracy",
 # Train the shallow student three more times with and without the teacher, changing only the
 # seed: `distill.train_new_student("full", "layers", distill=d, settings=dataclasses.replace(
 # distill.STUDENT_SETTINGS["full"]["layers"], seed=s))` trains one without touching the cache.
-# Is the difference between distilled and label-only students larger than the spread across
-# seeds?
+# With the chapter's run (seed 0) you have four test accuracies per arm, paired by seed (one seed
+# gives both arms the same batch order). Write `seed_gain_interval(acc_distilled, acc_labels,
+# level=0.95)`: the per-seed differences $d_s$, their mean $\bar d$ and Student's t interval
+# $\bar d \pm t_{k-1}\, s_d / \sqrt{k}$ for $k$ seeds ($s_d$ the sample standard deviation),
+# returned as `(mean, low, high)`. Is distillation's gain supported, that is, does the interval
+# exclude 0?
 # :::
-#
-# :::{solution} ch14-ex-seeds
+
+# %%
+def seed_gain_interval(acc_distilled, acc_labels, level=0.95):
+    raise NotImplementedError("your code here")
+
+
+dlbook.exercises.check("ch14.seed_gain_interval", seed_gain_interval)
+
+# %% [markdown]
+# ```{solution-start} ch14-ex-seeds
 # :class: dropdown
-# Compute the mean and standard deviation of the test accuracy over the seeds for each arm. If
-# the difference between the arms is smaller than the spread within an arm, the single comparison
-# of section 14.5 is not evidence either way; a claim that distillation helps needs several seeds
-# per arm (ideally paired: the same seeds, hence the same batch order, in both arms).
-# :::
+# ```
+# The differences are paired by seed, so the interval is that of their mean, with the t quantile
+# for $k - 1$ degrees of freedom (3.18 for four seeds at 95 %, where the normal quantile is
+# 1.96): with so few seeds, the sample standard deviation is itself uncertain. Distillation's
+# gain is supported only if the interval excludes 0.
+
+# %% tags=["solution"]
+def seed_gain_interval_solution(acc_distilled, acc_labels, level=0.95):
+    d = np.asarray(acc_distilled, float) - np.asarray(acc_labels, float)  # (k,)
+    t = scipy.stats.t.ppf((1 + level) / 2, d.size - 1)  # k - 1 degrees of freedom
+    half = t * d.std(ddof=1) / np.sqrt(d.size)
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
+assert dlbook.exercises.check("ch14.seed_gain_interval", seed_gain_interval_solution)
+assert round(float(scipy.stats.t.ppf(0.975, 3)), 2) == 3.18  # four seeds, 95 %
+
+# %% [markdown]
+# ```{solution-end}
+# ```
 #
 # ## Further reading
 #

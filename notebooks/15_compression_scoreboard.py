@@ -45,9 +45,11 @@ if "google.colab" in sys.modules:
 # %%
 import importlib.util
 import os
+import time
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from IPython.display import display
 
@@ -129,9 +131,12 @@ print("onnxruntime installed:", importlib.util.find_spec("onnxruntime") is not N
 # The variants: each technique alone, and each model shape with int8 on top.
 
 # %%
+start = time.perf_counter()
+baseline_int8 = quantize.int8_dynamic(baseline)  # no data, no training: a conversion
+dlbook.glue("ch15_int8_seconds", time.perf_counter() - start)
 variants = {
     "fp32 baseline": baseline,
-    "int8": quantize.int8_dynamic(baseline),
+    "int8": baseline_int8,
     "pruned": pruned,
     "pruned + int8": quantize.int8_dynamic(pruned),
     "distilled (3 layers)": student,
@@ -147,9 +152,9 @@ for name, m in variants.items():
 # ## 15.2 Where the bytes go
 #
 # A float32 model stores 4 bytes per parameter; `torch.save` adds little around them. So the size
-# on disk should be $4 \times (\text{number of parameters})$ plus an overhead of well under a
-# percent, and how those parameters split between the embedding tables and the encoder layers
-# decides what each technique can save. Checked on the fp32 models:
+# on disk should be $4 \times (\text{number of parameters})$ plus a small overhead, and how those
+# parameters split between the embedding tables and the encoder layers decides what each
+# technique can save. Checked on the fp32 models:
 
 # %%
 def anatomy(model):
@@ -178,17 +183,18 @@ ax.legend(fontsize=8)
 plt.tight_layout()
 plt.show()
 emb_share = parts["fp32 baseline"]["embeddings"] / sum(parts["fp32 baseline"].values())
+assert emb_share > 0.5  # so cutting only the encoder cannot even halve the size
 dlbook.glue("ch15_emb_share", float(emb_share))
 dlbook.glue("ch15_emb_mb", 4 * parts["fp32 baseline"]["embeddings"] / 1e6)
 
 # %% [markdown]
 # Size on disk equals four bytes per parameter to within one percent for all five (asserted).
 # The embeddings, mostly the $30{,}522 \times 384$ word table, are {glue:text}`ch15_emb_mb:.0f` MB,
-# {glue:text}`ch15_emb_share:.0%` of the baseline. Pruning heads and neurons, and dropping
-# layers, only touch the encoder part: neither can make the model even twice smaller while the
-# table stays in float32. Quantizing the table too (one int8 per entry plus one float scale per
-# row) is what shrinks it, which is why `int8_dynamic` quantizes embeddings as well as linear
-# layers. The narrow student has a thinner table ($30{,}522 \times 256$).
+# {glue:text}`ch15_emb_share:.0%` of the baseline (asserted: more than half). Pruning heads and
+# neurons, and dropping layers, only touch the encoder part: while the table stays in float32,
+# neither can make the model even twice smaller. Quantizing the table too (one int8 per entry
+# plus one float scale per row) is what shrinks it, which is why `int8_dynamic` quantizes
+# embeddings as well as linear layers. The narrow student has a thinner table ($30{,}522 \times 256$).
 #
 # ## 15.3 The scoreboard
 #
@@ -198,7 +204,8 @@ dlbook.glue("ch15_emb_mb", 4 * parts["fp32 baseline"]["embeddings"] / 1e6)
 # in turns so that they share the machine's drift. Accuracy is measured on the validation split,
 # which chooses the best combination below, and on the test split, which reports it; `drop_95ci`
 # is the 95 % paired bootstrap interval of the test accuracy lost against the baseline, in points
-# (`dlbook.stats`, taught in chapter 14).
+# (`dlbook.stats`, introduced in chapter 3; section 14.5 explains the paired bootstrap and
+# McNemar's test and checks both).
 
 # %%
 test_raw = assets.rotten_tomatoes()["test"]
@@ -232,25 +239,30 @@ plt.show()
 # %% [markdown]
 # ## 15.4 The headline
 #
-# The target for the best combination: **at least 4 times smaller and at least 3 times faster** at
-# batch 32 than the fp32 baseline, losing **at most 1.5 points** of test accuracy. Among the
-# variants that reach the size target (and the speed target, on CPU classes where it rests on
-# repeated runs, `dlbook.expected`), the best is the one that loses least **validation** accuracy
-# (if none reaches the targets, the one with the best product of the two ratios is reported, and
-# the checks below fail). Its test accuracy is then reported once, and checked. Size and accuracy
-# are checked on every machine; elsewhere the speed-up is reported, not checked:
+# The target for the best combination: **at least 4 times smaller** than the fp32 baseline,
+# losing **at most 1.5 points** of test accuracy. Its speed-up at batch 32 is reported, and
+# checked only on hardware classes that have an expected value (`dlbook.expected`). Among the
+# variants at least 4 times smaller, the best is the one that loses least **validation**
+# accuracy, the smaller one on a tie (if none is 4 times smaller, the smallest is reported and
+# the size check fails). Its test accuracy is then reported once, and checked.
+#
+# Validation is not neutral ground for every variant. The pruned models chose their heads and
+# neurons by Taylor importance on validation snippets (chapter 13 and `combined.pruned_student`),
+# and the students' recipes were chosen by their validation accuracy, so the validation drops of
+# these variants are optimistic, and choosing by the least validation drop favours them. The
+# test split chose nothing; it is where the chosen variant is judged.
 
 # %%
 ratios = {n: board.ratios(n) for n in board.rows if n != "fp32 baseline"}
 cpu_class = dlbook.env.hardware_class("cpu")  # the scoreboard times on the CPU
-# the speed target takes part only where this CPU class has measured runs behind it
-speed_target = dlbook.expected.EXPECTED["ch15_best_faster"].at_least.get(cpu_class)
-fit = [n for n, r in ratios.items()
-       if r["smaller"] >= 4 and (speed_target is None or r["faster@32"] >= speed_target)]
-best = (min(fit, key=lambda n: ratios[n]["val_drop_pts"]) if fit  # chosen on validation
-        else max(ratios, key=lambda n: ratios[n]["smaller"] * ratios[n]["faster@32"]))
+fit = [n for n, r in ratios.items() if r["smaller"] >= 4]
+if fit:  # least validation drop; on a tie, the smaller
+    best = min(fit, key=lambda n: (ratios[n]["val_drop_pts"], -ratios[n]["smaller"]))
+else:
+    best = max(ratios, key=lambda n: ratios[n]["smaller"])
 r = ratios[best]
-print(f"best combination: {best}")
+print(f"best combination, chosen on validation: {best}")
+dlbook.glue("ch15_best_name", best)
 dlbook.glue("ch15_base_mb", board.base().size_mb)
 dlbook.glue("ch15_base_ms32", board.base().latency_ms[32])
 dlbook.glue("ch15_best_mb", board.rows[best].size_mb)
@@ -258,30 +270,78 @@ dlbook.glue("ch15_best_ms32", board.rows[best].latency_ms[32])
 dlbook.glue("ch15_best_faster1", r["faster@1"])
 dlbook.glue("ch15_base_acc", board.base().accuracy)
 dlbook.glue("ch15_best_acc", board.rows[best].accuracy)
-best_vs_base = board.compare(best)  # paired, on the same test snippets
-dlbook.glue("ch15_best_drop_ci", best_vs_base.interval.points())
-dlbook.glue("ch15_best_verdict", best_vs_base.verdict("the baseline", "the best combination"))
-smaller = dlbook.headline("ch15_best_smaller", r["smaller"], profile=profile, at_least=4.0, fmt="{:.1f}")
+dlbook.glue("ch15_class", cpu_class)
+dlbook.glue("ch15_speed_expected",
+            dlbook.expected.EXPECTED["ch15_best_faster"].describe(cpu_class))
+smaller = dlbook.headline("ch15_best_smaller", r["smaller"], profile=profile,
+                          at_least=4.0, fmt="{:.1f}")
 faster = dlbook.hardware_headline("ch15_best_faster", r["faster@32"], profile=profile,
                                   hardware=cpu_class, fmt="{:.1f}")
-drop = dlbook.headline("ch15_best_drop", r["acc_drop_pts"], profile=profile, at_most=1.5, fmt="{:.1f}")
-print(f"{smaller:.1f}x smaller, {faster:.1f}x faster at batch 32, {drop:.1f} accuracy points lost")
+drop = dlbook.headline("ch15_best_drop", r["acc_drop_pts"], profile=profile,
+                       at_most=1.5, fmt="{:.1f}")
+print(f"{smaller:.1f}x smaller, {faster:.1f}x faster at batch 32, "
+      f"{drop:.1f} points lost")
+
+# %%
+best_vs_base = board.compare(best)  # baseline - best, paired, on the same test snippets
+reach = 100 * best_vs_base.interval.high  # the largest drop the 95 % interval allows
+dlbook.glue("ch15_best_drop_ci", best_vs_base.interval.points())
+dlbook.glue("ch15_best_verdict",
+            best_vs_base.verdict("the baseline", "the best combination"))
+if reach > 1.5:
+    tail = ("past the 1.5 points allowed: passing means that this test split did not "
+            "show a larger loss, not that the loss is at most 1.5 points.")
+else:
+    tail = ("short of the 1.5 points allowed: on this test split even the interval's "
+            "upper end stays within them.")
+dlbook.glue("ch15_reach_sentence",
+            f"The 95 % interval of the drop reaches {reach:.1f} points, {tail}")
+print(f"drop {best_vs_base.interval.points()} points")
 
 # %% [markdown]
-# The best combination goes from {glue:text}`ch15_base_mb:.0f` MB to
-# {glue:text}`ch15_best_mb:.1f` MB (**{glue:text}`ch15_best_smaller`x smaller**) and from
-# {glue:text}`ch15_base_ms32:.0f` ms to {glue:text}`ch15_best_ms32:.0f` ms for a batch of 32
-# (**{glue:text}`ch15_best_faster`x faster**; {glue:text}`ch15_best_faster1:.1f`x at batch 1),
-# at {glue:text}`ch15_best_acc:.3f` test accuracy against {glue:text}`ch15_base_acc:.3f`:
-# **{glue:text}`ch15_best_drop` points** lost (difference and 95 % paired interval:
-# {glue:text}`ch15_best_drop_ci`; {glue:text}`ch15_best_verdict`). Its name is printed above the
-# assertion. For
-# comparison, Tunstall, von Werra and Wolf took a BERT-base intent classifier from 418 MB to 64 MB
-# and from 54 ms to 9 ms per query by combining distillation, ONNX Runtime and quantization
+# The best combination, chosen on validation, is "{glue:text}`ch15_best_name`". It goes from
+# {glue:text}`ch15_base_mb:.0f` MB to {glue:text}`ch15_best_mb:.1f` MB
+# (**{glue:text}`ch15_best_smaller`x smaller**) and from {glue:text}`ch15_base_ms32:.0f` ms to
+# {glue:text}`ch15_best_ms32:.0f` ms for a batch of 32 (**{glue:text}`ch15_best_faster`x
+# faster**; {glue:text}`ch15_best_faster1:.1f`x at batch 1), at {glue:text}`ch15_best_acc:.3f`
+# test accuracy against {glue:text}`ch15_base_acc:.3f`: **{glue:text}`ch15_best_drop` points**
+# lost (asserted: at most 1.5). The drop, then its 95 % paired interval, in points:
+# {glue:text}`ch15_best_drop_ci`. Compared over the same snippets,
+# {glue:text}`ch15_best_verdict`.
+#
+# The check is on the point estimate. {glue:text}`ch15_reach_sentence` The speed-up expected on
+# this hardware class ({glue:text}`ch15_class`): {glue:text}`ch15_speed_expected`.
+#
+# For comparison, Tunstall, von Werra and Wolf took a BERT-base intent classifier from 418 MB to
+# 64 MB and from 54 ms to 9 ms per query by combining distillation, ONNX Runtime and quantization
 # {cite}`tunstall2022natural`: different model, task, hardware and runtime, the same recipe.
 #
-# Latencies are medians on the machine in the provenance line. Absolute milliseconds vary from
-# run to run with whatever else the machine is doing; the ratios, measured in turns, much less.
+# Latencies are medians on the machine in the provenance line; absolute milliseconds vary with
+# whatever else the machine is doing. Timing in turns protects the ratios from drift within a
+# run. How much they still move within this run shows in the per-round ratios: in each round
+# every variant is timed once, so the baseline's time over a variant's time in the same round is
+# one estimate of the speed-up. Their median, and the smallest and largest round:
+
+# %%
+per_round = {}
+for name in ratios:
+    row = {}
+    for bs in (1, 32):
+        base_ms = np.array(timings["fp32 baseline"][bs].runs_ms)  # (rounds,)
+        rr = base_ms / np.array(timings[name][bs].runs_ms)  # (rounds,) speed-ups
+        row[f"faster@{bs}"] = f"{np.median(rr):.2f} [{rr.min():.2f}, {rr.max():.2f}]"
+        if name == best and bs == 32:
+            dlbook.glue("ch15_best_round_lo", float(rr.min()))
+            dlbook.glue("ch15_best_round_hi", float(rr.max()))
+    per_round[name] = row
+display(pd.DataFrame.from_dict(per_round, orient="index"))
+
+# %% [markdown]
+# For the best combination, the per-round speed-ups at batch 32 run from
+# {glue:text}`ch15_best_round_lo:.1f` to {glue:text}`ch15_best_round_hi:.1f`. Timing in turns does
+# not protect the ratios from differences between runs (another day, another load on the
+# machine), which is why a speed-up is checked only where repeated runs on the same hardware
+# class are behind the expected value.
 #
 # ## 15.5 Which technique, for which budget
 #
@@ -294,50 +354,67 @@ for key, name in [("int8", "int8"), ("pruned", "pruned"), ("distilled", "distill
     dlbook.glue(f"ch15_{key}_smaller", ratios[name]["smaller"])
     dlbook.glue(f"ch15_{key}_faster32", ratios[name]["faster@32"])
     dlbook.glue(f"ch15_{key}_faster1", ratios[name]["faster@1"])
-    dlbook.glue(f"ch15_{key}_drop", ratios[name]["acc_drop_pts"])
     dlbook.glue(f"ch15_{key}_drop_ci", board.compare(name).interval.points())
+product = ratios["int8"]["faster@32"] * ratios["distilled (3 layers)"]["faster@32"]
+dlbook.glue("ch15_product32", product)
+dlbook.glue("ch15_n_intervals", len(ratios))  # the drop_95ci column of the table
+kd_int8 = ratios["distilled + int8"]["faster@32"]
+mb = {name: row.size_mb for name, row in board.rows.items()}
+assert mb["distilled + int8"] < min(mb["int8"], mb["distilled (3 layers)"])  # the Summary
+assert mb["distilled + pruned + int8"] < mb["distilled + int8"]
+dlbook.glue("ch15_vs_product", "less than" if kd_int8 < product else "at least")
 
 # %% [markdown]
 # - **Memory or download size is the budget.** Quantize the embeddings and the linear layers:
-#   int8 alone makes the model {glue:text}`ch15_int8_smaller:.1f`x smaller for
-#   {glue:text}`ch15_int8_drop:.1f` points, with no training at all. Removing layers or heads
-#   barely helps (pruned: {glue:text}`ch15_pruned_smaller:.1f`x; 3-layer student:
+#   int8 alone makes the model {glue:text}`ch15_int8_smaller:.1f`x smaller with no training and
+#   no data (the conversion took {glue:text}`ch15_int8_seconds:.1f` s here), for an accuracy drop
+#   of {glue:text}`ch15_int8_drop_ci` points (the drop, then its 95 % paired interval). Removing
+#   layers or heads helps less (pruned: {glue:text}`ch15_pruned_smaller:.1f`x; 3-layer student:
 #   {glue:text}`ch15_distilled_smaller:.1f`x) because the word-embedding table dominates. Beyond
-#   that, shrink the table: a thinner one (the narrow student, {glue:text}`ch15_narrow_smaller:.1f`x
-#   with int8) or a shorter one (keep only the tokens your data uses, the last exercise).
+#   that, shrink the table: a thinner one (the narrow student,
+#   {glue:text}`ch15_narrow_smaller:.1f`x with int8) or a shorter one (keep only the tokens your
+#   data uses, the last exercise).
 # - **Latency at batch 32 (throughput) is the budget.** Less arithmetic per token is what helps:
 #   fewer layers (3-layer student: {glue:text}`ch15_distilled_faster32:.1f`x), fewer heads and
 #   neurons (pruned: {glue:text}`ch15_pruned_faster32:.1f`x), or int8 matrix products (int8 alone:
-#   {glue:text}`ch15_int8_faster32:.1f`x). They multiply: distilled + int8 is
-#   {glue:text}`ch15_kdint8_faster32:.1f`x, and cutting the student's heads and neurons before
+#   {glue:text}`ch15_int8_faster32:.1f`x). They compound: distilled + int8 is
+#   {glue:text}`ch15_kdint8_faster32:.1f`x, {glue:text}`ch15_vs_product` the product of the two
+#   alone ({glue:text}`ch15_product32:.1f`x), and cutting the student's heads and neurons before
 #   int8 makes it {glue:text}`ch15_kdprune_faster32:.1f`x.
 # - **Latency at batch 1 is the budget.** A single short snippet makes every matrix product
 #   small, so fixed costs per layer and per call weigh more, and int8's dynamic quantization of the
 #   activations is paid on every call. Compare int8 alone at batch 1
 #   ({glue:text}`ch15_int8_faster1:.1f`x) with batch 32 above, and the 3-layer student
-#   ({glue:text}`ch15_distilled_faster1:.1f`x): removing whole layers removes their fixed costs too.
+#   ({glue:text}`ch15_distilled_faster1:.1f`x): removing whole layers removes their fixed costs
+#   too. These are explanations, not measurements: the chapter does not separate them from timing
+#   noise (the per-round ranges of section 15.4 show how much a ratio moves within one run).
 # - **Accuracy is the budget.** Compare the accuracy drops with their 95 % paired intervals, in
 #   points: int8 {glue:text}`ch15_int8_drop_ci`, pruned {glue:text}`ch15_pruned_drop_ci`,
 #   distilled + int8 {glue:text}`ch15_kdint8_drop_ci`, distilled + pruned + int8
 #   {glue:text}`ch15_kdprune_drop_ci`, narrow + int8 {glue:text}`ch15_narrow_drop_ci`. A drop
-#   whose interval contains 0 is no measurable loss on this test split. The interval covers the
-#   choice of test snippets only; a variant that was trained also moves with its training seed.
-# - **Training budget.** int8 costs seconds and no data; pruning needs importance scores and a
-#   short fine-tune; distillation needs a full training run of the student (chapter 14) and is
-#   worth it when the model will serve many requests. Stacking them costs the sum: the distilled
+#   whose interval contains 0 is not distinguishable from no loss on this test split; the loss may
+#   still be as large as the interval's upper end. With {glue:text}`ch15_n_intervals` intervals in
+#   the table, one may exclude 0 by chance; read an isolated one with care. The interval covers
+#   the choice of test snippets only; a variant that was trained also moves with its training
+#   seed.
+# - **Training budget.** int8 needs no data and no training; pruning needs importance scores and
+#   a short fine-tune; distillation needs a full training run of the student (chapter 14), paid
+#   once however many requests the model then serves. Stacking them costs the sum: the distilled
 #   + pruned student costs the 3-layer student's training plus another distillation run of
 #   {glue:text}`ch15_prune_epochs` epoch(s).
 #
 # ## Summary
 #
 # - One protocol, one run, one machine: sizes from the saved `state_dict`, latencies timed in
-#   turns at fixed threads, accuracy on the same test split, provenance printed.
+#   turns at fixed threads, accuracy on the same validation (choosing) and test (reporting)
+#   splits, provenance printed.
 # - In a small BERT the word-embedding table holds most of the bytes; quantizing it is what makes
-#   a model several times smaller, removing layers is what makes it faster.
-# - Techniques multiply: a distilled student with int8 weights is both smaller and faster than
-#   either technique alone, and pruning the student's heads and neurons before quantizing adds
-#   to both; the best combination is named in section 15.4, where its size, speed and accuracy
-#   are checked against the chapter's targets.
+#   a model several times smaller. int8 matrix products and fewer layers both make it faster.
+# - Techniques compound: a distilled student with int8 weights is smaller than either technique
+#   alone makes the model (asserted), and pruning the student's heads and neurons before
+#   quantizing makes it smaller still (asserted); their speed-ups compound too, by the amounts in
+#   section 15.5. The best combination is named in section 15.4, where its size and accuracy are
+#   checked against the chapter's targets.
 #
 # ## Exercises
 #
@@ -355,8 +432,8 @@ for key, name in [("int8", "int8"), ("pruned", "pruned"), ("distilled", "distill
 # The student has the teacher's embeddings ($30{,}522 + 512 + 2$ rows of 384, about 11.9 M
 # entries, so about 11.9 MB in int8 plus 0.12 MB of row scales) and three layers of about 1.77 M
 # linear weights each (5.3 MB in int8), plus small float parts (biases, LayerNorms, scales): about
-# 17.5 MB, against the teacher's 4 bytes per parameter. The table's number is the same to within the
-# serialisation overhead. The embeddings are still two thirds of it.
+# 17.5 MB. The table's number is the same to within the serialisation overhead. The embeddings
+# are still two thirds of it.
 # :::
 #
 # :::{exercise}
@@ -364,7 +441,9 @@ for key, name in [("int8", "int8"), ("pruned", "pruned"), ("distilled", "distill
 # A variant is worth keeping only if no other variant is at least as good in every respect and
 # better in one. Write `pareto_front(costs)` that takes an (N, K) tensor of costs (smaller is
 # better, e.g. size, latency, error) and returns the indices of the non-dominated rows, in
-# ascending order. Apply it to the scoreboard with columns `size_MB`, `ms@32` and `1 - accuracy`.
+# ascending order. Apply it to the scoreboard with columns `size_MB`, `ms@32` and
+# `1 - val_accuracy`: deciding which variants are worth keeping is a choice, so it is made on the
+# validation split, not the test split.
 # :::
 
 # %%
@@ -392,8 +471,10 @@ def pareto_front_solution(costs):
 
 
 assert dlbook.exercises.check("ch15.pareto_front", pareto_front_solution)
-costs = torch.tensor(np.stack([table["size_MB"], table["ms@32"], 1 - table["accuracy"]], axis=1), dtype=torch.float64)
-print("on the Pareto front:", [table.index[i] for i in pareto_front_solution(costs)])
+columns = [table["size_MB"], table["ms@32"], 1 - table["val_accuracy"]]  # each (N,)
+costs = torch.tensor(np.stack(columns, axis=1), dtype=torch.float64)  # (N, 3)
+print("on the Pareto front (validation error):",
+      [table.index[i] for i in pareto_front_solution(costs)])
 
 # %% [markdown]
 # ```{solution-end}
@@ -434,7 +515,8 @@ assert dlbook.exercises.check("ch15.kept_vocabulary", kept_vocabulary_solution)
 train_ids = tokenizer(list(assets.rotten_tomatoes()["train"]["text"]), truncation=True, max_length=128)["input_ids"]
 kept = kept_vocabulary_solution(train_ids, tokenizer.all_special_ids)
 print(f"{len(kept):,} of {tokenizer.vocab_size:,} rows used by the training split "
-      f"({len(kept) / tokenizer.vocab_size:.0%}); the word table would shrink by that factor")
+      f"({len(kept) / tokenizer.vocab_size:.0%}): a word table keeping only those rows "
+      f"would be {tokenizer.vocab_size / len(kept):.1f} times smaller")
 
 # %% [markdown]
 # ```{solution-end}

@@ -5,11 +5,11 @@ import torch.nn.functional as F
 
 from dlbook import exercises
 from dlbook.distill import distillation_loss
-from dlbook.exercises.ch14 import soft_cross_entropy, spread_layers
+from dlbook.exercises.ch14 import seed_gain_interval, soft_cross_entropy, spread_layers
 
 
 def test_all_registered():
-    assert exercises.known("ch14") == ["ch14.soft_cross_entropy", "ch14.spread_layers"]
+    assert exercises.known("ch14") == ["ch14.seed_gain_interval", "ch14.soft_cross_entropy", "ch14.spread_layers"]
 
 
 def test_references_pass():
@@ -53,3 +53,32 @@ def test_spread_layers():
 
     for wrong in (last_layers, rounded):
         assert not exercises.check("ch14.spread_layers", wrong, verbose=False)
+
+
+def test_seed_gain_interval():
+    import numpy as np
+    from scipy import stats
+
+    a, b = [0.812, 0.815, 0.809, 0.818], [0.801, 0.806, 0.800, 0.805]
+    mean, low, high = seed_gain_interval(a, b)
+    ref = stats.ttest_rel(a, b).confidence_interval(0.95)  # scipy's paired t interval
+    assert np.isclose(mean, np.mean(np.subtract(a, b))) and np.allclose((low, high), (ref.low, ref.high))
+    assert low > 0  # a consistent gain: the interval excludes 0
+
+    def unpaired(x, y, level=0.95):  # ignores the pairing: the spread of each arm
+        x, y = np.asarray(x), np.asarray(y)
+        half = stats.t.ppf((1 + level) / 2, x.size - 1) * np.hypot(x.std(ddof=1), y.std(ddof=1)) / np.sqrt(x.size)
+        return float(x.mean() - y.mean()), float(x.mean() - y.mean() - half), float(x.mean() - y.mean() + half)
+
+    def normal_quantile(x, y, level=0.95):  # 1.96 instead of t: too narrow for a few seeds
+        d = np.subtract(x, y)
+        half = stats.norm.ppf((1 + level) / 2) * d.std(ddof=1) / np.sqrt(d.size)
+        return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+    def population_sd(x, y, level=0.95):  # ddof=0
+        d = np.subtract(x, y)
+        half = stats.t.ppf((1 + level) / 2, d.size - 1) * d.std() / np.sqrt(d.size)
+        return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+    for wrong in (unpaired, normal_quantile, population_sd):
+        assert not exercises.check("ch14.seed_gain_interval", wrong, verbose=False)

@@ -115,6 +115,7 @@ def test_measure_classifier_on_a_tiny_bert():
     assert set(m.latency_ms) == {1, 32} and all(v > 0 for v in m.latency_ms.values())
     assert 0.0 <= m.accuracy <= 1.0
     assert m.correct.shape == (32,) and m.correct.mean() == pytest.approx(m.accuracy)
+    assert m.labels.tolist() == [1, 0, 1, 0] * 8 and m.to_dict()["labels"] == m.labels.tolist()
     assert m.val_accuracy is not None and 0.0 <= m.val_accuracy <= 1.0
     assert m.params == sum(p.numel() for p in model.parameters())
     assert m.size_mb == pytest.approx(measure.saved_size_mb(model))
@@ -127,7 +128,8 @@ def test_interleaved_calls_alternate_and_validate():
     out = measure.interleaved_calls(calls, rounds=3, warmup=1)
     assert set(out) == {"a", "b"} and len(out["a"].runs_ms) == 3
     assert out["b"].median > out["a"].median
-    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3  # warm-up per call, then rounds in turns
+    # warm-up per call, then rounds in turns, the order reversed every other round
+    assert order == ["a", "a", "b", "b"] + ["a", "b", "b", "a", "a", "b"]
     for bad in (dict(rounds=0), dict(rounds=True), dict(rounds=2, warmup=-1)):
         with pytest.raises(ValueError):
             measure.interleaved_calls(calls, **bad)
@@ -155,8 +157,9 @@ def test_interleaved_latency_times_every_model_in_turns():
     assert set(out) == {"slow", "fast"} and set(out["slow"]) == {1, 4}
     assert len(out["slow"][1].runs_ms) == 3 and len(out["fast"][4].runs_ms) == 2
     assert out["slow"][1].median > out["fast"][1].median
-    # at batch 1: warm-up (one untimed and one timed call each), then the timed runs alternate
-    assert calls[:10] == ["slow", "slow", "fast", "fast", "slow", "fast", "slow", "fast", "slow", "fast"]
+    # at batch 1: warm-up (one untimed and one timed call each), then the timed runs in turns, the
+    # order reversed every other round
+    assert calls[:10] == ["slow", "slow", "fast", "fast", "slow", "fast", "fast", "slow", "slow", "fast"]
     with pytest.raises(ValueError):
         measure.interleaved_latency(models, batches, threads=1, rounds={1: 3})
     with pytest.raises(ValueError):
@@ -188,3 +191,17 @@ def test_scoreboard_paired_interval_of_the_drop_and_validation_drop():
     with pytest.raises(ValueError, match="per-example results"):
         plain.compare("b")
     assert "drop_95ci" not in plain.frame().columns
+
+
+def test_scoreboard_refuses_to_pair_rows_scored_on_different_examples():
+    import numpy as np
+
+    board = measure.Scoreboard()
+    labels = np.array([0, 1] * 50)
+    for name, lab in (("fp32", labels), ("same", labels.copy()), ("other", labels[::-1].copy())):
+        row = _row(name, 10.0, 10.0, 0.9)
+        row.correct, row.labels = np.arange(100) % 10 != 0, lab
+        board.add(row)
+    assert not board.compare("same").measurable  # identical results: nothing to tell apart
+    with pytest.raises(ValueError, match="different test examples"):
+        board.compare("other")

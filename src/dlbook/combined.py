@@ -11,7 +11,8 @@ Built for chapter 15, "The compression scoreboard", from the pieces of chapters 
 
 Chapter 15 quantizes the result to int8 (:func:`dlbook.quantize.int8_dynamic`) on top. The model
 is trained deterministically per profile and cached with :func:`dlbook.modelcache.cached_model`,
-like every trained model of the book.
+like every trained model of the book. Because step 2 chooses what to keep on validation snippets,
+the model's validation accuracy is optimistic; chapter 15 says so where it chooses by it.
 """
 
 from __future__ import annotations

@@ -276,7 +276,8 @@ def train_student(
     against the rows of ``teacher_logits`` (N, C, precomputed once with :func:`teacher_logits`)
     belonging to the batch, or, with ``teacher_logits=None``, the cross-entropy of the labels
     alone (the ablation). ``group_by_length=True`` batches snippets of similar length together
-    (:func:`dlbook.finetune.make_loader`), which halves the padding. Taught in chapter 14.
+    (:func:`dlbook.finetune.make_loader`), which removes most of the padding (chapter 14 measures
+    it). Taught in chapter 14.
     """
     from transformers import get_linear_schedule_with_warmup
 

@@ -121,23 +121,30 @@ _ALL = (
     ),
     Expectation(
         "ch14_best_speedup", 14,
-        # one run of today's student recipes (5.84); 3.245 and 3.20 were earlier recipes
-        measured={"cpu-avx512-bf16": (5.84,)},
-        meaning="teacher / best student forward time at batch 32, on the CPU",
+        # No run of today's quantity yet. The best student is now chosen on validation among the
+        # distilled students only; 5.84 (and 3.245, 3.20 of earlier recipes) timed the narrow
+        # student, which validation selection does not pick (it keeps 95 % of the teacher's
+        # validation accuracy), and the scoreboard now times CPU copies whatever the device.
+        measured={},
+        meaning="teacher / best distilled student (chosen on validation) forward time at batch 32, on the CPU",
     ),
     Expectation(
         "ch14_fused_adamw_speedup", 14,
-        # timed with measure.interleaved_calls; 3.24 came from the loop before it
+        # timed with measure.interleaved_calls; 3.24 came from the loop before it. The runs compared
+        # make_optimizer(fused=False), PyTorch's default, which on a CPU is the single-tensor loop
+        # (foreach is the default only on GPUs); the key keeps its name so the runs stay attached.
         at_least={"cpu-avx512-bf16": 1.5},
         measured={"cpu-avx512-bf16": (6.36, 6.16)},
-        meaning="foreach AdamW update time / fused AdamW update time",
+        meaning=("default AdamW update time (on a CPU the single-tensor loop; on a GPU foreach) / "
+                 "fused AdamW update time, on the device the chapter runs on"),
     ),
     Expectation(
         "ch15_best_faster", 15,
-        # one run of today's best combination (distilled + pruned + int8: 6.52); 6.283 and 6.42
-        # were other best combinations of earlier recipes
-        measured={"cpu-avx512-bf16": (6.52,)},
-        meaning="fp32 teacher / best compressed model forward time at batch 32, on the CPU",
+        # No run of today's quantity yet: 6.52 (and 6.283, 6.42 of earlier recipes) timed a best
+        # combination chosen with the test split; the best is now chosen on validation among the
+        # variants at least 4x smaller (ties broken by size), which may be another variant.
+        measured={},
+        meaning="fp32 teacher / best compressed model (chosen on validation) forward time at batch 32, on the CPU",
     ),
     Expectation(
         "per_example_speedup", 90,

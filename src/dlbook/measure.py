@@ -7,8 +7,10 @@ Taught in chapter 12 (quantization) and used unchanged by chapters 13 (pruning),
 - latency = median wall time of a forward pass over repeated runs after warm-up, on a fixed
   batch of test sentences at batch 1 and batch 32, with the thread count fixed
   (:func:`latency`, :func:`benchmark_batches`, :func:`fixed_threads`);
-- accuracy = on the held-out test split (:func:`measure_classifier` via
-  :func:`dlbook.finetune.evaluate_classifier`);
+- accuracy = on the validation split, which chooses among variants, and on the held-out test
+  split, which reports the chosen one once (:func:`measure_classifier` via
+  :func:`dlbook.finetune.evaluate_classifier`); per-example test results and labels are kept so
+  that two variants are compared paired, on the same examples (:meth:`Scoreboard.compare`);
 - every table carries the provenance (CPU model, threads, torch version) (:class:`Scoreboard`).
 """
 
@@ -161,8 +163,12 @@ def interleaved_calls(
     Every call is warmed up, then each round times one run of each call in turn. On a machine
     shared with other work the load drifts over minutes; timing the variants one after another
     inside each round lets every variant see the same drift, so their *ratios* are fair even when
-    the absolute times are not. ``device``: GPU work on it is synchronised after each run.
-    :func:`interleaved_latency` is built on it; chapter 14 times two optimizers with it.
+    the absolute times are not. The order is reversed every other round (``a, b``, then ``b, a``,
+    ...), so that no call always runs first, right after the previous round's last call (warm or
+    cold caches, a thread pool just woken). Run ``i`` of every call comes from round ``i``, so two
+    calls' ``runs_ms`` pair up round by round (per-round ratios). ``device``: GPU work on it is
+    synchronised after each run. :func:`interleaved_latency` (chapters 12 and 15) is built on it;
+    chapters 3, 6 and 14 and the pitfalls chapter call it directly.
     """
     if not calls:
         raise ValueError("calls is empty")
@@ -173,9 +179,10 @@ def interleaved_calls(
     for fn in calls.values():
         latency(fn, warmup=warmup, repeats=1, device=device)
     runs: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, fn in calls.items():
-            runs[name].extend(latency(fn, warmup=0, repeats=1, device=device).runs_ms)
+    names = list(calls)
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else names[::-1]:  # alternate the order between rounds
+            runs[name].extend(latency(calls[name], warmup=0, repeats=1, device=device).runs_ms)
     return {name: Latency(tuple(r)) for name, r in runs.items()}
 
 
@@ -238,8 +245,9 @@ class Measurement:
     """One model variant: size (MB), median latency (ms) per batch size, test accuracy.
 
     ``correct`` holds the per-example correctness on the test split (for paired intervals,
-    :mod:`dlbook.stats`); ``val_accuracy`` the validation accuracy, which is what a chapter
-    chooses a variant by (the test split never chooses).
+    :mod:`dlbook.stats`) and ``labels`` the test labels it was scored against, so that a paired
+    comparison can check that two rows scored the same examples; ``val_accuracy`` the validation
+    accuracy, which is what a chapter chooses a variant by (the test split never chooses).
     """
 
     name: str
@@ -252,10 +260,12 @@ class Measurement:
     spread_ms: dict[int, tuple[float, float]] = field(default_factory=dict)
     val_accuracy: float | None = None
     correct: np.ndarray | None = field(default=None, repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["correct"] = None if self.correct is None else self.correct.tolist()
+        d["labels"] = None if self.labels is None else self.labels.tolist()
         return d
 
 
@@ -315,6 +325,7 @@ def measure_classifier(
         spread_ms={b: t.spread for b, t in timings.items()},
         val_accuracy=val,
         correct=(result.preds == result.labels).numpy(),
+        labels=result.labels.numpy(),
     )
 
 
@@ -380,7 +391,9 @@ class Scoreboard:
         """Paired comparison of the baseline against ``name`` on the same test examples.
 
         A :class:`dlbook.stats.Comparison` of ``baseline - name``: its interval is the interval
-        of the accuracy drop (positive: the variant lost accuracy).
+        of the accuracy drop (positive: the variant lost accuracy). Where both rows recorded
+        their test labels, they must be the same labels in the same order (else the pairing
+        would be meaningless and a ``ValueError`` says so).
         """
         from .stats import compare
 
@@ -389,6 +402,8 @@ class Scoreboard:
         m, b = self.rows[name], self.base()
         if m.correct is None or b.correct is None:
             raise ValueError(f"per-example results of {name!r} or the baseline are unknown: measure with measure_classifier")
+        if m.labels is not None and b.labels is not None and not np.array_equal(m.labels, b.labels):
+            raise ValueError(f"{name!r} and the baseline {self.baseline!r} were scored on different test examples")
         return compare(b.correct, m.correct, n_boot=n_boot, seed=seed)
 
     def frame(self):

@@ -61,3 +61,42 @@ def _spread_cases(rng: np.random.Generator) -> list[Case]:
 
 
 register("ch14.spread_layers", spread_layers, _spread_cases, atol=0, rtol=0)
+
+
+# ----------------------------------------------------------------------------- gain over seeds
+
+
+def seed_gain_interval(acc_distilled: list[float], acc_labels: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Reference: ``(mean, low, high)`` of distillation's gain over seeds, paired by seed.
+
+    ``acc_distilled[s]`` and ``acc_labels[s]`` are the test accuracies of the two arms trained
+    with seed ``s``. The per-seed differences ``d_s`` are paired (same seed, same batch order), so
+    the interval is Student's t interval of their mean, ``mean +- t * sd / sqrt(k)`` with the
+    sample standard deviation (``ddof=1``) and ``t`` the ``(1 + level) / 2`` quantile of the t
+    distribution with ``k - 1`` degrees of freedom. Chapter 14's seed exercise.
+    """
+    from scipy.stats import t
+
+    d = np.asarray(acc_distilled, dtype=np.float64) - np.asarray(acc_labels, dtype=np.float64)
+    k = d.size
+    mean = float(d.mean())
+    half = float(t.ppf((1 + level) / 2, k - 1) * d.std(ddof=1) / np.sqrt(k))
+    return mean, mean - half, mean + half
+
+
+def _seed_cases(rng: np.random.Generator) -> list[Case]:
+    cases = [
+        Case("four seeds, a consistent gain", ([0.812, 0.815, 0.809, 0.818], [0.801, 0.806, 0.800, 0.805])),
+        Case("three seeds, gains of both signs", ([0.812, 0.800, 0.809], [0.805, 0.806, 0.801])),
+        Case("two seeds", ([0.80, 0.82], [0.79, 0.80])),
+        Case("a 90 % interval", ([0.812, 0.815, 0.809, 0.818], [0.801, 0.806, 0.800, 0.805]), {"level": 0.9}),
+    ]
+    for i in range(3):
+        k = int(rng.integers(3, 8))
+        base = rng.uniform(0.75, 0.85, k)
+        cases.append(Case(f"random accuracies {i + 1}: {k} seeds",
+                          ((base + rng.normal(0.005, 0.01, k)).tolist(), base.tolist())))
+    return cases
+
+
+register("ch14.seed_gain_interval", seed_gain_interval, _seed_cases, atol=1e-6, rtol=1e-6)
