@@ -45,6 +45,7 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
+import copy
 import inspect
 import math
 import os
@@ -70,8 +71,15 @@ from transformers.masking_utils import create_bidirectional_mask
 
 import dlbook
 import dlbook.exercises
-from dlbook import assets
-from dlbook.nn.bert import BertEmbeddings, BertEncoderFromScratch, extended_attention_mask, mask_tokens, padding_mask
+from dlbook import assets, stats
+from dlbook.nn.bert import (
+    BertEmbeddings,
+    BertEncoderFromScratch,
+    extended_attention_mask,
+    hf_key_map,
+    mask_tokens,
+    padding_mask,
+)
 from dlbook.nn.transformer import EncoderLayer, LayerNorm
 
 device = dlbook.setup(seed=0)
@@ -110,10 +118,12 @@ print(type(tokenizer).__name__, "| vocabulary:", len(tokenizer), "| reviews:", l
 # %% [markdown]
 # ## 8.1 From review text to ids
 #
-# Chapter 1 used the tokenizer as a black box. Here we open it. A BERT tokenizer works in three
+# Chapter 1 wrote WordPiece's greedy rule and checked it on a few hundred snippets. Here we check
+# the same rule on {glue:text}`wp_reviews` training reviews and follow a review on to segment ids
+# and the attention mask. A BERT tokenizer works in three
 # stages: it **normalises** the text (this checkpoint is uncased: it lowercases and strips accents,
 # as the first line below shows), **pre-tokenises** it into words and punctuation marks, and then
-# cuts each word into **WordPiece** units {cite}`wu2016google`. We take the first validation review
+# cuts each word into **WordPiece** units {cite}`schuster2012japanese,wu2016google`. We take the first validation review
 # that contains a word the vocabulary does not hold whole.
 
 # %%
@@ -258,8 +268,9 @@ torch.testing.assert_close(h0, h0_hf)
 print("embedding output", tuple(h0.shape), "max |ours - HF| =", f"{(h0 - h0_hf).abs().max().item():.1e}")
 
 # %% [markdown]
-# The segment embedding matters only where segment B starts: set every segment id to 0 and the
-# vectors of the B tokens change, the A tokens do not. The packaged version of the input layer is
+# Every token gets a segment embedding: $E_\text{seg}[0]$ is added to every A token and
+# $E_\text{seg}[1]$ to every B token. Set every segment id to 0 and only the B tokens change row,
+# so only their vectors change; the A tokens keep theirs. The packaged version of the input layer is
 # the same sum:
 
 # %%
@@ -335,8 +346,9 @@ print("boolean mask", tuple(padding_mask(am).shape), "and additive mask", tuple(
 # %% [markdown]
 # ### One layer, by hand
 #
-# Chapter 7's `EncoderLayer` with `norm_first=False`, `activation="gelu"` and `eps=1e-12` *is* a BERT
-# layer; only the parameter names differ. We copy the weights of MiniLM's first layer into one and
+# Chapter 7's `EncoderLayer` with `norm_first=False`, `activation="gelu"` and `eps=1e-12` computes
+# what a BERT layer computes in eval mode; only the parameter names differ (in training the book's
+# feed-forward block has one more dropout, after the GELU). We copy the weights of MiniLM's first layer into one and
 # compare its output with the hidden state `transformers` reports after layer 1, on a batch of real
 # reviews **with padding**.
 
@@ -395,6 +407,27 @@ dlbook.glue("cmp_real_tokens", int(keep.sum()))
 dlbook.glue("cmp_pad_tokens", int((~keep).sum()))
 _ = dlbook.headline("bert_max_abs_diff", bert_max_abs_diff, profile=profile, at_most=1e-5, fmt="{:.2e}")
 
+# %%
+# Backward too, in float64 so that round-off cannot hide a wrong term: the gradient of a
+# fixed random projection of the outputs at the real tokens, for every mapped parameter.
+hf64 = copy.deepcopy(hf).double()
+ours64 = BertEncoderFromScratch.from_hf(hf64)
+few = {k: v[:4] for k, v in real.items()}  # 4 reviews keep it cheap
+keep4 = few["attention_mask"].bool()  # (4, T)
+proj = torch.randn(hf64.config.hidden_size, dtype=torch.float64,
+                   generator=torch.Generator().manual_seed(0)).to(device)  # (384,)
+(hf64(**few).last_hidden_state[keep4] @ proj).sum().backward()
+out64 = ours64(few["input_ids"], few["attention_mask"], few["token_type_ids"])
+(out64.last_hidden_state[keep4] @ proj).sum().backward()
+theirs, mine = dict(hf64.named_parameters()), dict(ours64.named_parameters())
+largest = max(p.grad.abs().max().item() for p in theirs.values() if p.grad is not None)
+grad_rel = max((mine[m].grad - theirs[t].grad).abs().max().item() / largest
+               for t, m in hf_key_map(hf64.config.num_hidden_layers).items())
+assert grad_rel < 1e-10
+print(f"float64 gradients of all {len(mine)} parameter tensors: largest difference "
+      f"{grad_rel:.1e} of the largest gradient")
+dlbook.glue("bert_grad_rel", grad_rel)
+
 # %% [markdown]
 # On {glue:text}`cmp_reviews` real reviews, padded into one batch, the encoder assembled from the
 # book's parts reproduces `BertModel`'s `last_hidden_state` to a largest absolute difference of
@@ -402,7 +435,9 @@ _ = dlbook.headline("bert_max_abs_diff", bert_max_abs_diff, profile=profile, at_
 # round-off, summed over six layers. We compare **only the real tokens**, not the
 # {glue:text}`cmp_pad_tokens` padded positions. The model still computes vectors there (a padded
 # query attends to the real keys like any other), but nothing downstream reads them, and an
-# implementation is free to put anything there.
+# implementation is free to put anything there. The gradients agree as well: in float64, every
+# parameter's gradient matches `BertModel`'s to {glue:text}`bert_grad_rel:.0e` of the largest
+# gradient.
 #
 # What happens if the mask is forgotten? The real tokens then attend to the padding too, and their
 # vectors move:
@@ -443,8 +478,8 @@ dlbook.glue("n_heads_total", cfg.num_hidden_layers * cfg.num_attention_heads)
 # To say what a head does, we measure it over many reviews: for every head, the average weight that
 # a real token puts on the **previous** token, the **next** token, **itself**, on **[CLS]** and on
 # **[SEP]**. In BERT-base, Clark et al. {cite}`clark2019does` found heads that attend to fixed
-# positional offsets and heads that attend to the delimiter tokens; does this small distilled model
-# have them?
+# positional offsets and heads that attend to the delimiter tokens; does this 6-layer model, which
+# keeps every second layer of a distilled 12-layer MiniLM, have them?
 
 # %%
 def head_profile(model, texts, batch_size=64):
@@ -498,8 +533,19 @@ if profile == "full":  # what the prose below says
     assert best["previous token"][2] > 0.5 and best["next token"][2] > 0.5
     # parks on [CLS], not on [SEP]
     assert best["[CLS]"][2] > 0.5 and best["[CLS]"][2] > 2 * best["[SEP]"][2]
-dlbook.glue("special_max_layer", int(per_layer_special.argmax()) + 1)
-dlbook.glue("special_max", per_layer_special.max().item())
+cls_by_layer = profile_lh[1:5, :, 3].mean(1)  # (4,) layers 2 to 5, mean over heads
+n_heads_cls = int((profile_lh[..., 3] > 0.5).sum())
+n_heads_sep = int((profile_lh[..., 4] > 0.5).sum())
+print("mean attention on [CLS], layers 2-5:", [round(v, 2) for v in cls_by_layer.tolist()],
+      f"; heads with > 0.5 on [CLS]: {n_heads_cls}, on [SEP]: {n_heads_sep}")
+dlbook.glue("cls_l25_min", cls_by_layer.min().item())
+dlbook.glue("cls_l25_max", cls_by_layer.max().item())
+dlbook.glue("n_heads_cls", n_heads_cls)
+dlbook.glue("n_heads_sep", n_heads_sep)
+dlbook.glue("n_heads_all", profile_lh.shape[0] * profile_lh.shape[1])
+if profile == "full":  # about half of the layer-2-to-5 attention on [CLS]; none parks on [SEP]
+    assert 0.3 < cls_by_layer.min() and cls_by_layer.max() < 0.7
+    assert n_heads_cls >= 5 and n_heads_sep == 0
 
 # %% [markdown]
 # The measurement finds sharply positional heads: the strongest "previous token" head puts on
@@ -507,11 +553,14 @@ dlbook.glue("special_max", per_layer_special.max().item())
 # token" head {glue:text}`best_next:.2f` on the token just after. In BERT-base, Clark et al. found
 # that over half of the attention in layers 6 to 10 goes to [SEP], and suggested that a head whose
 # function does not apply at a position parks its weight there, as a kind of "no-op"
-# {cite}`clark2019does`. This model, on these one-segment reviews, parks on **[CLS]** instead: a
-# head in layer {glue:text}`best_cls_layer` puts {glue:text}`best_cls:.2f` of its weight on [CLS],
-# while no head gives [SEP] more than {glue:text}`best_sep:.2f`. Attention to the two special tokens
-# together peaks in layer {glue:text}`special_max_layer`, at {glue:text}`special_max:.2f` on average
-# over its heads. (Clark et al. fed pairs of segments, with two [SEP] tokens; an exercise below
+# {cite}`clark2019does`. This model, on these one-segment reviews, puts its weight on **[CLS]**
+# instead: in layers 2 to 5 the heads put on average between {glue:text}`cls_l25_min:.2f` and
+# {glue:text}`cls_l25_max:.2f` of their weight on [CLS], and {glue:text}`n_heads_cls` of the
+# {glue:text}`n_heads_all` heads put more than half on it; the strongest, in layer
+# {glue:text}`best_cls_layer`, puts {glue:text}`best_cls:.2f`. No head gives [SEP] more than
+# {glue:text}`best_sep:.2f` ({glue:text}`n_heads_sep` heads above half). Whether these heads are
+# "no-ops" we do not measure.
+# (Clark et al. fed pairs of segments, with two [SEP] tokens; an exercise below
 # measures pairs.) Here are the strongest heads on one review:
 
 # %%
@@ -543,9 +592,9 @@ plt.show()
 #
 # ## 8.5 The masked-language-model objective
 #
-# BERT learns from unlabelled text by filling in blanks. For each sequence it picks a random 15% of
-# the non-special positions, $M$, corrupts the input at those positions, and asks the model to
-# recover the original tokens there {cite}`devlin2019bert`:
+# BERT learns from unlabelled text by filling in blanks. Each non-special position is chosen
+# independently with probability 0.15 (so the number chosen varies from sequence to sequence); the
+# input is corrupted at the chosen set $M$, and the model must recover the original tokens there {cite}`devlin2019bert`:
 #
 # $$
 # \mathcal{L}_{\mathrm{MLM}} = -\frac{1}{|M|} \sum_{i \in M} \log p_\theta\big(x_i \mid \tilde{x}\big),
@@ -680,12 +729,11 @@ torch.testing.assert_close(fast, ref.loss)
 ln_v = math.log(len(tokenizer))
 print(f"loss at initialisation: {ref.loss.item():.3f}  (ln V = {ln_v:.3f})")
 dlbook.glue("ln_vocab", ln_v)
-dlbook.glue("init_loss", ref.loss.item())
-assert abs(ref.loss.item() - ln_v) < 0.1
 
 # %% [markdown]
 # At initialisation the logits are nearly equal, so the model assigns about $1/V$ to every token and
-# the loss starts at $\ln V =$ {glue:text}`ln_vocab:.2f` (measured: {glue:text}`init_loss:.2f`).
+# the loss starts near $\ln V =$ {glue:text}`ln_vocab:.2f` (measured on all validation positions
+# below: {glue:text}`init_loss:.2f`).
 #
 # ## 8.6 Pretraining a tiny BERT on reviews
 #
@@ -828,17 +876,87 @@ if profile == "full":  # it must have learned something from the context
     # most of the fall comes first, to near the unigram line; then it is slow
     assert abs(history["val"][1] - unigram_loss) < 0.5
     assert ln_v - history["val"][1] > 3 * (history["val"][1] - val_loss)
+dlbook.glue("init_loss", history["val"][0])  # the seeded fresh model, all validation positions
+assert abs(history["val"][0] - ln_v) < 0.1
+
+# %% [markdown]
+# One masked position in ten keeps its original token (the 80/10/10 recipe), so there the answer
+# is in the input. We split the validation positions by what the input shows: `[MASK]`, the
+# original token, or a random one. A *copy* baseline predicts the visible token, and the most
+# frequent piece where it sees `[MASK]`.
+
+# %%
+@torch.no_grad()
+def per_position(model):
+    """Per masked position: the model's loss, whether its top guess is right, and the input id."""
+    model.eval()
+    losses, right, shown, labels_ = [], [], [], []
+    for inputs, att, lab in val_batches:
+        _, logits = mlm_loss(model, inputs.to(device), att.to(device), lab.to(device))
+        y = lab[lab != -100]  # (|M|,)
+        losses.append(F.cross_entropy(logits.cpu(), y, reduction="none"))
+        right.append(logits.argmax(-1).cpu() == y)
+        shown.append(inputs[lab != -100])
+        labels_.append(y)
+    model.train()
+    return torch.cat(losses), torch.cat(right), torch.cat(shown), torch.cat(labels_)
+
+
+pos_loss, pos_right, shown, y_val = per_position(tiny)
+kinds = {"[MASK]": shown == tokenizer.mask_token_id, "unchanged": shown == y_val}
+kinds["random"] = ~(kinds["[MASK]"] | kinds["unchanged"])
+uni_pos = -log_unigram[y_val]  # (|M|,) the unigram baseline's loss at each position
+copy_guess = torch.where(kinds["[MASK]"], torch.full_like(shown, top_piece), shown)
+copy_acc = (copy_guess == y_val).float().mean().item()
+for name, m in kinds.items():
+    print(f"{name:9s} n = {int(m.sum()):5d}: loss {pos_loss[m].mean():.3f} "
+          f"(unigram {uni_pos[m].mean():.3f}), accuracy {pos_right[m].float().mean():.3f} "
+          f"(always {tokenizer.convert_ids_to_tokens(top_piece)!r}: "
+          f"{(y_val[m] == top_piece).float().mean():.3f})")
+print(f"copy baseline accuracy {copy_acc:.3f}; model {pos_right.float().mean():.3f}")
+
+# %%
+at_mask = kinds["[MASK]"]
+gain_all = stats.bootstrap_ratio((uni_pos - pos_loss).numpy())
+gain_mask = stats.bootstrap_ratio((uni_pos - pos_loss)[at_mask].numpy())
+mask_acc = pos_right[at_mask].float().mean().item()
+mask_top_acc = (y_val[at_mask] == top_piece).float().mean().item()
+for name, value in (("mask_share_pct", 100 * at_mask.float().mean().item()),
+                    ("mask_loss", pos_loss[at_mask].mean().item()),
+                    ("mask_unigram_loss", uni_pos[at_mask].mean().item()),
+                    ("mask_acc_pct", 100 * mask_acc), ("mask_top_acc_pct", 100 * mask_top_acc),
+                    ("unchanged_loss", pos_loss[kinds["unchanged"]].mean().item()),
+                    ("unchanged_acc_pct", 100 * pos_right[kinds["unchanged"]].float().mean().item()),
+                    ("copy_acc_pct", 100 * copy_acc),
+                    ("gain_all", gain_all.diff), ("gain_all_low", gain_all.low),
+                    ("gain_all_high", gain_all.high), ("gain_mask", gain_mask.diff),
+                    ("gain_mask_low", gain_mask.low), ("gain_mask_high", gain_mask.high)):
+    dlbook.glue(name, value)
+print(f"gain over unigram: all {gain_all.diff:.3f} [{gain_all.low:.3f}, {gain_all.high:.3f}], "
+      f"at [MASK] {gain_mask.diff:.3f} [{gain_mask.low:.3f}, {gain_mask.high:.3f}]")
+if profile == "full":  # at [MASK] the model reads the context: beats unigram and "always top"
+    assert gain_mask.low > 0 and mask_acc > mask_top_acc
+    # the visible token at unchanged positions is far easier than a [MASK]
+    assert pos_loss[kinds["unchanged"]].mean() < pos_loss[at_mask].mean() - 1
 
 # %% [markdown]
 # In {glue:text}`train_steps` steps ({glue:text}`train_minutes:.1f` minutes on the machine named
 # above) the validation MLM loss falls from $\ln V$ to {glue:text}`mlm_val_loss` nats. Most of the
 # fall comes first: after {glue:text}`first_eval_step` steps the loss is already
 # {glue:text}`val_first:.2f`, close to the unigram line at {glue:text}`unigram_loss:.2f`, which a
-# model reaches by learning *which pieces are frequent*, without reading the context at all. Below
-# that line the model must use the context, and progress is slow: all the remaining steps take it
-# {glue:text}`mlm_gain_over_unigram:.2f` nats below the unigram baseline. It guesses the masked
-# piece right {glue:text}`mlm_val_acc_pct:.1f`% of the time, against
-# {glue:text}`unigram_acc_pct:.1f`% for always guessing the most frequent piece (printed above).
+# model reaches by learning *which pieces are frequent*, without reading the context at all. Over
+# all masked positions the model ends {glue:text}`gain_all:.2f` nats below the unigram baseline
+# (95 % bootstrap interval {glue:text}`gain_all_low:.2f` to {glue:text}`gain_all_high:.2f`), but a
+# model can gain in two ways: by copying the visible token at unchanged positions (loss
+# {glue:text}`unchanged_loss:.2f`, accuracy {glue:text}`unchanged_acc_pct:.0f`% there) and by
+# reading the context. At the {glue:text}`mask_share_pct:.0f`% of positions that show `[MASK]`,
+# only the context helps: there the loss is {glue:text}`mask_loss:.2f` against
+# {glue:text}`mask_unigram_loss:.2f` for the unigram model, a gain of {glue:text}`gain_mask:.3f`
+# nats (interval {glue:text}`gain_mask_low:.3f` to {glue:text}`gain_mask_high:.3f`), and the top
+# guess is right {glue:text}`mask_acc_pct:.1f`% of the time against
+# {glue:text}`mask_top_acc_pct:.1f`% for always guessing the most frequent piece. Over all
+# positions the model is right {glue:text}`mlm_val_acc_pct:.1f`% of the time; the copy baseline,
+# which reads no context at all, reaches {glue:text}`copy_acc_pct:.1f`%.
 #
 # ### Fill in the blank
 #
@@ -1001,13 +1119,15 @@ print("NSP head:", pretraining.cls.seq_relationship, "on the pooled [CLS] vector
 #   Eq. {eq}`eq-bert-layer`; padding is hidden by an additive or boolean mask, Eq. {eq}`eq-bert-mask`.
 # - Assembled from the book's components and loaded with MiniLM's weights, the encoder matches
 #   `transformers` to {glue:text}`bert_max_abs_diff` on the real tokens of padded reviews.
-# - Individual heads are measurably positional (previous or next token); where BERT-base parks
-#   attention on `[SEP]`, this MiniLM model parks it on `[CLS]`, in one-segment reviews and in
-#   pairs.
+# - Individual heads are measurably positional (previous or next token); where BERT-base puts
+#   much of its attention on `[SEP]`, this MiniLM model puts about half of its layer-2-to-5
+#   attention on `[CLS]`, in one-segment reviews.
 # - MLM with the 80/10/10 recipe, Eq. {eq}`eq-mlm-loss`, takes a tiny BERT from $\ln V$ to
-#   {glue:text}`mlm_val_loss` nats on held-out reviews in {glue:text}`train_minutes:.1f` minutes:
-#   below a unigram baseline, and mostly by guessing frequent pieces. A checkpoint without an MLM
-#   head cannot fill in blanks.
+#   {glue:text}`mlm_val_loss` nats on held-out reviews in {glue:text}`train_minutes:.1f` minutes.
+#   A model can gain by copying the visible token at unchanged positions and by reading the
+#   context; at `[MASK]` positions, where only the context helps, it is
+#   {glue:text}`gain_mask:.3f` nats below a unigram baseline. A checkpoint without an MLM head
+#   cannot fill in blanks.
 # - NSP was dropped (RoBERTa) or replaced by sentence-order prediction (ALBERT).
 #
 # ## Exercises
@@ -1157,7 +1277,8 @@ print(f"BERT-base: {bert_positions:.3g} positions, {bert_predictions:.3g} predic
 # %% [markdown]
 # :::{exercise}
 # :label: ch08-ex-whole-word
-# **Whole-word masking** chooses *words*, then masks every WordPiece of a chosen word, so the model
+# **Whole-word masking** {cite}`devlin2019bertwwm` chooses *words*, then masks every WordPiece of a
+# chosen word, so the model
 # cannot recover `##ing` from `danc` next to it. Write `my_whole_words(word_ids, u_word,
 # mlm_probability)`: `word_ids` `(batch, seq)` holds the word index of each token and -1 for
 # `[CLS]`, `[SEP]` and `[PAD]` (a fast tokenizer's `encoding.word_ids()` with `None` replaced by -1);
@@ -1229,7 +1350,7 @@ if profile == "full":
 
 # %% [markdown]
 # With token-level choice, {glue:text}`sibling_share_token:.2f` of the chosen pieces of split words
-# keep a neighbour from their own word in view, which makes them easier to guess; whole-word
+# keep a neighbour from their own word in view; whole-word
 # choice leaves none, at about the same overall rate of chosen pieces.
 #
 # ```{solution-end}
@@ -1328,10 +1449,12 @@ if profile == "full":
 #
 # ## Further reading
 #
-# - BERT and its pretraining recipe {cite}`devlin2019bert`; WordPiece {cite}`wu2016google`.
+# - BERT and its pretraining recipe {cite}`devlin2019bert`; WordPiece
+#   {cite}`schuster2012japanese,wu2016google`.
 # - What was kept and what was dropped afterwards: RoBERTa {cite}`liu2019roberta`, ALBERT
 #   {cite}`lan2020albert`.
 # - What the heads and layers encode {cite}`clark2019does` and the survey "A Primer in BERTology"
 #   {cite}`rogers2020primer`.
-# - The model used here: MiniLM distillation {cite}`wang2020minilm` and the sentence-embedding
-#   fine-tune {cite}`reimers2019sentencebert`.
+# - The model used here: MiniLM distillation {cite}`wang2020minilm` and
+#   {cite}`sentencetransformers2021allminilm`, made with the Sentence-BERT framework
+#   {cite}`reimers2019sentencebert`.

@@ -13,14 +13,14 @@
 
 # %% [markdown]
 # (ch90)=
-# # 90. Pitfalls in popular explanations
+# # 90. Pitfalls: wrong forms that look right
 #
 # Some wrong forms of standard formulas, and some slogans about training cost, look right at a
 # glance. Each one below is put next to the right form, and a cell measures the difference against
 # PyTorch's own implementation, so that you can see how large the error is and why a quick test
 # might not catch it.
 #
-# | popular form | what is wrong | checked against |
+# | wrong form | what is wrong | checked against |
 # |---|---|---|
 # | attention logits divided by $d_k$ | the scale is $\sqrt{d_k}$ | `F.scaled_dot_product_attention` |
 # | LayerNorm as $x/\mathrm{rms}(x)$ | the mean is not subtracted | `nn.LayerNorm`, `nn.RMSNorm` |
@@ -36,7 +36,8 @@
 # 2. show the difference numerically, and explain why a test on convenient inputs can miss it;
 # 3. say what a larger batch and gradient accumulation change (time per example, memory) and what
 #    they do not (the arithmetic per example);
-# 4. count the floating-point operations of a training step with PyTorch's FLOP counter.
+# 4. count the matrix-multiply FLOPs of a training step with PyTorch's FLOP counter (which
+#    counts matrix multiplications only).
 
 # %%
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
@@ -53,6 +54,7 @@ import math
 import os
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -107,6 +109,14 @@ attn_diff = (attention_over_dk(q, k, v) - reference).abs().max().item()
 assert attn_diff > 1e-2, "the d_k form should differ visibly at d_k = 64"
 dlbook.glue("attn_diff", attn_diff)
 print(f"sqrt(d_k) form vs PyTorch: equal; d_k form vs PyTorch: largest difference {attn_diff:.3f}")
+
+# %%
+# Backward too: gradients of out.sum() w.r.t. q, k, v, at the same tolerances.
+qkv = [t.clone().requires_grad_() for t in (q, k, v)]
+grads_ours = torch.autograd.grad(scaled_dot_product_attention(*qkv)[0].sum(), qkv)
+grads_torch = torch.autograd.grad(F.scaled_dot_product_attention(*qkv).sum(), qkv)
+for g_ours, g_torch in zip(grads_ours, grads_torch, strict=True):
+    torch.testing.assert_close(g_ours, g_torch, atol=1e-5, rtol=1e-4)
 
 # %% [markdown]
 # Why the square root: if the entries of $q$ and $k$ are independent with mean 0 and variance 1,
@@ -211,6 +221,16 @@ packaged = LayerNorm(d).to(device)
 packaged.load_state_dict(ln.state_dict())
 torch.testing.assert_close(packaged(x), ln(x))
 
+# Backward too: gradients of out.sum() w.r.t. x, gamma and beta.
+x_ = x.clone().requires_grad_()
+wrt = [x_, ln.weight, ln.bias]
+mu_ = x_.mean(-1, keepdim=True)
+var_ = ((x_ - mu_) ** 2).mean(-1, keepdim=True)
+ours_ = ln.weight * (x_ - mu_) / torch.sqrt(var_ + ln.eps) + ln.bias
+for g_ours, g_torch in zip(torch.autograd.grad(ours_.sum(), wrt),
+                           torch.autograd.grad(ln(x_).sum(), wrt), strict=True):
+    torch.testing.assert_close(g_ours, g_torch)
+
 wrong = norm_without_mean(x, ln.weight, ln.bias, ln.eps)
 ln_diff = (wrong - ln(x)).abs().max().item()
 dlbook.glue("ln_diff", ln_diff)
@@ -284,6 +304,15 @@ ff = FeedForward(d_model, d_ff).to(device).eval()
 ff.load_state_dict({"linear1.weight": W1, "linear1.bias": b1, "linear2.weight": W2, "linear2.bias": b2})
 with torch.no_grad():
     torch.testing.assert_close(ff(h), torch_ffn, atol=1e-5, rtol=1e-4)
+
+# Backward too: gradients of out.sum() w.r.t. x and the four FFN parameters.
+x_ = x.clone().requires_grad_()
+wrt = [x_, W1, b1, W2, b2]
+h_ = layer.norm2(x_)
+right_ = torch.clamp(h_ @ W1.T + b1, min=0) @ W2.T + b2  # Eq. (eq-ch90-ffn)
+for g_ours, g_torch in zip(torch.autograd.grad(right_.sum(), wrt),
+                           torch.autograd.grad((layer(x_) - x_).sum(), wrt), strict=True):
+    torch.testing.assert_close(g_ours, g_torch, atol=1e-5, rtol=1e-4)
 ffn_diff = (ffn_wrong - torch_ffn).abs().max().item()
 dlbook.glue("ffn_diff", ffn_diff)
 print(f"ReLU-outside form vs PyTorch: largest difference {ffn_diff:.3f}")
@@ -495,8 +524,8 @@ plt.show()
 #
 # ## 6. "A larger batch makes each step cheaper"
 #
-# **Wrong:** a bigger batch makes an optimisation step cheaper. **Right:** a step costs *more*;
-# what can go down is the time per *example*. For a multilayer perceptron with layers of sizes
+# **Wrong:** a bigger batch makes an optimisation step cheaper. **Right:** a step costs more
+# arithmetic (and, where the hardware is busy, more time); what can go down is the time per *example*. For a multilayer perceptron with layers of sizes
 # $n_0 \to n_1 \to \dots \to n_L$ the matrix multiplications of one step on a batch of $B$ examples
 # cost
 #
@@ -582,6 +611,17 @@ dlbook.glue("B_large", B_large)
 dlbook.glue("flops_ratio", step_flops(mlp, B_large) / step_flops(mlp, B_small))
 dlbook.headline("step_ratio", step_ratio, profile=profile, fmt="{:.1f}")
 dlbook.hardware_headline("per_example_speedup", per_example_speedup, profile=profile, fmt="{:.1f}")
+# the same ratio round by round (the rounds pair the two batch sizes in time): median and IQR
+round_ratios = np.array(latencies[B_small].runs_ms) * B_large / (
+    np.array(latencies[B_large].runs_ms) * B_small)
+q25, q50, q75 = np.percentile(round_ratios, [25, 50, 75])
+best_B = min(Bs, key=lambda B: step_time[B] / B)  # lowest time per example
+print(f"per-round speedup: median {q50:.1f}, IQR {q25:.1f} to {q75:.1f}; "
+      f"lowest time per example at B = {best_B}")
+dlbook.glue("speedup_round_median", q50)
+dlbook.glue("speedup_round_q25", q25)
+dlbook.glue("speedup_round_q75", q75)
+dlbook.glue("best_B", best_B)
 if profile == "full":  # what the prose says: the large batch is cheaper per example
     assert per_example_speedup > 1
 prov = dlbook.env.last_provenance()
@@ -589,10 +629,14 @@ print(f"measured on {prov.device} ({prov.device_name}), {prov.threads} CPU threa
       f"torch {prov.torch}")
 
 # %% [markdown]
-# A step at batch {glue:text}`B_large` costs {glue:text}`flops_ratio:.0f` times the arithmetic of
-# a step at batch {glue:text}`B_small` and took {glue:text}`step_ratio` times as long on the
+# A step at batch {glue:text}`B_large` costs {glue:text}`flops_ratio:.0f` times the matrix-multiply
+# FLOPs of a step at batch {glue:text}`B_small` and took {glue:text}`step_ratio` times as long on the
 # machine named in the line above. Per example, the large batch was
-# {glue:text}`per_example_speedup` times faster: that is the true part of the slogan. Whether
+# {glue:text}`per_example_speedup` times faster (round by round: median
+# {glue:text}`speedup_round_median:.1f`, interquartile range {glue:text}`speedup_round_q25:.1f` to
+# {glue:text}`speedup_round_q75:.1f`): that is the true part of the slogan. Of the batch sizes
+# timed, the time per example was lowest at $B =$ {glue:text}`best_B`; it need not fall all the
+# way to the largest batch. Whether
 # the fewer, larger steps reach a given validation loss sooner is a separate question with its
 # own limits, the *critical batch size* beyond which doubling the batch no longer halves the
 # number of steps {cite}`mccandlish2018empirical,shallue2019measuring`; large batches usually
@@ -697,8 +741,9 @@ dlbook.glue("accum_batch", B_acc)
 # - Pooling shrinks height and width channel by channel; a $1\times1$ convolution changes channels.
 # - Sinusoidal encodings divide the position by $10000^{2i/d}$, with one frequency per sine/cosine
 #   pair; that is what makes a shift a fixed rotation.
-# - A larger batch makes each step more expensive, in exact proportion to $B$ in FLOPs; it can make
-#   each example cheaper. Gradient accumulation does the same arithmetic as the large batch and
+# - A larger batch makes each step more expensive, in exact proportion to $B$ in matrix-multiply
+#   FLOPs; it can make each example cheaper. Gradient accumulation does the same arithmetic as the
+#   large batch and
 #   saves memory, not compute; its gradient equals the large batch's only when every example is
 #   computed on its own (not with BatchNorm in training mode).
 #
@@ -764,7 +809,7 @@ assert all(1.8 < v < 2.7 for v in var_sqrt.values())  # (3 * 0.5)^2 = 2.25
 # :label: ch90-ex-rmsnorm
 # A model was trained with `nn.LayerNorm`. Someone re-implements it for deployment with the
 # no-mean form and tests it against `nn.LayerNorm` on `torch.randn` inputs of width 768 with a
-# loose tolerance, `atol=0.1`. Measure how far apart the two forms are on such inputs and on
+# loose tolerance, `atol=0.3`. Measure how far apart the two forms are on such inputs and on
 # inputs after a ReLU, and design a test that would have caught the bug. Check that your test fails
 # the no-mean form and passes a correct LayerNorm.
 # :::
@@ -787,15 +832,15 @@ for name, x_ in (("randn", randn_wide), ("relu", relu_wide)):
 row_mean_sd = randn_wide.mean(-1).std().item()  # spread of the row means around 0
 print(f"width {d_wide}: row means of randn rows spread by {row_mean_sd:.3f}; largest "
       f"difference {gaps['randn']:.3f} on randn rows, {gaps['relu']:.2f} after a ReLU")
-assert gaps["randn"] < 0.1 < gaps["relu"]  # the loose test passes; after a ReLU, fails
+assert gaps["randn"] < 0.3 < gaps["relu"]  # the loose test passes; after a ReLU, fails
 dlbook.glue("rms_randn_gap", gaps["randn"])
 dlbook.glue("rms_relu_gap", gaps["relu"])
 dlbook.glue("rms_row_mean_sd", row_mean_sd)
 
 def passes_layer_norm_test(norm_fn):
-    """Rows with a large mean and small spread vs nn.LayerNorm, float32 tolerances."""
+    """Rows with a mean of 3 and unit spread vs nn.LayerNorm, float32 tolerances."""
     g1 = torch.Generator().manual_seed(1)
-    x = (5 + 0.1 * torch.randn(32, d_wide, generator=g1)).to(device)  # (32, 768)
+    x = (3 + torch.randn(32, d_wide, generator=g1)).to(device)  # (32, 768)
     with torch.no_grad():
         got, want = norm_fn(x, ln_wide.weight, ln_wide.bias), ln_wide(x)
     return torch.allclose(got, want, atol=1e-5, rtol=1.3e-6)
@@ -815,9 +860,10 @@ assert not passes_layer_norm_test(norm_without_mean)
 # the loose test passes: the row means spread only {glue:text}`rms_row_mean_sd:.3f` around 0
 # (about $1/\sqrt{768}$), which is nearly the one case in which the forms agree. After a ReLU the
 # difference is {glue:text}`rms_relu_gap:.2f`. The tolerance, too, is far looser than float32
-# rounding. Rows with a large mean and a small spread (`5 + 0.1 * torch.randn(...)`), compared with
+# rounding. Rows with a clearly non-zero mean (`3 + torch.randn(...)`), compared with
 # `nn.LayerNorm` at float32's default tolerances, reject the no-mean form and accept the right one,
-# as the cell checks.
+# as the cell checks. A larger mean with a smaller spread would be a worse test: float32
+# cancellation in $x - \mu$ then eats most of the tolerance even for a correct LayerNorm.
 #
 # ```{solution-end}
 # ```

@@ -461,3 +461,38 @@ def test_mask_helpers_reject_non_binary_masks():
         with pytest.raises(TypeError):
             fn(am.tolist())
         fn(am.bool())  # bool masks are fine
+
+
+def test_encoder_gradients_match_hf_float64(hf_tiny):
+    """Backward as well as forward: every mapped parameter's gradient agrees in float64."""
+    import copy
+
+    hf = copy.deepcopy(hf_tiny).double()
+    hf.config._attn_implementation = "eager"
+    ours = BertEncoderFromScratch.from_hf(hf)
+    ids, am, tt = tiny_batch(hf.config)
+    real = am.bool()
+    proj = torch.randn(hf.config.hidden_size, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for out in (hf(input_ids=ids, attention_mask=am, token_type_ids=tt),
+                ours(ids, attention_mask=am, token_type_ids=tt)):
+        (out.last_hidden_state[real] @ proj).sum().backward()
+    theirs = dict(hf.named_parameters())
+    mine = dict(ours.named_parameters())
+    largest = max(p.grad.abs().max().item() for p in theirs.values() if p.grad is not None)
+    for k_hf, k_ours in hf_key_map(hf.config.num_hidden_layers).items():
+        g_hf, g_ours = theirs[k_hf].grad, mine[k_ours].grad
+        assert g_hf is not None and g_ours is not None, k_hf
+        assert (g_ours - g_hf).abs().max().item() <= 1e-10 * largest, k_hf
+
+
+def test_mask_tokens_labels_int64_for_int32_ids():
+    ids = corpus().to(torch.int32)
+    inputs, labels = mask_tokens(ids, SPECIAL, MASK_ID, VOCAB, generator=torch.Generator().manual_seed(0))
+    assert inputs.dtype == torch.int32 and labels.dtype == torch.int64
+    logits = torch.randn(*ids.shape, VOCAB)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+def test_embeddings_reject_dropout_one():
+    with pytest.raises(ValueError, match="dropout"):
+        BertEmbeddings(10, 8, 16, 2, 1e-12, 1.0)

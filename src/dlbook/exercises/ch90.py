@@ -1,4 +1,4 @@
-"""Exercise checks for chapter 90, "Pitfalls in popular explanations".
+"""Exercise checks for chapter 90, "Pitfalls: wrong forms that look right".
 
 Each check tests the reader's function on hidden cases; the chapter's solutions then use it in an
 experiment (and assert what they find).

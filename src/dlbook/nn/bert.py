@@ -166,8 +166,9 @@ class BertEmbeddings(nn.Module):
                                          or not 0 <= pad_token_id < vocab_size):
             raise ValueError(f"BertEmbeddings: pad_token_id must be None or an int in [0, vocab_size = {vocab_size}), "
                              f"got {pad_token_id!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"BertEmbeddings: dropout must be a probability in [0, 1], got {dropout!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            # dropout = 1 would zero every embedding; the encoder layers reject it too
+            raise ValueError(f"BertEmbeddings: dropout must be in [0, 1), got {dropout!r}")
         self.token = nn.Embedding(vocab_size, d_model, padding_idx=pad_token_id)
         self.position = nn.Embedding(max_positions, d_model)
         self.segment = nn.Embedding(n_segments, d_model)
@@ -374,8 +375,9 @@ def mask_tokens(
     ``mlm_probability``. A chosen token is replaced by ``mask_token_id`` with probability
     ``mask_replace_prob``, by a token drawn uniformly from ``range(vocab_size)`` with probability
     ``random_replace_prob``, and left as it is otherwise (BERT's 80/10/10). ``labels`` holds the
-    original id at chosen positions and ``-100`` (ignored by ``cross_entropy``) everywhere else.
-    ``input_ids`` is not modified. The same ``generator`` state gives the same corruption.
+    original id at chosen positions and ``-100`` (ignored by ``cross_entropy``) everywhere else;
+    it is always int64 (``cross_entropy`` rejects int32 targets), while ``inputs`` keeps the dtype
+    of ``input_ids``. ``input_ids`` is not modified. The same ``generator`` state gives the same corruption.
     Same distribution as ``transformers.DataCollatorForLanguageModeling`` (not the same random draws).
     """
     input_ids = _check_ids(input_ids, "mask_tokens")
@@ -409,5 +411,6 @@ def mask_tokens(
     inputs = input_ids.clone()
     inputs[to_mask] = mask_token_id
     inputs[to_random] = random_ids[to_random].to(inputs.dtype)
-    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    # int64 labels whatever the ids' dtype: F.cross_entropy rejects int32 class targets
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100)).long()
     return inputs, labels
