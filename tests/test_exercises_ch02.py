@@ -9,8 +9,8 @@ from dlbook import exercises
 
 
 def test_all_registered():
-    assert exercises.known("ch02") == ["ch02.adam_step", "ch02.cross_entropy", "ch02.leaky_relu_gain",
-                                       "ch02.linear_warmup"]
+    assert exercises.known("ch02") == ["ch02.adam_step", "ch02.cross_entropy", "ch02.cross_entropy_grad",
+                                       "ch02.leaky_relu_gain", "ch02.linear_warmup"]
 
 
 def test_references_pass():
@@ -54,6 +54,33 @@ def test_cross_entropy_sum_instead_of_mean_fails():
 def test_cross_entropy_per_example_fails():
     result = exercises.check("ch02.cross_entropy", lambda z, y: F.cross_entropy(z, y, reduction="none"), verbose=False)
     assert not result and "shape" in result.failure
+
+
+def test_cross_entropy_grad_torch_passes():
+    from dlbook.exercises.ch02 import loss_gradient
+
+    assert exercises.check("ch02.cross_entropy_grad", loss_gradient(F.cross_entropy), verbose=False)
+
+
+def test_cross_entropy_grad_nan_in_the_confident_case_fails():
+    from dlbook.exercises.ch02 import loss_gradient
+
+    def wrong(z, y):  # right values (underflowed probabilities replaced), but log(0) poisons backward
+        p = torch.softmax(z, dim=1)
+        log_p = torch.where(p > 0, p.log(), F.log_softmax(z, dim=1))
+        return -log_p.gather(1, y[:, None]).mean()
+
+    assert exercises.check("ch02.cross_entropy", wrong, verbose=False)  # forward alone is fooled
+    result = exercises.check("ch02.cross_entropy_grad", loss_gradient(wrong), verbose=False)
+    assert not result and "confident" in result.failure
+
+
+def test_cross_entropy_grad_sum_instead_of_mean_fails():
+    from dlbook.exercises.ch02 import loss_gradient
+
+    result = exercises.check("ch02.cross_entropy_grad",
+                             loss_gradient(lambda z, y: F.cross_entropy(z, y, reduction="sum")), verbose=False)
+    assert not result and "8 examples" in result.failure
 
 
 def test_cross_entropy_stub_reports_not_yet():

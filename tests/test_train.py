@@ -295,6 +295,8 @@ def test_fit_evaluate_predict_check_every_batch():
         predict(model, nan_inputs, "cpu")
     with pytest.raises(ValueError, match="3 inputs but 2 labels"):
         evaluate(model, [(torch.zeros(3, 2), torch.zeros(2, dtype=torch.long))], F.cross_entropy, "cpu")
+    with pytest.raises(ValueError, match="labels need a batch dimension"):
+        evaluate(model, [(torch.zeros(1, 2), torch.tensor(0))], F.cross_entropy, "cpu")
 
 
 def test_fit_stops_on_a_non_finite_loss():
@@ -359,6 +361,11 @@ def test_warmup_lr_factor_matches_transformers():
     assert ours(decay="linear") == hf_factors(get_linear_schedule_with_warmup)
     assert ours(final_factor=0.2) == pytest.approx(
         hf_factors(get_cosine_with_min_lr_schedule_with_warmup, min_lr_rate=0.2), abs=1e-15)
+    assert ours(final_factor=0.1) == pytest.approx(
+        hf_factors(get_cosine_with_min_lr_schedule_with_warmup, min_lr_rate=0.1), abs=1e-15)
+    # past total_steps ours stays at final_factor (transformers' cosine rises again there)
+    assert [warmup_lr_factor(s, warmup_steps=7, total_steps=40, final_factor=0.1)
+            for s in range(40, 45)] == [0.1] * 5
 
 
 def test_warmup_scheduler_sets_the_rate_of_each_step():
@@ -388,6 +395,9 @@ def test_warmup_schedule_rejects_bad_arguments():
         warmup_lr_factor(0, warmup_steps=2, total_steps=10, decay="exp")
     with pytest.raises(ValueError, match="final_factor"):
         warmup_lr_factor(0, warmup_steps=2, total_steps=10, final_factor=1.5)
+    with pytest.raises(ValueError, match="no effect with decay='constant'"):
+        warmup_lr_factor(0, warmup_steps=2, total_steps=10, decay="constant", final_factor=0.1)
+    assert warmup_lr_factor(5, warmup_steps=2, total_steps=10, decay="constant") == 1.0
     with pytest.raises(TypeError, match="optimizer"):
         warmup_scheduler("sgd", warmup_steps=2, total_steps=10)
     with pytest.raises(ValueError, match="total_steps"):

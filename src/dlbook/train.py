@@ -61,8 +61,11 @@ def _check_batch(xb: Any, yb: Any, where: str) -> None:
     if not isinstance(xb, Tensor) or not isinstance(yb, Tensor):
         raise TypeError(f"{where}: batches must be (inputs, labels) tensors, got {type(xb).__name__} "
                         f"and {type(yb).__name__}")
-    if xb.ndim == 0 or len(xb) != len(yb):
-        raise ValueError(f"{where}: a batch has {len(xb) if xb.ndim else 0} inputs but {len(yb)} labels")
+    if xb.ndim == 0 or yb.ndim == 0:
+        raise ValueError(f"{where}: inputs and labels need a batch dimension, got shapes "
+                         f"{tuple(xb.shape)} and {tuple(yb.shape)}")
+    if len(xb) != len(yb):
+        raise ValueError(f"{where}: a batch has {len(xb)} inputs but {len(yb)} labels")
     _check_labels(yb, f"{where} labels")
     _check_finite(xb, f"{where} inputs")
 
@@ -301,8 +304,11 @@ def warmup_lr_factor(
     - ``"constant"``: 1 after the warm-up.
 
     With ``final_factor=0`` these are the numbers of ``transformers.get_cosine_schedule_with_warmup``
-    and ``get_linear_schedule_with_warmup`` (``final_factor`` is their ``min_lr_rate``), so the
-    first step runs at rate 0. Past ``total_steps`` the factor stays at ``final_factor``. Warm-up
+    and ``get_linear_schedule_with_warmup``; with ``final_factor > 0`` the cosine one is
+    ``get_cosine_with_min_lr_schedule_with_warmup`` (``final_factor`` is its ``min_lr_rate``).
+    The first step runs at rate 0. Past ``total_steps`` the factor stays at ``final_factor``
+    (``transformers``' cosine rises again there). ``"constant"`` has no final factor, so
+    ``final_factor`` must be 0 with it. Warm-up
     keeps the first, least informed steps small (with Adam, the first step moves every weight by
     about the learning rate). Taught in chapter 2 (section "Learning-rate schedules and warm-up").
     """
@@ -331,6 +337,9 @@ def _check_schedule(warmup_steps: int, total_steps: int, decay: str, final_facto
         raise ValueError(f"decay must be one of {', '.join(DECAYS)}; got {decay!r}")
     if isinstance(final_factor, bool) or not isinstance(final_factor, (int, float)) or not 0 <= final_factor <= 1:
         raise ValueError(f"final_factor must be a number in [0, 1], got {final_factor!r}")
+    if decay == "constant" and final_factor != 0:
+        raise ValueError(f"final_factor ({final_factor!r}) has no effect with decay='constant'; "
+                         "leave it at 0 or choose 'cosine' or 'linear'")
 
 
 def warmup_scheduler(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -38,6 +39,30 @@ def _cross_entropy_cases(rng: np.random.Generator) -> list[Case]:
 
 
 register("ch02.cross_entropy", cross_entropy, _cross_entropy_cases, atol=1e-5, rtol=1e-5)
+
+
+def cross_entropy_grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Reference: the gradient of the mean cross-entropy, ``(softmax(z) - onehot(y)) / N``; (N, K)."""
+    onehot = torch.nn.functional.one_hot(targets, logits.shape[1]).to(logits.dtype)  # (N, K)
+    return (torch.softmax(logits, dim=1) - onehot) / len(targets)  # (N, K)
+
+
+def loss_gradient(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                  ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Wrap a loss ``loss_fn(logits, targets)`` into the function returning autograd's d loss / d logits.
+
+    ``check("ch02.cross_entropy_grad", loss_gradient(my_cross_entropy))`` checks the backward pass
+    of an answer to the cross-entropy exercise against the closed form.
+    """
+    def grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        z = logits.detach().clone().requires_grad_(True)  # (N, K)
+        (g,) = torch.autograd.grad(loss_fn(z, targets), z)
+        return g  # (N, K)
+
+    return grad
+
+
+register("ch02.cross_entropy_grad", cross_entropy_grad, _cross_entropy_cases, atol=1e-6, rtol=1e-5)
 
 
 def adam_step(
