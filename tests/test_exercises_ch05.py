@@ -92,12 +92,25 @@ def test_gru_step_matches_nn_grucell():
 
 
 def test_gru_step_reset_outside_the_bias_fails():
-    def wrong(x, h, w_ih, w_hh, b_ih, b_hh):  # r * (W_hn h) + b_hn: the form of the original paper
+    def wrong(x, h, w_ih, w_hh, b_ih, b_hh):  # r * (W_hn h) + b_hn: the reset gate skips the bias
         i_r, i_z, i_n = (x @ w_ih.T + b_ih).chunk(3, -1)
         h_r, h_z, h_n = (h @ w_hh.T).chunk(3, -1)
         b_r, b_z, b_n = b_hh.chunk(3)
         r, z = torch.sigmoid(i_r + h_r + b_r), torch.sigmoid(i_z + h_z + b_z)
         return (1 - z) * torch.tanh(i_n + r * h_n + b_n) + z * h
+
+    result = exercises.check("ch05.gru_step", wrong, verbose=False)
+    assert not result and "values" in result.failure
+
+
+def test_gru_step_paper_reset_before_the_product_fails():
+    def wrong(x, h, w_ih, w_hh, b_ih, b_hh):  # W_hn (r * h) + b_hn: Cho et al.'s form
+        i_r, i_z, i_n = (x @ w_ih.T + b_ih).chunk(3, -1)
+        h_r, h_z, _ = (h @ w_hh.T + b_hh).chunk(3, -1)
+        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        w_hn, b_hn = w_hh.chunk(3)[2], b_hh.chunk(3)[2]
+        n = torch.tanh(i_n + (r * h) @ w_hn.T + b_hn)
+        return (1 - z) * n + z * h
 
     result = exercises.check("ch05.gru_step", wrong, verbose=False)
     assert not result and "values" in result.failure
@@ -195,3 +208,12 @@ def test_forget_bias_returning_the_sum_only_fails():
     result = exercises.check("ch05.forget_bias", wrong, verbose=False)
     assert not result and "sequence of 2" in result.failure
 
+
+
+def test_forget_bias_in_place_solution_passes():
+    def in_place(bias_ih, bias_hh, value):  # allowed: the exercise does not ask for copies
+        h = bias_ih.shape[0] // 4
+        bias_ih[h : 2 * h], bias_hh[h : 2 * h] = value, 0.0
+        return bias_ih, bias_hh
+
+    assert exercises.check("ch05.forget_bias", in_place, verbose=False)

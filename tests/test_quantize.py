@@ -214,6 +214,57 @@ def test_range_too_wide_for_a_float32_scale():
         Q.qparams(torch.tensor([-3e38, 3e38]), symmetric=False)
 
 
+TINY = torch.finfo(torch.float32).tiny
+
+
+@pytest.mark.parametrize("symmetric,dtype", CHOICES)
+@pytest.mark.parametrize("largest", [1e-36, 3e-37, 1e-38, 1e-40, 1e-43, 1e-44, 1e-45])
+def test_a_range_too_narrow_for_a_float32_scale_gets_the_smallest_normal_scale(symmetric, dtype, largest):
+    """A subnormal scale has an infinite float32 reciprocal (and below ~1e-45 it rounds to 0)."""
+    x = torch.tensor([largest, -largest / 2 if dtype == torch.int8 else largest / 2])
+    s, z = Q.qparams(x, symmetric=symmetric, dtype=dtype)
+    steps = 127 if symmetric else 255
+    raw = x.abs().max() / steps if symmetric or dtype == torch.uint8 else (x.max() - x.min()) / steps
+    assert s.item() == (raw.item() if raw >= TINY else TINY)
+    q = Q.quantize(x, s, z, dtype=dtype)  # accepted: 1 / s is finite
+    assert torch.isfinite(Q.dequantize(q, s, z)).all()
+    per_row = Q.qparams(torch.stack([x, 1e3 * x]), symmetric=symmetric, dtype=dtype, axis=0)[0]
+    assert (per_row >= TINY).all() and bool(torch.isfinite(1.0 / per_row).all())
+
+
+def test_ordinary_scales_are_not_clamped():
+    for sym, dt in CHOICES:
+        w = _weight()
+        s, _ = Q.qparams(w, symmetric=sym, dtype=dt, axis=0)
+        lo, hi = w.min(dim=1).values.clamp(max=0), w.max(dim=1).values.clamp(min=0)
+        want = torch.maximum(-lo, hi) / 127 if sym else (hi - lo) / 255
+        torch.testing.assert_close(s, want, rtol=0, atol=0)
+
+
+def test_dynamic_linear_quantizes_activations_to_7_bits():
+    """The docstring's claim: on x86 the activations use the codes [0, 127] (reduce_range)."""
+    if torch.backends.quantized.engine not in ("x86", "fbgemm"):
+        pytest.skip(f"the 7-bit activation range is the x86 engines' ({torch.backends.quantized.engine} here)")
+    torch.manual_seed(0)
+    x = torch.randn(4, 16)
+    qlayer = Q.dynamic_quantize_linears(nn.Sequential(nn.Linear(16, 8)))[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        w_hat, bias = qlayer.weight().dequantize(), qlayer.bias()
+
+    def by_hand(q_max):  # asymmetric activation codes in [0, q_max]
+        lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+        s = (hi - lo) / q_max
+        z = round(-lo / s)
+        x_hat = (torch.clamp(torch.round(x / s) + z, 0, q_max) - z) * s
+        return x_hat @ w_hat.T + bias
+
+    with torch.inference_mode():
+        y = qlayer(x)
+    torch.testing.assert_close(y, by_hand(127), rtol=0, atol=1e-5)
+    assert (y - by_hand(255)).abs().max() > 1e-3  # the full uint8 range is another function
+
+
 @pytest.mark.parametrize("dtype,z", [(torch.int8, 128), (torch.int8, -129), (torch.uint8, -1), (torch.uint8, 256)])
 def test_zero_point_out_of_range(dtype, z):
     with pytest.raises(ValueError, match=r"zero_point must lie in \[-?\d+, \d+\]"):

@@ -123,6 +123,24 @@ def test_from_torch_keeps_dtype_and_rejects_mismatch():
         RNN(3, 4).load_from_torch(nn.RNN(3, 4, nonlinearity="relu"))
 
 
+@pytest.mark.parametrize("cls", [RNN, LSTM, GRU])
+@pytest.mark.parametrize("kw", [{"bidirectional": True}, {"proj_size": 4}, {"bogus": 1}, {"nonlinearity": "relu"}])
+def test_unsupported_or_unknown_arguments_raise_instead_of_building_a_plain_network(cls, kw):
+    if cls is RNN and "nonlinearity" in kw:
+        assert RNN(2, 8, **kw).cells[0].nonlinearity == "relu"  # the one extra argument RNN takes
+        return
+    with pytest.raises(TypeError, match=next(iter(kw))):
+        cls(2, 8, **kw)
+
+
+def test_explicit_signatures_still_take_every_supported_argument():
+    for cls in (LSTM, GRU):
+        m = cls(2, 8, 2, False, False, 0.5)
+        assert (m.num_layers, m.cells[0].bias_ih, m.batch_first, m.dropout) == (2, None, False, 0.5)
+        m = cls(input_size=2, hidden_size=8, num_layers=3, bias=True, batch_first=True, dropout=0.0)
+        assert len(m.cells) == 3
+
+
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="shape"):
         RNN(3, 4)(torch.randn(2, 3))

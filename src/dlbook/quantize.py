@@ -5,8 +5,9 @@ Taught in chapter 12, "Quantization". The pieces, in the order the chapter build
 - :func:`qrange`, :func:`qparams`: the integer range of a dtype and the scale and zero point of
   a tensor, symmetric or asymmetric, per tensor or per channel (one pair per slice along ``axis``);
 - :func:`quantize`, :func:`dequantize`, :func:`fake_quantize`: ``q = clamp(round(x / s) + z)`` and
-  ``x_hat = s (q - z)``, the same numbers as ``torch.quantize_per_tensor`` /
-  ``torch.quantize_per_channel`` / ``torch.fake_quantize_per_tensor_affine``;
+  ``x_hat = s (q - z)``, the same numbers as ``torch.fake_quantize_per_tensor_affine`` /
+  ``torch.quantize_per_channel`` and, for ``z = 0``, ``torch.quantize_per_tensor`` (with
+  ``z != 0`` the last one can differ by one code on values within float32 rounding of a tie);
 - :class:`Int8Embedding`: a weight-only int8 embedding table (int8 rows, one fp32 scale per row);
 - :func:`int8_dynamic`: a quantized CPU copy of a ``BertForSequenceClassification``-like model:
   dynamic int8 linear layers (int8 weights, activations quantized on the fly per batch) and,
@@ -164,7 +165,10 @@ def qparams(
     ``z = 0``. With ``axis=None`` one pair for the whole tensor (0-d tensors); with ``axis=k`` one
     pair per slice along dimension ``k`` (1-d tensors of length ``x.shape[k]``), e.g. ``axis=0``
     for one scale per output row of a linear layer's weight. A constant-zero range gets
-    ``s = 1``. ``x`` must be a finite floating-point tensor. Chapter 12 derives these formulas.
+    ``s = 1``; a nonzero range too narrow for a float32 scale (``s`` would be subnormal, and
+    ``1 / s`` overflow, or ``s`` would round to 0) gets the smallest normal float32 scale,
+    ``torch.finfo(torch.float32).tiny``, so that :func:`quantize` accepts every scale returned
+    here. ``x`` must be a finite floating-point tensor. Chapter 12 derives these formulas.
     """
     axis = _check_x(x, axis)
     q_min, q_max = qrange(dtype)
@@ -178,14 +182,25 @@ def qparams(
         lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
     lo, hi = torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
     if symmetric:
-        scale = torch.maximum(-lo, hi) / q_max
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        rng, steps = torch.maximum(-lo, hi), q_max
+    else:
+        rng, steps = hi - lo, q_max - q_min
+    scale = _scale_for_range(rng, steps)
+    if symmetric:
         zero_point = torch.zeros_like(scale, dtype=torch.int64)
     else:
-        scale = (hi - lo) / (q_max - q_min)
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         zero_point = torch.clamp(q_min - torch.round(lo / scale), q_min, q_max).to(torch.int64)
     return _check_computed_scale(scale), zero_point
+
+
+def _scale_for_range(rng: torch.Tensor, steps: int) -> torch.Tensor:
+    """``rng / steps``, but 1 for a zero range and at least the smallest normal float32.
+
+    Below ``finfo(float32).tiny`` a scale is subnormal and its reciprocal overflows to inf (or it
+    rounds to 0), so :func:`quantize` could not use it.
+    """
+    tiny = torch.finfo(torch.float32).tiny
+    return torch.where(rng > 0, torch.clamp(rng / steps, min=tiny), torch.ones_like(rng))
 
 
 def quantize(
@@ -316,11 +331,14 @@ def dynamic_quantize_linears(model: nn.Module) -> nn.Module:
     """``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear``, in place, returning ``model``.
 
     Weights become int8 (symmetric, per tensor); at run time each batch of activations gets its
-    own asymmetric uint8 scale and zero point, the matrix product runs on integers (fbgemm / x86
-    kernels) and the result is rescaled to float. ``torch.ao.quantization`` is deprecated in favour
-    of ``torchao`` and warns so; on torch 2.13 it is still the API whose int8 kernels speed up a
-    CPU (chapter 12 measures both), so its two known deprecation warnings are caught here, in this
-    one place, and nothing else is.
+    own asymmetric scale and zero point, the matrix product runs on integers and the result is
+    rescaled to float. On x86 (the fbgemm / x86 engines) the activations use only the codes
+    ``[0, 127]`` of uint8, 7 bits: PyTorch's dynamic linear layer always passes
+    ``reduce_range=True``, a bit given up, in the words of PyTorch's observers, "to avoid
+    instruction overflow" (chapter 12 reproduces the layer's output by hand with this range).
+    ``torch.ao.quantization`` is deprecated in favour of ``torchao`` and warns so; on torch 2.13
+    it is still the API whose int8 kernels speed up a CPU (chapter 12 measures both), so its two
+    known deprecation warnings are caught here, in this one place, and nothing else is.
     """
     with warnings.catch_warnings():
         # Known and explained in chapter 12: "torch.ao.quantization is deprecated ... migrate to

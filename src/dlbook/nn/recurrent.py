@@ -21,8 +21,9 @@ Where these modules differ from PyTorch's, on purpose:
   ``batch_first`` says, exactly as PyTorch does.
 - Inputs must be batched: ``(batch, seq, input)`` for the multi-layer modules and ``(batch, input)``
   for the cells (PyTorch also takes unbatched inputs without the batch axis).
-- No ``PackedSequence``, no ``bidirectional``, no ``proj_size``. For sequences of different
-  lengths, run the padded batch and read each sequence's state at its own last step,
+- No ``PackedSequence``, no ``bidirectional``, no ``proj_size``: the constructors take neither
+  argument, so passing one (or any unknown argument) raises ``TypeError``. For sequences of
+  different lengths, run the padded batch and read each sequence's state at its own last step,
   ``output[b, length_b - 1]``: chapter 4 shows that this equals PyTorch's packed result.
 - Bad input gets a clear error naming the argument instead of a library traceback or a silent
   wrong answer: a single tensor where an LSTM needs the tuple ``(h, c)`` (or a tuple where an
@@ -423,13 +424,27 @@ class RNN(_Stacked):
 class LSTM(_Stacked):
     """A multi-layer LSTM unrolled over time, equivalent to ``nn.LSTM``. Taught in chapter 5.
 
-    Unlike ``nn.LSTM``, ``batch_first`` defaults to ``True`` and packed sequences and
-    ``proj_size`` are not supported (see the module docstring); the state is the tuple
-    ``(h, c)``, each ``(num_layers, batch, hidden)``.
+    Unlike ``nn.LSTM``, ``batch_first`` defaults to ``True`` and packed sequences,
+    ``bidirectional`` and ``proj_size`` are not supported (see the module docstring; passing
+    either argument raises ``TypeError``); the state is the tuple ``(h, c)``, each
+    ``(num_layers, batch, hidden)``.
     """
 
     torch_class = nn.LSTM
     is_lstm = True
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        # Explicit arguments: nn.LSTM's bidirectional= or proj_size= (or a typo) raise TypeError
+        # here instead of silently building a plain one-directional network.
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout)
 
     def _make_cell(self, input_size: int, hidden_size: int, bias: bool, **kw: str) -> _Cell:
         return LSTMCell(input_size, hidden_size, bias)
@@ -438,11 +453,24 @@ class LSTM(_Stacked):
 class GRU(_Stacked):
     """A multi-layer GRU unrolled over time, equivalent to ``nn.GRU``. Taught in chapter 5.
 
-    Unlike ``nn.GRU``, ``batch_first`` defaults to ``True`` and packed sequences are not taken
-    (see the module docstring); the state is one tensor ``(num_layers, batch, hidden)``.
+    Unlike ``nn.GRU``, ``batch_first`` defaults to ``True`` and packed sequences and
+    ``bidirectional`` are not supported (see the module docstring; ``bidirectional=`` raises
+    ``TypeError``); the state is one tensor ``(num_layers, batch, hidden)``.
     """
 
     torch_class = nn.GRU
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        # Explicit arguments, as for LSTM: bidirectional= or proj_size= raise TypeError.
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout)
 
     def _make_cell(self, input_size: int, hidden_size: int, bias: bool, **kw: str) -> _Cell:
         return GRUCell(input_size, hidden_size, bias)
