@@ -802,17 +802,14 @@ plt.show()
 # bigram counts:
 
 # %%
-@torch.no_grad()
+dlbook.show(charlm.name_nll)  # the summed nats of each name, and its number of targets
+
+
+# %%
 def model_nll(model, names_):
-    """Summed nats of each name and its number of targets under a model: (N,)."""
-    sums, lengths = [], []
-    for inputs, targets, mask in charlm.make_batches(names_, vocab, 512):
-        logits = model(inputs.to(device)).float().cpu()  # (B, T, V)
-        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        # nll: (B, T), nats of every target, padding included until the mask below
-        sums.append((nll * mask).sum(1).numpy())
-        lengths.append(mask.sum(1).numpy())
-    return np.concatenate(sums), np.concatenate(lengths)
+    """Summed nats of each name and its number of targets under a model: (N,), (N,)."""
+    sums, counts = charlm.name_nll(model, names_, vocab, device)
+    return sums.numpy(), counts.numpy()
 
 # %%
 rnn_sums, n_chars = model_nll(rnn_lm, test_names)  # (N,), (N,)

@@ -195,3 +195,21 @@ def test_recurrent_lm_shapes(cell):
 def test_recurrent_lm_unknown_cell():
     with pytest.raises(ValueError, match="unknown cell"):
         RecurrentLM(29, cell="transformer")
+
+
+def test_name_nll_sums_per_name_and_agrees_with_loss_per_char():
+    from dlbook.charlm import name_nll
+
+    torch.manual_seed(0)
+    v = CharVocab()
+    model = Bigram(len(v))
+    names = ["al", "anna", "christopher"]
+    sums, counts = name_nll(model, names, v, batch_size=2)
+    assert counts.tolist() == [len(n) + 1 for n in names]  # every letter and <eos>
+    for n, s in zip(names, sums, strict=True):
+        ids = torch.tensor(v.encode(n))
+        ref = F.cross_entropy(model(ids[None, :-1])[0], ids[1:], reduction="sum").item()
+        assert s.item() == pytest.approx(ref, rel=1e-5)
+    assert (sums.sum() / counts.sum()).item() == pytest.approx(loss_per_char(model, names, v), rel=1e-6)
+    with pytest.raises(ValueError, match="logits"):
+        name_nll(Uniform(10), ["anna"], v)

@@ -220,6 +220,38 @@ def loss_per_char(
     return total / count
 
 
+@torch.no_grad()
+def name_nll(
+    model: nn.Module,
+    names: Sequence[str],
+    vocab: CharVocab,
+    device: torch.device | str | None = None,
+    batch_size: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed nats of each name and its number of predicted characters: two ``(N,)`` tensors.
+
+    Kept per name (not only averaged, as :func:`loss_per_char` does) so that two models can be
+    compared name by name, with a paired interval (:func:`dlbook.stats.bootstrap_ratio` of the
+    differences over the counts). ``sums.sum() / counts.sum()`` is :func:`loss_per_char`.
+    Taught in chapter 4; chapter 7 compares its language models with it. The model is put in
+    eval mode for the measurement and given back in the mode it was in.
+    """
+    device = torch.device(device) if device is not None else _device_of(model)
+    was_training = model.training
+    model.eval()
+    sums, counts = [], []
+    try:
+        for inputs, targets, mask in make_batches(names, vocab, batch_size):
+            logits = model(inputs.to(device)).float().cpu()  # (B, T, V)
+            _check_logits(logits, inputs, vocab)
+            nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T)
+            sums.append((nll * mask).sum(1))
+            counts.append(mask.sum(1))
+    finally:
+        model.train(was_training)
+    return torch.cat(sums), torch.cat(counts)
+
+
 @dataclass
 class History:
     """What :func:`train_char_lm` records. ``val_loss[k]`` is measured after ``val_epoch[k]`` epochs (0 = untrained)."""
@@ -407,6 +439,7 @@ __all__ = [
     "batch_nll",
     "collate",
     "loss_per_char",
+    "name_nll",
     "make_batches",
     "sample",
     "train_char_lm",
