@@ -141,7 +141,8 @@ class FeedForward(nn.Module):
 
     ``activation`` is ``"relu"`` (``max(0, .)``, the original Transformer) or ``"gelu"``: the **exact**
     erf form ``x Phi(x)`` (Hendrycks and Gimpel 2016), which is what Hugging Face ``BertModel``
-    computes for ``hidden_act="gelu"``; the original BERT code and GPT-2 use the tanh approximation
+    computes for ``hidden_act="gelu"`` and documents as the form Google's BERT repository first
+    used; that repository's current ``modeling.py`` and GPT-2 use the tanh approximation
     (``F.gelu(x, approximate="tanh")``), a different function. Layer names ``linear1``/``linear2`` match
     :class:`torch.nn.TransformerEncoderLayer`.
     """
