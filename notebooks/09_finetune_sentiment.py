@@ -362,9 +362,10 @@ print(f"mean length {lengths.mean():.1f} tokens, longest {lengths.max()} | token
 # {glue:text}`ch09_pad_saving:.1f` times fewer token positions per epoch than padding to
 # `max_length`. The forward and backward FLOPs that grow with the length shrink by at least that
 # ratio (the attention scores grow with the square of the length, the rest linearly). The time
-# shrinks less: the optimizer step, which updates every weight whatever the length, and the fixed
-# cost of each batch do not shrink at all. Chapter 10 measures what grouping by length saves in
-# wall-clock time.
+# should shrink less (it is not measured here): the optimizer step, which updates every weight
+# whatever the length, and the fixed cost of each batch do not shrink at all. Chapter 10 measures
+# in wall-clock time a further step, grouping snippets of similar length so that each batch pads
+# less.
 #
 # ## 9.5 The fine-tuning loop
 #
@@ -531,8 +532,8 @@ dlbook.glue("ch09_n_train", info["n_train"])
 
 # %% [markdown]
 # One pass over {glue:text}`ch09_n_train:,` snippets took {glue:text}`ch09_train_seconds:.0f` seconds
-# on the machine that trained this model ({glue:text}`ch09_trained_on`; the model cache records it,
-# because a cached model may have been trained elsewhere) and ends at
+# when this model was trained (machine: {glue:text}`ch09_trained_on`, as the model cache
+# records it; a cached model may come from another machine than the one above) and ends at
 # {glue:text}`ch09_val_acc:.3f` validation accuracy. The loss stays near
 # $\ln 2$ while the rate is still small, drops once the warm-up ends, and keeps falling, noisily, as
 # the rate decays.

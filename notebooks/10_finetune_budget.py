@@ -288,7 +288,7 @@ results["group by length"] = dict(trainable=count_parameters(grouped), accuracy=
 time_ratio = grouped_hist.seconds / base_hist.seconds
 print(f"train time {base_hist.seconds:.1f} s -> {grouped_hist.seconds:.1f} s ({time_ratio:.2f}x) | "
       f"test accuracy {base_acc:.3f} -> {grouped_acc:.3f}")
-dlbook.hardware_headline("ch10_group_time_ratio", time_ratio, profile=profile)  # per-CPU-class check
+dlbook.hardware_headline("ch10_group_time_ratio", time_ratio, profile=profile)  # levels: dlbook.expected
 dlbook.headline("ch10_group_acc", grouped_acc, profile=profile, at_least=0.75)
 del grouped
 
@@ -605,9 +605,10 @@ dlbook.glue("ch10_freeze_emb_mem", emb["peak MiB"] / fp["peak MiB"])
 # $$ (eq-ch10-lora)
 #
 # $A$ starts random and $B$ at **zero**, so at step 0 the model is exactly the pretrained one
-# (the fresh head aside), and training moves away from it smoothly. The factor $\alpha / r$ keeps
-# the size of the update roughly independent of $r$; Hu et al. introduce it so that the
-# hyper-parameters need less retuning when $r$ changes {cite}`hu2022lora`. Kalajdzievski
+# (the fresh head aside), and training moves away from it smoothly. The factor $\alpha / r$ is
+# meant to keep the size of the update roughly independent of $r$: Hu et al. fix $\alpha$ at the
+# first rank they try and introduce the factor so that the hyper-parameters need less retuning
+# when $r$ changes {cite}`hu2022lora`. Kalajdzievski
 # {cite}`kalajdzievski2023rank` argues that $\alpha / r$ scales the update down too much, so
 # that larger ranks learn more slowly and gain little, and proposes $\alpha / \sqrt{r}$
 # (rsLoRA). Whether one learning rate serves every rank is therefore contested; this chapter
@@ -841,8 +842,10 @@ plt.show()
 # weights $w_c = N / (C\, n_c)$ ($N$ examples, $C$ classes, $n_c$ of class $c$): the rare class
 # weighs as much in total as the common one. These inverse-frequency weights are scikit-learn's
 # `class_weight="balanced"`; Cui et al. {cite}`cui2019class` argue that they over-correct and
-# weight by the *effective number* of examples, $(1 - \beta^{n_c}) / (1 - \beta)$, instead. The number to watch is the F1
-# of the minority class, negative reviews.
+# weight each class by the inverse of its *effective number* of examples,
+# $w_c \propto (1 - \beta) / (1 - \beta^{n_c})$, which runs from no weighting ($\beta = 0$) to
+# inverse frequency ($\beta \to 1$). The number to watch is the F1 of the minority class,
+# negative reviews.
 
 # %%
 labels = np.array(train_tok["labels"])
@@ -1106,10 +1109,11 @@ print(f"random order {my_padding_ratio(shuffled, sizes['batch_size']):.3f} | "
 #
 # :::{exercise}
 # :label: ch10-ex-rank
-# Change `lora_r` to 1, 2, 4, 16 and 32, keeping `lora_alpha` fixed (so the factor $\alpha / r$
-# shrinks as the rank grows, as Eq. {eq}`eq-ch10-lora` intends; scaling $\alpha$ with $r$ would
-# cancel it), and re-run section 10.8. How do the trainable parameters grow with $r$? Plot accuracy against trainable
-# parameters together with the freezing rows of the scoreboard. What does the result suggest about
+# Change `lora_r` to 1, 2, 4, 16 and 32, keeping `lora_alpha` fixed as Hu et al. do (so the
+# factor $\alpha / r$ shrinks as the rank grows; scaling $\alpha$ with $r$ would cancel it), and
+# re-run section 10.8. Optionally repeat with $\alpha / \sqrt{r}$ (rsLoRA). How do the trainable
+# parameters grow with $r$? Plot accuracy against trainable parameters together with the
+# freezing rows of the scoreboard. What does the result suggest about
 # the rank of the update fine-tuning needs on this task?
 # :::
 #

@@ -583,13 +583,14 @@ print("save_pretrained -> load_pruned_bert gives the same logits")
 # activation for a neuron: **gradient times activation** {cite}`molchanov2019importance`. The
 # importance of $u$ used here is
 # $I_u = \sum_{\text{batches}} \lvert \partial L_{\text{batch}} / \partial g_u \rvert$, with
-# $L_{\text{batch}}$ the summed loss of a batch of 32 snippets. The absolute value is taken per
+# $L_{\text{batch}}$ the summed loss of a batch of 32 snippets (Molchanov et al. square the gate
+# gradient instead of taking its absolute value). The absolute value is taken per
 # batch, so the signs of different snippets can cancel inside a batch first: the scores depend on
 # the batch size, and only batches of one give a per-example score. Michel et al.
 # {cite}`michel2019sixteen`, who find that many heads can go, score a head by the per-example
 # expectation $\mathbb{E}_x \lvert \partial L(x) / \partial g_h \rvert$ and normalise the scores
-# within each layer. That normalisation would not change what this chapter keeps, since it keeps
-# the same number of units in every layer; the batch size can. The scores must come from
+# within each layer. That normalisation would not change what this chapter keeps, since it ranks
+# units only within each layer (`dprune.top_k_per_layer`); the batch size can. The scores must come from
 # **validation** data: choosing
 # what to keep is fitting, and the test split only reports. One batch, by hand, with the
 # activations and their gradients captured by hooks:
@@ -683,7 +684,8 @@ assert small.config.dlbook_pruning == {"heads": keep_heads, "neurons": keep_neur
 print(dprune.structure(small))
 print(f"validation accuracy right after pruning {small_info['val_acc_before_finetune']:.3f} -> "
       f"after the fine-tune {small_info['val_acc_after_finetune']:.3f} "
-      f"({small_info['history']['total_steps']} steps, {small_info['history']['seconds']:.0f} s when it was trained)")
+      f"({small_info['history']['total_steps']} steps, {small_info['history']['seconds']:.0f} s when it was trained on "
+      f"{small_info['trained_on']})")
 
 # %% [markdown]
 # Now the comparison that matters, with chapter 12's measurement protocol: size of the saved
