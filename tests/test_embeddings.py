@@ -1,9 +1,11 @@
 """dlbook.embeddings: masked mean pooling and embed_texts, their results and their argument checks."""
 
+import json
+
 import pytest
 import torch
 
-from dlbook.embeddings import embed_texts, mean_pool
+from dlbook.embeddings import embed_texts, mean_pool, model_max_length
 
 # ---------------------------------------------------------------- mean_pool: results
 
@@ -104,7 +106,13 @@ class _TinyEncoder(torch.nn.Module):
 class _CharTokenizer:
     """Each character is a token (id = ord % 49 + 1), padded with 0: a stand-in for a HF tokenizer."""
 
+    def __init__(self, model_max_length: float = 512, name_or_path: str = ""):
+        self.model_max_length = model_max_length
+        self.name_or_path = name_or_path
+        self.seen_max_length = []  # the max_length of every call
+
     def __call__(self, texts, padding=True, truncation=True, max_length=128, return_tensors="pt"):
+        self.seen_max_length.append(max_length)
         ids = [[ord(c) % 49 + 1 for c in t][:max_length] or [1] for t in texts]
         width = max(len(i) for i in ids)
         input_ids = torch.tensor([i + [0] * (width - len(i)) for i in ids])
@@ -151,3 +159,51 @@ def test_embed_texts_checks_its_arguments():
         embed_texts(model, None, ["a"])
     with pytest.raises(ValueError, match="NaN"):
         embed_texts(_TinyEncoder(nan=True), tok, ["abc"])
+
+
+# ---------------------------------------------------------------- embed_texts: where long texts are cut
+
+
+class _Config:
+    def __init__(self, max_position_embeddings):
+        self.max_position_embeddings = max_position_embeddings
+
+
+def test_default_max_length_is_the_sentence_bert_config(tmp_path):
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 7}))
+    model, tok = _TinyEncoder(), _CharTokenizer(model_max_length=512, name_or_path=str(tmp_path))
+    assert model_max_length(model, tok) == 7
+    cut = embed_texts(model, tok, ["abcdefghijkl"], normalize=False)
+    torch.testing.assert_close(cut, embed_texts(model, tok, ["abcdefg"], normalize=False))
+    assert tok.seen_max_length == [7, 7]
+
+
+def test_default_max_length_without_sentence_bert_config(tmp_path):
+    model = _TinyEncoder()
+    model.config = _Config(max_position_embeddings=20)
+    assert model_max_length(model, _CharTokenizer(model_max_length=512, name_or_path=str(tmp_path))) == 20
+    assert model_max_length(model, _CharTokenizer(model_max_length=9)) == 9
+    assert model_max_length(model, _CharTokenizer(model_max_length=int(1e30))) == 20  # "no limit"
+    assert model_max_length(_TinyEncoder(), _CharTokenizer(model_max_length=11)) == 11
+    with pytest.raises(ValueError, match="pass max_length"):
+        model_max_length(_TinyEncoder(), _CharTokenizer(model_max_length=float("inf")))
+
+
+def test_an_explicit_max_length_wins(tmp_path):
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 7}))
+    tok = _CharTokenizer(name_or_path=str(tmp_path))
+    embed_texts(_TinyEncoder(), tok, ["abcdefghijkl"], max_length=3)
+    assert tok.seen_max_length == [3]
+
+
+def test_embed_texts_restores_the_training_mode():
+    model = _TinyEncoder()
+    embed_texts(model, _CharTokenizer(), ["abc"])
+    assert model.training  # was training: training again
+    model.eval()
+    embed_texts(model, _CharTokenizer(), ["abc"])
+    assert not model.training
+    broken = _TinyEncoder(nan=True)  # in training mode
+    with pytest.raises(ValueError, match="NaN"):
+        embed_texts(broken, _CharTokenizer(), ["abc"])
+    assert broken.training  # restored even when embedding fails

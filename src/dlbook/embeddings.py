@@ -6,11 +6,16 @@ frozen-encoder baseline.
 Both functions check their input and name the offending argument: a wrong shape, a mask that
 does not match the hidden states or holds values other than 0 and 1, NaN or infinite vectors
 where the mask keeps a token, a single string where a list of texts is expected.
+:func:`model_max_length` says where :func:`embed_texts` cuts long texts by default: where the
+reference implementation, sentence-transformers, cuts them.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +93,48 @@ def _check_positive_int(value: object, name: str) -> int:
     return value
 
 
+#: Tokenizers without a length limit report a huge ``model_max_length`` (transformers uses 1e30).
+_NO_LIMIT = 1_000_000
+
+
+def _folders(model: torch.nn.Module, tokenizer) -> list[Path]:
+    """The local folders the model and tokenizer were loaded from, where they say so."""
+    names = [getattr(tokenizer, "name_or_path", None), getattr(model, "name_or_path", None),
+             getattr(getattr(model, "config", None), "_name_or_path", None)]
+    return [Path(n) for n in names if isinstance(n, str) and n and Path(n).is_dir()]
+
+
+def model_max_length(model: torch.nn.Module, tokenizer) -> int:
+    """The longest input, in tokens, that ``model`` is meant to embed; ``embed_texts`` cuts there.
+
+    The rule of sentence-transformers, the reference implementation: ``max_seq_length`` from
+    ``sentence_bert_config.json`` in the folder the tokenizer or the model was loaded from
+    (256 for all-MiniLM-L6-v2, where the tokenizer alone would allow 512); otherwise the
+    smaller of ``tokenizer.model_max_length`` (ignored when the tokenizer sets no limit) and the
+    model's ``config.max_position_embeddings`` (longer inputs have no position vector). A model
+    named by a Hub id rather than a folder is not looked up: its files are not on disk here.
+    """
+    for folder in _folders(model, tokenizer):
+        path = folder / "sentence_bert_config.json"
+        if path.is_file():
+            value = json.loads(path.read_text(encoding="utf-8")).get("max_seq_length")
+            if value is not None:
+                return _check_positive_int(value, f"max_seq_length in {path}")
+    limits = []
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, (int, float)) and math.isfinite(tok_limit) and 0 < tok_limit < _NO_LIMIT:
+        limits.append(int(tok_limit))
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limits.append(positions)
+    if not limits:
+        raise ValueError(
+            "cannot tell how many tokens the model takes (no sentence_bert_config.json, no "
+            "tokenizer.model_max_length, no config.max_position_embeddings): pass max_length"
+        )
+    return min(limits)
+
+
 @torch.no_grad()
 def embed_texts(
     model: torch.nn.Module,
@@ -96,16 +143,19 @@ def embed_texts(
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 64,
-    max_length: int = 128,
+    max_length: int | None = None,
     normalize: bool = True,
     show_progress: bool = False,
 ) -> torch.Tensor:
     """Embed ``texts`` with ``model`` (a ``BertModel``-like encoder): (len(texts), hidden) on the CPU.
 
     The texts are tokenized in batches of ``batch_size`` (padded to the longest in the batch,
-    cut at ``max_length`` tokens), encoded, and mean-pooled over the real tokens. With
-    ``normalize`` the vectors have unit length, so a dot product is a cosine similarity (what
-    sentence-transformers' all-MiniLM-L6-v2 does after its mean pooling).
+    cut at ``max_length`` tokens; ``None``, the default, is the model's own limit,
+    :func:`model_max_length`, so that long texts are cut where the reference implementation
+    cuts them), encoded, and mean-pooled over the real tokens. With ``normalize`` the vectors
+    have unit length, so a dot product is a cosine similarity (what sentence-transformers'
+    all-MiniLM-L6-v2 does after its mean pooling). The model runs in evaluation mode (no
+    dropout) and is put back in the mode it was in.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module (an encoder such as BertModel), got {type(model).__name__}")
@@ -113,21 +163,27 @@ def embed_texts(
         raise TypeError(f"tokenizer must be a callable Hugging Face tokenizer, got {type(tokenizer).__name__}")
     texts = _check_texts(texts)
     batch_size = _check_positive_int(batch_size, "batch_size")
+    if max_length is None:
+        max_length = model_max_length(model, tokenizer)
     max_length = _check_positive_int(max_length, "max_length")
+    was_training = model.training
     model.eval()
-    starts = range(0, len(texts), batch_size)
     chunks = []
-    for start in progress(starts, desc="embedding", disable=not show_progress):
-        batch = tokenizer(
-            texts[start : start + batch_size],
-            padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-        ).to(device)
-        out = model(**batch)
-        hidden = getattr(out, "last_hidden_state", None)
-        if hidden is None:
-            raise TypeError(f"model must return an output with last_hidden_state (an encoder), got {type(out).__name__}")
-        pooled = mean_pool(hidden, batch["attention_mask"])  # (batch, hidden)
-        chunks.append((F.normalize(pooled, dim=-1) if normalize else pooled).cpu())
+    try:
+        starts = range(0, len(texts), batch_size)
+        for start in progress(starts, desc="embedding", disable=not show_progress):
+            batch = tokenizer(
+                texts[start : start + batch_size],
+                padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+            ).to(device)
+            out = model(**batch)
+            hidden = getattr(out, "last_hidden_state", None)
+            if hidden is None:
+                raise TypeError(f"model must return an output with last_hidden_state (an encoder), got {type(out).__name__}")
+            pooled = mean_pool(hidden, batch["attention_mask"])  # (batch, hidden)
+            chunks.append((F.normalize(pooled, dim=-1) if normalize else pooled).cpu())
+    finally:
+        model.train(was_training)
     if not chunks:
         return torch.empty(0, getattr(getattr(model, "config", None), "hidden_size", 0))
     return torch.cat(chunks)
