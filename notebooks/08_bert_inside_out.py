@@ -478,8 +478,8 @@ dlbook.glue("n_heads_total", cfg.num_hidden_layers * cfg.num_attention_heads)
 # To say what a head does, we measure it over many reviews: for every head, the average weight that
 # a real token puts on the **previous** token, the **next** token, **itself**, on **[CLS]** and on
 # **[SEP]**. In BERT-base, Clark et al. {cite}`clark2019does` found heads that attend to fixed
-# positional offsets and heads that attend to the delimiter tokens; does this 6-layer model, which
-# keeps every second layer of a distilled 12-layer MiniLM, have them?
+# positional offsets and heads that attend to the delimiter tokens; does this 6-layer MiniLM
+# model {cite}`sentencetransformers2021allminilm` have them?
 
 # %%
 def head_profile(model, texts, batch_size=64):
