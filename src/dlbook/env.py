@@ -1,4 +1,6 @@
-"""Seeding, device choice and the provenance line every chapter prints (DESIGN.md section 3)."""
+"""Seeding, device choice and the provenance line every chapter prints.
+
+book/reproducibility.md explains what the provenance line records and why."""
 
 from __future__ import annotations
 

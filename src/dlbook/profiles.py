@@ -1,4 +1,4 @@
-"""Run profiles: one notebook, two sizes (DESIGN.md section 5).
+"""Run profiles: one notebook, two sizes (book/how-to-use.md explains them).
 
 ``smoke`` is for tests and CI (seconds per chapter), ``full`` is for readers and the rendered
 book (about ten minutes per chapter on two CPU cores). A chapter states both sizes in its
