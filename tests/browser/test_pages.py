@@ -121,3 +121,41 @@ def test_the_check_detects_broken_pages(tmp_path, browser, defect):
     problems = problems_of("notebooks/bad.html", report, outside)
     assert any(verdict in p for p in problems), problems
     assert any("no Colab button" in p for p in problems)
+
+
+SIDEBARS_JS = """() => [
+  document.getElementById('pst-primary-sidebar-modal')?.open ?? null,
+  document.getElementById('pst-secondary-sidebar-modal')?.open ?? null,
+  document.getElementById('pst-primary-sidebar')?.classList.contains('pst-sidebar-hidden') ?? null,
+]"""
+
+
+def _visible(page, selector: str):
+    shown = [b for b in page.query_selector_all(selector) if b.is_visible()]
+    assert shown, f"no visible {selector} button"
+    return shown[0]
+
+
+def test_sidebar_toggles_work_on_a_phone_and_a_desktop(html_dir, server, browser):
+    """The hamburger opens the navigation drawer at 390 px and hides the sidebar at 1366 px."""
+    chapter = next(p for p in pages(html_dir) if p.startswith("notebooks/"))
+    phone = browser.new_page()
+    phone.set_viewport_size({"width": 390, "height": 844})
+    phone.goto(f"{server}/{chapter}", wait_until="load")
+    _visible(phone, ".primary-toggle").click()
+    phone.wait_for_timeout(300)
+    assert phone.evaluate(SIDEBARS_JS)[0] is True, "phone: the navigation drawer did not open"
+    phone.keyboard.press("Escape")
+    phone.wait_for_timeout(300)
+    _visible(phone, ".secondary-toggle").click()
+    phone.wait_for_timeout(300)
+    assert phone.evaluate(SIDEBARS_JS)[1] is True, "phone: the page-contents drawer did not open"
+    phone.close()
+    desktop = browser.new_page()
+    desktop.set_viewport_size({"width": 1366, "height": 900})
+    desktop.goto(f"{server}/{chapter}", wait_until="load")
+    assert desktop.evaluate(SIDEBARS_JS)[2] is False
+    _visible(desktop, ".primary-toggle").click()
+    desktop.wait_for_timeout(300)
+    assert desktop.evaluate(SIDEBARS_JS)[2] is True, "desktop: the sidebar toggle did nothing"
+    desktop.close()
