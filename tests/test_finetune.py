@@ -328,3 +328,20 @@ def test_sentiment_classifier_trains_once_then_loads(monkeypatch, tmp_path):
     for k, v in m1.state_dict().items():
         torch.testing.assert_close(v, m3.state_dict()[k], rtol=0, atol=0)
     assert tok("a test")["input_ids"][0] == tok.cls_token_id
+
+
+def test_new_classifier_is_seeded_and_quiet(capsys, caplog):
+    from transformers.utils import logging as hf_logging
+
+    from dlbook.finetune import LABELS, new_classifier
+
+    before = hf_logging.get_verbosity()
+    torch.manual_seed(3)
+    a = new_classifier()
+    torch.manual_seed(3)
+    b = new_classifier()
+    assert a.config.num_labels == len(LABELS) and a.config.id2label[1] == LABELS[1]
+    assert torch.equal(a.classifier.weight, b.classifier.weight)
+    out = capsys.readouterr()
+    assert "LOAD REPORT" not in out.out + out.err + caplog.text
+    assert hf_logging.get_verbosity() == before  # restored for everyone else

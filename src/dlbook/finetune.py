@@ -442,8 +442,32 @@ def sentiment_key(profile: str, device: torch.device | str | None = None) -> tup
     return cache_key(f"sentiment-{profile}", described), described
 
 
+def new_classifier(path: str | None = None) -> nn.Module:
+    """MiniLM with a new, randomly initialised two-label classification head (chapter 9).
+
+    The head's weights are drawn from torch's global generator, so seed it first
+    (``torch.manual_seed``) for the same head every time. ``transformers`` reports every load
+    whose checkpoint lacks some weights; here the missing head is the point (chapter 9 explains
+    it), so that report is silenced for this one call and left on everywhere else.
+    """
+    from transformers import BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    from .assets import minilm_path
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return BertForSequenceClassification.from_pretrained(
+            path or minilm_path(), num_labels=len(LABELS),
+            id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)},
+        )
+    finally:
+        hf_logging.set_verbosity(before)
+
+
 def _train_sentiment(profile: str, device: torch.device) -> tuple[nn.Module, Any, dict[str, Any]]:
-    from transformers import AutoTokenizer, BertForSequenceClassification
+    from transformers import AutoTokenizer
 
     from .assets import minilm_path, rotten_tomatoes
 
@@ -454,10 +478,7 @@ def _train_sentiment(profile: str, device: torch.device) -> tuple[nn.Module, Any
     val = data["validation"] if s.n_validation is None else data["validation"].select(range(s.n_validation))
     train, val = tokenize_dataset(train, tokenizer, s.max_length), tokenize_dataset(val, tokenizer, s.max_length)
     torch.manual_seed(s.seed)  # the fresh classifier weights
-    model = BertForSequenceClassification.from_pretrained(
-        minilm_path(), num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)},
-    )
+    model = new_classifier()
     history = train_classifier(
         model, train, tokenizer, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
         warmup_ratio=s.warmup_ratio, max_grad_norm=s.max_grad_norm, seed=s.seed, eval_dataset=val,
@@ -504,6 +525,7 @@ def sentiment_classifier(
 
 
 __all__ = [
+    "new_classifier",
     "LABELS",
     "SENTIMENT_SETTINGS",
     "ClassifierEval",
