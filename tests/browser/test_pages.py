@@ -60,9 +60,13 @@ def inspect(browser, url: str, local_prefix: str) -> tuple[dict, list[str], obje
             r.abort()
 
     page.route("**/*", route)
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)[:120]))
     page.goto(url, wait_until="load")
     page.evaluate(MATHJAX_DONE_JS)
-    return page.evaluate(INSPECT_JS), outside, page
+    report = page.evaluate(INSPECT_JS)
+    report["scriptErrors"] = script_errors
+    return report, outside, page
 
 
 def problems_of(rel: str, report: dict, outside: list[str]) -> list[str]:
@@ -77,6 +81,8 @@ def problems_of(rel: str, report: dict, outside: list[str]) -> list[str]:
         problems.append(f"{rel}: broken images: {report['broken'][:3]}")
     if outside:
         problems.append(f"{rel}: requests left 127.0.0.1: {sorted(set(outside))[:3]}")
+    if report["scriptErrors"]:
+        problems.append(f"{rel}: script errors: {report['scriptErrors'][:3]}")
     if rel.startswith("notebooks/"):
         stem = Path(rel).stem
         if not any(href.endswith(f"notebooks/{stem}.ipynb") for href in report["colab"]):
@@ -107,6 +113,7 @@ BAD_PAGES = {  # defect: (page body, what the report must say)
     "broken image": ('<img src="missing.png">', "broken images"),
     "outside request": ('<img src="http://example.invalid/x.png">', "requests left"),
     "raw tex": ("<p>so $$x^2$$ stays raw</p><pre>$$ in code is fine $$</pre>", "raw TeX"),
+    "script error": ("<script>const A = 1;</script><script>const A = 2;</script>", "script errors"),
 }
 
 
