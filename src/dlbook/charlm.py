@@ -253,7 +253,7 @@ def name_nll(
 
 
 @dataclass
-class History:
+class CharLMHistory:
     """What :func:`train_char_lm` records. ``val_loss[k]`` is measured after ``val_epoch[k]`` epochs (0 = untrained)."""
 
     train_loss: list[float] = field(default_factory=list)  # per step, nats per character of that batch
@@ -285,7 +285,7 @@ def train_char_lm(
     optimizer: str = "adam",
     restore_best: bool = False,
     show_progress: bool = True,
-) -> History:
+) -> CharLMHistory:
     """Train a character model on next-character cross-entropy (Adam, or plain SGD). Taught in chapter 4.
 
     Each epoch shuffles the names with a generator seeded by ``seed`` (so runs repeat) and the
@@ -311,7 +311,7 @@ def train_char_lm(
     model.to(device)
     opt_class = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
     opt = opt_class(model.parameters(), lr=lr, weight_decay=weight_decay)
-    hist = History()
+    hist = CharLMHistory()
     hist.val_epoch.append(0)
     hist.val_loss.append(loss_per_char(model, val_names, vocab, device))
     best = (hist.val_loss[0], copy.deepcopy(model.state_dict()))
@@ -433,7 +433,7 @@ __all__ = [
     "EOS",
     "PAD",
     "CharVocab",
-    "History",
+    "CharLMHistory",
     "NamesDataset",
     "RecurrentLM",
     "batch_nll",
