@@ -36,7 +36,10 @@
 # 4. read a throughput measurement of data parallelism correctly (threads, communication, what
 #    changes on GPUs);
 # 5. say what changes for many machines (`torchrun --nnodes`, rendezvous) and for models too big
-#    for one device (ZeRO, FSDP).
+#    for one device (ZeRO, FSDP);
+# 6. accumulate gradients under DDP without wasted all-reduces (`no_sync`,
+#    `accelerator.accumulate`), say where mixed precision reduces what, and explain tensor and
+#    pipeline parallelism.
 
 # %%
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
@@ -81,8 +84,11 @@ sizes = dlbook.by_profile(
     profile,
     # n_train snippets (a multiple of batch_size), one epoch, global batch batch_size split among the processes;
     # n_test test snippets evaluate every run; n_grad snippets check the gradient equivalence
-    smoke=dict(n_train=64, batch_size=16, max_length=32, epochs=1, lr=1e-4, n_test=64, n_grad=8),
-    full=dict(n_train=1_024, batch_size=16, max_length=64, epochs=1, lr=1e-4, n_test=500, n_grad=8),
+    # bench_steps global batches per setting and round, bench_rounds rounds of the throughput benchmark
+    smoke=dict(n_train=64, batch_size=16, max_length=32, epochs=1, lr=1e-4, n_test=64, n_grad=8,
+               bench_steps=2, bench_rounds=2),
+    full=dict(n_train=1_024, batch_size=16, max_length=64, epochs=1, lr=1e-4, n_test=500, n_grad=8,
+              bench_steps=4, bench_rounds=5),
 )
 sizes
 
@@ -825,50 +831,159 @@ print(f"test accuracy on {sizes['n_test']} snippets: 1 process {acc1:.3f} | 2 pr
 # their differences to the single process, {glue:text}`ch16_acc_gap_other`, is the spread of a
 # different data order, and the `full` run asserts at most 0.05 for it.
 #
-# Now the speed.
+# Now the speed. The training runs above ran one after the other, each once, so their times
+# mix the settings with whatever else the machine did meanwhile. The throughput comes from a
+# benchmark of its own instead: one launch of two processes that alternates the two settings in
+# rounds. In the "1 process x 2 threads" phase rank 0 trains alone on the whole global batch with
+# two threads while rank 1 waits at a barrier (it records its CPU time, to show that waiting
+# costs no core); in the "2 processes x 1 thread" phase both ranks train a DDP model on their
+# halves with one thread each. Same batches, same start-up, the order flipped every round, a
+# warm-up round not kept.
 
-# %%
-through = results["examples/s"]
-speedup = float(through["DDP, 2 processes"] / through["DDP, 1 process"])
-dlbook.glue("ch16_tput_1", float(through["DDP, 1 process"]))
-dlbook.glue("ch16_tput_2", float(through["DDP, 2 processes"]))
+# %
+BENCH_SCRIPT = '''\
+"""Throughput, interleaved: 1 process x 2 threads against 2 processes x 1 thread (dlbook, chapter 16).
+
+python -m torch.distributed.run --nproc-per-node 2 bench_ddp.py RECIPE.json OUT_DIR
+"""
+import copy
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from transformers import AutoTokenizer, BertForSequenceClassification
+
+from dlbook import assets, finetune
+from dlbook.distributed import split_batch
+
+cfg, out_dir = json.loads(open(sys.argv[1]).read()), sys.argv[2]
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+assert world == 2, "this benchmark compares one process with two"
+B = cfg["batch_size"]
+
+tokenizer = AutoTokenizer.from_pretrained(assets.minilm_path())
+texts = assets.rotten_tomatoes()["train"].select(range(cfg["bench_steps"] * B))
+batches = []  # the same global batches for both settings, padded like the training runs
+for i in range(cfg["bench_steps"]):
+    rows = texts.select(range(i * B, (i + 1) * B))
+    batch = dict(tokenizer(list(rows["text"]), truncation=True, max_length=cfg["max_length"], padding=True,
+                           return_tensors="pt"))
+    batch["labels"] = torch.tensor(list(rows["label"]))
+    batches.append(batch)
+torch.manual_seed(cfg["seed"])
+model = BertForSequenceClassification.from_pretrained(
+    assets.minilm_path(), num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+single = copy.deepcopy(model)  # rank 0's model for the 1-process setting (no DDP)
+single_opt = finetune.make_optimizer(single, cfg["lr"], 0.01)
+ddp = DDP(model)
+ddp_opt = finetune.make_optimizer(ddp.module, cfg["lr"], 0.01)
+
+
+def train_step(m, opt, batch):
+    m(**batch).loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def one_process():  # rank 0 alone, 2 threads; rank 1 waits at the barrier
+    if rank == 0:
+        torch.set_num_threads(2)
+        for batch in batches:
+            train_step(single, single_opt, batch)
+
+
+def two_processes():  # each rank its half of every batch, 1 thread; DDP averages the gradients
+    torch.set_num_threads(1)
+    for batch in batches:
+        train_step(ddp, ddp_opt, split_batch(batch, world)[rank])
+
+
+settings = {"1 process x 2 threads": one_process, "2 processes x 1 thread": two_processes}
+seconds = {name: [] for name in settings}
+idle_cpu = []  # CPU seconds rank 1 spends while it waits for rank 0
+names = list(settings)
+for r in range(cfg["bench_rounds"] + 1):  # round 0 warms up and is not kept
+    for name in names if r % 2 == 0 else names[::-1]:  # alternate which setting goes first
+        dist.barrier()
+        cpu0, start = time.process_time(), time.perf_counter()
+        settings[name]()
+        dist.barrier()
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        if r > 0:
+            seconds[name].append(wall)
+            if name == names[0] and rank == 1:
+                idle_cpu.append(cpu / wall)
+idle = torch.tensor([max(idle_cpu, default=0.0)])  # the worst round
+dist.broadcast(idle, src=1)
+if rank == 0:
+    examples = cfg["bench_steps"] * B
+    with open(os.path.join(out_dir, "bench.json"), "w") as f:
+        json.dump({"examples_per_s": {k: [examples / s for s in v] for k, v in seconds.items()},
+                   "rank1_cpu_share_while_waiting": idle.item(), "order": names}, f)
+print(f"rank {rank}/{world}: {cfg['bench_rounds']} rounds of {len(batches)} steps per setting", flush=True)
+dist.destroy_process_group()
+'''
+bench_script = work / "bench_ddp.py"
+bench_script.write_text(BENCH_SCRIPT)
+display(Code(BENCH_SCRIPT, language="python"))
+bench_recipe = work / "bench.json"
+bench_recipe.write_text(json.dumps(recipe | {k: sizes[k] for k in ("bench_steps", "bench_rounds")}))
+(work / "bench").mkdir(exist_ok=True)
+dp.launch(bench_script, nproc=2, args=[bench_recipe, work / "bench"], threads_per_process=min(2, n_cores))
+bench = json.loads((work / "bench" / "bench.json").read_text())
+tput = {k: np.array(v) for k, v in bench["examples_per_s"].items()}  # setting -> (bench_rounds,)
+ratios = tput["2 processes x 1 thread"] / tput["1 process x 2 threads"]  # round by round
+speedup = float(np.median(ratios))
+dlbook.glue("ch16_tput_1", float(np.median(tput["1 process x 2 threads"])))
+dlbook.glue("ch16_tput_2", float(np.median(tput["2 processes x 1 thread"])))
 dlbook.glue("ch16_speedup", speedup)
+dlbook.glue("ch16_speedup_range", f"{ratios.min():.2f} to {ratios.max():.2f}")
+dlbook.glue("ch16_idle_cpu", bench["rank1_cpu_share_while_waiting"])
 dlbook.glue("ch16_cores", n_cores)
 dlbook.glue("ch16_minilm_grad_mb", n_minilm * 4 / 1e6)  # the gradients exchanged per step, float32
+assert bench["rank1_cpu_share_while_waiting"] < 0.5, "the waiting rank used a core"
 fig, ax = plt.subplots(figsize=(6.5, 2.8))
-ax.barh(through.index[::-1], through.values[::-1], color=["C3", "C2", "C1", "C0"])
-ax.set_xlabel("training examples per second")
-ax.set_title(f"Throughput on this machine ({n_cores} CPU cores)")
+names = list(tput)
+ax.boxplot([tput[n] for n in names], vert=False, tick_labels=names)
+ax.set_xlabel("training examples per second (one point per round)")
+ax.set_title(f"Throughput, interleaved rounds ({n_cores} CPU cores)")
 plt.tight_layout()
 plt.show()
 print(dlbook.env.last_provenance().line())
-print(f"2 processes x 1 thread vs 1 process x 2 threads: {speedup:.2f}x the examples per second")
+print(f"2 processes x 1 thread vs 1 process x 2 threads: {speedup:.2f}x the examples per second "
+      f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
 # a copy of the table for whoever runs the chapter headless (tests, make full): the system's temp folder
 results.to_csv(Path(tempfile.gettempdir()) / f"dlbook-ch16-{profile}-results.csv")
 
-# %% [markdown]
+# % [markdown]
 # Measured on the machine in the provenance line above ({glue:text}`ch16_cores` CPU cores): one
-# process with two threads trains {glue:text}`ch16_tput_1:.1f` examples per second, two processes
-# with one thread each {glue:text}`ch16_tput_2:.1f`, a ratio of {glue:text}`ch16_speedup:.2f`. How
-# to read this:
+# process with two threads trains {glue:text}`ch16_tput_1:.1f` examples per second (median over the
+# rounds), two processes with one thread each {glue:text}`ch16_tput_2:.1f`, a ratio of
+# {glue:text}`ch16_speedup:.2f` (from {glue:text}`ch16_speedup_range` over the rounds). While it
+# waited, rank 1 used {glue:text}`ch16_idle_cpu:.1%` of a core. How to read this:
 #
-# - **The hardware is the same.** Both runs use the same two cores. One process already spreads
+# - **The hardware is the same.** Both settings use the same two cores. One process already spreads
 #   each matrix product over both of them with two threads, so data parallelism cannot add compute
 #   here; it only changes how the work is divided. Whatever it gains comes from the fact that two
 #   single-threaded processes never wait for each other inside an operation (small operations and
-#   the Python between them do not split well over threads); whatever it loses is communication.
+#   the Python between them do not split well over threads, and two threads suffer most when
+#   other programs also want the cores); whatever it loses is communication.
 # - **Communication.** Every step, the two processes exchange all
 #   {glue:text}`ch16_minilm_params:,` gradients, {glue:text}`ch16_minilm_grad_mb:.0f` MB in 32-bit
 #   floats, through gloo over loopback, and wait for each other at the all-reduce (the slower one
 #   sets the pace). With short snippets and small per-process batches, that is a large share of a
 #   step.
 # - **Start-up.** Each process imports PyTorch and Transformers and loads the model; the "wall s"
-#   column of the table includes that, the throughput does not. For a run of seconds it dominates;
-#   for a run of hours it vanishes.
-# - **On a busy machine** the numbers move with whatever else runs,
-#   and the runs above ran one after the other: a ratio far from 1 in either direction says more
-#   about a change of load between the runs than about data parallelism. Run the cell again on an
-#   idle machine before you trust it; the reasoning above tells you what to expect.
+#   column of the training table includes that, the benchmark does not. For a run of seconds it
+#   dominates; for a run of hours it vanishes.
+# - **Spread.** The rounds alternate the settings, so a change of load hits both alike; a wide
+#   range of per-round ratios still says the machine was busy, and the median is the number to
+#   quote.
 #
 # On **two GPUs** the picture is different in kind: each process brings its own device, the compute
 # doubles, and NCCL moves the gradients over NVLink or PCIe while DDP overlaps it with the backward
@@ -945,6 +1060,241 @@ print(fsdp_diff)
 # config), not a code change. We do not run it here: on two CPU processes, sharding a model whose
 # whole training state takes {glue:text}`ch16_minilm_train_mb:.0f` MB would only add communication.
 
+# %% [markdown]
+# ## 16.8 Accumulation, mixed precision, and splitting the model itself
+#
+# **Gradient accumulation under DDP.** Chapter 10 accumulated the gradients of $k$ micro-batches
+# before one optimizer step. Under DDP every `backward()` starts an all-reduce, so a plain
+# accumulation loop communicates $k$ times per step where once would do: the average of sums is
+# the sum of averages, so only the last all-reduce is needed. `model.no_sync()` switches the
+# all-reduce off; the gradients then add up locally in `.grad`, and the first backward outside the
+# context reduces the sum. The forward pass must run inside the context too, since DDP decides in
+# `forward()` whether the coming backward will reduce. Accelerate wraps the same logic in
+# `with accelerator.accumulate(model):`, and its `backward` divides the loss by $k$.
+#
+# The script below counts the all-reduces with a DDP **communication hook**, a function DDP calls
+# for each bucket of gradients instead of its own all-reduce: ours logs the bucket and then runs
+# the default all-reduce (`dlbook.distributed.counting_allreduce_hook`). Two gloo processes,
+# $k$ micro-batches each; the reference is the gradient of the mean loss over all
+# $2k$ micro-batches in one process. The same script looks at mixed precision: a forward pass
+# under bf16 `torch.autocast`, the dtype of the gradients DDP receives, and the bytes it sends,
+# with the default all-reduce and with PyTorch's `bf16_compress_hook`, which sends bf16.
+
+# %%
+ACCUM_SCRIPT = '''\
+"""Gradient accumulation and mixed precision under DDP, counted (dlbook, chapter 16)."""
+import copy
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from dlbook.distributed import counting_allreduce_hook, counting_bf16_compress_hook
+
+cfg = json.loads(open(sys.argv[1]).read())
+k, b = cfg["accumulation_steps"], cfg["micro_batch"]
+accelerator = Accelerator(cpu=True, gradient_accumulation_steps=k)  # joins the gloo group
+rank, world = dist.get_rank(), dist.get_world_size()
+
+torch.manual_seed(0)  # the same model and the same data in every rank
+model = nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 2))
+X = torch.randn(world * k * b, 16)  # (world * k * b, 16): the big batch
+y = torch.randint(0, 2, (world * k * b,))
+mine = torch.arange(rank * k * b, (rank + 1) * k * b)  # this rank's k micro-batches
+micro = [mine[i * b:(i + 1) * b] for i in range(k)]
+
+# the reference: the gradient of the mean loss over the whole big batch, in one process
+ref = copy.deepcopy(model)
+F.cross_entropy(ref(X), y).backward()
+reference = [p.grad for p in ref.parameters()]
+
+
+def accumulate(ddp, use_no_sync):
+    """k micro-batches, each loss divided by k; no_sync on all but the last one if asked."""
+    for i, idx in enumerate(micro):
+        if use_no_sync and i < k - 1:
+            with ddp.no_sync():  # forward AND backward inside: gradients add up locally
+                (F.cross_entropy(ddp(X[idx]), y[idx]) / k).backward()
+        else:  # DDP all-reduces (mean over the ranks) during this backward
+            (F.cross_entropy(ddp(X[idx]), y[idx]) / k).backward()
+    return [p.grad.clone() for p in ddp.module.parameters()]
+
+
+out = {"world": world, "k": k}
+for name, use_no_sync in [("every step", False), ("no_sync", True)]:
+    log = []
+    ddp = DDP(copy.deepcopy(model))
+    ddp.register_comm_hook(log, counting_allreduce_hook)
+    grads = accumulate(ddp, use_no_sync)
+    out[name] = {"all_reduces": len(log), "bytes": sum(e["bytes"] for e in log),
+                 "max_diff": max((g - r).abs().max().item() for g, r in zip(grads, reference))}
+
+# Accelerate: accumulate() decides when to sync; backward() divides the loss by k itself
+log = []
+acc_model = accelerator.prepare(copy.deepcopy(model))  # a DDP model
+acc_model.register_comm_hook(log, counting_allreduce_hook)
+for idx in micro:
+    with accelerator.accumulate(acc_model):
+        accelerator.backward(F.cross_entropy(acc_model(X[idx]), y[idx]))
+        synced = accelerator.sync_gradients
+grads = [p.grad for p in acc_model.module.parameters()]
+out["accelerate"] = {"all_reduces": len(log), "bytes": sum(e["bytes"] for e in log), "synced_last": synced,
+                     "max_diff": max((g - r).abs().max().item() for g, r in zip(grads, reference))}
+
+# mixed precision: bf16 autocast in the forward pass; what does DDP reduce?
+for name, hook in [("bf16 autocast", counting_allreduce_hook), ("bf16 autocast, bf16 all-reduce", counting_bf16_compress_hook)]:
+    log = []
+    ddp = DDP(copy.deepcopy(model))
+    ddp.register_comm_hook(log, hook)
+    idx = mine  # one step on this rank's whole share
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = ddp(X[idx])  # (k * b, 2), bf16
+    F.cross_entropy(logits.float(), y[idx]).backward()
+    grads = [p.grad for p in ddp.module.parameters()]
+    out[name] = {"logits_dtype": str(logits.dtype), "grad_dtype": str(grads[0].dtype),
+                 "wire_dtype": log[0]["wire_dtype"], "all_reduces": len(log), "bytes": sum(e["bytes"] for e in log),
+                 "max_rel_diff": max(((g - r).norm() / r.norm()).item() for g, r in zip(grads, reference))}
+print(f"rank {rank}/{world}: done", flush=True)
+if rank == 0:
+    with open(cfg["out"], "w") as f:
+        json.dump(out, f)
+dist.destroy_process_group()
+'''
+accum_script = work / "accumulate_ddp.py"
+accum_script.write_text(ACCUM_SCRIPT)
+display(Code(ACCUM_SCRIPT, language="python"))
+accum_cfg = work / "accumulate.json"
+accum_cfg.write_text(json.dumps({"accumulation_steps": 4, "micro_batch": 8, "out": str(work / "accumulate.json.out")}))
+dp.launch(accum_script, nproc=2, args=[accum_cfg])
+acc = json.loads((work / "accumulate.json.out").read_text())
+display(pd.DataFrame({k: acc[k] for k in ("every step", "no_sync", "accelerate")}).T)
+k_acc = acc["k"]
+assert acc["every step"]["all_reduces"] == k_acc and acc["no_sync"]["all_reduces"] == 1
+assert acc["accelerate"]["all_reduces"] == 1 and acc["accelerate"]["synced_last"]
+for key in ("every step", "no_sync", "accelerate"):
+    assert acc[key]["max_diff"] < 1e-6, (key, acc[key])  # == the big-batch gradient
+dlbook.glue("ch16_accum_k", k_acc)
+dlbook.glue("ch16_accum_diff", max(acc[k]["max_diff"] for k in ("every step", "no_sync", "accelerate")), )
+
+# %% [markdown]
+# Without `no_sync` the {glue:text}`ch16_accum_k` micro-batches cost
+# {glue:text}`ch16_accum_k` all-reduces; with it, and with `accelerator.accumulate`, one. All three
+# give the gradient of the big batch, to within {glue:text}`ch16_accum_diff:.1e` (float rounding).
+# On GPUs linked by a slow network, that is a factor $k$ less communication for the same step.
+#
+# **Mixed precision with DDP.**
+
+# %%
+mixed = pd.DataFrame({k: acc[k] for k in ("bf16 autocast", "bf16 autocast, bf16 all-reduce")}).T
+display(mixed)
+assert (mixed["logits_dtype"] == "torch.bfloat16").all() and (mixed["grad_dtype"] == "torch.float32").all()
+assert acc["bf16 autocast, bf16 all-reduce"]["bytes"] * 2 == acc["bf16 autocast"]["bytes"]
+assert mixed["max_rel_diff"].max() < 0.05  # bf16 products: about 3 significant digits
+dlbook.glue("ch16_mixed_rel", float(mixed["max_rel_diff"].max()))
+
+# %% [markdown]
+# Autocast changes the arithmetic of the forward pass (the logits come out in bf16), not the
+# parameters: they stay fp32, so their gradients are fp32 and DDP's default hook all-reduces fp32
+# buckets. The bf16 compression hook halves the bytes on the wire and casts the averaged
+# gradient back to fp32; both runs differ from the fp32 reference by at most
+# {glue:text}`ch16_mixed_rel:.1%` (relative, per tensor), the price of bf16 products. With
+# Accelerate, `Accelerator(mixed_precision="bf16")` does the autocast part; ZeRO and FSDP can also
+# keep 16-bit copies of the weights and reduce in 16 bits (FSDP's `MixedPrecisionPolicy`).
+#
+# **Tensor parallelism** splits each weight matrix among devices, so that every device holds and
+# multiplies a slice {cite}`shoeybi2019megatron`. Megatron-LM pairs the two linear layers of a
+# Transformer's feed-forward block: the first is split by its output columns
+# (**column-parallel**: each device computes its own slice of the hidden units, and the
+# element-wise GELU needs nothing from the other slice), the second by its input rows
+# (**row-parallel**: each device multiplies its slice of hidden units by its rows, and an
+# all-reduce sums the partial outputs). One all-reduce in the forward pass, one in the
+# backward pass. Checked here on two simulated devices, forward and backward:
+
+# %%
+torch.manual_seed(0)
+d, h = 8, 32
+full_mlp = torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.GELU(), torch.nn.Linear(h, d))
+x = torch.randn(5, d, requires_grad=True)  # (tokens, d)
+y_full = full_mlp(x)  # (tokens, d)
+y_full.square().sum().backward()
+W1, b1, W2, b2 = (p.detach() for p in full_mlp.parameters())  # W1 (h, d), W2 (d, h)
+x_tp = x.detach().clone().requires_grad_(True)
+shards = []
+for rows in (slice(0, h // 2), slice(h // 2, h)):  # device 0 and device 1
+    A = W1[rows].clone().requires_grad_(True)  # column-parallel: (h/2, d), its hidden units
+    a = b1[rows].clone().requires_grad_(True)
+    B = W2[:, rows].clone().requires_grad_(True)  # row-parallel: (d, h/2), the matching inputs
+    shards.append((A, a, B, rows))
+partial = [torch.nn.functional.gelu(x_tp @ A.T + a) @ B.T for A, a, B, _ in shards]  # (tokens, d) each
+bias2 = b2.clone().requires_grad_(True)
+y_tp = partial[0] + partial[1] + bias2  # the all-reduce (sum), then the bias once
+y_tp.square().sum().backward()
+torch.testing.assert_close(y_tp, y_full)
+torch.testing.assert_close(x_tp.grad, x.grad)
+for A, a, B, rows in shards:
+    torch.testing.assert_close(A.grad, full_mlp[0].weight.grad[rows])
+    torch.testing.assert_close(a.grad, full_mlp[0].bias.grad[rows])
+    torch.testing.assert_close(B.grad, full_mlp[2].weight.grad[:, rows])
+torch.testing.assert_close(bias2.grad, full_mlp[2].bias.grad)
+print("column-parallel + row-parallel on 2 shards == the full layers: outputs, input gradient, weight gradients")
+
+# %% [markdown]
+# **Pipeline parallelism** puts consecutive layers on consecutive devices (stages) and passes
+# activations along. One batch would keep only one stage busy at a time, so GPipe
+# {cite}`huang2019gpipe` cuts the mini-batch into $m$ micro-batches that flow through the $p$
+# stages one behind the other; the gradients of the micro-batches add up, as in accumulation,
+# and the update waits until all are through. At the start and at the end of the forward and the
+# backward sweep some stages have nothing to do: the **bubble**. With every stage taking one time
+# unit per micro-batch in each direction, a step lasts $2(m + p - 1)$ units, of which each stage
+# works $2m$, so the idle share is
+#
+# $$
+# \frac{p - 1}{m + p - 1} .
+# $$ (eq-ch16-bubble)
+#
+# Two checks: splitting a model into two stages and feeding it micro-batches gives the
+# full-batch gradient, and a schedule built only from GPipe's dependencies
+# (`dlbook.distributed.gpipe_schedule`) has exactly the idle share of Eq. {eq}`eq-ch16-bubble`.
+
+# %%
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
+                          torch.nn.Linear(16, 2))
+stages = [net[:2], net[2:]]  # stage 0 on device 0, stage 1 on device 1
+xb, yb = torch.randn(12, 8), torch.randint(0, 2, (12,))  # (batch, 8), (batch,)
+torch.nn.functional.cross_entropy(net(xb), yb).backward()
+g_full = [p.grad.clone() for p in net.parameters()]
+net.zero_grad()
+for mb in torch.arange(12).chunk(4):  # m = 4 micro-batches
+    activation = stages[0](xb[mb])  # sent from device 0 to device 1
+    loss = torch.nn.functional.cross_entropy(stages[1](activation), yb[mb], reduction="sum") / 12
+    loss.backward()  # the gradient of the activation travels back to device 0
+for a, b in zip((p.grad for p in net.parameters()), g_full, strict=True):
+    torch.testing.assert_close(a, b)
+grid = dp.gpipe_schedule(4, 8)
+for r in grid:
+    print(" ".join(f"{c:>3}" for c in r))
+for p_, m_ in [(2, 1), (2, 8), (4, 4), (4, 8), (8, 32)]:
+    g = dp.gpipe_schedule(p_, m_)
+    idle = sum(c == "" for row in g for c in row) / (p_ * len(g[0]))
+    assert abs(idle - dp.gpipe_bubble_fraction(p_, m_)) < 1e-12, (p_, m_)
+dlbook.glue("ch16_bubble_4_8", dp.gpipe_bubble_fraction(4, 8))
+dlbook.glue("ch16_bubble_4_32", dp.gpipe_bubble_fraction(4, 32))
+print("2 stages x 4 micro-batches == the full-batch gradient; simulated idle share == (p-1)/(m+p-1)")
+
+# %% [markdown]
+# With 4 stages and 8 micro-batches (printed above: F for forward, B for backward, one column per
+# time unit) the stages idle {glue:text}`ch16_bubble_4_8:.0%` of the time; with 32 micro-batches
+# {glue:text}`ch16_bubble_4_32:.0%`. Hence many small micro-batches per step, and later schedules
+# (one forward, one backward, interleaved) that shrink the bubble further. Large models combine
+# all three: tensor parallelism inside a machine with fast links, pipeline stages across machines,
+# and data parallelism over copies of the whole pipeline.
+
 # %%
 workdir.cleanup()
 
@@ -969,6 +1319,11 @@ workdir.cleanup()
 #   compute, plus communication. Data parallelism pays when each process brings its own device.
 # - Many machines: the same script, `torchrun --nnodes ... --rdzv-endpoint ...`. Too big for one
 #   device: ZeRO and FSDP shard optimizer states, gradients and weights, with a few lines changed.
+# - Accumulating under DDP, `no_sync` (or `accelerator.accumulate`) cut {glue:text}`ch16_accum_k`
+#   all-reduces to one with the same gradient; bf16 autocast leaves fp32 gradients, which DDP
+#   reduces in fp32 unless a compression hook sends bf16. Tensor parallelism splits the matrices
+#   (checked forward and backward), pipeline parallelism the layers, at the cost of a bubble of
+#   $(p-1)/(m+p-1)$.
 #
 # ## Exercises
 #
@@ -1126,4 +1481,6 @@ print({stage: f"{gb:.1f} GB" for stage, gb in enumerate(per_stage_gb)})
 # - Large-batch data-parallel training, the linear scaling rule and warm-up {cite}`goyal2017accurate`.
 # - Sharding the training state: ZeRO (DeepSpeed) {cite}`rajbhandari2020zero` and PyTorch FSDP
 #   {cite}`zhao2023fsdp`.
+# - Tensor parallelism in Megatron-LM {cite}`shoeybi2019megatron`; pipeline parallelism with
+#   micro-batches in GPipe {cite}`huang2019gpipe`.
 # - Why training compute grows like parameters times tokens, $6NT$ {cite}`kaplan2020scaling`.

@@ -154,3 +154,47 @@ def test_bad_input(data, tokenizer):
         budget.train_budget(tiny_model(), data["train"], tokenizer, trainable=lambda n: False, **kw)
     with pytest.raises(ValueError, match="logits"):
         budget.weighted_group_loss(torch.zeros(3), torch.zeros(3, dtype=torch.long), None, 3.0)
+
+
+def _fixed_batch(data, tokenizer, n=8):
+    train = data["train"]
+    return ft.make_loader(train, tokenizer, n).collate_fn([train[i] for i in range(n)])
+
+
+def test_make_train_step_accumulation_equals_one_batch(data, tokenizer):
+    batch = _fixed_batch(data, tokenizer)
+    states = []
+    for k in (1, 4):
+        model = tiny_model(dropout=0.0)
+        step = budget.make_train_step(model, batch, accumulation_steps=k, lr=1e-3)
+        loss = step()
+        assert loss > 0
+        states.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    for name in states[0]:
+        torch.testing.assert_close(states[1][name], states[0][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_make_train_step_moves_only_trainable_weights(data, tokenizer):
+    model = tiny_model(dropout=0.0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    budget.make_train_step(model, _fixed_batch(data, tokenizer), trainable=lambda n: n.startswith("classifier"), lr=1e-2)()
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]) != name.startswith("classifier"), name
+
+
+def test_make_train_step_rejects_bad_input(data, tokenizer):
+    batch = _fixed_batch(data, tokenizer)
+    with pytest.raises(ValueError, match="must divide"):
+        budget.make_train_step(tiny_model(), batch, accumulation_steps=3)
+    with pytest.raises(ValueError, match="labels"):
+        budget.make_train_step(tiny_model(), {k: v for k, v in batch.items() if k != "labels"})
+    with pytest.raises(ValueError, match="accumulation_steps"):
+        budget.make_train_step(tiny_model(), batch, accumulation_steps=0)
+
+
+def test_model_bytes_counts_parameters_and_buffers():
+    model = tiny_model()
+    expected = sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * b.element_size() for b in model.buffers())
+    assert budget.model_bytes(model) == expected
+    with pytest.raises(TypeError):
+        budget.model_bytes("model")

@@ -196,3 +196,42 @@ def test_launch_rendezvous_is_loopback_only(tmp_path):
     done = dp.launch(script, nproc=1, launcher="python", env={**os.environ, "DLBOOK_CH16_MARK": "inherited"})
     assert done.stdout.split() == ["127.0.0.1", "inherited"]
     assert isinstance(done, subprocess.CompletedProcess)
+
+
+def test_gpipe_schedule_idle_share_matches_the_formula():
+    for p, m in [(1, 1), (1, 5), (2, 1), (2, 4), (3, 7), (4, 16)]:
+        grid = dp.gpipe_schedule(p, m)
+        assert len(grid) == p and all(len(row) == 2 * (m + p - 1) for row in grid)
+        for row in grid:  # every stage runs every micro-batch forward and backward once
+            assert sorted(c for c in row if c) == sorted([f"F{j}" for j in range(m)] + [f"B{j}" for j in range(m)])
+        idle = sum(c == "" for row in grid for c in row) / (p * len(grid[0]))
+        assert idle == pytest.approx(dp.gpipe_bubble_fraction(p, m))
+    assert dp.gpipe_bubble_fraction(4, 8) == pytest.approx(3 / 11)
+    with pytest.raises(ValueError, match="n_micro"):
+        dp.gpipe_schedule(2, 0)
+    with pytest.raises(ValueError, match="n_stages"):
+        dp.gpipe_bubble_fraction(True, 3)
+
+
+def test_counting_hooks_log_every_all_reduce(tmp_path):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        for hook, wire, size in [(dp.counting_allreduce_hook, "float32", 4), (dp.counting_bf16_compress_hook, "bfloat16", 2)]:
+            model = DDP(torch.nn.Linear(3, 2))
+            log = []
+            model.register_comm_hook(log, hook)
+            for _ in range(2):
+                model(torch.randn(4, 3)).sum().backward()
+            with model.no_sync():
+                model(torch.randn(4, 3)).sum().backward()
+            assert len(log) == 2  # no_sync: no all-reduce
+            assert log[0]["numel"] == 8 and log[0]["wire_dtype"] == wire and log[0]["bytes"] == 8 * size
+        with pytest.raises(TypeError, match="list"):
+            model = DDP(torch.nn.Linear(3, 2))
+            model.register_comm_hook({}, dp.counting_allreduce_hook)
+            model(torch.randn(4, 3)).sum().backward()
+    finally:
+        dist.destroy_process_group()

@@ -15,6 +15,11 @@ warm-up and decay, gradient clipping, seeded order and dropout) with flags for
 - ``class_weights``: a class-weighted cross-entropy;
 - ``eval_every`` / ``patience``: validation loss during training, early stopping, best weights back;
 - ``measure_memory``: the peak memory of the first optimizer step (:func:`dlbook.memory.peak_memory`).
+
+:func:`make_train_step` builds one optimizer step on a fixed batch with the same switches, as a
+function of no arguments, so that the chapter can time every variant warm, repeatedly and
+interleaved (:func:`dlbook.measure.interleaved_calls`) and measure its peak memory apart from
+the timing; :func:`model_bytes` gives the weights' share of that memory.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from .memory import peak_memory
 from .progress import progress as _progress
 
 __all__ = [
-    "DTYPES", "PRECISIONS", "BudgetHistory", "autocast_context", "resolve_precision", "train_budget", "weighted_group_loss",
+    "DTYPES", "PRECISIONS", "BudgetHistory", "autocast_context", "make_train_step", "model_bytes", "resolve_precision",
+    "train_budget", "weighted_group_loss",
 ]
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -281,3 +287,85 @@ def train_budget(
     model.eval()
     history.seconds = time.perf_counter() - start
     return history
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of a model's parameters and buffers as they sit in memory (the weights of a peak-memory table).
+
+    Chapter 10 adds them to the peak that :func:`dlbook.memory.peak_memory` measures, which
+    counts only what a step allocates.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}  # tied weights once
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def make_train_step(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    *,
+    precision: str = "fp32",
+    accumulation_steps: int = 1,
+    checkpointing: bool = False,
+    trainable: Callable[[str], bool] | None = None,
+    lr: float = 1e-5,
+    max_grad_norm: float = 1.0,
+    device: torch.device | str | None = None,
+) -> Callable[[], float]:
+    """One optimizer step of :func:`train_budget` on a fixed ``batch``, as a function of no arguments.
+
+    ``batch`` holds ``input_ids``, ``attention_mask`` (and any other model inputs) and
+    ``labels``, all with the same first dimension, which ``accumulation_steps`` must divide: the
+    step runs that many equal micro-batches and one AdamW update (constant ``lr``, clipping),
+    under autocast for ``precision``, with gradient checkpointing if asked (left on: the model is
+    the benchmark's). The first call also creates AdamW's state, so measure peak memory on it
+    and time later calls. Each call returns the step's loss. Chapter 10.
+    """
+    if "labels" not in batch:
+        raise ValueError("batch needs a 'labels' tensor")
+    n = int(batch["labels"].shape[0])
+    if any(v.shape[0] != n for v in batch.values()):
+        raise ValueError("every tensor of batch must have the same first dimension")
+    if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+        raise ValueError(f"accumulation_steps must be a positive int, got {accumulation_steps!r}")
+    if n % accumulation_steps:
+        raise ValueError(f"accumulation_steps={accumulation_steps} must divide the batch of {n}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    prec = resolve_precision(precision, device)
+    model.to(device).train()
+    if trainable is not None:
+        for name, p in model.named_parameters():
+            p.requires_grad_(bool(trainable(name)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("no parameter requires a gradient: nothing to train")
+    if checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        elif hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            raise TypeError("checkpointing needs a transformers model with activation_checkpointing_enable()")
+    size = n // accumulation_steps
+    micro = [{k: v[i * size:(i + 1) * size].to(device) for k, v in batch.items()} for i in range(accumulation_steps)]
+    optimizer = make_optimizer(model, lr, 0.01)
+    scaler = torch.amp.GradScaler(device.type, enabled=prec == "fp16")
+
+    def step() -> float:
+        total = 0.0
+        for mb in micro:
+            inputs = {k: v for k, v in mb.items() if k != "labels"}
+            with autocast_context(prec, device):
+                logits = model(**inputs).logits  # (b, C)
+            loss = weighted_group_loss(logits, mb["labels"], None, float(n))
+            scaler.scale(loss).backward()
+            total += loss.item()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(params, max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return total
+
+    return step

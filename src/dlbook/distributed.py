@@ -13,7 +13,12 @@ uses them:
   processes (what ``DistributedDataParallel`` does for us, bucket by bucket, during backward);
 - :func:`pick_backend`, :func:`free_port`, :func:`loopback_env`, :func:`launch`: start a script
   in ``nproc`` processes with ``torchrun`` or ``accelerate launch``, with the rendezvous on
-  loopback only, and fail loudly, with the children's output, when a child fails.
+  loopback only, and fail loudly, with the children's output, when a child fails;
+- :func:`counting_allreduce_hook`, :func:`counting_bf16_compress_hook`: DDP communication hooks
+  that log every all-reduce (how many, how many bytes, in which dtype), so that the chapter can
+  show that ``no_sync`` skips the all-reduce of gradient-accumulation steps;
+- :func:`gpipe_schedule`, :func:`gpipe_bubble_fraction`: the GPipe pipeline schedule, simulated
+  from its dependencies, and its idle share (p - 1) / (m + p - 1).
 """
 
 from __future__ import annotations
@@ -296,12 +301,121 @@ def launch(
     return done
 
 
+# ---------------------------------------------------------------------------------------------
+# communication hooks: count what DDP sends
+
+
+def _log_bucket(log: list[dict[str, Any]], bucket: Any, wire_dtype: torch.dtype) -> None:
+    if not isinstance(log, list):
+        raise TypeError(f"the hook's state must be a list to log into, got {type(log).__name__}")
+    buf = bucket.buffer()
+    log.append({"numel": buf.numel(), "grad_dtype": str(buf.dtype).removeprefix("torch."),
+                "wire_dtype": str(wire_dtype).removeprefix("torch."),
+                "bytes": buf.numel() * torch.empty((), dtype=wire_dtype).element_size()})
+
+
+def counting_allreduce_hook(log: list[dict[str, Any]], bucket: Any) -> torch.futures.Future[torch.Tensor]:
+    """DDP communication hook: log the bucket, then all-reduce it (mean) exactly as DDP's default does.
+
+    Register with ``ddp_model.register_comm_hook(log, counting_allreduce_hook)``; every
+    all-reduce DDP starts appends ``{"numel", "grad_dtype", "wire_dtype", "bytes"}`` to ``log``.
+    Chapter 16 counts with it how many all-reduces gradient accumulation costs with and without
+    ``no_sync``.
+    """
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    _log_bucket(log, bucket, bucket.buffer().dtype)
+    return default_hooks.allreduce_hook(None, bucket)
+
+
+def counting_bf16_compress_hook(log: list[dict[str, Any]], bucket: Any) -> torch.futures.Future[torch.Tensor]:
+    """Like :func:`counting_allreduce_hook`, with PyTorch's ``bf16_compress_hook``: the gradients
+    travel as bfloat16 (half the bytes) and are cast back to their own dtype after the mean.
+    Chapter 16."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    _log_bucket(log, bucket, torch.bfloat16)
+    return default_hooks.bf16_compress_hook(None, bucket)
+
+
+def _fix_hook_annotations() -> None:
+    # DDP's register_comm_hook compares the annotations with the real classes, and this module's
+    # `from __future__ import annotations` turns them into strings: put the objects back.
+    import torch.distributed as dist
+
+    for hook in (counting_allreduce_hook, counting_bf16_compress_hook):
+        hook.__annotations__.update(bucket=dist.GradBucket, log=list, **{"return": torch.futures.Future[torch.Tensor]})
+
+
+if torch.distributed.is_available():
+    _fix_hook_annotations()
+
+
+# ---------------------------------------------------------------------------------------------
+# pipeline parallelism: the GPipe schedule
+
+
+def _check_pipeline(n_stages: int, n_micro: int) -> None:
+    for name, v in (("n_stages", n_stages), ("n_micro", n_micro)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+
+
+def gpipe_bubble_fraction(n_stages: int, n_micro: int) -> float:
+    """Share of stage time lost to idling in GPipe: (p - 1) / (m + p - 1) (Huang et al., 2019).
+
+    ``n_stages`` = p devices in the pipeline, ``n_micro`` = m micro-batches per mini-batch,
+    forward and backward of a stage taking one time unit per micro-batch each. Chapter 16.
+    """
+    _check_pipeline(n_stages, n_micro)
+    return (n_stages - 1) / (n_micro + n_stages - 1)
+
+
+def gpipe_schedule(n_stages: int, n_micro: int) -> list[list[str]]:
+    """The GPipe schedule, built from its dependencies alone: ``grid[stage][t]`` is ``"F3"``,
+    ``"B3"`` (forward / backward of micro-batch 3 in time slot ``t``) or ``""`` (idle).
+
+    A stage runs one micro-batch per slot. Forward of micro-batch j on stage s waits for its
+    forward on stage s-1; backward on s waits for the backward on s+1 and, GPipe's synchronous
+    flush, for every forward of the mini-batch on that stage; the last stage starts the backward
+    of micro-batch j right after its forward is all done. Each stage takes the earliest slot
+    its dependencies allow. Counting the empty slots checks :func:`gpipe_bubble_fraction`.
+    Chapter 16.
+    """
+    _check_pipeline(n_stages, n_micro)
+    p, m = n_stages, n_micro
+    fwd = [[0] * m for _ in range(p)]
+    for s in range(p):
+        for j in range(m):
+            ready = fwd[s - 1][j] + 1 if s > 0 else 0
+            free = fwd[s][j - 1] + 1 if j > 0 else 0
+            fwd[s][j] = max(ready, free)
+    bwd = [[0] * m for _ in range(p)]
+    for s in reversed(range(p)):
+        for k, j in enumerate(reversed(range(m))):  # backward runs the micro-batches last to first
+            ready = bwd[s + 1][j] + 1 if s < p - 1 else 0
+            flushed = fwd[s][m - 1] + 1  # every forward of this stage is done
+            free = bwd[s][j + 1] + 1 if k > 0 else 0
+            bwd[s][j] = max(ready, flushed, free)
+    end = max(bwd[0]) + 1
+    grid = [[""] * end for _ in range(p)]
+    for s in range(p):
+        for j in range(m):
+            grid[s][fwd[s][j]] = f"F{j}"
+            grid[s][bwd[s][j]] = f"B{j}"
+    return grid
+
+
 __all__ = [
     "LAUNCHERS",
     "LaunchError",
     "all_reduce_gradients",
     "average_gradients",
+    "counting_allreduce_hook",
+    "counting_bf16_compress_hook",
     "free_port",
+    "gpipe_bubble_fraction",
+    "gpipe_schedule",
     "launch",
     "launch_command",
     "loopback_env",
