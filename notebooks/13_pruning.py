@@ -16,10 +16,11 @@
 # # 13. Pruning
 #
 # A fine-tuned network holds many weights it barely uses. Pruning removes them. This chapter
-# prunes the sentiment classifier of chapter 9 in two ways and measures what each buys: zeroing
-# single weights (unstructured pruning), which leaves the model just as big and just as slow, and
-# removing whole attention heads and feed-forward neurons (structured pruning), which gives a
-# smaller, faster model.
+# prunes the sentiment classifier of chapter 9 in several ways and measures what each buys:
+# zeroing single weights (unstructured pruning), which leaves the model just as big and just as
+# slow; removing whole attention heads and feed-forward neurons (structured pruning) or whole
+# layers, which gives a smaller, faster model; and removing the rows of the word-embedding table
+# that the task never uses, which shrinks the file without touching the computation.
 #
 # By the end of this chapter you can
 #
@@ -31,7 +32,9 @@
 # 3. score attention heads and feed-forward neurons by their first-order Taylor importance
 #    (gradient times activation) on validation data;
 # 4. remove heads and neurons by rebuilding smaller `nn.Linear` layers, check that this computes
-#    exactly what masking them computes, and measure the size, speed and accuracy of the result.
+#    exactly what masking them computes, and measure the size, speed and accuracy of the result;
+# 5. drop whole layers and prune the vocabulary, choosing on validation, and say with paired
+#    intervals what each costs in accuracy.
 
 # %%
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
@@ -46,7 +49,6 @@ if "google.colab" in sys.modules:
 # %%
 import copy
 import os
-import statistics
 import tempfile
 
 import matplotlib.pyplot as plt
@@ -56,11 +58,13 @@ import torch
 from IPython.display import display
 from torch import nn
 from torch.nn.utils import prune as torch_prune
+from transformers import BertModel
 
 import dlbook
 import dlbook.exercises
-from dlbook import assets, finetune, measure
+from dlbook import assets, distill, finetune, measure, memory, stats
 from dlbook import prune as dprune
+from dlbook.models import MLP
 
 device = dlbook.setup(seed=0)
 
@@ -72,21 +76,25 @@ sizes = dlbook.by_profile(
     profile,
     # n_* = None means the whole split (test has 1,500 snippets)
     smoke=dict(n_curve=64, curve_len=64, sparsities=[0.0, 0.5, 0.9], ft_sparsities=[0.9], n_ft=32, ft_lr=5e-5,
-               n_probe=16, n_test=64, threads=1, warmup=1, repeats=3, rounds=2, round_repeats=2),
+               scratch_epochs=2, n_probe=16, n_val=64, min_layers=5, n_test=64,
+               threads=2, warmup=1, rounds={1: 3, 32: 2}),
     full=dict(n_curve=400, curve_len=64, sparsities=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
               ft_sparsities=[0.5, 0.8, 0.9], n_ft=512, ft_lr=1e-4,
-              n_probe=32, n_test=None, threads=1, warmup=2, repeats=6, rounds=6, round_repeats=2),
+              scratch_epochs=10, n_probe=32, n_val=None, min_layers=3, n_test=None,
+              threads=2, warmup=2, rounds={1: 20, 32: 10}),
 )
 sizes
 
 # %% [markdown]
-# `n_curve` test snippets at `curve_len` tokens are what every point of the sparsity curves is
-# measured on; `ft_sparsities` are the levels that also get a short fine-tune on `n_ft` training
-# snippets at rate `ft_lr`; `n_probe` validation snippets check the importance scores by hand;
-# `n_test` (the whole test split in `full`) is what the final comparison reports; `threads`,
-# `warmup`, `repeats`, `rounds` and `round_repeats` fix how latency is measured (chapter 12). We
-# time with one thread: on a machine shared with other work, two threads that must wait for each
-# other make timings slow and erratic, while one thread measures the model and not the neighbours.
+# `n_curve` validation snippets at `curve_len` tokens are what every point of the sparsity curves
+# is measured on; `ft_sparsities` are the levels that also get a short fine-tune on `n_ft`
+# training snippets at rate `ft_lr`; `scratch_epochs` trains the small from-scratch network of
+# section 13.4; `n_probe` validation snippets check the importance scores by hand; `n_val`
+# validation snippets (all 1,000 when `None`) choose which layers to drop and measure the
+# vocabulary's cost; `n_test` (the whole test split when `None`) is what the final comparisons
+# report, once. `threads`, `warmup` and `rounds` (per batch size) fix how latency is measured:
+# chapter 12's protocol, the compared models timed in turns at the same thread count as chapters
+# 12, 14 and 15.
 #
 # ## 13.1 What there is to prune
 #
@@ -116,9 +124,9 @@ dlbook.glue("ch13_embed_share", counts["embeddings"] / total)
 # file size. We leave embeddings, pooler and classifier alone and prune the encoder's matrices:
 # they are where the compute is.
 #
-# The data: a fixed subset of the test split for the curves (every variant sees the same
+# The data: a fixed subset of the validation split for the curves (every variant sees the same
 # snippets), a training subset for the short fine-tunes, the validation split for every choice we
-# make, and the whole test split for the final report.
+# make, and the test split for the final report, read once.
 
 # %%
 reviews = assets.rotten_tomatoes()
@@ -129,18 +137,28 @@ def take(split, n):
     return split if n is None else split.select(range(n))
 
 
-curve_test = finetune.tokenize_dataset(take(reviews["test"], sizes["n_curve"]), tokenizer, sizes["curve_len"])
+curve_val = finetune.tokenize_dataset(
+    take(reviews["validation"], sizes["n_curve"]), tokenizer, sizes["curve_len"])
 ft_train = finetune.tokenize_dataset(take(reviews["train"], sizes["n_ft"]), tokenizer, sizes["curve_len"])
 test_tok = finetune.tokenize_dataset(take(reviews["test"], sizes["n_test"]), tokenizer, 128)
 
 
-def accuracy(model, data=curve_test):
-    return finetune.evaluate_classifier(model, data, tokenizer, batch_size=64, device=device).accuracy
+def correct_on(model, data=curve_val):
+    """(N,) bool: which snippets of `data` the model classifies correctly."""
+    result = finetune.evaluate_classifier(model, data, tokenizer, batch_size=64,
+                                          device=device)
+    return stats.correct(result.preds, result.labels)
 
 
-base_curve_acc = accuracy(base)
-print(f"curve subset: {len(curve_test)} test snippets | fine-tune subset: {len(ft_train)} | "
-      f"baseline accuracy on the subset {base_curve_acc:.3f}")
+def accuracy(model, data=curve_val):
+    return float(correct_on(model, data).mean())
+
+
+base_curve_correct = correct_on(base)
+base_curve_acc = float(base_curve_correct.mean())
+print(f"curve subset: {len(curve_val)} validation snippets | "
+      f"fine-tune subset: {len(ft_train)} | "
+      f"baseline accuracy on it {base_curve_acc:.3f}")
 
 # %% [markdown]
 # ## 13.2 Magnitude pruning
@@ -245,16 +263,18 @@ dlbook.glue("ch13_global_min_share", share.min())
 # ## 13.3 The sparsity-accuracy curve
 #
 # For each sparsity from 0 to 90 %, per layer and globally, we prune a copy of the classifier and
-# measure accuracy on the fixed test subset. No retraining yet.
+# measure accuracy on the fixed validation subset. No retraining yet.
 
 # %%
 curve = {scope: [] for scope in dprune.SCOPES}
+curve_correct = {}  # (scope, sparsity) -> (N,) bool, for paired comparisons
 for scope in dprune.SCOPES:
     for s in dlbook.progress(sizes["sparsities"], desc=f"{scope} pruning"):
         model = copy.deepcopy(base)
         if s > 0:
             dprune.prune_magnitude(model, s, scope=scope)
-        curve[scope].append(accuracy(model))
+        curve_correct[scope, s] = correct_on(model)
+        curve[scope].append(float(curve_correct[scope, s].mean()))
 pd.DataFrame(curve, index=pd.Index(sizes["sparsities"], name="sparsity")).T.round(3)
 
 # %% [markdown]
@@ -283,11 +303,12 @@ def prune_and_finetune(sparsity, scope):
 
 
 tuned = {scope: [] for scope in dprune.SCOPES}
-tuned_models = {}
+tuned_models, tuned_correct = {}, {}
 for scope in dprune.SCOPES:
     for s in dlbook.progress(sizes["ft_sparsities"], desc=f"{scope} + fine-tune"):
         tuned_models[scope, s] = prune_and_finetune(s, scope)
-        tuned[scope].append(accuracy(tuned_models[scope, s]))
+        tuned_correct[scope, s] = correct_on(tuned_models[scope, s])
+        tuned[scope].append(float(tuned_correct[scope, s].mean()))
 pd.DataFrame(tuned, index=pd.Index(sizes["ft_sparsities"], name="sparsity")).T.round(3)
 
 # %%
@@ -298,7 +319,7 @@ for scope, color in zip(dprune.SCOPES, ("tab:blue", "tab:orange"), strict=True):
 ax.axhline(base_curve_acc, color="gray", lw=0.8, label="unpruned")
 ax.axhline(0.5, color="gray", lw=0.8, ls=":", label="chance")
 ax.set_xlabel("sparsity of the encoder's linear weights")
-ax.set_ylabel(f"accuracy on {len(curve_test)} test snippets")
+ax.set_ylabel(f"accuracy on {len(curve_val)} validation snippets")
 ax.set_title("magnitude pruning of the sentiment classifier")
 ax.legend(fontsize=8)
 plt.show()
@@ -315,20 +336,32 @@ dlbook.glue("ch13_acc_global90", curve["global"][i90])
 dlbook.glue("ch13_acc_layer90", curve["layer"][i90])
 dlbook.glue("ch13_acc_global90_ft", tuned["global"][j90])
 dlbook.glue("ch13_acc_layer90_ft", tuned["layer"][j90])
-dlbook.glue("ch13_ft_gain90", 100 * (tuned["global"][j90] - curve["global"][i90]))
-majority = max(np.mean(curve_test["labels"]), 1 - np.mean(curve_test["labels"]))
+majority = max(np.mean(curve_val["labels"]), 1 - np.mean(curve_val["labels"]))
+# unpruned - 50 % global, and the fine-tune's gain at 90 % global, paired
+cmp50 = stats.compare(base_curve_correct, curve_correct["global", 0.5])
+cmp_ft = stats.compare(tuned_correct["global", 0.9], curve_correct["global", 0.9])
+print("unpruned vs 50% global:",
+      cmp50.verdict("the unpruned model", "the 50%-sparse one"))
+print("fine-tune at 90% global:", cmp_ft.verdict("fine-tuned", "not fine-tuned"))
+dlbook.glue("ch13_drop50_ci", cmp50.interval.points())
+dlbook.glue("ch13_drop50_verdict",
+            "a measurable drop" if cmp50.measurable else "no measurable difference")
+dlbook.glue("ch13_ft_gain90_ci", cmp_ft.interval.points())
 dlbook.glue("ch13_majority", float(majority))
 print(f"always answering the majority class: {majority:.3f}")
 
 # %% [markdown]
-# Without retraining, at 50 % sparsity the accuracy on the test subset is
+# Without retraining, at 50 % sparsity the accuracy on the validation subset is
 # {glue:text}`ch13_acc_global50:.3f` (global) and {glue:text}`ch13_acc_layer50:.3f` (per layer),
-# against {glue:text}`ch13_acc_base_curve:.3f` unpruned; at 90 % it is
+# against {glue:text}`ch13_acc_base_curve:.3f` unpruned (unpruned minus global,
+# {glue:text}`ch13_drop50_ci` points with its 95 % paired interval: {glue:text}`ch13_drop50_verdict`);
+# at 90 % it is
 # {glue:text}`ch13_acc_global90:.3f` and {glue:text}`ch13_acc_layer90:.3f`, where always answering
 # the majority class scores {glue:text}`ch13_majority:.3f`. After the fine-tune on
 # {glue:text}`ch13_n_ft` snippets (masks kept), the 90 %-sparse models score
 # {glue:text}`ch13_acc_global90_ft:.3f` (global) and {glue:text}`ch13_acc_layer90_ft:.3f` (per
-# layer), a change of {glue:text}`ch13_ft_gain90:.1f` points for the global one. Read the dashed
+# layer), a change of {glue:text}`ch13_ft_gain90_ci` points for the global one (95 % paired
+# interval). Read the dashed
 # curves against the majority rate: a fine-tune this short (a handful of optimizer steps) on a
 # badly damaged network first learns the class prior, and a model that answers one class for
 # everything lands exactly on the majority rate. Recovering from high sparsity takes real
@@ -336,31 +369,222 @@ print(f"always answering the majority class: {majority:.3f}")
 # followed by training as long as the original, and why the structured model of section 13.8
 # gets a longer fine-tune.
 #
+# ### Whose magnitudes? Fine-tuned weights against weights trained from scratch
+#
+# Magnitude pruning was designed for networks trained from scratch {cite}`han2015learning`, where
+# a weight is large because training on *this* task made it large. Chapter 9's classifier started
+# from MiniLM's pretrained weights and was fine-tuned for one epoch. Sanh, Wolf and Rush
+# {cite}`sanh2020movement` argue that fine-tuning moves the weights so little that their
+# magnitudes are still mostly the pretrained ones: magnitude pruning of a fine-tuned model then
+# decides by what pretraining found important, not by what the task needs. Their **movement
+# pruning** keeps instead the weights that fine-tuning pushes away from zero (score
+# $-\sum_t W \odot \partial L / \partial W$ accumulated during training, masks learned along
+# the way), which needs a long fine-tune with the masks; here we measure the premise.
+#
+# Two measurements on each kind of network: how far training moved the weights, relative to
+# where they started, and which weights a global magnitude mask removes when it ranks the
+# *starting* weights instead of the trained ones. For the classifier the start is MiniLM as
+# published; for contrast, a small network trained from a random start on MNIST digits (chapter 2's
+# MLP, 784-256-10).
+
+# %%
+pretrained = BertModel.from_pretrained(assets.minilm_path()).eval()
+start_w = [m.weight.detach() for _, m in dprune.encoder_linears(pretrained)]  # 36
+tuned_w = [m.weight.detach().cpu() for _, m in dprune.encoder_linears(base)]
+
+
+def relative_move(before, after):
+    """||after - before|| / ||before|| over all the matrices together (Frobenius)."""
+    num = sum(float((a - b).pow(2).sum()) for a, b in zip(after, before, strict=True))
+    return (num / sum(float(b.pow(2).sum()) for b in before)) ** 0.5
+
+
+def same_pruned(before, after, sparsity):
+    """Share of the weights pruned on `after` that are pruned on `before` too."""
+    def flat_mask(ws):
+        masks = dprune.global_magnitude_masks(ws, sparsity)
+        return torch.cat([m.flatten() for m in masks])
+
+    pruned = flat_mask(after) == 0
+    return float((flat_mask(before)[pruned] == 0).float().mean())
+
+
+bert_move = relative_move(start_w, tuned_w)
+bert_same = {s: same_pruned(start_w, tuned_w, s) for s in (0.5, 0.9)}
+print(f"fine-tuning moved the encoder weights by {bert_move:.2%} of their norm; "
+      f"pruned by both masks: {bert_same[0.5]:.1%} at 50 %, "
+      f"{bert_same[0.9]:.1%} at 90 %")
+
+# %% [markdown]
+# The network trained from scratch, a few seconds of Adam on 4,000 digits:
+
+# %%
+digits = assets.mnist5k()
+torch.manual_seed(0)
+mlp = MLP(784, [256], 10)
+mlp_linears = [lin for lin in mlp.modules() if isinstance(lin, nn.Linear)]
+mlp_start = [lin.weight.detach().clone() for lin in mlp_linears]
+opt = torch.optim.Adam(mlp.parameters(), lr=1e-3)
+gen = torch.Generator().manual_seed(0)
+for _ in dlbook.progress(range(sizes["scratch_epochs"]), desc="MLP from scratch"):
+    for idx in torch.randperm(len(digits.x_train), generator=gen).split(128):
+        logits = mlp(digits.x_train[idx])  # (128, 10)
+        loss = nn.functional.cross_entropy(logits, digits.y_train[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+mlp_trained = [lin.weight.detach() for lin in mlp_linears]
+mlp_move = relative_move(mlp_start, mlp_trained)
+mlp_same = {s: same_pruned(mlp_start, mlp_trained, s) for s in (0.5, 0.9)}
+print(f"training moved the MLP's weights by {mlp_move:.0%} of their norm; "
+      f"pruned by both masks: {mlp_same[0.5]:.1%} at 50 %, {mlp_same[0.9]:.1%} at 90 %")
+
+# %% [markdown]
+# A mask drawn at random would share a fraction $s$ of its pruned weights with any other (50 % at
+# $s = 0.5$), so that is the level of "no relation". Now the curve: each network pruned globally
+# at every sparsity, once by the magnitudes of its trained weights and once by the magnitudes of
+# its starting weights (the mask of the start, applied to the trained weights). If the two
+# curves coincide, magnitude pruning is choosing by the start.
+
+
+# %%
+def prune_with_masks(linears, masks):
+    """Multiply each linear's weight by its mask, in place."""
+    with torch.no_grad():
+        for lin, m in zip(linears, masks, strict=True):
+            lin.weight.mul_(m.to(lin.weight.device))
+
+
+def mlp_correct(model):
+    with torch.no_grad():
+        return stats.correct(model(digits.x_test).argmax(-1), digits.y_test)
+
+
+start_curve = {"classifier": [], "MLP": []}
+start_correct, mlp_own_correct = {}, {}
+for s in dlbook.progress(sizes["sparsities"], desc="masks from the start"):
+    model = copy.deepcopy(base)
+    prune_with_masks([m for _, m in dprune.encoder_linears(model)],
+                     dprune.global_magnitude_masks(start_w, s))
+    start_correct[s] = correct_on(model)
+    start_curve["classifier"].append(float(start_correct[s].mean()))
+    own, from_start = copy.deepcopy(mlp), copy.deepcopy(mlp)
+    own_l, start_l = ([m for m in net.modules() if isinstance(m, nn.Linear)]
+                      for net in (own, from_start))
+    prune_with_masks(own_l, dprune.global_magnitude_masks(mlp_trained, s))
+    prune_with_masks(start_l, dprune.global_magnitude_masks(mlp_start, s))
+    mlp_own_correct[s] = mlp_correct(own)
+    start_correct["MLP", s] = mlp_correct(from_start)
+    start_curve["MLP"].append(float(start_correct["MLP", s].mean()))
+mlp_own_curve = [float(mlp_own_correct[s].mean()) for s in sizes["sparsities"]]
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+pairs = (("fine-tuned classifier (validation)", curve["global"],
+          start_curve["classifier"]),
+         ("MLP trained from scratch (held-out digits)", mlp_own_curve,
+          start_curve["MLP"]))
+for ax, (title, own, start) in zip(axes, pairs, strict=True):
+    ax.plot(sizes["sparsities"], own, "o-", label="mask from the trained weights")
+    ax.plot(sizes["sparsities"], start, "s--", label="mask from the starting weights")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("global sparsity")
+axes[0].set_ylabel("accuracy")
+axes[0].legend(fontsize=8)
+fig.suptitle("Magnitude pruning: does ranking the trained weights matter?", fontsize=10)
+plt.tight_layout()
+plt.show()
+
+# %%
+top = max(sizes["sparsities"])
+cmp_bert = stats.compare(curve_correct["global", top], start_correct[top])
+cmp_mlp = stats.compare(mlp_own_correct[top], start_correct["MLP", top])
+print(f"at {top:.0%}, classifier: {cmp_bert.verdict('trained mask', 'start mask')}")
+print(f"at {top:.0%}, MLP: {cmp_mlp.verdict('trained mask', 'start mask')}")
+dlbook.glue("ch13_bert_move", 100 * bert_move)
+dlbook.glue("ch13_mlp_move", 100 * mlp_move)
+dlbook.glue("ch13_bert_same50", 100 * bert_same[0.5])
+dlbook.glue("ch13_bert_same90", 100 * bert_same[0.9])
+dlbook.glue("ch13_mlp_same50", 100 * mlp_same[0.5])
+dlbook.glue("ch13_mlp_same90", 100 * mlp_same[0.9])
+dlbook.glue("ch13_top_sparsity", 100 * top)
+dlbook.glue("ch13_bert_start_ci", cmp_bert.interval.points())
+dlbook.glue("ch13_mlp_start_ci", cmp_mlp.interval.points())
+dlbook.glue("ch13_bert_start_verdict",
+            cmp_bert.verdict("the trained mask", "the start's mask", numbers=False))
+# the findings the text states: the fine-tune barely moves the weights, so its magnitude mask
+# is nearly the pretrained model's; training from scratch moves them so far that the masks are
+# close to unrelated, and the trained mask is then what keeps the network working
+assert bert_move < 0.2 and bert_same[0.5] > 0.9, (bert_move, bert_same)
+assert mlp_move > 0.5 and mlp_same[0.5] < 0.8, (mlp_move, mlp_same)
+if profile == "full":
+    assert cmp_mlp.measurable and cmp_mlp.interval.low > 0.1, cmp_mlp
+
+# %% [markdown]
+# Fine-tuning moved the classifier's encoder weights by {glue:text}`ch13_bert_move:.1f` % of
+# their norm; training from scratch moved the MLP's by {glue:text}`ch13_mlp_move:.0f` %. So the
+# classifier's magnitude mask is almost the pretrained model's: of the weights it removes at 50 %
+# global sparsity, {glue:text}`ch13_bert_same50:.1f` % would have been removed from MiniLM
+# before any fine-tune ({glue:text}`ch13_bert_same90:.1f` % at 90 %), against
+# {glue:text}`ch13_mlp_same50:.0f` % for the MLP, close to the 50 % of unrelated masks
+# ({glue:text}`ch13_mlp_same90:.0f` % at 90 %, against 90 %). The curves say what that means. For
+# the MLP, ranking the trained weights is what keeps it working: at
+# {glue:text}`ch13_top_sparsity:.0f` % sparsity the trained mask beats the start's mask by
+# {glue:text}`ch13_mlp_start_ci` points (95 % paired interval). For the classifier the two
+# masks give nearly the same curve (at {glue:text}`ch13_top_sparsity:.0f` %:
+# {glue:text}`ch13_bert_start_ci` points; {glue:text}`ch13_bert_start_verdict`): its magnitudes
+# still carry what pretraining found, and pruning them removes what the *pretraining* task could
+# spare. That is the premise of movement pruning {cite}`sanh2020movement`, which at high
+# sparsity beats magnitude pruning on fine-tuned BERT in their experiments; implementing it means
+# learning the scores during a fine-tune several epochs long, beyond this chapter's budget
+# (exercise {ref}`ch13-ex-movement`).
+#
 # ## 13.5 Why zeros in a dense matrix buy nothing
 #
 # A 90 %-sparse model sounds ten times smaller. It is not: `nn.Linear` stores and multiplies a
 # **dense** matrix, zeros included. A dense matrix multiply costs the same whatever the values
 # are. We measure it with chapter 12's tools, on the 90 %-sparse global model after its fine-tune
-# (masks removed): its saved size, and its latency against the unpruned model, timed in
-# alternation so that a change in the machine's load hits both equally.
+# (masks removed): its saved size, and its latency against the unpruned model. Every timing in
+# this chapter follows one protocol (`measure.interleaved_latency`): on the CPU, at
+# `sizes["threads"]` threads, each model warmed up, then timed in rounds, one forward pass of each
+# model per round, in turns (the order reversed every other round), so that a change in the
+# machine's load hits all of them alike; we report medians with the (min, max) over the rounds.
 
 # %%
+cpu = torch.device("cpu")
 sparse_dense = tuned_models["global", 0.9]
-bench = measure.benchmark_batches(tokenizer, list(reviews["test"]["text"][:32]), batch_sizes=(1, 32), max_length=128)
 
 
-def interleaved_ratio(model_a, model_b, batch):
-    """Median latency of model_a / median latency of model_b, timed in alternation (rounds x round_repeats each)."""
-    a, b = [], []
-    with measure.fixed_threads(sizes["threads"]):
-        for _ in range(sizes["rounds"]):
-            a.extend(measure.forward_latency(model_a, batch, warmup=1, repeats=sizes["round_repeats"]).runs_ms)
-            b.extend(measure.forward_latency(model_b, batch, warmup=1, repeats=sizes["round_repeats"]).runs_ms)
-    return statistics.median(a) / statistics.median(b), statistics.median(a), statistics.median(b)
+def on_cpu(model):
+    """The model itself if it is on the CPU, else a copy there (the original stays)."""
+    if measure.model_device(model).type == "cpu":
+        return model.eval()
+    return copy.deepcopy(model).to(cpu).eval()
 
 
-ratio_zeros, ms_base, ms_zeros = interleaved_ratio(base, sparse_dense, bench[32])
-print(f"batch 32: unpruned {ms_base:.1f} ms | 90% zeros {ms_zeros:.1f} ms | speed-up {ratio_zeros:.2f}x")
+cpu_models = {"unpruned": on_cpu(base), "90% zeros (dense)": on_cpu(sparse_dense)}
+bench = measure.benchmark_batches(tokenizer, list(reviews["test"]["text"][:32]),
+                                  batch_sizes=(1, 32), max_length=128)
+
+
+def timed(models, batches=bench):
+    """{name: {batch size: Latency}}: the models timed in turns (chapter 12)."""
+    return measure.interleaved_latency(models, batches, threads=sizes["threads"],
+                                       rounds=sizes["rounds"], warmup=sizes["warmup"])
+
+
+def spread_text(lat):
+    low, high = lat.spread
+    return f"{lat.median:.1f} ms ({low:.1f}-{high:.1f})"
+
+
+zeros_t = timed(cpu_models)
+ratio_zeros = zeros_t["unpruned"][32].median / zeros_t["90% zeros (dense)"][32].median
+for b in (1, 32):
+    print(f"batch {b:2d}: unpruned {spread_text(zeros_t['unpruned'][b])} | "
+          f"90% zeros {spread_text(zeros_t['90% zeros (dense)'][b])}")
+print(f"speed-up at batch 32: {ratio_zeros:.2f}x")
+print(measure.provenance_line(sizes["threads"]))
 print(f"saved size: unpruned {measure.saved_size_mb(base):.2f} MB | 90% zeros {measure.saved_size_mb(sparse_dense):.2f} MB")
 cpu_class = dlbook.env.hardware_class("cpu")  # the timings ran on the CPU
 dlbook.hardware_headline("ch13_zeros_speedup", ratio_zeros, profile=profile,
@@ -656,15 +880,25 @@ plt.show()
 # %%
 by_taylor = dprune.shrink_bert(base, keep_heads, keep_neurons)
 at_random = dprune.shrink_bert(base, keep_h, keep_n)  # the random halves from above
-acc_taylor, acc_random = accuracy(by_taylor), accuracy(at_random)
+taylor_correct, random_correct = correct_on(by_taylor), correct_on(at_random)
+acc_taylor, acc_random = float(taylor_correct.mean()), float(random_correct.mean())
+cmp_taylor = stats.compare(taylor_correct, random_correct)  # by importance - at random
+print("by importance vs at random:", cmp_taylor.verdict("by importance", "at random"))
+dlbook.glue("ch13_taylor_random_ci", cmp_taylor.interval.points())
+dlbook.glue("ch13_taylor_random_verdict",
+            cmp_taylor.verdict("by importance", "at random", numbers=False))
 dlbook.glue("ch13_acc_taylor_noft", acc_taylor)
 dlbook.glue("ch13_acc_random_noft", acc_random)
 print(f"half the heads and neurons removed, no fine-tune: by importance {acc_taylor:.3f} | at random {acc_random:.3f} "
       f"| unpruned {base_curve_acc:.3f}")
 
 # %% [markdown]
-# By importance the halved model keeps {glue:text}`ch13_acc_taylor_noft:.3f` accuracy on the test
-# subset, at random {glue:text}`ch13_acc_random_noft:.3f` (unpruned: {glue:text}`ch13_acc_base_curve:.3f`).
+# By importance the halved model keeps {glue:text}`ch13_acc_taylor_noft:.3f` accuracy on the
+# validation subset, at random {glue:text}`ch13_acc_random_noft:.3f` (unpruned:
+# {glue:text}`ch13_acc_base_curve:.3f`); importance minus random is
+# {glue:text}`ch13_taylor_random_ci` points (95 % paired interval):
+# {glue:text}`ch13_taylor_random_verdict`. The importance scores came from validation
+# snippets that include this subset, which favours the importance-chosen half a little.
 # Halving the encoder's width is a large cut; the short fine-tune of the next section repairs
 # what it can.
 #
@@ -688,54 +922,307 @@ print(f"validation accuracy right after pruning {small_info['val_acc_before_fine
       f"{small_info['trained_on']})")
 
 # %% [markdown]
-# Now the comparison that matters, with chapter 12's measurement protocol: size of the saved
-# `state_dict`, median latency at batch 1 and 32 with fixed threads, and accuracy on the whole
-# test split (`n_test`), for the unpruned classifier, the 90 %-sparse dense one and the
-# structurally pruned one.
+# Its validation accuracy goes up during the fine-tune; whether that is a measurable recovery is
+# for the paired comparison on test in section 13.11, where it meets the other variants.
+#
+# ## 13.9 Dropping whole layers
+#
+# Each BERT layer adds its output to a residual stream: $h_{l+1} = \operatorname{LN}(h_l +
+# \operatorname{block}_l(h_l))$, schematically. Removing a layer therefore leaves a network that
+# still runs, reading the next layer's input from one layer earlier. Which layers can go? A
+# greedy search on validation: remove, one at a time, each remaining layer, keep the removal that
+# costs the least validation accuracy, and repeat (no fine-tune after dropping). Chapter 14 builds
+# its shallower students the same way, with `distill.student_from_teacher(model, layers)`, which
+# copies the kept layers in order.
 
 # %%
-board = measure.Scoreboard()
-variants = {"unpruned": base, "90% zeros (dense)": sparse_dense, "6/12 heads, 768/1536 FFN": small}
-for name, model in dlbook.progress(variants.items(), desc="measuring", total=len(variants)):
-    board.add(measure.measure_classifier(name, model, tokenizer, test_tok, bench, threads=sizes["threads"],
-                                         warmup=sizes["warmup"], repeats=sizes["repeats"]))
+val_all = finetune.tokenize_dataset(take(reviews["validation"], sizes["n_val"]),
+                                    tokenizer, 128)
+base_val_correct = correct_on(base, val_all)
+kept_layers = list(range(base.config.num_hidden_layers))
+path = [(tuple(kept_layers), base_val_correct)]  # (layers kept, (N,) bool correct)
+while len(kept_layers) > sizes["min_layers"]:
+    trials = {}
+    desc = f"{len(kept_layers) - 1} layers"
+    for drop in dlbook.progress(kept_layers, desc=desc, leave=False):
+        rest = [k for k in kept_layers if k != drop]
+        trials[drop] = correct_on(distill.student_from_teacher(base, rest), val_all)
+    # the removal that costs least; on a tie, drop the later layer
+    drop = max(trials, key=lambda k: (trials[k].mean(), -k))
+    kept_layers.remove(drop)
+    path.append((tuple(kept_layers), trials[drop]))
+
+rows = []
+for layers, corr in path:
+    cmp = stats.compare(base_val_correct, corr)  # unpruned - shallower, paired
+    first = len(layers) == len(path[0][0])  # the unpruned model itself
+    rows.append({"layers kept": str(list(layers)), "n": len(layers),
+                 "val accuracy": corr.mean(),
+                 "drop (points) [95% CI]": "" if first else cmp.interval.points(),
+                 "measurable": cmp.measurable})
+depth = pd.DataFrame(rows).set_index("n")
+display(depth.style.format({"val accuracy": "{:.3f}"}))
+
+# %% [markdown]
+# The validation snippets chose each step, so the accuracies in this table are optimistic for
+# the chosen layers; the test split, which chose nothing, gives the unbiased number below. The
+# rule that picks the depth: the fewest layers whose validation drop is not measurable (interval
+# and McNemar's test, `dlbook.stats.compare`); if every depth tried loses measurably, one layer
+# goes.
+
+# %%
+fine = [layers for layers, corr in path[1:]
+        if not stats.compare(base_val_correct, corr).measurable]
+chosen_layers = list(min(fine, key=len) if fine else path[1][0])
+shallow = distill.student_from_teacher(base, chosen_layers)
+print(f"chosen on validation: keep layers {chosen_layers} of {list(path[0][0])}")
+
+fig, ax = plt.subplots(figsize=(6, 3.4))
+lows, highs = [], []
+for _, corr in path:
+    i = stats.paired_bootstrap(corr, base_val_correct)  # shallower - unpruned
+    lows.append(100 * (i.diff - i.low))
+    highs.append(100 * (i.high - i.diff))
+diffs = [100 * (corr.mean() - base_val_correct.mean()) for _, corr in path]
+depths = [len(lay) for lay, _ in path]
+ax.errorbar(depths, diffs, yerr=[lows, highs], fmt="o-", capsize=4)
+ax.axhline(0, color="gray", lw=0.8)
+ax.set_xlabel("layers kept (greedy order)")
+ax.set_ylabel("validation accuracy change (points)")
+ax.set_title("Dropping layers without fine-tuning, 95 % paired intervals")
+plt.tight_layout()
+plt.show()
+dlbook.glue("ch13_chosen_layers", str(chosen_layers))
+dlbook.glue("ch13_n_chosen_layers", len(chosen_layers))
+dlbook.glue("ch13_first_drop", next(k for k in path[0][0] if k not in path[1][0]))
+
+# %% [markdown]
+# The first layer the search removes is layer {glue:text}`ch13_first_drop`; by the rule above
+# the classifier keeps layers {glue:text}`ch13_chosen_layers`. Its test accuracy, size and
+# speed are in section 13.11.
+#
+# ## 13.10 Pruning the vocabulary
+#
+# Section 13.1 found the word-embedding table to be {glue:text}`ch13_embed_share:.0%` of the
+# parameters: one row of 384 numbers for each of MiniLM's 30,522 WordPiece tokens, most of them
+# never seen in English film reviews (Chinese characters, the `[unused]` rows, rare names). A row
+# that no input ever looks up can go without changing any output. We keep the special tokens and
+# every token that occurs in the **training** snippets, slice those rows out of the table, and
+# map the tokenizer's ids onto the new rows; a token the training snippets never used becomes
+# `[UNK]`. Validation and test must not decide what is kept: a token seen only there is exactly
+# what a deployed model meets without warning.
+
+# %%
+dlbook.show(dprune.prune_vocabulary)
+
+# %%
+train_texts = list(reviews["train"]["text"])  # the whole training split
+counts = dprune.token_counts(tokenizer, train_texts, max_length=128)  # (30522,)
+vocab_model, vmap = dprune.prune_vocabulary(base, tokenizer, train_texts,
+                                            max_length=128)
+print(f"rows kept: {vmap.new_size:,} of {vmap.old_size:,} "
+      f"({vmap.new_size / vmap.old_size:.1%}); "
+      f"tokens seen once in training: {int((counts == 1).sum()):,}")
+both = {"unpruned": base, "vocabulary pruned": vocab_model}
+params = {name: measure.count_parameters(m) for name, m in both.items()}
+disk = {name: measure.saved_size_mb(m) for name, m in both.items()}
+display(pd.DataFrame({"parameters": params, "state_dict MB": disk}).style.format(
+    {"parameters": "{:,}", "state_dict MB": "{:.1f}"}))
+
+# %% [markdown]
+# The check: on snippets whose tokens were all kept, the pruned model must give exactly the
+# original's logits; on the others, exactly what the original gives when the dropped tokens are
+# replaced by `[UNK]`.
+
+# %%
+val_texts = list(take(reviews["validation"], sizes["n_probe"])["text"])
+old = tokenizer(val_texts, padding=True, truncation=True, max_length=128,
+                return_tensors="pt")
+new = vmap.encode(tokenizer, val_texts, padding=True, truncation=True, max_length=128)
+lost = vmap.lost(old["input_ids"]) & old["attention_mask"].bool()  # (batch, seq)
+as_unk = old["input_ids"].masked_fill(lost, tokenizer.unk_token_id)
+with torch.no_grad():
+    on = {k: v.to(device) for k, v in old.items()}
+    reference = base(**{**on, "input_ids": as_unk.to(device)}).logits  # (batch, 2)
+    pruned_logits = vocab_model(**{k: v.to(device) for k, v in new.items()}).logits
+    torch.testing.assert_close(pruned_logits, reference)
+    clean = ~lost.any(1)  # snippets with no dropped token
+    torch.testing.assert_close(reference[clean], base(**on).logits[clean])
+print(f"pruned model == original with dropped tokens as [UNK] ({int(clean.sum())} of "
+      f"{len(val_texts)} snippets had none)")
+
+# %% [markdown]
+# How often does a validation or test snippet meet a dropped token? And what does that cost in
+# validation accuracy (`vmap.wrap` puts the id map in front of the pruned model, so it takes the
+# ordinary tokenizer's ids)?
+
+# %%
+def lost_share(split):
+    """(share of real tokens dropped, share of snippets with one or more)."""
+    enc = tokenizer(list(split["text"]), truncation=True, max_length=128)
+    ids = [torch.tensor(row) for row in enc["input_ids"]]
+    per = [vmap.lost(row) for row in ids]
+    return (sum(int(p.sum()) for p in per) / sum(len(p) for p in per),
+            float(np.mean([bool(p.any()) for p in per])))
+
+
+unk = {name: lost_share(take(reviews[name], n)) for name, n in
+       (("validation", sizes["n_val"]), ("test", sizes["n_test"]))}
+unk_table = pd.DataFrame(unk, index=["tokens -> [UNK]", "snippets with one or more"])
+display(unk_table.style.format("{:.2%}"))
+vocab_served = vmap.wrap(vocab_model)
+vocab_val_correct = correct_on(vocab_served, val_all)
+cmp_vocab = stats.compare(base_val_correct, vocab_val_correct)  # unpruned - pruned
+print("validation:", cmp_vocab.verdict("the unpruned model", "the pruned vocabulary"))
+dlbook.glue("ch13_vocab_kept", vmap.new_size)
+dlbook.glue("ch13_vocab_params_before", params["unpruned"] / 1e6)
+dlbook.glue("ch13_vocab_params_after", params["vocabulary pruned"] / 1e6)
+dlbook.glue("ch13_vocab_mb_before", disk["unpruned"])
+dlbook.glue("ch13_vocab_mb_after", disk["vocabulary pruned"])
+dlbook.glue("ch13_unk_val", 100 * unk["validation"][0])
+dlbook.glue("ch13_unk_test", 100 * unk["test"][0])
+dlbook.glue("ch13_unk_val_snippets", 100 * unk["validation"][1])
+dlbook.glue("ch13_vocab_val_ci", cmp_vocab.interval.points())
+
+
+def in_words(comp):
+    """What a paired comparison `unpruned - variant` shows, in three words."""
+    if not comp.measurable:
+        return "no measurable difference"
+    return "a measurable drop" if comp.interval.diff > 0 else "a measurable gain"
+
+
+dlbook.glue("ch13_vocab_val_verdict", in_words(cmp_vocab))
+# the size findings hold for any training split of English reviews: well under half the rows
+assert vmap.new_size < 0.6 * vmap.old_size
+assert disk["vocabulary pruned"] < 0.8 * disk["unpruned"]
+assert unk["validation"][0] < 0.05, unk
+
+# %% [markdown]
+# The training snippets use {glue:text}`ch13_vocab_kept:,` of the 30,522 tokens. Keeping only
+# those takes the classifier from {glue:text}`ch13_vocab_params_before:.1f` to
+# {glue:text}`ch13_vocab_params_after:.1f` million parameters and its `state_dict` from
+# {glue:text}`ch13_vocab_mb_before:.1f` to {glue:text}`ch13_vocab_mb_after:.1f` MB, with no
+# change to the computation. The price: {glue:text}`ch13_unk_val:.2f` % of the validation tokens
+# ({glue:text}`ch13_unk_test:.2f` % on test) become `[UNK]`, touching
+# {glue:text}`ch13_unk_val_snippets:.1f` % of the validation snippets; the validation accuracy
+# changes by {glue:text}`ch13_vocab_val_ci` points against the unpruned model (unpruned minus
+# pruned, 95 % paired interval): {glue:text}`ch13_vocab_val_verdict`. Abdaoui et al.
+# {cite}`abdaoui2020load` shrink multilingual BERT the same way, keeping the tokens a language
+# uses. Chapter 15 combines the pruned vocabulary with quantization.
+#
+# ## 13.11 Size, speed, memory and test accuracy
+#
+# Now every variant meets the test split, once: the unpruned classifier, the 90 %-sparse dense
+# one, the model without half of its heads and neurons, the one without the layers chosen in
+# section 13.9, and the one with the pruned vocabulary (served from the ordinary tokenizer's ids
+# through its map). Size is the saved `state_dict`; latency follows the protocol of section 13.5,
+# all five models timed in turns; `drop_95ci` is the 95 % paired interval of the test accuracy
+# drop against the unpruned model, in points.
+
+# %%
+names = {"heads+neurons": "6/12 heads, 768/1536 FFN",
+         "layers": f"layers {chosen_layers}", "vocab": f"vocabulary {vmap.new_size:,}"}
+variants = {"unpruned": base, "90% zeros (dense)": sparse_dense,
+            names["heads+neurons"]: small, names["layers"]: shallow,
+            names["vocab"]: vocab_served}
+variants = {name: on_cpu(m) for name, m in variants.items()}
+timings = timed(variants)
+board = measure.Scoreboard(baseline="unpruned")
+for name, model in dlbook.progress(variants.items(), desc="test accuracy",
+                                   total=len(variants)):
+    board.add(measure.measure_classifier(name, model, tokenizer, test_tok, bench,
+                                         threads=sizes["threads"],
+                                         timings=timings[name]))
 print(board.provenance())
-board.frame().round(3)
+display(board.frame().round(3))
+spread = pd.DataFrame({name: {f"batch {b}": spread_text(t[b]) for b in (1, 32)}
+                       for name, t in timings.items()}).T
+display(spread.rename_axis("median (min-max over rounds)"))
 
 # %%
-board.plot(batch_size=32)
+fig, ax = plt.subplots(figsize=(7, 4.2))
+board.plot(batch_size=32, ax=ax)
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The scoreboard times the models one after another. For the headline speed-up we time the
-# unpruned and the structurally pruned model in alternation, as in section 13.5, so that a change
-# in the machine's load cannot favour either:
+# Peak memory of one forward pass at batch 32, on the CPU: the weights (parameters and buffers)
+# plus the peak of the tensors the pass allocates on top of them (`dlbook.memory.peak_memory`,
+# which counts live tensor storages and leaves out what was allocated before the call). The
+# column `peak incl. weights` is their sum.
 
 # %%
-speedup32, ms_base32, ms_small32 = interleaved_ratio(base, small, bench[32])
-speedup1, _, _ = interleaved_ratio(base, small, bench[1])
-r = board.ratios("6/12 heads, 768/1536 FFN")
-print(f"batch 32: {ms_base32:.1f} ms -> {ms_small32:.1f} ms ({speedup32:.2f}x) | batch 1: {speedup1:.2f}x | "
-      f"size {r['smaller']:.2f}x smaller | accuracy -{r['acc_drop_pts']:.1f} points")
+def forward_peak_mb(model, batch):
+    """MB allocated above the weights by one forward pass under inference_mode."""
+    with torch.inference_mode():
+        return memory.peak_memory(lambda: model(**batch), "cpu").peak_bytes / 1e6
+
+
+def weights_mb(model):
+    """MB held by the parameters and buffers."""
+    tensors = (*model.parameters(), *model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors) / 1e6
+
+
+weights = {name: weights_mb(m) for name, m in variants.items()}
+act_mb = {name: forward_peak_mb(m, bench[32]) for name, m in variants.items()}
+mem = pd.DataFrame({"weights MB": weights, "activations MB": act_mb})
+mem["peak incl. weights MB"] = mem.sum(axis=1)
+display(mem.round(1))
+
+# %%
+lat = {name: {b: t[b].median for b in (1, 32)} for name, t in timings.items()}
+
+
+def speedup(name, b):
+    return lat["unpruned"][b] / lat[name][b]
+
+
+dlbook.glue("ch13_zeros_speedup_all", speedup("90% zeros (dense)", 32))
+speedup32 = speedup(names["heads+neurons"], 32)
+r = board.ratios(names["heads+neurons"])
 dlbook.hardware_headline("ch13_struct_speedup32", speedup32, profile=profile, hardware=cpu_class)
 dlbook.headline("ch13_struct_acc_drop", r["acc_drop_pts"], profile=profile, at_most=3.0, fmt="{:.1f}")
 dlbook.headline("ch13_struct_smaller", r["smaller"], profile=profile, at_least=1.2, fmt="{:.2f}")
-dlbook.glue("ch13_struct_speedup1", speedup1)
+dlbook.glue("ch13_struct_speedup1", speedup(names["heads+neurons"], 1))
+dlbook.glue("ch13_layers_speedup32", speedup(names["layers"], 32))
+dlbook.glue("ch13_layers_speedup1", speedup(names["layers"], 1))
+dlbook.glue("ch13_vocab_speedup32", speedup(names["vocab"], 32))
+for key, name in (("small", names["heads+neurons"]), ("zeros", "90% zeros (dense)"),
+                  ("layers", names["layers"]), ("vocab", names["vocab"])):
+    comp = board.compare(name)  # unpruned - variant on test
+    dlbook.glue(f"ch13_test_drop_{key}", comp.interval.points())
+    dlbook.glue(f"ch13_test_verdict_{key}", in_words(comp))
+    dlbook.glue(f"ch13_acc_{key}_test", board.rows[name].accuracy)
 dlbook.glue("ch13_acc_base_test", board.rows["unpruned"].accuracy)
-dlbook.glue("ch13_acc_small_test", board.rows["6/12 heads, 768/1536 FFN"].accuracy)
-dlbook.glue("ch13_acc_zeros_test", board.rows["90% zeros (dense)"].accuracy)
-dlbook.glue("ch13_small_size", board.rows["6/12 heads, 768/1536 FFN"].size_mb)
+dlbook.glue("ch13_small_size", board.rows[names["heads+neurons"]].size_mb)
+dlbook.glue("ch13_vocab_smaller", board.ratios(names["vocab"])["smaller"])
+dlbook.glue("ch13_layers_smaller", board.ratios(names["layers"])["smaller"])
+dlbook.glue("ch13_act_ratio", act_mb[names["heads+neurons"]] / act_mb["unpruned"])
+# zeros and a pruned vocabulary leave the compute as it was; their state_dicts are not smaller /
+# are smaller, whatever the machine
+assert board.ratios("90% zeros (dense)")["smaller"] < 1.01
+assert board.ratios(names["vocab"])["smaller"] > 1.25
 
 # %% [markdown]
-# Measured on the machine printed above the table: removing half of the heads and feed-forward neurons
-# makes the classifier {glue:text}`ch13_struct_speedup32`× as fast at batch 32
-# ({glue:text}`ch13_struct_speedup1:.2f`× at batch 1) and
-# {glue:text}`ch13_struct_smaller`× smaller on disk ({glue:text}`ch13_small_size:.1f` MB), for
-# {glue:text}`ch13_struct_acc_drop` points of test accuracy ({glue:text}`ch13_acc_small_test:.3f`
-# against {glue:text}`ch13_acc_base_test:.3f`). The file shrinks less than the compute because
-# the word embeddings, which structured pruning of the encoder does not touch, are most of it.
-# The 90 %-sparse dense model is as large and as slow as the original, with test accuracy
-# {glue:text}`ch13_acc_zeros_test:.3f`.
+# Measured on the machine printed above the table, at batch 32 (batch 1 in brackets):
+#
+# - half of the heads and feed-forward neurons removed: {glue:text}`ch13_struct_speedup32`× as
+#   fast ({glue:text}`ch13_struct_speedup1:.2f`×), {glue:text}`ch13_struct_smaller`× smaller on
+#   disk ({glue:text}`ch13_small_size:.1f` MB); test accuracy {glue:text}`ch13_acc_small_test:.3f`
+#   against {glue:text}`ch13_acc_base_test:.3f`, a drop of {glue:text}`ch13_test_drop_small`
+#   points: {glue:text}`ch13_test_verdict_small`. The file shrinks less than the compute because
+#   the word embeddings, which this pruning does not touch, are a large part of it; the
+#   activations' peak is {glue:text}`ch13_act_ratio:.2f` of the unpruned model's.
+# - layers {glue:text}`ch13_chosen_layers` kept: {glue:text}`ch13_layers_speedup32:.2f`× as fast
+#   ({glue:text}`ch13_layers_speedup1:.2f`×), {glue:text}`ch13_layers_smaller:.2f`× smaller; test
+#   drop {glue:text}`ch13_test_drop_layers` points: {glue:text}`ch13_test_verdict_layers`.
+# - the pruned vocabulary: {glue:text}`ch13_vocab_smaller:.2f`× smaller on disk at the same speed
+#   ({glue:text}`ch13_vocab_speedup32:.2f`×: the table is looked up, never multiplied); test drop
+#   {glue:text}`ch13_test_drop_vocab` points: {glue:text}`ch13_test_verdict_vocab`.
+# - the 90 %-sparse dense model: as large, {glue:text}`ch13_zeros_speedup_all:.2f`× the speed; test drop
+#   {glue:text}`ch13_test_drop_zeros` points: {glue:text}`ch13_test_verdict_zeros`.
 #
 # ## Summary
 #
@@ -746,6 +1233,11 @@ dlbook.glue("ch13_small_size", board.rows["6/12 heads, 768/1536 FFN"].size_mb)
 #   ({glue:text}`ch13_acc_global90:.3f` at 90 % global, majority rate
 #   {glue:text}`ch13_majority:.3f`); a fine-tune of a handful of steps with the masks on is not
 #   enough to bring a badly damaged network back: compare its accuracy with the majority rate.
+# - Fine-tuning moves the weights little ({glue:text}`ch13_bert_move:.1f` % of their norm), so a
+#   fine-tuned model's magnitude mask is nearly the pretrained model's
+#   ({glue:text}`ch13_bert_same50:.1f` % of the same weights at 50 %); for a network trained from
+#   scratch the masks are close to unrelated and ranking the trained weights is what keeps it
+#   working. Movement pruning ranks by what the fine-tune changes instead.
 # - Zeros in a dense matrix save nothing: same file size, the same multiplications
 #   ({glue:text}`ch13_zeros_speedup`×). CSR storage pays only below a third of nonzeros.
 # - Attention heads and FFN neurons are independent terms of a sum (Eq. {eq}`eq-ch13-sums`):
@@ -757,8 +1249,14 @@ dlbook.glue("ch13_small_size", board.rows["6/12 heads, 768/1536 FFN"].size_mb)
 #   {glue:text}`ch13_acc_random_noft:.3f` for a random half.
 # - Removing half of the heads and neurons and fine-tuning briefly gave
 #   {glue:text}`ch13_struct_speedup32`× speed at batch 32 for {glue:text}`ch13_struct_acc_drop`
-#   points of accuracy. `dlbook.prune.pruned_classifier` is that model; chapter 15 compares it with
-#   the quantized and distilled ones.
+#   points of test accuracy. `dlbook.prune.pruned_classifier` is that model; chapter 15 compares it
+#   with the quantized and distilled ones.
+# - Whole layers can go, chosen greedily on validation: the classifier kept layers
+#   {glue:text}`ch13_chosen_layers` and ran {glue:text}`ch13_layers_speedup32:.2f`× as fast
+#   (test: {glue:text}`ch13_test_verdict_layers`).
+# - The training snippets use {glue:text}`ch13_vocab_kept:,` of the 30,522 tokens; keeping only
+#   their embedding rows makes the file {glue:text}`ch13_vocab_smaller:.2f`× smaller with the same
+#   computation (`dlbook.prune.prune_vocabulary`; test: {glue:text}`ch13_test_verdict_vocab`).
 #
 # ## Exercises
 #
@@ -911,6 +1409,30 @@ assert dlbook.exercises.check("ch13.head_taylor", my_head_taylor)
 # ```{solution-end}
 # ```
 #
+# :::{exercise}
+# :label: ch13-ex-movement
+# Movement pruning {cite}`sanh2020movement` scores weight $W_{ij}$ by
+# $S_{ij} = -\sum_t W_{ij}^{(t)} \, \partial L^{(t)} / \partial W_{ij}$ summed over the steps $t$ of a
+# fine-tune: positive when the gradient pushes the weight away from zero. Fine-tune a copy of the
+# classifier for one epoch on 512 training snippets while accumulating $S$ for the encoder's
+# linear weights (a hook after `loss.backward()`), then prune globally by $S$ and by $|W|$ at 50 %
+# and compare their validation accuracy with `dlbook.stats.compare`. How many of the weights the two
+# rules prune are the same?
+# :::
+#
+# :::{solution} ch13-ex-movement
+# :class: dropdown
+# After `loss.backward()` and before `optimizer.step()`, add `-(lin.weight.grad * lin.weight)` to
+# a running sum per linear layer; afterwards `dprune.global_magnitude_masks` on the *scores*
+# (shifted to be positive, or with a top-k on the scores themselves) gives the movement masks.
+# Compare the overlap with 50 %, the overlap of two unrelated masks at this sparsity: the two
+# rules answer different questions, which weights pretraining made large and which weights this
+# task is growing. With one short epoch
+# the scores are noisy; Sanh et al. learn them over many epochs with the masks in the forward
+# pass, and report the gain of movement over magnitude pruning at high sparsity (above about
+# 90 %), where the pretrained magnitudes matter least for the task.
+# :::
+#
 # ## Further reading
 #
 # - Magnitude pruning with retraining {cite}`han2015learning`, and its ancestor, pruning by a
@@ -920,4 +1442,7 @@ assert dlbook.exercises.check("ch13.head_taylor", my_head_taylor)
 # - Removing attention heads {cite}`michel2019sixteen`, and what the surviving heads do
 #   {cite}`voita2019analyzing`.
 # - First-order Taylor importance of units {cite}`molchanov2019importance`.
+# - Movement pruning for fine-tuned models {cite}`sanh2020movement`; dropping layers of pretrained
+#   transformers {cite}`sajjad2023effect`; vocabulary pruning for smaller multilingual BERTs
+#   {cite}`abdaoui2020load`.
 # - Semi-structured 2:4 sparsity on GPUs {cite}`mishra2021accelerating`.

@@ -285,3 +285,159 @@ def test_copy_independent():
     prune.shrink_bert(model, [[0], [0]], [[0], [0]])
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, before[k])
+
+
+# --------------------------------------------------------------------------- vocabulary pruning
+
+VOCAB = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "is", "good", "bad",
+         "dull", "fun", "plot", "##s", "a", "very", "not", "and", "."]
+
+
+@pytest.fixture
+def tiny_tokenizer():
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)}, do_lower_case=True)
+
+
+def vocab_bert(cls=BertForSequenceClassification, seed: int = 0):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=24, max_position_embeddings=32, num_labels=2, pad_token_id=0)
+    return cls(config).eval()
+
+
+TRAIN = ["the film is good .", "a very dull plot", "the plots are fun"]  # "are" -> [UNK]
+
+
+def test_prune_vocabulary_keeps_specials_and_training_tokens(tiny_tokenizer):
+    model = vocab_bert()
+    small, vmap = prune.prune_vocabulary(model, tiny_tokenizer, TRAIN)
+    kept_tokens = tiny_tokenizer.convert_ids_to_tokens(vmap.kept.tolist())
+    assert kept_tokens == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "is", "good",
+                           "dull", "fun", "plot", "##s", "a", "very", "."]
+    assert vmap.old_size == len(VOCAB) and vmap.new_size == 16 and vmap.unk_id == 1
+    assert small.config.vocab_size == 16 and small.get_input_embeddings().weight.shape == (16, 16)
+    assert model.get_input_embeddings().weight.shape[0] == len(VOCAB)  # the original is untouched
+    torch.testing.assert_close(small.get_input_embeddings().weight, model.get_input_embeddings().weight[vmap.kept])
+    assert sum(p.numel() for p in small.parameters()) == sum(p.numel() for p in model.parameters()) - 4 * 16
+
+
+def test_pruned_vocabulary_computes_the_same_on_kept_tokens(tiny_tokenizer):
+    model = vocab_bert()
+    small, vmap = prune.prune_vocabulary(model, tiny_tokenizer, TRAIN)
+    texts = ["the film is fun .", "a very good plot"]
+    old = tiny_tokenizer(texts, padding=True, return_tensors="pt")
+    new = vmap.encode(tiny_tokenizer, texts, padding=True)
+    assert not vmap.lost(old["input_ids"]).any()
+    with torch.no_grad():
+        torch.testing.assert_close(small(**new).logits, model(**old).logits)
+
+
+def test_dropped_tokens_become_unk(tiny_tokenizer):
+    model = vocab_bert()
+    small, vmap = prune.prune_vocabulary(model, tiny_tokenizer, TRAIN)
+    old = tiny_tokenizer(["not bad and dull"], return_tensors="pt")["input_ids"]
+    lost = vmap.lost(old)
+    assert lost.tolist() == [[False, True, True, True, False, False]]  # [CLS] not bad and dull [SEP]
+    new = vmap.remap(old)
+    assert (new[lost] == vmap.unk_id).all()
+    # with the dropped words replaced by [UNK] in the original model, the outputs agree
+    unk_old = old.masked_fill(lost, tiny_tokenizer.unk_token_id)
+    with torch.no_grad():
+        torch.testing.assert_close(small(input_ids=new).logits, model(input_ids=unk_old).logits)
+    assert not vmap.lost(torch.tensor([[tiny_tokenizer.unk_token_id]])).any()  # [UNK] itself was not lost
+
+
+def test_min_count_keeps_frequent_tokens_only(tiny_tokenizer):
+    _, vmap = prune.prune_vocabulary(vocab_bert(), tiny_tokenizer, TRAIN, min_count=2)
+    assert tiny_tokenizer.convert_ids_to_tokens(vmap.kept.tolist()) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]",
+                                                                        "[MASK]", "the", "plot"]
+    counts = prune.token_counts(tiny_tokenizer, TRAIN)
+    assert counts.shape == (len(VOCAB),) and int(counts[tiny_tokenizer.cls_token_id]) == 3
+
+
+def test_vocab_map_survives_save_pretrained(tiny_tokenizer, tmp_path):
+    small, vmap = prune.prune_vocabulary(vocab_bert(), tiny_tokenizer, TRAIN)
+    small.save_pretrained(tmp_path / "m")
+    back = BertForSequenceClassification.from_pretrained(tmp_path / "m").eval()
+    again = prune.VocabMap.from_config(back.config)
+    torch.testing.assert_close(again.old_to_new, vmap.old_to_new)
+    ids = vmap.encode(tiny_tokenizer, ["the film is good ."])
+    with torch.no_grad():
+        torch.testing.assert_close(back(**ids).logits, small(**ids).logits)
+    with pytest.raises(ValueError, match="not pruned"):
+        prune.VocabMap.from_config(vocab_bert().config)
+    with pytest.raises(ValueError, match="already pruned"):
+        prune.prune_vocabulary(small, tiny_tokenizer, TRAIN)
+
+
+def test_prune_vocabulary_slices_a_tied_mlm_head(tiny_tokenizer):
+    from transformers import BertForMaskedLM
+
+    model = vocab_bert(BertForMaskedLM)
+    small, vmap = prune.prune_vocabulary(model, tiny_tokenizer, TRAIN)
+    ids = tiny_tokenizer(["the [MASK] is good ."], return_tensors="pt")
+    with torch.no_grad():
+        old = model(**ids).logits  # (1, T, V_old)
+        new = small(**vmap.remap_batch(ids)).logits  # (1, T, V_new)
+    assert new.shape[-1] == vmap.new_size
+    torch.testing.assert_close(new, old[..., vmap.kept])
+    assert small.get_output_embeddings().weight is small.get_input_embeddings().weight
+
+
+def test_prune_vocabulary_on_a_student_with_projected_embeddings(tiny_tokenizer):
+    from dlbook.distill import fold_embeddings, set_embedding_mode
+
+    teacher = vocab_bert()
+    student = prune.copy.deepcopy(teacher)
+    set_embedding_mode(student, "project", teacher)
+    small, vmap = prune.prune_vocabulary(student, tiny_tokenizer, TRAIN)
+    ids = tiny_tokenizer(["the film is fun ."], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(small(**vmap.remap_batch(ids)).logits, student(**ids).logits)
+    fold_embeddings(small)
+    assert small.get_input_embeddings().weight.shape == (vmap.new_size, 16)
+
+
+def test_remap_dataset(tiny_tokenizer):
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"input_ids": tiny_tokenizer(["not the film", "a fun plot"])["input_ids"], "labels": [0, 1]})
+    _, vmap = prune.prune_vocabulary(vocab_bert(), tiny_tokenizer, TRAIN)
+    out = vmap.remap_dataset(ds)
+    assert out["input_ids"] == [vmap.remap(torch.tensor(r)).tolist() for r in ds["input_ids"]]
+    assert out["labels"] == [0, 1]
+
+
+def test_prune_vocabulary_rejects_bad_input(tiny_tokenizer):
+    model = vocab_bert()
+    with pytest.raises(ValueError, match="texts"):
+        prune.prune_vocabulary(model, tiny_tokenizer, [])
+    with pytest.raises(ValueError, match="texts"):
+        prune.prune_vocabulary(model, tiny_tokenizer, "the film")
+    with pytest.raises(ValueError, match="min_count"):
+        prune.prune_vocabulary(model, tiny_tokenizer, TRAIN, min_count=0)
+    with pytest.raises(ValueError, match="max_length"):
+        prune.prune_vocabulary(model, tiny_tokenizer, TRAIN, max_length=1)
+    with pytest.raises(ValueError, match="rows"):
+        prune.prune_vocabulary(tiny_bert(), tiny_tokenizer, TRAIN)  # 50 rows vs 20 tokens
+    _, vmap = prune.prune_vocabulary(model, tiny_tokenizer, TRAIN)
+    with pytest.raises(ValueError, match="original ids"):
+        vmap.remap(torch.tensor([len(VOCAB)]))
+    with pytest.raises(TypeError, match="integer"):
+        vmap.remap(torch.tensor([1.0]))
+
+
+def test_wrapped_model_takes_original_ids(tiny_tokenizer):
+    model = vocab_bert()
+    small, vmap = prune.prune_vocabulary(model, tiny_tokenizer, TRAIN)
+    wrapped = vmap.wrap(small)
+    ids = tiny_tokenizer(["the film is fun .", "not bad"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(**ids).logits, small(**vmap.remap_batch(ids)).logits)
+    assert "old_to_new" in wrapped.state_dict() and wrapped.config is small.config
+    with pytest.raises(ValueError, match="rows"):
+        vmap.wrap(model)
+    with pytest.raises(ValueError, match="original ids"):
+        wrapped(input_ids=torch.tensor([[len(VOCAB)]]))

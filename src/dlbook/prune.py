@@ -583,6 +583,230 @@ def pruned_classifier(
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# vocabulary pruning
+
+
+@dataclass(frozen=True)
+class VocabMap:
+    """How the ids of the original tokenizer map onto a pruned vocabulary (:func:`prune_vocabulary`).
+
+    ``kept`` (V_new,) int64 holds the original ids the pruned embedding table keeps, in increasing
+    order: row ``j`` of the new table is row ``kept[j]`` of the old one. ``old_to_new`` (V_old,)
+    int64 sends every original id to its new id, and every id that was not kept to the new id of
+    ``[UNK]`` (``unk_id``). The ordinary tokenizer still tokenises; :meth:`remap` (or
+    :meth:`encode`, :meth:`remap_batch`, :meth:`remap_dataset`) turns its ids into the pruned
+    model's. Taught in chapter 13; chapter 15 combines it with the other compressions.
+    """
+
+    kept: torch.Tensor
+    old_to_new: torch.Tensor
+    unk_id: int
+    old_unk_id: int
+
+    @property
+    def old_size(self) -> int:
+        """Rows of the original embedding table (30,522 for MiniLM)."""
+        return int(self.old_to_new.numel())
+
+    @property
+    def new_size(self) -> int:
+        """Rows of the pruned embedding table."""
+        return int(self.kept.numel())
+
+    def remap(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Original ids (any shape, int) -> pruned ids (same shape, int64); dropped ids -> ``[UNK]``."""
+        if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point():
+            raise TypeError("input_ids must be an integer tensor")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.old_size):
+            raise ValueError(f"input_ids must be original ids in 0..{self.old_size - 1}")
+        return self.old_to_new.to(input_ids.device)[input_ids.long()]
+
+    def lost(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Bool mask (same shape): tokens that become ``[UNK]`` only because the pruning dropped them."""
+        new = self.remap(input_ids)
+        return (new == self.unk_id) & (input_ids.to(new.device) != self.old_unk_id)
+
+    def remap_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy of a tokenised batch (a dict or ``BatchEncoding``) with ``input_ids`` remapped."""
+        if "input_ids" not in batch:
+            raise ValueError("batch has no 'input_ids'")
+        out = dict(batch)
+        ids = out["input_ids"]
+        out["input_ids"] = self.remap(ids if isinstance(ids, torch.Tensor) else torch.as_tensor(ids))
+        return out
+
+    def encode(self, tokenizer: Any, texts: Sequence[str] | str, **kwargs: Any) -> dict[str, Any]:
+        """``tokenizer(texts, return_tensors="pt", **kwargs)`` with the ids remapped for the pruned model."""
+        kwargs.setdefault("return_tensors", "pt")
+        return self.remap_batch(tokenizer(texts, **kwargs))
+
+    def remap_dataset(self, dataset: Any) -> Any:
+        """A tokenised ``datasets.Dataset`` (``input_ids`` column, unpadded) with its ids remapped.
+
+        Feed the result to :func:`dlbook.finetune.evaluate_classifier` or ``make_loader`` with the
+        ordinary tokenizer: its collator pads with ``pad_token_id``, which keeps its id when it is
+        the smallest id (0 for BERT; :func:`prune_vocabulary` checks it).
+        """
+        if "input_ids" not in dataset.column_names:
+            raise ValueError("dataset needs an 'input_ids' column: tokenise it first")
+        table = self.old_to_new.tolist()
+
+        def one(batch: dict[str, list]) -> dict[str, list]:
+            return {"input_ids": [[table[i] for i in ids] for ids in batch["input_ids"]]}
+
+        return dataset.map(one, batched=True)
+
+    def wrap(self, model: nn.Module) -> VocabPrunedModel:
+        """``model`` (pruned by :func:`prune_vocabulary`) behind a module that takes ORIGINAL ids.
+
+        So a vocabulary-pruned model drops into code written for the unpruned one
+        (``dlbook.measure.interleaved_latency``, ``measure_classifier``, ``evaluate_classifier``
+        with the ordinary tokenizer); the id remapping it adds to each call is timed with it.
+        """
+        if int(model.get_input_embeddings().weight.shape[0]) != self.new_size:
+            raise ValueError(f"model has {model.get_input_embeddings().weight.shape[0]} embedding rows, "
+                             f"the map {self.new_size}: wrap the model this map was made for")
+        return VocabPrunedModel(model, self)
+
+    def to_config(self) -> dict[str, Any]:
+        """What :func:`prune_vocabulary` writes to ``config.dlbook_vocabulary`` (JSON-safe)."""
+        return {"kept": self.kept.tolist(), "old_size": self.old_size, "old_unk_id": self.old_unk_id}
+
+    @classmethod
+    def from_config(cls, config: Any) -> VocabMap:
+        """The map of a pruned model, from its config (also after ``save_pretrained`` / ``from_pretrained``)."""
+        record = getattr(config, "dlbook_vocabulary", None)
+        if record is None:
+            raise ValueError("config has no 'dlbook_vocabulary': the model's vocabulary was not pruned")
+        return _make_map(torch.tensor(record["kept"], dtype=torch.long), record["old_size"], record["old_unk_id"])
+
+
+class VocabPrunedModel(nn.Module):
+    """A vocabulary-pruned model that accepts the original tokenizer's ids (:meth:`VocabMap.wrap`).
+
+    ``forward(input_ids=..., **rest)`` remaps ``input_ids`` with the map's ``old_to_new`` table (a
+    buffer, saved with the model: it is part of what serving the pruned model needs) and calls the
+    wrapped model with everything else unchanged.
+    """
+
+    def __init__(self, model: nn.Module, vmap: VocabMap) -> None:
+        super().__init__()
+        self.model = model
+        self.vmap = vmap
+        self.register_buffer("old_to_new", vmap.old_to_new.clone())
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.old_to_new.numel()):
+            raise ValueError(f"input_ids must be original ids in 0..{self.old_to_new.numel() - 1}")
+        return self.model(input_ids=self.old_to_new[input_ids], **kwargs)
+
+
+def _make_map(kept: torch.Tensor, old_size: int, old_unk_id: int) -> VocabMap:
+    old_to_new = torch.full((old_size,), -1, dtype=torch.long)
+    old_to_new[kept] = torch.arange(kept.numel())
+    unk = int(old_to_new[old_unk_id])
+    if unk < 0:
+        raise ValueError(f"[UNK] (id {old_unk_id}) must be among the kept ids")
+    old_to_new[old_to_new < 0] = unk
+    return VocabMap(kept=kept, old_to_new=old_to_new, unk_id=unk, old_unk_id=old_unk_id)
+
+
+def token_counts(tokenizer: Any, texts: Sequence[str], max_length: int | None = None) -> torch.Tensor:
+    """(V,) int64: how often each id of ``tokenizer`` occurs in ``texts`` tokenised as the model sees
+    them (special tokens included; truncated to ``max_length`` tokens when given)."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
+        raise ValueError("texts must be a non-empty sequence of strings (the training snippets)")
+    if any(not isinstance(t, str) for t in texts):
+        raise TypeError("texts must hold strings")
+    kwargs: dict[str, Any] = {"truncation": True, "max_length": max_length} if max_length is not None else {}
+    ids = tokenizer(list(texts), **kwargs)["input_ids"]
+    flat = torch.tensor([i for row in ids for i in row], dtype=torch.long)
+    return torch.bincount(flat, minlength=len(tokenizer))
+
+
+def _slice_embedding(emb: nn.Module, keep: torch.Tensor, padding_idx: int | None) -> nn.Module:
+    from .distill import ProjectedEmbedding  # chapter 14's factorised table: slice its frozen factor
+
+    if isinstance(emb, ProjectedEmbedding):
+        return ProjectedEmbedding(emb.table[keep.to(emb.table.device)], emb.projection.detach(), padding_idx)
+    if not isinstance(emb, nn.Embedding):
+        raise TypeError(f"cannot prune word embeddings of type {type(emb).__name__}")
+    w = emb.weight.detach()[keep.to(emb.weight.device)].clone()  # (V_new, d)
+    new = nn.Embedding(w.shape[0], w.shape[1], padding_idx=padding_idx, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        new.weight.copy_(w)
+    new.weight.requires_grad_(emb.weight.requires_grad)
+    return new
+
+
+def prune_vocabulary(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    min_count: int = 1,
+    max_length: int | None = None,
+    inplace: bool = False,
+) -> tuple[nn.Module, VocabMap]:
+    """Keep only the word-embedding rows of tokens the training texts use: ``(pruned model, map)``.
+
+    Kept: every special token of ``tokenizer`` (``[PAD]``, ``[UNK]``, ``[CLS]``, ``[SEP]``,
+    ``[MASK]``) and every id that occurs at least ``min_count`` times in ``texts`` tokenised as
+    the model sees them (:func:`token_counts`). Pass the TRAINING snippets: a token seen only in
+    validation or test must not decide what the model keeps. The word-embedding table (and a
+    tied output layer, if the model has one) is sliced to those rows in increasing id order;
+    ``config.vocab_size``, ``config.pad_token_id`` and ``config.dlbook_vocabulary`` (the kept ids,
+    so :meth:`VocabMap.from_config` rebuilds the map after ``save_pretrained``) are updated. The
+    model computes exactly what it computed before on any input whose tokens were all kept. Works
+    on any BERT-style Hugging Face model (chapter 9's classifier, chapter 14's students); on a
+    copy unless ``inplace=True``. Taught in chapter 13.
+    """
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise ValueError(f"min_count must be a positive int, got {min_count!r}")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
+        raise ValueError(f"max_length must be None or an int >= 2, got {max_length!r}")
+    if not hasattr(model, "get_input_embeddings"):
+        raise TypeError(f"expected a Hugging Face model, got {type(model).__name__}")
+    if getattr(model.config, "dlbook_vocabulary", None) is not None:
+        raise ValueError("the model's vocabulary is already pruned: prune the original model instead")
+    emb = model.get_input_embeddings()
+    old_size = int(emb.weight.shape[0])
+    if len(tokenizer) != old_size:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's table has {old_size} rows")
+    if tokenizer.unk_token_id is None:
+        raise ValueError("tokenizer has no [UNK] token to send dropped ids to")
+    counts = token_counts(tokenizer, texts, max_length)  # (V,)
+    keep_mask = counts >= min_count
+    keep_mask[torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)] = True
+    kept = keep_mask.nonzero().squeeze(1)  # (V_new,) increasing old ids
+    vmap = _make_map(kept, old_size, int(tokenizer.unk_token_id))
+    pad = tokenizer.pad_token_id
+    new_pad = None if pad is None else int(vmap.old_to_new[pad])
+    if pad is not None and new_pad != pad:
+        raise ValueError(f"[PAD] would move from id {pad} to {new_pad}: padding by the tokenizer would break")
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.set_input_embeddings(_slice_embedding(model.get_input_embeddings(), kept, new_pad))
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if out is not None:  # a masked-language-model head: its rows are the same tokens
+        if getattr(model.config, "tie_word_embeddings", False):
+            out.weight = model.get_input_embeddings().weight
+        else:
+            out.weight = nn.Parameter(out.weight.detach()[kept.to(out.weight.device)].clone())
+        if getattr(out, "bias", None) is not None:
+            out.bias = nn.Parameter(out.bias.detach()[kept.to(out.bias.device)].clone())
+        out.out_features = kept.numel()
+    model.config.vocab_size = vmap.new_size
+    model.config.pad_token_id = new_pad
+    model.config.dlbook_vocabulary = vmap.to_config()
+    return model, vmap
+
+
 def iter_pruned_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """``(name, module)`` of the modules that carry a ``torch.nn.utils.prune`` mask right now."""
     for name, mod in model.named_modules():
@@ -596,6 +820,8 @@ __all__ = [
     "Gates",
     "Importance",
     "PruneSettings",
+    "VocabMap",
+    "VocabPrunedModel",
     "encoder_linears",
     "global_magnitude_masks",
     "head_size",
@@ -608,11 +834,13 @@ __all__ = [
     "prune_magnitude",
     "importance_snippets",
     "prune_by_importance",
+    "prune_vocabulary",
     "pruned_classifier",
     "remove_pruning",
     "select_linear",
     "shrink_bert",
     "structure",
+    "token_counts",
     "top_k_per_layer",
     "weight_sparsity",
 ]
