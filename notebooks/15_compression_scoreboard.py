@@ -16,11 +16,12 @@
 # # 15. The compression scoreboard
 #
 # Chapters 12 to 14 each made the sentiment classifier of chapter 9 cheaper in one way:
-# quantization stores its weights in 8 bits, pruning removes half of its attention heads and
-# feed-forward neurons, distillation trains a student with half its layers. Each chapter measured
-# its own technique. This chapter puts them, and their combinations (all three stacked on one
-# model included), on **one scoreboard**, measured in one run on one machine with one method, and
-# ends with a guide for choosing.
+# quantization stores its weights in 8 bits, pruning removes attention heads, feed-forward
+# neurons and unused rows of the word table, distillation trains a student with half its layers.
+# Each chapter measured its own technique. This chapter puts them, and their combinations (all of
+# them stacked on one model included), on **one scoreboard**, measured in one run on one machine
+# with one method, chooses the best combination on the validation split, reports it once on the
+# test split, and ends with a guide for choosing.
 #
 # By the end of this chapter you can
 #
@@ -28,9 +29,10 @@
 #    are comparable, and say what the numbers depend on;
 # 2. account for where the bytes of a BERT classifier go (embeddings vs. encoder layers) and
 #    predict the size of a compressed variant before measuring it;
-# 3. stack distillation, structured pruning and int8 quantization on one model, and read the
-#    trade-off plot;
-# 4. pick a technique from a latency, memory or accuracy budget.
+# 3. stack distillation, structured pruning, vocabulary pruning and int8 quantization on one
+#    model, and read the trade-off plot and its Pareto front;
+# 4. pick a technique from a latency, memory or accuracy budget, choosing on validation and
+#    reporting on test.
 
 # %%
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
@@ -43,7 +45,6 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
-import importlib.util
 import os
 import time
 
@@ -65,9 +66,11 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    # n_test, n_val = None: the whole test (1,500) and validation (1,000) splits; rounds = timed forward passes per variant and batch size
+    # n_test, n_val = None: the whole test (1,500) and validation (1,000) splits;
+    # rounds = timed forward passes per variant and batch size
     smoke=dict(n_test=128, n_val=128, test_max_length=128, threads=2, rounds={1: 3, 32: 2}),
-    full=dict(n_test=None, n_val=None, test_max_length=128, threads=2, rounds={1: 20, 32: 10}),
+    full=dict(n_test=None, n_val=None, test_max_length=128, threads=2,
+              rounds={1: 40, 32: 15}),
 )
 sizes
 
@@ -89,64 +92,105 @@ sizes
 # %%
 cpu = torch.device("cpu")
 baseline, tokenizer, _ = finetune.sentiment_classifier(profile, device=device)
-pruned, pruned_tokenizer, pruned_info = prune.pruned_classifier(profile, device=device)
-student, student_tokenizer, _ = distill.distilled_student(profile, "layers", True, device=device)
+pruned, pruned_tokenizer, _ = prune.pruned_classifier(profile, device=device)
+student, student_tokenizer, _ = distill.distilled_student(profile, "layers", True,
+                                                          device=device)
 narrow, _, _ = distill.distilled_student(profile, "narrow", True, device=device)
-baseline, pruned, student, narrow = (m.to(cpu).eval() for m in (baseline, pruned, student, narrow))
-# Every variant reads the same token ids: the pruned model and the students keep the teacher's tokenizer.
+baseline, pruned, student, narrow = (
+    m.to(cpu).eval() for m in (baseline, pruned, student, narrow)
+)
+# Every variant reads the same token ids: all keep the teacher's tokenizer.
 probe = "an unexpectedly moving film"
-assert pruned_tokenizer(probe)["input_ids"] == tokenizer(probe)["input_ids"] == student_tokenizer(probe)["input_ids"]
+ids = tokenizer(probe)["input_ids"]
+assert pruned_tokenizer(probe)["input_ids"] == ids
+assert student_tokenizer(probe)["input_ids"] == ids
 print("pruned structure (heads, neurons per layer):", prune.structure(pruned))
 
 # %% [markdown]
 # One model is new: `combined.pruned_student` stacks two techniques before int8. It takes the
 # 3-layer distilled student, scores its heads and feed-forward neurons with chapter 13's Taylor
-# importance on validation snippets, removes the least important ones with `prune.shrink_bert`,
-# and distils it from the teacher once more, so that the student learns to do without what was
-# cut. The cut keeps half of the feed-forward neurons, as chapter 13 did, but two thirds of the
-# heads rather than half: per token, a layer's four attention projections cost $4d^2$
-# multiply-adds and its feed-forward block $2 \cdot d \cdot 4d = 8d^2$: the neurons hold two
-# thirds of the matrix work, the heads one third, so the heads are cut less.
-# Its recipe, what it keeps, and its validation accuracy right after the cut and after the
-# distillation (the first run trains it; the time is printed):
+# importance on **training** snippets (so that the validation split, which chooses below, had no
+# say in what was kept), removes the least important ones with `prune.shrink_bert`, and distils
+# it from the teacher once more, so that the student learns to do without what was cut. The
+# cut keeps half of the feed-forward neurons, as chapter 13 did, but two thirds of the heads
+# rather than half: per token, a layer's four attention projections cost $4d^2$ multiply-adds and
+# its feed-forward block $2 \cdot d \cdot 4d = 8d^2$: the neurons hold two thirds of the matrix
+# work, the heads one third, so the heads are cut less. This distillation learns from the
+# teacher's soft targets alone (`alpha=0`): the aim is a copy of the teacher, whose accuracy is
+# the reference, not a second opinion. Its recipe, what it keeps, and its validation accuracy
+# right after the cut and after the distillation (the first run trains it; the time is printed):
 
 # %%
-print(combined.PRUNED_STUDENT_SETTINGS[profile])
-dlbook.glue("ch15_prune_epochs", combined.PRUNED_STUDENT_SETTINGS[profile].epochs)
+recipe = combined.PRUNED_STUDENT_SETTINGS[profile]
+print(recipe)
+dlbook.glue("ch15_prune_epochs", recipe.epochs)
 kd_pruned, _, kd_pruned_info = combined.pruned_student(profile, device=device)
 kd_pruned = kd_pruned.to(cpu).eval()
 print("distilled + pruned structure:", prune.structure(kd_pruned))
-print(f"validation accuracy right after the cut {kd_pruned_info['val_acc_before_distill']:.3f}, "
-      f"after distilling again {kd_pruned_info['val_acc_after_distill']:.3f} "
+print(f"validation accuracy right after the cut "
+      f"{kd_pruned_info['val_acc_before_distill']:.3f}, after distilling again "
+      f"{kd_pruned_info['val_acc_after_distill']:.3f} "
       f"(trained in {kd_pruned_info['history']['seconds']:.0f} s)")
 
 # %% [markdown]
-# A fourth runtime, ONNX Runtime with its own int8 kernels, would belong on this board, but the
-# `onnxruntime` package is not among the book's dependencies, so the chapter skips it:
+# The last technique is chapter 13's vocabulary pruning. A sentiment classifier for film reviews
+# never sees most of the 30,522 WordPiece tokens; `combined.compact` keeps the rows of the word
+# table that the **training** snippets use (plus the special tokens), puts a lookup in front that
+# maps the tokenizer's ids to the kept rows (a token outside them becomes `[UNK]`), and then
+# applies `int8_dynamic`. On a snippet whose tokens were all kept, the pruned table changes
+# nothing; checked on the 3-layer student in float32, on the test snippets the timing uses:
 
 # %%
-print("onnxruntime installed:", importlib.util.find_spec("onnxruntime") is not None)
+train_texts = list(assets.rotten_tomatoes()["train"]["text"])  # the training split only
+small, vmap = prune.prune_vocabulary(student, tokenizer, train_texts)
+wrapped = vmap.wrap(small.eval())
+test_raw = assets.rotten_tomatoes()["test"]
+probe_batch = tokenizer(test_raw["text"][:32], padding=True, return_tensors="pt")
+real = probe_batch["attention_mask"].bool()  # (32, T) real tokens, not padding
+lost = vmap.lost(probe_batch["input_ids"]) & real  # (32, T)
+intact = ~lost.any(dim=1)  # (32,) snippets with every token kept
+with torch.inference_mode():
+    ours = wrapped(**probe_batch).logits  # (32, 2)
+    reference = student(**probe_batch).logits  # (32, 2)
+torch.testing.assert_close(ours[intact], reference[intact], rtol=1e-5, atol=1e-5)
+n_rows = vmap.new_size
+dlbook.glue("ch15_vocab_rows", f"{n_rows:,}")
+dlbook.glue("ch15_vocab_share", n_rows / vmap.old_size)
+print(f"kept {n_rows:,} of {vmap.old_size:,} rows; {int(intact.sum())} of 32 snippets "
+      "have every token kept and give the same logits")
 
 # %% [markdown]
-# The variants: each technique alone, and each model shape with int8 on top.
+# The variants: each technique alone, and each model shape with int8 on top, with and without
+# the shorter word table.
 
 # %%
+def with_vocabulary(model):
+    """int8 + the rows of the training vocabulary (`combined.compact`)."""
+    return combined.compact(model, tokenizer, train_texts)[0]
+
+
 start = time.perf_counter()
 baseline_int8 = quantize.int8_dynamic(baseline)  # no data, no training: a conversion
 dlbook.glue("ch15_int8_seconds", time.perf_counter() - start)
 variants = {
     "fp32 baseline": baseline,
     "int8": baseline_int8,
+    "int8 + vocabulary": with_vocabulary(baseline),
     "pruned": pruned,
     "pruned + int8": quantize.int8_dynamic(pruned),
     "distilled (3 layers)": student,
     "distilled + int8": quantize.int8_dynamic(student),
+    "distilled + int8 + vocabulary": with_vocabulary(student),
     "distilled + pruned": kd_pruned,
     "distilled + pruned + int8": quantize.int8_dynamic(kd_pruned),
+    "distilled + pruned + int8 + vocabulary": with_vocabulary(kd_pruned),
     "narrow distilled + int8": quantize.int8_dynamic(narrow),
+    "narrow distilled + int8 + vocabulary": with_vocabulary(narrow),
 }
 for name, m in variants.items():
-    print(f"{name:>24}: {measure.count_parameters(m):>11,} float parameters | {measure.saved_size_mb(m):6.1f} MB on disk")
+    n_float = measure.count_parameters(m)
+    print(f"{name:>38}: {n_float:>11,} float parameters | "
+          f"{measure.saved_size_mb(m):6.1f} MB on disk")
 
 # %% [markdown]
 # ## 15.2 Where the bytes go
@@ -158,16 +202,21 @@ for name, m in variants.items():
 
 # %%
 def anatomy(model):
-    """Float parameters in the embeddings, in the encoder layers, and elsewhere (pooler, classifier)."""
+    """Float parameters in the embeddings, the encoder layers, and the rest."""
     parts = {"embeddings": 0, "encoder layers": 0, "pooler + classifier": 0}
     for name, p in model.named_parameters():
-        key = "embeddings" if ".embeddings." in name else "encoder layers" if ".encoder." in name else "pooler + classifier"
-        parts[key] += p.numel()
+        if ".embeddings." in name:
+            parts["embeddings"] += p.numel()
+        elif ".encoder." in name:
+            parts["encoder layers"] += p.numel()
+        else:
+            parts["pooler + classifier"] += p.numel()
     return parts
 
 
-fp32_models = {"fp32 baseline": baseline, "pruned": pruned, "distilled (3 layers)": student,
-               "distilled + pruned": kd_pruned, "narrow distilled": narrow}
+fp32_models = {"fp32 baseline": baseline, "pruned": pruned,
+               "distilled (3 layers)": student, "distilled + pruned": kd_pruned,
+               "narrow distilled": narrow}
 parts = {name: anatomy(m) for name, m in fp32_models.items()}
 for name, m in fp32_models.items():
     predicted = 4 * sum(parts[name].values()) / 1e6  # MB
@@ -188,133 +237,202 @@ dlbook.glue("ch15_emb_share", float(emb_share))
 dlbook.glue("ch15_emb_mb", 4 * parts["fp32 baseline"]["embeddings"] / 1e6)
 
 # %% [markdown]
+# *Figure: float32 megabytes of each model, split into embedding tables, encoder layers, and
+# pooler plus classifier.*
+#
 # Size on disk equals four bytes per parameter to within one percent for all five (asserted).
 # The embeddings, mostly the $30{,}522 \times 384$ word table, are {glue:text}`ch15_emb_mb:.0f` MB,
 # {glue:text}`ch15_emb_share:.0%` of the baseline (asserted: more than half). Pruning heads and
 # neurons, and dropping layers, only touch the encoder part: while the table stays in float32,
-# neither can make the model even twice smaller. Quantizing the table too (one int8 per entry
-# plus one float scale per row) is what shrinks it, which is why `int8_dynamic` quantizes
-# embeddings as well as linear layers. The narrow student has a thinner table ($30{,}522 \times 256$).
+# neither can make the model even twice smaller. Two levers act on the table: int8 (one byte per
+# entry plus one float scale per row, a quarter of the bytes) and fewer rows (the training
+# snippets use {glue:text}`ch15_vocab_rows` of them, {glue:text}`ch15_vocab_share:.0%`). The
+# narrow student has a thinner table ($30{,}522 \times 256$).
 #
 # ## 15.3 The scoreboard
 #
 # The measurement protocol of chapter 12, unchanged: size is the saved `state_dict`; latency is
 # the median wall time of a forward pass on the first test snippet (batch 1) and on the first 32
-# test snippets padded to the longest (batch 32), with the thread count fixed, all variants timed
-# in turns so that they share the machine's drift. Accuracy is measured on the validation split,
-# which chooses the best combination below, and on the test split, which reports it; `drop_95ci`
-# is the 95 % paired bootstrap interval of the test accuracy lost against the baseline, in points
-# (`dlbook.stats`, introduced in chapter 3; section 14.5 explains the paired bootstrap and
-# McNemar's test and checks both).
+# test snippets padded to the longest (batch 32), with the thread count fixed, every variant
+# warmed up and then timed in turns, round after round, so that they share the machine's drift.
+# Accuracy is measured on the validation split, which chooses the best combination below, and on
+# the test split, which reports it; `drop_95ci` is the 95 % paired bootstrap interval of the test
+# accuracy lost against the baseline, in points (`dlbook.stats`, introduced in chapter 3;
+# section 14.5 explains the paired bootstrap and McNemar's test and checks both).
 
 # %%
-test_raw = assets.rotten_tomatoes()["test"]
-test_raw = test_raw if sizes["n_test"] is None else test_raw.select(range(sizes["n_test"]))
+if sizes["n_test"] is not None:
+    test_raw = test_raw.select(range(sizes["n_test"]))
 test_tok = finetune.tokenize_dataset(test_raw, tokenizer, sizes["test_max_length"])
 val_raw = assets.rotten_tomatoes()["validation"]
 val_raw = val_raw if sizes["n_val"] is None else val_raw.select(range(sizes["n_val"]))
 val_tok = finetune.tokenize_dataset(val_raw, tokenizer, sizes["test_max_length"])
-batches = measure.benchmark_batches(tokenizer, test_raw["text"][:32], batch_sizes=(1, 32))
-timings = measure.interleaved_latency(variants, batches, threads=sizes["threads"], rounds=sizes["rounds"])
+batches = measure.benchmark_batches(tokenizer, test_raw["text"][:32],
+                                   batch_sizes=(1, 32))
+timings = measure.interleaved_latency(variants, batches, threads=sizes["threads"],
+                                      rounds=sizes["rounds"])
 board = measure.Scoreboard(baseline="fp32 baseline")
 for name, m in dlbook.progress(variants.items(), desc="accuracy", total=len(variants)):
-    board.add(measure.measure_classifier(name, m, tokenizer, test_tok, batches, threads=sizes["threads"],
-                                         timings=timings[name], val_dataset=val_tok))
+    board.add(measure.measure_classifier(
+        name, m, tokenizer, test_tok, batches, threads=sizes["threads"],
+        timings=timings[name], val_dataset=val_tok))
+features = dlbook.env.cpu_features()
+dlbook.glue("ch15_isa", ", ".join(features) or "none detected")
 print(board.provenance())
+print("instruction sets for matrix products:", ", ".join(features) or "none detected")
 table = board.frame()
 display(table.round(3))
 
+# %% [markdown]
+# A variant is worth keeping only if no other is at least as small (or as fast) and at least as
+# accurate, and better in one of the two. Those variants form the **Pareto front**. The choice
+# is made on the validation split, so the front is drawn with validation accuracy:
+
 # %%
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
-board.plot(batch_size=32, ax=ax1)
-for name, m in board.rows.items():
-    ax2.scatter(m.size_mb, m.accuracy)
-    ax2.annotate(name, (m.size_mb, m.accuracy), fontsize=8, xytext=(4, 4), textcoords="offset points")
-ax2.set_xlabel("size on disk (MB)")
-ax2.set_ylabel("test accuracy")
-ax2.set_title("size vs accuracy")
+def front(cost, accuracy):
+    """Pareto front: cheapest first, each more accurate than all cheaper ones."""
+    order = np.lexsort((-accuracy, cost))  # by cost, then by accuracy (best first)
+    kept, best_acc = [], -np.inf
+    for i in order:
+        if accuracy[i] > best_acc:
+            kept.append(i)
+            best_acc = accuracy[i]
+    return kept
+
+
+names = list(board.rows)
+val_acc = np.array([board.rows[n].val_accuracy for n in names])  # (variants,)
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+for ax, column, label in [(axes[0], "size_MB", "size on disk (MB)"),
+                          (axes[1], "ms@32", "median latency at batch 32 (ms)")]:
+    cost = table.loc[names, column].to_numpy()  # (variants,)
+    on_front = front(cost, val_acc)
+    ax.scatter(cost, val_acc, color="0.6")
+    ax.plot(cost[on_front], val_acc[on_front], "o-", color="C3", label="Pareto front")
+    for i in on_front:
+        ax.annotate(names[i], (cost[i], val_acc[i]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.legend(fontsize=8)
+axes[0].set_ylabel("validation accuracy")
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# *Figure: validation accuracy against size on disk (left) and against latency at batch 32
+# (right), both axes of cost on a log scale. Grey: every variant; red: the Pareto front, the
+# variants that no other beats on both axes.*
+#
 # ## 15.4 The headline
 #
-# The target for the best combination: **at least 4 times smaller** than the fp32 baseline,
-# losing **at most 1.5 points** of test accuracy. Its speed-up at batch 32 is reported, and
-# checked only on hardware classes that have an expected value (`dlbook.expected`). Among the
-# variants at least 4 times smaller, the best is the one that loses least **validation**
-# accuracy, the smaller one on a tie (if none is 4 times smaller, the smallest is reported and
-# the size check fails). Its test accuracy is then reported once, and checked.
+# The targets for the best combination, against the fp32 classifier of chapter 9: at least
+# **8 times smaller**; at least **6 times faster** at batch 32 and at batch 1 on a CPU with int8
+# dot-product instructions (VNNI), and at least **4 times** on a CPU with AVX2 only; and at most
+# **1.0 point** of test accuracy lost, with the upper end of its 95 % paired interval at most
+# **2.0 points**. Size and accuracy are checked on every machine. A speed-up depends on the
+# hardware, so it is checked only on hardware classes that have an expected value
+# (`dlbook.expected`) and reported elsewhere.
 #
-# Validation is not neutral ground for every variant. The pruned models chose their heads and
-# neurons by Taylor importance on validation snippets (chapter 13 and `combined.pruned_student`),
-# and the students' recipes were chosen by their validation accuracy, so the validation drops of
-# these variants are optimistic, and choosing by the least validation drop favours them. The
-# test split chose nothing; it is where the chosen variant is judged.
+# Among the variants at least 8 times smaller and, on this machine, at least as fast as the
+# speed target of its instruction sets (6x with VNNI, 4x with AVX2 only, no target elsewhere) at
+# both batch sizes, the best is the one that loses least **validation** accuracy, the smaller
+# one on a tie. If none is fast enough, the speed condition is dropped; if none is 8 times
+# smaller, the smallest is reported and the size check fails. Its test accuracy is then
+# reported once, and checked.
+#
+# Validation is nearly neutral ground. The pruned student chose its heads and neurons on
+# training snippets, but chapter 13's pruned classifier chose them on validation snippets, and
+# the students' recipes were chosen by their validation accuracy in chapter 14, so the
+# validation drops of those variants are optimistic. The test split chose nothing; it is where
+# the chosen variant is judged.
 
 # %%
 ratios = {n: board.ratios(n) for n in board.rows if n != "fp32 baseline"}
 cpu_class = dlbook.env.hardware_class("cpu")  # the scoreboard times on the CPU
-fit = [n for n, r in ratios.items() if r["smaller"] >= 4]
+vnni = any(f in features for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+speed_target = 6.0 if vnni else 4.0 if "avx2" in features else None
+small_enough = [n for n, r in ratios.items() if r["smaller"] >= 8]
+fast_enough = [n for n in small_enough if speed_target is None
+               or min(ratios[n]["faster@1"], ratios[n]["faster@32"]) >= speed_target]
+fit = fast_enough or small_enough
+target_text = "none" if speed_target is None else f"{speed_target:g}x"
+dlbook.glue("ch15_speed_target", target_text)
+print(f"speed target here: {target_text}; at least 8x smaller: {small_enough}; "
+      f"of those, fast enough: {fast_enough}")
 if fit:  # least validation drop; on a tie, the smaller
     best = min(fit, key=lambda n: (ratios[n]["val_drop_pts"], -ratios[n]["smaller"]))
 else:
     best = max(ratios, key=lambda n: ratios[n]["smaller"])
 r = ratios[best]
 print(f"best combination, chosen on validation: {best}")
+base_row, best_row = board.base(), board.rows[best]
 dlbook.glue("ch15_best_name", best)
-dlbook.glue("ch15_base_mb", board.base().size_mb)
-dlbook.glue("ch15_base_ms32", board.base().latency_ms[32])
-dlbook.glue("ch15_best_mb", board.rows[best].size_mb)
-dlbook.glue("ch15_best_ms32", board.rows[best].latency_ms[32])
-dlbook.glue("ch15_best_faster1", r["faster@1"])
-dlbook.glue("ch15_base_acc", board.base().accuracy)
-dlbook.glue("ch15_best_acc", board.rows[best].accuracy)
+dlbook.glue("ch15_base_mb", base_row.size_mb)
+dlbook.glue("ch15_base_ms32", base_row.latency_ms[32])
+dlbook.glue("ch15_base_ms1", base_row.latency_ms[1])
+dlbook.glue("ch15_best_mb", best_row.size_mb)
+dlbook.glue("ch15_best_ms32", best_row.latency_ms[32])
+dlbook.glue("ch15_best_ms1", best_row.latency_ms[1])
+dlbook.glue("ch15_base_acc", base_row.accuracy)
+dlbook.glue("ch15_best_acc", best_row.accuracy)
 dlbook.glue("ch15_class", cpu_class)
-dlbook.glue("ch15_speed_expected",
-            dlbook.expected.EXPECTED["ch15_best_faster"].describe(cpu_class))
+for key in ("ch15_best_faster", "ch15_best_faster1"):
+    dlbook.glue(f"{key}_expected", dlbook.expected.expected(key).describe(cpu_class))
 smaller = dlbook.headline("ch15_best_smaller", r["smaller"], profile=profile,
-                          at_least=4.0, fmt="{:.1f}")
+                          at_least=8.0, fmt="{:.1f}")
 faster = dlbook.hardware_headline("ch15_best_faster", r["faster@32"], profile=profile,
                                   hardware=cpu_class, fmt="{:.1f}")
+faster1 = dlbook.hardware_headline("ch15_best_faster1", r["faster@1"], profile=profile,
+                                   hardware=cpu_class, fmt="{:.1f}")
 drop = dlbook.headline("ch15_best_drop", r["acc_drop_pts"], profile=profile,
-                       at_most=1.5, fmt="{:.1f}")
-print(f"{smaller:.1f}x smaller, {faster:.1f}x faster at batch 32, "
-      f"{drop:.1f} points lost")
+                       at_most=1.0, fmt="{:.1f}")
+print(f"{smaller:.1f}x smaller, {faster:.1f}x faster at batch 32, {faster1:.1f}x at "
+      f"batch 1, {drop:.1f} points lost")
 
 # %%
 best_vs_base = board.compare(best)  # baseline - best, paired, on the same test snippets
-reach = 100 * best_vs_base.interval.high  # the largest drop the 95 % interval allows
+reach = dlbook.headline("ch15_best_reach", 100 * best_vs_base.interval.high,
+                        profile=profile, at_most=2.0, fmt="{:.1f}")
 dlbook.glue("ch15_best_drop_ci", best_vs_base.interval.points())
 dlbook.glue("ch15_best_verdict",
             best_vs_base.verdict("the baseline", "the best combination"))
-if reach > 1.5:
-    tail = ("past the 1.5 points allowed: passing means that this test split did not "
-            "show a larger loss, not that the loss is at most 1.5 points.")
-else:
-    tail = ("short of the 1.5 points allowed: on this test split even the interval's "
-            "upper end stays within them.")
-dlbook.glue("ch15_reach_sentence",
-            f"The 95 % interval of the drop reaches {reach:.1f} points, {tail}")
 print(f"drop {best_vs_base.interval.points()} points")
 
 # %% [markdown]
 # The best combination, chosen on validation, is "{glue:text}`ch15_best_name`". It goes from
 # {glue:text}`ch15_base_mb:.0f` MB to {glue:text}`ch15_best_mb:.1f` MB
-# (**{glue:text}`ch15_best_smaller`x smaller**) and from {glue:text}`ch15_base_ms32:.0f` ms to
-# {glue:text}`ch15_best_ms32:.0f` ms for a batch of 32 (**{glue:text}`ch15_best_faster`x
-# faster**; {glue:text}`ch15_best_faster1:.1f`x at batch 1), at {glue:text}`ch15_best_acc:.3f`
-# test accuracy against {glue:text}`ch15_base_acc:.3f`: **{glue:text}`ch15_best_drop` points**
-# lost (asserted: at most 1.5). The drop, then its 95 % paired interval, in points:
-# {glue:text}`ch15_best_drop_ci`. Compared over the same snippets,
-# {glue:text}`ch15_best_verdict`.
+# (**{glue:text}`ch15_best_smaller`x smaller**, asserted: at least 8), from
+# {glue:text}`ch15_base_ms32:.0f` ms to {glue:text}`ch15_best_ms32:.0f` ms for a batch of 32
+# (**{glue:text}`ch15_best_faster`x faster**) and from {glue:text}`ch15_base_ms1:.1f` ms to
+# {glue:text}`ch15_best_ms1:.1f` ms for one snippet (**{glue:text}`ch15_best_faster1`x**), at
+# {glue:text}`ch15_best_acc:.3f` test accuracy against {glue:text}`ch15_base_acc:.3f`:
+# **{glue:text}`ch15_best_drop` points** lost (asserted: at most 1.0). The drop, then its 95 %
+# paired interval, in points: {glue:text}`ch15_best_drop_ci`; its upper end,
+# {glue:text}`ch15_best_reach` points, is the largest loss this test split leaves plausible
+# (asserted: at most 2.0). Compared over the same snippets, {glue:text}`ch15_best_verdict`.
 #
-# The check is on the point estimate. {glue:text}`ch15_reach_sentence` The speed-up expected on
-# this hardware class ({glue:text}`ch15_class`): {glue:text}`ch15_speed_expected`.
+# The machine's instruction sets for matrix products: {glue:text}`ch15_isa`, hardware class
+# {glue:text}`ch15_class`. The speed-up expected on this class: at batch 32
+# {glue:text}`ch15_best_faster_expected`; at batch 1 {glue:text}`ch15_best_faster1_expected`.
 #
 # For comparison, Tunstall, von Werra and Wolf took a BERT-base intent classifier from 418 MB to
 # 64 MB and from 54 ms to 9 ms per query by combining distillation, ONNX Runtime and quantization
 # {cite}`tunstall2022natural`: different model, task, hardware and runtime, the same recipe.
+#
+# A server that batches requests cares about throughput, snippets classified per second:
+
+# %%
+throughput = {n: 32 / (board.rows[n].latency_ms[32] / 1e3)  # snippets per second
+              for n in ("fp32 baseline", best)}
+dlbook.glue("ch15_base_tput", throughput["fp32 baseline"])
+dlbook.glue("ch15_best_tput", throughput[best])
+for n, t in throughput.items():
+    print(f"{n}: {t:,.0f} snippets per second at batch 32")
+
+# %% [markdown]
+# The best combination classifies {glue:text}`ch15_best_tput:,.0f` snippets per second in
+# batches of 32, the baseline {glue:text}`ch15_base_tput:,.0f`.
 #
 # Latencies are medians on the machine in the provenance line; absolute milliseconds vary with
 # whatever else the machine is doing. Timing in turns protects the ratios from drift within a
@@ -324,32 +442,41 @@ print(f"drop {best_vs_base.interval.points()} points")
 
 # %%
 per_round = {}
+spread = {}
 for name in ratios:
     row = {}
     for bs in (1, 32):
         base_ms = np.array(timings["fp32 baseline"][bs].runs_ms)  # (rounds,)
         rr = base_ms / np.array(timings[name][bs].runs_ms)  # (rounds,) speed-ups
         row[f"faster@{bs}"] = f"{np.median(rr):.2f} [{rr.min():.2f}, {rr.max():.2f}]"
-        if name == best and bs == 32:
-            dlbook.glue("ch15_best_round_lo", float(rr.min()))
-            dlbook.glue("ch15_best_round_hi", float(rr.max()))
+        if name == best:
+            spread[bs] = (float(rr.min()), float(rr.max()))
     per_round[name] = row
 display(pd.DataFrame.from_dict(per_round, orient="index"))
+for bs in (1, 32):
+    dlbook.glue(f"ch15_best_round_lo{bs}", spread[bs][0])
+    dlbook.glue(f"ch15_best_round_hi{bs}", spread[bs][1])
 
 # %% [markdown]
-# For the best combination, the per-round speed-ups at batch 32 run from
-# {glue:text}`ch15_best_round_lo:.1f` to {glue:text}`ch15_best_round_hi:.1f`. Timing in turns does
-# not protect the ratios from differences between runs (another day, another load on the
-# machine), which is why a speed-up is checked only where repeated runs on the same hardware
-# class are behind the expected value.
+# For the best combination, the per-round speed-ups run from
+# {glue:text}`ch15_best_round_lo32:.1f` to {glue:text}`ch15_best_round_hi32:.1f` at batch 32 and
+# from {glue:text}`ch15_best_round_lo1:.1f` to {glue:text}`ch15_best_round_hi1:.1f` at batch 1.
+# Timing in turns does not protect the ratios from differences between runs (another day,
+# another load on the machine), which is why a speed-up is checked only where repeated runs on
+# the same hardware class are behind the expected value, with a margin of at least 15 % below
+# the slowest of them.
 #
 # ## 15.5 Which technique, for which budget
 #
 # Every statement below refers to the table of section 15.3 (the glued numbers come from it).
 
 # %%
-for key, name in [("int8", "int8"), ("pruned", "pruned"), ("distilled", "distilled (3 layers)"),
-                  ("kdint8", "distilled + int8"), ("kdprune", "distilled + pruned + int8"),
+for key, name in [("int8", "int8"), ("int8vocab", "int8 + vocabulary"),
+                  ("pruned", "pruned"), ("distilled", "distilled (3 layers)"),
+                  ("kdint8", "distilled + int8"),
+                  ("kdvocab", "distilled + int8 + vocabulary"),
+                  ("kdprune", "distilled + pruned + int8"),
+                  ("kdprunevocab", "distilled + pruned + int8 + vocabulary"),
                   ("narrow", "narrow distilled + int8")]:
     dlbook.glue(f"ch15_{key}_smaller", ratios[name]["smaller"])
     dlbook.glue(f"ch15_{key}_faster32", ratios[name]["faster@32"])
@@ -362,59 +489,67 @@ kd_int8 = ratios["distilled + int8"]["faster@32"]
 mb = {name: row.size_mb for name, row in board.rows.items()}
 assert mb["distilled + int8"] < min(mb["int8"], mb["distilled (3 layers)"])  # the Summary
 assert mb["distilled + pruned + int8"] < mb["distilled + int8"]
+for name in ("int8", "distilled + int8", "distilled + pruned + int8"):
+    assert mb[f"{name} + vocabulary"] < 0.75 * mb[name]  # a quarter less, at least
 dlbook.glue("ch15_vs_product", "less than" if kd_int8 < product else "at least")
 
 # %% [markdown]
 # - **Memory or download size is the budget.** Quantize the embeddings and the linear layers:
 #   int8 alone makes the model {glue:text}`ch15_int8_smaller:.1f`x smaller with no training and
 #   no data (the conversion took {glue:text}`ch15_int8_seconds:.1f` s here), for an accuracy drop
-#   of {glue:text}`ch15_int8_drop_ci` points (the drop, then its 95 % paired interval). Removing
-#   layers or heads helps less (pruned: {glue:text}`ch15_pruned_smaller:.1f`x; 3-layer student:
-#   {glue:text}`ch15_distilled_smaller:.1f`x) because the word-embedding table dominates. Beyond
-#   that, shrink the table: a thinner one (the narrow student,
-#   {glue:text}`ch15_narrow_smaller:.1f`x with int8) or a shorter one (keep only the tokens your
-#   data uses, the last exercise).
+#   of {glue:text}`ch15_int8_drop_ci` points (the drop, then its 95 % paired interval). Then
+#   shorten the word table: keeping the training vocabulary makes it
+#   {glue:text}`ch15_int8vocab_smaller:.1f`x ({glue:text}`ch15_int8vocab_drop_ci` points), with no
+#   training either. Removing layers or heads helps less (pruned:
+#   {glue:text}`ch15_pruned_smaller:.1f`x; 3-layer student:
+#   {glue:text}`ch15_distilled_smaller:.1f`x) because the word-embedding table dominates; on top
+#   of int8 and the short table they take it to {glue:text}`ch15_kdvocab_smaller:.1f`x (3-layer
+#   student) and {glue:text}`ch15_kdprunevocab_smaller:.1f`x (its pruned version).
 # - **Latency at batch 32 (throughput) is the budget.** Less arithmetic per token is what helps:
 #   fewer layers (3-layer student: {glue:text}`ch15_distilled_faster32:.1f`x), fewer heads and
 #   neurons (pruned: {glue:text}`ch15_pruned_faster32:.1f`x), or int8 matrix products (int8 alone:
 #   {glue:text}`ch15_int8_faster32:.1f`x). They compound: distilled + int8 is
 #   {glue:text}`ch15_kdint8_faster32:.1f`x, {glue:text}`ch15_vs_product` the product of the two
 #   alone ({glue:text}`ch15_product32:.1f`x), and cutting the student's heads and neurons before
-#   int8 makes it {glue:text}`ch15_kdprune_faster32:.1f`x.
+#   int8 makes it {glue:text}`ch15_kdprune_faster32:.1f`x. The shorter word table saves bytes,
+#   not arithmetic: a lookup reads the same number of rows from a shorter table.
 # - **Latency at batch 1 is the budget.** A single short snippet makes every matrix product
 #   small, so fixed costs per layer and per call weigh more, and int8's dynamic quantization of the
 #   activations is paid on every call. Compare int8 alone at batch 1
-#   ({glue:text}`ch15_int8_faster1:.1f`x) with batch 32 above, and the 3-layer student
-#   ({glue:text}`ch15_distilled_faster1:.1f`x): removing whole layers removes their fixed costs
+#   ({glue:text}`ch15_int8_faster1:.1f`x) with batch 32 above, the 3-layer student
+#   ({glue:text}`ch15_distilled_faster1:.1f`x) and the pruned student with int8
+#   ({glue:text}`ch15_kdprune_faster1:.1f`x): removing whole layers removes their fixed costs
 #   too. These are explanations, not measurements: the chapter does not separate them from timing
 #   noise (the per-round ranges of section 15.4 show how much a ratio moves within one run).
 # - **Accuracy is the budget.** Compare the accuracy drops with their 95 % paired intervals, in
 #   points: int8 {glue:text}`ch15_int8_drop_ci`, pruned {glue:text}`ch15_pruned_drop_ci`,
 #   distilled + int8 {glue:text}`ch15_kdint8_drop_ci`, distilled + pruned + int8
-#   {glue:text}`ch15_kdprune_drop_ci`, narrow + int8 {glue:text}`ch15_narrow_drop_ci`. A drop
-#   whose interval contains 0 is not distinguishable from no loss on this test split; the loss may
-#   still be as large as the interval's upper end. With {glue:text}`ch15_n_intervals` intervals in
-#   the table, one may exclude 0 by chance; read an isolated one with care. The interval covers
-#   the choice of test snippets only; a variant that was trained also moves with its training
-#   seed.
-# - **Training budget.** int8 needs no data and no training; pruning needs importance scores and
-#   a short fine-tune; distillation needs a full training run of the student (chapter 14), paid
-#   once however many requests the model then serves. Stacking them costs the sum: the distilled
-#   + pruned student costs the 3-layer student's training plus another distillation run of
+#   {glue:text}`ch15_kdprune_drop_ci`, with the short table {glue:text}`ch15_kdprunevocab_drop_ci`,
+#   narrow + int8 {glue:text}`ch15_narrow_drop_ci`. A drop whose interval contains 0 is not
+#   distinguishable from no loss on this test split; the loss may still be as large as the
+#   interval's upper end. With {glue:text}`ch15_n_intervals` intervals in the table, one may
+#   exclude 0 by chance; read an isolated one with care. The interval covers the choice of test
+#   snippets only; a variant that was trained also moves with its training seed.
+# - **Training budget.** int8 and the short word table need no training (the table needs the
+#   training snippets' tokens); pruning needs importance scores and a short fine-tune;
+#   distillation needs a full training run of the student (chapter 14), paid once however many
+#   requests the model then serves. Stacking them costs the sum: the distilled + pruned student
+#   costs the 3-layer student's training plus another distillation run of
 #   {glue:text}`ch15_prune_epochs` epoch(s).
 #
 # ## Summary
 #
 # - One protocol, one run, one machine: sizes from the saved `state_dict`, latencies timed in
 #   turns at fixed threads, accuracy on the same validation (choosing) and test (reporting)
-#   splits, provenance printed.
-# - In a small BERT the word-embedding table holds most of the bytes; quantizing it is what makes
-#   a model several times smaller. int8 matrix products and fewer layers both make it faster.
+#   splits, provenance and instruction sets printed.
+# - In a small BERT the word-embedding table holds most of the bytes; quantizing it and keeping
+#   only the rows the training data uses is what makes a model many times smaller. int8 matrix
+#   products and fewer layers, heads and neurons make it faster.
 # - Techniques compound: a distilled student with int8 weights is smaller than either technique
-#   alone makes the model (asserted), and pruning the student's heads and neurons before
-#   quantizing makes it smaller still (asserted); their speed-ups compound too, by the amounts in
-#   section 15.5. The best combination is named in section 15.4, where its size and accuracy are
-#   checked against the chapter's targets.
+#   alone makes the model (asserted), pruning the student's heads and neurons before quantizing
+#   makes it smaller still (asserted), and the short word table takes at least a quarter off
+#   every int8 model (asserted). The best combination is named in section 15.4, where its size,
+#   speed and accuracy are checked against the chapter's targets.
 #
 # ## Exercises
 #
@@ -424,7 +559,7 @@ dlbook.glue("ch15_vs_product", "less than" if kd_int8 < product else "at least")
 # section 15.1: one byte per int8 weight, plus one float32 scale per embedding row and a single
 # float scale per quantized linear layer (PyTorch's dynamic quantization quantizes each
 # weight matrix per tensor), and four bytes for every bias and LayerNorm parameter.
-# Compare with the table.
+# Compare with the table. Then predict how much the short word table saves.
 # :::
 #
 # :::{solution} ch15-ex-predict
@@ -433,7 +568,9 @@ dlbook.glue("ch15_vs_product", "less than" if kd_int8 < product else "at least")
 # entries, so about 11.9 MB in int8 plus 0.12 MB of row scales) and three layers of about 1.77 M
 # linear weights each (5.3 MB in int8), plus small float parts (biases, LayerNorms, scales): about
 # 17.5 MB. The table's number is the same to within the serialisation overhead. The embeddings
-# are still two thirds of it.
+# are still two thirds of it. The short table keeps the rows printed in section 15.1 at 384
+# bytes plus a 4-byte scale each; the id map in front of it adds 8 bytes per original id
+# (30,522 int64 entries, about 0.24 MB).
 # :::
 #
 # :::{exercise}
@@ -441,7 +578,7 @@ dlbook.glue("ch15_vs_product", "less than" if kd_int8 < product else "at least")
 # A variant is worth keeping only if no other variant is at least as good in every respect and
 # better in one. Write `pareto_front(costs)` that takes an (N, K) tensor of costs (smaller is
 # better, e.g. size, latency, error) and returns the indices of the non-dominated rows, in
-# ascending order. Apply it to the scoreboard with columns `size_MB`, `ms@32` and
+# ascending order. Apply it to the scoreboard with columns `size_MB`, `ms@32`, `ms@1` and
 # `1 - val_accuracy`: deciding which variants are worth keeping is a choice, so it is made on the
 # validation split, not the test split.
 # :::
@@ -471,8 +608,8 @@ def pareto_front_solution(costs):
 
 
 assert dlbook.exercises.check("ch15.pareto_front", pareto_front_solution)
-columns = [table["size_MB"], table["ms@32"], 1 - table["val_accuracy"]]  # each (N,)
-costs = torch.tensor(np.stack(columns, axis=1), dtype=torch.float64)  # (N, 3)
+columns = [table["size_MB"], table["ms@32"], table["ms@1"], 1 - table["val_accuracy"]]
+costs = torch.tensor(np.stack(columns, axis=1), dtype=torch.float64)  # (N, 4)
 print("on the Pareto front (validation error):",
       [table.index[i] for i in pareto_front_solution(costs)])
 
@@ -482,10 +619,10 @@ print("on the Pareto front (validation error):",
 #
 # :::{exercise}
 # :label: ch15-ex-vocab
-# Vocabulary trimming: a classifier that only ever sees movie reviews does not need all 30,522
-# WordPiece rows. Write `kept_vocabulary(token_ids, special_ids)` returning the sorted distinct
-# ids that occur in the tokenised training snippets or are special tokens. How many rows would
-# the table keep, and what would happen to a test snippet with a token outside them?
+# Vocabulary trimming by hand: write `kept_vocabulary(token_ids, special_ids)` returning the
+# sorted distinct ids that occur in the tokenised training snippets or are special tokens (what
+# `prune.prune_vocabulary` keeps with `min_count=1`). How many rows would a table that keeps only
+# tokens seen at least twice have, and how many validation tokens would it turn into `[UNK]`?
 # :::
 
 # %%
@@ -499,9 +636,9 @@ dlbook.exercises.check("ch15.kept_vocabulary", kept_vocabulary)
 # ```{solution-start} ch15-ex-vocab
 # :class: dropdown
 # ```
-# Remap the kept ids to $0, \dots, k-1$ in a tokenizer wrapper and slice the embedding table's
-# rows; any token not kept must map to `[UNK]`, so a test snippet with a rare word loses that word.
-# That is the price: measure the accuracy before claiming the saving.
+# Counting once more gives the rows seen at least twice; any validation token outside them maps
+# to `[UNK]`, so a snippet with a rare word loses that word. That is the price: measure the
+# accuracy (on validation) before claiming the saving.
 
 # %% tags=["solution"]
 def kept_vocabulary_solution(token_ids, special_ids):
@@ -512,11 +649,17 @@ def kept_vocabulary_solution(token_ids, special_ids):
 
 
 assert dlbook.exercises.check("ch15.kept_vocabulary", kept_vocabulary_solution)
-train_ids = tokenizer(list(assets.rotten_tomatoes()["train"]["text"]), truncation=True, max_length=128)["input_ids"]
+train_ids = tokenizer(train_texts)["input_ids"]  # whole snippets, as compact() counts
 kept = kept_vocabulary_solution(train_ids, tokenizer.all_special_ids)
-print(f"{len(kept):,} of {tokenizer.vocab_size:,} rows used by the training split "
-      f"({len(kept) / tokenizer.vocab_size:.0%}): a word table keeping only those rows "
-      f"would be {tokenizer.vocab_size / len(kept):.1f} times smaller")
+assert len(kept) == vmap.new_size  # the same rows as prune.prune_vocabulary
+flat = [i for ids in train_ids for i in ids]  # every training token
+counts = np.bincount(flat, minlength=tokenizer.vocab_size)  # (V,)
+twice = set(np.flatnonzero(counts >= 2).tolist()) | set(tokenizer.all_special_ids)
+val_ids = np.array([i for ids in val_tok["input_ids"] for i in ids])  # (tokens,)
+unk_twice = 1 - np.isin(val_ids, list(twice)).mean()
+unk_once = 1 - np.isin(val_ids, kept).mean()
+print(f"seen at least once: {len(kept):,} rows, {unk_once:.2%} of validation tokens "
+      f"become [UNK]; at least twice: {len(twice):,} rows, {unk_twice:.2%}")
 
 # %% [markdown]
 # ```{solution-end}
@@ -542,4 +685,6 @@ print(f"{len(kept):,} of {tokenizer.vocab_size:,} rows used by the training spli
 # Chapter 8 of *Natural Language Processing with Transformers* walks through the same
 # combination (distillation, quantization, ONNX Runtime) for an intent classifier
 # {cite}`tunstall2022natural`. DistilBERT {cite}`sanh2019distilbert` and the integer-arithmetic
-# quantization of Jacob et al. {cite}`jacob2018quantization` are the two building blocks used here.
+# quantization of Jacob et al. {cite}`jacob2018quantization` are the two building blocks used here;
+# Abdaoui et al. {cite}`abdaoui2020load` cut the vocabulary of multilingual BERT to the languages
+# a task needs, the same lever as this chapter's short word table.

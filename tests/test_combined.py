@@ -1,4 +1,4 @@
-"""The distilled + pruned student of chapter 15 (dlbook.combined)."""
+"""The distilled + pruned student and the compact int8 model of chapter 15 (dlbook.combined)."""
 
 import dataclasses
 import json
@@ -19,7 +19,8 @@ def tiny_recipes(monkeypatch, tmp_path):
     layers = dataclasses.replace(distill.STUDENT_SETTINGS["smoke"]["layers"], n_train=16, max_length=16, batch_size=8)
     monkeypatch.setitem(distill.STUDENT_SETTINGS["smoke"], "layers", layers)
     monkeypatch.setitem(combined.PRUNED_STUDENT_SETTINGS, "smoke",
-                        combined.PrunedStudentSettings(keep_heads=4, keep_neurons=100, n_importance=8, epochs=1, lr=1e-4))
+                        combined.PrunedStudentSettings(keep_heads=4, keep_neurons=100, n_importance=8, epochs=1, lr=1e-4,
+                                                                  alpha=0.0, n_report=8))
     return tmp_path
 
 
@@ -53,3 +54,76 @@ def test_pruned_student_bad_profile():
 def test_settings_keep_fewer_neurons_than_the_teacher_has():
     for s in combined.PRUNED_STUDENT_SETTINGS.values():
         assert 1 <= s.keep_heads <= 12 and 1 <= s.keep_neurons < 1536
+        assert 0.0 <= s.alpha <= 1.0
+
+
+def test_importance_uses_training_snippets_never_validation(tiny_recipes, monkeypatch):
+    seen = []
+    real = prune.prune_by_importance
+
+    def spy(model, dataset, tokenizer, **kw):
+        seen.append(list(dataset["input_ids"]))
+        return real(model, dataset, tokenizer, **kw)
+
+    monkeypatch.setattr(prune, "prune_by_importance", spy)
+    combined.pruned_student("smoke", device="cpu")
+    tok = distill.distilled_student("smoke", "layers", True, device="cpu")[1]
+    train = combined.training_snippets(tok, 8, distill.STUDENT_SETTINGS["smoke"]["layers"].max_length)
+    assert seen == [list(train["input_ids"])]
+
+
+def test_training_snippets_checks_n():
+    with pytest.raises(ValueError, match="n must be"):
+        combined.training_snippets(None, 0, 16)
+
+
+def _tiny_classifier():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=2000, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32, num_labels=2)
+    return BertForSequenceClassification(config).eval()
+
+
+class _Tok:
+    """A whitespace tokenizer: word ``w`` is id ``5 + w``; ids 0..4 are special (0 pad, 1 unk)."""
+
+    all_special_ids = [0, 1, 2, 3, 4]
+    unk_token_id = 1
+    pad_token_id = 0
+
+    def __len__(self):
+        return 2000
+
+    def __call__(self, texts, **kwargs):
+        texts = [texts] if isinstance(texts, str) else texts
+        ids = [[2, *(5 + int(w) for w in t.split()), 3] for t in texts]
+        if kwargs.get("return_tensors") == "pt":
+            n = max(map(len, ids))
+            pad = [row + [0] * (n - len(row)) for row in ids]
+            return {"input_ids": torch.tensor(pad), "attention_mask": (torch.tensor(pad) != 0).long()}
+        return {"input_ids": ids}
+
+
+def test_compact_is_int8_smaller_and_exact_on_kept_tokens():
+    from dlbook import measure, quantize
+
+    model, tok = _tiny_classifier(), _Tok()
+    small, vmap = combined.compact(model, tok, ["1 2 3", "3 4 5 6"])
+    assert vmap.new_size == 5 + 6  # the specials and the six ids seen
+    assert measure.saved_size_mb(small) < measure.saved_size_mb(quantize.int8_dynamic(model))
+    assert not any(isinstance(m, torch.nn.Embedding) for m in small.modules())  # every table int8
+    batch = tok(["1 2 6", "4"], return_tensors="pt")
+    with torch.no_grad():
+        want = quantize.int8_dynamic(model)(**batch).logits  # same int8 model, full table
+        torch.testing.assert_close(small(**batch).logits, want, rtol=0, atol=1e-5)
+        unseen = tok(["40 41"], return_tensors="pt")  # tokens never seen: [UNK], still runs
+        assert torch.isfinite(small(**unseen).logits).all()
+    assert next(model.parameters()).dtype == torch.float32 and isinstance(
+        model.bert.embeddings.word_embeddings, torch.nn.Embedding)  # the input is unchanged
+
+
+def test_compact_refuses_other_models():
+    with pytest.raises(TypeError, match="Hugging Face"):
+        combined.compact(torch.nn.Linear(2, 2), _Tok(), ["1"])

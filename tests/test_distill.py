@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -324,3 +327,72 @@ def test_student_settings_dropout_is_a_probability():
     for profile in ("smoke", "full"):
         for s in distill.STUDENT_SETTINGS[profile].values():
             assert s.dropout is None or 0.0 <= s.dropout < 1.0
+
+
+# --------------------------------------------------------------------------- transfer sets and runs
+
+
+@pytest.mark.parametrize("t,alpha", [(1.0, 0.5), (3.0, 0.2), (2.0, 1.0)])
+def test_loss_with_unlabelled_examples(t, alpha):
+    s, te, y = logits(n=8)
+    y = y.clone()
+    y[[1, 4, 5]] = distill.IGNORE_LABEL  # transfer-set snippets: the teacher term only
+    known = y != distill.IGNORE_LABEL
+    p_t = torch.softmax(te / t, -1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(s / t, -1))).sum(-1)  # (N,) per example
+    ce = F.cross_entropy(s[known], y[known], reduction="none")  # labelled examples only
+    ref = (alpha * ce.sum() + (1 - alpha) * t**2 * kl.sum()) / len(y)
+    torch.testing.assert_close(distill.distillation_loss(s, te, y, temperature=t, alpha=alpha), ref)
+    none = torch.full_like(y, distill.IGNORE_LABEL)  # a batch with no label at all: finite
+    torch.testing.assert_close(distill.distillation_loss(s, te, none, temperature=t, alpha=alpha),
+                               (1 - alpha) * t**2 * kl.mean())
+
+
+def test_train_student_transfer_rows(tiny_teacher, tiny_data):
+    ds, tok = tiny_data
+    recipe = dict(epochs=1, batch_size=4, lr=1e-3, seed=0, show_progress=False)
+    t_logits = torch.randn(len(ds), 2)
+    unlabelled = ds.map(lambda ex: {"labels": distill.IGNORE_LABEL})
+    with pytest.raises(ValueError, match="teacher_logits"):  # labels-only cannot use them
+        distill.train_student(distill.student_from_teacher(tiny_teacher, [0]), unlabelled, tok,
+                              teacher_logits=None, **recipe)
+    # with alpha = 0 the labels are never read: labelled and unlabelled data train alike
+    a, b = (distill.student_from_teacher(tiny_teacher, [0]) for _ in range(2))
+    ha = distill.train_student(a, ds, tok, teacher_logits=t_logits, alpha=0.0, **recipe)
+    hb = distill.train_student(b, unlabelled, tok, teacher_logits=t_logits, alpha=0.0, **recipe)
+    torch.testing.assert_close(torch.tensor(ha.step_loss), torch.tensor(hb.step_loss))
+    hc = distill.train_student(distill.student_from_teacher(tiny_teacher, [0]), unlabelled, tok,
+                               teacher_logits=t_logits, alpha=0.5, **recipe)
+    assert all(torch.isfinite(torch.tensor(hc.step_loss)))
+
+
+def test_run_result_round_trip():
+    s = distill.STUDENT_SETTINGS["smoke"]["layers"]
+    r = distill.RunResult("x", "layers", True, s, 32, np.array([True, False, True]), np.array([False, True]), 1.5)
+    back = distill.RunResult.from_dict(r.to_dict(), from_cache=True)
+    assert back.settings == s and back.labelled == 32 and back.from_cache
+    assert back.val_accuracy == pytest.approx(2 / 3) and back.test_accuracy == 0.5
+    np.testing.assert_array_equal(back.val_correct, r.val_correct)
+
+
+def test_student_run_reads_its_cache_and_checks_arguments(tmp_path):
+    s = distill.STUDENT_SETTINGS["smoke"]["layers"]
+    args = dict(n_val=4, n_test=2, max_length=128, device="cpu", cache_dir=tmp_path)
+    file = distill.run_cache_file("smoke", "layers", True, s, labelled=32, **args)
+    assert file != distill.run_cache_file("smoke", "layers", True, s, labelled=None, **args)
+    assert file != distill.run_cache_file("smoke", "layers", False, s, labelled=32, **args)
+    file.parent.mkdir(parents=True)
+    stored = distill.RunResult("old name", "layers", True, s, 32, np.ones(4, bool), np.zeros(2, bool), 2.0)
+    file.write_text(json.dumps(stored.to_dict()))
+    got = distill.student_run("smoke", "layers", True, s, labelled=32, name="new name", **args)
+    assert got.from_cache and got.name == "new name" and got.val_accuracy == 1.0
+    with pytest.raises(ValueError, match="needs distill=True"):
+        distill.student_run("smoke", "layers", False, s, labelled=32, **args)
+    with pytest.raises(ValueError, match="labelled must be"):
+        distill.student_run("smoke", "layers", True, s, labelled=0, **args)
+    with pytest.raises(ValueError, match="labelled must be"):
+        distill.student_run("smoke", "layers", True, s, labelled=s.n_train + 1, **args)
+    with pytest.raises(TypeError, match="StudentSettings"):
+        distill.student_run("smoke", "layers", True, {"epochs": 1}, **args)
+    with pytest.raises(ValueError, match="unknown student kind"):
+        distill.student_run("smoke", "wide", True, **args)

@@ -1,23 +1,26 @@
-"""Compression techniques stacked: the distilled student, structurally pruned and distilled again.
+"""Compression techniques stacked: a pruned, distilled student with a pruned vocabulary, in int8.
 
-Built for chapter 15, "The compression scoreboard", from the pieces of chapters 13 and 14:
+Built for chapter 15, "The compression scoreboard", from the pieces of chapters 12 to 14:
 
 1. chapter 14's 3-layer distilled student (:func:`dlbook.distill.distilled_student`);
-2. chapter 13's Taylor importance on validation snippets (:func:`dlbook.prune.importance_scores`)
-   picks the heads and feed-forward neurons to keep in each of its layers, and
+2. chapter 13's Taylor importance (:func:`dlbook.prune.importance_scores`), computed on
+   TRAINING snippets, picks the heads and feed-forward neurons to keep in each of its layers, and
    :func:`dlbook.prune.shrink_bert` removes the others for real;
-3. one more pass of distillation from the teacher's logits (:func:`dlbook.distill.fit_student`)
-   repairs what the cut broke.
+3. more distillation from the teacher's logits (:func:`dlbook.distill.fit_student`) repairs what
+   the cut broke (:func:`pruned_student`, trained once per profile and cached);
+4. :func:`compact` then keeps only the word-embedding rows of tokens the training snippets use
+   (:func:`dlbook.prune.prune_vocabulary`) and stores the rest in int8 (chapter 12's
+   :func:`dlbook.quantize.int8_dynamic`: int8 linear layers, weight-only int8 embedding rows).
 
-Chapter 15 quantizes the result to int8 (:func:`dlbook.quantize.int8_dynamic`) on top. The model
-is trained deterministically per profile and cached with :func:`dlbook.modelcache.cached_model`,
-like every trained model of the book. Because step 2 chooses what to keep on validation snippets,
-the model's validation accuracy is optimistic; chapter 15 says so where it chooses by it.
+Nothing here looks at the validation split, so chapter 15 can choose among its variants by
+their validation accuracy, and at the test split not at all until the choice is made.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +31,7 @@ from .modelcache import cached_model, describe
 from .profiles import check_profile
 
 #: Bump when the recipe below changes, so old caches are not reused.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,12 @@ class PrunedStudentSettings:
     """What decides the weights of :func:`pruned_student` (besides the student it starts from).
 
     ``keep_heads`` attention heads and ``keep_neurons`` feed-forward neurons are kept in every
-    layer, by Taylor importance on ``n_importance`` validation snippets (``None`` = all); then
-    ``epochs`` of distillation at learning rate ``lr``, with the 3-layer student's own training
-    snippets, temperature, alpha, embedding mode and dropout (``dlbook.distill.STUDENT_SETTINGS[profile]["layers"]``,
-    through :func:`dlbook.distill.fit_student`).
+    layer, by Taylor importance on the first ``n_importance`` TRAINING snippets (``None`` = all);
+    then ``epochs`` of distillation at learning rate ``lr`` with weight ``alpha`` on the labels
+    (0: the teacher's soft targets alone), with the 3-layer student's own training snippets,
+    temperature, embedding mode and dropout (``dlbook.distill.STUDENT_SETTINGS[profile]["layers"]``,
+    through :func:`dlbook.distill.fit_student`). ``n_report`` validation snippets (``None`` = all)
+    report the accuracy right after the cut and after the distillation; they choose nothing.
     """
 
     keep_heads: int
@@ -47,13 +52,28 @@ class PrunedStudentSettings:
     n_importance: int | None
     epochs: int
     lr: float
+    alpha: float
+    n_report: int | None
 
 
 #: The recipe of :func:`pruned_student` per profile (chapter 15 prints it).
 PRUNED_STUDENT_SETTINGS: dict[str, PrunedStudentSettings] = {
-    "smoke": PrunedStudentSettings(keep_heads=8, keep_neurons=768, n_importance=64, epochs=1, lr=1e-4),
-    "full": PrunedStudentSettings(keep_heads=8, keep_neurons=768, n_importance=None, epochs=2, lr=1e-4),
+    "smoke": PrunedStudentSettings(keep_heads=8, keep_neurons=768, n_importance=64, epochs=1, lr=1e-4, alpha=0.0,
+                                   n_report=64),
+    "full": PrunedStudentSettings(keep_heads=8, keep_neurons=768, n_importance=2000, epochs=3, lr=1e-4, alpha=0.0,
+                                  n_report=None),
 }
+
+
+def training_snippets(tokenizer: Any, n: int | None, max_length: int) -> Any:
+    """The first ``n`` training snippets (``None``: all), tokenised with labels: what may choose weights."""
+    from .assets import rotten_tomatoes
+    from .finetune import tokenize_dataset
+
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be None or a positive int, got {n!r}")
+    train = rotten_tomatoes()["train"]
+    return tokenize_dataset(train if n is None else train.select(range(min(n, len(train)))), tokenizer, max_length)
 
 
 def _train_pruned_student(profile: str, device: torch.device) -> tuple[nn.Module, Any, dict[str, Any]]:
@@ -62,16 +82,17 @@ def _train_pruned_student(profile: str, device: torch.device) -> tuple[nn.Module
     from .prune import importance_snippets, prune_by_importance, structure
 
     p = PRUNED_STUDENT_SETTINGS[profile]
-    s = STUDENT_SETTINGS[profile]["layers"]
+    s = dataclasses.replace(STUDENT_SETTINGS[profile]["layers"], alpha=p.alpha)
     teacher, tokenizer, _ = sentiment_classifier(profile, device=device)
     student, _, _ = distilled_student(profile, "layers", True, device=device)
-    val = importance_snippets(tokenizer, p.n_importance, s.max_length)
-    model, _ = prune_by_importance(student, val, tokenizer, keep_heads=p.keep_heads, keep_neurons=p.keep_neurons,
+    scored = training_snippets(tokenizer, p.n_importance, s.max_length)
+    model, _ = prune_by_importance(student, scored, tokenizer, keep_heads=p.keep_heads, keep_neurons=p.keep_neurons,
                                    device=device)
-    before = evaluate_classifier(model, val, tokenizer, device=device).accuracy
+    report = importance_snippets(tokenizer, p.n_report, 128)  # validation snippets: reported only
+    before = evaluate_classifier(model, report, tokenizer, device=device).accuracy
     train, targets = student_training_data(profile, s, teacher, tokenizer, device, distill=True)
     history = fit_student(model, teacher, train, tokenizer, targets, s, epochs=p.epochs, lr=p.lr, device=device)
-    after = evaluate_classifier(model, val, tokenizer, device=device).accuracy
+    after = evaluate_classifier(model, report, tokenizer, device=device).accuracy
     info = {"structure": structure(model), "val_acc_before_distill": before, "val_acc_after_distill": after,
             "history": history.to_dict()}
     return model, tokenizer, info
@@ -83,12 +104,12 @@ def pruned_student(
     """Chapter 14's 3-layer distilled student, structurally pruned and distilled again: ``(model, tokenizer, info)``.
 
     Keeps ``PRUNED_STUDENT_SETTINGS[profile].keep_heads`` heads and ``keep_neurons`` feed-forward
-    neurons per layer (chosen by Taylor importance on validation snippets, never the test split),
-    then distils from the teacher for ``epochs``. Trained once per profile, library versions and
-    device type, then loaded from the cache with :func:`dlbook.prune.load_pruned_bert`. ``info``
-    holds the settings, the per-layer structure, the validation accuracy (on the importance
-    snippets) right after the cut and after the distillation, and the training history. Used by
-    chapter 15.
+    neurons per layer (chosen by Taylor importance on training snippets, so validation stays
+    neutral ground for chapter 15's choice), then distils from the teacher for ``epochs``.
+    Trained once per profile, library versions and device type, then loaded from the cache with
+    :func:`dlbook.prune.load_pruned_bert`. ``info`` holds the settings, the per-layer structure,
+    the validation accuracy right after the cut and after the distillation, and the training
+    history. Used by chapter 15.
     """
     from .distill import student_key
     from .env import pick_device
@@ -104,4 +125,40 @@ def pruned_student(
     )
 
 
-__all__ = ["PRUNED_STUDENT_SETTINGS", "PrunedStudentSettings", "pruned_student"]
+# ---------------------------------------------------------------------------------------------
+# the deployable model: pruned vocabulary, int8
+
+
+def compact(
+    model: nn.Module, tokenizer: Any, texts: Sequence[str], *, min_count: int = 1, max_length: int | None = None
+) -> tuple[nn.Module, Any]:
+    """An int8 CPU copy of ``model`` that keeps only the vocabulary of ``texts``: ``(compact model, map)``.
+
+    1. :func:`dlbook.prune.prune_vocabulary` keeps the word-embedding rows of the special tokens
+       and of every token seen at least ``min_count`` times in ``texts`` (pass the TRAINING
+       snippets), and :meth:`dlbook.prune.VocabMap.wrap` puts a lookup in front that maps the
+       ordinary tokenizer's ids to the kept rows (an unseen token becomes ``[UNK]``);
+    2. :func:`dlbook.quantize.int8_dynamic` stores the linear layers in int8 (activations
+       quantized per call) and every embedding table in int8 with one scale per row.
+
+    The result takes the ordinary tokenizer's batches, ``compact(**batch).logits``, so
+    :mod:`dlbook.measure` times and scores it like any other variant; its ``state_dict`` holds
+    the id map too. The input model is not changed. Chapter 15 stacks it on its students.
+    """
+    from .prune import prune_vocabulary
+    from .quantize import int8_dynamic
+
+    if not hasattr(model, "get_input_embeddings"):
+        raise TypeError(f"expected a Hugging Face model, got {type(model).__name__}")
+    cpu = model if next(model.parameters()).device.type == "cpu" else _cpu_copy(model)
+    small, vmap = prune_vocabulary(cpu, tokenizer, list(texts), min_count=min_count, max_length=max_length)
+    return int8_dynamic(vmap.wrap(small.eval())), vmap
+
+
+def _cpu_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).cpu()
+
+
+__all__ = ["PRUNED_STUDENT_SETTINGS", "PrunedStudentSettings", "compact", "pruned_student", "training_snippets"]

@@ -19,26 +19,30 @@ Taught in chapter 14, "Knowledge distillation"; chapter 15 (the compression scor
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .finetune import TrainHistory, evaluate_classifier, make_loader, make_optimizer, optimizer_step, tokenize_dataset
-from .modelcache import cached_model, describe
+from .modelcache import KeepRandomState, cached_model, describe
 from .profiles import check_profile
 from .progress import progress as _progress
 
 #: Bump when a recipe below changes, so old caches are not reused.
 RECIPE_VERSION = 4
 KINDS = ("layers", "narrow")
+#: The label of an unlabelled training snippet (a transfer-set snippet): PyTorch's ignore_index.
+IGNORE_LABEL = -100
 EMBEDDING_MODES = ("train", "freeze", "project")
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +80,10 @@ def distillation_loss(
     for student logits ``s`` and teacher logits ``t``, both (N, C). The KL term is summed over
     the classes and averaged over the N examples (``F.kl_div(..., reduction="batchmean")``); the
     factor ``T**2`` keeps its gradient of the same size whatever the temperature. ``labels``
-    (N,) int64 may be ``None`` only when ``alpha == 0``. The teacher's logits get no gradient.
+    (N,) int64 may be ``None`` only when ``alpha == 0``. A label :data:`IGNORE_LABEL` (-100)
+    marks an unlabelled example (a transfer-set snippet only the teacher labels): its label term
+    is zero, the label term is still divided by all N, so with every example labelled this is
+    the formula above. The teacher's logits get no gradient.
     """
     _check_temperature_alpha(temperature, alpha)
     if not isinstance(student_logits, torch.Tensor) or not isinstance(teacher_logits, torch.Tensor):
@@ -97,8 +104,10 @@ def distillation_loss(
     if labels.shape != student_logits.shape[:1] or labels.dtype != torch.long:
         n = student_logits.shape[0]
         raise ValueError(f"labels must be (N,) int64 for N = {n}, got {tuple(labels.shape)} {labels.dtype}")
-    hard = F.cross_entropy(student_logits, labels)
-    return alpha * hard + (1 - alpha) * soft
+    # the label term summed over the labelled examples, divided by all N: an unlabelled example
+    # (IGNORE_LABEL, a transfer-set snippet) contributes the teacher term only
+    hard = F.cross_entropy(student_logits, labels, ignore_index=IGNORE_LABEL, reduction="sum")
+    return alpha * hard / student_logits.shape[0] + (1 - alpha) * soft
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,6 +294,8 @@ def train_student(
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if "labels" not in train_dataset.column_names:
         raise ValueError("train_dataset needs a 'labels' column: tokenise it with tokenize_dataset()")
+    if teacher_logits is None and IGNORE_LABEL in set(train_dataset["labels"]):
+        raise ValueError("unlabelled snippets (IGNORE_LABEL) need teacher_logits: labels-only training cannot use them")
     if teacher_logits is not None:
         _check_temperature_alpha(temperature, alpha)
         if teacher_logits.dim() != 2 or teacher_logits.shape[0] != len(train_dataset):
@@ -527,12 +538,16 @@ def train_new_student(
     device: torch.device | str | None = None,
     settings: StudentSettings | None = None,
     show_progress: bool = True,
+    labelled: int | None = None,
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
     """Train one student from scratch, never cached: ``(model, tokenizer, info)``.
 
     What :func:`distilled_student` runs the first time, with ``settings`` (default
     ``STUDENT_SETTINGS[profile][kind]``) open to change: to try another recipe or seed (chapter 14's
     last exercise, ``tools/try_student_recipe.py``). The teacher is the cached chapter 9 classifier.
+    ``labelled``: the student sees the labels of the first ``labelled`` training snippets only;
+    the rest are a **transfer set**, unlabelled snippets that only the teacher labels (soft
+    targets; needs ``distill=True``). ``None``: every snippet is labelled.
     """
     from .env import pick_device
     from .finetune import sentiment_classifier
@@ -545,9 +560,21 @@ def train_new_student(
         raise TypeError(f"settings must be a StudentSettings, got {type(s).__name__}")
     teacher, tokenizer, _ = sentiment_classifier(profile, device=device)
     train, targets = student_training_data(profile, s, teacher, tokenizer, device, distill)
+    if labelled is not None:
+        _check_labelled(labelled, len(train), distill)
+        train = train.map(lambda ex, i: {"labels": ex["labels"] if i < labelled else IGNORE_LABEL},
+                          with_indices=True)
     student = build_student(kind, teacher, s)
     history = fit_student(student, teacher, train, tokenizer, targets, s, device=device, show_progress=show_progress)
-    return student, tokenizer, {"n_train": len(train), "history": history.to_dict()}
+    n_labelled = len(train) if labelled is None else labelled
+    return student, tokenizer, {"n_train": len(train), "n_labelled": n_labelled, "history": history.to_dict()}
+
+
+def _check_labelled(labelled: int, n_train: int, distill: bool) -> None:
+    if isinstance(labelled, bool) or not isinstance(labelled, int) or not 1 <= labelled <= n_train:
+        raise ValueError(f"labelled must be an int from 1 to the {n_train} training snippets, got {labelled!r}")
+    if labelled < n_train and not distill:
+        raise ValueError("a transfer set (labelled < n_train) needs distill=True: only the teacher labels it")
 
 
 def distilled_student(
@@ -589,8 +616,169 @@ def distilled_student(
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# experiments: one training run, its validation and test answers cached (not its weights)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One training run of a student, as chapter 14's experiments compare them.
+
+    ``val_correct`` and ``test_correct`` (bool, one per snippet, in split order) say which
+    validation and test snippets the trained student classifies correctly: enough for accuracies
+    and paired comparisons (:func:`dlbook.stats.compare`) without keeping the weights.
+    """
+
+    name: str
+    kind: str
+    distill: bool
+    settings: StudentSettings
+    labelled: int | None
+    val_correct: np.ndarray
+    test_correct: np.ndarray
+    seconds: float
+    from_cache: bool = False
+
+    @property
+    def val_accuracy(self) -> float:
+        return float(self.val_correct.mean())
+
+    @property
+    def test_accuracy(self) -> float:
+        return float(self.test_correct.mean())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "distill": self.distill, "settings": asdict(self.settings),
+            "labelled": self.labelled, "val_correct": self.val_correct.astype(int).tolist(),
+            "test_correct": self.test_correct.astype(int).tolist(), "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], from_cache: bool = False) -> RunResult:
+        return cls(
+            name=d["name"], kind=d["kind"], distill=bool(d["distill"]),
+            settings=StudentSettings(**{k: tuple(v) if k == "layers" else v for k, v in d["settings"].items()}),
+            labelled=d["labelled"], val_correct=np.asarray(d["val_correct"], bool),
+            test_correct=np.asarray(d["test_correct"], bool), seconds=float(d["seconds"]), from_cache=from_cache,
+        )
+
+
+def _eval_split(split: str, n: int | None, tokenizer: Any, max_length: int) -> Any:
+    from .assets import rotten_tomatoes
+
+    data = rotten_tomatoes()[split]
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(data):
+            raise ValueError(f"n_{split[:4]} must be None or an int from 1 to {len(data)}, got {n!r}")
+        data = data.select(range(n))
+    return tokenize_dataset(data, tokenizer, max_length)
+
+
+def student_run(
+    profile: str,
+    kind: str,
+    distill: bool,
+    settings: StudentSettings | None = None,
+    *,
+    labelled: int | None = None,
+    n_val: int | None = None,
+    n_test: int | None = None,
+    max_length: int = 128,
+    name: str | None = None,
+    device: torch.device | str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    show_progress: bool = False,
+) -> RunResult:
+    """Train one student (:func:`train_new_student`) and record which snippets it gets right.
+
+    Validation and test are the first ``n_val`` / ``n_test`` snippets of their splits (``None``:
+    all), read at ``max_length`` tokens. The result, not the model, is cached as JSON under the
+    model cache (``runs/``), keyed like :func:`distilled_student` plus ``labelled`` and the
+    evaluation sizes: chapter 14's temperature/alpha sweep, seed study and transfer-set runs
+    train once. With the chapter's own recipe (``settings`` None or equal to
+    ``STUDENT_SETTINGS[profile][kind]``) and every snippet labelled, the cached
+    :func:`distilled_student` is evaluated instead of training it again.
+    """
+    from .env import pick_device
+
+    check_profile(profile)
+    _check_kind(kind)
+    if not isinstance(distill, bool):
+        raise TypeError(f"distill must be True or False, got {distill!r}")
+    recipe = STUDENT_SETTINGS[profile][kind]
+    s = recipe if settings is None else settings
+    if not isinstance(s, StudentSettings):
+        raise TypeError(f"settings must be a StudentSettings, got {type(s).__name__}")
+    if labelled is not None:
+        n_all = len(_training_split()) if s.n_train is None else s.n_train
+        _check_labelled(labelled, n_all, distill)
+    device = torch.device(device) if device is not None else pick_device()
+    file = run_cache_file(profile, kind, distill, s, labelled=labelled, n_val=n_val, n_test=n_test,
+                          max_length=max_length, device=device, cache_dir=cache_dir)
+    label = name or f"{kind}, {'distilled' if distill else 'labels only'}"
+    if file.is_file():
+        return RunResult.from_dict({**json.loads(file.read_text()), "name": label}, from_cache=True)
+    if s == recipe and labelled is None:
+        model, tokenizer, info = distilled_student(profile, kind, distill, cache_dir=cache_dir, device=device)
+    else:
+        print(f"training the {profile} student '{label}' (its answers cached in {file.parent})")
+        with KeepRandomState(device):
+            model, tokenizer, info = train_new_student(profile, kind, distill, device, s, show_progress, labelled)
+    answers = {}
+    for split, n in (("validation", n_val), ("test", n_test)):
+        data = _eval_split(split, n, tokenizer, max_length)
+        ev = evaluate_classifier(model, data, tokenizer, device=device)
+        answers[split] = (ev.preds == ev.labels).numpy()
+    result = RunResult(label, kind, distill, s, labelled, answers["validation"], answers["test"],
+                       float(info["history"]["seconds"]))
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result.to_dict()))
+    os.replace(tmp, file)
+    return result
+
+
+def run_cache_file(
+    profile: str,
+    kind: str,
+    distill: bool,
+    settings: StudentSettings,
+    *,
+    labelled: int | None,
+    n_val: int | None,
+    n_test: int | None,
+    max_length: int,
+    device: torch.device | str,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Where :func:`student_run` keeps the result of one run: ``<cache>/runs/run-<kind>-<hash>.json``.
+
+    The hash covers what :func:`distilled_student` hashes (recipe version, settings, device type,
+    library versions, the teacher's cache folder) plus ``labelled`` and the evaluation sizes.
+    """
+    from .finetune import sentiment_key
+    from .modelcache import cache_key, cache_root
+
+    teacher_folder, _ = sentiment_key(profile, torch.device(device))
+    described = describe(RECIPE_VERSION, profile, settings, device, kind=kind, distill=bool(distill),
+                         teacher=teacher_folder, labelled=labelled, n_val=n_val, n_test=n_test,
+                         max_length=max_length)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    return root / "runs" / f"{cache_key(f'run-{kind}', described)}.json"
+
+
+def _training_split() -> Any:
+    from .assets import rotten_tomatoes
+
+    return rotten_tomatoes()["train"]
+
+
 __all__ = [
     "EMBEDDING_MODES",
+    "IGNORE_LABEL",
+    "RunResult",
+    "run_cache_file",
     "KINDS",
     "ProjectedEmbedding",
     "STUDENT_SETTINGS",
@@ -607,6 +795,7 @@ __all__ = [
     "soft_targets",
     "student_from_teacher",
     "student_key",
+    "student_run",
     "student_training_data",
     "teacher_logits",
     "train_new_student",
