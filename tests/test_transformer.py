@@ -265,3 +265,137 @@ def test_docstrings_state_the_differences_from_torch():
         assert phrase in doc
     assert "norm=" in Encoder.__doc__
     assert "tanh" in FeedForward.__doc__ and "BertModel" in FeedForward.__doc__
+
+
+# ---------------------------------------------------------------------------- chapter 19: decoder
+from dlbook.nn.transformer import Decoder, DecoderLayer, EncoderDecoder  # noqa: E402
+
+
+def _decoder_pair(norm_first: bool, activation: str = "relu"):
+    torch.manual_seed(0)
+    ref = nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, activation=activation, batch_first=True,
+                                     norm_first=norm_first).double()
+    ours = DecoderLayer(16, 4, 32, dropout=0.0, activation=activation, norm_first=norm_first).double()
+    return ours.load_from_torch(ref), ref
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_decoder_layer_matches_torch_forward_and_backward(norm_first, activation):
+    ours, ref = _decoder_pair(norm_first, activation)
+    x = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    memory = torch.randn(3, 7, 16, dtype=torch.float64, requires_grad=True)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[1, 4:] = True  # the second source is shorter
+    blocked = nn.Transformer.generate_square_subsequent_mask(5, dtype=torch.float64)
+    want = ref(x, memory, tgt_mask=blocked, memory_key_padding_mask=pad)
+    got = ours(x, memory, memory_key_padding_mask=pad)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    probe = torch.randn_like(want)
+    g_ref = torch.autograd.grad((want * probe).sum(), [x, memory, ref.multihead_attn.in_proj_weight, ref.norm3.weight])
+    g_ours = torch.autograd.grad((got * probe).sum(), [x, memory, ours.cross_attn.q_proj.weight, ours.norm3.weight])
+    torch.testing.assert_close(g_ours[0], g_ref[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(g_ours[1], g_ref[1], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(g_ours[2], g_ref[2][:16], rtol=1e-10, atol=1e-10)  # the query rows
+    torch.testing.assert_close(g_ours[3], g_ref[3], rtol=1e-10, atol=1e-10)
+
+
+def test_decoder_layer_is_causal_and_ignores_source_padding():
+    ours, _ = _decoder_pair(False)
+    x = torch.randn(2, 6, 16, dtype=torch.float64)
+    memory = torch.randn(2, 5, 16, dtype=torch.float64)
+    full = ours(x, memory)
+    x2 = x.clone()
+    x2[:, 4:] = torch.randn(2, 2, 16, dtype=torch.float64)  # change the future
+    torch.testing.assert_close(ours(x2, memory)[:, :4], full[:, :4])
+    pad = torch.tensor([[False] * 5, [False, False, False, True, True]])
+    m2 = memory.clone()
+    m2[1, 3:] = 100.0  # change the padded source positions only
+    torch.testing.assert_close(ours(x, m2, memory_key_padding_mask=pad), ours(x, memory, memory_key_padding_mask=pad))
+    _, w_self, w_cross = ours(x, memory, memory_key_padding_mask=pad, need_weights=True)
+    assert w_self.shape == (2, 4, 6, 6) and w_cross.shape == (2, 4, 6, 5)
+    assert float(w_self.detach().triu(1).abs().max()) == 0.0
+    assert float(w_cross.detach()[1, :, :, 3:].abs().max()) == 0.0
+    torch.testing.assert_close(w_cross.sum(-1), torch.ones(2, 4, 6, dtype=torch.float64))
+
+
+def test_decoder_bad_input():
+    layer = DecoderLayer(16, 4, 32)
+    with pytest.raises(ValueError, match="d_model"):
+        layer(torch.randn(2, 3, 8), torch.randn(2, 4, 16))
+    with pytest.raises(ValueError, match="memory"):
+        layer(torch.randn(2, 3, 16), torch.randn(2, 4, 8))
+    with pytest.raises(ValueError, match="batch size"):
+        layer(torch.randn(2, 3, 16), torch.randn(3, 4, 16))
+    with pytest.raises(ValueError, match="multiple of n_heads"):
+        DecoderLayer(10, 4, 32)
+    with pytest.raises(TypeError, match="nn.TransformerDecoderLayer"):
+        layer.load_from_torch(nn.TransformerEncoderLayer(16, 4, 32))
+    with pytest.raises(ValueError, match="norm_first"):
+        layer.load_from_torch(nn.TransformerDecoderLayer(16, 4, 32, norm_first=True))
+    with pytest.raises(ValueError, match="activation"):
+        layer.load_from_torch(nn.TransformerDecoderLayer(16, 4, 32, activation="gelu"))
+    with pytest.raises(ValueError, match="n_layers"):
+        Decoder(0, 16, 4, 32)
+
+
+def _torch_transformer(n_enc=2, n_dec=2):
+    layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True, norm_first=True)
+    # our own encoder stack: nn.Transformer's default one warns about nested tensors with norm_first
+    encoder = nn.TransformerEncoder(layer, n_enc, norm=nn.LayerNorm(16), enable_nested_tensor=False)
+    return nn.Transformer(16, 4, n_enc, n_dec, 32, dropout=0.0, batch_first=True, norm_first=True,
+                          custom_encoder=encoder).double()
+
+
+def test_encoder_decoder_body_matches_torch_transformer():
+    torch.manual_seed(1)
+    ref = _torch_transformer()
+    model = EncoderDecoder(10, 12, d_model=16, n_heads=4, d_ff=32).double().load_body_from_torch(ref)
+    src = torch.randn(3, 7, 16, dtype=torch.float64, requires_grad=True)
+    tgt = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[2, 5:] = True
+    blocked = nn.Transformer.generate_square_subsequent_mask(5, dtype=torch.float64)
+    want = ref(src, tgt, tgt_mask=blocked, src_key_padding_mask=pad, memory_key_padding_mask=pad)
+    got = model.decoder(tgt, model.encoder(src, key_padding_mask=pad), memory_key_padding_mask=pad)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    probe = torch.randn_like(want)
+    g_ref = torch.autograd.grad((want * probe).sum(), [src, tgt])
+    g_ours = torch.autograd.grad((got * probe).sum(), [src, tgt])
+    for a, b in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_encoder_decoder_refuses_post_norm_and_wrong_depth():
+    ref = _torch_transformer()
+    with pytest.raises(ValueError, match="post-norm"):
+        EncoderDecoder(10, 10, d_model=16, n_heads=4, d_ff=32, norm_first=False).load_body_from_torch(ref)
+    with pytest.raises(ValueError, match="layer counts"):
+        EncoderDecoder(10, 10, d_model=16, n_heads=4, d_ff=32, n_dec=1).load_body_from_torch(ref)
+
+
+def test_encoder_decoder_teacher_forcing_equals_step_by_step():
+    torch.manual_seed(0)
+    model = EncoderDecoder(9, 11, d_model=16, n_heads=2, d_ff=32, max_len=12).eval()
+    src = torch.tensor([[3, 4, 5, 6, 0, 0], [7, 8, 3, 3, 4, 5]])  # the first source is padded
+    tgt = torch.randint(1, 11, (2, 6))
+    logits = model(src, tgt)  # (2, 6, 11)
+    memory, pad = model.encode(src)
+    for t in range(1, 7):
+        torch.testing.assert_close(model.decode(tgt[:, :t], memory, pad)[:, -1], logits[:, t - 1])
+    longer = torch.cat([src, torch.zeros(2, 3, dtype=torch.long)], dim=1)  # more padding changes nothing
+    torch.testing.assert_close(model(longer, tgt), logits)
+
+
+def test_encoder_decoder_bad_input():
+    model = EncoderDecoder(9, 11, d_model=16, n_heads=2, d_ff=32, max_len=8)
+    with pytest.raises(ValueError, match="outside"):
+        model(torch.tensor([[1, 9]]), torch.tensor([[1]]))
+    with pytest.raises(ValueError, match="max_len"):
+        model(torch.ones(1, 9, dtype=torch.long), torch.tensor([[1]]))
+    with pytest.raises(TypeError, match="integer"):
+        model(torch.ones(1, 3), torch.tensor([[1]]))
+    with pytest.raises(ValueError, match="batch size"):
+        model(torch.ones(2, 3, dtype=torch.long), torch.ones(1, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="pad_id"):
+        EncoderDecoder(9, 11, pad_id=9)

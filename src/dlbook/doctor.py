@@ -1,7 +1,8 @@
 """``python -m dlbook.doctor``: check this environment can run the book, and say what to fix.
 
 Checks the Python and library versions against requirements.txt, that every offline asset
-is installed and loads with the network off, which device the chapters will use, and the free
+is installed and loads with the network off (SmolLM2 is converted to fp32 once and run on two
+tokens), which device the chapters will use, and the free
 memory and disk. Each problem comes with the command that fixes it. Exit status 1 if any
 check failed.
 """
@@ -71,12 +72,27 @@ def check_versions(requirements: Path | None) -> list[Check]:
     return checks
 
 
+def _smollm2_runs() -> None:
+    """Build the fp32 SmolLM2 from the model cache (converting it once if needed) and run two tokens."""
+    import torch
+
+    from . import assets
+
+    model, _ = assets.smollm2()
+    with torch.no_grad():
+        logits = model(torch.tensor([[1, 2]])).logits
+    if logits.shape != (1, 2, model.config.vocab_size) or not torch.isfinite(logits).all():
+        raise assets.AssetError(f"the converted SmolLM2 in {assets.smollm2_folder()} gives broken logits: "
+                                "delete that folder and run again to convert it afresh")
+
+
 def check_assets() -> list[Check]:
     from . import assets
 
     loaders: dict[str, Callable[[], object]] = {
         "MiniLM encoder": assets.minilm_path,
         "SmolLM2 GGUF": assets.smollm2_gguf,
+        "SmolLM2 model": _smollm2_runs,
         "Rotten Tomatoes": assets.rotten_tomatoes,
         "MNIST-5k": assets.mnist5k,
         "CO2 series": assets.co2,

@@ -4,6 +4,11 @@ Positional encodings, layer normalisation, the position-wise feed-forward networ
 layer (post-norm or pre-norm, loadable from :class:`torch.nn.TransformerEncoderLayer`), a stack of
 layers, and a small causal language model. Attention itself is :mod:`dlbook.nn.attention` (chapter 6).
 
+Chapter 19 (Encoder-decoder models) adds the decoder layer with masked self-attention and
+cross-attention (:class:`DecoderLayer`, loadable from :class:`torch.nn.TransformerDecoderLayer`), its
+stack (:class:`Decoder`) and a full sequence-to-sequence model (:class:`EncoderDecoder`, whose body
+loads from a pre-norm :class:`torch.nn.Transformer`).
+
 All modules are batch-first: ``(batch, seq, d_model)``. Bad input gets a clear error naming the
 argument: a wrong feature size (``d_model``), an input whose dtype differs from the module's
 parameters (a float64 batch into a float32 layer), token ids outside the vocabulary, a sequence
@@ -13,6 +18,7 @@ mixed dtypes are the point.
 
 from __future__ import annotations
 
+import math
 from numbers import Real
 from typing import Literal
 
@@ -23,7 +29,10 @@ from torch import Tensor, nn
 from .attention import MultiHeadAttention
 
 __all__ = [
+    "Decoder",
+    "DecoderLayer",
     "Encoder",
+    "EncoderDecoder",
     "EncoderLayer",
     "FeedForward",
     "LayerNorm",
@@ -404,3 +413,345 @@ class TransformerLM(nn.Module):
         x = self.drop(self.tok(idx) + p)  # (B, T, d_model)
         x = self.encoder(x, causal=True)  # (B, T, d_model)
         return self.head(x)  # (B, T, vocab_size)
+
+
+# ---------------------------------------------------------------------------- decoder (chapter 19)
+def _torch_activation_name(layer: nn.Module) -> str | None:
+    """``"relu"``/``"gelu"`` for the activation of a torch Transformer layer, ``None`` for any other."""
+    act = getattr(layer, "activation", None)
+    name = {F.relu: "relu", F.gelu: "gelu"}.get(act)  # type: ignore[arg-type]
+    if name is None and isinstance(act, nn.ReLU):
+        name = "relu"
+    if name is None and isinstance(act, nn.GELU) and act.approximate == "none":
+        name = "gelu"
+    return name
+
+
+def _check_memory(memory: object, d_model: int, batch: int, dtype: torch.dtype, where: str) -> Tensor:
+    """``memory`` (the encoder's output) must be ``(B, S, d_model)`` with the decoder input's batch size."""
+    mem = _check_features(memory, d_model, dtype, f"{where} (memory)", rank3=True)
+    if mem.shape[0] != batch:
+        raise ValueError(
+            f"{where}: memory has batch size {mem.shape[0]} but x has {batch}: each target sequence "
+            "needs the encoder output of its own source"
+        )
+    return mem
+
+
+class DecoderLayer(nn.Module):
+    """One Transformer decoder layer: masked self-attention, cross-attention, feed-forward. Chapter 19.
+
+    The decoder input ``x`` ``(B, T, d_model)`` first attends to itself under the causal mask (position
+    ``t`` sees positions ``<= t``), then **cross-attends** to ``memory`` ``(B, S, d_model)``, the
+    encoder's output: queries from the decoder, keys and values from the source. Post-norm
+    (``norm_first=False``, the original Transformer)::
+
+        x = norm1(x + dropout(self_attn(x, x, x, causal)))
+        x = norm2(x + dropout(cross_attn(x, memory, memory)))
+        x = norm3(x + dropout(ff(x)))
+
+    Pre-norm (``norm_first=True``) normalises the input of each sub-layer instead.
+
+    With ``dropout=0`` (or in eval mode) it computes what :class:`torch.nn.TransformerDecoderLayer`
+    computes, forward and backward, given ``tgt_mask`` = the causal mask; copy that layer's weights with
+    :meth:`load_from_torch`. Differences on purpose, as for :class:`EncoderLayer`: always batch-first;
+    ``causal=True`` by default (torch applies no mask unless given ``tgt_mask``); a boolean ``mask`` or
+    ``memory_mask`` means *may attend* (torch's means *blocked*); ``key_padding_mask`` ``(B, T)`` and
+    ``memory_key_padding_mask`` ``(B, S)`` have torch's meaning (``True`` = padding);
+    ``need_weights=True`` returns ``(x, self_weights, cross_weights)``, the per-head weights
+    ``(B, H, T, T)`` and ``(B, H, T, S)``. The cross-attention module is called ``cross_attn`` (torch:
+    ``multihead_attn``).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float = 0.1,
+        activation: Activation = "relu",
+        norm_first: bool = False,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        where = "DecoderLayer"
+        for name, value in (("d_model", d_model), ("n_heads", n_heads), ("d_ff", d_ff)):
+            _check_positive_int(value, name, where)
+        if d_model % n_heads:
+            raise ValueError(f"{where}: d_model ({d_model}) must be a multiple of n_heads ({n_heads})")
+        _check_dropout(dropout, where)
+        _check_activation(activation, where)
+        _check_eps(eps, where)
+        if not isinstance(norm_first, bool):
+            raise TypeError(f"{where}: norm_first must be True or False, got {norm_first!r}")
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
+        self.ff = FeedForward(d_model, d_ff, activation, dropout)
+        self.norm1 = LayerNorm(d_model, eps)
+        self.norm2 = LayerNorm(d_model, eps)
+        self.norm3 = LayerNorm(d_model, eps)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+        self.norm_first = norm_first
+        self.d_model = d_model
+
+    def _sa(self, x: Tensor, mask, key_padding_mask, causal) -> tuple[Tensor, Tensor | None]:
+        out, w = self.self_attn(x, x, x, mask=mask, key_padding_mask=key_padding_mask, causal=causal,
+                                need_weights=True)
+        return self.dropout1(out), w
+
+    def _ca(self, x: Tensor, memory: Tensor, memory_mask, memory_key_padding_mask) -> tuple[Tensor, Tensor | None]:
+        out, w = self.cross_attn(x, memory, memory, mask=memory_mask, key_padding_mask=memory_key_padding_mask,
+                                 need_weights=True)
+        return self.dropout2(out), w
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        causal: bool = True,
+        need_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        where = "DecoderLayer"
+        _check_features(x, self.d_model, self.norm1.weight.dtype, where, rank3=True)
+        _check_memory(memory, self.d_model, x.shape[0], self.norm1.weight.dtype, where)
+        if not isinstance(causal, bool):
+            raise TypeError(f"{where}: causal must be True or False, got {causal!r}")
+        if self.norm_first:
+            a, w_self = self._sa(self.norm1(x), mask, key_padding_mask, causal)
+            x = x + a
+            c, w_cross = self._ca(self.norm2(x), memory, memory_mask, memory_key_padding_mask)
+            x = x + c
+            x = x + self.dropout3(self.ff(self.norm3(x)))
+        else:
+            a, w_self = self._sa(x, mask, key_padding_mask, causal)
+            x = self.norm1(x + a)
+            c, w_cross = self._ca(x, memory, memory_mask, memory_key_padding_mask)
+            x = self.norm2(x + c)
+            x = self.norm3(x + self.dropout3(self.ff(x)))
+        return (x, w_self, w_cross) if need_weights else x  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def load_from_torch(self, layer: nn.TransformerDecoderLayer) -> DecoderLayer:
+        """Copy the weights of a :class:`torch.nn.TransformerDecoderLayer`; returns ``self``.
+
+        Checks that the two layers compute the same thing (sizes, ``norm_first``, activation, eps).
+        """
+        if not isinstance(layer, nn.TransformerDecoderLayer):
+            raise TypeError(f"load_from_torch needs an nn.TransformerDecoderLayer, got {type(layer).__name__}")
+        if layer.norm_first != self.norm_first:
+            raise ValueError(f"load_from_torch: norm_first differs (torch {layer.norm_first}, ours {self.norm_first})")
+        act = _torch_activation_name(layer)
+        if act != self.ff.activation:
+            raise ValueError(f"load_from_torch: activation differs (torch {layer.activation}, ours {self.ff.activation})")
+        if layer.linear1.weight.shape != self.ff.linear1.weight.shape:
+            raise ValueError(
+                f"load_from_torch: d_ff/d_model differ (torch linear1 {tuple(layer.linear1.weight.shape)}, "
+                f"ours {tuple(self.ff.linear1.weight.shape)})"
+            )
+        if layer.norm1.eps != self.norm1.eps:
+            raise ValueError(f"load_from_torch: eps differs (torch {layer.norm1.eps}, ours {self.norm1.eps})")
+        self.self_attn.load_from_torch(layer.self_attn)
+        self.cross_attn.load_from_torch(layer.multihead_attn)
+        for ours, theirs in ((self.ff.linear1, layer.linear1), (self.ff.linear2, layer.linear2),
+                             (self.norm1, layer.norm1), (self.norm2, layer.norm2), (self.norm3, layer.norm3)):
+            ours.weight.copy_(theirs.weight)
+            ours.bias.copy_(theirs.bias)
+        return self
+
+
+class Decoder(nn.Module):
+    """A stack of ``n_layers`` :class:`DecoderLayer` (plus a final LayerNorm when ``norm_first``). Chapter 19.
+
+    Every layer cross-attends to the same ``memory`` (the encoder's last output).
+    ``forward(x, memory, ...)`` returns ``x`` or, with ``need_weights=True``, ``(x, self_weights,
+    cross_weights)``, one entry per layer. As in :class:`Encoder`, a pre-norm stack ends with its own
+    LayerNorm; :class:`torch.nn.TransformerDecoder` applies one only when given ``norm=``
+    (:class:`torch.nn.Transformer` always gives one, in both arrangements).
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float = 0.1,
+        activation: Activation = "relu",
+        norm_first: bool = False,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        _check_positive_int(n_layers, "n_layers", "Decoder")
+        self.layers = nn.ModuleList(
+            DecoderLayer(d_model, n_heads, d_ff, dropout, activation, norm_first, eps) for _ in range(n_layers)
+        )
+        self.norm = LayerNorm(d_model, eps) if norm_first else nn.Identity()
+        self.d_model = d_model
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        memory_key_padding_mask: Tensor | None = None,
+        causal: bool = True,
+        need_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, list[Tensor], list[Tensor]]:
+        where = "Decoder"
+        _check_features(x, self.d_model, self.layers[0].norm1.weight.dtype, where, rank3=True)
+        _check_memory(memory, self.d_model, x.shape[0], self.layers[0].norm1.weight.dtype, where)
+        self_ws, cross_ws = [], []
+        for layer in self.layers:
+            x, w_self, w_cross = layer(x, memory, mask=mask, key_padding_mask=key_padding_mask, memory_mask=memory_mask,
+                                       memory_key_padding_mask=memory_key_padding_mask, causal=causal,
+                                       need_weights=True)
+            self_ws.append(w_self)
+            cross_ws.append(w_cross)
+        x = self.norm(x)
+        return (x, self_ws, cross_ws) if need_weights else x
+
+
+class EncoderDecoder(nn.Module):
+    """A sequence-to-sequence Transformer: embeddings, :class:`Encoder`, :class:`Decoder`, linear head. Chapter 19.
+
+    ``forward(src, tgt_in)`` maps source ids ``(B, S)`` and decoder input ids ``(B, T)`` (the target
+    shifted right: ``BOS y_1 ... y_{T-1}``) to next-token logits ``(B, T, tgt_vocab)``; logits at
+    position ``t`` depend on the whole source and on ``tgt_in[:, :t+1]`` only (causal mask). Source
+    positions holding ``pad_id`` are masked out of every attention (``src_key_padding_mask``); right
+    padding of ``tgt_in`` needs no mask (the causal mask keeps it away from real positions).
+    Token embeddings are initialised with standard deviation ``d_model**-0.5`` and scaled by
+    ``sqrt(d_model)`` (Vaswani et al. 2017), so they start at the size of the fixed sinusoidal
+    positions they are added to (chapter 7 measured what a mismatch costs); both id sequences must
+    be at most ``max_len`` long. The body is pre-norm by
+    default (it trains without a warm-up at small sizes); :meth:`load_body_from_torch` copies the
+    weights of a pre-norm :class:`torch.nn.Transformer` into it.
+
+    :meth:`encode` and :meth:`decode` split the forward pass for decoding one token at a time
+    (:mod:`dlbook.seq2seq`): the source is encoded once, and each step reruns the decoder on the prefix.
+    """
+
+    def __init__(
+        self,
+        src_vocab: int,
+        tgt_vocab: int,
+        d_model: int = 64,
+        n_heads: int = 4,
+        d_ff: int = 256,
+        n_enc: int = 2,
+        n_dec: int = 2,
+        max_len: int = 64,
+        dropout: float = 0.0,
+        activation: Activation = "relu",
+        norm_first: bool = True,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        where = "EncoderDecoder"
+        for name, value in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab), ("d_model", d_model),
+                            ("max_len", max_len)):
+            _check_positive_int(value, name, where)
+        if isinstance(pad_id, bool) or not isinstance(pad_id, int) or not 0 <= pad_id < min(src_vocab, tgt_vocab):
+            raise ValueError(f"{where}: pad_id must be an id in both vocabularies, got {pad_id!r}")
+        _check_dropout(dropout, where)
+        self.src_vocab, self.tgt_vocab, self.max_len, self.pad_id = src_vocab, tgt_vocab, max_len, pad_id
+        self.d_model = d_model
+        self.src_tok = nn.Embedding(src_vocab, d_model)
+        self.tgt_tok = nn.Embedding(tgt_vocab, d_model)
+        for table in (self.src_tok, self.tgt_tok):  # std d^-1/2: after the sqrt(d) scale, the size of the positions
+            nn.init.normal_(table.weight, std=d_model**-0.5)
+        self.register_buffer("pe", sinusoidal_positional_encoding(max_len, d_model), persistent=False)
+        self.drop = nn.Dropout(dropout)
+        self.encoder = Encoder(n_enc, d_model, n_heads, d_ff, dropout, activation, norm_first)
+        self.decoder = Decoder(n_dec, d_model, n_heads, d_ff, dropout, activation, norm_first)
+        self.head = nn.Linear(d_model, tgt_vocab)
+
+    def _check_ids(self, ids: object, name: str, vocab: int) -> Tensor:
+        where = "EncoderDecoder"
+        if not isinstance(ids, Tensor):
+            raise TypeError(f"{where}: {name} must be a tensor of token ids, got {type(ids).__name__}")
+        if ids.dim() != 2:
+            raise ValueError(f"{where}: {name} must be token ids of shape (batch, seq), got shape {tuple(ids.shape)}")
+        if ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"{where}: {name} must hold integer token ids (int64 or int32), got {ids.dtype}")
+        if ids.shape[1] == 0:
+            raise ValueError(f"{where}: {name} has no positions (shape {tuple(ids.shape)})")
+        if ids.shape[1] > self.max_len:
+            raise ValueError(
+                f"{where}: {name} has {ids.shape[1]} positions but the positional table has max_len = "
+                f"{self.max_len} rows; shorten the sequence or build the model with a larger max_len"
+            )
+        if ids.numel():
+            low, high = int(ids.min()), int(ids.max())
+            if low < 0 or high >= vocab:
+                raise ValueError(f"{where}: {name} holds token ids from {low} to {high}, outside [0, {vocab})")
+        return ids
+
+    def _embed(self, ids: Tensor, table: nn.Embedding) -> Tensor:
+        return self.drop(table(ids) * math.sqrt(self.d_model) + self.pe[: ids.shape[1]])  # (B, L, d_model)
+
+    def encode(self, src: Tensor, need_weights: bool = False):
+        """``(memory, src_key_padding_mask)``: the encoder output ``(B, S, d_model)`` and ``src == pad_id``.
+
+        With ``need_weights=True`` also the encoder's per-layer self-attention weights.
+        """
+        src = self._check_ids(src, "src", self.src_vocab)
+        pad = src == self.pad_id  # (B, S), True = padding
+        memory, ws = self.encoder(self._embed(src, self.src_tok), key_padding_mask=pad, need_weights=True)
+        return (memory, pad, ws) if need_weights else (memory, pad)
+
+    def decode(self, tgt_in: Tensor, memory: Tensor, src_key_padding_mask: Tensor | None, need_weights: bool = False):
+        """Logits ``(B, T, tgt_vocab)`` for decoder inputs ``tgt_in`` ``(B, T)`` given the encoded source.
+
+        With ``need_weights=True`` returns ``(logits, cross_weights)``: one ``(B, H, T, S)`` tensor per
+        decoder layer, the attention each target position pays to each source position.
+        """
+        tgt_in = self._check_ids(tgt_in, "tgt_in", self.tgt_vocab)
+        y, _, cross = self.decoder(self._embed(tgt_in, self.tgt_tok), memory,
+                                   memory_key_padding_mask=src_key_padding_mask, causal=True, need_weights=True)
+        logits = self.head(y)  # (B, T, tgt_vocab)
+        return (logits, cross) if need_weights else logits
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        memory, pad = self.encode(src)
+        tgt_in = self._check_ids(tgt_in, "tgt_in", self.tgt_vocab)
+        if tgt_in.shape[0] != src.shape[0]:
+            raise ValueError(f"EncoderDecoder: src has batch size {src.shape[0]} but tgt_in has {tgt_in.shape[0]}")
+        return self.decode(tgt_in, memory, pad)
+
+    @torch.no_grad()
+    def load_body_from_torch(self, transformer: nn.Transformer) -> EncoderDecoder:
+        """Copy the encoder and decoder stacks of a pre-norm :class:`torch.nn.Transformer`; returns ``self``.
+
+        ``nn.Transformer`` has no embeddings or head, so only :attr:`encoder` and :attr:`decoder` are
+        loaded. It ends each stack with a LayerNorm in *both* arrangements, ours only in pre-norm, so
+        the two compute the same function only with ``norm_first=True`` (a post-norm model is refused).
+        """
+        if not isinstance(transformer, nn.Transformer):
+            raise TypeError(f"load_body_from_torch needs an nn.Transformer, got {type(transformer).__name__}")
+        if not self.encoder.layers[0].norm_first:
+            raise ValueError("load_body_from_torch: nn.Transformer ends each stack with a LayerNorm even when "
+                             "post-norm; only a norm_first=True EncoderDecoder computes the same function")
+        t_enc, t_dec = transformer.encoder, transformer.decoder
+        if len(t_enc.layers) != len(self.encoder.layers) or len(t_dec.layers) != len(self.decoder.layers):
+            raise ValueError(
+                f"load_body_from_torch: layer counts differ (torch {len(t_enc.layers)} + {len(t_dec.layers)}, "
+                f"ours {len(self.encoder.layers)} + {len(self.decoder.layers)})"
+            )
+        if not isinstance(t_enc.norm, nn.LayerNorm) or not isinstance(t_dec.norm, nn.LayerNorm):
+            raise ValueError("load_body_from_torch: the torch stacks need their final LayerNorms (norm=...)")
+        for ours, theirs in zip(self.encoder.layers, t_enc.layers, strict=True):
+            ours.load_from_torch(theirs)
+        for ours, theirs in zip(self.decoder.layers, t_dec.layers, strict=True):
+            ours.load_from_torch(theirs)
+        for ours, theirs in ((self.encoder.norm, t_enc.norm), (self.decoder.norm, t_dec.norm)):
+            ours.weight.copy_(theirs.weight)
+            ours.bias.copy_(theirs.bias)
+        return self
