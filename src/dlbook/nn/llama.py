@@ -17,8 +17,10 @@ and 20 import:
   blocks, final norm, output projection tied to the embedding), with :meth:`LlamaLM.from_hf` to load
   real weights and a :class:`KVCache` for generation (chapter 18 measures what the cache saves).
 
-Batches hold sequences of equal length (no padding mask): a padded batch needs position ids that
-skip the padding, which this module does not take.
+There is no padding mask. Right-padded batches are exact at the real positions (the causal mask
+keeps every real token from seeing the padding after it; chapter 17 checks its logits that way),
+and the logits at padded positions are to be ignored. Left padding would need position ids that
+skip the padding and a mask on the padded keys, which this module does not take.
 """
 
 from __future__ import annotations
