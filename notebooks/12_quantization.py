@@ -32,7 +32,9 @@
 #    output exactly;
 # 4. quantize a BERT classifier (int8 linear layers, weight-only int8 embeddings) and measure size,
 #    latency and accuracy with the book's measurement helpers, `dlbook.measure`, which chapters 13
-#    to 15 use unchanged.
+#    to 15 use unchanged;
+# 5. calibrate static quantization with observers, train with quantization in the loop, and run
+#    the classifier in int8 under ONNX Runtime, each measured under the same protocol.
 
 # %%
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
@@ -47,7 +49,9 @@ if "google.colab" in sys.modules:
 # %%
 import copy
 import os
+import tempfile
 import warnings
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -57,7 +61,8 @@ from torch import nn
 
 import dlbook
 import dlbook.exercises
-from dlbook import assets, finetune, measure, quantize
+from dlbook import assets, finetune, measure, quantize, stats
+from dlbook import ort as dlort
 
 device = dlbook.setup(seed=0)
 
@@ -69,17 +74,24 @@ sizes = dlbook.by_profile(
     profile,
     # n_test=None: the whole test split (1,500 snippets); rounds = timed forward passes per model
     smoke=dict(n_test=32, max_length=128, batch_sizes=(1, 4), rounds={1: 2, 4: 2}, warmup=0, eval_batch=32,
-               n_scatter=2_000, n_emb_rows=2_000),
+               n_scatter=2_000, n_emb_rows=2_000, n_val=32,
+               calib_bs=8, calib_counts=(1, 2), n_probe=2,
+               qat_steps=2, qat_bs=8, qat_lr=1e-5),
     full=dict(n_test=None, max_length=128, batch_sizes=(1, 32), rounds={1: 40, 32: 15}, warmup=2, eval_batch=64,
-              n_scatter=5_000, n_emb_rows=None),
+              n_scatter=5_000, n_emb_rows=None, n_val=None,
+              calib_bs=32, calib_counts=(1, 4, 16), n_probe=8,
+              qat_steps=60, qat_bs=32, qat_lr=1e-5),
 )
 sizes
 
 # %% [markdown]
-# `n_test` and `max_length` decide the accuracy measurement, `batch_sizes`, `rounds` and `warmup`
-# the latency measurement (section 12.6), `n_scatter` how many weights the plot of section 12.1
-# draws and `n_emb_rows` how many rows of the word-embedding table sections 12.1 and 12.2 examine
-# (`None`: all of them).
+# `n_test`, `n_val` and `max_length` decide the accuracy measurement (`None`: the whole split),
+# `batch_sizes`, `rounds` and `warmup` the latency measurement (section 12.9), `n_scatter` how
+# many weights the plot of section 12.1 draws and `n_emb_rows` how many rows of the
+# word-embedding table sections 12.1 and 12.2 examine (`None`: all of them). `n_probe` batches
+# of training snippets probe the activations (section 12.2); `calib_counts` batches of
+# `calib_bs` training snippets calibrate static quantization (section 12.6); `qat_steps` steps
+# at batch `qat_bs` and learning rate `qat_lr` train with quantization in the loop (12.7).
 #
 # The starting point is the classifier chapter 9 fine-tuned, loaded from the book's cache
 # (trained there on the first call). Integer kernels for dynamic quantization exist for the CPU,
@@ -383,10 +395,76 @@ plt.show()
 # dB with one scale for the table against {glue:text}`ch12_sqnr_emb_row:.1f` dB with one per row,
 # because a handful of rows with large entries no longer set the step for thirty thousand others.
 # Asymmetric helps little on weights, whose distributions are nearly centred on 0 (it gains at
-# most one bit, and only when a row is one-sided). Activations are a different story: after a
-# GELU they are mostly positive, and inside large transformers a few feature dimensions carry
-# outliers far larger than the rest, which is what LLM.int8() works around by keeping those
-# dimensions in 16 bits {cite}`dettmers2022llmint8`. MiniLM is small enough not to need that.
+# most one bit, and only when a row is one-sided).
+#
+# Activations are a different story. After a GELU they are mostly positive, and in BERT a few
+# dimensions of the hidden state carry values far larger than the rest, which makes per-tensor
+# int8 activations lose accuracy {cite}`bondarenko2021understanding`; in much larger
+# transformers LLM.int8() keeps such dimensions in 16 bits {cite}`dettmers2022llmint8`. Does
+# MiniLM have them? `quantize.activation_outliers` hooks every linear layer and records, for
+# each input feature, its largest |value| over real tokens of training snippets:
+
+# %%
+dlbook.show(quantize.activation_outliers)
+
+# %%
+train_raw = assets.rotten_tomatoes()["train"]
+
+
+def snippet_batches(texts, n_batches, batch_size):
+    """n_batches tokenised batches of consecutive texts, each padded to its longest."""
+    return [dict(tokenizer(texts[i * batch_size:(i + 1) * batch_size], padding=True,
+                           truncation=True, max_length=sizes["max_length"],
+                           return_tensors="pt"))
+            for i in range(n_batches)]
+
+
+probe = snippet_batches(train_raw["text"], sizes["n_probe"], 32)
+peaks = quantize.activation_outliers(fp32, probe)  # {layer: (in_features,)}
+ratio = {n: (p.max() / p.median()).item() for n, p in peaks.items()}
+
+
+def layer_kind(name):
+    """Which input a linear layer reads, from its name in the classifier."""
+    if name.endswith(("self.query", "self.key", "self.value")):
+        return "Q/K/V input"
+    if name.endswith("attention.output.dense"):
+        return "attention-output input"
+    if name.endswith("intermediate.dense"):
+        return "FFN input"
+    if name.endswith("output.dense"):
+        return "FFN-output input"
+    return "pooler / classifier"
+
+
+for kind in dict.fromkeys(map(layer_kind, peaks)):
+    worst = max((n for n in peaks if layer_kind(n) == kind), key=ratio.get)
+    print(f"{kind:24s} largest feature range / median one: up to {ratio[worst]:5.1f} "
+          f"({worst}, feature {int(peaks[worst].argmax())})")
+
+# %% [markdown]
+# The inputs of the query, key and value projections and of the first FFN layer are the
+# LayerNorm outputs of the residual stream. In each of them one feature is the largest:
+
+# %%
+resid = [n for n in peaks if n.endswith(("self.query", "intermediate.dense"))]
+top = {int(peaks[n].argmax()) for n in resid}
+ffn_in = [n for n in peaks if n.endswith("intermediate.dense")]
+out_ratio = max(ratio[n] for n in ffn_in)
+print(f"largest input feature of {len(resid)} residual-stream layers: {sorted(top)}; "
+      f"its range / the median feature's at the FFN inputs: up to {out_ratio:.1f}")
+dlbook.glue("ch12_outlier_dims", ", ".join(str(d) for d in sorted(top)))
+dlbook.glue("ch12_outlier_ratio", out_ratio)
+if profile == "full":  # the finding, checked on the fine-tuned classifier
+    assert len(top) == 1 and out_ratio >= 5, (top, out_ratio)
+
+# %% [markdown]
+# One dimension, feature {glue:text}`ch12_outlier_dims`, is the widest input feature of every
+# layer that reads the residual stream, up to {glue:text}`ch12_outlier_ratio:.1f` times the
+# range of the median feature at the FFN inputs: MiniLM has the outlier dimension Bondarenko et
+# al. found in BERT. With one scale per tensor for the activations (all that Eq.
+# {eq}`eq-ch12-intmm` of the next section allows) that dimension sets the step for all 384, so
+# every other feature is quantized several times more coarsely than its own range would need.
 #
 # ## 12.3 Integer matrix products: dynamic quantization
 #
@@ -494,14 +572,265 @@ dlbook.show(quantize.int8_dynamic)
 int8_linear = quantize.int8_dynamic(fp32, embeddings=False)  # section 12.3 only
 int8_all = quantize.int8_dynamic(fp32)  # + section 12.4
 print(int8_all.bert.embeddings.word_embeddings, "|", int8_all.bert.encoder.layer[0].attention.self.query)
-check = tokenizer(list(assets.rotten_tomatoes()["test"]["text"][:16]), padding=True, return_tensors="pt")
+val_16 = list(assets.rotten_tomatoes()["validation"]["text"][:16])
+check = tokenizer(val_16, padding=True, return_tensors="pt")
 with torch.inference_mode():
     logits = {name: m(**check).logits for name, m in [("fp32", fp32), ("int8", int8_all)]}
 agree = (logits["fp32"].argmax(-1) == logits["int8"].argmax(-1)).float().mean().item()
-print(f"16 test snippets: max logit change {(logits['fp32'] - logits['int8']).abs().max():.3f}, same prediction on {agree:.0%}")
+change = (logits["fp32"] - logits["int8"]).abs().max()
+print(f"16 validation snippets: max logit change {change:.3f}, "
+      f"same prediction on {agree:.0%}")
 
 # %% [markdown]
-# ## 12.6 Measuring: size, latency, accuracy
+# Section 12.2 found per-row weight scales more accurate than one scale per matrix, and
+# `int8_dynamic(..., per_channel=True)` gives the linear layers one weight scale per output row.
+# Whether that wins on the whole classifier is decided on the validation split in section 12.9,
+# with the speed of both measured in the same run:
+
+# %%
+int8_rows = quantize.int8_dynamic(fp32, per_channel=True)  # + one weight scale per row
+print(int8_rows.bert.encoder.layer[0].attention.self.query.weight().qscheme())
+
+# %% [markdown]
+# ## 12.6 Static quantization: observers and calibration
+#
+# Dynamic quantization measures the range of every batch of activations at run time, which
+# costs a pass over the data per layer per batch and gives each batch a different scale.
+# **Static** quantization fixes the activation scales ahead of time, from **calibration**
+# batches: an **observer** sits at the input of each linear layer and records what it sees,
+# then Eq. {eq}`eq-ch12-asym` turns the recorded range into a scale and a zero point. Two
+# observers, both in `dlbook.quantize` (written by hand: PyTorch's own live in the deprecated
+# `torch.ao.quantization`):
+#
+# - `MinMaxObserver` keeps the widest range seen. One extreme value anywhere sets the step
+#   for all values;
+# - `PercentileObserver(p)` keeps the $p$-th and $(100 - p)$-th percentiles of the values seen
+#   and clips the rest: the rare extreme values suffer a larger error, every other value a
+#   finer step.
+#
+# To measure what a static int8 model would compute, without int8 kernels, each linear layer is
+# replaced by a `FakeQuantLinear`: the weight fake-quantized per output row, the input
+# fake-quantized with the frozen static scale. Section 12.8 runs the same idea on real int8
+# kernels.
+
+# %%
+dlbook.show(quantize.PercentileObserver)
+
+# %%
+dlbook.show(quantize.FakeQuantLinear)
+
+# %% [markdown]
+# The check: a calibrated `FakeQuantLinear` computes Eq. {eq}`eq-ch12-affine` on its input with
+# the observer's scale, and the per-row weight of section 12.2; against
+# `torch.fake_quantize_per_tensor_affine` and `torch.fake_quantize_per_channel_affine`:
+
+# %%
+fq = quantize.FakeQuantLinear(copy.deepcopy(layer), quantize.MinMaxObserver())
+fq.set_mode("observe")
+fq(x)  # calibrate on the embeddings of one sentence, (1, T, 384)
+fq.freeze()
+fq.set_mode("quant")
+s_in, z_in = float(fq.in_scale), int(fq.in_zero_point)
+x_ref = torch.fake_quantize_per_tensor_affine(x, s_in, z_in, 0, 255)
+w = layer.weight.detach()
+s_w = w.abs().amax(dim=1) / 127  # (1536,)
+z_w = torch.zeros(1536, dtype=torch.int32)
+w_ref = torch.fake_quantize_per_channel_affine(w, s_w, z_w, 0, -128, 127)
+with torch.inference_mode():
+    torch.testing.assert_close(fq(x), nn.functional.linear(x_ref, w_ref, layer.bias))
+print(f"FakeQuantLinear == torch's fake quantization (input s {s_in:.4f}, z {z_in})")
+
+# %% [markdown]
+# The straight-through estimator is what makes the same layer trainable (section 12.7): rounding
+# has gradient 0 almost everywhere, so the backward pass treats it as the identity inside the
+# clamping range and as 0 outside it. Checked against the gradient of
+# `torch.fake_quantize_per_tensor_affine`, which implements the same rule:
+
+# %%
+xg = (torch.randn(64) * 2).requires_grad_()
+xr = xg.detach().clone().requires_grad_()
+y_ste = quantize.fake_quantize_ste(xg, torch.tensor(0.02), torch.tensor(128.0), 0, 255)
+y_ste.sum().backward()
+torch.fake_quantize_per_tensor_affine(xr, 0.02, 128, 0, 255).sum().backward()
+torch.testing.assert_close(xg.grad, xr.grad)
+print(f"STE gradient == torch's: 1 on {int(xg.grad.sum())} values inside the range, "
+      f"0 on {int((xg.grad == 0).sum())} clipped")
+
+# %% [markdown]
+# Now the whole classifier. The validation split scores each choice (the test split is read
+# in section 12.9, for the variants measured there); calibration uses batches of training
+# snippets. For each observer and
+# each number of calibration batches:
+
+# %%
+val_raw = assets.rotten_tomatoes()["validation"]
+val_raw = val_raw if sizes["n_val"] is None else val_raw.select(range(sizes["n_val"]))
+val_tok = finetune.tokenize_dataset(val_raw, tokenizer, sizes["max_length"])
+
+
+def val_correct(model):
+    """Per-snippet correctness on the validation split, (n_val,) bool."""
+    r = finetune.evaluate_classifier(model, val_tok, tokenizer,
+                                     batch_size=sizes["eval_batch"])
+    return (r.preds == r.labels).numpy()
+
+
+calib = snippet_batches(train_raw["text"][sizes["n_probe"] * 32:],
+                        max(sizes["calib_counts"]), sizes["calib_bs"])
+observers = {"min/max": quantize.MinMaxObserver,
+             "percentile 99.99": lambda: quantize.PercentileObserver(99.99)}
+ptq, ptq_correct = {}, {}
+runs = [(o, n) for o in observers for n in sizes["calib_counts"]]
+for obs, n in dlbook.progress(runs, desc="calibrate + validate"):
+    model_fq = copy.deepcopy(fp32)
+    fq_layers = quantize.prepare_fake_quant(model_fq, observers[obs])
+    quantize.calibrate(model_fq, calib[:n], fq_layers)
+    ptq[obs, n], ptq_correct[obs, n] = model_fq, val_correct(model_fq)
+fp32_val = val_correct(fp32)
+for (obs, n), c in ptq_correct.items():
+    print(f"{obs:17s} {n:3d} batches: validation accuracy {c.mean():.4f} "
+          f"(fp32 {fp32_val.mean():.4f})")
+
+# %% [markdown]
+# The difference between the two observers, at the most calibration batches, with its paired
+# 95 % interval over the same validation snippets:
+
+# %%
+n_most = max(sizes["calib_counts"])
+obs_cmp = stats.compare(ptq_correct["percentile 99.99", n_most],
+                        ptq_correct["min/max", n_most])
+lo_o, hi_o = 100 * obs_cmp.interval.low, 100 * obs_cmp.interval.high
+print(f"percentile - min/max: {100 * obs_cmp.interval.diff:+.2f} points, "
+      f"95 % interval [{lo_o:+.2f}, {hi_o:+.2f}]")
+best_obs = max(observers, key=lambda o: (ptq_correct[o, n_most].mean(), o != "min/max"))
+dlbook.glue("ch12_obs_diff", 100 * obs_cmp.interval.diff)
+dlbook.glue("ch12_obs_ci", f"[{lo_o:+.2f}, {hi_o:+.2f}]")
+dlbook.glue("ch12_obs_verdict", "a measurable difference" if obs_cmp.interval.measurable
+            else "no measurable difference")
+dlbook.glue("ch12_best_obs", best_obs)
+dlbook.glue("ch12_n_most", n_most)
+dlbook.glue("ch12_calib_bs", sizes["calib_bs"])
+counts_text = {o: ", ".join(f"{ptq_correct[o, n].mean():.4f}"
+                            for n in sizes["calib_counts"])
+               for o in observers}
+dlbook.glue("ch12_calib_counts", ", ".join(map(str, sizes["calib_counts"])))
+dlbook.glue("ch12_calib_minmax", counts_text["min/max"])
+dlbook.glue("ch12_calib_pct", counts_text["percentile 99.99"])
+accs = [c.mean() for c in ptq_correct.values()]
+dlbook.glue("ch12_calib_range", 100 * (max(accs) - min(accs)))
+
+# %% [markdown]
+# With {glue:text}`ch12_calib_counts` calibration batches of {glue:text}`ch12_calib_bs`
+# snippets, validation accuracy was {glue:text}`ch12_calib_minmax` with the min/max observer
+# and {glue:text}`ch12_calib_pct` with the percentile observer. At
+# {glue:text}`ch12_n_most` batches the percentile observer differs from min/max by
+# {glue:text}`ch12_obs_diff:+.2f` points, 95 % interval {glue:text}`ch12_obs_ci`:
+# {glue:text}`ch12_obs_verdict`. The observer with the higher validation accuracy,
+# {glue:text}`ch12_best_obs`, is the one sections 12.7 and 12.8 use. More calibration batches
+# can only widen a min/max range (the maximum of more values cannot shrink); across all these
+# settings validation accuracy varied by {glue:text}`ch12_calib_range:.1f` points, on a split
+# where one snippet is 0.1 point, so a few batches of snippets are enough to calibrate here.
+#
+# ## 12.7 Quantization-aware training
+#
+# Post-training quantization leaves the weights where float training put them. **Quantization-
+# aware training** (QAT) goes on training with the fake-quantized forward pass, so that the
+# weights move to where their int8 versions classify well {cite}`jacob2018quantization`. The
+# loss sees the rounded values; the gradient passes the rounding straight through (the STE
+# checked above) {cite}`bengio2013estimating`. A short run, starting from the calibrated model
+# of the chosen observer, on training snippets, with the activation scales kept frozen:
+
+# %%
+qat = copy.deepcopy(ptq[best_obs, n_most])  # FakeQuantLinear layers in mode "quant"
+train_tok = finetune.tokenize_dataset(train_raw, tokenizer, sizes["max_length"])
+steps = sizes["qat_steps"]
+qat_data = train_tok.shuffle(seed=0).select(range(steps * sizes["qat_bs"]))
+loader = finetune.make_loader(qat_data, tokenizer, sizes["qat_bs"], shuffle=True)
+trainable = [p for p in qat.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(trainable, lr=sizes["qat_lr"])
+qat.train()
+losses = []
+for batch in dlbook.progress(loader, desc="QAT", total=steps):
+    loss = qat(**batch).loss  # the forward pass rounds weights and inputs
+    opt.zero_grad()
+    loss.backward()  # straight through the rounding
+    opt.step()
+    losses.append(loss.item())
+qat.eval()
+qat_correct = val_correct(qat)
+qat_cmp = stats.compare(qat_correct, ptq_correct[best_obs, n_most])
+lo_q, hi_q = 100 * qat_cmp.interval.low, 100 * qat_cmp.interval.high
+print(f"{steps} QAT steps, loss {np.mean(losses[:5]):.3f} (first 5) -> "
+      f"{np.mean(losses[-5:]):.3f} (last 5); validation "
+      f"{ptq_correct[best_obs, n_most].mean():.4f} (PTQ) -> "
+      f"{qat_correct.mean():.4f} (QAT), "
+      f"difference 95 % interval [{lo_q:+.2f}, {hi_q:+.2f}]")
+dlbook.glue("ch12_qat_steps", steps)
+dlbook.glue("ch12_qat_acc", float(qat_correct.mean()))
+dlbook.glue("ch12_ptq_acc", float(ptq_correct[best_obs, n_most].mean()))
+dlbook.glue("ch12_qat_ci", f"[{lo_q:+.2f}, {hi_q:+.2f}]")
+dlbook.glue("ch12_qat_verdict", "a measurable difference" if qat_cmp.interval.measurable
+            else "no measurable difference")
+dlbook.glue("ch12_fp32_val", float(fp32_val.mean()))
+
+# %% [markdown]
+# After {glue:text}`ch12_qat_steps` steps of QAT, validation accuracy went from
+# {glue:text}`ch12_ptq_acc:.4f` (post-training, static) to {glue:text}`ch12_qat_acc:.4f`
+# (float32: {glue:text}`ch12_fp32_val:.4f`); the paired 95 % interval of the difference,
+# {glue:text}`ch12_qat_ci` points, says {glue:text}`ch12_qat_verdict`. A run this short is a
+# demonstration of the mechanism, not a tuned recipe: longer runs, learned scales and lower bit
+# widths are where QAT is usually reported to pay. The run also trains the float weights for
+# more steps; a float run of the same length separates the two effects, and is exercise
+# {ref}`ch12-ex-qat`.
+#
+# ## 12.8 ONNX Runtime, and bf16
+#
+# The fake-quantized models above compute what int8 would, in float time. To run integer
+# kernels, the classifier goes to **ONNX Runtime**: `torch.onnx.export` writes the graph to an
+# ONNX file, and `onnxruntime.quantization` rewrites it into int8, dynamically (activation
+# scales per batch, as in section 12.3) or statically (scales from calibration batches, as in
+# section 12.6, in the QDQ format: quantize/dequantize pairs that ONNX Runtime fuses into integer
+# kernels). `dlbook.ort` wraps the three steps and an inference session that a chapter calls
+# like the PyTorch model, so `dlbook.measure` times and scores it the same way:
+
+# %%
+dlbook.show(dlort.export_classifier)
+
+# %%
+onnx_dir = Path(tempfile.mkdtemp(prefix="ch12-onnx-"))  # written afresh from this model
+threads = torch.get_num_threads()
+f32_path = dlort.export_classifier(fp32, onnx_dir / "fp32.onnx", calib[0])
+dyn_path = dlort.quantize_dynamic_int8(f32_path, onnx_dir / "int8-dynamic.onnx")
+ort_method = "percentile" if best_obs.startswith("percentile") else "minmax"
+sta_path = dlort.quantize_static_int8(f32_path, onnx_dir / "int8-static.onnx",
+                                      calib[:n_most], method=ort_method,
+                                      pad_id=tokenizer.pad_token_id)
+ort_models = {name: dlort.OrtClassifier(p, threads=threads) for name, p in
+              [("ORT fp32", f32_path), ("ORT int8 dynamic", dyn_path),
+               ("ORT int8 static", sta_path)]}
+check = dict(tokenizer(list(val_raw["text"][:8]), padding=True, return_tensors="pt"))
+with torch.inference_mode():
+    ref = fp32(**check).logits  # (8, 2)
+    torch.testing.assert_close(ort_models["ORT fp32"](**check).logits, ref,
+                               atol=1e-4, rtol=1e-4)
+for name, m in ort_models.items():
+    print(f"{name:17s} {m.size_mb():6.1f} MB")
+
+# %% [markdown]
+# The exported float graph computes the PyTorch model's logits to float rounding (the check
+# above). **bf16** is the other cheap format: the whole model cast to bfloat16, half the bytes
+# of float32. CPUs with bf16 instructions (AVX-512 BF16 or AMX) multiply bf16 pairs in
+# hardware; other CPUs have no bf16 arithmetic (how bf16 fares there is measured in
+# {ref}`ch10`), so this chapter times a bf16 row only where the instructions exist. fp16 is left to GPUs: the
+# CPUs this book targets have no fp16 arithmetic, and the chapter times nothing in fp16.
+
+# %%
+has_bf16 = bool({"avx512_bf16", "amx_bf16"} & set(dlbook.env.cpu_features()))
+bf16 = copy.deepcopy(fp32).to(torch.bfloat16) if has_bf16 else None
+print("bf16 row:", "timed" if has_bf16 else "skipped (no bf16 instructions)")
+
+# %% [markdown]
+# ## 12.9 Measuring: size, latency, accuracy
 #
 # Compression claims are easy to get wrong: a size that counts parameters but not the scales, a
 # latency taken once on a cold model, a speed-up of two models timed an hour apart on a busy
@@ -509,15 +838,17 @@ print(f"16 test snippets: max logit change {(logits['fp32'] - logits['int8']).ab
 # way, with `dlbook.measure`, which this chapter introduces:
 #
 # - **size** is what `torch.save(model.state_dict())` writes, in MB ($10^6$ bytes): int8 weights,
-#   scales and zero points count as stored (`saved_size_mb`);
+#   scales and zero points count as stored (`saved_size_mb`); for ONNX Runtime, the size of the
+#   ONNX file with its weights;
 # - **latency** is the median wall time of one forward pass on a fixed batch of test snippets
 #   (`benchmark_batches`: the first $b$ snippets, padded to their longest), at batch 1 (one user
 #   waiting) and batch 32 (a server's throughput), with the number of threads fixed
 #   (`fixed_threads`). `interleaved_latency` times the variants **in turns**, one pass of each per
 #   round, so that a change of load on the machine hits all of them alike and their ratio
-#   stays fair;
-# - **accuracy** is on the test split, through chapter 9's `evaluate_classifier`
-#   (`measure_classifier` returns all three as one `Measurement`);
+#   stays fair; ONNX Runtime runs with the same number of threads as PyTorch;
+# - **accuracy** is on the validation split, which chooses between variants, and on the test
+#   split, which reports them, through chapter 9's `evaluate_classifier` (`measure_classifier`
+#   returns all three as one `Measurement`);
 # - a `Scoreboard` collects the measurements, computes the ratios against the baseline
 #   (`smaller`, `faster@b`, `acc_drop_pts`) and prints the provenance: CPU, threads, torch version.
 
@@ -544,23 +875,40 @@ print(f"{len(test_tok):,} test snippets | benchmark batches {({b: tuple(v['input
       f"{measure.provenance_line(threads)}")
 
 # %%
-variants = {"fp32": fp32, "int8 linear": int8_linear, "int8 linear + emb": int8_all}
-timings = measure.interleaved_latency(variants, batches, threads=threads, rounds=sizes["rounds"], warmup=sizes["warmup"])
+variants = {"fp32": fp32, **({"bf16": bf16} if has_bf16 else {}),
+            "int8 linear": int8_linear,
+            "int8 + emb, per tensor": int8_all, "int8 + emb, per row": int8_rows,
+            **ort_models}
+timings = measure.interleaved_latency(variants, batches, threads=threads,
+                                      rounds=sizes["rounds"], warmup=sizes["warmup"])
 board = measure.Scoreboard(baseline="fp32")
+pair = ("int8 + emb, per tensor", "int8 + emb, per row")
+pair_val = {name: val_correct(variants[name]) for name in pair}  # for a paired test
 for name, m in dlbook.progress(variants.items(), desc="accuracy", total=len(variants)):
-    board.add(measure.measure_classifier(name, m, tokenizer, test_tok, batches, threads=threads,
-                                         eval_batch_size=sizes["eval_batch"], timings=timings[name]))
+    row = measure.measure_classifier(name, m, tokenizer, test_tok, batches,
+                                     threads=threads,
+                                     eval_batch_size=sizes["eval_batch"],
+                                     timings=timings[name],
+                                     val_dataset=None if name in pair else val_tok)
+    if name in pair:
+        row.val_accuracy = float(pair_val[name].mean())
+    if isinstance(m, dlort.OrtClassifier):
+        row = dlort.classifier_measurement(row, m)  # size of the ONNX file
+    board.add(row)
 print(board.provenance())
 display(board.frame().round(3))
 
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
 board.plot(batch_size=big, ax=ax1)
+gap = len(timings) + 1
 for i, (name, per) in enumerate(timings.items()):
-    ax2.boxplot([per[b].runs_ms for b in sizes["batch_sizes"]], positions=np.arange(len(per)) * 4 + i, widths=0.8,
-                patch_artist=True, boxprops=dict(facecolor=f"C{i}"), medianprops=dict(color="k"))
+    ax2.boxplot([per[b].runs_ms for b in sizes["batch_sizes"]],
+                positions=np.arange(len(per)) * gap + i, widths=0.8, patch_artist=True,
+                boxprops=dict(facecolor=f"C{i}"), medianprops=dict(color="k"))
     ax2.plot([], [], color=f"C{i}", lw=6, label=name)
-ax2.set_xticks(np.arange(len(sizes["batch_sizes"])) * 4 + 1, [f"batch {b}" for b in sizes["batch_sizes"]])
+ax2.set_xticks(np.arange(len(sizes["batch_sizes"])) * gap + (gap - 2) / 2,
+               [f"batch {b}" for b in sizes["batch_sizes"]])
 ax2.set_yscale("log")
 ax2.set_ylabel("forward pass (ms)")
 ax2.set_title("Every timed run, in turns")
@@ -569,8 +917,30 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The headline numbers. On every machine the int8 classifier (linear layers and embeddings) must
-# lose at most one point of test accuracy. How much faster it runs depends on the CPU's
+# Per-row or per-tensor weight scales? The validation split decides, between the two int8
+# models with int8 embeddings (a tie goes to per row, the smaller error of section 12.2):
+
+# %%
+chosen = max(pair, key=lambda n: (board.rows[n].val_accuracy, n.endswith("row")))
+rows_vs = stats.compare(pair_val[pair[1]], pair_val[pair[0]])
+lo_r, hi_r = 100 * rows_vs.interval.low, 100 * rows_vs.interval.high
+print(f"validation: per tensor {board.rows[pair[0]].val_accuracy:.4f}, per row "
+      f"{board.rows[pair[1]].val_accuracy:.4f} (difference 95 % interval "
+      f"[{lo_r:+.2f}, {hi_r:+.2f}] points); chosen: {chosen}")
+dlbook.glue("ch12_chosen", chosen)
+dlbook.glue("ch12_rows_ci", f"[{lo_r:+.2f}, {hi_r:+.2f}]")
+dlbook.glue("ch12_val_tensor", board.rows[pair[0]].val_accuracy)
+dlbook.glue("ch12_val_rows", board.rows[pair[1]].val_accuracy)
+dlbook.glue("ch12_rows_verdict", "a measurable difference"
+            if rows_vs.interval.measurable else "no measurable difference")
+r_rows = board.ratios(pair[1])
+dlbook.glue("ch12_rows_big", r_rows[f"faster@{big}"])
+dlbook.glue("ch12_rows_1", r_rows["faster@1"])
+
+# %% [markdown]
+# The headline numbers are those of the chosen model,
+# {glue:text}`ch12_chosen`. On every machine it must lose at most one point of test
+# accuracy. How much faster it runs depends on the CPU's
 # instruction sets (the end of this section explains why), so what is expected of the speed-up at
 # batch 32 is set per hardware class of the CPU (`dlbook.env.hardware_class("cpu")`, printed in
 # brackets in the table's provenance line), from repeated runs on that class, with a margin below
@@ -586,9 +956,18 @@ plt.show()
 # quick `smoke` sizes nothing about speed is checked.
 
 # %%
-r = board.ratios("int8 linear + emb")
+r = board.ratios(chosen)
 r_lin = board.ratios("int8 linear")
-base, q8 = board.rows["fp32"], board.rows["int8 linear + emb"]
+base, q8 = board.rows["fp32"], board.rows[chosen]
+# paired: run i of both models came from round i
+per_round = {b: np.array(timings["fp32"][b].runs_ms)
+             / np.array(timings[chosen][b].runs_ms) for b in sizes["batch_sizes"]}
+spread = {b: np.quantile(v, [0.1, 0.9]) for b, v in per_round.items()}
+for b, (lo, hi) in spread.items():
+    print(f"batch {b}: per-round speed-up median {np.median(per_round[b]):.2f}, "
+          f"10-90 % of rounds {lo:.2f}-{hi:.2f}")
+dlbook.glue("ch12_spread_big", f"{spread[big][0]:.2f} to {spread[big][1]:.2f}")
+dlbook.glue("ch12_spread_1", f"{spread[1][0]:.2f} to {spread[1][1]:.2f}")
 cpu_class = dlbook.env.hardware_class("cpu")  # the timings ran on the CPU
 dlbook.hardware_headline("ch12_speedup", r[f"faster@{big}"], profile=profile, hardware=cpu_class)
 dlbook.headline("ch12_acc_drop", r["acc_drop_pts"], profile=profile, at_most=1.0, fmt="{:.2f}")
@@ -608,6 +987,27 @@ dlbook.glue("ch12_mb_int8", q8.size_mb)
 dlbook.glue("ch12_acc_fp32", base.accuracy)
 dlbook.glue("ch12_acc_int8", q8.accuracy)
 dlbook.glue("ch12_threads", threads)
+r_ort, r_ortf = board.ratios("ORT int8 dynamic"), board.ratios("ORT fp32")
+r_sta = board.ratios("ORT int8 static")
+dlbook.glue("ch12_ort_big", r_ort[f"faster@{big}"])
+dlbook.glue("ch12_ort_1", r_ort["faster@1"])
+dlbook.glue("ch12_ortf_big", r_ortf[f"faster@{big}"])
+dlbook.glue("ch12_ortf_1", r_ortf["faster@1"])
+dlbook.glue("ch12_ort_sta_big", r_sta[f"faster@{big}"])
+dlbook.glue("ch12_ort_smaller", r_ort["smaller"])
+dlbook.glue("ch12_ort_drop", r_ort["acc_drop_pts"])
+dlbook.glue("ch12_ort_sta_drop", r_sta["acc_drop_pts"])
+if has_bf16:
+    r_bf = board.ratios("bf16")
+    bf16_text = (f"In bf16 the model was {r_bf[f'faster@{big}']:.2f}x as fast as "
+                 f"float32 at batch {big} ({r_bf['faster@1']:.2f}x at batch 1), "
+                 f"{r_bf['smaller']:.2f}x smaller, and lost "
+                 f"{r_bf['acc_drop_pts']:.2f} points of test accuracy.")
+else:
+    bf16_text = "This CPU has no bf16 instructions, so the table has no bf16 row."
+dlbook.glue("ch12_bf16_text", bf16_text)
+dlbook.headline("ch12_ort_acc_drop", r_ort["acc_drop_pts"], profile=profile,
+                at_most=1.0, fmt="{:.2f}")
 print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x faster at batch {big}, "
       f"{r['faster@1']:.2f}x at batch 1, accuracy {base.accuracy:.4f} -> {q8.accuracy:.4f}")
 
@@ -637,6 +1037,59 @@ print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x fas
 # has AVX2, AVX-512 and AVX-512 VNNI code paths; the 256-bit `avx_vnni` of recent laptop CPUs
 # gets its AVX2 path, which is why `dlbook.env.hardware_class` puts such CPUs in `cpu-avx2`.)
 #
+# A speed-up is a ratio of two medians, and it has a spread. Each round timed both models back
+# to back, so the ratio of their times in one round is a paired measurement: over the rounds,
+# the middle 80 % of these ratios lay between {glue:text}`ch12_spread_big` at batch
+# {glue:text}`ch12_big` and between {glue:text}`ch12_spread_1` at batch 1. That spread, and the
+# spread between whole runs, is why the expected values in the table above sit well below every
+# run measured on their class, and why no speed-up is expected on a class without such runs.
+#
+# Validation chose {glue:text}`ch12_chosen` (validation accuracy {glue:text}`ch12_val_tensor:.4f`
+# per tensor, {glue:text}`ch12_val_rows:.4f` per row; the paired 95 % interval of per row minus
+# per tensor is {glue:text}`ch12_rows_ci` points: {glue:text}`ch12_rows_verdict`). The smaller
+# weight error of per-row scales (section 12.2) did not show up as measurably better
+# classification, and the per-row model ran {glue:text}`ch12_rows_big:.2f`x as fast as float32
+# at batch {glue:text}`ch12_big` ({glue:text}`ch12_rows_1:.2f`x at batch 1).
+#
+# **ONNX Runtime.** The exported float32 graph, run by ONNX Runtime at the same thread count, was
+# {glue:text}`ch12_ortf_big:.2f`x as fast as PyTorch's float32 model at batch
+# {glue:text}`ch12_big` and {glue:text}`ch12_ortf_1:.2f`x at batch 1 (ONNX Runtime runs its own
+# kernels on a graph it optimizes first, fusing chains of operators {cite}`onnxruntime2021`). Its dynamic int8 graph was {glue:text}`ch12_ort_big:.2f`x as fast as
+# PyTorch's float32 ({glue:text}`ch12_ort_1:.2f`x at batch 1),
+# {glue:text}`ch12_ort_smaller:.2f`x smaller (it quantizes the embedding lookups too), and lost
+# {glue:text}`ch12_ort_drop:.2f` points of test accuracy; the static graph was
+# {glue:text}`ch12_ort_sta_big:.2f`x as fast and lost {glue:text}`ch12_ort_sta_drop:.2f` points.
+# That static graph is not the model of section 12.6: ONNX Runtime's static quantization puts
+# fixed int8 scales on the inputs of every matrix product it quantizes, the two attention
+# products among them, where section 12.6 quantized only the inputs of the linear layers; the
+# fake-quantized model's validation accuracy is not a forecast for it. Each graph has to be
+# measured, as here. {glue:text}`ch12_bf16_text`
+#
+# ## 12.10 Below eight bits: int4 and weight-only quantization
+#
+# Eight bits is where a BERT classifier loses almost nothing with the simple rules of this
+# chapter. Large language models are stored in four bits or fewer, and at batch 1 their speed is
+# set by how many bytes of weights stream from memory per token, not by arithmetic. Hence
+# **weight-only** schemes: the weights in int4 (or fewer bits), dequantized to 16-bit floats
+# inside the matrix product, the activations left in floating point. With 16 levels instead of
+# 256, rounding each weight to its nearest level (as this chapter does) loses too much, and the
+# methods differ in how they choose the levels:
+#
+# - **GPTQ** quantizes the columns of a weight matrix one at a time and updates the columns not
+#   yet quantized to compensate for the error, using second-order information from a small
+#   calibration set; it took 175-billion-parameter models to 3 or 4 bits in a few GPU hours
+#   {cite}`frantar2023gptq`;
+# - **AWQ** observes that a small fraction of weight channels, those that meet large activations
+#   (the outlier features of section 12.2), matter most, and scales them up before rounding so
+#   that they lose less, with no retraining {cite}`lin2024awq`;
+# - **llama.cpp's k-quants** store weights in blocks of 256 made of sub-blocks of 16 or 32, each
+#   sub-block with its own small scale (and minimum) quantized in turn against one float scale
+#   per block, which puts the cost of per-group scales well under a bit per weight
+#   {cite}`kawrakow2023kquants`. Part VI reads such a 4-bit GGUF file and dequantizes it by hand.
+#
+# The grouping is section 12.2's lesson taken further: one scale per row beat one per matrix,
+# and one per group of 32 weights beats one per row.
+#
 # ## Summary
 #
 # - Float formats have a constant **relative** rounding error, Eq. {eq}`eq-ch12-float` (bf16:
@@ -654,6 +1107,16 @@ print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x fas
 #   batch {glue:text}`ch12_big` for {glue:text}`ch12_acc_drop` points of accuracy. It uses the
 #   deprecated `torch.ao.quantization` because, on this torch and the CPUs we tried, torchao does
 #   not speed it up.
+# - MiniLM has an outlier feature: one dimension of the residual stream is the widest input of
+#   every layer that reads it, up to {glue:text}`ch12_outlier_ratio:.1f` times the median
+#   feature's range, as Bondarenko et al. found in BERT.
+# - Static quantization fixes activation scales from calibration batches with an observer
+#   (min/max or a percentile); quantization-aware training trains through fake quantization
+#   with a straight-through gradient. On validation, static fake quantization scored
+#   {glue:text}`ch12_ptq_acc:.4f` and a short QAT run {glue:text}`ch12_qat_acc:.4f`, against
+#   {glue:text}`ch12_fp32_val:.4f` in float32.
+# - ONNX Runtime ran the exported classifier in int8 {glue:text}`ch12_ort_big:.2f`x as fast as
+#   PyTorch's float32 at batch {glue:text}`ch12_big`, timed under the same protocol.
 # - `dlbook.measure` is how Part IV measures: size on disk, interleaved median latencies with fixed
 #   threads, test accuracy, ratios against a baseline, provenance.
 #
@@ -768,10 +1231,34 @@ print(f"vs float32 on a real layer: max diff {(my_int8_linear(xx, lin.weight.det
 # `measure.saved_size_mb` counts exactly what is written, which is why Part IV uses it.
 # :::
 #
+# :::{exercise}
+# :label: ch12-ex-qat
+# The QAT run of section 12.7 trains the weights for more steps *and* puts the rounding in the
+# loop. Design the control that separates the two effects, and say which paired comparison on
+# the validation split would show that the rounding in the loop, not the extra training, made a
+# difference. Run it with `qat_steps` steps of plain float training followed by the same static
+# calibration.
+# :::
+#
+# :::{solution} ch12-ex-qat
+# :class: dropdown
+# Train a copy of the float32 model for the same steps, on the same batches, with the same
+# optimizer and learning rate but without fake quantization; then calibrate it with the same
+# observer and batches (post-training quantization of the further-trained model). Compare that
+# model with the QAT model on the same validation snippets with `stats.compare`: a paired
+# interval that excludes 0 in favour of QAT credits the rounding in the loop; an interval around
+# 0 says the extra training, if anything, made the difference. A single seed can mislead when
+# the difference is a few snippets: repeat with three seeds of the loader's order.
+# :::
+#
 # ## Further reading
 #
 # - Integer-only inference, the affine scheme and its derivation {cite}`jacob2018quantization`.
-# - Outlier features in large transformers and mixed int8/fp16 products {cite}`dettmers2022llmint8`.
+# - Outlier features in large transformers and mixed int8/fp16 products {cite}`dettmers2022llmint8`;
+#   outlier dimensions in BERT and per-embedding-group quantization
+#   {cite}`bondarenko2021understanding`.
+# - Four-bit weights: GPTQ {cite}`frantar2023gptq`, AWQ {cite}`lin2024awq`, llama.cpp's
+#   k-quants {cite}`kawrakow2023kquants`.
 # - bfloat16 for training {cite}`kalamkar2019bfloat16`; mixed precision with fp16 {cite}`micikevicius2018mixed`.
 # - PyTorch's tutorial on dynamic quantization of BERT {cite}`pytorch2020bertdynamicquant`, the
 #   anchor for this chapter's numbers.

@@ -358,3 +358,138 @@ def test_valid_parameters_in_every_accepted_form_agree():
     for s, z in forms:
         torch.testing.assert_close(Q.quantize(W, s, z, dtype=torch.uint8), want, rtol=0, atol=0)
         torch.testing.assert_close(Q.dequantize(want, s, z), Q.dequantize(want, 0.02, 3), rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-channel dynamic int8, observers, fake-quantized linear layers, outliers
+
+
+def test_int8_dynamic_per_channel_has_one_scale_per_row():
+    model = _tiny_bert()
+    q = Q.int8_dynamic(model, per_channel=True)
+    w = q.bert.encoder.layer[0].attention.self.query.weight()
+    assert w.qscheme() == torch.per_channel_affine
+    ref = model.bert.encoder.layer[0].attention.self.query.weight.detach()
+    # the per-row scale spreads each row's largest |w| over 255 steps, as the per-tensor one does
+    torch.testing.assert_close(w.q_per_channel_scales().float(), ref.abs().amax(dim=1) / 127.5)
+    ids = torch.randint(0, 3000, (2, 7))
+    with torch.inference_mode():
+        torch.testing.assert_close(q(input_ids=ids).logits, model.eval()(input_ids=ids).logits, atol=0.05, rtol=0)
+    with pytest.raises(TypeError, match="per_channel"):
+        Q.int8_dynamic(model, per_channel=1)
+
+
+def test_minmax_observer_keeps_the_widest_range():
+    obs = Q.MinMaxObserver()
+    with pytest.raises(ValueError, match="observed nothing"):
+        obs.range()
+    obs.observe(torch.tensor([-1.0, 2.0]))
+    obs.observe(torch.tensor([0.5, 3.0]))
+    assert obs.range() == (-1.0, 3.0) and obs.batches == 2
+    s, z = obs.qparams()
+    torch.testing.assert_close(s, torch.tensor(4.0 / 255))
+    assert int(z) == round(1.0 / (4.0 / 255))
+    with pytest.raises(ValueError, match="finite"):
+        obs.observe(torch.tensor([float("nan")]))
+
+
+def test_percentile_observer_clips_rare_extremes():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100_000, generator=g)
+    x[0] = 1000.0  # one outlier
+    obs = Q.PercentileObserver(99.9)
+    obs.observe(x)
+    lo, hi = obs.range()
+    assert 2.5 < hi < 4.0 and -4.0 < lo < -2.5  # the 99.9th percentiles of a standard normal, about 3.09
+    mm = Q.MinMaxObserver()
+    mm.observe(x)
+    assert mm.range()[1] == 1000.0
+    for bad in (50, 101, "99", True):
+        with pytest.raises(ValueError, match="percentile"):
+            Q.PercentileObserver(bad)
+    with pytest.raises(ValueError, match="max_per_batch"):
+        Q.PercentileObserver(99.0, max_per_batch=0)
+
+
+def test_fake_quantize_ste_values_and_gradient_match_torch():
+    x = (torch.randn(200) * 3).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    y = Q.fake_quantize_ste(x, torch.tensor(0.03), torch.tensor(100.0), 0, 255)
+    yr = torch.fake_quantize_per_tensor_affine(xr, 0.03, 100, 0, 255)
+    torch.testing.assert_close(y, yr)
+    (y * torch.arange(200.0)).sum().backward()
+    (yr * torch.arange(200.0)).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad)
+    assert 0 < int((x.grad == 0).sum()) < 200  # some values clipped, some passed straight through
+
+
+def test_fake_quant_linear_modes_and_equivalence():
+    lin = nn.Linear(16, 8)
+    fq = Q.FakeQuantLinear(lin, Q.MinMaxObserver())
+    x = torch.randn(4, 16)
+    torch.testing.assert_close(fq(x), lin(x))  # float mode
+    with pytest.raises(ValueError, match="calibrate"):
+        fq.set_mode("quant")
+    fq.set_mode("observe")
+    fq(x)
+    fq.freeze()
+    fq.set_mode("quant")
+    s, z = Q.qparams(x, symmetric=False, dtype=torch.uint8)
+    w = lin.weight.detach()
+    s_w = w.abs().amax(dim=1) / 127
+    w_hat = torch.fake_quantize_per_channel_affine(w, s_w, torch.zeros(8, dtype=torch.int32), 0, -128, 127)
+    x_hat = torch.fake_quantize_per_tensor_affine(x, float(s), int(z), 0, 255)
+    torch.testing.assert_close(fq(x), nn.functional.linear(x_hat, w_hat, lin.bias))
+    fq(x).sum().backward()  # trainable through the rounding
+    assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="mode"):
+        fq.set_mode("int8")
+    with pytest.raises(TypeError, match="nn.Linear"):
+        Q.FakeQuantLinear(nn.Conv1d(1, 1, 1), Q.MinMaxObserver())
+    with pytest.raises(TypeError, match="observer"):
+        Q.FakeQuantLinear(lin, object())
+
+
+def test_prepare_and_calibrate_a_small_bert():
+    model = _tiny_bert()
+    n_linear = sum(isinstance(m, nn.Linear) for m in model.modules())
+    layers = Q.prepare_fake_quant(model, lambda: Q.PercentileObserver(99.0))
+    assert len(layers) == n_linear and all(layer.mode == "observe" for layer in layers)
+    batches = [{"input_ids": torch.randint(0, 3000, (3, 6)), "attention_mask": torch.ones(3, 6, dtype=torch.long),
+                "labels": torch.zeros(3, dtype=torch.long)} for _ in range(2)]
+    assert Q.calibrate(model, batches, layers) == 2
+    assert all(layer.mode == "quant" and layer.observer.batches == 2 for layer in layers)
+    with torch.inference_mode():
+        out = model(input_ids=batches[0]["input_ids"]).logits
+    assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="empty"):
+        Q.calibrate(_tiny_bert(), [], Q.prepare_fake_quant(_tiny_bert()))
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        Q.prepare_fake_quant(nn.Sequential(nn.ReLU()))
+    with pytest.raises(TypeError, match="FakeQuantLinear"):
+        Q.calibrate(model, batches, [nn.Linear(2, 2)])
+
+
+def test_activation_outliers_finds_a_planted_feature():
+    x = torch.randn(2, 5, 8)
+    x[..., 3] *= 50  # feature 3 is the outlier
+    lin = nn.Linear(8, 4)
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, input_ids, attention_mask):
+            return self.lin(input_ids)
+
+    mask = torch.ones(2, 5, dtype=torch.long)
+    mask[1, 3:] = 0
+    x[1, 3:, 0] = 1e6  # padding positions: ignored
+    peaks = Q.activation_outliers(Wrap(), [{"input_ids": x, "attention_mask": mask}])
+    assert int(peaks["lin"].argmax()) == 3
+    torch.testing.assert_close(peaks["lin"], x[mask.bool()].abs().amax(dim=0))
+    with pytest.raises(ValueError, match="empty"):
+        Q.activation_outliers(Wrap(), [])
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        Q.activation_outliers(nn.Sequential(nn.ReLU()), [])

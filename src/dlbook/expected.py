@@ -87,25 +87,33 @@ class Expectation:
 _ALL = (
     Expectation(
         "ch10_lowp_speed", 10,
-        # AVX2: no bf16 products in hardware, so bf16 autocast is slower by an order of magnitude
-        # (0.042 at 2 threads; 0.078 at 1 thread beside another job).
-        at_most={"cpu-avx2": 0.5},
-        measured={"cpu-avx2": (0.042, 0.078), "cpu-avx512-bf16": (1.37,)},
-        meaning="fp32 seconds per training step / bf16-autocast seconds per step, on the CPU",
+        # Now timed warm, untracked and interleaved with fp32 (median of per-round ratios, batch
+        # 16 x 64 tokens). Runs of the earlier quantity (one cold, memory-tracked bf16 step against
+        # warm fp32 medians): cpu-avx2 0.042 (2 threads) and 0.078 (1 thread beside another job),
+        # cpu-avx512-bf16 1.37; they no longer count, so no bar until two runs of today's quantity.
+        measured={},
+        meaning="fp32 / bf16-autocast seconds per training step, median of interleaved rounds, on the CPU",
     ),
     Expectation(
         "ch10_group_time_ratio", 10,
-        at_most={"cpu-avx512-bf16": 0.85},
-        measured={"cpu-avx512-bf16": (0.573, 0.589)},
-        meaning="fine-tuning time with length-grouped batches / with shuffled batches",
+        # Now the summed times of training steps on batches spread over an epoch of each loader,
+        # timed in turns. Runs of the earlier quantity (two whole epochs one after the other):
+        # cpu-avx512-bf16 0.573, 0.589; they no longer count.
+        measured={},
+        meaning="training-step time with length-grouped batches / with shuffled batches, interleaved",
     ),
     Expectation(
         "ch12_speedup", 12,
         # as_avx2 gave 1.82 and 1.79: AVX2 kernels on a newer CPU gain more than on a real
-        # AVX2-only one, so the cpu-avx2 bar rests on the real machine's runs alone
+        # AVX2-only one, so the cpu-avx2 bar rests on the real machine's runs alone. The chapter
+        # now chooses between per-tensor and per-row weight scales on validation; it chose per
+        # tensor (0.818 vs 0.811, no measurable difference), the model these runs timed. 3.145:
+        # the run with that choice, on a heavily loaded machine (per-round ratios 1.92-3.39).
+        # The cpu-avx2 bar of 1.0 sits 26 % below the slowest real AVX2 run (1.35).
         at_least={"cpu-avx2": 1.0, "cpu-avx512-bf16": 2.0},
-        measured={"cpu-avx2": (1.611, 1.35, 1.48), "cpu-avx512-bf16": (3.619, 3.6, 2.97, 3.28)},
-        meaning="fp32 / int8 (linear layers and embeddings) forward time at batch 32, on the CPU",
+        measured={"cpu-avx2": (1.611, 1.35, 1.48), "cpu-avx512-bf16": (3.619, 3.6, 2.97, 3.28, 3.145)},
+        meaning="fp32 / int8 (linear layers and embeddings; weight scales per tensor or per row, "
+        "chosen on validation) forward time at batch 32, on the CPU",
     ),
     Expectation(
         "ch13_zeros_speedup", 13,
@@ -114,7 +122,8 @@ _ALL = (
     ),
     Expectation(
         "ch13_struct_speedup32", 13,
-        # the pruned classifier's speed-up is timed again by chapter 15 (1.94, 1.87)
+        # the pruned classifier's speed-up is timed again by chapter 15 (1.94, 1.87, at 2 threads,
+        # interleaved); chapter 13 now times it the same way (2.025 and 1.958: 1 thread, in turns)
         at_least={"cpu-avx512-bf16": 1.4},
         measured={"cpu-avx2": (2.025,), "cpu-avx512-bf16": (1.958, 1.94, 1.87)},
         meaning="fp32 / structurally pruned forward time at batch 32, on the CPU",
@@ -125,6 +134,8 @@ _ALL = (
         # distilled students only; 5.84 (and 3.245, 3.20 of earlier recipes) timed the narrow
         # student, which validation selection does not pick (it keeps 95 % of the teacher's
         # validation accuracy), and the scoreboard now times CPU copies whatever the device.
+        # Reported, not asserted, until two unloaded full runs on one class exist; the chapter
+        # prints the per-round quartiles of the ratio beside it (runs on a loaded host never count).
         measured={},
         meaning="teacher / best distilled student (chosen on validation) forward time at batch 32, on the CPU",
     ),
@@ -140,11 +151,17 @@ _ALL = (
     ),
     Expectation(
         "ch15_best_faster", 15,
-        # No run of today's quantity yet: 6.52 (and 6.283, 6.42 of earlier recipes) timed a best
-        # combination chosen with the test split; the best is now chosen on validation among the
-        # variants at least 4x smaller (ties broken by size), which may be another variant.
+        # No run of today's quantity yet: the best is now chosen on validation among the variants
+        # at least 8x smaller (pruned vocabulary + int8 on the students; ties broken by size).
+        # Earlier quantities (4x-smaller choice, or chosen with the test split) are not counted.
         measured={},
         meaning="fp32 teacher / best compressed model (chosen on validation) forward time at batch 32, on the CPU",
+    ),
+    Expectation(
+        "ch15_best_faster1", 15,
+        # No run of today's quantity yet (see ch15_best_faster).
+        measured={},
+        meaning="fp32 teacher / best compressed model (chosen on validation) forward time at batch 1, on the CPU",
     ),
     Expectation(
         "per_example_speedup", 90,

@@ -12,13 +12,22 @@ Taught in chapter 12, "Quantization". The pieces, in the order the chapter build
 - :func:`int8_dynamic`: a quantized CPU copy of a ``BertForSequenceClassification``-like model:
   dynamic int8 linear layers (int8 weights, activations quantized on the fly per batch) and,
   optionally, weight-only int8 embeddings. Chapters 13 to 15 call it on pruned and distilled
-  students as well.
+  students as well;
+- :class:`MinMaxObserver`, :class:`PercentileObserver`: the range of activations seen on
+  calibration batches, for static quantization (scales fixed ahead of time);
+- :class:`FakeQuantLinear`, :func:`prepare_fake_quant`, :func:`calibrate`: a linear layer whose
+  weight (per output row) and input (static scale from an observer) are fake-quantized, to
+  measure static post-training quantization and to train with quantization in the loop
+  (quantization-aware training, the rounding passed through by a straight-through estimator);
+- :func:`activation_outliers`: per-feature ranges at the inputs of the linear layers, the
+  measurement behind "outlier features".
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -327,10 +336,11 @@ def quantize_embeddings_(model: nn.Module) -> list[str]:
 # the whole classifier
 
 
-def dynamic_quantize_linears(model: nn.Module) -> nn.Module:
+def dynamic_quantize_linears(model: nn.Module, *, per_channel: bool = False) -> nn.Module:
     """``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear``, in place, returning ``model``.
 
-    Weights become int8 (symmetric, per tensor); at run time each batch of activations gets its
+    Weights become int8, symmetric, with one scale for the whole matrix or, with
+    ``per_channel=True``, one per output row (``per_channel_dynamic_qconfig``); at run time each batch of activations gets its
     own asymmetric scale and zero point, the matrix product runs on integers and the result is
     rescaled to float. On x86 (the fbgemm / x86 engines) the activations use only the codes
     ``[0, 127]`` of uint8, 7 bits: PyTorch's dynamic linear layer always passes
@@ -345,15 +355,19 @@ def dynamic_quantize_linears(model: nn.Module) -> nn.Module:
         # torchao" and the deprecation of quantized tensor dtypes. Only these two are silenced.
         warnings.filterwarnings("ignore", r"torch\.ao\.quantization is deprecated", DeprecationWarning)
         warnings.filterwarnings("ignore", r"torch\.quantize_per_tensor, torch\.quantize_per_channel", UserWarning)
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        if not _check_flag(per_channel, "per_channel"):
+            return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        spec = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
+        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
 
 
-def int8_dynamic(model: nn.Module, *, embeddings: bool = True) -> nn.Module:
+def int8_dynamic(model: nn.Module, *, embeddings: bool = True, per_channel: bool = False) -> nn.Module:
     """An int8 CPU copy of a ``BertForSequenceClassification``-like model; the input is not changed.
 
     Every ``nn.Linear`` becomes a dynamically quantized int8 linear layer
     (:func:`dynamic_quantize_linears`) and, with ``embeddings=True``, every ``nn.Embedding`` a
-    weight-only :class:`Int8Embedding` (one scale per row). LayerNorms, softmax, GELU and the
+    weight-only :class:`Int8Embedding` (one scale per row). ``per_channel=True`` gives the linear
+    layers one weight scale per output row instead of one per matrix. LayerNorms, softmax, GELU and the
     attention products stay in float32. Works for any depth and width (the pruned and distilled
     students of chapters 13 and 14 included); the result runs on the CPU only, in eval mode, and
     works with :func:`dlbook.measure.saved_size_mb` and :func:`dlbook.measure.measure_classifier`.
@@ -361,8 +375,8 @@ def int8_dynamic(model: nn.Module, *, embeddings: bool = True) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"int8_dynamic needs an nn.Module, got {type(model).__name__}")
-    if not isinstance(embeddings, bool):
-        raise TypeError(f"embeddings must be True or False, got {embeddings!r}")
+    _check_flag(embeddings, "embeddings")
+    _check_flag(per_channel, "per_channel")
     tensors = [*model.parameters(), *model.buffers()]
     if not any(isinstance(m, nn.Linear) for m in model.modules()):
         raise ValueError("the model has no nn.Linear layers: nothing to quantize (was it quantized already?)")
@@ -374,16 +388,263 @@ def int8_dynamic(model: nn.Module, *, embeddings: bool = True) -> nn.Module:
         p.requires_grad_(False)
     if embeddings:
         quantize_embeddings_(quantized)
-    return dynamic_quantize_linears(quantized)
+    return dynamic_quantize_linears(quantized, per_channel=per_channel)
+
+
+# ---------------------------------------------------------------------------------------------
+# static quantization: observers, calibration, fake-quantized linear layers
+
+
+class MinMaxObserver:
+    """The running minimum and maximum of every tensor it sees: the plain calibration range.
+
+    Static quantization fixes the activation scale before inference; this observer takes the
+    widest range seen on the calibration batches, so one extreme value anywhere sets the step for
+    all. :meth:`qparams` turns the range into an asymmetric uint8 scale and zero point with
+    :func:`qparams`'s formulas. Written by hand (chapter 12): ``torch.ao.quantization``'s
+    observers belong to a deprecated namespace.
+    """
+
+    def __init__(self) -> None:
+        self.lo: float | None = None
+        self.hi: float | None = None
+        self.batches = 0
+
+    def observe(self, x: torch.Tensor) -> None:
+        """Widen the range to contain ``x`` (a finite floating-point tensor)."""
+        _check_x(x, None)
+        lo, hi = float(x.min()), float(x.max())
+        self.lo = lo if self.lo is None else min(self.lo, lo)
+        self.hi = hi if self.hi is None else max(self.hi, hi)
+        self.batches += 1
+
+    def range(self) -> tuple[float, float]:
+        """``(lo, hi)`` of everything observed."""
+        if self.lo is None or self.hi is None:
+            raise ValueError(f"{type(self).__name__} has observed nothing: run calibration batches first")
+        return self.lo, self.hi
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Asymmetric uint8 scale and zero point of :meth:`range` (0 always representable)."""
+        lo, hi = self.range()
+        return qparams(torch.tensor([lo, hi]), symmetric=False, dtype=torch.uint8)
+
+
+class PercentileObserver(MinMaxObserver):
+    """The ``percentile`` and ``100 - percentile`` quantiles of the values seen, not their extremes.
+
+    Clipping the rare extreme values costs a bounded error on them and buys a finer step for all
+    the others. Keeps an evenly strided sample of at most ``max_per_batch`` values of each batch
+    (memory stays bounded), and takes the quantiles over the pooled sample.
+    """
+
+    def __init__(self, percentile: float = 99.99, max_per_batch: int = 100_000) -> None:
+        super().__init__()
+        if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 50 < percentile <= 100:
+            raise ValueError(f"percentile must be a number in (50, 100], got {percentile!r}")
+        if isinstance(max_per_batch, bool) or not isinstance(max_per_batch, int) or max_per_batch < 1:
+            raise ValueError(f"max_per_batch must be a positive int, got {max_per_batch!r}")
+        self.percentile = float(percentile)
+        self.max_per_batch = max_per_batch
+        self._samples: list[torch.Tensor] = []
+
+    def observe(self, x: torch.Tensor) -> None:
+        super().observe(x)
+        flat = x.detach().float().flatten()
+        step = max(1, flat.numel() // self.max_per_batch)
+        self._samples.append(flat[::step].cpu())
+
+    def range(self) -> tuple[float, float]:
+        super().range()  # refuses an observer that saw nothing
+        pooled = torch.cat(self._samples)
+        if pooled.numel() > 16_000_000:  # torch.quantile's limit
+            pooled = pooled[:: pooled.numel() // 16_000_000 + 1]
+        q = torch.tensor([1 - self.percentile / 100, self.percentile / 100])
+        lo, hi = torch.quantile(pooled, q).tolist()
+        return lo, hi
+
+
+def _ste_round(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` forward; gradient 1 backward (the straight-through estimator)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def fake_quantize_ste(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q_min: int, q_max: int
+) -> torch.Tensor:
+    """``s (clamp(round(x / s) + z) - z)`` with a straight-through gradient for the rounding.
+
+    Inside the range the gradient with respect to ``x`` is 1 (rounding is treated as the
+    identity); where the clamp cuts ``x`` off, it is 0. The same values as :func:`fake_quantize`
+    with the same ``scale`` and ``zero_point``.
+    """
+    q = torch.clamp(_ste_round(x * (1.0 / scale)) + zero_point, q_min, q_max)
+    return (q - zero_point) * scale
+
+
+class FakeQuantLinear(nn.Module):
+    """A linear layer that computes what its int8 version would: weight and input fake-quantized.
+
+    The weight is quantized symmetrically per output row (recomputed from the current weight,
+    so that it follows training); the input asymmetrically to uint8 with a **static** scale and
+    zero point, fixed after calibration. Modes: ``"float"`` (plain linear), ``"observe"`` (plain
+    linear, the input recorded by ``observer``), ``"quant"`` (fake-quantized; requires
+    :meth:`freeze` first). Rounding passes gradients straight through, so the same module serves
+    static post-training quantization (evaluate in ``"quant"``) and quantization-aware training
+    (train in ``"quant"``). Taught in chapter 12.
+    """
+
+    def __init__(self, linear: nn.Linear, observer: MinMaxObserver) -> None:
+        super().__init__()
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        if not isinstance(observer, MinMaxObserver):
+            raise TypeError(f"observer must be a MinMaxObserver or PercentileObserver, got {type(observer).__name__}")
+        self.linear = linear
+        self.observer = observer
+        self.mode = "float"
+        self.register_buffer("in_scale", torch.ones(()))
+        self.register_buffer("in_zero_point", torch.zeros(()))
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in ("float", "observe", "quant"):
+            raise ValueError(f"mode must be 'float', 'observe' or 'quant', got {mode!r}")
+        if mode == "quant" and self.observer.batches == 0:
+            raise ValueError("calibrate (mode 'observe' on some batches) and freeze() before mode 'quant'")
+        self.mode = mode
+
+    def freeze(self) -> None:
+        """Fix the input's scale and zero point from what the observer saw."""
+        s, z = self.observer.qparams()
+        self.in_scale.copy_(s)
+        self.in_zero_point.copy_(z.float())
+
+    def quantized_weight(self) -> torch.Tensor:
+        """The weight as its int8 per-row version means it (straight-through gradient)."""
+        w = self.linear.weight
+        s = _scale_for_range(w.detach().abs().amax(dim=1), 127)[:, None]  # (out, 1)
+        return fake_quantize_ste(w, s, torch.zeros_like(s), -128, 127)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "float":
+            return self.linear(x)
+        if self.mode == "observe":
+            self.observer.observe(x.detach())
+            return self.linear(x)
+        x_hat = fake_quantize_ste(x, self.in_scale, self.in_zero_point, 0, 255)
+        return F.linear(x_hat, self.quantized_weight(), self.linear.bias)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, observer={type(self.observer).__name__}"
+
+
+def prepare_fake_quant(model: nn.Module, observer: type[MinMaxObserver] | Any = MinMaxObserver) -> list[FakeQuantLinear]:
+    """Replace every ``nn.Linear`` of ``model`` (in place) by a :class:`FakeQuantLinear`.
+
+    ``observer`` is a class or a zero-argument factory (e.g. ``lambda: PercentileObserver(99.9)``)
+    called once per layer. Returns the new layers, in ``model.modules()`` order, in mode
+    ``"observe"``: run calibration batches (:func:`calibrate`), then the layers are frozen and put
+    in mode ``"quant"``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not callable(observer):
+        raise TypeError(f"observer must be an observer class or factory, got {observer!r}")
+    layers = []
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            fq = FakeQuantLinear(module, observer())
+            fq.set_mode("observe")
+            setattr(parent, child, fq)
+            layers.append(fq)
+    if not layers:
+        raise ValueError("the model has no nn.Linear layers to prepare")
+    return layers
+
+
+def calibrate(model: nn.Module, batches: Any, layers: list[FakeQuantLinear]) -> int:
+    """Run ``model(**batch)`` on each calibration batch (no labels needed), then freeze ``layers``.
+
+    The layers must be in mode ``"observe"`` (as :func:`prepare_fake_quant` leaves them); after
+    the call they are in mode ``"quant"`` with their input scales fixed. Returns the number of
+    batches run.
+    """
+    if not layers or any(not isinstance(layer, FakeQuantLinear) for layer in layers):
+        raise TypeError("layers must be the FakeQuantLinear list that prepare_fake_quant returned")
+    was_training = model.training
+    model.eval()
+    n = 0
+    with torch.inference_mode():
+        for batch in batches:
+            model(**{k: v for k, v in batch.items() if k != "labels"})
+            n += 1
+    if n == 0:
+        raise ValueError("batches is empty: calibration needs at least one batch")
+    for layer in layers:
+        layer.freeze()
+        layer.set_mode("quant")
+    model.train(was_training)
+    return n
+
+
+def activation_outliers(model: nn.Module, batches: Any) -> dict[str, torch.Tensor]:
+    """Largest |input| per feature at every ``nn.Linear`` of ``model``: ``{layer name: (in_features,)}``.
+
+    Hooks record, over all ``batches`` (padding positions excluded where an ``attention_mask``
+    is given), the maximum absolute value of each input feature. A layer whose largest feature
+    range is many times its median one has outlier features (Bondarenko et al., 2021, found them
+    in BERT); chapter 12 measures MiniLM's.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    peaks: dict[str, torch.Tensor] = {}
+    mask: list[torch.Tensor | None] = [None]
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            x = inputs[0].detach().float()  # (B, T, d) or (B, d)
+            if x.dim() == 3 and mask[0] is not None and mask[0].shape == x.shape[:2]:
+                x = x[mask[0].bool()]  # (real tokens, d)
+            peak = x.reshape(-1, x.shape[-1]).abs().amax(dim=0)
+            peaks[name] = peak if name not in peaks else torch.maximum(peaks[name], peak)
+
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not handles:
+        raise ValueError("the model has no nn.Linear layers")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                mask[0] = batch.get("attention_mask")
+                model(**{k: v for k, v in batch.items() if k != "labels"})
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if not peaks:
+        raise ValueError("batches is empty")
+    return peaks
 
 
 __all__ = [
+    "FakeQuantLinear",
     "Int8Embedding",
+    "MinMaxObserver",
+    "PercentileObserver",
+    "activation_outliers",
+    "calibrate",
     "dequantize",
     "dynamic_quantize_linears",
     "fake_quantize",
+    "fake_quantize_ste",
     "int8_dynamic",
     "qparams",
+    "prepare_fake_quant",
     "qrange",
     "quantize",
     "quantize_embeddings_",
