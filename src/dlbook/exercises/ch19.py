@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..seq2seq import PAD
-from ..stats import paired_bootstrap
+from ..stats import compare, paired_bootstrap
 from . import Case, CheckResult, register
 
 
@@ -90,12 +90,14 @@ NO_DIFFERENCE = "no measurable difference"
 
 
 def beam_verdict(correct_greedy: Sequence[bool], correct_beam: Sequence[bool]) -> str:
-    """The verdict the 95 % paired bootstrap interval of ``beam - greedy`` exact match supports:
-    ``"beam"``, ``"greedy"`` or ``"no measurable difference"``."""
-    iv = paired_bootstrap(np.asarray(correct_beam, dtype=bool), np.asarray(correct_greedy, dtype=bool))
-    if not iv.measurable:
+    """The verdict :func:`dlbook.stats.compare` supports for ``beam - greedy`` exact match:
+    ``"beam"`` or ``"greedy"`` when the difference is measurable (the 95 % paired bootstrap interval
+    excludes 0 and McNemar's test rejects equal accuracy), else ``"no measurable difference"``
+    (an inconclusive pair included)."""
+    cmp = compare(np.asarray(correct_beam, dtype=bool), np.asarray(correct_greedy, dtype=bool))
+    if not cmp.measurable:
         return NO_DIFFERENCE
-    return "beam" if iv.diff > 0 else "greedy"
+    return "beam" if cmp.interval.diff > 0 else "greedy"
 
 
 def check_beam_verdict(
@@ -105,8 +107,8 @@ def check_beam_verdict(
 
     ``correct_greedy`` and ``correct_beam`` hold one exact-match flag per **validation** example, for
     the same examples in the same order; ``verdict`` is ``"beam"``, ``"greedy"`` or ``"no measurable
-    difference"``. Passes when the verdict is the one the paired bootstrap interval supports; prints
-    both accuracies and the interval.
+    difference"``. Passes when the verdict is the one :func:`beam_verdict` gives (paired bootstrap
+    interval and McNemar's test); prints both accuracies and the interval.
     """
     key = "ch19.beam_verdict"
     a = np.asarray(correct_greedy)

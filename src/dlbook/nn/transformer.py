@@ -630,9 +630,9 @@ class EncoderDecoder(nn.Module):
     Token embeddings are initialised with standard deviation ``d_model**-0.5`` and scaled by
     ``sqrt(d_model)`` (Vaswani et al. 2017), so they start at the size of the fixed sinusoidal
     positions they are added to (chapter 7 measured what a mismatch costs); both id sequences must
-    be at most ``max_len`` long. The body is pre-norm by
-    default (it trains without a warm-up at small sizes); :meth:`load_body_from_torch` copies the
-    weights of a pre-norm :class:`torch.nn.Transformer` into it.
+    be at most ``max_len`` long. The body is pre-norm by default (the arrangement chapter 19
+    trains); :meth:`load_body_from_torch` copies the weights of a pre-norm
+    :class:`torch.nn.Transformer` into it.
 
     :meth:`encode` and :meth:`decode` split the forward pass for decoding one token at a time
     (:mod:`dlbook.seq2seq`): the source is encoded once, and each step reruns the decoder on the prefix.
