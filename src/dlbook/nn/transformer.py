@@ -174,6 +174,39 @@ class FeedForward(nn.Module):
 
 
 # ---------------------------------------------------------------------------- encoder
+def _check_layer_args(
+    where: str, d_model: int, n_heads: int, d_ff: int, dropout: float, activation: str, eps: float,
+    norm_first: bool,
+) -> None:
+    """The argument checks an encoder or decoder layer shares (clear errors naming ``where``)."""
+    for name, value in (("d_model", d_model), ("n_heads", n_heads), ("d_ff", d_ff)):
+        _check_positive_int(value, name, where)
+    if d_model % n_heads:
+        raise ValueError(f"{where}: d_model ({d_model}) must be a multiple of n_heads ({n_heads})")
+    _check_dropout(dropout, where)
+    _check_activation(activation, where)
+    _check_eps(eps, where)
+    if not isinstance(norm_first, bool):
+        raise TypeError(f"{where}: norm_first must be True or False, got {norm_first!r}")
+
+
+def _check_same_layer(ours: nn.Module, layer: object, kind: type) -> None:
+    """``layer`` must be a torch ``kind`` computing what ``ours`` computes (norm_first, activation, sizes, eps)."""
+    if not isinstance(layer, kind):
+        raise TypeError(f"load_from_torch needs an nn.{kind.__name__}, got {type(layer).__name__}")
+    if layer.norm_first != ours.norm_first:
+        raise ValueError(f"load_from_torch: norm_first differs (torch {layer.norm_first}, ours {ours.norm_first})")
+    if _torch_activation_name(layer) != ours.ff.activation:
+        raise ValueError(f"load_from_torch: activation differs (torch {layer.activation}, ours {ours.ff.activation})")
+    if layer.linear1.weight.shape != ours.ff.linear1.weight.shape:
+        raise ValueError(
+            f"load_from_torch: d_ff/d_model differ (torch linear1 {tuple(layer.linear1.weight.shape)}, "
+            f"ours {tuple(ours.ff.linear1.weight.shape)})"
+        )
+    if layer.norm1.eps != ours.norm1.eps:
+        raise ValueError(f"load_from_torch: eps differs (torch {layer.norm1.eps}, ours {ours.norm1.eps})")
+
+
 class EncoderLayer(nn.Module):
     """One Transformer encoder layer: self-attention and feed-forward, each with a residual and a LayerNorm.
 
@@ -217,16 +250,7 @@ class EncoderLayer(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        where = "EncoderLayer"
-        for name, value in (("d_model", d_model), ("n_heads", n_heads), ("d_ff", d_ff)):
-            _check_positive_int(value, name, where)
-        if d_model % n_heads:
-            raise ValueError(f"{where}: d_model ({d_model}) must be a multiple of n_heads ({n_heads})")
-        _check_dropout(dropout, where)
-        _check_activation(activation, where)
-        _check_eps(eps, where)
-        if not isinstance(norm_first, bool):
-            raise TypeError(f"{where}: norm_first must be True or False, got {norm_first!r}")
+        _check_layer_args("EncoderLayer", d_model, n_heads, d_ff, dropout, activation, eps, norm_first)
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
         self.ff = FeedForward(d_model, d_ff, activation, dropout)
         self.norm1 = LayerNorm(d_model, eps)
@@ -266,24 +290,7 @@ class EncoderLayer(nn.Module):
         Checks that the two layers compute the same thing (sizes, ``norm_first``, activation, eps).
         Works whatever the torch layer's ``batch_first`` (it only changes the input layout).
         """
-        if not isinstance(layer, nn.TransformerEncoderLayer):
-            raise TypeError(f"load_from_torch needs an nn.TransformerEncoderLayer, got {type(layer).__name__}")
-        if layer.norm_first != self.norm_first:
-            raise ValueError(f"load_from_torch: norm_first differs (torch {layer.norm_first}, ours {self.norm_first})")
-        act = {F.relu: "relu", F.gelu: "gelu"}.get(layer.activation)
-        if act is None and isinstance(layer.activation, nn.ReLU):
-            act = "relu"
-        if act is None and isinstance(layer.activation, nn.GELU) and layer.activation.approximate == "none":
-            act = "gelu"
-        if act != self.ff.activation:
-            raise ValueError(f"load_from_torch: activation differs (torch {layer.activation}, ours {self.ff.activation})")
-        if layer.linear1.weight.shape != self.ff.linear1.weight.shape:
-            raise ValueError(
-                f"load_from_torch: d_ff/d_model differ (torch linear1 {tuple(layer.linear1.weight.shape)}, "
-                f"ours {tuple(self.ff.linear1.weight.shape)})"
-            )
-        if layer.norm1.eps != self.norm1.eps:
-            raise ValueError(f"load_from_torch: eps differs (torch {layer.norm1.eps}, ours {self.norm1.eps})")
+        _check_same_layer(self, layer, nn.TransformerEncoderLayer)
         self.self_attn.load_from_torch(layer.self_attn)
         for ours, theirs in ((self.ff.linear1, layer.linear1), (self.ff.linear2, layer.linear2),
                              (self.norm1, layer.norm1), (self.norm2, layer.norm2)):
@@ -474,16 +481,7 @@ class DecoderLayer(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        where = "DecoderLayer"
-        for name, value in (("d_model", d_model), ("n_heads", n_heads), ("d_ff", d_ff)):
-            _check_positive_int(value, name, where)
-        if d_model % n_heads:
-            raise ValueError(f"{where}: d_model ({d_model}) must be a multiple of n_heads ({n_heads})")
-        _check_dropout(dropout, where)
-        _check_activation(activation, where)
-        _check_eps(eps, where)
-        if not isinstance(norm_first, bool):
-            raise TypeError(f"{where}: norm_first must be True or False, got {norm_first!r}")
+        _check_layer_args("DecoderLayer", d_model, n_heads, d_ff, dropout, activation, eps, norm_first)
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
         self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
         self.ff = FeedForward(d_model, d_ff, activation, dropout)
@@ -542,20 +540,7 @@ class DecoderLayer(nn.Module):
 
         Checks that the two layers compute the same thing (sizes, ``norm_first``, activation, eps).
         """
-        if not isinstance(layer, nn.TransformerDecoderLayer):
-            raise TypeError(f"load_from_torch needs an nn.TransformerDecoderLayer, got {type(layer).__name__}")
-        if layer.norm_first != self.norm_first:
-            raise ValueError(f"load_from_torch: norm_first differs (torch {layer.norm_first}, ours {self.norm_first})")
-        act = _torch_activation_name(layer)
-        if act != self.ff.activation:
-            raise ValueError(f"load_from_torch: activation differs (torch {layer.activation}, ours {self.ff.activation})")
-        if layer.linear1.weight.shape != self.ff.linear1.weight.shape:
-            raise ValueError(
-                f"load_from_torch: d_ff/d_model differ (torch linear1 {tuple(layer.linear1.weight.shape)}, "
-                f"ours {tuple(self.ff.linear1.weight.shape)})"
-            )
-        if layer.norm1.eps != self.norm1.eps:
-            raise ValueError(f"load_from_torch: eps differs (torch {layer.norm1.eps}, ours {self.norm1.eps})")
+        _check_same_layer(self, layer, nn.TransformerDecoderLayer)
         self.self_attn.load_from_torch(layer.self_attn)
         self.cross_attn.load_from_torch(layer.multihead_attn)
         for ours, theirs in ((self.ff.linear1, layer.linear1), (self.ff.linear2, layer.linear2),
