@@ -264,6 +264,23 @@ def test_importance_is_gradient_times_activation(tokenizer):
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_per_example_importance_is_batch_size_free(tokenizer):
+    model = tiny_bert(vocab=tokenizer.vocab_size)
+    data = _dataset(tokenizer)
+    one_by_one = prune.importance_scores(model, data, tokenizer, batch_size=1)
+    per_ex = prune.importance_scores(model, data, tokenizer, batch_size=4, per_example=True)
+    per_ex2 = prune.importance_scores(model, data, tokenizer, batch_size=2, per_example=True)
+    pooled = prune.importance_scores(model, data, tokenizer, batch_size=4)
+    for a, b, c, d in zip(per_ex.heads + per_ex.neurons, one_by_one.heads + one_by_one.neurons,
+                          per_ex2.heads + per_ex2.neurons, pooled.heads + pooled.neurons, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)  # per snippet == batches of one
+        torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-4)  # whatever the batch size
+        assert bool((a >= d - 1e-6).all())  # sum of |.| >= |sum|
+    # signs cancel inside a batch of 4 for at least some units
+    assert any(bool((a > d + 1e-6).any()) for a, d in zip(per_ex.neurons, pooled.neurons, strict=True))
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_importance_needs_labels(tokenizer):
     data = _dataset(tokenizer).remove_columns("labels")
     with pytest.raises(ValueError, match="labels"):

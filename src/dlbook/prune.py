@@ -202,7 +202,9 @@ class Gates:
     ``heads[l]`` (H_l,) scales the context vector of each head of layer ``l`` where it enters the
     attention output projection; ``neurons[l]`` (F_l,) scales each GELU activation where it enters
     the feed-forward output projection. All ones (the default) leave the model unchanged; a 0
-    masks that head or neuron, which is exactly what removing it computes. With
+    masks that head or neuron, which is exactly what removing it computes. A gate may also hold
+    one row per example, (batch, H_l) or (batch, F_l), as :func:`importance_scores` uses for
+    per-example scores. With
     ``requires_grad=True`` the gradients of the loss with respect to the gates are the Taylor
     importance scores (:func:`importance_scores`). Use as a context manager (hooks removed on exit).
     """
@@ -230,14 +232,19 @@ class Gates:
     def _head_hook(self, i: int):
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
             x = args[0]  # (batch, seq, heads * d)
-            g = self.heads[i].repeat_interleave(self.d)  # (heads * d,)
+            g = self.heads[i].repeat_interleave(self.d, dim=-1)  # (heads * d,) or (batch, heads * d)
+            if g.dim() == 2:  # one gate per example: broadcast over the tokens
+                g = g[:, None, :]
             return (x * g.to(x.dtype), *args[1:])
 
         return hook
 
     def _neuron_hook(self, i: int):
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-            return (args[0] * self.neurons[i].to(args[0].dtype), *args[1:])  # (batch, seq, F)
+            g = self.neurons[i]  # (F,) or (batch, F)
+            if g.dim() == 2:  # one gate per example: broadcast over the tokens
+                g = g[:, None, :]
+            return (args[0] * g.to(args[0].dtype), *args[1:])  # (batch, seq, F)
 
         return hook
 
@@ -273,6 +280,7 @@ def importance_scores(
     tokenizer: Any,
     *,
     batch_size: int = 32,
+    per_example: bool = False,
     device: torch.device | str | None = None,
     show_progress: bool = False,
 ) -> Importance:
@@ -280,7 +288,11 @@ def importance_scores(
     for heads, Michel et al., 2019).
 
     For each mini-batch, the summed cross-entropy ``L`` is differentiated with respect to the gates
-    of :class:`Gates` at 1; the score of a unit is ``sum over batches |dL/dg|``. Since
+    of :class:`Gates` at 1; the score of a unit is ``sum over batches |dL/dg|``, so signs of
+    different snippets of one batch can cancel and the scores depend on ``batch_size``. With
+    ``per_example=True`` every snippet gets its own gates, and the score is
+    ``sum over snippets |dL(x)/dg|`` (Michel et al.'s per-example expectation, times the number of
+    snippets), the same for any ``batch_size``. Chapter 13 compares the two. Since
     ``dL/dg = sum(dL/da * a)`` over the unit's activations ``a``, this is the gradient x
     activation estimate of how much the loss changes when the unit is removed. Computed in eval mode
     (no dropout) on a tokenised dataset with ``labels``; pass validation data, never the test split.
@@ -306,13 +318,20 @@ def importance_scores(
             bar = _progress(total=len(loader), desc="importance", disable=not show_progress)
             for batch in loader:
                 batch = {k: v.to(device) for k, v in batch.items()}
+                if per_example:  # fresh (batch, units) gates: row b is snippet b's own gate
+                    n = batch["labels"].shape[0]
+                    gates.heads = [torch.ones(n, g.shape[-1], device=device, requires_grad=True)
+                                   for g in gates.heads]
+                    gates.neurons = [torch.ones(n, g.shape[-1], device=device, requires_grad=True)
+                                     for g in gates.neurons]
                 logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
                 loss = nn.functional.cross_entropy(logits.float(), batch["labels"], reduction="sum")
                 grads = torch.autograd.grad(loss, [*gates.heads, *gates.neurons])
                 n_layers = len(gates.heads)
-                for i in range(n_layers):
-                    head_scores[i] += grads[i].abs().detach()
-                    neuron_scores[i] += grads[n_layers + i].abs().detach()
+                for i in range(n_layers):  # abs per batch, or per snippet then summed
+                    head_scores[i] += grads[i].abs().detach().reshape(-1, head_scores[i].numel()).sum(0)
+                    neuron_scores[i] += grads[n_layers + i].abs().detach().reshape(
+                        -1, neuron_scores[i].numel()).sum(0)
                 bar.update(1)
             bar.close()
     finally:
