@@ -29,7 +29,7 @@
 # 2. compute the scale and zero point of symmetric and asymmetric, per-tensor and per-channel
 #    quantization, quantize and dequantize a weight matrix, and bound the error;
 # 3. explain how a dynamically quantized linear layer multiplies in integers, and reproduce its
-#    output exactly;
+#    output to float rounding;
 # 4. quantize a BERT classifier (int8 linear layers, weight-only int8 embeddings) and measure size,
 #    latency and accuracy with the book's measurement helpers, `dlbook.measure`, which chapters 13
 #    to 15 use unchanged;
@@ -152,7 +152,7 @@ for r in rows:
 # %% [markdown]
 # bf16 covers the same range as fp32 (up to about $3.4 \times 10^{38}$) with about two decimal
 # digits; fp16 has about three but overflows at 65,504. For inference on weights of a
-# trained model, whose magnitudes are far from both limits, the digit count is what matters. Let us
+# trained model, whose magnitudes are far below both maxima, the digit count is what matters. Let us
 # round the real weights of the classifier (the query projection of the first layer and the word
 # embeddings) to each format and measure. For int8 we use the simplest scheme of the next section:
 # one scale $s = \max|w| / 127$ for the whole matrix and $w \approx s \cdot \operatorname{round}(w / s)$.
@@ -178,14 +178,21 @@ for name, w in {"query (layer 0)": W_q, "word embeddings": W_emb}.items():
         if dtype is not torch.int8:  # Eq. (eq-ch12-float): the bound holds for every normal weight
             assert rel.max() <= torch.finfo(dtype).eps / 2
         print(f"{name:16s} {str(dtype):15s} median relative error {rel.median():.2e}, max {rel.max():.2e}")
+tiny16 = torch.finfo(torch.float16).tiny  # fp16's smallest normal number, 6.1e-05
+n_sub = int((W_q.abs() < tiny16).sum())  # fp16 subnormals: fewer significant bits
+print(f"query weights below fp16's smallest normal number: {n_sub} of {W_q.numel():,}")
+dlbook.glue("ch12_n_sub", n_sub)
 dlbook.glue("ch12_bf16_med", float(errors["query (layer 0)", "bfloat16"].median()))
 dlbook.glue("ch12_int8_med", float(errors["query (layer 0)", "int8"].median()))
 
 # %% [markdown]
 # The plot shows, for a random sample of the query weights, the relative error against the
 # weight's magnitude. The two float formats keep their relative error below $\varepsilon/2$ (the
-# dashed lines) at every magnitude; int8 makes a constant **absolute** error (at most $s/2$), which
-# is a large relative error for the many small weights and a tiny one for the few large weights.
+# dashed lines) at every magnitude down to fp16's smallest normal number, $6.1 \times 10^{-5}$;
+# below it ({glue:text}`ch12_n_sub` of the query's weights) fp16 stores subnormal numbers with
+# fewer significant bits, and their relative error exceeds the bound. int8 makes an
+# **absolute** error of at most $s/2$ whatever the weight's size, which is a large relative
+# error for the many small weights and a tiny one for the few large weights.
 
 # %%
 g = torch.Generator().manual_seed(0)
@@ -375,8 +382,15 @@ for mname, w in matrices.items():
         w_hat = quantize.fake_quantize(w, symmetric=sym, axis=axis, dtype=torch.int8)
         sqnr[mname, cname] = 10 * torch.log10(w.pow(2).sum() / (w_hat - w).pow(2).sum()).item()
     print(f"{mname:16s} " + "  ".join(f"{c}: {sqnr[mname, c]:5.1f} dB" for c in choices))
+gain_row = {m: sqnr[m, "sym / row"] - sqnr[m, "sym / tensor"] for m in matrices}  # dB
+gain_asym = [sqnr[m, f"asym / {g}"] - sqnr[m, f"sym / {g}"]
+             for m in matrices for g in ("tensor", "row")]
+assert min(gain_row.values()) > 0  # per row wins on every matrix ...
+assert max(gain_row, key=gain_row.get) == "word embeddings"  # ... most on the table
+assert max(gain_asym) <= 20 * np.log10(2) + 0.01  # asymmetric: at most one bit, 6.02 dB
 dlbook.glue("ch12_sqnr_emb_tensor", sqnr["word embeddings", "sym / tensor"])
 dlbook.glue("ch12_sqnr_emb_row", sqnr["word embeddings", "sym / row"])
+dlbook.glue("ch12_asym_gain", max(gain_asym))
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 3.4))
@@ -394,8 +408,9 @@ plt.show()
 # Per-row scales win everywhere, most on the word embeddings: {glue:text}`ch12_sqnr_emb_tensor:.1f`
 # dB with one scale for the table against {glue:text}`ch12_sqnr_emb_row:.1f` dB with one per row,
 # because a handful of rows with large entries no longer set the step for thirty thousand others.
-# Asymmetric helps little on weights, whose distributions are nearly centred on 0 (it gains at
-# most one bit, and only when a row is one-sided).
+# Asymmetric helps little on weights, whose distributions are nearly centred on 0: it can gain at
+# most one bit (6 dB, when the data are one-sided and it halves the step), and here it gained
+# {glue:text}`ch12_asym_gain:.1f` dB at most (both checked above).
 #
 # Activations are a different story. After a GELU they are mostly positive, and in BERT a few
 # dimensions of the hidden state carry values far larger than the rest, which makes per-tensor
@@ -462,8 +477,9 @@ if profile == "full":  # the finding, checked on the fine-tuned classifier
 # One dimension, feature {glue:text}`ch12_outlier_dims`, is the widest input feature of every
 # layer that reads the residual stream, up to {glue:text}`ch12_outlier_ratio:.1f` times the
 # range of the median feature at the FFN inputs: MiniLM has the outlier dimension Bondarenko et
-# al. found in BERT. With one scale per tensor for the activations (all that Eq.
-# {eq}`eq-ch12-intmm` of the next section allows) that dimension sets the step for all 384, so
+# al. found in BERT. The integer product of the next section, Eq. {eq}`eq-ch12-intmm`, allows one
+# activation scale per tensor or per token, never per feature (the sum runs over the features, so
+# a per-feature scale cannot be pulled out of it): that dimension sets the step for all 384, and
 # every other feature is quantized several times more coarsely than its own range would need.
 #
 # ## 12.3 Integer matrix products: dynamic quantization
@@ -493,17 +509,12 @@ for msg in sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" fo
 print(qlayer)
 
 # %% [markdown]
-# We tried the successor (torchao 0.18 with torch 2.13, eager mode, the classifier on a batch of
-# 32 test snippets, 2 threads): `quantize_(model, Int8DynamicActivationInt8WeightConfig())` and
-# `Int8WeightOnlyConfig()`. Both made the classifier **slower** than float32, not faster, on the
-# a 2-core AVX2 CPU and on a 2-core AVX-512 CPU with VNNI,
-# where `quantize_dynamic` was about twice as fast as float32 in the same script (the timings, and
-# `tools/torchao_check.py` that took them, are on the Reproducibility page): torchao's fast int8
-# kernels are written for GPUs and for models compiled with `torch.compile`. So this chapter uses
-# the deprecated `quantize_dynamic`, the one API that speeds up a CPU on this torch, knowing it
-# will be removed: `dlbook.quantize.int8_dynamic` wraps it in one place (catching exactly these warnings, with a
-# comment) so that a later move to torchao changes one function, and the chapter's numbers will
-# say whether the move is worth it.
+# This chapter uses `quantize_dynamic` all the same: its int8 kernels (FBGEMM on x86 CPUs) run
+# in eager mode on the CPU, and section 12.9 measures what they gain there. It is wrapped in one
+# place, `dlbook.quantize.int8_dynamic` (which catches exactly these warnings, with a comment), so
+# that a move to torchao changes one function and the chapter's numbers then say whether the move
+# pays. `tools/torchao_check.py` in the book's repository times torchao's int8 configurations
+# against `quantize_dynamic` and float32 on your own CPU.
 #
 # Now the check of Eq. {eq}`eq-ch12-intmm` against the quantized layer. Two details of PyTorch's
 # x86 kernels must be matched: the weight scale is $\max|W| / 127.5$ (the observer spreads the
@@ -705,7 +716,7 @@ print(f"percentile - min/max: {100 * obs_cmp.interval.diff:+.2f} points, "
 best_obs = max(observers, key=lambda o: (ptq_correct[o, n_most].mean(), o != "min/max"))
 dlbook.glue("ch12_obs_diff", 100 * obs_cmp.interval.diff)
 dlbook.glue("ch12_obs_ci", f"[{lo_o:+.2f}, {hi_o:+.2f}]")
-dlbook.glue("ch12_obs_verdict", "a measurable difference" if obs_cmp.interval.measurable
+dlbook.glue("ch12_obs_verdict", "a measurable difference" if obs_cmp.measurable
             else "no measurable difference")
 dlbook.glue("ch12_best_obs", best_obs)
 dlbook.glue("ch12_n_most", n_most)
@@ -718,6 +729,21 @@ dlbook.glue("ch12_calib_minmax", counts_text["min/max"])
 dlbook.glue("ch12_calib_pct", counts_text["percentile 99.99"])
 accs = [c.mean() for c in ptq_correct.values()]
 dlbook.glue("ch12_calib_range", 100 * (max(accs) - min(accs)))
+dlbook.glue("ch12_snippet_pts", 100 / len(val_tok))  # one validation snippet, in points
+n_few = min(sizes["calib_counts"])
+few_vs_most = {o: stats.compare(ptq_correct[o, n_most], ptq_correct[o, n_few])
+               for o in observers}
+for o, c in few_vs_most.items():
+    print(f"{o}: {n_most} vs {n_few} batches: {c.verdict(str(n_most), str(n_few))}")
+if any(c.measurable for c in few_vs_most.values()):
+    calib_text = (f"more calibration batches made a measurable difference "
+                  f"({n_most} against {n_few}, paired intervals printed above)")
+else:
+    calib_text = (f"for neither observer did {n_most} batches score measurably "
+                  f"differently from {n_few} (paired intervals printed above), so "
+                  f"{n_few} batch{'es' if n_few > 1 else ''} of snippets calibrated "
+                  "as well here")
+dlbook.glue("ch12_calib_text", calib_text)
 
 # %% [markdown]
 # With {glue:text}`ch12_calib_counts` calibration batches of {glue:text}`ch12_calib_bs`
@@ -729,7 +755,8 @@ dlbook.glue("ch12_calib_range", 100 * (max(accs) - min(accs)))
 # {glue:text}`ch12_best_obs`, is the one sections 12.7 and 12.8 use. More calibration batches
 # can only widen a min/max range (the maximum of more values cannot shrink); across all these
 # settings validation accuracy varied by {glue:text}`ch12_calib_range:.1f` points, on a split
-# where one snippet is 0.1 point, so a few batches of snippets are enough to calibrate here.
+# where one snippet is {glue:text}`ch12_snippet_pts:.2f` points, and
+# {glue:text}`ch12_calib_text`.
 #
 # ## 12.7 Quantization-aware training
 #
@@ -769,7 +796,7 @@ dlbook.glue("ch12_qat_steps", steps)
 dlbook.glue("ch12_qat_acc", float(qat_correct.mean()))
 dlbook.glue("ch12_ptq_acc", float(ptq_correct[best_obs, n_most].mean()))
 dlbook.glue("ch12_qat_ci", f"[{lo_q:+.2f}, {hi_q:+.2f}]")
-dlbook.glue("ch12_qat_verdict", "a measurable difference" if qat_cmp.interval.measurable
+dlbook.glue("ch12_qat_verdict", "a measurable difference" if qat_cmp.measurable
             else "no measurable difference")
 dlbook.glue("ch12_fp32_val", float(fp32_val.mean()))
 
@@ -778,8 +805,7 @@ dlbook.glue("ch12_fp32_val", float(fp32_val.mean()))
 # {glue:text}`ch12_ptq_acc:.4f` (post-training, static) to {glue:text}`ch12_qat_acc:.4f`
 # (float32: {glue:text}`ch12_fp32_val:.4f`); the paired 95 % interval of the difference,
 # {glue:text}`ch12_qat_ci` points, says {glue:text}`ch12_qat_verdict`. A run this short is a
-# demonstration of the mechanism, not a tuned recipe: longer runs, learned scales and lower bit
-# widths are where QAT is usually reported to pay. The run also trains the float weights for
+# demonstration of the mechanism, not a tuned recipe. The run also trains the float weights for
 # more steps; a float run of the same length separates the two effects, and is exercise
 # {ref}`ch12-ex-qat`.
 #
@@ -804,6 +830,7 @@ dyn_path = dlort.quantize_dynamic_int8(f32_path, onnx_dir / "int8-dynamic.onnx")
 ort_method = "percentile" if best_obs.startswith("percentile") else "minmax"
 sta_path = dlort.quantize_static_int8(f32_path, onnx_dir / "int8-static.onnx",
                                       calib[:n_most], method=ort_method,
+                                      percentile=99.99,  # the observer's
                                       pad_id=tokenizer.pad_token_id)
 ort_models = {name: dlort.OrtClassifier(p, threads=threads) for name, p in
               [("ORT fp32", f32_path), ("ORT int8 dynamic", dyn_path),
@@ -820,9 +847,9 @@ for name, m in ort_models.items():
 # The exported float graph computes the PyTorch model's logits to float rounding (the check
 # above). **bf16** is the other cheap format: the whole model cast to bfloat16, half the bytes
 # of float32. CPUs with bf16 instructions (AVX-512 BF16 or AMX) multiply bf16 pairs in
-# hardware; other CPUs have no bf16 arithmetic (how bf16 fares there is measured in
-# {ref}`ch10`), so this chapter times a bf16 row only where the instructions exist. fp16 is left to GPUs: the
-# CPUs this book targets have no fp16 arithmetic, and the chapter times nothing in fp16.
+# hardware; other CPUs convert bf16 to float32 around every product ({ref}`ch10`
+# measures what that costs), so this chapter times a bf16 row only where the instructions
+# exist. fp16 is left to GPUs: this chapter times nothing in fp16.
 
 # %%
 has_bf16 = bool({"avx512_bf16", "amx_bf16"} & set(dlbook.env.cpu_features()))
@@ -932,7 +959,17 @@ dlbook.glue("ch12_rows_ci", f"[{lo_r:+.2f}, {hi_r:+.2f}]")
 dlbook.glue("ch12_val_tensor", board.rows[pair[0]].val_accuracy)
 dlbook.glue("ch12_val_rows", board.rows[pair[1]].val_accuracy)
 dlbook.glue("ch12_rows_verdict", "a measurable difference"
-            if rows_vs.interval.measurable else "no measurable difference")
+            if rows_vs.measurable else "no measurable difference")
+if not rows_vs.measurable:
+    rows_text = ("The smaller weight error of per-row scales (section 12.2) did not "
+                 "show up as measurably better classification")
+elif rows_vs.interval.diff > 0:
+    rows_text = ("The smaller weight error of per-row scales (section 12.2) showed "
+                 "up as measurably better classification")
+else:
+    rows_text = ("Per-row scales, for all their smaller weight error (section 12.2), "
+                 "classified measurably worse")
+dlbook.glue("ch12_rows_text", rows_text)
 r_rows = board.ratios(pair[1])
 dlbook.glue("ch12_rows_big", r_rows[f"faster@{big}"])
 dlbook.glue("ch12_rows_1", r_rows["faster@1"])
@@ -953,7 +990,7 @@ dlbook.glue("ch12_rows_1", r_rows["faster@1"])
 # | `cpu-avx512-bf16` | AVX-512 with VNNI and BF16 | {glue:text}`ch12_runs_avx512` | at least {glue:text}`ch12_bar_avx512` |
 #
 # On any other class the chapter prints the speed-up and says that it does not check it; in the
-# quick `smoke` sizes nothing about speed is checked.
+# quick test sizes nothing about speed is checked.
 
 # %%
 r = board.ratios(chosen)
@@ -1029,8 +1066,8 @@ print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x fas
 # Why not four times faster, when int8 moves a quarter of the bytes? Only the linear layers run
 # in integers. The attention products, softmax, GELU and LayerNorm, and the quantization of every
 # input batch, still run in float32 and take the same time as before, so they weigh more in the
-# int8 model's time (Amdahl's law; exercise {ref}`ch12-ex-amdahl`). At batch 1 the matrices are
-# thin and fixed overheads dominate both models. And the gain depends on the CPU: with AVX-512
+# int8 model's time (Amdahl's law; exercise {ref}`ch12-ex-amdahl`). And the gain depends on
+# the CPU: with AVX-512
 # VNNI (`avx512_vnni` among the instruction sets in the provenance line) one instruction
 # multiplies int8 pairs and adds them into int32, where AVX2 needs three, so the same model gains
 # more from int8 on a CPU that has it. (FBGEMM, the library behind `quantize_dynamic` on x86,
@@ -1046,9 +1083,9 @@ print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x fas
 #
 # Validation chose {glue:text}`ch12_chosen` (validation accuracy {glue:text}`ch12_val_tensor:.4f`
 # per tensor, {glue:text}`ch12_val_rows:.4f` per row; the paired 95 % interval of per row minus
-# per tensor is {glue:text}`ch12_rows_ci` points: {glue:text}`ch12_rows_verdict`). The smaller
-# weight error of per-row scales (section 12.2) did not show up as measurably better
-# classification, and the per-row model ran {glue:text}`ch12_rows_big:.2f`x as fast as float32
+# per tensor is {glue:text}`ch12_rows_ci` points: {glue:text}`ch12_rows_verdict`).
+# {glue:text}`ch12_rows_text`, and the per-row model ran {glue:text}`ch12_rows_big:.2f`x as
+# fast as float32
 # at batch {glue:text}`ch12_big` ({glue:text}`ch12_rows_1:.2f`x at batch 1).
 #
 # **ONNX Runtime.** The exported float32 graph, run by ONNX Runtime at the same thread count, was
@@ -1072,8 +1109,9 @@ print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x fas
 # set by how many bytes of weights stream from memory per token, not by arithmetic. Hence
 # **weight-only** schemes: the weights in int4 (or fewer bits), dequantized to 16-bit floats
 # inside the matrix product, the activations left in floating point. With 16 levels instead of
-# 256, rounding each weight to its nearest level (as this chapter does) loses too much, and the
-# methods differ in how they choose the levels:
+# 256, rounding each weight to its nearest level (as this chapter does) loses much more (on large
+# language models, at 3 bits it breaks them {cite}`frantar2023gptq`), and the methods differ in
+# how they choose the levels:
 #
 # - **GPTQ** quantizes the columns of a weight matrix one at a time and updates the columns not
 #   yet quantized to compensate for the error, using second-order information from a small
@@ -1087,26 +1125,57 @@ print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x fas
 #   per block, which puts the cost of per-group scales well under a bit per weight
 #   {cite}`kawrakow2023kquants`. Part VI reads such a 4-bit GGUF file and dequantizes it by hand.
 #
-# The grouping is section 12.2's lesson taken further: one scale per row beat one per matrix,
-# and one per group of 32 weights beats one per row.
+# The grouping is section 12.2's lesson taken further. Measured on the same three matrices, in
+# symmetric int4 ($q \in [-8, 7]$, $s = \max|w| / 7$ per row, or per group of 32 consecutive
+# weights of a row):
+
+# %%
+def fake_int4(w, group=None):
+    """Symmetric int4 round trip: one scale per row, or per `group` weights of a row."""
+    rows = w if group is None else w.reshape(-1, group)  # (out, in) or (out*in/32, 32)
+    s = rows.abs().amax(dim=1, keepdim=True) / 7
+    return (torch.clamp(torch.round(rows / s), -8, 7) * s).reshape(w.shape)
+
+
+sqnr4 = {}
+for mname, w in matrices.items():
+    for g in (None, 32):
+        noise = (fake_int4(w, g) - w).pow(2).sum()
+        sqnr4[mname, g] = 10 * torch.log10(w.pow(2).sum() / noise).item()
+    print(f"{mname:16s} int4 per row: {sqnr4[mname, None]:5.1f} dB, per group of 32: "
+          f"{sqnr4[mname, 32]:5.1f} dB (int8 per row: "
+          f"{sqnr[mname, 'sym / row']:5.1f} dB)")
+gain4 = [sqnr4[m, 32] - sqnr4[m, None] for m in matrices]
+assert min(gain4) > 0  # groups of 32 beat one scale per row on every matrix
+loss4 = [sqnr[m, "sym / row"] - sqnr4[m, None] for m in matrices]  # int8 -> int4
+step_db = 20 * np.log10(127 / 7)  # the step grows 127 / 7 times: 25.2 dB of noise
+assert all(abs(d - step_db) < 1 for d in loss4), loss4
+dlbook.glue("ch12_int4_gain", min(gain4))
+dlbook.glue("ch12_int4_loss", f"{min(loss4):.0f} to {max(loss4):.0f}")
+
+# %% [markdown]
+# One scale per row beat one per matrix, and one per group of 32 weights beats one per row, by
+# at least {glue:text}`ch12_int4_gain:.1f` dB on every matrix. Four bits fewer cost
+# {glue:text}`ch12_int4_loss` dB per row, within a decibel of the 25.2 dB that the ratio of
+# the two steps, $20 \log_{10}(127/7)$, predicts.
 #
 # ## Summary
 #
-# - Float formats have a constant **relative** rounding error, Eq. {eq}`eq-ch12-float` (bf16:
-#   fp32's range with 7 mantissa bits; fp16: 10 bits, max 65,504); int8 with a scale has a constant
+# - Float formats have a bounded **relative** rounding error, Eq. {eq}`eq-ch12-float` (bf16:
+#   fp32's range with 7 mantissa bits; fp16: 10 bits, max 65,504); int8 with a scale has an
 #   **absolute** error of at most half a step.
 # - Affine quantization, Eq. {eq}`eq-ch12-affine`, with asymmetric {eq}`eq-ch12-asym` or symmetric
 #   {eq}`eq-ch12-sym` parameters, per tensor or per channel, matches `torch.quantize_per_tensor`,
-#   `torch.quantize_per_channel` and `torch.fake_quantize_*` exactly; per-row scales cut the error
+#   `torch.quantize_per_channel` and `torch.fake_quantize_*` (asymmetric codes up to rare one-code
+#   near-ties); per-row scales cut the error
 #   of real weight matrices most.
 # - A dynamically quantized linear layer is one int32-accumulated integer product and one rescale,
 #   Eq. {eq}`eq-ch12-intmm`; we reproduced PyTorch's layer to float rounding, including its
 #   7-bit inputs on x86.
 # - `dlbook.quantize.int8_dynamic` (int8 linear layers, weight-only int8 embeddings) made the
 #   classifier {glue:text}`ch12_smaller:.2f`x smaller and {glue:text}`ch12_speedup`x faster at
-#   batch {glue:text}`ch12_big` for {glue:text}`ch12_acc_drop` points of accuracy. It uses the
-#   deprecated `torch.ao.quantization` because, on this torch and the CPUs we tried, torchao does
-#   not speed it up.
+#   batch {glue:text}`ch12_big` for {glue:text}`ch12_acc_drop` points of accuracy. It wraps the
+#   deprecated `torch.ao.quantization` in one function, so that a later API changes one place.
 # - MiniLM has an outlier feature: one dimension of the residual stream is the widest input of
 #   every layer that reads it, up to {glue:text}`ch12_outlier_ratio:.1f` times the median
 #   feature's range, as Bondarenko et al. found in BERT.

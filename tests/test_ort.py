@@ -100,3 +100,26 @@ def test_bad_inputs(exported, tmp_path):
     with pytest.raises(TypeError, match="per_channel"):
         O.quantize_dynamic_int8(path, tmp_path / "d.onnx", per_channel="yes")
     assert np.isfinite(session(**_batch()).logits.numpy()).all()
+
+
+def test_static_percentile_narrows_the_activation_ranges(exported, tmp_path):
+    """A lower percentile clips more: the graph's scales can only shrink, and some must."""
+    import onnx
+    from onnx import numpy_helper
+
+    _, path = exported
+    calib = [_batch(seed=s, t=6) for s in range(3)]
+
+    def scales(percentile):
+        dst = O.quantize_static_int8(path, tmp_path / f"p{percentile}.onnx", calib,
+                                     method="percentile", percentile=percentile)
+        graph = onnx.load(str(dst)).graph
+        return {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_scale")}
+
+    wide, narrow = scales(100), scales(60)
+    assert set(wide) == set(narrow) and wide
+    assert all((narrow[k] <= wide[k] * (1 + 1e-6)).all() for k in wide)
+    assert any((narrow[k] < 0.9 * wide[k]).any() for k in wide)
+    for bad in (50, 101, True, "99"):
+        with pytest.raises(ValueError, match="percentile"):
+            O.quantize_static_int8(path, tmp_path / "x.onnx", calib, method="percentile", percentile=bad)

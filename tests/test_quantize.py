@@ -432,6 +432,8 @@ def test_fake_quant_linear_modes_and_equivalence():
         fq.set_mode("quant")
     fq.set_mode("observe")
     fq(x)
+    with pytest.raises(ValueError, match="freeze"):  # observed, not frozen: scale still 1
+        fq.set_mode("quant")
     fq.freeze()
     fq.set_mode("quant")
     s, z = Q.qparams(x, symmetric=False, dtype=torch.uint8)
@@ -442,6 +444,9 @@ def test_fake_quant_linear_modes_and_equivalence():
     torch.testing.assert_close(fq(x), nn.functional.linear(x_hat, w_hat, lin.bias))
     fq(x).sum().backward()  # trainable through the rounding
     assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
+    fq.set_mode("observe")  # observing again needs a new freeze()
+    with pytest.raises(ValueError, match="freeze"):
+        fq.set_mode("quant")
     with pytest.raises(ValueError, match="mode"):
         fq.set_mode("int8")
     with pytest.raises(TypeError, match="nn.Linear"):

@@ -170,8 +170,9 @@ class _Reader:
     """onnxruntime's CalibrationDataReader protocol over tokenised batches.
 
     The histogram calibrators stack the activations of all batches, so every batch is padded
-    to the longest one (``pad_id`` in the ids, 0 in the mask: padded positions change no real
-    token's output).
+    to the longest one (``pad_id`` in the ids, 0 in the mask). Padded positions change no real
+    token's output, but their activations are observed like any other, so they enter the
+    calibrated ranges (as they do when a padded batch calibrates in PyTorch).
     """
 
     def __init__(self, batches: Iterable[Mapping[str, torch.Tensor]], pad_id: int = 0) -> None:
@@ -198,28 +199,35 @@ def quantize_static_int8(
     calibration: Iterable[Mapping[str, torch.Tensor]],
     *,
     method: str = "minmax",
+    percentile: float = 99.99,
     pad_id: int = 0,
 ) -> Path:
     """ONNX Runtime's static int8 quantization: activation scales fixed from ``calibration`` batches.
 
-    ``method`` is ``"minmax"`` (the widest range seen) or ``"percentile"`` (ONNX Runtime's
-    histogram percentile, 99.999 by default). Weights are int8 per output channel, activations
-    uint8, in the QDQ format (quantize / dequantize pairs that ONNX Runtime fuses into integer
-    kernels where it has them). ``pad_id`` is the tokenizer's padding id (0 for BERT's
-    vocabularies): the calibration batches are padded to one length with it.
+    ``method`` is ``"minmax"`` (the widest range seen) or ``"percentile"``: the ``percentile``-th
+    and ``(100 - percentile)``-th percentiles of the values seen, the rule of
+    :class:`dlbook.quantize.PercentileObserver` (ONNX Runtime's histogram calibrator cuts
+    ``(100 - p) / 2`` % on each side, so it is given ``p = 2 * percentile - 100``). Weights
+    are int8 per output channel, activations uint8, in the QDQ format (quantize / dequantize
+    pairs that ONNX Runtime fuses into integer kernels where it has them). ``pad_id`` is the
+    tokenizer's padding id (0 for BERT's vocabularies): the calibration batches are padded to
+    one length with it.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
     if method not in methods:
         raise ValueError(f"method must be one of {sorted(methods)}, got {method!r}")
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 50 < percentile <= 100:
+        raise ValueError(f"percentile must be a number in (50, 100], got {percentile!r}")
     src, dst = _check_path(src, "src"), _check_path(dst, "dst")
     reader = _Reader(calibration, pad_id)
+    extra = {"CalibPercentile": 2 * float(percentile) - 100} if method == "percentile" else {}
     # the histogram calibrators print their progress; the chapter reports the result instead
     with _quiet_exporter(), contextlib.redirect_stdout(io.StringIO()):
         quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=methods[method])
+                        calibrate_method=methods[method], extra_options=extra)
     return dst
 
 

@@ -346,9 +346,10 @@ def dynamic_quantize_linears(model: nn.Module, *, per_channel: bool = False) -> 
     ``[0, 127]`` of uint8, 7 bits: PyTorch's dynamic linear layer always passes
     ``reduce_range=True``, a bit given up, in the words of PyTorch's observers, "to avoid
     instruction overflow" (chapter 12 reproduces the layer's output by hand with this range).
-    ``torch.ao.quantization`` is deprecated in favour of ``torchao`` and warns so; on torch 2.13
-    it is still the API whose int8 kernels speed up a CPU (chapter 12 measures both), so its two
-    known deprecation warnings are caught here, in this one place, and nothing else is.
+    ``torch.ao.quantization`` is deprecated in favour of ``torchao`` and warns so; its int8
+    kernels run in eager mode on the CPU (chapter 12 measures what they gain), so the book keeps
+    it behind this one function, where its two known deprecation warnings are caught and nothing
+    else is. ``tools/torchao_check.py`` times torchao's int8 configurations against it.
     """
     with warnings.catch_warnings():
         # Known and explained in chapter 12: "torch.ao.quantization is deprecated ... migrate to
@@ -503,6 +504,7 @@ class FakeQuantLinear(nn.Module):
         self.linear = linear
         self.observer = observer
         self.mode = "float"
+        self.frozen = False  # in_scale / in_zero_point hold the observer's latest range
         self.register_buffer("in_scale", torch.ones(()))
         self.register_buffer("in_zero_point", torch.zeros(()))
 
@@ -511,6 +513,11 @@ class FakeQuantLinear(nn.Module):
             raise ValueError(f"mode must be 'float', 'observe' or 'quant', got {mode!r}")
         if mode == "quant" and self.observer.batches == 0:
             raise ValueError("calibrate (mode 'observe' on some batches) and freeze() before mode 'quant'")
+        if mode == "quant" and not self.frozen:
+            # else the input would be quantized with the placeholder scale 1, silently
+            raise ValueError("call freeze() after the calibration batches, before mode 'quant'")
+        if mode == "observe":
+            self.frozen = False  # more batches may widen the range: freeze() again after them
         self.mode = mode
 
     def freeze(self) -> None:
@@ -518,6 +525,7 @@ class FakeQuantLinear(nn.Module):
         s, z = self.observer.qparams()
         self.in_scale.copy_(s)
         self.in_zero_point.copy_(z.float())
+        self.frozen = True
 
     def quantized_weight(self) -> torch.Tensor:
         """The weight as its int8 per-row version means it (straight-through gradient)."""
