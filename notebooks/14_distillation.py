@@ -153,10 +153,16 @@ axes[0].legend(fontsize=8)
 plt.tight_layout()
 plt.show()
 print("logits of the three snippets:", [[round(v, 2) for v in test_logits[i].tolist()] for i in picks])
+p_sure = {t: soft(test_logits[picks[0]], t).max().item() for t in (1.0, 8.0)}  # confident one
+dlbook.glue("ch14_sure_p1", p_sure[1.0])
+dlbook.glue("ch14_sure_p8", p_sure[8.0])
+assert p_sure[8.0] < p_sure[1.0]  # a higher T flattens
 
 # %% [markdown]
-# At $T = 1$ the confident snippet is all one colour; raising $T$ brings out how much more
-# the teacher believes one class than the other, the information a hard label throws away. With
+# At $T = 1$ the confident snippet is mostly one colour (the teacher's probability of its
+# answer is {glue:text}`ch14_sure_p1:.3f`, falling to {glue:text}`ch14_sure_p8:.3f` at
+# $T = 8$); raising $T$ brings out how much more the teacher believes one class than the other,
+# the information a hard label throws away. With
 # two classes that is all there is (one logit difference per snippet); with many classes, soft
 # targets also say which wrong classes look alike, the information Hinton et al. argue soft
 # targets carry {cite}`hinton2015distilling`.
@@ -308,8 +314,9 @@ dlbook.show(distill.student_from_teacher)
 # the teacher's layers 0, 2 and 4 and drops 1, 3 and 5: its second and third layers expect the
 # outputs of the teacher's layers 1 and 3, and its pooler and classifier expect the output of
 # layer 5, none of which it computes. But each layer adds its output to its input (the residual
-# connection), so the representations of neighbouring layers may be similar enough for the copy
-# to classify better than a constant answer. Its untrained accuracy on the test split, against
+# connection), so one may hope that neighbouring layers compute similar enough
+# representations for the copy to do better than a constant answer. Its untrained accuracy on
+# the test split, against
 # the simplest baseline, always answering the class that is most frequent among the training
 # labels, compared paired over the same snippets (`dlbook.stats`, section 14.5):
 
@@ -324,14 +331,24 @@ dlbook.glue("ch14_majority", finetune.LABELS[majority])
 dlbook.glue("ch14_majority_acc", float(majority_correct.mean()))
 dlbook.glue("ch14_start_verdict",
             start_vs_majority.verdict("the untrained copy", "the majority answer"))
+start_says_majority = float((start.preds.numpy() == majority).mean())  # share of snippets
+dlbook.glue("ch14_start_majority_share", start_says_majority)
+if start_vs_majority.measurable and start_vs_majority.interval.diff > 0:
+    start_finding = "before training it already does better than a constant answer"
+else:
+    start_finding = ("before training it does no measurably better than a constant "
+                     "answer, so what the students know comes from training")
+dlbook.glue("ch14_start_finding", start_finding)
 print(f"untrained 3-layer copy: test accuracy {start.accuracy:.3f} | always "
-      f"'{finetune.LABELS[majority]}': {majority_correct.mean():.3f}")
+      f"'{finetune.LABELS[majority]}': {majority_correct.mean():.3f} | the copy answers "
+      f"'{finetune.LABELS[majority]}' on {start_says_majority:.1%} of the snippets")
 print(start_vs_majority.verdict("the untrained copy", "the majority answer"))
 
 # %% [markdown]
 # The untrained copy scores {glue:text}`ch14_start_acc:.3f`; always answering
 # "{glue:text}`ch14_majority`" scores {glue:text}`ch14_majority_acc:.3f`. Over the same
-# snippets, {glue:text}`ch14_start_verdict`.
+# snippets, {glue:text}`ch14_start_verdict`. The copy answers "{glue:text}`ch14_majority`" on
+# {glue:text}`ch14_start_majority_share:.1%` of the test snippets: {glue:text}`ch14_start_finding`.
 #
 # **A narrower model from scratch.** The second student keeps the teacher's tokenizer but is a
 # different shape: hidden size 256, two layers of four heads, feed-forward size $4 \times 256$.
@@ -504,8 +521,11 @@ for mode in ("freeze", "project"):
     dlbook.glue(f"ch14_step_saving_{mode}", float(np.median(saving)))
     dlbook.glue(f"ch14_step_saving_{mode}_lo", min(saving))
     dlbook.glue(f"ch14_step_saving_{mode}_hi", max(saving))
+    n_faster = int(sum(v > 0 for v in saving))  # rounds in which the mode was faster
+    dlbook.glue(f"ch14_step_faster_{mode}", n_faster)
     print(f"{mode:>8}: saves {np.median(saving):.0f} % of a step (median over "
-          f"{len(saving)} rounds; from {min(saving):.0f} to {max(saving):.0f} %)")
+          f"{len(saving)} rounds; from {min(saving):.0f} to {max(saving):.0f} %); "
+          f"faster than 'train' in {n_faster} of {len(saving)} rounds")
 dlbook.glue("ch14_step_rounds", sizes["step_rounds"])
 
 # %% [markdown]
@@ -514,7 +534,10 @@ dlbook.glue("ch14_step_rounds", sizes["step_rounds"])
 # rounds, each round comparing the modes on the same batch (per round, from
 # {glue:text}`ch14_step_saving_freeze_lo:.0f` to {glue:text}`ch14_step_saving_freeze_hi:.0f` %
 # and from {glue:text}`ch14_step_saving_project_lo:.0f` to
-# {glue:text}`ch14_step_saving_project_hi:.0f` %), on the machine in the provenance line. What
+# {glue:text}`ch14_step_saving_project_hi:.0f` %), on the machine in the provenance line.
+# Freezing was faster than training the table in {glue:text}`ch14_step_faster_freeze` of the
+# {glue:text}`ch14_step_rounds` rounds and projecting in
+# {glue:text}`ch14_step_faster_project`; a median over so few rounds is a rough figure. What
 # the modes cost in accuracy is not measured here, and the chapter claims nothing about it. The
 # shallow copy projects its table because it then trains
 # {glue:text}`ch14_proj_share:.1%` of the table's numbers and starts from the same function; the
@@ -649,12 +672,16 @@ dlbook.glue("ch14_sweep_others", len(grid) - 1)
 val_range = 100 * (val_grid.val_accuracy.max() - val_grid.val_accuracy.min())
 dlbook.glue("ch14_sweep_range", val_range)
 if chosen == recipe_cell:
-    recipe_note = "the setting the recipe already uses"
+    recipe_note = ("the setting the recipe already uses, so the students below are "
+                   "trained with the chosen setting")
 else:
     gap = stats.compare(sweep[chosen].val_correct, sweep[recipe_cell].val_correct)
     recipe_note = (f"not the recipe's T = {recipe_cell[0]:g}, "
                    f"alpha = {recipe_cell[1]:g}; "
-                   f"against it, {gap.verdict('the choice', 'the recipe')}")
+                   f"against it, {gap.verdict('the choice', 'the recipe')}. The "
+                   "students of the scoreboard, the seed study and the transfer set "
+                   "below keep the recipe's setting (chapter 15 loads the same "
+                   "students), so they do not use this choice")
 dlbook.glue("ch14_sweep_recipe", recipe_note)
 assert recipe_cell in grid  # the recipe's own setting competes
 
