@@ -828,8 +828,9 @@ print(f"test accuracy on {sizes['n_test']} snippets: 1 process {acc1:.3f} | 2 pr
 # {glue:text}`ch16_acc_2proc:.3f`, a difference of {glue:text}`ch16_acc_gap_ddp` (the `full` run
 # asserts at most 0.01: same batches, same arithmetic up to rounding). Accelerate reaches
 # {glue:text}`ch16_acc_accelerate:.3f` and `Trainer` {glue:text}`ch16_acc_trainer:.3f`; the larger of
-# their differences to the single process, {glue:text}`ch16_acc_gap_other`, is the spread of a
-# different data order, and the `full` run asserts at most 0.05 for it.
+# their differences to the single process is {glue:text}`ch16_acc_gap_other`, and the `full` run
+# asserts at most 0.05 for it. Accelerate's difference is that of a different data order;
+# `Trainer`, with the same batches as DDP, differs by rounding only.
 #
 # Now the speed. The training runs above ran one after the other, each once, so their times
 # mix the settings with whatever else the machine did meanwhile. The throughput comes from a
@@ -840,7 +841,7 @@ print(f"test accuracy on {sizes['n_test']} snippets: 1 process {acc1:.3f} | 2 pr
 # halves with one thread each. Same batches, same start-up, the order flipped every round, a
 # warm-up round not kept.
 
-# %
+# %%
 BENCH_SCRIPT = '''\
 """Throughput, interleaved: 1 process x 2 threads against 2 processes x 1 thread (dlbook, chapter 16).
 
@@ -960,7 +961,7 @@ print(f"2 processes x 1 thread vs 1 process x 2 threads: {speedup:.2f}x the exam
 # a copy of the table for whoever runs the chapter headless (tests, make full): the system's temp folder
 results.to_csv(Path(tempfile.gettempdir()) / f"dlbook-ch16-{profile}-results.csv")
 
-# % [markdown]
+# %% [markdown]
 # Measured on the machine in the provenance line above ({glue:text}`ch16_cores` CPU cores): one
 # process with two threads trains {glue:text}`ch16_tput_1:.1f` examples per second (median over the
 # rounds), two processes with one thread each {glue:text}`ch16_tput_2:.1f`, a ratio of
@@ -976,8 +977,7 @@ results.to_csv(Path(tempfile.gettempdir()) / f"dlbook-ch16-{profile}-results.csv
 # - **Communication.** Every step, the two processes exchange all
 #   {glue:text}`ch16_minilm_params:,` gradients, {glue:text}`ch16_minilm_grad_mb:.0f` MB in 32-bit
 #   floats, through gloo over loopback, and wait for each other at the all-reduce (the slower one
-#   sets the pace). With short snippets and small per-process batches, that is a large share of a
-#   step.
+#   sets the pace).
 # - **Start-up.** Each process imports PyTorch and Transformers and loads the model; the "wall s"
 #   column of the training table includes that, the benchmark does not. For a run of seconds it
 #   dominates; for a run of hours it vanishes.
@@ -987,8 +987,7 @@ results.to_csv(Path(tempfile.gettempdir()) / f"dlbook-ch16-{profile}-results.csv
 #
 # On **two GPUs** the picture is different in kind: each process brings its own device, the compute
 # doubles, and NCCL moves the gradients over NVLink or PCIe while DDP overlaps it with the backward
-# pass. For a model of this size and a per-GPU batch large enough to keep each GPU busy, close to
-# twice the throughput is typical; Goyal et al. trained ResNet-50 on 256 GPUs with about 90 %
+# pass. Goyal et al. trained ResNet-50 on 256 GPUs with about 90 %
 # scaling efficiency {cite}`goyal2017accurate`, and Li et al. report near-linear scaling of DDP for
 # BERT and ResNet on up to 256 GPUs {cite}`li2020pytorch`. Data parallelism is a way to **add
 # devices**, not to use one device better.
@@ -1315,8 +1314,9 @@ workdir.cleanup()
 #   `Trainer` do the same with fewer changes to the code and land within
 #   {glue:text}`ch16_acc_gap_other` accuracy.
 # - On the {glue:text}`ch16_cores` CPU cores of this machine, two processes gave
-#   {glue:text}`ch16_speedup:.2f` times the throughput of one process with two threads: no extra
-#   compute, plus communication. Data parallelism pays when each process brings its own device.
+#   {glue:text}`ch16_speedup:.2f` times the throughput of one process with two threads: the same
+#   cores divided differently, with communication on top. Data parallelism pays when each process
+#   brings its own device.
 # - Many machines: the same script, `torchrun --nnodes ... --rdzv-endpoint ...`. Too big for one
 #   device: ZeRO and FSDP shard optimizer states, gradients and weights, with a few lines changed.
 # - Accumulating under DDP, `no_sync` (or `accelerator.accumulate`) cut {glue:text}`ch16_accum_k`
