@@ -83,3 +83,13 @@ def test_toc_lists_every_chapter_once():
     assert listed == {f"notebooks/{p.stem}" for p in CHAPTERS}
     for f in files:
         assert any((ROOT / f).with_suffix(s).exists() for s in (".md", ".py", ".ipynb")), f"_toc.yml: {f} not found"
+
+
+MISTYPED_MARKER = re.compile(r"^#\s*%(?!%)|^#%%|^# %%%")
+
+
+@pytest.mark.parametrize("py", CHAPTERS, ids=lambda p: p.stem)
+def test_cell_markers_are_well_formed(py: Path):
+    """A mistyped cell marker (``# %`` for ``# %%``) silently folds code into the cell above."""
+    bad = [f"{i}: {line}" for i, line in enumerate(py.read_text().splitlines(), 1) if MISTYPED_MARKER.match(line)]
+    assert not bad, f"{py.name}: mistyped cell markers (write '# %%'):\n" + "\n".join(bad)
