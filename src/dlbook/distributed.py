@@ -200,7 +200,7 @@ def pick_backend(nproc: int = 2) -> tuple[str, str]:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that is free now (the OS picks it), for the rendezvous."""
+    """A TCP port on ``host`` that is free now (the OS picks it): the rendezvous (chapter 16), the demo (chapter 11)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

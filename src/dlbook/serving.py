@@ -16,13 +16,14 @@ Taught in chapter 11, "Sharing and serving: model cards and a demo". The pieces:
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from .distributed import free_port  # one definition, shared with chapter 16's launcher
 
 #: A paste longer than this many characters is cut before tokenising (about 20 pages of text).
 MAX_CHARS = 20_000
@@ -189,13 +190,6 @@ def launch_demo(demo: Any, host: str = "127.0.0.1", port: int | None = None, *, 
         show_error=True, ssr_mode=False, mcp_server=False, theme=offline_theme(),
     )
     return f"http://{host}:{port}/"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 __all__ = [
