@@ -119,3 +119,8 @@ def test_bad_input_gets_clear_errors():
         gq.packed_nbytes(33, "q4_1")
     with pytest.raises(ValueError, match="kind"):
         gq.quantize_weights_(nn.Linear(32, 2), {"": "int4"})
+    lin = nn.Linear(32, 2)
+    before = lin.weight.detach().clone()
+    with pytest.raises(ValueError, match="embed_token"):  # a misspelt fragment matches nothing
+        gq.quantize_weights_(lin, {"embed_token": "q8_0", "": "q4_1"})
+    assert torch.equal(lin.weight, before)  # and nothing changed before the error

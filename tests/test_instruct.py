@@ -82,12 +82,37 @@ def test_bad_input(tok, tiny):
         instruct.collate([], 0)
     with pytest.raises(ValueError, match="pad_id"):
         instruct.collate([{"input_ids": [1]}], -1)
+    with pytest.raises(ValueError, match="no tokens"):
+        instruct.collate([{"input_ids": [1]}, {"input_ids": []}], 0)
     e = instruct.encode_example(tok, instruct.sentiment_request("Fine."), "positive")
     b = instruct.collate([{"input_ids": e["input_ids"], "labels": [instruct.IGNORE] * len(e["input_ids"])}],
                          tok.pad_token_id)
     with pytest.raises(ValueError, match="no answer tokens"):
         instruct.answer_loss(tiny, b)
+    with pytest.raises(ValueError, match="attention_mask"):
+        instruct.answer_loss(tiny, {k: b[k] for k in ("input_ids", "labels")})
     with pytest.raises(ValueError, match="batch_size"):
         instruct.last_prompt_logits(tiny, tok, [instruct.sentiment_request("Fine.")], batch_size=0)
     with pytest.raises(TypeError, match="causal LM"):
         instruct.answer_loss(torch.nn.Linear(2, 2), b)
+
+
+def test_add_lora_starts_at_the_base_model_and_shows_no_warning(tok):
+    import warnings
+
+    from peft import LoraConfig
+
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(tiny_config(vocab_size=len(tok), max_position_embeddings=64)).eval()
+    ids = torch.randint(0, len(tok), (2, 8))
+    with torch.no_grad():
+        want = base(ids).logits
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                        task_type="CAUSAL_LM")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning from peft or transformers fails the test
+        model = instruct.add_lora(base, config)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert n_train > 0 and all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, want)  # B = 0 at the start

@@ -197,23 +197,29 @@ def quantize_weights_(model: nn.Module, kind: str | dict[str, str]) -> dict[str,
 
     ``kind`` is one format for all matrices, or a dict from a name fragment to a format
     (the first fragment found in a parameter's name wins; the key ``""`` matches every name),
-    e.g. ``{"embed_tokens": "q8_0", "": "q4_1"}``. Returns the storage in bytes:
-    ``{"quantized": ..., "float32": ..., "total": ...}``, float32 for the parameters left as
-    they are.
+    e.g. ``{"embed_tokens": "q8_0", "": "q4_1"}``. A fragment that no weight reaches is an error
+    (raised before any weight changes), so a misspelt name cannot quietly quantize nothing.
+    Returns the storage in bytes: ``{"quantized": ..., "float32": ..., "total": ...}``, float32
+    for the parameters left as they are.
     """
     rules = {"": kind} if isinstance(kind, str) else dict(kind)
     if not rules:
         raise ValueError("kind must be a format name or a non-empty dict of name fragment -> format")
     for k in rules.values():
         _check_kind(k)
-    done: set[str] = set()
+    plan: dict[str, str] = {}  # parameter name -> the rule's fragment, before anything changes
+    for name, _ in quantizable_weights(model):
+        frag = next((f for f in rules if f in name), None)
+        if frag is not None:
+            plan[name] = frag
+    unused = [f for f in rules if f not in plan.values()]
+    if unused:
+        raise ValueError(f"kind: no quantizable weight is matched (first) by the fragment(s) {unused}")
     quantized = 0
     for name, p in quantizable_weights(model):
-        fmt = next((f for frag, f in rules.items() if frag in name), None)
-        if fmt is None:
-            continue
-        p.copy_(fake_quantize(p, fmt).to(p.dtype))
-        quantized += packed_nbytes(p.numel(), fmt)
-        done.add(name)
-    rest = sum(p.numel() * 4 for n, p in model.named_parameters() if n not in done)
+        if name in plan:
+            fmt = rules[plan[name]]
+            p.copy_(fake_quantize(p, fmt).to(p.dtype))
+            quantized += packed_nbytes(p.numel(), fmt)
+    rest = sum(p.numel() * 4 for n, p in model.named_parameters() if n not in plan)
     return {"quantized": quantized, "float32": rest, "total": quantized + rest}

@@ -14,6 +14,7 @@ movie review positive or negative? Answer with one word." and the answer ``posit
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from torch import nn
 
 __all__ = [
     "IGNORE",
+    "add_lora",
     "SENTIMENT_INSTRUCTION",
     "SENTIMENT_WORDS",
     "answer_loss",
@@ -89,6 +91,11 @@ def collate(examples: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.
         raise ValueError("collate needs at least one example")
     if isinstance(pad_id, bool) or not isinstance(pad_id, int) or pad_id < 0:
         raise ValueError(f"pad_id must be a non-negative int, got {pad_id!r}")
+    for i, e in enumerate(examples):
+        if not isinstance(e, dict) or "input_ids" not in e:
+            raise ValueError(f"example {i} must be a dict with 'input_ids', got {type(e).__name__}")
+        if len(e["input_ids"]) == 0:
+            raise ValueError(f"example {i} has no tokens: an empty row would have no last real position")
     n = max(len(e["input_ids"]) for e in examples)
     ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), n), IGNORE, dtype=torch.long)
@@ -102,6 +109,21 @@ def collate(examples: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.
         if "labels" in e:
             labels[i, :k] = torch.tensor(e["labels"])
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def add_lora(model: nn.Module, config: Any) -> nn.Module:
+    """``peft.get_peft_model(model, config)``: LoRA adapters on ``model``, as chapter 20 trains them.
+
+    The only difference from calling peft directly is one warning silenced, here and nowhere
+    else: peft 0.21 asks a transformers 5 model for ``is_gradient_checkpointing``, which
+    transformers has renamed and answers with a ``FutureWarning`` meant for peft's authors (the
+    attribute still works and nothing the reader does can change it).
+    """
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
+        return get_peft_model(model, config)
 
 
 def _decoder_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -120,6 +142,9 @@ def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tenso
     output layer (49,152 words for SmolLM2) runs only on the positions whose target is not
     ``IGNORE``: the same loss as ``model(**batch).loss``, for a fraction of the output cost.
     """
+    missing = [k for k in ("input_ids", "attention_mask", "labels") if k not in batch]
+    if missing:
+        raise ValueError(f"batch is missing {missing}: use collate() to build it")
     labels = batch["labels"]
     if labels.shape != batch["input_ids"].shape:
         raise ValueError(f"labels {tuple(labels.shape)} and input_ids {tuple(batch['input_ids'].shape)} differ")
