@@ -451,6 +451,7 @@ torch.testing.assert_close(got[real], want[real], atol=1e-4, rtol=1e-4)
 print(f"{int(real.sum())} real tokens: max |ours - HF| = {llm_diff:.1e} "
       f"(logits up to {scale:.0f})")
 dlbook.glue("llm_tokens", int(real.sum()))
+dlbook.glue("n_check", sizes["n_check"])
 dlbook.glue("logit_scale", f"{scale:.0f}")
 dlbook.glue("llm_rel_diff", f"{llm_diff / scale:.0e}")
 assert llm_diff / scale < 1e-5  # round-off, not a wrong formula
