@@ -56,6 +56,7 @@ import tempfile
 from pathlib import Path
 
 import gguf
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -290,6 +291,27 @@ dlbook.glue("batch_size", bs)
 dlbook.glue("eval_every", sizes["eval_every"])
 dlbook.glue("best_step", best)
 dlbook.glue("n_steps", sizes["steps"])
+
+# %%
+fig, ax = plt.subplots(figsize=(6.4, 3.4))
+ax.plot(range(1, len(losses) + 1), losses, marker=".", label="training loss (answer tokens)")
+ax.set_xlabel("LoRA step")
+ax.set_ylabel("loss (nats per answer token)")
+right = ax.twinx()
+steps = sorted(checkpoints)
+right.plot(steps, [checkpoints[s]["exact"] for s in steps], "s--", color="C1",
+           label="validation: right first word")
+right.set_ylabel("validation rate")
+right.set_ylim(0, 1)
+ax.axvline(best, color="grey", linestyle=":")
+fig.legend(loc="upper center", ncol=2, fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Figure 20.1.** The training loss on the answer tokens at every LoRA step (left axis) and
+# the share of validation prompts answered with the right first word at each checkpoint (right
+# axis); the dotted line marks the checkpoint validation picks.
 
 # %% [markdown]
 # ## 20.6 Before and after, on the test snippets
