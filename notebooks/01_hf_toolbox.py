@@ -42,7 +42,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -67,11 +77,22 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(n_knn_train=128, n_knn_test=64, batch_size=32,
-               n_vocab_train=2_000, vocab_size=2_000, sweep=(500, 1_000, 2_000)),
-    full=dict(n_knn_train=4_000, n_knn_test=1_000, batch_size=64,
-              n_vocab_train=10_000, vocab_size=8_000,
-              sweep=(1_000, 2_000, 4_000, 8_000, 16_000)),
+    smoke=dict(
+        n_knn_train=128,
+        n_knn_test=64,
+        batch_size=32,
+        n_vocab_train=2_000,
+        vocab_size=2_000,
+        sweep=(500, 1_000, 2_000),
+    ),
+    full=dict(
+        n_knn_train=4_000,
+        n_knn_test=1_000,
+        batch_size=64,
+        n_vocab_train=10_000,
+        vocab_size=8_000,
+        sweep=(1_000, 2_000, 4_000, 8_000, 16_000),
+    ),
 )
 sizes
 
@@ -160,6 +181,7 @@ assert backend.normalizer.normalize_str("Café CRÈME") == "cafe creme"
 # Step 3 fits in a few lines. We write it ourselves and check it against the library on every
 # word of the first few hundred validation snippets of this chapter's data set (loaded here
 # early; the data section below explains it):
+
 
 # %%
 def wordpiece_word(word, vocab, unk="[UNK]", max_chars=100):
@@ -303,6 +325,7 @@ print("BPE:      ", bpe_tok.tokenize(review))
 # Where WordPiece lost the capital letter, byte-level BPE gives back exactly the text it was
 # given. We check that on every validation snippet:
 
+
 # %%
 def bpe_ids(text):
     return bpe_tok(text, add_special_tokens=False)["input_ids"]
@@ -316,6 +339,7 @@ assert all(bpe_tok.decode(bpe_ids(t)) == t for t in val_texts)
 # all validation snippets: **tokens per snippet**, **tokens per word** (the *fertility*; words
 # split at spaces) and the **share of `[UNK]`** among the tokens.
 
+
 # %%
 def token_stats(encode, texts, unk_id=None):
     """Tokens per snippet, tokens per word, share of [UNK], tokens of each text."""
@@ -323,8 +347,12 @@ def token_stats(encode, texts, unk_id=None):
     n_tokens = sum(len(i) for i in ids)
     n_words = sum(len(t.split()) for t in texts)
     n_unk = sum(i.count(unk_id) for i in ids) if unk_id is not None else 0
-    return dict(per_snippet=n_tokens / len(texts), per_word=n_tokens / n_words,
-                unk_share=n_unk / n_tokens, lengths=[len(i) for i in ids])
+    return dict(
+        per_snippet=n_tokens / len(texts),
+        per_word=n_tokens / n_words,
+        unk_share=n_unk / n_tokens,
+        lengths=[len(i) for i in ids],
+    )
 
 
 def wp_ids(text):
@@ -336,8 +364,10 @@ table = {
     "byte-level BPE (SmolLM2)": token_stats(bpe_ids, val_texts),
 }
 for name, row in table.items():
-    print(f"{name:26s} {row['per_snippet']:6.2f} tokens/snippet  "
-          f"{row['per_word']:.3f} tokens/word  [UNK] share {row['unk_share']:.2%}")
+    print(
+        f"{name:26s} {row['per_snippet']:6.2f} tokens/snippet  "
+        f"{row['per_word']:.3f} tokens/word  [UNK] share {row['unk_share']:.2%}"
+    )
 
 # %% [markdown]
 # ### Training a vocabulary
@@ -373,6 +403,7 @@ ours = train_wordpiece(train_texts, sizes["vocab_size"])
 print(ours.get_vocab_size(), "pieces learned from", len(train_texts), "snippets")
 print(ours.encode(review).tokens)
 
+
 # %%
 def ours_ids(text):
     return ours.encode(text).ids
@@ -381,8 +412,10 @@ def ours_ids(text):
 unk_id = ours.token_to_id("[UNK]")
 table["WordPiece (trained here)"] = token_stats(ours_ids, val_texts, unk_id)
 for name, row in table.items():
-    print(f"{name:26s} {row['per_snippet']:6.2f} tokens/snippet  "
-          f"{row['per_word']:.3f} tokens/word  [UNK] share {row['unk_share']:.3%}")
+    print(
+        f"{name:26s} {row['per_snippet']:6.2f} tokens/snippet  "
+        f"{row['per_word']:.3f} tokens/word  [UNK] share {row['unk_share']:.3%}"
+    )
 
 # %%
 pre = table["WordPiece (pretrained)"]
@@ -477,8 +510,10 @@ dlbook.glue("zh_bpe_tokens", zh_bpe_tokens)
 dlbook.glue("en_bpe_tokens", en_bpe_tokens)
 dlbook.glue("zh_vs_en", zh_bpe_tokens / en_bpe_tokens)
 print(f"WordPiece: {zh_wp['unk_share']:.0%} of the tokens are [UNK]")
-print(f"byte-level BPE: {zh_bpe_tokens} tokens for the Chinese sentences, "
-      f"{en_bpe_tokens} for their translations ({zh_bpe_per_char:.2f} per character)")
+print(
+    f"byte-level BPE: {zh_bpe_tokens} tokens for the Chinese sentences, "
+    f"{en_bpe_tokens} for their translations ({zh_bpe_per_char:.2f} per character)"
+)
 
 # %%
 assert zh_wp["unk_share"] > 0.5  # most of the Chinese text is lost to WordPiece
@@ -530,8 +565,11 @@ for cp in range(0x110000):
 never = [b for b in missing if b not in in_utf8]
 unassigned = [b for b in missing if b in in_utf8 and b not in in_assigned]
 lost = [b for b in missing if b in in_assigned]
-for name, group in [("never in UTF-8", never), ("unassigned only", unassigned),
-                    ("can be lost", lost)]:
+for name, group in [
+    ("never in UTF-8", never),
+    ("unassigned only", unassigned),
+    ("can be lost", lost),
+]:
     print(f"{name:16s}", " ".join(f"{b:02X}" for b in group))
 
 # %%
@@ -560,16 +598,26 @@ dlbook.glue("unicode_version", unicodedata.unidata_version)
 
 # %%
 config = AutoConfig.from_pretrained(model_path)
-keys = ["model_type", "num_hidden_layers", "hidden_size", "num_attention_heads",
-        "intermediate_size", "vocab_size", "max_position_embeddings", "hidden_act"]
+keys = [
+    "model_type",
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "hidden_act",
+]
 {k: getattr(config, k) for k in keys}
 
 # %%
 model = AutoModel.from_pretrained(model_path).to(device).eval()
 n_params = sum(p.numel() for p in model.parameters())
 n_embed = sum(p.numel() for p in model.embeddings.parameters())
-print(f"{type(model).__name__}: {n_params:,} parameters, {n_embed:,} of them in the "
-      f"embeddings ({n_embed / n_params:.0%})")
+print(
+    f"{type(model).__name__}: {n_params:,} parameters, {n_embed:,} of them in the "
+    f"embeddings ({n_embed / n_params:.0%})"
+)
 
 # %% [markdown]
 # Every one of those parameters can be accounted for. With vocabulary $V$, maximum length $P$,
@@ -647,6 +695,7 @@ for split, ds in reviews.items():
 # from a table in memory, and its list of `cache_files` is empty. `map`
 # applies a function to every row; with `batched=True` the function receives a dictionary of
 # columns (lists) and the tokenizer handles a thousand rows per call.
+
 
 # %%
 def tokenize(batch):
@@ -746,6 +795,7 @@ hidden.shape, batch_emb.shape
 # must give the same embedding as its padded row in the batch; and the same batch run without
 # its attention mask (every position attended to) must not:
 
+
 # %%
 def embed_alone(text):  # one snippet, no padding: a plain mean over its tokens
     one = tokenizer(text, truncation=True, max_length=128, return_tensors="pt")
@@ -755,16 +805,19 @@ def embed_alone(text):  # one snippet, no padding: a plain mean over its tokens
 
 with torch.no_grad():
     alone = torch.cat([embed_alone(t) for t in reviews["validation"][:8]["text"]])
-    unmasked = model(input_ids=batch["input_ids"],
-                     token_type_ids=batch["token_type_ids"]).last_hidden_state
+    unmasked = model(
+        input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"]
+    ).last_hidden_state
 unmasked_emb = mean_pool(unmasked, batch["attention_mask"])  # (8, 384)
 torch.testing.assert_close(batch_emb, alone, atol=1e-5, rtol=1e-4)
 cos_unmasked = torch.cosine_similarity(unmasked_emb, alone).min().item()
 dlbook.glue("padded_max_diff", (batch_emb - alone).abs().max().item())
 dlbook.glue("cos_unmasked", cos_unmasked)
 assert cos_unmasked < 0.99  # attending to padding changes the result
-print(f"with the mask: largest difference {(batch_emb - alone).abs().max():.1e}; "
-      f"without it: cosine similarity down to {cos_unmasked:.2f}")
+print(
+    f"with the mask: largest difference {(batch_emb - alone).abs().max():.1e}; "
+    f"without it: cosine similarity down to {cos_unmasked:.2f}"
+)
 
 # %% [markdown]
 # With the mask, padded and unpadded embeddings agree to {glue:text}`padded_max_diff:.0e`;
@@ -890,8 +943,12 @@ majority = majority_correct.float().mean().item()
 versus = stats.compare(knn_correct, majority_correct)
 any_vs_other = stats.compare(any_correct, knn_correct)  # what same-film keys add
 film_vs_majority = stats.compare(film_correct, majority_correct)
-scoreboard = {"1-NN, other films": knn_correct, "1-NN, any film": any_correct,
-              "the film's label": film_correct, repr(majority_name): majority_correct}
+scoreboard = {
+    "1-NN, other films": knn_correct,
+    "1-NN, any film": any_correct,
+    "the film's label": film_correct,
+    repr(majority_name): majority_correct,
+}
 for name, right in scoreboard.items():
     print(f"{name:18s} {right.float().mean():.3f}")
 print(versus.verdict("1-NN (other films)", "the majority label"))
@@ -939,8 +996,9 @@ if profile == "full":
 # model ourselves:
 
 # %%
-extractor = pipeline("feature-extraction", model=model, tokenizer=tokenizer,
-                     device=device)
+extractor = pipeline(
+    "feature-extraction", model=model, tokenizer=tokenizer, device=device
+)
 features = torch.tensor(extractor(review)[0])  # (seq, hidden)
 with torch.no_grad():
     one = tokenizer(review, return_tensors="pt").to(device)
@@ -989,21 +1047,37 @@ except assets.AssetError as err:
 from transformers import BertConfig, BertModel
 
 d_base = 768  # BERT-base: 12 layers, 12 heads, feed-forward 4 x 768
-base_shape = BertConfig(vocab_size=V, hidden_size=d_base, num_hidden_layers=12,
-                        num_attention_heads=12, intermediate_size=4 * d_base)
+base_shape = BertConfig(
+    vocab_size=V,
+    hidden_size=d_base,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=4 * d_base,
+)
 with torch.device("meta"):  # shapes only: no memory, no weights
     bert_base = BertModel(base_shape)
 n_base = sum(p.numel() for p in bert_base.parameters())
-layer = (4 * (d_base**2 + d_base) + 2 * d_base * 4 * d_base + 4 * d_base + d_base
-         + 2 * 2 * d_base)
+layer = (
+    4 * (d_base**2 + d_base)
+    + 2 * d_base * 4 * d_base
+    + 4 * d_base
+    + d_base
+    + 2 * 2 * d_base
+)
 n_base_formula = (V + P + 2) * d_base + 2 * d_base + 12 * layer + d_base**2 + d_base
 assert n_base == n_base_formula
 dlbook.glue("bert_base_m", n_base / 1e6)
 print(f"{n_base:,} parameters")
 
 # %%
-files = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-         "vocab.txt", "special_tokens_map.json"]
+files = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+]
 with tempfile.TemporaryDirectory() as bare:  # the model files, no modules.json
     for name in files:
         os.symlink(os.path.join(model_path, name), os.path.join(bare, name))
@@ -1117,6 +1191,7 @@ if profile == "full":
 # check runs hidden cases with padding, a batch of one, and a float64 input.
 # :::
 
+
 # %%
 def my_mean_pool(hidden, attention_mask):
     raise NotImplementedError  # your code here
@@ -1128,6 +1203,7 @@ dlbook.exercises.check("ch01.mean_pool", my_mean_pool)
 # ```{solution-start} ch01-ex-pool
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def mean_pool_solution(hidden, attention_mask):
@@ -1153,6 +1229,7 @@ assert dlbook.exercises.check("ch01.mean_pool", mean_pool_solution)
 # What does each doubling of the vocabulary buy?
 # :::
 
+
 # %%
 def my_tokens_per_snippet(train_texts, eval_texts, vocab_size):
     raise NotImplementedError  # your code here
@@ -1164,6 +1241,7 @@ dlbook.exercises.check("ch01.tokens_per_snippet", my_tokens_per_snippet)
 # ```{solution-start} ch01-ex-vocab
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def tokens_per_snippet_solution(train_texts, eval_texts, vocab_size):
@@ -1181,36 +1259,55 @@ def snippet_costs(tok, texts):
     return torch.tensor(counts, dtype=torch.float64)
 
 
-costs = {v: snippet_costs(train_wordpiece(train_texts, v), val_texts)
-         for v in dlbook.progress(sizes["sweep"], desc="vocabulary sizes")}
+costs = {
+    v: snippet_costs(train_wordpiece(train_texts, v), val_texts)
+    for v in dlbook.progress(sizes["sweep"], desc="vocabulary sizes")
+}
 runs = list(costs.values())  # each (n_val,), in order of vocabulary size
 cost = [run.mean().item() for run in runs]
 # Paired per snippet, with 95 % bootstrap intervals over the validation snippets:
 cuts = [stats.bootstrap_ratio(a - b) for a, b in pairwise(runs)]  # saved by a step up
-shrinks = [stats.bootstrap_ratio((a - b) - (b - c))  # how much smaller the next cut is
-           for a, b, c in zip(runs, runs[1:], runs[2:], strict=False)]
+shrinks = [
+    stats.bootstrap_ratio((a - b) - (b - c))  # how much smaller the next cut is
+    for a, b, c in zip(runs, runs[1:], runs[2:], strict=False)
+]
 largest_vs_pre = stats.bootstrap_ratio(runs[-1] - pre_len)  # tokens per snippet
 for (v0, v1), cut in zip(pairwise(costs), cuts, strict=True):
-    print(f"{v0:>6,} -> {v1:>6,} pieces: {cut.diff:.2f} tokens fewer "
-          f"[{cut.low:.2f}, {cut.high:.2f}]")
-print(f"largest minus pretrained: {largest_vs_pre.diff:+.2f} "
-      f"[{largest_vs_pre.low:+.2f}, {largest_vs_pre.high:+.2f}] tokens per snippet")
+    print(
+        f"{v0:>6,} -> {v1:>6,} pieces: {cut.diff:.2f} tokens fewer "
+        f"[{cut.low:.2f}, {cut.high:.2f}]"
+    )
+print(
+    f"largest minus pretrained: {largest_vs_pre.diff:+.2f} "
+    f"[{largest_vs_pre.low:+.2f}, {largest_vs_pre.high:+.2f}] tokens per snippet"
+)
 assert all(cut.low > 0 for cut in cuts)  # each step up cuts the cost
 if profile == "full":
     assert all(shrink.low > 0 for shrink in shrinks)  # ...by less each time
     assert largest_vs_pre.high < 0  # the largest one costs less than the pretrained one
 dlbook.glue("sweep_cuts", ", ".join(f"{cut.diff:.1f}" for cut in cuts))
 dlbook.glue("largest_vocab", f"{sizes['sweep'][-1]:,}")
-dlbook.glue("largest_vs_pre", f"{largest_vs_pre.diff:+.2f} [{largest_vs_pre.low:+.2f}, "
-            f"{largest_vs_pre.high:+.2f}]")
+dlbook.glue(
+    "largest_vs_pre",
+    f"{largest_vs_pre.diff:+.2f} [{largest_vs_pre.low:+.2f}, "
+    f"{largest_vs_pre.high:+.2f}]",
+)
 
 # %% tags=["solution"]
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
 ax.plot(list(costs), cost, "o-", label="trained on review snippets")
-ax.axhline(pre["per_snippet"], color="grey", ls="--",
-           label=f"pretrained, {tokenizer.vocab_size:,} pieces")
-ax.set(xscale="log", xlabel="vocabulary size (pieces)", ylabel="tokens per snippet",
-       title="Validation snippets: cost against vocabulary size")
+ax.axhline(
+    pre["per_snippet"],
+    color="grey",
+    ls="--",
+    label=f"pretrained, {tokenizer.vocab_size:,} pieces",
+)
+ax.set(
+    xscale="log",
+    xlabel="vocabulary size (pieces)",
+    ylabel="tokens per snippet",
+    title="Validation snippets: cost against vocabulary size",
+)
 ax.legend()
 plt.tight_layout()
 plt.show()
@@ -1243,6 +1340,7 @@ plt.show()
 # compare the two with `dlbook.stats.compare`. Does the vote help on these snippets?
 # :::
 
+
 # %%
 def my_nearest_vote(queries, keys, key_labels, k):
     raise NotImplementedError  # your code here
@@ -1254,6 +1352,7 @@ dlbook.exercises.check("ch01.nearest_vote", my_nearest_vote)
 # ```{solution-start} ch01-ex-knn
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def nearest_vote_solution(queries, keys, key_labels, k):
@@ -1269,8 +1368,10 @@ key_films = films[order[: len(films) // 2]]
 is_key = torch.isin(train_film, key_films)  # (n_train,) a review of a key film
 keys, queries = train_emb[is_key], train_emb[~is_key]
 key_labels, query_labels = train_labels[is_key], train_labels[~is_key]
-right = {k: nearest_vote_solution(queries, keys, key_labels, k) == query_labels
-         for k in (1, 15)}
+right = {
+    k: nearest_vote_solution(queries, keys, key_labels, k) == query_labels
+    for k in (1, 15)
+}
 vote_vs_one = stats.compare(right[15], right[1])
 print(f"{len(keys)} keys, {len(queries)} queries")
 print(f"k=1: {right[1].float().mean():.3f}   k=15: {right[15].float().mean():.3f}")

@@ -42,7 +42,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -88,12 +98,32 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(n_train=384, n_val=128, batch_size=64, loop_epochs=1, epochs=1,
-               patience=1, imbalance_epochs=1, warm_epochs=1, warm_steps=2,
-               warm_seeds=2, warm_lengths=[1]),
-    full=dict(n_train=3_200, n_val=800, batch_size=64, loop_epochs=2, epochs=30,
-              patience=5, imbalance_epochs=15, warm_epochs=2, warm_steps=20,
-              warm_seeds=5, warm_lengths=[2, 5, 10]),
+    smoke=dict(
+        n_train=384,
+        n_val=128,
+        batch_size=64,
+        loop_epochs=1,
+        epochs=1,
+        patience=1,
+        imbalance_epochs=1,
+        warm_epochs=1,
+        warm_steps=2,
+        warm_seeds=2,
+        warm_lengths=[1],
+    ),
+    full=dict(
+        n_train=3_200,
+        n_val=800,
+        batch_size=64,
+        loop_epochs=2,
+        epochs=30,
+        patience=5,
+        imbalance_epochs=15,
+        warm_epochs=2,
+        warm_steps=20,
+        warm_seeds=5,
+        warm_lengths=[2, 5, 10],
+    ),
 )
 sizes
 
@@ -108,9 +138,13 @@ sizes
 # %%
 x = torch.arange(6.0).reshape(2, 3)  # (2, 3) float32
 col = torch.tensor([[10.0], [20.0]])  # (2, 1)
-print(x.dtype, x.shape, (x + col).shape)  # the (2, 1) column is broadcast along the 3 columns: (2, 3)
+print(
+    x.dtype, x.shape, (x + col).shape
+)  # the (2, 1) column is broadcast along the 3 columns: (2, 3)
 print(x + col)
-print(x.to(device).device, "| row means", x.mean(dim=1))  # reducing dim 1 leaves shape (2,)
+print(
+    x.to(device).device, "| row means", x.mean(dim=1)
+)  # reducing dim 1 leaves shape (2,)
 
 # %% [markdown]
 # ## Gradient descent by hand
@@ -147,7 +181,9 @@ for _ in range(n_steps):
     loss, dw, db = loss_and_grads_by_hand(w, b)
     hand_losses.append(loss.item())
     w, b = w - lr * dw, b - lr * db
-print(f"after {n_steps} steps: w = {w.item():.4f}, b = {b.item():.4f}, loss = {hand_losses[-1]:.5f}")
+print(
+    f"after {n_steps} steps: w = {w.item():.4f}, b = {b.item():.4f}, loss = {hand_losses[-1]:.5f}"
+)
 
 # %% [markdown]
 # Now the same with **autograd**. We mark $w$ and $b$ with `requires_grad=True`; PyTorch then records
@@ -164,7 +200,9 @@ for step in range(n_steps):
     loss.backward()  # fills w_ag.grad and b_ag.grad
     if step == 0:  # at (0, 0) the two ways of computing the gradient must agree
         _, dw0, db0 = loss_and_grads_by_hand(torch.tensor(0.0), torch.tensor(0.0))
-        torch.testing.assert_close(torch.stack([w_ag.grad, b_ag.grad]), torch.stack([dw0, db0]))
+        torch.testing.assert_close(
+            torch.stack([w_ag.grad, b_ag.grad]), torch.stack([dw0, db0])
+        )
     autograd_losses.append(loss.item())
     with torch.no_grad():
         w_ag -= lr * w_ag.grad
@@ -181,8 +219,12 @@ torch.testing.assert_close(torch.tensor(autograd_losses), torch.tensor(hand_loss
 torch.testing.assert_close(torch.stack([w_ag, b_ag]).detach(), torch.stack([w, b]))
 design = torch.stack([x, torch.ones_like(x)], dim=1)  # (n, 2): columns x and 1
 w_ls, b_ls = torch.linalg.lstsq(design, y[:, None]).solution.squeeze(1)
-torch.testing.assert_close(torch.stack([w, b]), torch.stack([w_ls, b_ls]), atol=1e-4, rtol=1e-4)
-print(f"gradient descent: w = {w.item():.4f}, b = {b.item():.4f} | least squares: w = {w_ls:.4f}, b = {b_ls:.4f}")
+torch.testing.assert_close(
+    torch.stack([w, b]), torch.stack([w_ls, b_ls]), atol=1e-4, rtol=1e-4
+)
+print(
+    f"gradient descent: w = {w.item():.4f}, b = {b.item():.4f} | least squares: w = {w_ls:.4f}, b = {b_ls:.4f}"
+)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -192,7 +234,9 @@ axes[0].set(xlabel="step", ylabel="mean squared error", title="Gradient descent"
 axes[0].legend()
 axes[1].scatter(x, y, s=8, alpha=0.6, label="data")
 grid = torch.linspace(-1, 1, 2)
-axes[1].plot(grid, w * grid + b, color="C3", label=f"fit: {w.item():.2f} x {b.item():+.2f}")
+axes[1].plot(
+    grid, w * grid + b, color="C3", label=f"fit: {w.item():.2f} x {b.item():+.2f}"
+)
 axes[1].set(xlabel="x", ylabel="y", title="The fitted line")
 axes[1].legend()
 plt.tight_layout()
@@ -233,8 +277,13 @@ print("backward(v) equals J^T v:", x_vec.grad)
 
 # %%
 torch.manual_seed(0)
-net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()  # 32 parameters
-inputs, labels = torch.randn(6, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0, 1, 0])
+net = nn.Sequential(
+    nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)
+).double()  # 32 parameters
+inputs, labels = (
+    torch.randn(6, 3, dtype=torch.float64),
+    torch.tensor([0, 1, 1, 0, 1, 0]),
+)
 loss_of = lambda: F.cross_entropy(net(inputs), labels)  # noqa: E731
 
 net.zero_grad()
@@ -258,10 +307,19 @@ torch.testing.assert_close(grad_autograd, grad_fd, rtol=1e-6, atol=1e-9)
 fd_err = (grad_autograd - grad_fd).abs().max().item()
 dlbook.glue("fd_err", fd_err)
 loss_of().backward()  # a second backward adds the same gradient again
-torch.testing.assert_close(torch.cat([p.grad.flatten() for p in net.parameters()]), 2 * grad_autograd)
-print(f"{len(grad_fd)} gradients, largest |autograd - finite difference| = {fd_err:.1e}")
-print("torch.autograd.gradcheck agrees:", torch.autograd.gradcheck(lambda W: F.cross_entropy(inputs @ W, labels),
-                                                                    torch.randn(3, 2, dtype=torch.float64, requires_grad=True)))
+torch.testing.assert_close(
+    torch.cat([p.grad.flatten() for p in net.parameters()]), 2 * grad_autograd
+)
+print(
+    f"{len(grad_fd)} gradients, largest |autograd - finite difference| = {fd_err:.1e}"
+)
+print(
+    "torch.autograd.gradcheck agrees:",
+    torch.autograd.gradcheck(
+        lambda W: F.cross_entropy(inputs @ W, labels),
+        torch.randn(3, 2, dtype=torch.float64, requires_grad=True),
+    ),
+)
 
 # %% [markdown]
 # The largest disagreement over all 32 parameters is {glue:text}`fd_err:.1e`.
@@ -281,6 +339,7 @@ print("torch.autograd.gradcheck agrees:", torch.autograd.gradcheck(lambda W: F.c
 # The term $\log\sum_j e^{z_j}$ (log-sum-exp) is computed stably by pulling out the maximum $m$:
 # $\log\sum_j e^{z_j} = m + \log \sum_j e^{z_j - m}$, where no exponent is positive.
 
+
 # %%
 def logsumexp(z):
     m = z.max(dim=1, keepdim=True).values  # (N, 1)
@@ -292,16 +351,24 @@ def log_softmax(z):
 
 
 def nll(log_probs, y):
-    return -log_probs.gather(1, y[:, None]).squeeze(1).mean()  # pick log p_{i, y_i}, average
+    return (
+        -log_probs.gather(1, y[:, None]).squeeze(1).mean()
+    )  # pick log p_{i, y_i}, average
 
 
 torch.manual_seed(0)
 logits = 3 * torch.randn(8, 5)  # (N=8, K=5)
 targets = torch.randint(0, 5, (8,))  # (N,)
-torch.testing.assert_close(logsumexp(logits), torch.logsumexp(logits, dim=1, keepdim=True))
+torch.testing.assert_close(
+    logsumexp(logits), torch.logsumexp(logits, dim=1, keepdim=True)
+)
 torch.testing.assert_close(log_softmax(logits), F.log_softmax(logits, dim=1))
-torch.testing.assert_close(nll(log_softmax(logits), targets), F.nll_loss(F.log_softmax(logits, dim=1), targets))
-torch.testing.assert_close(nll(log_softmax(logits), targets), F.cross_entropy(logits, targets))
+torch.testing.assert_close(
+    nll(log_softmax(logits), targets), F.nll_loss(F.log_softmax(logits, dim=1), targets)
+)
+torch.testing.assert_close(
+    nll(log_softmax(logits), targets), F.cross_entropy(logits, targets)
+)
 print("cross-entropy = NLL of log-softmax:", nll(log_softmax(logits), targets).item())
 
 # %% [markdown]
@@ -315,7 +382,9 @@ print("cross-entropy = NLL of log-softmax:", nll(log_softmax(logits), targets).i
 # %%
 z = logits.clone().requires_grad_(True)
 F.cross_entropy(z, targets).backward()
-torch.testing.assert_close(z.grad, (F.softmax(logits, dim=1) - F.one_hot(targets, 5).float()) / len(targets))
+torch.testing.assert_close(
+    z.grad, (F.softmax(logits, dim=1) - F.one_hot(targets, 5).float()) / len(targets)
+)
 print("dL/dz = (p - onehot) / N: verified")
 
 # %% [markdown]
@@ -361,16 +430,22 @@ assert torch.isinf(loss_from_probs)
 torch.testing.assert_close(loss_from_logits, torch.tensor(200.0))
 loss_from_probs.backward()
 assert torch.isnan(far.grad).all()
-print(f"log(softmax): {prob.log().detach()} | "
-      f"log_softmax: {F.log_softmax(far, dim=1).detach()}")
-print(f"loss via log(prob) = {loss_from_probs.item()}, gradient {far.grad}; "
-      f"via logits = {loss_from_logits.item()}")
+print(
+    f"log(softmax): {prob.log().detach()} | "
+    f"log_softmax: {F.log_softmax(far, dim=1).detach()}"
+)
+print(
+    f"loss via log(prob) = {loss_from_probs.item()}, gradient {far.grad}; "
+    f"via logits = {loss_from_logits.item()}"
+)
 
 K = 10
 confident = torch.full((1, K), -30.0)  # (1, K)
 confident[0, 3] = 30.0  # certain, and right
 double_softmax = F.cross_entropy(F.softmax(confident, dim=1), torch.tensor([3]))
-torch.testing.assert_close(double_softmax, -torch.log(torch.tensor(math.e / (math.e + K - 1))))
+torch.testing.assert_close(
+    double_softmax, -torch.log(torch.tensor(math.e / (math.e + K - 1)))
+)
 print(f"cross_entropy(softmax(z)), certain and right: {double_softmax:.4f} (not 0)")
 
 # %% [markdown]
@@ -389,6 +464,7 @@ print(f"cross_entropy(softmax(z)), certain and right: {double_softmax:.4f} (not 
 #
 # which reduces to {eq}`eq-ch02-ce` when $\varepsilon = 0$ and all $w_k = 1$.
 
+
 # %%
 def cross_entropy_full(z, y, weight=None, label_smoothing=0.0):
     K = z.shape[1]
@@ -396,18 +472,26 @@ def cross_entropy_full(z, y, weight=None, label_smoothing=0.0):
     log_p = log_softmax(z)  # (N, K)
     nll_i = -log_p.gather(1, y[:, None]).squeeze(1)  # (N,)
     smooth_i = -(log_p * w).sum(dim=1)  # (N,) sum_k w_k (-log p_ik)
-    total = (1 - label_smoothing) * (w[y] * nll_i).sum() + label_smoothing / K * smooth_i.sum()
+    total = (1 - label_smoothing) * (
+        w[y] * nll_i
+    ).sum() + label_smoothing / K * smooth_i.sum()
     return total / w[y].sum()
 
 
 class_w = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0])  # (K,)
 for eps in [0.0, 0.1, 0.3]:
     for wt in [None, class_w]:
-        torch.testing.assert_close(cross_entropy_full(logits, targets, wt, eps),
-                                   F.cross_entropy(logits, targets, weight=wt, label_smoothing=eps))
-wrong_norm = (class_w[targets] * -log_softmax(logits).gather(1, targets[:, None]).squeeze(1)).mean()
-print(f"weighted loss, PyTorch: {F.cross_entropy(logits, targets, weight=class_w).item():.4f} | "
-      f"same sum divided by N instead of sum of weights: {wrong_norm.item():.4f}")
+        torch.testing.assert_close(
+            cross_entropy_full(logits, targets, wt, eps),
+            F.cross_entropy(logits, targets, weight=wt, label_smoothing=eps),
+        )
+wrong_norm = (
+    class_w[targets] * -log_softmax(logits).gather(1, targets[:, None]).squeeze(1)
+).mean()
+print(
+    f"weighted loss, PyTorch: {F.cross_entropy(logits, targets, weight=class_w).item():.4f} | "
+    f"same sum divided by N instead of sum of weights: {wrong_norm.item():.4f}"
+)
 
 # %% [markdown]
 # ## Optimizers from their update rules
@@ -434,6 +518,7 @@ print(f"weighted loss, PyTorch: {F.cross_entropy(logits, targets, weight=class_w
 # {cite}`loshchilov2019decoupled`. Each function below updates the parameters in place from their
 # `.grad`, keeping its running averages in `state`.
 
+
 # %%
 def sgd_update(params, state, *, lr, momentum=0.0, weight_decay=0.0):
     with torch.no_grad():
@@ -446,11 +531,22 @@ def sgd_update(params, state, *, lr, momentum=0.0, weight_decay=0.0):
             p -= lr * g
 
 
-def adam_update(params, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
+def adam_update(
+    params,
+    state,
+    *,
+    lr,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=0.0,
+    decoupled=False,
+):
     beta1, beta2 = betas
     with torch.no_grad():
         for p in params:
-            s = state.setdefault(p, dict(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p)))
+            s = state.setdefault(
+                p, dict(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+            )
             g = p.grad
             if decoupled:
                 p *= 1 - lr * weight_decay  # AdamW: shrink the weights directly
@@ -463,9 +559,11 @@ def adam_update(params, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay
             v_hat = s["v"] / (1 - beta2 ** s["t"])
             p -= lr * m_hat / (v_hat.sqrt() + eps)
 
+
 # %% [markdown]
 # **Check**, step for step: two copies of a small network, one updated by our function and one by
 # `torch.optim`, must hold the same weights after every one of ten steps.
+
 
 # %%
 def match_torch_optim(ours, reference_cls, ours_kw, reference_kw, steps=10):
@@ -473,7 +571,11 @@ def match_torch_optim(ours, reference_cls, ours_kw, reference_kw, steps=10):
     xs, ys = torch.randn(32, 6), torch.randint(0, 3, (32,))
     mine = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
     theirs = copy.deepcopy(mine)
-    optimizer, state, worst = reference_cls(theirs.parameters(), **reference_kw), {}, 0.0
+    optimizer, state, worst = (
+        reference_cls(theirs.parameters(), **reference_kw),
+        {},
+        0.0,
+    )
     for _ in range(steps):
         for model in (mine, theirs):
             model.zero_grad()
@@ -488,13 +590,27 @@ def match_torch_optim(ours, reference_cls, ours_kw, reference_kw, steps=10):
 
 optimizer_checks = {
     "SGD": (sgd_update, torch.optim.SGD, dict(lr=0.1)),
-    "SGD + momentum + weight decay": (sgd_update, torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-2)),
-    "Adam + L2 weight decay": (adam_update, torch.optim.Adam, dict(lr=1e-2, weight_decay=1e-2)),
+    "SGD + momentum + weight decay": (
+        sgd_update,
+        torch.optim.SGD,
+        dict(lr=0.1, momentum=0.9, weight_decay=1e-2),
+    ),
+    "Adam + L2 weight decay": (
+        adam_update,
+        torch.optim.Adam,
+        dict(lr=1e-2, weight_decay=1e-2),
+    ),
 }
 for name, (ours, ref, kw) in optimizer_checks.items():
-    print(f"{name:30s} max |ours - torch.optim| over 10 steps: {match_torch_optim(ours, ref, kw, kw):.1e}")
-adamw_diff = match_torch_optim(adam_update, torch.optim.AdamW, dict(lr=1e-2, weight_decay=0.1, decoupled=True),
-                               dict(lr=1e-2, weight_decay=0.1))
+    print(
+        f"{name:30s} max |ours - torch.optim| over 10 steps: {match_torch_optim(ours, ref, kw, kw):.1e}"
+    )
+adamw_diff = match_torch_optim(
+    adam_update,
+    torch.optim.AdamW,
+    dict(lr=1e-2, weight_decay=0.1, decoupled=True),
+    dict(lr=1e-2, weight_decay=0.1),
+)
 print(f"{'AdamW':30s} max |ours - torch.optim| over 10 steps: {adamw_diff:.1e}")
 
 # %% [markdown]
@@ -506,7 +622,9 @@ print(f"{'AdamW':30s} max |ours - torch.optim| over 10 steps: {adamw_diff:.1e}")
 # same quadratic, once with a constant rate and once with a tenfold drop at step 10.
 
 # %%
-A = torch.diag(torch.tensor([1.0, 20.0]))  # an ill-conditioned quadratic f = 0.5 theta^T A theta
+A = torch.diag(
+    torch.tensor([1.0, 20.0])
+)  # an ill-conditioned quadratic f = 0.5 theta^T A theta
 quad = lambda t: 0.5 * t @ A @ t  # noqa: E731
 
 
@@ -520,7 +638,9 @@ def momentum_paths(lrs, mu=0.9):
         opt.zero_grad()
         quad(theta_torch).backward()
         opt.step()
-        v = mu * v + lr_t * (A @ theta)  # classic form: learning rate inside the velocity
+        v = mu * v + lr_t * (
+            A @ theta
+        )  # classic form: learning rate inside the velocity
         theta = theta - v
         torch_path.append(theta_torch.detach().clone())
         classic_path.append(theta.clone())
@@ -532,7 +652,9 @@ torch.testing.assert_close(same_a, same_b)  # constant rate: identical
 drop_a, drop_b = momentum_paths([0.04] * 10 + [0.004] * 20)
 momentum_gap = (drop_a - drop_b).abs().max().item()
 dlbook.glue("momentum_gap", momentum_gap)
-print(f"constant rate: identical paths | after a 10x drop: paths differ by up to {momentum_gap:.3f}")
+print(
+    f"constant rate: identical paths | after a 10x drop: paths differ by up to {momentum_gap:.3f}"
+)
 
 # %% [markdown]
 # After the drop the two paths differ by up to {glue:text}`momentum_gap:.3f` in a coordinate.
@@ -541,6 +663,7 @@ print(f"constant rate: identical paths | after a 10x drop: paths differ by up to
 # step, so it is stable only for $\eta < 2/20 = 0.1$ and then crawls along the flat direction at
 # the rate $1 - \eta$. Momentum builds up speed along the flat direction; Adam divides each
 # coordinate's step by its own gradient size.
+
 
 # %%
 def optimizer_path(update, steps=60, **kw):
@@ -575,13 +698,23 @@ steep_mom = paths["momentum 0.9, lr 0.02"][-1, 1].abs()
 assert steep_mom > 100 * steep_sgd
 dlbook.glue("steep_sgd", steep_sgd.item())
 dlbook.glue("steep_mom", steep_mom.item())
-g1, g2 = torch.meshgrid(torch.linspace(-4.5, 1.5, 120), torch.linspace(-2, 2, 120), indexing="ij")
+g1, g2 = torch.meshgrid(
+    torch.linspace(-4.5, 1.5, 120), torch.linspace(-2, 2, 120), indexing="ij"
+)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-axes[0].contour(g1, g2, 0.5 * (g1**2 + 20 * g2**2), levels=15, cmap="Greys", linewidths=0.6)
+axes[0].contour(
+    g1, g2, 0.5 * (g1**2 + 20 * g2**2), levels=15, cmap="Greys", linewidths=0.6
+)
 for name, path in paths.items():
-    axes[0].plot(path[:, 0], path[:, 1], marker=".", markersize=3, linewidth=1, label=name)
+    axes[0].plot(
+        path[:, 0], path[:, 1], marker=".", markersize=3, linewidth=1, label=name
+    )
     axes[1].semilogy([quad(p).item() for p in path], label=name)
-axes[0].set(xlabel=r"$\theta_1$", ylabel=r"$\theta_2$", title="Paths on $f = (\\theta_1^2 + 20\\,\\theta_2^2)/2$")
+axes[0].set(
+    xlabel=r"$\theta_1$",
+    ylabel=r"$\theta_2$",
+    title="Paths on $f = (\\theta_1^2 + 20\\,\\theta_2^2)/2$",
+)
 axes[1].set(xlabel="step", ylabel="f", title="Loss per step")
 axes[0].legend(fontsize=8)
 plt.tight_layout()
@@ -619,13 +752,18 @@ dlbook.glue("per_digit_train", int(per_digit_train[0]))
 dlbook.glue("per_digit_test", int(per_digit_test[0]))
 order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))
 train_idx, val_idx = order[:3_200][: sizes["n_train"]], order[3_200:][: sizes["n_val"]]
-x_train, y_train = data.x_train[train_idx], data.y_train[train_idx]  # (n_train, 1, 28, 28), (n_train,)
+x_train, y_train = (
+    data.x_train[train_idx],
+    data.y_train[train_idx],
+)  # (n_train, 1, 28, 28), (n_train,)
 x_val, y_val = data.x_train[val_idx], data.y_train[val_idx]
 x_test, y_test = data.x_test, data.y_test  # (1000, 1, 28, 28)
 dlbook.glue("n_fit", len(y_train))
 dlbook.glue("n_val", len(y_val))
-print(f"train {tuple(x_train.shape)}, validation {tuple(x_val.shape)}, test {tuple(x_test.shape)}; "
-      f"pixels in [{x_train.min():.0f}, {x_train.max():.0f}]")
+print(
+    f"train {tuple(x_train.shape)}, validation {tuple(x_val.shape)}, test {tuple(x_test.shape)}; "
+    f"pixels in [{x_train.min():.0f}, {x_train.max():.0f}]"
+)
 
 fig, axes = plt.subplots(1, 10, figsize=(9, 1.2))
 for ax, img, label in zip(axes, x_train[:10], y_train[:10], strict=True):
@@ -650,15 +788,19 @@ test_loader = make_loader(x_test, y_test, 500, shuffle=False)
 torch.manual_seed(0)
 model = nn.Sequential(
     nn.Flatten(),  # (B, 1, 28, 28) -> (B, 784)
-    nn.Linear(784, 256), nn.ReLU(),  # (B, 256)
-    nn.Linear(256, 256), nn.ReLU(),  # (B, 256)
+    nn.Linear(784, 256),
+    nn.ReLU(),  # (B, 256)
+    nn.Linear(256, 256),
+    nn.ReLU(),  # (B, 256)
     nn.Linear(256, 10),  # (B, 10) logits
 ).to(device)
 xb, yb = next(iter(train_loader))
 xb, yb = xb.to(device), yb.to(device)
 initial_loss = F.cross_entropy(model(xb), yb).item()
 assert abs(initial_loss - math.log(10)) < 0.15, initial_loss
-print(f"{count_parameters(model):,} parameters; loss on one batch before training: {initial_loss:.3f}")
+print(
+    f"{count_parameters(model):,} parameters; loss on one batch before training: {initial_loss:.3f}"
+)
 
 # %% [markdown]
 # ### Initialisation: keeping the signal's scale
@@ -692,13 +834,16 @@ fan_out, fan_in = 256, 784  # the first layer of our MLP
 init_rules = {  # name: (fill a weight the PyTorch way, the std our formula predicts)
     "He: kaiming_normal_(relu)": (
         lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
-        math.sqrt(2 / fan_in)),
+        math.sqrt(2 / fan_in),
+    ),
     "Glorot: xavier_normal_": (
         nn.init.xavier_normal_,
-        math.sqrt(2 / (fan_in + fan_out))),
+        math.sqrt(2 / (fan_in + fan_out)),
+    ),
     "nn.Linear default": (
         lambda w: nn.Linear(fan_in, fan_out).weight.detach(),
-        math.sqrt(1 / (3 * fan_in))),
+        math.sqrt(1 / (3 * fan_in)),
+    ),
 }
 torch.manual_seed(0)
 init_rows = []
@@ -706,8 +851,9 @@ for name, (fill, formula_std) in init_rules.items():
     weight = fill(torch.empty(fan_out, fan_in))  # (256, 784): 200,704 draws
     measured_std = weight.std().item()
     assert abs(measured_std / formula_std - 1) < 0.01, name  # sampling error ~0.2 %
-    init_rows.append({"rule": name, "formula std": formula_std,
-                      "measured std": measured_std})
+    init_rows.append(
+        {"rule": name, "formula std": formula_std, "measured std": measured_std}
+    )
 assert nn.init.calculate_gain("relu") == math.sqrt(2)  # He's std is gain / sqrt(fan_in)
 pd.DataFrame(init_rows).set_index("rule").round(5)
 
@@ -715,6 +861,7 @@ pd.DataFrame(init_rows).set_index("rule").round(5)
 # Now a stack of 20 bias-free layers of width 512 with ReLUs, fed unit-variance inputs: the mean
 # square of the activations after each layer, for five ways of drawing the weights, against the
 # prediction $(n_\text{in}\sigma^2/2)^l$ of {eq}`eq-ch02-init` (dashed).
+
 
 # %%
 def second_moments(init, depth=20, width=512, act=torch.relu, seed=0):
@@ -731,8 +878,10 @@ def second_moments(init, depth=20, width=512, act=torch.relu, seed=0):
 
 width = 512
 stack_inits = {  # name: (init, weight variance)
-    "nn.Linear default": (lambda w: nn.Linear(width, width, bias=False).weight.detach(),
-                          1 / (3 * width)),
+    "nn.Linear default": (
+        lambda w: nn.Linear(width, width, bias=False).weight.detach(),
+        1 / (3 * width),
+    ),
     "N(0, 0.01²)": (lambda w: nn.init.normal_(w, std=0.01), 0.01**2),
     "Glorot": (nn.init.xavier_normal_, 1 / width),
     "He": (lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"), 2 / width),
@@ -751,8 +900,11 @@ for i, (name, (init, var)) in enumerate(stack_inits.items()):
     ax.semilogy(layers, predicted, "--", color=f"C{i}", linewidth=0.8)
     if name == "He":
         he_ratio = measured / measured[0]
-ax.set(xlabel="layer", ylabel="mean square of the activations",
-       title="20 ReLU layers: the scale of the weights compounds")
+ax.set(
+    xlabel="layer",
+    ylabel="mean square of the activations",
+    title="20 ReLU layers: the scale of the weights compounds",
+)
 ax.legend(fontsize=8)
 plt.show()
 assert ((he_ratio > 1 / 3) & (he_ratio < 3)).all()  # He: within a factor 3 everywhere
@@ -785,7 +937,9 @@ dlbook.show(MLP)
 # batch, the loss drops.
 
 # %%
-assert torch.optim.AdamW([nn.Parameter(torch.zeros(1))]).defaults["weight_decay"] == .01
+assert (
+    torch.optim.AdamW([nn.Parameter(torch.zeros(1))]).defaults["weight_decay"] == 0.01
+)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
 loss = F.cross_entropy(model(xb), yb)  # forward
 optimizer.zero_grad()  # clear the .grad left by the previous step
@@ -799,6 +953,7 @@ print(f"loss on the batch: {loss.item():.3f} before the step, {loss_after:.3f} a
 # An epoch repeats the step over all batches; evaluation switches the model to `eval()` mode (which
 # matters for dropout, below), turns off gradient recording and averages the loss **per example**
 # (the last batch may be smaller). These two functions plus a loop are the whole training loop.
+
 
 # %%
 def train_one_epoch(model, loader, optimizer):
@@ -836,6 +991,7 @@ def train_by_hand(model, epochs, lr=1e-3):
         curves.append((train_loss, *evaluate_by_hand(model, val_loader)))
     return curves
 
+
 # %% [markdown]
 # The packaged `dlbook.train.fit` is this loop with a progress bar, a `History` record, optional
 # gradient clipping, a learning-rate scheduler and early stopping (below). From the same initial
@@ -846,14 +1002,26 @@ torch.manual_seed(0)
 start = MLP(784, [256, 256], 10).to(device)
 ours, packaged = copy.deepcopy(start), copy.deepcopy(start)
 curves = train_by_hand(ours, epochs=sizes["loop_epochs"])
-history = fit(packaged, make_loader(x_train, y_train, batch_size, shuffle=True, seed=0), val_loader,
-              optimizer=torch.optim.AdamW(packaged.parameters(), lr=1e-3, weight_decay=0.0),
-              epochs=sizes["loop_epochs"], device=device, show_progress=False)
+history = fit(
+    packaged,
+    make_loader(x_train, y_train, batch_size, shuffle=True, seed=0),
+    val_loader,
+    optimizer=torch.optim.AdamW(packaged.parameters(), lr=1e-3, weight_decay=0.0),
+    epochs=sizes["loop_epochs"],
+    device=device,
+    show_progress=False,
+)
 for p, q in zip(ours.parameters(), packaged.parameters(), strict=True):
     torch.testing.assert_close(p, q)
-torch.testing.assert_close(torch.tensor(curves), torch.tensor([history.train_loss, history.val_loss, history.val_acc]).T,
-                           rtol=1e-5, atol=1e-6)
-print(f"our loop and dlbook.train.fit agree; validation accuracy after {history.epochs} epochs: {history.val_acc[-1]:.3f}")
+torch.testing.assert_close(
+    torch.tensor(curves),
+    torch.tensor([history.train_loss, history.val_loss, history.val_acc]).T,
+    rtol=1e-5,
+    atol=1e-6,
+)
+print(
+    f"our loop and dlbook.train.fit agree; validation accuracy after {history.epochs} epochs: {history.val_acc[-1]:.3f}"
+)
 dlbook.show(dlbook.train.fit)
 
 # %% [markdown]
@@ -861,16 +1029,34 @@ dlbook.show(dlbook.train.fit)
 #
 # Now train for {glue:text}`n_epochs` epochs without any regularisation and watch both losses.
 
+
 # %%
-def train_mlp(dropout=0.0, weight_decay=0.0, patience=None, epochs=sizes["epochs"], loader=None, loss_fn=F.cross_entropy):
+def train_mlp(
+    dropout=0.0,
+    weight_decay=0.0,
+    patience=None,
+    epochs=sizes["epochs"],
+    loader=None,
+    loss_fn=F.cross_entropy,
+):
     """A fresh MLP (same seed each time) trained with AdamW; returns (model, History)."""
     torch.manual_seed(0)
     model = MLP(784, [256, 256], 10, dropout=dropout).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=1e-3, weight_decay=weight_decay
+    )
     if loader is None:
         loader = make_loader(x_train, y_train, batch_size, shuffle=True, seed=0)
-    history = fit(model, loader, val_loader, optimizer=optimizer, epochs=epochs, device=device,
-                  patience=patience, loss_fn=loss_fn)
+    history = fit(
+        model,
+        loader,
+        val_loader,
+        optimizer=optimizer,
+        epochs=epochs,
+        device=device,
+        patience=patience,
+        loss_fn=loss_fn,
+    )
     return model, history
 
 
@@ -935,7 +1121,9 @@ drop = nn.Dropout(p_drop)
 h = torch.rand(10_000) + 0.1  # (10000,) positive activations
 out = drop(h)  # a fresh module is in training mode
 mask = out != 0
-torch.testing.assert_close(out, h * mask / (1 - p_drop))  # survivors scaled by 1/(1-p), the rest zero
+torch.testing.assert_close(
+    out, h * mask / (1 - p_drop)
+)  # survivors scaled by 1/(1-p), the rest zero
 torch.testing.assert_close(drop.eval()(h), h)  # identity in eval mode
 print(f"fraction dropped: {1 - mask.float().mean().item():.3f} (p = {p_drop})")
 
@@ -951,7 +1139,9 @@ settings = {
     "weight decay": dict(weight_decay=weight_decay),
     "dropout": dict(dropout=p_drop),
     "early stopping": dict(patience=sizes["patience"]),
-    "all three": dict(dropout=p_drop, weight_decay=weight_decay, patience=sizes["patience"]),
+    "all three": dict(
+        dropout=p_drop, weight_decay=weight_decay, patience=sizes["patience"]
+    ),
 }
 runs = {"none": (baseline, base_hist)}
 for name, kw in settings.items():
@@ -960,9 +1150,19 @@ for name, kw in settings.items():
 
 rows = []
 for name, (m, hist) in runs.items():
-    val_loss, val_acc = evaluate(m, val_loader, F.cross_entropy, device)  # the weights the run ends with
-    rows.append(dict(regularisation=name, epochs_run=hist.epochs, best_epoch=hist.best_epoch + 1,
-                     final_train_loss=hist.train_loss[-1], val_loss=val_loss, val_acc=val_acc))
+    val_loss, val_acc = evaluate(
+        m, val_loader, F.cross_entropy, device
+    )  # the weights the run ends with
+    rows.append(
+        dict(
+            regularisation=name,
+            epochs_run=hist.epochs,
+            best_epoch=hist.best_epoch + 1,
+            final_train_loss=hist.train_loss[-1],
+            val_loss=val_loss,
+            val_acc=val_acc,
+        )
+    )
 table = pd.DataFrame(rows).set_index("regularisation")
 table.round(4)
 
@@ -970,14 +1170,20 @@ table.round(4)
 fig, ax = plt.subplots(figsize=(6, 3.4))
 for name, (_, hist) in runs.items():
     ax.plot(range(1, hist.epochs + 1), hist.val_loss, marker=".", label=name)
-ax.set(xlabel="epoch", ylabel="validation loss", title="Validation loss with each remedy")
+ax.set(
+    xlabel="epoch", ylabel="validation loss", title="Validation loss with each remedy"
+)
 ax.legend()
 plt.show()
 
 if profile == "full":  # the prose below: in this run each remedy ends below "none"
-    assert (table["val_loss"].drop("none") < table.loc["none", "val_loss"]).all(), table["val_loss"]
+    assert (table["val_loss"].drop("none") < table.loc["none", "val_loss"]).all(), (
+        table["val_loss"]
+    )
 for name in ["none", "weight decay", "dropout", "early stopping", "all three"]:
-    dlbook.glue(f"val_loss_{name.replace(' ', '_')}", float(table.loc[name, "val_loss"]))
+    dlbook.glue(
+        f"val_loss_{name.replace(' ', '_')}", float(table.loc[name, "val_loss"])
+    )
 dlbook.glue("es_epochs_run", int(table.loc["early stopping", "epochs_run"]))
 dlbook.glue("one_image_pct", 100 / len(y_val))
 acc_spread = float(table["val_acc"].max() - table["val_acc"].min())
@@ -1007,12 +1213,25 @@ dlbook.glue("val_acc_spread_images", round(acc_spread * len(y_val)))
 # %%
 chosen = table["val_loss"].idxmin()  # chosen on validation, never on test
 final_kw = dict(settings[chosen])
-final_epochs = int(table.loc[chosen, "best_epoch"] if final_kw.pop("patience", None) else table.loc[chosen, "epochs_run"])
-x_all, y_all = torch.cat([x_train, x_val]), torch.cat([y_train, y_val])  # (n_train + n_val, 1, 28, 28)
+final_epochs = int(
+    table.loc[chosen, "best_epoch"]
+    if final_kw.pop("patience", None)
+    else table.loc[chosen, "epochs_run"]
+)
+x_all, y_all = (
+    torch.cat([x_train, x_val]),
+    torch.cat([y_train, y_val]),
+)  # (n_train + n_val, 1, 28, 28)
 dlbook.glue("n_all", len(y_all))
-final_model, _ = train_mlp(**final_kw, epochs=final_epochs, loader=make_loader(x_all, y_all, batch_size, shuffle=True, seed=0))
+final_model, _ = train_mlp(
+    **final_kw,
+    epochs=final_epochs,
+    loader=make_loader(x_all, y_all, batch_size, shuffle=True, seed=0),
+)
 test_loss, test_acc = evaluate(final_model, test_loader, F.cross_entropy, device)
-print(f"chosen: {chosen} ({final_kw}), retrained for {final_epochs} epochs on {len(y_all)} images")
+print(
+    f"chosen: {chosen} ({final_kw}), retrained for {final_epochs} epochs on {len(y_all)} images"
+)
 dlbook.glue("chosen_val_loss", float(table.loc[chosen, "val_loss"]))
 dlbook.glue("final_epochs", final_epochs)
 dlbook.headline("best_test_acc", test_acc, profile=profile, at_least=0.93)
@@ -1035,6 +1254,7 @@ dlbook.headline("best_test_acc", test_acc, profile=profile, at_least=0.93)
 # \nabla \frac1N \sum_{i \in B} \ell_i \;=\; \sum_{j=1}^k \frac{n_j}{N}\, \nabla \Big( \frac{1}{n_j} \sum_{i\in B_j} \ell_i \Big).
 # $$ (eq-ch02-accum)
 
+
 # %%
 def gradient_of(model, loss_terms):
     """Run backward on each (x, y, scale) term, letting .grad accumulate; return the flat gradient."""
@@ -1045,19 +1265,31 @@ def gradient_of(model, loss_terms):
 
 
 torch.manual_seed(0)
-acc_model = MLP(784, [256, 256], 10).to(device)  # no dropout: the forward pass is deterministic
+acc_model = MLP(784, [256, 256], 10).to(
+    device
+)  # no dropout: the forward pass is deterministic
 big_x, big_y = x_train[:256].to(device), y_train[:256].to(device)  # (256, 1, 28, 28)
 k = 4
 g_big = gradient_of(acc_model, [(big_x, big_y, 1.0)])
-g_accum = gradient_of(acc_model, [(xs, ys, 1 / k) for xs, ys in zip(big_x.chunk(k), big_y.chunk(k), strict=True)])
-g_unscaled = gradient_of(acc_model, [(xs, ys, 1.0) for xs, ys in zip(big_x.chunk(k), big_y.chunk(k), strict=True)])
+g_accum = gradient_of(
+    acc_model,
+    [(xs, ys, 1 / k) for xs, ys in zip(big_x.chunk(k), big_y.chunk(k), strict=True)],
+)
+g_unscaled = gradient_of(
+    acc_model,
+    [(xs, ys, 1.0) for xs, ys in zip(big_x.chunk(k), big_y.chunk(k), strict=True)],
+)
 torch.testing.assert_close(g_accum, g_big)
 sizes_uneven = [100, 50, 106]
-parts = zip(big_x.split(sizes_uneven), big_y.split(sizes_uneven), sizes_uneven, strict=True)
+parts = zip(
+    big_x.split(sizes_uneven), big_y.split(sizes_uneven), sizes_uneven, strict=True
+)
 g_uneven = gradient_of(acc_model, [(xs, ys, n_j / 256) for xs, ys, n_j in parts])
 torch.testing.assert_close(g_uneven, g_big)
-print(f"k = {k} micro-batches scaled by 1/k equal the big batch; without the scaling the gradient is "
-      f"{(g_unscaled.norm() / g_big.norm()).item():.2f} times too long")
+print(
+    f"k = {k} micro-batches scaled by 1/k equal the big batch; without the scaling the gradient is "
+    f"{(g_unscaled.norm() / g_big.norm()).item():.2f} times too long"
+)
 
 # %% [markdown]
 # So the arithmetic per example is the same; what changes is how much has to be held in memory at
@@ -1065,6 +1297,7 @@ print(f"k = {k} micro-batches scaled by 1/k equal the big batch; without the sca
 # micro-batch. We measure both: the bytes of tensors autograd saves (through
 # `torch.autograd.graph.saved_tensors_hooks`, not counting the weights) and the floating-point
 # operations of forward plus backward (PyTorch's `FlopCounterMode`).
+
 
 # %%
 def saved_activation_bytes(model, xs, ys):
@@ -1088,14 +1321,24 @@ def flops_forward_backward(model, xs, ys):
 
 
 micro_x, micro_y = big_x[: 256 // k], big_y[: 256 // k]
-mem_big, mem_micro = saved_activation_bytes(acc_model, big_x, big_y), saved_activation_bytes(acc_model, micro_x, micro_y)
+mem_big, mem_micro = (
+    saved_activation_bytes(acc_model, big_x, big_y),
+    saved_activation_bytes(acc_model, micro_x, micro_y),
+)
 flops_big = flops_forward_backward(acc_model, big_x, big_y)
-flops_accum = sum(flops_forward_backward(acc_model, xs, ys) for xs, ys in zip(big_x.chunk(k), big_y.chunk(k), strict=True))
+flops_accum = sum(
+    flops_forward_backward(acc_model, xs, ys)
+    for xs, ys in zip(big_x.chunk(k), big_y.chunk(k), strict=True)
+)
 assert flops_accum == flops_big
 dlbook.glue("mem_ratio", mem_big / mem_micro)
-pd.DataFrame({"activation memory (KiB)": [mem_big / 1024, mem_micro / 1024],
-              "forward + backward FLOPs for all 256 examples": [flops_big, flops_accum]},
-             index=["one batch of 256", f"{k} micro-batches of {256 // k}"])
+pd.DataFrame(
+    {
+        "activation memory (KiB)": [mem_big / 1024, mem_micro / 1024],
+        "forward + backward FLOPs for all 256 examples": [flops_big, flops_accum],
+    },
+    index=["one batch of 256", f"{k} micro-batches of {256 // k}"],
+)
 
 # %% [markdown]
 # The same FLOPs, {glue:text}`mem_ratio:.1f` times less activation memory. Two caveats: layers that
@@ -1124,6 +1367,7 @@ pd.DataFrame({"activation memory (KiB)": [mem_big / 1024, mem_micro / 1024],
 # We write it from the definition and check it, value for value, against `transformers`'
 # `get_cosine_schedule_with_warmup` and against the same shape assembled from PyTorch's own
 # schedulers (a `LambdaLR` for the warm-up, then `CosineAnnealingLR`).
+
 
 # %%
 def lr_factor(step, warmup_steps, total_steps):
@@ -1155,8 +1399,9 @@ assert rates(get_cosine_schedule_with_warmup(opt, W, T), T) == ours  # bit for b
 opt = unit_sgd()
 pieces = [LambdaLR(opt, lambda t: t / W), CosineAnnealingLR(opt, T_max=T - W)]
 torch_rates = rates(SequentialLR(opt, pieces, milestones=[W]), T)
-torch.testing.assert_close(torch.tensor(torch_rates), torch.tensor(ours),
-                           rtol=1e-12, atol=1e-15)
+torch.testing.assert_close(
+    torch.tensor(torch_rates), torch.tensor(ours), rtol=1e-12, atol=1e-15
+)
 assert [warmup_lr_factor(t, warmup_steps=W, total_steps=T) for t in range(T)] == ours
 print(f"warm-up {W} of {T} steps: ours = transformers = torch scheduler = dlbook.train")
 dlbook.show(warmup_lr_factor)
@@ -1185,8 +1430,10 @@ step_over_lr = (moved[has_grad].median() / warm_lr).item()
 assert 0.99 < step_over_lr <= 1.0
 dlbook.glue("step_over_lr", step_over_lr)
 dlbook.glue("lr_over_init_std", warm_lr / before.std().item())
-print(f"median |step| / lr = {step_over_lr:.4f}; lr / std of the initial weights = "
-      f"{warm_lr / before.std().item():.2f}")
+print(
+    f"median |step| / lr = {step_over_lr:.4f}; lr / std of the initial weights = "
+    f"{warm_lr / before.std().item():.2f}"
+)
 
 # %% [markdown]
 # The median weight moved by {glue:text}`step_over_lr:.3f` times the learning rate, which is
@@ -1200,6 +1447,7 @@ print(f"median |step| / lr = {step_over_lr:.4f}; lr / std of the initial weights
 # warm-up and once with {glue:text}`warm_steps` warm-up steps, over {glue:text}`warm_seeds`
 # seeds (each seed sets the initial weights and the batch order).
 
+
 # %%
 def warmup_run(warmup_steps, seed, lr=warm_lr, epochs=sizes["warm_epochs"]):
     """Adam on a fresh MLP under eq-ch02-warmup: (loss per step, final val. loss)."""
@@ -1207,8 +1455,9 @@ def warmup_run(warmup_steps, seed, lr=warm_lr, epochs=sizes["warm_epochs"]):
     model = MLP(784, [256, 256], 10).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loader = make_loader(x_train, y_train, batch_size, shuffle=True, seed=seed)
-    scheduler = warmup_scheduler(optimizer, warmup_steps=warmup_steps,
-                                 total_steps=epochs * len(loader))
+    scheduler = warmup_scheduler(
+        optimizer, warmup_steps=warmup_steps, total_steps=epochs * len(loader)
+    )
     losses = []
     for _ in range(epochs):
         for xs, ys in loader:
@@ -1224,21 +1473,28 @@ def warmup_run(warmup_steps, seed, lr=warm_lr, epochs=sizes["warm_epochs"]):
 seeds = range(sizes["warm_seeds"])
 warm_steps = sizes["warm_steps"]
 warm_settings = {"no warm-up": 0, f"{warm_steps}-step warm-up": warm_steps}
-warm_runs = {name: [warmup_run(w, s) for s in dlbook.progress(seeds, desc=name)]
-             for name, w in warm_settings.items()}
+warm_runs = {
+    name: [warmup_run(w, s) for s in dlbook.progress(seeds, desc=name)]
+    for name, w in warm_settings.items()
+}
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 n_steps_run = len(warm_runs["no warm-up"][0][0])
 for i, (name, w) in enumerate(warm_settings.items()):
-    factors = [warmup_lr_factor(t, warmup_steps=w, total_steps=n_steps_run)
-               for t in range(n_steps_run)]
+    factors = [
+        warmup_lr_factor(t, warmup_steps=w, total_steps=n_steps_run)
+        for t in range(n_steps_run)
+    ]
     axes[0].plot([warm_lr * v for v in factors], color=f"C{i}", label=name)
     for j, (losses, _) in enumerate(warm_runs[name]):
         axes[1].semilogy(losses, color=f"C{i}", alpha=0.6, label=None if j else name)
 axes[0].set(xlabel="optimizer step", ylabel="learning rate", title="The two schedules")
-axes[1].set(xlabel="optimizer step", ylabel="training loss (one batch)",
-            title="Adam at lr 0.03, one line per seed")
+axes[1].set(
+    xlabel="optimizer step",
+    ylabel="training loss (one batch)",
+    title="Adam at lr 0.03, one line per seed",
+)
 axes[0].legend()
 axes[1].legend()
 plt.tight_layout()
@@ -1259,21 +1515,34 @@ if profile == "full":  # a spike in every seed, none with warm-up; then the reco
     assert peak_none.min() > 2 * peak_warm.max()
     assert peak_warm.max() < start_loss.max() + 0.05
     assert val_none.max() < start_loss.min() / 2
-for key, value in {"start_loss": start_loss.mean(), "peak_none_min": peak_none.min(),
-                   "peak_none_max": peak_none.max(), "peak_warm_max": peak_warm.max(),
-                   "val_none": val_none.mean(),
-                   "val_warm": val_warm.mean(),
-                   "val_diff": val_diff.mean(), "val_diff_low": diff_low,
-                   "val_diff_high": diff_high}.items():
+for key, value in {
+    "start_loss": start_loss.mean(),
+    "peak_none_min": peak_none.min(),
+    "peak_none_max": peak_none.max(),
+    "peak_warm_max": peak_warm.max(),
+    "val_none": val_none.mean(),
+    "val_warm": val_warm.mean(),
+    "val_diff": val_diff.mean(),
+    "val_diff_low": diff_low,
+    "val_diff_high": diff_high,
+}.items():
     dlbook.glue(key, float(value))
-dlbook.glue("warm_verdict", "lower with warm-up" if diff_high < 0 else (
-    "higher with warm-up" if diff_low > 0 else "not measurably different"))
+dlbook.glue(
+    "warm_verdict",
+    "lower with warm-up"
+    if diff_high < 0
+    else ("higher with warm-up" if diff_low > 0 else "not measurably different"),
+)
 dlbook.glue("warm_epochs", sizes["warm_epochs"])
 dlbook.glue("warm_steps", sizes["warm_steps"])
 dlbook.glue("warm_seeds", sizes["warm_seeds"])
-pd.DataFrame({"peak training loss": [peak_none.tolist(), peak_warm.tolist()],
-              "final validation loss": [[v for _, v in no_warm], [v for _, v in warm]]},
-             index=list(warm_settings)).map(lambda v: ", ".join(f"{x:.2f}" for x in v))
+pd.DataFrame(
+    {
+        "peak training loss": [peak_none.tolist(), peak_warm.tolist()],
+        "final validation loss": [[v for _, v in no_warm], [v for _, v in warm]],
+    },
+    index=list(warm_settings),
+).map(lambda v: ", ".join(f"{x:.2f}" for x in v))
 
 # %% [markdown]
 # Every run starts at a loss of about {glue:text}`start_loss:.2f`. Without warm-up the first
@@ -1307,17 +1576,31 @@ print("training images per digit:", counts.tolist())
 
 
 def per_class_report(model):
-    logits, y_true = predict(model, test_loader, device)  # (1000, 10), (1000,) on the CPU
+    logits, y_true = predict(
+        model, test_loader, device
+    )  # (1000, 10), (1000,) on the CPU
     y_pred = logits.argmax(dim=1)
-    _, recall, f1, _ = precision_recall_fscore_support(y_true.numpy(), y_pred.numpy(), labels=list(range(10)),
-                                                       zero_division=0)
+    _, recall, f1, _ = precision_recall_fscore_support(
+        y_true.numpy(), y_pred.numpy(), labels=list(range(10)), zero_division=0
+    )
     return y_true, y_pred, recall, f1
 
 
-imbalanced_mlp = functools.partial(train_mlp, dropout=p_drop, weight_decay=weight_decay, epochs=sizes["imbalance_epochs"])
-plain_model, _ = imbalanced_mlp(loader=make_loader(x_imb, y_imb, batch_size, shuffle=True, seed=0))
+imbalanced_mlp = functools.partial(
+    train_mlp,
+    dropout=p_drop,
+    weight_decay=weight_decay,
+    epochs=sizes["imbalance_epochs"],
+)
+plain_model, _ = imbalanced_mlp(
+    loader=make_loader(x_imb, y_imb, batch_size, shuffle=True, seed=0)
+)
 y_true, y_pred_plain, recall_plain, f1_plain = per_class_report(plain_model)
-print(classification_report(y_true.numpy(), y_pred_plain.numpy(), digits=3, zero_division=0))
+print(
+    classification_report(
+        y_true.numpy(), y_pred_plain.numpy(), digits=3, zero_division=0
+    )
+)
 
 # %% [markdown]
 # Accuracy depends on how often each class occurs. If 9s are as rare when the model is used as they
@@ -1325,12 +1608,16 @@ print(classification_report(y_true.numpy(), y_pred_plain.numpy(), digits=3, zero
 
 # %%
 test_is_rare = y_test == rare
-test_mix = ~test_is_rare | (torch.cumsum(test_is_rare, 0) % 20 == 1)  # the training mix: 1 in 20 nines
+test_mix = ~test_is_rare | (
+    torch.cumsum(test_is_rare, 0) % 20 == 1
+)  # the training mix: 1 in 20 nines
 plain_acc_mix = (y_pred_plain[test_mix] == y_true[test_mix]).float().mean().item()
 dlbook.glue("plain_acc_mix", plain_acc_mix)
 dlbook.glue("plain_acc_balanced", (y_pred_plain == y_true).float().mean().item())
 dlbook.glue("recall_plain", float(recall_plain[rare]))
-print(f"accuracy on test images mixed like the training set: {plain_acc_mix:.3f}; recall on the 9s: {recall_plain[rare]:.3f}")
+print(
+    f"accuracy on test images mixed like the training set: {plain_acc_mix:.3f}; recall on the 9s: {recall_plain[rare]:.3f}"
+)
 
 # %% [markdown]
 # An accuracy of {glue:text}`plain_acc_mix:.3f` looks healthy (on the balanced held-out set it is
@@ -1346,31 +1633,62 @@ print(f"accuracy on test images mixed like the training set: {plain_acc_mix:.3f}
 
 # %%
 class_weights = len(y_imb) / (10 * counts.double())  # (10,) w_k = N / (K n_k)
-per_class_total = torch.bincount(y_imb, weights=class_weights[y_imb], minlength=10)  # (10,) sum of w_{y_i} per class
-torch.testing.assert_close(per_class_total, torch.full((10,), len(y_imb) / 10, dtype=torch.float64))
-weighted_loss = functools.partial(F.cross_entropy, weight=class_weights.float().to(device))
-weighted_model, _ = imbalanced_mlp(loader=make_loader(x_imb, y_imb, batch_size, shuffle=True, seed=0),
-                                   loss_fn=weighted_loss)
+per_class_total = torch.bincount(
+    y_imb, weights=class_weights[y_imb], minlength=10
+)  # (10,) sum of w_{y_i} per class
+torch.testing.assert_close(
+    per_class_total, torch.full((10,), len(y_imb) / 10, dtype=torch.float64)
+)
+weighted_loss = functools.partial(
+    F.cross_entropy, weight=class_weights.float().to(device)
+)
+weighted_model, _ = imbalanced_mlp(
+    loader=make_loader(x_imb, y_imb, batch_size, shuffle=True, seed=0),
+    loss_fn=weighted_loss,
+)
 
 
 def oversampled_loader(seed=0):
-    sampler = WeightedRandomSampler(1.0 / counts[y_imb].double(), num_samples=len(y_imb), replacement=True,
-                                    generator=torch.Generator().manual_seed(seed))  # P(draw i) is proportional to 1/n_{y_i}
-    return DataLoader(TensorDataset(x_imb, y_imb), batch_size=batch_size, sampler=sampler)
+    sampler = WeightedRandomSampler(
+        1.0 / counts[y_imb].double(),
+        num_samples=len(y_imb),
+        replacement=True,
+        generator=torch.Generator().manual_seed(seed),
+    )  # P(draw i) is proportional to 1/n_{y_i}
+    return DataLoader(
+        TensorDataset(x_imb, y_imb), batch_size=batch_size, sampler=sampler
+    )
 
 
 drawn = torch.cat([yb for _, yb in oversampled_loader()])
-print("one epoch of the oversampler, images per digit:", torch.bincount(drawn, minlength=10).tolist())
+print(
+    "one epoch of the oversampler, images per digit:",
+    torch.bincount(drawn, minlength=10).tolist(),
+)
 oversampled_model, _ = imbalanced_mlp(loader=oversampled_loader())
 
 # %%
 imbalance_rows, recalls = [], {}
-for name, m in [("plain", plain_model), ("weighted loss", weighted_model), ("oversampling", oversampled_model)]:
+for name, m in [
+    ("plain", plain_model),
+    ("weighted loss", weighted_model),
+    ("oversampling", oversampled_model),
+]:
     y_t, y_p, recall, f1 = per_class_report(m)
     recalls[name] = float(recall[rare])
-    imbalance_rows.append({"method": name, "accuracy (balanced test)": (y_p == y_t).float().mean().item(),
-                           "accuracy (training mix)": (y_p[test_mix] == y_t[test_mix]).float().mean().item(),
-                           "recall of 9": recall[rare], "F1 of 9": f1[rare], "macro F1": f1.mean()})
+    imbalance_rows.append(
+        {
+            "method": name,
+            "accuracy (balanced test)": (y_p == y_t).float().mean().item(),
+            "accuracy (training mix)": (y_p[test_mix] == y_t[test_mix])
+            .float()
+            .mean()
+            .item(),
+            "recall of 9": recall[rare],
+            "F1 of 9": f1[rare],
+            "macro F1": f1.mean(),
+        }
+    )
     plt.plot(range(10), recall, marker="o", label=name)
 plt.xticks(range(10))
 plt.xlabel("digit")
@@ -1381,15 +1699,23 @@ plt.show()
 pd.DataFrame(imbalance_rows).set_index("method").round(3)
 
 # %%
-for key, name in [("recall_weighted", "weighted loss"), ("recall_oversampled", "oversampling")]:
-    dlbook.headline(key, recalls[name], profile=profile, at_least=recalls["plain"] + 0.15)
+for key, name in [
+    ("recall_weighted", "weighted loss"),
+    ("recall_oversampled", "oversampling"),
+]:
+    dlbook.headline(
+        key, recalls[name], profile=profile, at_least=recalls["plain"] + 0.15
+    )
 mix_acc = pd.DataFrame(imbalance_rows).set_index("method")["accuracy (training mix)"]
 dlbook.glue("mix_acc_change_pts", 100 * float((mix_acc - mix_acc["plain"]).abs().max()))
 dlbook.glue("imbalance_epochs", sizes["imbalance_epochs"])
 n_rare_test = int((y_test == rare).sum())  # 100 held-out 9s
 dlbook.glue("n_rare_test", n_rare_test)
-for key, name in [("plain", "plain"), ("weighted", "weighted loss"),
-                  ("oversampled", "oversampling")]:
+for key, name in [
+    ("plain", "plain"),
+    ("weighted", "weighted loss"),
+    ("oversampled", "oversampling"),
+]:
     hits = round(recalls[name] * n_rare_test)  # 9s labelled correctly
     ci = stats.binomtest(hits, n_rare_test).proportion_ci(method="wilson")  # 95 %
     dlbook.glue(f"recall_{key}_lo", ci.low)
@@ -1467,7 +1793,9 @@ eps, K = 0.1, 10
 q = torch.full((K,), eps / K)
 q[0] += 1 - eps  # the smoothed target for class 0
 min_loss = -(q * q.log()).sum()
-torch.testing.assert_close(F.cross_entropy(q.log()[None, :], torch.tensor([0]), label_smoothing=eps), min_loss)
+torch.testing.assert_close(
+    F.cross_entropy(q.log()[None, :], torch.tensor([0]), label_smoothing=eps), min_loss
+)
 print(f"smallest loss with label smoothing 0.1 and 10 classes: {min_loss.item():.4f}")
 
 # %% [markdown]
@@ -1502,6 +1830,7 @@ print(f"smallest loss with label smoothing 0.1 and 10 classes: {min_loss.item():
 # finds with $(\mathrm{softmax}(z) - \mathrm{onehot}(y))/N$: it must be finite too.
 # :::
 
+
 # %%
 def my_cross_entropy(logits, targets):
     raise NotImplementedError  # your code here
@@ -1514,6 +1843,7 @@ dlbook.exercises.check("ch02.cross_entropy_grad", loss_gradient(my_cross_entropy
 # ```{solution-start} ch02-ex-cross-entropy
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 # Subtract each row's maximum before exponentiating (log-sum-exp), stay with log-probabilities
@@ -1541,6 +1871,7 @@ assert dlbook.exercises.check("ch02.cross_entropy_grad", grad_fn)
 # whatever the size of its gradient?
 # :::
 
+
 # %%
 def my_adam_step(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
     raise NotImplementedError  # your code here
@@ -1552,6 +1883,7 @@ dlbook.exercises.check("ch02.adam_step", my_adam_step)
 # ```{solution-start} ch02-ex-adam
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 # At t = 1 from zero moments, m_hat = g and v_hat = g^2, so the step is lr * g / (|g| + eps), about
@@ -1581,6 +1913,7 @@ assert dlbook.exercises.check("ch02.adam_step", my_adam_step)
 # `my_leaky_relu_gain(a)`. How far off is He's $g = \sqrt 2$ after 20 layers?
 # :::
 
+
 # %%
 def my_leaky_relu_gain(a):
     raise NotImplementedError  # your code here
@@ -1602,6 +1935,7 @@ dlbook.exercises.check("ch02.leaky_relu_gain", my_leaky_relu_gain)
 # returns. He's $\sqrt 2$ is too large by a factor $1 + a^2 = 1.25$ per layer, so by
 # $1.25^{20} \approx 87$ after 20 layers.
 
+
 # %% tags=["solution"]
 def my_leaky_relu_gain(a):
     return math.sqrt(2 / (1 + a * a))
@@ -1609,8 +1943,10 @@ def my_leaky_relu_gain(a):
 
 def leaky_growth(gain, a=0.5):
     """Growth of the mean square over 20 leaky-ReLU layers, weights N(0, gain^2 / n)."""
-    m = second_moments(lambda w: nn.init.normal_(w, std=gain / math.sqrt(width)),
-                       act=lambda t: F.leaky_relu(t, a))
+    m = second_moments(
+        lambda w: nn.init.normal_(w, std=gain / math.sqrt(width)),
+        act=lambda t: F.leaky_relu(t, a),
+    )
     return (m[-1] / m[0]).item()
 
 
@@ -1638,6 +1974,7 @@ assert dlbook.exercises.check("ch02.leaky_relu_gain", my_leaky_relu_gain)
 # warm-up that removes the spike?
 # :::
 
+
 # %%
 def my_linear_warmup(step, warmup_steps, total_steps):
     raise NotImplementedError  # your code here
@@ -1649,6 +1986,7 @@ dlbook.exercises.check("ch02.linear_warmup", my_linear_warmup)
 # ```{solution-start} ch02-ex-warmup-length
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 # The decay runs over the steps left after the warm-up. With no warm-up the first
@@ -1666,9 +2004,14 @@ for length in lengths:
     peaks[length] = torch.stack([warmup_run(length, s)[0].max() for s in seeds[:3]])
 peaks = dict(sorted(peaks.items()))
 peak_table = pd.DataFrame(
-    {"peak training loss, mean over seeds": [p.mean().item() for p in peaks.values()],
-     "highest seed": [p.max().item() for p in peaks.values()]},
-    index=pd.Index(list(peaks), name="warm-up steps"))
+    {
+        "peak training loss, mean over seeds": [
+            p.mean().item() for p in peaks.values()
+        ],
+        "highest seed": [p.max().item() for p in peaks.values()],
+    },
+    index=pd.Index(list(peaks), name="warm-up steps"),
+)
 no_spike = [w for w, p in peaks.items() if p.max() < start_loss.max() + 0.05]
 means = peak_table.iloc[:, 0]
 if profile == "full":  # 5 warm-up steps halve the spike; 20 remove it

@@ -44,7 +44,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -65,7 +75,10 @@ from dlbook import assets
 from dlbook.measure import fixed_threads, interleaved_calls
 from dlbook.models import MLP, ResidualBlock
 from dlbook.nn.conv import (
-    batch_norm2d, conv2d_im2col, conv_output_size, receptive_field,
+    batch_norm2d,
+    conv2d_im2col,
+    conv_output_size,
+    receptive_field,
 )
 from dlbook.train import count_parameters, evaluate, fit, make_loader, predict
 
@@ -77,10 +90,26 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(n_train=600, n_val=200, epochs=1, batch_size=64, seeds=2,
-               res_depth=16, res_seeds=1, n_boot=1_000),
-    full=dict(n_train=3_600, n_val=400, epochs=15, batch_size=64, seeds=5,
-              res_depth=16, res_seeds=3, n_boot=10_000),
+    smoke=dict(
+        n_train=600,
+        n_val=200,
+        epochs=1,
+        batch_size=64,
+        seeds=2,
+        res_depth=16,
+        res_seeds=1,
+        n_boot=1_000,
+    ),
+    full=dict(
+        n_train=3_600,
+        n_val=400,
+        epochs=15,
+        batch_size=64,
+        seeds=5,
+        res_depth=16,
+        res_seeds=3,
+        n_boot=10_000,
+    ),
 )
 sizes
 
@@ -106,13 +135,18 @@ torch.manual_seed(0)
 image = torch.randn(1, 1, 20, 20)  # (batch, channels, H, W)
 kernel = torch.randn(1, 1, 5, 5)  # (out_channels, in_channels, kH, kW)
 shift = 3
-moved = torch.roll(image, shifts=(shift, shift), dims=(2, 3))  # the same image, 3 pixels down and right
+moved = torch.roll(
+    image, shifts=(shift, shift), dims=(2, 3)
+)  # the same image, 3 pixels down and right
 
 out = F.conv2d(image, kernel)  # (1, 1, 16, 16)
 out_moved = F.conv2d(moved, kernel)  # (1, 1, 16, 16)
 # Away from the wrapped-around border, the feature map moved by exactly the same 3 pixels.
 torch.testing.assert_close(out_moved[..., shift:, shift:], out[..., :-shift, :-shift])
-print("shift the input by 3 pixels -> the feature map shifts by 3 pixels:", tuple(out.shape))
+print(
+    "shift the input by 3 pixels -> the feature map shifts by 3 pixels:",
+    tuple(out.shape),
+)
 
 # %% [markdown]
 # ## Cross-correlation from its index formula
@@ -132,6 +166,7 @@ print("shift the input by 3 pixels -> the feature map shifts by 3 pixels:", tupl
 # write the formula as loops and check both claims: the loops equal `F.conv2d`, and the loops with
 # a flipped kernel equal SciPy's true convolution.
 
+
 # %%
 def xcorr2d(x, k):
     """Eq. (eq-ch03-xcorr1) as written: x (H, W), k (kh, kw) -> (H - kh + 1, W - kw + 1)."""
@@ -150,9 +185,14 @@ k1 = torch.randn(3, 4, dtype=torch.float64)  # a non-square, non-symmetric kerne
 ours = xcorr2d(x1, k1)  # (5, 6)
 torch.testing.assert_close(ours, F.conv2d(x1[None, None], k1[None, None])[0, 0])
 # True convolution = cross-correlation with the kernel flipped in both directions.
-true_conv = torch.from_numpy(scipy.signal.convolve2d(x1.numpy(), k1.numpy(), mode="valid"))
+true_conv = torch.from_numpy(
+    scipy.signal.convolve2d(x1.numpy(), k1.numpy(), mode="valid")
+)
 torch.testing.assert_close(xcorr2d(x1, k1.flip(0, 1)), true_conv)
-print("loops == F.conv2d; convolve2d == loops with a flipped kernel; output", tuple(ours.shape))
+print(
+    "loops == F.conv2d; convolve2d == loops with a flipped kernel; output",
+    tuple(ours.shape),
+)
 
 # %% [markdown]
 # ### The full layer: batch, channels, stride, padding, dilation, groups
@@ -183,6 +223,7 @@ print("loops == F.conv2d; convolve2d == loops with a flipped kernel; output", tu
 # `nn.Conv2d.weight` (checked with the parameter counts below). Here is
 # Eq. {eq}`eq-ch03-conv` with one loop per index.
 
+
 # %%
 def conv2d_loops(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Eq. (eq-ch03-conv), one loop per index: x (B, C_in, H, W), weight (C_out, C_in/G, kh, kw)."""
@@ -190,7 +231,9 @@ def conv2d_loops(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1
     C_out, C_g, kh, kw = weight.shape  # C_g = C_in / groups
     H_out = (H + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
     W_out = (W + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
-    x_pad = F.pad(x, (padding, padding, padding, padding))  # (B, C_in, H + 2p, W + 2p), zeros around
+    x_pad = F.pad(
+        x, (padding, padding, padding, padding)
+    )  # (B, C_in, H + 2p, W + 2p), zeros around
     y = torch.zeros(B, C_out, H_out, W_out, dtype=x.dtype)
     for b in range(B):
         for o in range(C_out):
@@ -201,8 +244,16 @@ def conv2d_loops(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1
                     for c in range(C_g):
                         for u in range(kh):
                             for v in range(kw):
-                                total = total + weight[o, c, u, v] * x_pad[b, g * C_g + c, i * stride + u * dilation,
-                                                                           j * stride + v * dilation]
+                                total = (
+                                    total
+                                    + weight[o, c, u, v]
+                                    * x_pad[
+                                        b,
+                                        g * C_g + c,
+                                        i * stride + u * dilation,
+                                        j * stride + v * dilation,
+                                    ]
+                                )
                     y[b, o, i, j] = total
     return y
 
@@ -222,20 +273,31 @@ layer_configs = [
 ]
 
 
-def make_layer_inputs(c_in, c_out, k, stride=1, padding=0, dilation=1, groups=1, seed=0):
+def make_layer_inputs(
+    c_in, c_out, k, stride=1, padding=0, dilation=1, groups=1, seed=0
+):
     """Random x (2, c_in, 7, 8), weight, bias, and the keyword arguments of F.conv2d."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(2, c_in, 7, 8, generator=gen)  # (B, C_in, H, W)
-    w = torch.randn(c_out, c_in // groups, k, k, generator=gen)  # (C_out, C_in / G, k, k)
+    w = torch.randn(
+        c_out, c_in // groups, k, k, generator=gen
+    )  # (C_out, C_in / G, k, k)
     b = torch.randn(c_out, generator=gen)  # (C_out,)
-    return x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return (
+        x,
+        w,
+        b,
+        dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
+    )
 
 
 for cfg in layer_configs:
     x, w, b, kw = make_layer_inputs(**cfg)
     ours, ref = conv2d_loops(x, w, b, **kw), F.conv2d(x, w, b, **kw)
     torch.testing.assert_close(ours, ref)
-    print(f"{str(cfg):72s} -> {tuple(ref.shape)}  max |diff| = {(ours - ref).abs().max():.1e}")
+    print(
+        f"{str(cfg):72s} -> {tuple(ref.shape)}  max |diff| = {(ours - ref).abs().max():.1e}"
+    )
 
 # %% [markdown]
 # ## How big is the output?
@@ -254,6 +316,7 @@ for cfg in layer_configs:
 # the shape `F.conv2d` actually returns, for every combination in a grid of sizes, kernels,
 # strides, paddings and dilations, and both consequences along the way.
 
+
 # %%
 def out_size(H, k, s=1, p=0, d=1):
     """Eq. (eq-ch03-outsize)."""
@@ -266,11 +329,24 @@ for H in (5, 8, 13, 28):
         for s in (1, 2, 3):
             for p in (0, 1, 2):
                 for d in (1, 2, 3):
-                    if d * (k - 1) + 1 > H + 2 * p:  # the kernel does not fit: PyTorch raises an error
+                    if (
+                        d * (k - 1) + 1 > H + 2 * p
+                    ):  # the kernel does not fit: PyTorch raises an error
                         continue
-                    shape = F.conv2d(torch.zeros(1, 1, H, H + 3), torch.zeros(1, 1, k, k), stride=s, padding=p, dilation=d).shape
-                    assert shape[-2:] == (out_size(H, k, s, p, d), out_size(H + 3, k, s, p, d)), (H, k, s, p, d)
-                    assert conv_output_size(H, k, s, p, d) == out_size(H, k, s, p, d)  # the packaged version
+                    shape = F.conv2d(
+                        torch.zeros(1, 1, H, H + 3),
+                        torch.zeros(1, 1, k, k),
+                        stride=s,
+                        padding=p,
+                        dilation=d,
+                    ).shape
+                    assert shape[-2:] == (
+                        out_size(H, k, s, p, d),
+                        out_size(H + 3, k, s, p, d),
+                    ), (H, k, s, p, d)
+                    assert conv_output_size(H, k, s, p, d) == out_size(
+                        H, k, s, p, d
+                    )  # the packaged version
                     n_checked += 1
         for d in (1, 2, 3):  # "same" padding for odd k, and a stride of 2 with it
             if k % 2 and d * (k - 1) < H:
@@ -298,12 +374,20 @@ dlbook.show(conv_output_size)
 # parameters, independent of the image size. Groups divide the weight count by $G$.
 
 # %%
-for c_in, c_out, k, groups in [(1, 6, 5, 1), (6, 16, 5, 1), (64, 128, 3, 1), (64, 128, 3, 4), (64, 64, 3, 64)]:
+for c_in, c_out, k, groups in [
+    (1, 6, 5, 1),
+    (6, 16, 5, 1),
+    (64, 128, 3, 1),
+    (64, 128, 3, 4),
+    (64, 64, 3, 64),
+]:
     layer = nn.Conv2d(c_in, c_out, k, groups=groups)
     assert layer.weight.shape == (c_out, c_in // groups, k, k)  # Eq. (eq-ch03-conv)
     formula = c_out * (c_in // groups) * k * k + c_out
     assert count_parameters(layer) == formula
-    print(f"Conv2d({c_in:2d}, {c_out:3d}, {k}, groups={groups:2d}): {formula:7,d} parameters (formula = count)")
+    print(
+        f"Conv2d({c_in:2d}, {c_out:3d}, {k}, groups={groups:2d}): {formula:7,d} parameters (formula = count)"
+    )
 
 # %% [markdown]
 # ## Fast convolution: im2col
@@ -321,14 +405,20 @@ for c_in, c_out, k, groups in [(1, 6, 5, 1), (6, 16, 5, 1), (64, 128, 3, 1), (64
 # %%
 x, w, b, kw = make_layer_inputs(c_in=3, c_out=4, k=3, stride=2, padding=1)
 H_out, W_out = conv_output_size(7, 3, 2, 1), conv_output_size(8, 3, 2, 1)
-cols = F.unfold(x, kernel_size=3, padding=1, stride=2)  # (B, C_in * k * k, L) = (2, 27, 16)
+cols = F.unfold(
+    x, kernel_size=3, padding=1, stride=2
+)  # (B, C_in * k * k, L) = (2, 27, 16)
 print("x", tuple(x.shape), "-> columns", tuple(cols.shape), f"(L = {H_out} x {W_out})")
 
 x_pad = F.pad(x, (1, 1, 1, 1))  # (2, 3, 9, 10)
 for i, j in [(0, 0), (1, 2), (H_out - 1, W_out - 1)]:
-    patch = x_pad[:, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3]  # (B, C_in, 3, 3): the window of output (i, j)
+    patch = x_pad[
+        :, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3
+    ]  # (B, C_in, 3, 3): the window of output (i, j)
     torch.testing.assert_close(cols[:, :, i * W_out + j], patch.reshape(2, -1))
-print("column i * W_out + j of the unfolded input is the patch under output position (i, j)")
+print(
+    "column i * W_out + j of the unfolded input is the patch under output position (i, j)"
+)
 
 # %%
 y = w.reshape(4, -1) @ cols  # (C_out, C_in*k*k) @ (B, C_in*k*k, L) -> (B, C_out, L)
@@ -360,9 +450,11 @@ print(f"conv2d_im2col == F.conv2d == conv2d_loops on all {len(layer_configs)} la
 
 # %%
 x, w, b, kw = make_layer_inputs(c_in=3, c_out=4, k=3, stride=2)
-calls = {"loops": lambda: conv2d_loops(x, w, b, **kw),
-         "im2col": lambda: conv2d_im2col(x, w, b, **kw),
-         "F.conv2d": lambda: F.conv2d(x, w, b, **kw)}
+calls = {
+    "loops": lambda: conv2d_loops(x, w, b, **kw),
+    "im2col": lambda: conv2d_im2col(x, w, b, **kw),
+    "F.conv2d": lambda: F.conv2d(x, w, b, **kw),
+}
 with fixed_threads(1):  # tiny operations: one CPU thread, no threads to wait for
     timed = interleaved_calls(calls, rounds=5, warmup=1)
 loop_ratio = timed["loops"].median / timed["im2col"].median
@@ -393,9 +485,14 @@ for name, lat in timed.items():
 
 # %%
 digit_shape = (1, 1, 28, 28)
-blowup = F.unfold(torch.zeros(digit_shape), kernel_size=5, padding=2).numel() / torch.zeros(digit_shape).numel()
+blowup = (
+    F.unfold(torch.zeros(digit_shape), kernel_size=5, padding=2).numel()
+    / torch.zeros(digit_shape).numel()
+)
 dlbook.glue("im2col_blowup", blowup)
-print(f"im2col of a 28 x 28 image with a 5 x 5 kernel: {blowup:.0f} times the input's size")
+print(
+    f"im2col of a 28 x 28 image with a 5 x 5 kernel: {blowup:.0f} times the input's size"
+)
 
 
 # %%
@@ -412,9 +509,11 @@ gen = torch.Generator().manual_seed(0)
 x28, k5 = torch.randn(28, 28, generator=gen), torch.randn(5, 5, generator=gen)  # fp32
 exact = F.conv2d(x28.double()[None, None], k5.double()[None, None])[0, 0]  # (24, 24)
 torch.testing.assert_close(xcorr2d_fft(x28.double(), k5.double()), exact)  # in float64
-routes = {"F.conv2d": F.conv2d(x28[None, None], k5[None, None])[0, 0],  # all float32
-          "loops": xcorr2d(x28, k5),
-          "FFT": xcorr2d_fft(x28, k5)}
+routes = {
+    "F.conv2d": F.conv2d(x28[None, None], k5[None, None])[0, 0],  # all float32
+    "loops": xcorr2d(x28, k5),
+    "FFT": xcorr2d_fft(x28, k5),
+}
 rounding = {name: (y.double() - exact).abs().max().item() for name, y in routes.items()}
 for name, y in routes.items():
     torch.testing.assert_close(y, routes["F.conv2d"])  # equal up to float32 rounding
@@ -452,6 +551,7 @@ for name, y in routes.items():
 #
 # We implement both with `F.unfold`, treating each channel as its own one-channel image.
 
+
 # %%
 def pool2d(x, k, stride=None, padding=0, mode="max"):
     """Eq. (eq-ch03-pool): x (B, C, H, W) -> (B, C, H_out, W_out), each channel on its own."""
@@ -459,10 +559,15 @@ def pool2d(x, k, stride=None, padding=0, mode="max"):
     B, C, H, W = x.shape
     fill = float("-inf") if mode == "max" else 0.0
     x_pad = F.pad(x, (padding,) * 4, value=fill)  # (B, C, H + 2p, W + 2p)
-    per_channel = x_pad.reshape(B * C, 1, H + 2 * padding, W + 2 * padding)  # every channel a separate image
+    per_channel = x_pad.reshape(
+        B * C, 1, H + 2 * padding, W + 2 * padding
+    )  # every channel a separate image
     windows = F.unfold(per_channel, k, stride=stride)  # (B * C, k * k, L)
     pooled = windows.amax(dim=1) if mode == "max" else windows.mean(dim=1)  # (B * C, L)
-    H_out, W_out = conv_output_size(H, k, stride, padding), conv_output_size(W, k, stride, padding)
+    H_out, W_out = (
+        conv_output_size(H, k, stride, padding),
+        conv_output_size(W, k, stride, padding),
+    )
     return pooled.reshape(B, C, H_out, W_out)
 
 
@@ -470,7 +575,9 @@ x = torch.randn(2, 5, 9, 7)  # (B, C, H, W): odd, non-square
 for k, s, p in [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0), (3, 3, 0)]:
     torch.testing.assert_close(pool2d(x, k, s, p, "max"), F.max_pool2d(x, k, s, p))
     torch.testing.assert_close(pool2d(x, k, s, p, "avg"), F.avg_pool2d(x, k, s, p))
-    print(f"k={k} s={s} p={p}: {tuple(x.shape)} -> {tuple(F.max_pool2d(x, k, s, p).shape)}  max and avg match PyTorch")
+    print(
+        f"k={k} s={s} p={p}: {tuple(x.shape)} -> {tuple(F.max_pool2d(x, k, s, p).shape)}  max and avg match PyTorch"
+    )
 assert nn.MaxPool2d(3).stride == 3 and nn.AvgPool2d(3).stride == 3  # default stride: k
 
 # %% [markdown]
@@ -483,13 +590,25 @@ assert pooled.shape == (8, 6, 14, 14) and count_parameters(nn.MaxPool2d(2)) == 0
 # Each output channel depends only on its own input channel: change channel 0, only channel 0 moves.
 edited = maps.clone()
 edited[:, 0] += 1.0
-changed = (nn.MaxPool2d(2)(edited) != pooled).flatten(2).any(dim=2).any(dim=0)  # (C,) which channels moved
+changed = (
+    (nn.MaxPool2d(2)(edited) != pooled).flatten(2).any(dim=2).any(dim=0)
+)  # (C,) which channels moved
 assert changed.tolist() == [True, False, False, False, False, False]
 # Changing the number of channels takes a layer that mixes them, typically a 1 x 1
 # convolution (here 6 * 3 + 3 parameters).
 mixer = nn.Conv2d(6, 3, kernel_size=1)
-print("max pool:", tuple(maps.shape), "->", tuple(pooled.shape), "(0 parameters);",
-      "1x1 conv:", tuple(maps.shape), "->", tuple(mixer(maps).shape), f"({count_parameters(mixer)} parameters)")
+print(
+    "max pool:",
+    tuple(maps.shape),
+    "->",
+    tuple(pooled.shape),
+    "(0 parameters);",
+    "1x1 conv:",
+    tuple(maps.shape),
+    "->",
+    tuple(mixer(maps).shape),
+    f"({count_parameters(mixer)} parameters)",
+)
 
 # %% [markdown]
 # ## The receptive field: how far one output can see
@@ -509,6 +628,7 @@ print("max pool:", tuple(maps.shape), "->", tuple(pooled.shape), "(0 parameters)
 # reaches only one pixel per window), take the gradient of the centre output with respect to the
 # input, and measure how wide the region of non-zero gradient is.
 
+
 # %%
 def probe_receptive_field(layers, size=96, padding=0):
     """Width (pixels) of the input region whose gradient w.r.t. the centre output is non-zero."""
@@ -516,14 +636,18 @@ def probe_receptive_field(layers, size=96, padding=0):
     for kind, k, s, d in layers:
         if kind == "conv":
             conv = nn.Conv2d(1, 1, k, stride=s, dilation=d, padding=padding, bias=False)
-            nn.init.constant_(conv.weight, 1.0 / k**2)  # positive weights: no cancellation
+            nn.init.constant_(
+                conv.weight, 1.0 / k**2
+            )  # positive weights: no cancellation
             modules.append(conv)
         else:  # "pool": an average window, so every pixel of it gets gradient
             modules.append(nn.AvgPool2d(k, s))
     x = torch.ones(1, 1, size, size, requires_grad=True)
     y = nn.Sequential(*modules)(x)  # (1, 1, h, w)
     y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
-    rows = torch.nonzero(x.grad[0, 0].abs().sum(dim=1))  # rows that influence the output
+    rows = torch.nonzero(
+        x.grad[0, 0].abs().sum(dim=1)
+    )  # rows that influence the output
     return int(rows.max() - rows.min() + 1)
 
 
@@ -531,16 +655,32 @@ stacks = {
     "one 3x3 conv": [("conv", 3, 1, 1)],
     "three 3x3 convs": [("conv", 3, 1, 1)] * 3,
     "one 7x7 conv": [("conv", 7, 1, 1)],
-    "LeNet: conv5, pool2, conv5, pool2": [("conv", 5, 1, 1), ("pool", 2, 2, 1), ("conv", 5, 1, 1), ("pool", 2, 2, 1)],
-    "3x3 convs with dilation 1, 2, 4": [("conv", 3, 1, 1), ("conv", 3, 1, 2), ("conv", 3, 1, 4)],
+    "LeNet: conv5, pool2, conv5, pool2": [
+        ("conv", 5, 1, 1),
+        ("pool", 2, 2, 1),
+        ("conv", 5, 1, 1),
+        ("pool", 2, 2, 1),
+    ],
+    "3x3 convs with dilation 1, 2, 4": [
+        ("conv", 3, 1, 1),
+        ("conv", 3, 1, 2),
+        ("conv", 3, 1, 4),
+    ],
     "three 3x3 convs with stride 2": [("conv", 3, 2, 1)] * 3,
-    "stem: conv7/2, pool3/2, two conv3": [("conv", 7, 2, 1), ("pool", 3, 2, 1), ("conv", 3, 1, 1), ("conv", 3, 1, 1)],
+    "stem: conv7/2, pool3/2, two conv3": [
+        ("conv", 7, 2, 1),
+        ("pool", 3, 2, 1),
+        ("conv", 3, 1, 1),
+        ("conv", 3, 1, 1),
+    ],
 }
 for name, layers in stacks.items():
     formula = receptive_field([(k, s, d) for _, k, s, d in layers])
     measured = probe_receptive_field(layers)
     assert formula == measured, (name, formula, measured)
-    print(f"{name:36s} Eq. (eq-ch03-rf): {formula:2d} pixels   gradient probe: {measured:2d}")
+    print(
+        f"{name:36s} Eq. (eq-ch03-rf): {formula:2d} pixels   gradient probe: {measured:2d}"
+    )
 # Padding moves the field, it does not change its width.
 padded = probe_receptive_field(stacks["three 3x3 convs"], padding=1)
 assert padded == receptive_field([(3, 1)] * 3)
@@ -579,10 +719,13 @@ dlbook.show(receptive_field)
 # $2\sigma$, twice that standard deviation: a simple measure of our own (Luo et al. define
 # the effective receptive field differently, but find the same square-root growth).
 
+
 # %%
 def gradient_map(n_layers, size=80):
     """|d centre output / d input| for n stacked 3x3 averaging convolutions: (size, size)."""
-    net = nn.Sequential(*[nn.Conv2d(1, 1, 3, bias=False, dtype=torch.float64) for _ in range(n_layers)])
+    net = nn.Sequential(
+        *[nn.Conv2d(1, 1, 3, bias=False, dtype=torch.float64) for _ in range(n_layers)]
+    )
     for conv in net:
         nn.init.constant_(conv.weight, 1.0 / 9)
     x = torch.zeros(1, 1, size, size, dtype=torch.float64, requires_grad=True)
@@ -599,22 +742,30 @@ for n in depths:
     pos = torch.arange(len(profile_1d), dtype=torch.float64)
     mean = (pos * profile_1d).sum()
     std = ((pos - mean) ** 2 * profile_1d).sum().sqrt()
-    torch.testing.assert_close(std, torch.tensor((2 * n / 3) ** 0.5, dtype=torch.float64))
+    torch.testing.assert_close(
+        std, torch.tensor((2 * n / 3) ** 0.5, dtype=torch.float64)
+    )
     rf_sizes.append(receptive_field([(3, 1)] * n))
     erf_widths.append(2 * std.item())
 erf_ratio = erf_widths[-1] / rf_sizes[-1]
 assert erf_ratio < 0.25  # 2 sqrt(32 / 3) / 33
 dlbook.glue("erf_ratio_16", erf_ratio)
-print(f"16 layers: receptive field {rf_sizes[-1]} pixels, effective width (2 std) {erf_widths[-1]:.1f} pixels")
+print(
+    f"16 layers: receptive field {rf_sizes[-1]} pixels, effective width (2 std) {erf_widths[-1]:.1f} pixels"
+)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
 im = axes[0].imshow(gradient_map(8)[28:53, 28:53], cmap="magma")
 rf8 = receptive_field([(3, 1)] * 8)
-axes[0].set_title(f"|gradient| of the centre output, 8 layers of 3x3\n(the receptive field is {rf8} x {rf8})")
+axes[0].set_title(
+    f"|gradient| of the centre output, 8 layers of 3x3\n(the receptive field is {rf8} x {rf8})"
+)
 fig.colorbar(im, ax=axes[0])
 axes[1].plot(depths, rf_sizes, marker="o", label="receptive field $2n+1$")
-axes[1].plot(depths, erf_widths, marker="s", label="effective width $2\\sigma = 2\\sqrt{2n/3}$")
+axes[1].plot(
+    depths, erf_widths, marker="s", label="effective width $2\\sigma = 2\\sqrt{2n/3}$"
+)
 axes[1].set_xlabel("number of stacked 3x3 layers $n$")
 axes[1].set_ylabel("pixels")
 axes[1].legend()
@@ -656,7 +807,9 @@ def standardise(images):
 
 val_loader = make_loader(standardise(x_val), y_val, 500, shuffle=False)
 test_loader = make_loader(standardise(data.x_test), data.y_test, 500, shuffle=False)
-print(f"train {tuple(x_fit.shape)}, validation {tuple(x_val.shape)}, test {tuple(data.x_test.shape)} ({data.source})")
+print(
+    f"train {tuple(x_fit.shape)}, validation {tuple(x_val.shape)}, test {tuple(data.x_test.shape)} ({data.source})"
+)
 
 # %% [markdown]
 # The network follows the layout of LeNet-5 {cite}`lecun1998gradient`: two convolution +
@@ -667,6 +820,7 @@ print(f"train {tuple(x_fit.shape)}, validation {tuple(x_val.shape)}, test {tuple
 # subset of them (its connection table); and the last layer outputs plain logits instead of
 # LeNet-5's Euclidean RBF units. LeNet-5 takes 32 x 32 inputs; padding the 28 x 28 digits by 2
 # pixels in the first convolution gives the same 28 x 28 feature maps.
+
 
 # %%
 class LeNet(nn.Module):
@@ -695,10 +849,20 @@ class LeNet(nn.Module):
 torch.manual_seed(0)
 cnn = LeNet().to(device)
 side = 28
-for stage, (k, s, p) in [("conv1", (5, 1, 2)), ("pool", (2, 2, 0)), ("conv2", (5, 1, 0)), ("pool", (2, 2, 0))]:
+for stage, (k, s, p) in [
+    ("conv1", (5, 1, 2)),
+    ("pool", (2, 2, 0)),
+    ("conv2", (5, 1, 0)),
+    ("pool", (2, 2, 0)),
+]:
     side = conv_output_size(side, k, s, p)
     print(f"after {stage:5s}: {side} x {side}")
-assert cnn.features(torch.zeros(1, 1, 28, 28, device=device)).shape == (1, 16, side, side)
+assert cnn.features(torch.zeros(1, 1, 28, 28, device=device)).shape == (
+    1,
+    16,
+    side,
+    side,
+)
 
 # %% [markdown]
 # Where do the parameters sit? Eq. {eq}`eq-ch03-params` gives the two convolutions, and
@@ -710,10 +874,16 @@ assert cnn.features(torch.zeros(1, 1, 28, 28, device=device)).shape == (1, 16, s
 for name, p in cnn.named_parameters():
     print(f"{name:12s} {str(tuple(p.shape)):16s} {p.numel():6,d}")
 cnn_params = count_parameters(cnn)
-conv_params = sum(p.numel() for name, p in cnn.named_parameters() if name.startswith("conv"))
-assert conv_params == (6 * 1 * 25 + 6) + (16 * 6 * 25 + 16)  # Eq. (eq-ch03-params) for both layers
+conv_params = sum(
+    p.numel() for name, p in cnn.named_parameters() if name.startswith("conv")
+)
+assert conv_params == (6 * 1 * 25 + 6) + (
+    16 * 6 * 25 + 16
+)  # Eq. (eq-ch03-params) for both layers
 
-mlp_hidden = round((cnn_params - 10) / (784 + 1 + 10))  # 784*h + h + 10*h + 10 parameters
+mlp_hidden = round(
+    (cnn_params - 10) / (784 + 1 + 10)
+)  # 784*h + h + 10*h + 10 parameters
 torch.manual_seed(0)
 mlp = MLP(784, [mlp_hidden], 10).to(device)
 mlp_params = count_parameters(mlp)
@@ -722,8 +892,10 @@ dlbook.glue("cnn_params", cnn_params)
 dlbook.glue("conv_share", 100 * conv_params / cnn_params)
 dlbook.glue("mlp_hidden", mlp_hidden)
 dlbook.glue("mlp_params", mlp_params)
-print(f"CNN {cnn_params:,d} parameters ({conv_params:,d} in the convolutions); "
-      f"MLP 784-{mlp_hidden}-10: {mlp_params:,d} parameters")
+print(
+    f"CNN {cnn_params:,d} parameters ({conv_params:,d} in the convolutions); "
+    f"MLP 784-{mlp_hidden}-10: {mlp_params:,d} parameters"
+)
 
 # %% [markdown]
 # The CNN has {glue:text}`cnn_params` parameters, and only {glue:text}`conv_share:.1f` % of them
@@ -766,14 +938,22 @@ print("shuffled pixels + shuffled first layer: same outputs, and the same step")
 # %%
 from torch.utils.flop_counter import FlopCounterMode
 
-cnn_macs = (6 * 1 * 5 * 5 * 28 * 28) + (16 * 6 * 5 * 5 * 10 * 10) + 400 * 120 + 120 * 84 + 84 * 10
+cnn_macs = (
+    (6 * 1 * 5 * 5 * 28 * 28)
+    + (16 * 6 * 5 * 5 * 10 * 10)
+    + 400 * 120
+    + 120 * 84
+    + 84 * 10
+)
 mlp_macs = 784 * mlp_hidden + mlp_hidden * 10
 for model, macs in [(cnn, cnn_macs), (mlp, mlp_macs)]:
     with FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, 1, 28, 28, device=device))
     assert counter.get_total_flops() == 2 * macs
 dlbook.glue("mac_ratio", cnn_macs / mlp_macs)
-print(f"multiply-adds per digit: CNN {cnn_macs:,d}, MLP {mlp_macs:,d} (ratio {cnn_macs / mlp_macs:.1f})")
+print(
+    f"multiply-adds per digit: CNN {cnn_macs:,d}, MLP {mlp_macs:,d} (ratio {cnn_macs / mlp_macs:.1f})"
+)
 
 # %% [markdown]
 # The CNN does {glue:text}`mac_ratio:.1f` times more arithmetic per digit for the same number of
@@ -781,16 +961,28 @@ print(f"multiply-adds per digit: CNN {cnn_macs:,d}, MLP {mlp_macs:,d} (ratio {cn
 # learning rate that warms up and then anneals (PyTorch's `OneCycleLR`), the same epochs and
 # the same batches.
 
+
 # %%
 def train(model, seed=0, show_progress=True):
     """One recipe for every model; a seed gives the same batches in the same order."""
-    train_loader = make_loader(standardise(x_fit), y_fit, sizes["batch_size"],
-                               shuffle=True, seed=seed)
+    train_loader = make_loader(
+        standardise(x_fit), y_fit, sizes["batch_size"], shuffle=True, seed=seed
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
     total_steps = sizes["epochs"] * len(train_loader)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total_steps)
-    return fit(model, train_loader, val_loader, optimizer=optimizer, epochs=sizes["epochs"], device=device,
-               scheduler=scheduler, show_progress=show_progress)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=3e-3, total_steps=total_steps
+    )
+    return fit(
+        model,
+        train_loader,
+        val_loader,
+        optimizer=optimizer,
+        epochs=sizes["epochs"],
+        device=device,
+        scheduler=scheduler,
+        show_progress=show_progress,
+    )
 
 
 history_cnn = train(cnn)
@@ -799,7 +991,9 @@ history_mlp = train(mlp)
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
 history_cnn.plot(ax=axes[0], title=f"LeNet-style CNN ({cnn_params:,d} parameters)")
-history_mlp.plot(ax=axes[1], title=f"MLP 784-{mlp_hidden}-10 ({mlp_params:,d} parameters)")
+history_mlp.plot(
+    ax=axes[1], title=f"MLP 784-{mlp_hidden}-10 ({mlp_params:,d} parameters)"
+)
 fig.suptitle("Training and validation loss per epoch")
 plt.tight_layout()
 plt.show()
@@ -824,7 +1018,8 @@ def correct_on(model, loader):
 
 
 cnn_vs_mlp = dlbook.stats.compare(
-    correct_on(cnn, test_loader), correct_on(mlp, test_loader), n_boot=sizes["n_boot"])
+    correct_on(cnn, test_loader), correct_on(mlp, test_loader), n_boot=sizes["n_boot"]
+)
 dlbook.headline("cnn_test_acc", cnn_acc, profile=profile, at_least=0.96)
 dlbook.glue("mlp_test_acc", mlp_acc)
 dlbook.glue("cnn_vs_mlp", cnn_vs_mlp.verdict("the CNN", "the MLP"))
@@ -867,19 +1062,25 @@ def per_seed_words(diffs, name_a, name_b):
         return f"{name_a} won on all {n} seeds, by {low:.1f} to {high:.1f} points"
     if losses == n:
         return f"{name_b} won on all {n} seeds, by {-high:.1f} to {-low:.1f} points"
-    return (f"{name_a} won on {wins} of {n} seeds, {name_b} on {losses} "
-            f"(differences {low:+.1f} to {high:+.1f} points)")
+    return (
+        f"{name_a} won on {wins} of {n} seeds, {name_b} on {losses} "
+        f"(differences {low:+.1f} to {high:+.1f} points)"
+    )
 
 
-seed_acc = {kind: torch.tensor([held_out_accuracy(trained[kind, s]) for s in seeds])
-            for kind in ("CNN", "MLP")}  # (seeds,) each
+seed_acc = {
+    kind: torch.tensor([held_out_accuracy(trained[kind, s]) for s in seeds])
+    for kind in ("CNN", "MLP")
+}  # (seeds,) each
 seed_gap = seed_acc["CNN"] - seed_acc["MLP"]  # (seeds,)
 over_seeds = dlbook.stats.seed_interval(seed_acc["CNN"], seed_acc["MLP"])
 dlbook.glue("last_seed", seeds[-1])
 dlbook.glue("n_seeds", len(seeds))
 for kind in ("CNN", "MLP"):
-    dlbook.glue(f"{kind.lower()}_seed_range",
-                f"{seed_acc[kind].min():.3f} to {seed_acc[kind].max():.3f}")
+    dlbook.glue(
+        f"{kind.lower()}_seed_range",
+        f"{seed_acc[kind].min():.3f} to {seed_acc[kind].max():.3f}",
+    )
 dlbook.glue("cnn_mlp_seeds", per_seed_words(seed_gap, "the CNN", "the MLP"))
 dlbook.glue("cnn_mlp_seed_interval", over_seeds.points())
 if profile == "full":  # the prose below relies on it
@@ -899,6 +1100,7 @@ print(per_seed_words(seed_gap, "the CNN", "the MLP"))
 # pooling) buy? Move the test digits a few pixels to the side (filling with background) and
 # measure both models again.
 
+
 # %%
 def shift_right(images, pixels):
     """Move (N, 1, 28, 28) images `pixels` to the right, filling the left edge with background (0)."""
@@ -910,13 +1112,18 @@ def shift_right(images, pixels):
 shifts = [0, 1, 2, 3, 4]
 shift_correct = {"CNN": [], "MLP": []}
 for pixels in shifts:
-    loader = make_loader(standardise(shift_right(data.x_test, pixels)), data.y_test, 500, shuffle=False)
+    loader = make_loader(
+        standardise(shift_right(data.x_test, pixels)), data.y_test, 500, shuffle=False
+    )
     for name, model in [("CNN", cnn), ("MLP", mlp)]:
         shift_correct[name].append(correct_on(model, loader))  # (N,) per shift
-shift_acc = {name: [c.float().mean().item() for c in per_shift]
-             for name, per_shift in shift_correct.items()}
-shift3 = dlbook.stats.compare(shift_correct["CNN"][3], shift_correct["MLP"][3],
-                              n_boot=sizes["n_boot"])
+shift_acc = {
+    name: [c.float().mean().item() for c in per_shift]
+    for name, per_shift in shift_correct.items()
+}
+shift3 = dlbook.stats.compare(
+    shift_correct["CNN"][3], shift_correct["MLP"][3], n_boot=sizes["n_boot"]
+)
 dlbook.glue("cnn_shift3_acc", shift_acc["CNN"][3])
 dlbook.glue("mlp_shift3_acc", shift_acc["MLP"][3])
 dlbook.glue("shift3_verdict", shift3.verdict("the CNN", "the MLP"))
@@ -993,7 +1200,9 @@ plt.show()
 
 # %%
 with torch.no_grad():
-    probs = torch.cat([F.softmax(cnn(xb.to(device)), dim=1).cpu() for xb, _ in test_loader])  # (1000, 10)
+    probs = torch.cat(
+        [F.softmax(cnn(xb.to(device)), dim=1).cpu() for xb, _ in test_loader]
+    )  # (1000, 10)
 confidence, predicted = probs.max(dim=1)
 is_wrong = predicted != data.y_test  # (1000,)
 wrong = torch.nonzero(is_wrong).flatten()
@@ -1010,9 +1219,11 @@ if profile == "full":  # the prose below relies on it
     assert confidence[wrong].mean() < confidence[~is_wrong].mean()
     assert err_unsure > 5 * err_sure
 assert len(wrong) == round((1 - cnn_acc) * len(data.y_test))
-print(f"{len(wrong)} of {len(data.y_test)} held-out digits misclassified; error rate "
-      f"{100 * err_unsure:.1f} % below 0.9 probability ({int(unsure.sum())} digits), "
-      f"{100 * err_sure:.1f} % above")
+print(
+    f"{len(wrong)} of {len(data.y_test)} held-out digits misclassified; error rate "
+    f"{100 * err_unsure:.1f} % below 0.9 probability ({int(unsure.sum())} digits), "
+    f"{100 * err_sure:.1f} % above"
+)
 
 show_n = min(len(wrong), 24)
 fig, axes = plt.subplots(3, 8, figsize=(12, 5.2))
@@ -1022,7 +1233,10 @@ for i, ax in enumerate(axes.flat):
         continue
     idx = int(wrong[i])
     ax.imshow(data.x_test[idx, 0], cmap="gray_r")
-    ax.set_title(f"{int(data.y_test[idx])} -> {int(predicted[idx])} ({confidence[idx]:.2f})", fontsize=9)
+    ax.set_title(
+        f"{int(data.y_test[idx])} -> {int(predicted[idx])} ({confidence[idx]:.2f})",
+        fontsize=9,
+    )
 plt.suptitle("held-out digits the CNN gets wrong: true -> predicted (probability)")
 plt.tight_layout()
 plt.show()
@@ -1051,6 +1265,7 @@ plt.show()
 # grid, and `F.grid_sample` reads the image at those positions with bilinear interpolation.
 # Pixels that come from outside the image get the background value.
 
+
 # %%
 def affine_warp(images, degrees, shifts, fill=0.0):
     """Rotate each image by `degrees` and move it by `shifts` = (right, down) pixels.
@@ -1062,8 +1277,9 @@ def affine_warp(images, degrees, shifts, fill=0.0):
     angle = torch.deg2rad(degrees)  # (N,)
     cos, sin = angle.cos(), angle.sin()
     tx, ty = -2 * shifts[:, 0] / W, -2 * shifts[:, 1] / H  # one pixel = 2 / W there
-    theta = torch.stack([torch.stack([cos, -sin, tx], dim=1),
-                         torch.stack([sin, cos, ty], dim=1)], dim=1)  # (N, 2, 3)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, tx], dim=1), torch.stack([sin, cos, ty], dim=1)], dim=1
+    )  # (N, 2, 3)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (N, H, W, 2)
     warped = F.grid_sample(images - fill, grid, align_corners=False)  # zeros outside
     return warped + fill
@@ -1090,6 +1306,7 @@ print("2-pixel move == shift_right; 90-degree turn == torch.rot90")
 # seeded generator, which leaves the network's initial weights and the batch order untouched:
 # with and without augmentation, a seed gives the same start and the same batches (checked
 # below).
+
 
 # %%
 class RandomAffine(nn.Module):
@@ -1132,6 +1349,7 @@ plt.show()
 # trained above on that seed; the augmented arm puts the layer in front of a fresh LeNet.
 # First the check that a seed gives both arms the same initial weights and the same batches,
 # so that the two arms form pairs.
+
 
 # %%
 def new_lenet(seed, augmented):
@@ -1180,9 +1398,14 @@ for seed in dlbook.progress(seeds, desc="augmented runs"):
 aug_correct = {key: torch.stack(c) for key, c in aug_correct.items()}  # (seeds, n_val)
 
 # %%
-per_seed = pd.DataFrame({f"{arm}, {split}": aug_correct[arm, split].float().mean(dim=1)
-                         for arm in arms for split in splits},
-                        index=pd.Index(seeds, name="seed"))
+per_seed = pd.DataFrame(
+    {
+        f"{arm}, {split}": aug_correct[arm, split].float().mean(dim=1)
+        for arm in arms
+        for split in splits
+    },
+    index=pd.Index(seeds, name="seed"),
+)
 summary = pd.concat([per_seed, per_seed.agg(["mean", "std"])])
 summary.style.format("{:.3f}").set_caption(
     "Validation accuracy per seed: digits as they are (clean), moved 3 pixels (shifted)"
@@ -1202,11 +1425,13 @@ summary.style.format("{:.3f}").set_caption(
 #
 # We call augmentation better (or worse) only when both 95 % intervals exclude 0.
 
+
 # %%
 def augmentation_effect(split):
     """Augmented minus plain: (interval over digits, over seeds, per-seed values)."""
-    diff = (aug_correct["augmented", split].float()
-            - aug_correct["plain", split].float())  # (seeds, n_val), each -1, 0 or 1
+    diff = (
+        aug_correct["augmented", split].float() - aug_correct["plain", split].float()
+    )  # (seeds, n_val), each -1, 0 or 1
     over_digits = dlbook.stats.bootstrap_ratio(diff.mean(dim=0), n_boot=sizes["n_boot"])
     per_seed_diff = diff.mean(dim=1)  # (seeds,) difference in accuracy, seed by seed
     return over_digits, dlbook.stats.seed_interval(per_seed_diff), per_seed_diff
@@ -1227,12 +1452,15 @@ def verdict(over_digits, over_seeds):
 
 def describe(over_digits, over_seeds, per_seed_diff):
     """One sentence: verdict, mean difference, both intervals, per-seed range."""
+
     def bounds(i):
         return f"[{100 * i.low:+.1f}, {100 * i.high:+.1f}]"
 
     mean = f"{100 * over_digits.diff:+.1f} points on average"
-    intervals = (f"95 % interval {bounds(over_digits)} over the digits, "
-                 f"{bounds(over_seeds)} over the seeds")
+    intervals = (
+        f"95 % interval {bounds(over_digits)} over the digits, "
+        f"{bounds(over_seeds)} over the seeds"
+    )
     seeds_text = per_seed_words(per_seed_diff, "augmentation", "the plain network")
     return f"{verdict(over_digits, over_seeds)}: {mean} ({intervals}); {seeds_text}"
 
@@ -1241,8 +1469,11 @@ aug_result = {split: augmentation_effect(split) for split in splits}
 for split in splits:
     over_digits, over_seeds, _ = aug_result[split]
     dlbook.glue(f"aug_{split}", describe(*aug_result[split]))
-    dlbook.glue(f"aug_{split}_short", f"{verdict(over_digits, over_seeds)} "
-                f"({100 * over_digits.diff:+.1f} points on average)")
+    dlbook.glue(
+        f"aug_{split}_short",
+        f"{verdict(over_digits, over_seeds)} "
+        f"({100 * over_digits.diff:+.1f} points on average)",
+    )
     print(f"{split:8s}: {describe(*aug_result[split])}")
 if profile == "full":  # the prose relies on it: a gain on moved digits, on every seed
     over_digits, over_seeds, per_seed_diff = aug_result["shifted"]
@@ -1287,6 +1518,7 @@ if profile == "full":  # the prose relies on it: a gain on moved digits, on ever
 # evaluation mode, $\hat\mu_c$ and $\hat\sigma_c^2$ replace $\mu_c$ and $\sigma_c^2$ in
 # Eq. {eq}`eq-ch03-bn`, and each image is normalised independently of the rest of its batch.
 # Here are both modes as one function, with its arguments in the order of `F.batch_norm`.
+
 
 # %%
 def batch_norm(x, run_mean, run_var, gamma, beta, training, momentum=0.1, eps=1e-5):
@@ -1334,8 +1566,9 @@ for mode in ("train", "eval"):
     ref_bn.train(mode == "train")
     for _ in range(5):
         x_bn = bn_batch()
-        ours, run_mean, run_var = batch_norm(x_bn, run_mean, run_var, gamma, beta,
-                                             training=mode == "train")
+        ours, run_mean, run_var = batch_norm(
+            x_bn, run_mean, run_var, gamma, beta, training=mode == "train"
+        )
         ref = ref_bn(x_bn)
         torch.testing.assert_close(ours, ref)
         torch.testing.assert_close(run_mean, ref_bn.running_mean)
@@ -1344,8 +1577,10 @@ for mode in ("train", "eval"):
         ours_grads = torch.autograd.grad(ours, (x_bn, gamma, beta), g_out)
         ref_grads = torch.autograd.grad(ref, (x_bn, ref_bn.weight, ref_bn.bias), g_out)
         torch.testing.assert_close(ours_grads, ref_grads)
-print("forward, backward (x, gamma, beta) and running statistics == nn.BatchNorm2d, "
-      "5 steps in training mode and 5 in evaluation mode")
+print(
+    "forward, backward (x, gamma, beta) and running statistics == nn.BatchNorm2d, "
+    "5 steps in training mode and 5 in evaluation mode"
+)
 
 # %% [markdown]
 # **The backward pass, by hand.** Autograd differentiated our function; the gradient can also be
@@ -1366,6 +1601,7 @@ print("forward, backward (x, gamma, beta) and running statistics == nn.BatchNorm
 # $\hat X$: a change of the input that only shifts or rescales a channel is undone by the
 # normalisation. We check
 # Eq. {eq}`eq-ch03-bn-grad` against `nn.BatchNorm2d`'s backward in training mode.
+
 
 # %%
 def batch_norm_backward(g_out, x, gamma, eps=1e-5):
@@ -1406,8 +1642,10 @@ with torch.no_grad():
     eval_a, eval_b = bn.eval()(batch_a)[0], bn(batch_b)[0]
 assert not torch.allclose(train_a, train_b)  # training mode: the companions matter
 torch.testing.assert_close(eval_a, eval_b)  # evaluation mode: they do not
-print("training mode: output of image 0 changes with its companions, by up to",
-      f"{(train_a - train_b).abs().max():.2f}; evaluation mode: unchanged")
+print(
+    "training mode: output of image 0 changes with its companions, by up to",
+    f"{(train_a - train_b).abs().max():.2f}; evaluation mode: unchanged",
+)
 
 # %% [markdown]
 # **A batch of one.** One image still has $H W$ values per channel, enough for training-mode
@@ -1424,8 +1662,10 @@ def packaged_train_mode(x):
     return batch_norm2d(x, None, None, training=True)  # no running statistics
 
 
-for name, fn in [("nn.BatchNorm2d", nn.BatchNorm2d(3).train()),
-                 ("dlbook batch_norm2d", packaged_train_mode)]:
+for name, fn in [
+    ("nn.BatchNorm2d", nn.BatchNorm2d(3).train()),
+    ("dlbook batch_norm2d", packaged_train_mode),
+]:
     try:
         fn(single)
         raise AssertionError(f"{name} accepted one value per channel in training mode")
@@ -1501,8 +1741,14 @@ for mode in ("train", "eval"):
     ref_bn.train(mode == "train")
     for _ in range(3):
         x_bn = (loc + scale * torch.randn(4, 3, 5, 5)).requires_grad_()
-        ours = batch_norm2d(x_bn, run_mean, run_var, ref_bn.weight, ref_bn.bias,
-                            training=mode == "train")
+        ours = batch_norm2d(
+            x_bn,
+            run_mean,
+            run_var,
+            ref_bn.weight,
+            ref_bn.bias,
+            training=mode == "train",
+        )
         ref = ref_bn(x_bn)
         torch.testing.assert_close(ours, ref)
         torch.testing.assert_close(run_mean, ref_bn.running_mean)
@@ -1510,8 +1756,10 @@ for mode in ("train", "eval"):
         g_out = torch.randn_like(ref)
         g_ours = torch.autograd.grad(ours, x_bn, g_out, retain_graph=True)
         torch.testing.assert_close(g_ours, torch.autograd.grad(ref, x_bn, g_out))
-print("batch_norm2d == nn.BatchNorm2d: outputs, input gradients, running statistics, "
-      "both modes")
+print(
+    "batch_norm2d == nn.BatchNorm2d: outputs, input gradients, running statistics, "
+    "both modes"
+)
 
 # %% [markdown]
 # ## Residual blocks
@@ -1534,6 +1782,7 @@ print("batch_norm2d == nn.BatchNorm2d: outputs, input gradients, running statist
 # Convolutions followed by batch norm carry no bias: the norm subtracts the channel's mean,
 # which would remove it.
 # Here is Eq. {eq}`eq-ch03-residual` as a module.
+
 
 # %%
 class Residual(nn.Module):
@@ -1567,8 +1816,10 @@ for c_in, c_out, stride in [(16, 16, 1), (16, 32, 2)]:
         torch.testing.assert_close(ours_block(x_res), packaged(x_res))
     out_shape = tuple(ours_block(x_res).shape)
     kind = type(ours_block.shortcut).__name__
-    print(f"Residual({c_in}, {c_out}, stride={stride}): {tuple(x_res.shape)} -> "
-          f"{out_shape}, shortcut {kind}; == dlbook.models.ResidualBlock")
+    print(
+        f"Residual({c_in}, {c_out}, stride={stride}): {tuple(x_res.shape)} -> "
+        f"{out_shape}, shortcut {kind}; == dlbook.models.ResidualBlock"
+    )
 
 # %% [markdown]
 # The packaged `dlbook.models.ResidualBlock` has the same parameters (the cell above loaded
@@ -1609,8 +1860,10 @@ he_var = he_weight.var().item() * fan_in  # about 2
 assert abs(default_var - 1 / 3) < 0.01 and abs(he_var - 2) < 0.06
 dlbook.glue("default_var", default_var)
 dlbook.glue("he_var_ratio", he_var / default_var)
-print(f"weight variance x fan-in: default {default_var:.3f}, He {he_var:.3f} "
-      f"({he_var / default_var:.1f} times larger)")
+print(
+    f"weight variance x fan-in: default {default_var:.3f}, He {he_var:.3f} "
+    f"({he_var / default_var:.1f} times larger)"
+)
 
 # %% [markdown]
 # The default's weight variance is {glue:text}`default_var:.3f` / $n_{\text{in}}$, about
@@ -1623,16 +1876,22 @@ print(f"weight variance x fan-in: default {default_var:.3f}, He {he_var:.3f} "
 # initialisation and from He's (every convolution, biases 0), for
 # {glue:text}`res_n_seeds` seeds.
 
+
 # %%
 def deep_stack(depth, shortcut, batch_norm, seed, init="default"):
     """Stem, `depth` ResidualBlocks(16, 16), pool, linear: (B, 1, 28, 28) -> (B, 10)."""
     torch.manual_seed(seed)
-    blocks = [ResidualBlock(16, 16, shortcut=shortcut, batch_norm=batch_norm)
-              for _ in range(depth)]
+    blocks = [
+        ResidualBlock(16, 16, shortcut=shortcut, batch_norm=batch_norm)
+        for _ in range(depth)
+    ]
     model = nn.Sequential(
-        nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),  # (B, 16, 14, 14)
+        nn.Conv2d(1, 16, 3, stride=2, padding=1),
+        nn.ReLU(),  # (B, 16, 14, 14)
         *blocks,  # (B, 16, 14, 14)
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),  # (B, 10)
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),  # (B, 10)
     )
     if init == "he":  # weight variance 2 / fan-in, biases 0
         for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d)):
@@ -1654,22 +1913,31 @@ labels = y_fit[:64].to(device)  # (64,)
 inits = ("default", "he")
 for bn_on, init in [(bn_on, init) for bn_on in (True, False) for init in inits]:
     # one seed and initialisation: the same weights with and without the shortcut
-    with_s, without_s = (deep_stack(2, s, bn_on, seed=0, init=init).state_dict()
-                         for s in (True, False))
+    with_s, without_s = (
+        deep_stack(2, s, bn_on, seed=0, init=init).state_dict() for s in (True, False)
+    )
     assert with_s.keys() == without_s.keys()
     assert all(torch.equal(with_s[k], without_s[k]) for k in with_s)
-variants = {(s, bn): f"{'shortcut' if s else 'plain'}, {'with' if bn else 'no'} BN"
-            for s in (True, False) for bn in (True, False)}
+variants = {
+    (s, bn): f"{'shortcut' if s else 'plain'}, {'with' if bn else 'no'} BN"
+    for s in (True, False)
+    for bn in (True, False)
+}
 grads = {}  # (seeds, depth) per (shortcut, batch norm, init)
 for (s, bn), init in [(key, init) for key in variants for init in inits]:
-    stacks_ = [deep_stack(sizes["res_depth"], s, bn, seed, init)
-               for seed in range(sizes["res_seeds"])]
-    grads[s, bn, init] = torch.stack([block_gradients(m, images, labels)
-                                      for m in stacks_])
+    stacks_ = [
+        deep_stack(sizes["res_depth"], s, bn, seed, init)
+        for seed in range(sizes["res_seeds"])
+    ]
+    grads[s, bn, init] = torch.stack(
+        [block_gradients(m, images, labels) for m in stacks_]
+    )
 ratio = {key: g[:, 0] / g[:, -1] for key, g in grads.items()}  # first / last, per seed
 for (s, bn, init), r in ratio.items():
-    print(f"{variants[s, bn]:18s} {init:8s} init, first / last block gradient: "
-          + ", ".join(f"{v:.2g}" for v in r.tolist()))
+    print(
+        f"{variants[s, bn]:18s} {init:8s} init, first / last block gradient: "
+        + ", ".join(f"{v:.2g}" for v in r.tolist())
+    )
 dlbook.glue("res_depth", sizes["res_depth"])
 dlbook.glue("res_n_seeds", sizes["res_seeds"])
 
@@ -1678,8 +1946,9 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
 depth = sizes["res_depth"]
 for ax, init in zip(axes, inits, strict=True):
     for key, name in variants.items():
-        ax.semilogy(range(1, depth + 1), grads[(*key, init)][0], marker="o", ms=3,
-                    label=name)
+        ax.semilogy(
+            range(1, depth + 1), grads[(*key, init)][0], marker="o", ms=3, label=name
+        )
     ax.set_xlabel("block (1 = nearest the input)")
     ax.set_title(f"{'PyTorch default' if init == 'default' else 'He'} initialisation")
 axes[0].set_ylabel("gradient norm of the block's conv1")
@@ -1705,10 +1974,18 @@ assert spread[False, False, "default"][1] < 1e-6  # plain, no BN, default init: 
 assert all(1 / 15 < r < 15 for r in spread[False, False, "he"])  # He init: it does not
 assert spread[False, True, "default"][0] > 30  # plain, BN: explodes ...
 assert spread[False, True, "he"][0] > 30  # ... from either initialisation
-pd.DataFrame({name: {f"{init} init, {end}": spread[(*key, init)][i]
-                     for init in inits for i, end in enumerate(("smallest", "largest"))}
-              for key, name in variants.items()}).T.style.format("{:.3g}").set_caption(
-    "First block / last block gradient norm at initialisation")
+pd.DataFrame(
+    {
+        name: {
+            f"{init} init, {end}": spread[(*key, init)][i]
+            for init in inits
+            for i, end in enumerate(("smallest", "largest"))
+        }
+        for key, name in variants.items()
+    }
+).T.style.format("{:.3g}").set_caption(
+    "First block / last block gradient norm at initialisation"
+)
 
 # %% [markdown]
 # From PyTorch's default initialisation, with the shortcut, the first of
@@ -1808,6 +2085,7 @@ pd.DataFrame({name: {f"{init} init, {end}": spread[(*key, init)][i]
 # non-symmetric kernel.
 # :::
 
+
 # %%
 def my_conv1d(x, weight, stride, dilation):
     raise NotImplementedError  # your code here
@@ -1820,13 +2098,18 @@ dlbook.exercises.check("ch03.conv1d", my_conv1d)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def conv1d_solution(x, weight, stride, dilation):
     length, k = x.shape[-1], weight.shape[-1]
-    n_out = (length - dilation * (k - 1) - 1) // stride + 1  # Eq. (eq-ch03-outsize) with p = 0
+    n_out = (
+        length - dilation * (k - 1) - 1
+    ) // stride + 1  # Eq. (eq-ch03-outsize) with p = 0
     span = dilation * (k - 1) + 1
     # windows[b, c, i, u] = x[b, c, i * stride + u * dilation]
-    windows = x.unfold(dimension=2, size=span, step=stride)[..., ::dilation]  # (B, C_in, n_out, k)
+    windows = x.unfold(dimension=2, size=span, step=stride)[
+        ..., ::dilation
+    ]  # (B, C_in, n_out, k)
     assert windows.shape[2] == n_out
     return torch.einsum("bciu,ocu->boi", windows, weight)  # (B, C_out, n_out)
 
@@ -1847,6 +2130,7 @@ assert dlbook.exercises.check("ch03.conv1d", conv1d_solution)
 # even ones. Then explain the number you get: what is the variance of one layer's profile?
 # :::
 
+
 # %%
 def effective_width(n_layers, kernel_size):
     raise NotImplementedError  # your code here
@@ -1863,6 +2147,7 @@ dlbook.exercises.check("ch03.effective_width", effective_width)
 # consecutive pixels with variance $(k^2 - 1)/12$; stacking layers convolves the profiles, and
 # variances of convolved distributions add, so the standard deviation is
 # $\sqrt{n (k^2 - 1)/12}$ ($\sqrt{2n/3}$ for $k = 3$). The measurement:
+
 
 # %% tags=["solution"]
 def effective_width_solution(n_layers, kernel_size):
@@ -1897,6 +2182,7 @@ assert dlbook.exercises.check("ch03.effective_width", effective_width_solution)
 # $n - 1$ halves each batch's contribution to the running variance, and momentum 1.
 # :::
 
+
 # %%
 def running_stats(batches, momentum):
     raise NotImplementedError  # your code here
@@ -1908,6 +2194,7 @@ dlbook.exercises.check("ch03.running_stats", running_stats)
 # ```{solution-start} ch03-ex-running
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def running_stats_solution(batches, momentum):
@@ -1938,6 +2225,7 @@ assert dlbook.exercises.check("ch03.running_stats", running_stats_solution)
 # does not change.
 # :::
 
+
 # %%
 def fold_batchnorm(weight, bias, bn_weight, bn_bias, running_mean, running_var, eps):
     raise NotImplementedError  # your code here
@@ -1955,9 +2243,11 @@ dlbook.exercises.check("ch03.fold_batchnorm", fold_batchnorm)
 # weights are $s_c W_{c,\cdot}$ (each output channel's kernel scaled) and the new bias is
 # $s_c (b_c - \hat\mu_c) + \beta_c$.
 
+
 # %% tags=["solution"]
-def fold_batchnorm_solution(weight, bias, bn_weight, bn_bias, running_mean, running_var,
-                            eps):
+def fold_batchnorm_solution(
+    weight, bias, bn_weight, bn_bias, running_mean, running_var, eps
+):
     scale = bn_weight / torch.sqrt(running_var + eps)  # (C_out,)
     bias = torch.zeros_like(running_mean) if bias is None else bias
     return weight * scale.view(-1, 1, 1, 1), (bias - running_mean) * scale + bn_bias
@@ -1973,8 +2263,15 @@ for bn_layer in (block.bn1, block.bn2):  # as if trained: non-trivial statistics
 
 
 def fold_layer(conv, bn):
-    return fold_batchnorm_solution(conv.weight, conv.bias, bn.weight, bn.bias,
-                                   bn.running_mean, bn.running_var, bn.eps)
+    return fold_batchnorm_solution(
+        conv.weight,
+        conv.bias,
+        bn.weight,
+        bn.bias,
+        bn.running_mean,
+        bn.running_var,
+        bn.eps,
+    )
 
 
 x_fold = torch.randn(2, 8, 6, 6)  # (B, C, H, W)

@@ -45,7 +45,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -77,12 +87,34 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(grad_seq=20, n_grad_seqs=2, n_train=300, lm_epochs=1, clip_train=200,
-               clip_epochs=1, n_samples=5, n_novelty=20, tbptt_epochs=1,
-               n_clf_train=256, n_clf_test=256, clf_epochs=1),
-    full=dict(grad_seq=60, n_grad_seqs=8, n_train=4_130, lm_epochs=15, clip_train=4_130,
-              clip_epochs=5, n_samples=10, n_novelty=1_000, tbptt_epochs=10,
-              n_clf_train=4_000, n_clf_test=2_000, clf_epochs=10),
+    smoke=dict(
+        grad_seq=20,
+        n_grad_seqs=2,
+        n_train=300,
+        lm_epochs=1,
+        clip_train=200,
+        clip_epochs=1,
+        n_samples=5,
+        n_novelty=20,
+        tbptt_epochs=1,
+        n_clf_train=256,
+        n_clf_test=256,
+        clf_epochs=1,
+    ),
+    full=dict(
+        grad_seq=60,
+        n_grad_seqs=8,
+        n_train=4_130,
+        lm_epochs=15,
+        clip_train=4_130,
+        clip_epochs=5,
+        n_samples=10,
+        n_novelty=1_000,
+        tbptt_epochs=10,
+        n_clf_train=4_000,
+        n_clf_test=2_000,
+        clf_epochs=10,
+    ),
 )
 sizes
 
@@ -106,6 +138,7 @@ sizes
 # every step, so the network takes sequences of any length. We write Eq. {eq}`eq-ch04-rnn` for
 # a whole batch (rows are examples) and then loop it over time.
 
+
 # %%
 def rnn_cell(x_t, h_prev, w_xh, b_xh, w_hh, b_hh):
     """Eq. (eq-ch04-rnn) for a batch: x_t (B, d), h_prev (B, H) -> h_t (B, H)."""
@@ -127,7 +160,10 @@ x = torch.randn(B, T, d, dtype=torch.float64)  # (batch, seq, input)
 h0 = torch.zeros(B, H, dtype=torch.float64)  # (batch, hidden)
 reference = nn.RNN(d, H, batch_first=True).double()  # PyTorch's RNN, random weights
 w = dict(
-    w_xh=reference.weight_ih_l0, b_xh=reference.bias_ih_l0, w_hh=reference.weight_hh_l0, b_hh=reference.bias_hh_l0
+    w_xh=reference.weight_ih_l0,
+    b_xh=reference.bias_ih_l0,
+    w_hh=reference.weight_hh_l0,
+    b_hh=reference.bias_hh_l0,
 )
 with torch.no_grad():
     states, h_last = rnn_unroll(x, h0, **w)  # (3, 7, 5), (3, 5)
@@ -137,8 +173,9 @@ torch.testing.assert_close(h_last, ref_h_n[0])
 max_diff = (states - ref_states).abs().max().item()
 assert max_diff < 1e-14  # float64 rounding, nothing more
 dlbook.glue("rnn_max_diff", max_diff)
-print("our unrolled RNN == nn.RNN:", tuple(states.shape),
-      "max abs difference", max_diff)
+print(
+    "our unrolled RNN == nn.RNN:", tuple(states.shape), "max abs difference", max_diff
+)
 
 # %% [markdown]
 # PyTorch names the two weight matrices `weight_ih_l0` and `weight_hh_l0` ("input to hidden"
@@ -160,10 +197,17 @@ print("one bias b_xh + b_hh gives the same states as two")
 
 # %%
 for d_in, hidden, layers in [(4, 5, 1), (32, 128, 1), (32, 128, 3)]:
-    formula = sum(hidden * ((d_in if k == 0 else hidden) + hidden) + 2 * hidden for k in range(layers))
-    counted = sum(p.numel() for p in nn.RNN(d_in, hidden, num_layers=layers).parameters())
+    formula = sum(
+        hidden * ((d_in if k == 0 else hidden) + hidden) + 2 * hidden
+        for k in range(layers)
+    )
+    counted = sum(
+        p.numel() for p in nn.RNN(d_in, hidden, num_layers=layers).parameters()
+    )
     assert formula == counted
-    print(f"d={d_in:3d} H={hidden:3d} layers={layers}: {counted:,} parameters, for any sequence length")
+    print(
+        f"d={d_in:3d} H={hidden:3d} layers={layers}: {counted:,} parameters, for any sequence length"
+    )
 
 # %% [markdown]
 # ### Stacking layers
@@ -179,21 +223,28 @@ for d_in, hidden, layers in [(4, 5, 1), (32, 128, 1), (32, 128, 3)]:
 # `nn.RNN` returns the top layer's states at every step, `output` of shape (B, T, H), and every
 # layer's last state, `h_n` of shape (L, B, H). Our version reuses `rnn_unroll` layer by layer.
 
+
 # %%
 def rnn_multilayer(x, layers):
     """Eq. (eq-ch04-deep): x (B, T, d); layers = list of weight dicts -> output (B, T, H), h_n (L, B, H)."""
     finals = []
     for w_layer in layers:
         h0 = x.new_zeros(x.shape[0], w_layer["w_hh"].shape[0])  # (B, H)
-        x, h_last = rnn_unroll(x, h0, **w_layer)  # this layer's states are the next layer's inputs
+        x, h_last = rnn_unroll(
+            x, h0, **w_layer
+        )  # this layer's states are the next layer's inputs
         finals.append(h_last)
     return x, torch.stack(finals)
 
 
 deep_ref = nn.RNN(d, H, num_layers=3, batch_first=True).double()
 layers = [
-    dict(w_xh=getattr(deep_ref, f"weight_ih_l{k}"), b_xh=getattr(deep_ref, f"bias_ih_l{k}"),
-         w_hh=getattr(deep_ref, f"weight_hh_l{k}"), b_hh=getattr(deep_ref, f"bias_hh_l{k}"))
+    dict(
+        w_xh=getattr(deep_ref, f"weight_ih_l{k}"),
+        b_xh=getattr(deep_ref, f"bias_ih_l{k}"),
+        w_hh=getattr(deep_ref, f"weight_hh_l{k}"),
+        b_hh=getattr(deep_ref, f"bias_hh_l{k}"),
+    )
     for k in range(3)
 ]
 with torch.no_grad():
@@ -201,7 +252,12 @@ with torch.no_grad():
     ref_out, ref_h_n = deep_ref(x)
 torch.testing.assert_close(out, ref_out)
 torch.testing.assert_close(h_n, ref_h_n)
-print("3-layer RNN == nn.RNN(num_layers=3): output", tuple(out.shape), "h_n", tuple(h_n.shape))
+print(
+    "3-layer RNN == nn.RNN(num_layers=3): output",
+    tuple(out.shape),
+    "h_n",
+    tuple(h_n.shape),
+)
 
 # %% [markdown]
 # The book keeps one packaged version of this code, `dlbook.nn.recurrent`. Its cell uses the
@@ -256,8 +312,12 @@ print("dlbook.nn.recurrent.RNN == our cells == nn.RNN")
 
 # %%
 torch.manual_seed(1)
-cell = dict(w_xh=torch.randn(H, d, dtype=torch.float64) / d**0.5, b_xh=torch.zeros(H, dtype=torch.float64),
-            w_hh=torch.randn(H, H, dtype=torch.float64) / H**0.5, b_hh=0.1 * torch.randn(H, dtype=torch.float64))
+cell = dict(
+    w_xh=torch.randn(H, d, dtype=torch.float64) / d**0.5,
+    b_xh=torch.zeros(H, dtype=torch.float64),
+    w_hh=torch.randn(H, H, dtype=torch.float64) / H**0.5,
+    b_hh=0.1 * torch.randn(H, dtype=torch.float64),
+)
 xs = torch.randn(1, T, d, dtype=torch.float64)  # one sequence (1, T, d)
 hs, _ = rnn_unroll(xs, torch.zeros(1, H, dtype=torch.float64), **cell)  # (1, T, H)
 hs = hs[0]  # (T, H); hs[k] is h_{k+1} in the 1-based notation of the equations
@@ -277,7 +337,8 @@ torch.testing.assert_close(step_jacobian(k), auto_step)
 
 # Eq. (eq-ch04-bptt) against autograd for every t
 auto_full = torch.autograd.functional.jacobian(
-    lambda inp: rnn_unroll(inp, torch.zeros(1, H, dtype=torch.float64), **cell)[1][0], xs
+    lambda inp: rnn_unroll(inp, torch.zeros(1, H, dtype=torch.float64), **cell)[1][0],
+    xs,
 )[:, 0]  # (H, T, d): d h_T / d x_t for every t
 for t in range(T):
     J = torch.diag(1 - hs[t] ** 2) @ cell["w_xh"]  # (H, d)
@@ -358,6 +419,7 @@ print("Eq. (weight gradient) == autograd for W_hh, W_xh and both biases of nn.RN
 # and the Jacobian factors change from step to step with $h_k$. Two $2 \times 2$ matrices show
 # the gap, and a random $W$ shows Gelfand's formula at work:
 
+
 # %%
 def spectral_norm(w):
     """||W||_2: the largest singular value, the most W can stretch a vector."""
@@ -374,8 +436,10 @@ b_mat = a_mat.T  # rho = 0, ||.||_2 = 1
 ab = a_mat @ b_mat  # [[1, 0], [0, 0]]: rho = 1
 rho_a, rho_b, rho_ab = (spectral_radius(m) for m in (a_mat, b_mat, ab))
 norm_a, norm_b, norm_ab = (spectral_norm(m) for m in (a_mat, b_mat, ab))
-print(f"rho(A) = {rho_a}, rho(B) = {rho_b}, rho(AB) = {rho_ab};",
-      f"||A|| ||B|| = {norm_a * norm_b} >= ||AB|| = {norm_ab}")
+print(
+    f"rho(A) = {rho_a}, rho(B) = {rho_b}, rho(AB) = {rho_ab};",
+    f"||A|| ||B|| = {norm_a * norm_b} >= ||AB|| = {norm_ab}",
+)
 assert rho_ab > rho_a * rho_b  # 1 > 0 * 0: the radius is not submultiplicative
 assert norm_ab <= norm_a * norm_b  # the norm is
 
@@ -393,6 +457,7 @@ assert abs(gelfand / rho_demo - 1) < 0.05
 # deviation $1/\sqrt{H}$, multiplied by a gain $g$; only $g$ changes from one run to the next.
 # We check the bound of Eq. {eq}`eq-ch04-bound` on every measurement, and compute both the
 # spectral radius and the spectral norm of each $g\,W_{hh}$.
+
 
 # %%
 def random_rnn(gain, hidden=32, n_in=4, seed=0):
@@ -426,14 +491,20 @@ def input_gradient_norms(rnn, seq_len, n_seqs, seed=1):
     def last_states(inp):  # (N, T, d) -> (H,); sequences are independent: sum them
         return rnn(inp)[0][:, -1].sum(0)
 
-    jac = torch.autograd.functional.jacobian(last_states, x, vectorize=True)  # (H, N, T, d)
+    jac = torch.autograd.functional.jacobian(
+        last_states, x, vectorize=True
+    )  # (H, N, T, d)
     blocks = jac.permute(1, 2, 0, 3)  # (N, T, H, d)
     norms = torch.linalg.matrix_norm(blocks, ord=2)  # (N, T)
     cell = rnn.cells[0]
     distance = torch.arange(seq_len - 1, -1, -1)  # (T,): T - t for t = 1 .. T
     bound = spectral_norm(cell.weight_hh) ** distance * spectral_norm(cell.weight_ih)
-    assert (norms <= bound * (1 + 1e-9)).all(), "the bound of Eq. (eq-ch04-bound) is violated"
-    return norms.clamp_min(1e-300).log().mean(0).exp().flip(0).detach()  # (T,), index = distance
+    assert (norms <= bound * (1 + 1e-9)).all(), (
+        "the bound of Eq. (eq-ch04-bound) is violated"
+    )
+    return (
+        norms.clamp_min(1e-300).log().mean(0).exp().flip(0).detach()
+    )  # (T,), index = distance
 
 
 gains = [0.5, 1.0, 2.0, 3.0]
@@ -561,6 +632,7 @@ assert spectral_norm(d_2 @ w_2) <= spectral_norm(w_2)  # the norm cannot grow
 # implement Eq. {eq}`eq-ch04-clip` and compare it with `torch.nn.utils.clip_grad_norm_` (which
 # adds $10^{-6}$ to the norm in the denominator).
 
+
 # %%
 def clip_by_global_norm(grads, max_norm):
     """Eq. (eq-ch04-clip) on a list of gradient tensors; returns the clipped list and the norm before clipping."""
@@ -574,12 +646,18 @@ params = [nn.Parameter(torch.randn(5, 3)), nn.Parameter(torch.randn(3))]
 for size in [10.0, 0.1]:  # a large gradient gets clipped, a small one is left alone
     for p in params:
         p.grad = size * torch.randn_like(p)
-    ours, norm_before = clip_by_global_norm([p.grad.clone() for p in params], max_norm=1.0)
-    torch_norm = torch.nn.utils.clip_grad_norm_(params, max_norm=1.0)  # clips p.grad in place
+    ours, norm_before = clip_by_global_norm(
+        [p.grad.clone() for p in params], max_norm=1.0
+    )
+    torch_norm = torch.nn.utils.clip_grad_norm_(
+        params, max_norm=1.0
+    )  # clips p.grad in place
     torch.testing.assert_close(norm_before, torch_norm)
     for o, p in zip(ours, params, strict=True):
         torch.testing.assert_close(o, p.grad)
-    print(f"norm before {norm_before.item():7.3f} -> after {torch.sqrt(sum((o**2).sum() for o in ours)).item():.3f}")
+    print(
+        f"norm before {norm_before.item():7.3f} -> after {torch.sqrt(sum((o**2).sum() for o in ours)).item():.3f}"
+    )
 
 # %% [markdown]
 # We will see clipping at work on a real training run later in this chapter, once there is
@@ -598,9 +676,18 @@ train_names = names["train"][: sizes["n_train"]]
 val_names, test_names = names["validation"], names["test"]
 for split, items in names.items():
     dlbook.glue(f"n_{split}_names", len(items))
-print({split: len(items) for split, items in names.items()}, "| training on", len(train_names))
+print(
+    {split: len(items) for split, items in names.items()},
+    "| training on",
+    len(train_names),
+)
 print("examples:", names["train"][:8])
-print("longest:", max(len(n) for n in names["train"]), "characters; mean", round(float(np.mean([len(n) for n in names["train"]])), 2))
+print(
+    "longest:",
+    max(len(n) for n in names["train"]),
+    "characters; mean",
+    round(float(np.mean([len(n) for n in names["train"]])), 2),
+)
 
 # %% [markdown]
 # Each name becomes a sequence of ids from a vocabulary of {glue:text}`vocab_size` symbols: the
@@ -615,8 +702,15 @@ print("longest:", max(len(n) for n in names["train"]), "characters; mean", round
 # %%
 vocab = charlm.CharVocab()
 print(vocab, "| <pad>, <bos>, <eos> =", vocab.pad_id, vocab.bos_id, vocab.eos_id)
-print("encode('anna') =", vocab.encode("anna"), "-> decode:", vocab.decode(vocab.encode("anna")))
-inputs, targets, mask = charlm.make_batches(["anna", "bo", "maryellen"], vocab, batch_size=3)[0]
+print(
+    "encode('anna') =",
+    vocab.encode("anna"),
+    "-> decode:",
+    vocab.decode(vocab.encode("anna")),
+)
+inputs, targets, mask = charlm.make_batches(
+    ["anna", "bo", "maryellen"], vocab, batch_size=3
+)[0]
 print("inputs  (B, T)\n", inputs)
 print("targets (B, T)\n", targets)
 print("mask: which targets count\n", mask.int())
@@ -649,6 +743,7 @@ print(f"{len(vocab)} symbols, {n_targets} possible targets, all seen in training
 # %%
 dlbook.show(charlm.loss_per_char)
 
+
 # %%
 class Uniform(nn.Module):
     """Equal logits for the possible targets, -inf for <pad> and <bos>: loss ln 27."""
@@ -660,7 +755,9 @@ class Uniform(nn.Module):
 
 
 torch.manual_seed(0)
-untrained = charlm.RecurrentLM(len(vocab), embed_dim=32, hidden_size=128, cell="rnn").to(device)
+untrained = charlm.RecurrentLM(
+    len(vocab), embed_dim=32, hidden_size=128, cell="rnn"
+).to(device)
 few = val_names[:40]
 total, count = 0.0, 0
 with torch.no_grad():
@@ -673,8 +770,10 @@ batched = charlm.loss_per_char(untrained, few, vocab, device, batch_size=16)
 assert math.isclose(batched, total / count, rel_tol=1e-5)  # float32 sums, either order
 uniform_loss = charlm.loss_per_char(Uniform(), few, vocab, "cpu")
 assert math.isclose(uniform_loss, math.log(n_targets), rel_tol=1e-5)
-print(f"padded batches == one name at a time: {total / count:.4f} nats/char; "
-      f"uniform guess = ln {n_targets} = {uniform_loss:.4f}")
+print(
+    f"padded batches == one name at a time: {total / count:.4f} nats/char; "
+    f"uniform guess = ln {n_targets} = {uniform_loss:.4f}"
+)
 
 # %% [markdown]
 # ### Baselines without memory
@@ -685,6 +784,7 @@ print(f"padded batches == one name at a time: {total / count:.4f} nats/char; "
 # the possible targets. We keep the loss of every name separately, so that models can later be
 # compared name by name.
 
+
 # %%
 def ngram_model(train, context):
     """Counts of (previous `context` ids, next id) in the names, and context totals."""
@@ -692,7 +792,7 @@ def ngram_model(train, context):
     for name in train:
         ids = vocab.encode(name)
         for t in range(1, len(ids)):
-            ctx = tuple(ids[max(0, t - context):t]) if context else ()
+            ctx = tuple(ids[max(0, t - context) : t]) if context else ()
             counts[(ctx, ids[t])] += 1
             totals[ctx] += 1
     return counts, totals, context
@@ -706,7 +806,7 @@ def ngram_nll(model, names_):
         ids = vocab.encode(name)
         nll = 0.0
         for t in range(1, len(ids)):
-            ctx = tuple(ids[max(0, t - context):t]) if context else ()
+            ctx = tuple(ids[max(0, t - context) : t]) if context else ()
             nll -= math.log((counts[(ctx, ids[t])] + 1) / (totals[ctx] + n_targets))
         sums.append(nll)
         lengths.append(len(ids) - 1)
@@ -724,8 +824,10 @@ bigram_test = per_char(ngram_nll(bigram, test_names))
 bigram_val = per_char(ngram_nll(bigram, val_names))
 dlbook.glue("unigram_test_loss", unigram_test)
 dlbook.glue("bigram_test_loss", bigram_test)
-print(f"uniform {math.log(n_targets):.3f} | unigram {unigram_test:.3f} | "
-      f"bigram {bigram_test:.3f} nats/char on test names")
+print(
+    f"uniform {math.log(n_targets):.3f} | unigram {unigram_test:.3f} | "
+    f"bigram {bigram_test:.3f} nats/char on test names"
+)
 
 # %% [markdown]
 # ### The model
@@ -747,7 +849,10 @@ ours_lm.load_state_dict(untrained.state_dict())
 ours_lm.rnn = RNN.from_torch(untrained.rnn)  # the same weights in our from-scratch RNN
 with torch.no_grad():
     torch.testing.assert_close(ours_lm(ids), untrained(ids), atol=1e-5, rtol=1e-4)
-print("logits with our RNN inside == logits with nn.RNN inside:", tuple(untrained(ids).shape))
+print(
+    "logits with our RNN inside == logits with nn.RNN inside:",
+    tuple(untrained(ids).shape),
+)
 
 # %% [markdown]
 # ### Training
@@ -765,11 +870,25 @@ dlbook.show(charlm.train_char_lm)
 torch.manual_seed(0)
 rnn_lm = charlm.RecurrentLM(len(vocab), embed_dim=32, hidden_size=128, cell="rnn")
 history = charlm.train_char_lm(
-    rnn_lm, train_names, val_names, vocab, epochs=sizes["lm_epochs"], batch_size=64, lr=3e-3,
-    device=device, seed=0, grad_clip=1.0, restore_best=True,
+    rnn_lm,
+    train_names,
+    val_names,
+    vocab,
+    epochs=sizes["lm_epochs"],
+    batch_size=64,
+    lr=3e-3,
+    device=device,
+    seed=0,
+    grad_clip=1.0,
+    restore_best=True,
 )
-print(f"{history.seconds:.0f} s, best epoch {history.best_epoch}, validation loss {min(history.val_loss):.3f}")
-print("validation loss after each epoch (0 = untrained):", [round(v, 3) for v in history.val_loss])
+print(
+    f"{history.seconds:.0f} s, best epoch {history.best_epoch}, validation loss {min(history.val_loss):.3f}"
+)
+print(
+    "validation loss after each epoch (0 = untrained):",
+    [round(v, 3) for v in history.val_loss],
+)
 dlbook.glue("rnn_val_epoch0", history.val_loss[0])
 dlbook.glue("rnn_val_epoch1", history.val_loss[1])
 dlbook.glue("rnn_val_best", min(history.val_loss))
@@ -778,11 +897,26 @@ dlbook.glue("rnn_epochs", sizes["lm_epochs"])
 
 # %%
 steps = np.arange(1, len(history.train_loss) + 1)
-smooth = np.convolve(history.train_loss, np.ones(20) / 20, mode="valid") if len(steps) >= 20 else history.train_loss
+smooth = (
+    np.convolve(history.train_loss, np.ones(20) / 20, mode="valid")
+    if len(steps) >= 20
+    else history.train_loss
+)
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 ax.plot(steps, history.train_loss, alpha=0.25, color="C0", label="training batch")
-ax.plot(steps[len(steps) - len(smooth):], smooth, color="C0", label="training (mean of 20 batches)")
-ax.plot(np.array(history.val_epoch) * history.steps_per_epoch, history.val_loss, "o-", color="C1", label="validation")
+ax.plot(
+    steps[len(steps) - len(smooth) :],
+    smooth,
+    color="C0",
+    label="training (mean of 20 batches)",
+)
+ax.plot(
+    np.array(history.val_epoch) * history.steps_per_epoch,
+    history.val_loss,
+    "o-",
+    color="C1",
+    label="validation",
+)
 ax.axhline(bigram_val, color="grey", ls="--", label="bigram counts (validation)")
 ax.set_ylim(1.7, 3.5)
 ax.set_xlabel("training step")
@@ -811,6 +945,7 @@ def model_nll(model, names_):
     sums, counts = charlm.name_nll(model, names_, vocab, device)
     return sums.numpy(), counts.numpy()
 
+
 # %%
 rnn_sums, n_chars = model_nll(rnn_lm, test_names)  # (N,), (N,)
 bigram_sums, bigram_lengths = ngram_nll(bigram, test_names)
@@ -829,10 +964,14 @@ dlbook.glue("rnn_minus_bigram_lo", vs_bigram.low)
 dlbook.glue("rnn_minus_bigram_hi", vs_bigram.high)
 if profile == "full":
     assert vs_bigram.high < 0, "the RNN should beat the bigram counts beyond the noise"
-print(f"RNN: {rnn_test:.3f} nats/char = {rnn_test / math.log(2):.3f} bits/char; "
-      f"perplexity {math.exp(rnn_test):.2f}")
-print(f"RNN - bigram: {vs_bigram.diff:+.3f} nats/char, "
-      f"95 % paired interval [{vs_bigram.low:+.3f}, {vs_bigram.high:+.3f}]")
+print(
+    f"RNN: {rnn_test:.3f} nats/char = {rnn_test / math.log(2):.3f} bits/char; "
+    f"perplexity {math.exp(rnn_test):.2f}"
+)
+print(
+    f"RNN - bigram: {vs_bigram.diff:+.3f} nats/char, "
+    f"95 % paired interval [{vs_bigram.low:+.3f}, {vs_bigram.high:+.3f}]"
+)
 
 # %% [markdown]
 # On the test names the RNN scores {glue:text}`rnn_test_loss` nats per character
@@ -871,12 +1010,16 @@ z[[vocab.pad_id, vocab.bos_id]] = -math.inf  # never sampled
 
 def with_temperature(z, tau):
     """Eq. (eq-ch04-temperature)."""
-    e = torch.exp((z - z.max()) / tau)  # subtracting the max changes nothing but avoids overflow
+    e = torch.exp(
+        (z - z.max()) / tau
+    )  # subtracting the max changes nothing but avoids overflow
     return e / e.sum()
 
 
 torch.testing.assert_close(with_temperature(z, 1.0), torch.softmax(z, dim=0))
-torch.testing.assert_close(with_temperature(z, 1e-3), nn.functional.one_hot(z.argmax(), len(vocab)).double())
+torch.testing.assert_close(
+    with_temperature(z, 1e-3), nn.functional.one_hot(z.argmax(), len(vocab)).double()
+)
 flat = with_temperature(z, 1e4)  # uniform over the possible targets
 uniform = torch.full((n_targets,), 1 / n_targets, dtype=torch.float64)
 torch.testing.assert_close(flat[2:], uniform, atol=1e-3, rtol=0)  # <eos> and letters
@@ -892,8 +1035,13 @@ for tau in taus:
     p = with_temperature(z, tau)
     entropies.append(entropy(p))
     top = p.topk(3)
-    print(f"tau={tau}: entropy {entropies[-1]:.2f} nats; most likely first letters",
-          [(vocab.itos[int(i)], round(float(v), 3)) for v, i in zip(top.values, top.indices, strict=True)])
+    print(
+        f"tau={tau}: entropy {entropies[-1]:.2f} nats; most likely first letters",
+        [
+            (vocab.itos[int(i)], round(float(v), 3))
+            for v, i in zip(top.values, top.indices, strict=True)
+        ],
+    )
 # flatter as tau rises, always below the uniform guess's ln 27
 assert entropies[0] < entropies[1] < entropies[2] < math.log(n_targets)
 
@@ -913,10 +1061,22 @@ dlbook.show(charlm.sample)
 train_set = set(names["train"])
 is_new, spelling = {}, {}  # per temperature: 1.0 per new sample; bigram score
 for k, tau in enumerate(taus):
-    shown = charlm.sample(rnn_lm, vocab, sizes["n_samples"], tau,
-                          torch.Generator().manual_seed(0), max_len=20)
-    many = charlm.sample(rnn_lm, vocab, sizes["n_novelty"], tau,  # independent draws:
-                         torch.Generator().manual_seed(1 + k), max_len=20)  # own seed
+    shown = charlm.sample(
+        rnn_lm,
+        vocab,
+        sizes["n_samples"],
+        tau,
+        torch.Generator().manual_seed(0),
+        max_len=20,
+    )
+    many = charlm.sample(
+        rnn_lm,
+        vocab,
+        sizes["n_novelty"],
+        tau,  # independent draws:
+        torch.Generator().manual_seed(1 + k),
+        max_len=20,
+    )  # own seed
     is_new[tau] = np.array([s not in train_set for s in many], dtype=float)  # (n,)
     share = stats.bootstrap_ratio(is_new[tau])  # share of new names, 95 % interval
     spelling[tau] = stats.bootstrap_ratio(*ngram_nll(bigram, many))  # nats/char
@@ -926,9 +1086,12 @@ for k, tau in enumerate(taus):
         dlbook.glue(f"{name}_tau{key}_lo", iv.low)
         dlbook.glue(f"{name}_tau{key}_hi", iv.high)
     sp = spelling[tau]
-    print(f"tau={tau}: {share.diff:.0%} [{share.low:.0%}, {share.high:.0%}] of "
-          f"{len(many)} samples are new, bigram score {sp.diff:.2f} "
-          f"[{sp.low:.2f}, {sp.high:.2f}] nats/char ->", ", ".join(shown))
+    print(
+        f"tau={tau}: {share.diff:.0%} [{share.low:.0%}, {share.high:.0%}] of "
+        f"{len(many)} samples are new, bigram score {sp.diff:.2f} "
+        f"[{sp.low:.2f}, {sp.high:.2f}] nats/char ->",
+        ", ".join(shown),
+    )
 dlbook.glue("n_novelty", sizes["n_novelty"])
 
 # %%
@@ -942,8 +1105,13 @@ for name, iv in [("newer_low", newer_low), ("newer_high", newer_high)]:
     dlbook.glue(f"{name}_hi", 100 * iv.high)
 dlbook.glue("test_spelling_lo", test_spelling.low)
 dlbook.glue("test_spelling_hi", test_spelling.high)
-print("new names, tau 0.5 -> 1:", newer_low.points(), "points; tau 1 -> 1.5:",
-      newer_high.points(), "points")
+print(
+    "new names, tau 0.5 -> 1:",
+    newer_low.points(),
+    "points; tau 1 -> 1.5:",
+    newer_high.points(),
+    "points",
+)
 if profile == "full":
     assert newer_low.low > 0 and newer_high.low > 0, "expected: newer as tau rises"
     sp = [spelling[tau] for tau in taus]  # intervals that do not overlap:
@@ -981,23 +1149,38 @@ if profile == "full":
 # large learning rate, once without clipping and once with Eq. {eq}`eq-ch04-clip` at $c = 1$.
 # Everything else, including the initial weights and the order of the batches, is identical.
 
+
 # %%
 def exploding_rnn_lm():
     torch.manual_seed(0)
     model = charlm.RecurrentLM(len(vocab), embed_dim=32, hidden_size=128, cell="rnn")
     with torch.no_grad():
-        model.rnn.weight_hh_l0.normal_(0.0, 3.0 / 128**0.5)  # gain g = 3: the exploding regime
+        model.rnn.weight_hh_l0.normal_(
+            0.0, 3.0 / 128**0.5
+        )  # gain g = 3: the exploding regime
     return model
 
 
 clip_runs = {}
 for label, clip in [("no clipping", None), ("clipped at 1", 1.0)]:
     clip_runs[label] = charlm.train_char_lm(
-        exploding_rnn_lm(), names["train"][: sizes["clip_train"]], val_names, vocab, epochs=sizes["clip_epochs"],
-        batch_size=32, lr=2.0, device=device, seed=0, grad_clip=clip, optimizer="sgd", show_progress=False,
+        exploding_rnn_lm(),
+        names["train"][: sizes["clip_train"]],
+        val_names,
+        vocab,
+        epochs=sizes["clip_epochs"],
+        batch_size=32,
+        lr=2.0,
+        device=device,
+        seed=0,
+        grad_clip=clip,
+        optimizer="sgd",
+        show_progress=False,
     )
-    print(f"{label:13s}: validation loss {clip_runs[label].val_loss[-1]:.3f}, "
-          f"largest gradient norm {max(clip_runs[label].grad_norm):.1f}")
+    print(
+        f"{label:13s}: validation loss {clip_runs[label].val_loss[-1]:.3f}, "
+        f"largest gradient norm {max(clip_runs[label].grad_norm):.1f}"
+    )
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
@@ -1006,14 +1189,21 @@ for label, run in clip_runs.items():
     axes[1].semilogy(run.grad_norm, label=label, alpha=0.8)
 uniform_label = f"uniform guess, ln {n_targets}"
 axes[0].axhline(math.log(n_targets), color="grey", ls="--", label=uniform_label)
-axes[0].set(xlabel="training step", ylabel="training loss (nats/char)", title="SGD, lr 2, exploding init")
+axes[0].set(
+    xlabel="training step",
+    ylabel="training loss (nats/char)",
+    title="SGD, lr 2, exploding init",
+)
 axes[1].axhline(1.0, color="black", lw=0.8, label="clipping threshold $c$")
 axes[1].set(xlabel="training step", ylabel="gradient norm before clipping")
 axes[0].legend()
 axes[1].legend()
 plt.show()
 
-clip_none, clip_one = clip_runs["no clipping"].val_loss[-1], clip_runs["clipped at 1"].val_loss[-1]
+clip_none, clip_one = (
+    clip_runs["no clipping"].val_loss[-1],
+    clip_runs["clipped at 1"].val_loss[-1],
+)
 early = clip_runs["no clipping"].train_loss[:10]  # the unclipped run's first steps
 best_val_none = min(clip_runs["no clipping"].val_loss[1:])  # after each epoch
 dlbook.glue("clip_val_none", clip_none)
@@ -1060,6 +1250,7 @@ if profile == "full":
 # We turn the training names into one stream, each name followed by `<eos>`, and cut the stream
 # into lanes that are read side by side, like the rows of a batch.
 
+
 # %%
 def make_stream(names_):
     """All names as one stream of ids, each followed by <eos>: (N,)."""
@@ -1082,13 +1273,17 @@ def show_ids(ids):
 train_stream, val_stream = make_stream(train_names), make_stream(val_names)
 x_lanes, y_lanes = lanes(train_stream, batch=32)  # (32, n), (32, n)
 torch.testing.assert_close(x_lanes[:, 1:], y_lanes[:, :-1])  # targets: inputs shifted
-print(f"{len(train_stream):,} ids in 32 lanes of {x_lanes.shape[1]:,};",
-      "the start of lane 0:", show_ids(x_lanes[0, :48]))
+print(
+    f"{len(train_stream):,} ids in 32 lanes of {x_lanes.shape[1]:,};",
+    "the start of lane 0:",
+    show_ids(x_lanes[0, :48]),
+)
 
 # %% [markdown]
 # To run the chapter's language model on one chunk from a given state, we call its three parts
 # ourselves. Carrying the state is exact: two chunks in a row give the same logits as one run
 # over both.
+
 
 # %%
 def lm_chunk(lm, ids, h=None):
@@ -1117,8 +1312,10 @@ print("two chunks with the state carried == one run over both")
 torch.manual_seed(0)
 lm = charlm.RecurrentLM(len(vocab), embed_dim=32, hidden_size=128).to(device)
 k = 8  # five short chunks are enough to see the problem
-chunks = [(x_lanes[:, s : s + k].to(device), y_lanes[:, s : s + k].to(device))
-          for s in range(0, 5 * k, k)]  # (32, 8) each: 32 lanes, 8 steps
+chunks = [
+    (x_lanes[:, s : s + k].to(device), y_lanes[:, s : s + k].to(device))
+    for s in range(0, 5 * k, k)
+]  # (32, 8) each: 32 lanes, 8 steps
 
 
 def chunk_loss(lm, xb, yb, h):
@@ -1164,6 +1361,7 @@ print("second chunk with retain_graph=True and an update:", error[:83], "...")
 # same amount at each chunk. We count the nodes of the graph behind each chunk's loss and the
 # bytes of the tensors those nodes saved for backward, with and without the detach (no weight
 # updates in either case).
+
 
 # %%
 def graph_size(loss):
@@ -1220,6 +1418,7 @@ dlbook.glue("tbptt_mb_first", bytes_without[0] / 1e6)
 # boundary: the loss of the second chunk has no gradient at all with respect to the inputs of
 # the first, although the first chunk's *values* reach the second through the state.
 
+
 # %%
 def cross_boundary_grad(detach):
     """d loss(chunk 2) / d embedded inputs of chunk 1; None when no path exists."""
@@ -1233,8 +1432,10 @@ def cross_boundary_grad(detach):
 assert cross_boundary_grad(detach=True) is None
 reach = cross_boundary_grad(detach=False).norm(dim=-1).mean(0)  # (k,): step of chunk 1
 assert (reach > 0).all()
-print("with detach: no gradient crosses the boundary; without: gradient norm at the",
-      f"last and first step of chunk 1 = {reach[-1].item():.1e}, {reach[0].item():.1e}")
+print(
+    "with detach: no gradient crosses the boundary; without: gradient norm at the",
+    f"last and first step of chunk 1 = {reach[-1].item():.1e}, {reach[0].item():.1e}",
+)
 
 # %% [markdown]
 # ### Training with truncated BPTT
@@ -1243,6 +1444,7 @@ print("with detach: no gradient crosses the boundary; without: gradient norm at 
 # updates the weights after every chunk, with the same clipping as before. After each pass over
 # the stream it measures the loss per character on the validation stream, with the state
 # carried through it.
+
 
 # %%
 def train_tbptt(lm, stream, chunk_len, epochs, batch=32, lr=3e-3, seed=0):
@@ -1281,6 +1483,7 @@ def stream_nll(lm, stream, chunk_len, carry=True, batch=16):
         out.append(F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").cpu())
     return torch.cat(out, dim=1)
 
+
 # %%
 chunk_len = 32
 torch.manual_seed(0)
@@ -1290,8 +1493,10 @@ updates = math.ceil(x_lanes.shape[1] / chunk_len) * sizes["tbptt_epochs"]
 dlbook.glue("tbptt_chunk", chunk_len)
 dlbook.glue("tbptt_updates", updates)
 dlbook.glue("tbptt_val", stream_val[-1])
-print("validation loss per character after each epoch (0 = untrained):",
-      [round(v, 3) for v in stream_val])
+print(
+    "validation loss per character after each epoch (0 = untrained):",
+    [round(v, 3) for v in stream_val],
+)
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.5))
@@ -1323,8 +1528,10 @@ n_full = carried.shape[1] // chunk_len  # whole chunks per lane
 cost = (restarted - carried)[:, : n_full * chunk_len].reshape(16, n_full, chunk_len)
 by_position = cost.mean((0, 1))  # (k,): cost of restarting, by position in a chunk
 first8, rest = (  # the first 8 positions of every whole chunk, and the others
-    stats.bootstrap_ratio(part.sum(-1).flatten().numpy(),  # (16 * n_full,) per block
-                          np.full(16 * n_full, part.shape[-1]))
+    stats.bootstrap_ratio(
+        part.sum(-1).flatten().numpy(),  # (16 * n_full,) per block
+        np.full(16 * n_full, part.shape[-1]),
+    )
     for part in (cost[..., :8], cost[..., 8:])  # (16, n_full, 8), (16, n_full, k - 8)
 )
 dlbook.glue("restart_cost_first8", first8.diff)
@@ -1342,11 +1549,15 @@ if profile == "full":
     assert restart.low > 0, "carrying the state should help beyond the noise"
     assert first8.low > 0, "expected: restarting costs at the start of a chunk"
     assert rest.low < 0 < rest.high, "expected: no measurable cost later in a chunk"
-print(f"carried {carried.mean():.3f}, restarted {restarted.mean():.3f} nats/char; "
-      f"cost of restarting {restart.diff:.3f} [{restart.low:.3f}, {restart.high:.3f}]")
+print(
+    f"carried {carried.mean():.3f}, restarted {restarted.mean():.3f} nats/char; "
+    f"cost of restarting {restart.diff:.3f} [{restart.low:.3f}, {restart.high:.3f}]"
+)
 print("cost by position in a chunk:", [round(v, 3) for v in by_position[:12].tolist()])
-print(f"positions 0-7: {first8.diff:+.4f} [{first8.low:+.4f}, {first8.high:+.4f}]; "
-      f"8-{chunk_len - 1}: {rest.diff:+.4f} [{rest.low:+.4f}, {rest.high:+.4f}]")
+print(
+    f"positions 0-7: {first8.diff:+.4f} [{first8.low:+.4f}, {first8.high:+.4f}]; "
+    f"8-{chunk_len - 1}: {rest.diff:+.4f} [{rest.low:+.4f}, {rest.high:+.4f}]"
+)
 
 # %% [markdown]
 # Restarting every chunk from zeros costs {glue:text}`restart_cost:.3f` nats per character
@@ -1379,6 +1590,7 @@ print(f"positions 0-7: {first8.diff:+.4f} [{first8.low:+.4f}, {first8.high:+.4f}
 #
 # A task with an exact answer to try both on: a sequence of 1 to 20 numbers drawn uniformly from
 # $[0, 1]$; is its mean above $1/2$?
+
 
 # %%
 def mean_task(n, max_len=20, seed=0):
@@ -1426,13 +1638,16 @@ for torch_cls, ours_cls in [(nn.RNN, RNN), (nn.GRU, GRU)]:
     assert ((h_padded - h_packed).abs().amax(1) > 1e-6).eq(shorter).all()
     picked = out[torch.arange(6), len_demo - 1]  # (6, 8): pick the true last step
     torch.testing.assert_close(picked, h_packed)
-    print(f"nn.{torch_cls.__name__}: packed h_n == each sequence alone == ours picked "
-          f"at length - 1; padded h_n differs for {int(shorter.sum())} of 6 sequences")
+    print(
+        f"nn.{torch_cls.__name__}: packed h_n == each sequence alone == ours picked "
+        f"at length - 1; padded h_n differs for {int(shorter.sum())} of 6 sequences"
+    )
 
 # %% [markdown]
 # Now a many-to-one classifier: a one-layer RNN with 32 hidden units reads the packed batch, and
 # a linear layer maps its final state to two logits. It trains with Adam on
 # {glue:text}`clf_n_train` sequences and is tested once on {glue:text}`clf_n_test` others.
+
 
 # %%
 class MeanClassifier(nn.Module):
@@ -1483,8 +1698,10 @@ dlbook.glue("clf_acc", clf_acc)
 dlbook.glue("clf_majority", majority)
 if profile == "full":
     assert clf_acc >= 0.85, f"the packed classifier should learn the task: {clf_acc}"
-print(f"test accuracy {clf_acc:.3f}; always the answer most frequent in training "
-      f"({'above' if majority_class else 'not above'} 1/2): {majority:.3f}")
+print(
+    f"test accuracy {clf_acc:.3f}; always the answer most frequent in training "
+    f"({'above' if majority_class else 'not above'} 1/2): {majority:.3f}"
+)
 
 # %% [markdown]
 # The packed classifier answers {glue:text}`clf_acc:.1%` of the test sequences correctly, where
@@ -1536,6 +1753,7 @@ print(f"test accuracy {clf_acc:.3f}; always the answer most frequent in training
 # check runs it on hidden cases (one step, long sequences, a zero initial state, float64).
 # :::
 
+
 # %%
 def my_rnn_forward(x, h0, w_xh, w_hh, b):
     raise NotImplementedError  # your code here
@@ -1548,11 +1766,14 @@ dlbook.exercises.check("ch04.rnn_forward", my_rnn_forward)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def rnn_forward_solution(x, h0, w_xh, w_hh, b):
     h, states = h0, []
     for t in range(x.shape[1]):
-        h = torch.tanh(x[:, t] @ w_xh.T + h @ w_hh.T + b)  # (batch, hidden), Eq. (eq-ch04-rnn)
+        h = torch.tanh(
+            x[:, t] @ w_xh.T + h @ w_hh.T + b
+        )  # (batch, hidden), Eq. (eq-ch04-rnn)
         states.append(h)
     return torch.stack(states, dim=1)  # (batch, seq, hidden)
 
@@ -1571,6 +1792,7 @@ assert dlbook.exercises.check("ch04.rnn_forward", rnn_forward_solution)
 # than a short one. Which two shortcuts would give a different number?
 # :::
 
+
 # %%
 def my_masked_nll(logits, targets, mask):
     raise NotImplementedError  # your code here
@@ -1582,6 +1804,7 @@ dlbook.exercises.check("ch04.masked_nll", my_masked_nll)
 # ```{solution-start} ch04-ex-masked-nll
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def masked_nll_solution(logits, targets, mask):
@@ -1614,6 +1837,7 @@ assert dlbook.exercises.check("ch04.masked_nll", masked_nll_solution)
 # same question asked of a trained model.)
 # :::
 
+
 # %%
 def my_tbptt_grad(x, h0, w_xh, w_hh, b, chunk_len):
     raise NotImplementedError  # your code here
@@ -1625,6 +1849,7 @@ dlbook.exercises.check("ch04.tbptt_grad", my_tbptt_grad)
 # ```{solution-start} ch04-ex-tbptt
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def tbptt_grad_solution(x, h0, w_xh, w_hh, b, chunk_len):
@@ -1656,8 +1881,10 @@ for gain in [0.5, 1.0, 1.5]:
         F.cosine_similarity(tbptt_grad_solution(*args, k).flatten(), full, dim=0).item()
         for k in chunk_lens
     ]
-    print(f"g={gain}: cosine(truncated, full) for chunks {chunk_lens}:",
-          [round(v, 3) for v in cosines[gain]])
+    print(
+        f"g={gain}: cosine(truncated, full) for chunks {chunk_lens}:",
+        [round(v, 3) for v in cosines[gain]],
+    )
 assert all(abs(cos[-1] - 1) < 1e-12 for cos in cosines.values())  # one chunk: full BPTT
 assert all(a > b for a, b in zip(cosines[0.5][:-1], cosines[1.5][:-1], strict=True))
 dlbook.glue("tbptt_cos_small_k1", cosines[0.5][0])
@@ -1689,6 +1916,7 @@ dlbook.glue("tbptt_cos_large_k16", cosines[1.5][4])
 # holds. How many test answers change, and what happens to the accuracy?
 # :::
 
+
 # %%
 def my_final_states(x, h0, w_xh, w_hh, b, lengths):
     raise NotImplementedError  # your code here
@@ -1700,6 +1928,7 @@ dlbook.exercises.check("ch04.final_states", my_final_states)
 # ```{solution-start} ch04-ex-packing
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def final_states_solution(x, h0, w_xh, w_hh, b, lengths):
@@ -1746,8 +1975,10 @@ assert changed > 0
 if profile == "full":
     assert hi < 0, "reading the padded end should cost accuracy beyond the noise"
     assert above_pad < above_packed / 2, "expected: padded zeros pull answers below 1/2"
-print(f"{changed} of {len(y_test)} answers change; accuracy {clf_acc:.3f} packed -> "
-      f"{acc_pad:.3f} padded")
+print(
+    f"{changed} of {len(y_test)} answers change; accuracy {clf_acc:.3f} packed -> "
+    f"{acc_pad:.3f} padded"
+)
 print(pad_vs_packed.verdict("padded h_n", "packed"))
 
 # %% [markdown]
@@ -1781,8 +2012,10 @@ bits, ppl = nats / math.log(2), math.exp(nats)  # 1 nat = 1 / ln 2 bits
 n_symbols = 6 + 1  # six letters and <eos>
 p_name = math.exp(-n_symbols * nats)
 vs_uniform = p_name / n_targets**-n_symbols
-print(f"{bits:.3f} bits/char, perplexity {ppl:.2f} (uniform: {n_targets}, "
-      f"ln {n_targets} = {math.log(n_targets):.2f} nats)")
+print(
+    f"{bits:.3f} bits/char, perplexity {ppl:.2f} (uniform: {n_targets}, "
+    f"ln {n_targets} = {math.log(n_targets):.2f} nats)"
+)
 print(f"p(name) = {p_name:.1e}, {vs_uniform:.1e} times the uniform guess's")
 dlbook.glue("units_bits", bits)
 dlbook.glue("units_ppl", ppl)

@@ -44,7 +44,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -73,10 +83,30 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(add_len=50, add_steps=30, add_eval_every=10, add_test=500, seeds=2,
-               sweep_seeds=2, co2_seeds=2, co2_epochs=1, n_train=300, lm_epochs=1),
-    full=dict(add_len=50, add_steps=2_000, add_eval_every=100, add_test=2_000, seeds=3,
-              sweep_seeds=5, co2_seeds=5, co2_epochs=30, n_train=4_130, lm_epochs=15),
+    smoke=dict(
+        add_len=50,
+        add_steps=30,
+        add_eval_every=10,
+        add_test=500,
+        seeds=2,
+        sweep_seeds=2,
+        co2_seeds=2,
+        co2_epochs=1,
+        n_train=300,
+        lm_epochs=1,
+    ),
+    full=dict(
+        add_len=50,
+        add_steps=2_000,
+        add_eval_every=100,
+        add_test=2_000,
+        seeds=3,
+        sweep_seeds=5,
+        co2_seeds=5,
+        co2_epochs=30,
+        n_train=4_130,
+        lm_epochs=15,
+    ),
 )
 sizes
 
@@ -106,11 +136,18 @@ sizes
 # where $\sigma$ is the logistic sigmoid and $\odot$ the element-wise product. We implement
 # Eq. {eq}`eq-ch05-lstm` line by line, with one weight matrix per gate.
 
+
 # %%
 def lstm_cell(x_t, h_prev, c_prev, W):
     """Eq. (eq-ch05-lstm): x_t (B, d), h_prev and c_prev (B, H); W maps names like 'ii' to weights."""
+
     def pre(gate):  # W_i<gate> x + b_i<gate> + W_h<gate> h + b_h<gate>, (B, H)
-        return x_t @ W[f"W_i{gate}"].T + W[f"b_i{gate}"] + h_prev @ W[f"W_h{gate}"].T + W[f"b_h{gate}"]
+        return (
+            x_t @ W[f"W_i{gate}"].T
+            + W[f"b_i{gate}"]
+            + h_prev @ W[f"W_h{gate}"].T
+            + W[f"b_h{gate}"]
+        )
 
     i = torch.sigmoid(pre("i"))  # input gate (B, H)
     f = torch.sigmoid(pre("f"))  # forget gate (B, H)
@@ -128,13 +165,18 @@ def lstm_cell(x_t, h_prev, c_prev, W):
 # product then computes all four pre-activations at once. To load PyTorch's weights into our
 # per-gate form we cut those matrices into four blocks of $H$ rows.
 
+
 # %%
 def split_gates(module, layer, order):
     """Cut the stacked weights of an nn.LSTM / nn.GRU layer into one block per gate, named as in our equations."""
     W = {}
     for kind, src in [("i", "ih"), ("h", "hh")]:
-        weights = getattr(module, f"weight_{src}_l{layer}").chunk(len(order), dim=0)  # each (H, d) or (H, H)
-        biases = getattr(module, f"bias_{src}_l{layer}").chunk(len(order), dim=0)  # each (H,)
+        weights = getattr(module, f"weight_{src}_l{layer}").chunk(
+            len(order), dim=0
+        )  # each (H, d) or (H, H)
+        biases = getattr(module, f"bias_{src}_l{layer}").chunk(
+            len(order), dim=0
+        )  # each (H,)
         for gate, w_block, b_block in zip(order, weights, biases, strict=True):
             W[f"W_{kind}{gate}"], W[f"b_{kind}{gate}"] = w_block, b_block
     return W
@@ -153,7 +195,9 @@ def run_lstm(x, W):
 
 torch.manual_seed(0)
 B, T, d, H = 3, 9, 4, 6
-x = torch.randn(B, T, d, dtype=torch.float64)  # (batch, seq, input); float64 so that 1e-6 is a strict test
+x = torch.randn(
+    B, T, d, dtype=torch.float64
+)  # (batch, seq, input); float64 so that 1e-6 is a strict test
 ref_lstm = nn.LSTM(d, H, batch_first=True).double()
 with torch.no_grad():
     out, (h_T, c_T) = run_lstm(x, split_gates(ref_lstm, 0, "ifgo"))
@@ -162,7 +206,9 @@ for ours, theirs in [(out, ref_out), (h_T, ref_h[0]), (c_T, ref_c[0])]:
     torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
 lstm_diff = (out - ref_out).abs().max().item()
 dlbook.glue("lstm_max_diff", lstm_diff)
-print(f"LSTM from Eq. (eq-ch05-lstm) == nn.LSTM: max abs difference {lstm_diff:.1e}; output {tuple(out.shape)}")
+print(
+    f"LSTM from Eq. (eq-ch05-lstm) == nn.LSTM: max abs difference {lstm_diff:.1e}; output {tuple(out.shape)}"
+)
 
 # %% [markdown]
 # The gate order matters, and nothing in the shapes tells you when you get it wrong. Reading the
@@ -172,7 +218,9 @@ print(f"LSTM from Eq. (eq-ch05-lstm) == nn.LSTM: max abs difference {lstm_diff:.
 # %%
 with torch.no_grad():
     wrong_out, _ = run_lstm(x, split_gates(ref_lstm, 0, "ifog"))
-print(f"gates read as i, f, o, g: max abs difference {(wrong_out - ref_out).abs().max().item():.2f}")
+print(
+    f"gates read as i, f, o, g: max abs difference {(wrong_out - ref_out).abs().max().item():.2f}"
+)
 assert not torch.allclose(wrong_out, ref_out, atol=1e-3)
 
 # %% [markdown]
@@ -198,12 +246,19 @@ assert not torch.allclose(wrong_out, ref_out, atol=1e-3)
 # a different function (checked below). And $z_t$ weighs the *old* state: $z_t = 1$ copies
 # $h_{t-1}$ unchanged.
 
+
 # %%
 def gru_cell(x_t, h_prev, W):
     """Eq. (eq-ch05-gru): x_t (B, d), h_prev (B, H) -> h_t (B, H)."""
-    r = torch.sigmoid(x_t @ W["W_ir"].T + W["b_ir"] + h_prev @ W["W_hr"].T + W["b_hr"])  # reset (B, H)
-    z = torch.sigmoid(x_t @ W["W_iz"].T + W["b_iz"] + h_prev @ W["W_hz"].T + W["b_hz"])  # update (B, H)
-    n = torch.tanh(x_t @ W["W_in"].T + W["b_in"] + r * (h_prev @ W["W_hn"].T + W["b_hn"]))  # candidate (B, H)
+    r = torch.sigmoid(
+        x_t @ W["W_ir"].T + W["b_ir"] + h_prev @ W["W_hr"].T + W["b_hr"]
+    )  # reset (B, H)
+    z = torch.sigmoid(
+        x_t @ W["W_iz"].T + W["b_iz"] + h_prev @ W["W_hz"].T + W["b_hz"]
+    )  # update (B, H)
+    n = torch.tanh(
+        x_t @ W["W_in"].T + W["b_in"] + r * (h_prev @ W["W_hn"].T + W["b_hn"])
+    )  # candidate (B, H)
     return (1 - z) * n + z * h_prev
 
 
@@ -232,14 +287,18 @@ W = split_gates(ref_gru, 0, "rzn")
 h_prev, x0 = torch.randn(B, H, dtype=torch.float64), x[:, 0]
 r = torch.sigmoid(x0 @ W["W_ir"].T + W["b_ir"] + h_prev @ W["W_hr"].T + W["b_hr"])
 z = torch.sigmoid(x0 @ W["W_iz"].T + W["b_iz"] + h_prev @ W["W_hz"].T + W["b_hz"])
-n_paper = torch.tanh(x0 @ W["W_in"].T + W["b_in"] + (r * h_prev) @ W["W_hn"].T + W["b_hn"])
+n_paper = torch.tanh(
+    x0 @ W["W_in"].T + W["b_in"] + (r * h_prev) @ W["W_hn"].T + W["b_hn"]
+)
 with torch.no_grad():
     paper_h = (1 - z) * n_paper + z * h_prev
     torch_h = ref_gru.cpu()(x0[:, None], h_prev[None])[1][0]
 paper_gap = (paper_h - torch_h).abs().max().item()
 assert paper_gap > 1e-2  # a different function, not a rounding difference
-print(f"reset before the product (paper) vs after (PyTorch): max abs difference "
-      f"{paper_gap:.3f}")
+print(
+    f"reset before the product (paper) vs after (PyTorch): max abs difference "
+    f"{paper_gap:.3f}"
+)
 
 # %% [markdown]
 # Training uses the gradients, so the forward pass is half of the check. Autograd through our
@@ -261,8 +320,10 @@ for ref, run, order in [(ref_lstm, run_lstm, "ifgo"), (ref_gru, run_gru, "rzn")]
     name = type(ref).__name__
     pairs = zip(ours, theirs, strict=True)
     grad_diff[name] = max((a - b).abs().max().item() for a, b in pairs)
-    print(f"{name}: gradients w.r.t. x and its {len(wrt) - 1} parameter tensors agree, "
-          f"max abs difference {grad_diff[name]:.1e}")
+    print(
+        f"{name}: gradients w.r.t. x and its {len(wrt) - 1} parameter tensors agree, "
+        f"max abs difference {grad_diff[name]:.1e}"
+    )
 dlbook.glue("lstm_grad_diff", grad_diff["LSTM"])
 dlbook.glue("gru_grad_diff", grad_diff["GRU"])
 
@@ -279,6 +340,7 @@ dlbook.show(LSTMCell)
 
 # %%
 dlbook.show(GRUCell)
+
 
 # %%
 def state_parts(state):
@@ -332,7 +394,9 @@ print("dlbook LSTMCell == lstm_cell (h and c); dlbook GRUCell == gru_cell")
 for cls, k in [(nn.RNN, 1), (nn.GRU, 3), (nn.LSTM, 4)]:
     counted = sum(p.numel() for p in cls(2, 32).parameters())
     assert counted == k * (32 * (2 + 32) + 2 * 32)
-    print(f"{cls.__name__:5s} d=2, H=32: {counted:,} parameters = {k} x {32 * (2 + 32) + 2 * 32:,}")
+    print(
+        f"{cls.__name__:5s} d=2, H=32: {counted:,} parameters = {k} x {32 * (2 + 32) + 2 * 32:,}"
+    )
 
 # %% [markdown]
 # ## Why the gates help
@@ -356,13 +420,25 @@ for cls, k in [(nn.RNN, 1), (nn.GRU, 3), (nn.LSTM, 4)]:
 
 # %%
 W_lstm = split_gates(ref_lstm, 0, "ifgo")
-x_t, h_prev, c_prev = x[:, 3], torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64)
+x_t, h_prev, c_prev = (
+    x[:, 3],
+    torch.randn(B, H, dtype=torch.float64),
+    torch.randn(B, H, dtype=torch.float64),
+)
 for b in range(B):
-    def new_memory(c, b=b):  # c_{t-1} of example b (H,) -> c_t (H,), with h_{t-1} held fixed
-        return lstm_cell(x_t[b:b + 1], h_prev[b:b + 1], c[None], W_lstm)[1][0]
+
+    def new_memory(
+        c, b=b
+    ):  # c_{t-1} of example b (H,) -> c_t (H,), with h_{t-1} held fixed
+        return lstm_cell(x_t[b : b + 1], h_prev[b : b + 1], c[None], W_lstm)[1][0]
 
     jac = torch.autograd.functional.jacobian(new_memory, c_prev[b])  # (H, H)
-    f_t = torch.sigmoid(x_t[b] @ W_lstm["W_if"].T + W_lstm["b_if"] + h_prev[b] @ W_lstm["W_hf"].T + W_lstm["b_hf"])
+    f_t = torch.sigmoid(
+        x_t[b] @ W_lstm["W_if"].T
+        + W_lstm["b_if"]
+        + h_prev[b] @ W_lstm["W_hf"].T
+        + W_lstm["b_hf"]
+    )
     torch.testing.assert_close(jac, torch.diag(f_t))
 print("d c_t / d c_{t-1} with h_{t-1} fixed == diag(f_t), Eq. (eq-ch05-carousel)")
 
@@ -385,26 +461,35 @@ print("d c_t / d c_{t-1} with h_{t-1} fixed == diag(f_t), Eq. (eq-ch05-carousel)
 # \mathrm{MSE}_{\text{baseline}} = \operatorname{Var}(v_a + v_b) = 2 \cdot \tfrac{1}{12} = \tfrac{1}{6} \approx 0.167 .
 # $$ (eq-ch05-baseline)
 
+
 # %%
 def adding_batch(n, length, generator):
     """n sequences of the adding problem: inputs (n, length, 2) = (value, marker), targets (n,)."""
     values = torch.rand(n, length, generator=generator)  # (n, T)
-    first = torch.randint(0, length // 2, (n,), generator=generator)  # a marker in the first half
-    second = torch.randint(length // 2, length, (n,), generator=generator)  # and one in the second half
+    first = torch.randint(
+        0, length // 2, (n,), generator=generator
+    )  # a marker in the first half
+    second = torch.randint(
+        length // 2, length, (n,), generator=generator
+    )  # and one in the second half
     markers = torch.zeros(n, length)
     markers[torch.arange(n), first] = 1.0
     markers[torch.arange(n), second] = 1.0
     return torch.stack([values, markers], dim=-1), (values * markers).sum(dim=1)
 
 
-x_test, y_test = adding_batch(sizes["add_test"], sizes["add_len"], torch.Generator().manual_seed(1234))
+x_test, y_test = adding_batch(
+    sizes["add_test"], sizes["add_len"], torch.Generator().manual_seed(1234)
+)
 baseline_mse = ((y_test - 1.0) ** 2).mean().item()  # always predict E[y] = 1
 dlbook.glue("add_len", sizes["add_len"])
 dlbook.glue("add_steps", sizes["add_steps"])
 dlbook.glue("add_eval_every", sizes["add_eval_every"])
 dlbook.glue("baseline_mse", baseline_mse)
 print("one sequence (first 8 steps):\n", x_test[0, :8].T)
-print(f"target {y_test[0]:.3f}; baseline MSE on {len(y_test)} test sequences {baseline_mse:.4f} vs 1/6 = {1 / 6:.4f}")
+print(
+    f"target {y_test[0]:.3f}; baseline MSE on {len(y_test)} test sequences {baseline_mse:.4f} vs 1/6 = {1 / 6:.4f}"
+)
 torch.testing.assert_close(baseline_mse, 1 / 6, atol=0.03, rtol=0)
 
 # %% [markdown]
@@ -445,9 +530,19 @@ class LastStepRegressor(nn.Module):
         return self.head(states[:, -1]).squeeze(-1)
 
 
-def train_regressor(model, next_batch, steps, eval_every=None, x_eval=None,
-                    y_eval=None, lr=3e-3, clip=1.0, desc="training", show_progress=True,
-                    stop_below=None):
+def train_regressor(
+    model,
+    next_batch,
+    steps,
+    eval_every=None,
+    x_eval=None,
+    y_eval=None,
+    lr=3e-3,
+    clip=1.0,
+    desc="training",
+    show_progress=True,
+    stop_below=None,
+):
     """Adam on the MSE for `steps` steps; next_batch() gives (x, y).
 
     Returns the curve [(step, MSE on (x_eval, y_eval))], evaluated at step 0,
@@ -513,8 +608,13 @@ def train_adding(kind, seed, forget_bias=1.0, stop_below=None):
     model = LastStepRegressor(kind, forget_bias=forget_bias)
     batches = torch.Generator().manual_seed(seed)  # the same sequences for every model
     curve = train_regressor(
-        model, lambda: adding_batch(64, T, batches), sizes["add_steps"],
-        sizes["add_eval_every"], x_test, y_test, show_progress=False,
+        model,
+        lambda: adding_batch(64, T, batches),
+        sizes["add_steps"],
+        sizes["add_eval_every"],
+        x_test,
+        y_test,
+        show_progress=False,
         stop_below=stop_below,
     )
     return model, curve
@@ -545,6 +645,7 @@ plt.show()
 # is the least error a model can reach that uses only one of the two marked values: a run
 # below it uses both.
 
+
 # %%
 def steps_to_solve(curve, factor=5):
     """The first evaluated step with a test MSE `factor` times below the baseline."""
@@ -557,8 +658,12 @@ print("final test MSE / first step 5x below the baseline, for each seed")
 for kind in CELLS:
     when = [solved_at[kind, s] for s in seeds]
     when = ["never" if w is None else w for w in when]
-    print(f"{kind:4s} " + "; ".join(f"{final_mse[kind, s]:.4f} / {w}"
-                                    for s, w in zip(seeds, when, strict=True)))
+    print(
+        f"{kind:4s} "
+        + "; ".join(
+            f"{final_mse[kind, s]:.4f} / {w}" for s, w in zip(seeds, when, strict=True)
+        )
+    )
 
 # %% [markdown]
 # A difference between two models is interpreted only with an interval around it. For each seed
@@ -566,6 +671,7 @@ for kind in CELLS:
 # 95 % $t$ interval, $\bar d \pm t_{0.975,\,n-1}\, s_d / \sqrt{n}$
 # (`dlbook.stats.seed_interval` computes it). With a few seeds the interval is wide; a
 # difference whose interval contains 0 is no measurable difference.
+
 
 # %%
 def by_seed(table, kind, missing=None):
@@ -581,8 +687,9 @@ def solved_range(solved):
 
 
 ratio = {kind: [baseline_mse / m for m in by_seed(final_mse, kind)] for kind in CELLS}
-dlbook.headline("lstm_adding_ratio", min(ratio["LSTM"]), profile=profile, at_least=5.0,
-                fmt="{:.0f}")
+dlbook.headline(
+    "lstm_adding_ratio", min(ratio["LSTM"]), profile=profile, at_least=5.0, fmt="{:.0f}"
+)
 dlbook.glue("gru_adding_ratio", min(ratio["GRU"]))
 # the RNN's best evaluation of any seed, at any evaluated step, not only the last
 rnn_best = max(baseline_mse / mse for s in seeds for _, mse in adding["RNN", s][1])
@@ -594,8 +701,11 @@ gru_solved = by_seed(solved_at, "GRU", budget)
 dlbook.glue("lstm_solved_when", solved_range(lstm_solved))
 dlbook.glue("gru_solved_when", solved_range(gru_solved))
 solve_gap = seed_interval(lstm_solved, gru_solved)  # LSTM minus GRU, steps
-for name, value in [("solve_gap", solve_gap.diff), ("solve_gap_lo", solve_gap.low),
-                    ("solve_gap_hi", solve_gap.high)]:
+for name, value in [
+    ("solve_gap", solve_gap.diff),
+    ("solve_gap_lo", solve_gap.low),
+    ("solve_gap_hi", solve_gap.high),
+]:
     dlbook.glue(name, round(value, -1))  # the steps are on a grid of add_eval_every
 # final errors: the mean log ratio over seeds is the log of the geometric-mean ratio
 log_mse = {kind: np.log10(by_seed(final_mse, kind)) for kind in ("LSTM", "GRU")}
@@ -603,13 +713,20 @@ log_ratio = seed_interval(log_mse["LSTM"], log_mse["GRU"])
 mse_factor, mse_factor_lo, mse_factor_hi = (
     10**v for v in (log_ratio.diff, log_ratio.low, log_ratio.high)
 )
-for name, value in [("mse_factor", mse_factor), ("mse_factor_lo", mse_factor_lo),
-                    ("mse_factor_hi", mse_factor_hi)]:
+for name, value in [
+    ("mse_factor", mse_factor),
+    ("mse_factor_lo", mse_factor_lo),
+    ("mse_factor_hi", mse_factor_hi),
+]:
     dlbook.glue(name, value)
-print(f"LSTM minus GRU, steps to 5x below the baseline: {solve_gap.diff:.0f} "
-      f"(95 % interval {solve_gap.low:.0f} to {solve_gap.high:.0f})")
-print(f"LSTM / GRU final MSE, geometric mean over seeds: {mse_factor:.2f} "
-      f"(95 % interval {mse_factor_lo:.2f} to {mse_factor_hi:.2f})")
+print(
+    f"LSTM minus GRU, steps to 5x below the baseline: {solve_gap.diff:.0f} "
+    f"(95 % interval {solve_gap.low:.0f} to {solve_gap.high:.0f})"
+)
+print(
+    f"LSTM / GRU final MSE, geometric mean over seeds: {mse_factor:.2f} "
+    f"(95 % interval {mse_factor_lo:.2f} to {mse_factor_hi:.2f})"
+)
 print(f"RNN: best evaluation of any seed {rnn_best:.2f} times below the baseline")
 
 
@@ -622,8 +739,11 @@ if profile == "full":
     assert min(ratio["GRU"]) >= 5, "the GRU should solve the task in every seed"
     assert rnn_best < 1.5, "the vanilla RNN should stay at the baseline"
     assert None not in [solved_at[k, s] for k in ("LSTM", "GRU") for s in seeds]
-    assert all(plateau_before_solving(adding[k, s][1], solved_at[k, s])
-               for k in ("LSTM", "GRU") for s in seeds)
+    assert all(
+        plateau_before_solving(adding[k, s][1], solved_at[k, s])
+        for k in ("LSTM", "GRU")
+        for s in seeds
+    )
     assert solve_gap.low > 0, "the GRU should leave the plateau measurably earlier"
     assert mse_factor_lo < 1 < mse_factor_hi, "seeds cannot tell the final MSEs apart"
 
@@ -656,6 +776,7 @@ if profile == "full":
 # Where do the trained models look? The gradient of the prediction with respect to each input
 # value, $\partial \hat{y} / \partial v_t$, should be 1 at the two marked steps and 0 elsewhere
 # for a perfect solution. First one test sequence, for the models of seed 0:
+
 
 # %%
 def input_sensitivity(model, x):
@@ -699,8 +820,10 @@ for kind in CELLS:
         first_size = at_marks[:, 0].abs().mean().item()  # no cancelling of signs
         sens_stats[kind, seed] = (first, second, elsewhere.mean().item(), first_size)
     rows = [", ".join(f"{v:.2g}" for v in sens_stats[kind, s]) for s in seeds]
-    print(f"{kind:4s} first mark, second mark, largest elsewhere, mean size at first: "
-          + " | ".join(rows))
+    print(
+        f"{kind:4s} first mark, second mark, largest elsewhere, mean size at first: "
+        + " | ".join(rows)
+    )
 
 gated = [sens_stats[k, s][:3] for k in ("LSTM", "GRU") for s in seeds]
 dlbook.glue("gated_mark_low", min(min(a, b) for a, b, _ in gated))
@@ -738,7 +861,9 @@ co2 = assets.co2()
 values = co2.to_numpy()  # (N,) ppm
 WINDOW, HORIZON, TEST_WEEKS = 104, 52, 156
 test_start = len(values) - TEST_WEEKS
-print(f"{len(values)} weeks, {co2.index[0].date()} to {co2.index[-1].date()}; {co2.attrs['filled']} weeks were filled")
+print(
+    f"{len(values)} weeks, {co2.index[0].date()} to {co2.index[-1].date()}; {co2.attrs['filled']} weeks were filled"
+)
 print(f"test stretch: {co2.index[test_start].date()} onwards ({TEST_WEEKS} weeks)")
 
 train_years = co2.iloc[:test_start].groupby(co2.index[:test_start].year)
@@ -749,15 +874,25 @@ assert (yearly_rise > 0).all()  # the yearly mean rose every year
 dlbook.glue("co2_filled", co2.attrs["filled"])
 dlbook.glue("co2_rise", yearly_rise.mean())
 dlbook.glue("co2_swing", yearly_swing.mean())
-print(f"yearly mean: +{yearly_rise.mean():.2f} ppm a year ({yearly_rise.min():.2f} to "
-      f"{yearly_rise.max():.2f}); swing within a year {yearly_swing.mean():.1f} ppm")
+print(
+    f"yearly mean: +{yearly_rise.mean():.2f} ppm a year ({yearly_rise.min():.2f} to "
+    f"{yearly_rise.max():.2f}); swing within a year {yearly_swing.mean():.1f} ppm"
+)
 
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.plot(co2.index[:test_start], values[:test_start], lw=0.8, label="training")
-ax.plot(co2.index[test_start:], values[test_start:], lw=0.8, color="C3",
-        label="held out (test)")
-ax.set(xlabel="year (one value per week)", ylabel="CO2 (ppm)",
-       title="Weekly CO2 at Mauna Loa: training and held-out years")
+ax.plot(
+    co2.index[test_start:],
+    values[test_start:],
+    lw=0.8,
+    color="C3",
+    label="held out (test)",
+)
+ax.set(
+    xlabel="year (one value per week)",
+    ylabel="CO2 (ppm)",
+    title="Weekly CO2 at Mauna Loa: training and held-out years",
+)
 ax.legend()
 plt.show()
 
@@ -779,6 +914,7 @@ plt.show()
 #
 # A forecast $\hat{\tilde{y}}$ is mapped back with $\hat{y}_{t+h} = y_t + s\,\hat{\tilde{y}}_{t+h}$.
 
+
 # %%
 def windows_at(origins):
     """Inputs (n, WINDOW) ending at each origin, targets (n, HORIZON) after it."""
@@ -787,15 +923,23 @@ def windows_at(origins):
     return X, Y
 
 
-train_origins = np.arange(WINDOW - 1, test_start - HORIZON)  # last target at test_start - 1
-test_origins = np.arange(test_start - 1, len(values) - HORIZON)  # first target at test_start
+train_origins = np.arange(
+    WINDOW - 1, test_start - HORIZON
+)  # last target at test_start - 1
+test_origins = np.arange(
+    test_start - 1, len(values) - HORIZON
+)  # first target at test_start
 X_train, Y_train = windows_at(train_origins)
 X_test, Y_test = windows_at(test_origins)
-assert train_origins[-1] + HORIZON < test_start <= test_origins[0] + 1  # no training target in the test stretch
+assert (
+    train_origins[-1] + HORIZON < test_start <= test_origins[0] + 1
+)  # no training target in the test stretch
 above = values[test_start:] > values[:test_start].max()  # (156,) test weeks
 dlbook.glue("co2_test_above", 100 * above.mean())
 
 s = float((X_train - X_train[:, -1:]).std())  # the spread, from training windows only
+
+
 def to_scaled(X, Y=None):
     last = X[:, -1:]
     return (X - last) / s, (None if Y is None else (Y - last) / s)
@@ -807,8 +951,12 @@ def from_scaled(Y_scaled, X):
 
 xs_train, ys_train = to_scaled(X_train, Y_train)
 xs_test, _ = to_scaled(X_test)
-np.testing.assert_allclose(from_scaled(to_scaled(X_test, Y_test)[1], X_test), Y_test)  # Eq. (eq-ch05-scale) inverts
-print(f"{len(train_origins)} training windows, {len(test_origins)} test origins; spread s = {s:.3f} ppm")
+np.testing.assert_allclose(
+    from_scaled(to_scaled(X_test, Y_test)[1], X_test), Y_test
+)  # Eq. (eq-ch05-scale) inverts
+print(
+    f"{len(train_origins)} training windows, {len(test_origins)} test origins; spread s = {s:.3f} ppm"
+)
 
 # %% [markdown]
 # Two baselines first. The **seasonal-naive** forecast repeats last year: $\hat{y}_{t+h} =
@@ -816,16 +964,21 @@ print(f"{len(train_origins)} training windows, {len(test_origins)} test origins;
 # squares from the 104 scaled inputs (plus a constant) to the 52 scaled outputs, fitted on the
 # training windows: a linear autoregression that can learn both the trend and the cycle.
 
+
 # %%
 def rmse(pred):
     return float(np.sqrt(((pred - Y_test) ** 2).mean()))
 
 
-seasonal_naive = np.stack([values[t + 1 - 52 : t + 1 - 52 + HORIZON] for t in test_origins])  # (n, 52)
+seasonal_naive = np.stack(
+    [values[t + 1 - 52 : t + 1 - 52 + HORIZON] for t in test_origins]
+)  # (n, 52)
 A_train = np.hstack([xs_train, np.ones((len(xs_train), 1))])  # (n, 105)
 coef, *_ = np.linalg.lstsq(A_train, ys_train, rcond=None)  # (105, 52)
 linear = from_scaled(np.hstack([xs_test, np.ones((len(xs_test), 1))]) @ coef, X_test)
-print(f"seasonal naive RMSE {rmse(seasonal_naive):.3f} ppm | linear RMSE {rmse(linear):.3f} ppm")
+print(
+    f"seasonal naive RMSE {rmse(seasonal_naive):.3f} ppm | linear RMSE {rmse(linear):.3f} ppm"
+)
 
 # %% [markdown]
 # The LSTM reads the 104 scaled values one week at a time (input size 1), and a linear layer maps
@@ -833,6 +986,7 @@ print(f"seasonal naive RMSE {rmse(seasonal_naive):.3f} ppm | linear RMSE {rmse(l
 # windows drawn with a seeded generator; for lack of a separate validation stretch, the number of
 # epochs is fixed in advance, not tuned on the test years. The two baselines are deterministic;
 # the LSTM is trained from each of {glue:text}`co2_seeds` seeds.
+
 
 # %%
 class Forecaster(nn.Module):
@@ -862,8 +1016,9 @@ def train_forecaster(seed):
         return xt_train[idx], yt_train[idx]
 
     model = Forecaster()
-    train_regressor(model, co2_batch, sizes["co2_epochs"] * steps_per_epoch,
-                    show_progress=False)  # a fixed budget: no evaluation on the way
+    train_regressor(
+        model, co2_batch, sizes["co2_epochs"] * steps_per_epoch, show_progress=False
+    )  # a fixed budget: no evaluation on the way
     with torch.no_grad():
         return from_scaled(model(xt_test).cpu().numpy(), X_test)
 
@@ -880,14 +1035,21 @@ dlbook.glue("co2_rmse_linear", co2_rmse["linear"])
 dlbook.glue("co2_rmse_lstm_low", min(lstm_rmse))
 dlbook.glue("co2_rmse_lstm_high", max(lstm_rmse))
 for name, value in co2_rmse.items():
-    print(f"{name:15s} RMSE {value:.3f} ppm over {len(test_origins)} origins x {HORIZON} weeks")
+    print(
+        f"{name:15s} RMSE {value:.3f} ppm over {len(test_origins)} origins x {HORIZON} weeks"
+    )
 print("LSTM            RMSE by seed: " + ", ".join(f"{r:.3f}" for r in lstm_rmse))
 vs_linear = seed_interval(lstm_rmse, [co2_rmse["linear"]] * len(co2_seeds))  # ppm
-for name, value in [("co2_gap", vs_linear.diff), ("co2_gap_lo", vs_linear.low),
-                    ("co2_gap_hi", vs_linear.high)]:
+for name, value in [
+    ("co2_gap", vs_linear.diff),
+    ("co2_gap_lo", vs_linear.low),
+    ("co2_gap_hi", vs_linear.high),
+]:
     dlbook.glue(name, value)
-print(f"LSTM minus linear: {vs_linear.diff:+.3f} ppm "
-      f"(95 % interval {vs_linear.low:+.3f} to {vs_linear.high:+.3f})")
+print(
+    f"LSTM minus linear: {vs_linear.diff:+.3f} ppm "
+    f"(95 % interval {vs_linear.low:+.3f} to {vs_linear.high:+.3f})"
+)
 if profile == "full":
     assert max(lstm_rmse) < 0.75 * co2_rmse["seasonal naive"], "the LSTM beats naive"
     assert vs_linear.low > 0, "the linear autoregression is measurably more accurate"
@@ -896,17 +1058,39 @@ if profile == "full":
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
 k = len(test_origins) - 1  # the last origin: forecast the final year
 weeks = co2.index[test_origins[k] + 1 : test_origins[k] + 1 + HORIZON]
-axes[0].plot(co2.index[test_start - 52 : ], values[test_start - 52 :], color="black", lw=1, label="observed")
-for name, fc in [("seasonal naive", seasonal_naive), ("linear", linear), ("LSTM", lstm_fc)]:
+axes[0].plot(
+    co2.index[test_start - 52 :],
+    values[test_start - 52 :],
+    color="black",
+    lw=1,
+    label="observed",
+)
+for name, fc in [
+    ("seasonal naive", seasonal_naive),
+    ("linear", linear),
+    ("LSTM", lstm_fc),
+]:
     axes[0].plot(weeks, fc[k], lw=1.5, label=name)
 axes[0].axvline(co2.index[test_origins[k]], color="grey", ls=":")
 axes[0].set(ylabel="CO2 (ppm)", title="Forecast of the final year from its start")
 axes[0].xaxis.set_major_locator(mdates.YearLocator())
 axes[0].xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
 axes[0].legend(fontsize=8)
-for name, fc in [("seasonal naive", seasonal_naive), ("linear", linear), ("LSTM", lstm_fc)]:
-    axes[1].plot(np.arange(1, HORIZON + 1), np.sqrt(((fc - Y_test) ** 2).mean(axis=0)), label=name)
-axes[1].set(xlabel="weeks ahead $h$", ylabel="RMSE (ppm)", title="Error by horizon, all test origins")
+for name, fc in [
+    ("seasonal naive", seasonal_naive),
+    ("linear", linear),
+    ("LSTM", lstm_fc),
+]:
+    axes[1].plot(
+        np.arange(1, HORIZON + 1),
+        np.sqrt(((fc - Y_test) ** 2).mean(axis=0)),
+        label=name,
+    )
+axes[1].set(
+    xlabel="weeks ahead $h$",
+    ylabel="RMSE (ppm)",
+    title="Error by horizon, all test origins",
+)
 axes[1].legend(fontsize=8)
 plt.show()
 
@@ -943,9 +1127,18 @@ def train_names_lm(cell, seed):
     torch.manual_seed(seed)  # the initial weights
     lm = charlm.RecurrentLM(len(vocab), embed_dim=32, hidden_size=128, cell=cell)
     hist = charlm.train_char_lm(
-        lm, train_names, names["validation"], vocab, epochs=sizes["lm_epochs"],
-        batch_size=64, lr=3e-3, device=device, seed=seed, grad_clip=1.0,
-        restore_best=True, show_progress=False,
+        lm,
+        train_names,
+        names["validation"],
+        vocab,
+        epochs=sizes["lm_epochs"],
+        batch_size=64,
+        lr=3e-3,
+        device=device,
+        seed=seed,
+        grad_clip=1.0,
+        restore_best=True,
+        show_progress=False,
     )
     return lm, hist, charlm.loss_per_char(lm, names["test"], vocab, device)
 
@@ -961,15 +1154,24 @@ for cell in ("rnn", "lstm"):
     dlbook.glue(f"names_{cell}_params", n_all)
     dlbook.glue(f"names_{cell}_recurrent", n_rec)
     losses = ", ".join(f"{lm_runs[cell, s][2]:.3f}" for s in seeds)
-    print(f"{cell.upper():4s}: {n_all:,} parameters ({n_rec:,} recurrent); "
-          f"test nats/char by seed: {losses}")
+    print(
+        f"{cell.upper():4s}: {n_all:,} parameters ({n_rec:,} recurrent); "
+        f"test nats/char by seed: {losses}"
+    )
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
 for (cell, seed), (_, hist, _) in lm_runs.items():
     label = cell.upper() if seed == 0 else None
-    ax.plot(hist.val_epoch[1:], hist.val_loss[1:], "o-", ms=3, lw=1,
-            color="C0" if cell == "rnn" else "C1", label=label)
+    ax.plot(
+        hist.val_epoch[1:],
+        hist.val_loss[1:],
+        "o-",
+        ms=3,
+        lw=1,
+        color="C0" if cell == "rnn" else "C1",
+        label=label,
+    )
 untrained = lm_runs["rnn", 0][1].val_loss[0]
 ax.set_xlabel(f"epoch (the untrained loss, {untrained:.1f}, is left out)")
 ax.set_ylabel("validation nats per character")
@@ -983,16 +1185,21 @@ lstm_names = [lm_runs["lstm", s][2] for s in seeds]
 names_gain = seed_interval(rnn_names, lstm_names)  # RNN minus LSTM, nats/char
 mean_len = np.mean([len(n) for n in names["train"]])
 dlbook.glue("names_max_len", max(len(n) for n in names["train"]))
-for name, value in [("names_rnn_test", np.mean(rnn_names)),
-                    ("names_lstm_test", np.mean(lstm_names)),
-                    ("names_gain", names_gain.diff), ("names_gain_lo", names_gain.low),
-                    ("names_gain_hi", names_gain.high),
-                    ("names_gain_pct", 100 * names_gain.diff / np.mean(rnn_names)),
-                    ("names_mean_len", mean_len)]:
+for name, value in [
+    ("names_rnn_test", np.mean(rnn_names)),
+    ("names_lstm_test", np.mean(lstm_names)),
+    ("names_gain", names_gain.diff),
+    ("names_gain_lo", names_gain.low),
+    ("names_gain_hi", names_gain.high),
+    ("names_gain_pct", 100 * names_gain.diff / np.mean(rnn_names)),
+    ("names_mean_len", mean_len),
+]:
     dlbook.glue(name, value)
-print(f"RNN minus LSTM: {names_gain.diff:.3f} nats/char "
-      f"(95 % interval {names_gain.low:.3f} to {names_gain.high:.3f}); names average "
-      f"{mean_len:.1f} letters")
+print(
+    f"RNN minus LSTM: {names_gain.diff:.3f} nats/char "
+    f"(95 % interval {names_gain.low:.3f} to {names_gain.high:.3f}); names average "
+    f"{mean_len:.1f} letters"
+)
 if profile == "full":
     assert names_gain.low > 0, "the LSTM's gain should be measurable"
     assert names_gain.diff < 0.05 * np.mean(rnn_names), "small: under 5 % of the loss"
@@ -1051,6 +1258,7 @@ print("LSTM samples at temperature 0.8:", ", ".join(samples))
 # weights; reading the gates in another order, or forgetting the tanh on the cell, fails.
 # :::
 
+
 # %%
 def my_lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh):
     raise NotImplementedError  # your code here
@@ -1063,9 +1271,12 @@ dlbook.exercises.check("ch05.lstm_step", my_lstm_step)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def lstm_step_solution(x, h, c, w_ih, w_hh, b_ih, b_hh):
-    i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, dim=-1)  # each (B, H), order i, f, g, o
+    i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(
+        4, dim=-1
+    )  # each (B, H), order i, f, g, o
     c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     h_new = torch.sigmoid(o) * torch.tanh(c_new)
     return h_new, c_new
@@ -1084,6 +1295,7 @@ assert dlbook.exercises.check("ch05.lstm_step", lstm_step_solution)
 # paper's way, $W_{hn}(r_t \odot h_{t-1}) + b_{hn}$, and watch the check fail.
 # :::
 
+
 # %%
 def my_gru_step(x, h, w_ih, w_hh, b_ih, b_hh):
     raise NotImplementedError  # your code here
@@ -1096,10 +1308,13 @@ dlbook.exercises.check("ch05.gru_step", my_gru_step)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def gru_step_solution(x, h, w_ih, w_hh, b_ih, b_hh):
     i_r, i_z, i_n = (x @ w_ih.T + b_ih).chunk(3, dim=-1)  # input parts, each (B, H)
-    h_r, h_z, h_n = (h @ w_hh.T + b_hh).chunk(3, dim=-1)  # recurrent parts, biases included
+    h_r, h_z, h_n = (h @ w_hh.T + b_hh).chunk(
+        3, dim=-1
+    )  # recurrent parts, biases included
     r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
     n = torch.tanh(i_n + r * h_n)  # r multiplies W_hn h + b_hn
     return (1 - z) * n + z * h
@@ -1119,6 +1334,7 @@ assert dlbook.exercises.check("ch05.gru_step", gru_step_solution)
 # errors here silently drop data or, worse, let a target overlap its input.)
 # :::
 
+
 # %%
 def my_windows(series, window, horizon):
     raise NotImplementedError  # your code here
@@ -1135,6 +1351,7 @@ dlbook.exercises.check("ch05.make_windows", my_windows)
 # on the last value, so there are $n = N - \text{window} - \text{horizon} + 1$ rows.
 # `Tensor.unfold` cuts all of them at once:
 
+
 # %% tags=["solution"]
 def windows_solution(series, window, horizon):
     pieces = series.unfold(0, window + horizon, 1)  # (n, window + horizon)
@@ -1144,8 +1361,10 @@ def windows_solution(series, window, horizon):
 assert dlbook.exercises.check("ch05.make_windows", windows_solution)
 X_demo, Y_demo = windows_solution(torch.arange(10.0), window=3, horizon=2)
 assert X_demo.shape == (10 - 3 - 2 + 1, 3) and Y_demo.shape == (6, 2)
-print(f"N = 10, window 3, horizon 2: {len(X_demo)} rows; the last is "
-      f"{X_demo[-1].tolist()} -> {Y_demo[-1].tolist()}")
+print(
+    f"N = 10, window 3, horizon 2: {len(X_demo)} rows; the last is "
+    f"{X_demo[-1].tolist()} -> {Y_demo[-1].tolist()}"
+)
 
 # %% [markdown]
 # ```{solution-end}
@@ -1166,6 +1385,7 @@ print(f"N = 10, window 3, horizon 2: {len(X_demo)} rows; the last is "
 # $3(H^2 + 10H + 2H) = 2{,}560$ gives $H^2 + 12H - 2{,}560/3 = 0$, whose positive root is
 # $H = -6 + \sqrt{36 + 2{,}560/3} \approx$ {glue:text}`gru_equal_h:.1f`: a GRU with $H = 24$
 # has {glue:text}`gru_24_params` parameters. The cell checks every number against PyTorch:
+
 
 # %% tags=["solution"]
 def n_params(module):
@@ -1202,6 +1422,7 @@ print(counts, f"equal-size GRU: H = {root:.2f}; H = 24: {n_params(nn.GRU(10, 24)
 # you measure?
 # :::
 
+
 # %%
 def my_forget_bias(bias_ih, bias_hh, value):
     raise NotImplementedError  # your code here
@@ -1215,6 +1436,7 @@ dlbook.exercises.check("ch05.forget_bias", my_forget_bias)
 # ```
 # (a) The forget gate is the second of the four blocks of $H$ rows, and the gate sees the sum
 # of the two biases:
+
 
 # %% tags=["solution"]
 def forget_bias_solution(bias_ih, bias_hh, value):
@@ -1230,8 +1452,11 @@ torch.manual_seed(0)
 plain = LastStepRegressor("LSTM", forget_bias=None).rnn  # PyTorch's initialisation
 torch.manual_seed(0)
 ours = LastStepRegressor("LSTM", forget_bias=1.0).rnn  # what the chapter trained
-for got, want in zip(forget_bias_solution(plain.bias_ih_l0, plain.bias_hh_l0, 1.0),
-                     (ours.bias_ih_l0, ours.bias_hh_l0), strict=True):
+for got, want in zip(
+    forget_bias_solution(plain.bias_ih_l0, plain.bias_hh_l0, 1.0),
+    (ours.bias_ih_l0, ours.bias_hh_l0),
+    strict=True,
+):
     torch.testing.assert_close(got, want)  # the same start as the chapter's LSTM
 
 # %% [markdown]
@@ -1262,8 +1487,10 @@ jobs = [(b, s) for b in biases for s in sweep_seeds if (b, s) not in solve_steps
 for b, s in dlbook.progress(jobs, desc="forget-bias sweep"):
     _, curve = train_adding("LSTM", s, forget_bias=b, stop_below=baseline_mse / 5)
     solve_steps[b, s] = steps_to_solve(curve)
-steps_by_bias = {b: [budget if solve_steps[b, s] is None else solve_steps[b, s]
-                     for s in sweep_seeds] for b in biases}
+steps_by_bias = {
+    b: [budget if solve_steps[b, s] is None else solve_steps[b, s] for s in sweep_seeds]
+    for b in biases
+}
 others = [b for b in biases if b != 1.0]  # each compared with bias 1
 adjusted_level = 1 - 0.05 / len(others)  # Bonferroni
 alone, together = {}, {}
@@ -1271,23 +1498,33 @@ for b in biases:
     line = f"bias {b:+.0f}: steps to 5x below the baseline {steps_by_bias[b]}"
     if b != 1.0:
         alone[b] = seed_interval(steps_by_bias[b], steps_by_bias[1.0])
-        together[b] = seed_interval(steps_by_bias[b], steps_by_bias[1.0],
-                                    level=adjusted_level)
+        together[b] = seed_interval(
+            steps_by_bias[b], steps_by_bias[1.0], level=adjusted_level
+        )
         a, t = alone[b], together[b]
-        line += (f"; minus bias 1: {a.diff:+.0f} (95 % interval {a.low:+.0f} to "
-                 f"{a.high:+.0f}; allowing for three: {t.low:+.0f} to {t.high:+.0f})")
+        line += (
+            f"; minus bias 1: {a.diff:+.0f} (95 % interval {a.low:+.0f} to "
+            f"{a.high:+.0f}; allowing for three: {t.low:+.0f} to {t.high:+.0f})"
+        )
     print(line)
 n_solved = sum(v is not None for v in solve_steps.values())
-print(f"{n_solved} of {len(solve_steps)} runs got 5x below the baseline "
-      f"within {budget} steps")
+print(
+    f"{n_solved} of {len(solve_steps)} runs got 5x below the baseline "
+    f"within {budget} steps"
+)
 
 # %% tags=["solution"]
 # the numbers of the answer (c), and a verdict computed from the adjusted intervals
 for b in others:
     name = {-2.0: "m2", 0.0: "0", 3.0: "3"}[b]
     a, t = alone[b], together[b]
-    for suffix, value in [("gap", a.diff), ("lo", a.low), ("hi", a.high),
-                          ("adj_lo", t.low), ("adj_hi", t.high)]:
+    for suffix, value in [
+        ("gap", a.diff),
+        ("lo", a.low),
+        ("hi", a.high),
+        ("adj_lo", t.low),
+        ("adj_hi", t.high),
+    ]:
         dlbook.glue(f"sweep_{name}_{suffix}", value)
 
 
@@ -1296,17 +1533,22 @@ def effect(b):
 
 
 measured = [effect(b) for b in others if together[b].measurable]
-suggested = [effect(b) for b in others
-             if alone[b].measurable and not together[b].measurable]
-grid = (f"with {len(sweep_seeds)} seeds and steps counted on a grid of "
-        f"{sizes['add_eval_every']}")
+suggested = [
+    effect(b) for b in others if alone[b].measurable and not together[b].measurable
+]
+grid = (
+    f"with {len(sweep_seeds)} seeds and steps counted on a grid of "
+    f"{sizes['add_eval_every']}"
+)
 if measured:
     verb = "is" if len(measured) == 1 else "are"
     rest = "" if len(measured) == len(others) else ", the other differences are not"
     verdict = f"{' and '.join(measured)} {verb} measured{rest}"
 elif suggested:
-    verdict = (f"all three contain 0: {grid}, what the separate intervals single out "
-               f"({'; '.join(suggested)}) is suggestive, not measured")
+    verdict = (
+        f"all three contain 0: {grid}, what the separate intervals single out "
+        f"({'; '.join(suggested)}) is suggestive, not measured"
+    )
 else:
     verdict = f"all three contain 0: {grid}, no difference is measured"
 dlbook.glue("sweep_verdict", verdict)

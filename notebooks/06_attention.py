@@ -44,7 +44,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -75,15 +85,36 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(d_ks=[4, 64, 1024], n_pairs=2_000, n_kurtosis=50_000, n_keys=64,
-               n_queries=256, recall_steps=40, recall_seeds=[0], scale_steps=10,
-               scale_seeds=[0, 1], lengths=[64, 128, 256], width_L=128,
-               n_heads_cost=2, rounds=1),
-    full=dict(d_ks=[2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], n_pairs=20_000,
-              n_kurtosis=200_000, n_keys=64, n_queries=1024, recall_steps=150,
-              recall_seeds=[0, 1, 2], scale_steps=40, scale_seeds=[0, 1, 2, 3, 4],
-              lengths=[128, 256, 512, 1024, 2048, 4096], width_L=1024,
-              n_heads_cost=4, rounds=5),
+    smoke=dict(
+        d_ks=[4, 64, 1024],
+        n_pairs=2_000,
+        n_kurtosis=50_000,
+        n_keys=64,
+        n_queries=256,
+        recall_steps=40,
+        recall_seeds=[0],
+        scale_steps=10,
+        scale_seeds=[0, 1],
+        lengths=[64, 128, 256],
+        width_L=128,
+        n_heads_cost=2,
+        rounds=1,
+    ),
+    full=dict(
+        d_ks=[2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
+        n_pairs=20_000,
+        n_kurtosis=200_000,
+        n_keys=64,
+        n_queries=1024,
+        recall_steps=150,
+        recall_seeds=[0, 1, 2],
+        scale_steps=40,
+        scale_seeds=[0, 1, 2, 3, 4],
+        lengths=[128, 256, 512, 1024, 2048, 4096],
+        width_L=1024,
+        n_heads_cost=4,
+        rounds=5,
+    ),
 )
 sizes
 
@@ -103,14 +134,12 @@ sizes
 # roughly in the direction of the third key:
 
 # %%
-keys = torch.tensor([[1.0, 0.0, 0.0],
-                     [0.0, 1.0, 0.0],
-                     [0.0, 0.0, 1.0],
-                     [0.7, 0.7, 0.0]])  # (n_keys=4, d_k=3)
-values = torch.tensor([[10.0, 0.0],
-                       [0.0, 10.0],
-                       [-10.0, 0.0],
-                       [5.0, 5.0]])  # (n_keys=4, d_v=2)
+keys = torch.tensor(
+    [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.7, 0.7, 0.0]]
+)  # (n_keys=4, d_k=3)
+values = torch.tensor(
+    [[10.0, 0.0], [0.0, 10.0], [-10.0, 0.0], [5.0, 5.0]]
+)  # (n_keys=4, d_v=2)
 query = torch.tensor([0.1, 0.2, 3.0])  # (d_k=3,)
 
 # %% [markdown]
@@ -168,6 +197,7 @@ print("soft look-up matches F.scaled_dot_product_attention(scale=1):", reference
 # way round, `True` = blocked; the checks below pass it `~mask`.) Leading dimensions (batch,
 # heads) ride along untouched.
 
+
 # %%
 def attention(q, k, v, mask=None):
     """softmax(q k^T / sqrt(d_k) + mask) v, with a boolean mask (True = may attend)."""
@@ -196,6 +226,7 @@ print("row sums", w.sum(-1)[0].tolist())
 # Every check compares the output **and** the gradients, since training uses both. The helper
 # below runs a function, back-propagates a fixed random linear loss through it and returns the
 # output with the gradients for $Q$, $K$ and $V$.
+
 
 # %%
 def forward_backward(fn, q, k, v):
@@ -237,12 +268,14 @@ pad_mask = pad_mask[:, None, :]  # (B, 1, L_k): the same for every query
 out_pad, w_pad = attention(q, k, v, mask=pad_mask)
 ours = forward_backward(lambda q, k, v: attention(q, k, v, pad_mask)[0], q, k, v)
 theirs = forward_backward(
-    lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=pad_mask),
-    q, k, v)
+    lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=pad_mask), q, k, v
+)
 diff_pad = max_diff(ours, theirs)
 assert w_pad[1, :, 4:].sum() == 0 and ours[3][1, 4:].abs().sum() == 0
-print(f"padding mask: max |ours - torch| = {diff_pad:.1e}; weight on padding = "
-      f"{w_pad[1, :, 4:].sum().item()}, gradient reaching padded values = 0")
+print(
+    f"padding mask: max |ours - torch| = {diff_pad:.1e}; weight on padding = "
+    f"{w_pad[1, :, 4:].sum().item()}, gradient reaching padded values = 0"
+)
 
 # %% [markdown]
 # **Check 3, a causal mask.** A language model that predicts the next token must not peek at it:
@@ -254,7 +287,8 @@ print(tri.int())
 out_causal, w_causal = attention(q, k, v, mask=tri)
 ours = forward_backward(lambda q, k, v: attention(q, k, v, tri)[0], q, k, v)
 theirs = forward_backward(
-    lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), q, k, v)
+    lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), q, k, v
+)
 diff_causal = max_diff(ours, theirs)
 print(f"causal mask: max |ours - torch| = {diff_causal:.1e}")
 
@@ -285,7 +319,10 @@ dlbook.show(scaled_dot_product_attention)
 for mask in (None, pad_mask, tri):
     packaged = forward_backward(
         lambda q, k, v, m=mask: scaled_dot_product_attention(q, k, v, mask=m)[0],
-        q, k, v)
+        q,
+        k,
+        v,
+    )
     cells = forward_backward(lambda q, k, v, m=mask: attention(q, k, v, m)[0], q, k, v)
     max_diff(packaged, cells)
 flag, _ = scaled_dot_product_attention(q, k, v, causal=True)  # the causal=True flag
@@ -315,13 +352,17 @@ def naive_float_mask(q, k, v):
 
 naive = forward_backward(naive_float_mask, q, k, v)
 packaged = forward_backward(
-    lambda q, k, v: scaled_dot_product_attention(q, k, v, mask=blocked)[0], q, k, v)
+    lambda q, k, v: scaled_dot_product_attention(q, k, v, mask=blocked)[0], q, k, v
+)
 theirs = forward_backward(
-    lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=blocked), q, k, v)
+    lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=blocked), q, k, v
+)
 for name, res in (("plain softmax", naive), ("packaged", packaged), ("torch", theirs)):
     nan_grads = [bool(g.isnan().any()) for g in res[1:]]
-    print(f"{name:13s} output of query 2: {res[0][0, 2].tolist()} | "
-          f"NaN in the gradients of q, k, v: {nan_grads}")
+    print(
+        f"{name:13s} output of query 2: {res[0][0, 2].tolist()} | "
+        f"NaN in the gradients of q, k, v: {nan_grads}"
+    )
 assert all(g.isnan().any() for g in naive[1:])
 max_diff(packaged, theirs)
 assert torch.all(packaged[0][:, 2] == 0) and torch.all(packaged[1][:, 2] == 0)
@@ -362,9 +403,11 @@ for d in sizes["d_ks"]:
     for name, s in scalings.items():
         variance[name].append((s(d) * dots).var().item())
 for i, d in enumerate(sizes["d_ks"]):
-    print(f"d_k={d:5d}  var(q.k)={variance['none'][i]:8.2f}  "
-          f"var(q.k/sqrt(d_k))={variance['1/sqrt(d_k)'][i]:.3f}  "
-          f"var(q.k/d_k)={variance['1/d_k'][i]:.5f}")
+    print(
+        f"d_k={d:5d}  var(q.k)={variance['none'][i]:8.2f}  "
+        f"var(q.k/sqrt(d_k))={variance['1/sqrt(d_k)'][i]:.3f}  "
+        f"var(q.k/d_k)={variance['1/d_k'][i]:.5f}"
+    )
 
 # %% [markdown]
 # **Check** of {eq}`eq-dot-variance` against the measurement: how far from 1 may the ratio of
@@ -391,8 +434,10 @@ for d in (1, 2, 8, 64):
     z = (torch.randn(n, d) * torch.randn(n, d)).sum(-1)  # (n,) dot products
     z = (z - z.mean()) / z.std()  # standardised
     kurt, kurt_se = (z**4).mean().item(), ((z**4).std() / math.sqrt(n)).item()
-    print(f"d_k={d:3d}: measured kurtosis {kurt:.2f} +- {kurt_se:.2f}, "
-          f"3 + 6/d_k = {3 + 6 / d:.2f}, Gaussian = 3")
+    print(
+        f"d_k={d:3d}: measured kurtosis {kurt:.2f} +- {kurt_se:.2f}, "
+        f"3 + 6/d_k = {3 + 6 / d:.2f}, Gaussian = 3"
+    )
     assert abs(kurt - (3 + 6 / d)) < 5 * kurt_se
 
 # %% [markdown]
@@ -406,9 +451,11 @@ for d in (1, 2, 16):
     q_rep, k_rep = torch.randn(n_rep, n_each, d), torch.randn(n_rep, n_each, d)
     dots = (q_rep * k_rep).sum(-1)  # (400, 1000): 400 samples of 1000 dot products
     rel_sd[d] = (dots.var(dim=-1) / d).std().item()  # spread of the 400 estimates
-    print(f"d_k={d:2d}: relative sd measured {rel_sd[d]:.4f} | sqrt((2 + 6/d_k)/n) = "
-          f"{math.sqrt((2 + 6 / d) / n_each):.4f} | Gaussian sqrt(2/n) = "
-          f"{math.sqrt(2 / n_each):.4f}")
+    print(
+        f"d_k={d:2d}: relative sd measured {rel_sd[d]:.4f} | sqrt((2 + 6/d_k)/n) = "
+        f"{math.sqrt((2 + 6 / d) / n_each):.4f} | Gaussian sqrt(2/n) = "
+        f"{math.sqrt(2 / n_each):.4f}"
+    )
     assert abs(rel_sd[d] / math.sqrt((2 + 6 / d) / n_each) - 1) < 0.15
 # the Gaussian formula is off by a factor of about 2 at d_k = 1
 assert rel_sd[1] > 1.5 * math.sqrt(2 / n_each)
@@ -437,6 +484,7 @@ dlbook.glue("var_ratio_worst", (ratio - 1).abs().max().item())
 #   one key) and $\ln 64 \approx 4.16$ (uniform: attention that cannot choose);
 # - the **gradient size**: the norm of $\partial \ell/\partial q$ for a random linear loss $\ell$
 #   on the output (median over queries), the signal that trains the query projection.
+
 
 # %%
 def entropy_and_grad(d, s, n_queries, n_keys, n_sets=8):
@@ -470,12 +518,16 @@ for name in scalings:
     axes[0].loglog(sizes["d_ks"], variance[name], "o-", label=name)
     axes[1].semilogx(sizes["d_ks"], entropy[name], "o-", label=name)
     axes[2].loglog(sizes["d_ks"], grad[name], "o-", label=name)
-axes[1].axhline(math.log(sizes["n_keys"]), color="gray", ls=":",
-                label="ln(n_keys): uniform")
+axes[1].axhline(
+    math.log(sizes["n_keys"]), color="gray", ls=":", label="ln(n_keys): uniform"
+)
 axes[0].set(title="variance of the logits", xlabel="$d_k$", ylabel="Var")
 axes[1].set(title="entropy of the attention weights", xlabel="$d_k$", ylabel="nats")
-axes[2].set(title=r"median $\|\partial \ell / \partial q\|$", xlabel="$d_k$",
-            ylabel="gradient norm")
+axes[2].set(
+    title=r"median $\|\partial \ell / \partial q\|$",
+    xlabel="$d_k$",
+    ylabel="gradient norm",
+)
 for ax in axes:
     ax.legend(fontsize=8)
 plt.tight_layout()
@@ -507,8 +559,10 @@ assert entropy["none"][big] < 0.5 < entropy["1/sqrt(d_k)"][big]  # none: near on
 assert entropy["1/d_k"][big] > 0.99 * math.log(sizes["n_keys"])  # 1/d_k: nearly uniform
 assert grad["none"][big] < grad["1/sqrt(d_k)"][big] > grad["1/d_k"][big]
 # the widths at which the unscaled gradient is the smaller one: all of them from one on
-below = [g_none < g_sqrt for g_none, g_sqrt in zip(grad["none"], grad["1/sqrt(d_k)"],
-                                                      strict=True)]
+below = [
+    g_none < g_sqrt
+    for g_none, g_sqrt in zip(grad["none"], grad["1/sqrt(d_k)"], strict=True)
+]
 cross = below.index(True)  # the first such width
 assert below == [False] * cross + [True] * (len(below) - cross)  # a single crossing
 assert sizes["d_ks"][cross] > 64  # beyond the head width of the Transformer base model
@@ -561,6 +615,7 @@ assert all(max(grad[n]) / min(grad[n]) > 5 for n in ("none", "1/d_k"))  # others
 # Written for a whole batch, the hidden layer is computed for every (query, key) pair at once by
 # broadcasting: a tensor of shape $(B, L_q, L_k, d_a)$.
 
+
 # %%
 class AdditiveAttention(nn.Module):
     """Bahdanau attention: scores from a one-hidden-layer network; values = h."""
@@ -598,8 +653,13 @@ c, alpha = additive(s_dec, h_enc, mask=enc_real[:, None, :])
 W_a, U_a, v_a = additive.W.weight, additive.U.weight, additive.v.weight[0]
 for b in range(2):
     for i in range(3):
-        e_i = torch.stack([v_a @ torch.tanh(W_a @ s_dec[b, i] + U_a @ h_enc[b, j])
-                           for j in range(4) if enc_real[b, j]])  # scores of real keys
+        e_i = torch.stack(
+            [
+                v_a @ torch.tanh(W_a @ s_dec[b, i] + U_a @ h_enc[b, j])
+                for j in range(4)
+                if enc_real[b, j]
+            ]
+        )  # scores of real keys
         alpha_i = torch.exp(e_i) / torch.exp(e_i).sum()
         c_i = sum(a * h_enc[b, j] for j, a in enumerate(alpha_i))  # the weighted sum
         torch.testing.assert_close(c[b, i], c_i)
@@ -614,8 +674,10 @@ print("vectorised additive attention == the definition, pair by pair")
 
 # %%
 additive64 = AdditiveAttention(5, 7, 6).to(device, torch.float64)
-params = {name: p.detach().clone().requires_grad_()
-          for name, p in additive64.named_parameters()}
+params = {
+    name: p.detach().clone().requires_grad_()
+    for name, p in additive64.named_parameters()
+}
 
 
 def additive_output(s, h, W, U, v):
@@ -624,8 +686,13 @@ def additive_output(s, h, W, U, v):
     return torch.func.functional_call(additive64, weights, args)[0]
 
 
-inputs = (s_dec.double().requires_grad_(), h_enc.double().requires_grad_(),
-          params["W.weight"], params["U.weight"], params["v.weight"])
+inputs = (
+    s_dec.double().requires_grad_(),
+    h_enc.double().requires_grad_(),
+    params["W.weight"],
+    params["U.weight"],
+    params["v.weight"],
+)
 assert torch.autograd.gradcheck(additive_output, inputs)
 print("gradcheck passed for s, h, W_a, U_a and v_a")
 
@@ -644,8 +711,10 @@ with torch.no_grad():
     mem_additive = peak_memory(lambda: add_big(s_big, h_big), device).peak_bytes
     mem_dot = peak_memory(lambda: attention(s_big, h_big, h_big), device).peak_bytes
 dlbook.glue("mem_additive_ratio", mem_additive / mem_dot)
-print(f"peak memory: additive {mem_additive / 2**20:.1f} MiB, "
-      f"dot product {mem_dot / 2**20:.2f} MiB (ratio {mem_additive / mem_dot:.0f})")
+print(
+    f"peak memory: additive {mem_additive / 2**20:.1f} MiB, "
+    f"dot product {mem_dot / 2**20:.2f} MiB (ratio {mem_additive / mem_dot:.0f})"
+)
 assert mem_additive > 10 * mem_dot
 
 # %% [markdown]
@@ -684,6 +753,7 @@ x = torch.randn(2, 5, d_model, device=device)  # (B, L, d_model)
 # %% [markdown]
 # Project, then split the last axis into heads and move the head axis forward, so that every head
 # is an independent batch entry for `attention`:
+
 
 # %%
 def split_heads(t, n_heads):
@@ -739,13 +809,16 @@ dlbook.show(MultiHeadAttention.forward)
 # three). Gradients summed over a batch and its positions can be much larger than 1, so each
 # difference is reported relative to the largest entry of the tensor compared.
 
+
 # %%
 def max_rel_diff(ours, theirs):
     """Assert that all pairs agree; return max |a - b| / max(1, max |b|) over them."""
     max_diff(ours, theirs)  # asserts every pair
     # relative to the largest entry; absolute for tensors whose entries are all below 1
-    return max(((a - b).abs().max() / b.abs().max().clamp(min=1)).item()
-               for a, b in zip(ours, theirs, strict=True))
+    return max(
+        ((a - b).abs().max() / b.abs().max().clamp(min=1)).item()
+        for a, b in zip(ours, theirs, strict=True)
+    )
 
 
 ours_mha = MultiHeadAttention(d_model, n_heads).to(device)
@@ -758,8 +831,14 @@ torch.testing.assert_close(pkg_w, head_weights)
 pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2], device=device)
 x_ours, x_torch = x.clone().requires_grad_(), x.clone().requires_grad_()
 out_ours, _ = ours_mha(x_ours, x_ours, x_ours, causal=True, key_padding_mask=pad)
-out_torch, _ = torch_mha(x_torch, x_torch, x_torch, attn_mask=~causal_mask(5, device),
-                         key_padding_mask=pad, need_weights=False)
+out_torch, _ = torch_mha(
+    x_torch,
+    x_torch,
+    x_torch,
+    attn_mask=~causal_mask(5, device),
+    key_padding_mask=pad,
+    need_weights=False,
+)
 (out_ours**2).sum().backward()
 (out_torch**2).sum().backward()
 projections = (ours_mha.q_proj, ours_mha.k_proj, ours_mha.v_proj, ours_mha.out_proj)
@@ -767,13 +846,22 @@ projections = (ours_mha.q_proj, ours_mha.k_proj, ours_mha.v_proj, ours_mha.out_p
 torch_w = (*torch_mha.in_proj_weight.grad.chunk(3), torch_mha.out_proj.weight.grad)
 torch_b = (*torch_mha.in_proj_bias.grad.chunk(3), torch_mha.out_proj.bias.grad)
 diff_self = max_rel_diff(
-    (out_ours, x_ours.grad, *(p.weight.grad for p in projections),
-     *(p.bias.grad for p in projections)),
-    (out_torch, x_torch.grad, *torch_w, *torch_b))
-print(f"self-attention: largest relative difference over output and gradients = "
-      f"{diff_self:.1e}")
-print("packaged MultiHeadAttention == cells above == nn.MultiheadAttention, "
-      "forward and backward, with causal mask and key padding")
+    (
+        out_ours,
+        x_ours.grad,
+        *(p.weight.grad for p in projections),
+        *(p.bias.grad for p in projections),
+    ),
+    (out_torch, x_torch.grad, *torch_w, *torch_b),
+)
+print(
+    f"self-attention: largest relative difference over output and gradients = "
+    f"{diff_self:.1e}"
+)
+print(
+    "packaged MultiHeadAttention == cells above == nn.MultiheadAttention, "
+    "forward and backward, with causal mask and key padding"
+)
 
 # %% [markdown]
 # **A sequence that is all padding.** Every query of such a sequence may attend to nothing. The
@@ -787,10 +875,12 @@ print("packaged MultiHeadAttention == cells above == nn.MultiheadAttention, "
 all_pad = torch.tensor([[False] * 5, [True] * 5], device=device)
 x_in = x.clone().requires_grad_()  # autograd records
 calls = {
-    "need_weights=True (default)": lambda: torch_mha(x_in, x_in, x_in,
-                                                    key_padding_mask=all_pad)[0],
-    "need_weights=False": lambda: torch_mha(x_in, x_in, x_in, key_padding_mask=all_pad,
-                                            need_weights=False)[0],
+    "need_weights=True (default)": lambda: torch_mha(
+        x_in, x_in, x_in, key_padding_mask=all_pad
+    )[0],
+    "need_weights=False": lambda: torch_mha(
+        x_in, x_in, x_in, key_padding_mask=all_pad, need_weights=False
+    )[0],
 }
 padded_out = {name: fn()[1] for name, fn in calls.items()}  # (L, d_model) of sequence 2
 with torch.no_grad():  # eval mode + no autograd: the inference fast path
@@ -802,8 +892,10 @@ padded_out["packaged module"] = ours_out[1]
 out_bias = torch_mha.out_proj.bias.detach()  # (d_model,), the same in both modules
 bias_rows = out_bias.expand(5, d_model)  # (L, d_model): zero heads -> the bias
 for name, o in padded_out.items():
-    print(f"{name:30s} NaN: {bool(o.isnan().any())!s:5}  output = bias: "
-          f"{torch.allclose(o, bias_rows)}")
+    print(
+        f"{name:30s} NaN: {bool(o.isnan().any())!s:5}  output = bias: "
+        f"{torch.allclose(o, bias_rows)}"
+    )
 assert padded_out["need_weights=True (default)"].isnan().all()
 torch.testing.assert_close(padded_out["need_weights=False"], bias_rows)
 if device.type == "cpu":  # the fast path is a separate kernel on each device
@@ -842,34 +934,51 @@ runs = {}
 for name, module in (("ours", cross), ("torch", torch_cross)):
     t_in, m_in = target.clone().requires_grad_(), memory.clone().requires_grad_()
     if name == "ours":
-        out, w = module(t_in, m_in, m_in, key_padding_mask=memory_pad,
-                        need_weights=True)
+        out, w = module(
+            t_in, m_in, m_in, key_padding_mask=memory_pad, need_weights=True
+        )
     else:
-        out, w = module(t_in, m_in, m_in, key_padding_mask=memory_pad,
-                        average_attn_weights=False)
+        out, w = module(
+            t_in, m_in, m_in, key_padding_mask=memory_pad, average_attn_weights=False
+        )
     (out**2).sum().backward()
     runs[name] = (out.detach(), w.detach(), t_in.grad, m_in.grad)
 cross_w, memory_grad = runs["ours"][1], runs["ours"][3]
 print("weights", tuple(cross_w.shape), "(B, heads, L_q, L_k)")
 assert torch.all(cross_w[1, ..., 6:] == 0) and torch.all(memory_grad[1, 6:] == 0)
 # with kdim and vdim, torch keeps three separate projection weights
-ours_params = (cross.q_proj.weight, cross.k_proj.weight, cross.v_proj.weight,
-               cross.out_proj.weight, cross.out_proj.bias)
-torch_params = (torch_cross.q_proj_weight, torch_cross.k_proj_weight,
-                torch_cross.v_proj_weight, torch_cross.out_proj.weight,
-                torch_cross.out_proj.bias)
-ours_in_bias = torch.cat([cross.q_proj.bias.grad, cross.k_proj.bias.grad,
-                          cross.v_proj.bias.grad])  # torch stacks the three biases
+ours_params = (
+    cross.q_proj.weight,
+    cross.k_proj.weight,
+    cross.v_proj.weight,
+    cross.out_proj.weight,
+    cross.out_proj.bias,
+)
+torch_params = (
+    torch_cross.q_proj_weight,
+    torch_cross.k_proj_weight,
+    torch_cross.v_proj_weight,
+    torch_cross.out_proj.weight,
+    torch_cross.out_proj.bias,
+)
+ours_in_bias = torch.cat(
+    [cross.q_proj.bias.grad, cross.k_proj.bias.grad, cross.v_proj.bias.grad]
+)  # torch stacks the three biases
 diff_cross = max_rel_diff(
     (*runs["ours"], *(p.grad for p in ours_params), ours_in_bias),
-    (*runs["torch"], *(p.grad for p in torch_params), torch_cross.in_proj_bias.grad))
-print("cross-attention == nn.MultiheadAttention: output, weights, and gradients of the "
-      "target, the memory and the projections")
+    (*runs["torch"], *(p.grad for p in torch_params), torch_cross.in_proj_bias.grad),
+)
+print(
+    "cross-attention == nn.MultiheadAttention: output, weights, and gradients of the "
+    "target, the memory and the projections"
+)
 print("padded memory positions get no weight and no gradient")
 
 # %%
 # outputs, weights and gradients of both checks
-from_scratch = max_rel_diff((mha_out, head_weights), (ref_out, ref_w))  # the cells above
+from_scratch = max_rel_diff(
+    (mha_out, head_weights), (ref_out, ref_w)
+)  # the cells above
 worst = max(from_scratch, diff_self, diff_cross)
 dlbook.headline("mha_max_diff", worst, profile=profile, at_most=1e-5, fmt="{:.1e}")
 
@@ -924,8 +1033,15 @@ torch.testing.assert_close(toy_w, toy_ref)
 fig, axes = plt.subplots(1, 2, figsize=(8.5, 4))
 for h, title in enumerate(["head 1: previous token", "head 2: same letter"]):
     axes[h].imshow(toy_w[0, h].detach().cpu(), cmap="Blues", vmin=0, vmax=1)
-    axes[h].set(title=title, xticks=range(8), yticks=range(8), xticklabels=list(text),
-                yticklabels=list(text), xlabel="key", ylabel="query")
+    axes[h].set(
+        title=title,
+        xticks=range(8),
+        yticks=range(8),
+        xticklabels=list(text),
+        yticklabels=list(text),
+        xlabel="key",
+        ylabel="query",
+    )
 plt.tight_layout()
 plt.show()
 
@@ -991,6 +1107,7 @@ print(f"possible examples: {n_possible:.2e}")
 # one head of the packaged `MultiHeadAttention` (cross-attention: one query, 8 keys) and reads the
 # answer out of the attention output with a linear layer.
 
+
 # %%
 class RecallModel(nn.Module):
     def __init__(self, d_model=64, scale=None):
@@ -1012,6 +1129,7 @@ class RecallModel(nn.Module):
 # Every training step draws a fresh batch out of {glue:text}`recall_possible:.1e` possible examples,
 # so the model practically never sees an example twice. A fixed validation set follows the
 # learning curve; a separate test set, drawn from another generator, is scored once at the end.
+
 
 # %%
 def to_device(batch):
@@ -1058,16 +1176,23 @@ recall = {}
 for seed in dlbook.progress(sizes["recall_seeds"], desc="seeds"):
     model, curve = train_recall(seed, sizes["recall_steps"])
     control, control_curve = train_recall(seed, sizes["recall_steps"], scale=0.0)
-    recall[seed] = dict(model=model, curve=curve, control_curve=control_curve,
-                        test=recall_accuracy(model, test_set),
-                        control_test=recall_accuracy(control, test_set))
-    print(f"seed {seed}: test accuracy {recall[seed]['test']:.3f} | "
-          f"uniform attention {recall[seed]['control_test']:.3f}")
+    recall[seed] = dict(
+        model=model,
+        curve=curve,
+        control_curve=control_curve,
+        test=recall_accuracy(model, test_set),
+        control_test=recall_accuracy(control, test_set),
+    )
+    print(
+        f"seed {seed}: test accuracy {recall[seed]['test']:.3f} | "
+        f"uniform attention {recall[seed]['control_test']:.3f}"
+    )
 
 # %% [markdown]
 # What can a model that cannot choose a slot do at best? Guess the value that occurs most often
 # among the 8 stored ones. That strategy's expected accuracy, on the validation set (for the
 # learning curves) and on the test set (for the test accuracies):
+
 
 # %%
 def blind_accuracy(data):
@@ -1081,8 +1206,10 @@ def blind_accuracy(data):
 
 
 blind_val, best_blind = blind_accuracy(val_set), blind_accuracy(test_set)
-print(f"best guess without looking at the query: validation {blind_val:.3f}, "
-      f"test {best_blind:.3f}")
+print(
+    f"best guess without looking at the query: validation {blind_val:.3f}, "
+    f"test {best_blind:.3f}"
+)
 
 # %%
 seed0 = sizes["recall_seeds"][0]
@@ -1094,15 +1221,21 @@ with torch.no_grad():
 on_target = w_test.gather(1, test_slot[:, None]).mean().item()
 argmax_right = (w_test.argmax(-1) == test_slot).float().mean().item()
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8),
-                         gridspec_kw=dict(width_ratios=[1.2, 1]))
+fig, axes = plt.subplots(
+    1, 2, figsize=(11, 3.8), gridspec_kw=dict(width_ratios=[1.2, 1])
+)
 for seed, r in recall.items():
     steps_, acc = zip(*r["curve"], strict=True)
     axes[0].plot(steps_, acc, label=f"seed {seed}")
 for seed, r in recall.items():
     steps_, acc = zip(*r["control_curve"], strict=True)
-    axes[0].plot(steps_, acc, ls="--", color="gray",
-                 label="uniform attention" if seed == seed0 else None)
+    axes[0].plot(
+        steps_,
+        acc,
+        ls="--",
+        color="gray",
+        label="uniform attention" if seed == seed0 else None,
+    )
 axes[0].axhline(blind_val, color="black", ls=":", label="best blind guess")
 axes[0].set(xlabel="training step", ylabel="validation accuracy", ylim=(0, 1.02))
 axes[0].legend(fontsize=8)
@@ -1112,13 +1245,23 @@ stored_keys = test_set[0][:show].cpu()
 for i in range(show):
     for j in range(N_SLOTS):
         color = "white" if w_test[i, j] > 0.5 else "black"
-        axes[1].text(j, i, str(stored_keys[i, j].item()), ha="center", va="center",
-                     fontsize=8, color=color)
+        axes[1].text(
+            j,
+            i,
+            str(stored_keys[i, j].item()),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color=color,
+        )
     corner = (test_slot[i].item() - 0.5, i - 0.5)  # box around the matching slot
     axes[1].add_patch(plt.Rectangle(corner, 1, 1, fill=False, edgecolor="red", lw=1.5))
-axes[1].set(xlabel="stored slot (number = its key)",
-            ylabel="test example (queried key)",
-            yticks=range(show), yticklabels=test_set[2][:show, 0].tolist())
+axes[1].set(
+    xlabel="stored slot (number = its key)",
+    ylabel="test example (queried key)",
+    yticks=range(show),
+    yticklabels=test_set[2][:show, 0].tolist(),
+)
 plt.tight_layout()
 plt.show()
 
@@ -1139,8 +1282,9 @@ dlbook.glue("recall_control_max", max(controls))
 dlbook.glue("recall_blind", best_blind)
 dlbook.glue("recall_on_target", on_target)
 dlbook.glue("recall_argmax", argmax_right)
-dlbook.headline("recall_test_min", min(tests), profile=profile, at_least=0.98,
-                fmt="{:.3f}")
+dlbook.headline(
+    "recall_test_min", min(tests), profile=profile, at_least=0.98, fmt="{:.3f}"
+)
 if profile == "full":
     # uniform attention: within 0.05 of the blind guess, on either side
     assert best_blind - 0.05 < min(controls) <= max(controls) < best_blind + 0.05
@@ -1176,6 +1320,7 @@ if profile == "full":
 # variants see the same load; on the CPU everything runs on one thread, so that the times measure
 # the arithmetic and the memory traffic, not how threads are scheduled.
 
+
 # %% tags=["hide-input"]
 @contextlib.contextmanager
 def native_stderr_silenced():
@@ -1196,12 +1341,16 @@ def kernel_scratch(fn):
     with TensorMemoryTracker("cpu") as seen:
         fn()
     cpu = [torch.profiler.ProfilerActivity.CPU]
-    with native_stderr_silenced(), torch.profiler.profile(
-            activities=cpu, profile_memory=True) as prof:
+    with (
+        native_stderr_silenced(),
+        torch.profiler.profile(activities=cpu, profile_memory=True) as prof,
+    ):
         fn()
-    allocated = sum(e.self_cpu_memory_usage for e in prof.events()
-                    if e.self_cpu_memory_usage > 0)  # every allocation, freed or not
+    allocated = sum(
+        e.self_cpu_memory_usage for e in prof.events() if e.self_cpu_memory_usage > 0
+    )  # every allocation, freed or not
     return allocated - seen.total_bytes
+
 
 # %%
 def cost(L, d_head, n_heads):
@@ -1212,30 +1361,51 @@ def cost(L, d_head, n_heads):
     fused = lambda: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
     with torch.no_grad(), fixed_threads(1):  # one thread on the CPU
         torch.testing.assert_close(naive(), fused(), atol=1e-4, rtol=1e-4)  # equal
-        mem = {name: peak_memory(fn, device).peak_bytes
-               for name, fn in (("naive", naive), ("fused", fused))}
+        mem = {
+            name: peak_memory(fn, device).peak_bytes
+            for name, fn in (("naive", naive), ("fused", fused))
+        }
         # on a GPU the allocator's peak already includes any scratch
-        scratch = ({name: kernel_scratch(fn) for name, fn in (("naive", naive),
-                                                              ("fused", fused))}
-                   if device.type == "cpu" else dict(naive=0, fused=0))
-        times = interleaved_calls(dict(naive=naive, fused=fused),
-                                  rounds=sizes["rounds"], warmup=1, device=device)
-    return dict(L=L, d=d_head, mem_naive=mem["naive"], mem_fused=mem["fused"],
-                scratch_naive=scratch["naive"], scratch_fused=scratch["fused"],
-                # Latency objects: runs_ms (one per round) and median
-                t_naive=times["naive"], t_fused=times["fused"],
-                matrix=n_heads * L * L * 4, output=n_heads * L * d_head * 4)
+        scratch = (
+            {
+                name: kernel_scratch(fn)
+                for name, fn in (("naive", naive), ("fused", fused))
+            }
+            if device.type == "cpu"
+            else dict(naive=0, fused=0)
+        )
+        times = interleaved_calls(
+            dict(naive=naive, fused=fused),
+            rounds=sizes["rounds"],
+            warmup=1,
+            device=device,
+        )
+    return dict(
+        L=L,
+        d=d_head,
+        mem_naive=mem["naive"],
+        mem_fused=mem["fused"],
+        scratch_naive=scratch["naive"],
+        scratch_fused=scratch["fused"],
+        # Latency objects: runs_ms (one per round) and median
+        t_naive=times["naive"],
+        t_fused=times["fused"],
+        matrix=n_heads * L * L * 4,
+        output=n_heads * L * d_head * 4,
+    )
 
 
 H = sizes["n_heads_cost"]
 results = [cost(L, 64, H) for L in dlbook.progress(sizes["lengths"], desc="lengths")]
 for r in results:
     n_mat = (r["mem_naive"] - r["output"]) / r["matrix"]  # L x L matrices per head
-    print(f"L={r['L']:5d}  naive {r['t_naive'].median:8.2f} ms "
-          f"{r['mem_naive'] / 2**20:8.1f} MiB | "
-          f"fused {r['t_fused'].median:8.2f} ms {r['mem_fused'] / 2**20:6.2f} MiB "
-          f"+ {r['scratch_fused'] / 2**10:4.0f} KiB scratch | "
-          f"naive holds {n_mat:.2f} L x L matrices per head")
+    print(
+        f"L={r['L']:5d}  naive {r['t_naive'].median:8.2f} ms "
+        f"{r['mem_naive'] / 2**20:8.1f} MiB | "
+        f"fused {r['t_fused'].median:8.2f} ms {r['mem_fused'] / 2**20:6.2f} MiB "
+        f"+ {r['scratch_fused'] / 2**10:4.0f} KiB scratch | "
+        f"naive holds {n_mat:.2f} L x L matrices per head"
+    )
 
 # %% [markdown]
 # The memory does not depend on the head width: at one length, widths from 16 to 256.
@@ -1243,28 +1413,45 @@ for r in results:
 # %%
 widths = [cost(sizes["width_L"], d, H) for d in (16, 64, 256)]
 for r in widths:
-    print(f"L={r['L']}, d={r['d']:3d}: naive peak {r['mem_naive'] / 2**20:7.2f} MiB = "
-          f"{(r['mem_naive'] - r['output']) / r['matrix']:.3f} L x L matrices "
-          f"+ the output")
+    print(
+        f"L={r['L']}, d={r['d']:3d}: naive peak {r['mem_naive'] / 2**20:7.2f} MiB = "
+        f"{(r['mem_naive'] - r['output']) / r['matrix']:.3f} L x L matrices "
+        f"+ the output"
+    )
 per_matrix = [(r["mem_naive"] - r["output"]) / r["matrix"] for r in widths]
 assert max(per_matrix) - min(per_matrix) < 0.05  # the L x L part: the same for every d
 
 # %%
 Ls = [r["L"] for r in results]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-axes[0].loglog(Ls, [r["t_naive"].median for r in results], "o-",
-               label="naive (matrix stored)")
-axes[0].loglog(Ls, [r["t_fused"].median for r in results], "s-",
-               label="F.scaled_dot_product_attention")
+axes[0].loglog(
+    Ls, [r["t_naive"].median for r in results], "o-", label="naive (matrix stored)"
+)
+axes[0].loglog(
+    Ls,
+    [r["t_fused"].median for r in results],
+    "s-",
+    label="F.scaled_dot_product_attention",
+)
 axes[0].set(title="time per call (median)", xlabel="sequence length L", ylabel="ms")
-axes[1].loglog(Ls, [(r["mem_naive"] + r["scratch_naive"]) / 2**20 for r in results],
-               "o-", label="naive (matrix stored)")
-axes[1].loglog(Ls, [(r["mem_fused"] + r["scratch_fused"]) / 2**20 for r in results],
-               "s-", label="F.scaled_dot_product_attention")
-axes[1].loglog(Ls, [r["matrix"] / 2**20 for r in results], "k:",
-               label="L x L logits, all heads")
-axes[1].set(title="peak extra memory per call", xlabel="sequence length L",
-            ylabel="MiB")
+axes[1].loglog(
+    Ls,
+    [(r["mem_naive"] + r["scratch_naive"]) / 2**20 for r in results],
+    "o-",
+    label="naive (matrix stored)",
+)
+axes[1].loglog(
+    Ls,
+    [(r["mem_fused"] + r["scratch_fused"]) / 2**20 for r in results],
+    "s-",
+    label="F.scaled_dot_product_attention",
+)
+axes[1].loglog(
+    Ls, [r["matrix"] / 2**20 for r in results], "k:", label="L x L logits, all heads"
+)
+axes[1].set(
+    title="peak extra memory per call", xlabel="sequence length L", ylabel="MiB"
+)
 for ax in axes:
     ax.set_xscale("log", base=2)
     ax.set_xticks(Ls, [str(n) for n in Ls], minor=False)
@@ -1289,8 +1476,9 @@ dlbook.glue("cost_L", last["L"])
 dlbook.glue("cost_heads", H)
 dlbook.glue("cost_width_L", sizes["width_L"])
 # one ratio naive / fused per round: both calls timed in that round
-ratios = [a / b for a, b in zip(last["t_naive"].runs_ms, last["t_fused"].runs_ms,
-                                strict=True)]
+ratios = [
+    a / b for a, b in zip(last["t_naive"].runs_ms, last["t_fused"].runs_ms, strict=True)
+]
 dlbook.glue("speedup_fused", last["t_naive"].median / last["t_fused"].median)
 dlbook.glue("speedup_lo", min(ratios))
 dlbook.glue("speedup_hi", max(ratios))
@@ -1404,9 +1592,11 @@ if profile == "full":
 # %% tags=["solution"]
 weights_bytes = 12 * 8192 * 8192 * 4  # heads x L x L x 4 bytes
 activation_bytes = 8192 * 768 * 4  # L x d_model x 4 bytes
-print(f"weights: {weights_bytes / 2**30:.1f} GiB | activations: "
-      f"{activation_bytes / 2**20:.0f} MiB | "
-      f"ratio {weights_bytes / activation_bytes:.0f}")
+print(
+    f"weights: {weights_bytes / 2**30:.1f} GiB | activations: "
+    f"{activation_bytes / 2**20:.0f} MiB | "
+    f"ratio {weights_bytes / activation_bytes:.0f}"
+)
 assert weights_bytes == torch.empty(0).element_size() * 12 * 8192**2
 assert weights_bytes / activation_bytes == 128  # = 12 * 8192 / 768
 # the ratio is n_heads * L / d_model = L / 64: equal sizes at 64 tokens
@@ -1463,6 +1653,7 @@ print("attention(shuffled x) == shuffled attention(x)")
 # causal and padding masks.
 # :::
 
+
 # %%
 def my_attention(q, k, v, mask=None):
     raise NotImplementedError  # your code here
@@ -1474,6 +1665,7 @@ dlbook.exercises.check("ch06.scaled_attention", my_attention)
 # ```{solution-start} ch06-ex-attention
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_attention(q, k, v, mask=None):
@@ -1497,6 +1689,7 @@ assert dlbook.exercises.check("ch06.scaled_attention", my_attention)
 # `x.reshape(B, n_heads, L, d_model // n_heads)` wrong even though the shape is right?
 # :::
 
+
 # %%
 def my_split_heads(x, n_heads):
     raise NotImplementedError  # your code here
@@ -1514,6 +1707,7 @@ dlbook.exercises.check("ch06.split_heads", my_split_heads)
 # reshape to `(B, H, L, d_head)` therefore packs the features of *several positions* into one head
 # row. The feature axis must be split first (a `view` to `(B, L, H, d_head)`) and the head axis
 # then moved in front of the positions.
+
 
 # %% tags=["solution"]
 def my_split_heads(x, n_heads):
@@ -1539,6 +1733,7 @@ assert dlbook.exercises.check("ch06.split_heads", my_split_heads)
 # the last 3 rows of the full computation, and why does the other not?
 # :::
 
+
 # %%
 def my_causal_lower_right(L_q, L_k):
     raise NotImplementedError  # your code here
@@ -1558,6 +1753,7 @@ dlbook.exercises.check("ch06.causal_lower_right", my_causal_lower_right)
 # $i$ sees keys $0..i$ only, as if the new queries were the first positions. The packaged
 # `causal_mask(L_q, n_keys=L_k, align="bottom-right")` builds the right one.
 
+
 # %% tags=["solution"]
 def my_causal_lower_right(L_q, L_k):
     return torch.ones(L_q, L_k, dtype=torch.bool).tril(diagonal=L_k - L_q)
@@ -1568,12 +1764,15 @@ seq = torch.randn(1, 7, 8, device=device)  # (B, L=7, d): one sequence
 full_out, _ = scaled_dot_product_attention(seq, seq, seq, causal=True)  # (1, 7, 8)
 new_q = seq[:, -3:]  # (1, 3, 8): the last 3 positions as queries
 cached_out, _ = scaled_dot_product_attention(
-    new_q, seq, seq, mask=my_causal_lower_right(3, 7).to(device))
+    new_q, seq, seq, mask=my_causal_lower_right(3, 7).to(device)
+)
 top_left_out, _ = scaled_dot_product_attention(new_q, seq, seq, causal=True)
 torch.testing.assert_close(cached_out, full_out[:, -3:])  # bottom-right: identical
 assert not torch.allclose(top_left_out, full_out[:, -3:], atol=1e-3)  # top-left: wrong
-print("the bottom-right mask reproduces the full computation; "
-      "causal=True (top-left) does not")
+print(
+    "the bottom-right mask reproduces the full computation; "
+    "causal=True (top-left) does not"
+)
 
 # %% [markdown]
 # ```{solution-end}
@@ -1591,6 +1790,7 @@ print("the bottom-right mask reproduces the full computation; "
 # Is the difference larger than the seed-to-seed noise? Measure the spread of the initial logits
 # to explain it.
 # :::
+
 
 # %%
 def my_paired_interval(a, b, confidence=0.95):
@@ -1610,6 +1810,7 @@ dlbook.exercises.check("ch06.paired_interval", my_paired_interval)
 # deviation $s_\delta$, the interval is $\bar\delta \pm t_{n-1}\, s_\delta/\sqrt{n}$, with
 # $t_{n-1}$ the two-sided quantile of Student's $t$ at $n-1$ degrees of freedom (wider than the
 # normal 1.96 when $n$ is small).
+
 
 # %% tags=["solution"]
 def my_paired_interval(a, b, confidence=0.95):
@@ -1632,8 +1833,10 @@ for seed in dlbook.progress(sizes["scale_seeds"], desc="seeds"):
 mean, low, high = my_paired_interval(acc["1/sqrt(d_k)"], acc["none"])
 print("accuracy with 1/sqrt(d_k):", [round(a, 3) for a in acc["1/sqrt(d_k)"]])
 print("accuracy without scaling :", [round(a, 3) for a in acc["none"]])
-print(f"difference {mean:.3f}, 95 % interval [{low:.3f}, {high:.3f}] over "
-      f"{len(sizes['scale_seeds'])} seeds, after {sizes['scale_steps']} steps")
+print(
+    f"difference {mean:.3f}, 95 % interval [{low:.3f}, {high:.3f}] over "
+    f"{len(sizes['scale_seeds'])} seeds, after {sizes['scale_steps']} steps"
+)
 if profile == "full":
     assert low > 0  # the scaled model is ahead by more than the seed noise
 
@@ -1670,15 +1873,19 @@ for name, scale in (("1/sqrt(d_k)", None), ("none", 1.0)):
     F.cross_entropy(out, target).backward()
     w = w.detach()
     start[name] = dict(
-        std=logits.std().item(), predicted=predicted,
+        std=logits.std().item(),
+        predicted=predicted,
         entropy=-torch.special.xlogy(w, w).sum(-1).mean().item(),  # nats, ln 8 = 2.08
         largest=w.max(-1).values.mean().item(),  # mean of each row's largest weight
         on_match=w.gather(1, slot[:, None]).mean().item(),  # weight on the right slot
-        grad=fresh.attn.q_proj.weight.grad.norm().item())  # ||dL/dW_q||
+        grad=fresh.attn.q_proj.weight.grad.norm().item(),
+    )  # ||dL/dW_q||
 for name, r in start.items():
-    print(f"{name:12s}: logit std {r['std']:.2f} (predicted {r['predicted']:.2f}) | "
-          f"entropy {r['entropy']:.2f} | largest weight {r['largest']:.2f} | "
-          f"on the matching slot {r['on_match']:.2f} | ||dL/dW_q|| {r['grad']:.3f}")
+    print(
+        f"{name:12s}: logit std {r['std']:.2f} (predicted {r['predicted']:.2f}) | "
+        f"entropy {r['entropy']:.2f} | largest weight {r['largest']:.2f} | "
+        f"on the matching slot {r['on_match']:.2f} | ||dL/dW_q|| {r['grad']:.3f}"
+    )
 assert start["none"]["entropy"] < 0.5 * start["1/sqrt(d_k)"]["entropy"]  # saturated
 assert start["none"]["on_match"] < 0.5 * start["none"]["largest"]  # on the wrong slot
 assert start["none"]["grad"] > 3 * start["1/sqrt(d_k)"]["grad"]  # larger, not smaller

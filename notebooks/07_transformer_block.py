@@ -86,14 +86,38 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(depths=[2, 6, 12, 24], grad_seeds=2, sort_len=10, sort_steps=20,
-               sort_batch=32, sort_val=64, sort_test=128, lm_epochs=1, lm_names=96,
-               lm_batch=32, lm_seeds=[0, 1], ex_steps=5, ex_layers=2,
-               ex_seeds=[0, 1, 2]),
-    full=dict(depths=[2, 6, 12, 24], grad_seeds=6, sort_len=10, sort_steps=800,
-              sort_batch=128, sort_val=500, sort_test=2000, lm_epochs=15, lm_names=None,
-              lm_batch=64, lm_seeds=[0, 1, 2], ex_steps=200, ex_layers=6,
-              ex_seeds=[0, 1, 2]),
+    smoke=dict(
+        depths=[2, 6, 12, 24],
+        grad_seeds=2,
+        sort_len=10,
+        sort_steps=20,
+        sort_batch=32,
+        sort_val=64,
+        sort_test=128,
+        lm_epochs=1,
+        lm_names=96,
+        lm_batch=32,
+        lm_seeds=[0, 1],
+        ex_steps=5,
+        ex_layers=2,
+        ex_seeds=[0, 1, 2],
+    ),
+    full=dict(
+        depths=[2, 6, 12, 24],
+        grad_seeds=6,
+        sort_len=10,
+        sort_steps=800,
+        sort_batch=128,
+        sort_val=500,
+        sort_test=2000,
+        lm_epochs=15,
+        lm_names=None,
+        lm_batch=64,
+        lm_seeds=[0, 1, 2],
+        ex_steps=200,
+        ex_layers=6,
+        ex_seeds=[0, 1, 2],
+    ),
 )
 sizes
 
@@ -161,6 +185,7 @@ pe.shape
 # Python's `math`, and against the packaged `dlbook.nn.transformer.sinusoidal_positional_encoding`
 # (which later chapters import):
 
+
 # %%
 def pe_entry(p, j):
     """PE[p, j] of eq-pe with Python floats: sine on even j, cosine on odd j."""
@@ -169,8 +194,9 @@ def pe_entry(p, j):
     return math.cos(p / 10000 ** ((j - 1) / d_pe))
 
 
-by_hand = torch.tensor([[pe_entry(p, j) for j in range(d_pe)] for p in range(n_pos)],
-                       dtype=torch.float64)  # (n_pos, d_pe)
+by_hand = torch.tensor(
+    [[pe_entry(p, j) for j in range(d_pe)] for p in range(n_pos)], dtype=torch.float64
+)  # (n_pos, d_pe)
 torch.testing.assert_close(pe, by_hand)
 torch.testing.assert_close(sinusoidal_positional_encoding(n_pos, d_pe), pe.float())
 dlbook.show(sinusoidal_positional_encoding)
@@ -178,8 +204,11 @@ dlbook.show(sinusoidal_positional_encoding)
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
 im = axes[0].imshow(pe.T, aspect="auto", cmap="RdBu", vmin=-1, vmax=1)
-axes[0].set(title="PE: rows are dimensions, columns positions", xlabel="position",
-            ylabel="dimension")
+axes[0].set(
+    title="PE: rows are dimensions, columns positions",
+    xlabel="position",
+    ylabel="dimension",
+)
 plt.colorbar(im, ax=axes[0])
 for j in (0, 2, 8, 16):
     axes[1].plot(pe[:, j], label=f"dim {j} (pair {j // 2})")
@@ -206,6 +235,7 @@ plt.show()
 # Vaswani et al. chose the sinusoids for this property: they expected it to let the model learn
 # to attend by relative position {cite}`vaswani2017attention`.
 
+
 # %%
 def shift_matrix(k, d):
     """M_k of eq-pe-shift: block-diagonal rotations by k * omega_i, (d, d)."""
@@ -213,7 +243,7 @@ def shift_matrix(k, d):
     for i in range(d // 2):
         a = k / 10000 ** (2 * i / d)
         rotation = [[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]]  # (2, 2)
-        M[2 * i:2 * i + 2, 2 * i:2 * i + 2] = torch.tensor(rotation)
+        M[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = torch.tensor(rotation)
     return M
 
 
@@ -240,11 +270,14 @@ cond_all = torch.linalg.cond(pe[:-k]).item()  # all 32 dimensions
 dlbook.glue("shift_fit_err", shift_fit_err)
 dlbook.glue("cond_fit", cond_fit)
 dlbook.glue("cond_all", cond_all)
-torch.testing.assert_close(fitted, shift_matrix(k, d_pe)[:d_fit, :d_fit], atol=1e-6,
-                           rtol=0)
+torch.testing.assert_close(
+    fitted, shift_matrix(k, d_pe)[:d_fit, :d_fit], atol=1e-6, rtol=0
+)
 assert cond_all > 1e6 * cond_fit
-print(f"max |least-squares map - M_5| = {shift_fit_err:.1e}; "
-      f"condition number {cond_fit:.2f} (8 dims) vs {cond_all:.1e} (all {d_pe})")
+print(
+    f"max |least-squares map - M_5| = {shift_fit_err:.1e}; "
+    f"condition number {cond_fit:.2f} (8 dims) vs {cond_all:.1e} (all {d_pe})"
+)
 
 # %% [markdown]
 # The condition number of the fit is {glue:text}`cond_fit:.2f` on the first 8 dimensions and
@@ -263,8 +296,10 @@ assert math.isclose(offset_sim[0].item(), d_pe / 2)  # k = 0: d/2
 assert (offset_sim[1:] < d_pe / 2).all()  # every other offset: less
 first_rise = int((offset_sim[1:] >= offset_sim[:-1]).nonzero()[0]) + 1
 dlbook.glue("first_rise", first_rise)
-print(f"PE_pos . PE_pos+k depends on k only; largest at k = 0 ({d_pe // 2}); "
-      f"first increase from k = {first_rise - 1} to k = {first_rise}")
+print(
+    f"PE_pos . PE_pos+k depends on k only; largest at k = 0 ({d_pe // 2}); "
+    f"first increase from k = {first_rise - 1} to k = {first_rise}"
+)
 plt.figure(figsize=(4.2, 3.6))
 plt.imshow(sim, cmap="viridis")
 plt.colorbar()
@@ -283,16 +318,19 @@ plt.show()
 # (tiny models built from the default configurations; only the widths are shrunk):
 
 # %%
-tiny = dict(num_hidden_layers=1, num_attention_heads=2, hidden_size=8,
-            intermediate_size=32)
+tiny = dict(
+    num_hidden_layers=1, num_attention_heads=2, hidden_size=8, intermediate_size=32
+)
 bert_tiny = BertModel(BertConfig(**tiny))
 gpt2_tiny = GPT2Model(GPT2Config(n_layer=1, n_head=2, n_embd=8))
 bert_pos = bert_tiny.embeddings.position_embeddings
 assert isinstance(bert_pos, nn.Embedding) and isinstance(gpt2_tiny.wpe, nn.Embedding)
 dlbook.glue("bert_max_pos", bert_pos.num_embeddings)
 dlbook.glue("gpt2_max_pos", gpt2_tiny.wpe.num_embeddings)
-print(f"BERT: learned table of {bert_pos.num_embeddings} positions; "
-      f"GPT-2: learned table of {gpt2_tiny.wpe.num_embeddings} positions")
+print(
+    f"BERT: learned table of {bert_pos.num_embeddings} positions; "
+    f"GPT-2: learned table of {gpt2_tiny.wpe.num_embeddings} positions"
+)
 
 # %% [markdown]
 # BERT's table has {glue:text}`bert_max_pos` rows, GPT-2's {glue:text}`gpt2_max_pos`. The
@@ -310,6 +348,7 @@ print(f"BERT: learned table of {bert_pos.num_embeddings} positions; "
 # $$ (eq-layernorm)
 #
 # Note the biased variance (divide by $d$, not $d-1$) and the $\epsilon$ inside the root.
+
 
 # %%
 def layer_norm(x, gamma, beta, eps=1e-5):
@@ -335,8 +374,10 @@ for g_ours, g_ref in zip(grads_ours, grads_ref, strict=True):
 x = x.detach()
 diff_ln = (layer_norm(x, ref_ln.weight, ref_ln.bias) - ref_ln(x)).abs().max().item()
 dlbook.glue("ln_max_diff", diff_ln)
-print(f"LayerNorm from scratch: max |ours - nn.LayerNorm| = {diff_ln:.1e}; "
-      "gradients equal too")
+print(
+    f"LayerNorm from scratch: max |ours - nn.LayerNorm| = {diff_ln:.1e}; "
+    "gradients equal too"
+)
 
 # %% [markdown]
 # The packaged module keeps PyTorch's parameter names (`weight` = $\gamma$, `bias` = $\beta$), so
@@ -376,8 +417,10 @@ bn_batched = bn(torch.cat([seq, other]).transpose(1, 2)).transpose(1, 2)[:1]
 ln_alone, ln_batched = pkg_ln(seq), pkg_ln(torch.cat([seq, other]))[:1]
 bn_shift = (bn_alone - bn_batched).abs().max().item()
 ln_shift = (ln_alone - ln_batched).abs().max().item()
-print("change in sequence 1's output when a batch-mate is added: "
-      f"BatchNorm {bn_shift:.3f}, LayerNorm {ln_shift:.1e}")
+print(
+    "change in sequence 1's output when a batch-mate is added: "
+    f"BatchNorm {bn_shift:.3f}, LayerNorm {ln_shift:.1e}"
+)
 assert ln_shift < 1e-6 and bn_shift > 0.1
 dlbook.glue("bn_shift", bn_shift)
 dlbook.glue("ln_shift", ln_shift)
@@ -403,6 +446,8 @@ dlbook.glue("ln_shift", ln_shift)
 # %%
 d, d_ff = 16, 64
 lin1, lin2 = nn.Linear(d, d_ff).to(device), nn.Linear(d_ff, d).to(device)
+
+
 def ffn(x):
     return lin2(torch.clamp(lin1(x), min=0))  # (..., d) -> (..., d_ff) -> (..., d)
 
@@ -423,10 +468,14 @@ for g_ours, g_ref in zip(grad_ours, grad_ref, strict=True):
 x = x.detach()
 ff_ratio = bert_defaults.intermediate_size / bert_defaults.hidden_size
 dlbook.glue("bert_ff_ratio", ff_ratio)
-print("FFN on the whole sequence == FFN on each position == F.linear/F.relu, "
-      "forward and backward")
-print(f"BERT-base: d = {bert_defaults.hidden_size}, "
-      f"d_ff = {bert_defaults.intermediate_size} (ratio {ff_ratio:g})")
+print(
+    "FFN on the whole sequence == FFN on each position == F.linear/F.relu, "
+    "forward and backward"
+)
+print(
+    f"BERT-base: d = {bert_defaults.hidden_size}, "
+    f"d_ff = {bert_defaults.intermediate_size} (ratio {ff_ratio:g})"
+)
 
 # %% [markdown]
 # BERT {cite}`devlin2019bert` and GPT-2 {cite}`radford2019language` replace the ReLU by the
@@ -450,8 +499,10 @@ gelu_exact = z * 0.5 * (1 + torch.erf(z / math.sqrt(2)))
 gelu_tanh = 0.5 * z * (1 + torch.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z**3)))
 torch.testing.assert_close(gelu_exact, F.gelu(z))
 torch.testing.assert_close(gelu_tanh, F.gelu(z, approximate="tanh"))
-torch.testing.assert_close(torch.autograd.grad(gelu_exact.sum(), z)[0],
-                           torch.autograd.grad(F.gelu(z).sum(), z)[0])  # backward too
+torch.testing.assert_close(
+    torch.autograd.grad(gelu_exact.sum(), z)[0],
+    torch.autograd.grad(F.gelu(z).sum(), z)[0],
+)  # backward too
 bert_act, gpt2_act = BertConfig().hidden_act, GPT2Config().activation_function
 torch.testing.assert_close(ACT2FN[bert_act](z), gelu_exact)  # transformers' BERT: exact
 torch.testing.assert_close(ACT2FN[gpt2_act](z), gelu_tanh)  # transformers' GPT-2: tanh
@@ -461,8 +512,10 @@ assert tanh_gap > 1e-4  # a real difference, far above float32 rounding
 hf_gelu_doc = inspect.getdoc(type(ACT2FN[bert_act])).splitlines()[0]
 assert "Google BERT repo when initially created" in hf_gelu_doc
 print("transformers' docstring of its exact GELU:", hf_gelu_doc)
-print(f"BertConfig: hidden_act={bert_act!r} = exact GELU; "
-      f"GPT2Config: activation_function={gpt2_act!r} = tanh GELU")
+print(
+    f"BertConfig: hidden_act={bert_act!r} = exact GELU; "
+    f"GPT2Config: activation_function={gpt2_act!r} = tanh GELU"
+)
 print(f"the two forms differ by up to {tanh_gap:.1e} on [-4, 4]")
 
 # %%
@@ -515,6 +568,7 @@ dlbook.show(FeedForward.forward)
 # feed-forward matrix $W_2$, at initialisation, for one batch of a classification loss, in stacks
 # of growing depth, for several random initialisations, each compared seed by seed.
 
+
 # %%
 def ffn_grad_norms(depth, norm_first, seed, d_model=64):
     """||dloss/dW2|| of every layer of a fresh stack, for one random batch: (depth,)."""
@@ -536,12 +590,22 @@ for depth in dlbook.progress(sizes["depths"], desc="depths"):
         for s in seeds_:
             grad_norms[name, depth, s] = ffn_grad_norms(depth, norm_first, s)
 # per depth, per seed: last layer's gradient, post-norm / pre-norm (same seed)
-last_ratio = {n: np.array([(grad_norms["post-norm", n, s][-1]
-                            / grad_norms["pre-norm", n, s][-1]).item() for s in seeds_])
-              for n in sizes["depths"]}  # depth -> (seeds,)
+last_ratio = {
+    n: np.array(
+        [
+            (
+                grad_norms["post-norm", n, s][-1] / grad_norms["pre-norm", n, s][-1]
+            ).item()
+            for s in seeds_
+        ]
+    )
+    for n in sizes["depths"]
+}  # depth -> (seeds,)
 for n, r in last_ratio.items():
-    print(f"{n:3d} layers: last layer's ||grad W2||, post-norm / pre-norm, "
-          f"per seed: {np.round(r, 2)}")
+    print(
+        f"{n:3d} layers: last layer's ||grad W2||, post-norm / pre-norm, "
+        f"per seed: {np.round(r, 2)}"
+    )
 
 # %%
 deepest, shallowest = sizes["depths"][-1], sizes["depths"][0]
@@ -550,17 +614,25 @@ for name in ("post-norm", "pre-norm"):
     layer_ids = range(1, deepest + 1)
     mean_norms = torch.stack([grad_norms[name, deepest, s] for s in seeds_]).mean(0)
     axes[0].plot(layer_ids, mean_norms, "o-", ms=3, label=name)
-axes[0].set(title=f"{deepest}-layer stack at initialisation (mean over seeds)",
-            xlabel="layer", ylabel=r"$\|\partial \ell / \partial W_2\|$")
+axes[0].set(
+    title=f"{deepest}-layer stack at initialisation (mean over seeds)",
+    xlabel="layer",
+    ylabel=r"$\|\partial \ell / \partial W_2\|$",
+)
 axes[0].title.set_fontsize(9)
 axes[0].legend()
 mid = [np.median(last_ratio[n]) for n in sizes["depths"]]
-err = [[m - last_ratio[n].min() for n, m in zip(sizes["depths"], mid, strict=True)],
-       [last_ratio[n].max() - m for n, m in zip(sizes["depths"], mid, strict=True)]]
+err = [
+    [m - last_ratio[n].min() for n, m in zip(sizes["depths"], mid, strict=True)],
+    [last_ratio[n].max() - m for n, m in zip(sizes["depths"], mid, strict=True)],
+]
 axes[1].errorbar(sizes["depths"], mid, yerr=err, fmt="o-", capsize=3)
 axes[1].axhline(1, color="gray", ls=":")
-axes[1].set(xscale="log", title="last layer: post-norm / pre-norm (seed min-max)",
-            xlabel="number of layers")
+axes[1].set(
+    xscale="log",
+    title="last layer: post-norm / pre-norm (seed min-max)",
+    xlabel="number of layers",
+)
 axes[1].title.set_fontsize(9)
 plt.tight_layout()
 plt.show()
@@ -573,9 +645,15 @@ plt.show()
 
 # %%
 # last layer / first layer inside the deepest stack, one value per seed
-growth = {name: np.array([(grad_norms[name, deepest, s][-1]
-                           / grad_norms[name, deepest, s][0]).item() for s in seeds_])
-          for name in ("post-norm", "pre-norm")}  # (seeds,) each
+growth = {
+    name: np.array(
+        [
+            (grad_norms[name, deepest, s][-1] / grad_norms[name, deepest, s][0]).item()
+            for s in seeds_
+        ]
+    )
+    for name in ("post-norm", "pre-norm")
+}  # (seeds,) each
 dlbook.glue("n_grad_seeds", len(seeds_))
 dlbook.glue("deepest", deepest)
 dlbook.glue("shallowest", shallowest)
@@ -620,6 +698,7 @@ if profile == "full":
 # ({eq}`eq-pre-norm`), written with the multi-head attention of chapter 6 and the `layer_norm`
 # and FFN of this chapter, with dropout left out (it is the identity at evaluation time):
 
+
 # %%
 def encoder_layer(x, attn, ln1, ln2, lin1, lin2, norm_first, key_padding_mask=None):
     def sa(h):
@@ -654,11 +733,16 @@ pad[1, 6:] = True
 layer_diffs = {}
 for norm_first in (False, True):
     torch.manual_seed(0)
-    ref = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=0.0,
-                                     batch_first=True, norm_first=norm_first)
+    ref = nn.TransformerEncoderLayer(
+        d_model, n_heads, d_ff, dropout=0.0, batch_first=True, norm_first=norm_first
+    )
     ref = ref.to(device).eval()
-    zeros = (ref.self_attn.in_proj_bias, ref.self_attn.out_proj.bias, ref.norm1.bias,
-             ref.norm2.bias)
+    zeros = (
+        ref.self_attn.in_proj_bias,
+        ref.self_attn.out_proj.bias,
+        ref.norm1.bias,
+        ref.norm2.bias,
+    )
     assert all((p == 0).all() for p in zeros)  # fresh: zero biases ...
     assert (ref.norm1.weight == 1).all() and (ref.norm2.weight == 1).all()  # gammas 1
     with torch.no_grad():
@@ -667,8 +751,16 @@ for norm_first in (False, True):
     attn = MultiHeadAttention(d_model, n_heads).to(device)
     attn = attn.load_from_torch(ref.self_attn).eval()
     for mask in (None, pad):
-        ours = encoder_layer(x, attn, ref.norm1, ref.norm2, ref.linear1, ref.linear2,
-                             norm_first, key_padding_mask=mask)  # (B, L, d_model)
+        ours = encoder_layer(
+            x,
+            attn,
+            ref.norm1,
+            ref.norm2,
+            ref.linear1,
+            ref.linear2,
+            norm_first,
+            key_padding_mask=mask,
+        )  # (B, L, d_model)
         theirs = ref(x, src_key_padding_mask=mask)
         torch.testing.assert_close(ours, theirs)
         layer_diffs[(norm_first, mask is not None)] = (ours - theirs).abs().max().item()
@@ -686,8 +778,10 @@ for norm_first in (False, True):
     torch.testing.assert_close(packaged.ff.linear1.weight.grad, ref.linear1.weight.grad)
     torch.testing.assert_close(packaged.norm2.weight.grad, ref.norm2.weight.grad)
 for (nf, masked), diff in layer_diffs.items():
-    print(f"norm_first={nf!s:5}  padding mask={masked!s:5}  "
-          f"max |ours - torch| = {diff:.1e}")
+    print(
+        f"norm_first={nf!s:5}  padding mask={masked!s:5}  "
+        f"max |ours - torch| = {diff:.1e}"
+    )
 print("packaged EncoderLayer == nn.TransformerEncoderLayer, forward and backward")
 dlbook.glue("layer_max_diff", max(layer_diffs.values()))
 
@@ -756,6 +850,7 @@ dlbook.glue("ratio_tied", emb_ratio["tied to an nn.Linear(d, 10) output layer"])
 # initialise ours with standard deviation $1/\sqrt{d}$ (ratio {glue:text}`ratio_small:.2f`), so
 # the digit and its position enter the first layer at comparable sizes.
 
+
 # %%
 def digit_batch(n, length, generator):
     x = torch.randint(0, 10, (n, length), generator=generator)  # (n, L) random digits
@@ -763,16 +858,25 @@ def digit_batch(n, length, generator):
 
 
 class DigitSorter(nn.Module):
-    def __init__(self, length, d_model=64, n_heads=4, d_ff=128, n_layers=2,
-                 norm_first=True, positions=True):
+    def __init__(
+        self,
+        length,
+        d_model=64,
+        n_heads=4,
+        d_ff=128,
+        n_layers=2,
+        norm_first=True,
+        positions=True,
+    ):
         super().__init__()
         self.embed = nn.Embedding(10, d_model)
         nn.init.normal_(self.embed.weight, std=d_model**-0.5)  # times sqrt(d): std 1
         self.scale = math.sqrt(d_model)
         pe = sinusoidal_positional_encoding(length, d_model) if positions else None
         self.register_buffer("pe", pe)  # (L, d), fixed; None: the model is order-blind
-        self.encoder = Encoder(n_layers, d_model, n_heads, d_ff, dropout=0.0,
-                               norm_first=norm_first)
+        self.encoder = Encoder(
+            n_layers, d_model, n_heads, d_ff, dropout=0.0, norm_first=norm_first
+        )
         self.head = nn.Linear(d_model, 10)
 
     def forward(self, x, need_weights=False):
@@ -791,13 +895,18 @@ val_gen, test_gen = torch.Generator().manual_seed(2), torch.Generator().manual_s
 x_val, y_val = digit_batch(sizes["sort_val"], sort_len, val_gen)
 x_test, y_test = digit_batch(sizes["sort_test"], sort_len, test_gen)
 x_val, y_val, x_test, y_test = (t.to(device) for t in (x_val, y_val, x_test, y_test))
-print(f"{sum(p.numel() for p in sorter.parameters()):,} parameters; example:",
-      x_test[0].tolist(), "->", y_test[0].tolist())
+print(
+    f"{sum(p.numel() for p in sorter.parameters()):,} parameters; example:",
+    x_test[0].tolist(),
+    "->",
+    y_test[0].tolist(),
+)
 
 # %% [markdown]
 # The training loop: AdamW, a learning rate that warms up linearly over the first 10 % of the
 # steps and then decays along a cosine, fresh random batches at every step. It records the loss
 # and the validation accuracy as it goes.
+
 
 # %%
 def sort_accuracy(model, x, y):
@@ -816,14 +925,16 @@ def lr_factor(step, steps, warmup_steps):
     return ramp * 0.5 * (1 + math.cos(math.pi * step / steps))
 
 
-def train_sorter(model, steps, lr=3e-3, warmup=0.1, seed=0, log_every=50,
-                 desc="sorting"):
+def train_sorter(
+    model, steps, lr=3e-3, warmup=0.1, seed=0, log_every=50, desc="sorting"
+):
     """Train on fresh batches; returns [(step, loss, val acc: positions, sequences)]."""
     data_gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     warmup_steps = round(warmup * steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, steps, warmup_steps))
+        opt, lambda s: lr_factor(s, steps, warmup_steps)
+    )
     log = []
     bar = dlbook.progress(range(steps), desc=desc)
     for step in bar:
@@ -909,13 +1020,18 @@ with torch.no_grad():
 # (n, L_q, L_k): does key j hold y_i, the digit query i must output?
 holds_answer = (x_test[:, None, :] == y_test[:, :, None]).float()
 chance = holds_answer.mean().item()  # a uniform head's share
-answer_mass = torch.stack([(w * holds_answer[:, None]).sum(-1).mean(dim=(0, 2))
-                           for w in all_maps])  # (layers, H)
-entropy = torch.stack([-(w * w.clamp_min(1e-12).log()).sum(-1).mean()
-                       for w in all_maps]) / math.log(sort_len)  # (layers,)
+answer_mass = torch.stack(
+    [(w * holds_answer[:, None]).sum(-1).mean(dim=(0, 2)) for w in all_maps]
+)  # (layers, H)
+entropy = torch.stack(
+    [-(w * w.clamp_min(1e-12).log()).sum(-1).mean() for w in all_maps]
+) / math.log(sort_len)  # (layers,)
 for layer, row in enumerate(answer_mass.tolist()):
-    print(f"layer {layer + 1}: attention on keys holding the answer, per head:",
-          [f"{v:.2f}" for v in row], f"| normalised entropy {entropy[layer]:.2f}")
+    print(
+        f"layer {layer + 1}: attention on keys holding the answer, per head:",
+        [f"{v:.2f}" for v in row],
+        f"| normalised entropy {entropy[layer]:.2f}",
+    )
 print(f"a uniform head: {chance:.2f}")
 best = answer_mass[-1].argmax().item()
 dlbook.glue("answer_mass_best", answer_mass[-1, best].item())
@@ -976,8 +1092,13 @@ if sizes["lm_names"] is not None:  # smoke: a small subset
 vocab = charlm.CharVocab()
 longest = max(len(n) for lst in names.values() for n in lst)
 max_len = longest + 1  # + <bos>
-print({split: len(lst) for split, lst in names.items()}, "| vocabulary", len(vocab),
-      "| longest name", longest)
+print(
+    {split: len(lst) for split, lst in names.items()},
+    "| vocabulary",
+    len(vocab),
+    "| longest name",
+    longest,
+)
 dlbook.glue("longest_name", longest)
 
 # %%
@@ -988,10 +1109,18 @@ def make_lm(kind, seed):
     """A fresh character model; the seed fixes its initial weights."""
     torch.manual_seed(seed)
     if kind == "Transformer":
-        return TransformerLM(len(vocab), d_model=64, n_heads=4, d_ff=256, n_layers=2,
-                             max_len=max_len, dropout=lm_dropout).to(device)
-    return charlm.RecurrentLM(len(vocab), embed_dim=32, hidden_size=128,
-                              cell=kind.lower(), dropout=lm_dropout).to(device)
+        return TransformerLM(
+            len(vocab),
+            d_model=64,
+            n_heads=4,
+            d_ff=256,
+            n_layers=2,
+            max_len=max_len,
+            dropout=lm_dropout,
+        ).to(device)
+    return charlm.RecurrentLM(
+        len(vocab), embed_dim=32, hidden_size=128, cell=kind.lower(), dropout=lm_dropout
+    ).to(device)
 
 
 gpt = make_lm("Transformer", 0)
@@ -1012,8 +1141,9 @@ ids = torch.tensor([vocab.encode("margaret")[:-1]], device=device)
 with torch.no_grad():
     full = gpt(ids)  # (1, T, V)
     # one prefix at a time: the last position's logits of ids[:, :t+1]
-    prefixes = torch.cat([gpt(ids[:, : t + 1])[:, -1:] for t in range(ids.shape[1])],
-                         dim=1)  # (1, T, V)
+    prefixes = torch.cat(
+        [gpt(ids[:, : t + 1])[:, -1:] for t in range(ids.shape[1])], dim=1
+    )  # (1, T, V)
 torch.testing.assert_close(full, prefixes)
 print("logits on the full sequence == logits on each prefix alone, at every position")
 
@@ -1039,34 +1169,45 @@ dataset = charlm.NamesDataset(few, vocab)
 inputs, targets, mask = charlm.collate([dataset[i] for i in range(len(few))])
 with torch.no_grad():
     logits = gpt(inputs.to(device))  # (B, T, V)
-    ce = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(),
-                         ignore_index=vocab.pad_id)
+    ce = F.cross_entropy(
+        logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=vocab.pad_id
+    )
 torch.testing.assert_close(torch.tensor(total / count), ce.cpu())
-torch.testing.assert_close(total / count, charlm.loss_per_char(gpt, few, vocab, device),
-                           rtol=1e-5, atol=1e-6)
+torch.testing.assert_close(
+    total / count, charlm.loss_per_char(gpt, few, vocab, device), rtol=1e-5, atol=1e-6
+)
 # every target of the training names is a letter or <eos>: |V| - 2 possible symbols
-train_targets = torch.cat([charlm.NamesDataset(names["train"], vocab)[i][1]
-                           for i in range(len(names["train"]))])
+train_targets = torch.cat(
+    [
+        charlm.NamesDataset(names["train"], vocab)[i][1]
+        for i in range(len(names["train"]))
+    ]
+)
 lm_uniform = math.log(len(vocab) - 2)
 # a model whose logits are equal over the |V| - 2 target symbols scores exactly that
 never = torch.tensor([vocab.pad_id, vocab.bos_id])
 flat = torch.zeros(1, len(vocab)).index_fill_(1, never, -float("inf"))  # (1, V)
 assert not torch.isin(train_targets, never).any()
-torch.testing.assert_close(F.cross_entropy(flat, torch.tensor([vocab.eos_id])).item(),
-                           lm_uniform)
+torch.testing.assert_close(
+    F.cross_entropy(flat, torch.tensor([vocab.eos_id])).item(), lm_uniform
+)
 dlbook.glue("lm_untrained", total / count)
 dlbook.glue("lm_uniform", lm_uniform)
 dlbook.glue("n_target_symbols", len(vocab) - 2)
-print(f"untrained loss per char {total / count:.3f} nats; "
-      f"uniform guess ln(|V| - 2) = {lm_uniform:.3f}")
+print(
+    f"untrained loss per char {total / count:.3f} nats; "
+    f"uniform guess ln(|V| - 2) = {lm_uniform:.3f}"
+)
 
 # %% [markdown]
 # The untrained model scores {glue:text}`lm_untrained:.3f` nats per character, the uniform guess
 # over the {glue:text}`n_target_symbols` target symbols {glue:text}`lm_uniform:.3f`.
 
 # %%
-lm_sizes = {kind: sum(p.numel() for p in make_lm(kind, 0).parameters())
-            for kind in ("Transformer", "RNN", "LSTM")}
+lm_sizes = {
+    kind: sum(p.numel() for p in make_lm(kind, 0).parameters())
+    for kind in ("Transformer", "RNN", "LSTM")
+}
 for kind, n in lm_sizes.items():
     dlbook.glue(f"n_params_{kind.lower()}", n)
 print(lm_sizes)
@@ -1100,14 +1241,26 @@ lm_models, lm_hist = {}, {}
 for seed, kind in dlbook.progress(runs, desc="language models"):
     model = make_lm(kind, seed)
     lm_hist[kind, seed] = charlm.train_char_lm(
-        model, names["train"], names["validation"], vocab, epochs=sizes["lm_epochs"],
-        batch_size=sizes["lm_batch"], lr=3e-3, grad_clip=1.0, weight_decay=0.0,
-        device=device, seed=seed, restore_best=True, show_progress=False)
+        model,
+        names["train"],
+        names["validation"],
+        vocab,
+        epochs=sizes["lm_epochs"],
+        batch_size=sizes["lm_batch"],
+        lr=3e-3,
+        grad_clip=1.0,
+        weight_decay=0.0,
+        device=device,
+        seed=seed,
+        restore_best=True,
+        show_progress=False,
+    )
     lm_models[kind, seed] = model
 
 # %% [markdown]
 # The test names, once per model and seed. We keep each name's summed negative log-likelihood
 # (not only the average), to compare two models name by name below.
+
 
 # %%
 def name_nll(model, names_):
@@ -1130,16 +1283,23 @@ for kind in kinds:
     best_epochs = [lm_hist[kind, s].best_epoch for s in sizes["lm_seeds"]]
     spread = losses.std(ddof=1) if len(losses) > 1 else float("nan")
     epochs = f"{min(best_epochs)} to {max(best_epochs)}"
-    print(f"{kind:12s} {n_params:10,d} {epochs:>12s} "
-          f"{losses.mean():10.3f} +- {spread:.3f} (sd)")
+    print(
+        f"{kind:12s} {n_params:10,d} {epochs:>12s} "
+        f"{losses.mean():10.3f} +- {spread:.3f} (sd)"
+    )
 
 # %%
 plt.figure(figsize=(5.5, 3.4))
 for kind, colour in zip(kinds, ("C0", "C1", "C2"), strict=True):
     for i, seed in enumerate(sizes["lm_seeds"]):
         hist = lm_hist[kind, seed]
-        plt.plot(hist.val_epoch[1:], hist.val_loss[1:], color=colour, alpha=0.6,
-                 label=kind if i == 0 else None)
+        plt.plot(
+            hist.val_epoch[1:],
+            hist.val_loss[1:],
+            color=colour,
+            alpha=0.6,
+            label=kind if i == 0 else None,
+        )
 plt.xlabel("epoch")
 plt.ylabel("validation loss (nats / char)")
 plt.title("validation loss, one line per seed")
@@ -1157,56 +1317,73 @@ plt.show()
 # - over names: each name's loss averaged over the seeds, the difference between two models
 #   resampled name by name (bootstrap), `dlbook.stats.bootstrap_ratio`, as in chapter 4.
 
+
 # %%
 def compare(kind_a, kind_b):
     """Intervals of the test loss difference a - b: over seeds, and over test names."""
     seeds = sizes["lm_seeds"]
-    over_seeds = stats.seed_interval([test_loss[kind_a, s] for s in seeds],
-                                     [test_loss[kind_b, s] for s in seeds])
-    per_name = np.mean([test_sums[kind_a, s] - test_sums[kind_b, s] for s in seeds],
-                       axis=0)  # (N,): each name's difference, averaged over seeds
+    over_seeds = stats.seed_interval(
+        [test_loss[kind_a, s] for s in seeds], [test_loss[kind_b, s] for s in seeds]
+    )
+    per_name = np.mean(
+        [test_sums[kind_a, s] - test_sums[kind_b, s] for s in seeds], axis=0
+    )  # (N,): each name's difference, averaged over seeds
     over_names = stats.bootstrap_ratio(per_name, n_chars)  # per char, names resampled
     return over_seeds, over_names
 
 
-pairs = {("Transformer", "LSTM"): compare("Transformer", "LSTM"),
-         ("Transformer", "RNN"): compare("Transformer", "RNN"),
-         ("LSTM", "RNN"): compare("LSTM", "RNN")}
+pairs = {
+    ("Transformer", "LSTM"): compare("Transformer", "LSTM"),
+    ("Transformer", "RNN"): compare("Transformer", "RNN"),
+    ("LSTM", "RNN"): compare("LSTM", "RNN"),
+}
 verdicts = {}
 for (a, b), (over_seeds, over_names) in pairs.items():
     lower = a if over_seeds.diff < 0 else b
     gap = f"the {lower} is lower, by {abs(over_seeds.diff):.3f} nats per character"
     measurable = over_seeds.measurable and over_names.measurable  # both must exclude 0
     verdicts[a, b] = gap if measurable else "no measurable difference"
-    print(f"{a} - {b}: {over_seeds.diff:+.3f} nats/char; 95 % over seeds "
-          f"[{over_seeds.low:+.3f}, {over_seeds.high:+.3f}], over names "
-          f"[{over_names.low:+.3f}, {over_names.high:+.3f}] -> {verdicts[a, b]}")
+    print(
+        f"{a} - {b}: {over_seeds.diff:+.3f} nats/char; 95 % over seeds "
+        f"[{over_seeds.low:+.3f}, {over_seeds.high:+.3f}], over names "
+        f"[{over_names.low:+.3f}, {over_names.high:+.3f}] -> {verdicts[a, b]}"
+    )
 
 # %%
-mean_loss = {k: np.mean([test_loss[k, s] for s in sizes["lm_seeds"]]).item()
-             for k in kinds}  # over seeds
+mean_loss = {
+    k: np.mean([test_loss[k, s] for s in sizes["lm_seeds"]]).item() for k in kinds
+}  # over seeds
 for kind in kinds:
     losses = [test_loss[kind, s] for s in sizes["lm_seeds"]]
     dlbook.glue(f"test_sd_{kind.lower()}", float(np.std(losses, ddof=1)))
 dlbook.glue("test_loss_rnn", mean_loss["RNN"])
 dlbook.glue("test_loss_lstm", mean_loss["LSTM"])
-dlbook.headline("test_loss_transformer", mean_loss["Transformer"], profile=profile,
-                at_most=2.1)
+dlbook.headline(
+    "test_loss_transformer", mean_loss["Transformer"], profile=profile, at_most=2.1
+)
 dlbook.glue("verdict_tl", verdicts["Transformer", "LSTM"])
 dlbook.glue("verdict_tr", verdicts["Transformer", "RNN"])
 dlbook.glue("verdict_lr", verdicts["LSTM", "RNN"])
-best_last = {kind: sum(lm_hist[kind, s].best_epoch == sizes["lm_epochs"]
-                       for s in sizes["lm_seeds"]) for kind in kinds}
+best_last = {
+    kind: sum(
+        lm_hist[kind, s].best_epoch == sizes["lm_epochs"] for s in sizes["lm_seeds"]
+    )
+    for kind in kinds
+}
 for kind in kinds:
     dlbook.glue(f"n_best_last_{kind.lower()}", best_last[kind])
 improving = [kind for kind in kinds if best_last[kind] > 0]
 if improving:
-    budget_note = (f"those runs ({', '.join(improving)}) were still improving when "
-                   "training stopped, so the verdicts hold for this budget of "
-                   f"{sizes['lm_epochs']} epochs, not for training to convergence")
+    budget_note = (
+        f"those runs ({', '.join(improving)}) were still improving when "
+        "training stopped, so the verdicts hold for this budget of "
+        f"{sizes['lm_epochs']} epochs, not for training to convergence"
+    )
 else:
-    budget_note = ("every run passed its lowest validation loss before the last epoch, "
-                   f"within this budget of {sizes['lm_epochs']} epochs")
+    budget_note = (
+        "every run passed its lowest validation loss before the last epoch, "
+        f"within this budget of {sizes['lm_epochs']} epochs"
+    )
 dlbook.glue("budget_note", budget_note)
 dlbook.glue("n_lm_seeds", len(sizes["lm_seeds"]))
 dlbook.glue("lm_epochs", sizes["lm_epochs"])
@@ -1239,8 +1416,14 @@ if profile == "full":  # the verdicts the text states
 seed0 = sizes["lm_seeds"][0]
 dlbook.glue("first_seed", seed0)
 for kind in kinds:
-    samples = charlm.sample(lm_models[kind, seed0], vocab, 10, temperature=0.8,
-                            generator=torch.Generator().manual_seed(0), max_len=max_len)
+    samples = charlm.sample(
+        lm_models[kind, seed0],
+        vocab,
+        10,
+        temperature=0.8,
+        generator=torch.Generator().manual_seed(0),
+        max_len=max_len,
+    )
     print(f"{kind:12s}", ", ".join(samples))
 
 # %% [markdown]
@@ -1258,8 +1441,11 @@ tables = ((learned, "learned (trained LM)"), (fixed, "sinusoidal"))
 for ax, (table, title) in zip(axes, tables, strict=True):
     unit = F.normalize(table, dim=-1)  # (max_len, d_model), unit rows
     ax.imshow(unit @ unit.T, cmap="RdBu", vmin=-1, vmax=1)
-    ax.set(title=f"cosine similarity of positions: {title}", xlabel="position",
-           ylabel="position")
+    ax.set(
+        title=f"cosine similarity of positions: {title}",
+        xlabel="position",
+        ylabel="position",
+    )
     ax.title.set_fontsize(9)
 plt.tight_layout()
 plt.show()
@@ -1270,6 +1456,7 @@ plt.show()
 #
 # We summarise each table by the mean similarity of adjacent positions and of positions at
 # least four apart:
+
 
 # %%
 def neighbour_similarity(table):
@@ -1282,9 +1469,11 @@ def neighbour_similarity(table):
 
 learned_near, learned_far = neighbour_similarity(learned)
 fixed_near, fixed_far = neighbour_similarity(fixed)
-print("mean cosine similarity, adjacent positions / positions >= 4 apart: "
-      f"learned {learned_near:.2f} / {learned_far:.2f}, "
-      f"sinusoidal {fixed_near:.2f} / {fixed_far:.2f}")
+print(
+    "mean cosine similarity, adjacent positions / positions >= 4 apart: "
+    f"learned {learned_near:.2f} / {learned_far:.2f}, "
+    f"sinusoidal {fixed_near:.2f} / {fixed_far:.2f}"
+)
 reach_last = sum(len(n) == longest for n in names["train"])  # they use the last row
 dlbook.glue("learned_near", learned_near)
 dlbook.glue("learned_far", learned_far)
@@ -1346,6 +1535,7 @@ dlbook.glue("n_train_names", len(names["train"]))
 # $12d^2+13d$, which is $7{,}087{,}872$ for $d=768$. The number of heads does not appear: the heads
 # split the same $d\times d$ projections into blocks. The count, checked:
 
+
 # %% tags=["solution"]
 def n_params(d, h):
     return sum(p.numel() for p in nn.TransformerEncoderLayer(d, h, 4 * d).parameters())
@@ -1367,6 +1557,7 @@ print(f"{n_params(768, 12):,} parameters, with 12 heads or with 8")
 # BERT's $\epsilon = 10^{-12}$.
 # :::
 
+
 # %%
 def my_layer_norm(x, gamma, beta, eps=1e-5):
     raise NotImplementedError  # your code here
@@ -1378,6 +1569,7 @@ dlbook.exercises.check("ch07.layer_norm", my_layer_norm)
 # ```{solution-start} ch07-ex-layernorm
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_layer_norm(x, gamma, beta, eps=1e-5):
@@ -1400,6 +1592,7 @@ assert dlbook.exercises.check("ch07.layer_norm", my_layer_norm)
 # `nn.Linear` layout).
 # :::
 
+
 # %%
 def my_feed_forward(x, W1, b1, W2, b2):
     raise NotImplementedError  # your code here
@@ -1411,6 +1604,7 @@ dlbook.exercises.check("ch07.feed_forward", my_feed_forward)
 # ```{solution-start} ch07-ex-ffn
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_feed_forward(x, W1, b1, W2, b2):
@@ -1432,6 +1626,7 @@ assert dlbook.exercises.check("ch07.feed_forward", my_feed_forward)
 # over positions).
 # :::
 
+
 # %%
 def my_positional_encoding(n_positions, d_model):
     raise NotImplementedError  # your code here
@@ -1443,6 +1638,7 @@ dlbook.exercises.check("ch07.positional_encoding", my_positional_encoding)
 # ```{solution-start} ch07-ex-pe
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_positional_encoding(n_positions, d_model):
@@ -1477,6 +1673,7 @@ assert dlbook.exercises.check("ch07.positional_encoding", my_positional_encoding
 #    sequences of 12 digits: how well does it sort them?
 # :::
 
+
 # %%
 def my_order_blind_ceiling(x):
     raise NotImplementedError  # your code here
@@ -1494,6 +1691,7 @@ dlbook.exercises.check("ch07.order_blind_ceiling", my_order_blind_ceiling)
 #    The best answer is the most frequent digit $c^\ast$, whatever $v$ is, and it is right
 #    $\max_c n_c$ times out of $L$: the model can do no better than write the sequence's mode
 #    everywhere.
+
 
 # %% tags=["solution"]
 def my_order_blind_ceiling(x):
@@ -1545,8 +1743,9 @@ dlbook.glue("acc_12_tok", acc_12[0])
 dlbook.glue("acc_12_seq", acc_12[1])
 dlbook.glue("acc_12_seen", acc_seen)
 dlbook.glue("acc_12_new", acc_new)
-print(f"12 digits: positions right {acc_12[0]:.3f}, "
-      f"whole sequences right {acc_12[1]:.3f}")
+print(
+    f"12 digits: positions right {acc_12[0]:.3f}, whole sequences right {acc_12[1]:.3f}"
+)
 print(f"positions 0-9 right {acc_seen:.3f}, positions 10-11 right {acc_new:.3f}")
 if profile == "full":  # the drops the text states
     assert acc_12[1] < 0.5 * seq_acc
@@ -1587,8 +1786,15 @@ for seed in sizes["ex_seeds"]:
     for name, norm_first in (("post-norm", False), ("pre-norm", True)):
         torch.manual_seed(seed)
         deep = DigitSorter(sort_len, n_layers=sizes["ex_layers"], norm_first=norm_first)
-        train_sorter(deep.to(device), sizes["ex_steps"], lr=1e-2,
-                     warmup=0.0, seed=seed, log_every=0, desc=f"{name}, seed {seed}")
+        train_sorter(
+            deep.to(device),
+            sizes["ex_steps"],
+            lr=1e-2,
+            warmup=0.0,
+            seed=seed,
+            log_every=0,
+            desc=f"{name}, seed {seed}",
+        )
         results[name].append(sort_accuracy(deep, x_val, y_val)[0])
 print({name: [round(v, 3) for v in accs] for name, accs in results.items()})
 # paired over seeds: pre-norm minus post-norm, one difference per seed
@@ -1597,8 +1803,10 @@ if not iv.measurable:
     verdict = "no measurable difference"
 else:
     verdict = "pre-norm" if iv.diff > 0 else "post-norm"
-print(f"pre-norm - post-norm: {iv.diff:+.3f}, 95 % over seeds "
-      f"[{iv.low:+.3f}, {iv.high:+.3f}] -> {verdict}")
+print(
+    f"pre-norm - post-norm: {iv.diff:+.3f}, 95 % over seeds "
+    f"[{iv.low:+.3f}, {iv.high:+.3f}] -> {verdict}"
+)
 assert dlbook.exercises.ch07.check_seed_verdict(results, verdict)
 post_mean, pre_mean = np.mean(results["post-norm"]), np.mean(results["pre-norm"])
 dlbook.glue("ex_layers", sizes["ex_layers"])

@@ -41,7 +41,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -90,14 +100,44 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(n_wordpiece=300, n_compare=6, n_heads_batch=8, n_pairs=8,
-               n_mask_stats=256, n_train=512, n_val=32, max_len=32, d_model=32,
-               n_layers=1, n_heads=2, d_ff=64, steps=6, batch_size=16, lr=1e-3,
-               warmup=2, eval_every=3),
-    full=dict(n_wordpiece=10_252, n_compare=64, n_heads_batch=256, n_pairs=128,
-              n_mask_stats=4_096, n_train=10_252, n_val=1_000, max_len=64, d_model=128,
-              n_layers=2, n_heads=2, d_ff=512, steps=1_200, batch_size=32, lr=1e-3,
-              warmup=100, eval_every=150),
+    smoke=dict(
+        n_wordpiece=300,
+        n_compare=6,
+        n_heads_batch=8,
+        n_pairs=8,
+        n_mask_stats=256,
+        n_train=512,
+        n_val=32,
+        max_len=32,
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        d_ff=64,
+        steps=6,
+        batch_size=16,
+        lr=1e-3,
+        warmup=2,
+        eval_every=3,
+    ),
+    full=dict(
+        n_wordpiece=10_252,
+        n_compare=64,
+        n_heads_batch=256,
+        n_pairs=128,
+        n_mask_stats=4_096,
+        n_train=10_252,
+        n_val=1_000,
+        max_len=64,
+        d_model=128,
+        n_layers=2,
+        n_heads=2,
+        d_ff=512,
+        steps=1_200,
+        batch_size=32,
+        lr=1e-3,
+        warmup=100,
+        eval_every=150,
+    ),
 )
 sizes
 
@@ -113,7 +153,16 @@ reviews = assets.rotten_tomatoes()
 tokenizer = AutoTokenizer.from_pretrained(model_path)
 train_texts = list(reviews["train"]["text"])
 val_texts = list(reviews["validation"]["text"])
-print(type(tokenizer).__name__, "| vocabulary:", len(tokenizer), "| reviews:", len(train_texts), "train,", len(val_texts), "validation")
+print(
+    type(tokenizer).__name__,
+    "| vocabulary:",
+    len(tokenizer),
+    "| reviews:",
+    len(train_texts),
+    "train,",
+    len(val_texts),
+    "validation",
+)
 
 # %% [markdown]
 # ## 8.1 From review text to ids
@@ -133,13 +182,23 @@ vocab = tokenizer.get_vocab()  # piece -> id, 30,522 entries
 
 def words_of(text):
     """Normalise and pre-tokenise: the words WordPiece will cut."""
-    return [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text))]
+    return [
+        w
+        for w, _ in backend.pre_tokenizer.pre_tokenize_str(
+            backend.normalizer.normalize_str(text)
+        )
+    ]
 
 
 normalised = backend.normalizer.normalize_str("Amélie, ÉTÉ 2001")
 assert normalised == "amelie, ete 2001"  # lowercased, accents stripped
 print(normalised)
-review = next(t for t in val_texts if len(t.split()) <= 25 and any(len(tokenizer.tokenize(w)) >= 3 for w in words_of(t)))
+review = next(
+    t
+    for t in val_texts
+    if len(t.split()) <= 25
+    and any(len(tokenizer.tokenize(w)) >= 3 for w in words_of(t))
+)
 print(review)
 print(words_of(review))
 print(tokenizer.tokenize(review))
@@ -151,6 +210,7 @@ print(tokenizer.tokenize(review))
 # the word), and repeat on the rest. If some remainder has no piece at all, the whole word becomes
 # `[UNK]`. Here it is, in a dozen lines:
 
+
 # %%
 def wordpiece(word, vocab, unk="[UNK]", max_chars=100):
     """Greedy longest-match-first WordPiece for one pre-tokenised word."""
@@ -159,7 +219,9 @@ def wordpiece(word, vocab, unk="[UNK]", max_chars=100):
     pieces, start = [], 0
     while start < len(word):
         end = len(word)
-        while end > start:  # shrink the candidate from the right until it is a known piece
+        while (
+            end > start
+        ):  # shrink the candidate from the right until it is a known piece
             piece = word[start:end] if start == 0 else "##" + word[start:end]
             if piece in vocab:
                 break
@@ -188,8 +250,10 @@ for text in train_texts[: sizes["n_wordpiece"]]:
     n_pieces += sum(len(ps) for ps in ours)
 for word in ("☃", "a" * 100, "a" * 101):  # [UNK]; 50 pieces; [UNK] (too long)
     assert wordpiece(word, vocab) == tokenizer.tokenize(word), word
-print(f"{sizes['n_wordpiece']} reviews, {n_words} words: identical pieces; "
-      f"{n_split / n_words:.1%} of words split, {n_pieces / n_words:.3f} pieces per word")
+print(
+    f"{sizes['n_wordpiece']} reviews, {n_words} words: identical pieces; "
+    f"{n_split / n_words:.1%} of words split, {n_pieces / n_words:.3f} pieces per word"
+)
 dlbook.glue("wp_reviews", sizes["n_wordpiece"])
 dlbook.glue("wp_words", n_words)
 dlbook.glue("wp_split_pct", 100 * n_split / n_words)
@@ -224,10 +288,22 @@ print(" " * 15, tokenizer.convert_ids_to_tokens(pair["input_ids"]))
 # attention mask marks which positions are real:
 
 # %%
-batch = tokenizer(["A real snooze.", sent_a, "Director Nolan shows here he can handle clever material."],
-                  padding=True, return_tensors="pt")
+batch = tokenizer(
+    [
+        "A real snooze.",
+        sent_a,
+        "Director Nolan shows here he can handle clever material.",
+    ],
+    padding=True,
+    return_tensors="pt",
+)
 for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True):
-    print(" ".join(f"{t}{'' if m else '*'}" for t, m in zip(tokenizer.convert_ids_to_tokens(ids), mask, strict=True)))
+    print(
+        " ".join(
+            f"{t}{'' if m else '*'}"
+            for t, m in zip(tokenizer.convert_ids_to_tokens(ids), mask, strict=True)
+        )
+    )
 print("(* = padding, attention_mask 0)")
 
 # %% [markdown]
@@ -248,8 +324,10 @@ print("(* = padding, attention_mask 0)")
 # %%
 hf = BertModel.from_pretrained(model_path).to(device).eval()
 cfg = hf.config
-print(f"layers={cfg.num_hidden_layers} hidden={cfg.hidden_size} heads={cfg.num_attention_heads} "
-      f"ffn={cfg.intermediate_size} act={cfg.hidden_act} eps={cfg.layer_norm_eps} positions={cfg.max_position_embeddings}")
+print(
+    f"layers={cfg.num_hidden_layers} hidden={cfg.hidden_size} heads={cfg.num_attention_heads} "
+    f"ffn={cfg.intermediate_size} act={cfg.hidden_act} eps={cfg.layer_norm_eps} positions={cfg.max_position_embeddings}"
+)
 
 # %%
 emb = hf.embeddings
@@ -257,15 +335,26 @@ pair_pt = tokenizer(sent_a, sent_b, return_tensors="pt").to(device)
 ids, seg = pair_pt["input_ids"], pair_pt["token_type_ids"]  # (1, T) each
 T = ids.shape[1]
 with torch.no_grad():
-    summed = (emb.word_embeddings.weight[ids]  # (1, T, 384): one row per token id
-              + emb.position_embeddings.weight[:T]  # (T, 384): one row per position, broadcast over the batch
-              + emb.token_type_embeddings.weight[seg])  # (1, T, 384): segment A or B
-    norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps).to(device)  # chapter 7's LayerNorm
+    summed = (
+        emb.word_embeddings.weight[ids]  # (1, T, 384): one row per token id
+        + emb.position_embeddings.weight[
+            :T
+        ]  # (T, 384): one row per position, broadcast over the batch
+        + emb.token_type_embeddings.weight[seg]
+    )  # (1, T, 384): segment A or B
+    norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps).to(
+        device
+    )  # chapter 7's LayerNorm
     norm.load_state_dict(emb.LayerNorm.state_dict())
     h0 = norm(summed)  # (1, T, 384)
     h0_hf = emb(input_ids=ids, token_type_ids=seg)
 torch.testing.assert_close(h0, h0_hf)
-print("embedding output", tuple(h0.shape), "max |ours - HF| =", f"{(h0 - h0_hf).abs().max().item():.1e}")
+print(
+    "embedding output",
+    tuple(h0.shape),
+    "max |ours - HF| =",
+    f"{(h0 - h0_hf).abs().max().item():.1e}",
+)
 
 # %% [markdown]
 # Every token gets a segment embedding: $E_\text{seg}[0]$ is added to every A token and
@@ -277,16 +366,37 @@ print("embedding output", tuple(h0.shape), "max |ours - HF| =", f"{(h0 - h0_hf).
 dlbook.show(BertEmbeddings)
 
 # %%
-packaged_emb = BertEmbeddings(cfg.vocab_size, cfg.hidden_size, cfg.max_position_embeddings, cfg.type_vocab_size,
-                              eps=cfg.layer_norm_eps).to(device).eval()
+packaged_emb = (
+    BertEmbeddings(
+        cfg.vocab_size,
+        cfg.hidden_size,
+        cfg.max_position_embeddings,
+        cfg.type_vocab_size,
+        eps=cfg.layer_norm_eps,
+    )
+    .to(device)
+    .eval()
+)
 with torch.no_grad():
-    for ours, theirs in ((packaged_emb.token, emb.word_embeddings), (packaged_emb.position, emb.position_embeddings),
-                         (packaged_emb.segment, emb.token_type_embeddings), (packaged_emb.norm, emb.LayerNorm)):
+    for ours, theirs in (
+        (packaged_emb.token, emb.word_embeddings),
+        (packaged_emb.position, emb.position_embeddings),
+        (packaged_emb.segment, emb.token_type_embeddings),
+        (packaged_emb.norm, emb.LayerNorm),
+    ):
         ours.load_state_dict(theirs.state_dict())
     torch.testing.assert_close(packaged_emb(ids, seg), h0)
-    changed = (packaged_emb(ids, seg) - packaged_emb(ids)).abs().amax(-1)[0]  # (T,): effect of the segment ids
-print("tokens whose vector depends on the segment id:", int((changed > 0).sum()), "of", T,
-      "| segment B tokens:", int(seg.sum()))
+    changed = (
+        (packaged_emb(ids, seg) - packaged_emb(ids)).abs().amax(-1)[0]
+    )  # (T,): effect of the segment ids
+print(
+    "tokens whose vector depends on the segment id:",
+    int((changed > 0).sum()),
+    "of",
+    T,
+    "| segment B tokens:",
+    int(seg.sum()),
+)
 assert torch.equal(changed > 0, seg[0].bool())
 
 # %% [markdown]
@@ -310,8 +420,10 @@ x = torch.linspace(-6, 6, 1001)
 gelu_ours = x / 2 * (1 + torch.erf(x / math.sqrt(2)))
 torch.testing.assert_close(gelu_ours, F.gelu(x))
 torch.testing.assert_close(gelu_ours, ACT2FN[cfg.hidden_act](x))
-print("GELU = x Phi(x): matches F.gelu and transformers' ACT2FN['gelu'];",
-      f"the tanh approximation differs by up to {(F.gelu(x, approximate='tanh') - gelu_ours).abs().max():.1e}")
+print(
+    "GELU = x Phi(x): matches F.gelu and transformers' ACT2FN['gelu'];",
+    f"the tanh approximation differs by up to {(F.gelu(x, approximate='tanh') - gelu_ours).abs().max():.1e}",
+)
 
 # %% [markdown]
 # ### The attention mask
@@ -331,17 +443,38 @@ print("GELU = x Phi(x): matches F.gelu and transformers' ACT2FN['gelu'];",
 # internally for its SDPA and eager attention code:
 
 # %%
-real = tokenizer(val_texts[: sizes["n_compare"]], padding=True, return_tensors="pt").to(device)
+real = tokenizer(val_texts[: sizes["n_compare"]], padding=True, return_tensors="pt").to(
+    device
+)
 am = real["attention_mask"]  # (B, T), 1 = real token
-hf_eager = BertModel.from_pretrained(model_path, attn_implementation="eager").to(device).eval()  # the same weights
-print("attention code:", hf.config._attn_implementation, "and", hf_eager.config._attn_implementation)
+hf_eager = (
+    BertModel.from_pretrained(model_path, attn_implementation="eager").to(device).eval()
+)  # the same weights
+print(
+    "attention code:",
+    hf.config._attn_implementation,
+    "and",
+    hf_eager.config._attn_implementation,
+)
 x_dummy = torch.zeros(*am.shape, cfg.hidden_size, device=device)
-hf_bool = create_bidirectional_mask(config=hf.config, inputs_embeds=x_dummy, attention_mask=am)  # (B, 1, T, T)
-hf_additive = create_bidirectional_mask(config=hf_eager.config, inputs_embeds=x_dummy, attention_mask=am)
+hf_bool = create_bidirectional_mask(
+    config=hf.config, inputs_embeds=x_dummy, attention_mask=am
+)  # (B, 1, T, T)
+hf_additive = create_bidirectional_mask(
+    config=hf_eager.config, inputs_embeds=x_dummy, attention_mask=am
+)
 assert torch.equal(padding_mask(am).expand_as(hf_bool), hf_bool)
 assert torch.equal(extended_attention_mask(am).expand_as(hf_additive), hf_additive)
-print("boolean mask", tuple(padding_mask(am).shape), "and additive mask", tuple(extended_attention_mask(am).shape),
-      "match transformers'; padded positions:", int((am == 0).sum()), "of", am.numel())
+print(
+    "boolean mask",
+    tuple(padding_mask(am).shape),
+    "and additive mask",
+    tuple(extended_attention_mask(am).shape),
+    "match transformers'; padded positions:",
+    int((am == 0).sum()),
+    "of",
+    am.numel(),
+)
 
 # %% [markdown]
 # ### One layer, by hand
@@ -351,6 +484,7 @@ print("boolean mask", tuple(padding_mask(am).shape), "and additive mask", tuple(
 # feed-forward block has one more dropout, after the GELU). We copy the weights of MiniLM's first layer into one and
 # compare its output with the hidden state `transformers` reports after layer 1, on a batch of real
 # reviews **with padding**.
+
 
 # %%
 def load_bert_layer(ours: EncoderLayer, theirs) -> EncoderLayer:
@@ -370,15 +504,30 @@ def load_bert_layer(ours: EncoderLayer, theirs) -> EncoderLayer:
     return ours
 
 
-layer0 = EncoderLayer(cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size, dropout=0.0,
-                      activation="gelu", norm_first=False, eps=cfg.layer_norm_eps).to(device).eval()
+layer0 = (
+    EncoderLayer(
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.intermediate_size,
+        dropout=0.0,
+        activation="gelu",
+        norm_first=False,
+        eps=cfg.layer_norm_eps,
+    )
+    .to(device)
+    .eval()
+)
 load_bert_layer(layer0, hf.encoder.layer[0])
 with torch.no_grad():
-    states = hf(**real, output_hidden_states=True).hidden_states  # embeddings, then after each layer
+    states = hf(
+        **real, output_hidden_states=True
+    ).hidden_states  # embeddings, then after each layer
     out0 = layer0(states[0], mask=padding_mask(am))  # (B, T, 384)
 keep = am.bool()  # compare real tokens only
 torch.testing.assert_close(out0[keep], states[1][keep], atol=1e-5, rtol=1e-5)
-print(f"layer 1: max |ours - HF| over real tokens = {(out0 - states[1])[keep].abs().max().item():.1e}")
+print(
+    f"layer 1: max |ours - HF| over real tokens = {(out0 - states[1])[keep].abs().max().item():.1e}"
+)
 
 # %% [markdown]
 # ### The whole encoder, and the headline check
@@ -397,15 +546,21 @@ n_hf = sum(p.numel() for n, p in hf.named_parameters() if not n.startswith("pool
 assert n_ours == n_hf
 with torch.no_grad():
     want = hf(**real).last_hidden_state  # (B, T, 384)
-    got = ours_bert(real["input_ids"], real["attention_mask"], real["token_type_ids"]).last_hidden_state
+    got = ours_bert(
+        real["input_ids"], real["attention_mask"], real["token_type_ids"]
+    ).last_hidden_state
 bert_max_abs_diff = (got - want)[keep].abs().max().item()
 torch.testing.assert_close(got[keep], want[keep], atol=1e-5, rtol=1e-5)
-print(f"{am.shape[0]} reviews padded to {am.shape[1]} tokens ({int((~keep).sum())} padded positions); "
-      f"{n_ours:,} parameters; max |ours - HF| over the {int(keep.sum())} real tokens = {bert_max_abs_diff:.2e}")
+print(
+    f"{am.shape[0]} reviews padded to {am.shape[1]} tokens ({int((~keep).sum())} padded positions); "
+    f"{n_ours:,} parameters; max |ours - HF| over the {int(keep.sum())} real tokens = {bert_max_abs_diff:.2e}"
+)
 dlbook.glue("cmp_reviews", am.shape[0])
 dlbook.glue("cmp_real_tokens", int(keep.sum()))
 dlbook.glue("cmp_pad_tokens", int((~keep).sum()))
-_ = dlbook.headline("bert_max_abs_diff", bert_max_abs_diff, profile=profile, at_most=1e-5, fmt="{:.2e}")
+_ = dlbook.headline(
+    "bert_max_abs_diff", bert_max_abs_diff, profile=profile, at_most=1e-5, fmt="{:.2e}"
+)
 
 # %%
 # Backward too, in float64 so that round-off cannot hide a wrong term: the gradient of a
@@ -414,18 +569,25 @@ hf64 = copy.deepcopy(hf).double()
 ours64 = BertEncoderFromScratch.from_hf(hf64)
 few = {k: v[:4] for k, v in real.items()}  # 4 reviews keep it cheap
 keep4 = few["attention_mask"].bool()  # (4, T)
-proj = torch.randn(hf64.config.hidden_size, dtype=torch.float64,
-                   generator=torch.Generator().manual_seed(0)).to(device)  # (384,)
+proj = torch.randn(
+    hf64.config.hidden_size,
+    dtype=torch.float64,
+    generator=torch.Generator().manual_seed(0),
+).to(device)  # (384,)
 (hf64(**few).last_hidden_state[keep4] @ proj).sum().backward()
 out64 = ours64(few["input_ids"], few["attention_mask"], few["token_type_ids"])
 (out64.last_hidden_state[keep4] @ proj).sum().backward()
 theirs, mine = dict(hf64.named_parameters()), dict(ours64.named_parameters())
 largest = max(p.grad.abs().max().item() for p in theirs.values() if p.grad is not None)
-grad_rel = max((mine[m].grad - theirs[t].grad).abs().max().item() / largest
-               for t, m in hf_key_map(hf64.config.num_hidden_layers).items())
+grad_rel = max(
+    (mine[m].grad - theirs[t].grad).abs().max().item() / largest
+    for t, m in hf_key_map(hf64.config.num_hidden_layers).items()
+)
 assert grad_rel < 1e-10
-print(f"float64 gradients of all {len(mine)} parameter tensors: largest difference "
-      f"{grad_rel:.1e} of the largest gradient")
+print(
+    f"float64 gradients of all {len(mine)} parameter tensors: largest difference "
+    f"{grad_rel:.1e} of the largest gradient"
+)
 dlbook.glue("bert_grad_rel", grad_rel)
 
 # %% [markdown]
@@ -444,11 +606,15 @@ dlbook.glue("bert_grad_rel", grad_rel)
 
 # %%
 with torch.no_grad():
-    no_mask = ours_bert(real["input_ids"], token_type_ids=real["token_type_ids"]).last_hidden_state
+    no_mask = ours_bert(
+        real["input_ids"], token_type_ids=real["token_type_ids"]
+    ).last_hidden_state
 shift = (no_mask - want)[keep].abs().max().item()
 rms = want[keep].pow(2).mean().sqrt().item()  # typical size of an entry of the outputs
-print(f"without the attention mask: max change of a real token's vector = {shift:.2f} "
-      f"(root mean square of the entries: {rms:.2f})")
+print(
+    f"without the attention mask: max change of a real token's vector = {shift:.2f} "
+    f"(root mean square of the entries: {rms:.2f})"
+)
 dlbook.glue("no_mask_shift", shift)
 dlbook.glue("hidden_rms", rms)
 assert shift > rms / 10  # not round-off: of the order of the entries themselves
@@ -467,11 +633,21 @@ assert shift > rms / 10  # not round-off: of the order of the entries themselves
 # %%
 with torch.no_grad():
     att_hf = hf_eager(**real, output_attentions=True).attentions  # 6 x (B, 12, T, T)
-    att_ours = ours_bert(real["input_ids"], real["attention_mask"], real["token_type_ids"], output_attentions=True).attentions
+    att_ours = ours_bert(
+        real["input_ids"],
+        real["attention_mask"],
+        real["token_type_ids"],
+        output_attentions=True,
+    ).attentions
 # (B, H, T, T) -> (B, T, H, T), so that keep (B, T) selects the rows of real queries
-att_diff = max((a - b).transpose(1, 2)[keep].abs().max().item() for a, b in zip(att_ours, att_hf, strict=True))
+att_diff = max(
+    (a - b).transpose(1, 2)[keep].abs().max().item()
+    for a, b in zip(att_ours, att_hf, strict=True)
+)
 assert att_diff < 1e-5
-print(f"attention weights of all {len(att_ours)} layers: max |ours - HF| over real queries = {att_diff:.1e}")
+print(
+    f"attention weights of all {len(att_ours)} layers: max |ours - HF| over real queries = {att_diff:.1e}"
+)
 dlbook.glue("n_heads_total", cfg.num_hidden_layers * cfg.num_attention_heads)
 
 # %% [markdown]
@@ -481,23 +657,41 @@ dlbook.glue("n_heads_total", cfg.num_hidden_layers * cfg.num_attention_heads)
 # positional offsets and heads that attend to the delimiter tokens; does this 6-layer MiniLM
 # model {cite}`sentencetransformers2021allminilm` have them?
 
+
 # %%
 def head_profile(model, texts, batch_size=64):
     """Average attention of real query tokens to 5 targets, per layer and head: (L, H, 5)."""
     totals, n_queries = 0.0, 0
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i : i + batch_size], padding=True, return_tensors="pt").to(device)
+        enc = tokenizer(
+            texts[i : i + batch_size], padding=True, return_tensors="pt"
+        ).to(device)
         am_b = enc["attention_mask"].bool()  # (B, T)
         with torch.no_grad():
-            att = torch.stack(model(enc["input_ids"], enc["attention_mask"], output_attentions=True).attentions, 1)
-        att = att * am_b[:, None, None, :, None]  # (B, L, H, T, T): zero the rows of padded queries
+            att = torch.stack(
+                model(
+                    enc["input_ids"], enc["attention_mask"], output_attentions=True
+                ).attentions,
+                1,
+            )
+        att = (
+            att * am_b[:, None, None, :, None]
+        )  # (B, L, H, T, T): zero the rows of padded queries
         sep_at = am_b.sum(1) - 1  # (B,) position of [SEP]
-        prev = att.diagonal(offset=-1, dim1=-2, dim2=-1).sum(-1)  # (B, L, H): weight on token t-1, summed over t
+        prev = att.diagonal(offset=-1, dim1=-2, dim2=-1).sum(
+            -1
+        )  # (B, L, H): weight on token t-1, summed over t
         nxt = att.diagonal(offset=1, dim1=-2, dim2=-1).sum(-1)
         self_ = att.diagonal(dim1=-2, dim2=-1).sum(-1)
         cls = att[..., 0].sum(-1)
-        sep = att.gather(-1, sep_at.view(-1, 1, 1, 1, 1).expand(*att.shape[:-1], 1)).squeeze(-1).sum(-1)
-        totals = totals + torch.stack([prev, nxt, self_, cls, sep], -1).sum(0)  # (L, H, 5)
+        sep = (
+            att.gather(-1, sep_at.view(-1, 1, 1, 1, 1).expand(*att.shape[:-1], 1))
+            .squeeze(-1)
+            .sum(-1)
+        )
+        totals = totals + torch.stack([prev, nxt, self_, cls, sep], -1).sum(
+            0
+        )  # (L, H, 5)
         n_queries += int(am_b.sum())
     return (totals / n_queries).cpu()
 
@@ -508,10 +702,16 @@ fig, axes = plt.subplots(1, 5, figsize=(15, 2.8), sharey=True)
 for k, ax in enumerate(axes):
     im = ax.imshow(profile_lh[..., k], vmin=0, vmax=1, cmap="viridis")
     ax.set_title(f"to {targets[k]}")
-    ax.set_xticks(range(cfg.num_attention_heads), [str(h + 1) for h in range(cfg.num_attention_heads)], fontsize=7)
+    ax.set_xticks(
+        range(cfg.num_attention_heads),
+        [str(h + 1) for h in range(cfg.num_attention_heads)],
+        fontsize=7,
+    )
     ax.set_xlabel("head")
 axes[0].set_ylabel("layer")
-axes[0].set_yticks(range(cfg.num_hidden_layers), [str(i + 1) for i in range(cfg.num_hidden_layers)])
+axes[0].set_yticks(
+    range(cfg.num_hidden_layers), [str(i + 1) for i in range(cfg.num_hidden_layers)]
+)
 fig.colorbar(im, ax=axes, shrink=0.8, label="mean attention weight")
 plt.show()
 
@@ -521,9 +721,14 @@ for k, name in enumerate(targets):
     flat = int(profile_lh[..., k].argmax())
     layer, head = divmod(flat, cfg.num_attention_heads)
     best[name] = (layer, head, profile_lh[layer, head, k].item())
-    print(f"strongest '{name}' head: layer {layer + 1}, head {head + 1}, mean weight {best[name][2]:.2f}")
+    print(
+        f"strongest '{name}' head: layer {layer + 1}, head {head + 1}, mean weight {best[name][2]:.2f}"
+    )
 per_layer_special = (profile_lh[..., 3] + profile_lh[..., 4]).mean(1)  # (L,)
-print("mean attention on [CLS] + [SEP] by layer:", [round(v, 2) for v in per_layer_special.tolist()])
+print(
+    "mean attention on [CLS] + [SEP] by layer:",
+    [round(v, 2) for v in per_layer_special.tolist()],
+)
 dlbook.glue("best_prev", best["previous token"][2])
 dlbook.glue("best_next", best["next token"][2])
 dlbook.glue("best_sep", best["[SEP]"][2])
@@ -536,14 +741,19 @@ if profile == "full":  # what the prose below says
 cls_by_layer = profile_lh[1:5, :, 3].mean(1)  # (4,) layers 2 to 5, mean over heads
 n_heads_cls = int((profile_lh[..., 3] > 0.5).sum())
 n_heads_sep = int((profile_lh[..., 4] > 0.5).sum())
-print("mean attention on [CLS], layers 2-5:", [round(v, 2) for v in cls_by_layer.tolist()],
-      f"; heads with > 0.5 on [CLS]: {n_heads_cls}, on [SEP]: {n_heads_sep}")
+print(
+    "mean attention on [CLS], layers 2-5:",
+    [round(v, 2) for v in cls_by_layer.tolist()],
+    f"; heads with > 0.5 on [CLS]: {n_heads_cls}, on [SEP]: {n_heads_sep}",
+)
 dlbook.glue("cls_l25_min", cls_by_layer.min().item())
 dlbook.glue("cls_l25_max", cls_by_layer.max().item())
 dlbook.glue("n_heads_cls", n_heads_cls)
 dlbook.glue("n_heads_sep", n_heads_sep)
 dlbook.glue("n_heads_all", profile_lh.shape[0] * profile_lh.shape[1])
-if profile == "full":  # about half of the layer-2-to-5 attention on [CLS]; none parks on [SEP]
+if (
+    profile == "full"
+):  # about half of the layer-2-to-5 attention on [CLS]; none parks on [SEP]
     assert 0.3 < cls_by_layer.min() and cls_by_layer.max() < 0.7
     assert n_heads_cls >= 5 and n_heads_sep == 0
 
@@ -567,7 +777,9 @@ if profile == "full":  # about half of the layer-2-to-5 attention on [CLS]; none
 example = tokenizer(review, return_tensors="pt").to(device)
 tokens = tokenizer.convert_ids_to_tokens(example["input_ids"][0])
 with torch.no_grad():
-    ex_att = ours_bert(example["input_ids"], example["attention_mask"], output_attentions=True).attentions
+    ex_att = ours_bert(
+        example["input_ids"], example["attention_mask"], output_attentions=True
+    ).attentions
 show = ["previous token", "next token", "[CLS]"]
 fig, axes = plt.subplots(1, 3, figsize=(16, 5.6))
 for ax, name in zip(axes, show, strict=True):
@@ -609,16 +821,30 @@ plt.show()
 # {cite}`devlin2019bert`. Step by step, on a batch of real reviews:
 
 # %%
-enc = tokenizer(val_texts[:4], padding=True, truncation=True, max_length=sizes["max_len"], return_tensors="pt")
+enc = tokenizer(
+    val_texts[:4],
+    padding=True,
+    truncation=True,
+    max_length=sizes["max_len"],
+    return_tensors="pt",
+)
 input_ids = enc["input_ids"]  # (B, T), on the CPU: masking is data preparation
 gen = torch.Generator().manual_seed(0)
-special = torch.isin(input_ids, torch.tensor(tokenizer.all_special_ids))  # (B, T): [CLS], [SEP], [PAD] never chosen
+special = torch.isin(
+    input_ids, torch.tensor(tokenizer.all_special_ids)
+)  # (B, T): [CLS], [SEP], [PAD] never chosen
 u_select = torch.rand(input_ids.shape, generator=gen)  # (B, T) one uniform per position
-u_action = torch.rand(input_ids.shape, generator=gen)  # (B, T) decides what happens to a chosen token
-random_ids = torch.randint(len(tokenizer), input_ids.shape, generator=gen)  # (B, T) candidates for the 10%
+u_action = torch.rand(
+    input_ids.shape, generator=gen
+)  # (B, T) decides what happens to a chosen token
+random_ids = torch.randint(
+    len(tokenizer), input_ids.shape, generator=gen
+)  # (B, T) candidates for the 10%
 chosen = (u_select < 0.15) & ~special  # the set M
 to_mask = chosen & (u_action < 0.8)  # 80%: [MASK]
-to_random = chosen & (u_action >= 0.8) & (u_action < 0.9)  # 10%: a random token; the last 10% stay
+to_random = (
+    chosen & (u_action >= 0.8) & (u_action < 0.9)
+)  # 10%: a random token; the last 10% stay
 corrupted = input_ids.clone()
 corrupted[to_mask] = tokenizer.mask_token_id
 corrupted[to_random] = random_ids[to_random]
@@ -635,8 +861,13 @@ print("labels:", tokenizer.convert_ids_to_tokens(labels[0][chosen[0]]))
 dlbook.show(mask_tokens)
 
 # %%
-packaged_inputs, packaged_labels = mask_tokens(input_ids, tokenizer.all_special_ids, tokenizer.mask_token_id,
-                                               len(tokenizer), generator=torch.Generator().manual_seed(0))
+packaged_inputs, packaged_labels = mask_tokens(
+    input_ids,
+    tokenizer.all_special_ids,
+    tokenizer.mask_token_id,
+    len(tokenizer),
+    generator=torch.Generator().manual_seed(0),
+)
 assert torch.equal(packaged_inputs, corrupted) and torch.equal(packaged_labels, labels)
 
 # %% [markdown]
@@ -646,10 +877,20 @@ assert torch.equal(packaged_inputs, corrupted) and torch.equal(packaged_labels, 
 # same real reviews with both and compare the rates:
 
 # %%
-stat_ids = tokenizer(train_texts[: sizes["n_mask_stats"]], padding=True, truncation=True, max_length=64,
-                     return_tensors="pt")["input_ids"]
-ours_in, ours_lab = mask_tokens(stat_ids, tokenizer.all_special_ids, tokenizer.mask_token_id, len(tokenizer),
-                                generator=torch.Generator().manual_seed(1))
+stat_ids = tokenizer(
+    train_texts[: sizes["n_mask_stats"]],
+    padding=True,
+    truncation=True,
+    max_length=64,
+    return_tensors="pt",
+)["input_ids"]
+ours_in, ours_lab = mask_tokens(
+    stat_ids,
+    tokenizer.all_special_ids,
+    tokenizer.mask_token_id,
+    len(tokenizer),
+    generator=torch.Generator().manual_seed(1),
+)
 defaults = inspect.signature(DataCollatorForLanguageModeling).parameters
 recipe = ("mlm_probability", "mask_replace_prob", "random_replace_prob")
 assert [defaults[k].default for k in recipe] == [0.15, 0.8, 0.1]
@@ -661,20 +902,36 @@ eligible = ~torch.isin(stat_ids, torch.tensor(tokenizer.all_special_ids))
 def rates(inputs, labels):
     ch = labels != -100
     n = int(ch.sum())
-    return dict(chosen=n / int(eligible.sum()), mask=int((ch & (inputs == tokenizer.mask_token_id)).sum()) / n,
-                random=int((ch & (inputs != tokenizer.mask_token_id) & (inputs != stat_ids)).sum()) / n,
-                unchanged=int((ch & (inputs == stat_ids)).sum()) / n, special_chosen=int((ch & ~eligible).sum()))
+    return dict(
+        chosen=n / int(eligible.sum()),
+        mask=int((ch & (inputs == tokenizer.mask_token_id)).sum()) / n,
+        random=int(
+            (ch & (inputs != tokenizer.mask_token_id) & (inputs != stat_ids)).sum()
+        )
+        / n,
+        unchanged=int((ch & (inputs == stat_ids)).sum()) / n,
+        special_chosen=int((ch & ~eligible).sum()),
+    )
 
 
 r_ours, r_hf = rates(ours_in, ours_lab), rates(hf_in, hf_lab)
 n_el = int(eligible.sum())
 print(f"{n_el:,} eligible tokens in {sizes['n_mask_stats']} reviews")
 print(f"{'':>15} {'ours':>8} {'HF':>8} {'target':>8}")
-for key, target in (("chosen", 0.15), ("mask", 0.8), ("random", 0.1), ("unchanged", 0.1), ("special_chosen", 0)):
+for key, target in (
+    ("chosen", 0.15),
+    ("mask", 0.8),
+    ("random", 0.1),
+    ("unchanged", 0.1),
+    ("special_chosen", 0),
+):
     print(f"{key:>15} {r_ours[key]:8.3f} {r_hf[key]:8.3f} {target:8.3f}")
 for r in (r_ours, r_hf):
     n_ch = r["chosen"] * n_el
-    assert abs(r["chosen"] - 0.15) < 5 * math.sqrt(0.15 * 0.85 / n_el) and r["special_chosen"] == 0
+    assert (
+        abs(r["chosen"] - 0.15) < 5 * math.sqrt(0.15 * 0.85 / n_el)
+        and r["special_chosen"] == 0
+    )
     for key, p in (("mask", 0.8), ("random", 0.1), ("unchanged", 0.1)):
         assert abs(r[key] - p) < 5 * math.sqrt(p * (1 - p) / n_ch), (key, r[key])
 
@@ -694,17 +951,27 @@ for r in (r_ours, r_hf):
 
 # %%
 tiny_config = BertConfig(
-    vocab_size=len(tokenizer),  # the full MiniLM WordPiece vocabulary: we keep the tokenizer as it is
-    hidden_size=sizes["d_model"], num_hidden_layers=sizes["n_layers"], num_attention_heads=sizes["n_heads"],
-    intermediate_size=sizes["d_ff"], max_position_embeddings=sizes["max_len"],
-    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,  # a few minutes of training: no regularisation needed
+    vocab_size=len(
+        tokenizer
+    ),  # the full MiniLM WordPiece vocabulary: we keep the tokenizer as it is
+    hidden_size=sizes["d_model"],
+    num_hidden_layers=sizes["n_layers"],
+    num_attention_heads=sizes["n_heads"],
+    intermediate_size=sizes["d_ff"],
+    max_position_embeddings=sizes["max_len"],
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,  # a few minutes of training: no regularisation needed
 )
 torch.manual_seed(0)
 tiny = BertForMaskedLM(tiny_config).to(device)
 n_tiny = sum(p.numel() for p in tiny.parameters())
 n_tiny_emb = sum(p.numel() for p in tiny.bert.embeddings.parameters())
-assert tiny.cls.predictions.decoder.weight is tiny.bert.embeddings.word_embeddings.weight  # tied
-print(f"tiny BERT: {n_tiny:,} parameters, {n_tiny_emb / n_tiny:.0%} of them in the embeddings")
+assert (
+    tiny.cls.predictions.decoder.weight is tiny.bert.embeddings.word_embeddings.weight
+)  # tied
+print(
+    f"tiny BERT: {n_tiny:,} parameters, {n_tiny_emb / n_tiny:.0%} of them in the embeddings"
+)
 dlbook.glue("tiny_params_m", n_tiny / 1e6)
 dlbook.glue("tiny_emb_pct", 100 * n_tiny_emb / n_tiny)
 dlbook.glue("vocab_size", len(tokenizer))
@@ -712,7 +979,9 @@ dlbook.glue("vocab_size", len(tokenizer))
 
 def mlm_loss(model, inputs, attention_mask, labels):
     """Eq. (eq-mlm-loss), running the vocabulary head only at the chosen positions."""
-    hidden = model.bert(input_ids=inputs, attention_mask=attention_mask).last_hidden_state  # (B, T, d)
+    hidden = model.bert(
+        input_ids=inputs, attention_mask=attention_mask
+    ).last_hidden_state  # (B, T, d)
     chosen = labels != -100  # (B, T)
     logits = model.cls(hidden[chosen])  # (|M|, V)
     return F.cross_entropy(logits, labels[chosen]), logits
@@ -720,9 +989,15 @@ def mlm_loss(model, inputs, attention_mask, labels):
 
 with torch.no_grad():
     am_dev = enc["attention_mask"].to(device)
-    ref = tiny(input_ids=corrupted.to(device), attention_mask=am_dev, labels=labels.to(device))
+    ref = tiny(
+        input_ids=corrupted.to(device), attention_mask=am_dev, labels=labels.to(device)
+    )
     full_logits = ref.logits  # (B, T, V): the head at every position
-    by_hand = -full_logits.log_softmax(-1)[chosen.to(device)].gather(1, labels[chosen].to(device)[:, None]).mean()
+    by_hand = (
+        -full_logits.log_softmax(-1)[chosen.to(device)]
+        .gather(1, labels[chosen].to(device)[:, None])
+        .mean()
+    )
     fast, _ = mlm_loss(tiny, corrupted.to(device), am_dev, labels.to(device))
 torch.testing.assert_close(by_hand, ref.loss)
 torch.testing.assert_close(fast, ref.loss)
@@ -743,31 +1018,54 @@ dlbook.glue("ln_vocab", ln_v)
 # reviews, corrupted afresh in every batch; a fixed corruption of the validation reviews measures
 # progress on text the model never saw.
 
+
 # %%
 def to_ids(texts):
-    return [torch.tensor(x) for x in tokenizer(texts, truncation=True, max_length=sizes["max_len"])["input_ids"]]
+    return [
+        torch.tensor(x)
+        for x in tokenizer(texts, truncation=True, max_length=sizes["max_len"])[
+            "input_ids"
+        ]
+    ]
 
 
 def make_batch(seqs, generator):
     """Pad a list of id tensors, then corrupt it: (inputs, attention_mask, labels), each (B, T)."""
     ids_b = pad_sequence(seqs, batch_first=True, padding_value=tokenizer.pad_token_id)
-    att = (torch.arange(ids_b.shape[1])[None, :] < torch.tensor([len(s) for s in seqs])[:, None]).long()
-    inputs, labels_b = mask_tokens(ids_b, tokenizer.all_special_ids, tokenizer.mask_token_id, len(tokenizer),
-                                   generator=generator)
+    att = (
+        torch.arange(ids_b.shape[1])[None, :]
+        < torch.tensor([len(s) for s in seqs])[:, None]
+    ).long()
+    inputs, labels_b = mask_tokens(
+        ids_b,
+        tokenizer.all_special_ids,
+        tokenizer.mask_token_id,
+        len(tokenizer),
+        generator=generator,
+    )
     return inputs, att, labels_b
 
 
 train_ids = to_ids(train_texts[: sizes["n_train"]])
 val_ids = to_ids(val_texts[: sizes["n_val"]])
 val_gen = torch.Generator().manual_seed(1)
-val_batches = [make_batch(val_ids[i : i + 100], val_gen) for i in range(0, len(val_ids), 100)]  # fixed corruption
+val_batches = [
+    make_batch(val_ids[i : i + 100], val_gen) for i in range(0, len(val_ids), 100)
+]  # fixed corruption
 mask_gen = torch.Generator().manual_seed(2)
-loader = torch.utils.data.DataLoader(train_ids, batch_size=sizes["batch_size"], shuffle=True, drop_last=True,
-                                     generator=torch.Generator().manual_seed(0),
-                                     collate_fn=lambda seqs: make_batch(seqs, mask_gen))
+loader = torch.utils.data.DataLoader(
+    train_ids,
+    batch_size=sizes["batch_size"],
+    shuffle=True,
+    drop_last=True,
+    generator=torch.Generator().manual_seed(0),
+    collate_fn=lambda seqs: make_batch(seqs, mask_gen),
+)
 n_train_tokens = sum(len(s) for s in train_ids)
-print(f"{len(train_ids):,} training reviews, {n_train_tokens:,} tokens; "
-      f"{sum(int((b[2] != -100).sum()) for b in val_batches):,} masked validation positions")
+print(
+    f"{len(train_ids):,} training reviews, {n_train_tokens:,} tokens; "
+    f"{sum(int((b[2] != -100).sum()) for b in val_batches):,} masked validation positions"
+)
 dlbook.glue("train_tokens_k", n_train_tokens / 1000)
 
 
@@ -777,13 +1075,16 @@ def evaluate(model):
     model.eval()
     total, correct, n = 0.0, 0, 0
     for inputs, att, lab in val_batches:
-        loss, logits = mlm_loss(model, inputs.to(device), att.to(device), lab.to(device))
+        loss, logits = mlm_loss(
+            model, inputs.to(device), att.to(device), lab.to(device)
+        )
         k = int((lab != -100).sum())
         total += loss.item() * k
         correct += int((logits.argmax(-1).cpu() == lab[lab != -100]).sum())
         n += k
     model.train()
     return total / n, correct / n
+
 
 # %% [markdown]
 # Two baselines tell us what the numbers mean. A model that ignores the context and always predicts
@@ -792,7 +1093,9 @@ def evaluate(model):
 # The tiny BERT has learned something from context only if it beats these.
 
 # %%
-counts = Counter(t for s in train_ids for t in s.tolist() if t not in tokenizer.all_special_ids)
+counts = Counter(
+    t for s in train_ids for t in s.tolist() if t not in tokenizer.all_special_ids
+)
 n_tok = sum(counts.values())
 log_unigram = torch.full((len(tokenizer),), -math.log(n_tok + len(tokenizer)))
 for t, c in counts.items():
@@ -801,8 +1104,10 @@ val_labels = torch.cat([lab[lab != -100] for _, _, lab in val_batches])
 unigram_loss = -log_unigram[val_labels].mean().item()
 top_piece, _ = counts.most_common(1)[0]
 unigram_acc = (val_labels == top_piece).float().mean().item()
-print(f"unigram baseline: loss {unigram_loss:.3f}, accuracy of always guessing {tokenizer.convert_ids_to_tokens(top_piece)!r}: "
-      f"{unigram_acc:.3f}")
+print(
+    f"unigram baseline: loss {unigram_loss:.3f}, accuracy of always guessing {tokenizer.convert_ids_to_tokens(top_piece)!r}: "
+    f"{unigram_acc:.3f}"
+)
 dlbook.glue("unigram_loss", unigram_loss)
 dlbook.glue("unigram_acc_pct", 100 * unigram_acc)
 
@@ -843,16 +1148,31 @@ for step in dlbook.progress(range(1, sizes["steps"] + 1), desc="MLM pretraining"
         history["val"].append(evaluate(tiny)[0])
 train_seconds = time.perf_counter() - start
 val_loss, val_acc = evaluate(tiny)
-print(f"{sizes['steps']} steps in {train_seconds:.0f} s; validation MLM loss {val_loss:.3f}, top-1 accuracy {val_acc:.3f}")
+print(
+    f"{sizes['steps']} steps in {train_seconds:.0f} s; validation MLM loss {val_loss:.3f}, top-1 accuracy {val_acc:.3f}"
+)
 
 # %%
-smooth = torch.tensor(history["train"]).unfold(0, min(50, len(history["train"])), 1).mean(1)
+smooth = (
+    torch.tensor(history["train"]).unfold(0, min(50, len(history["train"])), 1).mean(1)
+)
 fig, ax = plt.subplots(figsize=(8, 4))
 ax.plot(history["step"], history["train"], color="0.8", lw=0.8, label="training batch")
-ax.plot(history["step"][len(history["step"]) - len(smooth):], smooth, color="C0", label="training, moving average")
+ax.plot(
+    history["step"][len(history["step"]) - len(smooth) :],
+    smooth,
+    color="C0",
+    label="training, moving average",
+)
 ax.plot(history["val_step"], history["val"], "o-", color="C1", label="validation")
 ax.axhline(ln_v, ls="--", color="k", lw=1, label=f"ln V = {ln_v:.2f} (uniform guess)")
-ax.axhline(unigram_loss, ls=":", color="C3", lw=1.5, label=f"unigram baseline = {unigram_loss:.2f}")
+ax.axhline(
+    unigram_loss,
+    ls=":",
+    color="C3",
+    lw=1.5,
+    label=f"unigram baseline = {unigram_loss:.2f}",
+)
 ax.set_xlabel("step")
 ax.set_ylabel("MLM loss (nats per masked token)")
 ax.set_title("Tiny BERT pretraining on Rotten Tomatoes reviews")
@@ -861,7 +1181,9 @@ plt.show()
 
 # %%
 prov = dlbook.env.last_provenance()
-print(f"measured on {prov.device} ({prov.device_name}), {prov.threads} CPU threads, torch {prov.torch}")
+print(
+    f"measured on {prov.device} ({prov.device_name}), {prov.threads} CPU threads, torch {prov.torch}"
+)
 dlbook.glue("train_steps", sizes["steps"])
 dlbook.glue("train_minutes", train_seconds / 60)
 dlbook.glue("mlm_val_acc_pct", 100 * val_acc)
@@ -870,13 +1192,17 @@ dlbook.glue("mlm_gain_over_unigram", unigram_loss - val_loss)
 dlbook.glue("train_epochs", sizes["steps"] * sizes["batch_size"] / len(train_ids))
 dlbook.glue("first_eval_step", history["val_step"][1])
 dlbook.glue("val_first", history["val"][1])
-_ = dlbook.headline("mlm_val_loss", val_loss, profile=profile, at_most=6.8, fmt="{:.2f}")
+_ = dlbook.headline(
+    "mlm_val_loss", val_loss, profile=profile, at_most=6.8, fmt="{:.2f}"
+)
 if profile == "full":  # it must have learned something from the context
     assert val_loss < unigram_loss and val_acc > unigram_acc
     # most of the fall comes first, to near the unigram line; then it is slow
     assert abs(history["val"][1] - unigram_loss) < 0.5
     assert ln_v - history["val"][1] > 3 * (history["val"][1] - val_loss)
-dlbook.glue("init_loss", history["val"][0])  # the seeded fresh model, all validation positions
+dlbook.glue(
+    "init_loss", history["val"][0]
+)  # the seeded fresh model, all validation positions
 assert abs(history["val"][0] - ln_v) < 0.1
 
 # %% [markdown]
@@ -884,6 +1210,7 @@ assert abs(history["val"][0] - ln_v) < 0.1
 # is in the input. We split the validation positions by what the input shows: `[MASK]`, the
 # original token, or a random one. A *copy* baseline predicts the visible token, and the most
 # frequent piece where it sees `[MASK]`.
+
 
 # %%
 @torch.no_grad()
@@ -909,10 +1236,12 @@ uni_pos = -log_unigram[y_val]  # (|M|,) the unigram baseline's loss at each posi
 copy_guess = torch.where(kinds["[MASK]"], torch.full_like(shown, top_piece), shown)
 copy_acc = (copy_guess == y_val).float().mean().item()
 for name, m in kinds.items():
-    print(f"{name:9s} n = {int(m.sum()):5d}: loss {pos_loss[m].mean():.3f} "
-          f"(unigram {uni_pos[m].mean():.3f}), accuracy {pos_right[m].float().mean():.3f} "
-          f"(always {tokenizer.convert_ids_to_tokens(top_piece)!r}: "
-          f"{(y_val[m] == top_piece).float().mean():.3f})")
+    print(
+        f"{name:9s} n = {int(m.sum()):5d}: loss {pos_loss[m].mean():.3f} "
+        f"(unigram {uni_pos[m].mean():.3f}), accuracy {pos_right[m].float().mean():.3f} "
+        f"(always {tokenizer.convert_ids_to_tokens(top_piece)!r}: "
+        f"{(y_val[m] == top_piece).float().mean():.3f})"
+    )
 print(f"copy baseline accuracy {copy_acc:.3f}; model {pos_right.float().mean():.3f}")
 
 # %%
@@ -921,20 +1250,30 @@ gain_all = stats.bootstrap_ratio((uni_pos - pos_loss).numpy())
 gain_mask = stats.bootstrap_ratio((uni_pos - pos_loss)[at_mask].numpy())
 mask_acc = pos_right[at_mask].float().mean().item()
 mask_top_acc = (y_val[at_mask] == top_piece).float().mean().item()
-for name, value in (("mask_share_pct", 100 * at_mask.float().mean().item()),
-                    ("mask_loss", pos_loss[at_mask].mean().item()),
-                    ("mask_unigram_loss", uni_pos[at_mask].mean().item()),
-                    ("mask_acc_pct", 100 * mask_acc), ("mask_top_acc_pct", 100 * mask_top_acc),
-                    ("unchanged_loss", pos_loss[kinds["unchanged"]].mean().item()),
-                    ("unchanged_acc_pct", 100 * pos_right[kinds["unchanged"]].float().mean().item()),
-                    ("copy_acc_pct", 100 * copy_acc),
-                    ("gain_all", gain_all.diff), ("gain_all_low", gain_all.low),
-                    ("gain_all_high", gain_all.high), ("gain_mask", gain_mask.diff),
-                    ("gain_mask_low", gain_mask.low), ("gain_mask_high", gain_mask.high)):
+for name, value in (
+    ("mask_share_pct", 100 * at_mask.float().mean().item()),
+    ("mask_loss", pos_loss[at_mask].mean().item()),
+    ("mask_unigram_loss", uni_pos[at_mask].mean().item()),
+    ("mask_acc_pct", 100 * mask_acc),
+    ("mask_top_acc_pct", 100 * mask_top_acc),
+    ("unchanged_loss", pos_loss[kinds["unchanged"]].mean().item()),
+    ("unchanged_acc_pct", 100 * pos_right[kinds["unchanged"]].float().mean().item()),
+    ("copy_acc_pct", 100 * copy_acc),
+    ("gain_all", gain_all.diff),
+    ("gain_all_low", gain_all.low),
+    ("gain_all_high", gain_all.high),
+    ("gain_mask", gain_mask.diff),
+    ("gain_mask_low", gain_mask.low),
+    ("gain_mask_high", gain_mask.high),
+):
     dlbook.glue(name, value)
-print(f"gain over unigram: all {gain_all.diff:.3f} [{gain_all.low:.3f}, {gain_all.high:.3f}], "
-      f"at [MASK] {gain_mask.diff:.3f} [{gain_mask.low:.3f}, {gain_mask.high:.3f}]")
-if profile == "full":  # at [MASK] the model reads the context: beats unigram and "always top"
+print(
+    f"gain over unigram: all {gain_all.diff:.3f} [{gain_all.low:.3f}, {gain_all.high:.3f}], "
+    f"at [MASK] {gain_mask.diff:.3f} [{gain_mask.low:.3f}, {gain_mask.high:.3f}]"
+)
+if (
+    profile == "full"
+):  # at [MASK] the model reads the context: beats unigram and "always top"
     assert gain_mask.low > 0 and mask_acc > mask_top_acc
     # the visible token at unchanged positions is far easier than a [MASK]
     assert pos_loss[kinds["unchanged"]].mean() < pos_loss[at_mask].mean() - 1
@@ -966,16 +1305,24 @@ if profile == "full":  # at [MASK] the model reads the context: beats unigram an
 # %%
 tiny.eval()
 fill = pipeline("fill-mask", model=tiny, tokenizer=tokenizer, device=device)
-prompts = ["this is the best [MASK] of the year.", "the acting is [MASK] and the story is boring.",
-           "a [MASK] and moving film.", "the film is too [MASK] to be funny."]
+prompts = [
+    "this is the best [MASK] of the year.",
+    "the acting is [MASK] and the story is boring.",
+    "a [MASK] and moving film.",
+    "the film is too [MASK] to be funny.",
+]
 for prompt in prompts:
     guesses = fill(prompt, top_k=5)
-    print(f"{prompt:<48}", " | ".join(f"{g['token_str']} {g['score']:.2f}" for g in guesses))
+    print(
+        f"{prompt:<48}",
+        " | ".join(f"{g['token_str']} {g['score']:.2f}" for g in guesses),
+    )
 
 # %% [markdown]
 # To see where its accuracy comes from, we compare its top-1 guesses at all masked validation
 # positions with the 20 most frequent pieces of the training reviews, and look at the probability
 # it gives "film" in the first prompt.
+
 
 # %%
 @torch.no_grad()
@@ -996,7 +1343,8 @@ share = {
     "top-1 guesses": torch.isin(guessed, frequent).float().mean().item(),
     "answers": torch.isin(val_labels, frequent).float().mean().item(),
     "right guesses": torch.isin(val_labels[right], frequent).float().mean().item()
-    if right.any() else float("nan"),
+    if right.any()
+    else float("nan"),
 }
 for what, value in share.items():
     print(f"{what:>14} that are one of the 20 most frequent pieces: {value:.3f}")
@@ -1008,8 +1356,10 @@ with torch.no_grad():
 p_film, p_top = probs[film].item(), probs.max().item()
 film_ratio = p_film / log_unigram[film].exp().item()  # against its training frequency
 top_piece = tokenizer.convert_ids_to_tokens(int(probs.argmax()))
-print(f"p('film' | {prompts[0]!r}) = {p_film:.4f}, {film_ratio:.2f} x its frequency; "
-      f"top piece {top_piece!r}: {p_top:.3f}")
+print(
+    f"p('film' | {prompts[0]!r}) = {p_film:.4f}, {film_ratio:.2f} x its frequency; "
+    f"top piece {top_piece!r}: {p_top:.3f}"
+)
 dlbook.glue("guess_frequent_pct", 100 * share["top-1 guesses"])
 dlbook.glue("answer_frequent_pct", 100 * share["answers"])
 dlbook.glue("right_frequent_pct", 100 * share["right guesses"])
@@ -1041,7 +1391,9 @@ if profile == "full":
 # (printed below as the library logs it); the `MISSING` weights are freshly initialised.
 
 # %%
-minilm_mlm, loading_info = BertForMaskedLM.from_pretrained(model_path, output_loading_info=True)
+minilm_mlm, loading_info = BertForMaskedLM.from_pretrained(
+    model_path, output_loading_info=True
+)
 minilm_mlm = minilm_mlm.to(device).eval()
 print("missing (newly initialised):", sorted(loading_info["missing_keys"]))
 print("unexpected (in the file, unused):", sorted(loading_info["unexpected_keys"]))
@@ -1052,10 +1404,18 @@ assert missing_parts == {"bias", "decoder", "transform"}  # decoder: only its bi
 
 # %%
 minilm_val_loss, minilm_val_acc = evaluate(minilm_mlm)
-print(f"MiniLM encoder + random MLM head: validation MLM loss {minilm_val_loss:.2f} (ln V = {ln_v:.2f}), "
-      f"top-1 accuracy {minilm_val_acc:.3f}")
-minilm_fill = pipeline("fill-mask", model=minilm_mlm, tokenizer=tokenizer, device=device)
-print(prompts[2], "->", " | ".join(g["token_str"] for g in minilm_fill(prompts[2], top_k=5)))
+print(
+    f"MiniLM encoder + random MLM head: validation MLM loss {minilm_val_loss:.2f} (ln V = {ln_v:.2f}), "
+    f"top-1 accuracy {minilm_val_acc:.3f}"
+)
+minilm_fill = pipeline(
+    "fill-mask", model=minilm_mlm, tokenizer=tokenizer, device=device
+)
+print(
+    prompts[2],
+    "->",
+    " | ".join(g["token_str"] for g in minilm_fill(prompts[2], top_k=5)),
+)
 dlbook.glue("minilm_mlm_loss", minilm_val_loss)
 assert minilm_val_loss > unigram_loss  # worse than ignoring the context
 if profile == "full":
@@ -1164,6 +1524,7 @@ print("NSP head:", pretraining.cls.seq_relationship, "on the pooled [CLS] vector
 # never gives NaN?
 # :::
 
+
 # %%
 def my_padded_weight(logits, attention_mask, fill, dtype):
     raise NotImplementedError  # your code here
@@ -1175,6 +1536,7 @@ dlbook.exercises.check("ch08.padded_weight", my_padded_weight)
 # ```{solution-start} ch08-ex-mask-constant
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_padded_weight(logits, attention_mask, fill, dtype):
@@ -1217,8 +1579,12 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16):
 
 # %% tags=["solution"]
 dtypes = (torch.float32, torch.float16, torch.bfloat16)
-assert all(leak["dtype's min", sit, dt] == 0 for dt in dtypes for sit in situations
-           if sit != "no token")
+assert all(
+    leak["dtype's min", sit, dt] == 0
+    for dt in dtypes
+    for sit in situations
+    if sit != "no token"
+)
 assert not any(leak["dtype's min", "no token", dt].isnan() for dt in dtypes)  # uniform
 assert all(leak["-1e4", "ordinary", dt] == 0 for dt in dtypes)
 assert leak["-1e4", "spread 1e4", torch.float32] > 0.1  # the fixed constant leaks
@@ -1271,8 +1637,10 @@ dlbook.glue("bert_positions_512", bert_positions_512)
 dlbook.glue("schedule_ratio", bert_positions_512 / bert_positions)
 dlbook.glue("bert_predictions", bert_predictions)
 dlbook.glue("budget_ratio", bert_predictions / n_predicted)
-print(f"BERT-base: {bert_positions:.3g} positions, {bert_predictions:.3g} predictions, "
-      f"{bert_predictions / n_predicted:.3g} x ours")
+print(
+    f"BERT-base: {bert_positions:.3g} positions, {bert_predictions:.3g} predictions, "
+    f"{bert_predictions / n_predicted:.3g} x ours"
+)
 
 # %% [markdown]
 # :::{exercise}
@@ -1289,6 +1657,7 @@ print(f"BERT-base: {bert_positions:.3g} positions, {bert_predictions:.3g} predic
 # with token-level choice and with yours? Do both choose about 15% of the pieces?
 # :::
 
+
 # %%
 def my_whole_words(word_ids, u_word, mlm_probability=0.15):
     raise NotImplementedError  # your code here
@@ -1301,20 +1670,28 @@ dlbook.exercises.check("ch08.whole_word_selection", my_whole_words)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def my_whole_words(word_ids, u_word, mlm_probability=0.15):
     chosen_word = u_word < mlm_probability  # (B, n_words)
-    per_token = torch.gather(chosen_word, 1, word_ids.clamp(min=0))  # (B, T): look up each token's word
+    per_token = torch.gather(
+        chosen_word, 1, word_ids.clamp(min=0)
+    )  # (B, T): look up each token's word
     return per_token & (word_ids >= 0)  # special tokens are never chosen
 
 
 assert dlbook.exercises.check("ch08.whole_word_selection", my_whole_words)
 
 # %% tags=["solution"]
-ww = tokenizer(val_texts[: sizes["n_heads_batch"]], padding=True, truncation=True,
-               max_length=64)
-word_ids = torch.tensor([[-1 if w is None else w for w in ww.word_ids(i)]
-                         for i in range(len(ww["input_ids"]))])  # (B, T)
+ww = tokenizer(
+    val_texts[: sizes["n_heads_batch"]], padding=True, truncation=True, max_length=64
+)
+word_ids = torch.tensor(
+    [
+        [-1 if w is None else w for w in ww.word_ids(i)]
+        for i in range(len(ww["input_ids"]))
+    ]
+)  # (B, T)
 g = torch.Generator().manual_seed(0)
 by_token = (torch.rand(word_ids.shape, generator=g) < 0.15) & (word_ids >= 0)  # (B, T)
 n_words = int(word_ids.max()) + 1
@@ -1340,8 +1717,10 @@ rate = {}
 for name, chosen_ww in (("token-level", by_token), ("whole-word", by_word)):
     share, n = visible_sibling_share(chosen_ww, word_ids)
     rate[name] = int(chosen_ww.sum()) / eligible_ww
-    print(f"{name:>11}: {rate[name]:.3f} of the pieces chosen; {share:.2f} of the {n} "
-          f"chosen pieces of multi-piece words keep a visible sibling")
+    print(
+        f"{name:>11}: {rate[name]:.3f} of the pieces chosen; {share:.2f} of the {n} "
+        f"chosen pieces of multi-piece words keep a visible sibling"
+    )
 share_token, _ = visible_sibling_share(by_token, word_ids)
 assert visible_sibling_share(by_word, word_ids)[0] == 0  # whole words: nothing to copy
 dlbook.glue("sibling_share_token", share_token)
@@ -1368,6 +1747,7 @@ if profile == "full":
 # the strongest `[CLS]` and `[SEP]` heads.
 # :::
 
+
 # %%
 def my_special_attention(attentions, input_ids, attention_mask, cls_id, sep_id):
     raise NotImplementedError  # your code here
@@ -1379,6 +1759,7 @@ dlbook.exercises.check("ch08.special_attention", my_special_attention)
 # ```{solution-start} ch08-ex-pairs
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_special_attention(attentions, input_ids, attention_mask, cls_id, sep_id):
@@ -1407,14 +1788,25 @@ strongest = {}
 for form, enc_f in inputs_by_form.items():
     enc_f = enc_f.to(device)
     with torch.no_grad():
-        att_f = ours_bert(enc_f["input_ids"], enc_f["attention_mask"],
-                          enc_f["token_type_ids"], output_attentions=True).attentions
+        att_f = ours_bert(
+            enc_f["input_ids"],
+            enc_f["attention_mask"],
+            enc_f["token_type_ids"],
+            output_attentions=True,
+        ).attentions
     # (6, 12, 2): per layer and head, the mean weight on [CLS] and on [SEP]
-    share = my_special_attention(att_f, enc_f["input_ids"], enc_f["attention_mask"],
-                                 tokenizer.cls_token_id, tokenizer.sep_token_id)
+    share = my_special_attention(
+        att_f,
+        enc_f["input_ids"],
+        enc_f["attention_mask"],
+        tokenizer.cls_token_id,
+        tokenizer.sep_token_id,
+    )
     strongest[form] = share.cpu().amax(dim=(0, 1))  # (2,): the strongest head for each
-    print(f"{form:>11} ({len(firsts)} reviews): strongest [CLS] head "
-          f"{strongest[form][0]:.2f}, strongest [SEP] head {strongest[form][1]:.2f}")
+    print(
+        f"{form:>11} ({len(firsts)} reviews): strongest [CLS] head "
+        f"{strongest[form][0]:.2f}, strongest [SEP] head {strongest[form][1]:.2f}"
+    )
 dlbook.glue("pair_cls", strongest["pair"][0].item())
 dlbook.glue("pair_sep", strongest["pair"][1].item())
 dlbook.glue("one_sep", strongest["one segment"][1].item())

@@ -41,7 +41,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -88,10 +98,32 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 sizes = dlbook.by_profile(
     profile,
     # n_* = None means the whole split (train 10,252 / validation 1,000 / test 1,500)
-    smoke=dict(n_train=128, n_validation=64, n_test=128, max_length=64, epochs=1, batch_size=32, lr=1e-4,
-               n_trainer=64, trainer_batch=8, n_check=32, embed_batch=64),
-    full=dict(n_train=None, n_validation=None, n_test=None, max_length=128, epochs=1, batch_size=32, lr=1e-4,
-              n_trainer=1_024, trainer_batch=8, n_check=64, embed_batch=128),
+    smoke=dict(
+        n_train=128,
+        n_validation=64,
+        n_test=128,
+        max_length=64,
+        epochs=1,
+        batch_size=32,
+        lr=1e-4,
+        n_trainer=64,
+        trainer_batch=8,
+        n_check=32,
+        embed_batch=64,
+    ),
+    full=dict(
+        n_train=None,
+        n_validation=None,
+        n_test=None,
+        max_length=128,
+        epochs=1,
+        batch_size=32,
+        lr=1e-4,
+        n_trainer=1_024,
+        trainer_batch=8,
+        n_check=64,
+        embed_batch=128,
+    ),
 )
 sizes
 
@@ -114,7 +146,9 @@ reviews = assets.rotten_tomatoes()
 print(reviews)
 counts = np.bincount(reviews["train"]["label"])
 dlbook.glue("ch09_pos_share", float(counts[1] / counts.sum()))
-print(f"train labels: {counts[0]:,} neg / {counts[1]:,} pos ({counts[1] / counts.sum():.1%} positive)")
+print(
+    f"train labels: {counts[0]:,} neg / {counts[1]:,} pos ({counts[1] / counts.sum():.1%} positive)"
+)
 for row in reviews["train"].select(range(3)):
     print(f"[{reviews['train'].features['label'].int2str(row['label'])}] {row['text']}")
 
@@ -125,6 +159,7 @@ for row in reviews["train"].select(range(3)):
 # that always says `pos` is right about that often, so every accuracy below should be read against
 # the majority rate printed with it. In `smoke` every
 # split is cut down to the sizes above; in `full` the whole splits are used.
+
 
 # %%
 def take(split, n):
@@ -138,8 +173,10 @@ test_raw = take(reviews["test"], sizes["n_test"])
 y_train, y_val, y_test = (np.array(s["label"]) for s in (train_raw, val_raw, test_raw))
 majority = max(y_test.mean(), 1 - y_test.mean())
 dlbook.glue("ch09_majority", float(majority))
-print(f"train {len(train_raw):,} | validation {len(val_raw):,} | test {len(test_raw):,} | "
-      f"majority-class accuracy on test {majority:.3f}")
+print(
+    f"train {len(train_raw):,} | validation {len(val_raw):,} | test {len(test_raw):,} | "
+    f"majority-class accuracy on test {majority:.3f}"
+)
 
 # %% [markdown]
 # ## 9.2 Baselines first
@@ -155,6 +192,7 @@ print(f"train {len(train_raw):,} | validation {len(val_raw):,} | test {len(test_
 # (TF-IDF), is the classic strong baseline for sentiment: "masterpiece" and "dull" carry most of
 # the signal.
 
+
 # %%
 def fit_logreg(x_train, x_val, grid=(0.25, 1.0, 4.0, 16.0)):
     """Logistic regression with C picked on the validation split; returns (model, best C, val accuracy)."""
@@ -163,16 +201,24 @@ def fit_logreg(x_train, x_val, grid=(0.25, 1.0, 4.0, 16.0)):
         clf = LogisticRegression(C=c, max_iter=2_000).fit(x_train, y_train)
         scores[c] = (clf.predict(x_val) == y_val).mean()
     best = max(scores, key=scores.get)
-    return LogisticRegression(C=best, max_iter=2_000).fit(x_train, y_train), best, scores[best]
+    return (
+        LogisticRegression(C=best, max_iter=2_000).fit(x_train, y_train),
+        best,
+        scores[best],
+    )
 
 
 tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
 x_train_tfidf = tfidf.fit_transform(train_raw["text"])  # (n_train, vocabulary) sparse
-tfidf_clf, tfidf_c, tfidf_val = fit_logreg(x_train_tfidf, tfidf.transform(val_raw["text"]))
+tfidf_clf, tfidf_c, tfidf_val = fit_logreg(
+    x_train_tfidf, tfidf.transform(val_raw["text"])
+)
 tfidf_probs = tfidf_clf.predict_proba(tfidf.transform(test_raw["text"]))  # (n_test, 2)
 tfidf_acc = float((tfidf_probs.argmax(1) == y_test).mean())
 dlbook.glue("tfidf_test_acc", tfidf_acc)
-print(f"vocabulary {x_train_tfidf.shape[1]:,} | C={tfidf_c} | validation {tfidf_val:.3f} | test {tfidf_acc:.3f}")
+print(
+    f"vocabulary {x_train_tfidf.shape[1]:,} | C={tfidf_c} | validation {tfidf_val:.3f} | test {tfidf_acc:.3f}"
+)
 
 # %% [markdown]
 # ### Frozen MiniLM embeddings + logistic regression
@@ -201,8 +247,15 @@ def embed_sorted(texts):
     """(N, 384) unit-length mean-pooled embeddings, computed shortest-first, returned in input order."""
     texts = list(texts)
     order = np.argsort([len(t) for t in texts], kind="stable")
-    emb = embed_texts(encoder, tokenizer, [texts[i] for i in order], device=device,
-                      batch_size=sizes["embed_batch"], max_length=sizes["max_length"], show_progress=len(texts) > 500)
+    emb = embed_texts(
+        encoder,
+        tokenizer,
+        [texts[i] for i in order],
+        device=device,
+        batch_size=sizes["embed_batch"],
+        max_length=sizes["max_length"],
+        show_progress=len(texts) > 500,
+    )
     out = torch.empty_like(emb)
     out[torch.as_tensor(order)] = emb  # row i of out belongs to texts[i]
     return out
@@ -211,17 +264,29 @@ def embed_sorted(texts):
 from sentence_transformers import SentenceTransformer  # noqa: E402  (only for this check)
 
 some = list(test_raw["text"][:8])
-reference = SentenceTransformer(model_path, device=str(device)).encode(some, convert_to_tensor=True).cpu()
+reference = (
+    SentenceTransformer(model_path, device=str(device))
+    .encode(some, convert_to_tensor=True)
+    .cpu()
+)
 torch.testing.assert_close(embed_sorted(some), reference, atol=1e-5, rtol=1e-4)
-print("mean pooling + normalisation == sentence-transformers' encode() on", len(some), "snippets")
+print(
+    "mean pooling + normalisation == sentence-transformers' encode() on",
+    len(some),
+    "snippets",
+)
 
 # %%
-emb_train, emb_val, emb_test = (embed_sorted(s["text"]) for s in (train_raw, val_raw, test_raw))
+emb_train, emb_val, emb_test = (
+    embed_sorted(s["text"]) for s in (train_raw, val_raw, test_raw)
+)
 frozen_clf, frozen_c, frozen_val = fit_logreg(emb_train.numpy(), emb_val.numpy())
 frozen_probs = frozen_clf.predict_proba(emb_test.numpy())  # (n_test, 2)
 frozen_acc = float((frozen_probs.argmax(1) == y_test).mean())
 dlbook.glue("frozen_test_acc", frozen_acc)
-print(f"embeddings {tuple(emb_train.shape)} | C={frozen_c} | validation {frozen_val:.3f} | test {frozen_acc:.3f}")
+print(
+    f"embeddings {tuple(emb_train.shape)} | C={frozen_c} | validation {frozen_val:.3f} | test {frozen_acc:.3f}"
+)
 
 # %% [markdown]
 # TF-IDF reaches {glue:text}`tfidf_test_acc:.3f` on the test split and the frozen embeddings
@@ -251,10 +316,15 @@ print(f"embeddings {tuple(emb_train.shape)} | C={frozen_c} | validation {frozen_
 # expected here, not an error: they are what fine-tuning must train from scratch.
 
 # %%
-label_names = list(finetune.LABELS)  # ["neg", "pos"], the ids of the data set's ClassLabel
+label_names = list(
+    finetune.LABELS
+)  # ["neg", "pos"], the ids of the data set's ClassLabel
 torch.manual_seed(0)  # the fresh classifier weights are drawn from the global generator
 model = BertForSequenceClassification.from_pretrained(
-    model_path, num_labels=2, id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)}
+    model_path,
+    num_labels=2,
+    id2label=dict(enumerate(label_names)),
+    label2id={n: i for i, n in enumerate(label_names)},
 )
 model.to(device).eval()
 print(model.classifier, "| dropout before it:", model.dropout.p)
@@ -268,14 +338,20 @@ from safetensors import safe_open  # noqa: E402
 
 with safe_open(os.path.join(model_path, "model.safetensors"), framework="pt") as f:
     checkpoint = {k: f.get_tensor(k) for k in f.keys()}
-fresh = [n for n, _ in model.named_parameters() if n.removeprefix("bert.") not in checkpoint]
+fresh = [
+    n for n, _ in model.named_parameters() if n.removeprefix("bert.") not in checkpoint
+]
 n_fresh = sum(p.numel() for n, p in model.named_parameters() if n in fresh)
 n_total = count_parameters(model)
 assert fresh == ["classifier.weight", "classifier.bias"], fresh
-torch.testing.assert_close(model.bert.pooler.dense.weight.cpu(), checkpoint["pooler.dense.weight"])  # pretrained, loaded
+torch.testing.assert_close(
+    model.bert.pooler.dense.weight.cpu(), checkpoint["pooler.dense.weight"]
+)  # pretrained, loaded
 dlbook.glue("ch09_n_fresh", n_fresh)
 dlbook.glue("ch09_n_total", n_total)
-print(f"fresh: {fresh} = {n_fresh:,} parameters | pretrained: {n_total - n_fresh:,} | total {n_total:,}")
+print(
+    f"fresh: {fresh} = {n_fresh:,} parameters | pretrained: {n_total - n_fresh:,} | total {n_total:,}"
+)
 
 # %% [markdown]
 # {glue:text}`ch09_n_fresh` fresh numbers out of {glue:text}`ch09_n_total:,`. One caveat on
@@ -288,17 +364,25 @@ print(f"fresh: {fresh} = {n_fresh:,} parameters | pretrained: {n_total - n_fresh
 # logits and the loss the model returns:
 
 # %%
-batch = tokenizer(list(test_raw["text"][:4]), padding=True, return_tensors="pt").to(device)
+batch = tokenizer(list(test_raw["text"][:4]), padding=True, return_tensors="pt").to(
+    device
+)
 labels4 = torch.tensor(y_test[:4], device=device)
 with torch.no_grad():
     out = model(**batch, labels=labels4)
     h_cls = model.bert(**batch).last_hidden_state[:, 0]  # (4, 384): the [CLS] vectors
-    u = torch.tanh(h_cls @ model.bert.pooler.dense.weight.T + model.bert.pooler.dense.bias)  # (4, 384)
+    u = torch.tanh(
+        h_cls @ model.bert.pooler.dense.weight.T + model.bert.pooler.dense.bias
+    )  # (4, 384)
     z = u @ model.classifier.weight.T + model.classifier.bias  # (4, 2)
     loss = -torch.log_softmax(z, dim=-1)[torch.arange(4), labels4].mean()
 torch.testing.assert_close(z, out.logits)
 torch.testing.assert_close(loss, out.loss)
-print("logits:", [[round(v, 3) for v in r] for r in z.tolist()], f"| loss {loss.item():.4f} (ln 2 = {math.log(2):.4f})")
+print(
+    "logits:",
+    [[round(v, 3) for v in r] for r in z.tolist()],
+    f"| loss {loss.item():.4f} (ln 2 = {math.log(2):.4f})",
+)
 
 # %% [markdown]
 # With random $W_c$ the two logits are nearly equal and the loss is close to $\ln 2$, the loss of
@@ -311,16 +395,23 @@ print("logits:", [[round(v, 3) for v in r] for r in z.tolist()], f"| loss {loss.
 # second run is free). We truncate to `max_length` but do **not** pad: every snippet keeps its
 # own length, and padding happens later, per batch.
 
+
 # %%
 def encode(rows):
     return tokenizer(rows["text"], truncation=True, max_length=sizes["max_length"])
 
 
 def tokenize(split):
-    return split.map(encode, batched=True, remove_columns=["text", "movie"]).rename_column("label", "labels")
+    return split.map(
+        encode, batched=True, remove_columns=["text", "movie"]
+    ).rename_column("label", "labels")
 
 
-train_tok, val_tok, test_tok = tokenize(train_raw), tokenize(val_raw), tokenize(test_raw)
+train_tok, val_tok, test_tok = (
+    tokenize(train_raw),
+    tokenize(val_raw),
+    tokenize(test_raw),
+)
 print(train_tok)
 print({k: train_tok[0][k] for k in ("input_ids", "attention_mask", "labels")})
 
@@ -335,7 +426,9 @@ dlbook.show(finetune.tokenize_dataset)
 # %%
 packaged = finetune.tokenize_dataset(train_raw, tokenizer, sizes["max_length"])
 assert sorted(packaged.column_names) == sorted(train_tok.column_names)
-assert packaged["input_ids"][:50] == train_tok["input_ids"][:50] and list(packaged["labels"]) == list(train_tok["labels"])
+assert packaged["input_ids"][:50] == train_tok["input_ids"][:50] and list(
+    packaged["labels"]
+) == list(train_tok["labels"])
 
 # %% [markdown]
 # `DataCollatorWithPadding` turns a list of such rows into tensors, padding to the longest row
@@ -349,13 +442,18 @@ print({k: tuple(v.shape) for k, v in example.items()})  # (4, longest of the fou
 
 lengths = np.array([len(ids) for ids in train_tok["input_ids"]])
 order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).numpy()
-dynamic = sum(lengths[order[i : i + sizes["batch_size"]]].max() * len(order[i : i + sizes["batch_size"]])
-              for i in range(0, len(order), sizes["batch_size"]))
+dynamic = sum(
+    lengths[order[i : i + sizes["batch_size"]]].max()
+    * len(order[i : i + sizes["batch_size"]])
+    for i in range(0, len(order), sizes["batch_size"])
+)
 padded_slots = sizes["max_length"] * len(lengths)
 dlbook.glue("ch09_mean_len", float(lengths.mean()))
 dlbook.glue("ch09_pad_saving", float(padded_slots / dynamic))
-print(f"mean length {lengths.mean():.1f} tokens, longest {lengths.max()} | token slots per epoch: "
-      f"padded to {sizes['max_length']}: {padded_slots:,}, dynamic: {dynamic:,} ({padded_slots / dynamic:.1f}x fewer)")
+print(
+    f"mean length {lengths.mean():.1f} tokens, longest {lengths.max()} | token slots per epoch: "
+    f"padded to {sizes['max_length']}: {padded_slots:,}, dynamic: {dynamic:,} ({padded_slots / dynamic:.1f}x fewer)"
+)
 
 # %% [markdown]
 # The snippets average {glue:text}`ch09_mean_len:.1f` tokens, so per-batch padding processes
@@ -388,22 +486,30 @@ print(f"mean length {lengths.mean():.1f} tokens, longest {lengths.max()} | token
 #
 # Checked against `transformers.get_linear_schedule_with_warmup` for the `full` run's length:
 
+
 # %%
 def schedule(t, w, T, lr):
     return lr * (t / w if t < w else max(0.0, (T - t) / (T - w)))
 
 
-T_full = math.ceil(len(reviews["train"]) / 32)  # one epoch of the full training split at batch 32
+T_full = math.ceil(
+    len(reviews["train"]) / 32
+)  # one epoch of the full training split at batch 32
 w_full = math.ceil(0.1 * T_full)
 opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=sizes["lr"])
-sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=w_full, num_training_steps=T_full)
+sched = get_linear_schedule_with_warmup(
+    opt, num_warmup_steps=w_full, num_training_steps=T_full
+)
 reference_lr = []
 for _ in range(T_full):
     reference_lr.append(sched.get_last_lr()[0])
     opt.step()
     sched.step()
 ours_lr = [schedule(t, w_full, T_full, sizes["lr"]) for t in range(T_full)]
-torch.testing.assert_close(torch.tensor(ours_lr, dtype=torch.float64), torch.tensor(reference_lr, dtype=torch.float64))
+torch.testing.assert_close(
+    torch.tensor(ours_lr, dtype=torch.float64),
+    torch.tensor(reference_lr, dtype=torch.float64),
+)
 print(f"T = {T_full}, w = {w_full}, rate at step 100: {ours_lr[100]:.3e}")
 
 fig, ax = plt.subplots(figsize=(6, 2.6))
@@ -424,30 +530,57 @@ plt.show()
 # generator (which draws the dropout masks) is re-seeded just before the first step, so the same
 # call gives the same weights.
 
+
 # %%
-def fine_tune(model, train_ds, *, epochs, batch_size, lr, weight_decay=0.01, warmup_ratio=0.1, max_grad_norm=1.0, seed=0):
+def fine_tune(
+    model,
+    train_ds,
+    *,
+    epochs,
+    batch_size,
+    lr,
+    weight_decay=0.01,
+    warmup_ratio=0.1,
+    max_grad_norm=1.0,
+    seed=0,
+):
     loader = torch.utils.data.DataLoader(
-        train_ds, batch_size=batch_size, shuffle=True, collate_fn=collator,
+        train_ds,
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=collator,
         generator=torch.Generator().manual_seed(seed),
     )
     total = epochs * len(loader)  # T
     warmup = math.ceil(warmup_ratio * total)  # w
-    no_decay = [n for n, _ in model.named_parameters() if "bias" in n or "LayerNorm" in n]
+    no_decay = [
+        n for n, _ in model.named_parameters() if "bias" in n or "LayerNorm" in n
+    ]
     optimizer = torch.optim.AdamW(
         [
-            {"params": [p for n, p in model.named_parameters() if n not in no_decay], "weight_decay": weight_decay},
-            {"params": [p for n, p in model.named_parameters() if n in no_decay], "weight_decay": 0.0},
+            {
+                "params": [p for n, p in model.named_parameters() if n not in no_decay],
+                "weight_decay": weight_decay,
+            },
+            {
+                "params": [p for n, p in model.named_parameters() if n in no_decay],
+                "weight_decay": 0.0,
+            },
         ],
         lr=lr,
     )
-    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, num_warmup_steps=warmup, num_training_steps=total
+    )
     torch.manual_seed(seed)  # dropout masks
     model.to(device)
     losses = []
     for _ in range(epochs):
         model.train()
         for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}  # input_ids etc. (B, longest), labels (B,)
+            batch = {
+                k: v.to(device) for k, v in batch.items()
+            }  # input_ids etc. (B, longest), labels (B,)
             loss = model(**batch).loss  # mean of Eq. (eq-ch09-head) over the batch
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -475,12 +608,25 @@ check_ds = train_tok.select(range(sizes["n_check"]))
 recipe = dict(epochs=1, batch_size=8, lr=sizes["lr"], seed=0)
 ours, packaged_model = copy.deepcopy(model), copy.deepcopy(model)
 ours_losses = fine_tune(ours, check_ds, **recipe)
-packaged_history = finetune.train_classifier(packaged_model, check_ds, tokenizer, **recipe, show_progress=False)
-assert ours_losses == packaged_history.step_loss, (ours_losses, packaged_history.step_loss)
-for (name, a), b in zip(ours.state_dict().items(), packaged_model.state_dict().values(), strict=True):
+packaged_history = finetune.train_classifier(
+    packaged_model, check_ds, tokenizer, **recipe, show_progress=False
+)
+assert ours_losses == packaged_history.step_loss, (
+    ours_losses,
+    packaged_history.step_loss,
+)
+for (name, a), b in zip(
+    ours.state_dict().items(), packaged_model.state_dict().values(), strict=True
+):
     torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
-assert set(finetune.decay_parameter_names(ours)) == {n for n, _ in ours.named_parameters() if "bias" not in n and "LayerNorm" not in n}
-print("losses per step:", [round(x, 4) for x in ours_losses], "| same losses, identical weights")
+assert set(finetune.decay_parameter_names(ours)) == {
+    n for n, _ in ours.named_parameters() if "bias" not in n and "LayerNorm" not in n
+}
+print(
+    "losses per step:",
+    [round(x, 4) for x in ours_losses],
+    "| same losses, identical weights",
+)
 del ours, packaged_model
 
 # %% [markdown]
@@ -499,13 +645,17 @@ del ours, packaged_model
 settings = finetune.SENTIMENT_SETTINGS[profile]
 print(settings)
 for key in ("n_train", "n_validation", "max_length", "epochs", "batch_size", "lr"):
-    assert getattr(settings, key) == sizes[key], key  # the recipe is the one in the parameters cell
+    assert getattr(settings, key) == sizes[key], (
+        key
+    )  # the recipe is the one in the parameters cell
 
 clf, clf_tokenizer, info = finetune.sentiment_classifier(profile, device=device)
 history = info["history"]
 print(f"from cache: {info['from_cache']} | {info['path']}")
-print(f"{history['total_steps']} steps ({history['warmup_steps']} warm-up) on {info['n_train']:,} snippets, "
-      f"trained in {history['seconds']:.0f} s | validation after each epoch: {history['evals']}")
+print(
+    f"{history['total_steps']} steps ({history['warmup_steps']} warm-up) on {info['n_train']:,} snippets, "
+    f"trained in {history['seconds']:.0f} s | validation after each epoch: {history['evals']}"
+)
 
 # %%
 step_loss = np.array(history["step_loss"])
@@ -557,15 +707,24 @@ dlbook.glue("ch09_n_train", info["n_train"])
 # masks differ, so the runs are not bit-identical: the question is whether they land in the same
 # place.
 
+
 # %%
 def compute_metrics(eval_pred):
     logits, labels = eval_pred  # numpy arrays: (N, 2) and (N,)
     preds = logits.argmax(-1)
-    return {"accuracy": float((preds == labels).mean()), "f1": float(f1_score(labels, preds))}
+    return {
+        "accuracy": float((preds == labels).mean()),
+        "f1": float(f1_score(labels, preds)),
+    }
 
 
-fake = (np.array([[2.0, -1.0], [0.0, 1.0], [0.3, 0.1], [-1.0, 3.0]]), np.array([0, 1, 1, 0]))
-assert compute_metrics(fake) == finetune.compute_metrics(fake)  # the packaged one agrees
+fake = (
+    np.array([[2.0, -1.0], [0.0, 1.0], [0.3, 0.1], [-1.0, 3.0]]),
+    np.array([0, 1, 1, 0]),
+)
+assert compute_metrics(fake) == finetune.compute_metrics(
+    fake
+)  # the packaged one agrees
 
 small_train = train_tok.select(range(sizes["n_trainer"]))
 trainer_dir = tempfile.TemporaryDirectory()
@@ -606,15 +765,23 @@ trainer_eval
 # %%
 plain_model = copy.deepcopy(model)
 plain_history = finetune.train_classifier(
-    plain_model, small_train, tokenizer, epochs=sizes["epochs"], batch_size=sizes["trainer_batch"], lr=sizes["lr"],
-    eval_dataset=val_tok, device=device,
+    plain_model,
+    small_train,
+    tokenizer,
+    epochs=sizes["epochs"],
+    batch_size=sizes["trainer_batch"],
+    lr=sizes["lr"],
+    eval_dataset=val_tok,
+    device=device,
 )
 logged = [r for r in trainer.state.log_history if "loss" in r and "learning_rate" in r]
 trainer_lr = [r["learning_rate"] for r in logged]
 trainer_loss = [r["loss"] for r in logged]
 # The same recipe: the same learning rate at every step, the same parameters decayed.
 np.testing.assert_allclose(trainer_lr, plain_history.step_lr, rtol=1e-6, atol=1e-12)
-assert set(trainer.get_decay_parameter_names(trainer.model)) == set(finetune.decay_parameter_names(plain_model))
+assert set(trainer.get_decay_parameter_names(trainer.model)) == set(
+    finetune.decay_parameter_names(plain_model)
+)
 plain_val = plain_history.evals[-1]["accuracy"]
 trainer_val = trainer_eval["eval_accuracy"]
 dlbook.glue("ch09_trainer_val", trainer_val)
@@ -622,10 +789,19 @@ dlbook.glue("ch09_plain_val", plain_val)
 dlbook.glue("ch09_n_trainer", sizes["n_trainer"])
 val_majority = max(y_val.mean(), 1 - y_val.mean())
 if profile == "full":
-    assert abs(trainer_val - plain_val) <= 0.05, (trainer_val, plain_val)  # the same place...
-    assert min(trainer_val, plain_val) >= val_majority + 0.1, (trainer_val, plain_val, val_majority)  # ...and not nowhere
-print(f"validation accuracy after {len(logged)} steps on {sizes['n_trainer']:,} snippets: "
-      f"Trainer {trainer_val:.3f} | our loop {plain_val:.3f}")
+    assert abs(trainer_val - plain_val) <= 0.05, (
+        trainer_val,
+        plain_val,
+    )  # the same place...
+    assert min(trainer_val, plain_val) >= val_majority + 0.1, (
+        trainer_val,
+        plain_val,
+        val_majority,
+    )  # ...and not nowhere
+print(
+    f"validation accuracy after {len(logged)} steps on {sizes['n_trainer']:,} snippets: "
+    f"Trainer {trainer_val:.3f} | our loop {plain_val:.3f}"
+)
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3))
@@ -633,7 +809,9 @@ ax.plot(plain_history.step_loss, label="our loop")
 ax.plot(trainer_loss, label="Trainer", linestyle="--")
 ax.set_xlabel("optimizer step")
 ax.set_ylabel("training loss")
-ax.set_title(f"Same recipe, {sizes['n_trainer']:,} snippets in batches of {sizes['trainer_batch']}")
+ax.set_title(
+    f"Same recipe, {sizes['n_trainer']:,} snippets in batches of {sizes['trainer_batch']}"
+)
 ax.legend()
 plt.tight_layout()
 plt.show()
@@ -656,7 +834,9 @@ plt.show()
 # subclassing `Trainer` or writing a callback.
 
 # %%
-trainer_test = trainer.predict(test_tok)  # Trainer's own prediction loop, on the test split
+trainer_test = trainer.predict(
+    test_tok
+)  # Trainer's own prediction loop, on the test split
 trainer_test_acc = trainer_test.metrics["test_accuracy"]
 trainer_dir.cleanup()
 del trainer, plain_model
@@ -667,35 +847,64 @@ del trainer, plain_model
 # Now the fine-tuned classifier meets the test split, once.
 
 # %%
-test_res = finetune.evaluate_classifier(clf, test_tok, clf_tokenizer, device=device, show_progress=True)
-acc = dlbook.headline("finetune_test_acc", test_res.accuracy, profile=profile, at_least=0.82)
+test_res = finetune.evaluate_classifier(
+    clf, test_tok, clf_tokenizer, device=device, show_progress=True
+)
+acc = dlbook.headline(
+    "finetune_test_acc", test_res.accuracy, profile=profile, at_least=0.82
+)
 dlbook.glue("finetune_test_f1", test_res.f1)
 # Verification of the metrics against scikit-learn: accuracy, and F1 = 2PR / (P + R) of the class "pos".
 y_pred = test_res.preds.numpy()
-assert np.isclose(acc, (y_pred == y_test).mean()) and np.isclose(test_res.f1, f1_score(y_test, y_pred))
+assert np.isclose(acc, (y_pred == y_test).mean()) and np.isclose(
+    test_res.f1, f1_score(y_test, y_pred)
+)
 print(dlbook.env.last_provenance().line())
-print(f"test accuracy {acc:.4f} | F1 (pos) {test_res.f1:.4f} | cross-entropy {test_res.loss:.4f}")
+print(
+    f"test accuracy {acc:.4f} | F1 (pos) {test_res.f1:.4f} | cross-entropy {test_res.loss:.4f}"
+)
 
 # %% [markdown]
 # F1 is the harmonic mean of precision $P$ (of the snippets called `pos`, the share that are) and
 # recall $R$ (of the `pos` snippets, the share found), $F_1 = 2PR/(P+R)$, checked above against
 # scikit-learn. Everything side by side:
 
+
 # %%
 def row(name, probs):
     pred = probs.argmax(1)
-    return {"method": name, "test accuracy": (pred == y_test).mean(), "test F1 (pos)": f1_score(y_test, pred)}
+    return {
+        "method": name,
+        "test accuracy": (pred == y_test).mean(),
+        "test F1 (pos)": f1_score(y_test, pred),
+    }
 
 
-results = pd.DataFrame([
-    {"method": "always 'pos'", "test accuracy": majority, "test F1 (pos)": f1_score(y_test, np.ones_like(y_test))},
-    row("TF-IDF + logistic regression", tfidf_probs),
-    row("frozen MiniLM mean-pool + logistic regression", frozen_probs),
-    row(f"fine-tuned with Trainer on {sizes['n_trainer']:,} snippets", trainer_test.predictions),
-    row(f"fine-tuned, plain loop, {info['n_train']:,} snippets", test_res.probs.numpy()),
-]).set_index("method")
-assert np.isclose(results.loc[f"fine-tuned with Trainer on {sizes['n_trainer']:,} snippets", "test accuracy"],
-                  trainer_test_acc)
+results = pd.DataFrame(
+    [
+        {
+            "method": "always 'pos'",
+            "test accuracy": majority,
+            "test F1 (pos)": f1_score(y_test, np.ones_like(y_test)),
+        },
+        row("TF-IDF + logistic regression", tfidf_probs),
+        row("frozen MiniLM mean-pool + logistic regression", frozen_probs),
+        row(
+            f"fine-tuned with Trainer on {sizes['n_trainer']:,} snippets",
+            trainer_test.predictions,
+        ),
+        row(
+            f"fine-tuned, plain loop, {info['n_train']:,} snippets",
+            test_res.probs.numpy(),
+        ),
+    ]
+).set_index("method")
+assert np.isclose(
+    results.loc[
+        f"fine-tuned with Trainer on {sizes['n_trainer']:,} snippets", "test accuracy"
+    ],
+    trainer_test_acc,
+)
 results.round(3)
 
 # %% [markdown]
@@ -714,7 +923,14 @@ fig, ax = plt.subplots(figsize=(3.8, 3.4))
 ax.imshow(cm, cmap="Blues")
 for i in range(2):
     for j in range(2):
-        ax.text(j, i, f"{cm[i, j]:,}", ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
+        ax.text(
+            j,
+            i,
+            f"{cm[i, j]:,}",
+            ha="center",
+            va="center",
+            color="white" if cm[i, j] > cm.max() / 2 else "black",
+        )
 ax.set_xticks([0, 1], label_names)
 ax.set_yticks([0, 1], label_names)
 ax.set_xlabel("predicted")
@@ -732,12 +948,14 @@ plt.show()
 
 # %%
 confidence = test_res.probs.max(-1).values.numpy()
-table = pd.DataFrame({
-    "text": test_raw["text"],
-    "label": [label_names[i] for i in y_test],
-    "predicted": [label_names[i] for i in y_pred],
-    "confidence": confidence.round(3),
-})
+table = pd.DataFrame(
+    {
+        "text": test_raw["text"],
+        "label": [label_names[i] for i in y_test],
+        "predicted": [label_names[i] for i in y_pred],
+        "confidence": confidence.round(3),
+    }
+)
 wrong = table[y_pred != y_test].sort_values("confidence", ascending=False)
 with pd.option_context("display.max_colwidth", None):
     display(wrong.head(10))
@@ -756,13 +974,20 @@ dlbook.glue("ch09_top_false_pos", int((wrong.head(10)["label"] == "neg").sum()))
 # model gets wrong and in those it gets right.
 
 # %%
-contrast = re.compile(r"\b(but|though|although|yet|however|despite|not|no|never|nothing)\b|n't\b", re.IGNORECASE)
+contrast = re.compile(
+    r"\b(but|though|although|yet|however|despite|not|no|never|nothing)\b|n't\b",
+    re.IGNORECASE,
+)
 has_turn = np.array([bool(contrast.search(t)) for t in test_raw["text"]])
-share_wrong = has_turn[y_pred != y_test].mean() if (y_pred != y_test).any() else float("nan")
+share_wrong = (
+    has_turn[y_pred != y_test].mean() if (y_pred != y_test).any() else float("nan")
+)
 share_right = has_turn[y_pred == y_test].mean()
 dlbook.glue("ch09_turn_wrong", float(share_wrong))
 dlbook.glue("ch09_turn_right", float(share_right))
-print(f"contains a contrast or negation word: {share_wrong:.1%} of the errors, {share_right:.1%} of the correct")
+print(
+    f"contains a contrast or negation word: {share_wrong:.1%} of the errors, {share_right:.1%} of the correct"
+)
 
 # %% [markdown]
 # {glue:text}`ch09_turn_wrong:.2f` of the misclassified snippets contain one of these words,
@@ -786,14 +1011,19 @@ print(f"contains a contrast or negation word: {share_wrong:.1%} of the errors, {
 # `calibration_curve` (fed "was the prediction right" as the outcome and the confidence as the
 # probability):
 
+
 # %%
 def ece_parts(probs, labels, n_bins=10):
     conf, pred = probs.max(-1)  # (N,), (N,)
     correct = (pred == labels).double()
     edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
-    idx = torch.bucketize(conf.double(), edges[1:-1])  # bin b holds (edges[b], edges[b + 1]]
+    idx = torch.bucketize(
+        conf.double(), edges[1:-1]
+    )  # bin b holds (edges[b], edges[b + 1]]
     count = torch.bincount(idx, minlength=n_bins).double()
-    acc_b = torch.bincount(idx, weights=correct, minlength=n_bins) / count  # NaN for empty bins
+    acc_b = (
+        torch.bincount(idx, weights=correct, minlength=n_bins) / count
+    )  # NaN for empty bins
     conf_b = torch.bincount(idx, weights=conf.double(), minlength=n_bins) / count
     ece = (count / count.sum() * (acc_b - conf_b).abs().nan_to_num(0.0)).sum().item()
     return count, acc_b, conf_b, ece
@@ -801,22 +1031,36 @@ def ece_parts(probs, labels, n_bins=10):
 
 count, acc_b, conf_b, ece = ece_parts(test_res.probs, test_res.labels)
 used = count > 0
-frac_right, mean_conf = calibration_curve((y_pred == y_test).astype(int), confidence.astype(np.float64), n_bins=10)
+frac_right, mean_conf = calibration_curve(
+    (y_pred == y_test).astype(int), confidence.astype(np.float64), n_bins=10
+)
 np.testing.assert_allclose(acc_b[used].numpy(), frac_right, rtol=1e-6)
 np.testing.assert_allclose(conf_b[used].numpy(), mean_conf, rtol=1e-6)
-assert math.isclose(ece, finetune.expected_calibration_error(test_res.probs, test_res.labels), rel_tol=1e-12)
-tfidf_ece = finetune.expected_calibration_error(torch.tensor(tfidf_probs), torch.tensor(y_test))
+assert math.isclose(
+    ece,
+    finetune.expected_calibration_error(test_res.probs, test_res.labels),
+    rel_tol=1e-12,
+)
+tfidf_ece = finetune.expected_calibration_error(
+    torch.tensor(tfidf_probs), torch.tensor(y_test)
+)
 dlbook.glue("ch09_ece", ece)
 dlbook.glue("ch09_ece_tfidf", tfidf_ece)
-dlbook.glue("ch09_top_bin", float(count[-1] / count.sum()))  # share of predictions with confidence > 0.9
-print(f"ECE (10 bins): fine-tuned {ece:.4f} | TF-IDF + logistic regression {tfidf_ece:.4f}")
+dlbook.glue(
+    "ch09_top_bin", float(count[-1] / count.sum())
+)  # share of predictions with confidence > 0.9
+print(
+    f"ECE (10 bins): fine-tuned {ece:.4f} | TF-IDF + logistic regression {tfidf_ece:.4f}"
+)
 
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
 centers = (torch.arange(10) + 0.5) / 10
 ax1.bar(centers[used], acc_b[used], width=0.09, edgecolor="k", label="accuracy in bin")
 ax1.plot([0.5, 1], [0.5, 1], "k--", label="perfect calibration")
-ax1.plot(conf_b[used], acc_b[used], "o", color="C1", label="(mean confidence, accuracy)")
+ax1.plot(
+    conf_b[used], acc_b[used], "o", color="C1", label="(mean confidence, accuracy)"
+)
 ax1.set_xlim(0.5, 1)
 ax1.set_ylim(0, 1)
 ax1.set_xlabel("confidence")
@@ -855,12 +1099,23 @@ with tempfile.TemporaryDirectory() as folder:
     clf_tokenizer.save_pretrained(folder)
     for name in sorted(os.listdir(folder)):
         print(f"{name:28s} {os.path.getsize(os.path.join(folder, name)) / 1e6:8.2f} MB")
-    reloaded = AutoModelForSequenceClassification.from_pretrained(folder).to(device).eval()
+    reloaded = (
+        AutoModelForSequenceClassification.from_pretrained(folder).to(device).eval()
+    )
     reloaded_tokenizer = AutoTokenizer.from_pretrained(folder)
-    assert type(reloaded) is BertForSequenceClassification and reloaded.config.id2label == {0: "neg", 1: "pos"}
+    assert type(
+        reloaded
+    ) is BertForSequenceClassification and reloaded.config.id2label == {
+        0: "neg",
+        1: "pos",
+    }
     with torch.no_grad():
-        b = reloaded_tokenizer(list(test_raw["text"][:16]), padding=True, return_tensors="pt").to(device)
-        torch.testing.assert_close(reloaded(**b).logits, clf(**b).logits, rtol=0, atol=0)
+        b = reloaded_tokenizer(
+            list(test_raw["text"][:16]), padding=True, return_tensors="pt"
+        ).to(device)
+        torch.testing.assert_close(
+            reloaded(**b).logits, clf(**b).logits, rtol=0, atol=0
+        )
     print("reloaded model gives identical logits")
 
 # %% [markdown]
@@ -871,7 +1126,9 @@ with tempfile.TemporaryDirectory() as folder:
 # own.
 
 # %%
-classify = pipeline("text-classification", model=reloaded, tokenizer=reloaded_tokenizer, device=device)
+classify = pipeline(
+    "text-classification", model=reloaded, tokenizer=reloaded_tokenizer, device=device
+)
 new = [
     "An absolute joy from the first frame to the last.",
     "Two hours of my life I will never get back.",
@@ -883,7 +1140,9 @@ with torch.no_grad():
     b = reloaded_tokenizer(new, padding=True, return_tensors="pt").to(device)
     p = reloaded(**b).logits.softmax(-1).cpu()  # (4, 2)
 for text, pred, probs in zip(new, predictions, p, strict=True):
-    assert pred["label"] == label_names[int(probs.argmax())] and math.isclose(pred["score"], probs.max().item(), rel_tol=1e-5)
+    assert pred["label"] == label_names[int(probs.argmax())] and math.isclose(
+        pred["score"], probs.max().item(), rel_tol=1e-5
+    )
     print(f"{pred['label']}  {pred['score']:.3f}  {text}")
 
 # %% [markdown]
@@ -973,6 +1232,7 @@ for text, pred, probs in zip(new, predictions, p, strict=True):
 # $q = (t - w)/(T - w)$ the share of the decay done (guard the divisions when $w = 0$).
 # :::
 
+
 # %%
 def my_cosine_lr(step, warmup_steps, total_steps, base_lr):
     raise NotImplementedError  # your code here
@@ -985,11 +1245,14 @@ dlbook.exercises.check("ch09.cosine_warmup_lr", my_cosine_lr)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def my_cosine_lr(step, warmup_steps, total_steps, base_lr):
     if step < warmup_steps:
         return base_lr * step / max(1, warmup_steps)
-    q = (step - warmup_steps) / max(1, total_steps - warmup_steps)  # 0 -> 1 over the decay
+    q = (step - warmup_steps) / max(
+        1, total_steps - warmup_steps
+    )  # 0 -> 1 over the decay
     return base_lr * max(0.0, 0.5 * (1.0 + math.cos(math.pi * q)))
 
 
@@ -1009,6 +1272,7 @@ assert dlbook.exercises.check("ch09.cosine_warmup_lr", my_cosine_lr)
 # *validation* logits and compare the test ECE before and after.
 # :::
 
+
 # %%
 def my_best_temperature(logits, labels, temperatures):
     raise NotImplementedError  # your code here
@@ -1021,19 +1285,26 @@ dlbook.exercises.check("ch09.best_temperature", my_best_temperature)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def my_best_temperature(logits, labels, temperatures):
-    nll = torch.stack([F.cross_entropy(logits / t, labels) for t in temperatures])  # (K,)
+    nll = torch.stack(
+        [F.cross_entropy(logits / t, labels) for t in temperatures]
+    )  # (K,)
     return float(temperatures[int(nll.argmin())])
 
 
 assert dlbook.exercises.check("ch09.best_temperature", my_best_temperature)
 
 val_res = finetune.evaluate_classifier(clf, val_tok, clf_tokenizer, device=device)
-t_best = my_best_temperature(val_res.logits, val_res.labels, torch.linspace(0.25, 4.0, 31))
+t_best = my_best_temperature(
+    val_res.logits, val_res.labels, torch.linspace(0.25, 4.0, 31)
+)
 scaled = (test_res.logits / t_best).softmax(-1)
 assert torch.equal(scaled.argmax(-1), test_res.preds)  # the same predictions
-print(f"T = {t_best:.3f} | test ECE {ece:.4f} -> {finetune.expected_calibration_error(scaled, test_res.labels):.4f}")
+print(
+    f"T = {t_best:.3f} | test ECE {ece:.4f} -> {finetune.expected_calibration_error(scaled, test_res.labels):.4f}"
+)
 
 # %% [markdown]
 # ```{solution-end}

@@ -40,7 +40,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -78,14 +88,54 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(n_train=64, n_validation=32, n_test=64, max_length=32, batch_size=16, lr=1e-4, lora_lr=1e-3,
-               lora_r=8, lora_alpha=16, freeze_k=4, bench_batch=8, bench_length=32, bench_rounds=2, group_time_steps=2, n_lowp_eval=32,
-               peft_steps=2,
-               n_es_train=32, es_batch=16, es_epochs=2, es_eval_every=1, patience=2, imbalance=9),
-    full=dict(n_train=2_000, n_validation=200, n_test=600, max_length=64, batch_size=32, lr=1e-4, lora_lr=3e-3,
-              lora_r=8, lora_alpha=16, freeze_k=4, bench_batch=16, bench_length=64, bench_rounds=5, group_time_steps=16, n_lowp_eval=64,
-              peft_steps=3,
-              n_es_train=256, es_batch=16, es_epochs=8, es_eval_every=8, patience=4, imbalance=9),
+    smoke=dict(
+        n_train=64,
+        n_validation=32,
+        n_test=64,
+        max_length=32,
+        batch_size=16,
+        lr=1e-4,
+        lora_lr=1e-3,
+        lora_r=8,
+        lora_alpha=16,
+        freeze_k=4,
+        bench_batch=8,
+        bench_length=32,
+        bench_rounds=2,
+        group_time_steps=2,
+        n_lowp_eval=32,
+        peft_steps=2,
+        n_es_train=32,
+        es_batch=16,
+        es_epochs=2,
+        es_eval_every=1,
+        patience=2,
+        imbalance=9,
+    ),
+    full=dict(
+        n_train=2_000,
+        n_validation=200,
+        n_test=600,
+        max_length=64,
+        batch_size=32,
+        lr=1e-4,
+        lora_lr=3e-3,
+        lora_r=8,
+        lora_alpha=16,
+        freeze_k=4,
+        bench_batch=16,
+        bench_length=64,
+        bench_rounds=5,
+        group_time_steps=16,
+        n_lowp_eval=64,
+        peft_steps=3,
+        n_es_train=256,
+        es_batch=16,
+        es_epochs=8,
+        es_eval_every=8,
+        patience=4,
+        imbalance=9,
+    ),
 )
 sizes
 
@@ -143,21 +193,29 @@ def fresh_model():
     """The chapter 9 starting point: pretrained MiniLM plus a freshly drawn head (seeded)."""
     torch.manual_seed(0)
     return BertForSequenceClassification.from_pretrained(
-        model_path, num_labels=2, id2label=dict(enumerate(finetune.LABELS)),
+        model_path,
+        num_labels=2,
+        id2label=dict(enumerate(finetune.LABELS)),
         label2id={n: i for i, n in enumerate(finetune.LABELS)},
     ).to(device)
 
 
 model = fresh_model()
 n_params = count_parameters(model, trainable_only=False)
-batch = tokenizer(["A small test.", "Another, slightly longer test sentence."], padding=True, return_tensors="pt").to(device)
+batch = tokenizer(
+    ["A small test.", "Another, slightly longer test sentence."],
+    padding=True,
+    return_tensors="pt",
+).to(device)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 with dlbook.memory.TensorMemoryTracker(device) as tracker:
     model(**batch, labels=torch.tensor([0, 1], device=device)).loss.backward()
     optimizer.step()  # creates exp_avg and exp_avg_sq, keeps the .grad tensors
 state_bytes = 12 * n_params  # gradients 4 P_t + moments 8 P_t, all trainable here
-print(f"P = {n_params:,} | still alive after the step: {tracker.current_bytes:,} bytes | 12 P = {state_bytes:,} | "
-      f"peak inside the step {tracker.peak_bytes / 2**20:.1f} MiB")
+print(
+    f"P = {n_params:,} | still alive after the step: {tracker.current_bytes:,} bytes | 12 P = {state_bytes:,} | "
+    f"peak inside the step {tracker.peak_bytes / 2**20:.1f} MiB"
+)
 if device.type == "cpu":
     assert tracker.current_bytes == state_bytes
 dlbook.glue("ch10_n_params", n_params)
@@ -180,13 +238,23 @@ del optimizer, tracker, batch
 
 # %%
 reviews = assets.rotten_tomatoes()
-train_tok = finetune.tokenize_dataset(reviews["train"].select(range(sizes["n_train"])), tokenizer, sizes["max_length"])
-val_tok = finetune.tokenize_dataset(reviews["validation"].select(range(sizes["n_validation"])), tokenizer, sizes["max_length"])
-test_tok = finetune.tokenize_dataset(reviews["test"].select(range(sizes["n_test"])), tokenizer, sizes["max_length"])
+train_tok = finetune.tokenize_dataset(
+    reviews["train"].select(range(sizes["n_train"])), tokenizer, sizes["max_length"]
+)
+val_tok = finetune.tokenize_dataset(
+    reviews["validation"].select(range(sizes["n_validation"])),
+    tokenizer,
+    sizes["max_length"],
+)
+test_tok = finetune.tokenize_dataset(
+    reviews["test"].select(range(sizes["n_test"])), tokenizer, sizes["max_length"]
+)
 y_test = np.array(test_tok["labels"])
 majority = float(max(y_test.mean(), 1 - y_test.mean()))
 dlbook.glue("ch10_majority", majority)
-print(f"train {len(train_tok):,} | validation {len(val_tok):,} | test {len(test_tok):,} | majority rate {majority:.3f}")
+print(
+    f"train {len(train_tok):,} | validation {len(val_tok):,} | test {len(test_tok):,} | majority rate {majority:.3f}"
+)
 
 # %% [markdown]
 # All training goes through one loop, `dlbook.budget.train_budget`: chapter 9's
@@ -210,16 +278,24 @@ dlbook.show(dlbook.budget.train_budget)
 
 # %%
 bench_rows = reviews["train"].select(range(sizes["bench_batch"]))
-bench_batch = dict(tokenizer(list(bench_rows["text"]), truncation=True, max_length=sizes["bench_length"],
-                             padding="max_length", return_tensors="pt"))  # (bench_batch, bench_length)
+bench_batch = dict(
+    tokenizer(
+        list(bench_rows["text"]),
+        truncation=True,
+        max_length=sizes["bench_length"],
+        padding="max_length",
+        return_tensors="pt",
+    )
+)  # (bench_batch, bench_length)
 bench_batch["labels"] = torch.tensor(list(bench_rows["label"]))  # (bench_batch,)
 bench_steps = {}  # variant -> its step function, timed together in section 10.10
 
 
 def bench(model, name, **flags):
     """Peak MiB of the first step, weights included; keeps the step for the timing."""
-    step = dlbook.budget.make_train_step(model, bench_batch, lr=1e-5, device=device,
-                                         **flags)
+    step = dlbook.budget.make_train_step(
+        model, bench_batch, lr=1e-5, device=device, **flags
+    )
     peak = dlbook.memory.peak_memory(step, device).peak_bytes  # allocated by the step
     weights = dlbook.budget.model_bytes(model)
     bench_steps[name] = step
@@ -227,18 +303,29 @@ def bench(model, name, **flags):
 
 
 def accuracy(model, dataset=test_tok):
-    return finetune.evaluate_classifier(model, dataset, tokenizer, device=device).accuracy
+    return finetune.evaluate_classifier(
+        model, dataset, tokenizer, device=device
+    ).accuracy
 
 
 results = {}  # technique -> its row in the final table
 
 # %%
 base = fresh_model()
-base_hist = dlbook.budget.train_budget(base, train_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"],
-                                       lr=sizes["lr"], device=device)
+base_hist = dlbook.budget.train_budget(
+    base,
+    train_tok,
+    tokenizer,
+    epochs=1,
+    batch_size=sizes["batch_size"],
+    lr=sizes["lr"],
+    device=device,
+)
 base_acc = accuracy(base)
 results["fp32, full fine-tune"] = dict(
-    trainable=count_parameters(base), accuracy=base_acc, train_s=base_hist.seconds,
+    trainable=count_parameters(base),
+    accuracy=base_acc,
+    train_s=base_hist.seconds,
     **bench(fresh_model(), "fp32, full fine-tune"),
 )
 dlbook.headline("ch10_base_acc", base_acc, profile=profile, at_least=0.75)
@@ -266,12 +353,22 @@ print(results["fp32, full fine-tune"])
 # epoch of each kind of loader:
 
 # %%
-loaders = {name: finetune.make_loader(train_tok, tokenizer, sizes["batch_size"], shuffle=True, group_by_length=g)
-           for name, g in [("random batches", False), ("grouped by length", True)]}
-counts = {name: finetune.batch_token_counts(loader) for name, loader in loaders.items()}  # name -> (n_batches, 2)
+loaders = {
+    name: finetune.make_loader(
+        train_tok, tokenizer, sizes["batch_size"], shuffle=True, group_by_length=g
+    )
+    for name, g in [("random batches", False), ("grouped by length", True)]
+}
+counts = {
+    name: finetune.batch_token_counts(loader) for name, loader in loaders.items()
+}  # name -> (n_batches, 2)
 pad_ratio = {name: c[:, 1].sum() / c[:, 0].sum() for name, c in counts.items()}
-assert counts["random batches"][:, 0].sum() == counts["grouped by length"][:, 0].sum()  # same snippets, same tokens
-print({name: f"{r:.2f} tokens computed per real token" for name, r in pad_ratio.items()})
+assert (
+    counts["random batches"][:, 0].sum() == counts["grouped by length"][:, 0].sum()
+)  # same snippets, same tokens
+print(
+    {name: f"{r:.2f} tokens computed per real token" for name, r in pad_ratio.items()}
+)
 dlbook.glue("ch10_pad_random", pad_ratio["random batches"])
 dlbook.glue("ch10_pad_grouped", pad_ratio["grouped by length"])
 
@@ -280,7 +377,14 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), sharey=True)
 for ax, (name, c) in zip(axes, counts.items(), strict=True):
     shown = c[:40]
     ax.bar(range(len(shown)), shown[:, 0], color="C0", label="real tokens")
-    ax.bar(range(len(shown)), shown[:, 1] - shown[:, 0], bottom=shown[:, 0], color="C3", alpha=0.5, label="padding")
+    ax.bar(
+        range(len(shown)),
+        shown[:, 1] - shown[:, 0],
+        bottom=shown[:, 0],
+        color="C3",
+        alpha=0.5,
+        label="padding",
+    )
     ax.set_title(f"{name}: {pad_ratio[name]:.2f} tokens per real token", fontsize=10)
     ax.set_xlabel("batch")
 axes[0].set_ylabel("tokens in the batch")
@@ -294,15 +398,29 @@ plt.show()
 
 # %%
 grouped = fresh_model()
-grouped_hist = dlbook.budget.train_budget(grouped, train_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"],
-                                          lr=sizes["lr"], group_by_length=True, device=device)
+grouped_hist = dlbook.budget.train_budget(
+    grouped,
+    train_tok,
+    tokenizer,
+    epochs=1,
+    batch_size=sizes["batch_size"],
+    lr=sizes["lr"],
+    group_by_length=True,
+    device=device,
+)
 grouped_acc = accuracy(grouped)
-results["group by length"] = dict(trainable=count_parameters(grouped), accuracy=grouped_acc, train_s=grouped_hist.seconds,
-                                  **dict.fromkeys(["s/step", "weights MiB", "peak MiB"], math.nan))
+results["group by length"] = dict(
+    trainable=count_parameters(grouped),
+    accuracy=grouped_acc,
+    train_s=grouped_hist.seconds,
+    **dict.fromkeys(["s/step", "weights MiB", "peak MiB"], math.nan),
+)
 
 
 def correct(model):  # (n_test,) True where the model is right
-    preds = finetune.evaluate_classifier(model, test_tok, tokenizer, device=device).preds
+    preds = finetune.evaluate_classifier(
+        model, test_tok, tokenizer, device=device
+    ).preds
     return preds.numpy() == y_test
 
 
@@ -312,7 +430,9 @@ print(f"test accuracy {base_acc:.3f} -> {grouped_acc:.3f} | difference {acc_diff
 dlbook.headline("ch10_group_acc", grouped_acc, profile=profile, at_least=0.75)
 ci = acc_diff.interval
 dlbook.glue("ch10_group_acc_ci", f"[{ci.low:+.3f}, {ci.high:+.3f}]")
-dlbook.glue("ch10_group_acc_verdict", "a measurable" if acc_diff.measurable else "no measurable")
+dlbook.glue(
+    "ch10_group_acc_verdict", "a measurable" if acc_diff.measurable else "no measurable"
+)
 del grouped
 
 # %% [markdown]
@@ -328,7 +448,9 @@ del grouped
 def cycling_step(loader, n):
     """A training step on the next of `n` batches spread evenly over one epoch of `loader`."""
     batches = list(loader)
-    picked = [batches[i] for i in np.linspace(0, len(batches) - 1, n).round().astype(int)]
+    picked = [
+        batches[i] for i in np.linspace(0, len(batches) - 1, n).round().astype(int)
+    ]
     model = fresh_model().train()
     opt = finetune.make_optimizer(model, 1e-5, 0.01)
     order = itertools.cycle(picked)
@@ -346,14 +468,25 @@ n_timed = sizes["group_time_steps"]
 with dlbook.measure.fixed_threads(torch.get_num_threads()):
     group_times = dlbook.measure.interleaved_calls(
         {name: cycling_step(loader, n_timed) for name, loader in loaders.items()},
-        rounds=n_timed, warmup=1, device=device)
-t_rand = np.array(group_times["random batches"].runs_ms)  # (n_timed,) one step per round
+        rounds=n_timed,
+        warmup=1,
+        device=device,
+    )
+t_rand = np.array(
+    group_times["random batches"].runs_ms
+)  # (n_timed,) one step per round
 t_grp = np.array(group_times["grouped by length"].runs_ms)
-ratio_ci = dlbook.stats.bootstrap_ratio(t_grp, t_rand)  # sum / sum, rounds resampled in pairs
+ratio_ci = dlbook.stats.bootstrap_ratio(
+    t_grp, t_rand
+)  # sum / sum, rounds resampled in pairs
 time_ratio, ratio_lo, ratio_hi = ratio_ci.diff, ratio_ci.low, ratio_ci.high
-print(f"{n_timed} steps each, interleaved: grouped / random = {time_ratio:.2f} "
-      f"(95 % bootstrap interval {ratio_lo:.2f} to {ratio_hi:.2f})")
-dlbook.hardware_headline("ch10_group_time_ratio", time_ratio, profile=profile)  # levels: dlbook.expected
+print(
+    f"{n_timed} steps each, interleaved: grouped / random = {time_ratio:.2f} "
+    f"(95 % bootstrap interval {ratio_lo:.2f} to {ratio_hi:.2f})"
+)
+dlbook.hardware_headline(
+    "ch10_group_time_ratio", time_ratio, profile=profile
+)  # levels: dlbook.expected
 dlbook.glue("ch10_group_time_ci", f"{ratio_lo:.2f} to {ratio_hi:.2f}")
 
 # %% [markdown]
@@ -404,22 +537,41 @@ dlbook.show(dlbook.budget.resolve_precision)
 # %%
 precision = dlbook.budget.resolve_precision("auto", device)
 seen = {}
-watch = {"embeddings (LayerNorm)": base.bert.embeddings, "query projection": base.bert.encoder.layer[0].attention.self.query,
-         "attention block out (LayerNorm)": base.bert.encoder.layer[0].attention.output, "classifier": base.classifier}
-hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: seen.__setitem__(name, out.dtype))
-         for name, m in watch.items()]
+watch = {
+    "embeddings (LayerNorm)": base.bert.embeddings,
+    "query projection": base.bert.encoder.layer[0].attention.self.query,
+    "attention block out (LayerNorm)": base.bert.encoder.layer[0].attention.output,
+    "classifier": base.classifier,
+}
+hooks = [
+    m.register_forward_hook(
+        lambda mod, inp, out, name=name: seen.__setitem__(name, out.dtype)
+    )
+    for name, m in watch.items()
+]
 batch = tokenizer(["A tense, well acted thriller."], return_tensors="pt").to(device)
 with torch.no_grad(), dlbook.budget.autocast_context(precision, device):
     logits = base(**batch).logits  # (1, 2)
-    seen["cross-entropy loss"] = F.cross_entropy(logits, torch.tensor([1], device=device)).dtype
+    seen["cross-entropy loss"] = F.cross_entropy(
+        logits, torch.tensor([1], device=device)
+    ).dtype
 for h in hooks:
     h.remove()
-seen["weights (master copy)"] = base.bert.encoder.layer[0].attention.self.query.weight.dtype
+seen["weights (master copy)"] = base.bert.encoder.layer[
+    0
+].attention.self.query.weight.dtype
 print(f"autocast to {precision} on {device.type}:")
-display(pd.Series({k: str(v).removeprefix("torch.") for k, v in seen.items()}, name="dtype").to_frame())
+display(
+    pd.Series(
+        {k: str(v).removeprefix("torch.") for k, v in seen.items()}, name="dtype"
+    ).to_frame()
+)
 low = dlbook.budget.DTYPES[precision]
 assert seen["query projection"] == low and seen["classifier"] == low
-assert seen["cross-entropy loss"] == torch.float32 and seen["weights (master copy)"] == torch.float32
+assert (
+    seen["cross-entropy loss"] == torch.float32
+    and seen["weights (master copy)"] == torch.float32
+)
 
 # %% [markdown]
 # The linear layers return 16-bit activations, the weights stay fp32 (autocast casts a
@@ -436,8 +588,12 @@ assert seen["cross-entropy loss"] == torch.float32 and seen["weights (master cop
 # larger, above fp16's underflow threshold:
 
 # %%
-print("1e-8 in fp16:", torch.tensor(1e-8).half().item(), "| scaled by 2**16 first:",
-      (torch.tensor(1e-8) * 2**16).half().float().item() / 2**16)
+print(
+    "1e-8 in fp16:",
+    torch.tensor(1e-8).half().item(),
+    "| scaled by 2**16 first:",
+    (torch.tensor(1e-8) * 2**16).half().float().item() / 2**16,
+)
 head = copy.deepcopy(base.classifier).float()  # a small linear layer, fp32
 x, y = torch.randn(8, 384, device=device), torch.randint(0, 2, (8,), device=device)
 F.cross_entropy(head(x), y).backward()
@@ -445,7 +601,9 @@ reference_grad = head.weight.grad.clone()
 head.zero_grad()
 scaler = torch.amp.GradScaler(device.type, init_scale=2.0**16)
 scaler.scale(F.cross_entropy(head(x), y)).backward()
-print(f"gradient while scaled: {head.weight.grad.abs().max().item():.3g}, reference {reference_grad.abs().max().item():.3g}")
+print(
+    f"gradient while scaled: {head.weight.grad.abs().max().item():.3g}, reference {reference_grad.abs().max().item():.3g}"
+)
 scaler.unscale_(torch.optim.SGD(head.parameters(), lr=0.1))
 torch.testing.assert_close(head.weight.grad, reference_grad)
 print("unscaled gradient == fp32 gradient")
@@ -461,21 +619,41 @@ else:
     low_variants = [precision]
 for p in low_variants:
     row = bench(fresh_model(), f"{p} autocast", precision=p)
-    if device.type == "cpu":  # a bf16 training run is far too slow here: evaluate the fp32 model in bf16 instead
+    if (
+        device.type == "cpu"
+    ):  # a bf16 training run is far too slow here: evaluate the fp32 model in bf16 instead
         subset = test_tok.select(range(sizes["n_lowp_eval"]))
         with dlbook.budget.autocast_context(p, device):
             low_acc = accuracy(base, subset)
         fp32_acc = accuracy(base, subset)
-        row.update(trainable=count_parameters(base), accuracy=math.nan, train_s=math.nan)
-        print(f"fp32-trained model on {len(subset)} test snippets: fp32 {fp32_acc:.3f}, {p} autocast {low_acc:.3f}")
+        row.update(
+            trainable=count_parameters(base), accuracy=math.nan, train_s=math.nan
+        )
+        print(
+            f"fp32-trained model on {len(subset)} test snippets: fp32 {fp32_acc:.3f}, {p} autocast {low_acc:.3f}"
+        )
     else:
         m = fresh_model()
-        h = dlbook.budget.train_budget(m, train_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"], lr=sizes["lr"],
-                                       precision=p, group_by_length=True, device=device)
-        row.update(trainable=count_parameters(m), accuracy=accuracy(m), train_s=h.seconds)
+        h = dlbook.budget.train_budget(
+            m,
+            train_tok,
+            tokenizer,
+            epochs=1,
+            batch_size=sizes["batch_size"],
+            lr=sizes["lr"],
+            precision=p,
+            group_by_length=True,
+            device=device,
+        )
+        row.update(
+            trainable=count_parameters(m), accuracy=accuracy(m), train_s=h.seconds
+        )
     results[f"{p} autocast"] = row
     print(p, row)
-fp32_row, low_row = results["fp32, full fine-tune"], results[f"{low_variants[0]} autocast"]
+fp32_row, low_row = (
+    results["fp32, full fine-tune"],
+    results[f"{low_variants[0]} autocast"],
+)
 dlbook.glue("ch10_lowp_mem", low_row["peak MiB"] / fp32_row["peak MiB"])
 
 # %% [markdown]
@@ -485,7 +663,9 @@ dlbook.glue("ch10_lowp_mem", low_row["peak MiB"] / fp32_row["peak MiB"])
 # %%
 features = dlbook.env.cpu_features()
 bf16_native = any(f in features for f in ("avx512_bf16", "amx_bf16"))
-print(f"{dlbook.env.cpu_name()}: {', '.join(features) or 'no flags readable'} | bf16 products in hardware: {bf16_native}")
+print(
+    f"{dlbook.env.cpu_name()}: {', '.join(features) or 'no flags readable'} | bf16 products in hardware: {bf16_native}"
+)
 dlbook.glue("ch10_cpu_features", ", ".join(features) or "none readable")
 dlbook.glue("ch10_bf16_native", "has" if bf16_native else "does not have")
 
@@ -529,44 +709,78 @@ dlbook.glue("ch10_bf16_native", "has" if bf16_native else "does not have")
 # one of an epoch often does not). Checked on the real model with dropout off (eval mode): one
 # batch of 12 against micro-batches of 5, 5 and 2.
 
+
 # %%
 def grads_of(model, loss_fn):
     model.zero_grad(set_to_none=True)
     loss_fn()
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {
+        n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+    }
 
 
-check_model = fresh_model().eval()  # eval(): no dropout, so the k forward passes are the same function
+check_model = (
+    fresh_model().eval()
+)  # eval(): no dropout, so the k forward passes are the same function
 collate = finetune.make_loader(train_tok, tokenizer, 12).collate_fn
 group = collate([train_tok[i] for i in range(12)])
 group = {k: v.to(device) for k, v in group.items()}
 
 
 def big_batch():
-    F.cross_entropy(check_model(**{k: v for k, v in group.items() if k != "labels"}).logits, group["labels"]).backward()
+    F.cross_entropy(
+        check_model(**{k: v for k, v in group.items() if k != "labels"}).logits,
+        group["labels"],
+    ).backward()
 
 
 def micro(denominator_fn):
     def run():
         for part in (slice(0, 5), slice(5, 10), slice(10, 12)):
             inputs = {k: v[part] for k, v in group.items() if k != "labels"}
-            logits, labels = check_model(**inputs).logits, group["labels"][part]  # (b, 2), (b,)
-            (F.cross_entropy(logits, labels, reduction="sum") / denominator_fn(labels)).backward()
+            logits, labels = (
+                check_model(**inputs).logits,
+                group["labels"][part],
+            )  # (b, 2), (b,)
+            (
+                F.cross_entropy(logits, labels, reduction="sum")
+                / denominator_fn(labels)
+            ).backward()
+
     return run
 
 
 g_big = grads_of(check_model, big_batch)
-g_right = grads_of(check_model, micro(lambda labels: 12))  # sum / size of the whole group
-g_naive = grads_of(check_model, micro(lambda labels: 3 * len(labels)))  # mean per micro-batch / k
-g_packaged = grads_of(check_model, lambda: [dlbook.budget.weighted_group_loss(
-    check_model(**{k: v[p] for k, v in group.items() if k != "labels"}).logits, group["labels"][p], None, 12.0).backward()
-    for p in (slice(0, 5), slice(5, 10), slice(10, 12))])
+g_right = grads_of(
+    check_model, micro(lambda labels: 12)
+)  # sum / size of the whole group
+g_naive = grads_of(
+    check_model, micro(lambda labels: 3 * len(labels))
+)  # mean per micro-batch / k
+g_packaged = grads_of(
+    check_model,
+    lambda: [
+        dlbook.budget.weighted_group_loss(
+            check_model(**{k: v[p] for k, v in group.items() if k != "labels"}).logits,
+            group["labels"][p],
+            None,
+            12.0,
+        ).backward()
+        for p in (slice(0, 5), slice(5, 10), slice(10, 12))
+    ],
+)
 for name in g_big:
-    torch.testing.assert_close(g_right[name], g_big[name], rtol=1e-4, atol=1e-6, msg=name)
-    torch.testing.assert_close(g_packaged[name], g_right[name], rtol=1e-5, atol=1e-7, msg=name)
+    torch.testing.assert_close(
+        g_right[name], g_big[name], rtol=1e-4, atol=1e-6, msg=name
+    )
+    torch.testing.assert_close(
+        g_packaged[name], g_right[name], rtol=1e-5, atol=1e-7, msg=name
+    )
 naive_err = max(float((g_naive[n] - g_big[n]).norm() / g_big[n].norm()) for n in g_big)
 dlbook.glue("ch10_naive_err", naive_err)
-print(f"sum / group size: equal to the big batch | mean / k: relative error up to {naive_err:.1%} (worst weight)")
+print(
+    f"sum / group size: equal to the big batch | mean / k: relative error up to {naive_err:.1%} (worst weight)"
+)
 del g_big, g_right, g_naive, g_packaged
 
 # %% [markdown]
@@ -578,7 +792,9 @@ del g_big, g_right, g_naive, g_packaged
 
 # %%
 results["accumulate 4 micro-batches"] = dict(
-    trainable=count_parameters(base), accuracy=math.nan, train_s=math.nan,
+    trainable=count_parameters(base),
+    accuracy=math.nan,
+    train_s=math.nan,
     **bench(fresh_model(), "accumulate 4 micro-batches", accumulation_steps=4),
 )
 print(results["accumulate 4 micro-batches"])
@@ -601,9 +817,15 @@ print(results["accumulate 4 micro-batches"])
 
 # %%
 ckpt_model = fresh_model().train()
-g_plain = grads_of(ckpt_model, lambda: (torch.manual_seed(1), ckpt_model(**group).loss.backward()))
-ckpt_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-g_ckpt = grads_of(ckpt_model, lambda: (torch.manual_seed(1), ckpt_model(**group).loss.backward()))
+g_plain = grads_of(
+    ckpt_model, lambda: (torch.manual_seed(1), ckpt_model(**group).loss.backward())
+)
+ckpt_model.activation_checkpointing_enable(
+    activation_checkpointing_kwargs={"use_reentrant": False}
+)
+g_ckpt = grads_of(
+    ckpt_model, lambda: (torch.manual_seed(1), ckpt_model(**group).loss.backward())
+)
 for name in g_plain:
     torch.testing.assert_close(g_ckpt[name], g_plain[name], msg=name)
 print("same gradients with and without checkpointing (dropout on, same seed)")
@@ -611,7 +833,9 @@ del g_plain, g_ckpt
 
 # %%
 results["gradient checkpointing"] = dict(
-    trainable=count_parameters(base), accuracy=math.nan, train_s=math.nan,
+    trainable=count_parameters(base),
+    accuracy=math.nan,
+    train_s=math.nan,
     **bench(fresh_model(), "gradient checkpointing", checkpointing=True),
 )
 ck, fp = results["gradient checkpointing"], results["fp32, full fine-tune"]
@@ -636,19 +860,38 @@ print(ck)
 # them well anyway), and freeze the embeddings plus the **lower $k$ layers**, which hold the most
 # general features.
 
+
 # %%
 def frozen_below(k):
     """Trainable-parameter filter: everything except the embeddings and encoder layers 0..k-1."""
     lower = tuple(f"bert.encoder.layer.{i}." for i in range(k))
-    return lambda name: not name.startswith("bert.embeddings") and not name.startswith(lower)
+    return lambda name: (
+        not name.startswith("bert.embeddings") and not name.startswith(lower)
+    )
 
 
-for label, k in [("freeze embeddings", 0), (f"freeze embeddings + {sizes['freeze_k']} layers", sizes["freeze_k"])]:
+for label, k in [
+    ("freeze embeddings", 0),
+    (f"freeze embeddings + {sizes['freeze_k']} layers", sizes["freeze_k"]),
+]:
     m = fresh_model()
-    h = dlbook.budget.train_budget(m, train_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"], lr=sizes["lr"],
-                                   trainable=frozen_below(k), group_by_length=True, device=device)
-    results[label] = dict(trainable=count_parameters(m), accuracy=accuracy(m), train_s=h.seconds,
-                          **bench(fresh_model(), label, trainable=frozen_below(k)))
+    h = dlbook.budget.train_budget(
+        m,
+        train_tok,
+        tokenizer,
+        epochs=1,
+        batch_size=sizes["batch_size"],
+        lr=sizes["lr"],
+        trainable=frozen_below(k),
+        group_by_length=True,
+        device=device,
+    )
+    results[label] = dict(
+        trainable=count_parameters(m),
+        accuracy=accuracy(m),
+        train_s=h.seconds,
+        **bench(fresh_model(), label, trainable=frozen_below(k)),
+    )
     print(label, results[label])
 emb = results["freeze embeddings"]
 dlbook.glue("ch10_freeze_emb_share", emb["trainable"] / n_params)
@@ -688,19 +931,26 @@ dlbook.glue("ch10_freeze_emb_mem", emb["peak MiB"] / fp["peak MiB"])
 # **Step by step.** A module that wraps one `nn.Linear`, following Eq. {eq}`eq-ch10-lora`
 # (the initialisation of $A$ is `nn.Linear`'s default, as in `peft`):
 
+
 # %%
 class MyLoRA(nn.Module):
     def __init__(self, base_linear, r, alpha):
         super().__init__()
         self.base_linear = base_linear.requires_grad_(False)  # W, b: frozen
         d_out, d_in = base_linear.weight.shape
-        self.A = nn.Parameter(torch.empty(r, d_in, device=base_linear.weight.device))  # (r, d_in)
+        self.A = nn.Parameter(
+            torch.empty(r, d_in, device=base_linear.weight.device)
+        )  # (r, d_in)
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
-        self.B = nn.Parameter(torch.zeros(d_out, r, device=base_linear.weight.device))  # (d_out, r): zero
+        self.B = nn.Parameter(
+            torch.zeros(d_out, r, device=base_linear.weight.device)
+        )  # (d_out, r): zero
         self.scale = alpha / r
 
     def forward(self, x):  # (batch, seq, d_in)
-        return self.base_linear(x) + self.scale * (x @ self.A.T) @ self.B.T  # (batch, seq, d_out)
+        return (
+            self.base_linear(x) + self.scale * (x @ self.A.T) @ self.B.T
+        )  # (batch, seq, d_out)
 
 
 def wrap_query_value(model, r, alpha):
@@ -708,7 +958,10 @@ def wrap_query_value(model, r, alpha):
         p.requires_grad_(False)
     for layer in model.bert.encoder.layer:
         attn = layer.attention.self
-        attn.query, attn.value = MyLoRA(attn.query, r, alpha), MyLoRA(attn.value, r, alpha)
+        attn.query, attn.value = (
+            MyLoRA(attn.query, r, alpha),
+            MyLoRA(attn.value, r, alpha),
+        )
     model.classifier.requires_grad_(True)  # the fresh head must train too
     return model
 
@@ -717,9 +970,13 @@ plain = fresh_model().eval()
 mine = wrap_query_value(fresh_model(), sizes["lora_r"], sizes["lora_alpha"]).eval()
 batch = {k: v for k, v in group.items() if k != "labels"}
 with torch.no_grad():
-    torch.testing.assert_close(mine(**batch).logits, plain(**batch).logits, rtol=0, atol=0)
+    torch.testing.assert_close(
+        mine(**batch).logits, plain(**batch).logits, rtol=0, atol=0
+    )
 n_mine = count_parameters(mine)
-print(f"step 0: identical logits to the base model | trainable {n_mine:,} of {count_parameters(mine, trainable_only=False):,}")
+print(
+    f"step 0: identical logits to the base model | trainable {n_mine:,} of {count_parameters(mine, trainable_only=False):,}"
+)
 
 # %% [markdown]
 # At step 0 the adapted model **is** the base model, bit for bit. The packaged version,
@@ -737,11 +994,18 @@ dlbook.show(dlbook.lora.add_lora)
 # and compare the whole model's logits. Then merging, by hand and with `merge_lora`.
 
 # %%
-packaged = dlbook.lora.add_lora(fresh_model(), ("query", "value"), r=sizes["lora_r"], alpha=sizes["lora_alpha"]).eval()
+packaged = dlbook.lora.add_lora(
+    fresh_model(), ("query", "value"), r=sizes["lora_r"], alpha=sizes["lora_alpha"]
+).eval()
 with torch.no_grad():
-    for ours_layer, pk_layer in zip(mine.bert.encoder.layer, packaged.bert.encoder.layer, strict=True):
+    for ours_layer, pk_layer in zip(
+        mine.bert.encoder.layer, packaged.bert.encoder.layer, strict=True
+    ):
         for name in ("query", "value"):
-            a, b = getattr(ours_layer.attention.self, name), getattr(pk_layer.attention.self, name)
+            a, b = (
+                getattr(ours_layer.attention.self, name),
+                getattr(pk_layer.attention.self, name),
+            )
             a.B.normal_(0, 0.02)  # pretend training moved B
             b.lora_A.copy_(a.A)
             b.lora_B.copy_(a.B)
@@ -754,9 +1018,16 @@ with torch.no_grad():
             lo.base_linear.weight += lo.scale * lo.B @ lo.A
             setattr(layer.attention.self, name, lo.base_linear)
     torch.testing.assert_close(mine(**batch).logits, mine_logits, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(dlbook.lora.merge_lora(packaged)(**batch).logits, mine_logits, rtol=1e-4, atol=1e-5)
-print("ours == packaged; merged (by hand and with merge_lora) == unmerged; plain nn.Linear again:",
-      type(packaged.bert.encoder.layer[0].attention.self.query).__name__)
+    torch.testing.assert_close(
+        dlbook.lora.merge_lora(packaged)(**batch).logits,
+        mine_logits,
+        rtol=1e-4,
+        atol=1e-5,
+    )
+print(
+    "ours == packaged; merged (by hand and with merge_lora) == unmerged; plain nn.Linear again:",
+    type(packaged.bert.encoder.layer[0].attention.self.query).__name__,
+)
 del mine, packaged, plain
 
 # %% [markdown]
@@ -769,13 +1040,22 @@ del mine, packaged, plain
 # logits after.
 
 # %%
-ours_lora = dlbook.lora.add_lora(fresh_model(), ("query", "value"), r=sizes["lora_r"], alpha=sizes["lora_alpha"])
-config = peft.LoraConfig(task_type="SEQ_CLS", r=sizes["lora_r"], lora_alpha=sizes["lora_alpha"], lora_dropout=0.0,
-                         target_modules=["query", "value"])
+ours_lora = dlbook.lora.add_lora(
+    fresh_model(), ("query", "value"), r=sizes["lora_r"], alpha=sizes["lora_alpha"]
+)
+config = peft.LoraConfig(
+    task_type="SEQ_CLS",
+    r=sizes["lora_r"],
+    lora_alpha=sizes["lora_alpha"],
+    lora_dropout=0.0,
+    target_modules=["query", "value"],
+)
 peft_lora = peft.get_peft_model(fresh_model(), config)
 copied = dlbook.lora.copy_lora_to_peft(ours_lora, peft_lora)
 with torch.no_grad():
-    torch.testing.assert_close(peft_lora.eval()(**batch).logits, ours_lora.eval()(**batch).logits)
+    torch.testing.assert_close(
+        peft_lora.eval()(**batch).logits, ours_lora.eval()(**batch).logits
+    )
 assert count_parameters(peft_lora) == count_parameters(ours_lora)
 peft_lora.print_trainable_parameters()
 print(f"copied {copied} tensors; same logits at step 0")
@@ -784,8 +1064,12 @@ print(f"copied {copied} tensors; same logits at step 0")
 loader = finetune.make_loader(train_tok, tokenizer, sizes["batch_size"])
 steps = list(itertools.islice(loader, sizes["peft_steps"]))
 pair = {"ours": ours_lora.eval(), "peft": peft_lora.eval()}  # eval(): no dropout
-opts = {k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad],
-                             lr=sizes["lora_lr"]) for k, m in pair.items()}
+opts = {
+    k: torch.optim.AdamW(
+        [p for p in m.parameters() if p.requires_grad], lr=sizes["lora_lr"]
+    )
+    for k, m in pair.items()
+}
 step_losses = {k: [] for k in pair}  # implementation -> loss at each step
 for b in steps:
     b = {k: v.to(device) for k, v in b.items()}  # (batch_size, seq) each
@@ -812,20 +1096,33 @@ dlbook.glue("ch10_peft_diff", max(loss_diff, logit_diff))
 # the order of float operations. So one fine-tuning run is enough, with our version; its merge is
 # checked next to `peft`'s `merge_and_unload()`.
 
+
 # %%
 def lora_model_fresh():
-    return dlbook.lora.add_lora(fresh_model(), ("query", "value"), r=sizes["lora_r"],
-                                alpha=sizes["lora_alpha"])
+    return dlbook.lora.add_lora(
+        fresh_model(), ("query", "value"), r=sizes["lora_r"], alpha=sizes["lora_alpha"]
+    )
 
 
 lora_model = lora_model_fresh()
-h = dlbook.budget.train_budget(lora_model, train_tok, tokenizer, epochs=1,
-                               batch_size=sizes["batch_size"], lr=sizes["lora_lr"],
-                               group_by_length=True, device=device)
+h = dlbook.budget.train_budget(
+    lora_model,
+    train_tok,
+    tokenizer,
+    epochs=1,
+    batch_size=sizes["batch_size"],
+    lr=sizes["lora_lr"],
+    group_by_length=True,
+    device=device,
+)
 lora_correct = correct(lora_model)  # (n_test,)
 lora_acc = float(lora_correct.mean())
-results["LoRA"] = dict(trainable=count_parameters(lora_model), accuracy=lora_acc,
-                       train_s=h.seconds, **bench(lora_model_fresh(), "LoRA"))
+results["LoRA"] = dict(
+    trainable=count_parameters(lora_model),
+    accuracy=lora_acc,
+    train_s=h.seconds,
+    **bench(lora_model_fresh(), "LoRA"),
+)
 print(results["LoRA"])
 lora_diff = dlbook.stats.compare(lora_correct, base_correct)  # LoRA - full fine-tuning
 print(f"LoRA - full fine-tuning: {lora_diff}")
@@ -849,21 +1146,26 @@ dlbook.glue("ch10_lora_verdict", ("no", "a")[lora_diff.measurable] + " measurabl
 # Merging the adapters: ours with `merge_lora`, `peft`'s (after its few steps) with
 # `merge_and_unload()`. The predictions on the validation snippets must not change.
 
+
 # %%
 def val_logits(model):  # (n_validation, 2)
     return finetune.evaluate_classifier(model, val_tok, tokenizer, device=device).logits
 
 
-merges = {"ours": (lora_model, dlbook.lora.merge_lora),
-          "peft": (peft_lora, lambda m: m.merge_and_unload())}
+merges = {
+    "ours": (lora_model, dlbook.lora.merge_lora),
+    "peft": (peft_lora, lambda m: m.merge_and_unload()),
+}
 for key, (m, merge) in merges.items():
     before = val_logits(m)
     merged = merge(m)
     assert type(merged) is BertForSequenceClassification, key
     after = val_logits(merged)
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4, msg=key)
-print("merged == unmerged for both; merged models are plain BertForSequenceClassification with",
-      f"{count_parameters(merged, trainable_only=False):,} parameters")
+print(
+    "merged == unmerged for both; merged models are plain BertForSequenceClassification with",
+    f"{count_parameters(merged, trainable_only=False):,} parameters",
+)
 del ours_lora, peft_lora, lora_model, merged
 
 # %% [markdown]
@@ -889,21 +1191,46 @@ es_tok = train_tok.select(range(sizes["n_es_train"]))
 es = {}
 for wd in (0.1,):  # how much this decay can do at all is computed below
     m = fresh_model()
-    h = dlbook.budget.train_budget(m, es_tok, tokenizer, epochs=sizes["es_epochs"], batch_size=sizes["es_batch"],
-                                   lr=sizes["lr"], weight_decay=wd, eval_dataset=val_tok, eval_every=sizes["es_eval_every"],
-                                   patience=sizes["patience"], group_by_length=True, device=device)
+    h = dlbook.budget.train_budget(
+        m,
+        es_tok,
+        tokenizer,
+        epochs=sizes["es_epochs"],
+        batch_size=sizes["es_batch"],
+        lr=sizes["lr"],
+        weight_decay=wd,
+        eval_dataset=val_tok,
+        eval_every=sizes["es_eval_every"],
+        patience=sizes["patience"],
+        group_by_length=True,
+        device=device,
+    )
     es[wd] = dict(history=h, accuracy=accuracy(m))
     best = min(e["loss"] for e in h.evals)
-    assert math.isclose(finetune.evaluate_classifier(m, val_tok, tokenizer, device=device).loss, best, rel_tol=1e-5)
-    print(f"weight decay {wd}: best step {h.best_step} of {h.total_steps} | stopped early: {h.stopped_early} | "
-          f"test accuracy {es[wd]['accuracy']:.3f}")
+    assert math.isclose(
+        finetune.evaluate_classifier(m, val_tok, tokenizer, device=device).loss,
+        best,
+        rel_tol=1e-5,
+    )
+    print(
+        f"weight decay {wd}: best step {h.best_step} of {h.total_steps} | stopped early: {h.stopped_early} | "
+        f"test accuracy {es[wd]['accuracy']:.3f}"
+    )
 h = es[0.1]["history"]
 stopped_at = h.evals[-1]["step"]
 best_eval = min(h.evals, key=lambda e: e["loss"])
-if profile == "full":  # the demonstration must show learning, then overfitting, then a stop
-    assert h.stopped_early and stopped_at < h.total_steps, "early stopping did not stop the run"
-    assert es[0.1]["accuracy"] >= majority + 0.1, "the restored model is no better than the majority class"
-    assert max(e["loss"] for e in h.evals) > best_eval["loss"] * 1.2, "the validation loss never rose"
+if (
+    profile == "full"
+):  # the demonstration must show learning, then overfitting, then a stop
+    assert h.stopped_early and stopped_at < h.total_steps, (
+        "early stopping did not stop the run"
+    )
+    assert es[0.1]["accuracy"] >= majority + 0.1, (
+        "the restored model is no better than the majority class"
+    )
+    assert max(e["loss"] for e in h.evals) > best_eval["loss"] * 1.2, (
+        "the validation loss never rose"
+    )
 dlbook.glue("ch10_es_stopped_at", stopped_at)
 dlbook.glue("ch10_es_n", len(es_tok))
 dlbook.glue("ch10_es_best_loss", best_eval["loss"])
@@ -913,7 +1240,9 @@ dlbook.glue("ch10_es_last_val_acc", h.evals[-1]["accuracy"])
 dlbook.glue("ch10_es_best_step", h.best_step)
 dlbook.glue("ch10_es_total", h.total_steps)
 dlbook.glue("ch10_es_acc", es[0.1]["accuracy"])
-dlbook.glue("ch10_wd_shrink", sizes["lr"] * 0.1)  # eta * lambda at the peak learning rate
+dlbook.glue(
+    "ch10_wd_shrink", sizes["lr"] * 0.1
+)  # eta * lambda at the peak learning rate
 # the most decay can shrink a weight over the steps run: every step at the peak rate
 dlbook.glue("ch10_wd_total", 100 * (1 - (1 - sizes["lr"] * 0.1) ** stopped_at))
 
@@ -929,8 +1258,11 @@ ax1.set_ylabel("validation loss")
 ax1.set_title("Early stopping: best step dotted")
 ax2.set_xlabel("optimizer step")
 ax2.set_ylabel("validation accuracy")
-fig.suptitle(f"Weight decay 0.1, {len(es_tok)} training snippets, validation every "
-             f"{sizes['es_eval_every']} steps", fontsize=10)
+fig.suptitle(
+    f"Weight decay 0.1, {len(es_tok)} training snippets, validation every "
+    f"{sizes['es_eval_every']} steps",
+    fontsize=10,
+)
 plt.tight_layout()
 plt.show()
 
@@ -967,23 +1299,44 @@ plt.show()
 # %%
 labels = np.array(train_tok["labels"])
 pos_idx, neg_idx = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-keep = np.sort(np.concatenate([pos_idx, neg_idx[: max(2, len(pos_idx) // sizes["imbalance"])]]))
+keep = np.sort(
+    np.concatenate([pos_idx, neg_idx[: max(2, len(pos_idx) // sizes["imbalance"])]])
+)
 imb_tok = train_tok.select(keep)
 imb_labels = torch.tensor(imb_tok["labels"])
 n_c = torch.bincount(imb_labels, minlength=2)
 class_weights = (len(imb_labels) / (2 * n_c)).float()  # w_c = N / (C n_c)
-torch.testing.assert_close(class_weights, torch.tensor(compute_class_weight("balanced", classes=np.arange(2),
-                                                                             y=imb_labels.numpy()), dtype=torch.float32))
-print(f"imbalanced subset: {int(n_c[0])} negative, {int(n_c[1])} positive | weights {class_weights.tolist()}")
+torch.testing.assert_close(
+    class_weights,
+    torch.tensor(
+        compute_class_weight("balanced", classes=np.arange(2), y=imb_labels.numpy()),
+        dtype=torch.float32,
+    ),
+)
+print(
+    f"imbalanced subset: {int(n_c[0])} negative, {int(n_c[1])} positive | weights {class_weights.tolist()}"
+)
 
 imb, imb_preds = {}, {}
 for label, w in [("plain", None), ("class-weighted", class_weights)]:
     m = fresh_model()
-    dlbook.budget.train_budget(m, imb_tok, tokenizer, epochs=1, batch_size=sizes["batch_size"], lr=sizes["lr"],
-                               class_weights=w, group_by_length=True, device=device)
+    dlbook.budget.train_budget(
+        m,
+        imb_tok,
+        tokenizer,
+        epochs=1,
+        batch_size=sizes["batch_size"],
+        lr=sizes["lr"],
+        class_weights=w,
+        group_by_length=True,
+        device=device,
+    )
     res = finetune.evaluate_classifier(m, test_tok, tokenizer, device=device)
-    imb[label] = dict(accuracy=res.accuracy, f1_neg=finetune.binary_f1(res.preds, res.labels, positive=0),
-                      predicted_neg=float((res.preds == 0).float().mean()))
+    imb[label] = dict(
+        accuracy=res.accuracy,
+        f1_neg=finetune.binary_f1(res.preds, res.labels, positive=0),
+        predicted_neg=float((res.preds == 0).float().mean()),
+    )
     imb_preds[label] = res.preds.numpy()  # (n_test,)
 display(pd.DataFrame(imb).T.round(3))
 
@@ -995,8 +1348,9 @@ def f1_negative(preds, labels):  # (n_boot, n) each -> (n_boot,) F1 of class 0
 
 n_snip = len(y_test)
 idx = np.random.default_rng(0).integers(0, n_snip, (2_000, n_snip))  # paired resamples
-f1_gain = (f1_negative(imb_preds["class-weighted"][idx], y_test[idx])
-           - f1_negative(imb_preds["plain"][idx], y_test[idx]))  # (2000,)
+f1_gain = f1_negative(imb_preds["class-weighted"][idx], y_test[idx]) - f1_negative(
+    imb_preds["plain"][idx], y_test[idx]
+)  # (2000,)
 f1_lo, f1_hi = np.percentile(f1_gain, [2.5, 97.5])
 print(f"F1 (negative), weighted - plain: 95 % interval [{f1_lo:+.3f}, {f1_hi:+.3f}]")
 dlbook.glue("ch10_imb_f1_plain", imb["plain"]["f1_neg"])
@@ -1028,18 +1382,26 @@ dlbook.glue("ch10_test_neg_share", float((y_test == 0).mean()))
 
 # %%
 with dlbook.measure.fixed_threads(torch.get_num_threads()):
-    step_times = dlbook.measure.interleaved_calls(bench_steps, rounds=sizes["bench_rounds"], warmup=1,
-                                                  device=device)
+    step_times = dlbook.measure.interleaved_calls(
+        bench_steps, rounds=sizes["bench_rounds"], warmup=1, device=device
+    )
 fp32_ms = np.array(step_times["fp32, full fine-tune"].runs_ms)  # (bench_rounds,)
 speed = {}  # variant -> fp32 time / its time, round by round
 for name, lat in step_times.items():
     speed[name] = fp32_ms / np.array(lat.runs_ms)
     results[name]["s/step"] = lat.median / 1e3
-    results[name]["speed vs fp32"] = (f"{np.median(speed[name]):.2f} "
-                                      f"({speed[name].min():.2f}-{speed[name].max():.2f})")
+    results[name]["speed vs fp32"] = (
+        f"{np.median(speed[name]):.2f} "
+        f"({speed[name].min():.2f}-{speed[name].max():.2f})"
+    )
 low_name = f"{low_variants[0]} autocast"
-dlbook.hardware_headline("ch10_lowp_speed", float(np.median(speed[low_name])), profile=profile)
-dlbook.glue("ch10_lowp_speed_range", f"{speed[low_name].min():.2f} to {speed[low_name].max():.2f}")
+dlbook.hardware_headline(
+    "ch10_lowp_speed", float(np.median(speed[low_name])), profile=profile
+)
+dlbook.glue(
+    "ch10_lowp_speed_range",
+    f"{speed[low_name].min():.2f} to {speed[low_name].max():.2f}",
+)
 dlbook.glue("ch10_ckpt_time", float(np.median(1 / speed["gradient checkpointing"])))
 print({name: results[name]["speed vs fp32"] for name in step_times})
 
@@ -1054,31 +1416,71 @@ print({name: results[name]["speed vs fp32"] for name in step_times})
 # is in section 10.3).
 
 # %%
-table = pd.DataFrame(results).T[["trainable", "accuracy", "s/step", "speed vs fp32", "weights MiB", "peak MiB",
-                                 "train_s"]]
+table = pd.DataFrame(results).T[
+    [
+        "trainable",
+        "accuracy",
+        "s/step",
+        "speed vs fp32",
+        "weights MiB",
+        "peak MiB",
+        "train_s",
+    ]
+]
 table["trainable %"] = 100 * table["trainable"].astype(float) / n_params
 numeric = ["accuracy", "s/step", "weights MiB", "peak MiB", "train_s", "trainable %"]
-table[numeric] = table[numeric].astype(float).round(
-    {"accuracy": 3, "s/step": 3, "weights MiB": 1, "peak MiB": 1, "train_s": 1, "trainable %": 2})
+table[numeric] = (
+    table[numeric]
+    .astype(float)
+    .round(
+        {
+            "accuracy": 3,
+            "s/step": 3,
+            "weights MiB": 1,
+            "peak MiB": 1,
+            "train_s": 1,
+            "trainable %": 2,
+        }
+    )
+)
 table["trainable"] = table["trainable"].astype(int)
 prov = dlbook.env.last_provenance()
 print("measured on:", prov.line())
 display(table)
 param_cut = max(results[k]["peak MiB"] for k in ("LoRA", "freeze embeddings"))
-activation_cut = min(results[k]["peak MiB"] for k in
-                     ("gradient checkpointing", "accumulate 4 micro-batches", low_name))
+activation_cut = min(
+    results[k]["peak MiB"]
+    for k in ("gradient checkpointing", "accumulate 4 micro-batches", low_name)
+)
 assert param_cut < activation_cut, (param_cut, activation_cut)  # fewer trainables win
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
 names = list(table.index)
-for ax, column, title in zip(axes, ["peak MiB", "s/step", "accuracy"],
-                             ["peak memory of a step, weights included (MiB)", "seconds per step (median)",
-                              "test accuracy"], strict=True):
-    ax.barh(names, table[column].fillna(0.0), color=["C0" if "fp32" in n else "C1" for n in names])
+for ax, column, title in zip(
+    axes,
+    ["peak MiB", "s/step", "accuracy"],
+    [
+        "peak memory of a step, weights included (MiB)",
+        "seconds per step (median)",
+        "test accuracy",
+    ],
+    strict=True,
+):
+    ax.barh(
+        names,
+        table[column].fillna(0.0),
+        color=["C0" if "fp32" in n else "C1" for n in names],
+    )
     ax.set_title(title)
     for i, v in enumerate(table[column]):
-        ax.text(0 if np.isnan(v) else v, i, " n/a" if np.isnan(v) else f" {v:g}", va="center", fontsize=8)
+        ax.text(
+            0 if np.isnan(v) else v,
+            i,
+            " n/a" if np.isnan(v) else f" {v:g}",
+            va="center",
+            fontsize=8,
+        )
 axes[2].axvline(majority, color="grey", linestyle=":", label="majority class")
 axes[2].set_xlim(0.4, 1.0)
 axes[2].legend(loc="lower right", fontsize=8)
@@ -1172,6 +1574,7 @@ plt.show()
 # (out, r), and the rank $r$ is read from $A$'s shape.
 # :::
 
+
 # %%
 def my_merge(weight, lora_A, lora_B, alpha):
     raise NotImplementedError  # your code here
@@ -1183,6 +1586,7 @@ dlbook.exercises.check("ch10.merge_lora_weight", my_merge)
 # ```{solution-start} ch10-ex-merge
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_merge(weight, lora_A, lora_B, alpha):
@@ -1204,6 +1608,7 @@ assert dlbook.exercises.check("ch10.merge_lora_weight", my_merge)
 # and 90 positives by hand, and check that negatives and positives carry the same total weight.
 # :::
 
+
 # %%
 def my_class_weights(labels, n_classes):
     raise NotImplementedError  # your code here
@@ -1216,15 +1621,20 @@ dlbook.exercises.check("ch10.balanced_class_weights", my_class_weights)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def my_class_weights(labels, n_classes):
-    counts = torch.bincount(labels, minlength=n_classes).float()  # (C,) examples per class
+    counts = torch.bincount(
+        labels, minlength=n_classes
+    ).float()  # (C,) examples per class
     return labels.numel() / (n_classes * counts)
 
 
 assert dlbook.exercises.check("ch10.balanced_class_weights", my_class_weights)
 w = my_class_weights(torch.tensor([0] * 10 + [1] * 90), 2)
-print(w.tolist(), "| total weight per class:", (w * torch.tensor([10.0, 90.0])).tolist())
+print(
+    w.tolist(), "| total weight per class:", (w * torch.tensor([10.0, 90.0])).tolist()
+)
 
 # %% [markdown]
 # ```{solution-end}
@@ -1242,6 +1652,7 @@ print(w.tolist(), "| total weight per class:", (w * torch.tensor([10.0, 90.0])).
 # two loaders of section 10.3. Why does the grouped loader not reach the sorted order's ratio?
 # :::
 
+
 # %%
 def my_padding_ratio(lengths, batch_size):
     raise NotImplementedError  # your code here
@@ -1254,18 +1665,21 @@ dlbook.exercises.check("ch10.padding_ratio", my_padding_ratio)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def my_padding_ratio(lengths, batch_size):
-    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+    batches = [lengths[i : i + batch_size] for i in range(0, len(lengths), batch_size)]
     return sum(max(b) * len(b) for b in batches) / sum(lengths)
 
 
 assert dlbook.exercises.check("ch10.padding_ratio", my_padding_ratio)
 lengths = [len(ids) for ids in train_tok["input_ids"]]
 shuffled = np.random.default_rng(0).permutation(lengths).tolist()
-print(f"random order {my_padding_ratio(shuffled, sizes['batch_size']):.3f} | "
-      f"sorted {my_padding_ratio(sorted(lengths), sizes['batch_size']):.3f} | "
-      f"loaders of section 10.3: {pad_ratio['random batches']:.3f} and {pad_ratio['grouped by length']:.3f}")
+print(
+    f"random order {my_padding_ratio(shuffled, sizes['batch_size']):.3f} | "
+    f"sorted {my_padding_ratio(sorted(lengths), sizes['batch_size']):.3f} | "
+    f"loaders of section 10.3: {pad_ratio['random batches']:.3f} and {pad_ratio['grouped by length']:.3f}"
+)
 
 # %% [markdown]
 # ```{solution-end}

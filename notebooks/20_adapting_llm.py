@@ -44,9 +44,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"],
-                   check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -77,10 +85,28 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(lora_model="tiny", steps=2, batch_size=2, eval_every=2, n_val=8,
-               n_test=8, n_ppl=2, lr=2e-3, n_requant=4),
-    full=dict(lora_model="real", steps=20, batch_size=4, eval_every=5, n_val=64,
-              n_test=160, n_ppl=64, lr=2e-3, n_requant=None),
+    smoke=dict(
+        lora_model="tiny",
+        steps=2,
+        batch_size=2,
+        eval_every=2,
+        n_val=8,
+        n_test=8,
+        n_ppl=2,
+        lr=2e-3,
+        n_requant=4,
+    ),
+    full=dict(
+        lora_model="real",
+        steps=20,
+        batch_size=4,
+        eval_every=5,
+        n_val=64,
+        n_test=160,
+        n_ppl=64,
+        lr=2e-3,
+        n_requant=None,
+    ),
 )
 sizes
 
@@ -104,8 +130,9 @@ tok = AutoTokenizer.from_pretrained(assets.smollm2_folder())  # with its chat te
 reviews = assets.rotten_tomatoes()
 words = instruct.SENTIMENT_WORDS  # {1: "positive", 0: "negative"}
 review = reviews["train"][0]
-example = instruct.encode_example(tok, instruct.sentiment_request(review["text"]),
-                                  words[review["label"]])
+example = instruct.encode_example(
+    tok, instruct.sentiment_request(review["text"]), words[review["label"]]
+)
 print(tok.decode(example["input_ids"]))
 
 # %% [markdown]
@@ -131,12 +158,16 @@ ids = np.array(example["input_ids"])
 assert (labels[:n_prompt] == -100).all()  # every prompt token ignored
 assert (labels[n_prompt:] == ids[n_prompt:]).all()  # every answer token counted
 assert (labels[n_prompt:] != -100).all()
-print(f"{len(ids)} tokens: {n_prompt} prompt tokens with label -100, answer tokens",
-      tok.convert_ids_to_tokens(ids[n_prompt:].tolist()))
+print(
+    f"{len(ids)} tokens: {n_prompt} prompt tokens with label -100, answer tokens",
+    tok.convert_ids_to_tokens(ids[n_prompt:].tolist()),
+)
 full_chat = tok.apply_chat_template(
     instruct.sentiment_request(review["text"])
     + [{"role": "assistant", "content": words[review["label"]]}],
-    tokenize=True, return_dict=True)["input_ids"]
+    tokenize=True,
+    return_dict=True,
+)["input_ids"]
 assert list(full_chat[: len(ids)]) == ids.tolist()  # the same tokens the template makes
 
 # %% [markdown]
@@ -158,8 +189,12 @@ train = reviews["train"]
 
 def make_batch(rows):
     """Tokenized, right-padded conversations with answer-only labels."""
-    examples = [instruct.encode_example(tok, instruct.sentiment_request(r["text"]),
-                                        words[r["label"]]) for r in rows]
+    examples = [
+        instruct.encode_example(
+            tok, instruct.sentiment_request(r["text"]), words[r["label"]]
+        )
+        for r in rows
+    ]
     batch = instruct.collate(examples, tok.pad_token_id)
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -188,8 +223,13 @@ torch.testing.assert_close(g_ours, g_ref)  # and the same gradient
 probe = {k: check_batch[k] for k in ("input_ids", "attention_mask")}
 with torch.no_grad():
     base_logits = model(**probe).logits  # (B, T, vocab)
-lora_config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                         target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+lora_config = LoraConfig(
+    r=8,
+    lora_alpha=16,
+    lora_dropout=0.0,
+    target_modules=["q_proj", "v_proj"],
+    task_type="CAUSAL_LM",
+)
 peft_model = instruct.add_lora(model, lora_config)  # peft.get_peft_model
 n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
 n_all = sum(p.numel() for p in peft_model.parameters())
@@ -219,8 +259,10 @@ dlbook.glue("lora_share", f"{n_train / n_all:.2%}")
 # reported.
 
 # %%
-word_ids = [tok(words[0], add_special_tokens=False).input_ids,
-            tok(words[1], add_special_tokens=False).input_ids]
+word_ids = [
+    tok(words[0], add_special_tokens=False).input_ids,
+    tok(words[1], add_special_tokens=False).input_ids,
+]
 assert all(len(w) == 1 for w in word_ids)  # each answer word is one token
 neg_id, pos_id = word_ids[0][0], word_ids[1][0]
 val = reviews["validation"].select(range(sizes["n_val"]))
@@ -241,10 +283,14 @@ def score(m, split):
 
 val_before = score(peft_model, val)  # B = 0: the base model's answers
 top = tok.convert_ids_to_tokens(val_before[2].argmax(-1).tolist())
-print(f"validation, before: exact {val_before[0].mean():.3f}, "
-      f"two-way {val_before[1].mean():.3f}")
-print("most frequent first answer tokens:",
-      pd.Series(top).value_counts().head(3).to_dict())
+print(
+    f"validation, before: exact {val_before[0].mean():.3f}, "
+    f"two-way {val_before[1].mean():.3f}"
+)
+print(
+    "most frequent first answer tokens:",
+    pd.Series(top).value_counts().head(3).to_dict(),
+)
 
 # %% [markdown]
 # ## 20.5 Training
@@ -263,7 +309,7 @@ losses, checkpoints = [], {}
 bs = sizes["batch_size"]
 for step in dlbook.progress(range(1, sizes["steps"] + 1), desc="LoRA steps"):
     peft_model.train()
-    rows = [train[int(i)] for i in order[(step - 1) * bs: step * bs]]
+    rows = [train[int(i)] for i in order[(step - 1) * bs : step * bs]]
     loss = instruct.answer_loss(peft_model, make_batch(rows))
     optimizer.zero_grad()
     loss.backward()
@@ -271,22 +317,31 @@ for step in dlbook.progress(range(1, sizes["steps"] + 1), desc="LoRA steps"):
     losses.append(loss.item())
     if step % sizes["eval_every"] == 0 or step == sizes["steps"]:
         exact, choice, _ = score(peft_model, val)
-        adapters = {n: p.detach().clone() for n, p in peft_model.named_parameters()
-                    if p.requires_grad}
-        checkpoints[step] = dict(exact=exact.mean(), choice=choice.mean(),
-                                 state=adapters)
-pd.DataFrame({s: dict(exact=c["exact"], choice=c["choice"])
-              for s, c in checkpoints.items()}).T.rename_axis("step")
+        adapters = {
+            n: p.detach().clone()
+            for n, p in peft_model.named_parameters()
+            if p.requires_grad
+        }
+        checkpoints[step] = dict(
+            exact=exact.mean(), choice=choice.mean(), state=adapters
+        )
+pd.DataFrame(
+    {s: dict(exact=c["exact"], choice=c["choice"]) for s, c in checkpoints.items()}
+).T.rename_axis("step")
 
 # %%
-best = max(checkpoints,  # best exact rate, then two-way choice, then the earlier step
-           key=lambda s: (checkpoints[s]["exact"], checkpoints[s]["choice"], -s))
+best = max(
+    checkpoints,  # best exact rate, then two-way choice, then the earlier step
+    key=lambda s: (checkpoints[s]["exact"], checkpoints[s]["choice"], -s),
+)
 with torch.no_grad():
     for n, p in peft_model.named_parameters():
         if n in checkpoints[best]["state"]:
             p.copy_(checkpoints[best]["state"][n])
-print(f"loss {losses[0]:.3f} at step 1, {np.mean(losses[-3:]):.3f} over the last 3"
-      f" steps; validation picks step {best}")
+print(
+    f"loss {losses[0]:.3f} at step 1, {np.mean(losses[-3:]):.3f} over the last 3"
+    f" steps; validation picks step {best}"
+)
 dlbook.glue("batch_size", bs)
 dlbook.glue("eval_every", sizes["eval_every"])
 dlbook.glue("best_step", best)
@@ -294,13 +349,20 @@ dlbook.glue("n_steps", sizes["steps"])
 
 # %%
 fig, ax = plt.subplots(figsize=(6.4, 3.4))
-ax.plot(range(1, len(losses) + 1), losses, marker=".", label="training loss (answer tokens)")
+ax.plot(
+    range(1, len(losses) + 1), losses, marker=".", label="training loss (answer tokens)"
+)
 ax.set_xlabel("LoRA step")
 ax.set_ylabel("loss (nats per answer token)")
 right = ax.twinx()
 steps = sorted(checkpoints)
-right.plot(steps, [checkpoints[s]["exact"] for s in steps], "s--", color="C1",
-           label="validation: right first word")
+right.plot(
+    steps,
+    [checkpoints[s]["exact"] for s in steps],
+    "s--",
+    color="C1",
+    label="validation: right first word",
+)
 right.set_ylabel("validation rate")
 right.set_ylim(0, 1)
 ax.axvline(best, color="grey", linestyle=":")
@@ -335,16 +397,30 @@ def in_form(result):
 
 cmp_form = stats.compare(in_form(test_after), in_form(test_before))
 table = pd.DataFrame(
-    {"before": [in_form(test_before).mean(), test_before[0].mean(), test_before[1].mean()],
-     "after": [in_form(test_after).mean(), test_after[0].mean(), test_after[1].mean()],
-     "after - before (points, 95 % interval)": [
-         c.interval.points() for c in (cmp_form, cmp_exact, cmp_choice)]},
-    index=["one of the two words", "exact answer", "two-way choice"])
+    {
+        "before": [
+            in_form(test_before).mean(),
+            test_before[0].mean(),
+            test_before[1].mean(),
+        ],
+        "after": [
+            in_form(test_after).mean(),
+            test_after[0].mean(),
+            test_after[1].mean(),
+        ],
+        "after - before (points, 95 % interval)": [
+            c.interval.points() for c in (cmp_form, cmp_exact, cmp_choice)
+        ],
+    },
+    index=["one of the two words", "exact answer", "two-way choice"],
+)
 first = pd.Series(tok.convert_ids_to_tokens(test_before[2].argmax(-1).tolist()))
 shares = first.value_counts(normalize=True)
 first_token, first_share = shares.index[0], shares.iloc[0]
-print(f"before tuning, the most frequent greedy first token: {first_token!r}"
-      f" ({first_share:.0%} of the test snippets)")
+print(
+    f"before tuning, the most frequent greedy first token: {first_token!r}"
+    f" ({first_share:.0%} of the test snippets)"
+)
 print(cmp_exact.verdict("tuned", "base"))
 print(cmp_choice.verdict("tuned", "base"))
 table.style.format({"before": "{:.3f}", "after": "{:.3f}"})
@@ -359,8 +435,10 @@ dlbook.glue("choice_before", f"{test_before[1].mean():.3f}")
 dlbook.glue("choice_after", f"{test_after[1].mean():.3f}")
 dlbook.glue("exact_points", cmp_exact.interval.points())
 dlbook.glue("choice_points", cmp_choice.interval.points())
-dlbook.glue("choice_verdict", cmp_choice.verdict("the tuned model", "the base model",
-                                                 numbers=False))
+dlbook.glue(
+    "choice_verdict",
+    cmp_choice.verdict("the tuned model", "the base model", numbers=False),
+)
 dlbook.glue("form_before", f"{in_form(test_before).mean():.3f}")
 dlbook.glue("form_after", f"{in_form(test_after).mean():.3f}")
 dlbook.headline("exact_after", float(test_after[0].mean()), profile=profile)  # reported
@@ -402,8 +480,10 @@ with torch.no_grad():
 adapter_mb = sum(f.stat().st_size for f in (save_dir / "adapter").iterdir()) / 1e6
 merged_mb = sum(f.stat().st_size for f in (save_dir / "merged").iterdir()) / 1e6
 diff = (merged_logits - adapter_logits).abs().max().item()
-print(f"merged vs adapter logits: max |diff| = {diff:.1e}; saved adapter"
-      f" {adapter_mb:.1f} MB, merged model {merged_mb:.1f} MB")
+print(
+    f"merged vs adapter logits: max |diff| = {diff:.1e}; saved adapter"
+    f" {adapter_mb:.1f} MB, merged model {merged_mb:.1f} MB"
+)
 dlbook.glue("merge_diff", f"{diff:.0e}")
 dlbook.glue("adapter_mb", f"{adapter_mb:.1f}")
 dlbook.glue("merged_mb", f"{merged_mb:,.0f}")
@@ -440,8 +520,14 @@ kinds = pd.Series([t.tensor_type.name for t in reader.tensors]).value_counts()
 print(kinds.to_dict())
 tensor = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
 raw = torch.from_numpy(np.array(tensor.data))  # (rows, blocks per row * 20) bytes
-print(tensor.name, tensor.tensor_type.name, "shape (in, out) =", tensor.shape.tolist(),
-      "bytes:", tuple(raw.shape))
+print(
+    tensor.name,
+    tensor.tensor_type.name,
+    "shape (in, out) =",
+    tensor.shape.tolist(),
+    "bytes:",
+    tuple(raw.shape),
+)
 
 # %% [markdown]
 # One block, decoded field by field: bytes 0-1 are $d$, bytes 2-3 are $m$, bytes 4-19 the
@@ -469,6 +555,7 @@ assert torch.equal(d * halves + m, truth) and not torch.equal(d * neighbours + m
 # %% [markdown]
 # The half-split order is the file's. The whole tensor, by hand, in a few lines: view the
 # bytes as blocks, split the fields, compute $d\,q + m$.
+
 
 # %%
 def dequantize_q4_1(raw):
@@ -512,8 +599,10 @@ dlbook.show(gq.q4_1_fields)
 # %%
 w_up = model.model.layers[3].mlp.up_proj.weight.detach().cpu()  # (1536, 576)
 noise = torch.randn(64, 256, generator=torch.Generator().manual_seed(0))
-for kind, qtype in (("q4_1", gguf.GGMLQuantizationType.Q4_1),
-                    ("q8_0", gguf.GGMLQuantizationType.Q8_0)):
+for kind, qtype in (
+    ("q4_1", gguf.GGMLQuantizationType.Q4_1),
+    ("q8_0", gguf.GGMLQuantizationType.Q8_0),
+):
     for name, w in (("up_proj of layer 3", w_up), ("random normal", noise)):
         ours_bytes = gq.quantize(w, kind).numpy()
         assert np.array_equal(ours_bytes, gguf.quants.quantize(w.numpy(), qtype))
@@ -541,8 +630,10 @@ for t in dlbook.progress(packed, desc="re-quantize", leave=False):
     equal = again.reshape(-1, n_bytes) == file_bytes.reshape(-1, n_bytes)
     same += int(equal.all(dim=1).sum())
     total += equal.shape[0]
-print(f"{len(packed)} tensors: {same:,} of {total:,} blocks re-quantize to the file's"
-      " bytes")
+print(
+    f"{len(packed)} tensors: {same:,} of {total:,} blocks re-quantize to the file's"
+    " bytes"
+)
 assert same == total
 dlbook.glue("n_blocks", f"{total:,}")
 dlbook.glue("n_packed", len(packed))
@@ -576,10 +667,18 @@ def snippet_nll(m):
     return np.array(nll), np.array(count)
 
 
-variants = {"fp32": None, "Q8_0": "q8_0", "Q4_1": "q4_1",
-            "file's mix": {"embed_tokens": "q8_0", "": "q4_1"}}
-bits = {"fp32": 32.0, "Q8_0": gq.bits_per_weight("q8_0"),
-        "Q4_1": gq.bits_per_weight("q4_1"), "file's mix": float("nan")}
+variants = {
+    "fp32": None,
+    "Q8_0": "q8_0",
+    "Q4_1": "q4_1",
+    "file's mix": {"embed_tokens": "q8_0", "": "q4_1"},
+}
+bits = {
+    "fp32": 32.0,
+    "Q8_0": gq.bits_per_weight("q8_0"),
+    "Q4_1": gq.bits_per_weight("q4_1"),
+    "file's mix": float("nan"),
+}
 originals = {n: p.detach().clone() for n, p in gq.quantizable_weights(model)}
 results, changed = {}, {}
 for name, kind in dlbook.progress(variants.items(), desc="variants", leave=False):
@@ -590,8 +689,9 @@ for name, kind in dlbook.progress(variants.items(), desc="variants", leave=False
         nbytes = sum(p.numel() * 4 for p in model.parameters())
     else:
         nbytes = gq.quantize_weights_(model, kind)["total"]
-    changed[name] = [n for n, p in gq.quantizable_weights(model)
-                     if not torch.equal(p, originals[n])]  # matrices that moved
+    changed[name] = [
+        n for n, p in gq.quantizable_weights(model) if not torch.equal(p, originals[n])
+    ]  # matrices that moved
     results[name] = (*snippet_nll(model), nbytes)
 with torch.no_grad():
     for n, p in gq.quantizable_weights(model):
@@ -603,13 +703,17 @@ ref_nll, counts, _ = results["fp32"]
 rows = {}
 for name, (nll, _, nbytes) in results.items():
     ratio = stats.bootstrap_ratio(nll - ref_nll, counts)  # paired, per token
-    rows[name] = {"perplexity": math.exp(nll.sum() / counts.sum()), "MB": nbytes / 1e6,
-                  "bits per weight (matrices)": bits[name],
-                  "Δ nats/token vs fp32 (95 %)":
-                      f"{ratio.diff:+.4f} [{ratio.low:+.4f}, {ratio.high:+.4f}]"}
+    rows[name] = {
+        "perplexity": math.exp(nll.sum() / counts.sum()),
+        "MB": nbytes / 1e6,
+        "bits per weight (matrices)": bits[name],
+        "Δ nats/token vs fp32 (95 %)": f"{ratio.diff:+.4f} [{ratio.low:+.4f}, {ratio.high:+.4f}]",
+    }
 board = pd.DataFrame(rows).T
-board.style.format({"perplexity": "{:.3f}", "MB": "{:.1f}",
-                    "bits per weight (matrices)": "{:.1f}"}, na_rep="mixed")
+board.style.format(
+    {"perplexity": "{:.3f}", "MB": "{:.1f}", "bits per weight (matrices)": "{:.1f}"},
+    na_rep="mixed",
+)
 
 # %% [markdown]
 # **Table 20.1.** The same model with its weight matrices stored four ways: perplexity on
@@ -622,14 +726,20 @@ ppl = {k: v["perplexity"] for k, v in rows.items()}
 mb = {k: v["MB"] for k, v in rows.items()}
 dlbook.glue("n_ppl", sizes["n_ppl"])
 dlbook.glue("n_ppl_tokens", f"{counts.sum():,}")
-for key, name in (("fp32", "fp32"), ("q8", "Q8_0"), ("q4", "Q4_1"),
-                  ("mix", "file's mix")):
+for key, name in (
+    ("fp32", "fp32"),
+    ("q8", "Q8_0"),
+    ("q4", "Q4_1"),
+    ("mix", "file's mix"),
+):
     dlbook.glue(f"ppl_{key}", f"{ppl[name]:.3f}")
     dlbook.glue(f"mb_{key}", f"{mb[name]:.0f}")
 file_bytes = sum(int(t.n_bytes) for t in reader.tensors)  # the GGUF file's tensor data
 assert results["file's mix"][2] == file_bytes  # our byte count is the file's
 assert changed["file's mix"] == []  # the file's formats give back every weight exactly
-assert np.array_equal(results["file's mix"][0], ref_nll)  # hence the same NLL, bit for bit
+assert np.array_equal(
+    results["file's mix"][0], ref_nll
+)  # hence the same NLL, bit for bit
 assert changed["Q4_1"] == ["model.embed_tokens.weight"]  # the only matrix Q4_1 moves
 q4_ratio = stats.bootstrap_ratio(results["Q4_1"][0] - ref_nll, counts)
 q8_ratio = stats.bootstrap_ratio(results["Q8_0"][0] - ref_nll, counts)
@@ -638,7 +748,9 @@ for key, r in (("q4", q4_ratio), ("q8", q8_ratio)):
 dlbook.glue("file_mb", f"{file_bytes / 1e6:.1f}")
 size_ratio = mb["fp32"] / mb["Q4_1"]  # weights only: it does not depend on the profile
 assert size_ratio > 6.0  # 32 / 5 bits = 6.4, less the float32 norm gains
-dlbook.headline("size_ratio_q4", size_ratio, profile=profile, at_least=6.0, fmt="{:.2f}")
+dlbook.headline(
+    "size_ratio_q4", size_ratio, profile=profile, at_least=6.0, fmt="{:.2f}"
+)
 if profile == "full":  # 64 snippets: the Q8_0 interval spans about +-0.004 nats
     assert -0.01 < q8_ratio.low and q8_ratio.high < 0.01  # within 1/100 nat per token
     assert q4_ratio.low > 0  # Q4_1's embedding costs measurably
@@ -694,6 +806,7 @@ if profile == "full":  # 64 snippets: the Q8_0 interval spans about +-0.004 nats
 # `gguf.quants.quantize(..., GGMLQuantizationType.Q4_0)`.
 # :::
 
+
 # %%
 def my_dequantize_q4_0(raw):
     raise NotImplementedError  # your code here
@@ -705,6 +818,7 @@ dlbook.exercises.check("ch20.dequantize_q4_0", my_dequantize_q4_0)
 # ```{solution-start} ch20-ex-q4-0
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_dequantize_q4_0(raw):
@@ -735,6 +849,7 @@ assert torch.equal(ours_q4_0, torch.from_numpy(reference))
 # and 128, and the bits per weight of each ($4 + 32/\text{block}$).
 # :::
 
+
 # %%
 def my_q4_1_fake(w, block):
     raise NotImplementedError  # your code here
@@ -746,6 +861,7 @@ dlbook.exercises.check("ch20.q4_1_fake", my_q4_1_fake)
 # ```{solution-start} ch20-ex-block
 # :class: dropdown
 # ```
+
 
 # %% tags=["solution"]
 def my_q4_1_fake(w, block):
@@ -760,8 +876,10 @@ def my_q4_1_fake(w, block):
 
 assert dlbook.exercises.check("ch20.q4_1_fake", my_q4_1_fake)
 emb = model.model.embed_tokens.weight.detach().cpu()[:4096]  # (4096, 576)
-rmse = {b: (my_q4_1_fake(emb, b) - emb).pow(2).mean().sqrt().item()
-        for b in (16, 32, 64, 128)}
+rmse = {
+    b: (my_q4_1_fake(emb, b) - emb).pow(2).mean().sqrt().item()
+    for b in (16, 32, 64, 128)
+}
 print({b: f"rmse {e:.2e}, {4 + 32 / b:.2f} bits/weight" for b, e in rmse.items()})
 assert rmse[16] < rmse[32] < rmse[64] < rmse[128]
 
@@ -786,21 +904,32 @@ assert rmse[16] < rmse[32] < rmse[64] < rmse[128]
 
 # %% tags=["solution"]
 sample = [train[i] for i in range(8)]
-batch = instruct.collate([instruct.encode_example(tok, instruct.sentiment_request(r["text"]),
-                                                  words[r["label"]]) for r in sample],
-                         tok.pad_token_id)
+batch = instruct.collate(
+    [
+        instruct.encode_example(
+            tok, instruct.sentiment_request(r["text"]), words[r["label"]]
+        )
+        for r in sample
+    ],
+    tok.pad_token_id,
+)
 with torch.no_grad():  # the untuned model: weights restored after section 20.10
-    logits = model(input_ids=batch["input_ids"].to(device),
-                   attention_mask=batch["attention_mask"].to(device)).logits.cpu()
+    logits = model(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+    ).logits.cpu()
 targets = batch["input_ids"][:, 1:]  # (B, T-1): every token a target
-nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets,
-                                        reduction="none")  # (B, T-1)
+nll = torch.nn.functional.cross_entropy(
+    logits[:, :-1].transpose(1, 2), targets, reduction="none"
+)  # (B, T-1)
 real = batch["attention_mask"][:, 1:].bool()  # no padding
 answer = batch["labels"][:, 1:] != instruct.IGNORE  # the word and <|im_end|>
 token_share = (answer.sum() / real.sum()).item()
 loss_share = (nll[answer].sum() / nll[real].sum()).item()
-print(f"{real.sum() / len(sample):.0f} targets per conversation; the answer is "
-      f"{token_share:.1%} of the targets and carries {loss_share:.1%} of the loss")
+print(
+    f"{real.sum() / len(sample):.0f} targets per conversation; the answer is "
+    f"{token_share:.1%} of the targets and carries {loss_share:.1%} of the loss"
+)
 dlbook.glue("n_targets", f"{real.sum().item() / len(sample):.0f}")
 dlbook.glue("answer_token_share", f"{token_share:.1%}")
 dlbook.glue("answer_loss_share", f"{loss_share:.1%}")

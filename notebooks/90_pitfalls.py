@@ -46,7 +46,17 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
+        ],
+        check=True,
+    )
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -74,12 +84,30 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %%
 sizes = dlbook.by_profile(
     profile,
-    smoke=dict(d_ks=[4, 16, 64], n_samples=500, n_keys=16,
-               batch_sizes=[1, 16, 128], hidden=128, n_repeat=3,
-               n_positions=64, d_pe=32, accum_batch=32, accum_k=4),
-    full=dict(d_ks=[1, 4, 16, 64, 256, 1024], n_samples=1_000, n_keys=32,
-              batch_sizes=[1, 4, 16, 64, 256, 1024], hidden=256, n_repeat=15,
-              n_positions=128, d_pe=64, accum_batch=256, accum_k=8),
+    smoke=dict(
+        d_ks=[4, 16, 64],
+        n_samples=500,
+        n_keys=16,
+        batch_sizes=[1, 16, 128],
+        hidden=128,
+        n_repeat=3,
+        n_positions=64,
+        d_pe=32,
+        accum_batch=32,
+        accum_k=4,
+    ),
+    full=dict(
+        d_ks=[1, 4, 16, 64, 256, 1024],
+        n_samples=1_000,
+        n_keys=32,
+        batch_sizes=[1, 4, 16, 64, 256, 1024],
+        hidden=256,
+        n_repeat=15,
+        n_positions=128,
+        d_pe=64,
+        accum_batch=256,
+        accum_k=8,
+    ),
 )
 sizes
 
@@ -95,20 +123,27 @@ sizes
 # The packaged attention of chapter 6 implements Eq. {eq}`eq-ch90-attention`; it must agree with
 # PyTorch's fused kernel, and the wrong form must not.
 
+
 # %%
 def attention_over_dk(q, k, v):
     """The wrong form: logits divided by d_k."""
-    return torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1], dim=-1) @ v  # (..., L_q, d_v)
+    return (
+        torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1], dim=-1) @ v
+    )  # (..., L_q, d_v)
 
 
-q, k, v = (torch.randn(2, 4, 10, 64, device=device) for _ in range(3))  # (batch, heads, seq, d_k)
+q, k, v = (
+    torch.randn(2, 4, 10, 64, device=device) for _ in range(3)
+)  # (batch, heads, seq, d_k)
 reference = F.scaled_dot_product_attention(q, k, v)  # (2, 4, 10, 64)
 right, _ = scaled_dot_product_attention(q, k, v)
 torch.testing.assert_close(right, reference, atol=1e-5, rtol=1e-4)
 attn_diff = (attention_over_dk(q, k, v) - reference).abs().max().item()
 assert attn_diff > 1e-2, "the d_k form should differ visibly at d_k = 64"
 dlbook.glue("attn_diff", attn_diff)
-print(f"sqrt(d_k) form vs PyTorch: equal; d_k form vs PyTorch: largest difference {attn_diff:.3f}")
+print(
+    f"sqrt(d_k) form vs PyTorch: equal; d_k form vs PyTorch: largest difference {attn_diff:.3f}"
+)
 
 # %%
 # Backward too: gradients of out.sum() w.r.t. q, k, v, at the same tolerances.
@@ -132,6 +167,7 @@ for g_ours, g_torch in zip(grads_ours, grads_torch, strict=True):
 # into a plain average (entropy $\ln n$ over $n$ keys), whatever the query asks for. We measure
 # the three variances and the entropy of the attention weights over a range of $d_k$:
 
+
 # %%
 def logit_stats(d_k, scale, n_samples, n_keys):
     q = torch.randn(n_samples, 1, d_k, device=device)  # (samples, 1 query, d_k)
@@ -142,20 +178,36 @@ def logit_stats(d_k, scale, n_samples, n_keys):
     return logits.var().item(), entropy.item()
 
 
-scalings = {"none": lambda d: 1.0, "1/sqrt(d_k)": lambda d: 1 / math.sqrt(d), "1/d_k (wrong)": lambda d: 1 / d}
-stats = {name: [logit_stats(d, f(d), sizes["n_samples"], sizes["n_keys"]) for d in sizes["d_ks"]]
-         for name, f in scalings.items()}
-for d, (var_none, _), (var_sqrt, _), (var_dk, _) in zip(sizes["d_ks"], *stats.values(), strict=True):
+scalings = {
+    "none": lambda d: 1.0,
+    "1/sqrt(d_k)": lambda d: 1 / math.sqrt(d),
+    "1/d_k (wrong)": lambda d: 1 / d,
+}
+stats = {
+    name: [
+        logit_stats(d, f(d), sizes["n_samples"], sizes["n_keys"]) for d in sizes["d_ks"]
+    ]
+    for name, f in scalings.items()
+}
+for d, (var_none, _), (var_sqrt, _), (var_dk, _) in zip(
+    sizes["d_ks"], *stats.values(), strict=True
+):
     # Eq. (eq-ch90-variance), up to sampling error
-    assert 0.8 < var_none / d < 1.2 and 0.8 < var_sqrt < 1.2 and 0.8 < var_dk * d < 1.2, (d, var_none, var_sqrt, var_dk)
-    print(f"d_k = {d:5d}: Var = {var_none:8.2f} (none)  {var_sqrt:.3f} (sqrt)  {var_dk:.5f} (d_k)")
+    assert (
+        0.8 < var_none / d < 1.2 and 0.8 < var_sqrt < 1.2 and 0.8 < var_dk * d < 1.2
+    ), (d, var_none, var_sqrt, var_dk)
+    print(
+        f"d_k = {d:5d}: Var = {var_none:8.2f} (none)  {var_sqrt:.3f} (sqrt)  {var_dk:.5f} (d_k)"
+    )
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for name, rows in stats.items():
     axes[0].loglog(sizes["d_ks"], [r[0] for r in rows], "o-", label=name)
     axes[1].semilogx(sizes["d_ks"], [r[1] for r in rows], "o-", label=name)
-axes[1].axhline(math.log(sizes["n_keys"]), color="gray", ls=":", label=r"$\ln n$ (uniform weights)")
+axes[1].axhline(
+    math.log(sizes["n_keys"]), color="gray", ls=":", label=r"$\ln n$ (uniform weights)"
+)
 axes[0].set(title="variance of the logits", xlabel="$d_k$")
 axes[1].set(title="entropy of the attention weights (nats)", xlabel="$d_k$")
 axes[0].legend()
@@ -199,6 +251,7 @@ dlbook.glue("entropy_sqrt_spread", max(sqrt_entropies) - min(sqrt_entropies))
 # different layer, proposed as a cheaper alternative to LayerNorm. It is wrong as a description of
 # LayerNorm, and wrong as code that loads LayerNorm weights.
 
+
 # %%
 def norm_without_mean(x, gamma, beta, eps=1e-5):
     """The wrong form: divide by the root mean square, never subtract the mean."""
@@ -210,7 +263,9 @@ ln = nn.LayerNorm(d).to(device)
 with torch.no_grad():
     ln.weight.normal_(1.0, 0.3)
     ln.bias.normal_(0.0, 0.3)
-x = 3.0 + 2.0 * torch.randn(4, 10, d, device=device)  # (batch, seq, d): features with mean about 3
+x = 3.0 + 2.0 * torch.randn(
+    4, 10, d, device=device
+)  # (batch, seq, d): features with mean about 3
 mu = x.mean(-1, keepdim=True)  # (4, 10, 1)
 var = ((x - mu) ** 2).mean(-1, keepdim=True)  # biased variance, (4, 10, 1)
 ours = ln.weight * (x - mu) / torch.sqrt(var + ln.eps) + ln.bias
@@ -227,8 +282,11 @@ wrt = [x_, ln.weight, ln.bias]
 mu_ = x_.mean(-1, keepdim=True)
 var_ = ((x_ - mu_) ** 2).mean(-1, keepdim=True)
 ours_ = ln.weight * (x_ - mu_) / torch.sqrt(var_ + ln.eps) + ln.bias
-for g_ours, g_torch in zip(torch.autograd.grad(ours_.sum(), wrt),
-                           torch.autograd.grad(ln(x_).sum(), wrt), strict=True):
+for g_ours, g_torch in zip(
+    torch.autograd.grad(ours_.sum(), wrt),
+    torch.autograd.grad(ln(x_).sum(), wrt),
+    strict=True,
+):
     torch.testing.assert_close(g_ours, g_torch)
 
 wrong = norm_without_mean(x, ln.weight, ln.bias, ln.eps)
@@ -253,13 +311,25 @@ torch.testing.assert_close(norm_without_mean(x, ln.weight, 0.0, ln.eps), rms(x))
 # %%
 centred = torch.randn(4, 10, d, device=device)
 centred = centred - centred.mean(-1, keepdim=True)  # exactly zero mean per row
-ln_diff_centred = (norm_without_mean(centred, ln.weight, ln.bias, ln.eps) - ln(centred)).abs().max().item()
+ln_diff_centred = (
+    (norm_without_mean(centred, ln.weight, ln.bias, ln.eps) - ln(centred))
+    .abs()
+    .max()
+    .item()
+)
 randn_rows = torch.randn(4, 10, d, device=device)  # mean only approximately zero
-ln_diff_randn = (norm_without_mean(randn_rows, ln.weight, ln.bias, ln.eps) - ln(randn_rows)).abs().max().item()
+ln_diff_randn = (
+    (norm_without_mean(randn_rows, ln.weight, ln.bias, ln.eps) - ln(randn_rows))
+    .abs()
+    .max()
+    .item()
+)
 assert ln_diff_centred < 1e-4 < ln_diff_randn < ln_diff
 dlbook.glue("ln_diff_centred", ln_diff_centred)
 dlbook.glue("ln_diff_randn", ln_diff_randn)
-print(f"centred rows: {ln_diff_centred:.1e}   randn rows: {ln_diff_randn:.3f}   rows with mean 3: {ln_diff:.3f}")
+print(
+    f"centred rows: {ln_diff_centred:.1e}   randn rows: {ln_diff_randn:.3f}   rows with mean 3: {ln_diff:.3f}"
+)
 
 # %% [markdown]
 # On rows with mean 3 the wrong form is off by up to {glue:text}`ln_diff:.2f`, on `randn` rows by
@@ -286,22 +356,41 @@ print(f"centred rows: {ln_diff_centred:.1e}   randn rows: {ln_diff_randn:.3f}   
 
 # %%
 d_model, d_ff = 16, 64
-layer = nn.TransformerEncoderLayer(d_model, nhead=2, dim_feedforward=d_ff, dropout=0.0,
-                                   batch_first=True, norm_first=True).to(device).eval()
+layer = (
+    nn.TransformerEncoderLayer(
+        d_model,
+        nhead=2,
+        dim_feedforward=d_ff,
+        dropout=0.0,
+        batch_first=True,
+        norm_first=True,
+    )
+    .to(device)
+    .eval()
+)
 with torch.no_grad():
     layer.self_attn.out_proj.weight.zero_()
     layer.self_attn.out_proj.bias.zero_()
     x = torch.randn(3, 7, d_model, device=device)  # (batch, seq, d_model)
     torch_ffn = layer(x) - x  # PyTorch's FFN(LN2(x)), (3, 7, d_model)
     h = layer.norm2(x)
-    W1, b1, W2, b2 = layer.linear1.weight, layer.linear1.bias, layer.linear2.weight, layer.linear2.bias
-    ffn_right = torch.clamp(h @ W1.T + b1, min=0) @ W2.T + b2  # Eq. (eq-ch90-ffn); (3, 7, d_model)
+    W1, b1, W2, b2 = (
+        layer.linear1.weight,
+        layer.linear1.bias,
+        layer.linear2.weight,
+        layer.linear2.bias,
+    )
+    ffn_right = (
+        torch.clamp(h @ W1.T + b1, min=0) @ W2.T + b2
+    )  # Eq. (eq-ch90-ffn); (3, 7, d_model)
     ffn_wrong = torch.clamp((h @ W1.T + b1) @ W2.T + b2, min=0)
 torch.testing.assert_close(ffn_right, torch_ffn, atol=1e-5, rtol=1e-4)
 
 # The packaged feed-forward of chapter 7 (same layer names) agrees as well.
 ff = FeedForward(d_model, d_ff).to(device).eval()
-ff.load_state_dict({"linear1.weight": W1, "linear1.bias": b1, "linear2.weight": W2, "linear2.bias": b2})
+ff.load_state_dict(
+    {"linear1.weight": W1, "linear1.bias": b1, "linear2.weight": W2, "linear2.bias": b2}
+)
 with torch.no_grad():
     torch.testing.assert_close(ff(h), torch_ffn, atol=1e-5, rtol=1e-4)
 
@@ -310,8 +399,11 @@ x_ = x.clone().requires_grad_()
 wrt = [x_, W1, b1, W2, b2]
 h_ = layer.norm2(x_)
 right_ = torch.clamp(h_ @ W1.T + b1, min=0) @ W2.T + b2  # Eq. (eq-ch90-ffn)
-for g_ours, g_torch in zip(torch.autograd.grad(right_.sum(), wrt),
-                           torch.autograd.grad((layer(x_) - x_).sum(), wrt), strict=True):
+for g_ours, g_torch in zip(
+    torch.autograd.grad(right_.sum(), wrt),
+    torch.autograd.grad((layer(x_) - x_).sum(), wrt),
+    strict=True,
+):
     torch.testing.assert_close(g_ours, g_torch, atol=1e-5, rtol=1e-4)
 ffn_diff = (ffn_wrong - torch_ffn).abs().max().item()
 dlbook.glue("ffn_diff", ffn_diff)
@@ -345,13 +437,18 @@ dlbook.glue("ffn_negative_share", 100 * negative_share)
 # so a tensor `(N, C, H, W)` becomes `(N, C, H_out, W_out)`: the same $C$. Pooling has no
 # weights. We build it from `unfold` (every $k\times k$ window as a column) and compare:
 
+
 # %%
 def max_pool_unfold(x, k, s):
     N, C, H, W = x.shape
     cols = F.unfold(x, kernel_size=k, stride=s)  # (N, C*k*k, L): one column per window
-    cols = cols.view(N, C, k * k, -1)  # (N, C, k*k, L): each channel's windows kept apart
+    cols = cols.view(
+        N, C, k * k, -1
+    )  # (N, C, k*k, L): each channel's windows kept apart
     H_out, W_out = (H - k) // s + 1, (W - k) // s + 1
-    return cols.amax(dim=2).view(N, C, H_out, W_out)  # max inside each window, per channel
+    return cols.amax(dim=2).view(
+        N, C, H_out, W_out
+    )  # max inside each window, per channel
 
 
 x = torch.randn(2, 6, 9, 9, device=device)  # (N, C, H, W)
@@ -367,7 +464,11 @@ for H in (5, 8, 28, 31):
     for k_ in (2, 3, 5):
         for s_ in (1, 2, 3):
             out = F.max_pool2d(torch.zeros(1, 3, H, H), k_, s_)
-            assert out.shape == (1, 3, (H - k_) // s_ + 1, (H - k_) // s_ + 1), (H, k_, s_)
+            assert out.shape == (1, 3, (H - k_) // s_ + 1, (H - k_) // s_ + 1), (
+                H,
+                k_,
+                s_,
+            )
 
 # %% [markdown]
 # What *does* reduce channels is a layer that mixes them: a $1\times1$ convolution
@@ -378,7 +479,10 @@ for H in (5, 8, 28, 31):
 # %%
 conv1x1 = nn.Conv2d(6, 2, kernel_size=1).to(device)
 with torch.no_grad():
-    mixed = torch.einsum("oc,nchw->nohw", conv1x1.weight[:, :, 0, 0], x) + conv1x1.bias[None, :, None, None]
+    mixed = (
+        torch.einsum("oc,nchw->nohw", conv1x1.weight[:, :, 0, 0], x)
+        + conv1x1.bias[None, :, None, None]
+    )
     torch.testing.assert_close(mixed, conv1x1(x), atol=1e-5, rtol=1e-4)
 shapes = {
     "input": tuple(x.shape),
@@ -386,7 +490,9 @@ shapes = {
     "1x1 conv, 6 -> 2 channels": tuple(conv1x1(x).shape),
     "x.amax(dim=1, keepdim=True)": tuple(x.amax(dim=1, keepdim=True).shape),
 }
-assert shapes["F.max_pool2d(x, 2)"][1] == 6 and shapes["1x1 conv, 6 -> 2 channels"][1] == 2
+assert (
+    shapes["F.max_pool2d(x, 2)"][1] == 6 and shapes["1x1 conv, 6 -> 2 channels"][1] == 2
+)
 shapes
 
 # %% [markdown]
@@ -431,12 +537,23 @@ def interleave(sines, cosines):
 angle = pos / 10000 ** (two_i / d_pe)  # (P, d/2)
 encodings = {
     "right": interleave(torch.sin(angle), torch.cos(angle)),
-    "(a) exponent per dimension": torch.where(j % 2 == 0, torch.sin(pos / 10000 ** (2 * j / d_pe)),
-                                              torch.cos(pos / 10000 ** (2 * j / d_pe))),
-    "(b) exponent sign flipped": interleave(torch.sin(pos * 10000 ** (two_i / d_pe)), torch.cos(pos * 10000 ** (two_i / d_pe))),
-    "(c) power of the sine": interleave(torch.sin(pos / 10000) ** (two_i / d_pe), torch.cos(pos / 10000) ** (two_i / d_pe)),
+    "(a) exponent per dimension": torch.where(
+        j % 2 == 0,
+        torch.sin(pos / 10000 ** (2 * j / d_pe)),
+        torch.cos(pos / 10000 ** (2 * j / d_pe)),
+    ),
+    "(b) exponent sign flipped": interleave(
+        torch.sin(pos * 10000 ** (two_i / d_pe)),
+        torch.cos(pos * 10000 ** (two_i / d_pe)),
+    ),
+    "(c) power of the sine": interleave(
+        torch.sin(pos / 10000) ** (two_i / d_pe),
+        torch.cos(pos / 10000) ** (two_i / d_pe),
+    ),
 }
-torch.testing.assert_close(encodings["right"].float(), sinusoidal_positional_encoding(P, d_pe))
+torch.testing.assert_close(
+    encodings["right"].float(), sinusoidal_positional_encoding(P, d_pe)
+)
 
 # %%
 # The shift identity of the right form, with M_k built from the formula.
@@ -458,6 +575,7 @@ torch.testing.assert_close(right_pe[:-shift] @ M.T, right_pe[shift:])
 # more numbers describe what a model would see: the cosine similarity of neighbouring positions
 # (close to 1 means nearby positions look alike) and of positions far apart.
 
+
 # %%
 def describe(pe, k=shift, far=P // 2):
     # the best M_k^T; an SVD-based solver, since the slow dimensions make pe[:-k] nearly rank-deficient
@@ -465,19 +583,28 @@ def describe(pe, k=shift, far=P // 2):
     residual = ((pe[:-k] @ fit - pe[k:]).norm() / pe[k:].norm()).item()
     near_sim = F.cosine_similarity(pe[1:], pe[:-1], dim=-1).mean().item()
     far_sim = F.cosine_similarity(pe[far:], pe[:-far], dim=-1).mean().item()
-    return dict(shift_residual=residual, neighbour_similarity=near_sim, far_similarity=far_sim)
+    return dict(
+        shift_residual=residual, neighbour_similarity=near_sim, far_similarity=far_sim
+    )
 
 
 pe_table = {name: describe(pe) for name, pe in encodings.items()}
 for name, row in pe_table.items():
-    print(f"{name:28s}  " + "  ".join(f"{key} {value:9.2e}" for key, value in row.items()))
+    print(
+        f"{name:28s}  " + "  ".join(f"{key} {value:9.2e}" for key, value in row.items())
+    )
 
 # %%
 right_row, a_row, b_row, c_row = pe_table.values()
-assert right_row["shift_residual"] < 1e-6 and b_row["shift_residual"] < 1e-6  # exact, up to rounding
+assert (
+    right_row["shift_residual"] < 1e-6 and b_row["shift_residual"] < 1e-6
+)  # exact, up to rounding
 assert a_row["shift_residual"] > 1e-2
 assert b_row["neighbour_similarity"] < 0.5 < right_row["neighbour_similarity"]
-assert c_row["far_similarity"] > right_row["far_similarity"] and a_row["far_similarity"] > right_row["far_similarity"]
+assert (
+    c_row["far_similarity"] > right_row["far_similarity"]
+    and a_row["far_similarity"] > right_row["far_similarity"]
+)
 upper = encodings["(a) exponent per dimension"][:, d_pe // 2 :]  # (P, d/2): upper half
 upper_range = (upper.amax(0) - upper.amin(0)).max().item()  # largest change anywhere
 assert upper_range < 0.05  # nearly constant
@@ -496,7 +623,9 @@ dlbook.glue("pe_far", P // 2)
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.4), sharey=True)
 for ax, (name, pe) in zip(axes, encodings.items(), strict=True):
-    ax.imshow(pe.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1, interpolation="nearest")
+    ax.imshow(
+        pe.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1, interpolation="nearest"
+    )
     ax.set(title=name, xlabel="dimension")
 axes[0].set_ylabel("position")
 plt.tight_layout()
@@ -541,11 +670,17 @@ plt.show()
 # batch shares among more examples, and a small matrix product may leave arithmetic units idle.
 # We count with PyTorch's FLOP counter and check Eq. {eq}`eq-ch90-flops`:
 
+
 # %%
 def make_mlp(hidden):
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, 10)).to(device)
+    return nn.Sequential(
+        nn.Linear(784, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, 10),
+    ).to(device)
 
 
 def step_flops(model, batch):
@@ -560,15 +695,20 @@ def step_flops(model, batch):
 mlp = make_mlp(sizes["hidden"])
 widths = [(m.in_features, m.out_features) for m in mlp if isinstance(m, nn.Linear)]
 for B in sizes["batch_sizes"]:
-    formula = 2 * B * sum(a * b for a, b in widths) * 2 + 2 * B * sum(a * b for a, b in widths[1:])
+    formula = 2 * B * sum(a * b for a, b in widths) * 2 + 2 * B * sum(
+        a * b for a, b in widths[1:]
+    )
     assert step_flops(mlp, B) == formula, B
-print("Eq. (eq-ch90-flops) matches FlopCounterMode for batch sizes", sizes["batch_sizes"])
+print(
+    "Eq. (eq-ch90-flops) matches FlopCounterMode for batch sizes", sizes["batch_sizes"]
+)
 
 # %% [markdown]
 # Now the clock. Each step is forward, backward and an SGD update. After two warm-up calls of
 # each, `dlbook.measure.interleaved_calls` times the batch sizes in turns, one step of each per
 # round, so that a busy moment of the machine hits every batch size alike; we report the median
 # over the rounds.
+
 
 # %%
 def make_step(batch, hidden):
@@ -610,14 +750,21 @@ dlbook.glue("B_small", B_small)
 dlbook.glue("B_large", B_large)
 dlbook.glue("flops_ratio", step_flops(mlp, B_large) / step_flops(mlp, B_small))
 dlbook.headline("step_ratio", step_ratio, profile=profile, fmt="{:.1f}")
-dlbook.hardware_headline("per_example_speedup", per_example_speedup, profile=profile, fmt="{:.1f}")
+dlbook.hardware_headline(
+    "per_example_speedup", per_example_speedup, profile=profile, fmt="{:.1f}"
+)
 # the same ratio round by round (the rounds pair the two batch sizes in time): median and IQR
-round_ratios = np.array(latencies[B_small].runs_ms) * B_large / (
-    np.array(latencies[B_large].runs_ms) * B_small)
+round_ratios = (
+    np.array(latencies[B_small].runs_ms)
+    * B_large
+    / (np.array(latencies[B_large].runs_ms) * B_small)
+)
 q25, q50, q75 = np.percentile(round_ratios, [25, 50, 75])
 best_B = min(Bs, key=lambda B: step_time[B] / B)  # lowest time per example
-print(f"per-round speedup: median {q50:.1f}, IQR {q25:.1f} to {q75:.1f}; "
-      f"lowest time per example at B = {best_B}")
+print(
+    f"per-round speedup: median {q50:.1f}, IQR {q25:.1f} to {q75:.1f}; "
+    f"lowest time per example at B = {best_B}"
+)
 dlbook.glue("speedup_round_median", q50)
 dlbook.glue("speedup_round_q25", q25)
 dlbook.glue("speedup_round_q75", q75)
@@ -625,8 +772,10 @@ dlbook.glue("best_B", best_B)
 if profile == "full":  # what the prose says: the large batch is cheaper per example
     assert per_example_speedup > 1
 prov = dlbook.env.last_provenance()
-print(f"measured on {prov.device} ({prov.device_name}), {prov.threads} CPU threads, "
-      f"torch {prov.torch}")
+print(
+    f"measured on {prov.device} ({prov.device_name}), {prov.threads} CPU threads, "
+    f"torch {prov.torch}"
+)
 
 # %% [markdown]
 # A step at batch {glue:text}`B_large` costs {glue:text}`flops_ratio:.0f` times the matrix-multiply
@@ -658,6 +807,7 @@ print(f"measured on {prov.device} ({prov.device_name}), {prov.threads} CPU threa
 # We measure all three: the gradient, the matrix-multiply FLOPs, and the bytes of activations that
 # autograd saves for the backward pass (counted with `torch.autograd.graph.saved_tensors_hooks`).
 
+
 # %%
 def run_and_measure(model, xs, ys, weights):
     """forward + backward over the micro-batches; returns (gradient, FLOPs, backward calls, peak saved bytes)."""
@@ -669,8 +819,12 @@ def run_and_measure(model, xs, ys, weights):
             saved = {}
 
             def pack(t, saved=saved):
-                if t.untyped_storage().data_ptr() not in params:  # activations only, not the weights
-                    saved[(t.data_ptr(), t.numel())] = t.numel() * t.element_size()  # each tensor once
+                if (
+                    t.untyped_storage().data_ptr() not in params
+                ):  # activations only, not the weights
+                    saved[(t.data_ptr(), t.numel())] = (
+                        t.numel() * t.element_size()
+                    )  # each tensor once
                 return t
 
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -688,7 +842,9 @@ ya = torch.randint(0, 10, (B_acc,), device=device)
 model = make_mlp(sizes["hidden"])
 big = run_and_measure(model, [xa], [ya], [1.0])
 xs, ys = xa.tensor_split(k_acc), ya.tensor_split(k_acc)
-acc = run_and_measure(model, xs, ys, [len(xb) / B_acc for xb in xs])  # Eq. (eq-ch90-accumulation)
+acc = run_and_measure(
+    model, xs, ys, [len(xb) / B_acc for xb in xs]
+)  # Eq. (eq-ch90-accumulation)
 unscaled = run_and_measure(model, xs, ys, [1.0] * k_acc)  # forgot the b_j / B
 torch.testing.assert_close(acc[0], big[0], atol=1e-6, rtol=1e-4)
 torch.testing.assert_close(unscaled[0], k_acc * big[0], atol=1e-5, rtol=1e-4)
@@ -707,16 +863,40 @@ dlbook.glue("unequal_error", 100 * unequal_error)
 
 # %%
 accumulation_table = {
-    "": ["backward calls", "matmul FLOPs", "peak saved activations (kB)", "gradient vs one batch"],
+    "": [
+        "backward calls",
+        "matmul FLOPs",
+        "peak saved activations (kB)",
+        "gradient vs one batch",
+    ],
     f"one batch of {B_acc}": [big[2], big[1], big[3] / 1e3, "reference"],
-    f"{k_acc} micro-batches of {B_acc // k_acc}": [acc[2], acc[1], acc[3] / 1e3, "equal"],
+    f"{k_acc} micro-batches of {B_acc // k_acc}": [
+        acc[2],
+        acc[1],
+        acc[3] / 1e3,
+        "equal",
+    ],
 }
 for key, column in accumulation_table.items():
-    print(f"{key:22s}" + "".join(f"{v!s:>30s}" if isinstance(v, str) else f"{v:>30,.0f}" for v in column))
+    print(
+        f"{key:22s}"
+        + "".join(
+            f"{v!s:>30s}" if isinstance(v, str) else f"{v:>30,.0f}" for v in column
+        )
+    )
 flops_acc_ratio = acc[1] / big[1]
 memory_ratio = acc[3] / big[3]
-dlbook.headline("flops_acc_ratio", flops_acc_ratio, profile=profile, at_least=1.0, at_most=1.0, fmt="{:.2f}")
-dlbook.headline("memory_ratio", memory_ratio, profile=profile, at_most=2.0 / k_acc, fmt="{:.3f}")
+dlbook.headline(
+    "flops_acc_ratio",
+    flops_acc_ratio,
+    profile=profile,
+    at_least=1.0,
+    at_most=1.0,
+    fmt="{:.2f}",
+)
+dlbook.headline(
+    "memory_ratio", memory_ratio, profile=profile, at_most=2.0 / k_acc, fmt="{:.3f}"
+)
 dlbook.glue("accum_k", k_acc)
 dlbook.glue("accum_batch", B_acc)
 
@@ -758,6 +938,7 @@ dlbook.glue("accum_batch", B_acc)
 # the variance of `(q * k).sum(-1)` divided by your divisor with the one divided by $\sqrt{d_k}$.
 # :::
 
+
 # %%
 def my_divisor(sigma_q, sigma_k, d_k):
     raise NotImplementedError  # your code here
@@ -775,6 +956,7 @@ dlbook.exercises.check("ch90.attention_divisor", my_divisor)
 # $\operatorname{Var}(q\cdot k) = d_k\sigma_q^2\sigma_k^2$ and the logits need a division by
 # $\sigma_q\sigma_k\sqrt{d_k}$.
 
+
 # %% tags=["solution"]
 def my_divisor(sigma_q, sigma_k, d_k):
     return sigma_q * sigma_k * math.sqrt(d_k)  # the standard deviation of q . k
@@ -791,8 +973,10 @@ for d_k in sizes["d_ks"]:
     dots = (q * k).sum(-1)  # (n,)
     var_ours[d_k] = (dots / my_divisor(3.0, 0.5, d_k)).var().item()
     var_sqrt[d_k] = (dots / math.sqrt(d_k)).var().item()
-    print(f"d_k = {d_k:5d}: variance {var_ours[d_k]:.3f} (your divisor), "
-          f"{var_sqrt[d_k]:.3f} (sqrt(d_k))")
+    print(
+        f"d_k = {d_k:5d}: variance {var_ours[d_k]:.3f} (your divisor), "
+        f"{var_sqrt[d_k]:.3f} (sqrt(d_k))"
+    )
 assert all(0.9 < v < 1.1 for v in var_ours.values())
 assert all(1.8 < v < 2.7 for v in var_sqrt.values())  # (3 * 0.5)^2 = 2.25
 
@@ -830,12 +1014,15 @@ for name, x_ in (("randn", randn_wide), ("relu", relu_wide)):
         wrong_ = norm_without_mean(x_, ln_wide.weight, ln_wide.bias)
         gaps[name] = (wrong_ - ln_wide(x_)).abs().max().item()
 row_mean_sd = randn_wide.mean(-1).std().item()  # spread of the row means around 0
-print(f"width {d_wide}: row means of randn rows spread by {row_mean_sd:.3f}; largest "
-      f"difference {gaps['randn']:.3f} on randn rows, {gaps['relu']:.2f} after a ReLU")
+print(
+    f"width {d_wide}: row means of randn rows spread by {row_mean_sd:.3f}; largest "
+    f"difference {gaps['randn']:.3f} on randn rows, {gaps['relu']:.2f} after a ReLU"
+)
 assert gaps["randn"] < 0.3 < gaps["relu"]  # the loose test passes; after a ReLU, fails
 dlbook.glue("rms_randn_gap", gaps["randn"])
 dlbook.glue("rms_relu_gap", gaps["relu"])
 dlbook.glue("rms_row_mean_sd", row_mean_sd)
+
 
 def passes_layer_norm_test(norm_fn):
     """Rows with a mean of 3 and unit spread vs nn.LayerNorm, float32 tolerances."""
@@ -908,6 +1095,7 @@ assert sum(p.numel() for p in reduce.parameters()) == 16 * 64 + 16 == 1040
 # gradient accumulated over {glue:text}`accum_k` micro-batches with the one of the whole batch.
 # :::
 
+
 # %%
 def my_accumulated_gradient(model, x, y, n_micro):
     raise NotImplementedError  # your code here
@@ -920,6 +1108,7 @@ dlbook.exercises.check("ch90.accumulated_gradient", my_accumulated_gradient)
 # :class: dropdown
 # ```
 
+
 # %% tags=["solution"]
 def my_accumulated_gradient(model, x, y, n_micro):
     model.zero_grad(set_to_none=True)
@@ -930,6 +1119,7 @@ def my_accumulated_gradient(model, x, y, n_micro):
 
 
 assert dlbook.exercises.check("ch90.accumulated_gradient", my_accumulated_gradient)
+
 
 # %% tags=["solution"]
 def classifier(norm_layer, train=True):
