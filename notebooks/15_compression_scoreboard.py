@@ -55,8 +55,12 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
+import atexit
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -67,6 +71,7 @@ from IPython.display import display
 import dlbook
 import dlbook.exercises
 from dlbook import assets, combined, distill, finetune, measure, prune, quantize
+from dlbook import ort as dlort
 
 device = dlbook.setup(seed=0)
 
@@ -182,13 +187,29 @@ print(
 
 # %% [markdown]
 # The variants: each technique alone, and each model shape with int8 on top, with and without
-# the shorter word table.
+# the shorter word table. Chapter 12 also ran the classifier in ONNX Runtime, a different
+# engine with its own int8 kernels; `combined.compact_onnx` exports the same
+# vocabulary-pruned model (id lookup included) and quantizes it there (int8 matrix products
+# with one scale per output channel, int8 embedding rows). Every variant, PyTorch or ONNX
+# Runtime, is timed by the same loop at the same thread count.
 
 
 # %%
 def with_vocabulary(model):
     """int8 + the rows of the training vocabulary (`combined.compact`)."""
     return combined.compact(model, tokenizer, train_texts)[0]
+
+
+onnx_dir = Path(tempfile.mkdtemp(prefix="ch15-onnx-"))  # scratch files, removed at exit
+atexit.register(shutil.rmtree, onnx_dir, ignore_errors=True)
+
+
+def in_onnx_runtime(model, name):
+    """`with_vocabulary` in ONNX Runtime (`combined.compact_onnx`)."""
+    folder = onnx_dir / name
+    return combined.compact_onnx(
+        model, tokenizer, train_texts, folder, threads=sizes["threads"]
+    )[0]
 
 
 start = time.perf_counter()
@@ -206,15 +227,23 @@ variants = {
     "distilled + pruned": kd_pruned,
     "distilled + pruned + int8": quantize.int8_dynamic(kd_pruned),
     "distilled + pruned + int8 + vocabulary": with_vocabulary(kd_pruned),
+    "distilled + int8 + vocabulary, ONNX Runtime": in_onnx_runtime(student, "kd"),
+    "distilled + pruned + int8 + vocabulary, ONNX Runtime": in_onnx_runtime(
+        kd_pruned, "kd-pruned"
+    ),
     "narrow distilled + int8": quantize.int8_dynamic(narrow),
     "narrow distilled + int8 + vocabulary": with_vocabulary(narrow),
 }
+def size_mb(model):
+    """Size on disk: the saved `state_dict`, or the ONNX file an ORT session runs."""
+    if isinstance(model, dlort.OrtClassifier):
+        return model.size_mb()
+    return measure.saved_size_mb(model)
+
+
 for name, m in variants.items():
-    n_float = measure.count_parameters(m)
-    print(
-        f"{name:>38}: {n_float:>11,} float parameters | "
-        f"{measure.saved_size_mb(m):6.1f} MB on disk"
-    )
+    n_float = measure.count_parameters(m)  # an ONNX Runtime session holds none
+    print(f"{name:>52}: {n_float:>11,} float parameters | {size_mb(m):6.1f} MB on disk")
 
 # %% [markdown]
 # ## 15.2 Where the bytes go
@@ -280,7 +309,8 @@ dlbook.glue("ch15_emb_mb", 4 * parts["fp32 baseline"]["embeddings"] / 1e6)
 #
 # ## 15.3 The scoreboard
 #
-# The measurement protocol of chapter 12, unchanged: size is the saved `state_dict`; latency is
+# The measurement protocol of chapter 12, unchanged: size is the saved `state_dict` (for an
+# ONNX Runtime variant, the ONNX file); latency is
 # the median wall time of a forward pass on the first test snippet (batch 1) and on the first 32
 # test snippets padded to the longest (batch 32), with the thread count fixed, every variant
 # warmed up and then timed in turns, round after round, so that they share the machine's drift.
@@ -304,18 +334,19 @@ timings = measure.interleaved_latency(
 )
 board = measure.Scoreboard(baseline="fp32 baseline")
 for name, m in dlbook.progress(variants.items(), desc="accuracy", total=len(variants)):
-    board.add(
-        measure.measure_classifier(
-            name,
-            m,
-            tokenizer,
-            test_tok,
-            batches,
-            threads=sizes["threads"],
-            timings=timings[name],
-            val_dataset=val_tok,
-        )
+    row = measure.measure_classifier(
+        name,
+        m,
+        tokenizer,
+        test_tok,
+        batches,
+        threads=sizes["threads"],
+        timings=timings[name],
+        val_dataset=val_tok,
     )
+    if isinstance(m, dlort.OrtClassifier):
+        row = dlort.classifier_measurement(row, m)  # size of the ONNX file
+    board.add(row)
 features = dlbook.env.cpu_features()
 dlbook.glue("ch15_isa", ", ".join(features) or "none detected")
 print(board.provenance())

@@ -127,3 +127,27 @@ def test_compact_is_int8_smaller_and_exact_on_kept_tokens():
 def test_compact_refuses_other_models():
     with pytest.raises(TypeError, match="Hugging Face"):
         combined.compact(torch.nn.Linear(2, 2), _Tok(), ["1"])
+
+
+def test_compact_onnx_matches_the_float_model_and_is_smaller(tmp_path):
+    from dlbook import ort
+
+    model, tok = _tiny_classifier(), _Tok()
+    texts = ["1 2 3", "3 4 5 6"]
+    session, vmap = combined.compact_onnx(model, tok, texts, tmp_path / "onnx", threads=1)
+    assert isinstance(session, ort.OrtClassifier) and vmap.new_size == 5 + 6
+    assert (tmp_path / "onnx" / "compact-int8.onnx").is_file()
+    assert session.size_mb() < ort.onnx_size_mb(tmp_path / "onnx" / "compact-fp32.onnx")
+    batch = tok(["1 2 6", "4", "40 41"], return_tensors="pt")  # the last: unseen tokens
+    with torch.no_grad():
+        small, _ = combined.compact(model, tok, texts)
+        want = small(**batch).logits  # the PyTorch int8 model with the same table
+    got = session(**batch).logits  # (3, 2)
+    assert got.shape == (3, 2) and torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=0, atol=0.05)  # two int8 engines, close
+    assert next(model.parameters()).dtype == torch.float32  # the input is unchanged
+
+
+def test_compact_onnx_refuses_other_models(tmp_path):
+    with pytest.raises(TypeError, match="Hugging Face"):
+        combined.compact_onnx(torch.nn.Linear(2, 2), _Tok(), ["1"], tmp_path, threads=1)

@@ -76,3 +76,38 @@ def test_hardware_class_refuses_bad_input(monkeypatch):
     with pytest.raises(ValueError, match="no hardware class"):
         env.hardware_class("meta")
     assert env.hardware_class("cuda") == "cuda"
+
+
+def test_resolve_device_names_models_and_bad_input():
+    import pytest
+    import torch
+
+    from dlbook.env import pick_device, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(None) == pick_device()
+    assert resolve_device(None, model=torch.nn.Linear(2, 2)) == torch.device("cpu")
+    assert resolve_device(None, model=torch.nn.ReLU()) == torch.device("cpu")
+    with pytest.raises(ValueError, match="device must be"):
+        resolve_device("no-such-device")
+
+
+def test_ieee_float32_sets_every_precision_and_leaves_torch_export_working():
+    import torch
+
+    from dlbook import env
+
+    env.setup(quiet=True)
+    b = torch.backends
+    if hasattr(b.cudnn, "conv") and hasattr(b.cudnn.conv, "fp32_precision"):
+        assert (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision) == ("ieee",) * 3
+    assert not b.cudnn.allow_tf32 and not b.cuda.matmul.allow_tf32  # the legacy switches agree (and can be read)
+
+    class Conv(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.conv1d(x, torch.ones(2, 2, 3)).relu()
+
+    x = torch.randn(1, 2, 5)
+    program = torch.export.export(Conv(), (x,))  # reads cuDNN's legacy switch: raised before the fix
+    torch.testing.assert_close(program.module()(x), Conv()(x))
+    assert not b.cudnn.allow_tf32 and not b.cuda.matmul.allow_tf32  # no TF32 after the export either

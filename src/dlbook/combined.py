@@ -155,10 +155,49 @@ def compact(
     return int8_dynamic(vmap.wrap(small.eval())), vmap
 
 
+def compact_onnx(
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    folder: str | os.PathLike[str],
+    *,
+    threads: int,
+    min_count: int = 1,
+    max_length: int | None = None,
+) -> tuple[nn.Module, Any]:
+    """:func:`compact` for ONNX Runtime: ``(session behind a classifier's interface, map)``.
+
+    The same vocabulary pruning and id lookup as :func:`compact`, exported in float32 to
+    ``folder/compact-fp32.onnx`` (:func:`dlbook.ort.export_classifier`, chapter 12), then
+    ONNX Runtime's dynamic int8 quantization (int8 matrix products with one scale per output
+    channel, int8 embedding lookups) into ``folder/compact-int8.onnx``. The session runs on the
+    CPU with ``threads`` intra-op threads (:class:`dlbook.ort.OrtClassifier`), so
+    :mod:`dlbook.measure` times and scores it like the PyTorch variants; its size is the ONNX
+    file's (:func:`dlbook.ort.classifier_measurement`). The input model is not changed.
+    """
+    from pathlib import Path
+
+    from . import ort
+    from .prune import prune_vocabulary
+
+    if not hasattr(model, "get_input_embeddings"):
+        raise TypeError(f"expected a Hugging Face model, got {type(model).__name__}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cpu = _cpu_copy(model)
+    small, vmap = prune_vocabulary(cpu, tokenizer, list(texts), min_count=min_count, max_length=max_length)
+    wrapped = vmap.wrap(small.eval())
+    example = tokenizer(list(texts[:2]), padding=True, return_tensors="pt")
+    example = {k: example[k] for k in ort.INPUT_NAMES}
+    fp32 = ort.export_classifier(wrapped, folder / "compact-fp32.onnx", example)
+    int8 = ort.quantize_dynamic_int8(fp32, folder / "compact-int8.onnx")
+    return ort.OrtClassifier(int8, threads=threads), vmap
+
+
 def _cpu_copy(model: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(model).cpu()
 
 
-__all__ = ["PRUNED_STUDENT_SETTINGS", "PrunedStudentSettings", "compact", "pruned_student", "training_snippets"]
+__all__ = ["PRUNED_STUDENT_SETTINGS", "PrunedStudentSettings", "compact", "compact_onnx", "pruned_student", "training_snippets"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,26 @@ def pick_device() -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def resolve_device(
+    device: torch.device | str | None = None, *, model: torch.nn.Module | None = None
+) -> torch.device:
+    """``device`` as a :class:`torch.device`; ``None`` means where ``model`` lives, else
+    :func:`pick_device`. The one place the book turns a device argument into a device."""
+    if device is not None:
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"device must be a torch.device or a name like 'cpu', got {device!r}") from err
+    if model is not None:
+        first = next(iter(model.parameters()), None)
+        if first is None:
+            first = next(iter(model.buffers()), None)
+        if first is not None:
+            return first.device
+        return torch.device("cpu")
+    return pick_device()
 
 
 def seed_everything(seed: int) -> None:
@@ -192,11 +213,23 @@ def ieee_float32() -> None:
     mantissa) by default, which moves results by ~1e-4 and breaks the book's fp32 checks against
     reference implementations (seen on an H100 in chapter 4). Mixed precision is taught
     explicitly (chapter 10) instead. No effect on CPU.
+
+    The precisions are set with the ``fp32_precision`` API, but cuDNN's legacy switch
+    ``torch.backends.cudnn.allow_tf32`` (``True`` by default, and not updated by the new API) is
+    turned off first: code that still reads the legacy switch, ``torch.export`` among it
+    (behind ``torch.onnx.export``, chapter 12), raises a RuntimeError when the legacy switch
+    and the new per-operator precisions disagree.
     """
     backends = torch.backends
+    if not hasattr(backends.cudnn, "conv") or not hasattr(backends.cudnn.conv, "fp32_precision"):
+        backends.cuda.matmul.allow_tf32 = False  # torch before the fp32_precision API
+        backends.cudnn.allow_tf32 = False
+        return
+    with warnings.catch_warnings():  # some torch releases call the legacy switch deprecated
+        warnings.filterwarnings("ignore", r".*(TF32|tensorfloat-32)", UserWarning)
+        backends.cudnn.allow_tf32 = False  # the legacy switch, so that both APIs agree
     for flag in (backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn):
-        if hasattr(flag, "fp32_precision"):
-            flag.fp32_precision = "ieee"
+        flag.fp32_precision = "ieee"
 
 
 _STATE: dict[str, object] = {}
