@@ -35,7 +35,7 @@
 # 5. turn sentences into embeddings by masked mean pooling and show that similar sentences land
 #    close together.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -71,10 +71,10 @@ from dlbook.embeddings import embed_texts, mean_pool, model_max_length
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(

@@ -37,7 +37,7 @@
 # 5. build a residual block and measure how its shortcut carries the gradient to the first
 #    layers of a deep stack.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -80,14 +80,14 @@ from dlbook.nn.conv import (
     conv_output_size,
     receptive_field,
 )
-from dlbook.train import count_parameters, evaluate, fit, make_loader, predict
+from dlbook.train import count_parameters, evaluate, fit, predict, tensor_loader
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(
@@ -805,8 +805,8 @@ def standardise(images):
     return (images - mean) / std  # (N, 1, 28, 28), roughly zero mean and unit variance
 
 
-val_loader = make_loader(standardise(x_val), y_val, 500, shuffle=False)
-test_loader = make_loader(standardise(data.x_test), data.y_test, 500, shuffle=False)
+val_loader = tensor_loader(standardise(x_val), y_val, 500, shuffle=False)
+test_loader = tensor_loader(standardise(data.x_test), data.y_test, 500, shuffle=False)
 print(
     f"train {tuple(x_fit.shape)}, validation {tuple(x_val.shape)}, test {tuple(data.x_test.shape)} ({data.source})"
 )
@@ -965,7 +965,7 @@ print(
 # %%
 def train(model, seed=0, show_progress=True):
     """One recipe for every model; a seed gives the same batches in the same order."""
-    train_loader = make_loader(
+    train_loader = tensor_loader(
         standardise(x_fit), y_fit, sizes["batch_size"], shuffle=True, seed=seed
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-2)
@@ -1112,7 +1112,7 @@ def shift_right(images, pixels):
 shifts = [0, 1, 2, 3, 4]
 shift_correct = {"CNN": [], "MLP": []}
 for pixels in shifts:
-    loader = make_loader(
+    loader = tensor_loader(
         standardise(shift_right(data.x_test, pixels)), data.y_test, 500, shuffle=False
     )
     for name, model in [("CNN", cnn), ("MLP", mlp)]:
@@ -1364,7 +1364,9 @@ def new_lenet(seed, augmented):
 def batch_order(seed):
     """The order in which `train` visits the training digits: (n_train,)."""
     positions = torch.arange(n_train, dtype=torch.float32)  # stands in for the images
-    loader = make_loader(positions, y_fit, sizes["batch_size"], shuffle=True, seed=seed)
+    loader = tensor_loader(
+        positions, y_fit, sizes["batch_size"], shuffle=True, seed=seed
+    )
     return torch.cat([xb for xb, _ in loader]).long()
 
 
@@ -1386,7 +1388,9 @@ print(f"seeds {seeds}: the same initial weights and the same batch order in both
 # augmentation decides on validation.
 
 # %%
-val_shifted = make_loader(standardise(shift_right(x_val, 3)), y_val, 500, shuffle=False)
+val_shifted = tensor_loader(
+    standardise(shift_right(x_val, 3)), y_val, 500, shuffle=False
+)
 arms, splits = ("plain", "augmented"), ("clean", "shifted")
 aug_correct = {(arm, split): [] for arm in arms for split in splits}
 for seed in dlbook.progress(seeds, desc="augmented runs"):

@@ -37,7 +37,7 @@
 #    scaling done without peeking at the test data;
 # 5. compare the held-out loss of RNN and LSTM language models on the same names.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -77,10 +77,10 @@ from dlbook.stats import seed_interval
 torch.set_num_threads(1)
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(

@@ -35,7 +35,7 @@
 # 5. turn the encoder into a causal language model, say what that changes, and compare it with
 #    recurrent networks under one training and selection protocol, over several seeds.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens
 # elsewhere).
 import sys
@@ -80,10 +80,10 @@ from dlbook.nn.transformer import (
 torch.set_num_threads(1)
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(

@@ -34,7 +34,7 @@
 #    BERT, and judge the result against baselines that ignore context;
 # 5. explain what next-sentence prediction was and why later models dropped or replaced it.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -94,10 +94,10 @@ from dlbook.nn.transformer import EncoderLayer, LayerNorm
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(

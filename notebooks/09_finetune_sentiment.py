@@ -34,7 +34,7 @@
 #    confident mistakes and its calibration (reliability diagram, ECE);
 # 5. save a fine-tuned model, load it back and serve it with a `pipeline`.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -91,10 +91,10 @@ from dlbook.train import count_parameters
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     # n_* = None means the whole split (train 10,252 / validation 1,000 / test 1,500)

@@ -32,7 +32,7 @@
 # 4. serve the model behind a Gradio app with input checks that never crash, query it over HTTP,
 #    and show that the demo answers exactly what the model answers.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -80,10 +80,10 @@ from dlbook import assets, finetune, hub, serving
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     # n_test = None means the whole test split (1,500 snippets)

@@ -36,7 +36,7 @@
 # 5. calibrate static quantization with observers, train with quantization in the loop, and run
 #    the classifier in int8 under ONNX Runtime, each measured under the same protocol.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -73,13 +73,14 @@ import dlbook
 import dlbook.exercises
 from dlbook import assets, finetune, measure, quantize, stats
 from dlbook import ort as dlort
+from dlbook.train import count_parameters
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     # n_test=None: the whole test split (1,500 snippets); rounds = timed forward passes per model
@@ -136,7 +137,7 @@ sizes
 # %%
 model, tokenizer, info = finetune.sentiment_classifier(profile)
 fp32 = model.cpu().eval()
-n_params = measure.count_parameters(fp32)
+n_params = count_parameters(fp32, trainable_only=False)
 n_embed = sum(p.numel() for p in fp32.bert.embeddings.parameters())
 n_word = fp32.bert.embeddings.word_embeddings.weight.numel()
 n_linear = sum(

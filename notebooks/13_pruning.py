@@ -36,7 +36,7 @@
 # 5. drop whole layers and prune the vocabulary, choosing on validation, and say with paired
 #    intervals what each costs in accuracy.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -75,14 +75,15 @@ import dlbook
 import dlbook.exercises
 from dlbook import assets, distill, finetune, measure, memory, stats
 from dlbook import prune as dprune
+from dlbook.train import count_parameters
 from dlbook.models import MLP
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     # n_* = None means the whole split (test has 1,500 snippets)
@@ -1354,7 +1355,7 @@ print(
     f"tokens seen once in training: {int((counts == 1).sum()):,}"
 )
 both = {"unpruned": base, "vocabulary pruned": vocab_model}
-params = {name: measure.count_parameters(m) for name, m in both.items()}
+params = {name: count_parameters(m, trainable_only=False) for name, m in both.items()}
 disk = {name: measure.saved_size_mb(m) for name, m in both.items()}
 display(
     pd.DataFrame({"parameters": params, "state_dict MB": disk}).style.format(

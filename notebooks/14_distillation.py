@@ -35,7 +35,7 @@
 # 5. run the ablation (each student with and without the teacher, the shallow one over several
 #    seeds) and read it on a scoreboard of size, latency and accuracy measured in the same run.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -72,13 +72,14 @@ from IPython.display import display
 import dlbook
 import dlbook.exercises
 from dlbook import assets, distill, finetune, measure, stats
+from dlbook.train import count_parameters
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     # n_test, n_val = None: the whole test (1,500) and validation (1,000) splits; rounds = timed forward passes per model and batch size
@@ -148,7 +149,8 @@ val_tok = finetune.tokenize_dataset(
 )  # chooses the best student
 print(
     f"teacher: {teacher.config.num_hidden_layers} layers, hidden {teacher.config.hidden_size}, "
-    f"{measure.count_parameters(teacher):,} parameters | test snippets: {len(test_tok):,}"
+    f"{count_parameters(teacher, trainable_only=False):,} parameters | "
+    f"test snippets: {len(test_tok):,}"
 )
 
 # %% [markdown]
@@ -418,7 +420,8 @@ for (name, a), b in zip(
 ):
     torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 print(
-    f"by hand == distill.student_from_teacher(teacher, [0, 2, 4]) | {measure.count_parameters(student0):,} parameters"
+    "by hand == distill.student_from_teacher(teacher, [0, 2, 4]) | "
+    f"{count_parameters(student0, trainable_only=False):,} parameters"
 )
 
 # %%
@@ -503,7 +506,7 @@ print(
     f"projected {cos(w[words[0]], w[words[1]], dim=0):.2f} vs {cos(w[words[0]], w[words[2]], dim=0):.2f}"
 )
 print(
-    f"narrow student: {measure.count_parameters(narrow0):,} parameters, "
+    f"narrow student: {count_parameters(narrow0, trainable_only=False):,} parameters, "
     f"{narrow0.bert.embeddings.word_embeddings.weight.numel():,} of them in the word embeddings"
 )
 
@@ -557,7 +560,8 @@ dlbook.glue("ch14_pad_grouped", pad[True])
 dlbook.glue("ch14_rows_used", float(np.median(rows_used)))
 dlbook.glue("ch14_rows_used_max", max(rows_used))
 table = student0.bert.embeddings.word_embeddings.weight  # (V, 384)
-table_share = table.numel() / measure.count_parameters(student0)  # "two thirds" below
+n_student0 = count_parameters(student0, trainable_only=False)
+table_share = table.numel() / n_student0  # "two thirds" below
 assert 100 <= np.median(rows_used) < 1000, rows_used  # "a few hundred" below
 assert 0.6 < table_share < 0.75, table_share
 
@@ -737,7 +741,8 @@ steps = {
 timed = measure.interleaved_calls(steps, rounds=sizes["n_update_timing"], device=device)
 update_ms = {kind: t.median for kind, t in timed.items()}
 print(
-    f"AdamW update of {measure.count_parameters(narrow_update) / 1e6:.1f} M parameters: "
+    "AdamW update of "
+    f"{count_parameters(narrow_update, trainable_only=False) / 1e6:.1f} M parameters: "
     f"default {update_ms['default']:.1f} ms | fused {update_ms['fused']:.1f} ms"
 )
 dlbook.glue("ch14_adamw_default_ms", update_ms["default"])

@@ -41,7 +41,7 @@
 #    `accelerator.accumulate`), say where mixed precision reduces what, and explain tensor and
 #    pipeline parallelism.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -86,10 +86,10 @@ from dlbook import distributed as dp
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     # n_train snippets (a multiple of batch_size), one epoch, global batch batch_size split among the processes;

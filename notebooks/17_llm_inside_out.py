@@ -81,10 +81,10 @@ from dlbook.nn.transformer import sinusoidal_positional_encoding
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(n_check=2, n_eval=4, batch_size=4, n_shuffle=2, n_positions=32),

@@ -77,10 +77,10 @@ from dlbook.nn.llama import KVCache, LlamaLM
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(

@@ -34,7 +34,7 @@
 # 4. read cross-attention maps and measure what they show;
 # 5. say where T5 and BART fit.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens
 # elsewhere).
 import sys
@@ -73,10 +73,10 @@ from dlbook.nn.transformer import DecoderLayer, EncoderDecoder
 torch.set_num_threads(1)
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(

@@ -73,16 +73,17 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 
 import dlbook
 import dlbook.exercises
+import dlbook.lora
 from dlbook import assets, instruct, stats
 from dlbook import gguf_quant as gq
 from dlbook.nn.llama import tiny_config
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(
@@ -230,7 +231,7 @@ lora_config = LoraConfig(
     target_modules=["q_proj", "v_proj"],
     task_type="CAUSAL_LM",
 )
-peft_model = instruct.add_lora(model, lora_config)  # peft.get_peft_model
+peft_model = dlbook.lora.add_peft_lora(model, lora_config)  # peft.get_peft_model
 n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
 n_all = sum(p.numel() for p in peft_model.parameters())
 with torch.no_grad():

@@ -39,7 +39,7 @@
 # 4. count the matrix-multiply FLOPs of a training step with PyTorch's FLOP counter (which
 #    counts matrix multiplications only).
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -78,10 +78,10 @@ from dlbook.nn.transformer import FeedForward, LayerNorm, sinusoidal_positional_
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(

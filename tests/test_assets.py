@@ -95,8 +95,11 @@ def test_each_offline_variable_counts(monkeypatch, variable):
     assert not assets.hub_offline()
     monkeypatch.setenv(variable, "1")
     assert assets.hub_offline()
-    with pytest.raises(assets.AssetError, match="offline default"):
+    with pytest.raises(assets.AssetError, match="offline default") as err:
         assets.minilm_path(source="hub")
+    message = str(err.value)  # what failed, why, and the two ways out
+    assert "was not loaded" in message and f"offline mode ({variable}=1" in message
+    assert "minilm_path()" in message and f"unset {variable} and call it again" in message
     monkeypatch.setenv(variable, "0")
     assert not assets.hub_offline()
 

@@ -138,8 +138,8 @@ def test_training_lowers_loss_and_repeats_with_same_seed():
     m1, h1 = run()
     _, h2 = run()
     assert h1.val_loss[-1] < h1.val_loss[0] - 0.5
-    assert h1.val_loss == h2.val_loss and h1.train_loss == h2.train_loss
-    assert len(h1.train_loss) == 8 * h1.steps_per_epoch and h1.val_epoch == list(range(9))
+    assert h1.val_loss == h2.val_loss and h1.step_loss == h2.step_loss
+    assert len(h1.step_loss) == 8 * h1.steps_per_epoch and h1.val_epoch == list(range(9))
     assert h1.val_loss[-1] == pytest.approx(loss_per_char(m1, names[:6], v), rel=1e-6)
 
 

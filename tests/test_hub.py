@@ -33,7 +33,7 @@ def online_env(monkeypatch, tmp_path):
 def test_offline_flag_says_no(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ok, reason = hub.hub_available(token="hf_anything")
-    assert not ok and "HF_HUB_OFFLINE" in reason
+    assert not ok and "HF_HUB_OFFLINE is set" in reason and "unset HF_HUB_OFFLINE" in reason  # why, and what to do
 
 
 def test_network_block_says_no(online_env, monkeypatch):

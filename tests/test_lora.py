@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from dlbook.lora import LoRALinear, add_lora, copy_lora_to_peft, lora_parameter_names, merge_lora
+from dlbook.lora import (
+    LoRALinear,
+    add_lora,
+    add_peft_lora,
+    copy_lora_to_peft,
+    lora_parameter_names,
+    merge_lora,
+)
 
 transformers = pytest.importorskip("transformers")
 from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
@@ -86,7 +93,7 @@ def test_agrees_with_peft_on_copied_weights():
     with torch.no_grad():
         ours.classifier.weight.add_(0.5)  # a trained head, different from the base model's
     config = peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "value"])
-    theirs = peft.get_peft_model(tiny_bert(), config).eval()
+    theirs = add_peft_lora(tiny_bert(), config).eval()
     assert copy_lora_to_peft(ours, theirs) == 2 * 2 * 2 + 2
     with torch.no_grad():
         torch.testing.assert_close(theirs(**batch()).logits, ours(**batch()).logits, rtol=1e-5, atol=1e-6)
@@ -135,3 +142,31 @@ def test_other_errors():
         add_lora(model, r=2, alpha=2)
     with pytest.raises(ValueError, match="last dimension"):
         LoRALinear(nn.Linear(4, 4), r=1, alpha=1)(torch.randn(2, 5))
+
+
+def test_add_peft_lora_shows_no_warning_and_checks_its_arguments():
+    import warnings
+
+    peft = pytest.importorskip("peft")
+    config = peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query"])
+    base = tiny_bert()
+    with torch.no_grad():
+        want = base(**batch()).logits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # chapter 10 shows readers no warning from peft or transformers
+        model = add_peft_lora(base, config)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**batch()).logits, want)  # B = 0 at the start
+    assert all("lora_" in n or "modules_to_save" in n for n, p in model.named_parameters() if p.requires_grad)
+    with pytest.raises(TypeError, match="model must be an nn.Module"):
+        add_peft_lora("bert", config)
+    with pytest.raises(TypeError, match="config must be a peft.LoraConfig"):
+        add_peft_lora(tiny_bert(), {"r": 4})
+    with pytest.raises(ValueError, match="already has our LoRA"):
+        add_peft_lora(add_lora(tiny_bert(), r=2, alpha=2), config)
+
+
+def test_instruct_keeps_the_old_name():
+    from dlbook import instruct
+
+    assert instruct.add_lora is add_peft_lora

@@ -86,3 +86,58 @@ def test_describe_names_what_decides_the_weights():
         describe(3, "smoke", {"lr": 1e-4}, "cpu")
     with pytest.raises(TypeError, match="dataclass"):
         describe(3, "smoke", Recipe, "cpu")
+
+
+def test_cached_recipe_is_the_accessors_body(tmp_path):
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Recipe:
+        steps: int = 3
+
+    devices = []
+
+    def train(device):
+        devices.append(device)
+        return _Saveable(3, 2), _Tok(), {"steps": 3}
+
+    _, _, info = modelcache.cached_recipe("toy", 2, "smoke", Recipe(), train, _load, label="toy model",
+                                          device="cpu", cache_dir=tmp_path, teacher="t-1")
+    want = modelcache.cache_key("toy-smoke", modelcache.describe(2, "smoke", Recipe(), "cpu", teacher="t-1"))
+    assert info["path"].endswith(want) and devices == [torch.device("cpu")] and info["teacher"] == "t-1"
+    _, _, again = modelcache.cached_recipe("toy", 2, "smoke", Recipe(), train, _load, label="toy model",
+                                           device="cpu", cache_dir=tmp_path, teacher="t-1")
+    assert again["from_cache"] and len(devices) == 1
+    with pytest.raises(ValueError, match="profile"):
+        modelcache.cached_recipe("toy", 2, "medium", Recipe(), train, _load, label="toy", cache_dir=tmp_path)
+    with pytest.raises(TypeError, match="train and load"):
+        modelcache.cached_recipe("toy", 2, "smoke", Recipe(), None, _load, label="toy", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "full"])
+def test_pruned_accessors_keep_their_cache_keys(monkeypatch, profile):
+    """The folder names of chapter 13's and chapter 15's pruned models are what they were before
+    the accessors shared :func:`cached_recipe` (readers' caches stay valid)."""
+    from dlbook import combined, distill, prune
+    from dlbook.finetune import sentiment_key
+    from dlbook.modelcache import cache_key, describe
+
+    seen = {}
+
+    def capture(kind, described, train, load, *, device, cache_dir=None, label=None):
+        seen[kind] = (cache_key(kind, described), label, device)
+        return None, None, {}
+
+    monkeypatch.setattr(modelcache, "cached_model", capture)
+    prune.pruned_classifier(profile, device="cpu")
+    combined.pruned_student(profile, device="cpu")
+    cpu = torch.device("cpu")
+    pruned = describe(prune.RECIPE_VERSION, profile, prune.PRUNE_SETTINGS[profile], cpu,
+                      baseline=sentiment_key(profile, cpu)[0])
+    student = describe(combined.RECIPE_VERSION, profile, combined.PRUNED_STUDENT_SETTINGS[profile], cpu,
+                       student=distill.student_key(profile, "layers", True, cpu))
+    assert seen == {
+        f"pruned-{profile}": (cache_key(f"pruned-{profile}", pruned), f"{profile} pruned classifier", cpu),
+        f"pruned-student-{profile}": (cache_key(f"pruned-student-{profile}", student),
+                                      f"{profile} pruned distilled student", cpu),
+    }

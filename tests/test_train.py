@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlbook.models import MLP
-from dlbook.train import History, count_parameters, evaluate, fit, make_loader, predict
+from dlbook.train import History, count_parameters, evaluate, fit, predict, tensor_loader
 
 
 def _blobs(n: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,30 +25,30 @@ def _blobs(n: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-# ---------------------------------------------------------------- make_loader
+# ---------------------------------------------------------------- tensor_loader
 
 
 def test_make_loader_is_seeded_and_covers_everything():
     x, y = torch.arange(10.0).unsqueeze(1), torch.arange(10)
     order = lambda loader: torch.cat([yb for _, yb in loader]).tolist()  # noqa: E731
-    a = order(make_loader(x, y, 3, shuffle=True, seed=1))
+    a = order(tensor_loader(x, y, 3, shuffle=True, seed=1))
     torch.manual_seed(123)  # the global RNG must not matter
-    b = order(make_loader(x, y, 3, shuffle=True, seed=1))
-    c = order(make_loader(x, y, 3, shuffle=True, seed=2))
+    b = order(tensor_loader(x, y, 3, shuffle=True, seed=1))
+    c = order(tensor_loader(x, y, 3, shuffle=True, seed=2))
     assert a == b
     assert a != c
     assert sorted(a) == list(range(10))
-    assert order(make_loader(x, y, 4, shuffle=False)) == list(range(10))
-    assert [len(yb) for _, yb in make_loader(x, y, 4, shuffle=False)] == [4, 4, 2]
+    assert order(tensor_loader(x, y, 4, shuffle=False)) == list(range(10))
+    assert [len(yb) for _, yb in tensor_loader(x, y, 4, shuffle=False)] == [4, 4, 2]
 
 
 def test_make_loader_rejects_bad_input():
     with pytest.raises(ValueError, match="same length"):
-        make_loader(torch.zeros(5, 2), torch.zeros(4), 2, shuffle=False)
+        tensor_loader(torch.zeros(5, 2), torch.zeros(4), 2, shuffle=False)
     with pytest.raises(ValueError, match="batch_size"):
-        make_loader(torch.zeros(5, 2), torch.zeros(5), 0, shuffle=False)
+        tensor_loader(torch.zeros(5, 2), torch.zeros(5), 0, shuffle=False)
     with pytest.raises(TypeError):
-        make_loader([1, 2], torch.zeros(2), 1, shuffle=False)
+        tensor_loader([1, 2], torch.zeros(2), 1, shuffle=False)
 
 
 # ---------------------------------------------------------------- evaluate
@@ -59,7 +59,7 @@ def test_evaluate_matches_full_batch_computation_and_restores_mode():
     x, y = _blobs(103)
     model = nn.Sequential(nn.Linear(2, 8), nn.Dropout(0.5), nn.Linear(8, 3))
     model.train()
-    loss, acc = evaluate(model, make_loader(x, y, 10, shuffle=False), F.cross_entropy, "cpu")
+    loss, acc = evaluate(model, tensor_loader(x, y, 10, shuffle=False), F.cross_entropy, "cpu")
     assert model.training  # mode restored
     model.eval()
     with torch.no_grad():
@@ -76,14 +76,14 @@ class _Squeeze(nn.Module):
 def test_evaluate_rejects_wrong_output_shape():
     x, y = _blobs(10)
     with pytest.raises(ValueError, match="logits"):
-        evaluate(_Squeeze(), make_loader(x, y, 5, shuffle=False), F.cross_entropy, "cpu")
+        evaluate(_Squeeze(), tensor_loader(x, y, 5, shuffle=False), F.cross_entropy, "cpu")
 
 
 def test_predict_returns_everything_in_order():
     torch.manual_seed(0)
     x, y = _blobs(23)
     model = nn.Sequential(nn.Linear(2, 8), nn.Dropout(0.5), nn.Linear(8, 3))
-    logits, targets = predict(model, make_loader(x, y, 5, shuffle=False), "cpu")
+    logits, targets = predict(model, tensor_loader(x, y, 5, shuffle=False), "cpu")
     assert model.training
     model.eval()
     torch.testing.assert_close(logits, model(x).detach())
@@ -98,7 +98,7 @@ def test_predict_returns_everything_in_order():
 def _manual_loop(model, x, y, epochs, lr, batch):
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     for _ in range(epochs):
-        for xb, yb in make_loader(x, y, batch, shuffle=False):
+        for xb, yb in tensor_loader(x, y, batch, shuffle=False):
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad()
             loss.backward()
@@ -112,7 +112,7 @@ def test_fit_equals_a_hand_written_loop():
     a = nn.Linear(2, 3)
     b = nn.Linear(2, 3)
     b.load_state_dict(a.state_dict())
-    fit(a, make_loader(x, y, 16, shuffle=False), make_loader(x, y, 64, shuffle=False),
+    fit(a, tensor_loader(x, y, 16, shuffle=False), tensor_loader(x, y, 64, shuffle=False),
         optimizer=torch.optim.SGD(a.parameters(), lr=0.1), epochs=3, device="cpu", show_progress=False)
     _manual_loop(b, x, y, 3, 0.1, 16)
     torch.testing.assert_close(a.weight, b.weight)
@@ -123,7 +123,7 @@ def test_fit_learns_and_records_history():
     x, y = _blobs(300)
     torch.manual_seed(0)
     model = MLP(2, [16], 3)
-    h = fit(model, make_loader(x[:200], y[:200], 20, shuffle=True), make_loader(x[200:], y[200:], 50, shuffle=False),
+    h = fit(model, tensor_loader(x[:200], y[:200], 20, shuffle=True), tensor_loader(x[200:], y[200:], 50, shuffle=False),
             optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), epochs=5, device="cpu", show_progress=False)
     assert isinstance(h, History)
     assert h.epochs == 5 and len(h.val_loss) == 5 and len(h.val_acc) == 5
@@ -161,7 +161,7 @@ def test_fit_early_stopping_restores_best_weights():
             with torch.no_grad():
                 model.w += next(steps)
 
-    loader = make_loader(x, y, 4, shuffle=False)
+    loader = tensor_loader(x, y, 4, shuffle=False)
     h = fit(model, loader, loader, optimizer=Scripted(model.parameters()), epochs=6, device="cpu",
             patience=2, show_progress=False)
     assert h.epochs == 4  # epochs 3 and 4 were worse than epoch 2
@@ -175,7 +175,7 @@ def test_fit_without_patience_keeps_last_weights_and_clips():
     model = nn.Linear(2, 3)
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    fit(model, make_loader(x, y, 32, shuffle=False), make_loader(x, y, 32, shuffle=False),
+    fit(model, tensor_loader(x, y, 32, shuffle=False), tensor_loader(x, y, 32, shuffle=False),
         optimizer=opt, epochs=1, device="cpu", grad_clip=1e-3, show_progress=False)
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     # one full-batch SGD step with lr 1: the step is the gradient, clipped to total norm 1e-3
@@ -187,7 +187,7 @@ def test_fit_steps_the_scheduler_per_batch():
     model = nn.Linear(2, 3)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    fit(model, make_loader(x, y, 10, shuffle=False), make_loader(x, y, 40, shuffle=False),
+    fit(model, tensor_loader(x, y, 10, shuffle=False), tensor_loader(x, y, 40, shuffle=False),
         optimizer=opt, epochs=2, device="cpu", scheduler=sched, show_progress=False)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5**8)
 
@@ -195,7 +195,7 @@ def test_fit_steps_the_scheduler_per_batch():
 def test_fit_rejects_bad_arguments():
     x, y = _blobs(8)
     model = nn.Linear(2, 3)
-    loader = make_loader(x, y, 4, shuffle=False)
+    loader = tensor_loader(x, y, 4, shuffle=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="epochs"):
         fit(model, loader, loader, optimizer=opt, epochs=0, device="cpu", show_progress=False)
@@ -253,32 +253,32 @@ def test_mlp_rejects_bad_input():
 def test_make_loader_rejects_bad_labels_and_nan_inputs():
     x = torch.zeros(4, 2)
     with pytest.raises(TypeError, match=r"y must hold integer class indices.*torch.float32.*y.long\(\)"):
-        make_loader(x, torch.zeros(4), 2, shuffle=False)
+        tensor_loader(x, torch.zeros(4), 2, shuffle=False)
     with pytest.raises(TypeError, match="torch.int32"):
-        make_loader(x, torch.zeros(4, dtype=torch.int32), 2, shuffle=False)
+        tensor_loader(x, torch.zeros(4, dtype=torch.int32), 2, shuffle=False)
     with pytest.raises(ValueError, match="negative class index"):
-        make_loader(x, torch.tensor([0, 1, -1, 2]), 2, shuffle=False)
+        tensor_loader(x, torch.tensor([0, 1, -1, 2]), 2, shuffle=False)
     with pytest.raises(ValueError, match="1-d"):
-        make_loader(x, torch.zeros(4, 3, dtype=torch.long), 2, shuffle=False)
+        tensor_loader(x, torch.zeros(4, 3, dtype=torch.long), 2, shuffle=False)
     x_nan = x.clone()
     x_nan[1, 0] = float("nan")
     with pytest.raises(ValueError, match="x contains 1 NaN or infinite"):
-        make_loader(x_nan, torch.zeros(4, dtype=torch.long), 2, shuffle=False)
+        tensor_loader(x_nan, torch.zeros(4, dtype=torch.long), 2, shuffle=False)
     for bad in (-1, 0, 2.0, True):
         with pytest.raises(ValueError, match="batch_size must be a positive int"):
-            make_loader(x, torch.zeros(4, dtype=torch.long), bad, shuffle=False)
-    make_loader(x, torch.zeros(4, dtype=torch.long), 2, shuffle=False)  # the good case still works
+            tensor_loader(x, torch.zeros(4, dtype=torch.long), bad, shuffle=False)
+    tensor_loader(x, torch.zeros(4, dtype=torch.long), 2, shuffle=False)  # the good case still works
 
 
 def _raw_loader(x, y, batch_size=2):
-    """A DataLoader made without make_loader's checks, as a reader might build one."""
+    """A DataLoader made without tensor_loader's checks, as a reader might build one."""
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size)
 
 
 def test_fit_evaluate_predict_check_every_batch():
     model = nn.Linear(2, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    good = make_loader(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 2, shuffle=False)
+    good = tensor_loader(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 2, shuffle=False)
     float_labels = _raw_loader(torch.zeros(4, 2), torch.zeros(4))
     x_nan = torch.zeros(4, 2)
     x_nan[3, 1] = float("nan")
@@ -303,7 +303,7 @@ def test_fit_stops_on_a_non_finite_loss():
     model = nn.Linear(2, 3)
     with torch.no_grad():
         model.weight.fill_(float("inf"))
-    loader = make_loader(torch.ones(4, 2), torch.zeros(4, dtype=torch.long), 2, shuffle=False)
+    loader = tensor_loader(torch.ones(4, 2), torch.zeros(4, dtype=torch.long), 2, shuffle=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(FloatingPointError, match="epoch 1, batch 1"):
         fit(model, loader, loader, optimizer=opt, epochs=1, device="cpu", show_progress=False)
@@ -311,7 +311,7 @@ def test_fit_stops_on_a_non_finite_loss():
 
 def test_fit_and_evaluate_reject_wrong_types():
     model = nn.Linear(2, 3)
-    loader = make_loader(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 2, shuffle=False)
+    loader = tensor_loader(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 2, shuffle=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer"):
         fit(model, loader, loader, optimizer="adam", epochs=1, device="cpu", show_progress=False)

@@ -7,6 +7,9 @@
 // (pydata/pydata-sphinx-theme issue 2451). This forwards a click on any other toggle button to
 // the first one, where the themes' handlers live: on a narrow screen it opens the sidebar
 // drawer, on a wide one it hides or shows the sidebar.
+// Since tools/sphinx_ext/dlbook_site.py empties `navbar_persistent`, the theme's top bar (and
+// its hidden button) is no longer rendered; this stays as a guard for a theme update that
+// brings a second button back.
 document.addEventListener("DOMContentLoaded", () => {
   for (const kind of ["primary", "secondary"]) {
     const buttons = [...document.querySelectorAll(`.${kind}-toggle`)];

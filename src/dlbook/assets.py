@@ -76,16 +76,26 @@ def package_version(pip_name: str) -> str:
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
+def _offline_variables_set() -> list[str]:
+    """The :data:`OFFLINE_VARIABLES` whose value switches the Hugging Face libraries offline."""
+    return [v for v in OFFLINE_VARIABLES if os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}]
+
+
 def hub_offline() -> bool:
     """True when any of :data:`OFFLINE_VARIABLES` tells the Hugging Face libraries to stay offline."""
-    return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"} for v in OFFLINE_VARIABLES)
+    return bool(_offline_variables_set())
 
 
 def _require_online(what: str, offline_default: str) -> None:
-    if hub_offline():
+    """Fail at once, saying what failed, why and what to do, when ``source='hub'`` meets offline mode."""
+    names = _offline_variables_set()
+    if names:
         raise AssetError(
-            f"{what} comes from the Hugging Face Hub, but HF_HUB_OFFLINE is set. "
-            f"Use the offline default instead: {offline_default}"
+            f"{what} was not loaded: source='hub' downloads it from the Hugging Face Hub, but the "
+            f"Hugging Face libraries are in offline mode ({', '.join(f'{v}={os.environ[v]}' for v in names)} "
+            f"in the environment, as in the book's builds and tests). Use the offline default "
+            f"instead: {offline_default}; or, on a machine with network access, unset "
+            f"{' and '.join(names)} and call it again."
         )
 
 

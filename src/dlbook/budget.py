@@ -25,52 +25,22 @@ the timing; :func:`model_bytes` gives the weights' share of that memory.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .finetune import evaluate_classifier, make_loader, make_optimizer
-from .memory import peak_memory
-from .progress import progress as _progress
+from .env import resolve_device
+from .finetune import _check_training_data, evaluate_classifier, linear_warmup, make_loader, make_optimizer
+from .loop import DTYPES, PRECISIONS, EarlyStopping, History, TrainStep, autocast_context, resolve_precision, train_loop
 
 __all__ = [
-    "DTYPES", "PRECISIONS", "BudgetHistory", "autocast_context", "make_train_step", "model_bytes", "resolve_precision",
-    "train_budget", "weighted_group_loss",
+    "DTYPES", "PRECISIONS", "autocast_context", "make_train_step", "model_bytes", "resolve_precision", "train_budget",
+    "weighted_group_loss",
 ]
-
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """The precision to use on ``device``: ``"auto"`` is bf16 on a CUDA GPU that supports it, fp16 on
-    other CUDA GPUs and on MPS, and bf16 on the CPU; the explicit names are returned unchanged."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    device = torch.device(device)
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "mps":
-        return "fp16"
-    return "bf16"
-
-
-def autocast_context(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for the resolved ``precision`` on ``device``'s type, or a no-op for fp32."""
-    device = torch.device(device)
-    p = resolve_precision(precision, device)
-    if p == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=DTYPES[p])
 
 
 def weighted_group_loss(
@@ -85,42 +55,6 @@ def weighted_group_loss(
     if logits.dim() != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"need logits (B, C) and labels (B,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
     return F.cross_entropy(logits.float(), labels, weight=weight, reduction="sum") / denominator
-
-
-@dataclass
-class BudgetHistory:
-    """What :func:`train_budget` recorded. ``step_seconds`` is the wall time of each optimizer step
-    (all its micro-batches); ``peak_bytes`` the peak memory of the first step, if measured."""
-
-    step_loss: list[float] = field(default_factory=list)
-    step_seconds: list[float] = field(default_factory=list)
-    evals: list[dict[str, float]] = field(default_factory=list)
-    precision: str = "fp32"
-    total_steps: int = 0
-    peak_bytes: int | None = None
-    memory_method: str | None = None
-    best_step: int | None = None
-    stopped_early: bool = False
-    seconds: float = 0.0
-
-    def seconds_per_step(self, skip_first: int = 1) -> float:
-        """Median wall time of an optimizer step, leaving out the first ``skip_first`` (warm-up, memory tracking)."""
-        times = self.step_seconds[skip_first:] or self.step_seconds
-        return float(torch.tensor(times).median()) if times else math.nan
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _groups(loader: Any, k: int) -> Iterator[list[dict[str, torch.Tensor]]]:
-    group: list[dict[str, torch.Tensor]] = []
-    for batch in loader:
-        group.append(batch)
-        if len(group) == k:
-            yield group
-            group = []
-    if group:
-        yield group
 
 
 def train_budget(
@@ -149,7 +83,7 @@ def train_budget(
     measure_memory: bool = False,
     device: torch.device | str | None = None,
     show_progress: bool = True,
-) -> BudgetHistory:
+) -> History:
     """Fine-tune a sequence classifier in place with the budget switches of chapter 10.
 
     ``batch_size`` is the micro-batch of one forward pass; an optimizer step sees
@@ -161,132 +95,94 @@ def train_budget(
     best weights are put back. ``group_by_length=True`` batches snippets of similar length
     together (:func:`dlbook.finetune.make_loader`), so that little of each batch is padding.
     With everything at its default the result equals
-    :func:`dlbook.finetune.train_classifier` (same batches, dropout masks and updates).
+    :func:`dlbook.finetune.train_classifier` (same batches, dropout masks and updates): both are
+    the book's one loop, :func:`dlbook.loop.train_loop`, with another loss.
     """
-    from transformers import get_linear_schedule_with_warmup
+    _check_budget_args(train_dataset, epochs, accumulation_steps, eval_dataset, eval_every, patience)
+    device = resolve_device(device, model=model)
+    model.to(device)
+    _set_trainable(model, trainable)
+    weights = _class_weights(class_weights, device)
+    loader = make_loader(train_dataset, tokenizer, batch_size, shuffle=True, seed=seed, group_by_length=group_by_length)
+    total = epochs * math.ceil(len(loader) / accumulation_steps)
+    optimizer = make_optimizer(model, lr, weight_decay)
+    scheduler, _ = linear_warmup(optimizer, total if max_steps is None else min(max_steps, total), warmup_ratio)
 
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+    def summed_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        logits = model(**batch).logits  # (b, C)
+        return F.cross_entropy(logits.float(), labels, weight=weights, reduction="sum")  # / group_weight
+
+    def group_weight(group: list[dict[str, torch.Tensor]]) -> float:
+        """Examples in one optimizer step's micro-batches (or the sum of their class weights)."""
+        labels = torch.cat([b["labels"] for b in group]).to(device)
+        return float(weights[labels].sum()) if weights is not None else float(len(labels))
+
+    def validate() -> dict[str, float]:
+        res = evaluate_classifier(model, eval_dataset, tokenizer, batch_size=eval_batch_size, device=device)
+        return {"loss": res.loss, "accuracy": res.accuracy}
+
+    step = TrainStep(model, summed_loss, optimizer, scheduler=scheduler, max_grad_norm=max_grad_norm,
+                     precision=precision, denominator=group_weight, device=device)
+    with _checkpointing(model, checkpointing):
+        return train_loop(
+            step, loader, epochs=epochs, accumulation_steps=accumulation_steps, max_steps=max_steps, seed=seed,
+            evaluate=validate if eval_every is not None else None, eval_every=eval_every,
+            early_stopping=EarlyStopping(patience, restore_best=patience is not None),
+            measure_memory=measure_memory, name=f"train ({step.precision})", show_progress=show_progress,
+        )
+
+
+def _check_budget_args(train_dataset: Any, epochs: Any, accumulation_steps: Any, eval_dataset: Any, eval_every: Any,
+                       patience: Any) -> None:
+    _check_training_data(train_dataset, epochs)
+    if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
         raise ValueError(f"accumulation_steps must be a positive int, got {accumulation_steps!r}")
-    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-        raise ValueError(f"max_steps must be None or a positive int, got {max_steps!r}")
     if (patience is not None or eval_every is not None) and (eval_dataset is None or eval_every is None):
         raise ValueError("early stopping needs eval_dataset and eval_every")
-    if eval_every is not None and (not isinstance(eval_every, int) or eval_every < 1):
-        raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
-        raise ValueError(f"patience must be a positive int, got {patience!r}")
-    if not 0.0 <= warmup_ratio < 1.0:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio!r}")
-    if "labels" not in train_dataset.column_names:
-        raise ValueError("train_dataset needs a 'labels' column: tokenise it with dlbook.finetune.tokenize_dataset()")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    prec = resolve_precision(precision, device)
-    model.to(device)
+
+
+def _set_trainable(model: nn.Module, trainable: Callable[[str], bool] | None) -> None:
+    """Freeze the parameters whose name ``trainable`` rejects (``None``: leave them as they are)."""
     if trainable is not None:
         for name, p in model.named_parameters():
             p.requires_grad_(bool(trainable(name)))
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("no parameter requires a gradient: nothing to train")
-    if class_weights is not None:
-        class_weights = torch.as_tensor(class_weights, dtype=torch.float32, device=device)
-        if class_weights.dim() != 1:
-            raise ValueError(f"class_weights must be 1-D (one weight per class), got shape {tuple(class_weights.shape)}")
-    enabled_checkpointing = False
-    if checkpointing:
-        if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.2x
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        elif hasattr(model, "gradient_checkpointing_enable"):  # older transformers
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            raise TypeError("checkpointing needs a transformers model with activation_checkpointing_enable()")
-        enabled_checkpointing = True
 
-    loader = make_loader(train_dataset, tokenizer, batch_size, shuffle=True, seed=seed, group_by_length=group_by_length)
-    per_epoch = math.ceil(len(loader) / accumulation_steps)
-    total = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
-    warmup = math.ceil(warmup_ratio * total)
-    optimizer = make_optimizer(model, lr, weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
-    scaler = torch.amp.GradScaler(device.type, enabled=prec == "fp16")
-    params = [p for p in model.parameters() if p.requires_grad]
-    history = BudgetHistory(precision=prec, total_steps=total)
-    best_loss, best_state, bad_evals = math.inf, None, 0
 
-    def one_step(group: list[dict[str, torch.Tensor]]) -> float:
-        labels_all = torch.cat([b["labels"] for b in group]).to(device)
-        denom = float(class_weights[labels_all].sum()) if class_weights is not None else float(len(labels_all))
-        total_loss = 0.0
-        for batch in group:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            labels = batch.pop("labels")
-            with autocast_context(prec, device):
-                logits = model(**batch).logits  # (b, C)
-            loss = weighted_group_loss(logits, labels, class_weights, denom)
-            scaler.scale(loss).backward()
-            total_loss += loss.item()
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(params, max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        return total_loss
+def _class_weights(class_weights: Any, device: torch.device) -> torch.Tensor | None:
+    if class_weights is None:
+        return None
+    weights = torch.as_tensor(class_weights, dtype=torch.float32, device=device)
+    if weights.dim() != 1:
+        raise ValueError(f"class_weights must be 1-D (one weight per class), got shape {tuple(weights.shape)}")
+    return weights
 
-    torch.manual_seed(seed)  # dropout masks
-    start = time.perf_counter()
-    step = 0
-    bar = _progress(total=total, desc=f"train ({prec})", disable=not show_progress)
+
+def _enable_checkpointing(model: nn.Module) -> None:
+    """Gradient (activation) checkpointing on: activations are recomputed in backward."""
+    if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "gradient_checkpointing_enable"):  # older transformers
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        raise TypeError("checkpointing needs a transformers model with activation_checkpointing_enable()")
+
+
+@contextlib.contextmanager
+def _checkpointing(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Gradient checkpointing switched on for the block (if ``enabled``) and off again after it."""
+    if enabled:
+        _enable_checkpointing(model)
     try:
-        for _ in range(epochs):
-            model.train()
-            for group in _groups(loader, accumulation_steps):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t0 = time.perf_counter()
-                if measure_memory and step == 0:
-                    measured = peak_memory(lambda g=group: one_step(g), device)
-                    loss_value = measured.result
-                    history.peak_bytes, history.memory_method = measured.peak_bytes, measured.method
-                else:
-                    loss_value = one_step(group)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                history.step_seconds.append(time.perf_counter() - t0)
-                history.step_loss.append(loss_value)
-                step += 1
-                bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-                bar.update(1)
-                if eval_every is not None and (step % eval_every == 0 or step == total):
-                    res = evaluate_classifier(model, eval_dataset, tokenizer, batch_size=eval_batch_size, device=device)
-                    history.evals.append({"step": step, "loss": res.loss, "accuracy": res.accuracy})
-                    model.train()
-                    if res.loss < best_loss:
-                        best_loss, bad_evals, history.best_step = res.loss, 0, step
-                        if patience is not None:
-                            best_state = copy.deepcopy(model.state_dict())
-                    else:
-                        bad_evals += 1
-                    if patience is not None and bad_evals >= patience:
-                        history.stopped_early = step < total
-                        break
-                if step >= total:
-                    break
-            if step >= total or history.stopped_early:
-                break
+        yield
     finally:
-        bar.close()
-        if enabled_checkpointing:
-            if hasattr(model, "activation_checkpointing_disable"):
-                model.activation_checkpointing_disable()
-            else:
-                model.gradient_checkpointing_disable()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    history.seconds = time.perf_counter() - start
-    return history
+        if enabled and hasattr(model, "activation_checkpointing_disable"):
+            model.activation_checkpointing_disable()
+        elif enabled:
+            model.gradient_checkpointing_disable()
 
 
 def model_bytes(model: nn.Module) -> int:
@@ -331,41 +227,18 @@ def make_train_step(
         raise ValueError(f"accumulation_steps must be a positive int, got {accumulation_steps!r}")
     if n % accumulation_steps:
         raise ValueError(f"accumulation_steps={accumulation_steps} must divide the batch of {n}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    prec = resolve_precision(precision, device)
+    device = resolve_device(device, model=model)
     model.to(device).train()
-    if trainable is not None:
-        for name, p in model.named_parameters():
-            p.requires_grad_(bool(trainable(name)))
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("no parameter requires a gradient: nothing to train")
+    _set_trainable(model, trainable)
     if checkpointing:
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        elif hasattr(model, "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            raise TypeError("checkpointing needs a transformers model with activation_checkpointing_enable()")
+        _enable_checkpointing(model)  # left on: the model is the benchmark's
     size = n // accumulation_steps
     micro = [{k: v[i * size:(i + 1) * size].to(device) for k, v in batch.items()} for i in range(accumulation_steps)]
-    optimizer = make_optimizer(model, lr, 0.01)
-    scaler = torch.amp.GradScaler(device.type, enabled=prec == "fp16")
 
-    def step() -> float:
-        total = 0.0
-        for mb in micro:
-            inputs = {k: v for k, v in mb.items() if k != "labels"}
-            with autocast_context(prec, device):
-                logits = model(**inputs).logits  # (b, C)
-            loss = weighted_group_loss(logits, mb["labels"], None, float(n))
-            scaler.scale(loss).backward()
-            total += loss.item()
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(params, max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        return total
+    def summed_loss(model: nn.Module, mb: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(**{k: v for k, v in mb.items() if k != "labels"}).logits  # (b, C)
+        return F.cross_entropy(logits.float(), mb["labels"], reduction="sum")  # / n, in the step
 
-    return step
+    step = TrainStep(model, summed_loss, make_optimizer(model, lr, 0.01), max_grad_norm=max_grad_norm,
+                     precision=precision, denominator=lambda group: float(n), device=device)
+    return lambda: step(micro)[0]

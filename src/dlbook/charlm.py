@@ -12,23 +12,25 @@ causal Transformer (right padding means a causal mask already keeps real tokens 
 - :class:`CharVocab`: characters <-> ids, with ``<pad>``, ``<bos>``, ``<eos>``
 - :class:`NamesDataset`, :func:`collate`, :func:`make_batches`: (inputs, targets, mask) batches
 - :func:`loss_per_char`: held-out mean negative log-likelihood in nats per predicted character
-- :func:`train_char_lm`: a seeded Adam training loop that records the curves
+- :func:`train_char_lm`: a seeded Adam training loop that records the curves (the book's one
+  loop, :func:`dlbook.loop.train_loop`)
 - :func:`sample`: names drawn from a model at a temperature
 - :class:`RecurrentLM`: embedding -> ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` -> linear head
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import string
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
+
+from .env import resolve_device
+from .loop import EarlyStopping, History, TrainStep, train_loop
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 
@@ -170,12 +172,6 @@ def make_batches(
     ]
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def _check_logits(logits: torch.Tensor, inputs: torch.Tensor, vocab: CharVocab) -> None:
     if not isinstance(logits, torch.Tensor) or logits.shape != (*inputs.shape, len(vocab)):
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -206,7 +202,7 @@ def loss_per_char(
     or ``<eos>``, never ``<pad>`` or ``<bos>``) scores ``ln(len(vocab) - 2)``.
     The model is put in eval mode for the measurement and given back in the mode it was in.
     """
-    device = torch.device(device) if device is not None else _device_of(model)
+    device = resolve_device(device, model=model)
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -236,7 +232,7 @@ def name_nll(
     Taught in chapter 4; chapter 7 compares its language models with it. The model is put in
     eval mode for the measurement and given back in the mode it was in.
     """
-    device = torch.device(device) if device is not None else _device_of(model)
+    device = resolve_device(device, model=model)
     was_training = model.training
     model.eval()
     sums, counts = [], []
@@ -250,23 +246,6 @@ def name_nll(
     finally:
         model.train(was_training)
     return torch.cat(sums), torch.cat(counts)
-
-
-@dataclass
-class CharLMHistory:
-    """What :func:`train_char_lm` records. ``val_loss[k]`` is measured after ``val_epoch[k]`` epochs (0 = untrained)."""
-
-    train_loss: list[float] = field(default_factory=list)  # per step, nats per character of that batch
-    grad_norm: list[float] = field(default_factory=list)  # per step, before clipping
-    val_epoch: list[int] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    steps_per_epoch: int = 0
-    seconds: float = 0.0
-
-    @property
-    def best_epoch(self) -> int:
-        """The epoch with the lowest validation loss (0 = untrained)."""
-        return self.val_epoch[min(range(len(self.val_loss)), key=self.val_loss.__getitem__)]
 
 
 def train_char_lm(
@@ -285,63 +264,44 @@ def train_char_lm(
     optimizer: str = "adam",
     restore_best: bool = False,
     show_progress: bool = True,
-) -> CharLMHistory:
+) -> History:
     """Train a character model on next-character cross-entropy (Adam, or plain SGD). Taught in chapter 4.
 
     Each epoch shuffles the names with a generator seeded by ``seed`` (so runs repeat) and the
     global torch RNG is seeded too (dropout). ``grad_clip`` rescales the gradient to at most that
-    global norm. The held-out loss per character is measured before training and after every epoch;
-    ``restore_best=True`` gives the model back with the weights of its best epoch (early stopping).
+    global norm; the norm before clipping is recorded either way (``History.grad_norm``). The
+    held-out loss per character is measured before training and after every epoch (``val_loss``,
+    ``val_epoch``); ``restore_best=True`` gives the model back with the weights of its best epoch
+    (early stopping). ``step_loss`` holds each batch's loss per character.
     """
-    import time
+    _check_char_lm_args(epochs, lr, optimizer)
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    model.to(device)
+    opt_class = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+    opt = opt_class(model.parameters(), lr=lr, weight_decay=weight_decay)
 
-    from .progress import progress
+    def batch_loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        inputs, targets, mask = batch
+        return batch_nll(model, inputs.to(device), targets.to(device), vocab) / mask.sum().to(device)
 
-    if not isinstance(epochs, int) or epochs < 0:
+    step = TrainStep(model, batch_loss, opt, max_grad_norm=grad_clip if grad_clip is not None else math.inf,
+                     device=device)
+    return train_loop(
+        step, lambda: make_batches(train_names, vocab, batch_size, shuffle=True, generator=gen),
+        epochs=epochs, seed=seed, evaluate=lambda: {"loss": loss_per_char(model, val_names, vocab, device)},
+        eval_before=True, early_stopping=EarlyStopping(restore_best=restore_best), name="train_char_lm",
+        show_progress=show_progress,
+    )
+
+
+def _check_char_lm_args(epochs: int, lr: float, optimizer: str) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
     if lr <= 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    if grad_clip is not None and grad_clip <= 0:
-        raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
-    device = torch.device(device)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model.to(device)
-    opt_class = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
-    opt = opt_class(model.parameters(), lr=lr, weight_decay=weight_decay)
-    hist = CharLMHistory()
-    hist.val_epoch.append(0)
-    hist.val_loss.append(loss_per_char(model, val_names, vocab, device))
-    best = (hist.val_loss[0], copy.deepcopy(model.state_dict()))
-    start = time.perf_counter()
-    bar = progress(range(epochs), desc="epochs", disable=not show_progress)
-    for epoch in bar:
-        model.train()
-        batches = make_batches(train_names, vocab, batch_size, shuffle=True, generator=gen)
-        hist.steps_per_epoch = len(batches)
-        for inputs, targets, mask in batches:
-            inputs, targets = inputs.to(device), targets.to(device)
-            loss = batch_nll(model, inputs, targets, vocab) / mask.sum().to(device)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            max_norm = grad_clip if grad_clip is not None else math.inf
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            opt.step()
-            hist.train_loss.append(loss.item())
-            hist.grad_norm.append(float(norm))
-        hist.val_epoch.append(epoch + 1)
-        hist.val_loss.append(loss_per_char(model, val_names, vocab, device))
-        if restore_best and hist.val_loss[-1] < best[0]:
-            best = (hist.val_loss[-1], copy.deepcopy(model.state_dict()))
-        if show_progress:
-            bar.set_postfix(train=f"{hist.train_loss[-1]:.3f}", val=f"{hist.val_loss[-1]:.3f}")
-    hist.seconds = time.perf_counter() - start
-    if restore_best:
-        model.load_state_dict(best[1])
-    model.eval()
-    return hist
 
 
 @torch.no_grad()
@@ -366,7 +326,7 @@ def sample(
         raise ValueError(f"temperature must be >= 0, got {temperature!r}")
     if not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be a positive int, got {max_len!r}")
-    device = _device_of(model)
+    device = resolve_device(model=model)
     was_training = model.training
     model.eval()
     ids = torch.full((n, 1), vocab.bos_id, dtype=torch.long)  # (n, 1), grows to (n, 1 + max_len)
@@ -433,7 +393,6 @@ __all__ = [
     "EOS",
     "PAD",
     "CharVocab",
-    "CharLMHistory",
     "NamesDataset",
     "RecurrentLM",
     "batch_nll",

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .modelcache import cached_model, describe
-from .profiles import check_profile
+from .env import resolve_device
+from .modelcache import cached_recipe
 
 #: Bump when the recipe below changes, so old caches are not reused.
 RECIPE_VERSION = 4
@@ -112,16 +112,14 @@ def pruned_student(
     history. Used by chapter 15.
     """
     from .distill import student_key
-    from .env import pick_device
     from .prune import load_pruned_folder
 
-    check_profile(profile)
-    device = torch.device(device) if device is not None else pick_device()
-    described = describe(RECIPE_VERSION, profile, PRUNED_STUDENT_SETTINGS[profile], device,
-                         student=student_key(profile, "layers", True, device))
-    return cached_model(
-        f"pruned-student-{profile}", described, lambda: _train_pruned_student(profile, device), load_pruned_folder,
-        device=device, cache_dir=cache_dir, label=f"{profile} pruned distilled student",
+    device = resolve_device(device)
+    student = student_key(profile, "layers", True, device)  # what it starts from; checks the profile
+    return cached_recipe(
+        "pruned-student", RECIPE_VERSION, profile, PRUNED_STUDENT_SETTINGS[profile],
+        lambda d: _train_pruned_student(profile, d), load_pruned_folder,
+        label="pruned distilled student", device=device, cache_dir=cache_dir, student=student,
     )
 
 
@@ -150,7 +148,7 @@ def compact(
 
     if not hasattr(model, "get_input_embeddings"):
         raise TypeError(f"expected a Hugging Face model, got {type(model).__name__}")
-    cpu = model if next(model.parameters()).device.type == "cpu" else _cpu_copy(model)
+    cpu = model if resolve_device(model=model).type == "cpu" else _cpu_copy(model)
     small, vmap = prune_vocabulary(cpu, tokenizer, list(texts), min_count=min_count, max_length=max_length)
     return int8_dynamic(vmap.wrap(small.eval())), vmap
 

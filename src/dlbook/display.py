@@ -7,8 +7,12 @@ notebooks light in Colab. Introduced in chapter 1.
 
 from __future__ import annotations
 
+import ast
+import html
 import inspect
 import math
+import re
+import textwrap
 from collections.abc import Mapping
 from numbers import Real
 from typing import Any
@@ -132,19 +136,137 @@ def hardware_headline(
     return headline(name, value, profile=profile, hardware=hardware, fmt=fmt, **bars)
 
 
-def show(obj: Any) -> Any:
-    """Render the source code of a function or class (e.g. a packaged component) in the page."""
+SHOW_COLLAPSE_LINES = 40  # longer sources are collapsed in the page (HTML <details>)
+_CHECK_ERRORS = {"ValueError", "TypeError"}
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`<]*?)(?:\s*<[^>]*>)?`")  # :func:`x.y` -> x.y
+
+
+def plain_text(doc: str) -> str:
+    """A docstring's reST markup as plain text: ``x`` -> x, :func:`a.b` -> a.b, *x* -> x."""
+    text = _ROLE.sub(lambda m: m.group(1), doc)
+    text = re.sub(r"``([^`]*)``", r"\1", text)
+    text = re.sub(r"(?<![\w*])\*{1,2}([^*\n]+)\*{1,2}(?!\w)", r"\1", text)
+    return text
+
+
+def _summary(doc: str | None) -> str:
+    """The first paragraph of a docstring, on one line, as plain text."""
+    if not doc:
+        return ""
+    first = inspect.cleandoc(doc).split("\n\n", 1)[0]
+    return " ".join(plain_text(first).split())
+
+
+def _is_argument_check(node: ast.stmt) -> bool:
+    """``if <condition>: raise ValueError/TypeError(...)`` with nothing else: an argument check."""
+    if not isinstance(node, ast.If) or node.orelse or len(node.body) != 1:
+        return False
+    raised = node.body[0]
+    if not isinstance(raised, ast.Raise) or raised.exc is None:
+        return False
+    call = raised.exc.func if isinstance(raised.exc, ast.Call) else raised.exc
+    return isinstance(call, ast.Name) and call.id in _CHECK_ERRORS
+
+
+def teaching_source(source: str) -> str:
+    """``source`` as the page shows it: docstrings dropped, argument checks folded into a comment.
+
+    A function's docstring is reST for the API reference, not for reading beside the math; the
+    ``if ...: raise ValueError/TypeError`` checks keep the entry points safe but are not the
+    idea. Both stay in the module; the page shows the computation. Everything else is unchanged.
+    """
+    source = textwrap.dedent(source)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # e.g. a lambda's line: show it as it is
+        return source
+    lines = source.splitlines()
+    replace: dict[int, str | None] = {}  # 0-based line -> new text (None: drop)
+
+    def indent_of(lineno: int) -> str:
+        line = lines[lineno - 1]
+        return line[: len(line) - len(line.lstrip())]
+
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        body = node.body
+        first = body[0]
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            for n in range(first.lineno, first.end_lineno + 1):
+                replace[n - 1] = None
+            if len(body) == 1:
+                replace[first.lineno - 1] = f"{indent_of(first.lineno)}..."
+            elif first.end_lineno < len(lines) and not lines[first.end_lineno].strip():
+                replace[first.end_lineno] = None  # the blank line that followed the docstring
+        if isinstance(node, ast.ClassDef):
+            continue
+        run: list[ast.stmt] = []
+        for stmt in [*body, None]:
+            if stmt is not None and _is_argument_check(stmt):
+                run.append(stmt)
+                continue
+            if run:
+                start, end = run[0].lineno, run[-1].end_lineno
+                for n in range(start, end + 1):
+                    replace[n - 1] = None
+                what = "an argument check" if len(run) == 1 else f"{len(run)} argument checks"
+                replace[start - 1] = f"{indent_of(start)}# ({what}: ValueError or TypeError on bad input)"
+                run = []
+    kept = [replace.get(i, line) for i, line in enumerate(lines)]
+    return "\n".join(line for line in kept if line is not None).rstrip() + "\n"
+
+
+class Source:
+    """What :func:`show` returns: a packaged component's source, for the page.
+
+    ``data`` is the text shown (plain Python); in HTML it is highlighted, and a source longer
+    than :data:`SHOW_COLLAPSE_LINES` lines is collapsed into a ``<details>`` element whose
+    summary names it, so a long function does not push the chapter's text pages down.
+    """
+
+    def __init__(self, data: str, title: str) -> None:
+        self.data = data
+        self.title = title
+        self.n_lines = data.count("\n")
+        self.collapsed = self.n_lines > SHOW_COLLAPSE_LINES
+
+    def _repr_html_(self) -> str:
+        from IPython.display import Code
+
+        code = Code(self.data, language="python")._repr_html_()
+        if not self.collapsed:
+            return code
+        title = html.escape(self.title)
+        return f"<details class=\"dlbook-source\"><summary>{title} ({self.n_lines} lines)</summary>{code}</details>"
+
+    def __repr__(self) -> str:  # text/plain: the source itself
+        return self.data
+
+
+def show(obj: Any) -> Source | None:
+    """Show the source of a packaged function or class in the page, as the chapter teaches it.
+
+    The first line names where it lives and what it does (its docstring's first paragraph, as
+    plain text); docstrings are dropped and argument checks folded (:func:`teaching_source`);
+    a long source is collapsed in HTML (:class:`Source`). Taught in chapter 1.
+    """
     try:
         source = inspect.getsource(obj)
     except (TypeError, OSError) as err:
         raise TypeError(f"show() needs a function, class or module defined in Python source, got {obj!r}") from err
     module = inspect.getmodule(obj)
-    where = f"# from {module.__name__}" if module else ""
+    name = getattr(obj, "__qualname__", getattr(obj, "__name__", ""))
+    where = module.__name__ if module else ""
+    title = f"{where}.{name}" if where and name and not inspect.ismodule(obj) else (where or name)
+    header = [f"# {title}" if title else "#"]
+    summary = _summary(inspect.getdoc(obj))
+    if summary:
+        header = [f"# {line}" for line in textwrap.wrap(f"{title}: {summary}", width=86)]
+    text = "\n".join(header) + "\n" + teaching_source(source)
     try:
-        from IPython.display import Code
-
-        return Code(f"{where}\n{source}", language="python")
+        import IPython  # noqa: F401  (the page renders the returned object)
     except ImportError:  # plain Python: print instead
-        print(where)
-        print(source)
+        print(text)
         return None
+    return Source(text, title)

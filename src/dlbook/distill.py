@@ -22,7 +22,6 @@ import copy
 import json
 import math
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,10 +32,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .finetune import TrainHistory, evaluate_classifier, make_loader, make_optimizer, optimizer_step, tokenize_dataset
+from .env import resolve_device
+from .finetune import (
+    _check_training_data,
+    evaluate_classifier,
+    linear_warmup,
+    make_loader,
+    make_optimizer,
+    tokenize_dataset,
+)
+from .loop import History, TrainStep, train_loop
 from .modelcache import KeepRandomState, cached_model, describe
 from .profiles import check_profile
-from .progress import progress as _progress
 
 #: Bump when a recipe below changes, so old caches are not reused.
 RECIPE_VERSION = 4
@@ -277,7 +284,7 @@ def train_student(
     group_by_length: bool = False,
     device: torch.device | str | None = None,
     show_progress: bool = True,
-) -> TrainHistory:
+) -> History:
     """Train a student classifier in place, with :func:`distillation_loss` or plain cross-entropy.
 
     The loop of chapter 9's :func:`dlbook.finetune.train_classifier` (seeded shuffle, AdamW with
@@ -288,47 +295,37 @@ def train_student(
     (:func:`dlbook.finetune.make_loader`), which removes most of the padding (chapter 14 measures
     it). Taught in chapter 14.
     """
-    from transformers import get_linear_schedule_with_warmup
+    _check_student_data(train_dataset, teacher_logits, temperature, alpha, epochs)
+    device = resolve_device(device, model=student)
+    student.to(device)
+    data = train_dataset.add_column("row", list(range(len(train_dataset))))
+    loader = make_loader(data, tokenizer, batch_size, shuffle=True, seed=seed, group_by_length=group_by_length)
+    optimizer = make_optimizer(student, lr, weight_decay, fused=True)
+    scheduler, warmup = linear_warmup(optimizer, epochs * len(loader), warmup_ratio)
+    targets = teacher_logits.float().to(device) if teacher_logits is not None else None
 
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if "labels" not in train_dataset.column_names:
-        raise ValueError("train_dataset needs a 'labels' column: tokenise it with tokenize_dataset()")
+    def batch_loss(student: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        rows = batch.pop("row")
+        labels = batch.pop("labels").to(device)
+        logits = student(**{k: v.to(device) for k, v in batch.items()}).logits  # (B, C)
+        if targets is None:
+            return F.cross_entropy(logits, labels)
+        return distillation_loss(logits, targets[rows.to(device)], labels, temperature=temperature, alpha=alpha)
+
+    step = TrainStep(student, batch_loss, optimizer, scheduler=scheduler, max_grad_norm=max_grad_norm, device=device)
+    return train_loop(step, loader, epochs=epochs, seed=seed, history=History(warmup_steps=warmup),
+                      name="train_student", show_progress=show_progress)
+
+
+def _check_student_data(train_dataset: Any, teacher_logits: torch.Tensor | None, temperature: float, alpha: float,
+                        epochs: int) -> None:
+    _check_training_data(train_dataset, epochs)
     if teacher_logits is None and IGNORE_LABEL in set(train_dataset["labels"]):
         raise ValueError("unlabelled snippets (IGNORE_LABEL) need teacher_logits: labels-only training cannot use them")
     if teacher_logits is not None:
         _check_temperature_alpha(temperature, alpha)
         if teacher_logits.dim() != 2 or teacher_logits.shape[0] != len(train_dataset):
             raise ValueError(f"teacher_logits must be (N, C) with N = {len(train_dataset)}, got {tuple(teacher_logits.shape)}")
-    device = torch.device(device) if device is not None else next(student.parameters()).device
-    student.to(device)
-    data = train_dataset.add_column("row", list(range(len(train_dataset))))
-    loader = make_loader(data, tokenizer, batch_size, shuffle=True, seed=seed, group_by_length=group_by_length)
-    total = epochs * len(loader)
-    warmup = math.ceil(warmup_ratio * total)
-    optimizer = make_optimizer(student, lr, weight_decay, fused=True)
-    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
-    history = TrainHistory(total_steps=total, warmup_steps=warmup)
-    targets = teacher_logits.float().to(device) if teacher_logits is not None else None
-    torch.manual_seed(seed)  # dropout masks
-    start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        student.train()
-        bar = _progress(total=len(loader), desc=f"epoch {epoch}/{epochs}", disable=not show_progress)
-        for batch in loader:
-            history.step_lr.append(scheduler.get_last_lr()[0])
-            rows = batch.pop("row")
-            labels = batch.pop("labels").to(device)
-            logits = student(**{k: v.to(device) for k, v in batch.items()}).logits  # (B, C)
-            if targets is None:
-                loss = F.cross_entropy(logits, labels)
-            else:
-                loss = distillation_loss(logits, targets[rows.to(device)], labels, temperature=temperature, alpha=alpha)
-            optimizer_step(student, loss, optimizer, scheduler, max_grad_norm, history, bar)
-        bar.close()
-    student.eval()
-    history.seconds = time.perf_counter() - start
-    return history
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,12 +383,11 @@ def _check_kind(kind: str) -> None:
 
 def student_key(profile: str, kind: str, distill: bool, device: torch.device | str | None = None) -> dict[str, Any]:
     """The description :func:`distilled_student` hashes into its cache folder name."""
-    from .env import pick_device
     from .finetune import sentiment_key
 
     check_profile(profile)
     _check_kind(kind)
-    device = torch.device(device) if device is not None else pick_device()
+    device = resolve_device(device)
     teacher_folder, _ = sentiment_key(profile, device)
     return describe(RECIPE_VERSION, profile, STUDENT_SETTINGS[profile][kind], device, kind=kind,
                     distill=bool(distill), teacher=teacher_folder)
@@ -508,7 +504,7 @@ def fit_student(
     lr: float | None = None,
     device: torch.device | str | None = None,
     show_progress: bool = True,
-) -> TrainHistory:
+) -> History:
     """Train ``student`` in place by the recipe ``settings``, :func:`train_student` wrapped in its set-up.
 
     Puts the word embeddings in ``settings.embeddings`` mode and the dropout at ``settings.dropout``,
@@ -549,12 +545,11 @@ def train_new_student(
     the rest are a **transfer set**, unlabelled snippets that only the teacher labels (soft
     targets; needs ``distill=True``). ``None``: every snippet is labelled.
     """
-    from .env import pick_device
     from .finetune import sentiment_classifier
 
     check_profile(profile)
     _check_kind(kind)
-    device = torch.device(device) if device is not None else pick_device()
+    device = resolve_device(device)
     s = settings if settings is not None else STUDENT_SETTINGS[profile][kind]
     if not isinstance(s, StudentSettings):
         raise TypeError(f"settings must be a StudentSettings, got {type(s).__name__}")
@@ -596,13 +591,11 @@ def distilled_student(
     """
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from .env import pick_device
-
     check_profile(profile)
     _check_kind(kind)
     if not isinstance(distill, bool):
         raise TypeError(f"distill must be True or False, got {distill!r}")
-    device = torch.device(device) if device is not None else pick_device()
+    device = resolve_device(device)
     described = student_key(profile, kind, distill, device)
 
     def load(folder: Path) -> tuple[nn.Module, Any]:
@@ -700,8 +693,6 @@ def student_run(
     ``STUDENT_SETTINGS[profile][kind]``) and every snippet labelled, the cached
     :func:`distilled_student` is evaluated instead of training it again.
     """
-    from .env import pick_device
-
     check_profile(profile)
     _check_kind(kind)
     if not isinstance(distill, bool):
@@ -713,7 +704,7 @@ def student_run(
     if labelled is not None:
         n_all = len(_training_split()) if s.n_train is None else s.n_train
         _check_labelled(labelled, n_all, distill)
-    device = torch.device(device) if device is not None else pick_device()
+    device = resolve_device(device)
     file = run_cache_file(profile, kind, distill, s, labelled=labelled, n_val=n_val, n_test=n_test,
                           max_length=max_length, device=device, cache_dir=cache_dir)
     label = name or f"{kind}, {'distilled' if distill else 'labels only'}"
@@ -760,7 +751,7 @@ def run_cache_file(
     from .finetune import sentiment_key
     from .modelcache import cache_key, cache_root
 
-    teacher_folder, _ = sentiment_key(profile, torch.device(device))
+    teacher_folder, _ = sentiment_key(profile, resolve_device(device))
     described = describe(RECIPE_VERSION, profile, settings, device, kind=kind, distill=bool(distill),
                          teacher=teacher_folder, labelled=labelled, n_val=n_val, n_test=n_test,
                          max_length=max_length)

@@ -131,7 +131,7 @@ def hardware_class(device: torch.device | str | None = None) -> str:
     A chapter's assertions about speed and memory hold for a named class (chapter 12 explains
     why int8 speed depends on it); on a class a chapter has no bar for, it reports instead.
     """
-    device = torch.device(device) if device is not None else pick_device()
+    device = resolve_device(device)
     if device.type in ("cuda", "mps"):
         return device.type
     if device.type != "cpu":
@@ -189,9 +189,9 @@ def _version(module: str) -> str:
         return "not installed"
 
 
-def provenance(device: torch.device | None = None, profile: str | None = None, seed: int = 0) -> Provenance:
+def provenance(device: torch.device | str | None = None, profile: str | None = None, seed: int = 0) -> Provenance:
     """Collect the provenance of this process without changing any state."""
-    device = device or pick_device()
+    device = resolve_device(device)
     return Provenance(
         device=str(device),
         device_name=device_name(device),

@@ -6,7 +6,8 @@ builds them:
 - :func:`tokenize_dataset`: ``datasets.map`` tokenisation, no padding (the collator pads);
 - :func:`make_loader`: a ``DataLoader`` with ``DataCollatorWithPadding`` and a seeded shuffle;
 - :func:`decay_parameter_names` / :func:`train_classifier`: AdamW with linear warm-up and
-  decay, gradient clipping, evaluation after each epoch, progress bars, seeded throughout;
+  decay, gradient clipping, evaluation after each epoch, progress bars, seeded throughout (a
+  thin wrapper of the book's one loop, :func:`dlbook.loop.train_loop`);
 - :func:`evaluate_classifier`: accuracy, F1, loss and the class probabilities;
 - :func:`calibration_bins` / :func:`expected_calibration_error`: the reliability diagram's data;
 - :func:`sentiment_classifier`: THE fine-tuned sentiment model that later chapters (quantization,
@@ -18,9 +19,8 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .env import resolve_device
+from .loop import History, TrainStep, train_loop
 from .modelcache import cache_key, cache_root, cached_model, describe
 from .profiles import check_profile
 from .progress import progress as _progress
@@ -195,40 +197,34 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool
     return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
 
 
-@dataclass
-class TrainHistory:
-    """What :func:`train_classifier` recorded: per optimizer step, and per evaluation."""
-
-    step_loss: list[float] = field(default_factory=list)
-    step_lr: list[float] = field(default_factory=list)
-    evals: list[dict[str, float]] = field(default_factory=list)
-    seconds: float = 0.0
-    total_steps: int = 0
-    warmup_steps: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def optimizer_step(
-    model: nn.Module, loss: torch.Tensor, optimizer: Any, scheduler: Any, max_grad_norm: float, history: TrainHistory, bar: Any
-) -> None:
-    """One training step after the forward pass: backward, clip, AdamW and schedule step, log the loss.
+def linear_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> tuple[Any, int]:
+    """``get_linear_schedule_with_warmup`` over ``total_steps`` with ``ceil(warmup_ratio * total_steps)``
+    warm-up steps (as ``TrainingArguments(warmup_steps=0.1)`` rounds): ``(scheduler, warmup_steps)``.
 
-    Shared by :func:`train_classifier` and chapter 14's :func:`dlbook.distill.train_student`.
+    The schedule of :func:`train_classifier`, :func:`dlbook.budget.train_budget` and
+    :func:`dlbook.distill.train_student`.
     """
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    history.step_loss.append(loss.item())
-    bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.update(1)
+    from transformers import get_linear_schedule_with_warmup
+
+    _check_warmup_ratio(warmup_ratio)
+    warmup = math.ceil(warmup_ratio * total_steps)
+    return get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total_steps), warmup
+
+
+def _check_warmup_ratio(warmup_ratio: float) -> None:
+    if not 0.0 <= warmup_ratio < 1.0:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio!r}")
+
+
+def _check_training_data(train_dataset: Any, epochs: Any) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if "labels" not in train_dataset.column_names:
+        raise ValueError("train_dataset needs a 'labels' column: tokenise it with dlbook.finetune.tokenize_dataset()")
 
 
 def train_classifier(
@@ -247,7 +243,7 @@ def train_classifier(
     eval_batch_size: int = 128,
     device: torch.device | str | None = None,
     show_progress: bool = True,
-) -> TrainHistory:
+) -> History:
     """Fine-tune ``model`` (a ``...ForSequenceClassification``) on a tokenised dataset, in place.
 
     The plain-PyTorch loop of chapter 9: shuffled batches from a seeded generator, dynamic
@@ -255,46 +251,32 @@ def train_classifier(
     decay to zero (``get_linear_schedule_with_warmup``), gradient-norm clipping, and, when
     ``eval_dataset`` is given, :func:`evaluate_classifier` after each epoch. Dropout draws from
     the global generator, re-seeded with ``seed`` before the first step: the same call gives the
-    same weights on the same machine.
+    same weights on the same machine. The loop is the book's one loop, :func:`dlbook.loop.train_loop`.
     """
-    from transformers import get_linear_schedule_with_warmup
-
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if not 0.0 <= warmup_ratio < 1.0:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio!r}")
-    if "labels" not in train_dataset.column_names:
-        raise ValueError("train_dataset needs a 'labels' column: tokenise it with tokenize_dataset()")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    _check_training_data(train_dataset, epochs)
+    _check_warmup_ratio(warmup_ratio)
+    device = resolve_device(device, model=model)
     model.to(device)
     loader = make_loader(train_dataset, tokenizer, batch_size, shuffle=True, seed=seed)
-    total = epochs * len(loader)
-    warmup = math.ceil(warmup_ratio * total)
     optimizer = make_optimizer(model, lr, weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total)
-    history = TrainHistory(total_steps=total, warmup_steps=warmup)
-    torch.manual_seed(seed)  # dropout masks
-    start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        # A bar with a total, updated by hand: wrapping the loader itself would let tqdm.auto start
-        # an extra iteration of it, which draws from its generator and changes the batch order.
-        bar = _progress(total=len(loader), desc=f"epoch {epoch}/{epochs}", disable=not show_progress)
-        for batch in loader:
-            history.step_lr.append(scheduler.get_last_lr()[0])  # the rate this step uses
-            loss = model(**_to_device(batch, device)).loss
-            optimizer_step(model, loss, optimizer, scheduler, max_grad_norm, history, bar)
-        bar.close()
-        if eval_dataset is not None:
-            result = evaluate_classifier(model, eval_dataset, tokenizer, batch_size=eval_batch_size, device=device)
-            history.evals.append(
-                {"epoch": epoch, "step": epoch * len(loader), "accuracy": result.accuracy, "f1": result.f1, "loss": result.loss}
-            )
-            if show_progress:
-                print(f"epoch {epoch}: validation accuracy {result.accuracy:.4f}, F1 {result.f1:.4f}, loss {result.loss:.4f}")
-    model.eval()
-    history.seconds = time.perf_counter() - start
-    return history
+    scheduler, warmup = linear_warmup(optimizer, epochs * len(loader), warmup_ratio)
+
+    def batch_loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return model(**_to_device(batch, device)).loss  # mean cross-entropy of the batch
+
+    def validate() -> dict[str, float]:
+        result = evaluate_classifier(model, eval_dataset, tokenizer, batch_size=eval_batch_size, device=device)
+        if show_progress:
+            print(f"epoch {len(history.evals) + 1}: validation accuracy {result.accuracy:.4f}, "
+                  f"F1 {result.f1:.4f}, loss {result.loss:.4f}")
+        return {"accuracy": result.accuracy, "f1": result.f1, "loss": result.loss}
+
+    step = TrainStep(model, batch_loss, optimizer, scheduler=scheduler, max_grad_norm=max_grad_norm, device=device)
+    history = History(warmup_steps=warmup)
+    return train_loop(
+        step, loader, epochs=epochs, seed=seed, evaluate=validate if eval_dataset is not None else None,
+        history=history, name="train_classifier", show_progress=show_progress,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +330,7 @@ def evaluate_classifier(
     """
     if "labels" not in dataset.column_names:
         raise ValueError("dataset needs a 'labels' column: tokenise it with tokenize_dataset()")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = resolve_device(device, model=model)
     was_training = model.training
     model.eval().to(device)
     lengths = np.array([len(x) for x in dataset["input_ids"]])
@@ -435,9 +417,7 @@ def sentiment_key(profile: str, device: torch.device | str | None = None) -> tup
     that changes the trained weights changes the folder.
     """
     check_profile(profile)
-    from .env import pick_device
-
-    device = torch.device(device) if device is not None else pick_device()
+    device = resolve_device(device)
     described = describe(RECIPE_VERSION, profile, SENTIMENT_SETTINGS[profile], device)
     return cache_key(f"sentiment-{profile}", described), described
 
@@ -509,10 +489,8 @@ def sentiment_classifier(
     """
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from .env import pick_device
-
     check_profile(profile)
-    device = torch.device(device) if device is not None else pick_device()
+    device = resolve_device(device)
     _, described = sentiment_key(profile, device)
 
     def load(folder: Path) -> tuple[nn.Module, Any]:
@@ -530,7 +508,6 @@ __all__ = [
     "SENTIMENT_SETTINGS",
     "ClassifierEval",
     "FinetuneSettings",
-    "TrainHistory",
     "batch_token_counts",
     "binary_f1",
     "cache_root",
@@ -540,8 +517,8 @@ __all__ = [
     "evaluate_classifier",
     "expected_calibration_error",
     "make_loader",
+    "linear_warmup",
     "make_optimizer",
-    "optimizer_step",
     "sentiment_classifier",
     "sentiment_key",
     "tokenize_dataset",

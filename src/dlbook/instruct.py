@@ -14,13 +14,15 @@ movie review positive or negative? Answer with one word." and the answer ``posit
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .env import resolve_device
+from .lora import add_peft_lora as add_lora  # moved to dlbook.lora; the old name keeps working
 
 __all__ = [
     "IGNORE",
@@ -111,21 +113,6 @@ def collate(examples: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def add_lora(model: nn.Module, config: Any) -> nn.Module:
-    """``peft.get_peft_model(model, config)``: LoRA adapters on ``model``, as chapter 20 trains them.
-
-    The only difference from calling peft directly is one warning silenced, here and nowhere
-    else: peft 0.21 asks a transformers 5 model for ``is_gradient_checkpointing``, which
-    transformers has renamed and answers with a ``FutureWarning`` meant for peft's authors (the
-    attribute still works and nothing the reader does can change it).
-    """
-    from peft import get_peft_model
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
-        return get_peft_model(model, config)
-
-
 def _decoder_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The decoder body and the output layer of a causal LM (a peft wrapper is unwrapped)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -173,7 +160,7 @@ def last_prompt_logits(
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token")
     body, head = _decoder_parts(model)
-    device = next(model.parameters()).device
+    device = resolve_device(model=model)
     out = []
     for start in range(0, len(conversations), batch_size):
         chunk = [{"input_ids": _prompt_ids(tokenizer, c)} for c in conversations[start : start + batch_size]]

@@ -6,17 +6,20 @@ and ``B`` (out, r) zero, so that the adapted model starts out exactly equal to t
 After training, ``W + (alpha / r) B A`` is one matrix again (:func:`merge_lora`), and inference
 costs nothing extra. The initialisation follows the ``peft`` library (Kaiming-uniform ``A``,
 zero ``B``), and :func:`copy_lora_to_peft` moves our adapters into a ``peft`` model, which is how
-chapter 10 checks that both compute the same function.
+chapter 10 checks that both compute the same function. :func:`add_peft_lora` builds that ``peft``
+model (chapter 10) and the adapters chapter 20 trains on a causal language model.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["LoRALinear", "add_lora", "copy_lora_to_peft", "lora_parameter_names", "merge_lora"]
+__all__ = ["LoRALinear", "add_lora", "add_peft_lora", "copy_lora_to_peft", "lora_parameter_names", "merge_lora"]
 
 
 class LoRALinear(nn.Module):
@@ -112,6 +115,35 @@ def add_lora(
             for p in module.parameters():
                 p.requires_grad_(True)
     return model
+
+
+def add_peft_lora(model: nn.Module, config: Any) -> nn.Module:
+    """``peft.get_peft_model(model, config)``: the ``peft`` library's LoRA adapters on ``model``.
+
+    Taught in chapter 10 (next to our :func:`add_lora`, which it must match), used in chapter 20
+    on a causal language model. ``config`` is a ``peft.LoraConfig``; the result is the
+    ``PeftModel`` wrapping ``model`` (changed in place: its base weights are frozen).
+
+    The one difference from calling ``peft`` directly is a warning silenced here and nowhere
+    else: peft 0.21 asks a transformers 5 model for ``is_gradient_checkpointing``, which
+    transformers has renamed and answers with a ``FutureWarning`` meant for peft's authors (the
+    attribute still works and nothing the reader does can change it).
+    """
+    from peft import LoraConfig, get_peft_model
+
+    _check_peft_arguments(model, config, LoraConfig)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
+        return get_peft_model(model, config)
+
+
+def _check_peft_arguments(model: object, config: object, config_type: type) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(config, config_type):
+        raise TypeError(f"config must be a peft.LoraConfig, got {type(config).__name__}")
+    if any(isinstance(m, LoRALinear) for m in model.modules()):
+        raise ValueError("model already has our LoRA adapters (dlbook.lora.add_lora): start from a fresh model")
 
 
 def lora_parameter_names(model: nn.Module) -> list[str]:

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .train import count_parameters
+
 # ---------------------------------------------------------------------------------------------
 # size
 
@@ -137,9 +139,9 @@ def benchmark_batches(
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a model with neither)."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
+    from .env import resolve_device
+
+    return resolve_device(model=model)
 
 
 def forward_latency(model: nn.Module, batch: Mapping[str, torch.Tensor], *, warmup: int = 3, repeats: int = 10) -> Latency:
@@ -269,11 +271,6 @@ class Measurement:
         return d
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameter elements (packed int8 weights of quantized layers are not parameters)."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def measure_classifier(
     name: str,
     model: nn.Module,
@@ -320,7 +317,7 @@ def measure_classifier(
         latency_ms={b: t.median for b, t in timings.items()},
         accuracy=result.accuracy,
         threads=threads,
-        params=count_parameters(model),
+        params=count_parameters(model, trainable_only=False),  # packed int8 weights are not parameters
         notes=notes,
         spread_ms={b: t.spread for b, t in timings.items()},
         val_accuracy=val,
@@ -452,7 +449,6 @@ __all__ = [
     "Measurement",
     "Scoreboard",
     "benchmark_batches",
-    "count_parameters",
     "fixed_threads",
     "forward_latency",
     "interleaved_calls",

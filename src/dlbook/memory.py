@@ -1,7 +1,8 @@
 """Peak memory of a piece of code: CUDA's own counters, and a tensor tracker for the CPU.
 
-Taught in chapter 10, "Fine-tuning on a budget". On CUDA the caching allocator counts every
-byte it hands out, so :func:`peak_memory` reads ``torch.cuda.max_memory_allocated``. The CPU
+Taught in chapter 6, "Attention from first principles" (the memory of the attention matrix);
+chapter 10 uses it for training steps, chapter 13 for inference. On CUDA the caching allocator
+counts every byte it hands out, so :func:`peak_memory` reads ``torch.cuda.max_memory_allocated``. The CPU
 allocator keeps no such statistics, so :class:`TensorMemoryTracker` counts them itself: it is a
 ``TorchDispatchMode`` that sees every ATen operation run inside it (forward, backward,
 recomputation under gradient checkpointing, optimizer updates), records the storage of each new
@@ -132,8 +133,8 @@ def peak_memory(fn: Callable[[], Any], device: str | torch.device) -> MemoryMeas
 
     On CUDA: ``torch.cuda.max_memory_allocated`` minus what was allocated before the call (so
     existing weights are not counted, as on the CPU). Elsewhere: a :class:`TensorMemoryTracker`
-    for that device type (see the module docstring for what it can and cannot see). Chapter 10
-    uses it to compare training steps.
+    for that device type (see the module docstring for what it can and cannot see). Chapter 6
+    measures attention with it, chapter 10 training steps.
     """
     if not callable(fn):
         raise TypeError(f"peak_memory needs a function of no arguments, got {fn!r}")

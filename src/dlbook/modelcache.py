@@ -4,6 +4,13 @@ Chapter 9's fine-tuned classifier, chapter 13's pruned model and chapter 14's di
 all take minutes to train; the chapters that use them must still run alone. Each is trained
 deterministically the first time it is asked for, saved with ``save_pretrained`` in a folder named
 by a hash of everything that decides its weights, and loaded from there afterwards.
+
+Every accessor (``finetune.sentiment_classifier``, ``prune.pruned_classifier``,
+``distill.distilled_student``, ``combined.pruned_student``) is :func:`cached_recipe`: its recipe
+(a version number and a settings dataclass per profile), a ``train`` function and a ``load``
+function (:func:`load_classifier` for a plain Hugging Face classifier). The folder name is
+``<kind>-<profile>-<12 hex digits>`` (:func:`cache_key` of :func:`describe`), so a new recipe,
+library version or device type trains a new model and never reads a stale one.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from typing import Any
 import torch
 
 from .assets import package_version
+from .env import resolve_device
+from .profiles import check_profile
 
 
 def cache_root() -> Path:
@@ -105,7 +114,7 @@ def trained_on(device: torch.device | str) -> str:
     """
     from .env import device_name, hardware_class
 
-    device = torch.device(device)
+    device = resolve_device(device)
     return f"{device_name(device)}, class={hardware_class(device)}, {torch.get_num_threads()} threads"
 
 
@@ -170,4 +179,59 @@ def cached_model(
     return model, tokenizer, info
 
 
-__all__ = ["KeepRandomState", "cache_key", "cache_root", "cached_model", "describe", "library_versions", "trained_on"]
+def load_classifier(folder: Path) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of a Hugging Face sequence classifier saved in ``folder``.
+
+    The ``load`` of :func:`cached_recipe` for models that ``from_pretrained`` rebuilds alone
+    (chapter 9's classifier, chapter 14's students); pruned models need
+    :func:`dlbook.prune.load_pruned_folder`, which reshapes the layers first.
+    """
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    return BertForSequenceClassification.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+
+def cached_recipe(
+    kind: str,
+    recipe: int,
+    profile: str,
+    settings: Any,
+    train: Callable[[torch.device], tuple[Any, Any, dict[str, Any]]],
+    load: Callable[[Path], tuple[Any, Any]] = load_classifier,
+    *,
+    label: str,
+    device: torch.device | str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    **parts: Any,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """A model trained by a recipe, once per profile, then loaded: ``(model, tokenizer, info)``.
+
+    The one body of the book's cached-model accessors: check ``profile``, resolve ``device``
+    (:func:`dlbook.env.resolve_device`), describe the recipe (:func:`describe` of ``recipe``,
+    ``settings`` and ``parts``, e.g. the cache folder of the model it starts from) and hand
+    :func:`cached_model` ``train(device)`` and ``load``. The folder is
+    ``cache_key(f"{kind}-{profile}", described)``; ``label`` names the model in what is printed
+    (``"<profile> <label>"``).
+    """
+    check_profile(profile)
+    if not callable(train) or not callable(load):
+        raise TypeError("train and load must be functions")
+    device = resolve_device(device)
+    described = describe(recipe, profile, settings, device, **parts)
+    return cached_model(
+        f"{kind}-{profile}", described, lambda: train(device), load,
+        device=device, cache_dir=cache_dir, label=f"{profile} {label}",
+    )
+
+
+__all__ = [
+    "KeepRandomState",
+    "cache_key",
+    "cache_root",
+    "cached_model",
+    "cached_recipe",
+    "describe",
+    "library_versions",
+    "load_classifier",
+    "trained_on",
+]

@@ -89,28 +89,6 @@ def _quiet_exporter() -> Iterator[None]:
             lg.setLevel(level)
 
 
-@contextlib.contextmanager
-def _legacy_readable_tf32() -> Iterator[None]:
-    """Let ``torch.export`` read ``torch.backends.cudnn.allow_tf32`` while the block runs.
-
-    :func:`dlbook.env.ieee_float32` sets cuDNN's convolution and RNN precisions with the new
-    ``fp32_precision`` API; on torch 2.13 reading the legacy flag, which ``torch.export``
-    does, then raises a RuntimeError. The export runs on the CPU, where these flags change
-    nothing, so they are put to the default for the export and restored after.
-    """
-    flags = [torch.backends.cudnn.conv, torch.backends.cudnn.rnn]
-    before = [getattr(f, "fp32_precision", None) for f in flags]
-    for f, b in zip(flags, before, strict=True):
-        if b is not None:
-            f.fp32_precision = "tf32"
-    try:
-        yield
-    finally:
-        for f, b in zip(flags, before, strict=True):
-            if b is not None:
-                f.fp32_precision = b
-
-
 def export_classifier(model: nn.Module, path: str | os.PathLike[str], example: Mapping[str, torch.Tensor]) -> Path:
     """Export a sequence classifier to ONNX at ``path``; returns the path.
 
@@ -127,7 +105,7 @@ def export_classifier(model: nn.Module, path: str | os.PathLike[str], example: M
     wrapper = _Logits(model).eval()
     dims = {0: "batch", 1: "seq"}
     try:
-        with _quiet_exporter(), _legacy_readable_tf32():
+        with _quiet_exporter():
             torch.onnx.export(wrapper, tuple(batch[k].cpu() for k in INPUT_NAMES), str(path),
                               input_names=list(INPUT_NAMES), output_names=["logits"],
                               dynamic_shapes={k: dims for k in INPUT_NAMES}, dynamo=True,

@@ -44,8 +44,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .modelcache import cached_model, describe
-from .profiles import check_profile
+from .env import resolve_device
+from .modelcache import cached_recipe
 from .progress import progress as _progress
 
 #: Bump when the recipe of :func:`pruned_classifier` changes, so old caches are not reused.
@@ -211,7 +211,7 @@ class Gates:
 
     def __init__(self, model: nn.Module, requires_grad: bool = False) -> None:
         shape = structure(model)
-        dev = next(model.parameters()).device
+        dev = resolve_device(model=model)
         self.model = model
         self.d = head_size(model)
         self.heads = [torch.ones(h, device=dev, requires_grad=requires_grad) for h in shape["heads"]]
@@ -304,7 +304,7 @@ def importance_scores(
         raise ValueError("dataset needs a 'labels' column: tokenise it with dlbook.finetune.tokenize_dataset()")
     if len(dataset) == 0:
         raise ValueError("dataset is empty")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = resolve_device(device, model=model)
     was_training = model.training
     model.eval().to(device)
     flags = [p.requires_grad for p in model.parameters()]
@@ -588,17 +588,13 @@ def pruned_classifier(
     accuracy before and after the fine-tune and the training history. Taught in chapter 13; used
     by chapter 15.
     """
-
-    from .env import pick_device
     from .finetune import sentiment_key
 
-    check_profile(profile)
-    device = torch.device(device) if device is not None else pick_device()
-    base_key, _ = sentiment_key(profile, device)
-    described = describe(RECIPE_VERSION, profile, PRUNE_SETTINGS[profile], device, baseline=base_key)
-    return cached_model(
-        f"pruned-{profile}", described, lambda: _train_pruned(profile, device), load_pruned_folder,
-        device=device, cache_dir=cache_dir, label=f"{profile} pruned classifier",
+    device = resolve_device(device)
+    baseline, _ = sentiment_key(profile, device)  # the folder of the model it starts from
+    return cached_recipe(
+        "pruned", RECIPE_VERSION, profile, PRUNE_SETTINGS[profile], lambda d: _train_pruned(profile, d),
+        load_pruned_folder, label="pruned classifier", device=device, cache_dir=cache_dir, baseline=baseline,
     )
 
 

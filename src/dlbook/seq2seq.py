@@ -19,19 +19,18 @@ best exact match on validation. :func:`greedy_decode` and :func:`beam_decode` ge
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .env import resolve_device
+from .loop import EarlyStopping, History, TrainStep, train_loop
 from .progress import progress
 from .train import warmup_scheduler
 
@@ -42,7 +41,6 @@ __all__ = [
     "PAD",
     "CharVocab",
     "DateExample",
-    "Seq2SeqHistory",
     "beam_decode",
     "encode_examples",
     "exact_match",
@@ -402,42 +400,6 @@ def exact_match(predictions: Sequence[str], targets: Sequence[str]) -> np.ndarra
 
 
 # ---------------------------------------------------------------------------- training
-@dataclass
-class Seq2SeqHistory:
-    """What :func:`train_seq2seq` records per epoch; ``best_epoch`` (0-based) has the best validation
-    exact match (ties: the lower validation loss). Chapter 19."""
-
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_exact: list[float] = field(default_factory=list)
-    best_epoch: int = -1
-    seconds: float = 0.0
-
-    @property
-    def epochs(self) -> int:
-        return len(self.train_loss)
-
-    def plot(self, ax: Any = None) -> Any:
-        """Losses per epoch (left axis) and validation exact match (right axis); returns the axes."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.2))
-        epochs = range(1, self.epochs + 1)
-        ax.plot(epochs, self.train_loss, marker=".", label="train loss")
-        ax.plot(epochs, self.val_loss, marker=".", label="validation loss")
-        ax.set(xlabel="epoch", ylabel="cross-entropy per target token", yscale="log")
-        right = ax.twinx()
-        right.plot(epochs, self.val_exact, marker="s", color="tab:green", label="validation exact match")
-        right.set_ylabel("exact match")
-        if self.best_epoch >= 0:
-            ax.axvline(self.best_epoch + 1, color="grey", linestyle=":", label="chosen epoch")
-        lines = ax.get_legend_handles_labels()
-        extra = right.get_legend_handles_labels()
-        ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="center right")
-        return ax
-
-
 def _mean_loss(model: nn.Module, src: Tensor, tgt: Tensor, batch_size: int) -> float:
     total, n = 0.0, 0
     with torch.no_grad():
@@ -462,7 +424,7 @@ def train_seq2seq(
     grad_clip: float = 1.0,
     seed: int = 0,
     show_progress: bool = True,
-) -> Seq2SeqHistory:
+) -> History:
     """Teacher-forced training with AdamW and the warm-up cosine schedule of chapter 2. Chapter 19.
 
     After each epoch: the validation loss and the validation **exact match** of greedy decoding; the
@@ -478,47 +440,27 @@ def train_seq2seq(
         raise ValueError(f"train_seq2seq: batch_size must be a positive int, got {batch_size!r}")
     if not 0 <= warmup < 1:
         raise ValueError(f"train_seq2seq: warmup must be a fraction in [0, 1), got {warmup!r}")
-    device = next(model.parameters()).device
+    device = resolve_device(model=model)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(src) / batch_size)
     sched = warmup_scheduler(opt, warmup_steps=int(warmup * steps), total_steps=steps)
     gen = torch.Generator().manual_seed(seed)
     val_src, val_tgt = (t.to(device) for t in val)
     val_targets = [vocab.decode(row[1:]) for row in val[1]]
-    history, best, best_state = Seq2SeqHistory(), (-1.0, math.inf), None
-    start = time.perf_counter()
-    bar = progress(range(epochs), desc="epochs", disable=not show_progress)
-    for epoch in bar:
-        model.train()
+
+    def shuffled_batches() -> list[tuple[Tensor, Tensor]]:
         order = torch.randperm(len(src), generator=gen)
-        total, n = 0.0, 0
-        for i in range(0, len(src), batch_size):
-            idx = order[i:i + batch_size]
-            s, t = src[idx].to(device), tgt[idx].to(device)
-            loss = teacher_forcing_loss(model, s, t)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"train_seq2seq: loss {loss.item()} at epoch {epoch + 1}; lower lr")
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-            n += len(idx)
+        return [(src[idx], tgt[idx]) for idx in order.split(batch_size)]
+
+    def batch_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        return teacher_forcing_loss(model, batch[0].to(device), batch[1].to(device))
+
+    def validate() -> dict[str, float]:
         model.eval()
-        val_loss = _mean_loss(model, val_src, val_tgt, 512)
         preds = translate(model, vocab, val_src, max_len=val_tgt.shape[1] - 1)
-        val_exact = float(exact_match(preds, val_targets).mean())
-        history.train_loss.append(total / n)
-        history.val_loss.append(val_loss)
-        history.val_exact.append(val_exact)
-        if (val_exact, -val_loss) > (best[0], -best[1]):
-            best, history.best_epoch = (val_exact, val_loss), epoch
-            best_state = copy.deepcopy(model.state_dict())
-        if show_progress and hasattr(bar, "set_postfix"):
-            bar.set_postfix(train=f"{total / n:.3f}", val=f"{val_loss:.3f}", exact=f"{val_exact:.3f}")
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    history.seconds = time.perf_counter() - start
-    return history
+        return {"loss": _mean_loss(model, val_src, val_tgt, 512), "exact": float(exact_match(preds, val_targets).mean())}
+
+    step = TrainStep(model, batch_loss, opt, scheduler=sched, max_grad_norm=grad_clip, device=device)
+    stopper = EarlyStopping(restore_best=True, score=lambda m: (-m["exact"], m["loss"]))  # best exact match
+    return train_loop(step, shuffled_batches, epochs=epochs, evaluate=validate, early_stopping=stopper,
+                      name="train_seq2seq", show_progress=show_progress)

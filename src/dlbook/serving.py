@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .distributed import free_port  # one definition, shared with chapter 16's launcher
+from .env import resolve_device
 
 #: A paste longer than this many characters is cut before tokenising (about 20 pages of text).
 MAX_CHARS = 20_000
@@ -108,7 +109,7 @@ class SentimentService:
     def predict(self, text: Any) -> Prediction:
         """Classify one text. Raises ``TypeError`` / :class:`InvalidInput` as :func:`clean_text` does."""
         text, cut = clean_text(text, self.max_chars)
-        device = next(self.model.parameters()).device
+        device = resolve_device(model=self.model)
         # Windows of max_length tokens over the whole text: the first is what the model reads, and
         # a second one exists exactly when the text went on past it.
         enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_overflowing_tokens=True)

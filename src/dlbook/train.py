@@ -1,5 +1,5 @@
-"""The training loop every later chapter uses: seeded loaders, ``evaluate``, ``fit``, ``History``,
-and the learning-rate schedule with warm-up.
+"""The training loop every later chapter uses: seeded loaders, ``evaluate``, ``fit``, and the
+learning-rate schedule with warm-up. ``fit`` runs the book's one loop (:mod:`dlbook.loop`).
 
 Taught in chapter 2 (Learning from data), where the loop and the schedule are built step by step in
 cells and then these packaged versions are shown and checked against them.
@@ -7,11 +7,8 @@ cells and then these packaged versions are shown and checked against them.
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .progress import progress
+from .loop import EarlyStopping, History, TrainStep, train_loop
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -70,18 +67,19 @@ def _check_batch(xb: Any, yb: Any, where: str) -> None:
     _check_finite(xb, f"{where} inputs")
 
 
-def make_loader(x: Tensor, y: Tensor, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
+def tensor_loader(x: Tensor, y: Tensor, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
     """A ``DataLoader`` over the pairs ``(x[i], y[i])`` whose shuffling is seeded.
 
     The loader owns a ``torch.Generator`` seeded with ``seed``, so the order of the batches
     repeats run after run, independently of any other random numbers drawn meanwhile.
     ``y`` holds class indices (int64), as :func:`fit` and :func:`evaluate` expect; ``x`` must be
-    finite. Taught in chapter 2.
+    finite. (:func:`dlbook.finetune.make_loader` is its counterpart for tokenised text.) Taught in
+    chapter 2.
     """
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError(f"make_loader needs tensors, got {type(x).__name__} and {type(y).__name__}")
+        raise TypeError(f"tensor_loader needs tensors, got {type(x).__name__} and {type(y).__name__}")
     if x.ndim == 0 or y.ndim == 0:
-        raise ValueError("make_loader needs at least one example: x and y must have a first (batch) dimension")
+        raise ValueError("tensor_loader needs at least one example: x and y must have a first (batch) dimension")
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     _check_int(batch_size, "batch_size", minimum=1)
@@ -100,8 +98,7 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: LossFn, device: torc
     previous train/eval mode is restored afterwards. Taught in chapter 2.
     """
     _check_model(model, "evaluate")
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable, as F.cross_entropy is, got {type(loss_fn).__name__}")
+    _check_loss_fn(loss_fn)
     was_training = model.training
     model.eval()
     total_loss, correct, n = 0.0, 0, 0
@@ -145,51 +142,6 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device | str) ->
     return torch.cat(logits), torch.cat(targets)
 
 
-@dataclass
-class History:
-    """What :func:`fit` records: one entry per epoch, the best epoch (by validation loss), the time.
-
-    Taught in chapter 2.
-    """
-
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_acc: list[float] = field(default_factory=list)
-    best_epoch: int = -1  # 0-based index into the lists; -1 until an epoch has finished
-    seconds: float = 0.0
-
-    @property
-    def epochs(self) -> int:
-        """How many epochs ran (fewer than asked for when early stopping fired)."""
-        return len(self.train_loss)
-
-    @property
-    def best_val_loss(self) -> float:
-        return self.val_loss[self.best_epoch] if self.val_loss else math.nan
-
-    @property
-    def best_val_acc(self) -> float:
-        return self.val_acc[self.best_epoch] if self.val_acc else math.nan
-
-    def plot(self, ax: Any = None, title: str | None = None) -> Any:
-        """Plot the training and validation loss per epoch (and the best epoch); returns the axes."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(5, 3.2))
-        epochs = range(1, self.epochs + 1)
-        ax.plot(epochs, self.train_loss, marker=".", label="train loss")
-        ax.plot(epochs, self.val_loss, marker=".", label="validation loss")
-        if self.best_epoch >= 0:
-            ax.axvline(self.best_epoch + 1, color="grey", linestyle=":", label="best epoch")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("cross-entropy per example")
-        if title:
-            ax.set_title(title)
-        ax.legend()
-        return ax
-
-
 def fit(
     model: nn.Module,
     train_loader: DataLoader,
@@ -206,78 +158,46 @@ def fit(
 ) -> History:
     """Train ``model`` for up to ``epochs`` epochs and evaluate it on ``val_loader`` after each.
 
-    One step: forward, ``loss_fn(logits, y)``, ``zero_grad``, ``backward``, optional gradient-norm
-    clipping to ``grad_clip``, ``optimizer.step()``, then ``scheduler.step()`` if a scheduler is
-    given (it is stepped once per batch). The recorded training loss is the mean per example over
-    the epoch, measured on the fly while the weights change.
+    One step: forward, ``loss_fn(logits, y)``, ``backward``, optional gradient-norm clipping to
+    ``grad_clip``, ``optimizer.step()``, then ``scheduler.step()`` if a scheduler is given (once
+    per batch); the step itself is :class:`dlbook.loop.TrainStep`, the loop
+    :func:`dlbook.loop.train_loop`. ``History.train_loss`` is the mean loss per example over
+    each epoch, measured on the fly while the weights change.
 
     With ``patience`` set, training stops once the validation loss has not improved for
     ``patience`` epochs, and the weights of the best epoch are loaded back into ``model``.
     Without it the model keeps its last weights (``History.best_epoch`` is still recorded).
+    The model is handed back in training mode.
 
     Every batch is checked (int64 class labels, finite inputs), and a loss that turns NaN or
     infinite stops training with a ``FloatingPointError`` that says where, rather than carrying
     on with poisoned weights. Taught in chapter 2.
     """
     _check_model(model, "fit")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    _check_loss_fn(loss_fn)
+    _check_int(epochs, "epochs", minimum=1)
+
+    def batch_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        xb, yb = batch
+        _check_batch(xb, yb, "fit")
+        return loss_fn(model(xb.to(device)), yb.to(device))
+
+    def validate() -> dict[str, float]:
+        val_loss, val_acc = evaluate(model, val_loader, loss_fn, device)
+        return {"loss": val_loss, "accuracy": val_acc}
+
+    step = TrainStep(model, batch_loss, optimizer, scheduler=scheduler, max_grad_norm=grad_clip, device=device)
+    history = train_loop(
+        step, train_loader, epochs=epochs, evaluate=validate, name="fit", show_progress=show_progress,
+        early_stopping=EarlyStopping(patience, restore_best=patience is not None),
+    )
+    model.train()
+    return history
+
+
+def _check_loss_fn(loss_fn: Any) -> None:
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, as F.cross_entropy is, got {type(loss_fn).__name__}")
-    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
-        raise TypeError(f"scheduler must have a step() method (a torch.optim.lr_scheduler), got {scheduler!r}")
-    _check_int(epochs, "epochs", minimum=1)
-    if patience is not None:
-        _check_int(patience, "patience", minimum=1)
-    if grad_clip is not None and not grad_clip > 0:
-        raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
-    history = History()
-    best_loss, best_state, bad_epochs = math.inf, None, 0
-    start = time.perf_counter()
-    bar = progress(range(epochs), desc="epochs", disable=not show_progress)
-    for epoch in bar:
-        model.train()
-        total, n = 0.0, 0
-        for batch, (xb, yb) in enumerate(train_loader):
-            _check_batch(xb, yb, "fit")
-            xb, yb = xb.to(device), yb.to(device)
-            loss = loss_fn(model(xb), yb)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"fit: the training loss is {loss.item()} at epoch {epoch + 1}, batch {batch + 1}; "
-                    "try a lower learning rate, a warm-up (warmup_scheduler) or grad_clip"
-                )
-            optimizer.zero_grad()
-            loss.backward()
-            if grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += loss.item() * len(yb)
-            n += len(yb)
-        if n == 0:
-            raise ValueError("fit got an empty train_loader")
-        val_loss, val_acc = evaluate(model, val_loader, loss_fn, device)
-        history.train_loss.append(total / n)
-        history.val_loss.append(val_loss)
-        history.val_acc.append(val_acc)
-        if val_loss < best_loss:
-            best_loss, bad_epochs, history.best_epoch = val_loss, 0, epoch
-            if patience is not None:
-                best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad_epochs += 1
-        if show_progress and hasattr(bar, "set_postfix"):
-            bar.set_postfix(train=f"{total / n:.3f}", val=f"{val_loss:.3f}", acc=f"{val_acc:.3f}")
-        if patience is not None and bad_epochs >= patience:
-            break
-    if show_progress and hasattr(bar, "close"):
-        bar.close()
-    if patience is not None and best_state is not None:
-        model.load_state_dict(best_state)
-    history.seconds = time.perf_counter() - start
-    return history
 
 
 # ---------------------------------------------------------------- learning-rate schedule
@@ -374,7 +294,9 @@ def _check_model(model: Any, where: str) -> None:
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """The number of scalar parameters in ``model`` (only those with ``requires_grad`` by default).
 
-    Taught in chapter 2.
+    ``trainable_only=False`` counts every parameter, frozen ones too: a model's size, as the
+    compression chapters (12-15) report it (the packed int8 weights of a quantized layer are
+    not parameters). Taught in chapter 2.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"count_parameters needs an nn.Module, got {type(model).__name__}")
@@ -387,8 +309,8 @@ __all__ = [
     "count_parameters",
     "evaluate",
     "fit",
-    "make_loader",
-    "predict",
+        "predict",
+    "tensor_loader",
     "warmup_lr_factor",
     "warmup_scheduler",
 ]

@@ -8,6 +8,7 @@ pointing at the chapter's notebook. A screenshot of every chapter page is kept i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,124 @@ def test_sidebar_toggles_work_on_a_phone_and_a_desktop(html_dir, server, browser
     desktop.wait_for_timeout(300)
     assert desktop.evaluate(SIDEBARS_JS)[2] is True, "desktop: the sidebar toggle did nothing"
     desktop.close()
+
+
+def _chapters(html_dir: Path) -> list[str]:
+    return [p for p in pages(html_dir) if p.startswith("notebooks/")]
+
+
+VISIBLE_SEARCH_JS = """() => [...document.querySelectorAll('.search-button__button, .bd-search')]
+  .filter(e => e.offsetParent !== null && e.getBoundingClientRect().width > 0).length"""
+
+
+def test_one_search_box_and_it_finds_a_term(html_dir, server, browser):
+    """One search control is visible (desktop and phone), and searching "attention" finds chapter 6."""
+    chapter = _chapters(html_dir)[0]
+    for width, height in [(1366, 900), (390, 844)]:
+        page = browser.new_page()
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"{server}/{chapter}", wait_until="load")
+        assert page.evaluate(VISIBLE_SEARCH_JS) == 1, f"{width} px: expected one visible search box"
+        page.close()
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1366, "height": 900})
+    page.goto(f"{server}/{chapter}", wait_until="load")
+    page.locator(".search-button__button:visible").first.click()
+    field = page.locator(".search-button__search-container input[name=q]:visible, form.bd-search input:visible").first
+    field.fill("attention")
+    field.press("Enter")
+    page.wait_for_url("**/search.html?q=attention*")
+    page.wait_for_selector("#search-results li a", timeout=30_000)
+    found = page.eval_on_selector_all("#search-results li a", "links => links.map(a => a.href)")
+    page.close()
+    assert any("06_attention" in href for href in found), f"search for 'attention' missed chapter 6: {found[:5]}"
+
+
+DARK_JS = """() => {
+  const article = document.querySelector('.bd-content article') || document.body;
+  let img = article.querySelector('.cell_output img');
+  if (!img) {  // a build without outputs: check the rule on a figure of the same structure
+    const out = document.createElement('div');
+    out.className = 'cell_output';
+    img = document.createElement('img');
+    img.src = 'data:image/gif;base64,R0lGODlhAQABAAAAACw=';
+    out.appendChild(img);
+    article.appendChild(out);
+  }
+  const lum = (css) => {
+    const [r, g, b] = css.match(/[0-9.]+/g).slice(0, 3).map(v => {
+      v = Number(v) / 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const contrast = (a, b) => (Math.max(lum(a), lum(b)) + 0.05) / (Math.min(lum(a), lum(b)) + 0.05);
+  const page = getComputedStyle(document.body).backgroundColor;
+  const text = getComputedStyle(article.querySelector('p') || article).color;
+  const math = document.querySelector('mjx-container');
+  return {
+    theme: document.documentElement.dataset.theme,
+    page: page,
+    imgBackground: getComputedStyle(img).backgroundColor,
+    imgFilter: getComputedStyle(img).filter,
+    textContrast: contrast(text, page),
+    mathContrast: math ? contrast(getComputedStyle(math).color, page) : null,
+  };
+}"""
+
+
+def test_dark_mode_keeps_figures_and_math_legible(html_dir, server, browser):
+    """In dark mode the page is dark, text and math contrast with it, figures sit on white."""
+    chapter = next(p for p in _chapters(html_dir) if "06_attention" in p)
+    page = browser.new_page()
+    page.goto(f"{server}/{chapter}", wait_until="load")
+    page.evaluate(MATHJAX_DONE_JS)
+    page.evaluate("() => { document.documentElement.dataset.theme = 'dark'; document.documentElement.dataset.mode = 'dark'; }")
+    page.wait_for_timeout(200)
+    report = page.evaluate(DARK_JS)
+    shots = html_dir.parent / "screenshots"
+    if shots.is_dir():
+        page.screenshot(path=str(shots / "dark-mode.png"))
+    page.close()
+    assert report["theme"] == "dark"
+    assert report["imgBackground"] == "rgb(255, 255, 255)", report
+    assert report["imgFilter"] == "none", report
+    assert report["textContrast"] >= 4.5, report
+    assert report["mathContrast"] is None or report["mathContrast"] >= 4.5, report
+    light = sum(int(v) for v in re.findall(r"\d+", report["page"])[:3])
+    assert light < 3 * 100, f"the dark theme did not darken the page: {report['page']}"
+
+
+OVERFLOW_JS = """() => ({
+  page: document.documentElement.scrollWidth, view: window.innerWidth,
+  wide: [...document.querySelectorAll('.bd-content *')]
+          .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && e.offsetParent !== null
+                       && !e.closest('pre, .highlight, .output, mjx-container, .math, table, .cell_output'))
+          .slice(0, 3).map(e => e.tagName + '.' + e.className),
+})"""
+
+
+def test_phone_layout_has_no_horizontal_overflow(html_dir, server, browser):
+    """At 390 px no chapter page scrolls sideways: wide code, math and tables scroll in their boxes."""
+    problems = []
+    page = browser.new_page()
+    page.set_viewport_size({"width": 390, "height": 844})
+    for rel in _chapters(html_dir):
+        page.goto(f"{server}/{rel}", wait_until="load")
+        page.evaluate(MATHJAX_DONE_JS)
+        report = page.evaluate(OVERFLOW_JS)
+        if report["page"] > report["view"] + 1:
+            problems.append(f"{rel}: page is {report['page']} px wide at {report['view']} px ({report['wide']})")
+    page.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_chapter_pages_offer_the_notebook(html_dir, server, browser):
+    """The download menu of every chapter offers its .ipynb, and the file is there."""
+    problems = []
+    for rel in _chapters(html_dir):
+        stem = Path(rel).stem
+        text = (html_dir / rel).read_text()
+        if f"_sources/notebooks/{stem}.ipynb" not in text:
+            problems.append(f"{rel}: no .ipynb in the download menu")
+        elif not (html_dir / "_sources" / "notebooks" / f"{stem}.ipynb").is_file():
+            problems.append(f"{rel}: the .ipynb it offers is missing")
+    assert not problems, "\n".join(problems)

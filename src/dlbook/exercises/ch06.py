@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import torch
-from scipy.stats import t as student_t
 
+from ..stats import seed_interval
 from . import Case, register
 
 
@@ -91,13 +91,11 @@ def paired_interval(a: torch.Tensor, b: torch.Tensor, confidence: float = 0.95) 
     ``a[i]`` and ``b[i]`` are measured on the same unit (here: the same seed, hence the same initial
     weights and batches); the interval is ``mean +- t_{n-1} * sd / sqrt(n)`` with the sample standard
     deviation (``n - 1`` in the denominator) and ``t_{n-1}`` the two-sided quantile of Student's t with
-    ``n - 1`` degrees of freedom. Chapter 6 uses it for training with and without the ``1/sqrt(d_k)`` scale.
+    ``n - 1`` degrees of freedom. Chapter 6 uses it for training with and without the ``1/sqrt(d_k)``
+    scale. The book's one implementation is :func:`dlbook.stats.seed_interval`; this reference is it.
     """
-    d = (torch.as_tensor(a, dtype=torch.float64) - torch.as_tensor(b, dtype=torch.float64)).flatten()
-    n = d.numel()
-    mean, sd = d.mean().item(), d.std(correction=1).item()
-    half = float(student_t.ppf(0.5 + confidence / 2, df=n - 1)) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+    interval = seed_interval(a, b, level=confidence)
+    return interval.diff, interval.low, interval.high
 
 
 def _paired_cases(rng: np.random.Generator) -> list[Case]:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..env import resolve_device
 from ..seq2seq import PAD
 from ..stats import compare, paired_bootstrap
 from . import Case, CheckResult, register
@@ -152,7 +153,7 @@ def check_exact_match(
         failure = f"give as many targets as inputs, at least 100; got {len(inputs)} and {len(targets)}"
     else:
         src = torch.nn.utils.rnn.pad_sequence([torch.tensor(vocab.encode(t)) for t in inputs], batch_first=True)
-        device = next(model.parameters()).device
+        device = resolve_device(model=model)
         want = float(exact_match(translate(model, vocab, src.to(device), max_len=len(max(targets, key=len)) + 1),
                                  list(targets)).mean())
         if verbose:
