@@ -35,7 +35,7 @@
 # 5. accumulate gradients over micro-batches correctly, and handle an imbalanced data set with a
 #    weighted loss or oversampling, judged by per-class recall and F1 rather than accuracy.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -76,6 +76,7 @@ from transformers import get_cosine_schedule_with_warmup
 import dlbook
 import dlbook.assets
 import dlbook.exercises
+import dlbook.loop
 import dlbook.models
 import dlbook.train
 from dlbook.exercises.ch02 import loss_gradient
@@ -84,18 +85,18 @@ from dlbook.train import (
     count_parameters,
     evaluate,
     fit,
-    make_loader,
     predict,
+    tensor_loader,
     warmup_lr_factor,
     warmup_scheduler,
 )
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(
@@ -773,17 +774,17 @@ for ax, img, label in zip(axes, x_train[:10], y_train[:10], strict=True):
 plt.show()
 
 # %% [markdown]
-# `make_loader` wraps the tensors in a `DataLoader` whose shuffling comes from its own seeded
-# `torch.Generator`, so the batch order repeats from run to run. The model is a multi-layer
+# `tensor_loader` wraps the tensors in a `DataLoader` whose shuffling comes from its own
+# seeded `torch.Generator`, so the batch order repeats from run to run. The model is a multi-layer
 # perceptron: flatten the $28\times28$ image to 784 numbers, two hidden layers of 256 ReLU units,
 # and 10 logits. Before training, the loss should be close to $\ln 10 \approx 2.30$: a network that
 # knows nothing spreads its probability evenly, and a very different starting loss signals a bug.
 
 # %%
 batch_size = sizes["batch_size"]
-train_loader = make_loader(x_train, y_train, batch_size, shuffle=True, seed=0)
-val_loader = make_loader(x_val, y_val, 500, shuffle=False)
-test_loader = make_loader(x_test, y_test, 500, shuffle=False)
+train_loader = tensor_loader(x_train, y_train, batch_size, shuffle=True, seed=0)
+val_loader = tensor_loader(x_val, y_val, 500, shuffle=False)
+test_loader = tensor_loader(x_test, y_test, 500, shuffle=False)
 
 torch.manual_seed(0)
 model = nn.Sequential(
@@ -984,7 +985,7 @@ def evaluate_by_hand(model, loader):
 
 def train_by_hand(model, epochs, lr=1e-3):
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    loader = make_loader(x_train, y_train, batch_size, shuffle=True, seed=0)
+    loader = tensor_loader(x_train, y_train, batch_size, shuffle=True, seed=0)
     curves = []
     for _ in range(epochs):
         train_loss = train_one_epoch(model, loader, optimizer)
@@ -996,6 +997,13 @@ def train_by_hand(model, epochs, lr=1e-3):
 # The packaged `dlbook.train.fit` is this loop with a progress bar, a `History` record, optional
 # gradient clipping, a learning-rate scheduler and early stopping (below). From the same initial
 # weights and the same batch order it must produce the same weights and the same curves as ours.
+# Its step, `dlbook.loop.TrainStep`, and its loop, `dlbook.loop.train_loop`, are also the core
+# of the book's other packaged training functions (the character models of chapter 4, the
+# fine-tuning of chapters 9 and 10, the distillation of chapter 14, the translation model of
+# chapter 19), each with its own loss. A step takes a list of batches. `fit` passes one; with
+# several (chapter 10), each batch's loss is a sum over its examples and the step divides once
+# by the examples of the whole group: the gradient accumulation of the section on batch size
+# below.
 
 # %%
 torch.manual_seed(0)
@@ -1004,7 +1012,7 @@ ours, packaged = copy.deepcopy(start), copy.deepcopy(start)
 curves = train_by_hand(ours, epochs=sizes["loop_epochs"])
 history = fit(
     packaged,
-    make_loader(x_train, y_train, batch_size, shuffle=True, seed=0),
+    tensor_loader(x_train, y_train, batch_size, shuffle=True, seed=0),
     val_loader,
     optimizer=torch.optim.AdamW(packaged.parameters(), lr=1e-3, weight_decay=0.0),
     epochs=sizes["loop_epochs"],
@@ -1023,6 +1031,10 @@ print(
     f"our loop and dlbook.train.fit agree; validation accuracy after {history.epochs} epochs: {history.val_acc[-1]:.3f}"
 )
 dlbook.show(dlbook.train.fit)
+
+# %%
+dlbook.show(dlbook.loop.TrainStep.__call__)  # loss and backward per batch, then update
+dlbook.show(dlbook.loop.TrainStep.update)  # clip, step, schedule, clear the grads
 
 # %% [markdown]
 # ### Overfitting, made visible
@@ -1046,7 +1058,7 @@ def train_mlp(
         model.parameters(), lr=1e-3, weight_decay=weight_decay
     )
     if loader is None:
-        loader = make_loader(x_train, y_train, batch_size, shuffle=True, seed=0)
+        loader = tensor_loader(x_train, y_train, batch_size, shuffle=True, seed=0)
     history = fit(
         model,
         loader,
@@ -1075,7 +1087,7 @@ dlbook.glue("base_best_epoch", base_hist.best_epoch + 1)
 dlbook.glue("base_best_val_loss", base_hist.best_val_loss)
 dlbook.glue("base_final_val_loss", base_hist.val_loss[-1])
 dlbook.glue("base_final_train_loss", base_hist.train_loss[-1])
-train_eval_loader = make_loader(x_train, y_train, 500, shuffle=False)
+train_eval_loader = tensor_loader(x_train, y_train, 500, shuffle=False)
 base_train_acc = evaluate(baseline, train_eval_loader, F.cross_entropy, device)[1]
 dlbook.glue("base_train_acc", base_train_acc)
 best = base_hist.best_epoch
@@ -1226,7 +1238,7 @@ dlbook.glue("n_all", len(y_all))
 final_model, _ = train_mlp(
     **final_kw,
     epochs=final_epochs,
-    loader=make_loader(x_all, y_all, batch_size, shuffle=True, seed=0),
+    loader=tensor_loader(x_all, y_all, batch_size, shuffle=True, seed=0),
 )
 test_loss, test_acc = evaluate(final_model, test_loader, F.cross_entropy, device)
 print(
@@ -1454,7 +1466,7 @@ def warmup_run(warmup_steps, seed, lr=warm_lr, epochs=sizes["warm_epochs"]):
     torch.manual_seed(seed)
     model = MLP(784, [256, 256], 10).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    loader = make_loader(x_train, y_train, batch_size, shuffle=True, seed=seed)
+    loader = tensor_loader(x_train, y_train, batch_size, shuffle=True, seed=seed)
     scheduler = warmup_scheduler(
         optimizer, warmup_steps=warmup_steps, total_steps=epochs * len(loader)
     )
@@ -1593,7 +1605,7 @@ imbalanced_mlp = functools.partial(
     epochs=sizes["imbalance_epochs"],
 )
 plain_model, _ = imbalanced_mlp(
-    loader=make_loader(x_imb, y_imb, batch_size, shuffle=True, seed=0)
+    loader=tensor_loader(x_imb, y_imb, batch_size, shuffle=True, seed=0)
 )
 y_true, y_pred_plain, recall_plain, f1_plain = per_class_report(plain_model)
 print(
@@ -1643,7 +1655,7 @@ weighted_loss = functools.partial(
     F.cross_entropy, weight=class_weights.float().to(device)
 )
 weighted_model, _ = imbalanced_mlp(
-    loader=make_loader(x_imb, y_imb, batch_size, shuffle=True, seed=0),
+    loader=tensor_loader(x_imb, y_imb, batch_size, shuffle=True, seed=0),
     loss_fn=weighted_loss,
 )
 

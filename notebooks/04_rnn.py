@@ -38,7 +38,7 @@
 # 5. classify a padded batch of sequences of different lengths with packed sequences, or by
 #    reading each sequence's state at its own last step.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -81,10 +81,10 @@ from dlbook.nn.recurrent import GRU, RNN, RNNCell
 torch.set_num_threads(1)
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(
@@ -896,14 +896,14 @@ dlbook.glue("rnn_best_epoch", history.best_epoch)
 dlbook.glue("rnn_epochs", sizes["lm_epochs"])
 
 # %%
-steps = np.arange(1, len(history.train_loss) + 1)
+steps = np.arange(1, len(history.step_loss) + 1)
 smooth = (
-    np.convolve(history.train_loss, np.ones(20) / 20, mode="valid")
+    np.convolve(history.step_loss, np.ones(20) / 20, mode="valid")
     if len(steps) >= 20
-    else history.train_loss
+    else history.step_loss
 )
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
-ax.plot(steps, history.train_loss, alpha=0.25, color="C0", label="training batch")
+ax.plot(steps, history.step_loss, alpha=0.25, color="C0", label="training batch")
 ax.plot(
     steps[len(steps) - len(smooth) :],
     smooth,
@@ -1185,7 +1185,7 @@ for label, clip in [("no clipping", None), ("clipped at 1", 1.0)]:
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
 for label, run in clip_runs.items():
-    axes[0].plot(run.train_loss, label=label, alpha=0.8)
+    axes[0].plot(run.step_loss, label=label, alpha=0.8)
     axes[1].semilogy(run.grad_norm, label=label, alpha=0.8)
 uniform_label = f"uniform guess, ln {n_targets}"
 axes[0].axhline(math.log(n_targets), color="grey", ls="--", label=uniform_label)
@@ -1204,7 +1204,7 @@ clip_none, clip_one = (
     clip_runs["no clipping"].val_loss[-1],
     clip_runs["clipped at 1"].val_loss[-1],
 )
-early = clip_runs["no clipping"].train_loss[:10]  # the unclipped run's first steps
+early = clip_runs["no clipping"].step_loss[:10]  # the unclipped run's first steps
 best_val_none = min(clip_runs["no clipping"].val_loss[1:])  # after each epoch
 dlbook.glue("clip_val_none", clip_none)
 dlbook.glue("clip_val_clipped", clip_one)

@@ -37,7 +37,7 @@
 # 5. measure the quadratic memory of attention and say what a fused kernel such as
 #    FlashAttention changes.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -79,10 +79,10 @@ from dlbook.nn.attention import (
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(
@@ -701,7 +701,9 @@ print("gradcheck passed for s, h, W_a, U_a and v_a")
 # tensor $d_a$ times larger than the score matrix. Vaswani et al. chose dot products because they
 # run as fast matrix multiplications, and note that additive attention does better than
 # *unscaled* dot products at large $d_k$ {cite}`vaswani2017attention`, where the previous section
-# measured the saturation. The memory of the two, at 256 queries and keys of width 64:
+# measured the saturation. The memory of the two, at 256 queries and keys of width 64, as the
+# **peak memory** of one call (the most bytes of tensors alive at once; the section on the cost
+# of attention shows how `dlbook.memory.peak_memory` counts them):
 
 # %%
 with torch.no_grad():
@@ -1311,14 +1313,38 @@ if profile == "full":
 # kernel** that walks over blocks of keys, keeps a running maximum and running sum of the softmax,
 # and never materialises the whole matrix.
 #
-# Memory is measured with `dlbook.memory.peak_memory` (chapter 10 explains it): on the CPU it adds
-# up the bytes of every tensor the operators create while they are alive; on a GPU it reads the
-# allocator's peak. The CPU count misses scratch buffers that a kernel allocates and frees inside
-# one call; PyTorch's profiler records every allocation, so the helper below counts that scratch
-# as the profiler's total minus the tracker's. Times are taken in rounds, one call of each variant
-# per round, the order reversed every other round (`dlbook.measure.interleaved_calls`), so both
-# variants see the same load; on the CPU everything runs on one thread, so that the times measure
-# the arithmetic and the memory traffic, not how threads are scheduled.
+# To see that, we measure peak memory, the most bytes alive at once during a call. On a GPU
+# the allocator keeps the count (`torch.cuda.max_memory_allocated`). The CPU allocator does
+# not, so `dlbook.memory` brings a small tracker: a `TorchDispatchMode` (PyTorch's hook for
+# code that intercepts every operator call) that sees every tensor operation run inside a `with`
+# block, adds the bytes of each new output storage, and subtracts them when Python frees that
+# storage. `dlbook.memory.peak_memory(fn, device)` uses the allocator's count on a GPU and this
+# tracker elsewhere; chapter 10 measures whole training steps with the same two tools.
+
+# %%
+dlbook.show(TensorMemoryTracker)
+
+# %% [markdown]
+# A first check: the logits of one head at length $L$ are an $L\times L$ float32 matrix, so
+# computing them must create exactly $4L^2$ bytes, and nothing else.
+
+# %%
+L_check = 96
+q_check, k_check = torch.randn(2, L_check, 16).unbind(0)  # (L, d) each
+with TensorMemoryTracker("cpu") as tracker:
+    logits_check = q_check @ k_check.T  # (L, L)
+assert tracker.peak_bytes == tracker.total_bytes == 4 * L_check**2
+print(f"L={L_check}: the logits take {tracker.peak_bytes:,} bytes = 4 L^2")
+del q_check, k_check, logits_check
+
+# %% [markdown]
+# The tracker misses scratch buffers that a kernel allocates and frees inside one call (it sees
+# the operations and their outputs, not what a kernel does in C++); PyTorch's profiler records
+# every allocation, so the helper below counts that scratch as the profiler's total minus the
+# tracker's. Times are taken in rounds, one call of each variant per round, the order reversed
+# every other round (`dlbook.measure.interleaved_calls`), so both variants see the same load; on
+# the CPU everything runs on one thread, so that the times measure the arithmetic and the memory
+# traffic, not how threads are scheduled.
 
 
 # %% tags=["hide-input"]
@@ -1809,7 +1835,8 @@ dlbook.exercises.check("ch06.paired_interval", my_paired_interval)
 # seed's initialisation and batches). With $n$ seeds, their mean $\bar\delta$ and sample standard
 # deviation $s_\delta$, the interval is $\bar\delta \pm t_{n-1}\, s_\delta/\sqrt{n}$, with
 # $t_{n-1}$ the two-sided quantile of Student's $t$ at $n-1$ degrees of freedom (wider than the
-# normal 1.96 when $n$ is small).
+# normal 1.96 when $n$ is small). The check compares yours with `dlbook.stats.seed_interval`, the
+# book's one implementation, which other chapters use to compare recipes over seeds.
 
 
 # %% tags=["solution"]

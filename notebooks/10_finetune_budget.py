@@ -33,7 +33,7 @@
 #    checked against the `peft` library, and merge an adapter back into the weights;
 # 5. use early stopping, weight decay and a class-weighted loss where the data call for them.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -82,10 +82,10 @@ from dlbook.train import count_parameters
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(
@@ -169,15 +169,12 @@ sizes
 #
 # plus activations and temporaries. Every technique of this chapter attacks one term: mixed
 # precision and checkpointing the activations, accumulation the batch size behind them, freezing
-# and LoRA the $P_t$. To see it we need to **measure** peak memory. On a CUDA GPU the allocator
-# keeps the count (`torch.cuda.max_memory_allocated`). The CPU allocator does not, so
-# `dlbook.memory` brings a small tracker: a `TorchDispatchMode` that sees every tensor operation,
-# adds the bytes of each new output storage, and subtracts them when Python frees that storage.
-
-# %%
-dlbook.show(dlbook.memory.TensorMemoryTracker)
-
-# %% [markdown]
+# and LoRA the $P_t$. To see it we need to **measure** peak memory, with the tools chapter 6
+# built for attention: on a CUDA GPU the allocator's count (`torch.cuda.max_memory_allocated`),
+# on the CPU `dlbook.memory.TensorMemoryTracker`, a `TorchDispatchMode` that sees every tensor
+# operation, adds the bytes of each new output storage, and subtracts them when Python frees that
+# storage; `dlbook.memory.peak_memory` picks the right one for the device.
+#
 # What it sees and what it misses is in the module's docstring: it counts the tensors created
 # **inside** the `with` block (activations, gradients, optimizer state, temporaries), not the
 # weights that existed before, nor a kernel's private scratch memory or the allocator's cache.
@@ -192,12 +189,11 @@ tokenizer = AutoTokenizer.from_pretrained(model_path)
 def fresh_model():
     """The chapter 9 starting point: pretrained MiniLM plus a freshly drawn head (seeded)."""
     torch.manual_seed(0)
-    return BertForSequenceClassification.from_pretrained(
-        model_path,
-        num_labels=2,
-        id2label=dict(enumerate(finetune.LABELS)),
-        label2id={n: i for i, n in enumerate(finetune.LABELS)},
-    ).to(device)
+    model = finetune.new_classifier(model_path).to(device)
+    # An encoder never caches keys and values; with the config's default (True), transformers
+    # would warn that caching and gradient checkpointing (section 10.6) do not mix.
+    model.config.use_cache = False
+    return model
 
 
 model = fresh_model()
@@ -1031,9 +1027,11 @@ print(
 del mine, packaged, plain
 
 # %% [markdown]
-# **With `peft`.** The `peft` library does the same from a `LoraConfig`. `task_type="SEQ_CLS"`
-# makes it keep a trainable copy of the classification head (`modules_to_save`). To compare the
-# two implementations exactly, we build both from the same fresh model and copy our adapters' and
+# **With `peft`.** The `peft` library does the same from a `LoraConfig`
+# (`dlbook.lora.add_peft_lora` calls `peft.get_peft_model` and silences one deprecation warning
+# addressed to `peft`'s authors; chapter 20 uses it again). `task_type="SEQ_CLS"` makes it keep
+# a trainable copy of the classification head (`modules_to_save`). To compare the two
+# implementations exactly, we build both from the same fresh model and copy our adapters' and
 # head's starting values into `peft`'s (`dlbook.lora.copy_lora_to_peft`): with the same starting
 # point they must compute the same function, and then train the same way: `peft_steps` AdamW
 # steps on the same batches, dropout off, must give the same loss at every step and the same
@@ -1050,7 +1048,7 @@ config = peft.LoraConfig(
     lora_dropout=0.0,
     target_modules=["query", "value"],
 )
-peft_lora = peft.get_peft_model(fresh_model(), config)
+peft_lora = dlbook.lora.add_peft_lora(fresh_model(), config)  # peft.get_peft_model
 copied = dlbook.lora.copy_lora_to_peft(ours_lora, peft_lora)
 with torch.no_grad():
     torch.testing.assert_close(

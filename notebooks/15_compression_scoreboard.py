@@ -34,7 +34,7 @@
 # 4. pick a technique from a latency, memory or accuracy budget, choosing on validation and
 #    reporting on test.
 
-# %%
+# %% tags=["remove-cell"]
 # In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
 import sys
 
@@ -72,13 +72,14 @@ import dlbook
 import dlbook.exercises
 from dlbook import assets, combined, distill, finetune, measure, prune, quantize
 from dlbook import ort as dlort
+from dlbook.train import count_parameters
 
 device = dlbook.setup(seed=0)
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 profile = os.environ.get("DLBOOK_PROFILE", "full")
 
-# %%
+# %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
     # n_test, n_val = None: the whole test (1,500) and validation (1,000) splits;
@@ -102,8 +103,9 @@ sizes
 # (`distill.distilled_student`: the 3-layer copy of the teacher and the narrow 2-layer model,
 # both trained with the teacher). `quantize.int8_dynamic` of chapter 12 turns any of them into an
 # int8 copy (int8 linear layers with dynamic activation quantization, int8 embedding rows). Its
-# default is used throughout: one weight scale per linear layer's matrix, not the per-row
-# scales that chapter 12 also offers (`per_channel=True`), and one scale per embedding row.
+# default is used for every PyTorch variant: one weight scale per linear layer's matrix, not the
+# per-row scales that chapter 12 also offers (`per_channel=True`), and one scale per embedding
+# row.
 #
 # Dynamic int8 kernels run on the CPU, and the question this chapter answers is what a CPU server
 # or laptop gains, so **every variant is measured on the CPU**, whatever accelerator the notebook
@@ -191,7 +193,10 @@ print(
 # engine with its own int8 kernels; `combined.compact_onnx` exports the same
 # vocabulary-pruned model (id lookup included) and quantizes it there (int8 matrix products
 # with one scale per output channel, int8 embedding rows). Every variant, PyTorch or ONNX
-# Runtime, is timed by the same loop at the same thread count.
+# Runtime, is timed by the same loop at the same thread count. An ONNX Runtime row differs from
+# its PyTorch twin in two ways at once, the engine and the per-channel scales, so the table does
+# not say which of the two moves its numbers. Its weights live in the ONNX file, not in PyTorch
+# parameters: its parameter count below is 0 and its size is the file's.
 
 
 # %%
@@ -234,6 +239,8 @@ variants = {
     "narrow distilled + int8": quantize.int8_dynamic(narrow),
     "narrow distilled + int8 + vocabulary": with_vocabulary(narrow),
 }
+
+
 def size_mb(model):
     """Size on disk: the saved `state_dict`, or the ONNX file an ORT session runs."""
     if isinstance(model, dlort.OrtClassifier):
@@ -242,7 +249,7 @@ def size_mb(model):
 
 
 for name, m in variants.items():
-    n_float = measure.count_parameters(m)  # an ONNX Runtime session holds none
+    n_float = count_parameters(m, trainable_only=False)  # 0 for ONNX Runtime
     print(f"{name:>52}: {n_float:>11,} float parameters | {size_mb(m):6.1f} MB on disk")
 
 # %% [markdown]
@@ -310,10 +317,10 @@ dlbook.glue("ch15_emb_mb", 4 * parts["fp32 baseline"]["embeddings"] / 1e6)
 # ## 15.3 The scoreboard
 #
 # The measurement protocol of chapter 12, unchanged: size is the saved `state_dict` (for an
-# ONNX Runtime variant, the ONNX file); latency is
-# the median wall time of a forward pass on the first test snippet (batch 1) and on the first 32
-# test snippets padded to the longest (batch 32), with the thread count fixed, every variant
-# warmed up and then timed in turns, round after round, so that they share the machine's drift.
+# ONNX Runtime variant, the ONNX file); latency is the median wall time of a forward pass on the
+# first test snippet (batch 1) and on the first 32 test snippets padded to the longest (batch
+# 32), with the thread count fixed, every variant warmed up and then timed in turns, round after
+# round, so that they share the machine's drift.
 # Accuracy is measured on the validation split, which chooses the best combination below, and on
 # the test split, which reports it; `drop_95ci` is the 95 % paired bootstrap interval of the test
 # accuracy lost against the baseline, in points (`dlbook.stats`, introduced in chapter 3;
@@ -680,9 +687,9 @@ dlbook.glue("ch15_vs_product", "less than" if kd_int8 < product else "at least")
 #
 # ## Summary
 #
-# - One protocol, one run, one machine: sizes from the saved `state_dict`, latencies timed in
-#   turns at fixed threads, accuracy on the same validation (choosing) and test (reporting)
-#   splits, provenance and instruction sets printed.
+# - One protocol, one run, one machine: sizes from the saved `state_dict` (or the ONNX file),
+#   latencies timed in turns at fixed threads, accuracy on the same validation (choosing) and
+#   test (reporting) splits, provenance and instruction sets printed.
 # - In a small BERT the word-embedding table holds most of the bytes; quantizing it and keeping
 #   only the rows the training data uses is what makes a model many times smaller. int8 matrix
 #   products and fewer layers, heads and neurons make it faster.

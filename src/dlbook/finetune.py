@@ -21,7 +21,6 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ from torch import nn
 
 from .env import resolve_device
 from .loop import History, TrainStep, train_loop
-from .modelcache import cache_key, cache_root, cached_model, describe
+from .modelcache import cache_key, cache_root, cached_recipe, describe
 from .profiles import check_profile
 from .progress import progress as _progress
 
@@ -487,18 +486,10 @@ def sentiment_classifier(
     validation metrics per epoch), the folder, and ``from_cache``. Taught in chapter 9; the
     compression and serving chapters start from it.
     """
-    from transformers import AutoTokenizer, BertForSequenceClassification
-
-    check_profile(profile)
-    device = resolve_device(device)
-    _, described = sentiment_key(profile, device)
-
-    def load(folder: Path) -> tuple[nn.Module, Any]:
-        return BertForSequenceClassification.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-
-    return cached_model(
-        f"sentiment-{profile}", described, lambda: _train_sentiment(profile, device), load,
-        device=device, cache_dir=cache_dir, label=f"{profile} sentiment classifier",
+    return cached_recipe(
+        "sentiment", RECIPE_VERSION, profile, SENTIMENT_SETTINGS[profile],
+        lambda d: _train_sentiment(profile, d), label="sentiment classifier",
+        device=device, cache_dir=cache_dir,
     )
 
 

@@ -216,7 +216,8 @@ class OrtClassifier(nn.Module):
     are accepted and ignored) and returns an object with ``.logits`` (a float32 tensor), so
     :func:`dlbook.measure.interleaved_latency` and :func:`dlbook.finetune.evaluate_classifier`
     use it unchanged. ``threads`` fixes ONNX Runtime's intra-op thread pool (the same count the
-    PyTorch rows run with); inter-op parallelism is off. The session runs on the CPU. The one
+    PyTorch rows run with); inter-op parallelism is off, and its threads do not spin between
+    runs (so they leave the cores to a model timed next). The session runs on the CPU. The one
     parameter, empty, only tells PyTorch helpers which device to put inputs on.
     """
 
@@ -232,6 +233,9 @@ class OrtClassifier(nn.Module):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3  # errors only
+        # ONNX Runtime's threads otherwise spin after each run, taking the cores from whatever
+        # is timed next (chapters 12 and 15 time it in turns with PyTorch models)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
