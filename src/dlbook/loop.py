@@ -81,8 +81,10 @@ class TrainStep:
     For each micro-batch: ``loss = loss_fn(model, batch)`` under autocast for ``precision``,
     divided by ``denominator(group)`` if given (then ``loss_fn`` returns a *sum* and the k
     micro-batches add up to the loss of the group as one batch: gradient accumulation), and
-    ``backward``. Then clipping of the gradient norm to ``max_grad_norm`` (``math.inf``: measure
-    the norm, do not clip), ``optimizer.step()``, ``scheduler.step()`` and the gradients are
+    ``backward``. Without ``denominator`` the k losses are added as they are: with k > 1 and a
+    ``loss_fn`` that returns a mean, gradient and loss are then k times the group's mean.
+    Then clipping of the gradient norm to ``max_grad_norm`` (``math.inf``: measure the norm, do
+    not clip), ``optimizer.step()``, ``scheduler.step()`` and the gradients are
     cleared. fp16 adds a ``GradScaler``. A call returns ``(loss, grad_norm)``, the norm before
     clipping (``None`` without clipping).
     """
@@ -172,7 +174,8 @@ class History:
     Per optimizer step: ``step_loss``, ``step_lr`` (the rate the step used), ``step_seconds`` and
     ``grad_norm`` (before clipping; empty without clipping). Per epoch: ``train_loss``, the mean
     step loss weighted by the examples of each step. Per evaluation: ``evals``, dicts with the
-    ``epoch`` and ``step`` after which it ran and its metrics (``loss``, ``accuracy``, ...);
+    ``step`` after which it ran, the ``epoch`` it ran after (or during, with ``eval_every``), and
+    its metrics (``loss``, ``accuracy``, ...);
     ``best`` is the index of the best one (-1: none). ``val_loss``, ``val_acc``, ``val_exact``
     and ``val_epoch`` read one entry of every evaluation.
     """
@@ -221,7 +224,8 @@ class History:
     @property
     def best_epoch(self) -> int:
         """Index of the best evaluation: with one after each epoch, the 0-based epoch; with one before
-        training too (:func:`dlbook.charlm.train_char_lm`), the number of epochs trained."""
+        training too (:func:`dlbook.charlm.train_char_lm`), the number of epochs trained; with
+        ``eval_every``, the index in :attr:`evals` (see :attr:`best_step`)."""
         return self.best
 
     @property
@@ -361,7 +365,8 @@ def train_loop(
     a fresh iterable); every ``accumulation_steps`` batches make one optimizer step; training
     ends after ``max_steps`` steps. ``seed`` re-seeds the global generator before the first step
     (the dropout masks). ``evaluate()`` returns a dict of validation metrics: it runs after each
-    epoch, or every ``eval_every`` steps and after the last one, and before training with
+    epoch, or every ``eval_every`` steps and after the last one (when the number of steps is
+    known in advance: ``batches`` has a length or ``max_steps`` is set), and before training with
     ``eval_before``; ``early_stopping`` follows those evaluations, may end training, and gives
     the best weights back. The model is left in eval mode. Chapter 2 teaches the loop.
     """

@@ -309,7 +309,7 @@ __all__ = [
     "count_parameters",
     "evaluate",
     "fit",
-        "predict",
+    "predict",
     "tensor_loader",
     "warmup_lr_factor",
     "warmup_scheduler",
