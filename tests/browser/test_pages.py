@@ -194,7 +194,12 @@ def test_one_search_box_and_it_finds_a_term(html_dir, server, browser):
     field.fill("attention")
     field.press("Enter")
     page.wait_for_url("**/search.html?q=attention*")
-    page.wait_for_selector("#search-results li a", timeout=30_000)
+    # Sphinx adds results one by one and writes "found N pages" in its summary at the end
+    page.wait_for_function(
+        "() => /found/i.test(document.querySelector('#search-results .search-summary')"
+        "?.textContent || '')",
+        timeout=60_000,
+    )
     found = page.eval_on_selector_all("#search-results li a", "links => links.map(a => a.href)")
     page.close()
     assert any("06_attention" in href for href in found), f"search for 'attention' missed chapter 6: {found[:5]}"
