@@ -36,7 +36,8 @@
 #    close together.
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:

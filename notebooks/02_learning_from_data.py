@@ -36,7 +36,8 @@
 #    weighted loss or oversampling, judged by per-class recall and F1 rather than accuracy.
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:
@@ -1858,7 +1859,8 @@ dlbook.exercises.check("ch02.cross_entropy_grad", loss_gradient(my_cross_entropy
 
 
 # %% tags=["solution"]
-# Subtract each row's maximum before exponentiating (log-sum-exp), stay with log-probabilities
+# Subtract each row's maximum before exponentiating (log-sum-exp), stay with
+# log-probabilities
 # throughout, and average over the batch.
 def my_cross_entropy(logits, targets):
     m = logits.max(dim=1, keepdim=True).values  # (N, 1)
@@ -1898,9 +1900,11 @@ dlbook.exercises.check("ch02.adam_step", my_adam_step)
 
 
 # %% tags=["solution"]
-# At t = 1 from zero moments, m_hat = g and v_hat = g^2, so the step is lr * g / (|g| + eps), about
+# At t = 1 from zero moments, m_hat = g and v_hat = g^2, so the step is lr * g / (|g| +
+# eps), about
 # lr * sign(g) whatever the size of g. Without the bias correction it would be
-# lr * 0.1 g / (sqrt(0.001) |g|), about 3.2 lr: the correction matters most at the start.
+# lr * 0.1 g / (sqrt(0.001) |g|), about 3.2 lr: the correction matters most at the
+# start.
 def my_adam_step(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
     beta1, beta2 = betas
     m = beta1 * m + (1 - beta1) * grad
@@ -2002,7 +2006,8 @@ dlbook.exercises.check("ch02.linear_warmup", my_linear_warmup)
 
 # %% tags=["solution"]
 # The decay runs over the steps left after the warm-up. With no warm-up the first
-# branch never runs, so nothing divides by zero; `max` keeps the factor at 0 past `total_steps`.
+# branch never runs, so nothing divides by zero; `max` keeps the factor at 0 past
+# `total_steps`.
 def my_linear_warmup(step, warmup_steps, total_steps):
     if step < warmup_steps:
         return step / warmup_steps

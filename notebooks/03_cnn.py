@@ -38,7 +38,8 @@
 #    layers of a deep stack.
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:
@@ -141,7 +142,8 @@ moved = torch.roll(
 
 out = F.conv2d(image, kernel)  # (1, 1, 16, 16)
 out_moved = F.conv2d(moved, kernel)  # (1, 1, 16, 16)
-# Away from the wrapped-around border, the feature map moved by exactly the same 3 pixels.
+# Away from the wrapped-around border, the feature map moved by exactly the same 3
+# pixels.
 torch.testing.assert_close(out_moved[..., shift:, shift:], out[..., :-shift, :-shift])
 print(
     "shift the input by 3 pixels -> the feature map shifts by 3 pixels:",
@@ -587,7 +589,8 @@ assert nn.MaxPool2d(3).stride == 3 and nn.AvgPool2d(3).stride == 3  # default st
 maps = torch.randn(8, 6, 28, 28)  # (B, C=6, H, W)
 pooled = nn.MaxPool2d(2)(maps)  # (8, 6, 14, 14)
 assert pooled.shape == (8, 6, 14, 14) and count_parameters(nn.MaxPool2d(2)) == 0
-# Each output channel depends only on its own input channel: change channel 0, only channel 0 moves.
+# Each output channel depends only on its own input channel: change channel 0, only
+# channel 0 moves.
 edited = maps.clone()
 edited[:, 0] += 1.0
 changed = (

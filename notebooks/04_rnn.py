@@ -39,7 +39,8 @@
 #    reading each sequence's state at its own last step.
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:
@@ -1814,7 +1815,8 @@ def masked_nll_solution(logits, targets, mask):
 
 
 assert dlbook.exercises.check("ch04.masked_nll", masked_nll_solution)
-# The two shortcuts: averaging over padded positions too, and averaging each row first and then
+# The two shortcuts: averaging over padded positions too, and averaging each row first
+# and then
 # the row means (which weighs a two-letter name like a ten-letter one).
 
 # %% [markdown]

@@ -35,7 +35,8 @@
 # 5. save a fine-tuned model, load it back and serve it with a `pipeline`.
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:
@@ -854,7 +855,8 @@ acc = dlbook.headline(
     "finetune_test_acc", test_res.accuracy, profile=profile, at_least=0.82
 )
 dlbook.glue("finetune_test_f1", test_res.f1)
-# Verification of the metrics against scikit-learn: accuracy, and F1 = 2PR / (P + R) of the class "pos".
+# Verification of the metrics against scikit-learn: accuracy, and F1 = 2PR / (P + R) of
+# the class "pos".
 y_pred = test_res.preds.numpy()
 assert np.isclose(acc, (y_pred == y_test).mean()) and np.isclose(
     test_res.f1, f1_score(y_test, y_pred)

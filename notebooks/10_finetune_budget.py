@@ -34,7 +34,8 @@
 # 5. use early stopping, weight decay and a class-weighted loss where the data call for them.
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:
@@ -190,7 +191,8 @@ def fresh_model():
     """The chapter 9 starting point: pretrained MiniLM plus a freshly drawn head (seeded)."""
     torch.manual_seed(0)
     model = finetune.new_classifier(model_path).to(device)
-    # An encoder never caches keys and values; with the config's default (True), transformers
+    # An encoder never caches keys and values; with the config's default (True),
+    # transformers
     # would warn that caching and gradient checkpointing (section 10.6) do not mix.
     model.config.use_cache = False
     return model

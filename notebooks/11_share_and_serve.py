@@ -33,7 +33,8 @@
 #    and show that the demo answers exactly what the model answers.
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:

@@ -37,7 +37,8 @@
 #    the classifier in int8 under ONNX Runtime, each measured under the same protocol.
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:
@@ -83,7 +84,8 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
-    # n_test=None: the whole test split (1,500 snippets); rounds = timed forward passes per model
+    # n_test=None: the whole test split (1,500 snippets); rounds = timed forward passes
+    # per model
     smoke=dict(
         n_test=32,
         max_length=128,
@@ -1018,8 +1020,9 @@ dlbook.glue("ch12_fp32_val", float(fp32_val.mean()))
 # ONNX file, and `onnxruntime.quantization` rewrites it into int8, dynamically (activation
 # scales per batch, as in section 12.3) or statically (scales from calibration batches, as in
 # section 12.6, in the QDQ format: quantize/dequantize pairs that ONNX Runtime fuses into integer
-# kernels). `dlbook.ort` wraps the three steps and an inference session that is called like
-# the PyTorch model, so `dlbook.measure` times and scores it the same way:
+# kernels). `dlbook.ort` wraps the three steps, and its `OrtClassifier` runs the ONNX file
+# behind the same call as the PyTorch model, so `dlbook.measure` times and scores it the
+# same way:
 
 # %%
 dlbook.show(dlort.export_classifier)

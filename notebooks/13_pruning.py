@@ -37,7 +37,8 @@
 #    intervals what each costs in accuracy.
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:
@@ -637,8 +638,10 @@ dlbook.glue(
     "ch13_bert_start_verdict",
     cmp_bert.verdict("the trained mask", "the start's mask", numbers=False),
 )
-# the findings the text states: the fine-tune barely moves the weights, so its magnitude mask
-# is nearly the pretrained model's; training from scratch moves them so far that the masks are
+# the findings the text states: the fine-tune barely moves the weights, so its magnitude
+# mask
+# is nearly the pretrained model's; training from scratch moves them so far that the
+# masks are
 # close to unrelated, and the trained mask is then what keeps the network working
 assert bert_move < 0.2 and bert_same[0.5] > 0.9, (bert_move, bert_same)
 assert mlp_move > 0.5 and mlp_same[0.5] < 0.8, (mlp_move, mlp_same)
@@ -1435,7 +1438,8 @@ def in_words(comp):
 
 
 dlbook.glue("ch13_vocab_val_verdict", in_words(cmp_vocab))
-# the size findings hold for any training split of English reviews: well under half the rows
+# the size findings hold for any training split of English reviews: well under half the
+# rows
 assert vmap.new_size < 0.6 * vmap.old_size
 assert disk["vocabulary pruned"] < 0.8 * disk["unpruned"]
 assert unk["validation"][0] < 0.05, unk
@@ -1580,7 +1584,8 @@ dlbook.glue("ch13_small_size", board.rows[names["heads+neurons"]].size_mb)
 dlbook.glue("ch13_vocab_smaller", board.ratios(names["vocab"])["smaller"])
 dlbook.glue("ch13_layers_smaller", board.ratios(names["layers"])["smaller"])
 dlbook.glue("ch13_act_ratio", act_mb[names["heads+neurons"]] / act_mb["unpruned"])
-# zeros and a pruned vocabulary leave the compute as it was; their state_dicts are not smaller /
+# zeros and a pruned vocabulary leave the compute as it was; their state_dicts are not
+# smaller /
 # are smaller, whatever the machine
 assert board.ratios("90% zeros (dense)")["smaller"] < 1.01
 assert board.ratios(names["vocab"])["smaller"] > 1.25

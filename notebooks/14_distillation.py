@@ -36,7 +36,8 @@
 #    seeds) and read it on a scoreboard of size, latency and accuracy measured in the same run.
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:
@@ -82,7 +83,8 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
-    # n_test, n_val = None: the whole test (1,500) and validation (1,000) splits; rounds = timed forward passes per model and batch size
+    # n_test, n_val = None: the whole test (1,500) and validation (1,000) splits; rounds
+    # = timed forward passes per model and batch size
     smoke=dict(
         n_test=128,
         n_val=128,

@@ -35,7 +35,8 @@
 #    reporting on test.
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:
@@ -242,7 +243,7 @@ variants = {
 
 
 def size_mb(model):
-    """Size on disk: the saved `state_dict`, or the ONNX file an ORT session runs."""
+    """Size on disk: the saved `state_dict`, or the ONNX file ONNX Runtime runs."""
     if isinstance(model, dlort.OrtClassifier):
         return model.size_mb()
     return measure.saved_size_mb(model)

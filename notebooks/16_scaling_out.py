@@ -42,7 +42,8 @@
 #    pipeline parallelism.
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:
@@ -92,9 +93,12 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
-    # n_train snippets (a multiple of batch_size), one epoch, global batch batch_size split among the processes;
-    # n_test test snippets evaluate every run; n_grad snippets check the gradient equivalence
-    # bench_steps global batches per setting and round, bench_rounds rounds of the throughput benchmark
+    # n_train snippets (a multiple of batch_size), one epoch, global batch batch_size
+    # split among the processes;
+    # n_test test snippets evaluate every run; n_grad snippets check the gradient
+    # equivalence
+    # bench_steps global batches per setting and round, bench_rounds rounds of the
+    # throughput benchmark
     smoke=dict(
         n_train=64,
         batch_size=16,
@@ -1171,7 +1175,8 @@ print(
     f"2 processes x 1 thread vs 1 process x 2 threads: {speedup:.2f}x the examples per second "
     f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
 )
-# a copy of the table for whoever runs the chapter headless (tests, make full): the system's temp folder
+# a copy of the table for whoever runs the chapter headless (tests, make full): the
+# system's temp folder
 results.to_csv(Path(tempfile.gettempdir()) / f"dlbook-ch16-{profile}-results.csv")
 
 # %% [markdown]

@@ -32,7 +32,8 @@
 # 5. say why an encoder cannot write a summary, and compute ROUGE by hand, knowing its limits.
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:

@@ -40,7 +40,8 @@
 #    counts matrix multiplications only).
 
 # %% tags=["remove-cell"]
-# In Colab, install the book's helpers and offline assets first (nothing happens elsewhere).
+# In Colab, install the book's helpers and offline assets first (nothing happens
+# elsewhere).
 import sys
 
 if "google.colab" in sys.modules:
@@ -459,7 +460,8 @@ for k_, s_ in [(2, 2), (3, 1), (3, 2)]:
     print(f"k={k_}, s={s_}: {tuple(x.shape)} -> {tuple(ours.shape)}")
 
 # %%
-# The output-size formula of Eq. (eq-ch90-pool), checked against PyTorch over many shapes.
+# The output-size formula of Eq. (eq-ch90-pool), checked against PyTorch over many
+# shapes.
 for H in (5, 8, 28, 31):
     for k_ in (2, 3, 5):
         for s_ in (1, 2, 3):
@@ -578,7 +580,8 @@ torch.testing.assert_close(right_pe[:-shift] @ M.T, right_pe[shift:])
 
 # %%
 def describe(pe, k=shift, far=P // 2):
-    # the best M_k^T; an SVD-based solver, since the slow dimensions make pe[:-k] nearly rank-deficient
+    # the best M_k^T; an SVD-based solver, since the slow dimensions make pe[:-k] nearly
+    # rank-deficient
     fit = torch.linalg.lstsq(pe[:-k], pe[k:], rcond=1e-10, driver="gelsd").solution
     residual = ((pe[:-k] @ fit - pe[k:]).norm() / pe[k:].norm()).item()
     near_sim = F.cosine_similarity(pe[1:], pe[:-1], dim=-1).mean().item()
@@ -753,7 +756,8 @@ dlbook.headline("step_ratio", step_ratio, profile=profile, fmt="{:.1f}")
 dlbook.hardware_headline(
     "per_example_speedup", per_example_speedup, profile=profile, fmt="{:.1f}"
 )
-# the same ratio round by round (the rounds pair the two batch sizes in time): median and IQR
+# the same ratio round by round (the rounds pair the two batch sizes in time): median
+# and IQR
 round_ratios = (
     np.array(latencies[B_small].runs_ms)
     * B_large
@@ -851,7 +855,8 @@ torch.testing.assert_close(unscaled[0], k_acc * big[0], atol=1e-5, rtol=1e-4)
 assert acc[1] == big[1]  # the same matrix-multiply FLOPs
 
 # %%
-# Unequal micro-batches need the b_j / B weights: 1/k is only right when all sizes are equal.
+# Unequal micro-batches need the b_j / B weights: 1/k is only right when all sizes are
+# equal.
 cuts = [B_acc // 2, B_acc // 2 + B_acc // 4]  # sizes B/2, B/4, B/4
 xs_u, ys_u = xa.tensor_split(cuts), ya.tensor_split(cuts)
 weighted = run_and_measure(model, xs_u, ys_u, [len(xb) / B_acc for xb in xs_u])[0]
