@@ -43,17 +43,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -98,7 +90,7 @@ sizes = dlbook.by_profile(
 sizes
 
 # %% [markdown]
-# ## The Hub in one page
+# ## 1.1 The Hub in one page
 #
 # The [Hugging Face Hub](https://huggingface.co) is a website of git repositories with three
 # kinds of content:
@@ -148,7 +140,7 @@ with open(os.path.join(model_path, "README.md"), encoding="utf-8") as f:
 print(card[:900])
 
 # %% [markdown]
-# ## Tokenizers: from text to ids
+# ## 1.2 Tokenizers: from text to ids
 #
 # A model never sees characters. A **tokenizer** cuts text into pieces from a fixed vocabulary
 # and replaces each piece by its index. BERT-family models use **WordPiece**, a subword
@@ -181,7 +173,7 @@ assert backend.normalizer.normalize_str("Café CRÈME") == "cafe creme"
 # %% [markdown]
 # Step 3 fits in a few lines. We write it ourselves and check it against the library on every
 # word of the first few hundred validation snippets of this chapter's data set (loaded here
-# early; the data section below explains it):
+# early; section 1.4 explains it):
 
 
 # %%
@@ -592,7 +584,7 @@ dlbook.glue("unicode_version", unicodedata.unidata_version)
 # as `\x04`: in a text they are dropped without a trace.
 
 # %% [markdown]
-# ## The model: configuration and parameters
+# ## 1.3 The model: configuration and parameters
 #
 # `AutoConfig` reads `config.json`; `AutoModel` reads the configuration, builds the matching
 # class (here `BertModel`) and loads the weights.
@@ -654,7 +646,7 @@ print(f"formula: {n_formula:,} = count: {n_params:,}")
 # word embeddings: a small encoder is mostly vocabulary. Chapter 15 comes back to this when it
 # compresses the model.
 #
-# ## Data sets: `load_dataset`, `map`, `filter`, `set_format`
+# ## 1.4 Data sets: `load_dataset`, `map`, `filter`, `set_format`
 #
 # On the Hub, `load_dataset("cornell-movie-review-data/rotten_tomatoes")` returns Pang and
 # Lee's *sentence polarity dataset v1.0* {cite}`pang2005seeing,pang2005polaritydata`: 5,331
@@ -725,7 +717,7 @@ print(parts)
 print(parts["train"][0])
 
 # %% [markdown]
-# ## From token vectors to a sentence vector
+# ## 1.5 From token vectors to a sentence vector
 #
 # The encoder returns one vector per token, `last_hidden_state` of shape (batch, seq, hidden).
 # To compare sentences we want one vector per sentence. Sentence-BERT obtained it by **masked
@@ -878,9 +870,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# *Figure: cosine similarities between the MiniLM embeddings of the six sentences (rows and
-# columns in the order of the list: music, music, acting, acting, effects, effects). The
-# diagonal is 1 by construction.*
+# **Figure 1.1.** Cosine similarities between the MiniLM embeddings of the six sentences (rows
+# and columns in the order of the list: music, music, acting, acting, effects, effects). The
+# diagonal is 1 by construction; each paraphrase pair is a 2 x 2 block along the diagonal, and
+# the next cell checks that each sentence's nearest other sentence is its paraphrase.
 
 # %%
 # Each sentence's nearest other sentence is its paraphrase (0<->1, 2<->3, 4<->5).
@@ -990,7 +983,7 @@ if profile == "full":
 # than the baseline; chapter 9 measures how much further fine-tuning goes.
 
 # %% [markdown]
-# ## Pipelines
+# ## 1.6 Pipelines
 #
 # `pipeline(task, model=...)` bundles tokenizer, model and post-processing for a task. The
 # `feature-extraction` pipeline returns the encoder's token vectors; it must equal calling the
@@ -1008,7 +1001,7 @@ torch.testing.assert_close(features, direct, atol=1e-5, rtol=1e-4)
 features.shape
 
 # %% [markdown]
-# ## The same code, online
+# ## 1.7 The same code, online
 #
 # The three asset functions of this chapter take `source="hub"`, which runs the real Hub
 # code: `assets.minilm_path(source="hub")` gives the name `bert-base-uncased` for
@@ -1314,9 +1307,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# *Figure: mean tokens per validation snippet for WordPiece vocabularies of growing size,
-# each trained on {glue:text}`n_vocab_train` training snippets (log scale), and for the
-# pretrained tokenizer (dashed).*
+# **Figure 1.2.** Mean tokens per validation snippet for WordPiece vocabularies of growing
+# size, each trained on {glue:text}`n_vocab_train` training snippets (log scale), and for the
+# pretrained tokenizer (dashed).
 #
 # Each step up the vocabulary sizes (each a doubling) cuts the mean cost of a validation
 # snippet, by {glue:text}`sweep_cuts` tokens in turn, and each cut is smaller than the one

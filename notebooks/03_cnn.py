@@ -45,17 +45,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -115,7 +107,7 @@ sizes = dlbook.by_profile(
 sizes
 
 # %% [markdown]
-# ## One small detector, slid everywhere
+# ## 3.1 One small detector, slid everywhere
 #
 # A fully connected layer gives every hidden unit its own weight for every pixel. A convolution
 # layer instead learns a few small **kernels** (say 5 x 5 pixels) and applies each of them at
@@ -151,7 +143,7 @@ print(
 )
 
 # %% [markdown]
-# ## Cross-correlation from its index formula
+# ## 3.2 Cross-correlation from its index formula
 #
 # Start with one channel, no padding, stride 1. An input $X$ of size $H \times W$ and a kernel
 # $K$ of size $k \times k$ give an output of size $(H-k+1) \times (W-k+1)$ with
@@ -171,7 +163,10 @@ print(
 
 # %%
 def xcorr2d(x, k):
-    """Eq. (eq-ch03-xcorr1) as written: x (H, W), k (kh, kw) -> (H - kh + 1, W - kw + 1)."""
+    """Eq. (eq-ch03-xcorr1) as written.
+
+    x (H, W), k (kh, kw) -> (H - kh + 1, W - kw + 1).
+    """
     h_out, w_out = x.shape[0] - k.shape[0] + 1, x.shape[1] - k.shape[1] + 1
     y = torch.zeros(h_out, w_out, dtype=x.dtype)
     for i in range(h_out):
@@ -228,7 +223,10 @@ print(
 
 # %%
 def conv2d_loops(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """Eq. (eq-ch03-conv), one loop per index: x (B, C_in, H, W), weight (C_out, C_in/G, kh, kw)."""
+    """Eq. (eq-ch03-conv), one loop per index.
+
+    x (B, C_in, H, W), weight (C_out, C_in/G, kh, kw).
+    """
     B, C_in, H, W = x.shape
     C_out, C_g, kh, kw = weight.shape  # C_g = C_in / groups
     H_out = (H + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
@@ -298,11 +296,12 @@ for cfg in layer_configs:
     ours, ref = conv2d_loops(x, w, b, **kw), F.conv2d(x, w, b, **kw)
     torch.testing.assert_close(ours, ref)
     print(
-        f"{str(cfg):72s} -> {tuple(ref.shape)}  max |diff| = {(ours - ref).abs().max():.1e}"
+        f"{str(cfg):72s} -> {tuple(ref.shape)}  "
+        f"max |diff| = {(ours - ref).abs().max():.1e}"
     )
 
 # %% [markdown]
-# ## How big is the output?
+# ## 3.3 How big is the output?
 #
 # Along one axis the padded input has $H + 2p$ pixels, and a dilated kernel covers
 # $d(k-1)+1$ of them. The kernel's first tap can sit at positions $0, s, 2s, \ldots$ as long as
@@ -312,7 +311,7 @@ for cfg in layer_configs:
 # H_{\text{out}} = \left\lfloor \frac{H + 2p - d(k-1) - 1}{s} \right\rfloor + 1 .
 # $$ (eq-ch03-outsize)
 #
-# The same rule holds for pooling windows (next section). Two consequences worth remembering:
+# The same rule holds for pooling windows (section 3.5). Two consequences worth remembering:
 # an odd $k \times k$ kernel with stride 1 keeps the size when $p = d(k-1)/2$, and with that
 # padding a stride of 2 gives $\lceil H/2 \rceil$. We check Eq. {eq}`eq-ch03-outsize` against
 # the shape `F.conv2d` actually returns, for every combination in a grid of sizes, kernels,
@@ -388,11 +387,12 @@ for c_in, c_out, k, groups in [
     formula = c_out * (c_in // groups) * k * k + c_out
     assert count_parameters(layer) == formula
     print(
-        f"Conv2d({c_in:2d}, {c_out:3d}, {k}, groups={groups:2d}): {formula:7,d} parameters (formula = count)"
+        f"Conv2d({c_in:2d}, {c_out:3d}, {k}, groups={groups:2d}): "
+        f"{formula:7,d} parameters (formula = count)"
     )
 
 # %% [markdown]
-# ## Fast convolution: im2col
+# ## 3.4 Fast convolution: im2col
 #
 # The loops are correct, and slow: each term of the sum is one step of the Python
 # interpreter. The standard trick, **im2col** ("image to columns",
@@ -419,7 +419,8 @@ for i, j in [(0, 0), (1, 2), (H_out - 1, W_out - 1)]:
     ]  # (B, C_in, 3, 3): the window of output (i, j)
     torch.testing.assert_close(cols[:, :, i * W_out + j], patch.reshape(2, -1))
 print(
-    "column i * W_out + j of the unfolded input is the patch under output position (i, j)"
+    "column i * W_out + j of the unfolded input is the patch under "
+    "output position (i, j)"
 )
 
 # %%
@@ -493,7 +494,8 @@ blowup = (
 )
 dlbook.glue("im2col_blowup", blowup)
 print(
-    f"im2col of a 28 x 28 image with a 5 x 5 kernel: {blowup:.0f} times the input's size"
+    "im2col of a 28 x 28 image with a 5 x 5 kernel: "
+    f"{blowup:.0f} times the input's size"
 )
 
 
@@ -531,7 +533,7 @@ for name, y in routes.items():
 # computes different products altogether.
 
 # %% [markdown]
-# ## Pooling shrinks height and width, and keeps the channels
+# ## 3.5 Pooling shrinks height and width, and keeps the channels
 #
 # A pooling layer slides a window over each feature map and summarises it: **max pooling** keeps
 # the largest value, **average pooling** the mean,
@@ -556,7 +558,10 @@ for name, y in routes.items():
 
 # %%
 def pool2d(x, k, stride=None, padding=0, mode="max"):
-    """Eq. (eq-ch03-pool): x (B, C, H, W) -> (B, C, H_out, W_out), each channel on its own."""
+    """Eq. (eq-ch03-pool), each channel on its own.
+
+    x (B, C, H, W) -> (B, C, H_out, W_out).
+    """
     stride = k if stride is None else stride
     B, C, H, W = x.shape
     fill = float("-inf") if mode == "max" else 0.0
@@ -578,7 +583,8 @@ for k, s, p in [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0), (3, 3, 0)]:
     torch.testing.assert_close(pool2d(x, k, s, p, "max"), F.max_pool2d(x, k, s, p))
     torch.testing.assert_close(pool2d(x, k, s, p, "avg"), F.avg_pool2d(x, k, s, p))
     print(
-        f"k={k} s={s} p={p}: {tuple(x.shape)} -> {tuple(F.max_pool2d(x, k, s, p).shape)}  max and avg match PyTorch"
+        f"k={k} s={s} p={p}: {tuple(x.shape)} -> "
+        f"{tuple(F.max_pool2d(x, k, s, p).shape)}  max and avg match PyTorch"
     )
 assert nn.MaxPool2d(3).stride == 3 and nn.AvgPool2d(3).stride == 3  # default stride: k
 
@@ -614,7 +620,7 @@ print(
 )
 
 # %% [markdown]
-# ## The receptive field: how far one output can see
+# ## 3.6 The receptive field: how far one output can see
 #
 # One output of a $k \times k$ convolution sees $k$ pixels along each axis. Stack layers and the
 # view widens: the next layer's kernel spans $k$ *outputs* of the layer below, and if the layers
@@ -634,7 +640,8 @@ print(
 
 # %%
 def probe_receptive_field(layers, size=96, padding=0):
-    """Width (pixels) of the input region whose gradient w.r.t. the centre output is non-zero."""
+    """Width (pixels) of the input region whose gradient w.r.t. the centre output
+    is non-zero."""
     modules = []
     for kind, k, s, d in layers:
         if kind == "conv":
@@ -682,7 +689,8 @@ for name, layers in stacks.items():
     measured = probe_receptive_field(layers)
     assert formula == measured, (name, formula, measured)
     print(
-        f"{name:36s} Eq. (eq-ch03-rf): {formula:2d} pixels   gradient probe: {measured:2d}"
+        f"{name:36s} Eq. (eq-ch03-rf): {formula:2d} pixels   "
+        f"gradient probe: {measured:2d}"
     )
 # Padding moves the field, it does not change its width.
 padded = probe_receptive_field(stacks["three 3x3 convs"], padding=1)
@@ -725,7 +733,10 @@ dlbook.show(receptive_field)
 
 # %%
 def gradient_map(n_layers, size=80):
-    """|d centre output / d input| for n stacked 3x3 averaging convolutions: (size, size)."""
+    """|d centre output / d input| for n stacked 3x3 averaging convolutions.
+
+    Returns a (size, size) map.
+    """
     net = nn.Sequential(
         *[nn.Conv2d(1, 1, 3, bias=False, dtype=torch.float64) for _ in range(n_layers)]
     )
@@ -754,7 +765,8 @@ erf_ratio = erf_widths[-1] / rf_sizes[-1]
 assert erf_ratio < 0.25  # 2 sqrt(32 / 3) / 33
 dlbook.glue("erf_ratio_16", erf_ratio)
 print(
-    f"16 layers: receptive field {rf_sizes[-1]} pixels, effective width (2 std) {erf_widths[-1]:.1f} pixels"
+    f"16 layers: receptive field {rf_sizes[-1]} pixels, "
+    f"effective width (2 std) {erf_widths[-1]:.1f} pixels"
 )
 
 # %%
@@ -762,7 +774,8 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
 im = axes[0].imshow(gradient_map(8)[28:53, 28:53], cmap="magma")
 rf8 = receptive_field([(3, 1)] * 8)
 axes[0].set_title(
-    f"|gradient| of the centre output, 8 layers of 3x3\n(the receptive field is {rf8} x {rf8})"
+    "|gradient| of the centre output, 8 layers of 3x3\n"
+    f"(the receptive field is {rf8} x {rf8})"
 )
 fig.colorbar(im, ax=axes[0])
 axes[1].plot(depths, rf_sizes, marker="o", label="receptive field $2n+1$")
@@ -776,12 +789,17 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 3.1.** Left: the absolute gradient of the centre output with respect to the input for
+# 8 stacked 3 x 3 averaging layers, cropped around the centre. Right: the receptive field $2n+1$
+# and the effective width $2\sigma$ against the number of layers $n$; the first grows linearly,
+# the second like $\sqrt{n}$.
+#
 # At 16 layers the effective width is only {glue:text}`erf_ratio_16:.2f` of the receptive field.
 # Strides, pooling and dilation multiply the jumps in Eq. {eq}`eq-ch03-rf`; they grow the
 # effective field faster than adding layers does {cite}`luo2016effective`.
 
 # %% [markdown]
-# ## A LeNet-style CNN on MNIST-5k
+# ## 3.7 A LeNet-style CNN on MNIST-5k
 #
 # Time for real digits. MNIST-5k holds {glue:text}`n_digits` handwritten digits,
 # {glue:text}`per_class` per class: {glue:text}`n_train_all` for training and
@@ -811,7 +829,8 @@ def standardise(images):
 val_loader = tensor_loader(standardise(x_val), y_val, 500, shuffle=False)
 test_loader = tensor_loader(standardise(data.x_test), data.y_test, 500, shuffle=False)
 print(
-    f"train {tuple(x_fit.shape)}, validation {tuple(x_val.shape)}, test {tuple(data.x_test.shape)} ({data.source})"
+    f"train {tuple(x_fit.shape)}, validation {tuple(x_val.shape)}, "
+    f"test {tuple(data.x_test.shape)} ({data.source})"
 )
 
 # %% [markdown]
@@ -955,7 +974,8 @@ for model, macs in [(cnn, cnn_macs), (mlp, mlp_macs)]:
     assert counter.get_total_flops() == 2 * macs
 dlbook.glue("mac_ratio", cnn_macs / mlp_macs)
 print(
-    f"multiply-adds per digit: CNN {cnn_macs:,d}, MLP {mlp_macs:,d} (ratio {cnn_macs / mlp_macs:.1f})"
+    f"multiply-adds per digit: CNN {cnn_macs:,d}, MLP {mlp_macs:,d} "
+    f"(ratio {cnn_macs / mlp_macs:.1f})"
 )
 
 # %% [markdown]
@@ -1002,6 +1022,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 3.2.** Training and validation loss per epoch of the LeNet-style CNN (left) and the
+# MLP (right), on a shared loss axis; the dotted line marks each model's best validation epoch.
+#
 # The real test: the {glue:text}`n_test` held-out digits. Training never saw them; the curves
 # above were watched on the separate validation digits. Both models are scored on the same
 # digits, so we compare them *paired*: a bootstrap over the test digits gives a 95 % interval
@@ -1106,7 +1129,8 @@ print(per_seed_words(seed_gap, "the CNN", "the MLP"))
 
 # %%
 def shift_right(images, pixels):
-    """Move (N, 1, 28, 28) images `pixels` to the right, filling the left edge with background (0)."""
+    """Move (N, 1, 28, 28) images `pixels` to the right, filling the left edge
+    with background (0)."""
     if pixels == 0:
         return images
     return F.pad(images, (pixels, 0))[..., :-pixels]
@@ -1145,13 +1169,16 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
+# **Figure 3.3.** Held-out accuracy of the CNN and the MLP on the test digits shifted right by 0
+# to 4 pixels; neither model saw shifted digits in training.
+#
 # Shifted by 3 pixels, the CNN still gets {glue:text}`cnn_shift3_acc:.3f` right and the MLP
 # {glue:text}`mlp_shift3_acc:.3f`; paired, {glue:text}`shift3_verdict`. Neither was trained
 # on shifted digits. The CNN loses accuracy too. A plausible reason: convolution is
 # *equivariant*, not invariant, so the feature maps move with the digit, and the fully
 # connected layers on top see the moved maps as a different input.
 #
-# ## Look inside
+# ## 3.8 Look inside
 #
 # **First-layer filters.** The six 5 x 5 kernels of `conv1` are small enough to look at. Each
 # is the pattern its feature map correlates with: the map is high where the pixel values are
@@ -1169,6 +1196,9 @@ fig.suptitle("The six first-layer kernels (red positive, blue negative)")
 plt.show()
 
 # %% [markdown]
+# **Figure 3.4.** The six 5 x 5 kernels of the trained CNN's first layer, each on its own colour
+# scale symmetric about zero (red positive, blue negative).
+#
 # **Feature maps of one digit.** Passing one test digit through `conv1` (then ReLU) gives six
 # 28 x 28 maps, one per filter; after pooling and `conv2` there are sixteen 10 x 10 maps. As a
 # last check, the first maps are exactly our im2col convolution followed by ReLU.
@@ -1198,6 +1228,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 3.5.** The first held-out digit (top left), its six feature maps after `conv1` and
+# ReLU (rest of the top row) and its sixteen maps after pooling, `conv2` and ReLU (bottom two
+# rows).
+#
 # **The digits it gets wrong.** Finally, the held-out digits the CNN misclassifies, with the
 # true label, the prediction and the probability the network gave its prediction.
 
@@ -1245,6 +1279,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 3.6.** Held-out digits the CNN misclassifies (at most 24), each titled with the true
+# label, the predicted label and the probability the network gave its prediction.
+#
 # The CNN misclassifies {glue:text}`n_wrong` of the {glue:text}`n_test` held-out digits. The
 # probabilities tell us how sure the network was: on average {glue:text}`conf_wrong:.2f` for
 # its wrong answers against {glue:text}`conf_right:.2f` for its right ones. Among the
@@ -1253,7 +1290,7 @@ plt.show()
 # worth a second look. (Chapter 9 measures how far such probabilities can be trusted.)
 
 # %% [markdown]
-# ## Data augmentation: train on moved digits
+# ## 3.9 Data augmentation: train on moved digits
 #
 # If moved digits are the problem, show the network moved digits. **Data augmentation**
 # trains on randomly transformed copies of the training images: each time a batch is drawn,
@@ -1347,6 +1384,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 3.7.** Six training digits (top row) and three random augmentations of each (rows 2
+# to 4): a rotation of up to 15 degrees and a move of up to 3 pixels along each axis.
+#
 # The experiment: the same LeNet, the same recipe and the same batches, with and without the
 # augmentation layer, for each of the {glue:text}`n_seeds` seeds. The plain arm is the CNN
 # trained above on that seed; the augmented arm puts the layer in front of a fresh LeNet.
@@ -1493,11 +1533,11 @@ if profile == "full":  # the prose relies on it: a gain on moved digits, on ever
 # it was trained on moved digits.
 
 # %% [markdown]
-# ## Batch normalisation
+# ## 3.10 Batch normalisation
 #
 # Ioffe and Szegedy introduced **batch normalisation** to let deep networks train faster and
 # with higher learning rates {cite}`ioffe2015batch`. They place it between a convolution and
-# its ReLU, as do residual networks (next section). In training mode it standardises
+# its ReLU, as do residual networks (section 3.11). In training mode it standardises
 # each channel with the statistics of the current batch, then lets the network rescale and
 # shift the result. For a batch $X$ of shape $(B, C, H, W)$, channel $c$ pools all
 # $n = BHW$ of its values, over the batch *and* over space:
@@ -1725,6 +1765,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 3.8.** A `BatchNorm2d` layer in training mode on batches of three channels with known
+# means. Left: each channel's running mean per step, with $(1 - 0.9^N)\,\mu$ dotted. Right: the
+# mean absolute difference between the evaluation-mode and training-mode outputs (log scale).
+#
 # After 5 steps the evaluation-mode outputs differ from the training-mode ones by
 # {glue:text}`bn_gap_5:.2f` on average; after 60 steps by {glue:text}`bn_gap_end:.3f`. Until
 # the running statistics have caught up, the network that is evaluated computes a different
@@ -1769,7 +1813,7 @@ print(
 )
 
 # %% [markdown]
-# ## Residual blocks
+# ## 3.11 Residual blocks
 #
 # Stacking more convolution layers should never hurt in principle: the extra layers could
 # learn to pass their input through unchanged. He et al. found that in practice deeper plain
@@ -1965,6 +2009,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 3.9.** Gradient norm of each residual block's first convolution at initialisation
+# (log scale, seed 0), with and without the shortcut and batch normalisation, under PyTorch's
+# default initialisation (left) and He's (right).
+#
 # The numbers, over all seeds (first block's gradient norm divided by the last block's):
 
 # %%

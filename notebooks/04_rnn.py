@@ -46,17 +46,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -120,7 +112,7 @@ sizes = dlbook.by_profile(
 sizes
 
 # %% [markdown]
-# ## A network with a memory
+# ## 4.1 A network with a memory
 #
 # Picture reading a name letter by letter and keeping a few notes on a card: "starts with a
 # consonant", "just saw a double n". After each letter you update the card from the old card and
@@ -147,7 +139,10 @@ def rnn_cell(x_t, h_prev, w_xh, b_xh, w_hh, b_hh):
 
 
 def rnn_unroll(x, h0, w_xh, b_xh, w_hh, b_hh):
-    """Run the cell over time: x (B, T, d), h0 (B, H) -> all states (B, T, H) and the last (B, H)."""
+    """Run the cell over time.
+
+    x (B, T, d), h0 (B, H) -> all states (B, T, H) and the last (B, H).
+    """
     h, states = h0, []
     for t in range(x.shape[1]):  # one step per element of the sequence
         h = rnn_cell(x[:, t], h, w_xh, b_xh, w_hh, b_hh)  # (B, H)
@@ -207,7 +202,8 @@ for d_in, hidden, layers in [(4, 5, 1), (32, 128, 1), (32, 128, 3)]:
     )
     assert formula == counted
     print(
-        f"d={d_in:3d} H={hidden:3d} layers={layers}: {counted:,} parameters, for any sequence length"
+        f"d={d_in:3d} H={hidden:3d} layers={layers}: {counted:,} parameters, "
+        "for any sequence length"
     )
 
 # %% [markdown]
@@ -227,7 +223,10 @@ for d_in, hidden, layers in [(4, 5, 1), (32, 128, 1), (32, 128, 3)]:
 
 # %%
 def rnn_multilayer(x, layers):
-    """Eq. (eq-ch04-deep): x (B, T, d); layers = list of weight dicts -> output (B, T, H), h_n (L, B, H)."""
+    """Eq. (eq-ch04-deep): x (B, T, d); layers = list of weight dicts.
+
+    Returns the output (B, T, H) and h_n (L, B, H).
+    """
     finals = []
     for w_layer in layers:
         h0 = x.new_zeros(x.shape[0], w_layer["w_hh"].shape[0])  # (B, H)
@@ -284,7 +283,7 @@ torch.testing.assert_close(pk_h_n, ref_h_n)
 print("dlbook.nn.recurrent.RNN == our cells == nn.RNN")
 
 # %% [markdown]
-# ## Backpropagation through time
+# ## 4.2 Backpropagation through time
 #
 # To train the network we need the gradient of a loss with respect to the shared weights.
 # Unrolled over $T$ steps, the RNN is just a deep feed-forward network whose $T$ layers share
@@ -325,7 +324,10 @@ hs = hs[0]  # (T, H); hs[k] is h_{k+1} in the 1-based notation of the equations
 
 
 def step_jacobian(k):
-    """Eq. (eq-ch04-step-jac): d h_k / d h_{k-1}, (H, H), with k a 0-based index into hs."""
+    """Eq. (eq-ch04-step-jac): d h_k / d h_{k-1}, (H, H).
+
+    k is a 0-based index into hs.
+    """
     return torch.diag(1 - hs[k] ** 2) @ cell["w_hh"]
 
 
@@ -392,7 +394,7 @@ for name, param in w.items():
 print("Eq. (weight gradient) == autograd for W_hh, W_xh and both biases of nn.RNN")
 
 # %% [markdown]
-# ## Vanishing and exploding gradients
+# ## 4.3 Vanishing and exploding gradients
 #
 # Eq. {eq}`eq-ch04-bptt` multiplies $T - t$ factors $\operatorname{diag}(1 - h_k^2)\, W_{hh}$.
 # How large can such a product get? The right tool is the **spectral norm** $\|A\|_2$, the
@@ -539,9 +541,10 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# *Figure: the measured norms (solid) and the bound of Eq. {eq}`eq-ch04-bound` (dashed, same
-# colour) for four gains $g$ of the recurrent weights. The bounds for $g \ge 1$ grow so fast
-# that they leave the top of the plot within {glue:text}`bound_leaves_by` steps.*
+# **Figure 4.1.** The norm of $\partial h_T / \partial x_t$ against the distance $T - t$ (log
+# scale): measured (solid) and the bound of Eq. {eq}`eq-ch04-bound` (dashed, same colour) for
+# four gains $g$ of the recurrent weights. The bounds for $g \ge 1$ grow so fast that they leave
+# the top of the plot within {glue:text}`bound_leaves_by` steps.
 #
 # A straight line on this log scale is exponential change, and its slope gives the factor by
 # which the gradient changes per step back. We read that factor off the first and the last
@@ -617,7 +620,7 @@ assert rho_dw > rho_w  # shrinking one coordinate raised the radius
 assert spectral_norm(d_2 @ w_2) <= spectral_norm(w_2)  # the norm cannot grow
 
 # %% [markdown]
-# ## Gradient clipping
+# ## 4.4 Gradient clipping
 #
 # Exploding gradients have a simple, effective remedy {cite}`pascanu2013difficulty`: before each
 # update, if the norm of the whole gradient $g$ (all parameters together) exceeds a threshold
@@ -636,7 +639,10 @@ assert spectral_norm(d_2 @ w_2) <= spectral_norm(w_2)  # the norm cannot grow
 
 # %%
 def clip_by_global_norm(grads, max_norm):
-    """Eq. (eq-ch04-clip) on a list of gradient tensors; returns the clipped list and the norm before clipping."""
+    """Eq. (eq-ch04-clip) on a list of gradient tensors.
+
+    Returns the clipped list and the norm before clipping.
+    """
     total = torch.sqrt(sum((g**2).sum() for g in grads))  # one norm over all parameters
     scale = min(1.0, max_norm / (total.item() + 1e-6))
     return [g * scale for g in grads], total
@@ -657,14 +663,15 @@ for size in [10.0, 0.1]:  # a large gradient gets clipped, a small one is left a
     for o, p in zip(ours, params, strict=True):
         torch.testing.assert_close(o, p.grad)
     print(
-        f"norm before {norm_before.item():7.3f} -> after {torch.sqrt(sum((o**2).sum() for o in ours)).item():.3f}"
+        f"norm before {norm_before.item():7.3f} -> "
+        f"after {torch.sqrt(sum((o**2).sum() for o in ours)).item():.3f}"
     )
 
 # %% [markdown]
 # We will see clipping at work on a real training run later in this chapter, once there is
 # something to train.
 #
-# ## A character-level language model
+# ## 4.5 A character-level language model
 #
 # A **language model** assigns a probability to a sequence by predicting one element at a time:
 # $p(c_1 \dots c_n) = \prod_t p(c_t \mid c_{<t})$. For names, the elements are characters. The
@@ -884,7 +891,8 @@ history = charlm.train_char_lm(
     restore_best=True,
 )
 print(
-    f"{history.seconds:.0f} s, best epoch {history.best_epoch}, validation loss {min(history.val_loss):.3f}"
+    f"{history.seconds:.0f} s, best epoch {history.best_epoch}, "
+    f"validation loss {min(history.val_loss):.3f}"
 )
 print(
     "validation loss after each epoch (0 = untrained):",
@@ -926,8 +934,9 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# *Figure: training loss per batch and validation loss per epoch of the character RNN, with the
-# bigram counts' validation loss for reference.*
+# **Figure 4.2.** Training loss per batch (faint; solid: mean of 20 batches) and validation loss
+# per epoch (dots) of the character RNN, with the bigram counts' validation loss (dashed) for
+# reference.
 #
 # The validation loss falls from {glue:text}`rnn_val_epoch0:.3f` before training (the uniform
 # guess scores {glue:text}`ln_targets:.3f`) to {glue:text}`rnn_val_epoch1:.3f` after one epoch;
@@ -987,7 +996,7 @@ print(
 # is as unsure as a uniform choice among that many characters, instead of the
 # {glue:text}`n_targets` possible targets. Chapter 5 trains an LSTM on the same split.
 #
-# ## Sampling names
+# ## 4.6 Sampling names
 #
 # A language model generates by sampling: start from `<bos>`, draw the next character from
 # $p(c_t \mid c_{<t})$, append it, and repeat until `<eos>`. A **temperature** $\tau$ reshapes
@@ -1143,7 +1152,7 @@ if profile == "full":
 # three bigram scores do not overlap (both asserted). These intervals cover the randomness of
 # the samples drawn from one trained model, not that of training it.
 #
-# ## Clipping on a real run
+# ## 4.7 Clipping on a real run
 #
 # To see what clipping buys, we make training deliberately hard: initialise the recurrent matrix
 # in the exploding regime of the measurement above ($g = 3$) and train with plain SGD and a
@@ -1219,8 +1228,9 @@ if profile == "full":
     assert best_val_none > math.log(n_targets), "expected: unclipped never recovers"
 
 # %% [markdown]
-# *Figure: the same exploding start trained with plain SGD without clipping and with the global
-# norm clipped at 1: training loss (left) and gradient norm before clipping (right).*
+# **Figure 4.3.** The same exploding start trained with plain SGD without clipping and with the
+# global norm clipped at 1: training loss per step (left, the uniform guess dashed) and gradient
+# norm before clipping (right, log scale, the threshold as a line).
 #
 # Without clipping, gradient norms up to {glue:text}`clip_max_norm_none:.1f` move the weights
 # in full, and the run blows up in its first steps: its training loss goes from
@@ -1235,7 +1245,7 @@ if profile == "full":
 # diverges within its first steps and one that trains. The language model above was trained
 # with it too.
 #
-# ## Truncated backpropagation through time
+# ## 4.8 Truncated backpropagation through time
 #
 # Every name above starts from a zero state, and its gradient flows back through a dozen steps
 # at most. Many sequences are one long stream instead: a novel, a year of sensor readings.
@@ -1508,8 +1518,9 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# *Figure: validation loss per character of the language model trained on the name stream with
-# truncated BPTT.*
+# **Figure 4.4.** Validation loss per character before training (epoch 0) and after each epoch
+# of the language model trained on the name stream with truncated BPTT; the uniform guess is
+# dashed.
 #
 # After {glue:text}`tbptt_updates` updates on chunks of {glue:text}`tbptt_chunk` characters the
 # validation stream costs {glue:text}`tbptt_val:.3f` nats per character. The detach cut the
@@ -1574,7 +1585,7 @@ print(
 # steps later; how much of the full gradient survives the cut is the subject of an exercise
 # (see {ref}`ch04-ex-tbptt`).
 #
-# ## Sequences of different lengths
+# ## 4.9 Sequences of different lengths
 #
 # The language model produced an output at every step (many-to-many). A classifier reads a
 # whole sequence and gives one answer (many-to-one), here read from the final hidden state. In a
@@ -1832,7 +1843,7 @@ assert dlbook.exercises.check("ch04.masked_nll", masked_nll_solution)
 # every hidden state", summed over the chunks. The check includes a single chunk (full BPTT)
 # and fails the two usual mistakes: no detach, and restarting each chunk from `h0`.
 #
-# Then experiment: for the random RNN of the vanishing-gradient section, scaled to $g = 0.5$,
+# Then experiment: for the random RNN of section 4.3, scaled to $g = 0.5$,
 # $1$ and $1.5$, compute the cosine similarity between the truncated and the full gradient
 # for chunk lengths 1, 2, 4, 8, 16 and the whole sequence. For which gain does truncation
 # lose least, and why? (On the language model, `train_tbptt` with other chunk lengths is the
@@ -2065,7 +2076,7 @@ print(f"0.9^50 = {shrink:.4f}, a factor of {1 / shrink:.0f}")
 # $1 - h_k^2$ can be close to 0 when the units saturate, and the product of matrices can shrink
 # even if each has a large norm (their large directions need not line up); the measurement with
 # $g = 1$ showed exactly that. The spectral radius cannot replace the norm because it is not
-# submultiplicative: the two matrices $A$ and $B$ of the vanishing-gradient section have
+# submultiplicative: the two matrices $A$ and $B$ of section 4.3 have
 # $\rho(A) = \rho(B) = 0$ and $\rho(AB) = 1$, so factors with small radii can still multiply
 # to something large. With $\|W_{hh}\|_2 = 0.9$ the bound at distance 50 is
 # $0.9^{50} =$ {glue:text}`vanish_shrink:.4f` times the one at distance 0, a factor of about

@@ -45,17 +45,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -112,7 +104,7 @@ sizes = dlbook.by_profile(
 sizes
 
 # %% [markdown]
-# ## The LSTM cell
+# ## 5.1 The LSTM cell
 #
 # The LSTM keeps two vectors per step: the hidden state $h_t$, which is the cell's output, and
 # a **cell state** $c_t$, its memory. Three gates, each a vector of numbers between 0 and 1
@@ -140,7 +132,10 @@ sizes
 
 # %%
 def lstm_cell(x_t, h_prev, c_prev, W):
-    """Eq. (eq-ch05-lstm): x_t (B, d), h_prev and c_prev (B, H); W maps names like 'ii' to weights."""
+    """Eq. (eq-ch05-lstm): x_t (B, d), h_prev and c_prev (B, H).
+
+    W maps names like 'ii' to weights.
+    """
 
     def pre(gate):  # W_i<gate> x + b_i<gate> + W_h<gate> h + b_h<gate>, (B, H)
         return (
@@ -169,7 +164,10 @@ def lstm_cell(x_t, h_prev, c_prev, W):
 
 # %%
 def split_gates(module, layer, order):
-    """Cut the stacked weights of an nn.LSTM / nn.GRU layer into one block per gate, named as in our equations."""
+    """Cut the stacked weights of an nn.LSTM / nn.GRU layer into one block per gate.
+
+    The blocks are named as in our equations.
+    """
     W = {}
     for kind, src in [("i", "ih"), ("h", "hh")]:
         weights = getattr(module, f"weight_{src}_l{layer}").chunk(
@@ -208,7 +206,8 @@ for ours, theirs in [(out, ref_out), (h_T, ref_h[0]), (c_T, ref_c[0])]:
 lstm_diff = (out - ref_out).abs().max().item()
 dlbook.glue("lstm_max_diff", lstm_diff)
 print(
-    f"LSTM from Eq. (eq-ch05-lstm) == nn.LSTM: max abs difference {lstm_diff:.1e}; output {tuple(out.shape)}"
+    "LSTM from Eq. (eq-ch05-lstm) == nn.LSTM: "
+    f"max abs difference {lstm_diff:.1e}; output {tuple(out.shape)}"
 )
 
 # %% [markdown]
@@ -220,12 +219,13 @@ print(
 with torch.no_grad():
     wrong_out, _ = run_lstm(x, split_gates(ref_lstm, 0, "ifog"))
 print(
-    f"gates read as i, f, o, g: max abs difference {(wrong_out - ref_out).abs().max().item():.2f}"
+    "gates read as i, f, o, g: max abs difference "
+    f"{(wrong_out - ref_out).abs().max().item():.2f}"
 )
 assert not torch.allclose(wrong_out, ref_out, atol=1e-3)
 
 # %% [markdown]
-# ## The GRU cell
+# ## 5.2 The GRU cell
 #
 # The GRU {cite}`cho2014learning` merges the cell state into the hidden state and uses two
 # gates: a **reset gate** $r_t$ that decides how much of the previous state enters the
@@ -396,11 +396,12 @@ for cls, k in [(nn.RNN, 1), (nn.GRU, 3), (nn.LSTM, 4)]:
     counted = sum(p.numel() for p in cls(2, 32).parameters())
     assert counted == k * (32 * (2 + 32) + 2 * 32)
     print(
-        f"{cls.__name__:5s} d=2, H=32: {counted:,} parameters = {k} x {32 * (2 + 32) + 2 * 32:,}"
+        f"{cls.__name__:5s} d=2, H=32: {counted:,} parameters = "
+        f"{k} x {32 * (2 + 32) + 2 * 32:,}"
     )
 
 # %% [markdown]
-# ## Why the gates help
+# ## 5.3 Why the gates help
 #
 # Follow the memory from one step to the next in Eq. {eq}`eq-ch05-lstm`. If we hold the
 # previous output $h_{t-1}$ fixed, the only path from $c_{t-1}$ to $c_t$ is the product with the
@@ -447,7 +448,7 @@ print("d c_t / d c_{t-1} with h_{t-1} fixed == diag(f_t), Eq. (eq-ch05-carousel)
 # The GRU gets the same effect from its update gate: with $z_t$ near 1, $h_t \approx h_{t-1}$.
 # A network *can* learn such gates; whether it does is an empirical question, so let us test it.
 #
-# ## The adding problem
+# ## 5.4 The adding problem
 #
 # The **adding problem**, here in a variant of the task of {cite}`hochreiter1997long`, is built
 # to need a long memory and nothing else. Each input is a sequence of $T = $
@@ -465,7 +466,10 @@ print("d c_t / d c_{t-1} with h_{t-1} fixed == diag(f_t), Eq. (eq-ch05-carousel)
 
 # %%
 def adding_batch(n, length, generator):
-    """n sequences of the adding problem: inputs (n, length, 2) = (value, marker), targets (n,)."""
+    """n sequences of the adding problem.
+
+    Returns inputs (n, length, 2) = (value, marker) and targets (n,).
+    """
     values = torch.rand(n, length, generator=generator)  # (n, T)
     first = torch.randint(
         0, length // 2, (n,), generator=generator
@@ -489,7 +493,8 @@ dlbook.glue("add_eval_every", sizes["add_eval_every"])
 dlbook.glue("baseline_mse", baseline_mse)
 print("one sequence (first 8 steps):\n", x_test[0, :8].T)
 print(
-    f"target {y_test[0]:.3f}; baseline MSE on {len(y_test)} test sequences {baseline_mse:.4f} vs 1/6 = {1 / 6:.4f}"
+    f"target {y_test[0]:.3f}; baseline MSE on {len(y_test)} test sequences "
+    f"{baseline_mse:.4f} vs 1/6 = {1 / 6:.4f}"
 )
 torch.testing.assert_close(baseline_mse, 1 / 6, atol=0.03, rtol=0)
 
@@ -515,7 +520,8 @@ CELLS = {"RNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
 
 
 class LastStepRegressor(nn.Module):
-    """A recurrent layer over the sequence, then a linear read-out of the last hidden state."""
+    """A recurrent layer over the sequence, then a linear read-out of the last
+    hidden state."""
 
     def __init__(self, kind, n_in=2, hidden=32, forget_bias=1.0):
         super().__init__()
@@ -640,6 +646,10 @@ ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes, off th
 plt.show()
 
 # %% [markdown]
+# **Figure 5.1.** Test mean squared error (log scale) against the training step on the adding
+# problem, one line per seed, for the RNN, the LSTM and the GRU; the dashed line is the baseline
+# that always predicts the mean.
+#
 # From the curves we read two numbers per run: the final test error, and the first evaluated
 # step at which the error was 5 times below the baseline ("never" if it did not get there
 # within the budget). That threshold is below $1/12$, the variance of one marked value, which
@@ -803,6 +813,10 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
+# **Figure 5.2.** The sensitivity $\partial \hat{y} / \partial v_t$ of each model's prediction
+# (seed 0) to the value at every step $t$ of one test sequence; dotted lines are at the two
+# marked steps.
+#
 # One sequence illustrates; the claim needs many. Over 200 test sequences and every seed, we
 # average the sensitivity at the first (far) and the second marked step, and the largest
 # sensitivity, in size, at any unmarked step; and, since positive and negative sensitivities
@@ -844,7 +858,7 @@ if profile == "full":
 # the RNN's sensitivity to the far marked value averages at most {glue:text}`rnn_first_mark:.0e`
 # in any seed, against about 1 for the gated models: that value does not reach its prediction.
 #
-# ## Forecasting CO2
+# ## 5.5 Forecasting CO2
 #
 # Now a real series: weekly CO2 concentration at Mauna Loa, 1958 to 2001 (from `statsmodels`;
 # the {glue:text}`co2_filled` missing weeks are filled by linear interpolation in time). It has
@@ -863,7 +877,8 @@ values = co2.to_numpy()  # (N,) ppm
 WINDOW, HORIZON, TEST_WEEKS = 104, 52, 156
 test_start = len(values) - TEST_WEEKS
 print(
-    f"{len(values)} weeks, {co2.index[0].date()} to {co2.index[-1].date()}; {co2.attrs['filled']} weeks were filled"
+    f"{len(values)} weeks, {co2.index[0].date()} to {co2.index[-1].date()}; "
+    f"{co2.attrs['filled']} weeks were filled"
 )
 print(f"test stretch: {co2.index[test_start].date()} onwards ({TEST_WEEKS} weeks)")
 
@@ -898,6 +913,9 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
+# **Figure 5.3.** The weekly CO2 series at Mauna Loa: the training years and the held-out test
+# years (red).
+#
 # **Windowing.** A forecasting origin $t$ is a week at which we know $y_{\le t}$. The model reads
 # the window $y_{t-103}, \dots, y_t$ and predicts $y_{t+1}, \dots, y_{t+52}$. Training origins
 # are those whose whole target year ends before the test stretch; test origins are those whose
@@ -956,7 +974,8 @@ np.testing.assert_allclose(
     from_scaled(to_scaled(X_test, Y_test)[1], X_test), Y_test
 )  # Eq. (eq-ch05-scale) inverts
 print(
-    f"{len(train_origins)} training windows, {len(test_origins)} test origins; spread s = {s:.3f} ppm"
+    f"{len(train_origins)} training windows, {len(test_origins)} test origins; "
+    f"spread s = {s:.3f} ppm"
 )
 
 # %% [markdown]
@@ -978,7 +997,8 @@ A_train = np.hstack([xs_train, np.ones((len(xs_train), 1))])  # (n, 105)
 coef, *_ = np.linalg.lstsq(A_train, ys_train, rcond=None)  # (105, 52)
 linear = from_scaled(np.hstack([xs_test, np.ones((len(xs_test), 1))]) @ coef, X_test)
 print(
-    f"seasonal naive RMSE {rmse(seasonal_naive):.3f} ppm | linear RMSE {rmse(linear):.3f} ppm"
+    f"seasonal naive RMSE {rmse(seasonal_naive):.3f} ppm | "
+    f"linear RMSE {rmse(linear):.3f} ppm"
 )
 
 # %% [markdown]
@@ -1037,7 +1057,8 @@ dlbook.glue("co2_rmse_lstm_low", min(lstm_rmse))
 dlbook.glue("co2_rmse_lstm_high", max(lstm_rmse))
 for name, value in co2_rmse.items():
     print(
-        f"{name:15s} RMSE {value:.3f} ppm over {len(test_origins)} origins x {HORIZON} weeks"
+        f"{name:15s} RMSE {value:.3f} ppm "
+        f"over {len(test_origins)} origins x {HORIZON} weeks"
     )
 print("LSTM            RMSE by seed: " + ", ".join(f"{r:.3f}" for r in lstm_rmse))
 vs_linear = seed_interval(lstm_rmse, [co2_rmse["linear"]] * len(co2_seeds))  # ppm
@@ -1096,6 +1117,10 @@ axes[1].legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
+# **Figure 5.4.** Left: the observed series (black) and the forecasts of the final year, made at
+# its origin (dotted), by the seasonal naive rule, the linear autoregression and the LSTM (seed
+# 0). Right: the RMSE of each against the number of weeks ahead, over all test origins.
+#
 # Repeating last year (seasonal naive, RMSE {glue:text}`co2_rmse_naive:.2f` ppm) misses a year
 # of growth: its forecasts are {glue:text}`co2_naive_bias:.2f` ppm too low on average. The LSTM,
 # reading the windows, does much better in every seed (RMSE {glue:text}`co2_rmse_lstm_low:.2f`
@@ -1108,7 +1133,7 @@ plt.show()
 # Where the gated cells made the difference above was the adding problem, where the useful
 # information sits at an unknown place far back and must be kept until needed.
 #
-# ## Names again: RNN against LSTM
+# ## 5.6 Names again: RNN against LSTM
 #
 # Chapter 4 trained a vanilla RNN language model on the census names. We train it again here,
 # with the same recipe (hidden size 128, Adam at $3 \times 10^{-3}$, batches of 64, clipping at
@@ -1179,6 +1204,10 @@ ax.set_ylabel("validation nats per character")
 ax.set_title("Names: validation loss, one line per seed")
 ax.legend()
 plt.show()
+
+# %% [markdown]
+# **Figure 5.5.** Validation loss per character of the RNN and the LSTM language models on the
+# names after each epoch, one line per seed (the untrained loss is left out).
 
 # %%
 rnn_names = [lm_runs["rnn", s][2] for s in seeds]

@@ -45,17 +45,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -120,7 +112,7 @@ sizes = dlbook.by_profile(
 sizes
 
 # %% [markdown]
-# ## A soft dictionary look-up
+# ## 6.1 A soft dictionary look-up
 #
 # A Python `dict` answers a query by finding the one key that equals it and returning that key's
 # value. Attention does the same with vectors, softly: it scores the query against **every** key,
@@ -180,7 +172,7 @@ torch.testing.assert_close(out, reference[0])
 print("soft look-up matches F.scaled_dot_product_attention(scale=1):", reference[0])
 
 # %% [markdown]
-# ## Scaled dot-product attention
+# ## 6.2 Scaled dot-product attention
 #
 # With many queries at once, stack them as the rows of $Q$ ($L_q\times d_k$), the keys as the rows
 # of $K$ ($L_k\times d_k$) and the values as the rows of $V$ ($L_k\times d_v$). All the dot
@@ -374,10 +366,10 @@ assert torch.all(packaged[0][:, 2] == 0) and torch.all(packaged[1][:, 2] == 0)
 # the softmax (so neither pass sees $0/0$) and sets their weights to zero afterwards. The output
 # there is $0$ and no gradient flows through it; the check above matches PyTorch's output and
 # gradients. (What `nn.MultiheadAttention` returns for a sequence that is all padding depends on
-# how it is called; the multi-head section below shows the cases. The book's `MultiHeadAttention`
+# how it is called; section 6.5 shows the cases. The book's `MultiHeadAttention`
 # returns zero heads there, whatever the call.)
 #
-# ## Why divide by $\sqrt{d_k}$?
+# ## 6.3 Why divide by $\sqrt{d_k}$?
 #
 # Take $q$ and $k$ with independent entries of mean 0 and variance 1. Their dot product is a sum
 # of $d_k$ independent products, each of mean 0 and variance 1, so
@@ -601,7 +593,7 @@ assert all(max(grad[n]) / min(grad[n]) > 5 for n in ("none", "1/d_k"))  # others
 #   than a factor of 5. Of the three, only this scaling keeps a freshly initialised layer's
 #   behaviour steady as $d_k$ grows. An exercise below trains with and without it.
 #
-# ## Additive attention
+# ## 6.4 Additive attention
 #
 # The dot product is not the only way to score a query against a key. The attention of
 # Bahdanau, Cho and Bengio's translation model {cite}`bahdanau2015neural` scores the decoder's
@@ -703,8 +695,8 @@ print("gradcheck passed for s, h, W_a, U_a and v_a")
 # run as fast matrix multiplications, and note that additive attention does better than
 # *unscaled* dot products at large $d_k$ {cite}`vaswani2017attention`, where the previous section
 # measured the saturation. The memory of the two, at 256 queries and keys of width 64, as the
-# **peak memory** of one call (the most bytes of tensors alive at once; the section on the cost
-# of attention shows how `dlbook.memory.peak_memory` counts them):
+# **peak memory** of one call (the most bytes of tensors alive at once; section 6.9 shows how
+# `dlbook.memory.peak_memory` counts them):
 
 # %%
 with torch.no_grad():
@@ -721,7 +713,7 @@ print(
 assert mem_additive > 10 * mem_dot
 
 # %% [markdown]
-# ## Multi-head attention
+# ## 6.5 Multi-head attention
 #
 # One attention computes one weighted average per query, which blends whatever the query
 # looked at into one vector. **Multi-head attention** runs $h$ attentions in parallel, each on its
@@ -907,7 +899,7 @@ for name in ("packaged module", "packaged module, no_grad"):
     torch.testing.assert_close(padded_out[name], bias_rows)
 
 # %% [markdown]
-# ## Cross-attention
+# ## 6.6 Cross-attention
 #
 # So far queries, keys and values came from one sequence: **self-attention**. In
 # **cross-attention** the queries come from one sequence and the keys and values from another,
@@ -986,7 +978,7 @@ worst = max(from_scratch, diff_self, diff_cross)
 dlbook.headline("mha_max_diff", worst, profile=profile, at_most=1e-5, fmt="{:.1e}")
 
 # %% [markdown]
-# ## What each head sees
+# ## 6.7 What each head sees
 #
 # Different heads can follow different relationships because each has its own projections. To
 # see this without training, we **set** the weights of a two-head layer by hand on a toy input.
@@ -1068,12 +1060,12 @@ same_letter = (tok[:, None] == tok[None, :]).to(device)  # (8, 8) True: the same
 assert ((w2 * same_letter).sum(-1) > 0.85).all()  # head 2: weight on the same letter
 
 # %% [markdown]
-# `nn.MultiheadAttention` returns the average over heads unless told otherwise (checked in the
-# multi-head section); here that average would blend two different patterns into one map, so ask
+# `nn.MultiheadAttention` returns the average over heads unless told otherwise (checked in
+# section 6.5); here that average would blend two different patterns into one map, so ask
 # for per-head weights when you inspect. Chapter 7 trains a Transformer and reads the maps its
 # heads learned. Next, a single attention layer learns where to look from data.
 #
-# ## Training attention to look things up
+# ## 6.8 Training attention to look things up
 #
 # The weights so far were random or set by hand. Can gradient descent find a useful pattern? A
 # task that needs one: each example stores 8 (key, value) pairs, then asks for the value of one of
@@ -1304,7 +1296,7 @@ if profile == "full":
 # that slot has the largest weight in a fraction {glue:text}`recall_argmax:.3f` of the test
 # examples.
 #
-# ## The cost of attention
+# ## 6.9 The cost of attention
 #
 # For a sequence of length $L$, the logits $QK^\top$ are an $L\times L$ matrix per head. Computing
 # them and the weighted sum takes time proportional to $L^2 d$ per head (two matrix products of
@@ -1870,7 +1862,7 @@ if profile == "full":
 
 # %% [markdown]
 # The interval lies above zero: after the same number of steps, the model with the scale is
-# ahead. The reason is the one measured in the section on scaling, at initialisation. PyTorch
+# ahead. The reason is the one measured in section 6.3, at initialisation. PyTorch
 # initialises a linear layer's weights uniformly with variance $1/(3 d)$; the embeddings have
 # variance 1, and a stored slot is the sum of two of them. So a projected query coordinate has
 # variance about $1/3$, a key coordinate about $2/3$, and an unscaled logit, a sum of $d_k$

@@ -122,7 +122,7 @@ sizes = dlbook.by_profile(
 sizes
 
 # %% [markdown]
-# ## The block at a glance
+# ## 7.1 The block at a glance
 #
 # An encoder layer maps a sequence of vectors $X\in\mathbb{R}^{L\times d}$ to another of the same
 # shape. Before the first layer, each token's embedding gets its position added. Inside a layer
@@ -137,7 +137,7 @@ sizes
 # position **on its own**; the residual additions and LayerNorms are there for the gradients of
 # a deep stack, which we measure below. We take the parts in order.
 #
-# ## Positional encoding
+# ## 7.2 Positional encoding
 #
 # Attention is blind to order: shuffling the tokens shuffles the outputs the same way and changes
 # nothing else (an exercise of chapter 6 shows it for attention). The same holds for a whole
@@ -218,6 +218,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 7.1.** Left: the sinusoidal encoding of {eq}`eq-pe` as a heat map, one row per
+# dimension and one column per position. Right: four of its even (sine) dimensions against the
+# position; the higher the pair, the lower its frequency.
+#
 # ### A shift in position is a fixed rotation
 #
 # Why sines and cosines? Because the encoding of position $pos+k$ is a **linear function of the
@@ -309,6 +313,9 @@ plt.ylabel("pos")
 plt.show()
 
 # %% [markdown]
+# **Figure 7.2.** The dot product of the encodings of every pair of positions. Each band parallel
+# to the diagonal holds one offset $k = pos' - pos$ and one value.
+#
 # Here the similarity first grows again at $k =$ {glue:text}`first_rise`.
 #
 # **Learned position embeddings** are the alternative that BERT {cite}`devlin2019bert` and GPT-2
@@ -337,7 +344,7 @@ print(
 # causal model at the end of this chapter uses a learned table, and we compare what it learned
 # with the sinusoids.
 #
-# ## Layer normalisation
+# ## 7.3 Layer normalisation
 #
 # Layer normalisation {cite}`ba2016layer` standardises **each token's vector on its own**, over
 # its $d$ features, then rescales with learned $\gamma$ and $\beta$:
@@ -429,7 +436,7 @@ dlbook.glue("ln_shift", ln_shift)
 # Adding a batch-mate moved the BatchNorm output by up to {glue:text}`bn_shift:.2f` and the
 # LayerNorm output by {glue:text}`ln_shift:.1e`.
 #
-# ## The position-wise feed-forward network
+# ## 7.4 The position-wise feed-forward network
 #
 # After attention has mixed the positions, each position goes through the same small two-layer
 # network, independently {cite}`vaswani2017attention`:
@@ -528,6 +535,9 @@ plt.title("ReLU and GELU")
 plt.show()
 
 # %% [markdown]
+# **Figure 7.3.** ReLU and the exact GELU on $[-4, 4]$: GELU is smooth at zero and lets small
+# negative values through where ReLU outputs exactly zero.
+#
 # On $[-4, 4]$ the two GELUs differ by up to {glue:text}`gelu_tanh_gap:.1e`. The packaged
 # `FeedForward` takes `activation="relu"` or `"gelu"` (exact) and names its layers `linear1`,
 # `linear2` like `nn.TransformerEncoderLayer`:
@@ -540,7 +550,7 @@ torch.testing.assert_close(pkg_ffn(x), ffn(x))
 dlbook.show(FeedForward.forward)
 
 # %% [markdown]
-# ## Residual connections: post-norm and pre-norm
+# ## 7.5 Residual connections: post-norm and pre-norm
 #
 # Each sub-layer is wrapped in a **residual connection** {cite}`he2016deep`: the layer computes a
 # *correction* that is added to its input, $x + f(x)$. The Jacobian is $I + \partial f/\partial x$,
@@ -638,10 +648,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# *Left: the gradient of each layer's $W_2$ in a {glue:text}`deepest`-layer stack, mean over
-# seeds. Right: the last layer's gradient, post-norm divided by pre-norm, for stacks of growing
-# depth; each point is the median over seeds, its vertical line spans the smallest to the
-# largest value.*
+# **Figure 7.4.** Left: the gradient of each layer's $W_2$ in a {glue:text}`deepest`-layer
+# stack, mean over seeds. Right: the last layer's gradient, post-norm divided by pre-norm, for
+# stacks of growing depth; each point is the median over seeds, its vertical line spans the
+# smallest to the largest value.
 
 # %%
 # last layer / first layer inside the deepest stack, one value per seed
@@ -692,7 +702,7 @@ if profile == "full":
 # does not, in line with Xiong et al.'s analysis. The second experiment exercise at the end of
 # the chapter trains deep stacks of both kinds at a high learning rate without warm-up.
 #
-# ## A full encoder layer, from scratch
+# ## 7.6 A full encoder layer, from scratch
 #
 # We now have every part. A post-norm layer ({eq}`eq-post-norm`) and a pre-norm layer
 # ({eq}`eq-pre-norm`), written with the multi-head attention of chapter 6 and the `layer_norm`
@@ -800,7 +810,7 @@ except TypeError as err:
     print("TypeError:", err)
 
 # %% [markdown]
-# ## Training an encoder: sorting digits
+# ## 7.7 Training an encoder: sorting digits
 #
 # A task small enough to train on a CPU and hard enough to need attention: the input is a
 # sequence of 10 random digits, and at every position the model must output the digit that
@@ -965,6 +975,11 @@ axes[1].legend()
 plt.tight_layout()
 plt.show()
 
+# %% [markdown]
+# **Figure 7.5.** Training the sorter. Left: the training loss (log scale). Right: on the
+# validation sequences, the share of positions right and the share of sequences with every
+# position right.
+
 # %%
 token_acc, seq_acc = sort_accuracy(sorter, x_test, y_test)  # the test sample, read once
 dlbook.glue("sort_token_acc", token_acc)
@@ -1005,6 +1020,10 @@ print("input :", example[0].tolist())
 print("output:", logits.argmax(-1)[0].tolist())
 
 # %% [markdown]
+# **Figure 7.6.** The attention weights of the trained sorter on one test sequence, one map per
+# layer (rows of panels) and head (columns of panels). Keys are labelled with the input digits,
+# queries with the digit their position must output; darker is a larger weight.
+#
 # Output position $i$ must end up holding the $i$-th smallest digit. One way to get there is for
 # position $i$ to **attend to a key that holds that digit** and copy it. We measure whether the
 # heads do this, over the whole test set: for each head, the share of attention that position
@@ -1056,7 +1075,7 @@ if profile == "full":  # head answer_head of this trained sorter, as the text st
 # first layer spreads its attention wide.
 
 # %% [markdown]
-# ## The causal variant: a character-level language model
+# ## 7.8 The causal variant: a character-level language model
 #
 # The same blocks make a **decoder-only** (GPT-style) language model of names. As in the
 # recurrent chapters, a name such as `anna` is framed as `<bos> a n n a` (input) and
@@ -1307,6 +1326,9 @@ plt.legend()
 plt.show()
 
 # %% [markdown]
+# **Figure 7.7.** The validation loss of the three character-level models after each epoch of
+# training, one line per seed and one colour per model.
+#
 # Two sources of noise separate the three models' numbers: the **seed** (another
 # initialisation and batch order give another model) and the **test names** (another sample of
 # names would give another average). A difference counts as measurable here only when both of
@@ -1427,7 +1449,7 @@ for kind in kinds:
     print(f"{kind:12s}", ", ".join(samples))
 
 # %% [markdown]
-# Finally the comparison promised in the positional-encoding section: the cosine similarity
+# Finally the comparison promised in section 7.2: the cosine similarity
 # between the trained Transformer's **learned** position vectors, next to that of the sinusoidal
 # table of the same size. The learned table started from random values; whatever structure it
 # has, training put there.
@@ -1451,8 +1473,8 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# *Cosine similarity between every pair of position vectors: the trained Transformer's learned
-# table (left) and the sinusoidal table of the same size (right).*
+# **Figure 7.8.** Cosine similarity between every pair of position vectors: the trained
+# Transformer's learned table (left) and the sinusoidal table of the same size (right).
 #
 # We summarise each table by the mean similarity of adjacent positions and of positions at
 # least four apart:

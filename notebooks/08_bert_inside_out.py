@@ -42,17 +42,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -326,8 +318,10 @@ print("(* = padding, attention_mask 0)")
 hf = BertModel.from_pretrained(model_path).to(device).eval()
 cfg = hf.config
 print(
-    f"layers={cfg.num_hidden_layers} hidden={cfg.hidden_size} heads={cfg.num_attention_heads} "
-    f"ffn={cfg.intermediate_size} act={cfg.hidden_act} eps={cfg.layer_norm_eps} positions={cfg.max_position_embeddings}"
+    f"layers={cfg.num_hidden_layers} hidden={cfg.hidden_size} "
+    f"heads={cfg.num_attention_heads} ffn={cfg.intermediate_size} "
+    f"act={cfg.hidden_act} eps={cfg.layer_norm_eps} "
+    f"positions={cfg.max_position_embeddings}"
 )
 
 # %%
@@ -421,9 +415,10 @@ x = torch.linspace(-6, 6, 1001)
 gelu_ours = x / 2 * (1 + torch.erf(x / math.sqrt(2)))
 torch.testing.assert_close(gelu_ours, F.gelu(x))
 torch.testing.assert_close(gelu_ours, ACT2FN[cfg.hidden_act](x))
+tanh_gap = (F.gelu(x, approximate="tanh") - gelu_ours).abs().max()
 print(
     "GELU = x Phi(x): matches F.gelu and transformers' ACT2FN['gelu'];",
-    f"the tanh approximation differs by up to {(F.gelu(x, approximate='tanh') - gelu_ours).abs().max():.1e}",
+    f"the tanh approximation differs by up to {tanh_gap:.1e}",
 )
 
 # %% [markdown]
@@ -489,7 +484,10 @@ print(
 
 # %%
 def load_bert_layer(ours: EncoderLayer, theirs) -> EncoderLayer:
-    """Copy one transformers BertLayer into the book's EncoderLayer (names differ, maths do not)."""
+    """Copy one transformers BertLayer into the book's EncoderLayer.
+
+    The parameter names differ, the maths do not.
+    """
     pairs = [
         (ours.self_attn.q_proj, theirs.attention.self.query),
         (ours.self_attn.k_proj, theirs.attention.self.key),
@@ -526,9 +524,8 @@ with torch.no_grad():
     out0 = layer0(states[0], mask=padding_mask(am))  # (B, T, 384)
 keep = am.bool()  # compare real tokens only
 torch.testing.assert_close(out0[keep], states[1][keep], atol=1e-5, rtol=1e-5)
-print(
-    f"layer 1: max |ours - HF| over real tokens = {(out0 - states[1])[keep].abs().max().item():.1e}"
-)
+layer1_diff = (out0 - states[1])[keep].abs().max().item()
+print(f"layer 1: max |ours - HF| over real tokens = {layer1_diff:.1e}")
 
 # %% [markdown]
 # ### The whole encoder, and the headline check
@@ -553,8 +550,9 @@ with torch.no_grad():
 bert_max_abs_diff = (got - want)[keep].abs().max().item()
 torch.testing.assert_close(got[keep], want[keep], atol=1e-5, rtol=1e-5)
 print(
-    f"{am.shape[0]} reviews padded to {am.shape[1]} tokens ({int((~keep).sum())} padded positions); "
-    f"{n_ours:,} parameters; max |ours - HF| over the {int(keep.sum())} real tokens = {bert_max_abs_diff:.2e}"
+    f"{am.shape[0]} reviews padded to {am.shape[1]} tokens "
+    f"({int((~keep).sum())} padded positions); {n_ours:,} parameters; "
+    f"max |ours - HF| over the {int(keep.sum())} real tokens = {bert_max_abs_diff:.2e}"
 )
 dlbook.glue("cmp_reviews", am.shape[0])
 dlbook.glue("cmp_real_tokens", int(keep.sum()))
@@ -647,7 +645,8 @@ att_diff = max(
 )
 assert att_diff < 1e-5
 print(
-    f"attention weights of all {len(att_ours)} layers: max |ours - HF| over real queries = {att_diff:.1e}"
+    f"attention weights of all {len(att_ours)} layers: "
+    f"max |ours - HF| over real queries = {att_diff:.1e}"
 )
 dlbook.glue("n_heads_total", cfg.num_hidden_layers * cfg.num_attention_heads)
 
@@ -661,7 +660,10 @@ dlbook.glue("n_heads_total", cfg.num_hidden_layers * cfg.num_attention_heads)
 
 # %%
 def head_profile(model, texts, batch_size=64):
-    """Average attention of real query tokens to 5 targets, per layer and head: (L, H, 5)."""
+    """Average attention of real query tokens to 5 targets, per layer and head.
+
+    Returns a (L, H, 5) tensor.
+    """
     totals, n_queries = 0.0, 0
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(
@@ -699,22 +701,26 @@ def head_profile(model, texts, batch_size=64):
 
 targets = ["previous token", "next token", "itself", "[CLS]", "[SEP]"]
 profile_lh = head_profile(ours_bert, val_texts[: sizes["n_heads_batch"]])  # (6, 12, 5)
-fig, axes = plt.subplots(1, 5, figsize=(15, 2.8), sharey=True)
+heads = range(cfg.num_attention_heads)
+fig, axes = plt.subplots(1, 5, figsize=(10, 2.1), sharey=True, layout="constrained")
 for k, ax in enumerate(axes):
     im = ax.imshow(profile_lh[..., k], vmin=0, vmax=1, cmap="viridis")
-    ax.set_title(f"to {targets[k]}")
-    ax.set_xticks(
-        range(cfg.num_attention_heads),
-        [str(h + 1) for h in range(cfg.num_attention_heads)],
-        fontsize=7,
-    )
+    ax.set_title(f"to {targets[k]}", fontsize=10)
+    ax.set_xticks(heads[::2], [str(h + 1) for h in heads[::2]], fontsize=8)  # odd heads
     ax.set_xlabel("head")
 axes[0].set_ylabel("layer")
 axes[0].set_yticks(
-    range(cfg.num_hidden_layers), [str(i + 1) for i in range(cfg.num_hidden_layers)]
+    range(cfg.num_hidden_layers),
+    [str(i + 1) for i in range(cfg.num_hidden_layers)],
+    fontsize=8,
 )
-fig.colorbar(im, ax=axes, shrink=0.8, label="mean attention weight")
+fig.colorbar(im, ax=axes, shrink=0.8, label="mean weight")
 plt.show()
+
+# %% [markdown]
+# **Figure 8.1.** The mean attention weight that a real token gives to each of five targets, for
+# every layer (rows) and head (columns) of the encoder, averaged over validation reviews. A
+# bright cell is a head that puts much of its weight on that target.
 
 # %%
 best = {}
@@ -723,7 +729,8 @@ for k, name in enumerate(targets):
     layer, head = divmod(flat, cfg.num_attention_heads)
     best[name] = (layer, head, profile_lh[layer, head, k].item())
     print(
-        f"strongest '{name}' head: layer {layer + 1}, head {head + 1}, mean weight {best[name][2]:.2f}"
+        f"strongest '{name}' head: layer {layer + 1}, head {head + 1}, "
+        f"mean weight {best[name][2]:.2f}"
     )
 per_layer_special = (profile_lh[..., 3] + profile_lh[..., 4]).mean(1)  # (L,)
 print(
@@ -782,19 +789,22 @@ with torch.no_grad():
         example["input_ids"], example["attention_mask"], output_attentions=True
     ).attentions
 show = ["previous token", "next token", "[CLS]"]
-fig, axes = plt.subplots(1, 3, figsize=(16, 5.6))
+fig, axes = plt.subplots(1, 3, figsize=(10, 4.3), sharey=True, layout="constrained")
+ticks = range(len(tokens))
 for ax, name in zip(axes, show, strict=True):
     layer, head, score = best[name]
     ax.imshow(ex_att[layer][0, head].cpu(), vmin=0, vmax=1, cmap="Blues")
-    ax.set_title(f"layer {layer + 1}, head {head + 1}: '{name}'")
-    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
+    ax.set_title(f"layer {layer + 1}, head {head + 1}: '{name}'", fontsize=10)
+    ax.set_xticks(ticks, tokens, rotation=90, fontsize=9)
     ax.set_xlabel("key (attended to)")
+axes[0].set_yticks(ticks, tokens, fontsize=9)  # shared by the three maps
 axes[0].set_ylabel("query")
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 8.2.** The attention weights of the strongest "previous token", "next token" and
+# [CLS] heads of Figure 8.1 on one review (darker = larger weight).
+#
 # Rows are queries, columns are the keys they attend to. The first two maps are a band just below
 # and just above the diagonal: each query takes most of its value vector from a neighbour; the
 # third is a column on [CLS]. Clark et al. also found heads of BERT-base whose attention picks out
@@ -961,7 +971,8 @@ tiny_config = BertConfig(
     intermediate_size=sizes["d_ff"],
     max_position_embeddings=sizes["max_len"],
     hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,  # a few minutes of training: no regularisation needed
+    # a few minutes of training: no regularisation needed
+    attention_probs_dropout_prob=0.0,
 )
 torch.manual_seed(0)
 tiny = BertForMaskedLM(tiny_config).to(device)
@@ -970,9 +981,8 @@ n_tiny_emb = sum(p.numel() for p in tiny.bert.embeddings.parameters())
 assert (
     tiny.cls.predictions.decoder.weight is tiny.bert.embeddings.word_embeddings.weight
 )  # tied
-print(
-    f"tiny BERT: {n_tiny:,} parameters, {n_tiny_emb / n_tiny:.0%} of them in the embeddings"
-)
+emb_share = n_tiny_emb / n_tiny
+print(f"tiny BERT: {n_tiny:,} parameters, {emb_share:.0%} of them in the embeddings")
 dlbook.glue("tiny_params_m", n_tiny / 1e6)
 dlbook.glue("tiny_emb_pct", 100 * n_tiny_emb / n_tiny)
 dlbook.glue("vocab_size", len(tokenizer))
@@ -1031,7 +1041,10 @@ def to_ids(texts):
 
 
 def make_batch(seqs, generator):
-    """Pad a list of id tensors, then corrupt it: (inputs, attention_mask, labels), each (B, T)."""
+    """Pad a list of id tensors, then corrupt it.
+
+    Returns (inputs, attention_mask, labels), each (B, T).
+    """
     ids_b = pad_sequence(seqs, batch_first=True, padding_value=tokenizer.pad_token_id)
     att = (
         torch.arange(ids_b.shape[1])[None, :]
@@ -1065,14 +1078,15 @@ loader = torch.utils.data.DataLoader(
 n_train_tokens = sum(len(s) for s in train_ids)
 print(
     f"{len(train_ids):,} training reviews, {n_train_tokens:,} tokens; "
-    f"{sum(int((b[2] != -100).sum()) for b in val_batches):,} masked validation positions"
+    f"{sum(int((b[2] != -100).sum()) for b in val_batches):,} "
+    "masked validation positions"
 )
 dlbook.glue("train_tokens_k", n_train_tokens / 1000)
 
 
 @torch.no_grad()
 def evaluate(model):
-    """Validation MLM loss (Eq. eq-mlm-loss over all masked positions) and top-1 accuracy."""
+    """Validation MLM loss (Eq. eq-mlm-loss, masked positions) and top-1 accuracy."""
     model.eval()
     total, correct, n = 0.0, 0, 0
     for inputs, att, lab in val_batches:
@@ -1106,8 +1120,8 @@ unigram_loss = -log_unigram[val_labels].mean().item()
 top_piece, _ = counts.most_common(1)[0]
 unigram_acc = (val_labels == top_piece).float().mean().item()
 print(
-    f"unigram baseline: loss {unigram_loss:.3f}, accuracy of always guessing {tokenizer.convert_ids_to_tokens(top_piece)!r}: "
-    f"{unigram_acc:.3f}"
+    f"unigram baseline: loss {unigram_loss:.3f}, accuracy of always guessing "
+    f"{tokenizer.convert_ids_to_tokens(top_piece)!r}: {unigram_acc:.3f}"
 )
 dlbook.glue("unigram_loss", unigram_loss)
 dlbook.glue("unigram_acc_pct", 100 * unigram_acc)
@@ -1150,7 +1164,8 @@ for step in dlbook.progress(range(1, sizes["steps"] + 1), desc="MLM pretraining"
 train_seconds = time.perf_counter() - start
 val_loss, val_acc = evaluate(tiny)
 print(
-    f"{sizes['steps']} steps in {train_seconds:.0f} s; validation MLM loss {val_loss:.3f}, top-1 accuracy {val_acc:.3f}"
+    f"{sizes['steps']} steps in {train_seconds:.0f} s; "
+    f"validation MLM loss {val_loss:.3f}, top-1 accuracy {val_acc:.3f}"
 )
 
 # %%
@@ -1180,10 +1195,17 @@ ax.set_title("Tiny BERT pretraining on Rotten Tomatoes reviews")
 ax.legend()
 plt.show()
 
+# %% [markdown]
+# **Figure 8.3.** The MLM loss of the tiny BERT while it pretrains: each training batch (grey),
+# their moving average, and the validation loss, against the loss of a uniform guess ($\ln V$,
+# dashed) and of the unigram baseline (dotted). Compare how soon the validation loss nears the
+# unigram line with how slowly it falls after that.
+
 # %%
 prov = dlbook.env.last_provenance()
 print(
-    f"measured on {prov.device} ({prov.device_name}), {prov.threads} CPU threads, torch {prov.torch}"
+    f"measured on {prov.device} ({prov.device_name}), {prov.threads} CPU threads, "
+    f"torch {prov.torch}"
 )
 dlbook.glue("train_steps", sizes["steps"])
 dlbook.glue("train_minutes", train_seconds / 60)
@@ -1216,7 +1238,7 @@ assert abs(history["val"][0] - ln_v) < 0.1
 # %%
 @torch.no_grad()
 def per_position(model):
-    """Per masked position: the model's loss, whether its top guess is right, and the input id."""
+    """Per masked position: the loss, whether the top guess is right, the input id."""
     model.eval()
     losses, right, shown, labels_ = [], [], [], []
     for inputs, att, lab in val_batches:
@@ -1239,7 +1261,8 @@ copy_acc = (copy_guess == y_val).float().mean().item()
 for name, m in kinds.items():
     print(
         f"{name:9s} n = {int(m.sum()):5d}: loss {pos_loss[m].mean():.3f} "
-        f"(unigram {uni_pos[m].mean():.3f}), accuracy {pos_right[m].float().mean():.3f} "
+        f"(unigram {uni_pos[m].mean():.3f}), "
+        f"accuracy {pos_right[m].float().mean():.3f} "
         f"(always {tokenizer.convert_ids_to_tokens(top_piece)!r}: "
         f"{(y_val[m] == top_piece).float().mean():.3f})"
     )
@@ -1269,7 +1292,8 @@ for name, value in (
 ):
     dlbook.glue(name, value)
 print(
-    f"gain over unigram: all {gain_all.diff:.3f} [{gain_all.low:.3f}, {gain_all.high:.3f}], "
+    f"gain over unigram: all {gain_all.diff:.3f} "
+    f"[{gain_all.low:.3f}, {gain_all.high:.3f}], "
     f"at [MASK] {gain_mask.diff:.3f} [{gain_mask.low:.3f}, {gain_mask.high:.3f}]"
 )
 if (
@@ -1406,7 +1430,8 @@ assert missing_parts == {"bias", "decoder", "transform"}  # decoder: only its bi
 # %%
 minilm_val_loss, minilm_val_acc = evaluate(minilm_mlm)
 print(
-    f"MiniLM encoder + random MLM head: validation MLM loss {minilm_val_loss:.2f} (ln V = {ln_v:.2f}), "
+    f"MiniLM encoder + random MLM head: validation MLM loss {minilm_val_loss:.2f} "
+    f"(ln V = {ln_v:.2f}), "
     f"top-1 accuracy {minilm_val_acc:.3f}"
 )
 minilm_fill = pipeline(

@@ -42,17 +42,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -148,7 +140,8 @@ print(reviews)
 counts = np.bincount(reviews["train"]["label"])
 dlbook.glue("ch09_pos_share", float(counts[1] / counts.sum()))
 print(
-    f"train labels: {counts[0]:,} neg / {counts[1]:,} pos ({counts[1] / counts.sum():.1%} positive)"
+    f"train labels: {counts[0]:,} neg / {counts[1]:,} pos "
+    f"({counts[1] / counts.sum():.1%} positive)"
 )
 for row in reviews["train"].select(range(3)):
     print(f"[{reviews['train'].features['label'].int2str(row['label'])}] {row['text']}")
@@ -164,7 +157,7 @@ for row in reviews["train"].select(range(3)):
 
 # %%
 def take(split, n):
-    """The first n rows of a split (the splits are already shuffled), or all of it for n=None."""
+    """The first n rows of a split (already shuffled), or all of it for n=None."""
     return split if n is None else split.select(range(n))
 
 
@@ -175,7 +168,8 @@ y_train, y_val, y_test = (np.array(s["label"]) for s in (train_raw, val_raw, tes
 majority = max(y_test.mean(), 1 - y_test.mean())
 dlbook.glue("ch09_majority", float(majority))
 print(
-    f"train {len(train_raw):,} | validation {len(val_raw):,} | test {len(test_raw):,} | "
+    f"train {len(train_raw):,} | validation {len(val_raw):,} | "
+    f"test {len(test_raw):,} | "
     f"majority-class accuracy on test {majority:.3f}"
 )
 
@@ -196,7 +190,10 @@ print(
 
 # %%
 def fit_logreg(x_train, x_val, grid=(0.25, 1.0, 4.0, 16.0)):
-    """Logistic regression with C picked on the validation split; returns (model, best C, val accuracy)."""
+    """Logistic regression with C picked on the validation split.
+
+    Returns (model, best C, validation accuracy).
+    """
     scores = {}
     for c in grid:
         clf = LogisticRegression(C=c, max_iter=2_000).fit(x_train, y_train)
@@ -218,7 +215,8 @@ tfidf_probs = tfidf_clf.predict_proba(tfidf.transform(test_raw["text"]))  # (n_t
 tfidf_acc = float((tfidf_probs.argmax(1) == y_test).mean())
 dlbook.glue("tfidf_test_acc", tfidf_acc)
 print(
-    f"vocabulary {x_train_tfidf.shape[1]:,} | C={tfidf_c} | validation {tfidf_val:.3f} | test {tfidf_acc:.3f}"
+    f"vocabulary {x_train_tfidf.shape[1]:,} | C={tfidf_c} | "
+    f"validation {tfidf_val:.3f} | test {tfidf_acc:.3f}"
 )
 
 # %% [markdown]
@@ -245,7 +243,10 @@ encoder = AutoModel.from_pretrained(model_path).to(device).eval()
 
 
 def embed_sorted(texts):
-    """(N, 384) unit-length mean-pooled embeddings, computed shortest-first, returned in input order."""
+    """(N, 384) unit-length mean-pooled embeddings.
+
+    Computed shortest-first, returned in input order.
+    """
     texts = list(texts)
     order = np.argsort([len(t) for t in texts], kind="stable")
     emb = embed_texts(
@@ -262,7 +263,8 @@ def embed_sorted(texts):
     return out
 
 
-from sentence_transformers import SentenceTransformer  # noqa: E402  (only for this check)
+# only for this check
+from sentence_transformers import SentenceTransformer  # noqa: E402
 
 some = list(test_raw["text"][:8])
 reference = (
@@ -286,7 +288,8 @@ frozen_probs = frozen_clf.predict_proba(emb_test.numpy())  # (n_test, 2)
 frozen_acc = float((frozen_probs.argmax(1) == y_test).mean())
 dlbook.glue("frozen_test_acc", frozen_acc)
 print(
-    f"embeddings {tuple(emb_train.shape)} | C={frozen_c} | validation {frozen_val:.3f} | test {frozen_acc:.3f}"
+    f"embeddings {tuple(emb_train.shape)} | C={frozen_c} | "
+    f"validation {frozen_val:.3f} | test {frozen_acc:.3f}"
 )
 
 # %% [markdown]
@@ -351,7 +354,8 @@ torch.testing.assert_close(
 dlbook.glue("ch09_n_fresh", n_fresh)
 dlbook.glue("ch09_n_total", n_total)
 print(
-    f"fresh: {fresh} = {n_fresh:,} parameters | pretrained: {n_total - n_fresh:,} | total {n_total:,}"
+    f"fresh: {fresh} = {n_fresh:,} parameters | "
+    f"pretrained: {n_total - n_fresh:,} | total {n_total:,}"
 )
 
 # %% [markdown]
@@ -452,8 +456,9 @@ padded_slots = sizes["max_length"] * len(lengths)
 dlbook.glue("ch09_mean_len", float(lengths.mean()))
 dlbook.glue("ch09_pad_saving", float(padded_slots / dynamic))
 print(
-    f"mean length {lengths.mean():.1f} tokens, longest {lengths.max()} | token slots per epoch: "
-    f"padded to {sizes['max_length']}: {padded_slots:,}, dynamic: {dynamic:,} ({padded_slots / dynamic:.1f}x fewer)"
+    f"mean length {lengths.mean():.1f} tokens, longest {lengths.max()} | "
+    f"token slots per epoch: padded to {sizes['max_length']}: {padded_slots:,}, "
+    f"dynamic: {dynamic:,} ({padded_slots / dynamic:.1f}x fewer)"
 )
 
 # %% [markdown]
@@ -524,6 +529,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 9.1.** The schedule for one epoch of the full training split at batch 32: a linear
+# warm-up to the peak rate over the first $w$ steps, then a linear decay to zero at step $T$.
+#
 # Note that step 0 runs at rate 0: its gradient only feeds AdamW's running averages.
 #
 # **The loop.** Everything together, as a function of the model and a tokenised data set. The
@@ -654,8 +662,9 @@ clf, clf_tokenizer, info = finetune.sentiment_classifier(profile, device=device)
 history = info["history"]
 print(f"from cache: {info['from_cache']} | {info['path']}")
 print(
-    f"{history['total_steps']} steps ({history['warmup_steps']} warm-up) on {info['n_train']:,} snippets, "
-    f"trained in {history['seconds']:.0f} s | validation after each epoch: {history['evals']}"
+    f"{history['total_steps']} steps ({history['warmup_steps']} warm-up) "
+    f"on {info['n_train']:,} snippets, trained in {history['seconds']:.0f} s | "
+    f"validation after each epoch: {history['evals']}"
 )
 
 # %%
@@ -682,6 +691,9 @@ dlbook.glue("ch09_trained_on", info["trained_on"])
 dlbook.glue("ch09_n_train", info["n_train"])
 
 # %% [markdown]
+# **Figure 9.2.** Fine-tuning MiniLM. Left: the training loss of every batch, its moving mean and
+# the loss of a coin flip ($\ln 2$, dotted). Right: the learning rate of every step.
+#
 # One pass over {glue:text}`ch09_n_train:,` snippets took {glue:text}`ch09_train_seconds:.0f` seconds
 # when this model was trained (machine: {glue:text}`ch09_trained_on`, as the model cache
 # records it; a cached model may come from another machine than the one above) and ends at
@@ -800,7 +812,8 @@ if profile == "full":
         val_majority,
     )  # ...and not nowhere
 print(
-    f"validation accuracy after {len(logged)} steps on {sizes['n_trainer']:,} snippets: "
+    f"validation accuracy after {len(logged)} steps "
+    f"on {sizes['n_trainer']:,} snippets: "
     f"Trainer {trainer_val:.3f} | our loop {plain_val:.3f}"
 )
 
@@ -811,13 +824,17 @@ ax.plot(trainer_loss, label="Trainer", linestyle="--")
 ax.set_xlabel("optimizer step")
 ax.set_ylabel("training loss")
 ax.set_title(
-    f"Same recipe, {sizes['n_trainer']:,} snippets in batches of {sizes['trainer_batch']}"
+    f"Same recipe, {sizes['n_trainer']:,} snippets "
+    f"in batches of {sizes['trainer_batch']}"
 )
 ax.legend()
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 9.3.** The training loss of every step of the same recipe, run by our loop and by
+# `Trainer` on {glue:text}`ch09_n_trainer:,` snippets.
+#
 # The learning rate of every step and the set of decayed parameters are identical (asserted
 # above), and the two runs end at {glue:text}`ch09_trainer_val:.3f` (`Trainer`) and
 # {glue:text}`ch09_plain_val:.3f` (our loop) validation accuracy after
@@ -863,7 +880,8 @@ assert np.isclose(acc, (y_pred == y_test).mean()) and np.isclose(
 )
 print(dlbook.env.last_provenance().line())
 print(
-    f"test accuracy {acc:.4f} | F1 (pos) {test_res.f1:.4f} | cross-entropy {test_res.loss:.4f}"
+    f"test accuracy {acc:.4f} | F1 (pos) {test_res.f1:.4f} | "
+    f"cross-entropy {test_res.loss:.4f}"
 )
 
 # %% [markdown]
@@ -942,6 +960,12 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 9.4.** The confusion matrix of the fine-tuned model on the test split: rows are the
+# true labels, columns the predictions. Off the diagonal are the {glue:text}`ch09_false_pos`
+# negative snippets called positive and the {glue:text}`ch09_false_neg` positive ones called
+# negative.
+
+# %% [markdown]
 # ## 9.8 Error analysis: the most confident mistakes
 #
 # Accuracy says how often the model is wrong, not how. The snippets it gets wrong **with the
@@ -988,7 +1012,8 @@ share_right = has_turn[y_pred == y_test].mean()
 dlbook.glue("ch09_turn_wrong", float(share_wrong))
 dlbook.glue("ch09_turn_right", float(share_right))
 print(
-    f"contains a contrast or negation word: {share_wrong:.1%} of the errors, {share_right:.1%} of the correct"
+    f"contains a contrast or negation word: {share_wrong:.1%} of the errors, "
+    f"{share_right:.1%} of the correct"
 )
 
 # %% [markdown]
@@ -1052,7 +1077,8 @@ dlbook.glue(
     "ch09_top_bin", float(count[-1] / count.sum())
 )  # share of predictions with confidence > 0.9
 print(
-    f"ECE (10 bins): fine-tuned {ece:.4f} | TF-IDF + logistic regression {tfidf_ece:.4f}"
+    f"ECE (10 bins): fine-tuned {ece:.4f} | "
+    f"TF-IDF + logistic regression {tfidf_ece:.4f}"
 )
 
 # %%
@@ -1078,6 +1104,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 9.5.** Left: the reliability diagram of the fine-tuned model on the test split, the
+# accuracy of the predictions in each confidence bin against the diagonal of perfect
+# calibration. Right: how many test predictions fall in each bin.
+#
 # The fine-tuned model's ECE is {glue:text}`ch09_ece:.3f`, the TF-IDF model's
 # {glue:text}`ch09_ece_tfidf:.3f`. A bar below the diagonal is a range of confidence where the
 # model is over-confident, a bar above it one where it is under-confident. A share of
@@ -1304,9 +1334,8 @@ t_best = my_best_temperature(
 )
 scaled = (test_res.logits / t_best).softmax(-1)
 assert torch.equal(scaled.argmax(-1), test_res.preds)  # the same predictions
-print(
-    f"T = {t_best:.3f} | test ECE {ece:.4f} -> {finetune.expected_calibration_error(scaled, test_res.labels):.4f}"
-)
+ece_scaled = finetune.expected_calibration_error(scaled, test_res.labels)
+print(f"T = {t_best:.3f} | test ECE {ece:.4f} -> {ece_scaled:.4f}")
 
 # %% [markdown]
 # ```{solution-end}

@@ -41,17 +41,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -188,7 +180,7 @@ tokenizer = AutoTokenizer.from_pretrained(model_path)
 
 
 def fresh_model():
-    """The chapter 9 starting point: pretrained MiniLM plus a freshly drawn head (seeded)."""
+    """The chapter 9 starting point: pretrained MiniLM plus a fresh head (seeded)."""
     torch.manual_seed(0)
     model = finetune.new_classifier(model_path).to(device)
     # An encoder never caches keys and values; with the config's default (True),
@@ -211,7 +203,8 @@ with dlbook.memory.TensorMemoryTracker(device) as tracker:
     optimizer.step()  # creates exp_avg and exp_avg_sq, keeps the .grad tensors
 state_bytes = 12 * n_params  # gradients 4 P_t + moments 8 P_t, all trainable here
 print(
-    f"P = {n_params:,} | still alive after the step: {tracker.current_bytes:,} bytes | 12 P = {state_bytes:,} | "
+    f"P = {n_params:,} | still alive after the step: {tracker.current_bytes:,} bytes | "
+    f"12 P = {state_bytes:,} | "
     f"peak inside the step {tracker.peak_bytes / 2**20:.1f} MiB"
 )
 if device.type == "cpu":
@@ -251,7 +244,8 @@ y_test = np.array(test_tok["labels"])
 majority = float(max(y_test.mean(), 1 - y_test.mean()))
 dlbook.glue("ch10_majority", majority)
 print(
-    f"train {len(train_tok):,} | validation {len(val_tok):,} | test {len(test_tok):,} | majority rate {majority:.3f}"
+    f"train {len(train_tok):,} | validation {len(val_tok):,} | "
+    f"test {len(test_tok):,} | majority rate {majority:.3f}"
 )
 
 # %% [markdown]
@@ -391,6 +385,11 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 10.1.** Real tokens (blue) and padding (red) in the first batches of one epoch of
+# the training split, batches drawn at random (left) and grouped by length (right). Grouping
+# cuts the tokens computed per real token from {glue:text}`ch10_pad_random:.2f` to
+# {glue:text}`ch10_pad_grouped:.2f`.
+#
 # The same fine-tuning run as the baseline, with grouped batches: same snippets, same model, same
 # number of steps, only the order (and so the padding) changes.
 
@@ -444,7 +443,7 @@ del grouped
 
 # %%
 def cycling_step(loader, n):
-    """A training step on the next of `n` batches spread evenly over one epoch of `loader`."""
+    """A training step on the next of `n` batches spread evenly over one epoch."""
     batches = list(loader)
     picked = [
         batches[i] for i in np.linspace(0, len(batches) - 1, n).round().astype(int)
@@ -600,7 +599,8 @@ head.zero_grad()
 scaler = torch.amp.GradScaler(device.type, init_scale=2.0**16)
 scaler.scale(F.cross_entropy(head(x), y)).backward()
 print(
-    f"gradient while scaled: {head.weight.grad.abs().max().item():.3g}, reference {reference_grad.abs().max().item():.3g}"
+    f"gradient while scaled: {head.weight.grad.abs().max().item():.3g}, "
+    f"reference {reference_grad.abs().max().item():.3g}"
 )
 scaler.unscale_(torch.optim.SGD(head.parameters(), lr=0.1))
 torch.testing.assert_close(head.weight.grad, reference_grad)
@@ -617,9 +617,8 @@ else:
     low_variants = [precision]
 for p in low_variants:
     row = bench(fresh_model(), f"{p} autocast", precision=p)
-    if (
-        device.type == "cpu"
-    ):  # a bf16 training run is far too slow here: evaluate the fp32 model in bf16 instead
+    # a bf16 training run is far too slow here: evaluate the fp32 model in bf16 instead
+    if device.type == "cpu":
         subset = test_tok.select(range(sizes["n_lowp_eval"]))
         with dlbook.budget.autocast_context(p, device):
             low_acc = accuracy(base, subset)
@@ -628,7 +627,8 @@ for p in low_variants:
             trainable=count_parameters(base), accuracy=math.nan, train_s=math.nan
         )
         print(
-            f"fp32-trained model on {len(subset)} test snippets: fp32 {fp32_acc:.3f}, {p} autocast {low_acc:.3f}"
+            f"fp32-trained model on {len(subset)} test snippets: "
+            f"fp32 {fp32_acc:.3f}, {p} autocast {low_acc:.3f}"
         )
     else:
         m = fresh_model()
@@ -662,7 +662,8 @@ dlbook.glue("ch10_lowp_mem", low_row["peak MiB"] / fp32_row["peak MiB"])
 features = dlbook.env.cpu_features()
 bf16_native = any(f in features for f in ("avx512_bf16", "amx_bf16"))
 print(
-    f"{dlbook.env.cpu_name()}: {', '.join(features) or 'no flags readable'} | bf16 products in hardware: {bf16_native}"
+    f"{dlbook.env.cpu_name()}: {', '.join(features) or 'no flags readable'} | "
+    f"bf16 products in hardware: {bf16_native}"
 )
 dlbook.glue("ch10_cpu_features", ", ".join(features) or "none readable")
 dlbook.glue("ch10_bf16_native", "has" if bf16_native else "does not have")
@@ -777,7 +778,8 @@ for name in g_big:
 naive_err = max(float((g_naive[n] - g_big[n]).norm() / g_big[n].norm()) for n in g_big)
 dlbook.glue("ch10_naive_err", naive_err)
 print(
-    f"sum / group size: equal to the big batch | mean / k: relative error up to {naive_err:.1%} (worst weight)"
+    "sum / group size: equal to the big batch | "
+    f"mean / k: relative error up to {naive_err:.1%} (worst weight)"
 )
 del g_big, g_right, g_naive, g_packaged
 
@@ -861,7 +863,7 @@ print(ck)
 
 # %%
 def frozen_below(k):
-    """Trainable-parameter filter: everything except the embeddings and encoder layers 0..k-1."""
+    """Trainable-parameter filter: all but the embeddings and encoder layers 0..k-1."""
     lower = tuple(f"bert.encoder.layer.{i}." for i in range(k))
     return lambda name: (
         not name.startswith("bert.embeddings") and not name.startswith(lower)
@@ -972,8 +974,10 @@ with torch.no_grad():
         mine(**batch).logits, plain(**batch).logits, rtol=0, atol=0
     )
 n_mine = count_parameters(mine)
+n_all = count_parameters(mine, trainable_only=False)
 print(
-    f"step 0: identical logits to the base model | trainable {n_mine:,} of {count_parameters(mine, trainable_only=False):,}"
+    "step 0: identical logits to the base model | "
+    f"trainable {n_mine:,} of {n_all:,}"
 )
 
 # %% [markdown]
@@ -1023,7 +1027,8 @@ with torch.no_grad():
         atol=1e-5,
     )
 print(
-    "ours == packaged; merged (by hand and with merge_lora) == unmerged; plain nn.Linear again:",
+    "ours == packaged; merged (by hand and with merge_lora) == unmerged; "
+    "plain nn.Linear again:",
     type(packaged.bert.encoder.layer[0].attention.self.query).__name__,
 )
 del mine, packaged, plain
@@ -1163,7 +1168,8 @@ for key, (m, merge) in merges.items():
     after = val_logits(merged)
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4, msg=key)
 print(
-    "merged == unmerged for both; merged models are plain BertForSequenceClassification with",
+    "merged == unmerged for both; "
+    "merged models are plain BertForSequenceClassification with",
     f"{count_parameters(merged, trainable_only=False):,} parameters",
 )
 del ours_lora, peft_lora, lora_model, merged
@@ -1213,7 +1219,8 @@ for wd in (0.1,):  # how much this decay can do at all is computed below
         rel_tol=1e-5,
     )
     print(
-        f"weight decay {wd}: best step {h.best_step} of {h.total_steps} | stopped early: {h.stopped_early} | "
+        f"weight decay {wd}: best step {h.best_step} of {h.total_steps} | "
+        f"stopped early: {h.stopped_early} | "
         f"test accuracy {es[wd]['accuracy']:.3f}"
     )
 h = es[0.1]["history"]
@@ -1267,6 +1274,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 10.2.** The validation loss (left; the dotted line marks the best step) and accuracy
+# (right) at each evaluation of the run with weight decay 0.1 and early stopping.
+#
 # With weight decay 0.1 the best validation loss, {glue:text}`ch10_es_best_loss:.3f`, came at step
 # {glue:text}`ch10_es_best_step` of {glue:text}`ch10_es_total` planned; the last evaluation, at step
 # {glue:text}`ch10_es_stopped_at`, found the validation loss at {glue:text}`ch10_es_last_loss:.3f`,
@@ -1314,7 +1324,8 @@ torch.testing.assert_close(
     ),
 )
 print(
-    f"imbalanced subset: {int(n_c[0])} negative, {int(n_c[1])} positive | weights {class_weights.tolist()}"
+    f"imbalanced subset: {int(n_c[0])} negative, {int(n_c[1])} positive | "
+    f"weights {class_weights.tolist()}"
 )
 
 imb, imb_preds = {}, {}
@@ -1490,6 +1501,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 10.3.** The scoreboard of the chapter's variants: peak memory of a training step
+# (left), seconds per step (middle) and test accuracy (right, with the majority-class rate
+# dotted). The fp32 baseline is blue; "n/a" marks a value the variant does not measure.
+#
 # On this CPU the biggest memory savings came from cutting trainable parameters, not from the
 # activation techniques: LoRA needs {glue:text}`ch10_lora_mem:.2f` of the baseline's peak, and
 # freezing the embeddings {glue:text}`ch10_freeze_emb_mem:.2f`. The ranking shifts with the shape of
@@ -1678,7 +1693,8 @@ shuffled = np.random.default_rng(0).permutation(lengths).tolist()
 print(
     f"random order {my_padding_ratio(shuffled, sizes['batch_size']):.3f} | "
     f"sorted {my_padding_ratio(sorted(lengths), sizes['batch_size']):.3f} | "
-    f"loaders of section 10.3: {pad_ratio['random batches']:.3f} and {pad_ratio['grouped by length']:.3f}"
+    f"loaders of section 10.3: {pad_ratio['random batches']:.3f} "
+    f"and {pad_ratio['grouped by length']:.3f}"
 )
 
 # %% [markdown]

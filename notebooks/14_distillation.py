@@ -43,17 +43,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -150,7 +142,8 @@ val_tok = finetune.tokenize_dataset(
     val_raw, tokenizer, sizes["test_max_length"]
 )  # chooses the best student
 print(
-    f"teacher: {teacher.config.num_hidden_layers} layers, hidden {teacher.config.hidden_size}, "
+    f"teacher: {teacher.config.num_hidden_layers} layers, "
+    f"hidden {teacher.config.hidden_size}, "
     f"{count_parameters(teacher, trainable_only=False):,} parameters | "
     f"test snippets: {len(test_tok):,}"
 )
@@ -230,6 +223,11 @@ dlbook.glue("ch14_sure_p8", p_sure[8.0])
 assert p_sure[8.0] < p_sure[1.0]  # a higher T flattens
 
 # %% [markdown]
+# **Figure 14.1.** The teacher's softened probabilities $p^{(T)}$ of `pos` (green) and `neg`
+# (red, stacked) at five temperatures, for the three test snippets (one it is sure of, one it
+# hesitates on, one it gets wrong); each panel's title gives the true label and the snippet's
+# start.
+#
 # At $T = 1$ the confident snippet is mostly one colour (the teacher's probability of its
 # answer is {glue:text}`ch14_sure_p1:.3f`, falling to {glue:text}`ch14_sure_p8:.3f` at
 # $T = 8$); raising $T$ brings out how much more the teacher believes one class than the other,
@@ -300,7 +298,8 @@ for T, alpha in [(1.0, 0.5), (2.0, 0.5), (4.0, 0.0), (4.0, 0.9)]:
         ours, distill.distillation_loss(z_s, z_t, y, temperature=T, alpha=alpha)
     )
 print(
-    f"Eq. (eq-ch14-loss) == F.kl_div(log_target=True) == soft-target F.cross_entropy - H(p_t) on {len(y)} snippets"
+    "Eq. (eq-ch14-loss) == F.kl_div(log_target=True) == "
+    f"soft-target F.cross_entropy - H(p_t) on {len(y)} snippets"
 )
 
 # %% [markdown]
@@ -387,11 +386,15 @@ dlbook.glue("ch14_ratio_no", float(ratio_no))
 dlbook.glue("ch14_ratio_yes", float(ratio_yes))
 assert ratio_no < 0.5 and 0.8 < ratio_yes < 1.25, (ratio_no, ratio_yes)
 print(
-    f"from T = {t_grid[-4]:.1f} to T = {t_grid[-1]:.0f}: without T^2 the gradient shrinks x{ratio_no:.3f}, "
-    f"with T^2 x{ratio_yes:.3f}"
+    f"from T = {t_grid[-4]:.1f} to T = {t_grid[-1]:.0f}: "
+    f"without T^2 the gradient shrinks x{ratio_no:.3f}, with T^2 x{ratio_yes:.3f}"
 )
 
 # %% [markdown]
+# **Figure 14.2.** Norm of the gradient of the distillation term with respect to the
+# untrained student's logits against the temperature (log-log), with and without the factor
+# $T^2$; the dotted line has slope $-2$.
+#
 # Over the last stretch of the grid, where $T$ grows {glue:text}`ch14_tgrid_step:.1f`-fold, the
 # gradient of the bare KL term falls to {glue:text}`ch14_ratio_no:.3f` of its value (the $1/T^2$
 # line), while with the factor $T^2$ it stays at {glue:text}`ch14_ratio_yes:.3f` of it (the cell
@@ -504,12 +507,15 @@ words = tokenizer.convert_tokens_to_ids(["good", "great", "terrible"])
 cos = F.cosine_similarity
 print(
     "cosine(good, great) vs cosine(good, terrible): teacher "
-    f"{cos(e[words[0]], e[words[1]], dim=0):.2f} vs {cos(e[words[0]], e[words[2]], dim=0):.2f} | "
-    f"projected {cos(w[words[0]], w[words[1]], dim=0):.2f} vs {cos(w[words[0]], w[words[2]], dim=0):.2f}"
+    f"{cos(e[words[0]], e[words[1]], dim=0):.2f} vs "
+    f"{cos(e[words[0]], e[words[2]], dim=0):.2f} | "
+    f"projected {cos(w[words[0]], w[words[1]], dim=0):.2f} vs "
+    f"{cos(w[words[0]], w[words[2]], dim=0):.2f}"
 )
 print(
     f"narrow student: {count_parameters(narrow0, trainable_only=False):,} parameters, "
-    f"{narrow0.bert.embeddings.word_embeddings.weight.numel():,} of them in the word embeddings"
+    f"{narrow0.bert.embeddings.word_embeddings.weight.numel():,} "
+    "of them in the word embeddings"
 )
 
 # %%
@@ -629,8 +635,9 @@ with torch.no_grad():
     )  # (8, T, 384)
     torch.testing.assert_close(factored.fold()(ids), factored(ids))
 print(
-    f"{type(factored).__name__}: trains {factored.projection.numel():,} numbers instead of "
-    f"{factored.table.numel():,}; same logits before training; fold() == table @ projection"
+    f"{type(factored).__name__}: trains {factored.projection.numel():,} numbers "
+    f"instead of {factored.table.numel():,}; same logits before training; "
+    "fold() == table @ projection"
 )
 dlbook.glue("ch14_proj_share", factored.projection.numel() / factored.table.numel())
 
@@ -782,7 +789,8 @@ def train(kind, use_teacher):
     )
     histories[name] = info["history"]
     print(
-        f"{name}: {info['history']['total_steps']} steps, trained in {info['history']['seconds']:.0f} s"
+        f"{name}: {info['history']['total_steps']} steps, "
+        f"trained in {info['history']['seconds']:.0f} s"
     )
 
 
@@ -814,6 +822,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 14.3.** Training loss against optimizer step (a running mean), for the shallow
+# copy (left) and the narrow student (right), each trained with the teacher (distilled)
+# and with the labels only.
+#
 # The two curves of a student are not comparable in height: the distilled run's loss is Eq.
 # {eq}`eq-ch14-loss`, half cross-entropy and half $T^2$ times a KL that is zero when the student
 # matches the teacher; the other is cross-entropy alone. Accuracy on held-out data is the common
@@ -972,9 +984,9 @@ dlbook.glue("ch14_transfer_verdict", transfer_verdict)
 # measures what a CPU server or laptop gains, and its provenance line names that CPU. A
 # machine's speed drifts while it runs (other processes, clock and cache effects); the models
 # are timed **in turns** within each round (`interleaved_latency`), so that all of them see the
-# same drift and their ratios stay fair. The column `drop_95ci` is the 95 % paired interval of
-# each student's accuracy drop against the teacher, in points, over the same test snippets
-# (explained below the table).
+# same drift and their ratios stay fair. The column "test points lost, 95 % interval" is the
+# 95 % paired interval of each student's accuracy drop against the teacher, over the same test
+# snippets (explained below the table).
 
 # %%
 cpu = torch.device("cpu")
@@ -1013,15 +1025,19 @@ for name, model in dlbook.progress(
     )
 print(board.provenance())
 table = board.frame()
-display(table.round(3))
+display(board.styled(table))
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 4.2))
-board.plot(batch_size=32, ax=ax)
+fig, ax = plt.subplots(figsize=(9, 4.2))
+board.plot(batch_size=32, ax=ax, legend="right")  # names in a legend
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 14.4.** Test accuracy against the median latency at batch 32 on the CPU for the
+# teacher and the students of the table, marker area proportional to the size on disk (the
+# legend gives each model's size).
+#
 # **Paired comparisons.** The teacher and a student answer the same test snippets, so their
 # errors are correlated, and the difference of their accuracies is known more precisely than
 # either accuracy alone. `dlbook.stats` (introduced in chapter 3) measures it in two ways. Write
@@ -1121,7 +1137,8 @@ kept = dlbook.headline(
     fmt="{:.1%}",
 )
 print(
-    f"{best}: {speedup:.2f}x faster at batch 32, keeps {kept:.1%} of the teacher's accuracy"
+    f"{best}: {speedup:.2f}x faster at batch 32, "
+    f"keeps {kept:.1%} of the teacher's accuracy"
 )
 
 # %%

@@ -323,8 +323,8 @@ dlbook.glue("ch15_emb_mb", 4 * parts["fp32 baseline"]["embeddings"] / 1e6)
 # 32), with the thread count fixed, every variant warmed up and then timed in turns, round after
 # round, so that they share the machine's drift.
 # Accuracy is measured on the validation split, which chooses the best combination below, and on
-# the test split, which reports it; `drop_95ci` is the 95 % paired bootstrap interval of the test
-# accuracy lost against the baseline, in points (`dlbook.stats`, introduced in chapter 3;
+# the test split, which reports it; "test points lost, 95 % interval" is the 95 % paired
+# bootstrap interval of the test accuracy lost against the baseline (`dlbook.stats`, introduced in chapter 3;
 # section 14.5 explains the paired bootstrap and McNemar's test and checks both).
 
 # %%
@@ -360,7 +360,7 @@ dlbook.glue("ch15_isa", ", ".join(features) or "none detected")
 print(board.provenance())
 print("instruction sets for matrix products:", ", ".join(features) or "none detected")
 table = board.frame()
-display(table.round(3))
+display(board.styled(table))
 
 # %% [markdown]
 # A variant is worth keeping only if no other is at least as small (or as fast) and at least as
@@ -626,7 +626,7 @@ for key, name in [
     dlbook.glue(f"ch15_{key}_drop_ci", board.compare(name).interval.points())
 product = ratios["int8"]["faster@32"] * ratios["distilled (3 layers)"]["faster@32"]
 dlbook.glue("ch15_product32", product)
-dlbook.glue("ch15_n_intervals", len(ratios))  # the drop_95ci column of the table
+dlbook.glue("ch15_n_intervals", len(ratios))  # the table's 95 % intervals
 kd_int8 = ratios["distilled + int8"]["faster@32"]
 mb = {name: row.size_mb for name, row in board.rows.items()}
 assert mb["distilled + int8"] < min(

@@ -49,17 +49,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -251,6 +243,11 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 16.1.** Training memory of each model with Adam in mixed precision, without
+# activations, on a log scale: weights, gradients and Adam's states together (the longer
+# rectangle of each row) and the 16-bit weights alone (the shorter one, drawn over it), against
+# the memory of one accelerator (dashed line).
+#
 # At 16 bytes per parameter an 80 GB device holds the training state of at most
 # {glue:text}`ch16_largest_b:.1f` billion parameters, and that is before the activations, which
 # grow with the batch and the sequence length. A 7-billion-parameter model needs
@@ -302,7 +299,8 @@ attention_part = 12 * B * L * L * cfg.hidden_size * cfg.num_hidden_layers
 assert counted == linear_part + attention_part, (counted, linear_part, attention_part)
 dlbook.glue("ch16_attention_share", attention_part / counted)
 print(
-    f"counted {counted / 1e9:.3f} GFLOP = 6NT {6 * encoder_n * B * L / 1e9:.3f} + heads {6 * head_n * B / 1e9:.3f} "
+    f"counted {counted / 1e9:.3f} GFLOP = 6NT {6 * encoder_n * B * L / 1e9:.3f} "
+    f"+ heads {6 * head_n * B / 1e9:.3f} "
     f"+ attention {attention_part / 1e9:.3f}"
 )
 del probe
@@ -377,7 +375,8 @@ sim_diff = max((a - b).abs().max().item() for a, b in zip(g_avg, g_whole, strict
 for a, b in zip(g_avg, g_whole, strict=True):
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 print(
-    f"{len(g_whole)} gradient tensors, {sum(g.numel() for g in g_whole):,} numbers | largest difference {sim_diff:.2e}"
+    f"{len(g_whole)} gradient tensors, {sum(g.numel() for g in g_whole):,} numbers "
+    f"| largest difference {sim_diff:.2e}"
 )
 
 # %% [markdown]
@@ -409,7 +408,8 @@ step_diff = max(
 for a, b in zip(after_dp.parameters(), after_whole.parameters(), strict=True):
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 print(
-    f"weights moved by up to {moved:.1e}; the two updates differ by at most {step_diff:.1e}"
+    f"weights moved by up to {moved:.1e}; "
+    f"the two updates differ by at most {step_diff:.1e}"
 )
 
 # %% [markdown]
@@ -433,7 +433,8 @@ for a, b in zip(
         a, b, rtol=1e-4, atol=1e-6
     )  # four ranks of two snippets: the same again
 print(
-    "simulate_data_parallel == the hand-made average (2 ranks) and == the whole batch (4 ranks)"
+    "simulate_data_parallel == the hand-made average (2 ranks) "
+    "and == the whole batch (4 ranks)"
 )
 
 # %% [markdown]
@@ -452,8 +453,9 @@ print(
 # classifier in each rank, takes its half of the same `n_grad` snippets, back-propagates, averages
 # the gradients with `dist.all_reduce`, and takes the AdamW step; it also computes the gradient
 # a second way, through `DistributedDataParallel` (below). Rank 0 saves what it got for us to
-# compare with the single-process result above. The notebook writes the script to a temporary
-# folder and shows it:
+# compare with the single-process result above. Like every script of this chapter, it is a file
+# of the `dlbook` package (`dlbook/scripts/ch16/grad_step.py`), so it runs from wherever the
+# notebook runs; the notebook shows it and launches it from there:
 
 # %%
 workdir = tempfile.TemporaryDirectory(prefix="dlbook-ch16-")
@@ -469,52 +471,15 @@ print(
     )
 )
 
-GRAD_SCRIPT = '''\
-"""One data-parallel gradient step, for real: rank r takes its slice of the batch (dlbook, chapter 16)."""
-import copy
-import json
-import sys
+scripts = Path(dlbook.__file__).parent / "scripts" / "ch16"  # installed with dlbook
 
-import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
-from transformers import AutoTokenizer, BertForSequenceClassification
 
-from dlbook import assets, finetune
-from dlbook.distributed import all_reduce_gradients, pick_backend, split_batch
+def show_script(path):
+    display(Code(path.read_text(), language="python"))
 
-cfg = json.loads(open(sys.argv[1]).read())
-dist.init_process_group("gloo")  # reads RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set by torchrun
-rank, world = dist.get_rank(), dist.get_world_size()
 
-tokenizer = AutoTokenizer.from_pretrained(assets.minilm_path())
-batch = dict(tokenizer(cfg["texts"], padding=True, return_tensors="pt"))  # the whole batch, padded once
-batch["labels"] = torch.tensor(cfg["labels"])
-mine = split_batch(batch, world)[rank]  # this rank's slice
-torch.manual_seed(0)  # the same fresh head in every rank
-model = BertForSequenceClassification.from_pretrained(
-    assets.minilm_path(), num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-model.train()
-ddp_model = DDP(copy.deepcopy(model))
-
-# (a) by hand: local backward, then average the gradients with all_reduce
-model(**mine).loss.backward()
-all_reduce_gradients(model)
-# (b) DistributedDataParallel: the all-reduce happens inside backward()
-ddp_model(**mine).loss.backward()
-for (name, p), q in zip(model.named_parameters(), ddp_model.module.parameters()):
-    torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
-
-grads = [p.grad.clone() for p in model.parameters()]
-finetune.make_optimizer(model, 1e-4, 0.01).step()  # the same AdamW step in every rank
-print(f"rank {rank}/{world}: {len(mine['labels'])} snippets, gradients averaged by hand == DDP's", flush=True)
-if rank == 0:
-    torch.save({"grads": grads, "weights": [p.detach() for p in model.parameters()]}, cfg["out"])
-dist.destroy_process_group()
-'''
-grad_script = work / "grad_step.py"
-grad_script.write_text(GRAD_SCRIPT)
-display(Code(GRAD_SCRIPT, language="python"))
+grad_script = scripts / "grad_step.py"
+show_script(grad_script)
 
 # %% [markdown]
 # `dlbook.distributed.launch` runs a script under `torchrun` (or `accelerate launch`) with the
@@ -559,7 +524,8 @@ dlbook.headline(
     "ch16_step_max_diff", real_step_diff, profile=profile, at_most=1e-6, fmt="{:.1e}"
 )
 print(
-    f"2 processes vs 1: largest gradient difference {real_grad_diff:.1e}, largest weight difference after AdamW {real_step_diff:.1e}"
+    f"2 processes vs 1: largest gradient difference {real_grad_diff:.1e}, "
+    f"largest weight difference after AdamW {real_step_diff:.1e}"
 )
 
 # %% [markdown]
@@ -607,7 +573,8 @@ assert [dp.shard_indices(10, r, 4) for r in range(4)] == [
     for r in range(4)
 ]
 print(
-    f"step 0: rank 0 reads {per_rank[0][:b][:6]}..., rank 1 reads {per_rank[1][:b][:6]}...; together = the 1-process batch"
+    f"step 0: rank 0 reads {per_rank[0][:b][:6]}..., "
+    f"rank 1 reads {per_rank[1][:b][:6]}...; together = the 1-process batch"
 )
 
 # %% [markdown]
@@ -624,78 +591,7 @@ print(
 # and rank 0 saves the weights for us to evaluate:
 
 # %%
-DDP_SCRIPT = '''\
-"""Fine-tune the sentiment classifier with DistributedDataParallel (dlbook, chapter 16).
-
-python -m torch.distributed.run --nproc-per-node N train_ddp.py RECIPE.json OUT_DIR
-"""
-import json
-import math
-import os
-import sys
-import time
-
-import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler
-from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding
-from transformers import get_linear_schedule_with_warmup
-
-from dlbook import assets, finetune
-
-cfg, out_dir = json.loads(open(sys.argv[1]).read()), sys.argv[2]
-use_cuda = cfg["cuda"]  # one GPU per process, or gloo on the CPU
-dist.init_process_group("nccl" if use_cuda else "gloo")
-rank, world = dist.get_rank(), dist.get_world_size()
-device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else torch.device("cpu")
-
-tokenizer = AutoTokenizer.from_pretrained(assets.minilm_path())
-train = assets.rotten_tomatoes()["train"].select(range(cfg["n_train"]))
-train = finetune.tokenize_dataset(train, tokenizer, cfg["max_length"])
-torch.manual_seed(cfg["seed"])  # the same fresh head everywhere (DDP also broadcasts rank 0's weights)
-model = BertForSequenceClassification.from_pretrained(
-    assets.minilm_path(), num_labels=2, hidden_dropout_prob=cfg["dropout"], attention_probs_dropout_prob=cfg["dropout"])
-model = DDP(model.to(device), device_ids=[device.index] if use_cuda else None)
-
-sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=cfg["seed"])
-loader = DataLoader(train, batch_size=cfg["batch_size"] // world, sampler=sampler,
-                    collate_fn=DataCollatorWithPadding(tokenizer, return_tensors="pt"))
-optimizer = finetune.make_optimizer(model.module, cfg["lr"], 0.01)
-total = cfg["epochs"] * len(loader)
-scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(0.1 * total), total)
-torch.manual_seed(cfg["seed"] + rank)  # dropout masks (if any) differ between ranks
-
-losses = []
-dist.barrier()
-start = time.perf_counter()
-for epoch in range(cfg["epochs"]):
-    sampler.set_epoch(epoch)
-    model.train()
-    for batch in loader:
-        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-        loss.backward()  # DDP averages the gradients across the ranks here
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        mean_loss = loss.detach().clone()
-        dist.all_reduce(mean_loss)  # sum over the ranks, for the log only
-        losses.append(mean_loss.item() / world)
-dist.barrier()
-seconds = time.perf_counter() - start
-print(f"rank {rank}/{world}: {len(loader)} steps of {cfg['batch_size'] // world} snippets, "
-      f"{torch.get_num_threads()} thread(s), {dist.get_backend()}, {seconds:.1f} s", flush=True)
-weights = model.module.state_dict()  # the trained weights, identical in every rank
-if rank == 0:
-    torch.save(weights, os.path.join(out_dir, "weights.pt"))
-    with open(os.path.join(out_dir, "result.json"), "w") as f:
-        json.dump({"losses": losses, "seconds": seconds, "examples": cfg["epochs"] * len(sampler) * world,
-                   "world": world, "threads": torch.get_num_threads(), "backend": dist.get_backend()}, f)
-dist.destroy_process_group()
-'''
-ddp_script = work / "train_ddp.py"
-ddp_script.write_text(DDP_SCRIPT)
+ddp_script = scripts / "train_ddp.py"
 recipe = {
     k: sizes[k] for k in ("n_train", "batch_size", "max_length", "epochs", "lr")
 } | {"seed": 0, "dropout": 0.0}
@@ -704,7 +600,7 @@ recipe["cuda"] = (
 )  # the same kind of device for the 1-process and the 2-process runs
 recipe_file = work / "recipe.json"
 recipe_file.write_text(json.dumps(recipe))
-display(Code(DDP_SCRIPT, language="python"))
+show_script(ddp_script)
 
 # %% [markdown]
 # We run it twice on this machine's CPU cores: once as **one process with two threads** (PyTorch
@@ -730,7 +626,8 @@ def run(name, script, nproc, threads, launcher="torchrun"):
     )
     wall = time.perf_counter() - start
     print(
-        f"--- {name}: {nproc} process(es) x {threads} thread(s), {wall:.0f} s including start-up ---"
+        f"--- {name}: {nproc} process(es) x {threads} thread(s), "
+        f"{wall:.0f} s including start-up ---"
     )
     print(done.stdout.strip())
     result = json.loads((out / "result.json").read_text())
@@ -759,7 +656,8 @@ dlbook.glue("ch16_loss_gap", loss_gap)
 dlbook.glue("ch16_weight_gap", weight_gap)
 np.testing.assert_allclose(loss2, loss1, atol=0.02)
 print(
-    f"{len(loss1)} steps | largest loss difference {loss_gap:.1e} | largest weight difference {weight_gap:.1e}"
+    f"{len(loss1)} steps | largest loss difference {loss_gap:.1e} "
+    f"| largest weight difference {weight_gap:.1e}"
 )
 
 # %% [markdown]
@@ -775,74 +673,12 @@ print(
 # process actually sees, and step it ourselves.
 
 # %%
-ACCELERATE_SCRIPT = '''\
-"""Fine-tune the sentiment classifier with Accelerate (dlbook, chapter 16).
-
-python -m accelerate.commands.launch --multi_gpu --num_processes N train_accelerate.py RECIPE.json OUT_DIR
-"""
-import json
-import math
-import os
-import sys
-import time
-
-import torch
-from accelerate import Accelerator
-from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding
-from transformers import get_linear_schedule_with_warmup
-
-from dlbook import assets, finetune
-
-cfg, out_dir = json.loads(open(sys.argv[1]).read()), sys.argv[2]
-use_cuda = cfg["cuda"]  # one GPU per process, or gloo on the CPU
-accelerator = Accelerator(cpu=not use_cuda)  # joins the process group the launcher describes
-world = accelerator.num_processes
-
-tokenizer = AutoTokenizer.from_pretrained(assets.minilm_path())
-train = assets.rotten_tomatoes()["train"].select(range(cfg["n_train"]))
-train = finetune.tokenize_dataset(train, tokenizer, cfg["max_length"])
-torch.manual_seed(cfg["seed"])
-model = BertForSequenceClassification.from_pretrained(
-    assets.minilm_path(), num_labels=2, hidden_dropout_prob=cfg["dropout"], attention_probs_dropout_prob=cfg["dropout"])
-loader = DataLoader(train, batch_size=cfg["batch_size"] // world, shuffle=True,
-                    collate_fn=DataCollatorWithPadding(tokenizer, return_tensors="pt"),
-                    generator=torch.Generator().manual_seed(cfg["seed"]))
-optimizer = finetune.make_optimizer(model, cfg["lr"], 0.01)
-model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-total = cfg["epochs"] * len(loader)  # batches per process, after prepare
-scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(0.1 * total), total)
-
-losses = []
-accelerator.wait_for_everyone()
-start = time.perf_counter()
-for epoch in range(cfg["epochs"]):
-    model.train()
-    for batch in loader:  # already on this process's device
-        loss = model(**batch).loss
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(accelerator.reduce(loss.detach(), reduction="mean").item())
-accelerator.wait_for_everyone()
-seconds = time.perf_counter() - start
-print(f"process {accelerator.process_index}/{world}: {len(loader)} steps, {accelerator.distributed_type}, "
-      f"{torch.get_num_threads()} thread(s), {seconds:.1f} s", flush=True)
-if accelerator.is_main_process:
-    torch.save(accelerator.unwrap_model(model).state_dict(), os.path.join(out_dir, "weights.pt"))
-    with open(os.path.join(out_dir, "result.json"), "w") as f:
-        json.dump({"losses": losses, "seconds": seconds, "examples": len(loader) * cfg["batch_size"] * cfg["epochs"],
-                   "world": world, "threads": torch.get_num_threads(), "backend": str(accelerator.distributed_type)}, f)
-'''
-accelerate_script = work / "train_accelerate.py"
-accelerate_script.write_text(ACCELERATE_SCRIPT)
+accelerate_script = scripts / "train_accelerate.py"
 print(
     "".join(
         difflib.unified_diff(
-            DDP_SCRIPT.splitlines(keepends=True),
-            ACCELERATE_SCRIPT.splitlines(keepends=True),
+            ddp_script.read_text().splitlines(keepends=True),
+            accelerate_script.read_text().splitlines(keepends=True),
             "train_ddp.py",
             "train_accelerate.py",
             n=0,
@@ -893,54 +729,8 @@ runs["Accelerate, 2 processes"] = run(
 # makes `Trainer` compute Eq. {eq}`eq-ch16-average` like the other two scripts.
 
 # %%
-TRAINER_SCRIPT = '''\
-"""Fine-tune the sentiment classifier with Trainer under torchrun (dlbook, chapter 16).
-
-python -m torch.distributed.run --nproc-per-node N train_trainer.py RECIPE.json OUT_DIR
-"""
-import json
-import os
-import sys
-
-import torch
-from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding
-from transformers import Trainer, TrainingArguments
-
-from dlbook import assets, finetune
-
-cfg, out_dir = json.loads(open(sys.argv[1]).read()), sys.argv[2]
-world = int(os.environ.get("WORLD_SIZE", "1"))
-use_cuda = cfg["cuda"]  # one GPU per process, or gloo on the CPU
-tokenizer = AutoTokenizer.from_pretrained(assets.minilm_path())
-train = assets.rotten_tomatoes()["train"].select(range(cfg["n_train"]))
-train = finetune.tokenize_dataset(train, tokenizer, cfg["max_length"])
-torch.manual_seed(cfg["seed"])
-model = BertForSequenceClassification.from_pretrained(
-    assets.minilm_path(), num_labels=2, hidden_dropout_prob=cfg["dropout"], attention_probs_dropout_prob=cfg["dropout"])
-args = TrainingArguments(
-    output_dir=os.path.join(out_dir, "trainer"), per_device_train_batch_size=cfg["batch_size"] // world,
-    learning_rate=cfg["lr"], num_train_epochs=cfg["epochs"], weight_decay=0.01, warmup_steps=0.1,
-    lr_scheduler_type="linear", max_grad_norm=1.0, seed=cfg["seed"], logging_steps=1, save_strategy="no",
-    report_to="none", disable_tqdm=True, use_cpu=not use_cuda, ddp_backend="nccl" if use_cuda else "gloo",
-    dataloader_pin_memory=use_cuda,
-    average_tokens_across_devices=False,  # the model's loss is a plain mean: do not rescale it (see the text)
-)
-trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                  data_collator=DataCollatorWithPadding(tokenizer, return_tensors="pt"))
-metrics = trainer.train().metrics
-print(f"rank {args.process_index}/{args.world_size}: {trainer.state.global_step} steps, "
-      f"{args.parallel_mode}, {torch.get_num_threads()} thread(s), {metrics['train_runtime']:.1f} s", flush=True)
-if trainer.is_world_process_zero():
-    torch.save(trainer.model.state_dict(), os.path.join(out_dir, "weights.pt"))
-    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    with open(os.path.join(out_dir, "result.json"), "w") as f:
-        json.dump({"losses": losses, "seconds": metrics["train_runtime"],
-                   "examples": metrics["train_samples_per_second"] * metrics["train_runtime"],
-                   "world": args.world_size, "threads": torch.get_num_threads(), "backend": str(args.parallel_mode)}, f)
-'''
-trainer_script = work / "train_trainer.py"
-trainer_script.write_text(TRAINER_SCRIPT)
-display(Code(TRAINER_SCRIPT, language="python"))
+trainer_script = scripts / "train_trainer.py"
+show_script(trainer_script)
 runs["Trainer, 2 processes"] = run("trainer2", trainer_script, nproc=2, threads=1)
 
 # %% [markdown]
@@ -991,6 +781,10 @@ plt.show()
 results.round(3)
 
 # %% [markdown]
+# **Figure 16.2.** The training loss of the global batch at every optimizer step, for the four
+# runs of the same recipe; the grey dotted line is $\ln 2$, the loss of a 50/50 guess. Compare
+# the DDP runs with one process (solid) and two (dashed).
+#
 # The two DDP curves lie on top of each other: the largest loss difference over all steps is
 # {glue:text}`ch16_loss_gap:.1e` and the largest weight difference at the end
 # {glue:text}`ch16_weight_gap:.1e`. Our Accelerate script shuffles with its own generator: it also
@@ -1020,7 +814,8 @@ majority = max(np.mean(list(test_tok["labels"])), 1 - np.mean(list(test_tok["lab
 dlbook.glue("ch16_majority", float(majority))
 dlbook.headline("ch16_acc_1proc_bar", acc1, profile=profile, at_least=majority + 0.1)
 print(
-    f"test accuracy on {sizes['n_test']} snippets: 1 process {acc1:.3f} | 2 processes (DDP) "
+    f"test accuracy on {sizes['n_test']} snippets: 1 process {acc1:.3f} "
+    "| 2 processes (DDP) "
     f"{runs['DDP, 2 processes']['accuracy']:.3f} | majority {majority:.3f}"
 )
 
@@ -1044,96 +839,8 @@ print(
 # warm-up round not kept.
 
 # %%
-BENCH_SCRIPT = '''\
-"""Throughput, interleaved: 1 process x 2 threads against 2 processes x 1 thread (dlbook, chapter 16).
-
-python -m torch.distributed.run --nproc-per-node 2 bench_ddp.py RECIPE.json OUT_DIR
-"""
-import copy
-import json
-import os
-import sys
-import time
-
-import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
-from transformers import AutoTokenizer, BertForSequenceClassification
-
-from dlbook import assets, finetune
-from dlbook.distributed import split_batch
-
-cfg, out_dir = json.loads(open(sys.argv[1]).read()), sys.argv[2]
-dist.init_process_group("gloo")
-rank, world = dist.get_rank(), dist.get_world_size()
-assert world == 2, "this benchmark compares one process with two"
-B = cfg["batch_size"]
-
-tokenizer = AutoTokenizer.from_pretrained(assets.minilm_path())
-texts = assets.rotten_tomatoes()["train"].select(range(cfg["bench_steps"] * B))
-batches = []  # the same global batches for both settings, padded like the training runs
-for i in range(cfg["bench_steps"]):
-    rows = texts.select(range(i * B, (i + 1) * B))
-    batch = dict(tokenizer(list(rows["text"]), truncation=True, max_length=cfg["max_length"], padding=True,
-                           return_tensors="pt"))
-    batch["labels"] = torch.tensor(list(rows["label"]))
-    batches.append(batch)
-torch.manual_seed(cfg["seed"])
-model = BertForSequenceClassification.from_pretrained(
-    assets.minilm_path(), num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-single = copy.deepcopy(model)  # rank 0's model for the 1-process setting (no DDP)
-single_opt = finetune.make_optimizer(single, cfg["lr"], 0.01)
-ddp = DDP(model)
-ddp_opt = finetune.make_optimizer(ddp.module, cfg["lr"], 0.01)
-
-
-def train_step(m, opt, batch):
-    m(**batch).loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-
-
-def one_process():  # rank 0 alone, 2 threads; rank 1 waits at the barrier
-    if rank == 0:
-        torch.set_num_threads(2)
-        for batch in batches:
-            train_step(single, single_opt, batch)
-
-
-def two_processes():  # each rank its half of every batch, 1 thread; DDP averages the gradients
-    torch.set_num_threads(1)
-    for batch in batches:
-        train_step(ddp, ddp_opt, split_batch(batch, world)[rank])
-
-
-settings = {"1 process x 2 threads": one_process, "2 processes x 1 thread": two_processes}
-seconds = {name: [] for name in settings}
-idle_cpu = []  # CPU seconds rank 1 spends while it waits for rank 0
-names = list(settings)
-for r in range(cfg["bench_rounds"] + 1):  # round 0 warms up and is not kept
-    for name in names if r % 2 == 0 else names[::-1]:  # alternate which setting goes first
-        dist.barrier()
-        cpu0, start = time.process_time(), time.perf_counter()
-        settings[name]()
-        dist.barrier()
-        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
-        if r > 0:
-            seconds[name].append(wall)
-            if name == names[0] and rank == 1:
-                idle_cpu.append(cpu / wall)
-idle = torch.tensor([max(idle_cpu, default=0.0)])  # the worst round
-dist.broadcast(idle, src=1)
-if rank == 0:
-    examples = cfg["bench_steps"] * B
-    with open(os.path.join(out_dir, "bench.json"), "w") as f:
-        json.dump({"examples_per_s": {k: [examples / s for s in v] for k, v in seconds.items()},
-                   "rank1_cpu_share_while_waiting": idle.item(), "order": names}, f)
-print(f"rank {rank}/{world}: {cfg['bench_rounds']} rounds of {len(batches)} steps per setting", flush=True)
-dist.destroy_process_group()
-'''
-bench_script = work / "bench_ddp.py"
-bench_script.write_text(BENCH_SCRIPT)
-display(Code(BENCH_SCRIPT, language="python"))
+bench_script = scripts / "bench_ddp.py"
+show_script(bench_script)
 bench_recipe = work / "bench.json"
 bench_recipe.write_text(
     json.dumps(recipe | {k: sizes[k] for k in ("bench_steps", "bench_rounds")})
@@ -1172,7 +879,8 @@ plt.tight_layout()
 plt.show()
 print(dlbook.env.last_provenance().line())
 print(
-    f"2 processes x 1 thread vs 1 process x 2 threads: {speedup:.2f}x the examples per second "
+    "2 processes x 1 thread vs 1 process x 2 threads: "
+    f"{speedup:.2f}x the examples per second "
     f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
 )
 # a copy of the table for whoever runs the chapter headless (tests, make full): the
@@ -1180,6 +888,10 @@ print(
 results.to_csv(Path(tempfile.gettempdir()) / f"dlbook-ch16-{profile}-results.csv")
 
 # %% [markdown]
+# **Figure 16.3.** Training examples per second of the two ways to use the same CPU cores, one
+# point per interleaved round (box: median and quartiles). Compare the medians; the spread shows
+# how much the machine's load changed between rounds.
+#
 # Measured on the machine in the provenance line above ({glue:text}`ch16_cores` CPU cores): one
 # process with two threads trains {glue:text}`ch16_tput_1:.1f` examples per second (median over the
 # rounds), two processes with one thread each {glue:text}`ch16_tput_2:.1f`, a ratio of
@@ -1244,53 +956,30 @@ results.to_csv(Path(tempfile.gettempdir()) / f"dlbook-ch16-{profile}-results.csv
 # parallel: each rank reads its own shard of the data; what is split in addition is the model's
 # state.
 #
-# What changes in the script is small. The diff from our DDP script to an FSDP one (the FSDP2 API,
-# `fully_shard`, applied to every encoder layer and then to the whole model):
+# What changes in the script is small. The diff from our DDP script to an FSDP one,
+# `train_fsdp.py` in the same folder (the FSDP2 API, `fully_shard`, applied to every encoder
+# layer and then to the whole model):
 
 # %%
-FSDP_SCRIPT = (
-    DDP_SCRIPT.replace(
-        "from torch.nn.parallel import DistributedDataParallel as DDP\n",
-        "from torch.distributed.fsdp import fully_shard\n",
-    )
-    .replace(
-        "model = DDP(model.to(device), device_ids=[device.index] if use_cuda else None)\n",
-        "for layer in model.bert.encoder.layer:\n"
-        "    fully_shard(layer)  # each layer's weights, gradients and Adam states: 1/world per rank\n"
-        "fully_shard(model.to(device))\n",
-    )
-    .replace(
-        "(DDP also broadcasts rank 0's weights)", "(each rank keeps its shard of it)"
-    )
-    .replace(
-        "# DDP averages the gradients across the ranks here",
-        "# FSDP reduce-scatters the gradients here",
-    )
-    .replace("make_optimizer(model.module,", "make_optimizer(model,")
-    .replace(
-        "weights = model.module.state_dict()  # the trained weights, identical in every rank",
-        "weights = {k: v.full_tensor() for k, v in model.state_dict().items()}  # all-gathers the shards: every rank takes part",
-    )
-)
+fsdp_script = scripts / "train_fsdp.py"
+fsdp_text = fsdp_script.read_text()
 fsdp_diff = "".join(
     difflib.unified_diff(
-        DDP_SCRIPT.splitlines(keepends=True),
-        FSDP_SCRIPT.splitlines(keepends=True),
+        ddp_script.read_text().splitlines(keepends=True),
+        fsdp_text.splitlines(keepends=True),
         "train_ddp.py",
         "train_fsdp.py",
         n=0,
     )
 )
-assert "DDP" not in FSDP_SCRIPT and "model.module" not in FSDP_SCRIPT, (
-    FSDP_SCRIPT
-)  # every replacement happened
+assert "DDP" not in fsdp_text and "model.module" not in fsdp_text  # no DDP left
 print(fsdp_diff)
 
 # %% [markdown]
-# Apart from two comments, three kinds of lines change: the import, the wrapping, and the places
-# that reached into `model.module` (the wrapped model is now the model itself, and a full copy of
-# the weights must be gathered from the shards before saving, by every rank together, since
-# gathering is a collective operation). The data loading, the loop, the optimizer and the launch
+# Apart from the docstring and the comments, three kinds of lines change: the import, the
+# wrapping, and the places that reached into `model.module` (the wrapped model is now the model
+# itself, and a full copy of the weights must be gathered from the shards before saving, by every
+# rank together, since gathering is a collective operation). The data loading, the loop, the optimizer and the launch
 # command stay as they are. With Accelerate or `Trainer` it is a launch option
 # (`accelerate launch --use_fsdp ...`, or `fsdp=...` in `TrainingArguments`, or a DeepSpeed
 # config), not a code change. We do not run it here: on two CPU processes, sharding a model whose
@@ -1317,93 +1006,8 @@ print(fsdp_diff)
 # with the default all-reduce and with PyTorch's `bf16_compress_hook`, which sends bf16.
 
 # %%
-ACCUM_SCRIPT = '''\
-"""Gradient accumulation and mixed precision under DDP, counted (dlbook, chapter 16)."""
-import copy
-import json
-import sys
-
-import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-from accelerate import Accelerator
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel as DDP
-
-from dlbook.distributed import counting_allreduce_hook, counting_bf16_compress_hook
-
-cfg = json.loads(open(sys.argv[1]).read())
-k, b = cfg["accumulation_steps"], cfg["micro_batch"]
-accelerator = Accelerator(cpu=True, gradient_accumulation_steps=k)  # joins the gloo group
-rank, world = dist.get_rank(), dist.get_world_size()
-
-torch.manual_seed(0)  # the same model and the same data in every rank
-model = nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 2))
-X = torch.randn(world * k * b, 16)  # (world * k * b, 16): the big batch
-y = torch.randint(0, 2, (world * k * b,))
-mine = torch.arange(rank * k * b, (rank + 1) * k * b)  # this rank's k micro-batches
-micro = [mine[i * b:(i + 1) * b] for i in range(k)]
-
-# the reference: the gradient of the mean loss over the whole big batch, in one process
-ref = copy.deepcopy(model)
-F.cross_entropy(ref(X), y).backward()
-reference = [p.grad for p in ref.parameters()]
-
-
-def accumulate(ddp, use_no_sync):
-    """k micro-batches, each loss divided by k; no_sync on all but the last one if asked."""
-    for i, idx in enumerate(micro):
-        if use_no_sync and i < k - 1:
-            with ddp.no_sync():  # forward AND backward inside: gradients add up locally
-                (F.cross_entropy(ddp(X[idx]), y[idx]) / k).backward()
-        else:  # DDP all-reduces (mean over the ranks) during this backward
-            (F.cross_entropy(ddp(X[idx]), y[idx]) / k).backward()
-    return [p.grad.clone() for p in ddp.module.parameters()]
-
-
-out = {"world": world, "k": k}
-for name, use_no_sync in [("every step", False), ("no_sync", True)]:
-    log = []
-    ddp = DDP(copy.deepcopy(model))
-    ddp.register_comm_hook(log, counting_allreduce_hook)
-    grads = accumulate(ddp, use_no_sync)
-    out[name] = {"all_reduces": len(log), "bytes": sum(e["bytes"] for e in log),
-                 "max_diff": max((g - r).abs().max().item() for g, r in zip(grads, reference))}
-
-# Accelerate: accumulate() decides when to sync; backward() divides the loss by k itself
-log = []
-acc_model = accelerator.prepare(copy.deepcopy(model))  # a DDP model
-acc_model.register_comm_hook(log, counting_allreduce_hook)
-for idx in micro:
-    with accelerator.accumulate(acc_model):
-        accelerator.backward(F.cross_entropy(acc_model(X[idx]), y[idx]))
-        synced = accelerator.sync_gradients
-grads = [p.grad for p in acc_model.module.parameters()]
-out["accelerate"] = {"all_reduces": len(log), "bytes": sum(e["bytes"] for e in log), "synced_last": synced,
-                     "max_diff": max((g - r).abs().max().item() for g, r in zip(grads, reference))}
-
-# mixed precision: bf16 autocast in the forward pass; what does DDP reduce?
-for name, hook in [("bf16 autocast", counting_allreduce_hook), ("bf16 autocast, bf16 all-reduce", counting_bf16_compress_hook)]:
-    log = []
-    ddp = DDP(copy.deepcopy(model))
-    ddp.register_comm_hook(log, hook)
-    idx = mine  # one step on this rank's whole share
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = ddp(X[idx])  # (k * b, 2), bf16
-    F.cross_entropy(logits.float(), y[idx]).backward()
-    grads = [p.grad for p in ddp.module.parameters()]
-    out[name] = {"logits_dtype": str(logits.dtype), "grad_dtype": str(grads[0].dtype),
-                 "wire_dtype": log[0]["wire_dtype"], "all_reduces": len(log), "bytes": sum(e["bytes"] for e in log),
-                 "max_rel_diff": max(((g - r).norm() / r.norm()).item() for g, r in zip(grads, reference))}
-print(f"rank {rank}/{world}: done", flush=True)
-if rank == 0:
-    with open(cfg["out"], "w") as f:
-        json.dump(out, f)
-dist.destroy_process_group()
-'''
-accum_script = work / "accumulate_ddp.py"
-accum_script.write_text(ACCUM_SCRIPT)
-display(Code(ACCUM_SCRIPT, language="python"))
+accum_script = scripts / "accumulate_ddp.py"
+show_script(accum_script)
 accum_cfg = work / "accumulate.json"
 accum_cfg.write_text(
     json.dumps(
@@ -1503,7 +1107,8 @@ for A, a, B, rows in shards:
     torch.testing.assert_close(B.grad, full_mlp[2].weight.grad[:, rows])
 torch.testing.assert_close(bias2.grad, full_mlp[2].bias.grad)
 print(
-    "column-parallel + row-parallel on 2 shards == the full layers: outputs, input gradient, weight gradients"
+    "column-parallel + row-parallel on 2 shards == the full layers: "
+    "outputs, input gradient, weight gradients"
 )
 
 # %% [markdown]
@@ -1559,7 +1164,8 @@ for p_, m_ in [(2, 1), (2, 8), (4, 4), (4, 8), (8, 32)]:
 dlbook.glue("ch16_bubble_4_8", dp.gpipe_bubble_fraction(4, 8))
 dlbook.glue("ch16_bubble_4_32", dp.gpipe_bubble_fraction(4, 32))
 print(
-    "2 stages x 4 micro-batches == the full-batch gradient; simulated idle share == (p-1)/(m+p-1)"
+    "2 stages x 4 micro-batches == the full-batch gradient; "
+    "simulated idle share == (p-1)/(m+p-1)"
 )
 
 # %% [markdown]

@@ -107,7 +107,7 @@ sizes = dlbook.by_profile(
 sizes
 
 # %% [markdown]
-# ## Cross-attention
+# ## 19.1 Cross-attention
 #
 # An encoder turns the source $x_1,\dots,x_S$ into vectors $M\in\mathbb{R}^{S\times d}$, the
 # **memory**. A decoder position $t$ holds a vector $y_t$ built from the target written so far.
@@ -171,7 +171,7 @@ print(
 # positions get exactly zero weight. Chapter 6's `MultiHeadAttention` already takes a `key` and
 # `value` from another sequence, so the decoder below reuses it.
 #
-# ## The decoder layer
+# ## 19.2 The decoder layer
 #
 # A decoder layer has three sub-layers, each with a residual connection and a LayerNorm (the
 # post-norm arrangement of the original Transformer {cite}`vaswani2017attention`):
@@ -280,7 +280,7 @@ for norm_first in (False, True):
 dlbook.show(DecoderLayer.forward)
 
 # %% [markdown]
-# ## The whole model
+# ## 19.3 The whole model
 #
 # An encoder-decoder stacks encoder layers (chapter 7) over the source and decoder layers over
 # the target; every decoder layer cross-attends to the **last** encoder output. PyTorch's
@@ -351,7 +351,7 @@ print(
 dlbook.show(EncoderDecoder.forward)
 
 # %% [markdown]
-# ## A task with an exact answer: normalising dates
+# ## 19.4 A task with an exact answer: normalising dates
 #
 # The task: read a date written in any of many formats and write it as ISO 8601, `YYYY-MM-DD`.
 # Every input has exactly one right answer, the answer is short, and the mapping needs both
@@ -419,7 +419,7 @@ print(
 print(train_tgt[0].tolist(), "->", repr(vocab.decode(train_tgt[0])))
 
 # %% [markdown]
-# ## Teacher forcing
+# ## 19.5 Teacher forcing
 #
 # The model defines $p(y\mid x) = \prod_t p(y_t \mid y_{<t}, x)$. Training minimises the
 # cross-entropy of each target character given the source and the **true** previous characters,
@@ -472,7 +472,7 @@ print(
 # its own output, so one early mistake can derail the rest. Exact match on whole outputs,
 # generated without any help, is therefore the measure here, not the loss.
 #
-# ## Training
+# ## 19.6 Training
 #
 # `dlbook.seq2seq.train_seq2seq` runs {eq}`eq-ch19-tf` with AdamW and chapter 2's warm-up and
 # cosine schedule. After every epoch it decodes the validation inputs greedily and keeps the
@@ -505,16 +505,16 @@ history.plot()
 plt.show()
 
 # %% [markdown]
-# *Figure: training and validation cross-entropy per target character (left axis, log scale)
-# and the validation exact match of greedy decoding (right axis) after each epoch; the dotted
-# line marks the epoch whose weights are kept.*
+# **Figure 19.1.** Training and validation cross-entropy per target character (left axis, log
+# scale) and the validation exact match of greedy decoding (right axis) after each epoch; the
+# dotted line marks the epoch whose weights are kept.
 #
 # The model has {glue:text}`n_params` parameters and trained in
 # {glue:text}`train_minutes:.1f` minutes on the machine printed at the top, the greedy decoding
 # of the validation split after every epoch included; the kept weights are those of epoch
 # {glue:text}`best_epoch` of {glue:text}`n_epochs`.
 #
-# ## Decoding: greedy and beam search
+# ## 19.7 Decoding: greedy and beam search
 #
 # **Greedy** decoding writes the most probable next character at every step. **Beam search**
 # {cite}`sutskever2014sequence` keeps the $k$ prefixes with the highest total log-probability
@@ -628,7 +628,7 @@ if not mistakes:
     print("no mistakes on the test split")
 
 # %% [markdown]
-# ## What cross-attention looks at
+# ## 19.8 What cross-attention looks at
 #
 # The decoder's cross-attention weights say, for each character it writes, where in the source
 # it looks. For the date of the first validation example, written in three formats, the weights
@@ -666,9 +666,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# *Figure: cross-attention weights of the trained model (rows: the target character being
-# predicted from the true prefix; columns: source characters; darker = more weight; mean over
-# heads), for one validation date in three formats; one row of panels per decoder layer.*
+# **Figure 19.2.** Cross-attention weights of the trained model (rows: the target character
+# being predicted from the true prefix; columns: source characters; darker = more weight; mean
+# over heads), for one validation date in three formats; one row of panels per decoder layer.
 #
 # The maps suggest that the model looks up the field it is writing, wherever the format puts
 # it. Measured over validation inputs: for each target character of the year (`YYYY`), the month
@@ -724,7 +724,7 @@ if profile == "full":  # the claim the text makes: for every field, a layer that
 # characters, which is what attention was first introduced to do for
 # translation {cite}`bahdanau2015neural`.
 #
-# ## Where T5 and BART fit
+# ## 19.9 Where T5 and BART fit
 #
 # The model above learned everything from {glue:text}`n_train` examples of one narrow task.
 # Pretrained encoder-decoders start from a large text corpus instead and are then fine-tuned:

@@ -45,17 +45,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -709,7 +701,9 @@ for name, (nll, _, nbytes) in results.items():
         "perplexity": math.exp(nll.sum() / counts.sum()),
         "MB": nbytes / 1e6,
         "bits per weight (matrices)": bits[name],
-        "Δ nats/token vs fp32 (95 %)": f"{ratio.diff:+.4f} [{ratio.low:+.4f}, {ratio.high:+.4f}]",
+        "Δ nats/token vs fp32 (95 %)": (
+            f"{ratio.diff:+.4f} [{ratio.low:+.4f}, {ratio.high:+.4f}]"
+        ),
     }
 board = pd.DataFrame(rows).T
 board.style.format(

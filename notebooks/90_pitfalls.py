@@ -47,17 +47,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%
@@ -143,7 +135,8 @@ attn_diff = (attention_over_dk(q, k, v) - reference).abs().max().item()
 assert attn_diff > 1e-2, "the d_k form should differ visibly at d_k = 64"
 dlbook.glue("attn_diff", attn_diff)
 print(
-    f"sqrt(d_k) form vs PyTorch: equal; d_k form vs PyTorch: largest difference {attn_diff:.3f}"
+    "sqrt(d_k) form vs PyTorch: equal; "
+    f"d_k form vs PyTorch: largest difference {attn_diff:.3f}"
 )
 
 # %%
@@ -198,7 +191,8 @@ for d, (var_none, _), (var_sqrt, _), (var_dk, _) in zip(
         0.8 < var_none / d < 1.2 and 0.8 < var_sqrt < 1.2 and 0.8 < var_dk * d < 1.2
     ), (d, var_none, var_sqrt, var_dk)
     print(
-        f"d_k = {d:5d}: Var = {var_none:8.2f} (none)  {var_sqrt:.3f} (sqrt)  {var_dk:.5f} (d_k)"
+        f"d_k = {d:5d}: Var = {var_none:8.2f} (none)  "
+        f"{var_sqrt:.3f} (sqrt)  {var_dk:.5f} (d_k)"
     )
 
 # %%
@@ -215,6 +209,11 @@ axes[0].legend()
 axes[1].legend()
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# **Figure 1.** Left: the variance of the attention logits against $d_k$ (log-log axes) with no
+# scaling, with $1/\sqrt{d_k}$ and with the wrong $1/d_k$. Right: the entropy of the attention
+# weights; the dotted line is $\ln n$, the entropy of uniform weights over the $n$ keys.
 
 # %%
 entropy_dk = stats["1/d_k (wrong)"][-1][1]
@@ -234,8 +233,8 @@ dlbook.glue("entropy_sqrt_spread", max(sqrt_entropies) - min(sqrt_entropies))
 # {glue:text}`entropy_dk:.3f` nats, next to {glue:text}`entropy_uniform:.3f` for perfectly
 # uniform weights: the attention no longer selects anything. With $\sqrt{d_k}$ it is
 # {glue:text}`entropy_sqrt:.2f` nats at the same $d_k$, the level it keeps for every $d_k$ (the flat
-# curve: it moves by {glue:text}`entropy_sqrt_spread:.3f` nats over the whole range). Without any
-# scaling the opposite happens (the softmax saturates and its gradient vanishes); chapter 6
+# curve of Figure 1: it moves by {glue:text}`entropy_sqrt_spread:.3f` nats over the whole range).
+# Without any scaling the opposite happens (the softmax saturates and its gradient vanishes); chapter 6
 # measures that side.
 #
 # ## 2. LayerNorm without the mean
@@ -329,7 +328,9 @@ assert ln_diff_centred < 1e-4 < ln_diff_randn < ln_diff
 dlbook.glue("ln_diff_centred", ln_diff_centred)
 dlbook.glue("ln_diff_randn", ln_diff_randn)
 print(
-    f"centred rows: {ln_diff_centred:.1e}   randn rows: {ln_diff_randn:.3f}   rows with mean 3: {ln_diff:.3f}"
+    f"centred rows: {ln_diff_centred:.1e}   "
+    f"randn rows: {ln_diff_randn:.3f}   "
+    f"rows with mean 3: {ln_diff:.3f}"
 )
 
 # %% [markdown]
@@ -635,6 +636,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Figure 2.** The right sinusoidal encoding and the three misreadings (a)-(c), one panel each
+# (rows: positions, columns: dimensions; colour from -1, red, to +1, blue).
+#
 # What each misreading breaks:
 #
 # - **(a)** no fixed linear shift exists any more (residual {glue:text}`pe_a_residual:.2f`, against
@@ -715,7 +719,10 @@ print(
 
 # %%
 def make_step(batch, hidden):
-    """One training step (forward, backward, SGD update) at a fixed batch size, ready to be timed."""
+    """One training step (forward, backward, SGD update) at a fixed batch size.
+
+    Returns the step as a function of no arguments, ready to be timed.
+    """
     model = make_mlp(hidden)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(batch, 784, device=device)  # (B, 784)
@@ -744,6 +751,11 @@ axes[1].loglog(Bs, [1e6 * step_time[B] / B for B in Bs], "o-", color="C1")
 axes[1].set(title="time per example", xlabel="batch size B", ylabel="µs")
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# **Figure 3.** Median time of one training step of the MLP (left) and that time divided by the
+# batch size (right), against the batch size $B$, on log-log axes; the machine is named in the
+# output below.
 
 # %%
 B_small, B_large = Bs[0], Bs[-1]
@@ -814,7 +826,10 @@ print(
 
 # %%
 def run_and_measure(model, xs, ys, weights):
-    """forward + backward over the micro-batches; returns (gradient, FLOPs, backward calls, peak saved bytes)."""
+    """Forward + backward over the micro-batches.
+
+    Returns (gradient, FLOPs, backward calls, peak saved bytes).
+    """
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     peak, n_backward = 0, 0
     model.zero_grad(set_to_none=True)

@@ -95,6 +95,37 @@ def test_checkpointing_changes_nothing(data, tokenizer):
     assert not b.is_activation_checkpointing  # switched off again
 
 
+def test_checkpointing_switches_the_cache_off_while_training(data, tokenizer):
+    model = tiny_model()
+    assert model.config.use_cache  # BertConfig's default
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(module.config.use_cache))
+    kw = dict(epochs=1, batch_size=32, lr=1e-3, seed=0, show_progress=False, device="cpu")
+    budget.train_budget(model, data["train"], tokenizer, checkpointing=True, **kw)
+    assert seen and not any(seen)  # off at every training step
+    assert model.config.use_cache  # and put back afterwards
+    budget.train_budget(model, data["train"], tokenizer, **kw)
+    assert len(seen) > 2 and all(seen[2:])  # without checkpointing: untouched
+    budget.make_train_step(model, _fixed_batch(data, tokenizer), checkpointing=True)
+    assert not model.config.use_cache  # left off with the checkpointing (the benchmark's model)
+
+
+def test_checkpointing_without_use_cache_in_the_config():
+    class Stub(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config, self.calls = type("Config", (), {})(), []
+
+        def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs):
+            self.calls.append(gradient_checkpointing_kwargs)
+
+    stub = Stub()
+    assert budget._enable_checkpointing(stub) is None
+    assert stub.calls == [{"use_reentrant": False}] and not hasattr(stub.config, "use_cache")
+    with pytest.raises(TypeError, match="checkpointing needs"):
+        budget._enable_checkpointing(torch.nn.Linear(2, 2))
+
+
 def test_freezing_and_memory(data, tokenizer):
     m = tiny_model()
     frozen = {n: p.clone() for n, p in m.named_parameters() if n.startswith("bert.embeddings")}

@@ -284,6 +284,36 @@ def test_distilled_student_keys_and_errors():
         distill.distilled_student("nope")
 
 
+@pytest.mark.parametrize("profile", ["smoke", "full"])
+def test_distilled_student_cache_folder_is_unchanged(profile, monkeypatch, tmp_path):
+    """The folder ``cached_recipe`` picks is the one the students were always cached in.
+
+    The name ``student-<kind>-<kd|ce>-<profile>-<hash of student_key>`` predates the switch to
+    :func:`dlbook.modelcache.cached_recipe`; a new name would silently retrain every student.
+    """
+    from dlbook import modelcache
+
+    seen = []
+
+    def fake_cached_model(kind, described, train, load, *, device, cache_dir=None, label=None):
+        seen.append((modelcache.cache_key(kind, described), label, cache_dir))
+        return None, None, {}
+
+    monkeypatch.setattr(modelcache, "cached_model", fake_cached_model)
+    for kind in distill.KINDS:
+        for kd in (True, False):
+            distill.distilled_student(profile, kind, kd, cache_dir=tmp_path, device="cpu")
+            name, label, cache_dir = seen[-1]
+            tag = "kd" if kd else "ce"
+            assert name == modelcache.cache_key(
+                f"student-{kind}-{tag}-{profile}", distill.student_key(profile, kind, kd, "cpu")
+            )
+            assert name.startswith(f"student-{kind}-{tag}-{profile}-")
+            assert label == f"{profile} {'distilled' if kd else 'label-trained'} {kind} student"
+            assert cache_dir == tmp_path
+    assert len({name for name, _, _ in seen}) == 4
+
+
 def test_train_new_student_errors():
     with pytest.raises(ValueError, match="unknown student kind"):
         distill.train_new_student("smoke", "wide", True, "cpu")

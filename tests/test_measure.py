@@ -205,3 +205,37 @@ def test_scoreboard_refuses_to_pair_rows_scored_on_different_examples():
     assert not board.compare("same").measurable  # identical results: nothing to tell apart
     with pytest.raises(ValueError, match="different test examples"):
         board.compare("other")
+
+
+def test_scoreboard_styled_renames_and_formats():
+    board = measure.Scoreboard()
+    board.add(measure.Measurement("fp32", 100.0, {1: 10.0, 32: 200.0}, 0.9, threads=2, val_accuracy=0.88))
+    board.add(measure.Measurement("int8", 25.0, {1: 5.0, 32: 50.0}, 0.89, threads=2, val_accuracy=0.87))
+    html = board.styled().to_html()
+    for header in ("size (MB)", "ms, batch 32", "× faster, batch 1", "× smaller", "test points lost",
+                   "validation accuracy"):
+        assert header in html
+    assert "4.00" in html and "+1.00" in html  # 100/25 smaller, 0.90-0.89 in points
+    assert "nowrap" in html
+    sub = board.styled(board.frame()[["smaller"]])
+    assert "× smaller" in sub.to_html() and "ms, batch" not in sub.to_html()
+    with pytest.raises(TypeError, match="DataFrame"):
+        board.styled([1, 2])
+
+
+def test_scoreboard_plot_legend_names_every_variant():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    board = measure.Scoreboard()
+    board.add(measure.Measurement("fp32", 100.0, {32: 200.0}, 0.9, threads=2))
+    board.add(measure.Measurement("int8", 25.0, {32: 50.0}, 0.89, threads=2))
+    ax = board.plot(batch_size=32)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fp32, 100 MB", "int8, 25 MB"]
+    assert not ax.texts  # no labels beside the markers
+    ax = board.plot(batch_size=32, legend="labels")
+    assert ax.get_legend() is None and len(ax.texts) == 2
+    with pytest.raises(ValueError, match="legend"):
+        board.plot(batch_size=32, legend="left")
+    with pytest.raises(ValueError, match="batch 1"):
+        board.plot(batch_size=1)

@@ -9,7 +9,7 @@ warm-up and decay, gradient clipping, seeded order and dropout) with flags for
 - ``accumulation_steps``: k micro-batches of ``batch_size`` per optimizer step, with the loss
   scaled so that the gradient is the one of the whole group as one batch;
 - ``checkpointing``: ``activation_checkpointing_enable()`` (transformers 5's name for gradient
-  checkpointing: recompute activations in backward);
+  checkpointing: recompute activations in backward), with ``config.use_cache = False``;
 - ``group_by_length``: batches of snippets of similar length, so less compute goes to padding;
 - ``trainable``: a filter on parameter names (freezing);
 - ``class_weights``: a class-weighted cross-entropy;
@@ -161,21 +161,32 @@ def _class_weights(class_weights: Any, device: torch.device) -> torch.Tensor | N
     return weights
 
 
-def _enable_checkpointing(model: nn.Module) -> None:
-    """Gradient (activation) checkpointing on: activations are recomputed in backward."""
+def _enable_checkpointing(model: nn.Module) -> bool | None:
+    """Gradient (activation) checkpointing on: activations are recomputed in backward.
+
+    Also sets ``model.config.use_cache = False`` where the config has it: a key/value cache is
+    useless in training and incompatible with checkpointing (transformers would warn and switch
+    it off at every forward pass). Returns the previous ``use_cache`` (``None`` if the config has
+    none), for :func:`_checkpointing` to put back.
+    """
     if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.2x
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     elif hasattr(model, "gradient_checkpointing_enable"):  # older transformers
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         raise TypeError("checkpointing needs a transformers model with activation_checkpointing_enable()")
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "use_cache"):
+        return None
+    previous = config.use_cache
+    config.use_cache = False
+    return previous
 
 
 @contextlib.contextmanager
 def _checkpointing(model: nn.Module, enabled: bool) -> Iterator[None]:
-    """Gradient checkpointing switched on for the block (if ``enabled``) and off again after it."""
-    if enabled:
-        _enable_checkpointing(model)
+    """Gradient checkpointing (and ``use_cache=False``) for the block if ``enabled``; both undone after it."""
+    use_cache = _enable_checkpointing(model) if enabled else None
     try:
         yield
     finally:
@@ -183,6 +194,8 @@ def _checkpointing(model: nn.Module, enabled: bool) -> Iterator[None]:
             model.activation_checkpointing_disable()
         elif enabled:
             model.gradient_checkpointing_disable()
+        if use_cache is not None:
+            model.config.use_cache = use_cache
 
 
 def model_bytes(model: nn.Module) -> int:

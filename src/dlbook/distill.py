@@ -42,7 +42,7 @@ from .finetune import (
     tokenize_dataset,
 )
 from .loop import History, TrainStep, train_loop
-from .modelcache import KeepRandomState, cached_model, describe
+from .modelcache import KeepRandomState, cached_recipe, describe, load_classifier
 from .profiles import check_profile
 
 #: Bump when a recipe below changes, so old caches are not reused.
@@ -589,23 +589,19 @@ def distilled_student(
     and cached like :func:`dlbook.finetune.sentiment_classifier` (train once, load after; the
     global random generators are left as they were). Taught in chapter 14; chapter 15 uses it.
     """
-    from transformers import AutoTokenizer, BertForSequenceClassification
-
     check_profile(profile)
     _check_kind(kind)
     if not isinstance(distill, bool):
         raise TypeError(f"distill must be True or False, got {distill!r}")
     device = resolve_device(device)
-    described = student_key(profile, kind, distill, device)
-
-    def load(folder: Path) -> tuple[nn.Module, Any]:
-        return BertForSequenceClassification.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-
+    # the teacher's cache folder as student_key names it (combined.pruned_student hashes student_key)
+    teacher = student_key(profile, kind, distill, device)["teacher"]
     tag = "distilled" if distill else "label-trained"
-    return cached_model(
-        f"student-{kind}-{'kd' if distill else 'ce'}-{profile}", described,
-        lambda: train_new_student(profile, kind, distill, device), load,
-        device=device, cache_dir=cache_dir, label=f"{profile} {tag} {kind} student",
+    return cached_recipe(
+        f"student-{kind}-{'kd' if distill else 'ce'}", RECIPE_VERSION, profile, STUDENT_SETTINGS[profile][kind],
+        lambda d: train_new_student(profile, kind, distill, d), load_classifier,
+        label=f"{tag} {kind} student", device=device, cache_dir=cache_dir,
+        kind=kind, distill=distill, teacher=teacher,
     )
 
 

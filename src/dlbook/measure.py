@@ -339,6 +339,19 @@ def provenance_line(threads: int | None = None) -> str:
     return f"CPU {device_name(cpu)} [{hardware_class(cpu)}] | threads {n} | torch {torch.__version__}"
 
 
+#: What :meth:`Scoreboard.styled` shows for each column of :meth:`Scoreboard.frame` (name, format).
+_READABLE: dict[str, tuple[str, str | None]] = {
+    "size_MB": ("size (MB)", "{:.1f}"),
+    "params": ("parameters", "{:,.0f}"),
+    "accuracy": ("test accuracy", "{:.3f}"),
+    "val_accuracy": ("validation accuracy", "{:.3f}"),
+    "smaller": ("× smaller", "{:.2f}"),
+    "acc_drop_pts": ("test points lost", "{:+.2f}"),
+    "val_drop_pts": ("validation points lost", "{:+.2f}"),
+    "drop_95ci": ("test points lost, 95 % interval", None),
+}
+
+
 class Scoreboard:
     """Measurements of model variants against a baseline (the first one added, unless named).
 
@@ -421,23 +434,64 @@ class Scoreboard:
             records.append(row)
         return pd.DataFrame.from_records(records).set_index("variant")
 
+    def styled(self, table: Any = None):
+        """:meth:`frame` for reading: column names in words, units, fixed decimals, no wrapped rows.
+
+        ``table`` (default :meth:`frame`) may be a selection of its rows or columns; code keeps
+        reading the short names of :meth:`frame` (``table["faster@32"]``), the page shows these.
+        Returns a pandas ``Styler``, which a notebook displays as an HTML table.
+        """
+        import pandas as pd
+
+        table = self.frame() if table is None else table
+        if not isinstance(table, pd.DataFrame):
+            raise TypeError(f"table must be a pandas DataFrame from frame(), got {type(table).__name__}")
+        names, formats = {}, {}
+        for col in table.columns:
+            name, fmt = _READABLE.get(col, (col, None))
+            if col.startswith("ms@"):
+                name, fmt = f"ms, batch {col[3:]}", "{:.2f}"
+            elif col.startswith("faster@"):
+                name, fmt = f"× faster, batch {col[7:]}", "{:.2f}"
+            names[col] = name
+            if fmt is not None:
+                formats[name] = fmt
+        shown = table.rename(columns=names).rename_axis(table.index.name or "variant")
+        return (
+            shown.style.format(formats, na_rep="–")
+            .set_table_styles([{"selector": "th, td", "props": [("white-space", "nowrap")]}])
+        )
+
     def provenance(self) -> str:
         threads = {m.threads for m in self.rows.values()}
         if len(threads) > 1:
             raise ValueError(f"measurements were taken with different thread counts {sorted(threads)}")
         return provenance_line(threads.pop() if threads else None)
 
-    def plot(self, batch_size: int = 32, ax: Any = None):
-        """Latency at ``batch_size`` (x) vs accuracy (y), marker area proportional to size on disk."""
+    def plot(self, batch_size: int = 32, ax: Any = None, legend: str = "right"):
+        """Latency at ``batch_size`` (x) vs accuracy (y), marker area proportional to size on disk.
+
+        Each variant's name and size go into a legend in its marker's colour (``legend="right"``:
+        beside the axes; ``"below"``: under them, in two columns), since labels written next to
+        markers overlap when variants sit close together; ``legend="labels"`` writes them there.
+        """
         import matplotlib.pyplot as plt
 
+        if legend not in ("right", "below", "labels"):
+            raise ValueError(f"legend must be 'right', 'below' or 'labels', got {legend!r}")
         ax = ax or plt.subplots(figsize=(6, 4))[1]
         for name, m in self.rows.items():
             if batch_size not in m.latency_ms:
                 raise ValueError(f"{name!r} was not timed at batch {batch_size}")
             ax.scatter(m.latency_ms[batch_size], m.accuracy, s=8 * m.size_mb, alpha=0.6)
-            ax.annotate(f"{name}\n{m.size_mb:.0f} MB", (m.latency_ms[batch_size], m.accuracy), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")
+            if legend == "labels":
+                ax.annotate(f"{name}\n{m.size_mb:.0f} MB", (m.latency_ms[batch_size], m.accuracy), fontsize=8,
+                            xytext=(4, 4), textcoords="offset points")
+        if legend != "labels":
+            names = [f"{name}, {m.size_mb:.0f} MB" for name, m in self.rows.items()]
+            where = ({"loc": "upper left", "bbox_to_anchor": (1.02, 1)} if legend == "right"
+                     else {"loc": "upper center", "bbox_to_anchor": (0.5, -0.2), "ncol": 2})
+            ax.legend(ax.collections[-len(names):], names, fontsize=8, markerscale=0.4, **where)
         ax.set_xlabel(f"median latency at batch {batch_size} (ms)")
         ax.set_ylabel("test accuracy")
         ax.set_title("size (marker area), speed and accuracy")

@@ -198,6 +198,7 @@ def cached_recipe(
     settings: Any,
     train: Callable[[torch.device], tuple[Any, Any, dict[str, Any]]],
     load: Callable[[Path], tuple[Any, Any]] = load_classifier,
+    /,
     *,
     label: str,
     device: torch.device | str | None = None,
@@ -211,7 +212,8 @@ def cached_recipe(
     ``settings`` and ``parts``, e.g. the cache folder of the model it starts from) and hand
     :func:`cached_model` ``train(device)`` and ``load``. The folder is
     ``cache_key(f"{kind}-{profile}", described)``; ``label`` names the model in what is printed
-    (``"<profile> <label>"``).
+    (``"<profile> <label>"``). The arguments before ``label`` are positional-only, so a part may
+    be called ``kind`` too (:func:`dlbook.distill.distilled_student` hashes the student's kind).
     """
     check_profile(profile)
     if not callable(train) or not callable(load):
