@@ -59,7 +59,7 @@ test: install lint unit notebooks determinism build-test browser-check
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests tools spaces notebooks/*.py
-	$(VENV)/bin/ruff check --line-length 88 src/dlbook/scripts  # shown in chapter 16's page
+	$(VENV)/bin/ruff format --check src tests tools spaces notebooks/*.py
 
 unit: $(STAMP)
 	$(OFFLINE); $(PY) -m pytest -q tests --ignore=tests/browser --ignore=tests/determinism

@@ -1307,9 +1307,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Figure 1.2.** Mean tokens per validation snippet for WordPiece vocabularies of growing
-# size, each trained on {glue:text}`n_vocab_train` training snippets (log scale), and for the
-# pretrained tokenizer (dashed).
+# **Figure 1.2.** Mean tokens per validation snippet against the vocabulary size (log scale)
+# for WordPiece vocabularies each trained on {glue:text}`n_vocab_train` training snippets, and
+# for the pretrained tokenizer (dashed).
 #
 # Each step up the vocabulary sizes (each a doubling) cuts the mean cost of a validation
 # snippet, by {glue:text}`sweep_cuts` tokens in turn, and each cut is smaller than the one

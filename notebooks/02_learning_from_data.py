@@ -925,8 +925,8 @@ dlbook.glue("he_high", he_ratio.max().item())
 dlbook.glue("init_dev_pct", 100 * max(init_devs))
 
 # %% [markdown]
-# **Figure 2.4.** Mean square of the activations through 20 bias-free ReLU layers for five
-# initialisation rules (log scale): measured (solid, with dots) and predicted by
+# **Figure 2.4.** Mean square of the activations (log scale) after each of 20 bias-free ReLU
+# layers for five initialisation rules: measured (solid, with dots) and predicted by
 # {eq}`eq-ch02-init` (dashed, same colour). Only He's rule stays flat.
 #
 # With He's $\sigma^2 = 2/n_\text{in}$ the mean square stays between {glue:text}`he_low:.2f` and
@@ -1291,7 +1291,10 @@ dlbook.headline("best_test_acc", test_acc, profile=profile, at_least=0.93)
 
 # %%
 def gradient_of(model, loss_terms):
-    """Backward on each (x, y, scale) term, .grad accumulating; the flat gradient."""
+    """Run backward on each (x, y, scale) term, letting .grad accumulate.
+
+    Returns the flat gradient.
+    """
     model.zero_grad()
     for xs, ys, scale in loss_terms:
         (scale * F.cross_entropy(model(xs), ys)).backward()
@@ -1538,7 +1541,7 @@ plt.show()
 # %% [markdown]
 # **Figure 2.7.** Left: the learning rate per optimizer step without and with warm-up (both with
 # the cosine decay). Right: the training loss of each step's batch (log scale), one line per
-# seed; look at the spike in the first steps without warm-up.
+# seed; the table below compares the highest loss of each run.
 
 # %%
 no_warm, warm = (warm_runs[name] for name in warm_settings)
@@ -1741,8 +1744,9 @@ pd.DataFrame(imbalance_rows).set_index("method").round(3)
 
 # %% [markdown]
 # **Figure 2.8.** Recall per digit on the held-out set for the MLP trained with one in twenty
-# 9s: plain, with the weighted loss and with oversampling. The table below the plot gives
-# accuracy, recall and F1 of each.
+# 9s: plain, with the weighted loss and with oversampling. The table below the plot gives,
+# for each, the accuracy on the balanced test set and on the training mix, the recall and F1
+# of the 9s, and the macro F1.
 
 # %%
 for key, name in [

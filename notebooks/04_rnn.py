@@ -542,9 +542,10 @@ plt.show()
 
 # %% [markdown]
 # **Figure 4.1.** The norm of $\partial h_T / \partial x_t$ against the distance $T - t$ (log
-# scale): measured (solid) and the bound of Eq. {eq}`eq-ch04-bound` (dashed, same colour) for
-# four gains $g$ of the recurrent weights. The bounds for $g \ge 1$ grow so fast that they leave
-# the top of the plot within {glue:text}`bound_leaves_by` steps.
+# scale): measured (solid; geometric mean over random input sequences) and the bound of
+# Eq. {eq}`eq-ch04-bound` (dashed, same colour) for four gains $g$ of the recurrent weights.
+# The bounds for $g \ge 1$ grow so fast that they leave the top of the plot within
+# {glue:text}`bound_leaves_by` steps.
 #
 # A straight line on this log scale is exponential change, and its slope gives the factor by
 # which the gradient changes per step back. We read that factor off the first and the last

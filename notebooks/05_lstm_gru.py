@@ -1118,8 +1118,9 @@ plt.show()
 
 # %% [markdown]
 # **Figure 5.4.** Left: the observed series (black) and the forecasts of the final year, made at
-# its origin (dotted), by the seasonal naive rule, the linear autoregression and the LSTM (seed
-# 0). Right: the RMSE of each against the number of weeks ahead, over all test origins.
+# its origin (the dotted vertical line), by the seasonal naive rule, the linear autoregression
+# and the LSTM (seed 0). Right: the RMSE of each against the number of weeks ahead, over all
+# test origins.
 #
 # Repeating last year (seasonal naive, RMSE {glue:text}`co2_rmse_naive:.2f` ppm) misses a year
 # of growth: its forecasts are {glue:text}`co2_naive_bias:.2f` ppm too low on average. The LSTM,

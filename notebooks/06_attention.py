@@ -283,6 +283,7 @@ theirs = forward_backward(
     lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), q, k, v
 )
 diff_causal = max_diff(ours, theirs)
+assert (w_causal[:, ~tri] == 0).all()  # every key after its query: weight exactly 0
 print(f"causal mask: max |ours - torch| = {diff_causal:.1e}")
 
 # %%

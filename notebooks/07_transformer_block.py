@@ -535,8 +535,8 @@ plt.title("ReLU and GELU")
 plt.show()
 
 # %% [markdown]
-# **Figure 7.3.** ReLU and the exact GELU on $[-4, 4]$: GELU is smooth at zero and lets small
-# negative values through where ReLU outputs exactly zero.
+# **Figure 7.3.** ReLU and the exact GELU on $[-4, 4]$: GELU is smooth at zero and gives small
+# negative outputs for negative inputs, where ReLU outputs exactly zero.
 #
 # On $[-4, 4]$ the two GELUs differ by up to {glue:text}`gelu_tanh_gap:.1e`. The packaged
 # `FeedForward` takes `activation="relu"` or `"gelu"` (exact) and names its layers `linear1`,
@@ -648,10 +648,11 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Figure 7.4.** Left: the gradient of each layer's $W_2$ in a {glue:text}`deepest`-layer
-# stack, mean over seeds. Right: the last layer's gradient, post-norm divided by pre-norm, for
-# stacks of growing depth; each point is the median over seeds, its vertical line spans the
-# smallest to the largest value.
+# **Figure 7.4.** Left: the gradient norm of each layer's $W_2$ in a
+# {glue:text}`deepest`-layer stack at initialisation, mean over seeds. Right: the last layer's
+# gradient norm, post-norm divided by pre-norm, for stacks of growing depth (log scale; the
+# dotted line marks equal norms); each point is the median over seeds, its vertical line spans
+# the smallest to the largest value.
 
 # %%
 # last layer / first layer inside the deepest stack, one value per seed

@@ -1086,7 +1086,7 @@ dlbook.glue("train_tokens_k", n_train_tokens / 1000)
 
 @torch.no_grad()
 def evaluate(model):
-    """Validation MLM loss (Eq. eq-mlm-loss, masked positions) and top-1 accuracy."""
+    """Validation MLM loss (Eq. eq-mlm-loss, all masked positions), top-1 accuracy."""
     model.eval()
     total, correct, n = 0.0, 0, 0
     for inputs, att, lab in val_batches:

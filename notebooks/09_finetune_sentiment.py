@@ -681,7 +681,7 @@ ax1.legend()
 ax2.plot(history["step_lr"])
 ax2.set_xlabel("optimizer step")
 ax2.set_ylabel("learning rate")
-fig.suptitle(f"Fine-tuning MiniLM on {info['n_train']:,} snippets ({profile})")
+fig.suptitle(f"Fine-tuning MiniLM on {info['n_train']:,} snippets")
 plt.tight_layout()
 plt.show()
 val_acc = history["evals"][-1]["accuracy"]

@@ -443,7 +443,7 @@ del grouped
 
 # %%
 def cycling_step(loader, n):
-    """A training step on the next of `n` batches spread evenly over one epoch."""
+    """A training step on the next of `n` batches spread evenly over `loader`."""
     batches = list(loader)
     picked = [
         batches[i] for i in np.linspace(0, len(batches) - 1, n).round().astype(int)
@@ -975,10 +975,7 @@ with torch.no_grad():
     )
 n_mine = count_parameters(mine)
 n_all = count_parameters(mine, trainable_only=False)
-print(
-    "step 0: identical logits to the base model | "
-    f"trainable {n_mine:,} of {n_all:,}"
-)
+print(f"step 0: identical logits to the base model | trainable {n_mine:,} of {n_all:,}")
 
 # %% [markdown]
 # At step 0 the adapted model **is** the base model, bit for bit. The packaged version,

@@ -304,7 +304,7 @@ plt.show()
 # **Figure 12.1.** Left: the relative rounding error of a random sample of layer 0's query
 # weights against their magnitude, in bfloat16, float16 and int8 (one scale for the tensor);
 # the dashed lines mark $\varepsilon/2$ of the two float formats. Right: the histogram of all
-# the query weights, on a log scale.
+# the query weights, with a logarithmic count axis.
 #
 # The median relative error of the query weights is {glue:text}`ch12_bf16_med:.1e` in bf16 and
 # {glue:text}`ch12_int8_med:.1e` in int8: int8 with one scale is much coarser than any float
@@ -1211,8 +1211,8 @@ plt.show()
 # %% [markdown]
 # **Figure 12.3.** Left: test accuracy against the median latency at the largest batch
 # size, marker area proportional to the size on disk (the legend gives each model's size).
-# Right: every timed forward pass of each model at each batch size (log scale), the models
-# timed in turns; the table above reports the medians.
+# Right: box plots of all the timed forward passes of each model at each batch size (log
+# scale), the models timed in turns; the table above reports the medians.
 #
 # Per-row or per-tensor weight scales? The validation split decides, between the two int8
 # models with int8 embeddings (a tie goes to per row, the smaller error of section 12.2):

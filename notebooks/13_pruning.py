@@ -406,6 +406,7 @@ for scope in dprune.SCOPES:
 pd.DataFrame(tuned, index=pd.Index(sizes["ft_sparsities"], name="sparsity")).T.round(3)
 
 # %%
+majority = max(np.mean(curve_val["labels"]), 1 - np.mean(curve_val["labels"]))
 fig, ax = plt.subplots(figsize=(7, 4))
 for scope, color in zip(dprune.SCOPES, ("tab:blue", "tab:orange"), strict=True):
     ax.plot(
@@ -423,7 +424,7 @@ for scope, color in zip(dprune.SCOPES, ("tab:blue", "tab:orange"), strict=True):
         label=f"{scope}-wise + short fine-tune",
     )
 ax.axhline(base_curve_acc, color="gray", lw=0.8, label="unpruned")
-ax.axhline(0.5, color="gray", lw=0.8, ls=":", label="chance")
+ax.axhline(majority, color="gray", lw=0.8, ls=":", label="always the majority class")
 ax.set_xlabel("sparsity of the encoder's linear weights")
 ax.set_ylabel(f"accuracy on {len(curve_val)} validation snippets")
 ax.set_title("magnitude pruning of the sentiment classifier")
@@ -434,7 +435,7 @@ plt.show()
 # **Figure 13.1.** Validation accuracy against the sparsity of the encoder's linear weights,
 # pruned by magnitude over the whole encoder (global) or layer by layer: solid without
 # retraining, dashed after a short fine-tune with the masks kept. Grey lines: the unpruned
-# model and chance.
+# model (solid) and always answering the majority class (dotted).
 
 # %%
 i90 = sizes["sparsities"].index(0.9)
@@ -448,7 +449,6 @@ dlbook.glue("ch13_acc_global90", curve["global"][i90])
 dlbook.glue("ch13_acc_layer90", curve["layer"][i90])
 dlbook.glue("ch13_acc_global90_ft", tuned["global"][j90])
 dlbook.glue("ch13_acc_layer90_ft", tuned["layer"][j90])
-majority = max(np.mean(curve_val["labels"]), 1 - np.mean(curve_val["labels"]))
 # unpruned - 50 % global, and the fine-tune's gain at 90 % global, paired
 cmp50 = stats.compare(base_curve_correct, curve_correct["global", 0.5])
 cmp_ft = stats.compare(tuned_correct["global", 0.9], curve_correct["global", 0.9])
@@ -484,8 +484,9 @@ print(f"fine-tuned 90% global model: {one_side:.1%} of its answers are one class
 # {glue:text}`ch13_n_ft` snippets (masks kept), the 90 %-sparse models score
 # {glue:text}`ch13_acc_global90_ft:.3f` (global) and {glue:text}`ch13_acc_layer90_ft:.3f` (per
 # layer), a change of {glue:text}`ch13_ft_gain90_ci` points for the global one (95 % paired
-# interval). Read the dashed curves of Figure 13.1 against the majority rate: a model that
-# answers one class for everything lands exactly on it, and the fine-tuned 90 %-sparse global model gives the same class for
+# interval). Read the dashed curves of Figure 13.1 against the majority rate (the dotted
+# line): a model that answers one class for everything lands exactly on it, and the
+# fine-tuned 90 %-sparse global model gives the same class for
 # {glue:text}`ch13_ft90_one_side:.0f` % of the snippets. A fine-tune of a handful of optimizer
 # steps does not repair a network this damaged, which is why Han et al.
 # {cite}`han2015learning` alternate pruning with retraining, and why the structured model of
@@ -1061,10 +1062,7 @@ print("save_pretrained -> load_pruned_bert gives the same logits")
 
 # %%
 def taylor_by_hand(model, batch, labels):
-    """|sum over tokens of grad * activation| per head and per neuron of every layer.
-
-    On one batch.
-    """
+    """|sum over tokens of grad * activation| per head and neuron, on one batch."""
     acts = []
     hooks = []
     for layer in model.bert.encoder.layer:
@@ -1737,7 +1735,7 @@ assert board.ratios(names["vocab"])["smaller"] > 1.25
 # and the two LayerNorms) and of the same layer with 6 heads and 768 neurons. By what factor
 # does the encoder shrink? The whole model has about 22.7 million parameters, 11.7 million of them
 # in the word embeddings: what size ratio do you predict for the saved model, and how does it compare
-# with the scoreboard's `smaller`?
+# with the scoreboard's "× smaller"?
 # :::
 #
 # :::{solution} ch13-ex-count
@@ -1749,7 +1747,7 @@ assert board.ratios(names["vocab"])["smaller"] > 1.25
 # LayerNorms 1,536: 888,384, so the encoder (six layers) halves, from 10.65 to 5.33 million. The
 # model goes from about 22.7 to about 17.4 million parameters, a ratio of about 1.31; the file
 # holds float32 parameters plus a few small buffers, so its size ratio (the scoreboard's
-# `smaller`) should be the same to two digits. The encoder's compute halves, which is why latency
+# "× smaller") should be the same to two digits. The encoder's compute halves, which is why latency
 # gains more than size.
 # :::
 #

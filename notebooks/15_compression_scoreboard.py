@@ -42,17 +42,9 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "dlbook[assets] @ git+https://github.com/dlbook-verified/deep-learning-verified",
-        ],
-        check=True,
-    )
+    repo = "git+https://github.com/dlbook-verified/deep-learning-verified"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, f"dlbook[assets] @ {repo}"], check=True)
     subprocess.run([sys.executable, "-m", "dlbook.colab"], check=True)
 
 # %%

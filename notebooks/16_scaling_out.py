@@ -669,8 +669,8 @@ print(
 # `accelerator.backward(loss)` replaces `loss.backward()`. The same script then runs on one CPU,
 # one GPU, eight GPUs or several machines, decided by the launch command. Two details of this
 # version: `prepare` gives each of the $K$ processes every $K$-th batch of the loader, so the
-# loader's batch size is the per-process one; and we build the learning-rate schedule on the number of batches a
-# process actually sees, and step it ourselves.
+# loader's batch size is the per-process one; and we build the learning-rate schedule on the
+# number of batches a process actually sees, and step it ourselves.
 
 # %%
 accelerate_script = scripts / "train_accelerate.py"
@@ -723,10 +723,10 @@ runs["Accelerate, 2 processes"] = run(
 # extra keyword arguments, on the assumption that the model divides its loss by the token count
 # of the **global** batch (as the causal language models do, which then get the right gradient
 # after DDP's averaging). `BertForSequenceClassification` accepts such arguments but computes a
-# plain mean over its own examples, so with two processes both the gradient and the logged loss
-# came out twice too large in our first run of this chapter (the doubled loss gave it away; Adam
-# hides most of a constant gradient scale, the gradient clipping does not). Setting it to `False`
-# makes `Trainer` compute Eq. {eq}`eq-ch16-average` like the other two scripts.
+# plain mean over its own examples, so with two processes and the default both the gradient and
+# the logged loss come out twice too large (the doubled loss gives it away; Adam hides most of a
+# constant gradient scale, the gradient clipping does not). Setting it to `False` makes
+# `Trainer` compute Eq. {eq}`eq-ch16-average` like the other two scripts.
 
 # %%
 trainer_script = scripts / "train_trainer.py"
@@ -873,7 +873,7 @@ assert bench["rank1_cpu_share_while_waiting"] < 0.5, "the waiting rank used a co
 fig, ax = plt.subplots(figsize=(6.5, 2.8))
 names = list(tput)
 ax.boxplot([tput[n] for n in names], vert=False, tick_labels=names)
-ax.set_xlabel("training examples per second (one point per round)")
+ax.set_xlabel("training examples per second (spread over the rounds)")
 ax.set_title(f"Throughput, interleaved rounds ({n_cores} CPU cores)")
 plt.tight_layout()
 plt.show()
@@ -888,9 +888,11 @@ print(
 results.to_csv(Path(tempfile.gettempdir()) / f"dlbook-ch16-{profile}-results.csv")
 
 # %% [markdown]
-# **Figure 16.3.** Training examples per second of the two ways to use the same CPU cores, one
-# point per interleaved round (box: median and quartiles). Compare the medians; the spread shows
-# how much the machine's load changed between rounds.
+# **Figure 16.3.** Training examples per second of the two ways to use the same CPU cores over
+# the interleaved rounds, one value per setting and round: the box spans the quartiles, the line
+# in it is the median, the whiskers reach the most extreme rounds within 1.5 box widths of the
+# box, and a round farther out is drawn as a circle. Compare the medians; the spread is how much
+# the throughput varied from round to round.
 #
 # Measured on the machine in the provenance line above ({glue:text}`ch16_cores` CPU cores): one
 # process with two threads trains {glue:text}`ch16_tput_1:.1f` examples per second (median over the
@@ -979,10 +981,10 @@ print(fsdp_diff)
 # Apart from the docstring and the comments, three kinds of lines change: the import, the
 # wrapping, and the places that reached into `model.module` (the wrapped model is now the model
 # itself, and a full copy of the weights must be gathered from the shards before saving, by every
-# rank together, since gathering is a collective operation). The data loading, the loop, the optimizer and the launch
-# command stay as they are. With Accelerate or `Trainer` it is a launch option
-# (`accelerate launch --use_fsdp ...`, or `fsdp=...` in `TrainingArguments`, or a DeepSpeed
-# config), not a code change. We do not run it here: on two CPU processes, sharding a model whose
+# rank together, since gathering is a collective operation). The data loading, the loop, the
+# optimizer and the launch command stay as they are. With Accelerate or `Trainer` it is a
+# launch option (`accelerate launch --use_fsdp ...`, or `fsdp=...` in `TrainingArguments`, or a
+# DeepSpeed config), not a code change. We do not run it here: on two CPU processes, sharding a model whose
 # whole training state takes {glue:text}`ch16_minilm_train_mb:.0f` MB would only add communication.
 
 # %% [markdown]

@@ -211,9 +211,10 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Figure 1.** Left: the variance of the attention logits against $d_k$ (log-log axes) with no
-# scaling, with $1/\sqrt{d_k}$ and with the wrong $1/d_k$. Right: the entropy of the attention
-# weights; the dotted line is $\ln n$, the entropy of uniform weights over the $n$ keys.
+# **Figure 90.1.** Left: the variance of the attention logits against $d_k$ (log-log axes) with
+# no scaling, with $1/\sqrt{d_k}$ and with the wrong $1/d_k$. Right: the entropy of the attention
+# weights for the same three scalings ($d_k$ on a log axis); the dotted line is $\ln n$, the
+# entropy of uniform weights over the $n$ keys.
 
 # %%
 entropy_dk = stats["1/d_k (wrong)"][-1][1]
@@ -232,10 +233,10 @@ dlbook.glue("entropy_sqrt_spread", max(sqrt_entropies) - min(sqrt_entropies))
 # At $d_k=$ {glue:text}`d_k_max` the wrong scaling leaves an entropy of
 # {glue:text}`entropy_dk:.3f` nats, next to {glue:text}`entropy_uniform:.3f` for perfectly
 # uniform weights: the attention no longer selects anything. With $\sqrt{d_k}$ it is
-# {glue:text}`entropy_sqrt:.2f` nats at the same $d_k$, the level it keeps for every $d_k$ (the flat
-# curve of Figure 1: it moves by {glue:text}`entropy_sqrt_spread:.3f` nats over the whole range).
-# Without any scaling the opposite happens (the softmax saturates and its gradient vanishes); chapter 6
-# measures that side.
+# {glue:text}`entropy_sqrt:.2f` nats at the same $d_k$, the level it keeps for every $d_k$ (the
+# flat curve of Figure 90.1: it moves by {glue:text}`entropy_sqrt_spread:.3f` nats over the whole
+# range). Without any scaling the opposite happens (the softmax saturates and its gradient
+# vanishes); chapter 6 measures that side.
 #
 # ## 2. LayerNorm without the mean
 #
@@ -636,8 +637,8 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Figure 2.** The right sinusoidal encoding and the three misreadings (a)-(c), one panel each
-# (rows: positions, columns: dimensions; colour from -1, red, to +1, blue).
+# **Figure 90.2.** The right sinusoidal encoding and the three misreadings (a)-(c), one panel
+# each (rows: positions, columns: dimensions; colour from -1, red, to +1, blue).
 #
 # What each misreading breaks:
 #
@@ -661,9 +662,9 @@ plt.show()
 # ## 6. "A larger batch makes each step cheaper"
 #
 # **Wrong:** a bigger batch makes an optimisation step cheaper. **Right:** a step costs more
-# arithmetic (and, where the hardware is busy, more time); what can go down is the time per *example*. For a multilayer perceptron with layers of sizes
-# $n_0 \to n_1 \to \dots \to n_L$ the matrix multiplications of one step on a batch of $B$ examples
-# cost
+# arithmetic (and, where the hardware is busy, more time); what can go down is the time per
+# *example*. For a multilayer perceptron with layers of sizes $n_0 \to n_1 \to \dots \to n_L$
+# the matrix multiplications of one step on a batch of $B$ examples cost
 #
 # $$
 # \text{FLOPs}(B) = \underbrace{2B\sum_{l=1}^{L} n_{l-1}n_l}_{\text{forward}}
@@ -753,9 +754,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Figure 3.** Median time of one training step of the MLP (left) and that time divided by the
-# batch size (right), against the batch size $B$, on log-log axes; the machine is named in the
-# output below.
+# **Figure 90.3.** Median time of one training step of the MLP (left) and that time divided by
+# the batch size (right), against the batch size $B$, on log-log axes; the machine is named in
+# the output below.
 
 # %%
 B_small, B_large = Bs[0], Bs[-1]
@@ -768,8 +769,7 @@ dlbook.headline("step_ratio", step_ratio, profile=profile, fmt="{:.1f}")
 dlbook.hardware_headline(
     "per_example_speedup", per_example_speedup, profile=profile, fmt="{:.1f}"
 )
-# the same ratio round by round (the rounds pair the two batch sizes in time): median
-# and IQR
+# the same ratio round by round (rounds pair the two batch sizes in time): median, IQR
 round_ratios = (
     np.array(latencies[B_small].runs_ms)
     * B_large

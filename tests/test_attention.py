@@ -274,8 +274,12 @@ def test_mha_float_mask_and_all_padding_sequence_has_finite_gradients():
     ref_out.square().sum().backward()
     torch.testing.assert_close(out[:1], ref_out)
     q_w, k_w, v_w = ref.in_proj_weight.grad.chunk(3)
-    for got, want in ((ours.q_proj.weight.grad, q_w), (ours.k_proj.weight.grad, k_w), (ours.v_proj.weight.grad, v_w),
-                      (ours.out_proj.weight.grad, ref.out_proj.weight.grad)):
+    for got, want in (
+        (ours.q_proj.weight.grad, q_w),
+        (ours.k_proj.weight.grad, k_w),
+        (ours.v_proj.weight.grad, v_w),
+        (ours.out_proj.weight.grad, ref.out_proj.weight.grad),
+    ):
         torch.testing.assert_close(got, want)
 
 
@@ -500,9 +504,14 @@ def test_mha_bad_inputs_name_the_argument():
 
 
 def test_mha_bad_construction():
-    for kwargs in (dict(d_model=0, n_heads=1), dict(d_model=16, n_heads=0), dict(d_model=16.0, n_heads=4),
-                   dict(d_model=16, n_heads=4, kdim=0), dict(d_model=16, n_heads=4, dropout=-0.1),
-                   dict(d_model=16, n_heads=4, scale="none")):
+    for kwargs in (
+        dict(d_model=0, n_heads=1),
+        dict(d_model=16, n_heads=0),
+        dict(d_model=16.0, n_heads=4),
+        dict(d_model=16, n_heads=4, kdim=0),
+        dict(d_model=16, n_heads=4, dropout=-0.1),
+        dict(d_model=16, n_heads=4, scale="none"),
+    ):
         with pytest.raises(ValueError):
             MultiHeadAttention(**kwargs)
     ref = nn.MultiheadAttention(16, 4, batch_first=True, kdim=8, vdim=8)

@@ -20,8 +20,16 @@ from dlbook.nn.bert import (
 
 
 def tiny_config(**kw) -> BertConfig:
-    cfg = dict(vocab_size=97, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-               max_position_embeddings=40, type_vocab_size=2, layer_norm_eps=1e-12)
+    cfg = dict(
+        vocab_size=97,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        type_vocab_size=2,
+        layer_norm_eps=1e-12,
+    )
     cfg.update(kw)
     return BertConfig(**cfg)
 
@@ -50,8 +58,9 @@ def hf_tiny():
 
 def test_embeddings_match_hf(hf_tiny):
     cfg = hf_tiny.config
-    ours = BertEmbeddings(cfg.vocab_size, cfg.hidden_size, cfg.max_position_embeddings, cfg.type_vocab_size,
-                          cfg.layer_norm_eps).eval()
+    ours = BertEmbeddings(
+        cfg.vocab_size, cfg.hidden_size, cfg.max_position_embeddings, cfg.type_vocab_size, cfg.layer_norm_eps
+    ).eval()
     with torch.no_grad():
         ours.token.weight.copy_(hf_tiny.embeddings.word_embeddings.weight)
         ours.position.weight.copy_(hf_tiny.embeddings.position_embeddings.weight)
@@ -398,8 +407,9 @@ def test_mask_tokens_reproducible_and_configurable():
     c = mask_tokens(ids, SPECIAL, MASK_ID, VOCAB, generator=torch.Generator().manual_seed(6))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[1], c[1])
-    inputs, labels = mask_tokens(ids, SPECIAL, MASK_ID, VOCAB, mask_replace_prob=1.0, random_replace_prob=0.0,
-                                 generator=torch.Generator().manual_seed(0))
+    inputs, labels = mask_tokens(
+        ids, SPECIAL, MASK_ID, VOCAB, mask_replace_prob=1.0, random_replace_prob=0.0, generator=torch.Generator().manual_seed(0)
+    )
     assert (inputs[labels != -100] == MASK_ID).all()
     inputs, labels = mask_tokens(ids, SPECIAL, MASK_ID, VOCAB, mlm_probability=0.0)
     assert (labels == -100).all() and torch.equal(inputs, ids)
@@ -473,8 +483,7 @@ def test_encoder_gradients_match_hf_float64(hf_tiny):
     ids, am, tt = tiny_batch(hf.config)
     real = am.bool()
     proj = torch.randn(hf.config.hidden_size, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    for out in (hf(input_ids=ids, attention_mask=am, token_type_ids=tt),
-                ours(ids, attention_mask=am, token_type_ids=tt)):
+    for out in (hf(input_ids=ids, attention_mask=am, token_type_ids=tt), ours(ids, attention_mask=am, token_type_ids=tt)):
         (out.last_hidden_state[real] @ proj).sum().backward()
     theirs = dict(hf.named_parameters())
     mine = dict(ours.named_parameters())

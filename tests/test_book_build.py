@@ -44,8 +44,9 @@ def test_a_failing_chapter_does_not_cost_the_other_pages(tmp_path):
     _notebook(book / "good.ipynb", "print('good chapter ran')")
     _notebook(book / "bad.ipynb", "print('before the error')", "raise ValueError('deliberate failure')", "print('never')")
     for attempt in ("first build", "rebuild, nothing changed"):
-        run = subprocess.run([sys.executable, str(ROOT / "tools" / "build_book.py"), str(book)],
-                             capture_output=True, text=True, timeout=600)
+        run = subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "build_book.py"), str(book)], capture_output=True, text=True, timeout=600
+        )
         assert run.returncode == 1, (attempt, run.stdout[-3000:] + run.stderr[-3000:])
         assert "failed to execute" in run.stdout and "- bad.ipynb" in run.stdout, attempt
         assert "- good.ipynb" not in run.stdout, attempt

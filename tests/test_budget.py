@@ -27,14 +27,23 @@ def data(tokenizer):
     from dlbook.assets import rotten_tomatoes
 
     raw = rotten_tomatoes()
-    return {"train": ft.tokenize_dataset(raw["train"].select(range(64)), tokenizer, 24),
-            "validation": ft.tokenize_dataset(raw["validation"].select(range(32)), tokenizer, 24)}
+    return {
+        "train": ft.tokenize_dataset(raw["train"].select(range(64)), tokenizer, 24),
+        "validation": ft.tokenize_dataset(raw["validation"].select(range(32)), tokenizer, 24),
+    }
 
 
 def tiny_model(seed: int = 0, dropout: float = 0.1) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=2,
-                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    cfg = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=2,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
     return BertForSequenceClassification(cfg)
 
 
@@ -129,29 +138,60 @@ def test_checkpointing_without_use_cache_in_the_config():
 def test_freezing_and_memory(data, tokenizer):
     m = tiny_model()
     frozen = {n: p.clone() for n, p in m.named_parameters() if n.startswith("bert.embeddings")}
-    h = budget.train_budget(m, data["train"], tokenizer, batch_size=16, max_steps=2, lr=1e-3, show_progress=False,
-                            trainable=lambda n: not n.startswith("bert.embeddings"), measure_memory=True, device="cpu")
+    h = budget.train_budget(
+        m,
+        data["train"],
+        tokenizer,
+        batch_size=16,
+        max_steps=2,
+        lr=1e-3,
+        show_progress=False,
+        trainable=lambda n: not n.startswith("bert.embeddings"),
+        measure_memory=True,
+        device="cpu",
+    )
     for n, p in m.named_parameters():
         if n in frozen:
             assert torch.equal(p, frozen[n])
     assert len(h.step_loss) == 2 and h.peak_bytes > 0 and h.memory_method
-    full = budget.train_budget(tiny_model(), data["train"], tokenizer, batch_size=16, max_steps=1, lr=1e-3,
-                               show_progress=False, measure_memory=True, device="cpu")
+    full = budget.train_budget(
+        tiny_model(),
+        data["train"],
+        tokenizer,
+        batch_size=16,
+        max_steps=1,
+        lr=1e-3,
+        show_progress=False,
+        measure_memory=True,
+        device="cpu",
+    )
     assert full.peak_bytes > h.peak_bytes  # the embeddings' gradients and AdamW state are gone
 
 
 def test_bf16_autocast_runs_and_keeps_fp32_weights(data, tokenizer):
     m = tiny_model()
-    h = budget.train_budget(m, data["train"], tokenizer, batch_size=16, max_steps=2, lr=1e-3, precision="bf16",
-                            show_progress=False, device="cpu")
+    h = budget.train_budget(
+        m, data["train"], tokenizer, batch_size=16, max_steps=2, lr=1e-3, precision="bf16", show_progress=False, device="cpu"
+    )
     assert h.precision == "bf16" and all(torch.isfinite(torch.tensor(h.step_loss)))
     assert all(p.dtype == torch.float32 for p in m.parameters())
 
 
 def test_early_stopping_restores_best(data, tokenizer):
     m = tiny_model()
-    h = budget.train_budget(m, data["train"], tokenizer, epochs=6, batch_size=16, lr=5e-3, show_progress=False,
-                            eval_dataset=data["validation"], eval_every=1, patience=2, device="cpu")
+    h = budget.train_budget(
+        m,
+        data["train"],
+        tokenizer,
+        epochs=6,
+        batch_size=16,
+        lr=5e-3,
+        show_progress=False,
+        eval_dataset=data["validation"],
+        eval_every=1,
+        patience=2,
+        device="cpu",
+    )
     best = min(e["loss"] for e in h.evals)
     assert h.best_step == next(e["step"] for e in h.evals if e["loss"] == best)
     now = ft.evaluate_classifier(m, data["validation"], tokenizer).loss

@@ -14,13 +14,20 @@ from dlbook import finetune as ft
 def tiny_recipes(monkeypatch, tmp_path):
     monkeypatch.setenv("DLBOOK_CACHE", str(tmp_path))
     monkeypatch.setattr(distill, "_TEACHER_LOGITS", {})
-    monkeypatch.setitem(ft.SENTIMENT_SETTINGS, "smoke",
-                        ft.FinetuneSettings(n_train=16, n_validation=8, max_length=16, epochs=1, batch_size=8, lr=1e-4))
+    monkeypatch.setitem(
+        ft.SENTIMENT_SETTINGS,
+        "smoke",
+        ft.FinetuneSettings(n_train=16, n_validation=8, max_length=16, epochs=1, batch_size=8, lr=1e-4),
+    )
     layers = dataclasses.replace(distill.STUDENT_SETTINGS["smoke"]["layers"], n_train=16, max_length=16, batch_size=8)
     monkeypatch.setitem(distill.STUDENT_SETTINGS["smoke"], "layers", layers)
-    monkeypatch.setitem(combined.PRUNED_STUDENT_SETTINGS, "smoke",
-                        combined.PrunedStudentSettings(keep_heads=4, keep_neurons=100, n_importance=8, epochs=1, lr=1e-4,
-                                                                  alpha=0.0, n_report=8))
+    monkeypatch.setitem(
+        combined.PRUNED_STUDENT_SETTINGS,
+        "smoke",
+        combined.PrunedStudentSettings(
+            keep_heads=4, keep_neurons=100, n_importance=8, epochs=1, lr=1e-4, alpha=0.0, n_report=8
+        ),
+    )
     return tmp_path
 
 
@@ -81,8 +88,15 @@ def _tiny_classifier():
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=2000, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=32, num_labels=2)
+    config = BertConfig(
+        vocab_size=2000,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=2,
+    )
     return BertForSequenceClassification(config).eval()
 
 
@@ -121,7 +135,8 @@ def test_compact_is_int8_smaller_and_exact_on_kept_tokens():
         unseen = tok(["40 41"], return_tensors="pt")  # tokens never seen: [UNK], still runs
         assert torch.isfinite(small(**unseen).logits).all()
     assert next(model.parameters()).dtype == torch.float32 and isinstance(
-        model.bert.embeddings.word_embeddings, torch.nn.Embedding)  # the input is unchanged
+        model.bert.embeddings.word_embeddings, torch.nn.Embedding
+    )  # the input is unchanged
 
 
 def test_compact_refuses_other_models():

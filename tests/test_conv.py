@@ -34,8 +34,12 @@ def test_conv_output_size_errors():
     assert conv_output_size(28, 5) == 24
     with pytest.raises(ValueError, match="does not fit"):
         conv_output_size(4, 3, dilation=2)
-    for bad in [dict(size=0, kernel_size=1), dict(size=3, kernel_size=1, stride=0),
-                dict(size=3, kernel_size=1, padding=-1), dict(size=3, kernel_size=2.0)]:
+    for bad in [
+        dict(size=0, kernel_size=1),
+        dict(size=3, kernel_size=1, stride=0),
+        dict(size=3, kernel_size=1, padding=-1),
+        dict(size=3, kernel_size=2.0),
+    ]:
         with pytest.raises(ValueError):
             conv_output_size(**bad)
 
@@ -54,8 +58,13 @@ def _empirical_field(layers, size=64):
 
 @pytest.mark.parametrize(
     "layers",
-    [[(3, 1, 1)], [(3, 1, 1)] * 3, [(5, 1, 1), (2, 2, 1), (5, 1, 1), (2, 2, 1)], [(3, 2, 1), (3, 1, 2), (3, 2, 3)],
-     [(7, 2, 1), (3, 2, 1), (3, 1, 1), (3, 1, 1)]],
+    [
+        [(3, 1, 1)],
+        [(3, 1, 1)] * 3,
+        [(5, 1, 1), (2, 2, 1), (5, 1, 1), (2, 2, 1)],
+        [(3, 2, 1), (3, 1, 2), (3, 2, 3)],
+        [(7, 2, 1), (3, 2, 1), (3, 1, 1), (3, 1, 1)],
+    ],
 )
 def test_receptive_field_matches_gradient(layers):
     assert receptive_field(layers) == _empirical_field(layers)
@@ -73,8 +82,14 @@ def test_receptive_field_formula_and_errors():
 
 @pytest.mark.parametrize(
     "c_in,c_out,k,s,p,d,g,bias",
-    [(1, 1, 3, 1, 0, 1, 1, False), (3, 4, 3, 2, 1, 1, 1, True), (4, 6, 2, 1, 2, 2, 2, True),
-     (6, 6, 3, 1, 1, 1, 6, True), (4, 8, 5, 3, 2, 1, 4, False), (2, 3, 1, 1, 0, 1, 1, True)],
+    [
+        (1, 1, 3, 1, 0, 1, 1, False),
+        (3, 4, 3, 2, 1, 1, 1, True),
+        (4, 6, 2, 1, 2, 2, 2, True),
+        (6, 6, 3, 1, 1, 1, 6, True),
+        (4, 8, 5, 3, 2, 1, 4, False),
+        (2, 3, 1, 1, 0, 1, 1, True),
+    ],
 )
 def test_conv2d_im2col_matches_f_conv2d(c_in, c_out, k, s, p, d, g, bias):
     gen = torch.Generator().manual_seed(0)
@@ -168,8 +183,9 @@ def test_batch_norm2d_matches_f_batch_norm_forward_backward_and_running_stats(tr
         torch.testing.assert_close(ours, ref)
         torch.testing.assert_close(stats_ours, stats_ref)
         dy = torch.randn_like(ours)
-        torch.testing.assert_close(torch.autograd.grad(ours, (x, weight, bias), dy, retain_graph=True),
-                                   torch.autograd.grad(ref, (x, weight, bias), dy))
+        torch.testing.assert_close(
+            torch.autograd.grad(ours, (x, weight, bias), dy, retain_graph=True), torch.autograd.grad(ref, (x, weight, bias), dy)
+        )
 
 
 def test_batch_norm2d_matches_nn_batchnorm2d_module_and_unbiased_running_var():
@@ -201,8 +217,10 @@ def test_batch_norm2d_takes_f_batch_norm_argument_order():
     stats = [torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64) + 0.5]
     for training in (True, False):
         stats_ours, stats_ref = [t.clone() for t in stats], [t.clone() for t in stats]
-        torch.testing.assert_close(batch_norm2d(x, *stats_ours, weight, bias, training=training),
-                                   F.batch_norm(x, *stats_ref, weight, bias, training=training))
+        torch.testing.assert_close(
+            batch_norm2d(x, *stats_ours, weight, bias, training=training),
+            F.batch_norm(x, *stats_ref, weight, bias, training=training),
+        )
         torch.testing.assert_close(stats_ours, stats_ref)  # the same running statistics
     args_ours = (x, *stats, weight, bias)
     with pytest.raises(TypeError):  # F.batch_norm's silent default (evaluation mode) is not offered
@@ -331,8 +349,12 @@ def test_residual_block_errors():
         block(torch.randn(2, 4, 5, 5, dtype=torch.float64))
     with pytest.raises(TypeError, match="tensor"):
         block([[1.0]])
-    for bad in [dict(in_channels=0, out_channels=4), dict(in_channels=4, out_channels=-1),
-                dict(in_channels=4, out_channels=4, stride=0), dict(in_channels=4.0, out_channels=4)]:
+    for bad in [
+        dict(in_channels=0, out_channels=4),
+        dict(in_channels=4, out_channels=-1),
+        dict(in_channels=4, out_channels=4, stride=0),
+        dict(in_channels=4.0, out_channels=4),
+    ]:
         with pytest.raises(ValueError, match=next(k for k, v in bad.items() if not (isinstance(v, int) and v > 0))):
             ResidualBlock(**bad)
     with pytest.raises(TypeError, match="shortcut"):

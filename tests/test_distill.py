@@ -56,13 +56,16 @@ def test_soft_targets():
     assert distill.soft_targets(z, 100.0).max() < 0.35  # nearly uniform
 
 
-@pytest.mark.parametrize("kwargs,err", [
-    (dict(temperature=0.0, alpha=0.5), ValueError),
-    (dict(temperature=-1.0, alpha=0.5), ValueError),
-    (dict(temperature=float("inf"), alpha=0.5), TypeError),
-    (dict(temperature=2.0, alpha=1.5), ValueError),
-    (dict(temperature=2.0, alpha=-0.1), ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs,err",
+    [
+        (dict(temperature=0.0, alpha=0.5), ValueError),
+        (dict(temperature=-1.0, alpha=0.5), ValueError),
+        (dict(temperature=float("inf"), alpha=0.5), TypeError),
+        (dict(temperature=2.0, alpha=1.5), ValueError),
+        (dict(temperature=2.0, alpha=-0.1), ValueError),
+    ],
+)
 def test_bad_hyperparameters(kwargs, err):
     s, te, y = logits()
     with pytest.raises(err):
@@ -89,8 +92,9 @@ def tiny_teacher():
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
-                     num_labels=2)
+    cfg = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, num_labels=2
+    )
     return BertForSequenceClassification(cfg).eval()
 
 
@@ -112,12 +116,14 @@ def test_student_with_all_layers_is_the_teacher(tiny_teacher):
     x = torch.randint(0, 30522, (2, 7))
     with torch.no_grad():
         torch.testing.assert_close(student(input_ids=x).logits, tiny_teacher(input_ids=x).logits)
-        assert not torch.allclose(distill.student_from_teacher(tiny_teacher, [0, 2]).eval()(input_ids=x).logits,
-                                  tiny_teacher(input_ids=x).logits)
+        assert not torch.allclose(
+            distill.student_from_teacher(tiny_teacher, [0, 2]).eval()(input_ids=x).logits, tiny_teacher(input_ids=x).logits
+        )
 
 
-@pytest.mark.parametrize("layers,err", [([0, 4], ValueError), ([-1], ValueError), ([], ValueError), ([1, 1], ValueError),
-                                        ([0.5], TypeError)])
+@pytest.mark.parametrize(
+    "layers,err", [([0, 4], ValueError), ([-1], ValueError), ([], ValueError), ([1, 1], ValueError), ([0.5], TypeError)]
+)
 def test_student_from_teacher_bad_layers(tiny_teacher, layers, err):
     with pytest.raises(err):
         distill.student_from_teacher(tiny_teacher, layers)
@@ -178,8 +184,11 @@ def test_set_embedding_mode_keeps_the_function(tiny_teacher):
             before = student(input_ids=x).logits
         distill.set_embedding_mode(student, mode, tiny_teacher)
         trainable = {n for n, p in student.named_parameters() if p.requires_grad and "word_embeddings" in n}
-        expected = {"train": {"bert.embeddings.word_embeddings.weight"}, "freeze": set(),
-                    "project": {"bert.embeddings.word_embeddings.projection"}}[mode]
+        expected = {
+            "train": {"bert.embeddings.word_embeddings.weight"},
+            "freeze": set(),
+            "project": {"bert.embeddings.word_embeddings.projection"},
+        }[mode]
         assert trainable == expected, mode
         with torch.no_grad():
             torch.testing.assert_close(student(input_ids=x).logits, before, atol=1e-5, rtol=1e-4)
@@ -250,10 +259,12 @@ def test_train_student_grouped_and_frozen_embeddings(tiny_teacher, tiny_data):
         h = distill.train_student(student, ds, tok, group_by_length=group, **recipe)
         runs.append((student, h))
         # frozen rows stay the teacher's; the layers train
-        torch.testing.assert_close(student.bert.embeddings.word_embeddings.weight,
-                                   tiny_teacher.bert.embeddings.word_embeddings.weight, rtol=0, atol=0)
-        assert not torch.equal(student.bert.encoder.layer[0].output.dense.weight,
-                               tiny_teacher.bert.encoder.layer[0].output.dense.weight)
+        torch.testing.assert_close(
+            student.bert.embeddings.word_embeddings.weight, tiny_teacher.bert.embeddings.word_embeddings.weight, rtol=0, atol=0
+        )
+        assert not torch.equal(
+            student.bert.encoder.layer[0].output.dense.weight, tiny_teacher.bert.encoder.layer[0].output.dense.weight
+        )
     assert runs[0][1].step_loss == runs[1][1].step_loss  # grouped batches are seeded
     assert runs[0][1].total_steps == runs[2][1].total_steps  # same number of steps, other batches
 
@@ -374,8 +385,9 @@ def test_loss_with_unlabelled_examples(t, alpha):
     ref = (alpha * ce.sum() + (1 - alpha) * t**2 * kl.sum()) / len(y)
     torch.testing.assert_close(distill.distillation_loss(s, te, y, temperature=t, alpha=alpha), ref)
     none = torch.full_like(y, distill.IGNORE_LABEL)  # a batch with no label at all: finite
-    torch.testing.assert_close(distill.distillation_loss(s, te, none, temperature=t, alpha=alpha),
-                               (1 - alpha) * t**2 * kl.mean())
+    torch.testing.assert_close(
+        distill.distillation_loss(s, te, none, temperature=t, alpha=alpha), (1 - alpha) * t**2 * kl.mean()
+    )
 
 
 def test_train_student_transfer_rows(tiny_teacher, tiny_data):
@@ -384,15 +396,15 @@ def test_train_student_transfer_rows(tiny_teacher, tiny_data):
     t_logits = torch.randn(len(ds), 2)
     unlabelled = ds.map(lambda ex: {"labels": distill.IGNORE_LABEL})
     with pytest.raises(ValueError, match="teacher_logits"):  # labels-only cannot use them
-        distill.train_student(distill.student_from_teacher(tiny_teacher, [0]), unlabelled, tok,
-                              teacher_logits=None, **recipe)
+        distill.train_student(distill.student_from_teacher(tiny_teacher, [0]), unlabelled, tok, teacher_logits=None, **recipe)
     # with alpha = 0 the labels are never read: labelled and unlabelled data train alike
     a, b = (distill.student_from_teacher(tiny_teacher, [0]) for _ in range(2))
     ha = distill.train_student(a, ds, tok, teacher_logits=t_logits, alpha=0.0, **recipe)
     hb = distill.train_student(b, unlabelled, tok, teacher_logits=t_logits, alpha=0.0, **recipe)
     torch.testing.assert_close(torch.tensor(ha.step_loss), torch.tensor(hb.step_loss))
-    hc = distill.train_student(distill.student_from_teacher(tiny_teacher, [0]), unlabelled, tok,
-                               teacher_logits=t_logits, alpha=0.5, **recipe)
+    hc = distill.train_student(
+        distill.student_from_teacher(tiny_teacher, [0]), unlabelled, tok, teacher_logits=t_logits, alpha=0.5, **recipe
+    )
     assert all(torch.isfinite(torch.tensor(hc.step_loss)))
 
 

@@ -43,7 +43,8 @@ def test_training_bytes_mixed_and_sgd():
 def test_shard_indices_is_distributed_sampler(n, world):
     for rank in range(world):
         assert dp.shard_indices(n, rank, world) == list(
-            DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False))
+            DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False)
+        )
 
 
 def test_shard_indices_rejects_bad_rank():
@@ -159,7 +160,8 @@ def test_launch_failure_shows_child_stderr(tmp_path):
 def test_real_two_process_gloo_all_reduce(tmp_path):
     """Two real processes (gloo, loopback): the averaged gradient equals the whole-batch gradient."""
     script = tmp_path / "two.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys
         import torch
         import torch.distributed as dist
@@ -177,7 +179,8 @@ def test_real_two_process_gloo_all_reduce(tmp_path):
             torch.save([p.grad for p in model.parameters()], sys.argv[1])
         print(f"rank {rank} of {world} done", flush=True)
         dist.destroy_process_group()
-    """))
+    """)
+    )
     out = tmp_path / "grads.pt"
     done = dp.launch(script, nproc=2, args=[out], timeout=120)
     assert "rank 0 of 2 done" in done.stdout and "rank 1 of 2 done" in done.stdout

@@ -43,8 +43,9 @@ def test_tokens_per_snippet_cased_fails():
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=False)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(ch01.SPECIAL_TOKENS),
-                                            show_progress=False)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, special_tokens=list(ch01.SPECIAL_TOKENS), show_progress=False
+        )
         tok.train_from_iterator(train, trainer)
         return _measure(tok, evaluation)
 

@@ -9,8 +9,13 @@ from dlbook import exercises
 
 
 def test_all_registered():
-    assert exercises.known("ch02") == ["ch02.adam_step", "ch02.cross_entropy", "ch02.cross_entropy_grad",
-                                       "ch02.leaky_relu_gain", "ch02.linear_warmup"]
+    assert exercises.known("ch02") == [
+        "ch02.adam_step",
+        "ch02.cross_entropy",
+        "ch02.cross_entropy_grad",
+        "ch02.leaky_relu_gain",
+        "ch02.linear_warmup",
+    ]
 
 
 def test_references_pass():
@@ -78,8 +83,9 @@ def test_cross_entropy_grad_nan_in_the_confident_case_fails():
 def test_cross_entropy_grad_sum_instead_of_mean_fails():
     from dlbook.exercises.ch02 import loss_gradient
 
-    result = exercises.check("ch02.cross_entropy_grad",
-                             loss_gradient(lambda z, y: F.cross_entropy(z, y, reduction="sum")), verbose=False)
+    result = exercises.check(
+        "ch02.cross_entropy_grad", loss_gradient(lambda z, y: F.cross_entropy(z, y, reduction="sum")), verbose=False
+    )
     assert not result and "8 examples" in result.failure
 
 
@@ -156,8 +162,7 @@ def test_adam_ignoring_betas_argument_fails():
 
 
 def test_gain_torch_passes():
-    assert exercises.check("ch02.leaky_relu_gain", lambda a: torch.nn.init.calculate_gain("leaky_relu", a),
-                           verbose=False)
+    assert exercises.check("ch02.leaky_relu_gain", lambda a: torch.nn.init.calculate_gain("leaky_relu", a), verbose=False)
 
 
 def test_gain_he_everywhere_fails():

@@ -63,7 +63,10 @@ def test_stub_reports_not_yet():
 
 def test_registered_keys():
     assert exercises.known("ch03") == [
-        "ch03.conv1d", "ch03.effective_width", "ch03.fold_batchnorm", "ch03.running_stats",
+        "ch03.conv1d",
+        "ch03.effective_width",
+        "ch03.fold_batchnorm",
+        "ch03.running_stats",
     ]
 
 

@@ -8,9 +8,7 @@ from dlbook import exercises
 
 
 def test_all_registered():
-    assert exercises.known("ch04") == [
-        "ch04.final_states", "ch04.masked_nll", "ch04.rnn_forward", "ch04.tbptt_grad"
-    ]
+    assert exercises.known("ch04") == ["ch04.final_states", "ch04.masked_nll", "ch04.rnn_forward", "ch04.tbptt_grad"]
 
 
 def test_references_pass():
@@ -121,6 +119,7 @@ def _states(x, h, w_xh, w_hh, b, start, stop):
 
 def test_tbptt_one_backward_over_detached_chunks_passes():
     """Summing the chunk losses and calling backward once gives the same gradient."""
+
     def one_backward(x, h0, w_xh, w_hh, b, chunk_len):
         w = w_hh.clone().requires_grad_(True)
         h, loss = h0, 0.0
@@ -152,6 +151,7 @@ def test_tbptt_via_nn_rnn_passes():
 
 def test_tbptt_without_detach_fails():
     """Carrying the state with its history is full BPTT: right only when there is one chunk."""
+
     def full_bptt(x, h0, w_xh, w_hh, b, chunk_len):
         w = w_hh.clone().requires_grad_(True)
         states, _ = _states(x, h0, w_xh, w, b, 0, x.shape[1])

@@ -140,8 +140,10 @@ def test_make_windows_via_unfold_passes():
 def test_make_windows_off_by_one_fails():
     def wrong(series, window, horizon):  # one window too few
         n = len(series) - window - horizon
-        return (torch.stack([series[k : k + window] for k in range(n)]),
-                torch.stack([series[k + window : k + window + horizon] for k in range(n)]))
+        return (
+            torch.stack([series[k : k + window] for k in range(n)]),
+            torch.stack([series[k + window : k + window + horizon] for k in range(n)]),
+        )
 
     result = exercises.check("ch05.make_windows", wrong, verbose=False)
     assert not result and "shape" in result.failure
@@ -150,8 +152,10 @@ def test_make_windows_off_by_one_fails():
 def test_make_windows_target_overlapping_input_fails():
     def wrong(series, window, horizon):  # target starts at the last input instead of after it
         n = len(series) - window - horizon + 1
-        return (torch.stack([series[k : k + window] for k in range(n)]),
-                torch.stack([series[k + window - 1 : k + window - 1 + horizon] for k in range(n)]))
+        return (
+            torch.stack([series[k : k + window] for k in range(n)]),
+            torch.stack([series[k + window - 1 : k + window - 1 + horizon] for k in range(n)]),
+        )
 
     assert not exercises.check("ch05.make_windows", wrong, verbose=False)
 
@@ -207,7 +211,6 @@ def test_forget_bias_returning_the_sum_only_fails():
 
     result = exercises.check("ch05.forget_bias", wrong, verbose=False)
     assert not result and "sequence of 2" in result.failure
-
 
 
 def test_forget_bias_in_place_solution_passes():

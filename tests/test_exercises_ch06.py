@@ -10,7 +10,10 @@ from dlbook import exercises
 
 def test_all_registered():
     assert exercises.known("ch06") == [
-        "ch06.causal_lower_right", "ch06.paired_interval", "ch06.scaled_attention", "ch06.split_heads",
+        "ch06.causal_lower_right",
+        "ch06.paired_interval",
+        "ch06.scaled_attention",
+        "ch06.split_heads",
     ]
 
 

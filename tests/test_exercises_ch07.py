@@ -14,7 +14,11 @@ from dlbook.nn.transformer import Encoder, sinusoidal_positional_encoding
 
 def test_all_registered():
     assert exercises.known("ch07") == [
-        "ch07.feed_forward", "ch07.layer_norm", "ch07.order_blind_ceiling", "ch07.positional_encoding"]
+        "ch07.feed_forward",
+        "ch07.layer_norm",
+        "ch07.order_blind_ceiling",
+        "ch07.positional_encoding",
+    ]
 
 
 def test_references_pass():
@@ -24,8 +28,9 @@ def test_references_pass():
 
 def test_torch_versions_pass():
     assert exercises.check("ch07.layer_norm", lambda x, g, b, eps=1e-5: F.layer_norm(x, g.shape, g, b, eps), verbose=False)
-    assert exercises.check("ch07.feed_forward", lambda x, W1, b1, W2, b2: F.linear(F.relu(F.linear(x, W1, b1)), W2, b2),
-                           verbose=False)
+    assert exercises.check(
+        "ch07.feed_forward", lambda x, W1, b1, W2, b2: F.linear(F.relu(F.linear(x, W1, b1)), W2, b2), verbose=False
+    )
     assert exercises.check("ch07.positional_encoding", sinusoidal_positional_encoding, verbose=False)
 
 

@@ -94,7 +94,7 @@ def test_padding_to_the_global_longest_fails():
 
 def test_padding_with_full_last_batch_fails():
     def wrong(lengths, batch_size):  # pads the short last batch as if it were full
-        chunks = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+        chunks = [lengths[i : i + batch_size] for i in range(0, len(lengths), batch_size)]
         return sum(max(c) * batch_size for c in chunks) / sum(lengths)
 
     assert not exercises.check("ch10.padding_ratio", wrong, verbose=False)

@@ -21,8 +21,9 @@ def test_references_pass():
 def test_shard_reference_is_distributed_sampler():
     for n, world in [(10, 4), (3, 8), (64, 2), (7, 3)]:
         for rank in range(world):
-            assert shard_indices(n, rank, world) == list(DistributedSampler(range(n), num_replicas=world, rank=rank,
-                                                                            shuffle=False))
+            assert shard_indices(n, rank, world) == list(
+                DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False)
+            )
 
 
 def test_shard_by_sampler_passes():
@@ -36,7 +37,7 @@ def test_shard_contiguous_blocks_fail():
     def wrong(n, rank, world_size):  # contiguous blocks instead of every world_size-th index
         per = -(-n // world_size)
         padded = (list(range(n)) * (world_size + 1))[: per * world_size]
-        return padded[rank * per:(rank + 1) * per]
+        return padded[rank * per : (rank + 1) * per]
 
     assert not exercises.check("ch16.shard_indices", wrong, verbose=False)
 

@@ -21,8 +21,7 @@ def test_references_pass():
 
 def test_cross_attention_with_torch_passes():
     def with_sdpa(x, memory, Wq, Wk, Wv, memory_pad):
-        return F.scaled_dot_product_attention(x @ Wq.T, memory @ Wk.T, memory @ Wv.T,
-                                              attn_mask=~memory_pad[:, None, :])
+        return F.scaled_dot_product_attention(x @ Wq.T, memory @ Wk.T, memory @ Wv.T, attn_mask=~memory_pad[:, None, :])
 
     assert exercises.check("ch19.cross_attention", with_sdpa, verbose=False)
 
@@ -82,8 +81,12 @@ def test_check_exact_match():
     vocab = s2.CharVocab()
     model = EncoderDecoder(len(vocab), len(vocab), d_model=16, n_heads=2, d_ff=32, max_len=16)
     inputs = [e.target for e in s2.make_date_splits(1, 120, 1)["validation"]]
-    preds = s2.translate(model, vocab, torch.nn.utils.rnn.pad_sequence(
-        [torch.tensor(vocab.encode(t)) for t in inputs], batch_first=True), max_len=11)
+    preds = s2.translate(
+        model,
+        vocab,
+        torch.nn.utils.rnn.pad_sequence([torch.tensor(vocab.encode(t)) for t in inputs], batch_first=True),
+        max_len=11,
+    )
     rate = float(s2.exact_match(preds, inputs).mean())
     assert ch19.check_exact_match(model, vocab, inputs, inputs, rate, verbose=False)
     assert not ch19.check_exact_match(model, vocab, inputs, inputs, rate + 0.01, verbose=False)

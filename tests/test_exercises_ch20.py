@@ -50,8 +50,7 @@ def test_q4_1_fake_agrees_with_the_package_for_blocks_of_32():
     from dlbook import gguf_quant as gq
 
     w = torch.randn(8, 128) * 0.1
-    torch.testing.assert_close(exercises.reference("ch20.q4_1_fake")(w, 32), gq.fake_quantize(w, "q4_1"),
-                               atol=0.0, rtol=0.0)
+    torch.testing.assert_close(exercises.reference("ch20.q4_1_fake")(w, 32), gq.fake_quantize(w, "q4_1"), atol=0.0, rtol=0.0)
 
 
 def test_q4_1_fake_ignoring_the_block_size_fails():

@@ -23,8 +23,12 @@ def test_mean_pool_check_passes_the_reference_and_fails_wrong_answers(capsys):
 
 def test_check_reports_shape_and_dtype_errors():
     assert "shape" in exercises.check("ch01.mean_pool", lambda h, m: h, verbose=False).failure
-    assert "dtype" in exercises.check("ch01.mean_pool", lambda h, m: exercises.reference("ch01.mean_pool")(h, m).double(),
-                                      verbose=False).failure
+    assert (
+        "dtype"
+        in exercises.check(
+            "ch01.mean_pool", lambda h, m: exercises.reference("ch01.mean_pool")(h, m).double(), verbose=False
+        ).failure
+    )
 
 
 def test_unknown_exercises_are_named():

@@ -209,9 +209,12 @@ def test_evaluate_classifier_matches_direct_forward_and_sklearn(tokenized, token
     ds = tokenized["validation"]
     res = ft.evaluate_classifier(model, ds, tokenizer, batch_size=7)
     with torch.no_grad():  # one example at a time, in dataset order, no padding at all
-        logits = torch.cat([model(**{k: torch.tensor([ds[i][k]]) for k in ("input_ids", "token_type_ids",
-                                                                            "attention_mask")}).logits
-                            for i in range(len(ds))])
+        logits = torch.cat(
+            [
+                model(**{k: torch.tensor([ds[i][k]]) for k in ("input_ids", "token_type_ids", "attention_mask")}).logits
+                for i in range(len(ds))
+            ]
+        )
     torch.testing.assert_close(res.logits, logits, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(res.probs, logits.softmax(-1), atol=1e-5, rtol=1e-4)
     y = np.array(ds["labels"])
@@ -285,8 +288,7 @@ def test_settings_validate():
     with pytest.raises(ValueError):
         ft.FinetuneSettings(n_train=0, n_validation=None, max_length=64, epochs=1, batch_size=8, lr=1e-4)
     with pytest.raises(ValueError):
-        ft.FinetuneSettings(n_train=None, n_validation=None, max_length=64, epochs=1, batch_size=8, lr=1e-4,
-                            warmup_ratio=1.5)
+        ft.FinetuneSettings(n_train=None, n_validation=None, max_length=64, epochs=1, batch_size=8, lr=1e-4, warmup_ratio=1.5)
     assert set(ft.SENTIMENT_SETTINGS) == {"smoke", "full"}
 
 

@@ -18,9 +18,19 @@ from dlbook import generate as gen
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():  # sharpen the random model so that sequences differ clearly
         model.lm_head.weight.mul_(8.0)
@@ -56,13 +66,24 @@ def test_greedy_stops_at_eos_and_pads(tiny):
 
 def test_sampling_matches_generate_under_a_seed(tiny):
     ids = prompt(2)
-    for settings in (dict(temperature=0.7), dict(top_k=5), dict(top_p=0.8), dict(temperature=1.3, top_k=10, top_p=0.9),
-                     dict(repetition_penalty=1.5, top_k=20)):
+    for settings in (
+        dict(temperature=0.7),
+        dict(top_k=5),
+        dict(top_p=0.8),
+        dict(temperature=1.3, top_k=10, top_p=0.9),
+        dict(repetition_penalty=1.5, top_k=20),
+    ):
         torch.manual_seed(3)
         ours = gen.sample(tiny, ids, 10, **settings)
         torch.manual_seed(3)
-        theirs = hf(tiny, ids, max_new_tokens=10, do_sample=True, top_k=settings.get("top_k", 0),
-                    **{k: v for k, v in settings.items() if k != "top_k"})
+        theirs = hf(
+            tiny,
+            ids,
+            max_new_tokens=10,
+            do_sample=True,
+            top_k=settings.get("top_k", 0),
+            **{k: v for k, v in settings.items() if k != "top_k"},
+        )
         assert torch.equal(ours, theirs), settings
 
 
@@ -95,8 +116,16 @@ def test_beam_search_matches_generate(tiny):
         ids = prompt(seed, length=4)
         for beams, lp in ((2, 1.0), (4, 1.0), (3, 0.0)):
             ours = gen.beam_search(tiny, ids, 10, num_beams=beams, length_penalty=lp, eos_token_id=2)[0].ids
-            theirs = hf(tiny, ids, max_new_tokens=10, num_beams=beams, do_sample=False, length_penalty=lp,
-                        eos_token_id=2, pad_token_id=2)
+            theirs = hf(
+                tiny,
+                ids,
+                max_new_tokens=10,
+                num_beams=beams,
+                do_sample=False,
+                length_penalty=lp,
+                eos_token_id=2,
+                pad_token_id=2,
+            )
             assert torch.equal(ours, theirs), (seed, beams, lp)
 
 

@@ -100,16 +100,28 @@ def test_push_is_one_commit_then_a_tag(online_env, monkeypatch):
 
         def upload_folder(self, repo_id, folder_path, commit_message):
             calls.append(("upload_folder", repo_id, sorted(p.name for p in Path(folder_path).iterdir()), commit_message))
-            return huggingface_hub.CommitInfo(commit_url="https://huggingface.co/someone/model/commit/abc123",
-                                              commit_message=commit_message, commit_description="", oid="abc123")
+            return huggingface_hub.CommitInfo(
+                commit_url="https://huggingface.co/someone/model/commit/abc123",
+                commit_message=commit_message,
+                commit_description="",
+                oid="abc123",
+            )
 
         def create_tag(self, repo_id, tag, revision, exist_ok):
             calls.append(("create_tag", repo_id, tag, revision))
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     card = ModelCard("---\nlicense: other\n---\n# A card\n")
-    result = hub.push_model(FakeModel(), FakeTokenizer(), "someone/model", card=card, tag="v1.0", token="hf_x",
-                            commit_message="first", verbose=False)
+    result = hub.push_model(
+        FakeModel(),
+        FakeTokenizer(),
+        "someone/model",
+        card=card,
+        tag="v1.0",
+        token="hf_x",
+        commit_message="first",
+        verbose=False,
+    )
     assert result.pushed and result.commit_sha == "abc123" and result.tag == "v1.0"
     assert [c[0] for c in calls] == ["init", "create_repo", "upload_folder", "create_tag"]
     assert calls[1] == ("create_repo", "someone/model", True, True)

@@ -31,14 +31,17 @@ def test_prompt_tokens_get_minus_100_and_answer_tokens_their_ids(tok):
     assert all(label == instruct.IGNORE for label in e["labels"][:n])
     assert e["labels"][n:] == e["input_ids"][n:] != []
     assert tok.decode(e["input_ids"][n:]) == "positive" + tok.eos_token
-    full = tok.apply_chat_template(msgs + [{"role": "assistant", "content": "positive"}],
-                                   tokenize=True, return_dict=True)["input_ids"]
+    full = tok.apply_chat_template(msgs + [{"role": "assistant", "content": "positive"}], tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
     assert list(full[: len(e["input_ids"])]) == e["input_ids"]
 
 
 def test_collate_pads_right_and_ignores_padding(tok):
-    ex = [instruct.encode_example(tok, instruct.sentiment_request(t), w)
-          for t, w in [("Good.", "positive"), ("A long and very tedious film.", "negative")]]
+    ex = [
+        instruct.encode_example(tok, instruct.sentiment_request(t), w)
+        for t, w in [("Good.", "positive"), ("A long and very tedious film.", "negative")]
+    ]
     b = instruct.collate(ex, tok.pad_token_id)
     short = len(ex[0]["input_ids"])
     assert b["input_ids"].shape == b["labels"].shape == b["attention_mask"].shape
@@ -47,8 +50,10 @@ def test_collate_pads_right_and_ignores_padding(tok):
 
 
 def test_answer_loss_equals_the_models_loss_and_has_gradients(tok, tiny):
-    ex = [instruct.encode_example(tok, instruct.sentiment_request(t), w)
-          for t, w in [("Good.", "positive"), ("A long and very tedious film.", "negative")]]
+    ex = [
+        instruct.encode_example(tok, instruct.sentiment_request(t), w)
+        for t, w in [("Good.", "positive"), ("A long and very tedious film.", "negative")]
+    ]
     b = instruct.collate(ex, tok.pad_token_id)
     ours = instruct.answer_loss(tiny, b)
     ref = tiny(**b).loss
@@ -62,8 +67,7 @@ def test_last_prompt_logits_match_unpadded_runs(tok, tiny):
     convs = [instruct.sentiment_request(t) for t in ("Good.", "A long and very tedious film.")]
     batched = instruct.last_prompt_logits(tiny, tok, convs, batch_size=2)
     for i, c in enumerate(convs):
-        ids = tok.apply_chat_template(c, add_generation_prompt=True, return_tensors="pt",
-                                      return_dict=True)["input_ids"]
+        ids = tok.apply_chat_template(c, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
         with torch.no_grad():
             one = tiny(ids).logits[0, -1]
         torch.testing.assert_close(batched[i], one, atol=1e-5, rtol=1e-5)
@@ -85,8 +89,7 @@ def test_bad_input(tok, tiny):
     with pytest.raises(ValueError, match="no tokens"):
         instruct.collate([{"input_ids": [1]}, {"input_ids": []}], 0)
     e = instruct.encode_example(tok, instruct.sentiment_request("Fine."), "positive")
-    b = instruct.collate([{"input_ids": e["input_ids"], "labels": [instruct.IGNORE] * len(e["input_ids"])}],
-                         tok.pad_token_id)
+    b = instruct.collate([{"input_ids": e["input_ids"], "labels": [instruct.IGNORE] * len(e["input_ids"])}], tok.pad_token_id)
     with pytest.raises(ValueError, match="no answer tokens"):
         instruct.answer_loss(tiny, b)
     with pytest.raises(ValueError, match="attention_mask"):
@@ -107,8 +110,7 @@ def test_add_lora_starts_at_the_base_model_and_shows_no_warning(tok):
     ids = torch.randint(0, len(tok), (2, 8))
     with torch.no_grad():
         want = base(ids).logits
-    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning from peft or transformers fails the test
         model = instruct.add_lora(base, config)

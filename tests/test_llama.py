@@ -58,8 +58,8 @@ def test_rmsnorm_matches_hf_forward_and_backward():
     y_ours, y_ref = ours(x), ref(x)
     torch.testing.assert_close(y_ours, y_ref, **F32)
     g = torch.randn_like(y_ours)
-    gx_ours, = torch.autograd.grad(y_ours, x, g, retain_graph=True)
-    gx_ref, = torch.autograd.grad(y_ref, x, g, retain_graph=True)
+    (gx_ours,) = torch.autograd.grad(y_ours, x, g, retain_graph=True)
+    (gx_ref,) = torch.autograd.grad(y_ref, x, g, retain_graph=True)
     torch.testing.assert_close(gx_ours, gx_ref, **F32)
     y_ours.backward(g)
     y_ref.backward(g)
@@ -154,6 +154,7 @@ def test_full_model_matches_hf_forward_and_backward(pair):
     logits, cache = ours(ids)
     torch.testing.assert_close(logits, logits_ref, **F32)
     assert isinstance(cache, KVCache) and cache.length == len(cache) == 12
+
     # backward: the same loss on both models' logits, every parameter's gradient compared
     def loss(lg):
         return F.cross_entropy(lg[:, :-1].reshape(-1, lg.shape[-1]), ids[:, 1:].reshape(-1))

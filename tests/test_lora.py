@@ -23,8 +23,15 @@ from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
 
 def tiny_bert() -> BertForSequenceClassification:
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, num_labels=2, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=2,
+        max_position_embeddings=64,
+    )
     return BertForSequenceClassification(cfg).eval()
 
 
@@ -118,15 +125,18 @@ def test_same_init_distribution_as_peft():
     assert torch.count_nonzero(theirs.base_model.model.query.lora_B["default"].weight) == 0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(r=0), "rank"),
-    (dict(r=2.5), "rank"),
-    (dict(r=4, alpha=0), "alpha"),
-    (dict(r=4, alpha=-1.0), "alpha"),
-    (dict(r=4, dropout=1.0), "dropout"),
-    (dict(r=4, target_names=("querry",)), "querry"),
-    (dict(r=4, target_names=()), "target_names"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(r=0), "rank"),
+        (dict(r=2.5), "rank"),
+        (dict(r=4, alpha=0), "alpha"),
+        (dict(r=4, alpha=-1.0), "alpha"),
+        (dict(r=4, dropout=1.0), "dropout"),
+        (dict(r=4, target_names=("querry",)), "querry"),
+        (dict(r=4, target_names=()), "target_names"),
+    ],
+)
 def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         add_lora(tiny_bert(), **kwargs)

@@ -30,41 +30,43 @@ def toy_notebook() -> nbformat.NotebookNode:
     loose_solution.metadata["tags"] = ["solution"]
     tagged_md = new_markdown_cell(f"The answer is 42 ({SECRET} markdown tagged solution).")
     tagged_md.metadata["tags"] = ["solution"]
-    return new_notebook(cells=[
-        new_markdown_cell("# 5. A toy chapter\n\nLearning objectives."),
-        computed,
-        new_markdown_cell(
-            "## Exercises\n\n"
-            ":::{exercise}\n:label: toy-ex-short\nWhy is the sky blue?\n:::\n\n"
-            f":::{{solution}} toy-ex-short\n:class: dropdown\nRayleigh scattering ({SECRET} directive).\n:::\n\n"
-            "Text after the solution block stays."
-        ),
-        new_markdown_cell(":::{exercise}\n:label: toy-ex-code\nWrite `my_fn(a)` returning a + 1.\n:::"),
-        new_code_cell("def my_fn(a):\n    raise NotImplementedError  # your code here\n\n\ncheck(my_fn)"),
-        new_markdown_cell("A hint before the gate stays.\n\n```{solution-start} toy-ex-code\n:class: dropdown\n```"),
-        new_markdown_cell(f"Explanation of the answer ({SECRET} inside the gate)."),
-        gated_code,
-        new_markdown_cell(
-            "```{solution-end}\n```\n\n"
-            ":::{exercise}\n:label: toy-ex-next\nThe exercise that shares the end cell stays.\n:::"
-        ),
-        new_markdown_cell(
-            ":::{exercise}\n:label: toy-ex-nested\nA question.\n:::\n\n"
-            f"::::{{solution}} toy-ex-nested\n:::{{note}}\nA nested note ({SECRET}).\n:::\n"
-            f"```python\nprint('{SECRET} code in a solution')\n```\n::::\n"
-        ),
-        new_markdown_cell(
-            ":::{exercise}\n:label: toy-ex-backtick\nAnother question.\n:::\n\n"
-            f"```{{solution}} toy-ex-backtick\n:class: dropdown\n{SECRET} in backtick form\n```"
-        ),
-        new_markdown_cell(
-            ":::{exercise}\n:label: toy-ex-onecell\nA gate opened and closed in one cell.\n:::\n\n"
-            f"```{{solution-start}} toy-ex-onecell\n```\n{SECRET} one-cell gate\n```{{solution-end}}\n```"
-        ),
-        loose_solution,
-        tagged_md,
-        new_markdown_cell("## Further reading\n\nA book."),
-    ])
+    return new_notebook(
+        cells=[
+            new_markdown_cell("# 5. A toy chapter\n\nLearning objectives."),
+            computed,
+            new_markdown_cell(
+                "## Exercises\n\n"
+                ":::{exercise}\n:label: toy-ex-short\nWhy is the sky blue?\n:::\n\n"
+                f":::{{solution}} toy-ex-short\n:class: dropdown\nRayleigh scattering ({SECRET} directive).\n:::\n\n"
+                "Text after the solution block stays."
+            ),
+            new_markdown_cell(":::{exercise}\n:label: toy-ex-code\nWrite `my_fn(a)` returning a + 1.\n:::"),
+            new_code_cell("def my_fn(a):\n    raise NotImplementedError  # your code here\n\n\ncheck(my_fn)"),
+            new_markdown_cell("A hint before the gate stays.\n\n```{solution-start} toy-ex-code\n:class: dropdown\n```"),
+            new_markdown_cell(f"Explanation of the answer ({SECRET} inside the gate)."),
+            gated_code,
+            new_markdown_cell(
+                "```{solution-end}\n```\n\n"
+                ":::{exercise}\n:label: toy-ex-next\nThe exercise that shares the end cell stays.\n:::"
+            ),
+            new_markdown_cell(
+                ":::{exercise}\n:label: toy-ex-nested\nA question.\n:::\n\n"
+                f"::::{{solution}} toy-ex-nested\n:::{{note}}\nA nested note ({SECRET}).\n:::\n"
+                f"```python\nprint('{SECRET} code in a solution')\n```\n::::\n"
+            ),
+            new_markdown_cell(
+                ":::{exercise}\n:label: toy-ex-backtick\nAnother question.\n:::\n\n"
+                f"```{{solution}} toy-ex-backtick\n:class: dropdown\n{SECRET} in backtick form\n```"
+            ),
+            new_markdown_cell(
+                ":::{exercise}\n:label: toy-ex-onecell\nA gate opened and closed in one cell.\n:::\n\n"
+                f"```{{solution-start}} toy-ex-onecell\n```\n{SECRET} one-cell gate\n```{{solution-end}}\n```"
+            ),
+            loose_solution,
+            tagged_md,
+            new_markdown_cell("## Further reading\n\nA book."),
+        ]
+    )
 
 
 def all_text(nb) -> str:
@@ -125,8 +127,10 @@ def test_cli_writes_copies_and_readme(tmp_path: Path):
         ([new_markdown_cell("```{solution-start} a\n```"), new_code_cell("x = 1")], "has no {solution-end}"),
         ([new_markdown_cell("```{solution-end}\n```")], "without a {solution-start}"),
         ([new_markdown_cell(":::{solution} a\nnever closed")], "never closed"),
-        ([new_markdown_cell("```{solution-start} a\n```"), new_markdown_cell("```{solution-start} b\n```")],
-         "inside the open gated solution"),
+        (
+            [new_markdown_cell("```{solution-start} a\n```"), new_markdown_cell("```{solution-start} b\n```")],
+            "inside the open gated solution",
+        ),
     ],
     ids=["unclosed gate", "end without start", "unclosed directive", "gate inside gate"],
 )

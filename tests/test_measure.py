@@ -47,8 +47,10 @@ class _Tok:
     def __call__(self, texts, padding, truncation, max_length, return_tensors):
         ids = [[len(w) for w in t.split()][:max_length] for t in texts]
         n = max(map(len, ids))
-        return {"input_ids": torch.tensor([x + [0] * (n - len(x)) for x in ids]),
-                "attention_mask": torch.tensor([[1] * len(x) + [0] * (n - len(x)) for x in ids])}
+        return {
+            "input_ids": torch.tensor([x + [0] * (n - len(x)) for x in ids]),
+            "attention_mask": torch.tensor([[1] * len(x) + [0] * (n - len(x)) for x in ids]),
+        }
 
 
 def test_benchmark_batches_shapes_and_errors():
@@ -104,14 +106,21 @@ def test_measure_classifier_on_a_tiny_bert():
 
     tok = AutoTokenizer.from_pretrained(minilm_path())
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, num_labels=2)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=2,
+    )
     model = BertForSequenceClassification(cfg)
     texts = ["a fine film", "dull and long", "great fun", "a mess"] * 8
     data = tokenize_dataset(Dataset.from_dict({"text": texts, "label": [1, 0, 1, 0] * 8}), tok, max_length=16)
     batches = measure.benchmark_batches(tok, texts, batch_sizes=(1, 32))
-    m = measure.measure_classifier("tiny", model, tok, data, batches, threads=1, warmup=1, repeats=2,
-                                   val_dataset=data.select(range(8)))
+    m = measure.measure_classifier(
+        "tiny", model, tok, data, batches, threads=1, warmup=1, repeats=2, val_dataset=data.select(range(8))
+    )
     assert set(m.latency_ms) == {1, 32} and all(v > 0 for v in m.latency_ms.values())
     assert 0.0 <= m.accuracy <= 1.0
     assert m.correct.shape == (32,) and m.correct.mean() == pytest.approx(m.accuracy)
@@ -212,8 +221,7 @@ def test_scoreboard_styled_renames_and_formats():
     board.add(measure.Measurement("fp32", 100.0, {1: 10.0, 32: 200.0}, 0.9, threads=2, val_accuracy=0.88))
     board.add(measure.Measurement("int8", 25.0, {1: 5.0, 32: 50.0}, 0.89, threads=2, val_accuracy=0.87))
     html = board.styled().to_html()
-    for header in ("size (MB)", "ms, batch 32", "× faster, batch 1", "× smaller", "test points lost",
-                   "validation accuracy"):
+    for header in ("size (MB)", "ms, batch 32", "× faster, batch 1", "× smaller", "test points lost", "validation accuracy"):
         assert header in html
     assert "4.00" in html and "+1.00" in html  # 100/25 smaller, 0.90-0.89 in points
     assert "nowrap" in html

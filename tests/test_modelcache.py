@@ -79,8 +79,14 @@ def test_describe_names_what_decides_the_weights():
         lr: float = 1e-4
 
     d = describe(3, "smoke", Recipe(), "cpu", teacher="sentiment-smoke-abc")
-    assert d == {"recipe": 3, "profile": "smoke", "settings": {"lr": 1e-4}, "teacher": "sentiment-smoke-abc",
-                 "versions": library_versions(), "device_type": "cpu"}
+    assert d == {
+        "recipe": 3,
+        "profile": "smoke",
+        "settings": {"lr": 1e-4},
+        "teacher": "sentiment-smoke-abc",
+        "versions": library_versions(),
+        "device_type": "cpu",
+    }
     assert describe(3, "smoke", Recipe(lr=2e-4), "cpu") != describe(3, "smoke", Recipe(), "cpu")
     with pytest.raises(TypeError, match="dataclass"):
         describe(3, "smoke", {"lr": 1e-4}, "cpu")
@@ -101,12 +107,14 @@ def test_cached_recipe_is_the_accessors_body(tmp_path):
         devices.append(device)
         return _Saveable(3, 2), _Tok(), {"steps": 3}
 
-    _, _, info = modelcache.cached_recipe("toy", 2, "smoke", Recipe(), train, _load, label="toy model",
-                                          device="cpu", cache_dir=tmp_path, teacher="t-1")
+    _, _, info = modelcache.cached_recipe(
+        "toy", 2, "smoke", Recipe(), train, _load, label="toy model", device="cpu", cache_dir=tmp_path, teacher="t-1"
+    )
     want = modelcache.cache_key("toy-smoke", modelcache.describe(2, "smoke", Recipe(), "cpu", teacher="t-1"))
     assert info["path"].endswith(want) and devices == [torch.device("cpu")] and info["teacher"] == "t-1"
-    _, _, again = modelcache.cached_recipe("toy", 2, "smoke", Recipe(), train, _load, label="toy model",
-                                           device="cpu", cache_dir=tmp_path, teacher="t-1")
+    _, _, again = modelcache.cached_recipe(
+        "toy", 2, "smoke", Recipe(), train, _load, label="toy model", device="cpu", cache_dir=tmp_path, teacher="t-1"
+    )
     assert again["from_cache"] and len(devices) == 1
     with pytest.raises(ValueError, match="profile"):
         modelcache.cached_recipe("toy", 2, "medium", Recipe(), train, _load, label="toy", cache_dir=tmp_path)
@@ -132,12 +140,21 @@ def test_pruned_accessors_keep_their_cache_keys(monkeypatch, profile):
     prune.pruned_classifier(profile, device="cpu")
     combined.pruned_student(profile, device="cpu")
     cpu = torch.device("cpu")
-    pruned = describe(prune.RECIPE_VERSION, profile, prune.PRUNE_SETTINGS[profile], cpu,
-                      baseline=sentiment_key(profile, cpu)[0])
-    student = describe(combined.RECIPE_VERSION, profile, combined.PRUNED_STUDENT_SETTINGS[profile], cpu,
-                       student=distill.student_key(profile, "layers", True, cpu))
+    pruned = describe(
+        prune.RECIPE_VERSION, profile, prune.PRUNE_SETTINGS[profile], cpu, baseline=sentiment_key(profile, cpu)[0]
+    )
+    student = describe(
+        combined.RECIPE_VERSION,
+        profile,
+        combined.PRUNED_STUDENT_SETTINGS[profile],
+        cpu,
+        student=distill.student_key(profile, "layers", True, cpu),
+    )
     assert seen == {
         f"pruned-{profile}": (cache_key(f"pruned-{profile}", pruned), f"{profile} pruned classifier", cpu),
-        f"pruned-student-{profile}": (cache_key(f"pruned-student-{profile}", student),
-                                      f"{profile} pruned distilled student", cpu),
+        f"pruned-student-{profile}": (
+            cache_key(f"pruned-student-{profile}", student),
+            f"{profile} pruned distilled student",
+            cpu,
+        ),
     }

@@ -93,3 +93,15 @@ def test_cell_markers_are_well_formed(py: Path):
     """A mistyped cell marker (``# %`` for ``# %%``) silently folds code into the cell above."""
     bad = [f"{i}: {line}" for i, line in enumerate(py.read_text().splitlines(), 1) if MISTYPED_MARKER.match(line)]
     assert not bad, f"{py.name}: mistyped cell markers (write '# %%'):\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("py", CHAPTERS, ids=lambda p: p.stem)
+def test_code_lines_fit_the_rendered_column(py: Path):
+    """Code cells keep to 88 characters a line: what the rendered page shows without a cut."""
+    wide, in_markdown = [], False
+    for number, line in enumerate(py.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("# %%"):
+            in_markdown = "[markdown]" in line
+        elif not in_markdown and len(line) > 88:
+            wide.append(f"line {number}: {len(line)} characters")
+    assert not wide, f"{py.name}: code lines wider than 88 characters: {wide}"

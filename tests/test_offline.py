@@ -10,7 +10,6 @@ def test_hub_is_offline():
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
 
 
-
 def test_non_loopback_connections_are_blocked():
     with pytest.raises(OSError, match="blocked"):
         socket.create_connection(("93.184.215.14", 80), timeout=2)

@@ -14,17 +14,27 @@ def _tiny_bert():
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=500, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    cfg = BertConfig(
+        vocab_size=500,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
     return BertForSequenceClassification(cfg).eval()
 
 
 def _batch(b=3, t=7, seed=0):
     g = torch.Generator().manual_seed(seed)
     mask = torch.ones(b, t, dtype=torch.long)
-    mask[0, t - 2:] = 0  # one padded row
-    return {"input_ids": torch.randint(1, 500, (b, t), generator=g), "attention_mask": mask,
-            "token_type_ids": torch.zeros(b, t, dtype=torch.long)}
+    mask[0, t - 2 :] = 0  # one padded row
+    return {
+        "input_ids": torch.randint(1, 500, (b, t), generator=g),
+        "attention_mask": mask,
+        "token_type_ids": torch.zeros(b, t, dtype=torch.long),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +121,7 @@ def test_static_percentile_narrows_the_activation_ranges(exported, tmp_path):
     calib = [_batch(seed=s, t=6) for s in range(3)]
 
     def scales(percentile):
-        dst = O.quantize_static_int8(path, tmp_path / f"p{percentile}.onnx", calib,
-                                     method="percentile", percentile=percentile)
+        dst = O.quantize_static_int8(path, tmp_path / f"p{percentile}.onnx", calib, method="percentile", percentile=percentile)
         graph = onnx.load(str(dst)).graph
         return {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_scale")}
 

@@ -15,8 +15,15 @@ def tiny_bert(
     seed: int = 0, layers: int = 2, heads: int = 4, hidden: int = 16, ffn: int = 24, vocab: int = 50
 ) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=ffn, max_position_embeddings=32, num_labels=2)
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        max_position_embeddings=32,
+        num_labels=2,
+    )
     return BertForSequenceClassification(config).eval()
 
 
@@ -271,8 +278,13 @@ def test_per_example_importance_is_batch_size_free(tokenizer):
     per_ex = prune.importance_scores(model, data, tokenizer, batch_size=4, per_example=True)
     per_ex2 = prune.importance_scores(model, data, tokenizer, batch_size=2, per_example=True)
     pooled = prune.importance_scores(model, data, tokenizer, batch_size=4)
-    for a, b, c, d in zip(per_ex.heads + per_ex.neurons, one_by_one.heads + one_by_one.neurons,
-                          per_ex2.heads + per_ex2.neurons, pooled.heads + pooled.neurons, strict=True):
+    for a, b, c, d in zip(
+        per_ex.heads + per_ex.neurons,
+        one_by_one.heads + one_by_one.neurons,
+        per_ex2.heads + per_ex2.neurons,
+        pooled.heads + pooled.neurons,
+        strict=True,
+    ):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)  # per snippet == batches of one
         torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-4)  # whatever the batch size
         assert bool((a >= d - 1e-6).all())  # sum of |.| >= |sum|
@@ -306,8 +318,28 @@ def test_copy_independent():
 
 # --------------------------------------------------------------------------- vocabulary pruning
 
-VOCAB = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "is", "good", "bad",
-         "dull", "fun", "plot", "##s", "a", "very", "not", "and", "."]
+VOCAB = [
+    "[PAD]",
+    "[unused0]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "the",
+    "film",
+    "is",
+    "good",
+    "bad",
+    "dull",
+    "fun",
+    "plot",
+    "##s",
+    "a",
+    "very",
+    "not",
+    "and",
+    ".",
+]
 
 
 @pytest.fixture
@@ -319,8 +351,16 @@ def tiny_tokenizer():
 
 def vocab_bert(cls=BertForSequenceClassification, seed: int = 0):
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=24, max_position_embeddings=32, num_labels=2, pad_token_id=0)
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=24,
+        max_position_embeddings=32,
+        num_labels=2,
+        pad_token_id=0,
+    )
     return cls(config).eval()
 
 
@@ -331,8 +371,24 @@ def test_prune_vocabulary_keeps_specials_and_training_tokens(tiny_tokenizer):
     model = vocab_bert()
     small, vmap = prune.prune_vocabulary(model, tiny_tokenizer, TRAIN)
     kept_tokens = tiny_tokenizer.convert_ids_to_tokens(vmap.kept.tolist())
-    assert kept_tokens == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "is", "good",
-                           "dull", "fun", "plot", "##s", "a", "very", "."]
+    assert kept_tokens == [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "the",
+        "film",
+        "is",
+        "good",
+        "dull",
+        "fun",
+        "plot",
+        "##s",
+        "a",
+        "very",
+        ".",
+    ]
     assert vmap.old_size == len(VOCAB) and vmap.new_size == 16 and vmap.unk_id == 1
     assert small.config.vocab_size == 16 and small.get_input_embeddings().weight.shape == (16, 16)
     assert model.get_input_embeddings().weight.shape[0] == len(VOCAB)  # the original is untouched
@@ -368,8 +424,15 @@ def test_dropped_tokens_become_unk(tiny_tokenizer):
 
 def test_min_count_keeps_frequent_tokens_only(tiny_tokenizer):
     _, vmap = prune.prune_vocabulary(vocab_bert(), tiny_tokenizer, TRAIN, min_count=2)
-    assert tiny_tokenizer.convert_ids_to_tokens(vmap.kept.tolist()) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]",
-                                                                        "[MASK]", "the", "plot"]
+    assert tiny_tokenizer.convert_ids_to_tokens(vmap.kept.tolist()) == [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "the",
+        "plot",
+    ]
     counts = prune.token_counts(tiny_tokenizer, TRAIN)
     assert counts.shape == (len(VOCAB),) and int(counts[tiny_tokenizer.cls_token_id]) == 3
 

@@ -143,8 +143,15 @@ def _tiny_bert(layers=2, hidden=32, heads=4):
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=3000, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                     intermediate_size=4 * hidden, max_position_embeddings=64, num_labels=2)
+    cfg = BertConfig(
+        vocab_size=3000,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
     return BertForSequenceClassification(cfg).eval()
 
 
@@ -301,25 +308,45 @@ def test_bad_scale(scale):
         Q.quantize(W, rows, Z_ROWS, axis=0, dtype=torch.uint8)
 
 
-@pytest.mark.parametrize("call,error,match", [
-    (lambda: Q.qparams(W, dtype=torch.int16), ValueError, "dtype must be torch.int8 or torch.uint8"),
-    (lambda: Q.qparams(W, dtype="int8"), ValueError, "dtype must be"),
-    (lambda: Q.quantize(W, 0.1, 0, dtype=torch.float16), ValueError, "dtype must be"),
-    (lambda: Q.fake_quantize(W, symmetric=False, dtype=torch.qint8), ValueError, "dtype must be"),
-    (lambda: Q.qrange(torch.int32), ValueError, "dtype must be"),
-    (lambda: Q.qparams(torch.arange(4)), TypeError, "x must be a floating-point tensor"),
-    (lambda: Q.quantize(torch.ones(3, dtype=torch.complex64), 0.1, 0), TypeError, "x must be a floating-point"),
-    (lambda: Q.quantize(W.numpy(), 0.1, 0), TypeError, "x must be a floating-point tensor, got ndarray"),
-    (lambda: Q.dequantize(W, 0.1, 0), TypeError, "q must be an int8 or uint8 tensor"),
-    (lambda: Q.dequantize(torch.zeros(3, dtype=torch.int32), 0.1, 0), TypeError, "q must be"),
-    (lambda: Q.quantize(W, "0.1", 0), TypeError, "scale must be a number or a tensor"),
-    (lambda: Q.quantize(W, 0.1, None), TypeError, "zero_point must be a number or a tensor"),
-    (lambda: Q.quantize(W, 0.1, True), TypeError, "zero_point must be"),
-    (lambda: Q.quantize(W, torch.tensor(0.1 + 0j), 0), TypeError, "scale must hold real numbers"),
-    (lambda: Q.qparams(W, symmetric="no"), TypeError, "symmetric must be True or False"),
-    (lambda: Q.qparams(torch.empty(0, 4)), ValueError, "empty"),
-], ids=["int16", "string", "float16", "qint8", "qrange", "int x", "complex x", "numpy x", "float q", "int32 q",
-        "string scale", "None zero point", "bool zero point", "complex scale", "symmetric", "empty"])
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda: Q.qparams(W, dtype=torch.int16), ValueError, "dtype must be torch.int8 or torch.uint8"),
+        (lambda: Q.qparams(W, dtype="int8"), ValueError, "dtype must be"),
+        (lambda: Q.quantize(W, 0.1, 0, dtype=torch.float16), ValueError, "dtype must be"),
+        (lambda: Q.fake_quantize(W, symmetric=False, dtype=torch.qint8), ValueError, "dtype must be"),
+        (lambda: Q.qrange(torch.int32), ValueError, "dtype must be"),
+        (lambda: Q.qparams(torch.arange(4)), TypeError, "x must be a floating-point tensor"),
+        (lambda: Q.quantize(torch.ones(3, dtype=torch.complex64), 0.1, 0), TypeError, "x must be a floating-point"),
+        (lambda: Q.quantize(W.numpy(), 0.1, 0), TypeError, "x must be a floating-point tensor, got ndarray"),
+        (lambda: Q.dequantize(W, 0.1, 0), TypeError, "q must be an int8 or uint8 tensor"),
+        (lambda: Q.dequantize(torch.zeros(3, dtype=torch.int32), 0.1, 0), TypeError, "q must be"),
+        (lambda: Q.quantize(W, "0.1", 0), TypeError, "scale must be a number or a tensor"),
+        (lambda: Q.quantize(W, 0.1, None), TypeError, "zero_point must be a number or a tensor"),
+        (lambda: Q.quantize(W, 0.1, True), TypeError, "zero_point must be"),
+        (lambda: Q.quantize(W, torch.tensor(0.1 + 0j), 0), TypeError, "scale must hold real numbers"),
+        (lambda: Q.qparams(W, symmetric="no"), TypeError, "symmetric must be True or False"),
+        (lambda: Q.qparams(torch.empty(0, 4)), ValueError, "empty"),
+    ],
+    ids=[
+        "int16",
+        "string",
+        "float16",
+        "qint8",
+        "qrange",
+        "int x",
+        "complex x",
+        "numpy x",
+        "float q",
+        "int32 q",
+        "string scale",
+        "None zero point",
+        "bool zero point",
+        "complex scale",
+        "symmetric",
+        "empty",
+    ],
+)
 def test_unsupported_types(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -328,8 +355,12 @@ def test_unsupported_types(call, error, match):
 @pytest.mark.parametrize("axis", [2, -3, 1.0, True, "0"])
 def test_axis_out_of_range(axis):
     q = torch.zeros(6, 5, dtype=torch.int8)
-    for call in [lambda: Q.qparams(W, axis=axis), lambda: Q.quantize(W, S_ROWS, Z_ROWS, axis=axis),
-                 lambda: Q.dequantize(q, S_ROWS, Z_ROWS, axis=axis), lambda: Q.fake_quantize(W, axis=axis)]:
+    for call in [
+        lambda: Q.qparams(W, axis=axis),
+        lambda: Q.quantize(W, S_ROWS, Z_ROWS, axis=axis),
+        lambda: Q.dequantize(q, S_ROWS, Z_ROWS, axis=axis),
+        lambda: Q.fake_quantize(W, axis=axis),
+    ]:
         with pytest.raises(ValueError, match=r"axis must be None or an int in \[-2, 2\)"):
             call()
 
@@ -354,8 +385,12 @@ def test_valid_parameters_in_every_accepted_form_agree():
     # numbers, 0-d and 1-element tensors, numpy scalars and float64 tensors all mean the same
     np = pytest.importorskip("numpy")
     want = Q.quantize(W, 0.02, 3, dtype=torch.uint8)
-    forms = [(torch.tensor(0.02), torch.tensor(3)), (torch.tensor([0.02]), torch.tensor([3])),
-             (np.float32(0.02), np.int64(3)), (torch.tensor(0.02, dtype=torch.float64), torch.tensor(3, dtype=torch.int32))]
+    forms = [
+        (torch.tensor(0.02), torch.tensor(3)),
+        (torch.tensor([0.02]), torch.tensor([3])),
+        (np.float32(0.02), np.int64(3)),
+        (torch.tensor(0.02, dtype=torch.float64), torch.tensor(3, dtype=torch.int32)),
+    ]
     for s, z in forms:
         torch.testing.assert_close(Q.quantize(W, s, z, dtype=torch.uint8), want, rtol=0, atol=0)
         torch.testing.assert_close(Q.dequantize(want, s, z), Q.dequantize(want, 0.02, 3), rtol=0, atol=0)
@@ -461,8 +496,14 @@ def test_prepare_and_calibrate_a_small_bert():
     n_linear = sum(isinstance(m, nn.Linear) for m in model.modules())
     layers = Q.prepare_fake_quant(model, lambda: Q.PercentileObserver(99.0))
     assert len(layers) == n_linear and all(layer.mode == "observe" for layer in layers)
-    batches = [{"input_ids": torch.randint(0, 3000, (3, 6)), "attention_mask": torch.ones(3, 6, dtype=torch.long),
-                "labels": torch.zeros(3, dtype=torch.long)} for _ in range(2)]
+    batches = [
+        {
+            "input_ids": torch.randint(0, 3000, (3, 6)),
+            "attention_mask": torch.ones(3, 6, dtype=torch.long),
+            "labels": torch.zeros(3, dtype=torch.long),
+        }
+        for _ in range(2)
+    ]
     assert Q.calibrate(model, batches, layers) == 2
     assert all(layer.mode == "quant" and layer.observer.batches == 2 for layer in layers)
     with torch.inference_mode():

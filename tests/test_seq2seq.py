@@ -33,7 +33,18 @@ def test_formats_write_the_date_and_spans():
 
 def test_ordinals():
     assert [s2._ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 31)] == [
-        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "31st"]
+        "1st",
+        "2nd",
+        "3rd",
+        "4th",
+        "11th",
+        "12th",
+        "13th",
+        "21st",
+        "22nd",
+        "23rd",
+        "31st",
+    ]
 
 
 def test_two_digit_years_have_one_reading():
@@ -54,8 +65,10 @@ def test_splits_are_seeded_and_disjoint():
     for x, y in itertools.combinations(dates, 2):
         assert not dates[x] & dates[y] and not texts[x] & texts[y]
     assert len(dates["test"]) == 100  # drawn without replacement
-    assert s2.make_date_splits(300, 100, 100, seed=4)["train"][0].text != a["train"][0].text or \
-        s2.make_date_splits(300, 100, 100, seed=4)["train"][1].text != a["train"][1].text
+    assert (
+        s2.make_date_splits(300, 100, 100, seed=4)["train"][0].text != a["train"][0].text
+        or s2.make_date_splits(300, 100, 100, seed=4)["train"][1].text != a["train"][1].text
+    )
 
 
 def test_every_input_string_has_one_answer():
@@ -153,7 +166,7 @@ def test_beam_with_a_wide_beam_finds_the_best_sequence():
         model = _long_answer_model(seed)
         best = _exhaustive_best(model, src, 3)
         got = s2.beam_decode(model, src, max_len=3, beam_size=200)[0].tolist()
-        assert got[: len(best)] == best and all(t == s2.PAD for t in got[len(best):])
+        assert got[: len(best)] == best and all(t == s2.PAD for t in got[len(best) :])
         greedy = s2.greedy_decode(model, src, max_len=3)[0].tolist()
         greedy_missed += greedy[: len(best)] != best
         long_best += len(best) > 1

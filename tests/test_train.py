@@ -112,8 +112,15 @@ def test_fit_equals_a_hand_written_loop():
     a = nn.Linear(2, 3)
     b = nn.Linear(2, 3)
     b.load_state_dict(a.state_dict())
-    fit(a, tensor_loader(x, y, 16, shuffle=False), tensor_loader(x, y, 64, shuffle=False),
-        optimizer=torch.optim.SGD(a.parameters(), lr=0.1), epochs=3, device="cpu", show_progress=False)
+    fit(
+        a,
+        tensor_loader(x, y, 16, shuffle=False),
+        tensor_loader(x, y, 64, shuffle=False),
+        optimizer=torch.optim.SGD(a.parameters(), lr=0.1),
+        epochs=3,
+        device="cpu",
+        show_progress=False,
+    )
     _manual_loop(b, x, y, 3, 0.1, 16)
     torch.testing.assert_close(a.weight, b.weight)
     torch.testing.assert_close(a.bias, b.bias)
@@ -123,8 +130,15 @@ def test_fit_learns_and_records_history():
     x, y = _blobs(300)
     torch.manual_seed(0)
     model = MLP(2, [16], 3)
-    h = fit(model, tensor_loader(x[:200], y[:200], 20, shuffle=True), tensor_loader(x[200:], y[200:], 50, shuffle=False),
-            optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), epochs=5, device="cpu", show_progress=False)
+    h = fit(
+        model,
+        tensor_loader(x[:200], y[:200], 20, shuffle=True),
+        tensor_loader(x[200:], y[200:], 50, shuffle=False),
+        optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+        epochs=5,
+        device="cpu",
+        show_progress=False,
+    )
     assert isinstance(h, History)
     assert h.epochs == 5 and len(h.val_loss) == 5 and len(h.val_acc) == 5
     assert h.train_loss[-1] < h.train_loss[0]
@@ -162,8 +176,9 @@ def test_fit_early_stopping_restores_best_weights():
                 model.w += next(steps)
 
     loader = tensor_loader(x, y, 4, shuffle=False)
-    h = fit(model, loader, loader, optimizer=Scripted(model.parameters()), epochs=6, device="cpu",
-            patience=2, show_progress=False)
+    h = fit(
+        model, loader, loader, optimizer=Scripted(model.parameters()), epochs=6, device="cpu", patience=2, show_progress=False
+    )
     assert h.epochs == 4  # epochs 3 and 4 were worse than epoch 2
     assert h.best_epoch == 1
     assert model.w.item() == pytest.approx(2.0)  # the weights of the best epoch are back
@@ -175,8 +190,16 @@ def test_fit_without_patience_keeps_last_weights_and_clips():
     model = nn.Linear(2, 3)
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    fit(model, tensor_loader(x, y, 32, shuffle=False), tensor_loader(x, y, 32, shuffle=False),
-        optimizer=opt, epochs=1, device="cpu", grad_clip=1e-3, show_progress=False)
+    fit(
+        model,
+        tensor_loader(x, y, 32, shuffle=False),
+        tensor_loader(x, y, 32, shuffle=False),
+        optimizer=opt,
+        epochs=1,
+        device="cpu",
+        grad_clip=1e-3,
+        show_progress=False,
+    )
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     # one full-batch SGD step with lr 1: the step is the gradient, clipped to total norm 1e-3
     assert (after - before).norm().item() == pytest.approx(1e-3, rel=1e-3)
@@ -187,8 +210,16 @@ def test_fit_steps_the_scheduler_per_batch():
     model = nn.Linear(2, 3)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    fit(model, tensor_loader(x, y, 10, shuffle=False), tensor_loader(x, y, 40, shuffle=False),
-        optimizer=opt, epochs=2, device="cpu", scheduler=sched, show_progress=False)
+    fit(
+        model,
+        tensor_loader(x, y, 10, shuffle=False),
+        tensor_loader(x, y, 40, shuffle=False),
+        optimizer=opt,
+        epochs=2,
+        device="cpu",
+        scheduler=sched,
+        show_progress=False,
+    )
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5**8)
 
 
@@ -360,12 +391,13 @@ def test_warmup_lr_factor_matches_transformers():
     assert ours(decay="cosine") == hf_factors(get_cosine_schedule_with_warmup)
     assert ours(decay="linear") == hf_factors(get_linear_schedule_with_warmup)
     assert ours(final_factor=0.2) == pytest.approx(
-        hf_factors(get_cosine_with_min_lr_schedule_with_warmup, min_lr_rate=0.2), abs=1e-15)
+        hf_factors(get_cosine_with_min_lr_schedule_with_warmup, min_lr_rate=0.2), abs=1e-15
+    )
     assert ours(final_factor=0.1) == pytest.approx(
-        hf_factors(get_cosine_with_min_lr_schedule_with_warmup, min_lr_rate=0.1), abs=1e-15)
+        hf_factors(get_cosine_with_min_lr_schedule_with_warmup, min_lr_rate=0.1), abs=1e-15
+    )
     # past total_steps ours stays at final_factor (transformers' cosine rises again there)
-    assert [warmup_lr_factor(s, warmup_steps=7, total_steps=40, final_factor=0.1)
-            for s in range(40, 45)] == [0.1] * 5
+    assert [warmup_lr_factor(s, warmup_steps=7, total_steps=40, final_factor=0.1) for s in range(40, 45)] == [0.1] * 5
 
 
 def test_warmup_scheduler_sets_the_rate_of_each_step():

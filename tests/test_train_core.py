@@ -52,9 +52,17 @@ def test_fit_equals_the_chapter_2_loop():
         losses.append(total / n)
     opt2 = torch.optim.AdamW(packaged.parameters(), lr=3e-2)
     torch.manual_seed(5)
-    h = fit(packaged, tensor_loader(x[:64], y[:64], 11, shuffle=True, seed=3),
-            tensor_loader(x[64:], y[64:], 8, shuffle=False), optimizer=opt2, epochs=4, device="cpu",
-            grad_clip=0.5, scheduler=warmup_scheduler(opt2, warmup_steps=3, total_steps=24), show_progress=False)
+    h = fit(
+        packaged,
+        tensor_loader(x[:64], y[:64], 11, shuffle=True, seed=3),
+        tensor_loader(x[64:], y[64:], 8, shuffle=False),
+        optimizer=opt2,
+        epochs=4,
+        device="cpu",
+        grad_clip=0.5,
+        scheduler=warmup_scheduler(opt2, warmup_steps=3, total_steps=24),
+        show_progress=False,
+    )
     assert h.train_loss == losses and h.epochs == 4 and len(h.step_loss) == 4 * 6
     assert packaged.training  # fit hands the model back in training mode, as it always did
     _same_weights(ours, packaged)
@@ -83,8 +91,9 @@ def test_char_lm_equals_its_former_loop():
             opt.step()
             losses.append(loss.item())
     packaged = model()
-    h = charlm.train_char_lm(packaged, names, names[:6], v, epochs=2, batch_size=5, lr=0.02, device="cpu", seed=3,
-                             grad_clip=1.0, show_progress=False)
+    h = charlm.train_char_lm(
+        packaged, names, names[:6], v, epochs=2, batch_size=5, lr=0.02, device="cpu", seed=3, grad_clip=1.0, show_progress=False
+    )
     assert h.step_loss == losses and h.grad_norm == norms and h.val_epoch == [0, 1, 2]
     _same_weights(ours, packaged)
 
@@ -107,7 +116,7 @@ def test_seq2seq_equals_its_former_loop():
         ours.train()
         order = torch.randperm(len(src), generator=gen)
         for i in range(0, len(src), 20):
-            idx = order[i:i + 20]
+            idx = order[i : i + 20]
             loss = s2.teacher_forcing_loss(ours, src[idx], tgt[idx])
             opt.zero_grad()
             loss.backward()
@@ -127,10 +136,13 @@ def test_accumulation_with_a_group_denominator_equals_one_big_batch():
     x, y = torch.randn(8, 3), torch.tensor([0, 1, 1, 0, 1, 1, 1, 0])
     a, b = nn.Linear(3, 2), nn.Linear(3, 2)
     b.load_state_dict(a.state_dict())
-    big = loop.TrainStep(a, lambda m, batch: F.cross_entropy(m(batch[0]), batch[1]),
-                         torch.optim.SGD(a.parameters(), lr=0.1))
-    parts = loop.TrainStep(b, lambda m, batch: F.cross_entropy(m(batch[0]), batch[1], reduction="sum"),
-                           torch.optim.SGD(b.parameters(), lr=0.1), denominator=lambda group: 8.0)
+    big = loop.TrainStep(a, lambda m, batch: F.cross_entropy(m(batch[0]), batch[1]), torch.optim.SGD(a.parameters(), lr=0.1))
+    parts = loop.TrainStep(
+        b,
+        lambda m, batch: F.cross_entropy(m(batch[0]), batch[1], reduction="sum"),
+        torch.optim.SGD(b.parameters(), lr=0.1),
+        denominator=lambda group: 8.0,
+    )
     la, _ = big([(x, y)])
     lb, _ = parts([(x[:3], y[:3]), (x[3:], y[3:])])
     assert lb == pytest.approx(la, rel=1e-6)

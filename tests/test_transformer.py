@@ -35,7 +35,7 @@ def test_pe_shift_is_rotation():
     for i in range(d // 2):
         a = k / 10000 ** (2 * i / d)
         M[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = torch.tensor([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
-    torch.testing.assert_close(pe[k:] , pe[:-k] @ M.T)
+    torch.testing.assert_close(pe[k:], pe[:-k] @ M.T)
 
 
 def test_pe_odd_and_errors():
@@ -79,8 +79,9 @@ def test_feedforward():
 
 def _pair(norm_first, activation="relu", eps=1e-5):
     torch.manual_seed(0)
-    ref = nn.TransformerEncoderLayer(16, 4, 40, dropout=0.0, activation=activation, batch_first=True,
-                                     norm_first=norm_first, layer_norm_eps=eps).eval()
+    ref = nn.TransformerEncoderLayer(
+        16, 4, 40, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first, layer_norm_eps=eps
+    ).eval()
     with torch.no_grad():
         for p in ref.parameters():  # move away from the default init (zero biases, unit norms)
             p.add_(0.1 * torch.randn_like(p))
@@ -119,8 +120,7 @@ def test_encoder_layer_needs_weights_and_errors():
 def test_encoder_stack_matches_torch(norm_first):
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(16, 4, 40, dropout=0.0, batch_first=True, norm_first=norm_first)
-    ref = nn.TransformerEncoder(layer, 3, norm=nn.LayerNorm(16) if norm_first else None,
-                                enable_nested_tensor=False).eval()
+    ref = nn.TransformerEncoder(layer, 3, norm=nn.LayerNorm(16) if norm_first else None, enable_nested_tensor=False).eval()
     ours = Encoder(3, 16, 4, 40, dropout=0.0, norm_first=norm_first).eval()
     for a, b in zip(ours.layers, ref.layers, strict=True):
         a.load_from_torch(b)
@@ -150,8 +150,12 @@ def test_transformer_lm_is_causal():
 # ---------------------------------------------------------------------------- bad input, clear errors
 def test_wrong_d_model_names_the_module_and_size():
     x = torch.randn(2, 5, 12)
-    for module, where in ((LayerNorm(16), "LayerNorm"), (FeedForward(16, 32), "FeedForward"),
-                          (EncoderLayer(16, 4, 32), "EncoderLayer"), (Encoder(2, 16, 4, 32), "Encoder")):
+    for module, where in (
+        (LayerNorm(16), "LayerNorm"),
+        (FeedForward(16, 32), "FeedForward"),
+        (EncoderLayer(16, 4, 32), "EncoderLayer"),
+        (Encoder(2, 16, 4, 32), "Encoder"),
+    ):
         with pytest.raises(ValueError, match=rf"{where}: .*d_model is 16"):
             module(x)
 
@@ -165,8 +169,9 @@ def test_encoder_needs_batch_first_3d_input():
         EncoderLayer(16, 4, 32)([[0.0] * 16])
 
 
-@pytest.mark.parametrize("make", [lambda: LayerNorm(8), lambda: FeedForward(8, 16),
-                                  lambda: EncoderLayer(8, 2, 16), lambda: Encoder(2, 8, 2, 16)])
+@pytest.mark.parametrize(
+    "make", [lambda: LayerNorm(8), lambda: FeedForward(8, 16), lambda: EncoderLayer(8, 2, 16), lambda: Encoder(2, 8, 2, 16)]
+)
 def test_dtype_mismatch_is_a_clear_error(make):
     module = make().eval()
     x64 = torch.randn(2, 3, 8, dtype=torch.float64)
@@ -273,8 +278,9 @@ from dlbook.nn.transformer import Decoder, DecoderLayer, EncoderDecoder  # noqa:
 
 def _decoder_pair(norm_first: bool, activation: str = "relu"):
     torch.manual_seed(0)
-    ref = nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, activation=activation, batch_first=True,
-                                     norm_first=norm_first).double()
+    ref = nn.TransformerDecoderLayer(
+        16, 4, 32, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first
+    ).double()
     ours = DecoderLayer(16, 4, 32, dropout=0.0, activation=activation, norm_first=norm_first).double()
     return ours.load_from_torch(ref), ref
 
@@ -343,8 +349,9 @@ def _torch_transformer(n_enc=2, n_dec=2):
     layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True, norm_first=True)
     # our own encoder stack: nn.Transformer's default one warns about nested tensors with norm_first
     encoder = nn.TransformerEncoder(layer, n_enc, norm=nn.LayerNorm(16), enable_nested_tensor=False)
-    return nn.Transformer(16, 4, n_enc, n_dec, 32, dropout=0.0, batch_first=True, norm_first=True,
-                          custom_encoder=encoder).double()
+    return nn.Transformer(
+        16, 4, n_enc, n_dec, 32, dropout=0.0, batch_first=True, norm_first=True, custom_encoder=encoder
+    ).double()
 
 
 def test_encoder_decoder_body_matches_torch_transformer():

@@ -76,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     pages = len(list(html.rglob("*.html")))
     print(f"make book: {pages} pages written to {index.parent}")
     if failed:
-        print(f"make book: {len(failed)} chapter(s) failed to execute; they are rendered up to their error "
-              "and marked on the Reproducibility page:")
+        print(
+            f"make book: {len(failed)} chapter(s) failed to execute; they are rendered up to their error "
+            "and marked on the Reproducibility page:"
+        )
         for path in failed:
             print(f"  - {Path(path).name}")
     elif proc.returncode != 0:

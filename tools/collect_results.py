@@ -31,7 +31,8 @@ def meets_bar(h: dict) -> bool:
 
 def bar_text(h: dict) -> str:
     parts = ([f">= {h['at_least']:g}"] if h["at_least"] is not None else []) + (
-        [f"<= {h['at_most']:g}"] if h["at_most"] is not None else [])
+        [f"<= {h['at_most']:g}"] if h["at_most"] is not None else []
+    )
     text = " and ".join(parts)
     if h.get("per_class"):
         return f"{text} on {h['hardware']}" if text else f"reported only: no bar for {h['hardware']}"
@@ -63,8 +64,12 @@ def main(executed_dir: str, out_json: str) -> int:
     Path(out_json).parent.mkdir(parents=True, exist_ok=True)
     Path(out_json).write_text(json.dumps(result, indent=2))
     lines = [
-        "# Results of `make full`", "", f"Measured on: {prov.line()}", "",
-        "| chapter | status | time (s) | headline | value | bar |", "|---|---|---|---|---|---|",
+        "# Results of `make full`",
+        "",
+        f"Measured on: {prov.line()}",
+        "",
+        "| chapter | status | time (s) | headline | value | bar |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
         hs = row["headlines"] or [{"name": "-", "value": float("nan"), "at_least": None, "at_most": None}]

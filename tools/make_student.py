@@ -182,7 +182,7 @@ def strip_solutions(nb: nbformat.NotebookNode, name: str = "notebook") -> tuple[
                 if end is None:  # the whole cell lies inside the gate
                     lines = []
                     break
-                lines = lines[end[1] + 1:]  # keep what follows the end fence
+                lines = lines[end[1] + 1 :]  # keep what follows the end fence
                 in_gate = False
                 continue
             if end is not None and (start is None or end[0] < start[0]):
@@ -192,7 +192,7 @@ def strip_solutions(nb: nbformat.NotebookNode, name: str = "notebook") -> tuple[
             removed.gated.append(start[2] or "(no label)")
             removed.gated_cells.append(0)
             kept += lines[: start[0]]
-            lines = lines[start[1] + 1:]
+            lines = lines[start[1] + 1 :]
             in_gate = True
 
         text = "\n".join(kept + lines)

@@ -32,8 +32,10 @@ def main() -> None:
     model.eval()
     batches = measure.benchmark_batches(tokenizer, assets.rotten_tomatoes()["test"]["text"][:32], batch_sizes=(32, 1))
     variants = {"float32": model, "quantize_dynamic int8": quantize.int8_dynamic(model, embeddings=False)}
-    for name, config in [("torchao int8 dynamic", Int8DynamicActivationInt8WeightConfig()),
-                         ("torchao int8 weight-only", Int8WeightOnlyConfig())]:
+    for name, config in [
+        ("torchao int8 dynamic", Int8DynamicActivationInt8WeightConfig()),
+        ("torchao int8 weight-only", Int8WeightOnlyConfig()),
+    ]:
         quantized = copy.deepcopy(model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchao's own deprecation notices; this is a timing script
@@ -43,8 +45,10 @@ def main() -> None:
     timed = measure.interleaved_latency(variants, batches, threads=2, rounds={32: 12, 1: 30})
     at32, at1 = ({name: timed[name][b].median for name in variants} for b in (32, 1))
     for name in variants:
-        print(f"{name:>26}: batch 32 {at32[name]:7.1f} ms ({at32['float32'] / at32[name]:.2f}x float32) | "
-              f"batch 1 {at1[name]:6.2f} ms ({at1['float32'] / at1[name]:.2f}x)")
+        print(
+            f"{name:>26}: batch 32 {at32[name]:7.1f} ms ({at32['float32'] / at32[name]:.2f}x float32) | "
+            f"batch 1 {at1[name]:6.2f} ms ({at1['float32'] / at1[name]:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -28,14 +28,20 @@ def main() -> None:
     args = parser.parse_args()
     device = setup(seed=0)
     settings = dataclasses.replace(distill.STUDENT_SETTINGS["full"][args.kind], **json.loads(args.changes))
-    student, tokenizer, info = distill.train_new_student("full", args.kind, args.loss == "kd", device, settings,
-                                                         show_progress=False)
+    student, tokenizer, info = distill.train_new_student(
+        "full", args.kind, args.loss == "kd", device, settings, show_progress=False
+    )
     reviews = assets.rotten_tomatoes()
-    acc = {split: finetune.evaluate_classifier(student, finetune.tokenize_dataset(reviews[split], tokenizer, 128),
-                                               tokenizer, device=device).accuracy
-           for split in ("validation", "test")}
-    print(f"{args.kind} {args.loss} {args.changes}: trained in {info['history']['seconds']:.0f} s | "
-          f"validation {acc['validation']:.4f} | test {acc['test']:.4f}")
+    acc = {
+        split: finetune.evaluate_classifier(
+            student, finetune.tokenize_dataset(reviews[split], tokenizer, 128), tokenizer, device=device
+        ).accuracy
+        for split in ("validation", "test")
+    }
+    print(
+        f"{args.kind} {args.loss} {args.changes}: trained in {info['history']['seconds']:.0f} s | "
+        f"validation {acc['validation']:.4f} | test {acc['test']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -172,6 +172,7 @@ def smollm2_cache_name() -> str:
     The converted weights depend on both (the GGUF file and the dequantizing code), so a new
     release of either converts again instead of reading a folder another version wrote.
     """
+
     def clean(text: str) -> str:
         return "".join(c if c.isalnum() or c in ".-_" else "_" for c in text)
 
@@ -235,7 +236,9 @@ def _convert_smollm2(gguf: Path, folder: Path) -> None:
         try:
             with _book_progress_bars():
                 model = LlamaForCausalLM.from_pretrained(
-                    str(gguf.parent), gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True),
+                    str(gguf.parent),
+                    gguf_file=gguf.name,
+                    quantization_config=GgufConfig(dequantize=True),
                     dtype=torch.float32,
                 )
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -427,8 +430,11 @@ def _split_images(x: np.ndarray, y: np.ndarray, side: int, n_test: int, scale: f
         return torch.from_numpy(x[idx].astype(np.float32) / scale).reshape(-1, 1, side, side)
 
     return ImageSplits(
-        tensor(train), torch.from_numpy(y[train].astype(np.int64)),
-        tensor(test), torch.from_numpy(y[test].astype(np.int64)), source,
+        tensor(train),
+        torch.from_numpy(y[train].astype(np.int64)),
+        tensor(test),
+        torch.from_numpy(y[test].astype(np.int64)),
+        source,
     )
 
 

@@ -38,7 +38,13 @@ from .finetune import _check_training_data, evaluate_classifier, linear_warmup, 
 from .loop import DTYPES, PRECISIONS, EarlyStopping, History, TrainStep, autocast_context, resolve_precision, train_loop
 
 __all__ = [
-    "DTYPES", "PRECISIONS", "autocast_context", "make_train_step", "model_bytes", "resolve_precision", "train_budget",
+    "DTYPES",
+    "PRECISIONS",
+    "autocast_context",
+    "make_train_step",
+    "model_bytes",
+    "resolve_precision",
+    "train_budget",
     "weighted_group_loss",
 ]
 
@@ -123,19 +129,36 @@ def train_budget(
         res = evaluate_classifier(model, eval_dataset, tokenizer, batch_size=eval_batch_size, device=device)
         return {"loss": res.loss, "accuracy": res.accuracy}
 
-    step = TrainStep(model, summed_loss, optimizer, scheduler=scheduler, max_grad_norm=max_grad_norm,
-                     precision=precision, denominator=group_weight, device=device)
+    step = TrainStep(
+        model,
+        summed_loss,
+        optimizer,
+        scheduler=scheduler,
+        max_grad_norm=max_grad_norm,
+        precision=precision,
+        denominator=group_weight,
+        device=device,
+    )
     with _checkpointing(model, checkpointing):
         return train_loop(
-            step, loader, epochs=epochs, accumulation_steps=accumulation_steps, max_steps=max_steps, seed=seed,
-            evaluate=validate if eval_every is not None else None, eval_every=eval_every,
+            step,
+            loader,
+            epochs=epochs,
+            accumulation_steps=accumulation_steps,
+            max_steps=max_steps,
+            seed=seed,
+            evaluate=validate if eval_every is not None else None,
+            eval_every=eval_every,
             early_stopping=EarlyStopping(patience, restore_best=patience is not None),
-            measure_memory=measure_memory, name=f"train ({step.precision})", show_progress=show_progress,
+            measure_memory=measure_memory,
+            name=f"train ({step.precision})",
+            show_progress=show_progress,
         )
 
 
-def _check_budget_args(train_dataset: Any, epochs: Any, accumulation_steps: Any, eval_dataset: Any, eval_every: Any,
-                       patience: Any) -> None:
+def _check_budget_args(
+    train_dataset: Any, epochs: Any, accumulation_steps: Any, eval_dataset: Any, eval_every: Any, patience: Any
+) -> None:
     _check_training_data(train_dataset, epochs)
     if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
         raise ValueError(f"accumulation_steps must be a positive int, got {accumulation_steps!r}")
@@ -246,12 +269,19 @@ def make_train_step(
     if checkpointing:
         _enable_checkpointing(model)  # left on: the model is the benchmark's
     size = n // accumulation_steps
-    micro = [{k: v[i * size:(i + 1) * size].to(device) for k, v in batch.items()} for i in range(accumulation_steps)]
+    micro = [{k: v[i * size : (i + 1) * size].to(device) for k, v in batch.items()} for i in range(accumulation_steps)]
 
     def summed_loss(model: nn.Module, mb: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = model(**{k: v for k, v in mb.items() if k != "labels"}).logits  # (b, C)
         return F.cross_entropy(logits.float(), mb["labels"], reduction="sum")  # / n, in the step
 
-    step = TrainStep(model, summed_loss, make_optimizer(model, lr, 0.01), max_grad_norm=max_grad_norm,
-                     precision=precision, denominator=lambda group: float(n), device=device)
+    step = TrainStep(
+        model,
+        summed_loss,
+        make_optimizer(model, lr, 0.01),
+        max_grad_norm=max_grad_norm,
+        precision=precision,
+        denominator=lambda group: float(n),
+        device=device,
+    )
     return lambda: step(micro)[0]

@@ -285,12 +285,16 @@ def train_char_lm(
         inputs, targets, mask = batch
         return batch_nll(model, inputs.to(device), targets.to(device), vocab) / mask.sum().to(device)
 
-    step = TrainStep(model, batch_loss, opt, max_grad_norm=grad_clip if grad_clip is not None else math.inf,
-                     device=device)
+    step = TrainStep(model, batch_loss, opt, max_grad_norm=grad_clip if grad_clip is not None else math.inf, device=device)
     return train_loop(
-        step, lambda: make_batches(train_names, vocab, batch_size, shuffle=True, generator=gen),
-        epochs=epochs, seed=seed, evaluate=lambda: {"loss": loss_per_char(model, val_names, vocab, device)},
-        eval_before=True, early_stopping=EarlyStopping(restore_best=restore_best), name="train_char_lm",
+        step,
+        lambda: make_batches(train_names, vocab, batch_size, shuffle=True, generator=gen),
+        epochs=epochs,
+        seed=seed,
+        evaluate=lambda: {"loss": loss_per_char(model, val_names, vocab, device)},
+        eval_before=True,
+        early_stopping=EarlyStopping(restore_best=restore_best),
+        name="train_char_lm",
         show_progress=show_progress,
     )
 

@@ -58,10 +58,10 @@ class PrunedStudentSettings:
 
 #: The recipe of :func:`pruned_student` per profile (chapter 15 prints it).
 PRUNED_STUDENT_SETTINGS: dict[str, PrunedStudentSettings] = {
-    "smoke": PrunedStudentSettings(keep_heads=8, keep_neurons=768, n_importance=64, epochs=1, lr=1e-4, alpha=0.0,
-                                   n_report=64),
-    "full": PrunedStudentSettings(keep_heads=8, keep_neurons=768, n_importance=2000, epochs=3, lr=1e-4, alpha=0.0,
-                                  n_report=None),
+    "smoke": PrunedStudentSettings(keep_heads=8, keep_neurons=768, n_importance=64, epochs=1, lr=1e-4, alpha=0.0, n_report=64),
+    "full": PrunedStudentSettings(
+        keep_heads=8, keep_neurons=768, n_importance=2000, epochs=3, lr=1e-4, alpha=0.0, n_report=None
+    ),
 }
 
 
@@ -86,15 +86,20 @@ def _train_pruned_student(profile: str, device: torch.device) -> tuple[nn.Module
     teacher, tokenizer, _ = sentiment_classifier(profile, device=device)
     student, _, _ = distilled_student(profile, "layers", True, device=device)
     scored = training_snippets(tokenizer, p.n_importance, s.max_length)
-    model, _ = prune_by_importance(student, scored, tokenizer, keep_heads=p.keep_heads, keep_neurons=p.keep_neurons,
-                                   device=device)
+    model, _ = prune_by_importance(
+        student, scored, tokenizer, keep_heads=p.keep_heads, keep_neurons=p.keep_neurons, device=device
+    )
     report = importance_snippets(tokenizer, p.n_report, 128)  # validation snippets: reported only
     before = evaluate_classifier(model, report, tokenizer, device=device).accuracy
     train, targets = student_training_data(profile, s, teacher, tokenizer, device, distill=True)
     history = fit_student(model, teacher, train, tokenizer, targets, s, epochs=p.epochs, lr=p.lr, device=device)
     after = evaluate_classifier(model, report, tokenizer, device=device).accuracy
-    info = {"structure": structure(model), "val_acc_before_distill": before, "val_acc_after_distill": after,
-            "history": history.to_dict()}
+    info = {
+        "structure": structure(model),
+        "val_acc_before_distill": before,
+        "val_acc_after_distill": after,
+        "history": history.to_dict(),
+    }
     return model, tokenizer, info
 
 
@@ -117,9 +122,16 @@ def pruned_student(
     device = resolve_device(device)
     student = student_key(profile, "layers", True, device)  # what it starts from; checks the profile
     return cached_recipe(
-        "pruned-student", RECIPE_VERSION, profile, PRUNED_STUDENT_SETTINGS[profile],
-        lambda d: _train_pruned_student(profile, d), load_pruned_folder,
-        label="pruned distilled student", device=device, cache_dir=cache_dir, student=student,
+        "pruned-student",
+        RECIPE_VERSION,
+        profile,
+        PRUNED_STUDENT_SETTINGS[profile],
+        lambda d: _train_pruned_student(profile, d),
+        load_pruned_folder,
+        label="pruned distilled student",
+        device=device,
+        cache_dir=cache_dir,
+        student=student,
     )
 
 

@@ -105,8 +105,10 @@ def headline(
         if high is not None and value > high:
             raise AssertionError(f"headline {name!r} = {value:.6g} misses its bar: needs <= {high} (on {hardware})")
         if per_class and not checked:
-            print(f"{name} = {fmt.format(value)}: no expected range is set for this hardware "
-                  f"({hardware}), so the value is reported and not checked.")
+            print(
+                f"{name} = {fmt.format(value)}: no expected range is set for this hardware "
+                f"({hardware}), so the value is reported and not checked."
+            )
     text = fmt.format(value)
     from IPython.core.formatters import format_display_data
 
@@ -114,17 +116,21 @@ def headline(
     metadata = dict(metadata)
     metadata["scrapbook"] = {"name": name, "mime_prefix": GLUE_PREFIX}
     metadata["dlbook_headline"] = {
-        "name": name, "value": value, "at_least": low, "at_most": high, "profile": profile,
-        "hardware": hardware, "per_class": per_class, "checked": checked,
+        "name": name,
+        "value": value,
+        "at_least": low,
+        "at_most": high,
+        "profile": profile,
+        "hardware": hardware,
+        "per_class": per_class,
+        "checked": checked,
     }
     # text/plain of a str is its repr with quotes; the prose wants the bare number.
     _ipython_display({GLUE_PREFIX + "text/plain": text}, metadata)
     return value
 
 
-def hardware_headline(
-    name: str, value: float, *, profile: str, hardware: str | None = None, fmt: str = "{:.2f}"
-) -> float:
+def hardware_headline(name: str, value: float, *, profile: str, hardware: str | None = None, fmt: str = "{:.2f}") -> float:
     """:func:`headline` for a speed or memory number, with its bars per hardware class.
 
     The bars and the runs they were set from live in :mod:`dlbook.expected` under ``name``. On
@@ -238,7 +244,7 @@ class Source:
         if not self.collapsed:
             return code
         title = html.escape(self.title)
-        return f"<details class=\"dlbook-source\"><summary>{title} ({self.n_lines} lines)</summary>{code}</details>"
+        return f'<details class="dlbook-source"><summary>{title} ({self.n_lines} lines)</summary>{code}</details>'
 
     def __repr__(self) -> str:  # text/plain: the source itself
         return self.data

@@ -176,16 +176,26 @@ def narrow_student(
     """
     from transformers import BertConfig, BertForSequenceClassification
 
-    for name, v in (("vocab_size", vocab_size), ("hidden_size", hidden_size), ("num_layers", num_layers),
-                    ("num_heads", num_heads), ("num_labels", num_labels)):
+    for name, v in (
+        ("vocab_size", vocab_size),
+        ("hidden_size", hidden_size),
+        ("num_layers", num_layers),
+        ("num_heads", num_heads),
+        ("num_labels", num_labels),
+    ):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
     config = BertConfig(
-        vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
-        intermediate_size=intermediate_size or 4 * hidden_size, max_position_embeddings=max_position_embeddings,
-        pad_token_id=pad_token_id, num_labels=num_labels,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=pad_token_id,
+        num_labels=num_labels,
         id2label={i: f"LABEL_{i}" for i in range(num_labels)} if num_labels != 2 else {0: "neg", 1: "pos"},
         label2id={f"LABEL_{i}": i for i in range(num_labels)} if num_labels != 2 else {"neg": 0, "pos": 1},
     )
@@ -235,9 +245,7 @@ class ProjectedEmbedding(nn.Module):
     def __init__(self, table: torch.Tensor, projection: torch.Tensor, padding_idx: int | None = None) -> None:
         super().__init__()
         if table.dim() != 2 or projection.dim() != 2 or table.shape[1] != projection.shape[0]:
-            raise ValueError(
-                f"need table (V, d) and projection (d, h), got {tuple(table.shape)} and {tuple(projection.shape)}"
-            )
+            raise ValueError(f"need table (V, d) and projection (d, h), got {tuple(table.shape)} and {tuple(projection.shape)}")
         self.register_buffer("table", table.detach().float().clone())
         self.projection = nn.Parameter(projection.detach().float().clone())
         self.padding_idx = padding_idx
@@ -260,8 +268,9 @@ class ProjectedEmbedding(nn.Module):
 # training
 
 
-def teacher_logits(teacher: nn.Module, dataset: Any, tokenizer: Any, *, batch_size: int = 128,
-                   device: torch.device | str | None = None) -> torch.Tensor:
+def teacher_logits(
+    teacher: nn.Module, dataset: Any, tokenizer: Any, *, batch_size: int = 128, device: torch.device | str | None = None
+) -> torch.Tensor:
     """The frozen teacher's logits (N, C) on a tokenised dataset, in dataset order, on the CPU."""
     return evaluate_classifier(teacher, dataset, tokenizer, batch_size=batch_size, device=device).logits
 
@@ -313,12 +322,20 @@ def train_student(
         return distillation_loss(logits, targets[rows.to(device)], labels, temperature=temperature, alpha=alpha)
 
     step = TrainStep(student, batch_loss, optimizer, scheduler=scheduler, max_grad_norm=max_grad_norm, device=device)
-    return train_loop(step, loader, epochs=epochs, seed=seed, history=History(warmup_steps=warmup),
-                      name="train_student", show_progress=show_progress)
+    return train_loop(
+        step,
+        loader,
+        epochs=epochs,
+        seed=seed,
+        history=History(warmup_steps=warmup),
+        name="train_student",
+        show_progress=show_progress,
+    )
 
 
-def _check_student_data(train_dataset: Any, teacher_logits: torch.Tensor | None, temperature: float, alpha: float,
-                        epochs: int) -> None:
+def _check_student_data(
+    train_dataset: Any, teacher_logits: torch.Tensor | None, temperature: float, alpha: float, epochs: int
+) -> None:
     _check_training_data(train_dataset, epochs)
     if teacher_logits is None and IGNORE_LABEL in set(train_dataset["labels"]):
         raise ValueError("unlabelled snippets (IGNORE_LABEL) need teacher_logits: labels-only training cannot use them")
@@ -362,16 +379,36 @@ class StudentSettings:
 #: The students' recipes per profile and kind (chapter 14 prints them).
 STUDENT_SETTINGS: dict[str, dict[str, StudentSettings]] = {
     "smoke": {
-        "layers": StudentSettings(n_train=128, max_length=64, epochs=1, batch_size=32, lr=1e-4, temperature=2.0, alpha=0.5,
-                                  embeddings="project", dropout=0.0),
-        "narrow": StudentSettings(n_train=128, max_length=64, epochs=1, batch_size=32, lr=3e-4, temperature=4.0, alpha=0.5,
-                                  num_layers=2),
+        "layers": StudentSettings(
+            n_train=128,
+            max_length=64,
+            epochs=1,
+            batch_size=32,
+            lr=1e-4,
+            temperature=2.0,
+            alpha=0.5,
+            embeddings="project",
+            dropout=0.0,
+        ),
+        "narrow": StudentSettings(
+            n_train=128, max_length=64, epochs=1, batch_size=32, lr=3e-4, temperature=4.0, alpha=0.5, num_layers=2
+        ),
     },
     "full": {
-        "layers": StudentSettings(n_train=None, max_length=64, epochs=1, batch_size=32, lr=1e-4, temperature=2.0, alpha=0.5,
-                                  embeddings="project", dropout=0.0),
-        "narrow": StudentSettings(n_train=None, max_length=64, epochs=4, batch_size=32, lr=3e-4, temperature=4.0, alpha=0.5,
-                                  num_layers=2),
+        "layers": StudentSettings(
+            n_train=None,
+            max_length=64,
+            epochs=1,
+            batch_size=32,
+            lr=1e-4,
+            temperature=2.0,
+            alpha=0.5,
+            embeddings="project",
+            dropout=0.0,
+        ),
+        "narrow": StudentSettings(
+            n_train=None, max_length=64, epochs=4, batch_size=32, lr=3e-4, temperature=4.0, alpha=0.5, num_layers=2
+        ),
     },
 }
 
@@ -389,8 +426,15 @@ def student_key(profile: str, kind: str, distill: bool, device: torch.device | s
     _check_kind(kind)
     device = resolve_device(device)
     teacher_folder, _ = sentiment_key(profile, device)
-    return describe(RECIPE_VERSION, profile, STUDENT_SETTINGS[profile][kind], device, kind=kind,
-                    distill=bool(distill), teacher=teacher_folder)
+    return describe(
+        RECIPE_VERSION,
+        profile,
+        STUDENT_SETTINGS[profile][kind],
+        device,
+        kind=kind,
+        distill=bool(distill),
+        teacher=teacher_folder,
+    )
 
 
 def build_student(kind: str, teacher: nn.Module, settings: StudentSettings) -> nn.Module:
@@ -400,9 +444,14 @@ def build_student(kind: str, teacher: nn.Module, settings: StudentSettings) -> n
         return student_from_teacher(teacher, settings.layers)
     emb = teacher.bert.embeddings.word_embeddings.weight if settings.project_embeddings else None
     return narrow_student(
-        teacher.config.vocab_size, hidden_size=settings.hidden_size, num_layers=settings.num_layers,
-        num_heads=settings.num_heads, num_labels=teacher.config.num_labels, pad_token_id=teacher.config.pad_token_id,
-        teacher_embeddings=emb, seed=settings.seed,
+        teacher.config.vocab_size,
+        hidden_size=settings.hidden_size,
+        num_layers=settings.num_layers,
+        num_heads=settings.num_heads,
+        num_labels=teacher.config.num_labels,
+        pad_token_id=teacher.config.pad_token_id,
+        teacher_embeddings=emb,
+        seed=settings.seed,
     ).to(next(teacher.parameters()).device)
 
 
@@ -517,9 +566,19 @@ def fit_student(
     set_embedding_mode(student, s.embeddings, teacher)
     usual = set_dropout(student, s.dropout) if s.dropout is not None else None
     history = train_student(
-        student, train, tokenizer, teacher_logits=targets, temperature=s.temperature, alpha=s.alpha,
-        epochs=s.epochs if epochs is None else epochs, batch_size=s.batch_size, lr=s.lr if lr is None else lr,
-        seed=s.seed, group_by_length=s.group_by_length, device=device, show_progress=show_progress,
+        student,
+        train,
+        tokenizer,
+        teacher_logits=targets,
+        temperature=s.temperature,
+        alpha=s.alpha,
+        epochs=s.epochs if epochs is None else epochs,
+        batch_size=s.batch_size,
+        lr=s.lr if lr is None else lr,
+        seed=s.seed,
+        group_by_length=s.group_by_length,
+        device=device,
+        show_progress=show_progress,
     )
     if usual is not None:
         set_dropout(student, usual)
@@ -557,8 +616,7 @@ def train_new_student(
     train, targets = student_training_data(profile, s, teacher, tokenizer, device, distill)
     if labelled is not None:
         _check_labelled(labelled, len(train), distill)
-        train = train.map(lambda ex, i: {"labels": ex["labels"] if i < labelled else IGNORE_LABEL},
-                          with_indices=True)
+        train = train.map(lambda ex, i: {"labels": ex["labels"] if i < labelled else IGNORE_LABEL}, with_indices=True)
     student = build_student(kind, teacher, s)
     history = fit_student(student, teacher, train, tokenizer, targets, s, device=device, show_progress=show_progress)
     n_labelled = len(train) if labelled is None else labelled
@@ -598,10 +656,18 @@ def distilled_student(
     teacher = student_key(profile, kind, distill, device)["teacher"]
     tag = "distilled" if distill else "label-trained"
     return cached_recipe(
-        f"student-{kind}-{'kd' if distill else 'ce'}", RECIPE_VERSION, profile, STUDENT_SETTINGS[profile][kind],
-        lambda d: train_new_student(profile, kind, distill, d), load_classifier,
-        label=f"{tag} {kind} student", device=device, cache_dir=cache_dir,
-        kind=kind, distill=distill, teacher=teacher,
+        f"student-{kind}-{'kd' if distill else 'ce'}",
+        RECIPE_VERSION,
+        profile,
+        STUDENT_SETTINGS[profile][kind],
+        lambda d: train_new_student(profile, kind, distill, d),
+        load_classifier,
+        label=f"{tag} {kind} student",
+        device=device,
+        cache_dir=cache_dir,
+        kind=kind,
+        distill=distill,
+        teacher=teacher,
     )
 
 
@@ -638,18 +704,28 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "kind": self.kind, "distill": self.distill, "settings": asdict(self.settings),
-            "labelled": self.labelled, "val_correct": self.val_correct.astype(int).tolist(),
-            "test_correct": self.test_correct.astype(int).tolist(), "seconds": self.seconds,
+            "name": self.name,
+            "kind": self.kind,
+            "distill": self.distill,
+            "settings": asdict(self.settings),
+            "labelled": self.labelled,
+            "val_correct": self.val_correct.astype(int).tolist(),
+            "test_correct": self.test_correct.astype(int).tolist(),
+            "seconds": self.seconds,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], from_cache: bool = False) -> RunResult:
         return cls(
-            name=d["name"], kind=d["kind"], distill=bool(d["distill"]),
+            name=d["name"],
+            kind=d["kind"],
+            distill=bool(d["distill"]),
             settings=StudentSettings(**{k: tuple(v) if k == "layers" else v for k, v in d["settings"].items()}),
-            labelled=d["labelled"], val_correct=np.asarray(d["val_correct"], bool),
-            test_correct=np.asarray(d["test_correct"], bool), seconds=float(d["seconds"]), from_cache=from_cache,
+            labelled=d["labelled"],
+            val_correct=np.asarray(d["val_correct"], bool),
+            test_correct=np.asarray(d["test_correct"], bool),
+            seconds=float(d["seconds"]),
+            from_cache=from_cache,
         )
 
 
@@ -701,8 +777,18 @@ def student_run(
         n_all = len(_training_split()) if s.n_train is None else s.n_train
         _check_labelled(labelled, n_all, distill)
     device = resolve_device(device)
-    file = run_cache_file(profile, kind, distill, s, labelled=labelled, n_val=n_val, n_test=n_test,
-                          max_length=max_length, device=device, cache_dir=cache_dir)
+    file = run_cache_file(
+        profile,
+        kind,
+        distill,
+        s,
+        labelled=labelled,
+        n_val=n_val,
+        n_test=n_test,
+        max_length=max_length,
+        device=device,
+        cache_dir=cache_dir,
+    )
     label = name or f"{kind}, {'distilled' if distill else 'labels only'}"
     if file.is_file():
         return RunResult.from_dict({**json.loads(file.read_text()), "name": label}, from_cache=True)
@@ -717,8 +803,9 @@ def student_run(
         data = _eval_split(split, n, tokenizer, max_length)
         ev = evaluate_classifier(model, data, tokenizer, device=device)
         answers[split] = (ev.preds == ev.labels).numpy()
-    result = RunResult(label, kind, distill, s, labelled, answers["validation"], answers["test"],
-                       float(info["history"]["seconds"]))
+    result = RunResult(
+        label, kind, distill, s, labelled, answers["validation"], answers["test"], float(info["history"]["seconds"])
+    )
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(result.to_dict()))
@@ -748,9 +835,19 @@ def run_cache_file(
     from .modelcache import cache_key, cache_root
 
     teacher_folder, _ = sentiment_key(profile, resolve_device(device))
-    described = describe(RECIPE_VERSION, profile, settings, device, kind=kind, distill=bool(distill),
-                         teacher=teacher_folder, labelled=labelled, n_val=n_val, n_test=n_test,
-                         max_length=max_length)
+    described = describe(
+        RECIPE_VERSION,
+        profile,
+        settings,
+        device,
+        kind=kind,
+        distill=bool(distill),
+        teacher=teacher_folder,
+        labelled=labelled,
+        n_val=n_val,
+        n_test=n_test,
+        max_length=max_length,
+    )
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     return root / "runs" / f"{cache_key(f'run-{kind}', described)}.json"
 

@@ -158,9 +158,9 @@ def simulate_data_parallel(
         replica = copy.deepcopy(model)
         replica.zero_grad(set_to_none=True)
         loss_fn(replica, piece).backward()
-        grads_per_rank.append([
-            p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in replica.parameters()
-        ])
+        grads_per_rank.append(
+            [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in replica.parameters()]
+        )
     return average_gradients(grads_per_rank)
 
 
@@ -230,8 +230,9 @@ def loopback_env(port: int, threads_per_process: int | None = None, base: Mappin
 LAUNCHERS = ("torchrun", "accelerate", "python")
 
 
-def launch_command(script: str | os.PathLike[str], nproc: int, args: Sequence[str] = (), *, launcher: str = "torchrun",
-                   port: int = 29500) -> list[str]:
+def launch_command(
+    script: str | os.PathLike[str], nproc: int, args: Sequence[str] = (), *, launcher: str = "torchrun", port: int = 29500
+) -> list[str]:
     """The command line that starts ``script`` in ``nproc`` processes on this machine.
 
     ``torchrun``: ``python -m torch.distributed.run --nproc-per-node N --master-addr 127.0.0.1
@@ -250,11 +251,41 @@ def launch_command(script: str | os.PathLike[str], nproc: int, args: Sequence[st
             raise ValueError("launcher='python' starts exactly one process; use torchrun or accelerate for more")
         return [sys.executable, script, *args]
     if launcher == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
-                "--master-addr", "127.0.0.1", "--master-port", str(port), script, *args]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc),
-            "--num_machines", "1", "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-            "--mixed_precision", "no", "--dynamo_backend", "no", script, *args]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "1",
+            "--nproc-per-node",
+            str(nproc),
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
+            script,
+            *args,
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(nproc),
+        "--num_machines",
+        "1",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(port),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        script,
+        *args,
+    ]
 
 
 class LaunchError(RuntimeError):
@@ -293,11 +324,14 @@ def launch(
     except subprocess.TimeoutExpired as err:
         out = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
         errs = err.stderr.decode() if isinstance(err.stderr, bytes) else (err.stderr or "")
-        raise LaunchError(f"{' '.join(cmd)}\ntimed out after {timeout} s\n--- stdout ---\n{out[-3000:]}\n"
-                          f"--- stderr ---\n{errs[-6000:]}") from None
+        raise LaunchError(
+            f"{' '.join(cmd)}\ntimed out after {timeout} s\n--- stdout ---\n{out[-3000:]}\n--- stderr ---\n{errs[-6000:]}"
+        ) from None
     if done.returncode != 0:
-        raise LaunchError(f"{' '.join(cmd)}\nexited with code {done.returncode}\n--- stdout ---\n{done.stdout[-3000:]}\n"
-                          f"--- stderr ---\n{done.stderr[-6000:]}")
+        raise LaunchError(
+            f"{' '.join(cmd)}\nexited with code {done.returncode}\n--- stdout ---\n{done.stdout[-3000:]}\n"
+            f"--- stderr ---\n{done.stderr[-6000:]}"
+        )
     return done
 
 
@@ -309,9 +343,14 @@ def _log_bucket(log: list[dict[str, Any]], bucket: Any, wire_dtype: torch.dtype)
     if not isinstance(log, list):
         raise TypeError(f"the hook's state must be a list to log into, got {type(log).__name__}")
     buf = bucket.buffer()
-    log.append({"numel": buf.numel(), "grad_dtype": str(buf.dtype).removeprefix("torch."),
-                "wire_dtype": str(wire_dtype).removeprefix("torch."),
-                "bytes": buf.numel() * torch.empty((), dtype=wire_dtype).element_size()})
+    log.append(
+        {
+            "numel": buf.numel(),
+            "grad_dtype": str(buf.dtype).removeprefix("torch."),
+            "wire_dtype": str(wire_dtype).removeprefix("torch."),
+            "bytes": buf.numel() * torch.empty((), dtype=wire_dtype).element_size(),
+        }
+    )
 
 
 def counting_allreduce_hook(log: list[dict[str, Any]], bucket: Any) -> torch.futures.Future[torch.Tensor]:

@@ -67,8 +67,7 @@ def check_versions(requirements: Path | None) -> list[Check]:
             checks.append(Check(dist, True, have))
     jb = _installed("jupyter-book")
     if jb and not jb.startswith("1."):
-        checks.append(Check("jupyter-book major", False, f"{jb} ignores _config.yml/_toc.yml",
-                            "pip install 'jupyter-book<2'"))
+        checks.append(Check("jupyter-book major", False, f"{jb} ignores _config.yml/_toc.yml", "pip install 'jupyter-book<2'"))
     return checks
 
 
@@ -82,8 +81,10 @@ def _smollm2_runs() -> None:
     with torch.no_grad():
         logits = model(torch.tensor([[1, 2]])).logits
     if logits.shape != (1, 2, model.config.vocab_size) or not torch.isfinite(logits).all():
-        raise assets.AssetError(f"the converted SmolLM2 in {assets.smollm2_folder()} gives broken logits: "
-                                "delete that folder and run again to convert it afresh")
+        raise assets.AssetError(
+            f"the converted SmolLM2 in {assets.smollm2_folder()} gives broken logits: "
+            "delete that folder and run again to convert it afresh"
+        )
 
 
 def check_assets() -> list[Check]:
@@ -140,8 +141,14 @@ def check_resources(path: Path) -> list[Check]:
     mem = _free_memory_gb()
     if mem is not None:
         ok = mem >= MIN_FREE_MEMORY_GB
-        checks.append(Check("free memory", ok, f"{mem:.1f} GB",
-                            "" if ok else f"close programs: the full profile wants {MIN_FREE_MEMORY_GB} GB"))
+        checks.append(
+            Check(
+                "free memory",
+                ok,
+                f"{mem:.1f} GB",
+                "" if ok else f"close programs: the full profile wants {MIN_FREE_MEMORY_GB} GB",
+            )
+        )
     disk = shutil.disk_usage(path).free / 1024**3
     ok = disk >= MIN_FREE_DISK_GB
     fix = "" if ok else f"free {MIN_FREE_DISK_GB} GB for caches and the build"
@@ -151,8 +158,7 @@ def check_resources(path: Path) -> list[Check]:
 
 def run(root: Path | None = None) -> list[Check]:
     root = root or Path.cwd()
-    return [check_python(), *check_versions(root / "requirements.txt"), *check_assets(), check_device(),
-            *check_resources(root)]
+    return [check_python(), *check_versions(root / "requirements.txt"), *check_assets(), check_device(), *check_resources(root)]
 
 
 def main() -> int:

@@ -99,8 +99,11 @@ _NO_LIMIT = 1_000_000
 
 def _folders(model: torch.nn.Module, tokenizer) -> list[Path]:
     """The local folders the model and tokenizer were loaded from, where they say so."""
-    names = [getattr(tokenizer, "name_or_path", None), getattr(model, "name_or_path", None),
-             getattr(getattr(model, "config", None), "_name_or_path", None)]
+    names = [
+        getattr(tokenizer, "name_or_path", None),
+        getattr(model, "name_or_path", None),
+        getattr(getattr(model, "config", None), "_name_or_path", None),
+    ]
     return [Path(n) for n in names if isinstance(n, str) and n and Path(n).is_dir()]
 
 
@@ -174,7 +177,10 @@ def embed_texts(
         for start in progress(starts, desc="embedding", disable=not show_progress):
             batch = tokenizer(
                 texts[start : start + batch_size],
-                padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
             ).to(device)
             out = model(**batch)
             hidden = getattr(out, "last_hidden_state", None)

@@ -26,9 +26,7 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_device(
-    device: torch.device | str | None = None, *, model: torch.nn.Module | None = None
-) -> torch.device:
+def resolve_device(device: torch.device | str | None = None, *, model: torch.nn.Module | None = None) -> torch.device:
     """``device`` as a :class:`torch.device`; ``None`` means where ``model`` lives, else
     :func:`pick_device`. The one place the book turns a device argument into a device."""
     if device is not None:

@@ -86,7 +86,8 @@ class Expectation:
 #   book/measured/full-cpu-avx512-2026-11-23.md and CHANGELOG.md.
 _ALL = (
     Expectation(
-        "ch10_lowp_speed", 10,
+        "ch10_lowp_speed",
+        10,
         # Now timed warm, untracked and interleaved with fp32 (median of per-round ratios, batch
         # 16 x 64 tokens). Runs of the earlier quantity (one cold, memory-tracked bf16 step against
         # warm fp32 medians): cpu-avx2 0.042 (2 threads) and 0.078 (1 thread beside another job),
@@ -95,7 +96,8 @@ _ALL = (
         meaning="fp32 / bf16-autocast seconds per training step, median of interleaved rounds, on the CPU",
     ),
     Expectation(
-        "ch10_group_time_ratio", 10,
+        "ch10_group_time_ratio",
+        10,
         # Now the summed times of training steps on batches spread over an epoch of each loader,
         # timed in turns. Runs of the earlier quantity (two whole epochs one after the other):
         # cpu-avx512-bf16 0.573, 0.589; they no longer count.
@@ -103,7 +105,8 @@ _ALL = (
         meaning="training-step time with length-grouped batches / with shuffled batches, interleaved",
     ),
     Expectation(
-        "ch12_speedup", 12,
+        "ch12_speedup",
+        12,
         # as_avx2 gave 1.82 and 1.79: AVX2 kernels on a newer CPU gain more than on a real
         # AVX2-only one, so the cpu-avx2 bar rests on the real machine's runs alone. The chapter
         # now chooses between per-tensor and per-row weight scales on validation; it chose per
@@ -116,13 +119,14 @@ _ALL = (
         "chosen on validation) forward time at batch 32, on the CPU",
     ),
     Expectation(
-        "ch13_zeros_speedup", 13,
+        "ch13_zeros_speedup",
+        13,
         measured={"cpu-avx2": (0.9968,), "cpu-avx512-bf16": (1.002,)},
-        meaning="dense forward time / the same with 90 % of the encoder's linear weights zero "
-        "(stored dense; no gain expected)",
+        meaning="dense forward time / the same with 90 % of the encoder's linear weights zero (stored dense; no gain expected)",
     ),
     Expectation(
-        "ch13_struct_speedup32", 13,
+        "ch13_struct_speedup32",
+        13,
         # the pruned classifier's speed-up is timed again by chapter 15 (1.94, 1.87, at 2 threads,
         # interleaved); 2.025 and 1.958 were chapter 13's runs at 1 thread, in turns (the chapter
         # now times at 2 threads, as chapters 12, 14 and 15 do)
@@ -131,7 +135,8 @@ _ALL = (
         meaning="fp32 / structurally pruned forward time at batch 32, on the CPU",
     ),
     Expectation(
-        "ch14_best_speedup", 14,
+        "ch14_best_speedup",
+        14,
         # No run of today's quantity yet. The best student is now chosen on validation among the
         # distilled students only; 5.84 (and 3.245, 3.20 of earlier recipes) timed the narrow
         # student, which validation selection does not pick (it keeps 95 % of the teacher's
@@ -142,17 +147,21 @@ _ALL = (
         meaning="teacher / best distilled student (chosen on validation) forward time at batch 32, on the CPU",
     ),
     Expectation(
-        "ch14_fused_adamw_speedup", 14,
+        "ch14_fused_adamw_speedup",
+        14,
         # timed with measure.interleaved_calls; 3.24 came from the loop before it. The runs compared
         # make_optimizer(fused=False), PyTorch's default, which on a CPU is the single-tensor loop
         # (foreach is the default only on GPUs); the key keeps its name so the runs stay attached.
         at_least={"cpu-avx512-bf16": 1.5},
         measured={"cpu-avx512-bf16": (6.36, 6.16)},
-        meaning=("default AdamW update time (on a CPU the single-tensor loop; on a GPU foreach) / "
-                 "fused AdamW update time, on the device the chapter runs on"),
+        meaning=(
+            "default AdamW update time (on a CPU the single-tensor loop; on a GPU foreach) / "
+            "fused AdamW update time, on the device the chapter runs on"
+        ),
     ),
     Expectation(
-        "ch15_best_faster", 15,
+        "ch15_best_faster",
+        15,
         # No run of today's quantity yet: the best is now chosen on validation among the variants
         # at least 8x smaller (pruned vocabulary + int8 on the students; ties broken by size).
         # Earlier quantities (4x-smaller choice, or chosen with the test split) are not counted.
@@ -160,18 +169,19 @@ _ALL = (
         meaning="fp32 teacher / best compressed model (chosen on validation) forward time at batch 32, on the CPU",
     ),
     Expectation(
-        "ch15_best_faster1", 15,
+        "ch15_best_faster1",
+        15,
         # No run of today's quantity yet (see ch15_best_faster).
         measured={},
         meaning="fp32 teacher / best compressed model (chosen on validation) forward time at batch 1, on the CPU",
     ),
     Expectation(
-        "per_example_speedup", 90,
+        "per_example_speedup",
+        90,
         # Not counted: cpu-avx2 84.87 (53.9 under as_avx2), cpu-avx512-bf16 47.95 and 58.7,
         # cuda 1014.0 all timed an earlier min-of-rounds loop, not today's quantity.
         measured={},
-        meaning="per-example time of an MLP training step at batch 1 / at batch 1024 "
-        "(medians of interleaved rounds)",
+        meaning="per-example time of an MLP training step at batch 1 / at batch 1024 (medians of interleaved rounds)",
     ),
 )
 

@@ -111,8 +111,9 @@ def tokenize_dataset(dataset: Any, tokenizer: Any, max_length: int, text_column:
     return encoded.rename_column(label_column, "labels") if label_column != "labels" else encoded
 
 
-def make_loader(dataset: Any, tokenizer: Any, batch_size: int, shuffle: bool = False, seed: int = 0,
-                group_by_length: bool = False):
+def make_loader(
+    dataset: Any, tokenizer: Any, batch_size: int, shuffle: bool = False, seed: int = 0, group_by_length: bool = False
+):
     """A ``DataLoader`` that pads each batch to its longest sequence (``DataCollatorWithPadding``).
 
     The loader always owns a ``torch.Generator`` seeded with ``seed``: with ``shuffle=True`` it
@@ -266,15 +267,23 @@ def train_classifier(
     def validate() -> dict[str, float]:
         result = evaluate_classifier(model, eval_dataset, tokenizer, batch_size=eval_batch_size, device=device)
         if show_progress:
-            print(f"epoch {len(history.evals) + 1}: validation accuracy {result.accuracy:.4f}, "
-                  f"F1 {result.f1:.4f}, loss {result.loss:.4f}")
+            print(
+                f"epoch {len(history.evals) + 1}: validation accuracy {result.accuracy:.4f}, "
+                f"F1 {result.f1:.4f}, loss {result.loss:.4f}"
+            )
         return {"accuracy": result.accuracy, "f1": result.f1, "loss": result.loss}
 
     step = TrainStep(model, batch_loss, optimizer, scheduler=scheduler, max_grad_norm=max_grad_norm, device=device)
     history = History(warmup_steps=warmup)
     return train_loop(
-        step, loader, epochs=epochs, seed=seed, evaluate=validate if eval_dataset is not None else None,
-        history=history, name="train_classifier", show_progress=show_progress,
+        step,
+        loader,
+        epochs=epochs,
+        seed=seed,
+        evaluate=validate if eval_dataset is not None else None,
+        history=history,
+        name="train_classifier",
+        show_progress=show_progress,
     )
 
 
@@ -438,8 +447,10 @@ def new_classifier(path: str | None = None) -> nn.Module:
     hf_logging.set_verbosity_error()
     try:
         return BertForSequenceClassification.from_pretrained(
-            path or minilm_path(), num_labels=len(LABELS),
-            id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)},
+            path or minilm_path(),
+            num_labels=len(LABELS),
+            id2label=dict(enumerate(LABELS)),
+            label2id={n: i for i, n in enumerate(LABELS)},
         )
     finally:
         hf_logging.set_verbosity(before)
@@ -459,9 +470,19 @@ def _train_sentiment(profile: str, device: torch.device) -> tuple[nn.Module, Any
     torch.manual_seed(s.seed)  # the fresh classifier weights
     model = new_classifier()
     history = train_classifier(
-        model, train, tokenizer, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
-        warmup_ratio=s.warmup_ratio, max_grad_norm=s.max_grad_norm, seed=s.seed, eval_dataset=val,
-        eval_batch_size=s.eval_batch_size, device=device,
+        model,
+        train,
+        tokenizer,
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        lr=s.lr,
+        weight_decay=s.weight_decay,
+        warmup_ratio=s.warmup_ratio,
+        max_grad_norm=s.max_grad_norm,
+        seed=s.seed,
+        eval_dataset=val,
+        eval_batch_size=s.eval_batch_size,
+        device=device,
     )
     info = {"n_train": len(train), "n_validation": len(val), "history": history.to_dict()}
     return model, tokenizer, info
@@ -487,9 +508,14 @@ def sentiment_classifier(
     compression and serving chapters start from it.
     """
     return cached_recipe(
-        "sentiment", RECIPE_VERSION, profile, SENTIMENT_SETTINGS[profile],
-        lambda d: _train_sentiment(profile, d), label="sentiment classifier",
-        device=device, cache_dir=cache_dir,
+        "sentiment",
+        RECIPE_VERSION,
+        profile,
+        SENTIMENT_SETTINGS[profile],
+        lambda d: _train_sentiment(profile, d),
+        label="sentiment classifier",
+        device=device,
+        cache_dir=cache_dir,
     )
 
 

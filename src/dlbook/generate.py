@@ -184,9 +184,7 @@ def penalize_repetition(logits: Tensor, ids: Tensor, penalty: float) -> Tensor:
     return torch.where(seen, penalised, logits)
 
 
-def filter_logits(
-    logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
-) -> Tensor:
+def filter_logits(logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> Tensor:
     """Temperature, then top-k, then top-p: the order ``transformers`` applies them in."""
     out = apply_temperature(logits, temperature)
     if top_k is not None:
@@ -206,8 +204,13 @@ def _append(ids: Tensor, nxt: Tensor, done: Tensor, pad: int) -> Tensor:
 
 
 def greedy(
-    model: Callable[..., Any], ids: Tensor, max_new_tokens: int, *, eos_token_id: int | Sequence[int] | None = None,
-    pad_token_id: int | None = None, repetition_penalty: float | None = None,
+    model: Callable[..., Any],
+    ids: Tensor,
+    max_new_tokens: int,
+    *,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    repetition_penalty: float | None = None,
 ) -> Tensor:
     """Greedy decoding: append the most probable next token, ``max_new_tokens`` times.
 
@@ -219,9 +222,16 @@ def greedy(
 
 
 def sample(
-    model: Callable[..., Any], ids: Tensor, max_new_tokens: int, *, temperature: float = 1.0,
-    top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
-    eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
+    model: Callable[..., Any],
+    ids: Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Sampling: draw each next token from the filtered distribution (:func:`filter_logits`).
@@ -231,13 +241,17 @@ def sample(
     """
     settings = dict(temperature=temperature, top_k=top_k, top_p=top_p)
     filter_logits(torch.zeros(1, 2), **settings)  # check the settings before running the model
-    return _decode_loop(model, ids, max_new_tokens, eos_token_id, pad_token_id, repetition_penalty,
-                        (settings, generator))
+    return _decode_loop(model, ids, max_new_tokens, eos_token_id, pad_token_id, repetition_penalty, (settings, generator))
 
 
 def _decode_loop(
-    model: Callable[..., Any], ids: Tensor, max_new_tokens: int, eos_token_id: int | Sequence[int] | None,
-    pad_token_id: int | None, penalty: float | None, sampling: tuple[dict[str, Any], torch.Generator | None] | None,
+    model: Callable[..., Any],
+    ids: Tensor,
+    max_new_tokens: int,
+    eos_token_id: int | Sequence[int] | None,
+    pad_token_id: int | None,
+    penalty: float | None,
+    sampling: tuple[dict[str, Any], torch.Generator | None] | None,
 ) -> Tensor:
     _check_ids(ids)
     _check_positive_int(max_new_tokens, "max_new_tokens")
@@ -273,8 +287,13 @@ class Beam:
 
 @torch.inference_mode()
 def beam_search(
-    model: Callable[..., Any], ids: Tensor, max_new_tokens: int, *, num_beams: int,
-    length_penalty: float = 1.0, eos_token_id: int | Sequence[int] | None = None,
+    model: Callable[..., Any],
+    ids: Tensor,
+    max_new_tokens: int,
+    *,
+    num_beams: int,
+    length_penalty: float = 1.0,
+    eos_token_id: int | Sequence[int] | None = None,
 ) -> list[Beam]:
     """Beam search for one prompt ``ids`` of shape ``(1, seq)``: the ``num_beams`` best
     finished hypotheses, best first.
@@ -332,8 +351,16 @@ def beam_search(
 
 _SETTINGS = {
     "greedy": {"max_new_tokens", "eos_token_id", "pad_token_id", "repetition_penalty"},
-    "sample": {"max_new_tokens", "eos_token_id", "pad_token_id", "repetition_penalty", "temperature", "top_k",
-               "top_p", "generator"},
+    "sample": {
+        "max_new_tokens",
+        "eos_token_id",
+        "pad_token_id",
+        "repetition_penalty",
+        "temperature",
+        "top_k",
+        "top_p",
+        "generator",
+    },
     "beam": {"max_new_tokens", "eos_token_id", "num_beams", "length_penalty"},
 }
 

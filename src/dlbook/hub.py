@@ -36,11 +36,14 @@ def hub_available(token: str | None = None) -> tuple[bool, str]:
     from huggingface_hub import constants, get_token
 
     if _env_true("HF_HUB_OFFLINE") or constants.HF_HUB_OFFLINE:
-        return False, ("HF_HUB_OFFLINE is set, so the Hugging Face libraries open no connection to the Hub; "
-                       "to push, unset HF_HUB_OFFLINE on a machine with network access and a token.")
+        return False, (
+            "HF_HUB_OFFLINE is set, so the Hugging Face libraries open no connection to the Hub; "
+            "to push, unset HF_HUB_OFFLINE on a machine with network access and a token."
+        )
     if _env_true("DLBOOK_BLOCK_NETWORK"):
-        return False, ("the network is blocked (DLBOOK_BLOCK_NETWORK=1, as in the book's tests); "
-                       "to push, unset DLBOOK_BLOCK_NETWORK.")
+        return False, (
+            "the network is blocked (DLBOOK_BLOCK_NETWORK=1, as in the book's tests); to push, unset DLBOOK_BLOCK_NETWORK."
+        )
     if token is None and get_token() is None:
         return False, "no Hugging Face token: run `hf auth login` or set HF_TOKEN to a token with write access."
     return True, "a token is available and the Hub is not switched off."
@@ -127,8 +130,15 @@ def push_model(
     sha = getattr(info, "oid", None)
     if tag:
         api.create_tag(repo_id, tag=tag, revision=sha, exist_ok=False)
-    result = PushResult(repo_id, pushed=True, reason="uploaded", plan=plan,
-                        commit_url=getattr(info, "commit_url", str(info)), commit_sha=sha, tag=tag)
+    result = PushResult(
+        repo_id,
+        pushed=True,
+        reason="uploaded",
+        plan=plan,
+        commit_url=getattr(info, "commit_url", str(info)),
+        commit_sha=sha,
+        tag=tag,
+    )
     if verbose:
         print(result)
     return result

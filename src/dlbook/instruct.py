@@ -54,8 +54,9 @@ def sentiment_request(review: str) -> list[dict[str, str]]:
 def _prompt_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
     if not isinstance(messages, (list, tuple)) or not messages:
         raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
-    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
-                                        return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
     return list(ids)
 
 

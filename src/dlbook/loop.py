@@ -36,7 +36,13 @@ Batch = Any
 LossFn = Callable[[nn.Module, Batch], Tensor]
 
 __all__ = [
-    "DTYPES", "PRECISIONS", "EarlyStopping", "History", "TrainStep", "autocast_context", "resolve_precision",
+    "DTYPES",
+    "PRECISIONS",
+    "EarlyStopping",
+    "History",
+    "TrainStep",
+    "autocast_context",
+    "resolve_precision",
     "train_loop",
 ]
 
@@ -119,8 +125,10 @@ class TrainStep:
                 loss = loss / denom
             value = loss.item()
             if not math.isfinite(value):
-                raise FloatingPointError(f"{self.where}: the training loss is {value}; try a lower learning "
-                                         "rate, a warm-up (dlbook.train.warmup_scheduler) or gradient clipping")
+                raise FloatingPointError(
+                    f"{self.where}: the training loss is {value}; try a lower learning "
+                    "rate, a warm-up (dlbook.train.warmup_scheduler) or gradient clipping"
+                )
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += value
         return total, self.update()
@@ -440,8 +448,9 @@ def train_loop(
     return history
 
 
-def _timed_step(step: TrainStep, group: list[Batch], device: torch.device, measure_memory: bool,
-                history: History) -> tuple[float, float | None]:
+def _timed_step(
+    step: TrainStep, group: list[Batch], device: torch.device, measure_memory: bool, history: History
+) -> tuple[float, float | None]:
     """Run one step, recording its wall time (and its peak memory if asked) in ``history``."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)

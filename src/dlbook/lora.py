@@ -187,8 +187,11 @@ def copy_lora_to_peft(model: nn.Module, peft_model: nn.Module, adapter: str = "d
             stem, which = name.rsplit(".", 1)
             matches = [k for k in theirs if k.endswith(f"{stem}.{which}.{adapter}.weight")]
         elif p.requires_grad:  # e.g. the classifier: peft keeps a trainable copy under modules_to_save
-            matches = [k for k in theirs if k.endswith(f"modules_to_save.{adapter}.{name.split('.', 1)[-1]}")
-                       and name.split(".", 1)[0] in k]
+            matches = [
+                k
+                for k in theirs
+                if k.endswith(f"modules_to_save.{adapter}.{name.split('.', 1)[-1]}") and name.split(".", 1)[0] in k
+            ]
         else:
             continue
         if len(matches) != 1:

@@ -23,13 +23,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from .train import count_parameters
+
+if TYPE_CHECKING:  # pandas is imported where a table is built
+    import pandas as pd
+    from pandas.io.formats.style import Styler
 
 # ---------------------------------------------------------------------------------------------
 # size
@@ -212,8 +216,10 @@ def interleaved_latency(
     if not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
     was_training = {name: m.training for name, m in models.items()}
-    inputs = {name: {b: {k: v.to(model_device(m)) for k, v in batch.items()} for b, batch in batches.items()}
-              for name, m in models.items()}
+    inputs = {
+        name: {b: {k: v.to(model_device(m)) for k, v in batch.items()} for b, batch in batches.items()}
+        for name, m in models.items()
+    }
 
     def forward(m: nn.Module, x: Mapping[str, torch.Tensor]) -> Callable[[], None]:
         def call() -> None:
@@ -228,8 +234,9 @@ def interleaved_latency(
             for m in models.values():
                 m.eval()
             for b in batches:
-                timed = interleaved_calls({name: forward(m, inputs[name][b]) for name, m in models.items()},
-                                          rounds=per_batch[b], warmup=warmup)
+                timed = interleaved_calls(
+                    {name: forward(m, inputs[name][b]) for name, m in models.items()}, rounds=per_batch[b], warmup=warmup
+                )
                 for name, lat in timed.items():
                     out[name][b] = lat
     finally:
@@ -416,7 +423,7 @@ class Scoreboard:
             raise ValueError(f"{name!r} and the baseline {self.baseline!r} were scored on different test examples")
         return compare(b.correct, m.correct, n_boot=n_boot, seed=seed)
 
-    def frame(self):
+    def frame(self) -> pd.DataFrame:
         """A pandas DataFrame, one row per variant, in the order added."""
         import pandas as pd
 
@@ -434,7 +441,7 @@ class Scoreboard:
             records.append(row)
         return pd.DataFrame.from_records(records).set_index("variant")
 
-    def styled(self, table: Any = None):
+    def styled(self, table: pd.DataFrame | None = None) -> Styler:
         """:meth:`frame` for reading: column names in words, units, fixed decimals, no wrapped rows.
 
         ``table`` (default :meth:`frame`) may be a selection of its rows or columns; code keeps
@@ -457,9 +464,8 @@ class Scoreboard:
             if fmt is not None:
                 formats[name] = fmt
         shown = table.rename(columns=names).rename_axis(table.index.name or "variant")
-        return (
-            shown.style.format(formats, na_rep="–")
-            .set_table_styles([{"selector": "th, td", "props": [("white-space", "nowrap")]}])
+        return shown.style.format(formats, na_rep="–").set_table_styles(
+            [{"selector": "th, td", "props": [("white-space", "nowrap")]}]
         )
 
     def provenance(self) -> str:
@@ -485,13 +491,21 @@ class Scoreboard:
                 raise ValueError(f"{name!r} was not timed at batch {batch_size}")
             ax.scatter(m.latency_ms[batch_size], m.accuracy, s=8 * m.size_mb, alpha=0.6)
             if legend == "labels":
-                ax.annotate(f"{name}\n{m.size_mb:.0f} MB", (m.latency_ms[batch_size], m.accuracy), fontsize=8,
-                            xytext=(4, 4), textcoords="offset points")
+                ax.annotate(
+                    f"{name}\n{m.size_mb:.0f} MB",
+                    (m.latency_ms[batch_size], m.accuracy),
+                    fontsize=8,
+                    xytext=(4, 4),
+                    textcoords="offset points",
+                )
         if legend != "labels":
             names = [f"{name}, {m.size_mb:.0f} MB" for name, m in self.rows.items()]
-            where = ({"loc": "upper left", "bbox_to_anchor": (1.02, 1)} if legend == "right"
-                     else {"loc": "upper center", "bbox_to_anchor": (0.5, -0.2), "ncol": 2})
-            ax.legend(ax.collections[-len(names):], names, fontsize=8, markerscale=0.4, **where)
+            where = (
+                {"loc": "upper left", "bbox_to_anchor": (1.02, 1)}
+                if legend == "right"
+                else {"loc": "upper center", "bbox_to_anchor": (0.5, -0.2), "ncol": 2}
+            )
+            ax.legend(ax.collections[-len(names) :], names, fontsize=8, markerscale=0.4, **where)
         ax.set_xlabel(f"median latency at batch {batch_size} (ms)")
         ax.set_ylabel("test accuracy")
         ax.set_title("size (marker area), speed and accuracy")

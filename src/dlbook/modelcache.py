@@ -77,8 +77,12 @@ def describe(recipe: int, profile: str, settings: Any, device: torch.device | st
     if not is_dataclass(settings) or isinstance(settings, type):
         raise TypeError(f"settings must be a dataclass instance, got {type(settings).__name__}")
     return {
-        "recipe": recipe, "profile": profile, "settings": asdict(settings), **parts,
-        "versions": library_versions(), "device_type": torch.device(device).type,
+        "recipe": recipe,
+        "profile": profile,
+        "settings": asdict(settings),
+        **parts,
+        "versions": library_versions(),
+        "device_type": torch.device(device).type,
     }
 
 
@@ -221,8 +225,13 @@ def cached_recipe(
     device = resolve_device(device)
     described = describe(recipe, profile, settings, device, **parts)
     return cached_model(
-        f"{kind}-{profile}", described, lambda: train(device), load,
-        device=device, cache_dir=cache_dir, label=f"{profile} {label}",
+        f"{kind}-{profile}",
+        described,
+        lambda: train(device),
+        load,
+        device=device,
+        cache_dir=cache_dir,
+        label=f"{profile} {label}",
     )
 
 

@@ -115,9 +115,7 @@ class ResidualBlock(nn.Module):
         if not isinstance(x, Tensor):
             raise TypeError(f"ResidualBlock expects a tensor, got {type(x).__name__}")
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"ResidualBlock expects (batch, {self.in_channels}, H, W) input, got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"ResidualBlock expects (batch, {self.in_channels}, H, W) input, got shape {tuple(x.shape)}")
         _input_dtype("ResidualBlock", x, self.conv1.weight)
         y = F.relu(self.bn1(self.conv1(x)))  # (B, C_out, H_out, W_out)
         y = self.bn2(self.conv2(y))  # (B, C_out, H_out, W_out)

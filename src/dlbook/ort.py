@@ -43,8 +43,10 @@ def _check_path(path: object, name: str) -> Path:
 def _check_batch(batch: object) -> dict[str, torch.Tensor]:
     """The tokenizer's batch: ``input_ids`` and ``attention_mask`` of one shape, token types all 0."""
     if not isinstance(batch, Mapping) or any(k not in batch for k in INPUT_NAMES):
-        raise ValueError(f"batch must be a mapping with {', '.join(INPUT_NAMES)}, got "
-                         f"{sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__}")
+        raise ValueError(
+            f"batch must be a mapping with {', '.join(INPUT_NAMES)}, got "
+            f"{sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__}"
+        )
     ids, mask = batch["input_ids"], batch["attention_mask"]
     if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or getattr(mask, "shape", None) != ids.shape:
         raise ValueError("input_ids and attention_mask must be 2-d tensors (batch, seq) of the same shape")
@@ -106,10 +108,16 @@ def export_classifier(model: nn.Module, path: str | os.PathLike[str], example: M
     dims = {0: "batch", 1: "seq"}
     try:
         with _quiet_exporter():
-            torch.onnx.export(wrapper, tuple(batch[k].cpu() for k in INPUT_NAMES), str(path),
-                              input_names=list(INPUT_NAMES), output_names=["logits"],
-                              dynamic_shapes={k: dims for k in INPUT_NAMES}, dynamo=True,
-                              verbose=False)
+            torch.onnx.export(
+                wrapper,
+                tuple(batch[k].cpu() for k in INPUT_NAMES),
+                str(path),
+                input_names=list(INPUT_NAMES),
+                output_names=["logits"],
+                dynamic_shapes={k: dims for k in INPUT_NAMES},
+                dynamo=True,
+                verbose=False,
+            )
     finally:
         model.train(was_training)
     return path
@@ -124,9 +132,7 @@ def onnx_size_mb(path: str | os.PathLike[str]) -> float:
     return (path.stat().st_size + (extra.stat().st_size if extra.is_file() else 0)) / 1e6
 
 
-def quantize_dynamic_int8(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, per_channel: bool = True
-) -> Path:
+def quantize_dynamic_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, per_channel: bool = True) -> Path:
     """ONNX Runtime's dynamic int8 quantization of ``src`` into ``dst``; returns ``dst``.
 
     Weights of the matrix products become int8 (one scale per output channel with
@@ -163,8 +169,7 @@ class _Reader:
             extra = longest - b["input_ids"].shape[1]
             ids = torch.nn.functional.pad(b["input_ids"].cpu(), (0, extra), value=pad_id)
             mask = torch.nn.functional.pad(b["attention_mask"].cpu(), (0, extra), value=0)
-            feeds.append({"input_ids": ids.numpy().astype(np.int64),
-                          "attention_mask": mask.numpy().astype(np.int64)})
+            feeds.append({"input_ids": ids.numpy().astype(np.int64), "attention_mask": mask.numpy().astype(np.int64)})
         self._it = iter(feeds)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -203,9 +208,17 @@ def quantize_static_int8(
     extra = {"CalibPercentile": 2 * float(percentile) - 100} if method == "percentile" else {}
     # the histogram calibrators print their progress; the chapter reports the result instead
     with _quiet_exporter(), contextlib.redirect_stdout(io.StringIO()):
-        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=methods[method], extra_options=extra)
+        quantize_static(
+            str(src),
+            str(dst),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[method],
+            extra_options=extra,
+        )
     return dst
 
 

@@ -320,18 +320,15 @@ def importance_scores(
                 batch = {k: v.to(device) for k, v in batch.items()}
                 if per_example:  # fresh (batch, units) gates: row b is snippet b's own gate
                     n = batch["labels"].shape[0]
-                    gates.heads = [torch.ones(n, g.shape[-1], device=device, requires_grad=True)
-                                   for g in gates.heads]
-                    gates.neurons = [torch.ones(n, g.shape[-1], device=device, requires_grad=True)
-                                     for g in gates.neurons]
+                    gates.heads = [torch.ones(n, g.shape[-1], device=device, requires_grad=True) for g in gates.heads]
+                    gates.neurons = [torch.ones(n, g.shape[-1], device=device, requires_grad=True) for g in gates.neurons]
                 logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
                 loss = nn.functional.cross_entropy(logits.float(), batch["labels"], reduction="sum")
                 grads = torch.autograd.grad(loss, [*gates.heads, *gates.neurons])
                 n_layers = len(gates.heads)
                 for i in range(n_layers):  # abs per batch, or per snippet then summed
                     head_scores[i] += grads[i].abs().detach().reshape(-1, head_scores[i].numel()).sum(0)
-                    neuron_scores[i] += grads[n_layers + i].abs().detach().reshape(
-                        -1, neuron_scores[i].numel()).sum(0)
+                    neuron_scores[i] += grads[n_layers + i].abs().detach().reshape(-1, neuron_scores[i].numel()).sum(0)
                 bar.update(1)
             bar.close()
     finally:
@@ -522,10 +519,12 @@ class PruneSettings:
 
 #: The recipe of :func:`pruned_classifier` per profile (chapter 13 prints it).
 PRUNE_SETTINGS: dict[str, PruneSettings] = {
-    "smoke": PruneSettings(keep_heads=6, keep_neurons=768, n_importance=64, n_train=64, max_length=64, epochs=1,
-                           batch_size=32, lr=5e-5),
-    "full": PruneSettings(keep_heads=6, keep_neurons=768, n_importance=None, n_train=4000, max_length=128, epochs=1,
-                          batch_size=32, lr=5e-5),
+    "smoke": PruneSettings(
+        keep_heads=6, keep_neurons=768, n_importance=64, n_train=64, max_length=64, epochs=1, batch_size=32, lr=5e-5
+    ),
+    "full": PruneSettings(
+        keep_heads=6, keep_neurons=768, n_importance=None, n_train=4000, max_length=128, epochs=1, batch_size=32, lr=5e-5
+    ),
 }
 
 
@@ -561,17 +560,29 @@ def _train_pruned(profile: str, device: torch.device) -> tuple[nn.Module, Any, d
     base, tokenizer, _ = sentiment_classifier(profile, device=device)
     val = importance_snippets(tokenizer, None, s.max_length)
     scored = val if s.n_importance is None else val.select(range(s.n_importance))
-    model, _ = prune_by_importance(base, scored, tokenizer, keep_heads=s.keep_heads, keep_neurons=s.keep_neurons,
-                                   device=device)
+    model, _ = prune_by_importance(base, scored, tokenizer, keep_heads=s.keep_heads, keep_neurons=s.keep_neurons, device=device)
     data = rotten_tomatoes()
     train = data["train"] if s.n_train is None else data["train"].select(range(s.n_train))
     train = tokenize_dataset(train, tokenizer, s.max_length)
     before = evaluate_classifier(model, val, tokenizer, device=device).accuracy
-    history = train_classifier(model, train, tokenizer, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-                               warmup_ratio=s.warmup_ratio, seed=s.seed, device=device)
+    history = train_classifier(
+        model,
+        train,
+        tokenizer,
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        lr=s.lr,
+        warmup_ratio=s.warmup_ratio,
+        seed=s.seed,
+        device=device,
+    )
     after = evaluate_classifier(model, val, tokenizer, device=device).accuracy
-    info = {"structure": structure(model), "val_acc_before_finetune": before, "val_acc_after_finetune": after,
-            "history": history.to_dict()}
+    info = {
+        "structure": structure(model),
+        "val_acc_before_finetune": before,
+        "val_acc_after_finetune": after,
+        "history": history.to_dict(),
+    }
     return model, tokenizer, info
 
 
@@ -593,8 +604,16 @@ def pruned_classifier(
     device = resolve_device(device)
     baseline, _ = sentiment_key(profile, device)  # the folder of the model it starts from
     return cached_recipe(
-        "pruned", RECIPE_VERSION, profile, PRUNE_SETTINGS[profile], lambda d: _train_pruned(profile, d),
-        load_pruned_folder, label="pruned classifier", device=device, cache_dir=cache_dir, baseline=baseline,
+        "pruned",
+        RECIPE_VERSION,
+        profile,
+        PRUNE_SETTINGS[profile],
+        lambda d: _train_pruned(profile, d),
+        load_pruned_folder,
+        label="pruned classifier",
+        device=device,
+        cache_dir=cache_dir,
+        baseline=baseline,
     )
 
 
@@ -680,8 +699,10 @@ class VocabMap:
         with the ordinary tokenizer); the id remapping it adds to each call is timed with it.
         """
         if int(model.get_input_embeddings().weight.shape[0]) != self.new_size:
-            raise ValueError(f"model has {model.get_input_embeddings().weight.shape[0]} embedding rows, "
-                             f"the map {self.new_size}: wrap the model this map was made for")
+            raise ValueError(
+                f"model has {model.get_input_embeddings().weight.shape[0]} embedding rows, "
+                f"the map {self.new_size}: wrap the model this map was made for"
+            )
         return VocabPrunedModel(model, self)
 
     def to_config(self) -> dict[str, Any]:
@@ -718,8 +739,10 @@ class VocabPrunedModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
         # the range check reads the values, which an exported graph cannot (chapter 15 exports it)
         exporting = torch.compiler.is_exporting() or torch.compiler.is_compiling()
-        if not exporting and input_ids.numel() and (
-            int(input_ids.min()) < 0 or int(input_ids.max()) >= self.old_to_new.numel()
+        if (
+            not exporting
+            and input_ids.numel()
+            and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.old_to_new.numel())
         ):
             raise ValueError(f"input_ids must be original ids in 0..{self.old_to_new.numel() - 1}")
         return self.model(input_ids=self.old_to_new[input_ids], **kwargs)

@@ -59,21 +59,26 @@ def _check_finite(x: torch.Tensor, name: str) -> None:
     if bool(bad.any()):
         n_nan, n_inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
         where = tuple(int(i) for i in torch.nonzero(bad)[0])
-        raise ValueError(f"{name} must be finite: it holds {n_nan} NaN and {n_inf} infinite values "
-                         f"(the first at index {where})")
+        raise ValueError(
+            f"{name} must be finite: it holds {n_nan} NaN and {n_inf} infinite values (the first at index {where})"
+        )
 
 
 def _check_x(x: object, axis: object, name: str = "x") -> int | None:
     """Check a real tensor to quantize (floating point, not empty, finite); return ``axis`` in ``[0, dim)``."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {type(x).__name__}"
-                        + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else ""))
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got {type(x).__name__}"
+            + (f" of dtype {x.dtype}" if isinstance(x, torch.Tensor) else "")
+        )
     if x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): it has no range to quantize")
     _check_finite(x, name)
     if x.dtype == torch.float64 and bool(x.abs().max() > torch.finfo(torch.float32).max):
-        raise ValueError(f"{name} holds values beyond the float32 range (largest |{name}| = "
-                         f"{x.abs().max().item():.3g}), and the scales are float32")
+        raise ValueError(
+            f"{name} holds values beyond the float32 range (largest |{name}| = "
+            f"{x.abs().max().item():.3g}), and the scales are float32"
+        )
     return _check_axis(x, axis)
 
 
@@ -103,12 +108,16 @@ def _shape_param(t: torch.Tensor, name: str, x: torch.Tensor, axis: int | None) 
     """Shape a per-tensor (one number) or per-channel ``(C,)`` parameter to broadcast against ``x``."""
     if axis is None:
         if t.numel() != 1:
-            raise ValueError(f"{name} must hold one number when axis is None (per tensor), got shape "
-                             f"{tuple(t.shape)}; pass axis= for one {name} per channel")
+            raise ValueError(
+                f"{name} must hold one number when axis is None (per tensor), got shape "
+                f"{tuple(t.shape)}; pass axis= for one {name} per channel"
+            )
         return t.reshape(())
     if t.dim() != 1 or t.shape[0] != x.shape[axis]:
-        raise ValueError(f"{name} along axis {axis} must have shape ({x.shape[axis]},), one per slice of "
-                         f"x of shape {tuple(x.shape)}, got {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} along axis {axis} must have shape ({x.shape[axis]},), one per slice of "
+            f"x of shape {tuple(x.shape)}, got {tuple(t.shape)}"
+        )
     shape = [1] * x.dim()
     shape[axis] = -1
     return t.reshape(shape)
@@ -120,8 +129,10 @@ def _check_scale(scale: object, x: torch.Tensor, axis: int | None) -> torch.Tens
     s = _shape_param(s, "scale", x, axis).to(torch.float32)
     bad = ~(torch.isfinite(s) & (s > 0) & torch.isfinite(1.0 / s))
     if bool(bad.any()):
-        raise ValueError(f"scale must be positive and finite, with 1/scale finite in float32; "
-                         f"{int(bad.sum())} of {s.numel()} entries are not: {s.flatten()[bad.flatten()][:4].tolist()}")
+        raise ValueError(
+            f"scale must be positive and finite, with 1/scale finite in float32; "
+            f"{int(bad.sum())} of {s.numel()} entries are not: {s.flatten()[bad.flatten()][:4].tolist()}"
+        )
     return s
 
 
@@ -135,16 +146,20 @@ def _check_zero_point(zero_point: object, x: torch.Tensor, axis: int | None, dty
             raise ValueError(f"zero_point must hold whole numbers, got {z.flatten()[:4].tolist()}")
     outside = (z < q_min) | (z > q_max)
     if bool(outside.any()):
-        raise ValueError(f"zero_point must lie in [{q_min}, {q_max}] for {dtype}; {int(outside.sum())} of "
-                         f"{z.numel()} entries do not: {z.flatten()[outside.flatten()][:4].tolist()}")
+        raise ValueError(
+            f"zero_point must lie in [{q_min}, {q_max}] for {dtype}; {int(outside.sum())} of "
+            f"{z.numel()} entries do not: {z.flatten()[outside.flatten()][:4].tolist()}"
+        )
     return z.to(torch.int64)
 
 
 def _check_scale_and_zero_point(scale: object, zero_point: object) -> None:
     """Per-channel scales and zero points must come in pairs: the same number of each."""
     if isinstance(scale, torch.Tensor) and isinstance(zero_point, torch.Tensor) and scale.numel() != zero_point.numel():
-        raise ValueError(f"scale and zero_point must come in pairs (one of each per channel), got shapes "
-                         f"{tuple(scale.shape)} and {tuple(zero_point.shape)}")
+        raise ValueError(
+            f"scale and zero_point must come in pairs (one of each per channel), got shapes "
+            f"{tuple(scale.shape)} and {tuple(zero_point.shape)}"
+        )
 
 
 def _check_computed_scale(scale: torch.Tensor) -> torch.Tensor:
@@ -470,9 +485,7 @@ def _ste_round(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def fake_quantize_ste(
-    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q_min: int, q_max: int
-) -> torch.Tensor:
+def fake_quantize_ste(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q_min: int, q_max: int) -> torch.Tensor:
     """``s (clamp(round(x / s) + z) - z)`` with a straight-through gradient for the rounding.
 
     Inside the range the gradient with respect to ``x`` is 1 (rounding is treated as the

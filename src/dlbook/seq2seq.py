@@ -58,8 +58,20 @@ SPECIALS = ("<pad>", "<bos>", "<eos>")
 #: Every character a source or target may contain, after the three special tokens.
 ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ,./-'"
 
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
-          "October", "November", "December")
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 FIRST_DATE, LAST_DATE = dt.date(1950, 1, 1), dt.date(2049, 12, 31)
 
@@ -130,8 +142,9 @@ def format_date(date: dt.date, fmt: str) -> DateExample:
     if not isinstance(date, dt.date):
         raise TypeError(f"format_date: date must be a datetime.date, got {type(date).__name__}")
     if not FIRST_DATE <= date <= LAST_DATE:
-        raise ValueError(f"format_date: date must lie in {FIRST_DATE}..{LAST_DATE} (two-digit years are "
-                         f"read in that century), got {date}")
+        raise ValueError(
+            f"format_date: date must lie in {FIRST_DATE}..{LAST_DATE} (two-digit years are read in that century), got {date}"
+        )
     if fmt not in DATE_FORMATS:
         raise ValueError(f"format_date: unknown format {fmt!r}; valid: {', '.join(DATE_FORMATS)}")
     text, spans = "", {}
@@ -175,7 +188,7 @@ def make_date_splits(
     n_days = (LAST_DATE - FIRST_DATE).days + 1
     order = rng.permutation(n_days)
     n_tr, n_va = int(fractions[0] * n_days), int(fractions[1] * n_days)
-    pools = {"train": order[:n_tr], "validation": order[n_tr:n_tr + n_va], "test": order[n_tr + n_va:]}
+    pools = {"train": order[:n_tr], "validation": order[n_tr : n_tr + n_va], "test": order[n_tr + n_va :]}
     wanted = {"train": n_train, "validation": n_val, "test": n_test}
     out: dict[str, list[DateExample]] = {}
     for split, pool in pools.items():
@@ -184,8 +197,9 @@ def make_date_splits(
             raise ValueError(f"make_date_splits: {split} has {len(pool)} dates, cannot draw {n} without replacement")
         days = rng.choice(pool, size=n, replace=split == "train")
         fmts = rng.integers(len(formats), size=n)
-        out[split] = [format_date(FIRST_DATE + dt.timedelta(days=int(d)), formats[int(f)])
-                      for d, f in zip(days, fmts, strict=True)]
+        out[split] = [
+            format_date(FIRST_DATE + dt.timedelta(days=int(d)), formats[int(f)]) for d, f in zip(days, fmts, strict=True)
+        ]
     return out
 
 
@@ -214,7 +228,7 @@ class CharVocab:
     def decode(self, ids: Sequence[int] | Tensor) -> str:
         """The text of ``ids``, stopping at the first EOS; PAD and BOS are skipped."""
         out = []
-        for i in (ids.tolist() if isinstance(ids, Tensor) else ids):
+        for i in ids.tolist() if isinstance(ids, Tensor) else ids:
             if i == EOS:
                 break
             if i >= len(SPECIALS):
@@ -280,8 +294,10 @@ def sequence_logprob(model: nn.Module, src: Tensor, tgt: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------- decoding
 def _check_decode_args(model: nn.Module, src: object, max_len: object, where: str) -> Tensor:
     if not (hasattr(model, "encode") and hasattr(model, "decode")):
-        raise TypeError(f"{where}: model must have encode(src) and decode(tgt_in, memory, pad), "
-                        f"as dlbook.nn.transformer.EncoderDecoder does; got {type(model).__name__}")
+        raise TypeError(
+            f"{where}: model must have encode(src) and decode(tgt_in, memory, pad), "
+            f"as dlbook.nn.transformer.EncoderDecoder does; got {type(model).__name__}"
+        )
     if not isinstance(src, Tensor) or src.dim() != 2 or src.dtype != torch.long:
         got = tuple(src.shape) if isinstance(src, Tensor) else type(src).__name__
         raise ValueError(f"{where}: src must be an int64 tensor of ids (N, S), got {got}")
@@ -385,9 +401,8 @@ def translate(
     out: list[str] = []
     starts = range(0, len(src), batch_size)
     for i in progress(starts, desc=method, disable=not show_progress):
-        chunk = src[i:i + batch_size]
-        ids = greedy_decode(model, chunk, max_len) if method == "greedy" else beam_decode(model, chunk, max_len,
-                                                                                         beam_size)
+        chunk = src[i : i + batch_size]
+        ids = greedy_decode(model, chunk, max_len) if method == "greedy" else beam_decode(model, chunk, max_len, beam_size)
         out += [vocab.decode(row) for row in ids.cpu()]
     return out
 
@@ -404,7 +419,7 @@ def _mean_loss(model: nn.Module, src: Tensor, tgt: Tensor, batch_size: int) -> f
     total, n = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(src), batch_size):
-            s, t = src[i:i + batch_size], tgt[i:i + batch_size]
+            s, t = src[i : i + batch_size], tgt[i : i + batch_size]
             total += teacher_forcing_loss(model, s, t, reduction="sum").item()
             n += int((t[:, 1:] != PAD).sum())
     return total / n
@@ -462,5 +477,12 @@ def train_seq2seq(
 
     step = TrainStep(model, batch_loss, opt, scheduler=sched, max_grad_norm=grad_clip, device=device)
     stopper = EarlyStopping(restore_best=True, score=lambda m: (-m["exact"], m["loss"]))  # best exact match
-    return train_loop(step, shuffled_batches, epochs=epochs, evaluate=validate, early_stopping=stopper,
-                      name="train_seq2seq", show_progress=show_progress)
+    return train_loop(
+        step,
+        shuffled_batches,
+        epochs=epochs,
+        evaluate=validate,
+        early_stopping=stopper,
+        name="train_seq2seq",
+        show_progress=show_progress,
+    )

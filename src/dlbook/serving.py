@@ -187,8 +187,16 @@ def launch_demo(demo: Any, host: str = "127.0.0.1", port: int | None = None, *, 
     """
     port = free_port(host) if port is None else port
     demo.launch(
-        server_name=host, server_port=port, prevent_thread_lock=not block, share=False, inline=False, quiet=True,
-        show_error=True, ssr_mode=False, mcp_server=False, theme=offline_theme(),
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        share=False,
+        inline=False,
+        quiet=True,
+        show_error=True,
+        ssr_mode=False,
+        mcp_server=False,
+        theme=offline_theme(),
     )
     return f"http://{host}:{port}/"
 

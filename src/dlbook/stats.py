@@ -54,9 +54,7 @@ def _as_correct(x: ArrayLike, name: str) -> np.ndarray:
 def _pair(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     ca, cb = _as_correct(a, "correct_a"), _as_correct(b, "correct_b")
     if ca.shape != cb.shape:
-        raise ValueError(
-            f"correct_a and correct_b must score the same examples: {ca.size} against {cb.size} entries"
-        )
+        raise ValueError(f"correct_a and correct_b must score the same examples: {ca.size} against {cb.size} entries")
     return ca, cb
 
 
@@ -183,8 +181,7 @@ def seed_interval(values_a: ArrayLike, values_b: ArrayLike | None = None, *, lev
     from scipy.stats import t as student_t
 
     a = _as_values(values_a, "values_a")
-    d = a if values_b is None else a - _as_values(values_b, "values_b") if len(np.atleast_1d(values_b)) == a.size \
-        else None
+    d = a if values_b is None else a - _as_values(values_b, "values_b") if len(np.atleast_1d(values_b)) == a.size else None
     if d is None:
         raise ValueError(f"values_a and values_b need one entry per seed each: {a.size} against {len(values_b)}")
     if d.size < 2:
@@ -228,10 +225,14 @@ class Comparison:
             better, worse = (name_a, name_b) if i.diff > 0 else (name_b, name_a)
             return f"{better} scored higher than {worse} on these {i.n} examples ({how})"
         if self.inconclusive:
-            return (f"inconclusive between {name_a} and {name_b}: the interval excludes 0 but the "
-                    f"exact McNemar test does not reject equal accuracy ({how})")
-        return (f"the {i.n} examples do not tell {name_a} and {name_b} apart ({how}; differences up "
-                f"to the interval's ends are compatible with them)")
+            return (
+                f"inconclusive between {name_a} and {name_b}: the interval excludes 0 but the "
+                f"exact McNemar test does not reject equal accuracy ({how})"
+            )
+        return (
+            f"the {i.n} examples do not tell {name_a} and {name_b} apart ({how}; differences up "
+            f"to the interval's ends are compatible with them)"
+        )
 
 
 def compare(

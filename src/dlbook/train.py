@@ -56,11 +56,11 @@ def _check_finite(x: Tensor, name: str) -> None:
 def _check_batch(xb: Any, yb: Any, where: str) -> None:
     """One batch from a loader: tensors of the same length, class-index labels, finite inputs."""
     if not isinstance(xb, Tensor) or not isinstance(yb, Tensor):
-        raise TypeError(f"{where}: batches must be (inputs, labels) tensors, got {type(xb).__name__} "
-                        f"and {type(yb).__name__}")
+        raise TypeError(f"{where}: batches must be (inputs, labels) tensors, got {type(xb).__name__} and {type(yb).__name__}")
     if xb.ndim == 0 or yb.ndim == 0:
-        raise ValueError(f"{where}: inputs and labels need a batch dimension, got shapes "
-                         f"{tuple(xb.shape)} and {tuple(yb.shape)}")
+        raise ValueError(
+            f"{where}: inputs and labels need a batch dimension, got shapes {tuple(xb.shape)} and {tuple(yb.shape)}"
+        )
     if len(xb) != len(yb):
         raise ValueError(f"{where}: a batch has {len(xb)} inputs but {len(yb)} labels")
     _check_labels(yb, f"{where} labels")
@@ -188,7 +188,12 @@ def fit(
 
     step = TrainStep(model, batch_loss, optimizer, scheduler=scheduler, max_grad_norm=grad_clip, device=device)
     history = train_loop(
-        step, train_loader, epochs=epochs, evaluate=validate, name="fit", show_progress=show_progress,
+        step,
+        train_loader,
+        epochs=epochs,
+        evaluate=validate,
+        name="fit",
+        show_progress=show_progress,
         early_stopping=EarlyStopping(patience, restore_best=patience is not None),
     )
     model.train()
@@ -258,8 +263,9 @@ def _check_schedule(warmup_steps: int, total_steps: int, decay: str, final_facto
     if isinstance(final_factor, bool) or not isinstance(final_factor, (int, float)) or not 0 <= final_factor <= 1:
         raise ValueError(f"final_factor must be a number in [0, 1], got {final_factor!r}")
     if decay == "constant" and final_factor != 0:
-        raise ValueError(f"final_factor ({final_factor!r}) has no effect with decay='constant'; "
-                         "leave it at 0 or choose 'cosine' or 'linear'")
+        raise ValueError(
+            f"final_factor ({final_factor!r}) has no effect with decay='constant'; leave it at 0 or choose 'cosine' or 'linear'"
+        )
 
 
 def warmup_scheduler(
@@ -280,8 +286,9 @@ def warmup_scheduler(
     _check_schedule(warmup_steps, total_steps, decay, final_factor)
 
     def factor(step: int) -> float:
-        return warmup_lr_factor(step, warmup_steps=warmup_steps, total_steps=total_steps, decay=decay,
-                                final_factor=final_factor)
+        return warmup_lr_factor(
+            step, warmup_steps=warmup_steps, total_steps=total_steps, decay=decay, final_factor=final_factor
+        )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

@@ -12,8 +12,14 @@ from pathlib import Path
 import pytest
 
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 
 
@@ -53,7 +59,10 @@ def browser():
     profile = tempfile.mkdtemp(prefix="dlbook-chromium-")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            profile, executable_path=executable, args=CHROMIUM_ARGS, headless=True,
+            profile,
+            executable_path=executable,
+            args=CHROMIUM_ARGS,
+            headless=True,
             viewport={"width": 1280, "height": 900},
         )
         yield context

@@ -29,8 +29,13 @@ def app_url():
     from dlbook.serving import free_port
 
     port = free_port()
-    env = dict(os.environ, DLBOOK_PROFILE="smoke", GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
-               GRADIO_ANALYTICS_ENABLED="False")
+    env = dict(
+        os.environ,
+        DLBOOK_PROFILE="smoke",
+        GRADIO_SERVER_NAME="127.0.0.1",
+        GRADIO_SERVER_PORT=str(port),
+        GRADIO_ANALYTICS_ENABLED="False",
+    )
     env.pop("DLBOOK_MODEL", None)
     log = open(ROOT / "_build" / "gradio_demo_test.log", "w") if (ROOT / "_build").is_dir() else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, str(APP)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

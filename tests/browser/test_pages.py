@@ -196,8 +196,7 @@ def test_one_search_box_and_it_finds_a_term(html_dir, server, browser):
     page.wait_for_url("**/search.html?q=attention*")
     # Sphinx adds results one by one and writes "found N pages" in its summary at the end
     page.wait_for_function(
-        "() => /found/i.test(document.querySelector('#search-results .search-summary')"
-        "?.textContent || '')",
+        "() => /found/i.test(document.querySelector('#search-results .search-summary')?.textContent || '')",
         timeout=60_000,
     )
     found = page.eval_on_selector_all("#search-results li a", "links => links.map(a => a.href)")

@@ -53,9 +53,19 @@ def test_glued_numbers_repeat_exactly(first_run):
 
 
 def test_comparison_sees_a_change():
-    a = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output(
-        "display_data", data={"application/papermill.record/text/plain": "0.91"},
-        metadata={GLUE_KEY: {"name": "acc", "mime_prefix": "application/papermill.record/"}})])])
+    a = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                outputs=[
+                    nbformat.v4.new_output(
+                        "display_data",
+                        data={"application/papermill.record/text/plain": "0.91"},
+                        metadata={GLUE_KEY: {"name": "acc", "mime_prefix": "application/papermill.record/"}},
+                    )
+                ]
+            )
+        ]
+    )
     b = nbformat.from_dict(a)
     b.cells[0].outputs[0].data["application/papermill.record/text/plain"] = "0.92"
     assert glued(a) == {"acc": "0.91"} and glued(a) != glued(b)

@@ -146,8 +146,13 @@ def compare(got: Any, want: Any, atol: float, rtol: float, where: str = "the res
             return f"{where} has the right shape but {int((g != w).sum())} wrong entries"
         return None
     if isinstance(want, np.ndarray):
-        return compare(torch.as_tensor(np.asarray(got)) if not isinstance(got, torch.Tensor) else got,
-                       torch.as_tensor(want), atol, rtol, where)
+        return compare(
+            torch.as_tensor(np.asarray(got)) if not isinstance(got, torch.Tensor) else got,
+            torch.as_tensor(want),
+            atol,
+            rtol,
+            where,
+        )
     if isinstance(want, (tuple, list)):
         if not isinstance(got, (tuple, list)) or len(got) != len(want):
             return f"{where} should be a sequence of {len(want)} items, got {_describe(got)}"

@@ -47,13 +47,15 @@ def cross_entropy_grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return (torch.softmax(logits, dim=1) - onehot) / len(targets)  # (N, K)
 
 
-def loss_gradient(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-                  ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_gradient(
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Wrap a loss ``loss_fn(logits, targets)`` into the function returning autograd's d loss / d logits.
 
     ``check("ch02.cross_entropy_grad", loss_gradient(my_cross_entropy))`` checks the backward pass
     of an answer to the cross-entropy exercise against the closed form.
     """
+
     def grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         z = logits.detach().clone().requires_grad_(True)  # (N, K)
         (g,) = torch.autograd.grad(loss_fn(z, targets), z)
@@ -104,7 +106,6 @@ def _adam_cases(rng: np.random.Generator) -> list[Case]:
 
 
 register("ch02.adam_step", adam_step, _adam_cases, atol=1e-6, rtol=1e-5)
-
 
 
 def leaky_relu_gain(negative_slope: float) -> float:

@@ -81,8 +81,9 @@ def _stats_cases(rng: np.random.Generator) -> list[Case]:
         Case("one batch of (2, 3, 2, 2), momentum 0.1", (batches(1, 2, 3, 2, 2), 0.1)),
         Case("five batches with mean 5 and std 2", (batches(5, 4, 2, 3, 3, loc=5.0, scale=2.0), 0.1)),
         Case("momentum 0.5", (batches(3, 3, 4, 2, 2, loc=-1.0), 0.5)),
-        Case("two values per channel (n / (n - 1) = 2 doubles each batch's variance)",
-             (batches(4, 2, 2, 1, 1, scale=3.0), 0.2)),
+        Case(
+            "two values per channel (n / (n - 1) = 2 doubles each batch's variance)", (batches(4, 2, 2, 1, 1, scale=3.0), 0.2)
+        ),
         Case("momentum 1: the running statistics are the last batch's", (batches(3, 5, 2, 2, 3, loc=2.0), 1.0)),
         Case("forty batches, momentum 0.05", (batches(40, 4, 3, 2, 2, loc=1.0, scale=0.5), 0.05)),
     ]

@@ -12,9 +12,7 @@ def _gen(rng: np.random.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(rng.integers(1 << 31)))
 
 
-def rnn_forward(
-    x: torch.Tensor, h0: torch.Tensor, w_xh: torch.Tensor, w_hh: torch.Tensor, b: torch.Tensor
-) -> torch.Tensor:
+def rnn_forward(x: torch.Tensor, h0: torch.Tensor, w_xh: torch.Tensor, w_hh: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Reference: every hidden state of a one-layer tanh RNN.
 
     ``x`` (batch, seq, input), ``h0`` (batch, hidden), ``w_xh`` (hidden, input), ``w_hh`` (hidden, hidden),
@@ -28,16 +26,20 @@ def rnn_forward(
 
 
 def _rnn_cases(rng: np.random.Generator) -> list[Case]:
-    def case(name: str, batch: int, seq: int, inp: int, hid: int, h0_scale: float = 1.0,
-             dtype: torch.dtype = torch.float32) -> Case:
+    def case(
+        name: str, batch: int, seq: int, inp: int, hid: int, h0_scale: float = 1.0, dtype: torch.dtype = torch.float32
+    ) -> Case:
         g = _gen(rng)
-        return Case(name, (
-            torch.randn(batch, seq, inp, generator=g, dtype=dtype),
-            h0_scale * torch.randn(batch, hid, generator=g, dtype=dtype),
-            torch.randn(hid, inp, generator=g, dtype=dtype) / inp**0.5,
-            torch.randn(hid, hid, generator=g, dtype=dtype) / hid**0.5,
-            0.5 * torch.randn(hid, generator=g, dtype=dtype),
-        ))
+        return Case(
+            name,
+            (
+                torch.randn(batch, seq, inp, generator=g, dtype=dtype),
+                h0_scale * torch.randn(batch, hid, generator=g, dtype=dtype),
+                torch.randn(hid, inp, generator=g, dtype=dtype) / inp**0.5,
+                torch.randn(hid, hid, generator=g, dtype=dtype) / hid**0.5,
+                0.5 * torch.randn(hid, generator=g, dtype=dtype),
+            ),
+        )
 
     return [
         case("batch 3, 5 steps, input 4, hidden 6", 3, 5, 4, 6),
@@ -104,17 +106,28 @@ def tbptt_grad(
 
 
 def _tbptt_cases(rng: np.random.Generator) -> list[Case]:
-    def case(name: str, batch: int, seq: int, inp: int, hid: int, chunk_len: int, gain: float = 1.0,
-             dtype: torch.dtype = torch.float64) -> Case:
+    def case(
+        name: str,
+        batch: int,
+        seq: int,
+        inp: int,
+        hid: int,
+        chunk_len: int,
+        gain: float = 1.0,
+        dtype: torch.dtype = torch.float64,
+    ) -> Case:
         g = _gen(rng)
-        return Case(name, (
-            torch.randn(batch, seq, inp, generator=g, dtype=dtype),
-            0.5 * torch.randn(batch, hid, generator=g, dtype=dtype),
-            torch.randn(hid, inp, generator=g, dtype=dtype) / inp**0.5,
-            gain * torch.randn(hid, hid, generator=g, dtype=dtype) / hid**0.5,
-            0.2 * torch.randn(hid, generator=g, dtype=dtype),
-            chunk_len,
-        ))
+        return Case(
+            name,
+            (
+                torch.randn(batch, seq, inp, generator=g, dtype=dtype),
+                0.5 * torch.randn(batch, hid, generator=g, dtype=dtype),
+                torch.randn(hid, inp, generator=g, dtype=dtype) / inp**0.5,
+                gain * torch.randn(hid, hid, generator=g, dtype=dtype) / hid**0.5,
+                0.2 * torch.randn(hid, generator=g, dtype=dtype),
+                chunk_len,
+            ),
+        )
 
     return [
         case("12 steps in chunks of 4", 3, 12, 4, 5, 4),
@@ -153,14 +166,17 @@ def _final_cases(rng: np.random.Generator) -> list[Case]:
         seq = max(lengths)
         x = torch.randn(len(lengths), seq, inp, generator=g, dtype=dtype)
         x[torch.arange(seq)[None, :] >= lens[:, None]] = 0.0  # zero padding
-        return Case(name, (
-            x,
-            0.5 * torch.randn(len(lengths), hid, generator=g, dtype=dtype),
-            torch.randn(hid, inp, generator=g, dtype=dtype) / inp**0.5,
-            torch.randn(hid, hid, generator=g, dtype=dtype) / hid**0.5,
-            0.5 * torch.randn(hid, generator=g, dtype=dtype),
-            lens,
-        ))
+        return Case(
+            name,
+            (
+                x,
+                0.5 * torch.randn(len(lengths), hid, generator=g, dtype=dtype),
+                torch.randn(hid, inp, generator=g, dtype=dtype) / inp**0.5,
+                torch.randn(hid, hid, generator=g, dtype=dtype) / hid**0.5,
+                0.5 * torch.randn(hid, generator=g, dtype=dtype),
+                lens,
+            ),
+        )
 
     return [
         case("lengths 5, 2, 4", [5, 2, 4], 3, 4),

@@ -33,8 +33,17 @@ def lstm_step(
     return h_new, c_new
 
 
-def _cell_case(rng: np.random.Generator, name: str, batch: int, inp: int, hid: int, gates: int,
-               lstm: bool, scale: float = 1.0, dtype: torch.dtype = torch.float32) -> Case:
+def _cell_case(
+    rng: np.random.Generator,
+    name: str,
+    batch: int,
+    inp: int,
+    hid: int,
+    gates: int,
+    lstm: bool,
+    scale: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> Case:
     g = _gen(rng)
     args = [torch.randn(batch, inp, generator=g, dtype=dtype), torch.randn(batch, hid, generator=g, dtype=dtype)]
     if lstm:
@@ -125,8 +134,9 @@ def forget_bias(bias_ih: torch.Tensor, bias_hh: torch.Tensor, value: float) -> t
     and returns them passes too, and the exercise does not ask for copies.
     """
     if bias_ih.shape != bias_hh.shape or bias_ih.dim() != 1 or bias_ih.shape[0] % 4:
-        raise ValueError(f"expected two bias vectors of shape (4 hidden,), got {tuple(bias_ih.shape)} "
-                         f"and {tuple(bias_hh.shape)}")
+        raise ValueError(
+            f"expected two bias vectors of shape (4 hidden,), got {tuple(bias_ih.shape)} and {tuple(bias_hh.shape)}"
+        )
     hidden = bias_ih.shape[0] // 4
     new_ih, new_hh = bias_ih.clone(), bias_hh.clone()
     new_ih[hidden : 2 * hidden] = value
@@ -149,4 +159,3 @@ def _forget_bias_cases(rng: np.random.Generator) -> list[Case]:
 
 
 register("ch05.forget_bias", forget_bias, _forget_bias_cases, atol=0.0, rtol=0.0)
-

@@ -76,8 +76,12 @@ def causal_lower_right(L_q: int, L_k: int) -> torch.Tensor:
 
 
 def _lower_right_cases(rng: np.random.Generator) -> list[Case]:
-    cases = [Case("square: the usual lower triangle", (4, 4)), Case("one new query, 6 cached keys", (1, 6)),
-             Case("3 queries, 7 keys", (3, 7)), Case("more queries than keys (first rows see nothing)", (5, 3))]
+    cases = [
+        Case("square: the usual lower triangle", (4, 4)),
+        Case("one new query, 6 cached keys", (1, 6)),
+        Case("3 queries, 7 keys", (3, 7)),
+        Case("more queries than keys (first rows see nothing)", (5, 3)),
+    ]
     for _ in range(3):
         L_q = int(rng.integers(1, 9))
         L_k = L_q + int(rng.integers(0, 9))

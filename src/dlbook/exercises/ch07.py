@@ -144,23 +144,41 @@ def check_order_blind(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
     finally:
         model.train(was_training)
     shape_ok = isinstance(logits, torch.Tensor) and logits.shape == (*x.shape, 10)
-    failure_shape = None if shape_ok else (
-        f"the model must map digits {tuple(x.shape)} to logits {(*x.shape, 10)}, got "
-        f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
+    failure_shape = (
+        None
+        if shape_ok
+        else (
+            f"the model must map digits {tuple(x.shape)} to logits {(*x.shape, 10)}, got "
+            f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}"
+        )
+    )
     checks: list[tuple[str | None, str]] = [(failure_shape, "shape")]
     if failure_shape is None:
         gap = (logits_perm - logits[:, perm]).abs().max().item()
         scale = logits.abs().max().item() + 1e-6
-        checks.append((None if gap <= 1e-4 * scale + 1e-5 else (
-            f"shuffling the input positions changed the logits by up to {gap:.3g} beyond shuffling them: "
-            "the model still sees positions (is the positional encoding still added?)"), "order-blind"))
+        checks.append(
+            (
+                None
+                if gap <= 1e-4 * scale + 1e-5
+                else (
+                    f"shuffling the input positions changed the logits by up to {gap:.3g} beyond shuffling them: "
+                    "the model still sees positions (is the positional encoding still added?)"
+                ),
+                "order-blind",
+            )
+        )
         correct = (logits.argmax(-1) == y).float().mean(dim=1)  # (n,) accuracy per sequence
         ceiling = order_blind_ceiling(x.cpu()).to(correct.device)
         acc, top = correct.mean().item(), ceiling.mean().item()
         se = (correct - ceiling).std().item() / max(1, x.shape[0]) ** 0.5
-        checks.append((None if acc <= top + 3 * se + 1e-6 else (
-            f"accuracy {acc:.3f} is above the order-blind ceiling {top:.3f}; check that y is the sorted x"),
-            "ceiling"))
+        checks.append(
+            (
+                None
+                if acc <= top + 3 * se + 1e-6
+                else (f"accuracy {acc:.3f} is above the order-blind ceiling {top:.3f}; check that y is the sorted x"),
+                "ceiling",
+            )
+        )
         if verbose and all(f is None for f, _ in checks):
             print(f"order-blind: yes; positions sorted right {acc:.3f}, ceiling (mode everywhere) {top:.3f}")
     result = _result(key, checks)
@@ -188,8 +206,9 @@ def seed_verdict(results: Mapping[str, Sequence[float]], *, higher_is_better: bo
 
 def _two_lists(results: Mapping[str, Sequence[float]]) -> list[tuple[str, list[float]]]:
     if not isinstance(results, Mapping) or len(results) != 2:
-        raise ValueError("results must map exactly two names to lists of per-seed values, "
-                         "e.g. {'post-norm': [...], 'pre-norm': [...]}")
+        raise ValueError(
+            "results must map exactly two names to lists of per-seed values, e.g. {'post-norm': [...], 'pre-norm': [...]}"
+        )
     items = [(str(k), [float(v) for v in vals]) for k, vals in results.items()]
     return items
 
@@ -213,25 +232,37 @@ def check_seed_verdict(
         return result
     checks: list[tuple[str | None, str]] = []
     enough = len(a) == len(b) and len(a) >= 3
-    checks.append((None if enough else (
-        f"give the same number of seeds (at least 3) for both variants, got {len(a)} and {len(b)}"), "seeds"))
+    checks.append(
+        (
+            None if enough else (f"give the same number of seeds (at least 3) for both variants, got {len(a)} and {len(b)}"),
+            "seeds",
+        )
+    )
     finite = all(math.isfinite(v) for v in a + b)
-    checks.append((None if finite else (
-        "some values are not finite; record a finite measure (e.g. the accuracy) even for a run that diverged"),
-        "finite"))
+    checks.append(
+        (
+            None
+            if finite
+            else ("some values are not finite; record a finite measure (e.g. the accuracy) even for a run that diverged"),
+            "finite",
+        )
+    )
     if enough and finite:
         interval = seed_interval(a, b)
         mean, low, high = interval.diff, interval.low, interval.high
         supported = seed_verdict(results, higher_is_better=higher_is_better)
         if verbose:
-            print(f"{name_a}: mean {np.mean(a):.4g}; {name_b}: mean {np.mean(b):.4g}; "
-                  f"{name_a} - {name_b}: {mean:+.4g}, 95 % paired interval [{low:+.4g}, {high:+.4g}]")
+            print(
+                f"{name_a}: mean {np.mean(a):.4g}; {name_b}: mean {np.mean(b):.4g}; "
+                f"{name_a} - {name_b}: {mean:+.4g}, 95 % paired interval [{low:+.4g}, {high:+.4g}]"
+            )
         options = (name_a, name_b, NO_DIFFERENCE)
         if verdict not in options:
             checks.append((f"verdict must be one of {options}, got {verdict!r}", "verdict"))
         else:
-            checks.append((None if verdict == supported else (
-                f"your numbers support {supported!r}, not {verdict!r}"), "verdict"))
+            checks.append(
+                (None if verdict == supported else (f"your numbers support {supported!r}, not {verdict!r}"), "verdict")
+            )
     result = _result(key, checks)
     if verbose:
         print(repr(result))

@@ -54,10 +54,10 @@ def _padded_weight_cases(rng: np.random.Generator) -> list[Case]:
         case("ordinary logits, float32, fill = -1e4", 3.0, -1e4, torch.float32),
         case("logits of scale 1e4, float32, fill = -1e4 (some weight leaks)", 1e4, -1e4, torch.float32),
         case("float16, fill = float16's minimum", 3.0, f16_min, torch.float16),
-        case("an all-padding row, bfloat16, fill = bfloat16's minimum", 3.0, bf16_min, torch.bfloat16,
-             empty_row=True),
-        case("an all-padding row, float16, fill = float32's minimum (becomes -inf)", 3.0, f32_min,
-             torch.float16, empty_row=True),
+        case("an all-padding row, bfloat16, fill = bfloat16's minimum", 3.0, bf16_min, torch.bfloat16, empty_row=True),
+        case(
+            "an all-padding row, float16, fill = float32's minimum (becomes -inf)", 3.0, f32_min, torch.float16, empty_row=True
+        ),
         case("an all-padding row, float32, fill = -inf", 3.0, float("-inf"), torch.float32, empty_row=True),
     ]
 

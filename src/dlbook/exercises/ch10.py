@@ -22,8 +22,15 @@ def merge_lora_weight(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.
 def _merge_cases(rng: np.random.Generator) -> list[Case]:
     def case(name: str, out_f: int, in_f: int, r: int, alpha: float) -> Case:
         g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
-        return Case(name, (torch.randn(out_f, in_f, generator=g), torch.randn(r, in_f, generator=g),
-                           torch.randn(out_f, r, generator=g), alpha))
+        return Case(
+            name,
+            (
+                torch.randn(out_f, in_f, generator=g),
+                torch.randn(r, in_f, generator=g),
+                torch.randn(out_f, r, generator=g),
+                alpha,
+            ),
+        )
 
     return [
         case("a square layer, r = 2, alpha = 4", 6, 6, 2, 4.0),
@@ -73,7 +80,9 @@ def padding_ratio(lengths: list[int], batch_size: int) -> float:
     """Reference: tokens computed per real token when ``lengths``, visited in this order, are cut
     into consecutive batches of ``batch_size`` (the last one may be shorter) and each batch is
     padded to its longest member."""
-    computed = sum(max(lengths[i:i + batch_size]) * len(lengths[i:i + batch_size]) for i in range(0, len(lengths), batch_size))
+    computed = sum(
+        max(lengths[i : i + batch_size]) * len(lengths[i : i + batch_size]) for i in range(0, len(lengths), batch_size)
+    )
     return computed / sum(lengths)
 
 

@@ -51,8 +51,14 @@ def spread_layers(n_teacher: int, n_student: int) -> list[int]:
 
 
 def _spread_cases(rng: np.random.Generator) -> list[Case]:
-    cases = [Case("6 layers down to 3", (6, 3)), Case("12 layers down to 4", (12, 4)), Case("12 down to 6", (12, 6)),
-             Case("6 down to 4 (not a divisor)", (6, 4)), Case("keep them all", (5, 5)), Case("keep one", (8, 1))]
+    cases = [
+        Case("6 layers down to 3", (6, 3)),
+        Case("12 layers down to 4", (12, 4)),
+        Case("12 down to 6", (12, 6)),
+        Case("6 down to 4 (not a divisor)", (6, 4)),
+        Case("keep them all", (5, 5)),
+        Case("keep one", (8, 1)),
+    ]
     for _ in range(4):
         n = int(rng.integers(4, 30))
         k = int(rng.integers(1, n + 1))
@@ -94,8 +100,9 @@ def _seed_cases(rng: np.random.Generator) -> list[Case]:
     for i in range(3):
         k = int(rng.integers(3, 8))
         base = rng.uniform(0.75, 0.85, k)
-        cases.append(Case(f"random accuracies {i + 1}: {k} seeds",
-                          ((base + rng.normal(0.005, 0.01, k)).tolist(), base.tolist())))
+        cases.append(
+            Case(f"random accuracies {i + 1}: {k} seeds", ((base + rng.normal(0.005, 0.01, k)).tolist(), base.tolist()))
+        )
     return cases
 
 

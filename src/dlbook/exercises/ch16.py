@@ -68,8 +68,9 @@ def _zero_cases(rng: np.random.Generator) -> list[Case]:
         Case("MiniLM-sized, 2 devices, stage 1", (22_713_216, 2, 1)),
     ]
     for i in range(3):
-        cases.append(Case(f"random {i + 1}", (float(rng.integers(1, 100)) * 1e8, int(rng.integers(2, 1025)),
-                                              int(rng.integers(1, 4)))))
+        cases.append(
+            Case(f"random {i + 1}", (float(rng.integers(1, 100)) * 1e8, int(rng.integers(2, 1025)), int(rng.integers(1, 4))))
+        )
     return cases
 
 

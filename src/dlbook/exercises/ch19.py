@@ -21,7 +21,11 @@ def _gen(rng: np.random.Generator) -> torch.Generator:
 
 # ---------------------------------------------------------------------------- cross-attention
 def cross_attention(
-    x: torch.Tensor, memory: torch.Tensor, Wq: torch.Tensor, Wk: torch.Tensor, Wv: torch.Tensor,
+    x: torch.Tensor,
+    memory: torch.Tensor,
+    Wq: torch.Tensor,
+    Wk: torch.Tensor,
+    Wv: torch.Tensor,
     memory_pad: torch.Tensor,
 ) -> torch.Tensor:
     """Reference: one head of cross-attention, ``softmax(Q K^T / sqrt(d_k)) V`` with ``Q = x Wq^T`` from
@@ -42,7 +46,7 @@ def _cross_cases(rng: np.random.Generator) -> list[Case]:
         pad = torch.zeros(B, S, dtype=torch.bool)
         for b, n in enumerate(n_pad):
             if n:
-                pad[b, S - n:] = True
+                pad[b, S - n :] = True
         return Case(name, (x, memory, Wq, Wk, Wv, pad))
 
     return [
@@ -70,7 +74,7 @@ def _tf_cases(rng: np.random.Generator) -> list[Case]:
         tgt = torch.full((B, L), PAD, dtype=torch.long)
         for b, n in enumerate(lengths):  # BOS, n - 2 tokens, EOS, then PAD
             tgt[b, 0] = 1
-            tgt[b, 1:n - 1] = torch.randint(3, V, (n - 2,), generator=g)
+            tgt[b, 1 : n - 1] = torch.randint(3, V, (n - 2,), generator=g)
             tgt[b, n - 1] = 2
         logits = 2 * torch.randn(B, L - 1, V, generator=g)
         return Case(name, (logits, tgt))
@@ -116,8 +120,9 @@ def check_beam_verdict(
     b = np.asarray(correct_beam)
     failure = None
     if a.ndim != 1 or a.shape != b.shape or a.size < 100:
-        failure = (f"give one flag per example for both methods, the same examples, at least 100; got shapes "
-                   f"{a.shape} and {b.shape}")
+        failure = (
+            f"give one flag per example for both methods, the same examples, at least 100; got shapes {a.shape} and {b.shape}"
+        )
     elif a.dtype != bool or b.dtype != bool:
         failure = "the flags must be booleans (prediction == target), e.g. dlbook.seq2seq.exact_match(...)"
     elif verdict not in ("beam", "greedy", NO_DIFFERENCE):
@@ -137,7 +142,12 @@ def check_beam_verdict(
 
 # ---------------------------------------------------------------------------- a measured rate
 def check_exact_match(
-    model: torch.nn.Module, vocab, inputs: Sequence[str], targets: Sequence[str], rate: float, *,
+    model: torch.nn.Module,
+    vocab,
+    inputs: Sequence[str],
+    targets: Sequence[str],
+    rate: float,
+    *,
     verbose: bool = True,
 ) -> CheckResult:
     """Check a measured exact-match rate (the ISO-input exercise of chapter 19).
@@ -154,8 +164,9 @@ def check_exact_match(
     else:
         src = torch.nn.utils.rnn.pad_sequence([torch.tensor(vocab.encode(t)) for t in inputs], batch_first=True)
         device = resolve_device(model=model)
-        want = float(exact_match(translate(model, vocab, src.to(device), max_len=len(max(targets, key=len)) + 1),
-                                 list(targets)).mean())
+        want = float(
+            exact_match(translate(model, vocab, src.to(device), max_len=len(max(targets, key=len)) + 1), list(targets)).mean()
+        )
         if verbose:
             print(f"greedy exact match on these {len(inputs)} inputs: {want:.4f}")
         if not isinstance(rate, (int, float, np.floating)) or not abs(float(rate) - want) <= 1e-9:

@@ -77,9 +77,7 @@ def _check_mask(mask: object, logits_shape: torch.Size, device: torch.device, wh
     if mask.dtype == torch.uint8:
         raise TypeError(f"{where}: {name} has dtype torch.uint8; use a bool mask (True = may attend) via .bool()")
     if mask.dtype != torch.bool and not mask.is_floating_point():
-        raise TypeError(
-            f"{where}: {name} must be bool (True = may attend) or float (added to the logits), got {mask.dtype}"
-        )
+        raise TypeError(f"{where}: {name} must be bool (True = may attend) or float (added to the logits), got {mask.dtype}")
     if mask.device != device:
         raise ValueError(f"{where}: {name} is on {mask.device} but the inputs are on {device}")
     try:
@@ -290,7 +288,9 @@ class MultiHeadAttention(nn.Module):
             raise TypeError(f"{where}: query, key, value need the same dtype, got {query.dtype}, {key.dtype}, {value.dtype}")
         weight = self.q_proj.weight
         if (
-            isinstance(weight, Tensor) and weight.is_floating_point() and weight.dtype != query.dtype
+            isinstance(weight, Tensor)
+            and weight.is_floating_point()
+            and weight.dtype != query.dtype
             and not torch.is_autocast_enabled(query.device.type)
         ):
             raise TypeError(
@@ -394,8 +394,11 @@ class MultiHeadAttention(nn.Module):
     def extra_repr(self) -> str:
         extra = "".join(
             f", {name}={value}"
-            for name, value, default in (("kdim", self.kdim, self.d_model), ("vdim", self.vdim, self.d_model),
-                                         ("scale", self.scale, None))
+            for name, value, default in (
+                ("kdim", self.kdim, self.d_model),
+                ("vdim", self.vdim, self.d_model),
+                ("scale", self.scale, None),
+            )
             if value != default
         )
         return f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}{extra}"

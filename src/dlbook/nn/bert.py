@@ -62,14 +62,16 @@ _ID_DTYPES = (torch.int64, torch.int32)
 def _check_id_tensor(x: Any, name: str, where: str) -> Tensor:
     """``x`` must be a ``(batch, seq)`` tensor of integer ids (int64 or int32)."""
     if not isinstance(x, Tensor):
-        hint = (" (build one with torch.tensor(...), or call the tokenizer with return_tensors='pt')"
-                if isinstance(x, (list, tuple)) else "")
+        hint = (
+            " (build one with torch.tensor(...), or call the tokenizer with return_tensors='pt')"
+            if isinstance(x, (list, tuple))
+            else ""
+        )
         raise TypeError(f"{where}: {name} must be a torch.Tensor of ids, got {type(x).__name__}{hint}")
     if x.dim() != 2:
         raise ValueError(f"{where}: {name} must be (batch, seq), got shape {tuple(x.shape)}")
     if x.dtype not in _ID_DTYPES:
-        hint = (" (ids stay integers: convert only float inputs to the model's dtype)"
-                if x.is_floating_point() else "")
+        hint = " (ids stay integers: convert only float inputs to the model's dtype)" if x.is_floating_point() else ""
         raise TypeError(f"{where}: {name} must hold integer ids (int64 or int32), got {x.dtype}{hint}")
     return x
 
@@ -88,8 +90,10 @@ def _check_ids(input_ids: Any, where: str) -> Tensor:
 
 def _check_same_device(x: Tensor, name: str, device: torch.device, where: str) -> None:
     if x.device != device:
-        raise ValueError(f"{where}: {name} is on {x.device} but the module's weights are on {device}; "
-                         f"move one of them (e.g. {name}.to({str(device)!r}))")
+        raise ValueError(
+            f"{where}: {name} is on {x.device} but the module's weights are on {device}; "
+            f"move one of them (e.g. {name}.to({str(device)!r}))"
+        )
 
 
 def _check_attention_mask(attention_mask: Any, shape: torch.Size | None, where: str) -> Tensor:
@@ -97,8 +101,9 @@ def _check_attention_mask(attention_mask: Any, shape: torch.Size | None, where: 
     if not isinstance(attention_mask, Tensor):
         raise TypeError(f"{where}: attention_mask must be a tensor, got {type(attention_mask).__name__}")
     if attention_mask.dim() != 2:
-        raise ValueError(f"{where}: attention_mask must be (batch, seq) with 1 = token, 0 = padding, "
-                         f"got shape {tuple(attention_mask.shape)}")
+        raise ValueError(
+            f"{where}: attention_mask must be (batch, seq) with 1 = token, 0 = padding, got shape {tuple(attention_mask.shape)}"
+        )
     if shape is not None and attention_mask.shape != shape:
         raise ValueError(f"{where}: attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(shape)}")
     if attention_mask.is_complex():
@@ -158,14 +163,20 @@ class BertEmbeddings(nn.Module):
         pad_token_id: int | None = 0,
     ) -> None:
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("d_model", d_model), ("max_positions", max_positions),
-                            ("n_segments", n_segments)):
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("d_model", d_model),
+            ("max_positions", max_positions),
+            ("n_segments", n_segments),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"BertEmbeddings: {name} must be a positive int, got {value!r}")
-        if pad_token_id is not None and (isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int)
-                                         or not 0 <= pad_token_id < vocab_size):
-            raise ValueError(f"BertEmbeddings: pad_token_id must be None or an int in [0, vocab_size = {vocab_size}), "
-                             f"got {pad_token_id!r}")
+        if pad_token_id is not None and (
+            isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int) or not 0 <= pad_token_id < vocab_size
+        ):
+            raise ValueError(
+                f"BertEmbeddings: pad_token_id must be None or an int in [0, vocab_size = {vocab_size}), got {pad_token_id!r}"
+            )
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             # dropout = 1 would zero every embedding; the encoder layers reject it too
             raise ValueError(f"BertEmbeddings: dropout must be in [0, 1), got {dropout!r}")
@@ -185,17 +196,20 @@ class BertEmbeddings(nn.Module):
         if T == 0:
             raise ValueError(f"{where}: input_ids has no positions (shape {tuple(input_ids.shape)})")
         if T > self.max_positions:
-            raise ValueError(f"{where}: input_ids has {T} positions but the position table has max_positions = "
-                             f"{self.max_positions} rows; truncate the input (the tokenizer's truncation=True, "
-                             f"max_length={self.max_positions})")
+            raise ValueError(
+                f"{where}: input_ids has {T} positions but the position table has max_positions = "
+                f"{self.max_positions} rows; truncate the input (the tokenizer's truncation=True, "
+                f"max_length={self.max_positions})"
+            )
         _check_id_range(input_ids, self.token.num_embeddings, "input_ids", "vocab_size", where)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         else:
             token_type_ids = _check_id_tensor(token_type_ids, "token_type_ids", where)
             if token_type_ids.shape != input_ids.shape:
-                raise ValueError(f"{where}: token_type_ids has shape {tuple(token_type_ids.shape)}, "
-                                 f"input_ids {tuple(input_ids.shape)}")
+                raise ValueError(
+                    f"{where}: token_type_ids has shape {tuple(token_type_ids.shape)}, input_ids {tuple(input_ids.shape)}"
+                )
             _check_same_device(token_type_ids, "token_type_ids", device, where)
             _check_id_range(token_type_ids, self.segment.num_embeddings, "token_type_ids", "n_segments", where)
         positions = torch.arange(T, device=input_ids.device)  # (T,)
@@ -242,9 +256,18 @@ class BertEncoderFromScratch(nn.Module):
         super().__init__()
         self.embeddings = BertEmbeddings(vocab_size, d_model, max_positions, n_segments, eps, dropout, pad_token_id)
         self.encoder = Encoder(n_layers, d_model, n_heads, d_ff, dropout, activation="gelu", norm_first=False, eps=eps)
-        self.config = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff,
-                           max_positions=max_positions, n_segments=n_segments, eps=eps, dropout=dropout,
-                           pad_token_id=pad_token_id)
+        self.config = dict(
+            vocab_size=vocab_size,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            d_ff=d_ff,
+            max_positions=max_positions,
+            n_segments=n_segments,
+            eps=eps,
+            dropout=dropout,
+            pad_token_id=pad_token_id,
+        )
 
     def forward(
         self,
@@ -263,13 +286,17 @@ class BertEncoderFromScratch(nn.Module):
             _check_same_device(attention_mask, "attention_mask", self.embeddings.token.weight.device, where)
             empty = ~attention_mask.bool().any(dim=1)  # (B,): sequences without a single real token
             if empty.any():
-                raise ValueError(f"{where}: attention_mask rows {empty.nonzero().flatten().tolist()} have no real "
-                                 f"token (all 0): every sequence needs at least [CLS] and [SEP]")
+                raise ValueError(
+                    f"{where}: attention_mask rows {empty.nonzero().flatten().tolist()} have no real "
+                    f"token (all 0): every sequence needs at least [CLS] and [SEP]"
+                )
             mask = padding_mask(attention_mask)  # (B, 1, 1, T), True = real token
         dtypes = {self.embeddings.token.weight.dtype, self.encoder.layers[0].norm1.weight.dtype}
         if len(dtypes) > 1:
-            raise TypeError(f"{where}: the embeddings and the encoder hold different dtypes {sorted(map(str, dtypes))}; "
-                            f"convert the whole model (model.to(dtype)), not a part of it")
+            raise TypeError(
+                f"{where}: the embeddings and the encoder hold different dtypes {sorted(map(str, dtypes))}; "
+                f"convert the whole model (model.to(dtype)), not a part of it"
+            )
         h = self.embeddings(input_ids, token_type_ids)  # (B, T, d_model)
         h, weights = self.encoder(h, mask=mask, need_weights=True)  # (B, T, d_model), n_layers x (B, H, T, T)
         return BertEncoderOutput(h, weights if output_attentions else None)
@@ -284,13 +311,21 @@ class BertEncoderFromScratch(nn.Module):
         if kind != "absolute":
             raise ValueError(f"BertEncoderFromScratch supports absolute position embeddings only, got {kind!r}")
         if config.hidden_dropout_prob != config.attention_probs_dropout_prob:
-            raise ValueError("BertEncoderFromScratch uses one dropout rate: hidden_dropout_prob and "
-                             "attention_probs_dropout_prob must be equal")
+            raise ValueError(
+                "BertEncoderFromScratch uses one dropout rate: hidden_dropout_prob and "
+                "attention_probs_dropout_prob must be equal"
+            )
         return cls(
-            vocab_size=config.vocab_size, d_model=config.hidden_size, n_layers=config.num_hidden_layers,
-            n_heads=config.num_attention_heads, d_ff=config.intermediate_size,
-            max_positions=config.max_position_embeddings, n_segments=config.type_vocab_size,
-            eps=config.layer_norm_eps, dropout=config.hidden_dropout_prob, pad_token_id=config.pad_token_id,
+            vocab_size=config.vocab_size,
+            d_model=config.hidden_size,
+            n_layers=config.num_hidden_layers,
+            n_heads=config.num_attention_heads,
+            d_ff=config.intermediate_size,
+            max_positions=config.max_position_embeddings,
+            n_segments=config.type_vocab_size,
+            eps=config.layer_norm_eps,
+            dropout=config.hidden_dropout_prob,
+            pad_token_id=config.pad_token_id,
         )
 
     @classmethod
@@ -315,8 +350,9 @@ class BertEncoderFromScratch(nn.Module):
     def load_hf_state_dict(self, state_dict: dict[str, Tensor]) -> BertEncoderFromScratch:
         """Copy the tensors of a Hugging Face BERT state dict (keys as in ``BertModel``) into this module."""
         if not isinstance(state_dict, Mapping):
-            raise TypeError(f"load_hf_state_dict: state_dict must be a mapping of names to tensors, "
-                            f"got {type(state_dict).__name__}")
+            raise TypeError(
+                f"load_hf_state_dict: state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}"
+            )
         own = self.state_dict()
         mapping = hf_key_map(self.config["n_layers"])
         prefix = "bert." if any(k.startswith("bert.") for k in state_dict) else ""
@@ -325,8 +361,10 @@ class BertEncoderFromScratch(nn.Module):
             if key not in state_dict:
                 raise KeyError(f"load_hf_state_dict: the Hugging Face weights have no {key!r}")
             if state_dict[key].shape != own[mine].shape:
-                raise ValueError(f"load_hf_state_dict: {key!r} has shape {tuple(state_dict[key].shape)}, "
-                                 f"{mine!r} needs {tuple(own[mine].shape)}")
+                raise ValueError(
+                    f"load_hf_state_dict: {key!r} has shape {tuple(state_dict[key].shape)}, "
+                    f"{mine!r} needs {tuple(own[mine].shape)}"
+                )
             own[mine].copy_(state_dict[key])
         return self
 
@@ -381,8 +419,11 @@ def mask_tokens(
     Same distribution as ``transformers.DataCollatorForLanguageModeling`` (not the same random draws).
     """
     input_ids = _check_ids(input_ids, "mask_tokens")
-    for name, p in (("mlm_probability", mlm_probability), ("mask_replace_prob", mask_replace_prob),
-                    ("random_replace_prob", random_replace_prob)):
+    for name, p in (
+        ("mlm_probability", mlm_probability),
+        ("mask_replace_prob", mask_replace_prob),
+        ("random_replace_prob", random_replace_prob),
+    ):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"mask_tokens: {name} must be in [0, 1], got {p}")
     if mask_replace_prob + random_replace_prob > 1.0:
@@ -390,8 +431,7 @@ def mask_tokens(
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
         raise ValueError(f"mask_tokens: vocab_size must be a positive int, got {vocab_size!r}")
     if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int) or not 0 <= mask_token_id < vocab_size:
-        raise ValueError(f"mask_tokens: mask_token_id must be an int in [0, vocab_size = {vocab_size}), "
-                         f"got {mask_token_id!r}")
+        raise ValueError(f"mask_tokens: mask_token_id must be an int in [0, vocab_size = {vocab_size}), got {mask_token_id!r}")
     special_ids = list(special_ids)
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in special_ids):
         raise TypeError(f"mask_tokens: special_ids must be ints (the tokenizer's all_special_ids), got {special_ids!r}")

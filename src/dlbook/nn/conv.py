@@ -204,9 +204,7 @@ def batch_norm2d(
     n = x.numel() // channels  # values per channel: batch * H * W
     if training:
         if n < 2:
-            raise ValueError(
-                f"training-mode batch norm needs more than one value per channel, got x of shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"training-mode batch norm needs more than one value per channel, got x of shape {tuple(x.shape)}")
         mean = x.mean(dim=(0, 2, 3))  # (C,)
         var = x.var(dim=(0, 2, 3), correction=0)  # (C,) biased: divides by n
         if running_mean is not None and running_var is not None:

@@ -162,8 +162,10 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     for name, t in (("cos", cos), ("sin", sin)):
         _check_float_tensor(t, name, where, last=x.shape[-1])
         if t.dim() not in (2, 3) or t.shape[-2] != x.shape[-2]:
-            raise ValueError(f"{where}: {name} must be (seq, head_dim) or (batch, seq, head_dim) with seq = "
-                             f"{x.shape[-2]}, got shape {tuple(t.shape)}")
+            raise ValueError(
+                f"{where}: {name} must be (seq, head_dim) or (batch, seq, head_dim) with seq = "
+                f"{x.shape[-2]}, got shape {tuple(t.shape)}"
+            )
     if x.shape[-1] % 2:
         raise ValueError(f"{where}: head_dim must be even, got {x.shape[-1]}")
     if cos.dim() == 3:
@@ -221,8 +223,7 @@ class GroupedQueryAttention(nn.Module):
             raise ValueError(f"{where}: n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
         if head_dim is None:
             if d_model % n_heads:
-                raise ValueError(f"{where}: d_model ({d_model}) must be a multiple of n_heads ({n_heads}), "
-                                 "or give head_dim")
+                raise ValueError(f"{where}: d_model ({d_model}) must be a multiple of n_heads ({n_heads}), or give head_dim")
             head_dim = d_model // n_heads
         self.head_dim = _check_positive_int(head_dim, "head_dim", where)
         self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=False)
@@ -250,8 +251,9 @@ class GroupedQueryAttention(nn.Module):
             past_k, past_v = past
             expected = (B, self.n_kv_heads, past_k.shape[2], self.head_dim)
             if tuple(past_k.shape) != expected or past_v.shape != past_k.shape:
-                raise ValueError(f"{where}: cached keys/values must be {expected}, got "
-                                 f"{tuple(past_k.shape)} and {tuple(past_v.shape)}")
+                raise ValueError(
+                    f"{where}: cached keys/values must be {expected}, got {tuple(past_k.shape)} and {tuple(past_v.shape)}"
+                )
             k, v = torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2)  # (B, KV, L, hd)
         n_rep = self.n_heads // self.n_kv_heads
         mask = causal_mask(T, x.device, n_keys=k.shape[2], align="bottom-right")  # (T, L)
@@ -271,8 +273,9 @@ class DecoderBlock(nn.Module):
     ``post_attention_layernorm``) so a layer's weights load by name.
     """
 
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, d_ff: int, head_dim: int | None = None,
-                 eps: float = 1e-6) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, n_kv_heads: int, d_ff: int, head_dim: int | None = None, eps: float = 1e-6
+    ) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(d_model, eps)
         self.self_attn = GroupedQueryAttention(d_model, n_heads, n_kv_heads, head_dim)
@@ -355,9 +358,7 @@ class LlamaLM(nn.Module):
         _check_positive_float(rope_base, "rope_base", where)
         self.vocab_size, self.max_positions, self.rope_base = vocab_size, max_positions, float(rope_base)
         self.embed_tokens = nn.Embedding(vocab_size, d_model)
-        self.layers = nn.ModuleList(
-            DecoderBlock(d_model, n_heads, n_kv_heads, d_ff, head_dim, eps) for _ in range(n_layers)
-        )
+        self.layers = nn.ModuleList(DecoderBlock(d_model, n_heads, n_kv_heads, d_ff, head_dim, eps) for _ in range(n_layers))
         self.norm = RMSNorm(d_model, eps)
         self.tie_embeddings = bool(tie_embeddings)
         self.lm_head = None if self.tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
@@ -393,8 +394,10 @@ class LlamaLM(nn.Module):
                 raise ValueError(f"{where}: the cache holds {cache.keys[0].shape[0]} sequences, ids has {ids.shape[0]}")
         B, T = ids.shape
         if past + T > self.max_positions:
-            raise ValueError(f"{where}: positions {past}..{past + T - 1} pass max_positions = {self.max_positions} "
-                             f"({past} cached + {T} new tokens)")
+            raise ValueError(
+                f"{where}: positions {past}..{past + T - 1} pass max_positions = {self.max_positions} "
+                f"({past} cached + {T} new tokens)"
+            )
         positions = torch.arange(past, past + T, device=ids.device)  # (T,)
         h = self.embed_tokens(ids)  # (B, T, d_model)
         cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_base, dtype=h.dtype)  # (T, head_dim)
@@ -423,12 +426,17 @@ class LlamaLM(nn.Module):
         if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
             raise ValueError("LlamaLM has no biases: the config asks for attention_bias or mlp_bias")
         return cls(
-            vocab_size=config.vocab_size, d_model=config.hidden_size, n_layers=config.num_hidden_layers,
+            vocab_size=config.vocab_size,
+            d_model=config.hidden_size,
+            n_layers=config.num_hidden_layers,
             n_heads=config.num_attention_heads,
             n_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
-            d_ff=config.intermediate_size, head_dim=getattr(config, "head_dim", None),
-            max_positions=config.max_position_embeddings, rope_base=_rope_base(config),
-            eps=config.rms_norm_eps, tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+            d_ff=config.intermediate_size,
+            head_dim=getattr(config, "head_dim", None),
+            max_positions=config.max_position_embeddings,
+            rope_base=_rope_base(config),
+            eps=config.rms_norm_eps,
+            tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
         )
 
     @classmethod
@@ -457,8 +465,10 @@ class LlamaLM(nn.Module):
             if key not in state_dict:
                 raise KeyError(f"load_hf_state_dict: the Hugging Face weights have no {key!r}")
             if state_dict[key].shape != tensor.shape:
-                raise ValueError(f"load_hf_state_dict: {key!r} has shape {tuple(state_dict[key].shape)}, "
-                                 f"{mine!r} needs {tuple(tensor.shape)}")
+                raise ValueError(
+                    f"load_hf_state_dict: {key!r} has shape {tuple(state_dict[key].shape)}, "
+                    f"{mine!r} needs {tuple(tensor.shape)}"
+                )
             tensor.copy_(state_dict[key])
         return self
 
@@ -474,10 +484,21 @@ def tiny_config(**overrides: Any):
     from transformers import LlamaConfig
 
     settings: dict[str, Any] = dict(
-        vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, max_position_embeddings=64, rms_norm_eps=1e-5,
-        rope_parameters={"rope_type": "default", "rope_theta": 10_000.0}, tie_word_embeddings=True,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, attn_implementation="eager",
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 10_000.0},
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        attn_implementation="eager",
     )
     settings.update(overrides)
     return LlamaConfig(**settings)

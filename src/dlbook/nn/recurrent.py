@@ -276,8 +276,7 @@ class _Stacked(nn.Module):
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.batch_first, self.dropout = batch_first, dropout
         self.cells = nn.ModuleList(
-            self._make_cell(input_size if k == 0 else hidden_size, hidden_size, bias, **cell_kwargs)
-            for k in range(num_layers)
+            self._make_cell(input_size if k == 0 else hidden_size, hidden_size, bias, **cell_kwargs) for k in range(num_layers)
         )
 
     def _make_cell(self, input_size: int, hidden_size: int, bias: bool, **kw: str) -> _Cell:
@@ -387,8 +386,9 @@ class _Stacked(nn.Module):
         if not isinstance(module, cls.torch_class):
             raise TypeError(f"{cls.__name__}.from_torch needs an {cls.torch_class.__name__}, got {type(module).__name__}")
         kw = {"nonlinearity": module.nonlinearity} if cls.torch_class is nn.RNN else {}
-        ours = cls(module.input_size, module.hidden_size, module.num_layers, module.bias, module.batch_first,
-                   module.dropout, **kw)
+        ours = cls(
+            module.input_size, module.hidden_size, module.num_layers, module.bias, module.batch_first, module.dropout, **kw
+        )
         p = next(module.parameters())
         return ours.to(device=p.device, dtype=p.dtype).load_from_torch(module)
 

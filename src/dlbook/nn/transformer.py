@@ -78,8 +78,9 @@ def _check_features(x: object, d_model: int, dtype: torch.dtype, where: str, *, 
             f"expected shape {expected}, got {tuple(x.shape)}"
         )
     if not x.is_floating_point():
-        raise TypeError(f"{where}: x must be a floating-point tensor of features, got {x.dtype} "
-                        "(token ids go through an embedding first)")
+        raise TypeError(
+            f"{where}: x must be a floating-point tensor of features, got {x.dtype} (token ids go through an embedding first)"
+        )
     if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(
             f"{where}: x has dtype {x.dtype} but the module's parameters are {dtype}; "
@@ -175,7 +176,13 @@ class FeedForward(nn.Module):
 
 # ---------------------------------------------------------------------------- encoder
 def _check_layer_args(
-    where: str, d_model: int, n_heads: int, d_ff: int, dropout: float, activation: str, eps: float,
+    where: str,
+    d_model: int,
+    n_heads: int,
+    d_ff: int,
+    dropout: float,
+    activation: str,
+    eps: float,
     norm_first: bool,
 ) -> None:
     """The argument checks an encoder or decoder layer shares (clear errors naming ``where``)."""
@@ -292,8 +299,12 @@ class EncoderLayer(nn.Module):
         """
         _check_same_layer(self, layer, nn.TransformerEncoderLayer)
         self.self_attn.load_from_torch(layer.self_attn)
-        for ours, theirs in ((self.ff.linear1, layer.linear1), (self.ff.linear2, layer.linear2),
-                             (self.norm1, layer.norm1), (self.norm2, layer.norm2)):
+        for ours, theirs in (
+            (self.ff.linear1, layer.linear1),
+            (self.ff.linear2, layer.linear2),
+            (self.norm1, layer.norm1),
+            (self.norm2, layer.norm2),
+        ):
             ours.weight.copy_(theirs.weight)
             ours.bias.copy_(theirs.bias)
         return self
@@ -495,13 +506,13 @@ class DecoderLayer(nn.Module):
         self.d_model = d_model
 
     def _sa(self, x: Tensor, mask, key_padding_mask, causal) -> tuple[Tensor, Tensor | None]:
-        out, w = self.self_attn(x, x, x, mask=mask, key_padding_mask=key_padding_mask, causal=causal,
-                                need_weights=True)
+        out, w = self.self_attn(x, x, x, mask=mask, key_padding_mask=key_padding_mask, causal=causal, need_weights=True)
         return self.dropout1(out), w
 
     def _ca(self, x: Tensor, memory: Tensor, memory_mask, memory_key_padding_mask) -> tuple[Tensor, Tensor | None]:
-        out, w = self.cross_attn(x, memory, memory, mask=memory_mask, key_padding_mask=memory_key_padding_mask,
-                                 need_weights=True)
+        out, w = self.cross_attn(
+            x, memory, memory, mask=memory_mask, key_padding_mask=memory_key_padding_mask, need_weights=True
+        )
         return self.dropout2(out), w
 
     def forward(
@@ -543,8 +554,13 @@ class DecoderLayer(nn.Module):
         _check_same_layer(self, layer, nn.TransformerDecoderLayer)
         self.self_attn.load_from_torch(layer.self_attn)
         self.cross_attn.load_from_torch(layer.multihead_attn)
-        for ours, theirs in ((self.ff.linear1, layer.linear1), (self.ff.linear2, layer.linear2),
-                             (self.norm1, layer.norm1), (self.norm2, layer.norm2), (self.norm3, layer.norm3)):
+        for ours, theirs in (
+            (self.ff.linear1, layer.linear1),
+            (self.ff.linear2, layer.linear2),
+            (self.norm1, layer.norm1),
+            (self.norm2, layer.norm2),
+            (self.norm3, layer.norm3),
+        ):
             ours.weight.copy_(theirs.weight)
             ours.bias.copy_(theirs.bias)
         return self
@@ -595,9 +611,16 @@ class Decoder(nn.Module):
         _check_memory(memory, self.d_model, x.shape[0], self.layers[0].norm1.weight.dtype, where)
         self_ws, cross_ws = [], []
         for layer in self.layers:
-            x, w_self, w_cross = layer(x, memory, mask=mask, key_padding_mask=key_padding_mask, memory_mask=memory_mask,
-                                       memory_key_padding_mask=memory_key_padding_mask, causal=causal,
-                                       need_weights=True)
+            x, w_self, w_cross = layer(
+                x,
+                memory,
+                mask=mask,
+                key_padding_mask=key_padding_mask,
+                memory_mask=memory_mask,
+                memory_key_padding_mask=memory_key_padding_mask,
+                causal=causal,
+                need_weights=True,
+            )
             self_ws.append(w_self)
             cross_ws.append(w_cross)
         x = self.norm(x)
@@ -640,8 +663,7 @@ class EncoderDecoder(nn.Module):
     ) -> None:
         super().__init__()
         where = "EncoderDecoder"
-        for name, value in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab), ("d_model", d_model),
-                            ("max_len", max_len)):
+        for name, value in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab), ("d_model", d_model), ("max_len", max_len)):
             _check_positive_int(value, name, where)
         if isinstance(pad_id, bool) or not isinstance(pad_id, int) or not 0 <= pad_id < min(src_vocab, tgt_vocab):
             raise ValueError(f"{where}: pad_id must be an id in both vocabularies, got {pad_id!r}")
@@ -699,8 +721,13 @@ class EncoderDecoder(nn.Module):
         decoder layer, the attention each target position pays to each source position.
         """
         tgt_in = self._check_ids(tgt_in, "tgt_in", self.tgt_vocab)
-        y, _, cross = self.decoder(self._embed(tgt_in, self.tgt_tok), memory,
-                                   memory_key_padding_mask=src_key_padding_mask, causal=True, need_weights=True)
+        y, _, cross = self.decoder(
+            self._embed(tgt_in, self.tgt_tok),
+            memory,
+            memory_key_padding_mask=src_key_padding_mask,
+            causal=True,
+            need_weights=True,
+        )
         logits = self.head(y)  # (B, T, tgt_vocab)
         return (logits, cross) if need_weights else logits
 
@@ -722,8 +749,10 @@ class EncoderDecoder(nn.Module):
         if not isinstance(transformer, nn.Transformer):
             raise TypeError(f"load_body_from_torch needs an nn.Transformer, got {type(transformer).__name__}")
         if not self.encoder.layers[0].norm_first:
-            raise ValueError("load_body_from_torch: nn.Transformer ends each stack with a LayerNorm even when "
-                             "post-norm; only a norm_first=True EncoderDecoder computes the same function")
+            raise ValueError(
+                "load_body_from_torch: nn.Transformer ends each stack with a LayerNorm even when "
+                "post-norm; only a norm_first=True EncoderDecoder computes the same function"
+            )
         t_enc, t_dec = transformer.encoder, transformer.decoder
         if len(t_enc.layers) != len(self.encoder.layers) or len(t_dec.layers) != len(self.decoder.layers):
             raise ValueError(
