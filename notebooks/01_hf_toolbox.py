@@ -79,12 +79,12 @@ sizes = dlbook.by_profile(
         sweep=(500, 1_000, 2_000),
     ),
     full=dict(
-        n_knn_train=4_000,
-        n_knn_test=1_000,
-        batch_size=64,
-        n_vocab_train=10_000,
-        vocab_size=8_000,
-        sweep=(1_000, 2_000, 4_000, 8_000, 16_000),
+        n_knn_train=4_000,  # training reviews embedded for the nearest-neighbour test
+        n_knn_test=1_000,  # test reviews labelled by their nearest neighbour
+        batch_size=64,  # reviews per batch when embedding them
+        n_vocab_train=10_000,  # training snippets our WordPiece vocabulary learns from
+        vocab_size=8_000,  # pieces in our WordPiece vocabulary
+        sweep=(1_000, 2_000, 4_000, 8_000, 16_000),  # vocabulary sizes of the exercise
     ),
 )
 sizes

@@ -106,17 +106,17 @@ sizes = dlbook.by_profile(
         warm_lengths=[1],
     ),
     full=dict(
-        n_train=3_200,
-        n_val=800,
-        batch_size=64,
-        loop_epochs=2,
-        epochs=30,
-        patience=5,
-        imbalance_epochs=15,
-        warm_epochs=2,
-        warm_steps=20,
-        warm_seeds=5,
-        warm_lengths=[2, 5, 10],
+        n_train=3_200,  # training images (at most 3,200)
+        n_val=800,  # validation images (at most 800)
+        batch_size=64,  # images per training batch
+        loop_epochs=2,  # epochs of the hand-written loop checked against fit
+        epochs=30,  # epochs of the overfitting run and of each remedy
+        patience=5,  # early stopping: epochs without a better validation loss
+        imbalance_epochs=15,  # epochs of each class-imbalance run (section 2.9)
+        warm_epochs=2,  # epochs of each warm-up run (section 2.8)
+        warm_steps=20,  # warm-up steps, compared with none
+        warm_seeds=5,  # training runs per warm-up setting, for the spread
+        warm_lengths=[2, 5, 10],  # more warm-up lengths, exercise (full asserts on 5)
     ),
 )
 sizes

@@ -94,14 +94,14 @@ sizes = dlbook.by_profile(
         n_boot=1_000,
     ),
     full=dict(
-        n_train=3_600,
-        n_val=400,
-        epochs=15,
-        batch_size=64,
-        seeds=5,
-        res_depth=16,
-        res_seeds=3,
-        n_boot=10_000,
+        n_train=3_600,  # training digits, from the start of the training split
+        n_val=400,  # validation digits, from its end
+        epochs=15,  # epochs of every CNN and MLP training run
+        batch_size=64,  # digits per training batch
+        seeds=5,  # training runs per model, for the spread
+        res_depth=16,  # residual blocks in the deep stacks of section 3.11
+        res_seeds=3,  # random initialisations per deep stack
+        n_boot=10_000,  # bootstrap resamples per interval
     ),
 )
 sizes

@@ -95,18 +95,18 @@ sizes = dlbook.by_profile(
         clf_epochs=1,
     ),
     full=dict(
-        grad_seq=60,
-        n_grad_seqs=8,
-        n_train=4_130,
-        lm_epochs=15,
-        clip_train=4_130,
-        clip_epochs=5,
-        n_samples=10,
-        n_novelty=1_000,
-        tbptt_epochs=10,
-        n_clf_train=4_000,
-        n_clf_test=2_000,
-        clf_epochs=10,
+        grad_seq=60,  # sequence length of the gradient measurement (4.3)
+        n_grad_seqs=8,  # random sequences that measurement averages over
+        n_train=4_130,  # training names of the language model (4,130: all)
+        lm_epochs=15,  # epochs of the language model
+        clip_train=4_130,  # training names of the clipping runs (section 4.7)
+        clip_epochs=5,  # epochs of each clipping run
+        n_samples=10,  # sampled names shown per temperature
+        n_novelty=1_000,  # names sampled per temperature to score novelty
+        tbptt_epochs=10,  # epochs of the truncated-BPTT model (section 4.8)
+        n_clf_train=4_000,  # training sequences of the classifier (section 4.9)
+        n_clf_test=2_000,  # its test sequences
+        clf_epochs=10,  # its epochs
     ),
 )
 sizes

@@ -89,16 +89,16 @@ sizes = dlbook.by_profile(
         lm_epochs=1,
     ),
     full=dict(
-        add_len=50,
-        add_steps=2_000,
-        add_eval_every=100,
-        add_test=2_000,
-        seeds=3,
-        sweep_seeds=5,
-        co2_seeds=5,
-        co2_epochs=30,
-        n_train=4_130,
-        lm_epochs=15,
+        add_len=50,  # steps per sequence of the adding problem
+        add_steps=2_000,  # training steps per adding-problem run (batches of 64)
+        add_eval_every=100,  # steps between two evaluations of the error
+        add_test=2_000,  # fixed sequences the error is measured on
+        seeds=3,  # training runs per model (5.4 and 5.6), for the spread
+        sweep_seeds=5,  # seeds per forget-gate bias in the exercise
+        co2_seeds=5,  # training runs of the CO2 forecaster
+        co2_epochs=30,  # epochs of each CO2 run
+        n_train=4_130,  # training names (4,130: all)
+        lm_epochs=15,  # epochs of each names model
     ),
 )
 sizes

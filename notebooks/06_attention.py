@@ -94,19 +94,19 @@ sizes = dlbook.by_profile(
         rounds=1,
     ),
     full=dict(
-        d_ks=[2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
-        n_pairs=20_000,
-        n_kurtosis=200_000,
-        n_keys=64,
-        n_queries=1024,
-        recall_steps=150,
-        recall_seeds=[0, 1, 2],
-        scale_steps=40,
-        scale_seeds=[0, 1, 2, 3, 4],
-        lengths=[128, 256, 512, 1024, 2048, 4096],
-        width_L=1024,
-        n_heads_cost=4,
-        rounds=5,
+        d_ks=[2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],  # key widths d_k, 64 included
+        n_pairs=20_000,  # random query-key pairs per width, for the variance
+        n_kurtosis=200_000,  # dot products per width for the kurtosis check
+        n_keys=64,  # keys per query in the entropy and gradient test
+        n_queries=1024,  # queries per set of keys in that test
+        recall_steps=150,  # training steps of each look-up model (section 6.8)
+        recall_seeds=[0, 1, 2],  # its seeds, each with a scale-0 control
+        scale_steps=40,  # training steps per run in the scaling exercise
+        scale_seeds=[0, 1, 2, 3, 4],  # seeds of the scaling exercise
+        lengths=[128, 256, 512, 1024, 2048, 4096],  # sequence lengths timed in 6.9
+        width_L=1024,  # sequence length of the head-width memory check
+        n_heads_cost=4,  # heads in those cost measurements
+        rounds=5,  # timing rounds per measurement
     ),
 )
 sizes

@@ -103,20 +103,20 @@ sizes = dlbook.by_profile(
         ex_seeds=[0, 1, 2],
     ),
     full=dict(
-        depths=[2, 6, 12, 24],
-        grad_seeds=6,
-        sort_len=10,
-        sort_steps=800,
-        sort_batch=128,
-        sort_val=500,
-        sort_test=2000,
-        lm_epochs=15,
-        lm_names=None,
-        lm_batch=64,
-        lm_seeds=[0, 1, 2],
-        ex_steps=200,
-        ex_layers=6,
-        ex_seeds=[0, 1, 2],
+        depths=[2, 6, 12, 24],  # encoder depths of the gradient comparison (7.5)
+        grad_seeds=6,  # random initialisations per depth
+        sort_len=10,  # digits per sequence in the sorting task (7.7)
+        sort_steps=800,  # training steps of the digit sorter
+        sort_batch=128,  # fresh sequences per training batch
+        sort_val=500,  # validation sequences
+        sort_test=2000,  # test sequences
+        lm_epochs=15,  # epochs of each names model (section 7.8)
+        lm_names=None,  # names kept per split; None: all
+        lm_batch=64,  # names per training batch
+        lm_seeds=[0, 1, 2],  # seeds of each names model, for the spread
+        ex_steps=200,  # training steps per sorter in the exercises
+        ex_layers=6,  # layers of the deeper sorter, pre-norm exercise
+        ex_seeds=[0, 1, 2],  # seeds of the pre-norm exercise
     ),
 )
 sizes

@@ -113,23 +113,23 @@ sizes = dlbook.by_profile(
         eval_every=3,
     ),
     full=dict(
-        n_wordpiece=10_252,
-        n_compare=64,
-        n_heads_batch=256,
-        n_pairs=128,
-        n_mask_stats=4_096,
-        n_train=10_252,
-        n_val=1_000,
-        max_len=64,
-        d_model=128,
-        n_layers=2,
-        n_heads=2,
-        d_ff=512,
-        steps=1_200,
-        batch_size=32,
-        lr=1e-3,
-        warmup=100,
-        eval_every=150,
+        n_wordpiece=10_252,  # reviews our WordPiece must split as the tokenizer (8.1)
+        n_compare=64,  # reviews of the attention-mask check (8.3)
+        n_heads_batch=256,  # reviews the head profile averages over (8.4)
+        n_pairs=128,  # two-sentence reviews of the segment exercise
+        n_mask_stats=4_096,  # reviews whose masking rates are compared (8.5)
+        n_train=10_252,  # training reviews for pretraining (10,252: all)
+        n_val=1_000,  # validation reviews for the MLM loss
+        max_len=64,  # tokens kept per review, also the tiny BERT's positions
+        d_model=128,  # hidden width of the tiny BERT
+        n_layers=2,  # its encoder layers
+        n_heads=2,  # its attention heads
+        d_ff=512,  # its feed-forward width
+        steps=1_200,  # pretraining steps
+        batch_size=32,  # reviews per pretraining batch
+        lr=1e-3,  # peak learning rate
+        warmup=100,  # warm-up steps of the learning rate
+        eval_every=150,  # steps between validation evaluations
     ),
 )
 sizes

@@ -90,7 +90,8 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
-    # n_* = None means the whole split (train 10,252 / validation 1,000 / test 1,500)
+    # The keys marked (recipe) train the cached classifier of section 9.5: they must
+    # equal dlbook.finetune.SENTIMENT_SETTINGS[profile] (asserted there).
     smoke=dict(
         n_train=128,
         n_validation=64,
@@ -105,27 +106,22 @@ sizes = dlbook.by_profile(
         embed_batch=64,
     ),
     full=dict(
-        n_train=None,
-        n_validation=None,
-        n_test=None,
-        max_length=128,
-        epochs=1,
-        batch_size=32,
-        lr=1e-4,
-        n_trainer=1_024,
-        trainer_batch=8,
-        n_check=64,
-        embed_batch=128,
+        n_train=None,  # training snippets; None: all 10,252 (recipe)
+        n_validation=None,  # validation snippets; None: all 1,000 (recipe)
+        n_test=None,  # test snippets; None: all 1,500
+        max_length=128,  # tokens kept per snippet (recipe)
+        epochs=1,  # passes over the training snippets (recipe)
+        batch_size=32,  # snippets per training batch (recipe)
+        lr=1e-4,  # peak learning rate (recipe)
+        n_trainer=1_024,  # training snippets of the Trainer comparison (9.6)
+        trainer_batch=8,  # its batch size
+        n_check=64,  # snippets of the check of our loop (9.5)
+        embed_batch=128,  # snippets per batch when embedding (9.2)
     ),
 )
 sizes
 
 # %% [markdown]
-# `n_train`, `max_length`, `epochs`, `batch_size` and `lr` are the fine-tuning recipe;
-# `n_trainer` and `trainer_batch` set the smaller run that compares our loop with `Trainer`
-# (section 9.6); `n_check` the size of the run that checks our loop against the packaged one
-# (section 9.5).
-#
 # ## 9.1 The task and the data
 #
 # The data are the Rotten Tomatoes critic snippets collected by Pang and Lee

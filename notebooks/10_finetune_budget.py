@@ -81,6 +81,8 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
+    # Every run is one epoch over a subset of the training split, so that the
+    # chapter's ten or so runs fit in a few minutes.
     smoke=dict(
         n_train=64,
         n_validation=32,
@@ -106,44 +108,33 @@ sizes = dlbook.by_profile(
         imbalance=9,
     ),
     full=dict(
-        n_train=2_000,
-        n_validation=200,
-        n_test=600,
-        max_length=64,
-        batch_size=32,
-        lr=1e-4,
-        lora_lr=3e-3,
-        lora_r=8,
-        lora_alpha=16,
-        freeze_k=4,
-        bench_batch=16,
-        bench_length=64,
-        bench_rounds=5,
-        group_time_steps=16,
-        n_lowp_eval=64,
-        peft_steps=3,
-        n_es_train=256,
-        es_batch=16,
-        es_epochs=8,
-        es_eval_every=8,
-        patience=4,
-        imbalance=9,
+        n_train=2_000,  # training snippets, one epoch per run
+        n_validation=200,  # validation snippets, for early stopping
+        n_test=600,  # test snippets behind every accuracy
+        max_length=64,  # tokens kept per snippet
+        batch_size=32,  # snippets per training batch
+        lr=1e-4,  # peak learning rate of every run but LoRA
+        lora_lr=3e-3,  # peak learning rate of the LoRA runs
+        lora_r=8,  # LoRA rank r
+        lora_alpha=16,  # LoRA scale: the update is multiplied by alpha / r
+        freeze_k=4,  # lower encoder layers frozen (section 10.7)
+        bench_batch=16,  # snippets in the batch timed and measured
+        bench_length=64,  # tokens that batch is padded to
+        bench_rounds=5,  # timed rounds, each variant once per round
+        group_time_steps=16,  # batches timed per loader (10.3), one per round
+        n_lowp_eval=64,  # test snippets evaluated in low precision, on a CPU
+        peft_steps=3,  # steps on which our LoRA and peft's are compared
+        n_es_train=256,  # training snippets of the early-stopping run (10.9)
+        es_batch=16,  # its batch size
+        es_epochs=8,  # its epochs
+        es_eval_every=8,  # its steps between validation evaluations
+        patience=4,  # its evaluations without improvement before stopping
+        imbalance=9,  # positives kept per negative (section 10.9)
     ),
 )
 sizes
 
 # %% [markdown]
-# `n_train`, `max_length`, `batch_size` and `lr` are the fine-tuning recipe of every run (one
-# epoch over a subset of the training split, so that the chapter's ten or so runs fit in a few
-# minutes); `lora_*` the adapter's settings; `bench_*` the fixed batch (padded to
-# `bench_length` tokens) on which time and memory are measured, `bench_rounds` the timed rounds
-# of the benchmark (every variant once per round); `group_time_steps` the batches of each loader
-# timed in section 10.3;
-# `n_lowp_eval` the test snippets evaluated in low precision; `peft_steps` the optimizer steps
-# on which our LoRA and `peft`'s are compared; `n_es_train`, `es_batch`, `es_epochs`,
-# `es_eval_every` and `patience` the early-stopping experiment; `imbalance` the positives kept
-# per negative in section 10.9.
-#
 # ## 10.1 Where the memory of a training step goes
 #
 # A training step with AdamW keeps four kinds of tensors alive:

@@ -79,18 +79,18 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
-    # n_test = None means the whole test split (1,500 snippets)
     smoke=dict(n_test=64, eval_batch=64, n_length_bins=2, n_latency=5, n_check=4),
-    full=dict(n_test=None, eval_batch=128, n_length_bins=4, n_latency=40, n_check=12),
+    full=dict(
+        n_test=None,  # test snippets the card's numbers come from; None: all 1,500
+        eval_batch=128,  # snippets per batch when evaluating
+        n_length_bins=4,  # groups of snippet length in the breakdown (11.2)
+        n_latency=40,  # requests timed against the running demo (11.6)
+        n_check=12,  # snippets checking the confidence equation against `pipeline`
+    ),
 )
 sizes
 
 # %% [markdown]
-# `n_test` is how much of the test split the card's numbers come from, `n_length_bins` into how
-# many groups of snippet length the results are broken down (section 11.2), and `n_latency` how
-# many requests time the running demo (section 11.6); `n_check` snippets check Eq.
-# {eq}`eq-ch11-confidence` against the `pipeline`.
-#
 # ## 11.1 The model we are about to share
 #
 # We share exactly the model chapter 9 trained: `dlbook.finetune.sentiment_classifier(profile)`

@@ -76,8 +76,6 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
-    # n_test=None: the whole test split (1,500 snippets); rounds = timed forward passes
-    # per model
     smoke=dict(
         n_test=32,
         max_length=128,
@@ -96,34 +94,26 @@ sizes = dlbook.by_profile(
         qat_lr=1e-5,
     ),
     full=dict(
-        n_test=None,
-        max_length=128,
-        batch_sizes=(1, 32),
-        rounds={1: 40, 32: 15},
-        warmup=2,
-        eval_batch=64,
-        n_scatter=5_000,
-        n_emb_rows=None,
-        n_val=None,
-        calib_bs=32,
-        calib_counts=(1, 4, 16),
-        n_probe=8,
-        qat_steps=60,
-        qat_bs=32,
-        qat_lr=1e-5,
+        n_test=None,  # test snippets scored (12.9); None: all 1,500
+        max_length=128,  # tokens kept per snippet
+        batch_sizes=(1, 32),  # batch sizes whose latency is timed (12.9)
+        rounds={1: 40, 32: 15},  # timed forward passes per model, for each batch size
+        warmup=2,  # untimed forward passes per model before the timing
+        eval_batch=64,  # snippets per batch when scoring accuracy
+        n_scatter=5_000,  # query weights drawn in the rounding-error scatter (12.1)
+        n_emb_rows=None,  # word-embedding rows rounded (12.1, 12.2); None: all 30,522
+        n_val=None,  # validation snippets that score each choice; None: all 1,000
+        calib_bs=32,  # training snippets per calibration batch (12.6)
+        calib_counts=(1, 4, 16),  # numbers of calibration batches compared (12.6)
+        n_probe=8,  # batches of 32 training snippets probing the activations (12.2)
+        qat_steps=60,  # optimizer steps of quantization-aware training (12.7)
+        qat_bs=32,  # training snippets per step of quantization-aware training
+        qat_lr=1e-5,  # learning rate of quantization-aware training
     ),
 )
 sizes
 
 # %% [markdown]
-# `n_test`, `n_val` and `max_length` decide the accuracy measurement (`None`: the whole split),
-# `batch_sizes`, `rounds` and `warmup` the latency measurement (section 12.9), `n_scatter` how
-# many weights Figure 12.1 draws and `n_emb_rows` how many rows of the
-# word-embedding table sections 12.1 and 12.2 examine (`None`: all of them). `n_probe` batches
-# of training snippets probe the activations (section 12.2); `calib_counts` batches of
-# `calib_bs` training snippets calibrate static quantization (section 12.6); `qat_steps` steps
-# at batch `qat_bs` and learning rate `qat_lr` train with quantization in the loop (12.7).
-#
 # The starting point is the classifier chapter 9 fine-tuned, loaded from the book's cache
 # (trained there on the first call). Integer kernels for dynamic quantization exist for the CPU,
 # so everything in this chapter that is timed runs on the CPU, whatever `device` is.

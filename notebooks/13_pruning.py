@@ -79,7 +79,6 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
-    # n_* = None means the whole split (test has 1,500 snippets)
     smoke=dict(
         n_curve=64,
         curve_len=64,
@@ -99,39 +98,28 @@ sizes = dlbook.by_profile(
         rounds={1: 3, 32: 2},
     ),
     full=dict(
-        n_curve=400,
-        curve_len=64,
+        n_curve=400,  # validation snippets behind every point of the sparsity curves
+        curve_len=64,  # tokens kept per snippet for the curves and their fine-tunes
+        # sparsity levels of the curves (13.3, 13.4)
         sparsities=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-        ft_sparsities=[0.5, 0.8, 0.9],
-        n_ft=512,
-        ft_lr=1e-4,
-        scratch_epochs=10,
-        n_probe=32,
-        n_pex=256,
-        n_random=5,
-        n_val=None,
-        min_layers=3,
-        n_test=None,
-        threads=2,
-        warmup=2,
-        rounds={1: 20, 32: 10},
+        ft_sparsities=[0.5, 0.8, 0.9],  # levels that also get a short fine-tune (13.4)
+        n_ft=512,  # training snippets of that fine-tune (one epoch)
+        ft_lr=1e-4,  # learning rate of that fine-tune
+        scratch_epochs=10,  # epochs of the digit network trained from scratch (13.4)
+        n_probe=32,  # validation snippets for the checks by hand (13.6, 13.7, 13.10)
+        n_pex=256,  # validation snippets: per-batch vs per-snippet importance (13.7)
+        n_random=5,  # random halves compared with the half chosen by importance (13.7)
+        n_val=None,  # validation snippets judging dropped layers and words; None: all
+        min_layers=3,  # fewest layers left when dropping whole layers (13.9)
+        n_test=None,  # test snippets of the final comparison (13.11); None: all 1,500
+        threads=2,  # CPU threads for the timings, as in chapters 14 and 15
+        warmup=2,  # untimed forward passes per model before the timing
+        rounds={1: 20, 32: 10},  # timed forward passes per model, for each batch size
     ),
 )
 sizes
 
 # %% [markdown]
-# `n_curve` validation snippets at `curve_len` tokens are what every point of the sparsity curves
-# is measured on; `ft_sparsities` are the levels that also get a short fine-tune on `n_ft`
-# training snippets at rate `ft_lr`; `scratch_epochs` trains the small from-scratch network of
-# section 13.4; `n_probe` validation snippets check the importance scores by hand, `n_pex`
-# compare them with per-snippet scores, and `n_random` random halves are the baseline of the
-# importance-chosen half; `n_val`
-# validation snippets (all 1,000 when `None`) choose which layers to drop and measure the
-# vocabulary's cost; `n_test` (the whole test split when `None`) is what the final comparisons
-# report, once. `threads`, `warmup` and `rounds` (per batch size) fix how latency is measured:
-# chapter 12's protocol, the compared models timed in turns at the same thread count as chapters
-# 12, 14 and 15.
-#
 # ## 13.1 What there is to prune
 #
 # We start from chapter 9's classifier (loaded from the cache, or trained on first use) and look

@@ -75,8 +75,8 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
-    # n_test, n_val = None: the whole test (1,500) and validation (1,000) splits; rounds
-    # = timed forward passes per model and batch size
+    # The students' recipes are in distill.STUDENT_SETTINGS (printed in 14.4), not here,
+    # so that chapter 15 gets the very same cached students.
     smoke=dict(
         n_test=128,
         n_val=128,
@@ -91,34 +91,23 @@ sizes = dlbook.by_profile(
         seeds=(0, 1),
     ),
     full=dict(
-        n_test=None,
-        n_val=None,
-        test_max_length=128,
-        n_grad=256,
-        n_step_timing=384,
-        step_rounds=10,
-        n_update_timing=30,
-        threads=2,
-        rounds={1: 20, 32: 10},
+        n_test=None,  # test snippets every model is scored on; None: all 1,500
+        n_val=None,  # validation snippets choosing settings and students; None: all
+        test_max_length=128,  # tokens kept per validation and test snippet
+        n_grad=256,  # training snippets whose gradients are measured (14.2)
+        n_step_timing=384,  # training snippets whose batches time training steps (14.4)
+        step_rounds=10,  # timed training steps per embedding mode (14.4)
+        n_update_timing=30,  # timed AdamW updates, default and fused (14.4)
+        threads=2,  # CPU threads every latency is measured with (14.5)
+        rounds={1: 20, 32: 10},  # timed forward passes per model, at batch 1 and 32
+        # (temperature T, weight alpha) settings tried on the shallow student (14.4)
         sweep=((1.0, 0.5), (2.0, 0.5), (4.0, 0.5), (2.0, 0.0)),
-        seeds=(0, 1, 2),
+        seeds=(0, 1, 2),  # training seeds: seed study (14.5), transfer set (14.4)
     ),
 )
 sizes
 
 # %% [markdown]
-# The students' training recipes are not in this cell: they live with the cached students in
-# `dlbook.distill.STUDENT_SETTINGS` (printed in section 14.4), so that chapter 15 gets the very
-# same models. `n_grad` is the number of training snippets used to measure gradients in section
-# 14.2, `n_step_timing` the number of training snippets whose batches the training steps of
-# section 14.4 are timed on, `step_rounds` how often a step is timed there (each embedding mode,
-# in turns),
-# `n_update_timing` how often one optimizer update is timed there (each way, in turns),
-# `threads` the CPU threads every latency is measured with, `rounds` how often each model is
-# timed at batch 1 and batch 32. `sweep` lists the settings $(T, \alpha)$ tried on the shallow
-# student, `seeds` the training seeds of the seed study (section 14.5) and of the transfer-set
-# experiment (section 14.4).
-#
 # ## 14.1 Soft targets and the temperature
 #
 # The teacher is chapter 9's fine-tuned MiniLM classifier (six layers, hidden size 384), loaded

@@ -75,13 +75,19 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
-    # n_test, n_val = None: the whole test (1,500) and validation (1,000) splits;
-    # rounds = timed forward passes per variant and batch size
     smoke=dict(
-        n_test=128, n_val=128, test_max_length=128, threads=2, rounds={1: 3, 32: 2}
+        n_test=128,
+        n_val=128,
+        test_max_length=128,
+        threads=2,
+        rounds={1: 3, 32: 2},
     ),
     full=dict(
-        n_test=None, n_val=None, test_max_length=128, threads=2, rounds={1: 40, 32: 15}
+        n_test=None,  # test snippets that report the choice; None: all 1,500
+        n_val=None,  # validation snippets that choose; None: all 1,000
+        test_max_length=128,  # tokens kept per validation and test snippet
+        threads=2,  # CPU threads every variant is timed with (as in chapters 13-14)
+        rounds={1: 40, 32: 15},  # timed forward passes per variant, at batch 1 and 32
     ),
 )
 sizes

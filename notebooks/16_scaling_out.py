@@ -85,12 +85,6 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
-    # n_train snippets (a multiple of batch_size), one epoch, global batch batch_size
-    # split among the processes;
-    # n_test test snippets evaluate every run; n_grad snippets check the gradient
-    # equivalence
-    # bench_steps global batches per setting and round, bench_rounds rounds of the
-    # throughput benchmark
     smoke=dict(
         n_train=64,
         batch_size=16,
@@ -103,25 +97,21 @@ sizes = dlbook.by_profile(
         bench_rounds=2,
     ),
     full=dict(
-        n_train=1_024,
-        batch_size=16,
-        max_length=64,
-        epochs=1,
-        lr=1e-4,
-        n_test=500,
-        n_grad=8,
-        bench_steps=4,
-        bench_rounds=5,
+        # n_train to lr: the fine-tuning recipe every run shares
+        n_train=1_024,  # training snippets, a multiple of batch_size
+        batch_size=16,  # global batch: snippets per optimizer step, over all processes
+        max_length=64,  # tokens kept per snippet
+        epochs=1,  # passes over the training snippets
+        lr=1e-4,  # learning rate
+        n_test=500,  # test snippets every run is evaluated on (16.6)
+        n_grad=8,  # test snippets, split in two halves, checking the gradients (16.2)
+        bench_steps=4,  # global batches per setting and round of the benchmark (16.6)
+        bench_rounds=5,  # timed rounds of the throughput benchmark (16.6)
     ),
 )
 sizes
 
 # %% [markdown]
-# `n_train`, `batch_size`, `max_length`, `epochs` and `lr` are the fine-tuning recipe that every
-# run below shares; `batch_size` is the **global** batch, the number of snippets behind one
-# optimizer step, whatever the number of processes. `n_test` is the size of the test subset every
-# run is evaluated on, and `n_grad` the batch of the gradient check.
-#
 # ## 16.1 Why one device is not enough
 #
 # ### Memory

@@ -88,7 +88,13 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(n_check=2, n_eval=4, batch_size=4, n_shuffle=2, n_positions=32),
-    full=dict(n_check=8, n_eval=256, batch_size=16, n_shuffle=64, n_positions=64),
+    full=dict(
+        n_check=8,  # validation reviews checking our model against the reference (17.6)
+        n_eval=256,  # test reviews scored for perplexity (17.8)
+        batch_size=16,  # reviews per batch when scoring
+        n_shuffle=64,  # test reviews shuffled word by word in the word-order exercise
+        n_positions=64,  # query and key positions of the rotary-embedding check (17.3)
+    ),
 )
 sizes
 

@@ -91,18 +91,18 @@ sizes = dlbook.by_profile(
         summary_tokens=12,
     ),
     full=dict(
-        n_filter=8,
-        n_greedy=24,
-        n_beam=16,
-        num_beams=4,
-        n_rep=24,
-        rep_tokens=48,
-        kv_lengths=[16, 64, 128, 256],
-        kv_rounds=5,
-        n_val=48,
-        n_test=200,
-        n_shots=4,
-        summary_tokens=48,
+        n_filter=8,  # review openings checking our decoders against `generate`
+        n_greedy=24,  # new tokens per decoding check, beam search aside
+        n_beam=16,  # new tokens per beam-search check, on half the openings (18.3)
+        num_beams=4,  # beams kept by beam search (18.3)
+        n_rep=24,  # review openings in the repetition experiment (18.4)
+        rep_tokens=48,  # new tokens generated per opening there
+        kv_lengths=[16, 64, 128, 256],  # context lengths a decoding step is timed at
+        kv_rounds=5,  # timed rounds per context length, with and without cache (18.5)
+        n_val=48,  # validation snippets choosing the prompt (18.7)
+        n_test=200,  # test snippets scoring the chosen prompt once (18.7)
+        n_shots=4,  # examples in the few-shot prompt (even: half fresh, half rotten)
+        summary_tokens=48,  # most tokens of the generated summary (18.8)
     ),
 )
 sizes

