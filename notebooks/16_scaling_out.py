@@ -70,7 +70,7 @@ import torch
 from IPython.display import Code, display
 from torch.utils.data import DistributedSampler
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers import AutoTokenizer
 
 import dlbook
 import dlbook.exercises
@@ -134,7 +134,7 @@ sizes
 torch.manual_seed(0)
 model_path = assets.minilm_path()
 tokenizer = AutoTokenizer.from_pretrained(model_path)
-probe = BertForSequenceClassification.from_pretrained(model_path, num_labels=2)
+probe = finetune.new_classifier(model_path)  # MiniLM + a fresh 2-label head
 optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-4)
 batch = tokenizer(
     ["a quiet, moving film", "two hours I want back"], padding=True, return_tensors="pt"
@@ -266,9 +266,8 @@ plt.show()
 
 # %%
 torch.manual_seed(0)
-probe = BertForSequenceClassification.from_pretrained(
-    model_path, num_labels=2, attn_implementation="eager"
-)
+probe = finetune.new_classifier(model_path)
+probe.set_attn_implementation("eager")
 texts = list(assets.rotten_tomatoes()["train"].select(range(8))["text"])
 batch = tokenizer(
     texts, padding="max_length", truncation=True, max_length=64, return_tensors="pt"
@@ -333,8 +332,8 @@ grad_batch = dict(
 )  # (n_grad, longest)
 grad_batch["labels"] = torch.tensor(list(grad_raw["label"]))  # (n_grad,)
 torch.manual_seed(0)  # the fresh classifier head
-base = BertForSequenceClassification.from_pretrained(
-    model_path, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+base = finetune.new_classifier(
+    model_path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
 )
 base.train()
 
@@ -735,7 +734,7 @@ test_tok = finetune.tokenize_dataset(
     tokenizer,
     sizes["max_length"],
 )
-evaluator = BertForSequenceClassification.from_pretrained(model_path, num_labels=2)
+evaluator = finetune.new_classifier(model_path)  # weights loaded below
 rows = []
 for name, r in runs.items():
     evaluator.load_state_dict(torch.load(r["dir"] / "weights.pt"))
@@ -862,7 +861,7 @@ dlbook.glue(
 assert bench["rank1_cpu_share_while_waiting"] < 0.5, "the waiting rank used a core"
 fig, ax = plt.subplots(figsize=(6.5, 2.8))
 names = list(tput)
-ax.boxplot([tput[n] for n in names], vert=False, tick_labels=names)
+ax.boxplot([tput[n] for n in names], orientation="horizontal", tick_labels=names)
 ax.set_xlabel("training examples per second (spread over the rounds)")
 ax.set_title(f"Throughput, interleaved rounds ({n_cores} CPU cores)")
 plt.tight_layout()

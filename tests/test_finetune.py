@@ -347,3 +347,15 @@ def test_new_classifier_is_seeded_and_quiet(capsys, caplog):
     out = capsys.readouterr()
     assert "LOAD REPORT" not in out.out + out.err + caplog.text
     assert hf_logging.get_verbosity() == before  # restored for everyone else
+
+
+def test_new_classifier_takes_config_fields_and_rejects_unknown_ones():
+    torch.manual_seed(0)
+    a = ft.new_classifier(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    b = ft.new_classifier()
+    assert a.config.hidden_dropout_prob == 0.0 and a.config.attention_probs_dropout_prob == 0.0
+    assert b.config.hidden_dropout_prob > 0.0
+    torch.testing.assert_close(a.classifier.weight, b.classifier.weight)  # same fresh head
+    with pytest.raises(ValueError, match="hiden_dropout"):
+        ft.new_classifier(hiden_dropout=0.0)

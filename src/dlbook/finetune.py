@@ -430,16 +430,22 @@ def sentiment_key(profile: str, device: torch.device | str | None = None) -> tup
     return cache_key(f"sentiment-{profile}", described), described
 
 
-def new_classifier(path: str | None = None) -> nn.Module:
+def new_classifier(path: str | None = None, **config: Any) -> nn.Module:
     """MiniLM with a new, randomly initialised two-label classification head (chapter 9).
 
     The head's weights are drawn from torch's global generator, so seed it first
     (``torch.manual_seed``) for the same head every time. ``transformers`` reports every load
     whose checkpoint lacks some weights; here the missing head is the point (chapter 9 explains
-    it), so that report is silenced for this one call and left on everywhere else.
+    it), so that report is silenced for this one call and left on everywhere else. ``config``
+    overrides fields of the checkpoint's ``BertConfig`` (e.g. ``hidden_dropout_prob=0.0``, as
+    chapter 16's scripts do); an unknown field is an error.
     """
-    from transformers import BertForSequenceClassification
+    from transformers import BertConfig, BertForSequenceClassification
     from transformers.utils import logging as hf_logging
+
+    unknown = sorted(k for k in config if not hasattr(BertConfig(), k))
+    if unknown:
+        raise ValueError(f"unknown BertConfig field(s) {unknown}")
 
     from .assets import minilm_path
 
@@ -451,6 +457,7 @@ def new_classifier(path: str | None = None) -> nn.Module:
             num_labels=len(LABELS),
             id2label=dict(enumerate(LABELS)),
             label2id={n: i for i, n in enumerate(LABELS)},
+            **config,
         )
     finally:
         hf_logging.set_verbosity(before)

@@ -14,7 +14,7 @@ import time
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers import AutoTokenizer
 
 from dlbook import assets, finetune
 from dlbook.distributed import split_batch
@@ -41,9 +41,7 @@ for i in range(cfg["bench_steps"]):
     batch["labels"] = torch.tensor(list(rows["label"]))
     batches.append(batch)
 torch.manual_seed(cfg["seed"])
-model = BertForSequenceClassification.from_pretrained(
-    assets.minilm_path(),
-    num_labels=2,
+model = finetune.new_classifier(  # MiniLM + a fresh 2-label head (chapter 9)
     hidden_dropout_prob=0.0,
     attention_probs_dropout_prob=0.0,
 )

@@ -13,7 +13,7 @@ import sys
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers import AutoTokenizer
 
 from dlbook import assets, finetune
 from dlbook.distributed import all_reduce_gradients, split_batch
@@ -28,9 +28,7 @@ batch = dict(tokenizer(cfg["texts"], padding=True, return_tensors="pt"))
 batch["labels"] = torch.tensor(cfg["labels"])
 mine = split_batch(batch, world)[rank]  # this rank's slice
 torch.manual_seed(0)  # the same fresh head in every rank
-model = BertForSequenceClassification.from_pretrained(
-    assets.minilm_path(),
-    num_labels=2,
+model = finetune.new_classifier(  # MiniLM + a fresh 2-label head (chapter 9)
     hidden_dropout_prob=0.0,
     attention_probs_dropout_prob=0.0,
 )

@@ -15,7 +15,6 @@ from torch.distributed.fsdp import fully_shard
 from torch.utils.data import DataLoader, DistributedSampler
 from transformers import (
     AutoTokenizer,
-    BertForSequenceClassification,
     DataCollatorWithPadding,
     get_linear_schedule_with_warmup,
 )
@@ -36,9 +35,7 @@ train = assets.rotten_tomatoes()["train"].select(range(cfg["n_train"]))
 train = finetune.tokenize_dataset(train, tokenizer, cfg["max_length"])
 # the same fresh head everywhere (each rank keeps its shard of it)
 torch.manual_seed(cfg["seed"])
-model = BertForSequenceClassification.from_pretrained(
-    assets.minilm_path(),
-    num_labels=2,
+model = finetune.new_classifier(  # MiniLM + a fresh 2-label head (chapter 9)
     hidden_dropout_prob=cfg["dropout"],
     attention_probs_dropout_prob=cfg["dropout"],
 )

@@ -10,7 +10,6 @@ import sys
 import torch
 from transformers import (
     AutoTokenizer,
-    BertForSequenceClassification,
     DataCollatorWithPadding,
     Trainer,
     TrainingArguments,
@@ -25,9 +24,7 @@ tokenizer = AutoTokenizer.from_pretrained(assets.minilm_path())
 train = assets.rotten_tomatoes()["train"].select(range(cfg["n_train"]))
 train = finetune.tokenize_dataset(train, tokenizer, cfg["max_length"])
 torch.manual_seed(cfg["seed"])
-model = BertForSequenceClassification.from_pretrained(
-    assets.minilm_path(),
-    num_labels=2,
+model = finetune.new_classifier(  # MiniLM + a fresh 2-label head (chapter 9)
     hidden_dropout_prob=cfg["dropout"],
     attention_probs_dropout_prob=cfg["dropout"],
 )
