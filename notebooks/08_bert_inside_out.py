@@ -1415,7 +1415,7 @@ if profile == "full":
 # has no MLM head. `from_pretrained` says so when asked for a masked-LM model, in its load report
 # (printed below as the library logs it); the `MISSING` weights are freshly initialised.
 
-# %%
+# %% tags=["shows-warning"]
 minilm_mlm, loading_info = BertForMaskedLM.from_pretrained(
     model_path, output_loading_info=True
 )

@@ -6,5 +6,5 @@ profile=$1; shift
 source tools/offline_env.sh
 export DLBOOK_PROFILE="$profile"
 start=$(date +%s)
-.venv/bin/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-cell-timeout=1200 "$@"
+.venv/bin/python -m pytest -q -p nbval_capture -p no:cacheprovider --nbval-lax --nbval-cell-timeout=1200 "$@"
 echo "wall: $(( $(date +%s) - start )) s (profile $profile)"

@@ -8,12 +8,17 @@ book is built with ``execute_notebooks: cache``. The cache matches on the code c
 which the pairing test keeps identical between ``notebooks/NN.py`` and ``notebooks/NN.ipynb``.
 
 Enable with ``-p nbval_capture --nbval-capture=_build/.jupyter_cache``.
+
+It also fails a cell whose stderr shows a library warning or transformers' load report (readers
+should not see noise the text does not discuss: fix it at its source, or silence it in one place
+with the reason). A cell whose text discusses such output carries the tag ``shows-warning``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -21,6 +26,25 @@ import nbformat
 import pytest
 
 _KEY = pytest.StashKey[dict]()
+
+#: What counts as noise on a cell's stderr: a Python warning line or transformers' load report.
+NOISE = re.compile(r"^\S.*\b\w*Warning: |LOAD REPORT", re.MULTILINE)
+#: The cell tag that allows it (the chapter's text discusses the warning shown).
+ALLOW_TAG = "shows-warning"
+
+
+def noise_in(outputs: list, tags: list[str]) -> list[str]:
+    """The first lines of the noisy stderr outputs among ``outputs`` (none if ``tags`` allow it)."""
+    if ALLOW_TAG in tags:
+        return []
+    found = []
+    for out in outputs:
+        if out.get("output_type") == "stream" and out.get("name") == "stderr":
+            text = "".join(out.get("text", ""))
+            match = NOISE.search(text)
+            if match:
+                found.append(text[match.start() :].splitlines()[0][:200])
+    return found
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,6 +77,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
+    if type(item).__name__ == "IPyNbCell" and report.when == "call" and report.passed:
+        tags = list(item.cell.get("metadata", {}).get("tags", []))
+        noise = noise_in(getattr(item, "test_outputs", None) or [], tags)
+        if noise:
+            report.outcome = "failed"
+            report.longrepr = (
+                f"cell {item.cell_num} printed warnings on stderr (fix at the source, or tag the "
+                f"cell {ALLOW_TAG!r} if the text discusses them): {noise}"
+            )
     record = _record(item)
     if record is not None and report.when == "call":
         record["ran"] += 1
