@@ -315,10 +315,8 @@ print(
 # `classifier` weights are `MISSING` from the checkpoint and were newly initialised. That is
 # expected here, not an error: they are what fine-tuning must train from scratch.
 
-# %%
-label_names = list(
-    finetune.LABELS
-)  # ["neg", "pos"], the ids of the data set's ClassLabel
+# %% tags=["shows-warning"]
+label_names = list(finetune.LABELS)  # ["neg", "pos"]: the data set's ClassLabel ids
 torch.manual_seed(0)  # the fresh classifier weights are drawn from the global generator
 model = BertForSequenceClassification.from_pretrained(
     model_path,

@@ -301,8 +301,8 @@ dlbook.glue("ch15_emb_share", float(emb_share))
 dlbook.glue("ch15_emb_mb", 4 * parts["fp32 baseline"]["embeddings"] / 1e6)
 
 # %% [markdown]
-# *Figure: float32 megabytes of each model, split into embedding tables, encoder layers, and
-# pooler plus classifier.*
+# **Figure 15.1.** Float32 megabytes of each model, split into embedding tables, encoder
+# layers, and pooler plus classifier.
 #
 # Size on disk equals four bytes per parameter to within one percent for all five (asserted).
 # The embeddings, mostly the $30{,}522 \times 384$ word table, are {glue:text}`ch15_emb_mb:.0f` MB,
@@ -322,8 +322,9 @@ dlbook.glue("ch15_emb_mb", 4 * parts["fp32 baseline"]["embeddings"] / 1e6)
 # round, so that they share the machine's drift.
 # Accuracy is measured on the validation split, which chooses the best combination below, and on
 # the test split, which reports it; "test points lost, 95 % interval" is the 95 % paired
-# bootstrap interval of the test accuracy lost against the baseline (`dlbook.stats`, introduced in chapter 3;
-# section 14.5 explains the paired bootstrap and McNemar's test and checks both).
+# bootstrap interval of the test accuracy lost against the baseline, in points (`dlbook.stats`,
+# introduced in chapter 3; section 14.5 explains the paired bootstrap and McNemar's test and
+# checks both).
 
 # %%
 if sizes["n_test"] is not None:
@@ -405,9 +406,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# *Figure: validation accuracy against size on disk (left) and against latency at batch 32
-# (right), both axes of cost on a log scale. Grey: every variant; red: the Pareto front, the
-# variants that no other beats on both axes.*
+# **Figure 15.2.** Validation accuracy against size on disk (left) and against latency at
+# batch 32 (right), both axes of cost on a log scale. Grey: every variant; red: the Pareto
+# front, the variants that no other beats on both axes.
 #
 # ## 15.4 The headline
 #
@@ -584,7 +585,8 @@ for name in ratios:
     for bs in (1, 32):
         base_ms = np.array(timings["fp32 baseline"][bs].runs_ms)  # (rounds,)
         rr = base_ms / np.array(timings[name][bs].runs_ms)  # (rounds,) speed-ups
-        row[f"faster@{bs}"] = f"{np.median(rr):.2f} [{rr.min():.2f}, {rr.max():.2f}]"
+        median = f"{np.median(rr):.2f} [{rr.min():.2f}, {rr.max():.2f}]"
+        row[f"× faster, batch {bs}: median [lowest, highest round]"] = median
         if name == best:
             spread[bs] = (float(rr.min()), float(rr.max()))
     per_round[name] = row

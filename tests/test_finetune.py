@@ -359,3 +359,7 @@ def test_new_classifier_takes_config_fields_and_rejects_unknown_ones():
     torch.testing.assert_close(a.classifier.weight, b.classifier.weight)  # same fresh head
     with pytest.raises(ValueError, match="hiden_dropout"):
         ft.new_classifier(hiden_dropout=0.0)
+    with pytest.raises(ValueError, match="num_labels"):
+        ft.new_classifier(num_labels=3)
+    with pytest.raises(ValueError, match="to_dict"):
+        ft.new_classifier(to_dict=0)

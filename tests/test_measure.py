@@ -247,3 +247,5 @@ def test_scoreboard_plot_legend_names_every_variant():
         board.plot(batch_size=32, legend="left")
     with pytest.raises(ValueError, match="batch 1"):
         board.plot(batch_size=1)
+    with pytest.raises(ValueError, match="empty"):
+        measure.Scoreboard().plot()

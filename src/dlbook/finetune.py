@@ -430,7 +430,7 @@ def sentiment_key(profile: str, device: torch.device | str | None = None) -> tup
     return cache_key(f"sentiment-{profile}", described), described
 
 
-def new_classifier(path: str | None = None, **config: Any) -> nn.Module:
+def new_classifier(path: str | os.PathLike[str] | None = None, **config: Any) -> nn.Module:
     """MiniLM with a new, randomly initialised two-label classification head (chapter 9).
 
     The head's weights are drawn from torch's global generator, so seed it first
@@ -438,12 +438,17 @@ def new_classifier(path: str | None = None, **config: Any) -> nn.Module:
     whose checkpoint lacks some weights; here the missing head is the point (chapter 9 explains
     it), so that report is silenced for this one call and left on everywhere else. ``config``
     overrides fields of the checkpoint's ``BertConfig`` (e.g. ``hidden_dropout_prob=0.0``, as
-    chapter 16's scripts do); an unknown field is an error.
+    chapter 16's scripts do); an unknown field is an error, and so are the label fields, which
+    this function sets itself (the book's two labels, :data:`LABELS`).
     """
     from transformers import BertConfig, BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    unknown = sorted(k for k in config if not hasattr(BertConfig(), k))
+    fixed = sorted(k for k in config if k in ("num_labels", "id2label", "label2id"))
+    if fixed:
+        raise ValueError(f"new_classifier sets {fixed} itself (the labels {list(LABELS)}); leave them out")
+    defaults = BertConfig()
+    unknown = sorted(k for k in config if not hasattr(defaults, k) or callable(getattr(defaults, k)))
     if unknown:
         raise ValueError(f"unknown BertConfig field(s) {unknown}")
 

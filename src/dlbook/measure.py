@@ -31,8 +31,9 @@ from torch import nn
 
 from .train import count_parameters
 
-if TYPE_CHECKING:  # pandas is imported where a table is built
+if TYPE_CHECKING:  # pandas and matplotlib are imported where a table or a plot is built
     import pandas as pd
+    from matplotlib.axes import Axes
     from pandas.io.formats.style import Styler
 
 # ---------------------------------------------------------------------------------------------
@@ -474,21 +475,25 @@ class Scoreboard:
             raise ValueError(f"measurements were taken with different thread counts {sorted(threads)}")
         return provenance_line(threads.pop() if threads else None)
 
-    def plot(self, batch_size: int = 32, ax: Any = None, legend: str = "right"):
+    def plot(self, batch_size: int = 32, ax: Axes | None = None, legend: str = "right") -> Axes:
         """Latency at ``batch_size`` (x) vs accuracy (y), marker area proportional to size on disk.
 
         Each variant's name and size go into a legend in its marker's colour (``legend="right"``:
         beside the axes; ``"below"``: under them, in two columns), since labels written next to
         markers overlap when variants sit close together; ``legend="labels"`` writes them there.
+        Returns the axes (new ones unless ``ax`` is given).
         """
         import matplotlib.pyplot as plt
 
         if legend not in ("right", "below", "labels"):
             raise ValueError(f"legend must be 'right', 'below' or 'labels', got {legend!r}")
+        if not self.rows:
+            raise ValueError("the scoreboard is empty")
+        missing = [name for name, m in self.rows.items() if batch_size not in m.latency_ms]
+        if missing:
+            raise ValueError(f"{missing[0]!r} was not timed at batch {batch_size}")
         ax = ax or plt.subplots(figsize=(6, 4))[1]
         for name, m in self.rows.items():
-            if batch_size not in m.latency_ms:
-                raise ValueError(f"{name!r} was not timed at batch {batch_size}")
             ax.scatter(m.latency_ms[batch_size], m.accuracy, s=8 * m.size_mb, alpha=0.6)
             if legend == "labels":
                 ax.annotate(
