@@ -18,6 +18,11 @@
   (``const THEBE_JS_URL = ...``) and sphinx-togglebutton reach the page twice, once with no
   file name and once with an empty one, which Sphinx does not see as the same script; the
   browser then logged "Identifier 'THEBE_JS_URL' has already been declared" on every page.
+- **Bibliography labels a reader can match.** The text cites author-year ("Vaswani et al.,
+  2017"); pybtex's default labels were alphabetic codes ("[VSP+17]") that match nothing in the
+  text. The style ``dlbook`` (``bibtex_default_style`` in _config.yml) labels each entry
+  "Vaswani et al. 2017" (one author: the name; two: both; more: the first and "et al."; a
+  letter after the year where two entries would share a label) and sorts by author and year.
 """
 
 from __future__ import annotations
@@ -94,7 +99,51 @@ def _drop_repeated_scripts(app: Any, pagename: str, templatename: str, context: 
     context["script_files"] = kept
 
 
+def _author_year_label(entry: Any) -> str:
+    """'Name Year', 'Name and Other Year' or 'Name et al. Year' for a pybtex entry."""
+    people = entry.persons.get("author") or entry.persons.get("editor") or []
+    names = [re.sub(r"[{}]", "", " ".join(p.last_names)) for p in people]
+    if not names:
+        who = re.sub(r"[{}]", "", entry.fields.get("title", entry.key)).split(":")[0]
+    elif len(names) == 1:
+        who = names[0]
+    elif len(names) == 2:
+        who = f"{names[0]} and {names[1]}"
+    else:
+        who = f"{names[0]} et al."
+    return f"{who} {entry.fields.get('year', 'n.d.')}"
+
+
+def _register_bibliography_style() -> None:
+    """Register the pybtex label and formatting styles named ``dlbook`` (see the module doc)."""
+    from pybtex.plugin import register_plugin
+    from pybtex.style.formatting.unsrt import Style as UnsrtStyle
+    from pybtex.style.labels import BaseLabelStyle
+
+    class AuthorYearLabels(BaseLabelStyle):
+        def format_labels(self, sorted_entries):
+            labels = [_author_year_label(entry) for entry in sorted_entries]
+            seen: dict[str, int] = {}
+            for label in labels:
+                seen[label] = seen.get(label, 0) + 1
+            suffix: dict[str, int] = {}
+            for label in labels:
+                if seen[label] > 1:  # "Hu et al. 2022a", "Hu et al. 2022b"
+                    suffix[label] = suffix.get(label, 0) + 1
+                    yield f"{label}{chr(ord('a') + suffix[label] - 1)}"
+                else:
+                    yield label
+
+    class DlbookStyle(UnsrtStyle):
+        default_label_style = "dlbook_author_year"
+        default_sorting_style = "author_year_title"
+
+    register_plugin("pybtex.style.labels", "dlbook_author_year", AuthorYearLabels, force=True)
+    register_plugin("pybtex.style.formatting", "dlbook", DlbookStyle, force=True)
+
+
 def setup(app: Any) -> dict[str, Any]:
+    _register_bibliography_style()
     app.connect("config-inited", _one_search_box)
     # after Sphinx's toctree collector (priority 500) has assigned the book-wide numbers
     app.connect("env-get-updated", _number_per_chapter, priority=900)
