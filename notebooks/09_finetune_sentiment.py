@@ -316,11 +316,12 @@ print(
 # expected here, not an error: they are what fine-tuning must train from scratch.
 
 # %% tags=["shows-warning"]
-label_names = list(finetune.LABELS)  # ["neg", "pos"]: the data set's ClassLabel ids
+label_names = list(finetune.LABELS)  # ["neg", "pos"]: the names of label ids 0 and 1
+assert label_names == reviews["train"].features["label"].names  # the data set agrees
 torch.manual_seed(0)  # the fresh classifier weights are drawn from the global generator
 model = BertForSequenceClassification.from_pretrained(
     model_path,
-    num_labels=2,
+    num_labels=len(label_names),
     id2label=dict(enumerate(label_names)),
     label2id={n: i for i, n in enumerate(label_names)},
 )

@@ -81,8 +81,10 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 # %% tags=["hide-input"]
 sizes = dlbook.by_profile(
     profile,
-    # Every run is one epoch over a subset of the training split, so that the
-    # chapter's ten or so runs fit in a few minutes.
+    # Every training run is one epoch over the first n_train training snippets (the
+    # class-imbalance runs: a subset of them), so that the chapter's eight to ten runs
+    # fit in a few minutes; only the early-stopping run (section 10.9) differs:
+    # es_epochs epochs over its n_es_train snippets.
     smoke=dict(
         n_train=64,
         n_validation=32,
@@ -109,8 +111,8 @@ sizes = dlbook.by_profile(
     ),
     full=dict(
         n_train=2_000,  # training snippets, one epoch per run
-        n_validation=200,  # validation snippets, for early stopping
-        n_test=600,  # test snippets behind every accuracy
+        n_validation=200,  # validation snippets: early stopping, LoRA merge check
+        n_test=600,  # test snippets behind every test accuracy
         max_length=64,  # tokens kept per snippet
         batch_size=32,  # snippets per training batch
         lr=1e-4,  # peak learning rate of every run but LoRA

@@ -84,8 +84,8 @@ sizes = dlbook.by_profile(
         n_test=None,  # test snippets the card's numbers come from; None: all 1,500
         eval_batch=128,  # snippets per batch when evaluating
         n_length_bins=4,  # groups of snippet length in the breakdown (11.2)
-        n_latency=40,  # requests timed against the running demo (11.6)
-        n_check=12,  # snippets checking the confidence equation against `pipeline`
+        n_latency=40,  # timed demo round trips, and as many model-alone calls (11.6)
+        n_check=12,  # test snippets checking the confidence against `pipeline` (11.1)
     ),
 )
 sizes

@@ -98,22 +98,22 @@ sizes = dlbook.by_profile(
         rounds={1: 3, 32: 2},
     ),
     full=dict(
-        n_curve=400,  # validation snippets behind every point of the sparsity curves
-        curve_len=64,  # tokens kept per snippet for the curves and their fine-tunes
+        n_curve=400,  # validation snippets of the sparsity curves and 13.7's halves
+        curve_len=64,  # tokens per snippet: curves, their fine-tunes, 13.7's scores
         # sparsity levels of the curves (13.3, 13.4)
         sparsities=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
         ft_sparsities=[0.5, 0.8, 0.9],  # levels that also get a short fine-tune (13.4)
         n_ft=512,  # training snippets of that fine-tune (one epoch)
-        ft_lr=1e-4,  # learning rate of that fine-tune
+        ft_lr=1e-4,  # peak learning rate of that fine-tune (warm-up, linear decay)
         scratch_epochs=10,  # epochs of the digit network trained from scratch (13.4)
         n_probe=32,  # validation snippets for the checks by hand (13.6, 13.7, 13.10)
         n_pex=256,  # validation snippets: per-batch vs per-snippet importance (13.7)
         n_random=5,  # random halves compared with the half chosen by importance (13.7)
-        n_val=None,  # validation snippets judging dropped layers and words; None: all
+        n_val=None,  # validation snippets judging layer and word drops; None: all 1,000
         min_layers=3,  # fewest layers left when dropping whole layers (13.9)
-        n_test=None,  # test snippets of the final comparison (13.11); None: all 1,500
+        n_test=None,  # test snippets of 13.10's [UNK] count and 13.11; None: all 1,500
         threads=2,  # CPU threads for the timings, as in chapters 14 and 15
-        warmup=2,  # untimed forward passes per model before the timing
+        warmup=2,  # untimed forward passes per model and batch size, before timing
         rounds={1: 20, 32: 10},  # timed forward passes per model, for each batch size
     ),
 )

@@ -92,12 +92,12 @@ sizes = dlbook.by_profile(
     ),
     full=dict(
         n_test=None,  # test snippets every model is scored on; None: all 1,500
-        n_val=None,  # validation snippets choosing settings and students; None: all
+        n_val=None,  # validation snippets choosing settings, students; None: all 1,000
         test_max_length=128,  # tokens kept per validation and test snippet
         n_grad=256,  # training snippets whose gradients are measured (14.2)
         n_step_timing=384,  # training snippets whose batches time training steps (14.4)
         step_rounds=10,  # timed training steps per embedding mode (14.4)
-        n_update_timing=30,  # timed AdamW updates, default and fused (14.4)
+        n_update_timing=30,  # timed AdamW updates per kind, default and fused (14.4)
         threads=2,  # CPU threads every latency is measured with (14.5)
         rounds={1: 20, 32: 10},  # timed forward passes per model, at batch 1 and 32
         # (temperature T, weight alpha) settings tried on the shallow student (14.4)

@@ -83,7 +83,7 @@ sizes = dlbook.by_profile(
         rounds={1: 3, 32: 2},
     ),
     full=dict(
-        n_test=None,  # test snippets that report the choice; None: all 1,500
+        n_test=None,  # test snippets every variant is reported on; None: all 1,500
         n_val=None,  # validation snippets that choose; None: all 1,000
         test_max_length=128,  # tokens kept per validation and test snippet
         threads=2,  # CPU threads every variant is timed with (as in chapters 13-14)

@@ -92,7 +92,7 @@ sizes = dlbook.by_profile(
     ),
     full=dict(
         # lora_model: the model tuned in 20.2 to 20.7; 20.8 to 20.10 always use SmolLM2
-        lora_model="real",  # SmolLM2 itself ("tiny": a small random Llama)
+        lora_model="real",  # SmolLM2 ("tiny": a small random Llama with its vocabulary)
         steps=20,  # LoRA training steps
         batch_size=4,  # training conversations per step
         eval_every=5,  # steps between validation scores, each a checkpoint
@@ -100,7 +100,7 @@ sizes = dlbook.by_profile(
         n_test=160,  # test snippets scoring the model before and after tuning (20.6)
         n_ppl=64,  # test snippets scoring each version's perplexity (20.10)
         lr=2e-3,  # learning rate of the adapters (AdamW)
-        n_requant=None,  # file tensors re-quantized (20.9); None: all of them
+        n_requant=None,  # Q4_1/Q8_0 tensors of the file re-quantized (20.9); None: all
     ),
 )
 sizes

@@ -16,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
-PAGES = sorted((ROOT / "book").glob("*.md"))
+# the pages, and the measured records the Reproducibility page includes
+PAGES = sorted((ROOT / "book").glob("*.md")) + sorted((ROOT / "book" / "measured").glob("*.md"))
 
 #: Phrases that narrate development, everywhere a reader looks.
 PROCESS = [

@@ -35,7 +35,7 @@ def bar_text(h: dict) -> str:
     )
     text = " and ".join(parts)
     if h.get("per_class"):
-        return f"{text} on {h['hardware']}" if text else f"reported only: no bar for {h['hardware']}"
+        return f"{text} on {h['hardware']}" if text else f"reported only: not checked on {h['hardware']}"
     return text or "finite"
 
 
@@ -68,7 +68,7 @@ def main(executed_dir: str, out_json: str) -> int:
         "",
         f"Measured on: {prov.line()}",
         "",
-        "| chapter | status | time (s) | headline | value | bar |",
+        "| chapter | status | time (s) | headline | value | required |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:

@@ -99,12 +99,22 @@ def _drop_repeated_scripts(app: Any, pagename: str, templatename: str, context: 
     context["script_files"] = kept
 
 
+def _plain(latex: str) -> str:
+    """A BibTeX value as plain text: braces dropped, accents such as ``{\\"e}`` decoded."""
+    from pybtex.richtext import Text
+
+    return Text.from_latex(latex).render_as("text")
+
+
 def _author_year_label(entry: Any) -> str:
-    """'Name Year', 'Name and Other Year' or 'Name et al. Year' for a pybtex entry."""
+    """'Name Year', 'Name and Other Year' or 'Name et al. Year' for a pybtex entry.
+
+    A name keeps its particle ("van Merriënboer"), as the author-year citations in the text do.
+    """
     people = entry.persons.get("author") or entry.persons.get("editor") or []
-    names = [re.sub(r"[{}]", "", " ".join(p.last_names)) for p in people]
+    names = [_plain(" ".join(p.prelast_names + p.last_names)) for p in people]
     if not names:
-        who = re.sub(r"[{}]", "", entry.fields.get("title", entry.key)).split(":")[0]
+        who = _plain(entry.fields.get("title", entry.key)).split(":")[0]
     elif len(names) == 1:
         who = names[0]
     elif len(names) == 2:
