@@ -77,7 +77,7 @@ profile = os.environ.get("DLBOOK_PROFILE", "full")
 sizes = dlbook.by_profile(
     profile,
     smoke=dict(
-        n_filter=1,
+        n_openings=1,
         n_greedy=3,
         n_beam=3,
         num_beams=2,
@@ -91,7 +91,7 @@ sizes = dlbook.by_profile(
         summary_tokens=12,
     ),
     full=dict(
-        n_filter=8,  # review openings checking our decoders against `generate`
+        n_openings=8,  # review openings (6 words) decoded in the checks of 18.1-18.5
         n_greedy=24,  # new tokens per decoding check, beam search aside
         n_beam=16,  # new tokens per beam-search check, on half the openings (18.3)
         num_beams=4,  # beams kept by beam search (18.3)
@@ -169,7 +169,7 @@ for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
 dlbook.show(gen.greedy)
 
 # %%
-openings = [" ".join(t.split()[:6]) for t in val_texts[: sizes["n_filter"]]]
+openings = [" ".join(t.split()[:6]) for t in val_texts[: sizes["n_openings"]]]
 for text in openings:
     p_ids = encode(text)
     ours = gen.greedy(model, p_ids, sizes["n_greedy"])

@@ -350,7 +350,6 @@ def provenance_line(threads: int | None = None) -> str:
 #: What :meth:`Scoreboard.styled` shows for each column of :meth:`Scoreboard.frame` (name, format).
 _READABLE: dict[str, tuple[str, str | None]] = {
     "size_MB": ("size (MB)", "{:.1f}"),
-    "params": ("parameters", "{:,.0f}"),
     "accuracy": ("test accuracy", "{:.3f}"),
     "val_accuracy": ("validation accuracy", "{:.3f}"),
     "smaller": ("× smaller", "{:.2f}"),
