@@ -50,7 +50,24 @@ def test_pruned_student_trains_once_then_loads(tiny_recipes):
     with torch.no_grad():
         torch.testing.assert_close(m1.eval()(**batch).logits, m2(**batch).logits, rtol=0, atol=0)
     # the cache key follows the student it starts from
-    assert info1["student"] == json.loads(json.dumps(distill.student_key("smoke", "layers", True, "cpu")))
+    assert info1["student"] == json.loads(json.dumps(combined.long_student_key("smoke", "cpu")))
+
+
+def test_long_student_is_chapter_14s_recipe_trained_longer(tiny_recipes, monkeypatch):
+    m1, tok, info1 = combined.long_student("smoke", device="cpu")
+    assert info1["from_cache"] is False
+    assert len(info1["history"]["step_loss"]) == 2 * 2  # two epochs of 16 snippets at batch 8
+    assert len(m1.bert.encoder.layer) == len(distill.STUDENT_SETTINGS["smoke"]["layers"].layers)
+    m2, _, info2 = combined.long_student("smoke", device="cpu")
+    assert info2["from_cache"] is True
+    for k, v in m1.state_dict().items():
+        torch.testing.assert_close(v, m2.state_dict()[k], rtol=0, atol=0)
+    key = combined.long_student_key("smoke", "cpu")
+    assert key["settings"]["epochs"] == combined.LONG_STUDENT_EPOCHS["smoke"] == 2
+    monkeypatch.setitem(combined.LONG_STUDENT_EPOCHS, "smoke", 3)
+    assert combined.long_student_key("smoke", "cpu") != key  # more epochs, another cache folder
+    with pytest.raises(ValueError, match="profile"):
+        combined.long_student("medium")
 
 
 def test_pruned_student_bad_profile():
@@ -137,6 +154,22 @@ def test_compact_is_int8_smaller_and_exact_on_kept_tokens():
     assert next(model.parameters()).dtype == torch.float32 and isinstance(
         model.bert.embeddings.word_embeddings, torch.nn.Embedding
     )  # the input is unchanged
+
+
+def test_compact_lean_runs_the_same_table_with_one_qkv_product():
+    from dlbook import lean
+
+    model, tok = _tiny_classifier(), _Tok()
+    texts = ["1 2 3", "3 4 5 6"]
+    plain, _ = combined.compact(model, tok, texts)
+    fast, vmap = combined.compact(model, tok, texts, lean=True)
+    assert isinstance(fast, lean.LeanClassifier) and vmap.new_size == 5 + 6
+    assert all(layer.qkv.weight().shape[0] == 3 * model.config.hidden_size for layer in fast.layers)
+    batch = tok(["1 2 6", "4", "40 41"], return_tensors="pt")  # the last: unseen tokens
+    with torch.no_grad():  # int8 with one scale for Q, K and V together: close, not equal
+        torch.testing.assert_close(fast(**batch).logits, plain(**batch).logits, rtol=0, atol=0.05)
+    with pytest.raises(TypeError, match="lean must be True or False"):
+        combined.compact(model, tok, texts, lean="yes")
 
 
 def test_compact_refuses_other_models():

@@ -47,6 +47,7 @@ dlbook.expected       12        10, 12, 14, 15
 dlbook.prune          13        13, 15
 dlbook.distill        14        13, 14, 15
 dlbook.combined       15        15
+dlbook.lean           15        15
 dlbook.distributed    16        16
 dlbook.nn.llama       17        17, 18, 20
 dlbook.generate       18        18

@@ -2,7 +2,8 @@
 
 Built for chapter 15, "The compression scoreboard", from the pieces of chapters 12 to 14:
 
-1. chapter 14's 3-layer distilled student (:func:`dlbook.distill.distilled_student`);
+1. chapter 14's 3-layer distilled student, trained for more epochs (:func:`long_student`: chapter
+   14 trains one epoch, enough to compare recipes; the scoreboard wants the best student);
 2. chapter 13's Taylor importance (:func:`dlbook.prune.importance_scores`), computed on
    TRAINING snippets, picks the heads and feed-forward neurons to keep in each of its layers, and
    :func:`dlbook.prune.shrink_bert` removes the others for real;
@@ -28,10 +29,59 @@ import torch
 from torch import nn
 
 from .env import resolve_device
-from .modelcache import cached_recipe
+from .modelcache import cached_recipe, describe
 
 #: Bump when the recipe below changes, so old caches are not reused.
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
+
+#: Epochs of :func:`long_student`: chapter 14's 3-layer recipe, trained longer (it trains one).
+LONG_STUDENT_EPOCHS: dict[str, int] = {"smoke": 2, "full": 4}
+
+
+def _long_settings(profile: str) -> Any:
+    from .distill import STUDENT_SETTINGS
+
+    return dataclasses.replace(STUDENT_SETTINGS[profile]["layers"], epochs=LONG_STUDENT_EPOCHS[profile])
+
+
+def long_student_key(profile: str, device: torch.device | str | None = None) -> dict[str, Any]:
+    """What decides :func:`long_student`'s weights (hashed into its cache folder and :func:`pruned_student`'s)."""
+    from .distill import RECIPE_VERSION as STUDENT_RECIPE
+    from .distill import student_key
+
+    device = resolve_device(device)
+    teacher = student_key(profile, "layers", True, device)["teacher"]  # checks the profile
+    return describe(RECIPE_VERSION, profile, _long_settings(profile), device, teacher=teacher, student_recipe=STUDENT_RECIPE)
+
+
+def long_student(
+    profile: str, cache_dir: str | os.PathLike[str] | None = None, device: torch.device | str | None = None
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """Chapter 14's 3-layer distilled student trained for ``LONG_STUDENT_EPOCHS[profile]`` epochs.
+
+    The same recipe as :func:`dlbook.distill.distilled_student` (``"layers"``, with the teacher),
+    only longer; trained once per profile (:func:`dlbook.distill.train_new_student`), then loaded
+    from the cache. Returns ``(model, tokenizer, info)``. Chapter 15's "distilled" contender and
+    the student :func:`pruned_student` starts from.
+    """
+    from .distill import train_new_student
+    from .modelcache import load_classifier
+
+    key = long_student_key(profile, device)  # checks the profile
+    settings = _long_settings(profile)
+    return cached_recipe(
+        "student-layers-long",
+        RECIPE_VERSION,
+        profile,
+        settings,
+        lambda d: train_new_student(profile, "layers", True, d, settings=settings),
+        load_classifier,
+        label="3-layer student trained longer",
+        device=device,
+        cache_dir=cache_dir,
+        teacher=key["teacher"],
+        student_recipe=key["student_recipe"],
+    )
 
 
 @dataclass(frozen=True)
@@ -77,14 +127,14 @@ def training_snippets(tokenizer: Any, n: int | None, max_length: int) -> Any:
 
 
 def _train_pruned_student(profile: str, device: torch.device) -> tuple[nn.Module, Any, dict[str, Any]]:
-    from .distill import STUDENT_SETTINGS, distilled_student, fit_student, student_training_data
+    from .distill import STUDENT_SETTINGS, fit_student, student_training_data
     from .finetune import evaluate_classifier, sentiment_classifier
     from .prune import importance_snippets, prune_by_importance, structure
 
     p = PRUNED_STUDENT_SETTINGS[profile]
     s = dataclasses.replace(STUDENT_SETTINGS[profile]["layers"], alpha=p.alpha)
     teacher, tokenizer, _ = sentiment_classifier(profile, device=device)
-    student, _, _ = distilled_student(profile, "layers", True, device=device)
+    student, _, _ = long_student(profile, device=device)
     scored = training_snippets(tokenizer, p.n_importance, s.max_length)
     model, _ = prune_by_importance(
         student, scored, tokenizer, keep_heads=p.keep_heads, keep_neurons=p.keep_neurons, device=device
@@ -106,7 +156,7 @@ def _train_pruned_student(profile: str, device: torch.device) -> tuple[nn.Module
 def pruned_student(
     profile: str, cache_dir: str | os.PathLike[str] | None = None, device: torch.device | str | None = None
 ) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """Chapter 14's 3-layer distilled student, structurally pruned and distilled again: ``(model, tokenizer, info)``.
+    """:func:`long_student`, structurally pruned and distilled again: ``(model, tokenizer, info)``.
 
     Keeps ``PRUNED_STUDENT_SETTINGS[profile].keep_heads`` heads and ``keep_neurons`` feed-forward
     neurons per layer (chosen by Taylor importance on training snippets, so validation stays
@@ -116,11 +166,10 @@ def pruned_student(
     the validation accuracy right after the cut and after the distillation, and the training
     history. Used by chapter 15.
     """
-    from .distill import student_key
     from .prune import load_pruned_folder
 
     device = resolve_device(device)
-    student = student_key(profile, "layers", True, device)  # what it starts from; checks the profile
+    student = long_student_key(profile, device)  # what it starts from; checks the profile
     return cached_recipe(
         "pruned-student",
         RECIPE_VERSION,
@@ -140,7 +189,13 @@ def pruned_student(
 
 
 def compact(
-    model: nn.Module, tokenizer: Any, texts: Sequence[str], *, min_count: int = 1, max_length: int | None = None
+    model: nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    min_count: int = 1,
+    max_length: int | None = None,
+    lean: bool = False,
 ) -> tuple[nn.Module, Any]:
     """An int8 CPU copy of ``model`` that keeps only the vocabulary of ``texts``: ``(compact model, map)``.
 
@@ -148,21 +203,27 @@ def compact(
        and of every token seen at least ``min_count`` times in ``texts`` (pass the TRAINING
        snippets), and :meth:`dlbook.prune.VocabMap.wrap` puts a lookup in front that maps the
        ordinary tokenizer's ids to the kept rows (an unseen token becomes ``[UNK]``);
-    2. :func:`dlbook.quantize.int8_dynamic` stores the linear layers in int8 (activations
+    2. with ``lean=True``, :func:`dlbook.lean.lean_classifier` runs the same weights without the
+       library's generality (Q, K and V stacked into one projection);
+    3. :func:`dlbook.quantize.int8_dynamic` stores the linear layers in int8 (activations
        quantized per call) and every embedding table in int8 with one scale per row.
 
     The result takes the ordinary tokenizer's batches, ``compact(**batch).logits``, so
     :mod:`dlbook.measure` times and scores it like any other variant; its ``state_dict`` holds
     the id map too. The input model is not changed. Chapter 15 stacks it on its students.
     """
+    from .lean import lean_classifier
     from .prune import prune_vocabulary
     from .quantize import int8_dynamic
 
     if not hasattr(model, "get_input_embeddings"):
         raise TypeError(f"expected a Hugging Face model, got {type(model).__name__}")
     cpu = model if resolve_device(model=model).type == "cpu" else _cpu_copy(model)
+    if not isinstance(lean, bool):
+        raise TypeError(f"lean must be True or False, got {lean!r}")
     small, vmap = prune_vocabulary(cpu, tokenizer, list(texts), min_count=min_count, max_length=max_length)
-    return int8_dynamic(vmap.wrap(small.eval())), vmap
+    wrapped = vmap.wrap(small.eval())
+    return int8_dynamic(lean_classifier(wrapped) if lean else wrapped), vmap
 
 
 def compact_onnx(
