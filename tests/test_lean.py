@@ -123,6 +123,8 @@ def test_unsupported_models_are_refused():
         lean.lean_classifier(tiny_bert(hidden_act="gelu_new"))
     with pytest.raises(ValueError, match="problem_type"):
         lean.lean_classifier(tiny_bert(problem_type="multi_label_classification"))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        lean.lean_classifier(tiny_bert(num_labels=1))
     with pytest.raises(ValueError, match="float32"):
         lean.lean_classifier(tiny_bert().double())
     with pytest.raises(ValueError, match="quantize the lean classifier"):

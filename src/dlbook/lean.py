@@ -170,6 +170,8 @@ def lean_classifier(model: nn.Module) -> LeanClassifier:
     for key, (value, needed) in unsupported.items():
         if value != needed:
             raise ValueError(f"lean_classifier supports {key}={needed!r} only, got {value!r}")
+    if config.num_labels < 2:  # transformers reads one label as regression
+        raise ValueError(f"lean_classifier needs at least 2 classes, got num_labels={config.num_labels}")
     tensors = [*inner.parameters(), *inner.buffers()]
     if any(not isinstance(m.attention.self.query, nn.Linear) for m in bert.encoder.layer):
         raise ValueError("lean_classifier needs the float32 model: quantize the lean classifier, not its input")
