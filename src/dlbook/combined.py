@@ -2,8 +2,8 @@
 
 Built for chapter 15, "The compression scoreboard", from the pieces of chapters 12 to 14:
 
-1. chapter 14's 3-layer distilled student, trained for more epochs (:func:`long_student`: chapter
-   14 trains one epoch, enough to compare recipes; the scoreboard wants the best student);
+1. chapter 14's 3-layer distilled student, trained for more epochs (:func:`long_student`:
+   chapter 14 trains one epoch; ``LONG_STUDENT_EPOCHS`` scored higher on the validation split);
 2. chapter 13's Taylor importance (:func:`dlbook.prune.importance_scores`), computed on
    TRAINING snippets, picks the heads and feed-forward neurons to keep in each of its layers, and
    :func:`dlbook.prune.shrink_bert` removes the others for real;
@@ -13,8 +13,10 @@ Built for chapter 15, "The compression scoreboard", from the pieces of chapters 
    (:func:`dlbook.prune.prune_vocabulary`) and stores the rest in int8 (chapter 12's
    :func:`dlbook.quantize.int8_dynamic`: int8 linear layers, weight-only int8 embedding rows).
 
-Nothing here looks at the validation split, so chapter 15 can choose among its variants by
-their validation accuracy, and at the test split not at all until the choice is made.
+Apart from ``LONG_STUDENT_EPOCHS`` (and the numbers of heads and neurons kept), which were
+chosen on the validation split, nothing here looks at it, so chapter 15 can choose among its
+variants by their validation accuracy (its text says which may be optimistic), and at the test
+split not at all until the choice is made.
 """
 
 from __future__ import annotations

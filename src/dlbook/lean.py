@@ -1,11 +1,11 @@
 """A BERT classifier's forward pass without the library's generality: same weights, less Python.
 
-Taught in chapter 15. At batch 1 a compressed classifier does little arithmetic: chapter 15's
-3-layer int8 student multiplies a 55-token snippet in well under a millisecond, and the rest of
-its time goes to the Python around the arithmetic: a dozen module calls per layer, attention-mask
-preparation, dispatch to one of several attention back-ends, options for caches, cross-attention
-and outputs that a sentence classifier never uses. :class:`LeanClassifier` runs the same weights
-through the few operations the classifier needs:
+Taught in chapter 15. At batch 1 a compressed classifier does little arithmetic, and a visible
+part of its time goes to the Python around it: more than a dozen module calls per layer
+(chapter 15 counts them), attention-mask preparation, dispatch to one of several attention
+back-ends, options for caches, cross-attention and outputs that a sentence classifier never
+uses. :class:`LeanClassifier` runs the same weights through the few operations the classifier
+needs:
 
     x = LayerNorm(word[ids] + position[0..T) + segment[types])
     per layer:  q, k, v = split(x W_qkv + b_qkv)            # one matrix product, not three
@@ -13,19 +13,20 @@ through the few operations the classifier needs:
                 x = LayerNorm(x + gelu(x W_1 + b_1) W_2 + b_2)
     logits = tanh(x[:, 0] W_p + b_p) W_c + b_c
 
-Attention is chapter 6's formula written out (three tensor operations): at these lengths it
-measured faster than PyTorch's fused kernel on the book's 2-core CPU (CHANGELOG). The one change to the
-arithmetic is the fused query/key/value projection: the three weight
-matrices are stacked into one, so one matrix product (and, after :func:`dlbook.quantize.int8_dynamic`,
-one quantization of the activations) replaces three. In float32 the logits equal the Hugging Face
-model's to rounding (chapter 15 checks it); in int8 the stacked matrix gets one weight scale where
-the three had one each, so the int8 logits differ slightly and chapter 15 measures the accuracy
-again rather than assuming it.
+Attention is chapter 6's formula written out (matrix product, scale, mask, softmax, matrix
+product) in place of PyTorch's fused ``scaled_dot_product_attention``, which the Hugging Face
+model calls. The query, key and value weight matrices are stacked into one (a fused
+projection), so one matrix product (and, after :func:`dlbook.quantize.int8_dynamic`, one
+quantization of the activations) replaces three. In float32 the logits equal the Hugging Face
+model's to rounding (unit tests; chapter 15 checks it); in int8 the stacked matrix gets one
+weight scale where the three had one each, so the int8 logits differ and chapter 15 measures the
+accuracy again rather than assuming it.
 
 Works on a ``BertForSequenceClassification`` of any depth and width, pruned per layer
 (:func:`dlbook.prune.shrink_bert`) or vocabulary-pruned (:meth:`dlbook.prune.VocabMap.wrap`), in
-eval mode and float32; quantize the result, not the input. Exact GELU, absolute positions, single-
-label classification only (refused otherwise, rather than computed differently).
+eval mode and float32; quantize the result, not the input. Exact GELU, absolute positions,
+single-label classification with class-index labels only (refused otherwise, rather than
+computed differently).
 """
 
 from __future__ import annotations
@@ -111,7 +112,11 @@ class LeanClassifier(nn.Module):
         for layer in self.layers:
             x = layer(x, mask)
         logits = self.classifier(torch.tanh(self.pool(x[:, 0])))  # (batch, classes), from [CLS]
-        loss = None if labels is None else F.cross_entropy(logits, labels)
+        loss = None
+        if labels is not None:
+            if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.shape != logits.shape[:1]:
+                raise ValueError("LeanClassifier: labels must be class indices of shape (batch,)")
+            loss = F.cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
@@ -153,9 +158,10 @@ def lean_classifier(model: nn.Module) -> LeanClassifier:
     """
     import copy
 
+    from transformers import BertForSequenceClassification
+
     inner = getattr(model, "model", model) if hasattr(model, "old_to_new") else model
-    bert = getattr(inner, "bert", None)
-    if not isinstance(model, nn.Module) or bert is None or not hasattr(inner, "classifier"):
+    if not isinstance(inner, BertForSequenceClassification):
         raise TypeError(
             "lean_classifier needs a BertForSequenceClassification (or one wrapped by VocabMap.wrap), "
             f"got {type(model).__name__}"
@@ -173,7 +179,7 @@ def lean_classifier(model: nn.Module) -> LeanClassifier:
     if config.num_labels < 2:  # transformers reads one label as regression
         raise ValueError(f"lean_classifier needs at least 2 classes, got num_labels={config.num_labels}")
     tensors = [*inner.parameters(), *inner.buffers()]
-    if any(not isinstance(m.attention.self.query, nn.Linear) for m in bert.encoder.layer):
+    if any(not isinstance(m.attention.self.query, nn.Linear) for m in inner.bert.encoder.layer):
         raise ValueError("lean_classifier needs the float32 model: quantize the lean classifier, not its input")
     if any(t.is_floating_point() and t.dtype != torch.float32 for t in tensors):
         raise ValueError("lean_classifier expects a float32 model: call .float() first")
