@@ -1,5 +1,6 @@
 """dlbook.modelcache: train once, load afterwards, random state untouched."""
 
+import dataclasses
 import json
 
 import pytest
@@ -148,7 +149,25 @@ def test_pruned_accessors_keep_their_cache_keys(monkeypatch, profile):
         profile,
         combined.PRUNED_STUDENT_SETTINGS[profile],
         cpu,
-        student=distill.student_key(profile, "layers", True, cpu),
+        student=combined.long_student_key(profile, cpu),
+    )
+    long_settings = dataclasses.replace(
+        distill.STUDENT_SETTINGS[profile]["layers"], epochs=combined.LONG_STUDENT_EPOCHS[profile]
+    )
+    long = describe(
+        combined.RECIPE_VERSION,
+        profile,
+        long_settings,
+        cpu,
+        teacher=distill.student_key(profile, "layers", True, cpu)["teacher"],
+        student_recipe=distill.RECIPE_VERSION,
+    )
+    assert combined.long_student_key(profile, cpu) == long
+    combined.long_student(profile, device="cpu")
+    assert seen.pop(f"student-layers-long-{profile}") == (
+        cache_key(f"student-layers-long-{profile}", long),
+        f"{profile} 3-layer student trained longer",
+        cpu,
     )
     assert seen == {
         f"pruned-{profile}": (cache_key(f"pruned-{profile}", pruned), f"{profile} pruned classifier", cpu),
