@@ -227,8 +227,8 @@ print(
 # products are small, such bookkeeping (the **framework overhead**) can be a visible share of
 # the time. `lean.lean_classifier` runs the same weights through only what a sentence
 # classifier needs: the embeddings; per layer one projection for Q, K and V stacked into one
-# matrix (a **fused projection**), attention written out as in chapter 6 (where the Hugging Face
-# model calls PyTorch's fused `scaled_dot_product_attention`), the output projection and the
+# matrix (a **fused projection**), attention written out as in chapter 6 (the Hugging Face model
+# calls PyTorch's fused `scaled_dot_product_attention` instead), the output projection and the
 # feed-forward block, each with its LayerNorm; then the pooler and the classifier.
 # `combined.compact(..., lean=True)` puts it under int8 and the short word table. In float32 it
 # gives the Hugging Face model's logits to rounding, checked here on one snippet and on a padded
@@ -808,7 +808,7 @@ dlbook.glue("ch15_lean_reading", reading)
 #   mixes less Python, one stacked Q/K/V product and a different attention kernel. A cost paid
 #   once per call, as Python's is, would take about the same milliseconds at both batch sizes,
 #   so what separates the batch-32 difference from the batch-1 difference is arithmetic done
-#   differently. The other explanations are not measured separately; the per-round ranges of
+#   differently, or timing noise where the per-round ranges overlap. The other explanations are not measured separately; the per-round ranges of
 #   section 15.4 show how much a ratio moves within one run.
 # - **Accuracy is the budget.** Compare the accuracy drops with their 95 % paired intervals, in
 #   points: int8 {glue:text}`ch15_int8_drop_ci`, pruned {glue:text}`ch15_pruned_drop_ci`,
@@ -842,8 +842,9 @@ dlbook.glue("ch15_lean_reading", reading)
 #   every int8 model it is applied to (asserted). The best combination is named in section
 #   15.4, where its size, speed and accuracy are checked against the chapter's targets.
 # - How a model is run matters too: the same weights without the library's generality
-#   (`lean.lean_classifier`, float32 logits equal to rounding) take a different time; section
-#   15.5 measures the difference at batch 1 and 32 for the baseline and the pruned student.
+#   (`lean.lean_classifier`, float32 logits equal to rounding) can take a different time;
+#   section 15.5 measures the difference at batch 1 and 32 for the baseline and the pruned
+#   student, with its per-round range.
 #
 # ## Exercises
 #
